@@ -1,0 +1,174 @@
+//! Agents: adding one to a cell (within `max_agents`), reading and removing them.
+//!
+//! Adding takes the cell lock, so concurrent adds never exceed `max_agents`; the agent file
+//! itself is created with a no-replace rename, so two adds of one id never overwrite.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::cell;
+use crate::clock;
+use crate::doc::Doc;
+use crate::error::{Error, Result};
+use crate::store::{self, check_id, Collection, Durability, FileKey, IdKind, LockKey, Store};
+use crate::templates;
+
+/// Roles (the spec's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Leads the mission.
+    Lead,
+    /// Writes (code, documents).
+    Write,
+    /// Reads only.
+    Read,
+    /// Reviews.
+    Audit,
+}
+
+impl Role {
+    /// The on-disk spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Lead => "lead",
+            Role::Write => "write",
+            Role::Read => "read",
+            Role::Audit => "audit",
+        }
+    }
+}
+
+/// What `pas agent add` was asked for.
+#[derive(Debug, Clone)]
+pub struct NewAgent {
+    /// `agent_id`.
+    pub id: String,
+    /// `name`; the id when not given.
+    pub name: Option<String>,
+    /// `role`.
+    pub role: Role,
+    /// `capabilities`.
+    pub capabilities: Vec<String>,
+    /// `gateway`.
+    pub gateway: Option<String>,
+}
+
+/// The document of a new agent, from the template.
+pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
+    check_id(IdKind::Agent, &spec.id)?;
+    let mut doc = templates::doc(templates::AGENT, "templates/agent.json")?;
+    doc.set("agent_id", spec.id.as_str());
+    doc.set("name", spec.name.clone().unwrap_or_else(|| spec.id.clone()));
+    doc.set("role", spec.role.as_str());
+    doc.set(
+        "capabilities",
+        Value::from(
+            spec.capabilities
+                .iter()
+                .map(|c| Value::from(c.as_str()))
+                .collect::<Vec<_>>(),
+        ),
+    );
+    doc.set(
+        "gateway",
+        spec.gateway.clone().map_or(Value::Null, Value::from),
+    );
+    doc.set("created_at", clock::stamp(now));
+    Ok(doc)
+}
+
+/// Adds an agent to a cell, refusing duplicates and going past `max_agents`.
+pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>) -> Result<()> {
+    let doc = new_agent_doc(spec, now)?;
+    let _guard = store.lock(cell_id, LockKey::Cell)?;
+    let cell_doc = store::read_required(store, cell_id, FileKey::Cell)?;
+    let existing = store.list(cell_id, Collection::Agents)?;
+    if existing.iter().any(|a| a == &spec.id) {
+        return Err(Error::conflict(format!(
+            "agent {} already exists in cell {cell_id}",
+            spec.id
+        ))
+        .hint("pick another id, or `pas agent rm` the old one first"));
+    }
+    if let Some(max) = cell::max_agents(&cell_doc) {
+        if existing.len() as u64 >= max {
+            return Err(Error::conflict(format!(
+                "cell {cell_id} already has {} agents, its max_agents is {max}",
+                existing.len()
+            ))
+            .hint("remove an agent, or raise max_agents in cell.json"));
+        }
+    }
+    store.create(cell_id, FileKey::Agent(&spec.id), &doc)
+}
+
+/// Reads one agent, which must exist.
+pub fn read(store: &dyn Store, cell_id: &str, agent_id: &str) -> Result<Doc> {
+    check_id(IdKind::Agent, agent_id)?;
+    store
+        .read(cell_id, FileKey::Agent(agent_id))?
+        .ok_or_else(|| {
+            Error::not_found(format!("no agent {agent_id} in cell {cell_id}"))
+                .hint(format!("`pas agent list {cell_id}` shows its agents"))
+        })
+}
+
+/// Every agent of a cell that can be read, with the files that could not.
+pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<(Vec<Doc>, Vec<crate::error::Error>)> {
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for id in store.list(cell_id, Collection::Agents)? {
+        match store.read(cell_id, FileKey::Agent(&id)) {
+            Ok(Some(doc)) => docs.push(doc),
+            Ok(None) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((docs, errors))
+}
+
+/// Removes an agent. Tasks assigned to it block the removal unless `force`, which hands
+/// them back: unfinished ones become unassigned `pending` work.
+pub fn remove(
+    store: &dyn Store,
+    cell_id: &str,
+    agent_id: &str,
+    force: bool,
+) -> Result<Vec<String>> {
+    read(store, cell_id, agent_id)?;
+    let _cell = store.lock(cell_id, LockKey::Cell)?;
+    let _tasks = store.lock(cell_id, LockKey::Tasks)?;
+    let mut assigned = Vec::new();
+    for task_id in store.list(cell_id, Collection::Tasks)? {
+        if let Some(task) = store.read(cell_id, FileKey::Task(&task_id))? {
+            let open = !matches!(task.str("status"), Some("completed") | Some("failed"));
+            if open && task.str("assigned_to") == Some(agent_id) {
+                assigned.push((task_id, task));
+            }
+        }
+    }
+    if !assigned.is_empty() && !force {
+        let ids: Vec<&str> = assigned.iter().map(|(id, _)| id.as_str()).collect();
+        return Err(Error::conflict(format!(
+            "agent {agent_id} is assigned unfinished tasks: {}",
+            ids.join(", ")
+        ))
+        .hint("reassign them, or pass --force to hand them back to the queue"));
+    }
+    let mut released = Vec::new();
+    for (task_id, mut task) in assigned {
+        task.set("assigned_to", Value::Null);
+        if task.str("status") == Some("in_progress") {
+            task.set("status", "pending");
+        }
+        store.write(cell_id, FileKey::Task(&task_id), &task, Durability::Durable)?;
+        released.push(task_id);
+    }
+    let _agent = store.lock(cell_id, LockKey::Agent(agent_id))?;
+    if !store.remove(cell_id, FileKey::Agent(agent_id))? {
+        return Err(Error::not_found(format!(
+            "no agent {agent_id} in cell {cell_id}"
+        )));
+    }
+    Ok(released)
+}

@@ -1,0 +1,255 @@
+//! Cells: creating one from the templates, finding one by id, prefix or name, changing its
+//! status and removing it.
+//!
+//! A cell's id is its directory name. Hand-written cells may carry a different `cell_id`
+//! inside `cell.json` (the spec's own shell example does); lookups accept either, and
+//! `pas validate` warns about the mismatch.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::doc::Doc;
+use crate::error::{Error, Result};
+use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
+use crate::templates;
+
+/// The statuses a cell can have (the spec's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CellStatus {
+    /// Agents run; pas revives them.
+    Active,
+    /// Work is held: agents are told to stop on their next beat.
+    Paused,
+    /// Every task is done.
+    Completed,
+    /// The mission failed (time ran out, or an operator said so).
+    Failed,
+}
+
+impl CellStatus {
+    /// The on-disk spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellStatus::Active => "active",
+            CellStatus::Paused => "paused",
+            CellStatus::Completed => "completed",
+            CellStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Isolation levels (the spec's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationLevel {
+    /// No isolation.
+    None,
+    /// Process isolation: own session, resource limits.
+    #[value(name = "level_1")]
+    Level1,
+    /// Namespaces.
+    #[value(name = "level_2")]
+    Level2,
+    /// Full sandbox.
+    #[value(name = "level_3")]
+    Level3,
+}
+
+impl IsolationLevel {
+    /// The on-disk spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IsolationLevel::None => "none",
+            IsolationLevel::Level1 => "level_1",
+            IsolationLevel::Level2 => "level_2",
+            IsolationLevel::Level3 => "level_3",
+        }
+    }
+}
+
+/// What `pas cell create` was asked for.
+#[derive(Debug, Clone)]
+pub struct NewCell {
+    /// `mission_name`.
+    pub name: String,
+    /// `isolation_level` (and `config/isolation.json` `level`).
+    pub isolation: IsolationLevel,
+    /// `max_agents`.
+    pub max_agents: u64,
+    /// `timeout` in seconds; `None` for no limit.
+    pub timeout: Option<u64>,
+    /// `created_by`.
+    pub created_by: String,
+}
+
+/// The documents of a new cell, from the templates.
+pub fn new_cell_files(
+    id: &str,
+    spec: &NewCell,
+    now: DateTime<Utc>,
+) -> Result<Vec<(FileKey<'static>, Doc)>> {
+    if spec.name.trim().is_empty() {
+        return Err(Error::usage("the mission name is empty").hint("pass --name \"Some mission\""));
+    }
+    if spec.max_agents == 0 {
+        return Err(Error::usage("--max-agents must be at least 1"));
+    }
+    let mut cell = templates::doc(templates::CELL, "templates/cell.json")?;
+    cell.set("cell_id", id);
+    cell.set("mission_name", spec.name.as_str());
+    cell.set("created_at", clock::stamp(now));
+    cell.set("created_by", spec.created_by.as_str());
+    cell.set("status", CellStatus::Active.as_str());
+    cell.set("isolation_level", spec.isolation.as_str());
+    cell.set("max_agents", spec.max_agents);
+    cell.set("timeout", spec.timeout.map_or(Value::Null, Value::from));
+    let mut isolation = templates::doc(templates::ISOLATION, "templates/isolation.json")?;
+    isolation.set("level", spec.isolation.as_str());
+    let policies = templates::doc(templates::POLICIES, "templates/policies.json")?;
+    let permissions = templates::doc(templates::PERMISSIONS, "templates/permissions.json")?;
+    Ok(vec![
+        (FileKey::Cell, cell),
+        (FileKey::Config(ConfigFile::Isolation), isolation),
+        (FileKey::Config(ConfigFile::Policies), policies),
+        (FileKey::Config(ConfigFile::Permissions), permissions),
+    ])
+}
+
+/// Creates a cell and returns its id (a new uuid).
+pub fn create(store: &dyn Store, spec: &NewCell, now: DateTime<Utc>) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let files = new_cell_files(&id, spec, now)?;
+    store.create_cell(&id, &files)?;
+    Ok(id)
+}
+
+/// Finds the cell a user means: its id (directory name), a unique prefix of it, its
+/// `cell_id`, or its unique mission name. Ambiguity is refused with the candidates.
+pub fn resolve(store: &dyn Store, query: &str) -> Result<String> {
+    if query.is_empty() {
+        return Err(Error::usage("the cell name is empty").hint("`pas cell list` shows the cells"));
+    }
+    if store.has_cell(query) {
+        return Ok(query.to_string());
+    }
+    let mut by_prefix = Vec::new();
+    let mut by_name = Vec::new();
+    for id in store.cell_ids()? {
+        if id.starts_with(query) {
+            by_prefix.push(id.clone());
+        }
+        // An unreadable cell.json cannot match by name; validate reports it.
+        if let Ok(Some(doc)) = store.read(&id, FileKey::Cell) {
+            if doc.str("mission_name") == Some(query) || doc.str("cell_id") == Some(query) {
+                by_name.push(id);
+            }
+        }
+    }
+    let candidates = if by_name.is_empty() {
+        by_prefix
+    } else {
+        by_name
+    };
+    match candidates.len() {
+        1 => Ok(candidates.into_iter().next().unwrap_or_default()),
+        0 => Err(Error::not_found(format!(
+            "no cell matches {query:?} under {}",
+            store.root().display()
+        ))
+        .hint("`pas cell list` shows the cells; pass an id, a unique id prefix or a mission name")),
+        _ => Err(Error::conflict(format!(
+            "{query:?} matches {} cells: {}",
+            candidates.len(),
+            candidates.join(", ")
+        ))
+        .hint("pass more of the id")),
+    }
+}
+
+/// A cell at a glance.
+#[derive(Debug, Clone)]
+pub struct CellSummary {
+    /// The directory name.
+    pub id: String,
+    /// `cell.json` as on disk.
+    pub doc: Doc,
+    /// Number of agent files.
+    pub agents: usize,
+    /// Tasks by status (`pending`, `in_progress`, `completed`, `failed`, other).
+    pub tasks: std::collections::BTreeMap<String, usize>,
+}
+
+impl CellSummary {
+    /// The summary as JSON: `cell.json`'s fields plus `id`, `path`, `agents`, `tasks`.
+    pub fn to_json(&self, store: &dyn Store) -> Value {
+        let mut value = self.doc.to_value();
+        if let Value::Object(map) = &mut value {
+            map.insert("id".into(), json!(self.id));
+            map.insert("path".into(), json!(store.cell_path(&self.id)));
+            map.insert("agent_count".into(), json!(self.agents));
+            map.insert("task_counts".into(), json!(self.tasks));
+        }
+        value
+    }
+}
+
+/// Reads a cell's summary.
+pub fn summary(store: &dyn Store, id: &str) -> Result<CellSummary> {
+    let doc = store::read_required(store, id, FileKey::Cell)?;
+    let agents = store.list(id, Collection::Agents)?.len();
+    let mut tasks = std::collections::BTreeMap::new();
+    for task_id in store.list(id, Collection::Tasks)? {
+        let status = match store.read(id, FileKey::Task(&task_id)) {
+            Ok(Some(task)) => task.str("status").unwrap_or("unknown").to_string(),
+            _ => "unreadable".to_string(),
+        };
+        *tasks.entry(status).or_insert(0) += 1;
+    }
+    Ok(CellSummary {
+        id: id.to_string(),
+        doc,
+        agents,
+        tasks,
+    })
+}
+
+/// Sets a cell's status; returns the previous one.
+pub fn set_status(
+    store: &dyn Store,
+    id: &str,
+    status: CellStatus,
+    now: DateTime<Utc>,
+) -> Result<Option<String>> {
+    let mut previous = None;
+    store::update(
+        store,
+        id,
+        FileKey::Cell,
+        LockKey::Cell,
+        Durability::Durable,
+        &mut |doc| {
+            previous = doc.str("status").map(str::to_string);
+            doc.set("status", status.as_str());
+            if previous.as_deref() != Some(status.as_str()) {
+                doc.set("status_changed_at", clock::stamp(now));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(previous)
+}
+
+/// Removes a cell; an active cell only with `force`.
+pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<()> {
+    let doc = store::read_required(store, id, FileKey::Cell)?;
+    if !force && doc.str("status") == Some("active") {
+        return Err(Error::conflict(format!("cell {id} is still active"))
+            .hint("set it completed, failed or paused first (`pas cell set`), or pass --force"));
+    }
+    store.remove_cell(id)
+}
+
+/// The cell's `max_agents`, when it sets one.
+pub fn max_agents(cell: &Doc) -> Option<u64> {
+    cell.u64("max_agents")
+}

@@ -1,0 +1,255 @@
+//! `pas cell ...`
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::cell::{self, CellStatus, IsolationLevel, NewCell};
+use crate::clock;
+use crate::error::Result;
+use crate::output::{Styled, Tone};
+
+/// Cell commands.
+#[derive(Debug, Subcommand)]
+pub enum CellCommand {
+    /// Create a cell with the whole spec layout and print its id.
+    ///
+    /// Example: pas cell create --name "Docs sprint" --max-agents 4 --timeout 7200
+    Create(CreateArgs),
+    /// List the cells under the root.
+    ///
+    /// Example: pas cell list --json
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one cell: its settings and counts of agents and tasks.
+    ///
+    /// Example: pas cell show "Docs sprint"
+    Show(CellArg),
+    /// Change a cell's status.
+    ///
+    /// Example: pas cell set 3f2a --status paused
+    Set(SetArgs),
+    /// Remove a cell and everything in it (an active one only with --force).
+    ///
+    /// Example: pas cell rm 3f2a
+    Rm(RmArgs),
+}
+
+/// Arguments of `pas cell create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// The mission's name (`mission_name`).
+    #[arg(long)]
+    pub name: String,
+    /// Isolation level.
+    #[arg(long, value_enum, default_value_t = IsolationLevel::Level1)]
+    pub isolation: IsolationLevel,
+    /// Most agents the cell may hold.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub max_agents: u64,
+    /// Seconds the mission may run (0: no limit).
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub timeout: u64,
+    /// Who creates the cell (`created_by`); default $PAS_AGENT, else $USER.
+    #[arg(long, value_name = "ID")]
+    pub created_by: Option<String>,
+}
+
+/// A cell named by id, id prefix or mission name.
+#[derive(Debug, Args)]
+pub struct CellArg {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+}
+
+/// Arguments of `pas cell set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The new status.
+    #[arg(long, value_enum)]
+    pub status: CellStatus,
+}
+
+/// Arguments of `pas cell rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// Remove it even while it is active.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Runs a cell command.
+pub fn run(ctx: &Ctx, command: CellCommand) -> Result<()> {
+    match command {
+        CellCommand::Create(args) => create(ctx, args),
+        CellCommand::List => list(ctx),
+        CellCommand::Show(CellArg { cell }) => show(ctx, &cell),
+        CellCommand::Set(SetArgs { cell, status }) => set(ctx, &cell, status),
+        CellCommand::Rm(RmArgs { cell, force }) => rm(ctx, &cell, force),
+    }
+}
+
+fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    let CreateArgs {
+        name,
+        isolation,
+        max_agents,
+        timeout,
+        created_by,
+    } = args;
+    let created_by = created_by
+        .or_else(|| std::env::var("PAS_AGENT").ok().filter(|s| !s.is_empty()))
+        .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "admin".to_string());
+    let spec = NewCell {
+        name,
+        isolation,
+        max_agents,
+        timeout: (timeout > 0).then_some(timeout),
+        created_by,
+    };
+    let id = cell::create(&ctx.store, &spec, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "id": id }));
+    } else {
+        ctx.out.line(&id);
+    }
+    Ok(())
+}
+
+/// The tone of a cell status.
+pub fn status_tone(status: &str) -> Tone {
+    match status {
+        "active" => Tone::Good,
+        "paused" => Tone::Warn,
+        "failed" => Tone::Bad,
+        "completed" => Tone::Dim,
+        _ => Tone::Plain,
+    }
+}
+
+fn task_progress(summary: &cell::CellSummary) -> String {
+    let total: usize = summary.tasks.values().sum();
+    let done = summary.tasks.get("completed").copied().unwrap_or(0);
+    format!("{done}/{total}")
+}
+
+fn list(ctx: &Ctx) -> Result<()> {
+    let now = clock::now();
+    let mut summaries = Vec::new();
+    let mut broken = Vec::new();
+    for id in crate::store::Store::cell_ids(&ctx.store)? {
+        match cell::summary(&ctx.store, &id) {
+            Ok(s) => summaries.push(s),
+            Err(e) => broken.push(e),
+        }
+    }
+    for e in &broken {
+        ctx.out.note(&format!("pas: skipped: {}", e.message));
+    }
+    if ctx.out.is_json() {
+        let items: Vec<Value> = summaries.iter().map(|s| s.to_json(&ctx.store)).collect();
+        ctx.out.json(&Value::from(items));
+        return Ok(());
+    }
+    let rows = summaries
+        .iter()
+        .map(|s| {
+            let status = s.doc.str("status").unwrap_or("?");
+            vec![
+                Styled::from(s.id.as_str()),
+                Styled::from(s.doc.str("mission_name").unwrap_or("")),
+                Styled::new(status, status_tone(status)),
+                Styled::from(s.agents.to_string()),
+                Styled::from(task_progress(s)),
+                Styled::from(clock::ago(
+                    s.doc.str("created_at").and_then(clock::parse),
+                    now,
+                )),
+            ]
+        })
+        .collect();
+    ctx.out.table(
+        &["ID", "NAME", "STATUS", "AGENTS", "TASKS", "CREATED"],
+        rows,
+    );
+    Ok(())
+}
+
+fn show(ctx: &Ctx, query: &str) -> Result<()> {
+    let id = cell::resolve(&ctx.store, query)?;
+    let s = cell::summary(&ctx.store, &id)?;
+    if ctx.out.is_json() {
+        ctx.out.json(&s.to_json(&ctx.store));
+        return Ok(());
+    }
+    let text = |key: &str| -> String {
+        match s.doc.get(key) {
+            None | Some(Value::Null) => "-".to_string(),
+            Some(Value::String(v)) => v.clone(),
+            Some(other) => other.to_string(),
+        }
+    };
+    let status = text("status");
+    let tasks = if s.tasks.is_empty() {
+        "none".to_string()
+    } else {
+        s.tasks
+            .iter()
+            .map(|(k, v)| format!("{v} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    ctx.out.fields(vec![
+        ("id", Styled::from(s.id.as_str())),
+        ("name", Styled::from(text("mission_name"))),
+        ("status", Styled::new(status.as_str(), status_tone(&status))),
+        ("isolation", Styled::from(text("isolation_level"))),
+        ("max agents", Styled::from(text("max_agents"))),
+        ("timeout", Styled::from(text("timeout"))),
+        ("created", Styled::from(text("created_at"))),
+        ("created by", Styled::from(text("created_by"))),
+        (
+            "path",
+            Styled::from(
+                crate::store::Store::cell_path(&ctx.store, &id)
+                    .display()
+                    .to_string(),
+            ),
+        ),
+        ("agents", Styled::from(s.agents.to_string())),
+        ("tasks", Styled::from(tasks)),
+    ]);
+    Ok(())
+}
+
+fn set(ctx: &Ctx, query: &str, status: CellStatus) -> Result<()> {
+    let id = cell::resolve(&ctx.store, query)?;
+    let previous = cell::set_status(&ctx.store, &id, status, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "id": id, "status": status.as_str(), "previous": previous }));
+    } else {
+        ctx.out.info(&format!(
+            "cell {id}: {} -> {}",
+            previous.as_deref().unwrap_or("-"),
+            status.as_str()
+        ));
+    }
+    Ok(())
+}
+
+fn rm(ctx: &Ctx, query: &str, force: bool) -> Result<()> {
+    let id = cell::resolve(&ctx.store, query)?;
+    cell::remove(&ctx.store, &id, force)?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "id": id, "removed": true }));
+    } else {
+        ctx.out.info(&format!("removed cell {id}"));
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The command line: clap definitions, dispatch, and turning errors into one stderr line
+//! and an exit code. Commands live one group per file; they parse, call the domain modules
+//! and hand results to the [`Printer`]. No rules live here.
+
+mod agent;
+mod cell;
+mod task;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Kind, Result};
+use crate::output::{ColorChoice, Printer};
+use crate::store::FsStore;
+
+/// The default missions root.
+pub const DEFAULT_ROOT: &str = "/var/missions";
+
+/// pas keeps fleets of AI agents alive: mission cells on disk, heartbeats, budgets, revival.
+#[derive(Debug, Parser)]
+#[command(name = "pas", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Missions root (default: $PAS_ROOT, else /var/missions).
+    #[arg(long, global = true, value_name = "DIR", env = "PAS_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but data (ids) and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// When to colour tables.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The command groups.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, show, change and remove mission cells.
+    #[command(subcommand)]
+    Cell(cell::CellCommand),
+    /// Add, list, show and remove agents.
+    #[command(subcommand)]
+    Agent(agent::AgentCommand),
+    /// Add, list and show tasks.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
+    /// Check cells against the schemas and the spec's layout.
+    Validate(validate::ValidateArgs),
+}
+
+/// What every command gets: the store and the printer.
+pub struct Ctx {
+    /// The missions root.
+    pub store: FsStore,
+    /// Where output goes.
+    pub out: Printer,
+}
+
+/// Parses the command line, runs the command, and returns the process's exit status.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    let out = Printer::new(cli.json, cli.quiet, cli.color);
+    let root = cli
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let ctx = Ctx {
+        store: FsStore::new(root),
+        out,
+    };
+    match dispatch(&ctx, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e),
+    }
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
+    match command {
+        Command::Cell(c) => cell::run(ctx, c),
+        Command::Agent(c) => agent::run(ctx, c),
+        Command::Task(c) => task::run(ctx, c),
+        Command::Validate(a) => validate::run(ctx, a),
+    }
+}
+
+/// One line on stderr: what is wrong, then how to fix it.
+pub fn report(e: &Error) -> ExitCode {
+    match &e.hint {
+        Some(hint) => eprintln!("pas: {}; {hint}", e.message),
+        None => eprintln!("pas: {}", e.message),
+    }
+    ExitCode::from(e.kind.exit_code())
+}
+
+/// clap's own errors, folded into one line (help and version go to stdout, exit 0).
+fn clap_exit(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(Kind::Usage.exit_code())
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = e.render().to_string();
+    let mut parts: Vec<String> = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        }
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+            continue;
+        }
+        parts.push(line.trim_start_matches("error: ").to_string());
+    }
+    let mut message = parts.join(" ");
+    if let Some(usage) = usage {
+        message.push_str(&format!("; usage: {usage}"));
+    }
+    report(&Error::usage(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+}

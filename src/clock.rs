@@ -1,0 +1,67 @@
+//! Time, passed in rather than read deep inside the rules, so tests control it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// The current time, as every command reads it (once, at the start of the work).
+pub fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// RFC 3339 UTC with microseconds and a `Z`: the form of every timestamp pas writes.
+pub fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Parses any RFC 3339 timestamp (hand-written files may use offsets or whole seconds).
+pub fn parse(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A short human duration: `42s`, `3m12s`, `2h05m`, `3d04h`.
+pub fn human_duration(seconds: f64) -> String {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return "-".to_string();
+    }
+    let s = seconds.floor() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// How long ago `then` was, humanly: `42s ago`; `-` when unknown.
+pub fn ago(then: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match then {
+        Some(t) => {
+            let secs = (now - t).num_milliseconds() as f64 / 1000.0;
+            format!("{} ago", human_duration(secs.max(0.0)))
+        }
+        None => "-".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_round_trip_in_utc() {
+        let t = parse("2026-11-23T10:00:00+02:00").unwrap();
+        assert_eq!(stamp(t), "2026-11-23T08:00:00.000000Z");
+        assert_eq!(parse(&stamp(t)), Some(t));
+        assert!(parse("yesterday").is_none());
+    }
+
+    #[test]
+    fn durations_read_like_a_person_wrote_them() {
+        assert_eq!(human_duration(0.4), "0s");
+        assert_eq!(human_duration(42.0), "42s");
+        assert_eq!(human_duration(192.0), "3m12s");
+        assert_eq!(human_duration(7500.0), "2h05m");
+        assert_eq!(human_duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3d04h");
+    }
+}

@@ -1,0 +1,27 @@
+//! `pas` keeps fleets of AI agents alive.
+//!
+//! A mission is a *cell*: a directory under the missions root holding `cell.json`,
+//! `agents/`, `tasks/`, `checkpoints/`, `logs/`, `artifacts/` and `config/`. The files are
+//! the API: other programs read and write them too, so pas writes every file atomically,
+//! keeps fields it does not know, and takes a lock for every read-modify-write.
+//!
+//! Layers, top to bottom:
+//! - [`cli`]: clap definitions and rendering; no rules;
+//! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
+//!   passed in;
+//! - [`store`]: the only code that touches the filesystem.
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod cell;
+pub mod cli;
+pub mod clock;
+pub mod doc;
+pub mod error;
+pub mod output;
+pub mod store;
+pub mod task;
+pub mod templates;
+pub mod validate;
+
+pub use cli::run;

@@ -1,0 +1,235 @@
+//! All output goes through the [`Printer`]: data on stdout (a table for people, one JSON
+//! document with `--json`), messages on stderr, colour only when wanted.
+//!
+//! A closed pipe (`pas agent list | head -1`) is not an error: output stops quietly and the
+//! command still finishes its work and exits with its own status.
+
+use std::cell::Cell as Flag;
+use std::io::{self, IsTerminal, Write};
+
+use comfy_table::{presets, Attribute, Cell, Color, ContentArrangement, Table};
+use serde_json::Value;
+
+/// How a value should look, so states are coloured the same everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Nothing special.
+    Plain,
+    /// All good: healthy, ok, completed.
+    Good,
+    /// Needs a look: late, warning, pending approval.
+    Warn,
+    /// Broken: down, dead, failed, breach.
+    Bad,
+    /// Less important: unknown, idle, absent values.
+    Dim,
+}
+
+/// One table cell: text and tone.
+#[derive(Debug, Clone)]
+pub struct Styled {
+    /// The text shown.
+    pub text: String,
+    /// How it is coloured.
+    pub tone: Tone,
+}
+
+impl Styled {
+    /// Text with a tone.
+    pub fn new(text: impl Into<String>, tone: Tone) -> Styled {
+        Styled {
+            text: text.into(),
+            tone,
+        }
+    }
+}
+
+impl From<String> for Styled {
+    fn from(text: String) -> Styled {
+        Styled::new(text, Tone::Plain)
+    }
+}
+
+impl From<&str> for Styled {
+    fn from(text: &str) -> Styled {
+        Styled::new(text, Tone::Plain)
+    }
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always (still never in `--json`).
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The one way commands print.
+#[derive(Debug)]
+pub struct Printer {
+    json: bool,
+    quiet: bool,
+    color: bool,
+    closed: Flag<bool>,
+}
+
+impl Printer {
+    /// A printer for the global flags.
+    pub fn new(json: bool, quiet: bool, color: ColorChoice) -> Printer {
+        let color = !json
+            && match color {
+                ColorChoice::Always => true,
+                ColorChoice::Never => false,
+                ColorChoice::Auto => {
+                    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                        && io::stdout().is_terminal()
+                }
+            };
+        Printer {
+            json,
+            quiet,
+            color,
+            closed: Flag::new(false),
+        }
+    }
+
+    /// Whether `--json` was asked for.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Whether `--quiet` was asked for.
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// Whether stdout was closed by the reader (stop producing output).
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn write_stdout(&self, text: &str) {
+        if self.closed.get() {
+            return;
+        }
+        let mut out = io::stdout().lock();
+        let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        if result.is_err() {
+            // A closed pipe or a full disk on stdout: nothing more can be shown.
+            self.closed.set(true);
+        }
+    }
+
+    /// A line of data on stdout (an id, a path); printed even with `--quiet`.
+    pub fn line(&self, text: &str) {
+        self.write_stdout(&format!("{text}\n"));
+    }
+
+    /// Human information on stdout, left out with `--quiet` and `--json`.
+    pub fn info(&self, text: &str) {
+        if !self.quiet && !self.json {
+            self.write_stdout(&format!("{text}\n"));
+        }
+    }
+
+    /// A message for the person on stderr (progress, warnings), left out with `--quiet`.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    /// One JSON document on stdout.
+    pub fn json(&self, value: &Value) {
+        // Serialising a JSON value cannot fail.
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        self.write_stdout(&format!("{text}\n"));
+    }
+
+    /// A table for people: upper-case headers, columns separated by spaces.
+    pub fn table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) {
+        if self.quiet {
+            return;
+        }
+        self.write_stdout(&self.render_table(headers, rows));
+    }
+
+    /// The table as text (for `--watch` style redraws and tests).
+    pub fn render_table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) -> String {
+        let mut table = Table::new();
+        table
+            .load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Disabled);
+        if self.color {
+            table.enforce_styling();
+        } else {
+            table.force_no_tty();
+        }
+        table.set_header(headers.iter().map(|h| {
+            let cell = Cell::new(h);
+            if self.color {
+                cell.add_attribute(Attribute::Bold)
+            } else {
+                cell
+            }
+        }));
+        for row in rows {
+            table.add_row(row.into_iter().map(|s| self.cell(s)));
+        }
+        for column in table.column_iter_mut() {
+            column.set_padding((0, 2));
+        }
+        let mut text = String::new();
+        for line in table.to_string().lines() {
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+
+    fn cell(&self, styled: Styled) -> Cell {
+        let cell = Cell::new(styled.text);
+        if !self.color {
+            return cell;
+        }
+        match styled.tone {
+            Tone::Plain => cell,
+            Tone::Good => cell.fg(Color::Green),
+            Tone::Warn => cell.fg(Color::Yellow),
+            Tone::Bad => cell.fg(Color::Red),
+            Tone::Dim => cell.add_attribute(Attribute::Dim),
+        }
+    }
+
+    /// `key: value` lines for one object, aligned.
+    pub fn fields(&self, pairs: Vec<(&str, Styled)>) {
+        if self.quiet {
+            return;
+        }
+        let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        let mut text = String::new();
+        for (key, value) in pairs {
+            let shown = self.paint(&value);
+            text.push_str(&format!("{key:<width$}  {shown}\n"));
+        }
+        self.write_stdout(&text);
+    }
+
+    /// Text with its tone's colour when colour is on.
+    pub fn paint(&self, styled: &Styled) -> String {
+        if !self.color {
+            return styled.text.clone();
+        }
+        let code = match styled.tone {
+            Tone::Plain => return styled.text.clone(),
+            Tone::Good => "32",
+            Tone::Warn => "33",
+            Tone::Bad => "31",
+            Tone::Dim => "2",
+        };
+        format!("\x1b[{code}m{}\x1b[0m", styled.text)
+    }
+}

@@ -1,0 +1,338 @@
+//! Directory handles and atomic file replacement.
+//!
+//! Invariants:
+//! - every path below the missions root is opened relative to a directory handle with
+//!   `O_NOFOLLOW`, so a symlink planted inside the root (an agent file, a `tasks/`
+//!   directory) is never followed;
+//! - a file is replaced by writing a temporary file in the same directory, fsyncing it,
+//!   renaming it over the old name and fsyncing the directory: a reader sees the old
+//!   bytes or the new bytes, never a torn or empty file, even when the writer is killed;
+//! - a failed write or fsync leaves the old file in place and is reported;
+//! - modes are set explicitly with `fchmod`, so they do not depend on the umask;
+//! - every descriptor is close-on-exec.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{self as rfs, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+
+/// Mode of every file pas creates.
+pub const FILE_MODE: u32 = 0o644;
+/// Mode of every directory pas creates.
+pub const DIR_MODE: u32 = 0o755;
+
+/// Whether a write must reach the disk before the command reports success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory: the write survives a power loss.
+    Durable,
+    /// Skip the fsyncs (still atomic): for heartbeat stamps, where losing the last one on
+    /// power loss is harmless.
+    Relaxed,
+}
+
+fn mode(bits: u32) -> Mode {
+    Mode::from_raw_mode(bits)
+}
+
+/// Opens a directory the user named (the missions root); symlinks here are the user's choice.
+pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rfs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+fn link_error(name: &str) -> io::Error {
+    io::Error::other(format!(
+        "{name} is a symbolic link or not a directory; pas never follows links inside the root"
+    ))
+}
+
+/// Opens `name` inside `dir` as a directory, refusing symlinks.
+pub fn open_subdir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(link_error(name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens `name` inside `dir`, creating it (mode 0755) when missing.
+pub fn ensure_subdir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
+    match open_subdir(dir, name) {
+        Ok(fd) => Ok(fd),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match rfs::mkdirat(dir, name, mode(DIR_MODE)) {
+                Ok(()) => {
+                    let fd = open_subdir(dir, name)?;
+                    rfs::fchmod(&fd, mode(DIR_MODE))?;
+                    Ok(fd)
+                }
+                Err(Errno::EXIST) => open_subdir(dir, name),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `name` inside `dir`; `Ok(None)` when it does not exist. Symlinks are refused.
+pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
+    let fd = match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => return Err(link_error(name)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = File::from(fd);
+    let mut bytes = Vec::with_capacity(1024);
+    file.read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name that no other process or thread uses: hidden, and not ending in `.json`,
+/// so listings never mistake a leftover for a document.
+fn temp_name(name: &str) -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".{name}.{}.{n}.tmp", std::process::id())
+}
+
+/// Writes `bytes` to a fresh temporary file in `dir` and returns its name.
+fn write_temp(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<String> {
+    let tmp = temp_name(name);
+    let fd = rfs::openat(
+        dir,
+        tmp.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        mode(FILE_MODE),
+    )?;
+    let result = (|| {
+        rfs::fchmod(&fd, mode(FILE_MODE))?;
+        let mut file = File::from(fd);
+        file.write_all(bytes)?;
+        if durability == Durability::Durable {
+            file.sync_all()?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());
+            Err(e)
+        }
+    }
+}
+
+/// Replaces `name` in `dir` with `bytes`, atomically.
+pub fn replace_at(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let tmp = write_temp(dir, name, bytes, durability)?;
+    if let Err(e) = rfs::renameat(dir, tmp.as_str(), dir, name) {
+        let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());
+        return Err(e.into());
+    }
+    if durability == Durability::Durable {
+        rfs::fsync(dir)?;
+    }
+    Ok(())
+}
+
+/// Creates `name` in `dir` with `bytes`, atomically; fails with `AlreadyExists` when the name
+/// is taken (by a file, a directory or a link), so two creators never overwrite each other.
+pub fn create_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = write_temp(dir, name, bytes, Durability::Durable)?;
+    let renamed = rfs::renameat_with(dir, tmp.as_str(), dir, name, RenameFlags::NOREPLACE);
+    if let Err(e) = renamed {
+        let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());
+        return Err(e.into());
+    }
+    rfs::fsync(dir)?;
+    Ok(())
+}
+
+/// Removes the file `name` from `dir`; `Ok(false)` when it was not there.
+pub fn remove_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
+    match rfs::unlinkat(dir, name, rfs::AtFlags::empty()) {
+        Ok(()) => {
+            rfs::fsync(dir)?;
+            Ok(true)
+        }
+        Err(Errno::NOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Renames directory entry `from` to `to` inside `dir` (both names plain), refusing to
+/// replace an existing `to`.
+pub fn rename_noreplace(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result<()> {
+    rfs::renameat_with(dir, from, dir, to, RenameFlags::NOREPLACE)?;
+    rfs::fsync(dir)?;
+    Ok(())
+}
+
+/// The names in `dir` ending in `suffix`, not hidden, sorted. Entries that are not regular
+/// files (links, directories) are skipped.
+pub fn list_names(dir: BorrowedFd<'_>, suffix: &str) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in list_entries(dir)? {
+        if entry.is_file && !entry.name.starts_with('.') {
+            if let Some(stem) = entry.name.strip_suffix(suffix) {
+                names.push(stem.to_string());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The entry's name (lossy UTF-8).
+    pub name: String,
+    /// A regular file.
+    pub is_file: bool,
+    /// A directory (not a link to one).
+    pub is_dir: bool,
+    /// A symbolic link.
+    pub is_symlink: bool,
+}
+
+/// Every entry of `dir` but `.` and `..`, unsorted.
+pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
+    let fd = rfs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut out = Vec::new();
+    let listing = rfs::Dir::read_from(fd.as_fd())?;
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "." || name == ".." {
+            continue;
+        }
+        let mut file_type = entry.file_type();
+        if file_type == rfs::FileType::Unknown {
+            file_type = match rfs::statat(dir, name.as_str(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => rfs::FileType::from_raw_mode(st.st_mode),
+                Err(_) => rfs::FileType::Unknown,
+            };
+        }
+        out.push(Entry {
+            name,
+            is_file: file_type == rfs::FileType::RegularFile,
+            is_dir: file_type == rfs::FileType::Directory,
+            is_symlink: file_type == rfs::FileType::Symlink,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("pas-atomic-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn replace_then_read_round_trips_and_leaves_no_temp() {
+        let dir = tempdir();
+        let fd = open_root(&dir).unwrap();
+        replace_at(fd.as_fd(), "a.json", b"{\"x\":1}\n", Durability::Durable).unwrap();
+        replace_at(fd.as_fd(), "a.json", b"{\"x\":2}\n", Durability::Relaxed).unwrap();
+        assert_eq!(
+            read_at(fd.as_fd(), "a.json").unwrap().unwrap(),
+            b"{\"x\":2}\n"
+        );
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn create_refuses_existing_names() {
+        let dir = tempdir();
+        let fd = open_root(&dir).unwrap();
+        create_at(fd.as_fd(), "a.json", b"1").unwrap();
+        let err = create_at(fd.as_fd(), "a.json", b"2").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(read_at(fd.as_fd(), "a.json").unwrap().unwrap(), b"1");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn symlinks_are_not_followed() {
+        let dir = tempdir();
+        std::fs::write(dir.join("target"), b"secret").unwrap();
+        std::os::unix::fs::symlink(dir.join("target"), dir.join("link.json")).unwrap();
+        std::fs::create_dir(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("sub")).unwrap();
+        let fd = open_root(&dir).unwrap();
+        assert!(read_at(fd.as_fd(), "link.json").is_err());
+        assert!(open_subdir(fd.as_fd(), "sub").is_err());
+        // Replacing a link swaps the link itself; the target is untouched.
+        replace_at(fd.as_fd(), "link.json", b"new", Durability::Durable).unwrap();
+        assert_eq!(std::fs::read(dir.join("target")).unwrap(), b"secret");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn modes_ignore_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempdir();
+        let fd = open_root(&dir).unwrap();
+        let old = rustix::process::umask(Mode::from_raw_mode(0o077));
+        replace_at(fd.as_fd(), "m.json", b"{}", Durability::Durable).unwrap();
+        ensure_subdir(fd.as_fd(), "sub").unwrap();
+        rustix::process::umask(old);
+        let file_mode = std::fs::metadata(dir.join("m.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        let dir_mode = std::fs::metadata(dir.join("sub"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(file_mode & 0o777, FILE_MODE);
+        assert_eq!(dir_mode & 0o777, DIR_MODE);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

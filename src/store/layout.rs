@@ -1,0 +1,233 @@
+//! Ids to paths: the one place that knows the on-disk shape of a cell.
+//!
+//! Invariant: no path is ever built from an id that [`check_id`] has not accepted, so an id
+//! can never climb out of its directory (`../x`), name a subdirectory (`a/b`) or hide as a
+//! dotfile next to pas's own temporary and lock files.
+
+use crate::error::{Error, Result};
+
+/// The longest id accepted for a cell, agent, task or job.
+pub const MAX_ID_LEN: usize = 128;
+
+/// The subdirectories every cell has (the mission-cell spec's layout).
+pub const CELL_SUBDIRS: [&str; 6] = [
+    "agents",
+    "tasks",
+    "checkpoints",
+    "logs",
+    "artifacts",
+    "config",
+];
+
+/// Where pas keeps its lock files inside a cell (and inside the root).
+pub const PAS_DIR: &str = ".pas";
+/// Lock files live here, below [`PAS_DIR`].
+pub const LOCKS_DIR: &str = "locks";
+
+/// The three files under `config/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// `config/isolation.json`
+    Isolation,
+    /// `config/policies.json`
+    Policies,
+    /// `config/permissions.json`
+    Permissions,
+}
+
+impl ConfigFile {
+    /// All config files, in the order they are listed in the spec.
+    pub const ALL: [ConfigFile; 3] = [
+        ConfigFile::Isolation,
+        ConfigFile::Policies,
+        ConfigFile::Permissions,
+    ];
+
+    /// The file name under `config/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ConfigFile::Isolation => "isolation.json",
+            ConfigFile::Policies => "policies.json",
+            ConfigFile::Permissions => "permissions.json",
+        }
+    }
+}
+
+/// One JSON document of a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKey<'a> {
+    /// `cell.json`
+    Cell,
+    /// `agents/<id>.json`
+    Agent(&'a str),
+    /// `tasks/<id>.json`
+    Task(&'a str),
+    /// `config/<name>.json`
+    Config(ConfigFile),
+}
+
+impl FileKey<'_> {
+    /// The directory (relative to the cell) and the file name.
+    pub fn dir_and_name(&self) -> (Option<&'static str>, String) {
+        match self {
+            FileKey::Cell => (None, "cell.json".to_string()),
+            FileKey::Agent(id) => (Some("agents"), format!("{id}.json")),
+            FileKey::Task(id) => (Some("tasks"), format!("{id}.json")),
+            FileKey::Config(c) => (Some("config"), c.file_name().to_string()),
+        }
+    }
+
+    /// The path relative to the cell directory, for messages and listings.
+    pub fn relative(&self) -> String {
+        match self.dir_and_name() {
+            (Some(dir), name) => format!("{dir}/{name}"),
+            (None, name) => name,
+        }
+    }
+
+    /// Which schema the document must follow.
+    pub fn schema(&self) -> crate::store::schema::SchemaKind {
+        use crate::store::schema::SchemaKind;
+        match self {
+            FileKey::Cell => SchemaKind::Cell,
+            FileKey::Agent(_) => SchemaKind::Agent,
+            FileKey::Task(_) => SchemaKind::Task,
+            FileKey::Config(ConfigFile::Isolation) => SchemaKind::Isolation,
+            FileKey::Config(ConfigFile::Policies) => SchemaKind::Policies,
+            FileKey::Config(ConfigFile::Permissions) => SchemaKind::Permissions,
+        }
+    }
+}
+
+/// A collection of per-id documents in a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    /// `agents/*.json`
+    Agents,
+    /// `tasks/*.json`
+    Tasks,
+}
+
+impl Collection {
+    /// The directory name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Collection::Agents => "agents",
+            Collection::Tasks => "tasks",
+        }
+    }
+}
+
+/// A lock protecting one read-modify-write scope of a cell.
+///
+/// Order when more than one is needed: `Cell`, then `Tasks`, then `Agent`, then `Events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKey<'a> {
+    /// `cell.json`, config files, adding and removing agents.
+    Cell,
+    /// Every task file (claims look at all tasks at once).
+    Tasks,
+    /// One agent file.
+    Agent(&'a str),
+    /// The events log.
+    Events,
+}
+
+impl LockKey<'_> {
+    /// The lock file's name under `.pas/locks/`.
+    pub fn file_name(&self) -> String {
+        match self {
+            LockKey::Cell => "cell.lock".to_string(),
+            LockKey::Tasks => "tasks.lock".to_string(),
+            LockKey::Agent(id) => format!("agent.{id}.lock"),
+            LockKey::Events => "events.lock".to_string(),
+        }
+    }
+}
+
+/// What kind of thing an id names, for error messages.
+#[derive(Debug, Clone, Copy)]
+pub enum IdKind {
+    /// A cell id (its directory name).
+    Cell,
+    /// An agent id.
+    Agent,
+    /// A task id.
+    Task,
+    /// A job (reservation) id.
+    Job,
+}
+
+impl IdKind {
+    fn noun(self) -> &'static str {
+        match self {
+            IdKind::Cell => "cell",
+            IdKind::Agent => "agent",
+            IdKind::Task => "task",
+            IdKind::Job => "job",
+        }
+    }
+}
+
+/// Whether `id` is acceptable as a file or directory name, without building an error.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && !id.starts_with(['-', '.'])
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Refuses any id that could not safely become a path component.
+pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
+    if is_valid_id(id) {
+        return Ok(());
+    }
+    let noun = kind.noun();
+    let why = if id.is_empty() {
+        "it is empty".to_string()
+    } else if id.len() > MAX_ID_LEN {
+        format!("it is {} characters long (at most {MAX_ID_LEN})", id.len())
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "it has characters other than letters, digits, '.', '_' and '-'".to_string()
+    } else {
+        "it starts with '-' or '.'".to_string()
+    };
+    Err(Error::usage(format!("invalid {noun} id {id:?}: {why}"))
+        .hint("ids are 1-128 characters of [A-Za-z0-9._-], not starting with '-' or '.'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_plain_ids() {
+        for id in ["agent_001", "a", "A.b-c_d", "0", &"x".repeat(128)] {
+            assert!(is_valid_id(id), "{id}");
+        }
+    }
+
+    #[test]
+    fn refuses_path_like_and_odd_ids() {
+        for id in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "-flag",
+            "a b",
+            "é",
+            "a\0b",
+            &"x".repeat(129),
+            "..",
+        ] {
+            assert!(!is_valid_id(id), "{id:?}");
+            assert!(check_id(IdKind::Agent, id).is_err());
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! RAII locks on stable lock files.
+//!
+//! Invariants: a lock is an exclusive `flock` (std's `File::lock`) on a file under
+//! `.pas/locks/` that is never deleted or renamed, so every process locks the same inode;
+//! data files are never locked themselves (an atomic rename replaces their inode). The
+//! descriptor is close-on-exec, so agents spawned while a lock is held never inherit it.
+//! Dropping the guard unlocks.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::atomic::{ensure_subdir, FILE_MODE};
+use super::layout::{LOCKS_DIR, PAS_DIR};
+
+/// A held lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+}
+
+/// Opens (creating when missing) the lock file `name` under `<dir>/.pas/locks/`.
+fn open_lock_file(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
+    let pas = ensure_subdir(dir, PAS_DIR)?;
+    let locks = ensure_subdir(std::os::fd::AsFd::as_fd(&pas), LOCKS_DIR)?;
+    let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rfs::openat(
+        &locks,
+        name,
+        flags | OFlags::CREATE | OFlags::EXCL,
+        Mode::from_raw_mode(FILE_MODE),
+    ) {
+        Ok(fd) => {
+            rfs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
+            fd
+        }
+        Err(Errno::EXIST) => rfs::openat(&locks, name, flags, Mode::empty())?,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(File::from(fd))
+}
+
+/// Takes the exclusive lock `name` in `dir`, waiting as long as another process holds it.
+pub fn lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<LockGuard> {
+    let file = open_lock_file(dir, name)?;
+    file.lock()?;
+    Ok(LockGuard { _file: file })
+}
+
+/// Takes the lock `name` in `dir` only if it is free right now.
+pub fn try_lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<LockGuard>> {
+    let file = open_lock_file(dir, name)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(LockGuard { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -1,0 +1,465 @@
+//! The store: the only code that touches the filesystem.
+//!
+//! Commands and domain rules see cells through the narrow [`Store`] trait (documents by
+//! [`FileKey`], locks by [`LockKey`]), so another backend can be added without touching them.
+//! [`FsStore`] is the mission-cell directory layout on a local filesystem.
+//!
+//! Writers follow one discipline: take the lock, read, change, write atomically, unlock.
+//! Readers take no lock: atomic replacement means they always see a whole file.
+
+pub mod atomic;
+pub mod layout;
+pub mod lock;
+pub mod schema;
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub use atomic::Durability;
+pub use layout::{check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, CELL_SUBDIRS};
+pub use lock::LockGuard;
+
+use crate::doc::Doc;
+use crate::error::{Error, Result};
+
+/// What `pas validate` needs to know about a cell's directory beyond its documents.
+#[derive(Debug, Default, Clone)]
+pub struct CellListing {
+    /// Spec subdirectories that are missing.
+    pub missing_dirs: Vec<&'static str>,
+    /// Symbolic links found where pas expects files or directories (relative paths).
+    pub links: Vec<String>,
+    /// Files in `agents/` or `tasks/` that are not `<id>.json` documents.
+    pub stray: Vec<String>,
+    /// Temporary files left by a writer that was killed mid-write.
+    pub temp_files: Vec<String>,
+}
+
+/// An entry of the root that looks like it should be a cell but is not one.
+#[derive(Debug, Clone)]
+pub struct RootOddity {
+    /// The entry's name.
+    pub name: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
+/// check again and refuse anything else before building a path.
+pub trait Store {
+    /// The missions root, for messages.
+    fn root(&self) -> &Path;
+    /// Where a document lives, for messages.
+    fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf;
+    /// The directory of a cell, for messages and for agents' environment.
+    fn cell_path(&self, cell: &str) -> PathBuf;
+    /// Ids of all cells (directories holding `cell.json`), sorted.
+    fn cell_ids(&self) -> Result<Vec<String>>;
+    /// Whether `cell` exists (has a `cell.json`).
+    fn has_cell(&self, cell: &str) -> bool;
+    /// Creates a whole cell at once: all spec subdirectories and `files`. The cell appears
+    /// complete or not at all.
+    fn create_cell(&self, cell: &str, files: &[(FileKey<'_>, Doc)]) -> Result<()>;
+    /// Removes a cell and everything in it; the cell disappears at once.
+    fn remove_cell(&self, cell: &str) -> Result<()>;
+    /// Reads one document; `None` when the file does not exist.
+    fn read(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Doc>>;
+    /// Ids of the documents of a collection, sorted.
+    fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>>;
+    /// Replaces a document atomically. The caller holds the lock that covers it.
+    fn write(&self, cell: &str, key: FileKey<'_>, doc: &Doc, durability: Durability) -> Result<()>;
+    /// Creates a document atomically; a conflict error when it already exists.
+    fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()>;
+    /// Removes a document; `false` when it was not there.
+    fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool>;
+    /// Takes a lock of the cell, waiting for it.
+    fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
+    /// Directory facts of one cell, for validation.
+    fn inspect(&self, cell: &str) -> Result<CellListing>;
+    /// Root entries that look like broken cells, for validation.
+    fn root_oddities(&self) -> Result<Vec<RootOddity>>;
+}
+
+/// Reads a document that must exist.
+pub fn read_required(store: &dyn Store, cell: &str, key: FileKey<'_>) -> Result<Doc> {
+    store.read(cell, key)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "{} does not exist",
+            store.path_of(cell, key).display()
+        ))
+    })
+}
+
+/// The read-modify-write discipline in one place: lock, read, change, write, unlock.
+pub fn update(
+    store: &dyn Store,
+    cell: &str,
+    key: FileKey<'_>,
+    lock: LockKey<'_>,
+    durability: Durability,
+    change: &mut dyn FnMut(&mut Doc) -> Result<()>,
+) -> Result<Doc> {
+    let _guard = store.lock(cell, lock)?;
+    let mut doc = read_required(store, cell, key)?;
+    change(&mut doc)?;
+    store.write(cell, key, &doc, durability)?;
+    Ok(doc)
+}
+
+/// The mission-cell layout on a local filesystem.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    root_fd: OnceLock<OwnedFd>,
+}
+
+fn root_hint() -> &'static str {
+    "pass --root DIR or set PAS_ROOT to a directory you can write"
+}
+
+impl FsStore {
+    /// A store over `root`; nothing is touched until a command needs it.
+    pub fn new(root: impl Into<PathBuf>) -> FsStore {
+        FsStore {
+            root: root.into(),
+            root_fd: OnceLock::new(),
+        }
+    }
+
+    fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
+        let error = Error::io(what, path, &err);
+        if err.kind() == io::ErrorKind::PermissionDenied {
+            error.hint(root_hint())
+        } else {
+            error
+        }
+    }
+
+    fn root_fd(&self) -> Result<&OwnedFd> {
+        if let Some(fd) = self.root_fd.get() {
+            return Ok(fd);
+        }
+        let fd = atomic::open_root(&self.root).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::not_found(format!(
+                    "missions root {} does not exist",
+                    self.root.display()
+                ))
+                .hint("create a cell with `pas cell create`, or pass --root DIR / set PAS_ROOT")
+            } else {
+                self.io_error("open missions root", &self.root, e)
+            }
+        })?;
+        Ok(self.root_fd.get_or_init(|| fd))
+    }
+
+    fn ensure_root(&self) -> Result<&OwnedFd> {
+        if !self.root.exists() {
+            std::fs::create_dir_all(&self.root).map_err(|e| {
+                Error::failure(format!(
+                    "cannot create missions root {}: {e}",
+                    self.root.display()
+                ))
+                .hint(root_hint())
+            })?;
+        }
+        self.root_fd()
+    }
+
+    fn cell_fd(&self, cell: &str) -> Result<OwnedFd> {
+        check_id(IdKind::Cell, cell)?;
+        let root = self.root_fd()?;
+        atomic::open_subdir(root.as_fd(), cell).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                Error::not_found(format!("no cell {cell} under {}", self.root.display()))
+                    .hint("`pas cell list` shows the cells")
+            } else {
+                self.io_error("open cell", &self.root.join(cell), e)
+            }
+        })
+    }
+
+    fn key_name(key: FileKey<'_>) -> Result<(Option<&'static str>, String)> {
+        match key {
+            FileKey::Agent(id) => check_id(IdKind::Agent, id)?,
+            FileKey::Task(id) => check_id(IdKind::Task, id)?,
+            FileKey::Cell | FileKey::Config(_) => {}
+        }
+        Ok(key.dir_and_name())
+    }
+
+    /// Opens the directory holding `key`; `create` makes a missing subdirectory.
+    fn doc_dir(&self, cell: &str, key: FileKey<'_>, create: bool) -> Result<(OwnedFd, String)> {
+        let (dir, name) = Self::key_name(key)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let fd = match dir {
+            None => cell_fd,
+            Some(dir) => {
+                let opened = if create {
+                    atomic::ensure_subdir(cell_fd.as_fd(), dir)
+                } else {
+                    atomic::open_subdir(cell_fd.as_fd(), dir)
+                };
+                opened.map_err(|e| self.io_error("open", &self.cell_path(cell).join(dir), e))?
+            }
+        };
+        Ok((fd, name))
+    }
+}
+
+impl Store for FsStore {
+    fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf {
+        self.cell_path(cell).join(key.relative())
+    }
+
+    fn cell_path(&self, cell: &str) -> PathBuf {
+        self.root.join(cell)
+    }
+
+    fn cell_ids(&self) -> Result<Vec<String>> {
+        let root = match self.root_fd() {
+            Ok(fd) => fd,
+            Err(e) if e.kind == crate::error::Kind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let entries =
+            atomic::list_entries(root.as_fd()).map_err(|e| self.io_error("list", &self.root, e))?;
+        let mut ids: Vec<String> = entries
+            .into_iter()
+            .filter(|e| e.is_dir && layout::is_valid_id(&e.name))
+            .filter(|e| self.root.join(&e.name).join("cell.json").is_file())
+            .map(|e| e.name)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn has_cell(&self, cell: &str) -> bool {
+        layout::is_valid_id(cell) && self.path_of(cell, FileKey::Cell).is_file()
+    }
+
+    fn create_cell(&self, cell: &str, files: &[(FileKey<'_>, Doc)]) -> Result<()> {
+        check_id(IdKind::Cell, cell)?;
+        let root = self.ensure_root()?;
+        let staging = format!(".creating-{cell}-{}", std::process::id());
+        let staging_path = self.root.join(&staging);
+        let build = || -> io::Result<()> {
+            let dir = atomic::ensure_subdir(root.as_fd(), &staging)?;
+            for sub in CELL_SUBDIRS {
+                atomic::ensure_subdir(dir.as_fd(), sub)?;
+            }
+            for (key, doc) in files {
+                let (sub, name) = key.dir_and_name();
+                match sub {
+                    None => atomic::replace_at(
+                        dir.as_fd(),
+                        &name,
+                        &doc.to_bytes(),
+                        Durability::Durable,
+                    )?,
+                    Some(sub) => {
+                        let sub_fd = atomic::open_subdir(dir.as_fd(), sub)?;
+                        atomic::replace_at(
+                            sub_fd.as_fd(),
+                            &name,
+                            &doc.to_bytes(),
+                            Durability::Durable,
+                        )?;
+                        rustix::fs::fsync(&sub_fd)?;
+                    }
+                }
+            }
+            rustix::fs::fsync(&dir)?;
+            atomic::rename_noreplace(root.as_fd(), &staging, cell)
+        };
+        build().map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging_path);
+            if e.kind() == io::ErrorKind::AlreadyExists
+                || e.raw_os_error() == Some(libc_enotempty())
+            {
+                Error::conflict(format!("cell {cell} already exists"))
+            } else {
+                self.io_error("create cell", &self.cell_path(cell), e)
+            }
+        })
+    }
+
+    fn remove_cell(&self, cell: &str) -> Result<()> {
+        let root = self.root_fd()?;
+        let trash = format!(".removing-{cell}-{}", uuid::Uuid::new_v4().simple());
+        {
+            let _guard = self.lock(cell, LockKey::Cell)?;
+            atomic::rename_noreplace(root.as_fd(), cell, &trash)
+                .map_err(|e| self.io_error("remove cell", &self.cell_path(cell), e))?;
+        }
+        let trash_path = self.root.join(&trash);
+        // std's remove_dir_all never follows symlinks inside the tree.
+        std::fs::remove_dir_all(&trash_path).map_err(|e| self.io_error("remove", &trash_path, e))
+    }
+
+    fn read(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Doc>> {
+        let (sub, name) = Self::key_name(key)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match sub {
+            None => cell_fd,
+            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
+            },
+        };
+        let path = self.path_of(cell, key);
+        match atomic::read_at(dir.as_fd(), &name) {
+            Ok(None) => Ok(None),
+            Ok(Some(bytes)) => Doc::parse(&bytes, &path).map(Some),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>> {
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match atomic::open_subdir(cell_fd.as_fd(), what.dir()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(what.dir()), e)),
+        };
+        let names = atomic::list_names(dir.as_fd(), ".json")
+            .map_err(|e| self.io_error("list", &self.cell_path(cell).join(what.dir()), e))?;
+        Ok(names
+            .into_iter()
+            .filter(|n| layout::is_valid_id(n))
+            .collect())
+    }
+
+    fn write(&self, cell: &str, key: FileKey<'_>, doc: &Doc, durability: Durability) -> Result<()> {
+        let (dir, name) = self.doc_dir(cell, key, true)?;
+        atomic::replace_at(dir.as_fd(), &name, &doc.to_bytes(), durability)
+            .map_err(|e| self.io_error("write", &self.path_of(cell, key), e))
+    }
+
+    fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()> {
+        let (dir, name) = self.doc_dir(cell, key, true)?;
+        atomic::create_at(dir.as_fd(), &name, &doc.to_bytes()).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Error::conflict(format!(
+                    "{} already exists",
+                    self.path_of(cell, key).display()
+                ))
+            } else {
+                self.io_error("create", &self.path_of(cell, key), e)
+            }
+        })
+    }
+
+    fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool> {
+        let (dir, name) = self.doc_dir(cell, key, false)?;
+        atomic::remove_at(dir.as_fd(), &name)
+            .map_err(|e| self.io_error("remove", &self.path_of(cell, key), e))
+    }
+
+    fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard> {
+        if let LockKey::Agent(id) = key {
+            check_id(IdKind::Agent, id)?;
+        }
+        let cell_fd = self.cell_fd(cell)?;
+        lock::lock(cell_fd.as_fd(), &key.file_name()).map_err(|e| {
+            self.io_error(
+                "lock",
+                &self
+                    .cell_path(cell)
+                    .join(layout::PAS_DIR)
+                    .join(key.file_name()),
+                e,
+            )
+        })
+    }
+
+    fn inspect(&self, cell: &str) -> Result<CellListing> {
+        let cell_fd = self.cell_fd(cell)?;
+        let cell_path = self.cell_path(cell);
+        let mut listing = CellListing::default();
+        let top = atomic::list_entries(cell_fd.as_fd())
+            .map_err(|e| self.io_error("list", &cell_path, e))?;
+        for sub in CELL_SUBDIRS {
+            match top.iter().find(|e| e.name == sub) {
+                None => listing.missing_dirs.push(sub),
+                Some(e) if e.is_symlink => listing.links.push(sub.to_string()),
+                Some(_) => {}
+            }
+        }
+        for e in &top {
+            if e.is_symlink && e.name == "cell.json" {
+                listing.links.push(e.name.clone());
+            }
+        }
+        for sub in ["agents", "tasks", "config"] {
+            let Ok(dir) = atomic::open_subdir(cell_fd.as_fd(), sub) else {
+                continue;
+            };
+            let entries = atomic::list_entries(dir.as_fd())
+                .map_err(|e| self.io_error("list", &cell_path.join(sub), e))?;
+            for e in entries {
+                let rel = format!("{sub}/{}", e.name);
+                if e.is_symlink {
+                    listing.links.push(rel);
+                } else if e.name.starts_with('.') && e.name.ends_with(".tmp") {
+                    listing.temp_files.push(rel);
+                } else if sub != "config"
+                    && (!e.is_file
+                        || !e.name.ends_with(".json")
+                        || !layout::is_valid_id(e.name.trim_end_matches(".json")))
+                {
+                    listing.stray.push(rel);
+                }
+            }
+        }
+        listing.links.sort();
+        listing.stray.sort();
+        listing.temp_files.sort();
+        Ok(listing)
+    }
+
+    fn root_oddities(&self) -> Result<Vec<RootOddity>> {
+        let root = match self.root_fd() {
+            Ok(fd) => fd,
+            Err(e) if e.kind == crate::error::Kind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let entries =
+            atomic::list_entries(root.as_fd()).map_err(|e| self.io_error("list", &self.root, e))?;
+        let mut odd = Vec::new();
+        for e in entries {
+            if e.name.starts_with('.') {
+                continue;
+            }
+            let reason = if e.is_symlink {
+                "is a symbolic link; pas ignores links inside the root"
+            } else if !e.is_dir {
+                continue;
+            } else if !layout::is_valid_id(&e.name) {
+                "its name is not a valid cell id"
+            } else if !self.root.join(&e.name).join("cell.json").exists() {
+                "is a directory without cell.json"
+            } else {
+                continue;
+            };
+            odd.push(RootOddity {
+                name: e.name,
+                reason: reason.to_string(),
+            });
+        }
+        odd.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(odd)
+    }
+}
+
+/// ENOTEMPTY: what renaming a directory onto a non-empty one says.
+fn libc_enotempty() -> i32 {
+    rustix::io::Errno::NOTEMPTY.raw_os_error()
+}

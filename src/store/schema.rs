@@ -1,0 +1,94 @@
+//! Validation of documents against the JSON Schemas in `schemas/` (embedded).
+//!
+//! Every file pas writes must pass here (tests check it); `pas validate` reports the
+//! problems of hand-written files as JSON path + reason.
+
+use std::sync::OnceLock;
+
+use jsonschema::Validator;
+use serde_json::Value;
+
+/// The kinds of document with a schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaKind {
+    /// `cell.json`
+    Cell,
+    /// `agents/<id>.json`
+    Agent,
+    /// `tasks/<id>.json`
+    Task,
+    /// `config/isolation.json`
+    Isolation,
+    /// `config/policies.json`
+    Policies,
+    /// `config/permissions.json`
+    Permissions,
+}
+
+impl SchemaKind {
+    /// Every schema kind.
+    pub const ALL: [SchemaKind; 6] = [
+        SchemaKind::Cell,
+        SchemaKind::Agent,
+        SchemaKind::Task,
+        SchemaKind::Isolation,
+        SchemaKind::Policies,
+        SchemaKind::Permissions,
+    ];
+
+    /// The schema's text, as shipped in `schemas/`.
+    pub fn source(self) -> &'static str {
+        match self {
+            SchemaKind::Cell => include_str!("../../schemas/cell.schema.json"),
+            SchemaKind::Agent => include_str!("../../schemas/agent.schema.json"),
+            SchemaKind::Task => include_str!("../../schemas/task.schema.json"),
+            SchemaKind::Isolation => include_str!("../../schemas/isolation.schema.json"),
+            SchemaKind::Policies => include_str!("../../schemas/policies.schema.json"),
+            SchemaKind::Permissions => include_str!("../../schemas/permissions.schema.json"),
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One way a document breaks its schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// JSON pointer into the document (`""` for the whole document).
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+type Compiled = Result<Validator, String>;
+
+fn compiled(kind: SchemaKind) -> &'static Compiled {
+    static CACHE: [OnceLock<Compiled>; 6] = [const { OnceLock::new() }; 6];
+    CACHE[kind.index()].get_or_init(|| {
+        let schema: Value = serde_json::from_str(kind.source()).map_err(|e| e.to_string())?;
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&schema)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Checks `value` against the schema of `kind`; an empty list means it conforms.
+pub fn validate(kind: SchemaKind, value: &Value) -> Vec<Violation> {
+    match compiled(kind) {
+        Ok(validator) => validator
+            .iter_errors(value)
+            .map(|e| Violation {
+                path: e.instance_path().to_string(),
+                reason: e.to_string(),
+            })
+            .collect(),
+        Err(e) => vec![Violation {
+            path: String::new(),
+            reason: format!("the embedded {kind:?} schema does not compile: {e}"),
+        }],
+    }
+}

@@ -1,0 +1,224 @@
+//! `pas validate`: every document of a cell against its schema, plus what hand-written
+//! cells commonly get wrong.
+//!
+//! Errors make the cell unusable or ambiguous for pas (a file that does not parse, a schema
+//! violation, an id that differs from its file name, a dependency on a missing task, a link
+//! inside the cell). Warnings are worth fixing but pas copes (a `cell_id` that differs from
+//! the directory name, a missing subdirectory, leftovers of a killed writer).
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::store::schema;
+use crate::store::{Collection, ConfigFile, FileKey, Store};
+use crate::task;
+
+/// How serious a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// pas cannot rely on the cell as it is.
+    Error,
+    /// pas copes, but the cell is not as the spec says.
+    Warning,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// The cell's id (directory name); empty for problems of the root itself.
+    pub cell: String,
+    /// The file, relative to the cell (or the root).
+    pub file: String,
+    /// A JSON pointer into the file; empty for the whole file.
+    pub path: String,
+    /// How serious.
+    pub severity: Severity,
+    /// What is wrong.
+    pub reason: String,
+}
+
+struct Report<'a> {
+    cell: &'a str,
+    problems: Vec<Problem>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, severity: Severity, file: &str, path: &str, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            cell: self.cell.to_string(),
+            file: file.to_string(),
+            path: path.to_string(),
+            severity,
+            reason: reason.into(),
+        });
+    }
+
+    /// Reads and schema-checks one document; `None` when missing or unreadable.
+    fn check_doc(&mut self, store: &dyn Store, key: FileKey<'_>) -> Option<crate::doc::Doc> {
+        let file = key.relative();
+        match store.read(self.cell, key) {
+            Ok(Some(doc)) => {
+                for v in schema::validate(key.schema(), &doc.to_value()) {
+                    self.add(Severity::Error, &file, &v.path, v.reason);
+                }
+                Some(doc)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                let reason = e
+                    .message
+                    .replace(&format!("{} ", store.path_of(self.cell, key).display()), "");
+                self.add(Severity::Error, &file, "", reason);
+                None
+            }
+        }
+    }
+}
+
+/// Problems of one cell.
+pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
+    let mut r = Report {
+        cell,
+        problems: Vec::new(),
+    };
+    let listing = store.inspect(cell)?;
+    for dir in &listing.missing_dirs {
+        r.add(
+            Severity::Warning,
+            dir,
+            "",
+            format!("the subdirectory {dir}/ is missing (mkdir -p it; pas creates it when needed)"),
+        );
+    }
+    for link in &listing.links {
+        r.add(
+            Severity::Error,
+            link,
+            "",
+            "is a symbolic link; pas never follows links inside a cell",
+        );
+    }
+    for stray in &listing.stray {
+        r.add(
+            Severity::Warning,
+            stray,
+            "",
+            "is not an <id>.json document and is ignored",
+        );
+    }
+    for tmp in &listing.temp_files {
+        r.add(
+            Severity::Warning,
+            tmp,
+            "",
+            "is a temporary file left by an interrupted writer; it can be deleted",
+        );
+    }
+
+    match r.check_doc(store, FileKey::Cell) {
+        Some(doc) => {
+            if let Some(inner) = doc.str("cell_id") {
+                if inner != cell {
+                    r.add(
+                        Severity::Warning,
+                        "cell.json",
+                        "/cell_id",
+                        format!("cell_id {inner:?} differs from the directory name {cell:?}; pas knows the cell by its directory name"),
+                    );
+                }
+            }
+        }
+        None => r.add(
+            Severity::Error,
+            "cell.json",
+            "",
+            "cell.json is missing or unreadable",
+        ),
+    }
+
+    for config in ConfigFile::ALL {
+        r.check_doc(store, FileKey::Config(config));
+    }
+
+    let agent_ids = store.list(cell, Collection::Agents)?;
+    for id in &agent_ids {
+        let key = FileKey::Agent(id);
+        if let Some(doc) = r.check_doc(store, key) {
+            if let Some(inner) = doc.str("agent_id") {
+                if inner != id {
+                    r.add(
+                        Severity::Error,
+                        &key.relative(),
+                        "/agent_id",
+                        format!("agent_id {inner:?} differs from the file name {id:?}"),
+                    );
+                }
+            }
+        }
+    }
+
+    let mut tasks = std::collections::BTreeMap::new();
+    for id in store.list(cell, Collection::Tasks)? {
+        let key = FileKey::Task(&id);
+        if let Some(doc) = r.check_doc(store, key) {
+            if let Some(inner) = doc.str("task_id") {
+                if inner != id {
+                    r.add(
+                        Severity::Error,
+                        &key.relative(),
+                        "/task_id",
+                        format!("task_id {inner:?} differs from the file name {id:?}"),
+                    );
+                }
+            }
+            if let Some(agent) = doc.str("assigned_to") {
+                if !agent_ids.iter().any(|a| a == agent) {
+                    r.add(
+                        Severity::Error,
+                        &key.relative(),
+                        "/assigned_to",
+                        format!("assigned to unknown agent {agent:?}"),
+                    );
+                }
+            }
+            tasks.insert(id.clone(), doc);
+        }
+    }
+    for (id, dep) in task::dangling_dependencies(&tasks) {
+        r.add(
+            Severity::Error,
+            &format!("tasks/{id}.json"),
+            "/dependencies",
+            format!("depends on unknown task {dep:?}"),
+        );
+    }
+    if let Some(cycle) = task::find_cycle(&task::graph(&tasks)) {
+        let first = cycle.first().cloned().unwrap_or_default();
+        r.add(
+            Severity::Error,
+            &format!("tasks/{first}.json"),
+            "/dependencies",
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        );
+    }
+    Ok(r.problems)
+}
+
+/// Problems of every cell and of the root.
+pub fn validate_root(store: &dyn Store) -> Result<Vec<Problem>> {
+    let mut problems = Vec::new();
+    for odd in store.root_oddities()? {
+        problems.push(Problem {
+            cell: String::new(),
+            file: odd.name,
+            path: String::new(),
+            severity: Severity::Warning,
+            reason: odd.reason,
+        });
+    }
+    for cell in store.cell_ids()? {
+        problems.extend(validate_cell(store, &cell)?);
+    }
+    Ok(problems)
+}
