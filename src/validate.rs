@@ -141,7 +141,12 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
         r.check_doc(store, FileKey::Config(config));
     }
 
-    let agent_ids = store.list(cell, Collection::Agents)?;
+    let linked = |dir: &str| listing.links.iter().any(|l| l == dir);
+    let agent_ids = if linked("agents") {
+        Vec::new()
+    } else {
+        store.list(cell, Collection::Agents)?
+    };
     for id in &agent_ids {
         let key = FileKey::Agent(id);
         if let Some(doc) = r.check_doc(store, key) {
@@ -159,7 +164,12 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
     }
 
     let mut tasks = std::collections::BTreeMap::new();
-    for id in store.list(cell, Collection::Tasks)? {
+    let task_ids = if linked("tasks") {
+        Vec::new()
+    } else {
+        store.list(cell, Collection::Tasks)?
+    };
+    for id in task_ids {
         let key = FileKey::Task(&id);
         if let Some(doc) = r.check_doc(store, key) {
             if let Some(inner) = doc.str("task_id") {

@@ -48,10 +48,30 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
+/// The error inside an `io::Error` when a path component is a symlink (or not a
+/// directory where one is expected): the layout is broken, not the disk.
+#[derive(Debug)]
+pub struct LinkRefused(String);
+
+impl std::fmt::Display for LinkRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is a symbolic link or not a directory; pas never follows links inside the root",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for LinkRefused {}
+
+/// Whether an I/O error is a refused link.
+pub fn is_link_refused(err: &io::Error) -> bool {
+    err.get_ref().is_some_and(|inner| inner.is::<LinkRefused>())
+}
+
 fn link_error(name: &str) -> io::Error {
-    io::Error::other(format!(
-        "{name} is a symbolic link or not a directory; pas never follows links inside the root"
-    ))
+    io::Error::other(LinkRefused(name.to_string()))
 }
 
 /// Opens `name` inside `dir` as a directory, refusing symlinks.

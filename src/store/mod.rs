@@ -129,6 +129,11 @@ impl FsStore {
     }
 
     fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
+        if atomic::is_link_refused(&err) {
+            return Error::data(format!("cannot {what} {}: {err}", path.display())).hint(
+                "replace the link with a real file or directory (`pas validate` lists them)",
+            );
+        }
         let error = Error::io(what, path, &err);
         if err.kind() == io::ErrorKind::PermissionDenied {
             error.hint(root_hint())

@@ -92,3 +92,62 @@ pub fn validate(kind: SchemaKind, value: &Value) -> Vec<Violation> {
         }],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates;
+
+    #[test]
+    fn every_schema_compiles_as_draft_2020_12() {
+        for kind in SchemaKind::ALL {
+            let schema: Value = serde_json::from_str(kind.source()).unwrap();
+            assert_eq!(
+                schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+                "{kind:?}"
+            );
+            assert!(
+                compiled(kind).is_ok(),
+                "{kind:?}: {:?}",
+                compiled(kind).as_ref().err()
+            );
+        }
+    }
+
+    #[test]
+    fn every_template_validates_against_its_schema() {
+        let pairs = [
+            (SchemaKind::Cell, templates::CELL),
+            (SchemaKind::Agent, templates::AGENT),
+            (SchemaKind::Task, templates::TASK),
+            (SchemaKind::Isolation, templates::ISOLATION),
+            (SchemaKind::Policies, templates::POLICIES),
+            (SchemaKind::Permissions, templates::PERMISSIONS),
+        ];
+        for (kind, text) in pairs {
+            let value: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(validate(kind, &value), vec![], "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn violations_name_the_json_path() {
+        let bad = serde_json::json!({"agent_id": "a", "role": "boss", "heartbeat_count": -1});
+        let problems = validate(SchemaKind::Agent, &bad);
+        assert!(problems.iter().any(|p| p.path == "/role"), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.path == "/heartbeat_count"),
+            "{problems:?}"
+        );
+        let bad_cell = serde_json::json!({"cell_id": "../x", "mission_name": "m", "created_at": "yesterday", "status": "active"});
+        let problems = validate(SchemaKind::Cell, &bad_cell);
+        assert!(
+            problems.iter().any(|p| p.path == "/cell_id"),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.path == "/created_at"),
+            "{problems:?}"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! A temporary missions root and a builder for running `pas` in it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The `pas` binary under test.
+pub fn pas_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pas")
+}
+
+/// A missions root that is removed when dropped.
+pub struct Root {
+    pub path: PathBuf,
+}
+
+impl Root {
+    pub fn new() -> Root {
+        let path = std::env::temp_dir().join(format!("pas-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&path).unwrap();
+        Root { path }
+    }
+
+    /// A `pas` command with `--root` set and a clean environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(pas_bin());
+        cmd.arg("--root").arg(&self.path).args(args);
+        cmd.env_remove("PAS_ROOT")
+            .env_remove("PAS_CELL")
+            .env_remove("PAS_AGENT")
+            .env("NO_COLOR", "1");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `pas ARGS` and returns what happened.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.cmd(args).output().unwrap())
+    }
+
+    /// Runs `pas ARGS`, which must succeed, and returns its stdout trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "pas {args:?} failed: {}", run.stderr);
+        run.stdout.trim().to_string()
+    }
+
+    /// Runs `pas --json ARGS`, which must succeed, and parses its stdout.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Creates a cell and returns its id.
+    pub fn cell(&self, name: &str) -> String {
+        self.ok(&["cell", "create", "--name", name])
+    }
+
+    pub fn cell_dir(&self, cell: &str) -> PathBuf {
+        self.path.join(cell)
+    }
+
+    /// A JSON file under the root, parsed.
+    pub fn read_json(&self, rel: impl AsRef<Path>) -> Value {
+        let path = self.path.join(rel);
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// Every file under the root (relative path -> bytes), lock files left out, to prove
+    /// that a refused command changed nothing.
+    pub fn snapshot(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        snapshot_into(&self.path, &self.path, &mut out);
+        out
+    }
+
+    /// Asserts that every `*.json` under the root parses.
+    pub fn assert_all_json_parses(&self) -> usize {
+        let mut count = 0;
+        for (rel, bytes) in self.snapshot() {
+            if rel.ends_with(".json") {
+                serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|e| {
+                    panic!(
+                        "{rel} does not parse ({e}): {:?}",
+                        String::from_utf8_lossy(&bytes)
+                    )
+                });
+                count += 1;
+            }
+        }
+        count
+    }
+}
+
+fn snapshot_into(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(base)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if rel.contains(".pas/locks") {
+            continue;
+        }
+        let ft = entry.file_type().unwrap();
+        if ft.is_dir() {
+            out.insert(format!("{rel}/"), Vec::new());
+            snapshot_into(base, &path, out);
+        } else if ft.is_file() {
+            out.insert(rel, std::fs::read(&path).unwrap_or_default());
+        } else {
+            out.insert(format!("{rel}@"), Vec::new());
+        }
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What a `pas` run did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Asserts a refusal: the exit code, nothing on stdout, and exactly one stderr line
+    /// containing `needle`.
+    pub fn refused(&self, code: i32, needle: &str) {
+        assert_eq!(
+            self.code, code,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        assert_eq!(self.stdout, "", "a refusal prints no data");
+        assert_eq!(
+            self.stderr.lines().count(),
+            1,
+            "one line on stderr, got: {}",
+            self.stderr
+        );
+        assert!(self.stderr.starts_with("pas: "), "{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in: {}",
+            self.stderr
+        );
+    }
+}

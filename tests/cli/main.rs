@@ -1,0 +1,10 @@
+//! One integration-test binary: every test runs the real `pas` in a temporary root.
+
+mod harness;
+
+mod cells;
+mod concurrency;
+mod hand_written;
+mod ids;
+mod schemas;
+mod tasks;
