@@ -10,6 +10,7 @@ use crate::cell;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::events::{self, Level, NewEvent};
 use crate::store::{self, check_id, Collection, Durability, FileKey, IdKind, LockKey, Store};
 use crate::templates;
 
@@ -99,7 +100,15 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>
             .hint("remove an agent, or raise max_agents in cell.json"));
         }
     }
-    store.create(cell_id, FileKey::Agent(&spec.id), &doc)
+    store.create(cell_id, FileKey::Agent(&spec.id), &doc)?;
+    drop(_guard);
+    let event = NewEvent::new(
+        Level::Info,
+        "agent.added",
+        format!("agent {} added as {}", spec.id, spec.role.as_str()),
+    )
+    .agent(&spec.id);
+    events::record_one(store, cell_id, event, now)
 }
 
 /// Reads one agent, which must exist.
@@ -134,6 +143,7 @@ pub fn remove(
     cell_id: &str,
     agent_id: &str,
     force: bool,
+    now: DateTime<Utc>,
 ) -> Result<Vec<String>> {
     read(store, cell_id, agent_id)?;
     let _cell = store.lock(cell_id, LockKey::Cell)?;
@@ -170,5 +180,14 @@ pub fn remove(
             "no agent {agent_id} in cell {cell_id}"
         )));
     }
+    drop(_agent);
+    let event = NewEvent::new(
+        Level::Info,
+        "agent.removed",
+        format!("agent {agent_id} removed"),
+    )
+    .agent(agent_id)
+    .details(serde_json::json!({ "released_tasks": released }));
+    events::record_one(store, cell_id, event, now)?;
     Ok(released)
 }

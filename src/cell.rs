@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::events::{self, Level, NewEvent};
 use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
 use crate::templates;
 
@@ -120,6 +121,13 @@ pub fn create(store: &dyn Store, spec: &NewCell, now: DateTime<Utc>) -> Result<S
     let id = uuid::Uuid::new_v4().to_string();
     let files = new_cell_files(&id, spec, now)?;
     store.create_cell(&id, &files)?;
+    let event = NewEvent::new(
+        Level::Info,
+        "cell.created",
+        format!("cell {:?} created by {}", spec.name, spec.created_by),
+    )
+    .details(json!({ "mission_name": spec.name, "created_by": spec.created_by }));
+    events::record_one(store, &id, event, now)?;
     Ok(id)
 }
 
@@ -236,6 +244,21 @@ pub fn set_status(
             Ok(())
         },
     )?;
+    if previous.as_deref() != Some(status.as_str()) {
+        let level = if status == CellStatus::Failed {
+            Level::Error
+        } else {
+            Level::Info
+        };
+        let from = previous.clone().unwrap_or_else(|| "-".into());
+        let event = NewEvent::new(
+            level,
+            "cell.status",
+            format!("cell status {from} -> {}", status.as_str()),
+        )
+        .details(json!({ "from": previous, "to": status.as_str() }));
+        events::record_one(store, id, event, now)?;
+    }
     Ok(previous)
 }
 

@@ -28,6 +28,10 @@ pub enum Kind {
     Timeout,
     /// `config/permissions.json` or a policy does not allow the action.
     Denied,
+    /// A monitoring verdict (`pas check`, `pas budget check`): the exit code is the
+    /// verdict itself (Nagios convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), already
+    /// printed on stdout.
+    Verdict(u8),
 }
 
 impl Kind {
@@ -43,6 +47,7 @@ impl Kind {
             Kind::Empty => 7,
             Kind::Timeout => 8,
             Kind::Denied => 9,
+            Kind::Verdict(code) => code,
         }
     }
 }

@@ -123,6 +123,11 @@ impl Printer {
         }
     }
 
+    /// Text on stdout exactly as given (an exposition format, an export).
+    pub fn raw(&self, text: &str) {
+        self.write_stdout(text);
+    }
+
     /// A line of data on stdout (an id, a path); printed even with `--quiet`.
     pub fn line(&self, text: &str) {
         self.write_stdout(&format!("{text}\n"));

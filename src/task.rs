@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::events::{self, Level, NewEvent};
 use crate::store::{check_id, Collection, FileKey, IdKind, LockKey, Store};
 use crate::templates;
 
@@ -226,7 +227,15 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewTask, now: DateTime<Utc>)
                 .hint("a task cannot depend, directly or not, on itself"),
         );
     }
-    store.create(cell_id, FileKey::Task(&spec.id), &doc)
+    store.create(cell_id, FileKey::Task(&spec.id), &doc)?;
+    drop(_guard);
+    let event = NewEvent::new(
+        Level::Info,
+        "task.added",
+        format!("task {} added: {}", spec.id, spec.title),
+    )
+    .task(&spec.id);
+    events::record_one(store, cell_id, event, now)
 }
 
 /// Reads one task, which must exist.

@@ -7,9 +7,12 @@ use super::Ctx;
 use crate::agent::{self, NewAgent, Role};
 use crate::cell;
 use crate::clock;
-use crate::doc::Doc;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::health::{self, Health};
+use crate::heartbeat::{self, BeatReport, Reported};
 use crate::output::{Styled, Tone};
+use crate::policy;
+use crate::status::{self, AgentView};
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
@@ -31,6 +34,60 @@ pub enum AgentCommand {
     ///
     /// Example: pas agent rm 3f2a agent_001
     Rm(RmArgs),
+    /// Stamp a heartbeat (CELL and AGENT default to $PAS_CELL and $PAS_AGENT).
+    ///
+    /// Prints the reply: when the next beat is due, and a directive (`stop`, `summarize`)
+    /// when pas wants something from the agent.
+    ///
+    /// Example: pas agent beat --progress 0.4 --ctx-used 52000 --ctx-limit 200000 --note "writing tests"
+    Beat(BeatArgs),
+    /// Record a failure the agent ran into (consecutive failures make it unhealthy).
+    ///
+    /// Example: pas agent fail 3f2a agent_001 --reason "tool call timed out"
+    Fail(FailArgs),
+}
+
+/// Arguments of `pas agent beat`.
+#[derive(Debug, Args)]
+pub struct BeatArgs {
+    /// Cell id, unique id prefix, or mission name.
+    #[arg(env = "PAS_CELL")]
+    pub cell: Option<String>,
+    /// The agent's id.
+    #[arg(env = "PAS_AGENT")]
+    pub agent: Option<String>,
+    /// What the agent reports about itself.
+    #[arg(long, value_enum)]
+    pub status: Option<Reported>,
+    /// Progress of its current work, 0 to 1.
+    #[arg(long, value_name = "0..1")]
+    pub progress: Option<f64>,
+    /// Context tokens in use.
+    #[arg(long, value_name = "N")]
+    pub ctx_used: Option<u64>,
+    /// Context window size in tokens.
+    #[arg(long, value_name = "N")]
+    pub ctx_limit: Option<u64>,
+    /// Metadata to record; repeat for more.
+    #[arg(long = "meta", value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+    /// What the agent is doing, in a few words.
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+/// Arguments of `pas agent fail`.
+#[derive(Debug, Args)]
+pub struct FailArgs {
+    /// Cell id, unique id prefix, or mission name.
+    #[arg(env = "PAS_CELL")]
+    pub cell: Option<String>,
+    /// The agent's id.
+    #[arg(env = "PAS_AGENT")]
+    pub agent: Option<String>,
+    /// What went wrong.
+    #[arg(long)]
+    pub reason: String,
 }
 
 /// Arguments of `pas agent add`.
@@ -57,8 +114,23 @@ pub struct AddArgs {
 /// Arguments of `pas agent list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Cell id, unique id prefix, or mission name.
-    pub cell: String,
+    /// Cell id, unique id prefix, or mission name (or --all).
+    pub cell: Option<String>,
+    /// Agents of every cell.
+    #[arg(long, conflicts_with = "cell")]
+    pub all: bool,
+    /// Only agents with this role.
+    #[arg(long, value_enum)]
+    pub role: Option<Role>,
+    /// Only agents with this capability.
+    #[arg(long, value_name = "CAP")]
+    pub cap: Option<String>,
+    /// Only agents in this health.
+    #[arg(long, value_enum)]
+    pub health: Option<Health>,
+    /// Only agents behind this gateway.
+    #[arg(long)]
+    pub gateway: Option<String>,
 }
 
 /// A cell and one of its agents.
@@ -86,9 +158,15 @@ pub struct RmArgs {
 pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
     match command {
         AgentCommand::Add(args) => add(ctx, args),
-        AgentCommand::List(ListArgs { cell }) => list(ctx, &cell),
+        AgentCommand::List(args) => list(ctx, args),
         AgentCommand::Show(AgentArgs { cell, agent }) => show(ctx, &cell, &agent),
         AgentCommand::Rm(RmArgs { cell, agent, force }) => rm(ctx, &cell, &agent, force),
+        AgentCommand::Beat(args) => beat(ctx, args),
+        AgentCommand::Fail(FailArgs {
+            cell,
+            agent,
+            reason,
+        }) => fail(ctx, cell, agent, &reason),
     }
 }
 
@@ -134,54 +212,173 @@ fn or_dash(value: Option<&str>) -> String {
     value.unwrap_or("-").to_string()
 }
 
-fn list(ctx: &Ctx, cell: &str) -> Result<()> {
-    let cell_id = cell::resolve(&ctx.store, cell)?;
-    let (agents, errors) = agent::read_all(&ctx.store, &cell_id)?;
-    for e in &errors {
-        ctx.out.note(&format!("pas: skipped: {}", e.message));
+fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
+    let ListArgs {
+        cell,
+        all,
+        role,
+        cap,
+        health,
+        gateway,
+    } = args;
+    let now = clock::now();
+    let cells = match (cell, all) {
+        (Some(query), _) => vec![cell::resolve(&ctx.store, &query)?],
+        (None, true) => crate::store::Store::cell_ids(&ctx.store)?,
+        (None, false) => {
+            return Err(
+                Error::usage("name a cell, or pass --all for the agents of every cell")
+                    .hint("for example `pas agent list --all --health dead`"),
+            )
+        }
+    };
+    let mut rows: Vec<(String, AgentView)> = Vec::new();
+    for id in cells {
+        let view = match status::cell_view(&ctx.store, &id, false, now) {
+            Ok(v) => v,
+            Err(e) if all => {
+                ctx.out.note(&format!("pas: skipped: {}", e.message));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        for p in &view.problems {
+            ctx.out.note(&format!("pas: skipped: {p}"));
+        }
+        for a in view.agents {
+            let keep = role.is_none_or(|r| a.role.as_deref() == Some(r.as_str()))
+                && cap.as_ref().is_none_or(|c| a.capabilities.contains(c))
+                && health.is_none_or(|h| a.health == h)
+                && gateway
+                    .as_ref()
+                    .is_none_or(|g| a.gateway.as_ref() == Some(g));
+            if keep {
+                rows.push((view.id.clone(), a));
+            }
+        }
     }
     if ctx.out.is_json() {
-        ctx.out.json(&Value::from(
-            agents.iter().map(Doc::to_value).collect::<Vec<_>>(),
-        ));
+        let items: Vec<Value> = rows
+            .iter()
+            .map(|(cell, a)| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                if let Value::Object(m) = &mut v {
+                    m.insert("cell".into(), json!(cell));
+                }
+                v
+            })
+            .collect();
+        ctx.out.json(&Value::from(items));
         return Ok(());
     }
-    let rows = agents
+    let mut headers = vec![
+        "ID",
+        "NAME",
+        "ROLE",
+        "HEALTH",
+        "LAST BEAT",
+        "STATUS",
+        "TASK",
+        "CAPABILITIES",
+    ];
+    if all {
+        headers.insert(0, "CELL");
+    }
+    let table = rows
         .iter()
-        .map(|a| {
-            let status = a.str("status").unwrap_or("-");
-            vec![
-                Styled::from(or_dash(a.str("agent_id"))),
-                Styled::from(or_dash(a.str("name"))),
-                Styled::from(or_dash(a.str("role"))),
-                Styled::new(status, status_tone(status)),
-                Styled::from(or_dash(a.str("current_task"))),
-                Styled::from(a.strings("capabilities").join(",")),
-            ]
+        .map(|(cell, a)| {
+            let status = a.status.clone().unwrap_or_else(|| "-".into());
+            let mut row = vec![
+                Styled::from(a.id.as_str()),
+                Styled::from(a.name.clone().unwrap_or_else(|| "-".into())),
+                Styled::from(a.role.clone().unwrap_or_else(|| "-".into())),
+                Styled::new(a.health.as_str(), health_tone(a.health)),
+                Styled::from(status::beat_age(a)),
+                Styled::new(status.as_str(), status_tone(&status)),
+                Styled::from(a.current_task.clone().unwrap_or_else(|| "-".into())),
+                Styled::from(a.capabilities.join(",")),
+            ];
+            if all {
+                row.insert(0, Styled::from(cell.get(..8).unwrap_or(cell)));
+            }
+            row
         })
         .collect();
-    ctx.out.table(
-        &["ID", "NAME", "ROLE", "STATUS", "TASK", "CAPABILITIES"],
-        rows,
-    );
+    ctx.out.table(&headers, table);
     Ok(())
+}
+
+/// The tone of a health, the same everywhere.
+pub fn health_tone(h: Health) -> Tone {
+    match h.severity() {
+        _ if h == Health::Unknown || h == Health::Offline => Tone::Dim,
+        0 => Tone::Good,
+        1 => Tone::Warn,
+        _ => Tone::Bad,
+    }
 }
 
 fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let doc = agent::read(&ctx.store, &cell_id, agent_id)?;
+    let policy = policy::load(&ctx.store, &cell_id, Some(&doc))?;
+    let now = clock::now();
+    let assessed = health::assess(&doc, &policy, now);
     if ctx.out.is_json() {
-        ctx.out.json(&doc.to_value());
+        let mut value = doc.to_value();
+        if let Value::Object(m) = &mut value {
+            m.insert("health".into(), json!(assessed.health.as_str()));
+            m.insert("heartbeat_age_seconds".into(), json!(assessed.age));
+            m.insert(
+                "next_health_change".into(),
+                json!(assessed.next_change.map(clock::stamp)),
+            );
+        }
+        ctx.out.json(&value);
         return Ok(());
     }
     let status = or_dash(doc.str("status"));
+    let ctx_use = match (doc.u64("ctx_used"), doc.u64("ctx_limit")) {
+        (Some(u), Some(l)) => format!("{u} / {l} ({:.0}%)", 100.0 * u as f64 / l.max(1) as f64),
+        (Some(u), None) => u.to_string(),
+        _ => "-".to_string(),
+    };
     ctx.out.fields(vec![
         ("id", Styled::from(or_dash(doc.str("agent_id")))),
         ("cell", Styled::from(cell_id.as_str())),
         ("name", Styled::from(or_dash(doc.str("name")))),
         ("role", Styled::from(or_dash(doc.str("role")))),
         ("status", Styled::new(status.as_str(), status_tone(&status))),
+        (
+            "health",
+            Styled::new(assessed.health.as_str(), health_tone(assessed.health)),
+        ),
+        (
+            "last beat",
+            Styled::from(clock::ago(health::last_heartbeat(&doc), now)),
+        ),
+        (
+            "beats",
+            Styled::from(doc.u64("heartbeat_count").unwrap_or(0).to_string()),
+        ),
+        (
+            "reported",
+            Styled::from(or_dash(doc.str("reported_status"))),
+        ),
+        (
+            "progress",
+            Styled::from(
+                doc.f64("progress")
+                    .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
+            ),
+        ),
+        ("context", Styled::from(ctx_use)),
+        ("note", Styled::from(or_dash(doc.str("note")))),
+        (
+            "failures",
+            Styled::from(doc.u64("failures").unwrap_or(0).to_string()),
+        ),
         (
             "capabilities",
             Styled::from(doc.strings("capabilities").join(", ")),
@@ -203,10 +400,91 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// CELL and AGENT from the arguments or `$PAS_CELL` / `$PAS_AGENT`.
+fn cell_and_agent(
+    ctx: &Ctx,
+    cell: Option<String>,
+    agent: Option<String>,
+) -> Result<(String, String)> {
+    let (Some(cell), Some(agent)) = (cell, agent) else {
+        return Err(
+            Error::usage("which agent? pass CELL AGENT, or set PAS_CELL and PAS_AGENT")
+                .hint("agents started by `pas agent start` have both set"),
+        );
+    };
+    crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
+    Ok((cell::resolve(&ctx.store, &cell)?, agent))
+}
+
+fn beat(ctx: &Ctx, args: BeatArgs) -> Result<()> {
+    let BeatArgs {
+        cell,
+        agent,
+        status,
+        progress,
+        ctx_used,
+        ctx_limit,
+        meta,
+        note,
+    } = args;
+    let meta = meta
+        .iter()
+        .map(|m| heartbeat::parse_meta(m))
+        .collect::<Result<Vec<_>>>()?;
+    let report = BeatReport {
+        status,
+        progress,
+        ctx_used,
+        ctx_limit,
+        meta,
+        note,
+    };
+    let (cell_id, agent_id) = cell_and_agent(ctx, cell, agent)?;
+    let reply = heartbeat::beat(&ctx.store, &cell_id, &agent_id, &report, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&reply).unwrap_or_default());
+    } else if ctx.out.is_quiet() {
+        if let Some(d) = &reply.directive {
+            ctx.out.line(d);
+        }
+    } else {
+        let mut line = format!(
+            "ok: beat {} of {agent_id}, {}; next beat in {}",
+            reply.heartbeat_count,
+            reply.health.as_str(),
+            clock::human_duration(reply.next_beat_in)
+        );
+        if let Some(d) = &reply.directive {
+            line.push_str(&format!(
+                "; directive: {d} ({})",
+                reply.reason.as_deref().unwrap_or("-")
+            ));
+        }
+        ctx.out.line(&line);
+    }
+    Ok(())
+}
+
+fn fail(ctx: &Ctx, cell: Option<String>, agent: Option<String>, reason: &str) -> Result<()> {
+    let (cell_id, agent_id) = cell_and_agent(ctx, cell, agent)?;
+    let failures =
+        heartbeat::record_failure(&ctx.store, &cell_id, &agent_id, reason, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "cell": cell_id, "agent": agent_id, "consecutive_failures": failures }));
+    } else {
+        ctx.out.info(&format!(
+            "recorded failure {failures} in a row for {agent_id}"
+        ));
+    }
+    Ok(())
+}
+
 fn rm(ctx: &Ctx, cell: &str, agent_id: &str, force: bool) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let released = agent::remove(&ctx.store, &cell_id, agent_id, force)?;
+    let released = agent::remove(&ctx.store, &cell_id, agent_id, force, clock::now())?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "cell": cell_id, "id": agent_id, "removed": true, "released_tasks": released }));
     } else {

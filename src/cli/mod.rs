@@ -4,6 +4,9 @@
 
 mod agent;
 mod cell;
+mod events;
+mod policy;
+mod status;
 mod task;
 mod validate;
 
@@ -54,6 +57,17 @@ pub enum Command {
     Task(task::TaskCommand),
     /// Check cells against the schemas and the spec's layout.
     Validate(validate::ValidateArgs),
+    /// The fleet at a glance: agents by health, tasks by state.
+    Status(status::StatusArgs),
+    /// One line for cron and monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    Check(status::CheckArgs),
+    /// Prometheus text exposition of agents, tasks and events.
+    Metrics(status::MetricsArgs),
+    /// Show effective policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// List, follow and verify the events log.
+    Events(events::EventsArgs),
 }
 
 /// What every command gets: the store and the printer.
@@ -91,11 +105,19 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Agent(c) => agent::run(ctx, c),
         Command::Task(c) => task::run(ctx, c),
         Command::Validate(a) => validate::run(ctx, a),
+        Command::Status(a) => status::run_status(ctx, a),
+        Command::Check(a) => status::run_check(ctx, a),
+        Command::Metrics(a) => status::run_metrics(ctx, a),
+        Command::Policy(c) => policy::run(ctx, c),
+        Command::Events(a) => events::run(ctx, a),
     }
 }
 
 /// One line on stderr: what is wrong, then how to fix it.
 pub fn report(e: &Error) -> ExitCode {
+    if e.message.is_empty() {
+        return ExitCode::from(e.kind.exit_code());
+    }
     match &e.hint {
         Some(hint) => eprintln!("pas: {}; {hint}", e.message),
         None => eprintln!("pas: {}", e.message),

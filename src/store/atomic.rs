@@ -279,6 +279,113 @@ pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
+/// Opens (creating 0644 when missing) an append-only log in `dir`, refusing links.
+pub fn open_append(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
+    let flags = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rfs::openat(
+        dir,
+        name,
+        flags | OFlags::CREATE | OFlags::EXCL,
+        mode(FILE_MODE),
+    ) {
+        Ok(fd) => {
+            rfs::fchmod(&fd, mode(FILE_MODE))?;
+            fd
+        }
+        Err(Errno::EXIST) => match rfs::openat(dir, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(link_error(name)),
+            Err(e) => return Err(e.into()),
+        },
+        Err(Errno::LOOP) => return Err(link_error(name)),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(File::from(fd))
+}
+
+/// The last complete line of an append-only log (without its newline). A torn tail, left
+/// by a writer killed mid-append, is cut off first, so the next append starts on a fresh
+/// line. The caller holds the log's lock.
+pub fn last_line_repairing(file: &mut File) -> io::Result<Option<Vec<u8>>> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut window: u64 = 4096;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::with_capacity((len - start) as usize);
+        Read::by_ref(file)
+            .take(len - start)
+            .read_to_end(&mut tail)?;
+        // Cut a torn tail back to the last newline.
+        let complete_end = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if start == 0 => 0,
+            None => {
+                window *= 2;
+                continue;
+            }
+        };
+        if complete_end < tail.len() {
+            file.set_len(start + complete_end as u64)?;
+        }
+        let body = &tail[..complete_end.saturating_sub(1)];
+        match body.iter().rposition(|b| *b == b'\n') {
+            Some(i) => return Ok(Some(body[i + 1..].to_vec())),
+            None if start == 0 => return Ok((!body.is_empty()).then(|| body.to_vec())),
+            None => window *= 2,
+        }
+    }
+}
+
+/// Appends `bytes` with one `write` (the file is in append mode), optionally fsynced.
+pub fn append(file: &mut File, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    file.write_all(bytes)?;
+    if durability == Durability::Durable {
+        file.sync_data()?;
+    }
+    Ok(())
+}
+
+/// The bytes of `name` in `dir` from `offset` to the end; empty when it does not exist.
+pub fn read_from(dir: BorrowedFd<'_>, name: &str, offset: u64) -> io::Result<Vec<u8>> {
+    use std::io::{Seek, SeekFrom};
+    let fd = match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(Vec::new()),
+        Err(Errno::LOOP) => return Err(link_error(name)),
+        Err(e) => return Err(e.into()),
+    };
+    let mut file = File::from(fd);
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file beside it, fsync, rename, fsync of
+/// the directory): for files outside the root, like `pas metrics --output`.
+pub fn write_path_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"))?;
+    let dir = open_root(parent)?;
+    replace_at(dir.as_fd(), name, bytes, Durability::Durable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +411,26 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_log_tail_is_cut_and_the_last_line_found() {
+        let dir = tempdir();
+        let fd = open_root(&dir).unwrap();
+        let mut log = open_append(fd.as_fd(), "e.jsonl").unwrap();
+        assert_eq!(last_line_repairing(&mut log).unwrap(), None);
+        append(&mut log, b"one\ntwo\nhalf-writ", Durability::Relaxed).unwrap();
+        assert_eq!(last_line_repairing(&mut log).unwrap().unwrap(), b"two");
+        append(&mut log, b"three\n", Durability::Relaxed).unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("e.jsonl")).unwrap(),
+            b"one\ntwo\nthree\n"
+        );
+        let long = vec![b'x'; 10_000];
+        append(&mut log, &long, Durability::Relaxed).unwrap();
+        append(&mut log, b"\n", Durability::Relaxed).unwrap();
+        assert_eq!(last_line_repairing(&mut log).unwrap().unwrap(), long);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

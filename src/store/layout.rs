@@ -118,6 +118,28 @@ impl Collection {
     }
 }
 
+/// An append-only log of a cell, under `logs/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFile<'a> {
+    /// `logs/events.jsonl`: one JSON event per line, hash-chained.
+    Events,
+    /// `logs/mission.log`: the same events as human lines.
+    Mission,
+    /// `logs/<agent>.log`: an agent's stdout and stderr.
+    Agent(&'a str),
+}
+
+impl LogFile<'_> {
+    /// The file name under `logs/`.
+    pub fn file_name(&self) -> String {
+        match self {
+            LogFile::Events => "events.jsonl".to_string(),
+            LogFile::Mission => "mission.log".to_string(),
+            LogFile::Agent(id) => format!("{id}.log"),
+        }
+    }
+}
+
 /// A lock protecting one read-modify-write scope of a cell.
 ///
 /// Order when more than one is needed: `Cell`, then `Tasks`, then `Agent`, then `Events`.

@@ -18,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use atomic::Durability;
-pub use layout::{check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, CELL_SUBDIRS};
+pub use layout::{
+    check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, LogFile, CELL_SUBDIRS,
+};
 pub use lock::LockGuard;
 
 use crate::doc::Doc;
@@ -45,6 +47,9 @@ pub struct RootOddity {
     /// What is wrong with it.
     pub reason: String,
 }
+
+/// What [`Store::append_logs`] appends: pieces of bytes, each for one log.
+pub type LogAppends = Vec<(LogFile<'static>, Vec<u8>)>;
 
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
@@ -76,6 +81,18 @@ pub trait Store {
     fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool>;
     /// Takes a lock of the cell, waiting for it.
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
+    /// Appends to the cell's logs under the events lock. `build` gets the last complete line
+    /// of `logs/events.jsonl` (a torn tail left by a killed writer is cut off first) and
+    /// returns what to append to which log; each piece is written with one `write`.
+    fn append_logs(
+        &self,
+        cell: &str,
+        build: &mut dyn FnMut(Option<&[u8]>) -> Result<LogAppends>,
+    ) -> Result<()>;
+    /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
+    fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
+    /// Writes a file outside the root atomically (exports, metrics for node_exporter).
+    fn export(&self, path: &Path, bytes: &[u8]) -> Result<()>;
     /// Directory facts of one cell, for validation.
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
@@ -383,6 +400,55 @@ impl Store for FsStore {
                 e,
             )
         })
+    }
+
+    fn append_logs(
+        &self,
+        cell: &str,
+        build: &mut dyn FnMut(Option<&[u8]>) -> Result<LogAppends>,
+    ) -> Result<()> {
+        let _guard = self.lock(cell, LockKey::Events)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
+            .map_err(|e| self.io_error("open", &logs_path, e))?;
+        let events_name = LogFile::Events.file_name();
+        let mut events = atomic::open_append(logs.as_fd(), &events_name)
+            .map_err(|e| self.io_error("open", &logs_path.join(&events_name), e))?;
+        let last = atomic::last_line_repairing(&mut events)
+            .map_err(|e| self.io_error("read", &logs_path.join(&events_name), e))?;
+        for (log, bytes) in build(last.as_deref())? {
+            let name = log.file_name();
+            let path = logs_path.join(&name);
+            let result = if log == LogFile::Events {
+                atomic::append(&mut events, &bytes, Durability::Durable)
+            } else {
+                atomic::open_append(logs.as_fd(), &name)
+                    .and_then(|mut f| atomic::append(&mut f, &bytes, Durability::Relaxed))
+            };
+            result.map_err(|e| self.io_error("append to", &path, e))?;
+        }
+        Ok(())
+    }
+
+    fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>> {
+        if let LogFile::Agent(id) = log {
+            check_id(IdKind::Agent, id)?;
+        }
+        let cell_fd = self.cell_fd(cell)?;
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = match atomic::open_subdir(cell_fd.as_fd(), "logs") {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_error("open", &logs_path, e)),
+        };
+        let name = log.file_name();
+        atomic::read_from(logs.as_fd(), &name, offset)
+            .map_err(|e| self.io_error("read", &logs_path.join(&name), e))
+    }
+
+    fn export(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
     }
 
     fn inspect(&self, cell: &str) -> Result<CellListing> {

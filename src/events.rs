@@ -1,0 +1,450 @@
+//! The events log: `logs/events.jsonl`, one JSON object per line, hash-chained.
+//!
+//! Each line carries `seq` (one more than the line before) and `prev`, the sha256 of the
+//! line before it as written (the first line has 64 zeros), so an edited, removed or
+//! reordered line breaks the chain at a place `pas events verify` can name. Appends hold the
+//! cell's events lock; a torn last line left by a killed writer is skipped by readers and
+//! cut off by the next writer. Every event is also written as a human line to
+//! `logs/mission.log`.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::clock;
+use crate::error::Result;
+use crate::store::{LogFile, Store};
+
+/// The `prev` of the first line.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// How loud an event is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// Routine: created, recovered, claimed.
+    Info,
+    /// Needs a look: late, a failure, a warning threshold.
+    Warn,
+    /// Broken: down, dead, failed for good, a breach.
+    Error,
+}
+
+impl Level {
+    /// The spelling in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+/// An event as it is stored (one line of `events.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, from 1.
+    #[serde(default)]
+    pub seq: u64,
+    /// When it happened (RFC 3339 UTC).
+    pub time: String,
+    /// How loud.
+    pub level: Level,
+    /// What happened, dotted: `agent.late`, `cell.status`, ...
+    pub kind: String,
+    /// The agent concerned, if any.
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The task concerned, if any.
+    #[serde(default)]
+    pub task: Option<String>,
+    /// One human sentence.
+    pub message: String,
+    /// Anything else, for scripts.
+    #[serde(default)]
+    pub details: Value,
+    /// sha256 of the previous line.
+    #[serde(default)]
+    pub prev: String,
+}
+
+/// An event about to be recorded.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// How loud.
+    pub level: Level,
+    /// What happened.
+    pub kind: String,
+    /// The agent concerned.
+    pub agent: Option<String>,
+    /// The task concerned.
+    pub task: Option<String>,
+    /// One human sentence.
+    pub message: String,
+    /// Anything else.
+    pub details: Value,
+}
+
+impl NewEvent {
+    /// An event with no agent, task or details.
+    pub fn new(level: Level, kind: &str, message: impl Into<String>) -> NewEvent {
+        NewEvent {
+            level,
+            kind: kind.to_string(),
+            agent: None,
+            task: None,
+            message: message.into(),
+            details: Value::Null,
+        }
+    }
+
+    /// Names the agent concerned.
+    pub fn agent(mut self, agent: &str) -> NewEvent {
+        self.agent = Some(agent.to_string());
+        self
+    }
+
+    /// Names the task concerned.
+    pub fn task(mut self, task: &str) -> NewEvent {
+        self.task = Some(task.to_string());
+        self
+    }
+
+    /// Adds details for scripts.
+    pub fn details(mut self, details: Value) -> NewEvent {
+        self.details = details;
+        self
+    }
+}
+
+/// sha256 of a line, hex.
+pub fn hash_line(line: &[u8]) -> String {
+    let digest = Sha256::digest(line);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The stored lines for `events`, chained onto `last` (the log's last complete line).
+pub fn chain(events: &[NewEvent], last: Option<&[u8]>, now: DateTime<Utc>) -> Vec<String> {
+    let mut prev_hash = last.map_or_else(|| GENESIS.to_string(), hash_line);
+    let last_seq = last
+        .and_then(|l| serde_json::from_slice::<Value>(l).ok())
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0);
+    let mut lines = Vec::with_capacity(events.len());
+    for (e, seq) in events.iter().zip(last_seq + 1..) {
+        let stored = Event {
+            seq,
+            time: clock::stamp(now),
+            level: e.level,
+            kind: e.kind.clone(),
+            agent: e.agent.clone(),
+            task: e.task.clone(),
+            message: e.message.clone(),
+            details: e.details.clone(),
+            prev: prev_hash.clone(),
+        };
+        // Serialising plain data cannot fail.
+        let line = serde_json::to_string(&stored).unwrap_or_default();
+        prev_hash = hash_line(line.as_bytes());
+        lines.push(line);
+    }
+    lines
+}
+
+/// The human line of an event for `logs/mission.log`.
+pub fn human_line(e: &Event) -> String {
+    let mut subject = String::new();
+    if let Some(agent) = &e.agent {
+        subject.push_str(&format!(" agent={agent}"));
+    }
+    if let Some(task) = &e.task {
+        subject.push_str(&format!(" task={task}"));
+    }
+    format!(
+        "{} {:<5} {}{}: {}",
+        e.time,
+        e.level.as_str().to_uppercase(),
+        e.kind,
+        subject,
+        e.message
+    )
+}
+
+/// Records events in a cell's logs (no-op for an empty list).
+pub fn record(
+    store: &dyn Store,
+    cell: &str,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    store.append_logs(cell, &mut |last| {
+        let lines = chain(events, last, now);
+        let mut jsonl = String::new();
+        let mut human = String::new();
+        for line in &lines {
+            jsonl.push_str(line);
+            jsonl.push('\n');
+            if let Ok(e) = serde_json::from_str::<Event>(line) {
+                human.push_str(&human_line(&e));
+                human.push('\n');
+            }
+        }
+        Ok(vec![
+            (LogFile::Events, jsonl.into_bytes()),
+            (LogFile::Mission, human.into_bytes()),
+        ])
+    })
+}
+
+/// Records one event.
+pub fn record_one(
+    store: &dyn Store,
+    cell: &str,
+    event: NewEvent,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    record(store, cell, &[event], now)
+}
+
+/// The complete lines of a log chunk; a trailing piece without a newline (a torn or
+/// still-being-written line) is left for later and its length returned.
+pub fn split_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'\n' {
+            lines.push(&bytes[start..i]);
+            start = i + 1;
+        }
+    }
+    (lines, bytes.len() - start)
+}
+
+/// Parses the complete lines of a log; lines that do not parse are skipped.
+pub fn parse_all(bytes: &[u8]) -> Vec<Event> {
+    split_lines(bytes)
+        .0
+        .into_iter()
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+/// What `pas events` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events at least this loud.
+    pub level: Option<Level>,
+    /// Only events about this agent.
+    pub agent: Option<String>,
+    /// Only events of this kind (or kind prefix ending in `.`, like `agent.`).
+    pub kind: Option<String>,
+}
+
+impl Filter {
+    /// Whether an event passes.
+    pub fn matches(&self, e: &Event) -> bool {
+        if let Some(since) = self.since {
+            match clock::parse(&e.time) {
+                Some(t) if t >= since => {}
+                _ => return false,
+            }
+        }
+        if self.level.is_some_and(|l| e.level < l) {
+            return false;
+        }
+        if let Some(agent) = &self.agent {
+            if e.agent.as_deref() != Some(agent.as_str()) {
+                return false;
+            }
+        }
+        if let Some(kind) = &self.kind {
+            let prefix = kind.ends_with('.') && e.kind.starts_with(kind.as_str());
+            if !prefix && &e.kind != kind {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The first problem of a chain.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Break {
+    /// The line number (from 1) where the chain breaks.
+    pub line: usize,
+    /// What is wrong there.
+    pub reason: String,
+}
+
+/// The result of checking a log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verification {
+    /// Complete lines checked.
+    pub lines: usize,
+    /// The first broken or missing link, if any.
+    pub first_break: Option<Break>,
+    /// A torn last line (a writer killed mid-append); readers skip it, it is no break.
+    pub torn_tail: bool,
+}
+
+/// Checks the hash chain of a log's bytes.
+pub fn verify(bytes: &[u8]) -> Verification {
+    let (lines, torn) = split_lines(bytes);
+    let mut prev_hash = GENESIS.to_string();
+    let mut prev_seq = 0u64;
+    let mut first_break = None;
+    for (i, line) in lines.iter().enumerate() {
+        let n = i + 1;
+        let event: Event = match serde_json::from_slice(line) {
+            Ok(e) => e,
+            Err(e) => {
+                first_break = Some(Break {
+                    line: n,
+                    reason: format!("line {n} is not an event: {e}"),
+                });
+                break;
+            }
+        };
+        if event.prev != prev_hash {
+            let reason = if event.seq > prev_seq + 1 {
+                format!(
+                    "line {n} (seq {}) follows seq {prev_seq}: {} line(s) missing before it",
+                    event.seq,
+                    event.seq - prev_seq - 1
+                )
+            } else {
+                format!("line {n} (seq {}) does not carry the hash of the line before it: that line or this one was changed", event.seq)
+            };
+            first_break = Some(Break { line: n, reason });
+            break;
+        }
+        if event.seq != prev_seq + 1 {
+            first_break = Some(Break {
+                line: n,
+                reason: format!(
+                    "line {n} has seq {} where {} was expected",
+                    event.seq,
+                    prev_seq + 1
+                ),
+            });
+            break;
+        }
+        prev_hash = hash_line(line);
+        prev_seq = event.seq;
+    }
+    Verification {
+        lines: lines.len(),
+        first_break,
+        torn_tail: torn > 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: usize) -> String {
+        let now = clock::parse("2026-11-23T10:00:00Z").unwrap();
+        let mut text = String::new();
+        let mut last: Option<String> = None;
+        for i in 0..n {
+            let e = NewEvent::new(Level::Info, "test.event", format!("event {i}"));
+            let line = chain(&[e], last.as_deref().map(str::as_bytes), now).remove(0);
+            text.push_str(&line);
+            text.push('\n');
+            last = Some(line);
+        }
+        text
+    }
+
+    #[test]
+    fn an_intact_chain_verifies() {
+        let v = verify(log(5).as_bytes());
+        assert_eq!(v.lines, 5);
+        assert_eq!(v.first_break, None);
+        assert!(!v.torn_tail);
+    }
+
+    #[test]
+    fn an_edited_line_breaks_the_next_link() {
+        let text = log(5).replacen("event 2", "event X", 1);
+        let v = verify(text.as_bytes());
+        assert_eq!(v.first_break.unwrap().line, 4);
+    }
+
+    #[test]
+    fn a_removed_line_is_named_as_missing() {
+        let text = log(5);
+        let lines: Vec<&str> = text.lines().collect();
+        let cut = [lines[0], lines[1], lines[3], lines[4]].join("\n") + "\n";
+        let b = verify(cut.as_bytes()).first_break.unwrap();
+        assert_eq!(b.line, 3);
+        assert!(b.reason.contains("1 line(s) missing"), "{}", b.reason);
+    }
+
+    #[test]
+    fn a_torn_tail_is_not_a_break() {
+        let mut text = log(3);
+        text.push_str("{\"seq\":4,\"ti");
+        let v = verify(text.as_bytes());
+        assert_eq!(v.lines, 3);
+        assert!(v.first_break.is_none());
+        assert!(v.torn_tail);
+        assert_eq!(parse_all(text.as_bytes()).len(), 3);
+    }
+
+    #[test]
+    fn filters_by_level_agent_and_kind_prefix() {
+        let e = Event {
+            seq: 1,
+            time: "2026-11-23T10:00:00Z".into(),
+            level: Level::Warn,
+            kind: "agent.late".into(),
+            agent: Some("a1".into()),
+            task: None,
+            message: "m".into(),
+            details: Value::Null,
+            prev: GENESIS.into(),
+        };
+        assert!(Filter {
+            level: Some(Level::Warn),
+            ..Default::default()
+        }
+        .matches(&e));
+        assert!(!Filter {
+            level: Some(Level::Error),
+            ..Default::default()
+        }
+        .matches(&e));
+        assert!(Filter {
+            kind: Some("agent.".into()),
+            ..Default::default()
+        }
+        .matches(&e));
+        assert!(!Filter {
+            kind: Some("agent".into()),
+            ..Default::default()
+        }
+        .matches(&e));
+        assert!(!Filter {
+            agent: Some("a2".into()),
+            ..Default::default()
+        }
+        .matches(&e));
+        let since = clock::parse("2026-11-23T10:00:01Z");
+        assert!(!Filter {
+            since,
+            ..Default::default()
+        }
+        .matches(&e));
+    }
+}

@@ -1,0 +1,420 @@
+//! Heartbeats, and the health changes they and observers record.
+//!
+//! A beat updates only the agent's own file under the agent's lock (no scan of the root, no
+//! fsync: losing the last stamp on power loss is harmless) and writes an event only when the
+//! agent's health changes. Observers (`pas status`, `pas check`, later `pas watch`) compare
+//! the health they compute with the `health` recorded in the agent file and record each
+//! change once, re-checking under the agent's lock.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::clock;
+use crate::doc::Doc;
+use crate::error::{Error, Result};
+use crate::events::{self, Level, NewEvent};
+use crate::health::{self, Assessment, Health};
+use crate::policy::Policy;
+use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
+
+/// What an agent may report about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Reported {
+    /// Working normally.
+    Active,
+    /// Working, but impaired.
+    Degraded,
+    /// Deliberately not working; not judged by heartbeats.
+    Offline,
+}
+
+impl Reported {
+    /// The on-disk spelling (`reported_status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reported::Active => "ACTIVE",
+            Reported::Degraded => "DEGRADED",
+            Reported::Offline => "OFFLINE",
+        }
+    }
+}
+
+/// What a beat carries.
+#[derive(Debug, Clone, Default)]
+pub struct BeatReport {
+    /// Reported status.
+    pub status: Option<Reported>,
+    /// Progress, 0 to 1.
+    pub progress: Option<f64>,
+    /// Context tokens in use.
+    pub ctx_used: Option<u64>,
+    /// Context window size.
+    pub ctx_limit: Option<u64>,
+    /// Metadata to merge.
+    pub meta: Vec<(String, String)>,
+    /// A short note (what the agent is doing).
+    pub note: Option<String>,
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_meta(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(Error::usage(format!("--meta {text:?} is not KEY=VALUE"))
+            .hint("for example --meta model=gpt-5")),
+    }
+}
+
+impl BeatReport {
+    fn check(&self) -> Result<()> {
+        if let Some(p) = self.progress {
+            if !(0.0..=1.0).contains(&p) || p.is_nan() {
+                return Err(Error::usage(format!("--progress {p} is outside 0..1"))
+                    .hint("pass a fraction, like 0.25"));
+            }
+        }
+        if self.ctx_limit == Some(0) {
+            return Err(Error::usage("--ctx-limit must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// What `pas agent beat` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct BeatReply {
+    /// The beat was recorded.
+    pub ack: bool,
+    /// The cell.
+    pub cell: String,
+    /// The agent.
+    pub agent: String,
+    /// The agent's beat count after this beat.
+    pub heartbeat_count: u64,
+    /// Seconds until the next beat is due.
+    pub next_beat_in: f64,
+    /// The agent's health after this beat.
+    pub health: Health,
+    /// What pas wants from the agent: `stop`, `summarize`, or nothing.
+    pub directive: Option<String>,
+    /// Why (for `stop`: `cell_paused`, `cell_completed`, `agent_paused`, ...).
+    pub reason: Option<String>,
+}
+
+/// The event for a health change, if it deserves one.
+pub fn transition_event(
+    agent_id: &str,
+    from: Option<Health>,
+    to: Health,
+    age: Option<f64>,
+) -> Option<NewEvent> {
+    let from = from.unwrap_or(Health::Unknown);
+    if from == to {
+        return None;
+    }
+    let silent_for = age.map(clock::human_duration).unwrap_or_else(|| "-".into());
+    let (level, kind, message) = match to {
+        Health::Healthy if from.is_silent() => (
+            Level::Info,
+            "agent.recovered",
+            format!("agent {agent_id} is beating again (was {})", from.as_str()),
+        ),
+        Health::Healthy if from == Health::Unknown => (
+            Level::Info,
+            "agent.alive",
+            format!("agent {agent_id} sent its first beat"),
+        ),
+        Health::Healthy => (
+            Level::Info,
+            "agent.healthy",
+            format!("agent {agent_id} is healthy again (was {})", from.as_str()),
+        ),
+        Health::Late => (
+            Level::Warn,
+            "agent.late",
+            format!("agent {agent_id} missed a beat ({silent_for} silent)"),
+        ),
+        Health::Down => (
+            Level::Error,
+            "agent.down",
+            format!("agent {agent_id} is down ({silent_for} silent)"),
+        ),
+        Health::Dead => (
+            Level::Error,
+            "agent.dead",
+            format!("agent {agent_id} is dead ({silent_for} silent)"),
+        ),
+        Health::Degraded => (
+            Level::Warn,
+            "agent.degraded",
+            format!("agent {agent_id} reports DEGRADED"),
+        ),
+        Health::Unhealthy => (
+            Level::Error,
+            "agent.unhealthy",
+            format!("agent {agent_id} failed too often in a row"),
+        ),
+        Health::Offline => (
+            Level::Info,
+            "agent.offline",
+            format!("agent {agent_id} reports OFFLINE"),
+        ),
+        Health::Failed => (
+            Level::Error,
+            "agent.failed",
+            format!("agent {agent_id} has failed for good"),
+        ),
+        Health::Unknown => return None,
+    };
+    Some(
+        NewEvent::new(level, kind, message)
+            .agent(agent_id)
+            .details(json!({ "from": from.as_str(), "to": to.as_str(), "silent_seconds": age })),
+    )
+}
+
+fn recorded_health(doc: &Doc) -> Option<Health> {
+    doc.str("health").and_then(Health::parse)
+}
+
+fn set_health(doc: &mut Doc, health: Health, now: DateTime<Utc>) {
+    doc.set("health", health.as_str());
+    doc.set("health_changed_at", clock::stamp(now));
+}
+
+/// Records a beat.
+pub fn beat(
+    store: &dyn Store,
+    cell: &str,
+    agent_id: &str,
+    report: &BeatReport,
+    now: DateTime<Utc>,
+) -> Result<BeatReply> {
+    report.check()?;
+    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let mut pending_event = None;
+    let _guard = store.lock(cell, LockKey::Agent(agent_id))?;
+    let mut doc = store.read(cell, FileKey::Agent(agent_id))?.ok_or_else(|| {
+        Error::not_found(format!("no agent {agent_id} in cell {cell}"))
+            .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
+    })?;
+    let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+    let before = health::assess(&doc, &policy, now);
+    let recorded = recorded_health(&doc);
+
+    doc.set("last_heartbeat", clock::stamp(now));
+    let count = doc.u64("heartbeat_count").unwrap_or(0) + 1;
+    doc.set("heartbeat_count", count);
+    if let Some(status) = report.status {
+        doc.set("reported_status", status.as_str());
+        if status == Reported::Active {
+            doc.set("failures", 0);
+        }
+    } else if doc.get("reported_status").is_none_or(Value::is_null) {
+        doc.set("reported_status", Reported::Active.as_str());
+    }
+    if let Some(p) = report.progress {
+        doc.set("progress", p);
+    }
+    if let Some(used) = report.ctx_used {
+        doc.set("ctx_used", used);
+    }
+    if let Some(limit) = report.ctx_limit {
+        doc.set("ctx_limit", limit);
+    }
+    if !report.meta.is_empty() {
+        let mut meta = doc
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(Map::new);
+        for (k, v) in &report.meta {
+            meta.insert(k.clone(), Value::from(v.as_str()));
+        }
+        doc.set("metadata", Value::Object(meta));
+    }
+    if let Some(note) = &report.note {
+        doc.set("note", note.as_str());
+    }
+    if matches!(doc.str("status"), Some("idle") | Some("failed") | None) {
+        doc.set("status", "active");
+    }
+    let after = health::assess(&doc, &policy, now);
+    let was = if before.health.is_silent() {
+        Some(before.health)
+    } else {
+        recorded
+    };
+    if recorded != Some(after.health) {
+        set_health(&mut doc, after.health, now);
+        pending_event = transition_event(agent_id, was, after.health, before.age);
+    }
+
+    // What pas wants from the agent, most urgent first.
+    let mut directive = None;
+    let mut reason = None;
+    if let Some(Value::Object(d)) = doc.remove("pending_directive") {
+        directive = d.get("action").and_then(Value::as_str).map(str::to_string);
+        reason = d.get("reason").and_then(Value::as_str).map(str::to_string);
+    }
+    if directive.is_none() {
+        let cell_status = cell_doc.str("status").unwrap_or("active");
+        if cell_status != "active" {
+            directive = Some("stop".to_string());
+            reason = Some(format!("cell_{cell_status}"));
+        } else if doc.str("status") == Some("paused") {
+            directive = Some("stop".to_string());
+            reason = Some("agent_paused".to_string());
+        }
+    }
+    store.write(cell, FileKey::Agent(agent_id), &doc, Durability::Relaxed)?;
+    drop(_guard);
+    if let Some(event) = pending_event {
+        events::record_one(store, cell, event, now)?;
+    }
+    Ok(BeatReply {
+        ack: true,
+        cell: cell.to_string(),
+        agent: agent_id.to_string(),
+        heartbeat_count: count,
+        next_beat_in: policy.heartbeat_interval(),
+        health: after.health,
+        directive,
+        reason,
+    })
+}
+
+/// An agent as an observer sees it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// The agent file.
+    pub doc: Doc,
+    /// Its health now.
+    pub assessment: Assessment,
+}
+
+/// Assesses every agent of a cell at `now` and records the health changes it sees (each
+/// once: the change is re-checked under the agent's lock before it is written).
+pub fn observe_cell(
+    store: &dyn Store,
+    cell: &str,
+    record: bool,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Observed>, Vec<Error>)> {
+    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let mut observed = Vec::new();
+    let mut errors = Vec::new();
+    let mut changes = Vec::new();
+    for id in store.list(cell, Collection::Agents)? {
+        let doc = match store.read(cell, FileKey::Agent(&id)) {
+            Ok(Some(doc)) => doc,
+            Ok(None) => continue,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let assessment = health::assess(&doc, &policy, now);
+        let recorded = recorded_health(&doc).unwrap_or(Health::Unknown);
+        if record && recorded != assessment.health {
+            match record_change(store, cell, &id, &cell_doc, policies.as_ref(), now) {
+                Ok(Some((doc, assessment, event))) => {
+                    changes.extend(event);
+                    observed.push(Observed { doc, assessment });
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        observed.push(Observed { doc, assessment });
+    }
+    events::record(store, cell, &changes, now)?;
+    Ok((observed, errors))
+}
+
+type Change = (Doc, Assessment, Option<NewEvent>);
+
+fn record_change(
+    store: &dyn Store,
+    cell: &str,
+    id: &str,
+    cell_doc: &Doc,
+    policies: Option<&Doc>,
+    now: DateTime<Utc>,
+) -> Result<Option<Change>> {
+    let _guard = store.lock(cell, LockKey::Agent(id))?;
+    let Some(mut doc) = store.read(cell, FileKey::Agent(id))? else {
+        return Ok(None);
+    };
+    let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+    let assessment = health::assess(&doc, &policy, now);
+    let recorded = recorded_health(&doc);
+    if recorded.unwrap_or(Health::Unknown) == assessment.health {
+        return Ok(None);
+    }
+    set_health(&mut doc, assessment.health, now);
+    store.write(cell, FileKey::Agent(id), &doc, Durability::Durable)?;
+    let event = transition_event(id, recorded, assessment.health, assessment.age);
+    Ok(Some((doc, assessment, event)))
+}
+
+/// Records a failure an agent reports (`pas agent fail`); returns the consecutive count.
+pub fn record_failure(
+    store: &dyn Store,
+    cell: &str,
+    agent_id: &str,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
+    if reason.trim().is_empty() {
+        return Err(
+            Error::usage("the failure reason is empty").hint("pass --reason \"what went wrong\"")
+        );
+    }
+    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let mut new_events = Vec::new();
+    let failures;
+    {
+        let _guard = store.lock(cell, LockKey::Agent(agent_id))?;
+        let mut doc = store
+            .read(cell, FileKey::Agent(agent_id))?
+            .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell}")))?;
+        failures = doc.u64("failures").unwrap_or(0) + 1;
+        doc.set("failures", failures);
+        doc.set(
+            "last_failure",
+            json!({ "at": clock::stamp(now), "reason": reason }),
+        );
+        new_events.push(
+            NewEvent::new(
+                Level::Warn,
+                "agent.failure",
+                format!("agent {agent_id} failed ({failures} in a row): {reason}"),
+            )
+            .agent(agent_id)
+            .details(json!({ "reason": reason, "consecutive": failures })),
+        );
+        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let assessment = health::assess(&doc, &policy, now);
+        let recorded = recorded_health(&doc);
+        if recorded.unwrap_or(Health::Unknown) != assessment.health {
+            set_health(&mut doc, assessment.health, now);
+            new_events.extend(transition_event(
+                agent_id,
+                recorded,
+                assessment.health,
+                assessment.age,
+            ));
+        }
+        store.write(cell, FileKey::Agent(agent_id), &doc, Durability::Durable)?;
+    }
+    events::record(store, cell, &new_events, now)?;
+    Ok(failures)
+}

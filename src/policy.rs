@@ -1,0 +1,275 @@
+//! Effective policy: built-in defaults, overridden by `cell.json` `policies`, then by
+//! `config/policies.json`, then by the agent file's own `policies` (highest wins).
+//!
+//! Every value remembers where it came from, so `pas policy show` can say why an agent is
+//! treated the way it is.
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::doc::Doc;
+use crate::error::Result;
+use crate::store::{ConfigFile, FileKey, Store};
+
+/// Where a policy value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// pas's built-in default.
+    Default,
+    /// `cell.json` -> `policies`.
+    CellJson,
+    /// `config/policies.json`.
+    PoliciesFile,
+    /// The agent file's `policies`.
+    Agent,
+}
+
+impl Source {
+    /// How `pas policy show` names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::CellJson => "cell.json policies",
+            Source::PoliciesFile => "config/policies.json",
+            Source::Agent => "agent file policies",
+        }
+    }
+}
+
+/// The built-in defaults, in the order `pas policy show` lists them, with what each means.
+pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        (
+            "heartbeat_interval",
+            json!(30),
+            "seconds between two beats an agent is expected to send",
+        ),
+        (
+            "heartbeat_ttl",
+            Value::Null,
+            "seconds of silence before an agent is dead (null: misses_dead x heartbeat_interval)",
+        ),
+        (
+            "misses_down",
+            json!(2),
+            "missed intervals before an agent is down",
+        ),
+        (
+            "misses_dead",
+            json!(3),
+            "missed intervals before an agent is dead (when heartbeat_ttl is null)",
+        ),
+        (
+            "failure_threshold",
+            json!(3),
+            "consecutive recorded failures that make an agent unhealthy",
+        ),
+        (
+            "auto_revive",
+            json!("yes"),
+            "revive dead agents: yes, no, or ask (a request to approve)",
+        ),
+        (
+            "revive_timeout",
+            json!(300),
+            "seconds a revived agent has to send its first beat",
+        ),
+        (
+            "substitute_agents",
+            json!([]),
+            "agents that take over the tasks of an agent that finally failed",
+        ),
+        (
+            "handoff_allowed",
+            json!(true),
+            "whether tasks may be handed from one agent to another",
+        ),
+        (
+            "handoff_approval",
+            json!("auto"),
+            "auto, or manual (a handoff request to approve)",
+        ),
+        (
+            "checkpoint_required",
+            json!(true),
+            "whether revival needs a checkpoint",
+        ),
+        (
+            "checkpoint_interval",
+            json!(300),
+            "seconds between checkpoints an agent is expected to save",
+        ),
+        (
+            "max_retries",
+            json!(3),
+            "attempts of a task before it stays failed",
+        ),
+    ]
+}
+
+/// One resolved value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Setting {
+    /// The key.
+    pub key: String,
+    /// The effective value.
+    pub value: Value,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// The effective policy of a cell or an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    settings: Vec<Setting>,
+}
+
+impl Policy {
+    /// Resolves the layers; any layer may be missing.
+    pub fn resolve(cell: Option<&Doc>, file: Option<&Doc>, agent: Option<&Doc>) -> Policy {
+        let mut settings: Vec<Setting> = defaults()
+            .into_iter()
+            .map(|(key, value, _)| Setting {
+                key: key.to_string(),
+                value,
+                source: Source::Default,
+            })
+            .collect();
+        let cell_layer = cell
+            .and_then(|c| c.get("policies"))
+            .and_then(Value::as_object);
+        let file_layer = file.map(Doc::map);
+        let agent_layer = agent
+            .and_then(|a| a.get("policies"))
+            .and_then(Value::as_object);
+        for (layer, source) in [
+            (cell_layer, Source::CellJson),
+            (file_layer, Source::PoliciesFile),
+            (agent_layer, Source::Agent),
+        ] {
+            let Some(layer) = layer else { continue };
+            for (key, value) in layer {
+                match settings.iter_mut().find(|s| &s.key == key) {
+                    Some(s) => {
+                        s.value = value.clone();
+                        s.source = source;
+                    }
+                    None => settings.push(Setting {
+                        key: key.clone(),
+                        value: value.clone(),
+                        source,
+                    }),
+                }
+            }
+        }
+        Policy { settings }
+    }
+
+    /// Every setting, defaults first in their documented order, then other keys.
+    pub fn settings(&self) -> &[Setting] {
+        &self.settings
+    }
+
+    /// The effective value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.settings
+            .iter()
+            .find(|s| s.key == key)
+            .map(|s| &s.value)
+    }
+
+    fn default_f64(key: &str) -> f64 {
+        defaults()
+            .into_iter()
+            .find(|(k, _, _)| *k == key)
+            .and_then(|(_, v, _)| v.as_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// A positive number, or the built-in default when the value is missing or not one.
+    pub fn positive(&self, key: &str) -> f64 {
+        match self.get(key).and_then(Value::as_f64) {
+            Some(v) if v > 0.0 && v.is_finite() => v,
+            _ => Self::default_f64(key),
+        }
+    }
+
+    /// A string setting, or `fallback`.
+    pub fn text<'a>(&'a self, key: &str, fallback: &'a str) -> &'a str {
+        self.get(key).and_then(Value::as_str).unwrap_or(fallback)
+    }
+
+    /// A boolean setting, or `fallback`.
+    pub fn flag(&self, key: &str, fallback: bool) -> bool {
+        self.get(key).and_then(Value::as_bool).unwrap_or(fallback)
+    }
+
+    /// The seconds between expected beats.
+    pub fn heartbeat_interval(&self) -> f64 {
+        self.positive("heartbeat_interval")
+    }
+
+    /// The seconds of silence after which an agent is dead.
+    pub fn heartbeat_ttl(&self) -> f64 {
+        match self.get("heartbeat_ttl").and_then(Value::as_f64) {
+            Some(v) if v > 0.0 && v.is_finite() => v,
+            _ => self.positive("misses_dead") * self.heartbeat_interval(),
+        }
+    }
+
+    /// The seconds of silence after which an agent is down.
+    pub fn down_after(&self) -> f64 {
+        self.positive("misses_down") * self.heartbeat_interval()
+    }
+}
+
+/// Reads the layers of a cell (and optionally an agent) and resolves them.
+pub fn load(store: &dyn Store, cell: &str, agent: Option<&Doc>) -> Result<Policy> {
+    let cell_doc = store.read(cell, FileKey::Cell)?;
+    let file = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    Ok(Policy::resolve(cell_doc.as_ref(), file.as_ref(), agent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn doc(text: &str) -> Doc {
+        Doc::parse(text.as_bytes(), Path::new("t")).unwrap()
+    }
+
+    #[test]
+    fn layers_override_in_order_and_remember_their_source() {
+        let cell = doc(r#"{"policies": {"auto_revive": "ask", "heartbeat_interval": 10}}"#);
+        let file = doc(r#"{"heartbeat_interval": 5, "custom": 1}"#);
+        let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
+        let p = Policy::resolve(Some(&cell), Some(&file), Some(&agent));
+        let find = |k: &str| p.settings().iter().find(|s| s.key == k).unwrap().clone();
+        assert_eq!(find("auto_revive").source, Source::CellJson);
+        assert_eq!(find("heartbeat_interval").value, json!(5));
+        assert_eq!(find("heartbeat_interval").source, Source::PoliciesFile);
+        assert_eq!(find("heartbeat_ttl").source, Source::Agent);
+        assert_eq!(find("custom").source, Source::PoliciesFile);
+        assert_eq!(find("max_retries").source, Source::Default);
+        assert_eq!(p.heartbeat_ttl(), 600.0);
+        assert_eq!(p.down_after(), 10.0);
+    }
+
+    #[test]
+    fn defaults_follow_the_seeds_numbers() {
+        let p = Policy::resolve(None, None, None);
+        assert_eq!(p.heartbeat_interval(), 30.0);
+        assert_eq!(p.down_after(), 60.0);
+        assert_eq!(p.heartbeat_ttl(), 90.0);
+    }
+
+    #[test]
+    fn nonsense_values_fall_back_to_defaults() {
+        let file = doc(r#"{"heartbeat_interval": "soon", "misses_down": -1}"#);
+        let p = Policy::resolve(None, Some(&file), None);
+        assert_eq!(p.heartbeat_interval(), 30.0);
+        assert_eq!(p.down_after(), 60.0);
+    }
+}

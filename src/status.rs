@@ -1,0 +1,428 @@
+//! The fleet at a glance: per-cell views of agents (with health) and tasks, the
+//! monitoring verdict of `pas check`, and the Prometheus exposition of `pas metrics`.
+//!
+//! Only active cells are judged: a paused or finished cell's silent agents are expected.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::events;
+use crate::health::Health;
+use crate::heartbeat::{self, Observed};
+use crate::store::{self, FileKey, LogFile, Store};
+use crate::task;
+
+/// One agent in a status view.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentView {
+    /// The agent's id.
+    pub id: String,
+    /// Its readable name.
+    pub name: Option<String>,
+    /// Its role.
+    pub role: Option<String>,
+    /// Its gateway.
+    pub gateway: Option<String>,
+    /// Its capabilities.
+    pub capabilities: Vec<String>,
+    /// The recorded status (`idle`, `active`, `paused`, `failed`).
+    pub status: Option<String>,
+    /// Health now.
+    pub health: Health,
+    /// Seconds since the last beat.
+    pub heartbeat_age_seconds: Option<f64>,
+    /// The last beat.
+    pub last_heartbeat: Option<String>,
+    /// Beats so far.
+    pub heartbeat_count: u64,
+    /// What the agent reported (`ACTIVE`, `DEGRADED`, `OFFLINE`).
+    pub reported_status: Option<String>,
+    /// Reported progress, 0 to 1.
+    pub progress: Option<f64>,
+    /// Context tokens in use.
+    pub ctx_used: Option<u64>,
+    /// Context window size.
+    pub ctx_limit: Option<u64>,
+    /// The task it works on.
+    pub current_task: Option<String>,
+    /// When its health changes next without a beat.
+    pub next_change: Option<DateTime<Utc>>,
+}
+
+impl AgentView {
+    fn from_observed(o: &Observed) -> AgentView {
+        let d = &o.doc;
+        let text = |k: &str| d.str(k).map(str::to_string);
+        AgentView {
+            id: text("agent_id").unwrap_or_default(),
+            name: text("name"),
+            role: text("role"),
+            gateway: text("gateway"),
+            capabilities: d.strings("capabilities"),
+            status: text("status"),
+            health: o.assessment.health,
+            heartbeat_age_seconds: o.assessment.age.map(|a| (a * 1000.0).round() / 1000.0),
+            last_heartbeat: text("last_heartbeat"),
+            heartbeat_count: d.u64("heartbeat_count").unwrap_or(0),
+            reported_status: text("reported_status"),
+            progress: d.f64("progress"),
+            ctx_used: d.u64("ctx_used"),
+            ctx_limit: d.u64("ctx_limit"),
+            current_task: text("current_task"),
+            next_change: o.assessment.next_change,
+        }
+    }
+}
+
+/// Tasks of a cell by state.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TaskCounts {
+    /// All tasks.
+    pub total: usize,
+    /// Completed.
+    pub completed: usize,
+    /// Pending, all dependencies done.
+    pub pending: usize,
+    /// Pending on unfinished dependencies.
+    pub blocked: usize,
+    /// Claimed.
+    pub in_progress: usize,
+    /// Failed for good.
+    pub failed: usize,
+}
+
+/// One cell in a status view.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellView {
+    /// The cell's id (directory name).
+    pub id: String,
+    /// `mission_name`.
+    pub name: String,
+    /// The cell's status.
+    pub status: String,
+    /// Its agents.
+    pub agents: Vec<AgentView>,
+    /// Agents by health.
+    pub health_counts: BTreeMap<String, usize>,
+    /// Tasks by state.
+    pub tasks: TaskCounts,
+    /// Files that could not be read.
+    pub problems: Vec<String>,
+}
+
+/// Builds a cell's view at `now`; with `record`, health changes are recorded as events.
+pub fn cell_view(
+    store: &dyn Store,
+    cell: &str,
+    record: bool,
+    now: DateTime<Utc>,
+) -> Result<CellView> {
+    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let status = cell_doc.str("status").unwrap_or("unknown").to_string();
+    let (observed, errors) =
+        heartbeat::observe_cell(store, cell, record && status == "active", now)?;
+    let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    let agents: Vec<AgentView> = observed.iter().map(AgentView::from_observed).collect();
+    let mut health_counts = BTreeMap::new();
+    for a in &agents {
+        *health_counts
+            .entry(a.health.as_str().to_string())
+            .or_insert(0) += 1;
+    }
+    let (tasks_by_id, task_errors) = task::read_all(store, cell)?;
+    problems.extend(task_errors.into_iter().map(|e| e.message));
+    let mut tasks = TaskCounts {
+        total: tasks_by_id.len(),
+        ..TaskCounts::default()
+    };
+    for t in tasks_by_id.values() {
+        match task::shown_state(t, &tasks_by_id).as_str() {
+            "completed" => tasks.completed += 1,
+            "pending" => tasks.pending += 1,
+            "blocked" => tasks.blocked += 1,
+            "in_progress" => tasks.in_progress += 1,
+            "failed" => tasks.failed += 1,
+            _ => {}
+        }
+    }
+    Ok(CellView {
+        id: cell.to_string(),
+        name: cell_doc.str("mission_name").unwrap_or("").to_string(),
+        status,
+        agents,
+        health_counts,
+        tasks,
+        problems,
+    })
+}
+
+/// Views of every cell; cells that cannot be read are returned as errors.
+pub fn root_views(
+    store: &dyn Store,
+    record: bool,
+    now: DateTime<Utc>,
+) -> Result<(Vec<CellView>, Vec<Error>)> {
+    let mut views = Vec::new();
+    let mut errors = Vec::new();
+    for id in store.cell_ids()? {
+        match cell_view(store, &id, record, now) {
+            Ok(v) => views.push(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((views, errors))
+}
+
+/// The verdict of `pas check`, in the Nagios plugin convention.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckOutcome {
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub code: u8,
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
+    pub state: &'static str,
+    /// The one-line summary (with perfdata after `|`).
+    pub line: String,
+}
+
+fn state_name(code: u8) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "WARNING",
+        2 => "CRITICAL",
+        _ => "UNKNOWN",
+    }
+}
+
+/// Judges the views: the worst health of an agent in an active cell decides; anything that
+/// could not be read makes the verdict UNKNOWN.
+pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
+    let mut counts: BTreeMap<Health, usize> = BTreeMap::new();
+    let mut worst = 0u8;
+    let mut named: Vec<String> = Vec::new();
+    let mut judged_agents = 0;
+    for v in views.iter().filter(|v| v.status == "active") {
+        for a in &v.agents {
+            judged_agents += 1;
+            *counts.entry(a.health).or_insert(0) += 1;
+            let sev = a.health.severity();
+            if sev > 0 {
+                named.push(format!("{} {}/{}", a.health.as_str(), short(&v.id), a.id));
+            }
+            worst = worst.max(sev);
+        }
+    }
+    let unreadable: Vec<String> = errors
+        .iter()
+        .map(|e| e.message.clone())
+        .chain(views.iter().flat_map(|v| v.problems.iter().cloned()))
+        .collect();
+    let code = if unreadable.is_empty() { worst } else { 3 };
+    let mut perf = format!("cells={} agents={judged_agents}", views.len());
+    for h in Health::ALL {
+        let _ = write!(
+            perf,
+            " {}={}",
+            h.as_str(),
+            counts.get(&h).copied().unwrap_or(0)
+        );
+    }
+    let summary = if let Some(first) = unreadable.first() {
+        format!("cannot read: {first}{}", more(unreadable.len()))
+    } else if named.is_empty() {
+        let active = views.iter().filter(|v| v.status == "active").count();
+        format!("{active} active cell(s), {judged_agents} agent(s), none late, down or dead")
+    } else {
+        named.sort();
+        let shown: Vec<&str> = named.iter().take(5).map(String::as_str).collect();
+        format!("{}{}", shown.join(", "), more_named(named.len(), 5))
+    };
+    CheckOutcome {
+        code,
+        state: state_name(code),
+        line: format!("PAS {} - {summary} | {perf}", state_name(code)),
+    }
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+fn more(n: usize) -> String {
+    if n > 1 {
+        format!(" (and {} more)", n - 1)
+    } else {
+        String::new()
+    }
+}
+
+fn more_named(n: usize, shown: usize) -> String {
+    if n > shown {
+        format!(" (and {} more)", n - shown)
+    } else {
+        String::new()
+    }
+}
+
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Counts of events by level in a cell's log.
+pub fn event_counts(store: &dyn Store, cell: &str) -> Result<BTreeMap<&'static str, u64>> {
+    let bytes = store.read_log(cell, LogFile::Events, 0)?;
+    let mut counts = BTreeMap::new();
+    for e in events::parse_all(&bytes) {
+        *counts.entry(e.level.as_str()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+/// The Prometheus text exposition of the views.
+pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Result<String> {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, String)>| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+    };
+    let cell_labels =
+        |v: &CellView| format!("cell=\"{}\",mission=\"{}\"", label(&v.id), label(&v.name));
+    family(
+        "pas_cell_info",
+        "gauge",
+        "Cells, with their status as a label (value 1).",
+        views
+            .iter()
+            .map(|v| {
+                (
+                    format!("{},status=\"{}\"", cell_labels(v), label(&v.status)),
+                    "1".into(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "pas_agents",
+        "gauge",
+        "Agents by health.",
+        views
+            .iter()
+            .flat_map(|v| Health::ALL.into_iter().map(move |h| (v, h)))
+            .map(|(v, h)| {
+                let n = v.health_counts.get(h.as_str()).copied().unwrap_or(0);
+                (
+                    format!("{},health=\"{}\"", cell_labels(v), h.as_str()),
+                    n.to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "pas_agent_heartbeat_age_seconds",
+        "gauge",
+        "Seconds since each agent's last heartbeat (agents that never beat are left out).",
+        views
+            .iter()
+            .flat_map(|v| v.agents.iter().map(move |a| (v, a)))
+            .filter_map(|(v, a)| {
+                a.heartbeat_age_seconds.map(|age| {
+                    (
+                        format!("cell=\"{}\",agent=\"{}\"", label(&v.id), label(&a.id)),
+                        format!("{age}"),
+                    )
+                })
+            })
+            .collect(),
+    );
+    family(
+        "pas_agent_heartbeats_total",
+        "counter",
+        "Heartbeats each agent has sent.",
+        views
+            .iter()
+            .flat_map(|v| v.agents.iter().map(move |a| (v, a)))
+            .map(|(v, a)| {
+                (
+                    format!("cell=\"{}\",agent=\"{}\"", label(&v.id), label(&a.id)),
+                    a.heartbeat_count.to_string(),
+                )
+            })
+            .collect(),
+    );
+    family(
+        "pas_tasks",
+        "gauge",
+        "Tasks by state (blocked: pending on unfinished dependencies).",
+        views
+            .iter()
+            .flat_map(|v| {
+                let t = &v.tasks;
+                [
+                    ("pending", t.pending),
+                    ("blocked", t.blocked),
+                    ("in_progress", t.in_progress),
+                    ("completed", t.completed),
+                    ("failed", t.failed),
+                ]
+                .into_iter()
+                .map(move |(s, n)| {
+                    (
+                        format!("cell=\"{}\",state=\"{s}\"", label(&v.id)),
+                        n.to_string(),
+                    )
+                })
+            })
+            .collect(),
+    );
+    let mut event_rows = Vec::new();
+    for v in views {
+        let counts = event_counts(store, &v.id)?;
+        for level in ["info", "warn", "error"] {
+            event_rows.push((
+                format!("cell=\"{}\",level=\"{level}\"", label(&v.id)),
+                counts.get(level).copied().unwrap_or(0).to_string(),
+            ));
+        }
+    }
+    family(
+        "pas_events_total",
+        "counter",
+        "Events recorded in each cell's log, by level.",
+        event_rows,
+    );
+    family(
+        "pas_scrape_timestamp_seconds",
+        "gauge",
+        "When these metrics were computed.",
+        vec![(String::new(), format!("{}", now.timestamp()))],
+    );
+    Ok(out)
+}
+
+/// A health as JSON.
+pub fn health_value(h: Health) -> Value {
+    Value::from(h.as_str())
+}
+
+/// "42s ago" or "-" for an agent view.
+pub fn beat_age(a: &AgentView) -> String {
+    a.heartbeat_age_seconds
+        .map(|s| format!("{} ago", clock::human_duration(s)))
+        .unwrap_or_else(|| "never".to_string())
+}
