@@ -250,6 +250,9 @@ pub fn beat(
     };
     if recorded != Some(after.health) {
         set_health(&mut doc, after.health, now);
+    }
+    if was != Some(after.health) {
+        // A beat after silence nobody observed still logs the recovery.
         pending_event = transition_event(agent_id, was, after.health, before.age);
     }
 

@@ -5,6 +5,7 @@ mod harness;
 mod cells;
 mod concurrency;
 mod hand_written;
+mod heartbeats;
 mod ids;
 mod schemas;
 mod tasks;
