@@ -18,6 +18,8 @@ pub const ISOLATION: &str = include_str!("../templates/isolation.json");
 pub const POLICIES: &str = include_str!("../templates/policies.json");
 /// `templates/permissions.json`
 pub const PERMISSIONS: &str = include_str!("../templates/permissions.json");
+/// `templates/mission.json`: an example mission file.
+pub const MISSION: &str = include_str!("../templates/mission.json");
 /// `templates/mission-proposal.md`
 pub const MISSION_PROPOSAL: &str = include_str!("../templates/mission-proposal.md");
 

@@ -7,6 +7,7 @@ use super::Ctx;
 use crate::cell::{self, CellStatus, IsolationLevel, NewCell};
 use crate::clock;
 use crate::error::Result;
+use crate::mission;
 use crate::output::{Styled, Tone};
 
 /// Cell commands.
@@ -33,14 +34,31 @@ pub enum CellCommand {
     ///
     /// Example: pas cell rm 3f2a
     Rm(RmArgs),
+    /// Write a cell as a mission file (settings, config, agents, tasks), for `create --from`.
+    ///
+    /// Example: pas cell export "Docs sprint" --output docs-sprint.json
+    Export(ExportArgs),
+}
+
+/// Arguments of `pas cell export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// Write to this file atomically instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 /// Arguments of `pas cell create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The mission's name (`mission_name`).
-    #[arg(long)]
-    pub name: String,
+    #[arg(long, required_unless_present = "from")]
+    pub name: Option<String>,
+    /// Create the whole mission (cell, config, agents, tasks) from a mission file (`-`: stdin).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["name", "isolation", "max_agents", "timeout"])]
+    pub from: Option<String>,
     /// Isolation level.
     #[arg(long, value_enum, default_value_t = IsolationLevel::Level1)]
     pub isolation: IsolationLevel,
@@ -90,12 +108,14 @@ pub fn run(ctx: &Ctx, command: CellCommand) -> Result<()> {
         CellCommand::Show(CellArg { cell }) => show(ctx, &cell),
         CellCommand::Set(SetArgs { cell, status }) => set(ctx, &cell, status),
         CellCommand::Rm(RmArgs { cell, force }) => rm(ctx, &cell, force),
+        CellCommand::Export(ExportArgs { cell, output }) => export(ctx, &cell, output),
     }
 }
 
 fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let CreateArgs {
         name,
+        from,
         isolation,
         max_agents,
         timeout,
@@ -105,8 +125,32 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         .or_else(|| std::env::var("PAS_AGENT").ok().filter(|s| !s.is_empty()))
         .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "admin".to_string());
+    if let Some(from) = from {
+        let (bytes, path) = if from == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| {
+                crate::error::Error::failure(format!("cannot read the mission from stdin: {e}"))
+            })?;
+            (buf, std::path::PathBuf::from("<stdin>"))
+        } else {
+            let path = std::path::PathBuf::from(&from);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                crate::error::Error::not_found(format!("cannot read mission file {from}: {e}"))
+                    .hint("see templates/mission.json for an example")
+            })?;
+            (bytes, path)
+        };
+        let mission = mission::parse(&bytes, &path)?;
+        let id = mission::create(&ctx.store, &mission, &created_by, clock::now())?;
+        if ctx.out.is_json() {
+            ctx.out.json(&json!({ "id": id }));
+        } else {
+            ctx.out.line(&id);
+        }
+        return Ok(());
+    }
     let spec = NewCell {
-        name,
+        name: name.unwrap_or_default(),
         isolation,
         max_agents,
         timeout: (timeout > 0).then_some(timeout),
@@ -252,4 +296,18 @@ fn rm(ctx: &Ctx, query: &str, force: bool) -> Result<()> {
         ctx.out.info(&format!("removed cell {id}"));
     }
     Ok(())
+}
+
+fn export(ctx: &Ctx, query: &str, output: Option<std::path::PathBuf>) -> Result<()> {
+    let id = cell::resolve(&ctx.store, query)?;
+    let mission = mission::export(&ctx.store, &id)?;
+    let mut text = serde_json::to_string_pretty(&mission).unwrap_or_default();
+    text.push('\n');
+    match output {
+        Some(path) => crate::store::Store::export(&ctx.store, &path, text.as_bytes()),
+        None => {
+            ctx.out.raw(&text);
+            Ok(())
+        }
+    }
 }

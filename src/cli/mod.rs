@@ -35,6 +35,9 @@ pub struct Cli {
     /// Print nothing but data (ids) and errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// Act as this agent: permissions.json applies (default: $PAS_AGENT; unset: operator).
+    #[arg(long = "as", global = true, value_name = "AGENT")]
+    pub acting: Option<String>,
     /// When to colour tables.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
@@ -70,12 +73,14 @@ pub enum Command {
     Events(events::EventsArgs),
 }
 
-/// What every command gets: the store and the printer.
+/// What every command gets: the store, the printer, and who is acting.
 pub struct Ctx {
     /// The missions root.
     pub store: FsStore,
     /// Where output goes.
     pub out: Printer,
+    /// The acting agent (`--as`, else `$PAS_AGENT`); `None` for an operator.
+    pub acting: Option<String>,
 }
 
 /// Parses the command line, runs the command, and returns the process's exit status.
@@ -89,9 +94,20 @@ pub fn run() -> ExitCode {
         .root
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let acting = cli
+        .acting
+        .clone()
+        .or_else(|| std::env::var("PAS_AGENT").ok())
+        .filter(|a| !a.is_empty());
+    if let Some(agent) = &acting {
+        if let Err(e) = crate::store::check_id(crate::store::IdKind::Agent, agent) {
+            return report(&e);
+        }
+    }
     let ctx = Ctx {
         store: FsStore::new(root),
         out,
+        acting,
     };
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,8 +6,11 @@ use serde_json::{json, Value};
 use super::Ctx;
 use crate::cell;
 use crate::clock;
-use crate::error::Result;
+use crate::error::{Error, Kind, Result};
 use crate::output::{Styled, Tone};
+use crate::permissions::{Perm, Permissions};
+use crate::queue::{self, HandoffOutcome};
+use crate::store::Store;
 use crate::task::{self, NewTask, Priority, StatusFilter};
 
 /// Task commands.
@@ -26,6 +29,123 @@ pub enum TaskCommand {
     ///
     /// Example: pas task show 3f2a task_002
     Show(TaskArgs),
+    /// List the tasks ready to claim, best first (for an agent: those it may take).
+    ///
+    /// Example: pas task ready 3f2a --agent agent_001
+    Ready(ReadyArgs),
+    /// Claim the best ready task and print its id; exit 7 with no output when none is ready.
+    ///
+    /// Example: while id=$(pas task claim "$PAS_CELL"); do work "$id" && pas task done "$PAS_CELL" "$id"; done
+    Claim(ClaimArgs),
+    /// Report a claimed task completed, with the artifacts it produced.
+    ///
+    /// Example: pas task done 3f2a task_002 --artifact artifacts/report.md
+    Done(DoneArgs),
+    /// Report a claimed task failed: back in the queue until max_retries, then failed.
+    ///
+    /// Example: pas task fail 3f2a task_002 --reason "tests do not pass"
+    Fail(FailArgs),
+    /// Fail every in-progress task past its timeout (reason: timeout), by the same rule.
+    ///
+    /// Example: pas task reap 3f2a
+    Reap(CellOnly),
+    /// Hand a task to another agent (policy and permissions permitting).
+    ///
+    /// Example: pas task handoff 3f2a task_002 --to agent_002
+    Handoff(HandoffArgs),
+}
+
+/// A cell alone.
+#[derive(Debug, Args)]
+pub struct CellOnly {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+}
+
+/// Arguments of `pas task ready`.
+#[derive(Debug, Args)]
+pub struct ReadyArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// Only the tasks this agent may take.
+    #[arg(long)]
+    pub agent: Option<String>,
+}
+
+/// Arguments of `pas task claim`.
+#[derive(Debug, Args)]
+pub struct ClaimArgs {
+    /// Cell id, unique id prefix, or mission name (default: $PAS_CELL).
+    #[arg(env = "PAS_CELL")]
+    pub cell: Option<String>,
+    /// The claiming agent (default: --as, else $PAS_AGENT).
+    #[arg(long)]
+    pub agent: Option<String>,
+}
+
+/// Arguments of `pas task done`.
+#[derive(Debug, Args)]
+pub struct DoneArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The task's id.
+    pub task: String,
+    /// A file the task produced (recorded by path, not copied); repeat for more.
+    #[arg(long = "artifact", value_name = "PATH")]
+    pub artifacts: Vec<String>,
+}
+
+/// Arguments of `pas task fail`.
+#[derive(Debug, Args)]
+pub struct FailArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The task's id.
+    pub task: String,
+    /// What went wrong.
+    #[arg(long)]
+    pub reason: String,
+}
+
+/// Arguments of `pas task handoff`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct HandoffArgs {
+    /// Approve or deny a pending request instead.
+    #[command(subcommand)]
+    pub decision: Option<HandoffDecision>,
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: Option<String>,
+    /// The task's id.
+    pub task: Option<String>,
+    /// The receiving agent.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The handing agent (default: the acting agent, else the task's current agent).
+    #[arg(long)]
+    pub from: Option<String>,
+}
+
+/// Decisions on handoff requests (`handoff_approval: manual`).
+#[derive(Debug, Subcommand)]
+pub enum HandoffDecision {
+    /// Approve a pending handoff request.
+    ///
+    /// Example: pas task handoff approve 3f2a h-1a2b3c4d
+    Approve(RequestArgs),
+    /// Deny a pending handoff request.
+    ///
+    /// Example: pas task handoff deny 3f2a h-1a2b3c4d
+    Deny(RequestArgs),
+}
+
+/// A cell and a handoff request.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The request's id (printed when it was made).
+    pub request: String,
 }
 
 /// Arguments of `pas task add`.
@@ -80,6 +200,16 @@ pub fn run(ctx: &Ctx, command: TaskCommand) -> Result<()> {
         TaskCommand::Add(args) => add(ctx, args),
         TaskCommand::List(ListArgs { cell, status }) => list(ctx, &cell, status),
         TaskCommand::Show(TaskArgs { cell, task }) => show(ctx, &cell, &task),
+        TaskCommand::Ready(ReadyArgs { cell, agent }) => ready(ctx, &cell, agent.as_deref()),
+        TaskCommand::Claim(ClaimArgs { cell, agent }) => claim(ctx, cell, agent),
+        TaskCommand::Done(DoneArgs {
+            cell,
+            task,
+            artifacts,
+        }) => done(ctx, &cell, &task, &artifacts),
+        TaskCommand::Fail(FailArgs { cell, task, reason }) => fail(ctx, &cell, &task, &reason),
+        TaskCommand::Reap(CellOnly { cell }) => reap(ctx, &cell),
+        TaskCommand::Handoff(args) => handoff(ctx, args),
     }
 }
 
@@ -179,6 +309,9 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Task, task_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let doc = task::read(&ctx.store, &cell_id, task_id)?;
+    if let Some(agent) = &ctx.acting {
+        Permissions::load(&ctx.store, &cell_id)?.check(agent, Perm::Read, task_id)?;
+    }
     let (all, _) = task::read_all(&ctx.store, &cell_id)?;
     let state = task::shown_state(&doc, &all);
     if ctx.out.is_json() {
@@ -209,5 +342,242 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
         ("created", Styled::from(text("created_at"))),
         ("completed", Styled::from(text("completed_at"))),
     ]);
+    Ok(())
+}
+
+fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let agent_doc = match agent {
+        Some(a) => Some(crate::agent::read(&ctx.store, &cell_id, a)?),
+        None => None,
+    };
+    let perms = Permissions::load(&ctx.store, &cell_id)?;
+    let (all, errors) = task::read_all(&ctx.store, &cell_id)?;
+    for e in &errors {
+        ctx.out.note(&format!("pas: skipped: {}", e.message));
+    }
+    let list = queue::ready(&all, agent_doc.as_ref(), &perms);
+    if ctx.out.is_json() {
+        ctx.out.json(&Value::from(
+            list.iter().map(|t| t.to_value()).collect::<Vec<_>>(),
+        ));
+        return Ok(());
+    }
+    let rows = list
+        .iter()
+        .map(|t| {
+            vec![
+                Styled::from(t.str("task_id").unwrap_or("-")),
+                Styled::from(t.str("title").unwrap_or("")),
+                Styled::from(t.str("priority").unwrap_or("-")),
+                Styled::from(t.str("assigned_to").unwrap_or("-")),
+                Styled::from(t.str("created_at").unwrap_or("-")),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["ID", "TITLE", "PRIORITY", "ASSIGNED", "CREATED"], rows);
+    Ok(())
+}
+
+fn claim(ctx: &Ctx, cell: Option<String>, agent: Option<String>) -> Result<()> {
+    let Some(cell) = cell else {
+        return Err(Error::usage("which cell? pass CELL or set PAS_CELL"));
+    };
+    let Some(agent) = agent.or_else(|| ctx.acting.clone()) else {
+        return Err(Error::usage(
+            "which agent claims? pass --agent, --as, or set PAS_AGENT",
+        ));
+    };
+    crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
+    if ctx.acting.as_deref().is_some_and(|a| a != agent) {
+        return Err(Error::new(
+            Kind::Denied,
+            format!(
+                "agent {} cannot claim on behalf of {agent}",
+                ctx.acting.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    let cell_id = cell::resolve(&ctx.store, &cell)?;
+    match queue::claim(&ctx.store, &cell_id, &agent, clock::now())? {
+        Some(t) => {
+            let id = t.str("task_id").unwrap_or_default();
+            if ctx.out.is_json() {
+                ctx.out.json(&t.to_value());
+            } else {
+                ctx.out.line(id);
+            }
+            Ok(())
+        }
+        // Nothing ready: a distinct exit code and no output, for `while id=$(...)` loops.
+        None => Err(Error::new(Kind::Empty, "")),
+    }
+}
+
+fn done(ctx: &Ctx, cell: &str, task_id: &str, artifacts: &[String]) -> Result<()> {
+    crate::store::check_id(crate::store::IdKind::Task, task_id)?;
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let cell_path = ctx.store.cell_path(&cell_id);
+    let mut recorded = Vec::new();
+    for a in artifacts {
+        let path = std::path::Path::new(a);
+        let full = if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            cell_path.join(path)
+        };
+        let cwd_full = std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_default();
+        let found = if full.exists() {
+            full
+        } else if cwd_full.exists() {
+            cwd_full
+        } else {
+            return Err(Error::not_found(format!(
+                "artifact {a} does not exist (looked in the cell and the current directory)"
+            ))
+            .hint("write the file first; artifacts are recorded by path, not copied"));
+        };
+        // Inside the cell: recorded relative to it, so the cell can move.
+        let shown = found
+            .strip_prefix(&cell_path)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| found.display().to_string());
+        recorded.push(shown);
+    }
+    let outcome = queue::done(
+        &ctx.store,
+        &cell_id,
+        task_id,
+        ctx.acting.as_deref(),
+        &recorded,
+        clock::now(),
+    )?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&outcome).unwrap_or(Value::Null));
+    } else {
+        ctx.out.info(&format!("task {task_id} completed"));
+        if outcome.cell_completed {
+            ctx.out
+                .info(&format!("every task is done: cell {cell_id} is completed"));
+        }
+    }
+    Ok(())
+}
+
+fn fail(ctx: &Ctx, cell: &str, task_id: &str, reason: &str) -> Result<()> {
+    crate::store::check_id(crate::store::IdKind::Task, task_id)?;
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let outcome = queue::fail(
+        &ctx.store,
+        &cell_id,
+        task_id,
+        ctx.acting.as_deref(),
+        reason,
+        clock::now(),
+    )?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&outcome).unwrap_or(Value::Null));
+    } else if outcome.requeued {
+        ctx.out.info(&format!(
+            "task {task_id} failed (attempt {} of {}); back in the queue",
+            outcome.attempts, outcome.max_retries
+        ));
+    } else {
+        ctx.out.info(&format!(
+            "task {task_id} failed for good after {} attempt(s)",
+            outcome.attempts
+        ));
+    }
+    Ok(())
+}
+
+fn reap(ctx: &Ctx, cell: &str) -> Result<()> {
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let outcomes = queue::reap(&ctx.store, &cell_id, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&outcomes).unwrap_or(Value::Null));
+    } else if outcomes.is_empty() {
+        ctx.out.info("no task past its timeout");
+    } else {
+        for o in outcomes {
+            let what = if o.requeued {
+                "back in the queue"
+            } else {
+                "failed for good"
+            };
+            ctx.out.info(&format!(
+                "task {} timed out (attempt {} of {}): {what}",
+                o.task, o.attempts, o.max_retries
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn handoff(ctx: &Ctx, args: HandoffArgs) -> Result<()> {
+    let HandoffArgs {
+        decision,
+        cell,
+        task,
+        to,
+        from,
+    } = args;
+    let now = clock::now();
+    let outcome = match decision {
+        Some(HandoffDecision::Approve(RequestArgs { cell, request })) => {
+            let cell_id = cell::resolve(&ctx.store, &cell)?;
+            queue::decide_handoff(&ctx.store, &cell_id, &request, true, now)?
+        }
+        Some(HandoffDecision::Deny(RequestArgs { cell, request })) => {
+            let cell_id = cell::resolve(&ctx.store, &cell)?;
+            queue::decide_handoff(&ctx.store, &cell_id, &request, false, now)?
+        }
+        None => {
+            let (Some(cell), Some(task_id), Some(to)) = (cell, task, to) else {
+                return Err(Error::usage("pas task handoff needs CELL TASK --to AGENT")
+                    .hint("or `pas task handoff approve|deny CELL REQUEST`"));
+            };
+            crate::store::check_id(crate::store::IdKind::Task, &task_id)?;
+            crate::store::check_id(crate::store::IdKind::Agent, &to)?;
+            if let Some(f) = &from {
+                crate::store::check_id(crate::store::IdKind::Agent, f)?;
+            }
+            let cell_id = cell::resolve(&ctx.store, &cell)?;
+            queue::handoff(
+                &ctx.store,
+                &cell_id,
+                &task_id,
+                &to,
+                from.as_deref(),
+                ctx.acting.as_deref(),
+                now,
+            )?
+        }
+    };
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&outcome).unwrap_or(Value::Null));
+        return Ok(());
+    }
+    match outcome {
+        HandoffOutcome::Done { task, from, to } => ctx
+            .out
+            .info(&format!("task {task} handed from {from} to {to}")),
+        HandoffOutcome::Requested {
+            request, task, to, ..
+        } => {
+            ctx.out.line(&request);
+            ctx.out.note(&format!("handoff of {task} to {to} waits for approval: pas task handoff approve CELL {request}"));
+        }
+        HandoffOutcome::Denied { request, task } => ctx
+            .out
+            .info(&format!("request {request} denied; task {task} stays")),
+    }
     Ok(())
 }

@@ -7,5 +7,6 @@ mod concurrency;
 mod hand_written;
 mod heartbeats;
 mod ids;
+mod queue;
 mod schemas;
 mod tasks;

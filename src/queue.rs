@@ -1,0 +1,633 @@
+//! Tasks as a work queue: ready, claim, done, fail, reap (timeouts) and handoff.
+//!
+//! Every change holds the cell's tasks lock (and, to set or clear `current_task`, the
+//! agent's lock after it), so 20 agents claiming at once each get a different task. A failed
+//! task goes back to `pending` until it has been attempted `max_retries` times; then it stays
+//! `failed` and an error event is written. When the last task is completed the cell becomes
+//! `completed`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cell::{self, CellStatus};
+use crate::clock;
+use crate::doc::Doc;
+use crate::error::{Error, Kind, Result};
+use crate::events::{self, Level, NewEvent};
+use crate::permissions::{Perm, Permissions};
+use crate::policy;
+use crate::store::{self, Durability, FileKey, LockKey, Store};
+use crate::task;
+
+fn priority_rank(t: &Doc) -> u8 {
+    match t.str("priority") {
+        Some("high") => 0,
+        Some("low") => 2,
+        _ => 1,
+    }
+}
+
+/// Whether `agent` may take `task`: assigned to it or to nobody, having every required
+/// capability, and allowed to execute it.
+pub fn eligible(t: &Doc, agent: &Doc, perms: &Permissions) -> bool {
+    let agent_id = agent.str("agent_id").unwrap_or("");
+    let task_id = t.str("task_id").unwrap_or("");
+    let assigned_ok = match t.str("assigned_to") {
+        None => true,
+        Some(a) => a == agent_id,
+    };
+    let caps = agent.strings("capabilities");
+    let caps_ok = t
+        .strings("required_capabilities")
+        .iter()
+        .all(|c| caps.contains(c));
+    assigned_ok && caps_ok && perms.allows(agent_id, Perm::Execute, task_id)
+}
+
+/// Ready tasks, best first (priority high to low, then oldest): pending with every
+/// dependency completed; for an agent, only those it may take.
+pub fn ready<'a>(
+    all: &'a BTreeMap<String, Doc>,
+    agent: Option<&Doc>,
+    perms: &Permissions,
+) -> Vec<&'a Doc> {
+    let mut out: Vec<&Doc> = all
+        .values()
+        .filter(|t| {
+            t.str("status") == Some("pending") && task::open_dependencies(t, all).is_empty()
+        })
+        .filter(|t| agent.is_none_or(|a| eligible(t, a, perms)))
+        .collect();
+    out.sort_by(|a, b| {
+        (
+            priority_rank(a),
+            a.str("created_at").and_then(clock::parse),
+            a.str("task_id"),
+        )
+            .cmp(&(
+                priority_rank(b),
+                b.str("created_at").and_then(clock::parse),
+                b.str("task_id"),
+            ))
+    });
+    out
+}
+
+fn read_tasks_strict(store: &dyn Store, cell: &str) -> Result<BTreeMap<String, Doc>> {
+    let (all, errors) = task::read_all(store, cell)?;
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
+}
+
+/// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
+fn set_current_task(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    task_id: &str,
+    claim: bool,
+) -> Result<()> {
+    let _guard = store.lock(cell, LockKey::Agent(agent))?;
+    let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? else {
+        return Ok(());
+    };
+    if claim {
+        doc.set("current_task", task_id);
+    } else if doc.str("current_task") == Some(task_id) {
+        doc.set("current_task", Value::Null);
+    } else {
+        return Ok(());
+    }
+    store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)
+}
+
+/// Claims the best ready task for `agent`; `None` when nothing is ready for it.
+pub fn claim(
+    store: &dyn Store,
+    cell: &str,
+    agent_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Doc>> {
+    let agent = crate::agent::read(store, cell, agent_id)?;
+    if agent.str("status") == Some("failed") || agent.str("status") == Some("paused") {
+        return Err(Error::conflict(format!(
+            "agent {agent_id} is {} and cannot claim work",
+            agent.str("status").unwrap_or("?")
+        )));
+    }
+    let perms = Permissions::load(store, cell)?;
+    let claimed = {
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        let all = read_tasks_strict(store, cell)?;
+        let Some(best) = ready(&all, Some(&agent), &perms).into_iter().next() else {
+            return Ok(None);
+        };
+        let mut t = best.clone();
+        let task_id = t.str("task_id").unwrap_or_default().to_string();
+        if t.str("assigned_to").is_none() {
+            t.set("queue_assigned", true);
+        }
+        t.set("status", "in_progress");
+        t.set("assigned_to", agent_id);
+        t.set("claimed_by", agent_id);
+        t.set("started_at", clock::stamp(now));
+        t.set("attempts", t.u64("attempts").unwrap_or(0) + 1);
+        store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+        set_current_task(store, cell, agent_id, &task_id, true)?;
+        t
+    };
+    let task_id = claimed.str("task_id").unwrap_or_default();
+    let attempt = claimed.u64("attempts").unwrap_or(1);
+    events::record_one(
+        store,
+        cell,
+        NewEvent::new(
+            Level::Info,
+            "task.claimed",
+            format!("{agent_id} claimed task {task_id} (attempt {attempt})"),
+        )
+        .agent(agent_id)
+        .task(task_id)
+        .details(json!({ "attempt": attempt })),
+        now,
+    )?;
+    Ok(Some(claimed))
+}
+
+/// Refuses a report from anyone but the claiming agent (an operator may always report).
+fn check_reporter(t: &Doc, actor: Option<&str>, perms: &Permissions) -> Result<()> {
+    let task_id = t.str("task_id").unwrap_or("");
+    if let Some(actor) = actor {
+        perms.check(actor, Perm::Write, task_id)?;
+        let claimer = t.str("claimed_by");
+        if claimer != Some(actor) {
+            return Err(Error::new(
+                Kind::Denied,
+                format!("task {task_id} is claimed by {}, not {actor}", claimer.unwrap_or("nobody")),
+            )
+            .hint("only the claiming agent (or an operator, without PAS_AGENT or --as) reports a task"));
+        }
+    }
+    Ok(())
+}
+
+fn load_in_progress(store: &dyn Store, cell: &str, task_id: &str) -> Result<Doc> {
+    let t = task::read(store, cell, task_id)?;
+    match t.str("status") {
+        Some("in_progress") => Ok(t),
+        other => Err(Error::conflict(format!(
+            "task {task_id} is {}, not in_progress",
+            other.unwrap_or("?")
+        ))
+        .hint("only a claimed task can be reported done or failed")),
+    }
+}
+
+/// What happened to a finished task.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoneOutcome {
+    /// The task.
+    pub task: String,
+    /// Whether that completed the whole cell.
+    pub cell_completed: bool,
+}
+
+/// Marks a claimed task completed, recording artifacts (paths, referenced not copied).
+pub fn done(
+    store: &dyn Store,
+    cell: &str,
+    task_id: &str,
+    actor: Option<&str>,
+    artifacts: &[String],
+    now: DateTime<Utc>,
+) -> Result<DoneOutcome> {
+    let perms = Permissions::load(store, cell)?;
+    let claimer;
+    {
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        let mut t = load_in_progress(store, cell, task_id)?;
+        check_reporter(&t, actor, &perms)?;
+        claimer = t.str("claimed_by").map(str::to_string);
+        let mut recorded = t.strings("artifacts");
+        for a in artifacts {
+            if !recorded.contains(a) {
+                recorded.push(a.clone());
+            }
+        }
+        t.set("status", "completed");
+        t.set("completed_at", clock::stamp(now));
+        t.set(
+            "artifacts",
+            Value::from(recorded.into_iter().map(Value::from).collect::<Vec<_>>()),
+        );
+        t.set("last_error", Value::Null);
+        store.write(cell, FileKey::Task(task_id), &t, Durability::Durable)?;
+        if let Some(agent) = &claimer {
+            set_current_task(store, cell, agent, task_id, false)?;
+        }
+    }
+    let mut event = NewEvent::new(
+        Level::Info,
+        "task.completed",
+        format!("task {task_id} completed"),
+    )
+    .task(task_id);
+    if let Some(agent) = &claimer {
+        event = event.agent(agent);
+    }
+    events::record_one(
+        store,
+        cell,
+        event.details(json!({ "artifacts": artifacts })),
+        now,
+    )?;
+    let cell_completed = complete_cell_if_done(store, cell, now)?;
+    Ok(DoneOutcome {
+        task: task_id.to_string(),
+        cell_completed,
+    })
+}
+
+/// Makes an active cell `completed` when every task is; true when it did.
+pub fn complete_cell_if_done(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<bool> {
+    let all_done = {
+        let _cell = store.lock(cell, LockKey::Cell)?;
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+        let all = read_tasks_strict(store, cell)?;
+        cell_doc.str("status") == Some("active")
+            && !all.is_empty()
+            && all.values().all(|t| t.str("status") == Some("completed"))
+    };
+    if all_done {
+        cell::set_status(store, cell, CellStatus::Completed, now)?;
+    }
+    Ok(all_done)
+}
+
+/// What happened to a failed task.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailOutcome {
+    /// The task.
+    pub task: String,
+    /// Back in the queue (`pending`) rather than failed for good.
+    pub requeued: bool,
+    /// Attempts so far.
+    pub attempts: u64,
+    /// The policy's `max_retries`.
+    pub max_retries: u64,
+}
+
+/// Fails a claimed task: back to `pending` until `max_retries` attempts, then `failed`.
+/// The caller holds the tasks lock.
+fn fail_locked(
+    store: &dyn Store,
+    cell: &str,
+    mut t: Doc,
+    reason: &str,
+    max_retries: u64,
+    now: DateTime<Utc>,
+) -> Result<(FailOutcome, Vec<NewEvent>)> {
+    let task_id = t.str("task_id").unwrap_or_default().to_string();
+    let claimer = t.str("claimed_by").map(str::to_string);
+    let attempts = t.u64("attempts").unwrap_or(1);
+    let requeued = attempts < max_retries;
+    t.set("last_error", reason);
+    t.set("claimed_by", Value::Null);
+    if requeued {
+        t.set("status", "pending");
+        t.set("started_at", Value::Null);
+        if t.get("queue_assigned") == Some(&Value::Bool(true)) {
+            t.set("assigned_to", Value::Null);
+            t.remove("queue_assigned");
+        }
+    } else {
+        t.set("status", "failed");
+        t.set("completed_at", clock::stamp(now));
+    }
+    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+    if let Some(agent) = &claimer {
+        set_current_task(store, cell, agent, &task_id, false)?;
+    }
+    let (level, kind, message) = if requeued {
+        (Level::Warn, "task.requeued", format!("task {task_id} failed (attempt {attempts} of {max_retries}): {reason}; back in the queue"))
+    } else {
+        (
+            Level::Error,
+            "task.failed",
+            format!("task {task_id} failed for good after {attempts} attempt(s): {reason}"),
+        )
+    };
+    let mut event = NewEvent::new(level, kind, message)
+        .task(&task_id)
+        .details(json!({ "reason": reason, "attempts": attempts, "max_retries": max_retries }));
+    if let Some(agent) = &claimer {
+        event = event.agent(agent);
+    }
+    let outcome = FailOutcome {
+        task: task_id,
+        requeued,
+        attempts,
+        max_retries,
+    };
+    Ok((outcome, vec![event]))
+}
+
+fn max_retries(store: &dyn Store, cell: &str) -> Result<u64> {
+    let p = policy::load(store, cell, None)?;
+    Ok(p.get("max_retries")
+        .and_then(Value::as_u64)
+        .unwrap_or(3)
+        .max(1))
+}
+
+/// Reports a claimed task failed.
+pub fn fail(
+    store: &dyn Store,
+    cell: &str,
+    task_id: &str,
+    actor: Option<&str>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<FailOutcome> {
+    if reason.trim().is_empty() {
+        return Err(
+            Error::usage("the failure reason is empty").hint("pass --reason \"what went wrong\"")
+        );
+    }
+    let perms = Permissions::load(store, cell)?;
+    let max = max_retries(store, cell)?;
+    let (outcome, new_events) = {
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        let t = load_in_progress(store, cell, task_id)?;
+        check_reporter(&t, actor, &perms)?;
+        fail_locked(store, cell, t, reason, max, now)?
+    };
+    events::record(store, cell, &new_events, now)?;
+    Ok(outcome)
+}
+
+/// Fails every `in_progress` task past its `timeout` (reason `timeout`), by the same rule.
+pub fn reap(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<Vec<FailOutcome>> {
+    let max = max_retries(store, cell)?;
+    let mut outcomes = Vec::new();
+    let mut new_events = Vec::new();
+    {
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        for t in read_tasks_strict(store, cell)?.into_values() {
+            if t.str("status") != Some("in_progress") {
+                continue;
+            }
+            let (Some(started), Some(timeout)) =
+                (t.str("started_at").and_then(clock::parse), t.f64("timeout"))
+            else {
+                continue;
+            };
+            if timeout <= 0.0 || (now - started).num_milliseconds() as f64 / 1000.0 <= timeout {
+                continue;
+            }
+            let (outcome, events) = fail_locked(store, cell, t, "timeout", max, now)?;
+            outcomes.push(outcome);
+            new_events.extend(events);
+        }
+    }
+    events::record(store, cell, &new_events, now)?;
+    Ok(outcomes)
+}
+
+/// What a handoff did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum HandoffOutcome {
+    /// The task moved.
+    Done {
+        /// The task.
+        task: String,
+        /// From this agent.
+        from: String,
+        /// To this agent.
+        to: String,
+    },
+    /// A pending request was denied; the task stays where it was.
+    Denied {
+        /// The request's id.
+        request: String,
+        /// The task.
+        task: String,
+    },
+    /// `handoff_approval: manual`: a request waits for `pas task handoff approve`.
+    Requested {
+        /// The request's id.
+        request: String,
+        /// The task.
+        task: String,
+        /// From this agent.
+        from: String,
+        /// To this agent.
+        to: String,
+    },
+}
+
+fn handoff_rules(
+    store: &dyn Store,
+    cell: &str,
+    from: &str,
+    to: &str,
+) -> Result<(bool, Permissions)> {
+    let p = policy::load(store, cell, None)?;
+    if !p.flag("handoff_allowed", true) {
+        return Err(Error::new(
+            Kind::Denied,
+            format!("handoffs are not allowed in cell {cell}"),
+        )
+        .hint("set \"handoff_allowed\": true in config/policies.json"));
+    }
+    let perms = Permissions::load(store, cell)?;
+    perms.check_handoff(from, to)?;
+    Ok((p.text("handoff_approval", "auto") == "manual", perms))
+}
+
+/// Moves a task to `to` (the caller holds the tasks lock); returns the event.
+fn move_task(store: &dyn Store, cell: &str, mut t: Doc, from: &str, to: &str) -> Result<NewEvent> {
+    let task_id = t.str("task_id").unwrap_or_default().to_string();
+    t.set("assigned_to", to);
+    t.remove("handoff_request");
+    t.remove("queue_assigned");
+    let in_progress = t.str("status") == Some("in_progress");
+    if in_progress {
+        t.set("claimed_by", to);
+    }
+    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+    set_current_task(store, cell, from, &task_id, false)?;
+    if in_progress {
+        set_current_task(store, cell, to, &task_id, true)?;
+    }
+    Ok(NewEvent::new(
+        Level::Info,
+        "task.handoff",
+        format!("task {task_id} handed from {from} to {to}"),
+    )
+    .task(&task_id)
+    .agent(to)
+    .details(json!({ "from": from, "to": to })))
+}
+
+/// Hands a task from its current agent (or `from`) to `to`.
+pub fn handoff(
+    store: &dyn Store,
+    cell: &str,
+    task_id: &str,
+    to: &str,
+    from: Option<&str>,
+    actor: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<HandoffOutcome> {
+    crate::agent::read(store, cell, to)?;
+    let _tasks = store.lock(cell, LockKey::Tasks)?;
+    let t = task::read(store, cell, task_id)?;
+    if matches!(t.str("status"), Some("completed") | Some("failed")) {
+        return Err(Error::conflict(format!(
+            "task {task_id} is {} and cannot be handed over",
+            t.str("status").unwrap_or("?")
+        )));
+    }
+    let current = t
+        .str("claimed_by")
+        .or(t.str("assigned_to"))
+        .map(str::to_string);
+    let from = match (from, actor, current.as_deref()) {
+        (Some(f), _, _) => f.to_string(),
+        (None, Some(a), _) => a.to_string(),
+        (None, None, Some(c)) => c.to_string(),
+        (None, None, None) => {
+            return Err(Error::usage(format!(
+                "task {task_id} is assigned to nobody; say who hands it with --from"
+            ))
+            .hint("or assign it with `pas task add --assign`"))
+        }
+    };
+    if let Some(actor) = actor {
+        if actor != from {
+            return Err(Error::new(
+                Kind::Denied,
+                format!("agent {actor} cannot hand over a task on behalf of {from}"),
+            ));
+        }
+    }
+    if current.as_deref().is_some_and(|c| c != from) {
+        return Err(Error::conflict(format!(
+            "task {task_id} belongs to {}, not {from}",
+            current.unwrap_or_default()
+        )));
+    }
+    if from == to {
+        return Err(Error::usage(format!("task {task_id} is already with {to}")));
+    }
+    let (manual, _) = handoff_rules(store, cell, &from, to)?;
+    if manual {
+        let request = format!("h-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let mut t = t;
+        t.set(
+            "handoff_request",
+            json!({ "id": request, "from": from, "to": to, "requested_at": clock::stamp(now) }),
+        );
+        store.write(cell, FileKey::Task(task_id), &t, Durability::Durable)?;
+        drop(_tasks);
+        events::record_one(
+            store,
+            cell,
+            NewEvent::new(
+                Level::Warn,
+                "task.handoff_requested",
+                format!(
+                    "handoff of task {task_id} from {from} to {to} waits for approval ({request})"
+                ),
+            )
+            .task(task_id)
+            .agent(&from)
+            .details(json!({ "request": request, "from": from, "to": to })),
+            now,
+        )?;
+        return Ok(HandoffOutcome::Requested {
+            request,
+            task: task_id.to_string(),
+            from,
+            to: to.to_string(),
+        });
+    }
+    let event = move_task(store, cell, t, &from, to)?;
+    drop(_tasks);
+    events::record_one(store, cell, event, now)?;
+    Ok(HandoffOutcome::Done {
+        task: task_id.to_string(),
+        from,
+        to: to.to_string(),
+    })
+}
+
+/// Approves (or denies) a pending handoff request by its id.
+pub fn decide_handoff(
+    store: &dyn Store,
+    cell: &str,
+    request: &str,
+    approve: bool,
+    now: DateTime<Utc>,
+) -> Result<HandoffOutcome> {
+    let _tasks = store.lock(cell, LockKey::Tasks)?;
+    let all = read_tasks_strict(store, cell)?;
+    let Some(mut t) = all.into_values().find(|t| {
+        t.get("handoff_request")
+            .and_then(|r| r.get("id"))
+            .and_then(Value::as_str)
+            == Some(request)
+    }) else {
+        return Err(Error::not_found(format!(
+            "no pending handoff request {request} in cell {cell}"
+        ))
+        .hint("`pas task list` shows tasks; requests are in each task's handoff_request"));
+    };
+    let req = t.get("handoff_request").cloned().unwrap_or(Value::Null);
+    let from = req
+        .get("from")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let to = req
+        .get("to")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let task_id = t.str("task_id").unwrap_or_default().to_string();
+    if approve {
+        handoff_rules(store, cell, &from, &to)?;
+        let event = move_task(store, cell, t, &from, &to)?;
+        drop(_tasks);
+        events::record_one(store, cell, event, now)?;
+        return Ok(HandoffOutcome::Done {
+            task: task_id,
+            from,
+            to,
+        });
+    }
+    t.remove("handoff_request");
+    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+    drop(_tasks);
+    let event = NewEvent::new(
+        Level::Info,
+        "task.handoff_denied",
+        format!("handoff of task {task_id} from {from} to {to} denied"),
+    )
+    .task(&task_id)
+    .agent(&from)
+    .details(json!({ "request": request }));
+    events::record_one(store, cell, event, now)?;
+    Ok(HandoffOutcome::Denied {
+        request: request.to_string(),
+        task: task_id,
+    })
+}

@@ -1,0 +1,578 @@
+//! Tasks as a work queue: ready, claim, done, fail, reap, handoff, permissions, missions.
+
+use std::process::Stdio;
+
+use serde_json::{json, Value};
+
+use crate::harness::Root;
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn as_agent(root: &Root, agent: &str, args: &[&str]) -> crate::harness::Run {
+    crate::harness::Run::from(root.cmd(args).env("PAS_AGENT", agent).output().unwrap())
+}
+
+fn write_json(root: &Root, rel: String, value: Value) {
+    std::fs::write(
+        root.path.join(rel),
+        serde_json::to_string_pretty(&value).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn ready_tasks_follow_dependencies_then_priority_then_age() {
+    let root = Root::new();
+    let cell = root.cell("Ready");
+    root.ok(&["agent", "add", &cell, "a1", "--cap", "rust"]);
+    root.ok(&["agent", "add", &cell, "a2"]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "old_low",
+        "--title",
+        "x",
+        "--priority",
+        "low",
+    ]);
+    root.ok(&["task", "add", &cell, "medium", "--title", "x"]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "high",
+        "--title",
+        "x",
+        "--priority",
+        "high",
+    ]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "after_high",
+        "--title",
+        "x",
+        "--priority",
+        "high",
+        "--dep",
+        "high",
+    ]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "for_a2",
+        "--title",
+        "x",
+        "--priority",
+        "high",
+        "--assign",
+        "a2",
+    ]);
+    assert_eq!(
+        ids(&root.json(&["task", "ready", &cell])),
+        ["high", "for_a2", "medium", "old_low"]
+    );
+    assert_eq!(
+        ids(&root.json(&["task", "ready", &cell, "--agent", "a1"])),
+        ["high", "medium", "old_low"]
+    );
+    // A task that needs a capability only a1 has.
+    let path = format!("{cell}/tasks/medium.json");
+    let mut t = root.read_json(&path);
+    t["required_capabilities"] = json!(["rust"]);
+    write_json(&root, path, t);
+    assert_eq!(
+        ids(&root.json(&["task", "ready", &cell, "--agent", "a2"])),
+        ["high", "for_a2", "old_low"]
+    );
+
+    // Claims follow the same order; dependencies open up as work completes.
+    assert_eq!(
+        as_agent(&root, "a1", &["task", "claim", &cell])
+            .stdout
+            .trim(),
+        "high"
+    );
+    assert_eq!(
+        ids(&root.json(&["task", "ready", &cell, "--agent", "a1"])),
+        ["medium", "old_low"]
+    );
+    as_agent(&root, "a1", &["task", "done", &cell, "high"]);
+    assert_eq!(
+        ids(&root.json(&["task", "ready", &cell, "--agent", "a1"])),
+        ["after_high", "medium", "old_low"]
+    );
+    let agent = root.read_json(format!("{cell}/agents/a1.json"));
+    assert_eq!(agent["current_task"], Value::Null);
+    let t = root.read_json(format!("{cell}/tasks/high.json"));
+    assert_eq!(t["status"], "completed");
+    assert_eq!(t["claimed_by"], "a1");
+    assert!(t["started_at"].is_string() && t["completed_at"].is_string());
+    assert_eq!(t["attempts"], 1);
+}
+
+#[test]
+fn a_shell_claim_loop_with_twenty_agents_takes_each_task_exactly_once() {
+    let root = Root::new();
+    let cell = root.ok(&["cell", "create", "--name", "Rush", "--max-agents", "20"]);
+    for i in 0..20 {
+        root.ok(&["agent", "add", &cell, &format!("a{i:02}")]);
+    }
+    let mission_tasks: Vec<Value> = (0..100)
+        .map(|i| json!({"task_id": format!("t{i:03}"), "title": "work"}))
+        .collect();
+    // Add 100 tasks quickly through hand-written files (as another tool would).
+    for t in &mission_tasks {
+        let id = t["task_id"].as_str().unwrap();
+        write_json(
+            &root,
+            format!("{cell}/tasks/{id}.json"),
+            json!({"task_id": id, "title": "work", "status": "pending", "priority": "medium", "dependencies": []}),
+        );
+    }
+    // The loop from the docs; one more claim afterwards shows why it ended.
+    let script = r#"while id=$(pas task claim "$PAS_CELL"); do echo "$id"; done; pas task claim "$PAS_CELL"; echo "exit=$?""#;
+    let bin_dir = std::path::Path::new(crate::harness::pas_bin())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("PATH", &path)
+                .env("PAS_ROOT", &root.path)
+                .env("PAS_CELL", &cell)
+                .env("PAS_AGENT", format!("a{i:02}"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for c in children {
+        let out = String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap();
+        let mut lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines.pop(),
+            Some("exit=7"),
+            "the loop ends on 'nothing ready' (exit 7)"
+        );
+        claimed.extend(lines.into_iter().map(str::to_string));
+    }
+    claimed.sort();
+    let unique: std::collections::BTreeSet<_> = claimed.iter().cloned().collect();
+    assert_eq!(
+        claimed.len(),
+        100,
+        "every task claimed once: {} claims",
+        claimed.len()
+    );
+    assert_eq!(unique.len(), 100);
+    let in_progress = root.json(&["task", "list", &cell, "--status", "in_progress"]);
+    assert_eq!(in_progress.as_array().unwrap().len(), 100);
+}
+
+#[test]
+fn nothing_ready_is_exit_seven_with_no_output() {
+    let root = Root::new();
+    let cell = root.cell("Empty");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    let run = as_agent(&root, "a1", &["task", "claim", &cell]);
+    assert_eq!(run.code, 7);
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "");
+    root.run(&["task", "claim", &cell])
+        .refused(2, "which agent claims");
+}
+
+#[test]
+fn a_failed_task_is_retried_until_max_retries_then_stays_failed() {
+    let root = Root::new();
+    let cell = root.cell("Retry");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["task", "add", &cell, "t1", "--title", "flaky"]);
+    std::fs::write(
+        root.cell_dir(&cell).join("config/policies.json"),
+        r#"{"max_retries": 2}"#,
+    )
+    .unwrap();
+    as_agent(&root, "a1", &["task", "claim", &cell]);
+    let first: Value = serde_json::from_str(
+        &as_agent(
+            &root,
+            "a1",
+            &[
+                "--json",
+                "task",
+                "fail",
+                &cell,
+                "t1",
+                "--reason",
+                "flaky test",
+            ],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(first["requeued"], true);
+    let t = root.read_json(format!("{cell}/tasks/t1.json"));
+    assert_eq!(t["status"], "pending");
+    assert_eq!(t["last_error"], "flaky test");
+    assert_eq!(
+        t["assigned_to"],
+        Value::Null,
+        "a task assigned by its claim goes back to everyone"
+    );
+    as_agent(&root, "a1", &["task", "claim", &cell]);
+    let second: Value = serde_json::from_str(
+        &as_agent(
+            &root,
+            "a1",
+            &["--json", "task", "fail", &cell, "t1", "--reason", "again"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(second["requeued"], false);
+    assert_eq!(second["attempts"], 2);
+    assert_eq!(
+        root.read_json(format!("{cell}/tasks/t1.json"))["status"],
+        "failed"
+    );
+    assert_eq!(as_agent(&root, "a1", &["task", "claim", &cell]).code, 7);
+    let errors = root.ok(&["--json", "events", &cell, "--level", "error"]);
+    assert!(errors.contains("\"task.failed\""), "{errors}");
+    // Reporting a task that is not in progress is refused.
+    as_agent(&root, "a1", &["task", "done", &cell, "t1"]).refused(4, "not in_progress");
+}
+
+#[test]
+fn a_task_past_its_timeout_is_reaped_and_requeued() {
+    let root = Root::new();
+    let cell = root.cell("Timeout");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "t1",
+        "--title",
+        "slow",
+        "--timeout",
+        "60",
+    ]);
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "t2",
+        "--title",
+        "fresh",
+        "--timeout",
+        "60",
+    ]);
+    as_agent(&root, "a1", &["task", "claim", &cell]);
+    as_agent(&root, "a1", &["task", "claim", &cell]);
+    assert_eq!(root.json(&["task", "reap", &cell]), json!([]));
+    let path = format!("{cell}/tasks/t1.json");
+    let mut t = root.read_json(&path);
+    t["started_at"] = json!((chrono::Utc::now() - chrono::Duration::seconds(120)).to_rfc3339());
+    write_json(&root, path.clone(), t);
+    let reaped = root.json(&["task", "reap", &cell]);
+    assert_eq!(reaped[0]["task"], "t1");
+    assert_eq!(reaped[0]["requeued"], true);
+    let t = root.read_json(&path);
+    assert_eq!(t["status"], "pending");
+    assert_eq!(t["last_error"], "timeout");
+    assert_eq!(
+        root.read_json(format!("{cell}/tasks/t2.json"))["status"],
+        "in_progress"
+    );
+}
+
+#[test]
+fn only_the_claiming_agent_or_an_operator_reports_and_permissions_are_enforced() {
+    let root = Root::new();
+    let cell = root.cell("Perms");
+    for a in ["a1", "a2", "guest"] {
+        root.ok(&["agent", "add", &cell, a]);
+    }
+    root.ok(&[
+        "task", "add", &cell, "t1", "--title", "one", "--assign", "a1",
+    ]);
+    root.ok(&["task", "add", &cell, "secret", "--title", "two"]);
+    write_json(
+        &root,
+        format!("{cell}/config/permissions.json"),
+        json!({"guest": {"read": ["t1"], "write": [], "execute": [], "handoff_to": [], "handoff_from": []}}),
+    );
+
+    as_agent(&root, "guest", &["task", "show", &cell, "secret"])
+        .refused(9, "guest lacks the read permission on task secret");
+    assert_eq!(
+        as_agent(&root, "guest", &["task", "show", &cell, "t1"]).code,
+        0
+    );
+    assert_eq!(
+        as_agent(&root, "guest", &["task", "claim", &cell]).code,
+        7,
+        "guest may execute nothing"
+    );
+    assert_eq!(
+        root.json(&["task", "ready", &cell, "--agent", "guest"]),
+        json!([])
+    );
+
+    assert_eq!(
+        as_agent(&root, "a1", &["task", "claim", &cell])
+            .stdout
+            .trim(),
+        "t1"
+    );
+    as_agent(&root, "a2", &["task", "done", &cell, "t1"]).refused(9, "claimed by a1, not a2");
+    root.run(&["--as", "a2", "task", "fail", &cell, "t1", "--reason", "x"])
+        .refused(9, "claimed by a1, not a2");
+    // An operator (no PAS_AGENT) may report for anyone.
+    root.ok(&["task", "done", &cell, "t1"]);
+}
+
+#[test]
+fn handoffs_are_allowed_refused_and_approved() {
+    let root = Root::new();
+    let cell = root.cell("Handoff");
+    for a in ["a1", "a2", "a3"] {
+        root.ok(&["agent", "add", &cell, a]);
+    }
+    root.ok(&[
+        "task", "add", &cell, "t1", "--title", "one", "--assign", "a1",
+    ]);
+    root.ok(&[
+        "task", "add", &cell, "t2", "--title", "two", "--assign", "a1",
+    ]);
+    as_agent(&root, "a1", &["task", "claim", &cell]);
+
+    // Allowed: a1 hands its in-progress task to a2.
+    let out: Value = serde_json::from_str(
+        &as_agent(
+            &root,
+            "a1",
+            &["--json", "task", "handoff", &cell, "t1", "--to", "a2"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(out["result"], "done");
+    let t = root.read_json(format!("{cell}/tasks/t1.json"));
+    assert_eq!(
+        (t["assigned_to"].as_str(), t["claimed_by"].as_str()),
+        (Some("a2"), Some("a2"))
+    );
+    assert_eq!(
+        root.read_json(format!("{cell}/agents/a2.json"))["current_task"],
+        "t1"
+    );
+    assert_eq!(
+        root.read_json(format!("{cell}/agents/a1.json"))["current_task"],
+        Value::Null
+    );
+
+    // Refused by permissions: a3 takes work from nobody but a2.
+    write_json(
+        &root,
+        format!("{cell}/config/permissions.json"),
+        json!({"a3": {"read": ["*"], "write": ["*"], "execute": ["*"], "handoff_to": [], "handoff_from": ["a2"]}}),
+    );
+    let before = root.snapshot();
+    root.run(&["task", "handoff", &cell, "t2", "--to", "a3"])
+        .refused(9, "a3 may not take tasks from a1");
+    // Refused by policy.
+    write_json(
+        &root,
+        format!("{cell}/config/policies.json"),
+        json!({"handoff_allowed": false}),
+    );
+    root.run(&["task", "handoff", &cell, "t2", "--to", "a2"])
+        .refused(9, "handoffs are not allowed");
+    // The events log is the only thing that may differ: nothing else changed.
+    let after = root.snapshot();
+    for (k, v) in &before {
+        if !k.ends_with(".json") || k.contains("config/") {
+            continue;
+        }
+        assert_eq!(Some(v), after.get(k), "{k} changed");
+    }
+
+    // Manual approval: a request first, the move on approval.
+    write_json(
+        &root,
+        format!("{cell}/config/policies.json"),
+        json!({"handoff_approval": "manual"}),
+    );
+    let request = root.ok(&["task", "handoff", &cell, "t2", "--to", "a2"]);
+    assert!(request.starts_with("h-"), "{request}");
+    assert_eq!(
+        root.read_json(format!("{cell}/tasks/t2.json"))["assigned_to"],
+        "a1"
+    );
+    root.ok(&["task", "handoff", "approve", &cell, &request]);
+    assert_eq!(
+        root.read_json(format!("{cell}/tasks/t2.json"))["assigned_to"],
+        "a2"
+    );
+    root.run(&["task", "handoff", "approve", &cell, &request])
+        .refused(3, "no pending handoff request");
+    let kinds = root.ok(&["--json", "events", &cell, "--kind", "task."]);
+    assert_eq!(kinds.matches("\"task.handoff\"").count(), 2);
+    assert_eq!(kinds.matches("\"task.handoff_requested\"").count(), 1);
+}
+
+#[test]
+fn the_cell_completes_when_every_task_does() {
+    let root = Root::new();
+    let cell = root.cell("Finish");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["task", "add", &cell, "t1", "--title", "one"]);
+    root.ok(&["task", "add", &cell, "t2", "--title", "two", "--dep", "t1"]);
+    let artifact = root.cell_dir(&cell).join("artifacts/report.md");
+    std::fs::write(&artifact, "done").unwrap();
+    for expected in ["t1", "t2"] {
+        assert_eq!(
+            as_agent(&root, "a1", &["task", "claim", &cell])
+                .stdout
+                .trim(),
+            expected
+        );
+        let status = root.ok(&["status", &cell]);
+        assert!(status.contains("1 in progress"), "{status}");
+        as_agent(
+            &root,
+            "a1",
+            &[
+                "task",
+                "done",
+                &cell,
+                expected,
+                "--artifact",
+                "artifacts/report.md",
+            ],
+        );
+    }
+    assert_eq!(
+        root.read_json(format!("{cell}/tasks/t2.json"))["artifacts"],
+        json!(["artifacts/report.md"])
+    );
+    assert_eq!(
+        root.read_json(format!("{cell}/cell.json"))["status"],
+        "completed"
+    );
+    assert!(root.ok(&["status", &cell]).contains("tasks 2/2 done"));
+    as_agent(
+        &root,
+        "a1",
+        &["task", "done", &cell, "t1", "--artifact", "nope.txt"],
+    )
+    .refused(3, "artifact nope.txt does not exist");
+}
+
+#[test]
+fn a_mission_file_creates_everything_or_nothing_and_round_trips() {
+    let root = Root::new();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/mission.json");
+    let mut mission: Value =
+        serde_json::from_str(&std::fs::read_to_string(&example).unwrap()).unwrap();
+
+    // One bad task: nothing is created, and the task is named.
+    mission["tasks"][1]["dependencies"] = json!(["ghost"]);
+    let bad = std::env::temp_dir().join(format!("pas-bad-mission-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(&bad, mission.to_string()).unwrap();
+    let before = root.snapshot();
+    root.run(&["cell", "create", "--from", bad.to_str().unwrap()])
+        .refused(2, "task chapter_1 (tasks[1]) depends on unknown task ghost");
+    mission["tasks"][1]["dependencies"] = json!(["outline"]);
+    mission["tasks"][3]["priority"] = json!("asap");
+    std::fs::write(&bad, mission.to_string()).unwrap();
+    root.run(&["cell", "create", "--from", bad.to_str().unwrap()])
+        .refused(2, "task review (tasks[3]) field priority");
+    assert_eq!(before, root.snapshot());
+    assert_eq!(root.json(&["cell", "list"]), json!([]));
+    std::fs::remove_file(&bad).unwrap();
+
+    let cell = root.ok(&["cell", "create", "--from", example.to_str().unwrap()]);
+    assert_eq!(
+        root.json(&["agent", "list", &cell])
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    assert_eq!(
+        root.json(&["task", "list", &cell])
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let perms = root.read_json(format!("{cell}/config/permissions.json"));
+    assert_eq!(perms["reviewer"]["write"], json!(["review"]));
+    assert_eq!(
+        root.read_json(format!("{cell}/config/policies.json"))["substitute_agents"],
+        json!(["writer_2"])
+    );
+    assert_eq!(
+        root.read_json(format!("{cell}/cell.json"))["objective"],
+        "Ship a user guide for the pas command line."
+    );
+    root.ok(&["validate", "--strict"]);
+
+    // Work happens; the export still describes the mission, not the run.
+    as_agent(&root, "lead", &["task", "claim", &cell]);
+    root.ok(&["agent", "beat", &cell, "lead"]);
+    let exported = root.json(&["cell", "export", &cell]);
+    let file = root.path.join("exported.json");
+    std::fs::write(&file, exported.to_string()).unwrap();
+    let again = root.ok(&["cell", "create", "--from", file.to_str().unwrap()]);
+    let reexported = root.json(&["cell", "export", &again]);
+    assert_eq!(exported["agents"], reexported["agents"]);
+    assert_eq!(exported["tasks"], reexported["tasks"]);
+    assert_eq!(exported["mission_name"], "Docs sprint");
+    let original_ids: Vec<&str> = mission["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    let exported_ids: Vec<&str> = exported["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(original_ids, exported_ids);
+    // From stdin too.
+    let out = root
+        .cmd(&["cell", "create", "--from", "-"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
