@@ -153,7 +153,11 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(p.check_handoff("a1", "a3").is_ok());
+        assert!(p
+            .check_handoff("a1", "a3")
+            .unwrap_err()
+            .message
+            .contains("a1 may not hand tasks to a3"));
         assert!(p
             .check_handoff("a1", "a2")
             .unwrap_err()
