@@ -52,6 +52,97 @@ pub struct NewAgent {
     pub capabilities: Vec<String>,
     /// `gateway`.
     pub gateway: Option<String>,
+    /// `command`: the argv that runs the agent (empty: none).
+    pub command: Vec<String>,
+}
+
+/// What `pas agent set` changes.
+#[derive(Debug, Clone, Default)]
+pub struct AgentChange {
+    /// A new `name`.
+    pub name: Option<String>,
+    /// A new `cwd`.
+    pub cwd: Option<String>,
+    /// Variables to set in `env`.
+    pub env: Vec<(String, String)>,
+    /// Variables to remove from `env`.
+    pub unset_env: Vec<String>,
+    /// A new `status` (`idle`, `active`, `paused`).
+    pub status: Option<String>,
+    /// A new `command`.
+    pub command: Option<Vec<String>>,
+}
+
+/// Applies a change to an agent under its lock; returns the new document.
+pub fn change(
+    store: &dyn Store,
+    cell_id: &str,
+    agent_id: &str,
+    c: &AgentChange,
+    now: DateTime<Utc>,
+) -> Result<Doc> {
+    read(store, cell_id, agent_id)?;
+    let mut old_status = None;
+    let doc = store::update(
+        store,
+        cell_id,
+        FileKey::Agent(agent_id),
+        LockKey::Agent(agent_id),
+        Durability::Durable,
+        &mut |doc| {
+            if let Some(n) = &c.name {
+                doc.set("name", n.as_str());
+            }
+            if let Some(cwd) = &c.cwd {
+                doc.set("cwd", cwd.as_str());
+            }
+            if !c.env.is_empty() || !c.unset_env.is_empty() {
+                let mut env = doc
+                    .get("env")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default();
+                for (k, v) in &c.env {
+                    env.insert(k.clone(), Value::from(v.as_str()));
+                }
+                for k in &c.unset_env {
+                    env.shift_remove(k);
+                }
+                doc.set("env", Value::Object(env));
+            }
+            if let Some(cmd) = &c.command {
+                doc.set(
+                    "command",
+                    Value::from(
+                        cmd.iter()
+                            .map(|a| Value::from(a.as_str()))
+                            .collect::<Vec<_>>(),
+                    ),
+                );
+            }
+            if let Some(s) = &c.status {
+                old_status = doc.str("status").map(str::to_string);
+                doc.set("status", s.as_str());
+            }
+            Ok(())
+        },
+    )?;
+    if let (Some(new), Some(old)) = (&c.status, &old_status) {
+        if new != old {
+            events::record_one(
+                store,
+                cell_id,
+                NewEvent::new(
+                    Level::Info,
+                    "agent.status",
+                    format!("agent {agent_id} status {old} -> {new}"),
+                )
+                .agent(agent_id),
+                now,
+            )?;
+        }
+    }
+    Ok(doc)
 }
 
 /// The document of a new agent, from the template.
@@ -74,6 +165,17 @@ pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
         "gateway",
         spec.gateway.clone().map_or(Value::Null, Value::from),
     );
+    if !spec.command.is_empty() {
+        doc.set(
+            "command",
+            Value::from(
+                spec.command
+                    .iter()
+                    .map(|a| Value::from(a.as_str()))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+    }
     doc.set("created_at", clock::stamp(now));
     Ok(doc)
 }

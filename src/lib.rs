@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod cell;
+pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod doc;
@@ -25,9 +26,11 @@ pub mod mission;
 pub mod output;
 pub mod permissions;
 pub mod policy;
+pub mod process;
 pub mod queue;
 pub mod status;
 pub mod store;
+pub mod supervisor;
 pub mod task;
 pub mod templates;
 pub mod validate;

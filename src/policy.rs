@@ -101,6 +101,11 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
             "seconds between checkpoints an agent is expected to save",
         ),
         (
+            "checkpoint_keep",
+            json!(5),
+            "checkpoint generations kept per agent (older ones are pruned)",
+        ),
+        (
             "max_retries",
             json!(3),
             "attempts of a task before it stays failed",

@@ -7,12 +7,13 @@ use super::Ctx;
 use crate::agent::{self, NewAgent, Role};
 use crate::cell;
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::health::{self, Health};
 use crate::heartbeat::{self, BeatReport, Reported};
 use crate::output::{Styled, Tone};
 use crate::policy;
 use crate::status::{self, AgentView};
+use crate::supervisor;
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
@@ -45,6 +46,22 @@ pub enum AgentCommand {
     ///
     /// Example: pas agent fail 3f2a agent_001 --reason "tool call timed out"
     Fail(FailArgs),
+    /// Change an agent: its command, directory, environment, name or status.
+    ///
+    /// Example: pas agent set 3f2a agent_001 --env MODEL=small -- ./examples/agent.sh
+    Set(SetArgs),
+    /// Start the agent's command, detached, supervised, output to logs/<agent>.log.
+    ///
+    /// Example: pas agent start 3f2a agent_001
+    Start(StartArgs),
+    /// Stop the agent's process group: SIGTERM, then SIGKILL after the grace period.
+    ///
+    /// Example: pas agent stop 3f2a agent_001 --grace 5
+    Stop(StopArgs),
+    /// Wait until the agent is healthy, dead or stopped (exit 8 on timeout).
+    ///
+    /// Example: pas agent wait 3f2a agent_001 --for healthy --timeout 30
+    Wait(WaitArgs),
 }
 
 /// Arguments of `pas agent beat`.
@@ -109,6 +126,83 @@ pub struct AddArgs {
     /// The gateway host the agent runs behind.
     #[arg(long)]
     pub gateway: Option<String>,
+    /// The command that runs the agent (after `--`), for `pas agent start`.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `pas agent set`.
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The agent's id.
+    pub agent: String,
+    /// A readable name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The directory the command runs in (default: the cell's directory).
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// An environment variable for the command; repeat for more.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Remove an environment variable; repeat for more.
+    #[arg(long = "unset-env", value_name = "KEY")]
+    pub unset_env: Vec<String>,
+    /// Pause (`paused`: told to stop, not revived) or resume (`active`) the agent.
+    #[arg(long, value_parser = ["idle", "active", "paused"])]
+    pub status: Option<String>,
+    /// The command that runs the agent (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// Arguments of `pas agent start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The agent's id.
+    pub agent: String,
+}
+
+/// Arguments of `pas agent stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The agent's id.
+    pub agent: String,
+    /// Seconds between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub grace: f64,
+}
+
+/// What `pas agent wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// Beating on time.
+    Healthy,
+    /// Dead by the liveness model, or its process gone while it should run.
+    Dead,
+    /// No process running.
+    Stopped,
+}
+
+/// Arguments of `pas agent wait`.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Cell id, unique id prefix, or mission name.
+    pub cell: String,
+    /// The agent's id.
+    pub agent: String,
+    /// The state to wait for.
+    #[arg(long = "for", value_enum)]
+    pub state: WaitFor,
+    /// Give up after this many seconds (exit 8).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
 }
 
 /// Arguments of `pas agent list`.
@@ -167,6 +261,10 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
             agent,
             reason,
         }) => fail(ctx, cell, agent, &reason),
+        AgentCommand::Set(args) => set(ctx, args),
+        AgentCommand::Start(StartArgs { cell, agent }) => start(ctx, &cell, &agent),
+        AgentCommand::Stop(StopArgs { cell, agent, grace }) => stop(ctx, &cell, &agent, grace),
+        AgentCommand::Wait(args) => wait(ctx, args),
     }
 }
 
@@ -178,6 +276,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
         role,
         caps,
         gateway,
+        command,
     } = args;
     crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
@@ -187,6 +286,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
         role,
         capabilities: caps,
         gateway,
+        command,
     };
     agent::add(&ctx.store, &cell_id, &spec, clock::now())?;
     if ctx.out.is_json() {
@@ -334,6 +434,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
                 "next_health_change".into(),
                 json!(assessed.next_change.map(clock::stamp)),
             );
+            m.insert("process".into(), json!(supervisor::state(&doc)));
         }
         ctx.out.json(&value);
         return Ok(());
@@ -375,6 +476,30 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         ),
         ("context", Styled::from(ctx_use)),
         ("note", Styled::from(or_dash(doc.str("note")))),
+        (
+            "process",
+            Styled::from(match doc.get("pid").and_then(Value::as_i64) {
+                Some(pid) => format!("{} (pid {pid})", supervisor::state(&doc).as_str()),
+                None => supervisor::state(&doc).as_str().to_string(),
+            }),
+        ),
+        (
+            "restarts",
+            Styled::from(doc.u64("restart_count").unwrap_or(0).to_string()),
+        ),
+        (
+            "last exit",
+            Styled::from(match doc.get("exit") {
+                Some(Value::Object(e)) => format!(
+                    "{} code={} signal={} at {}",
+                    e.get("cause").and_then(Value::as_str).unwrap_or("-"),
+                    e.get("code").map_or("-".into(), Value::to_string),
+                    e.get("signal").map_or("-".into(), Value::to_string),
+                    e.get("at").and_then(Value::as_str).unwrap_or("-")
+                ),
+                _ => "-".to_string(),
+            }),
+        ),
         (
             "failures",
             Styled::from(doc.u64("failures").unwrap_or(0).to_string()),
@@ -496,4 +621,137 @@ fn rm(ctx: &Ctx, cell: &str, agent_id: &str, force: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
+    let SetArgs {
+        cell,
+        agent,
+        name,
+        cwd,
+        env,
+        unset_env,
+        status,
+        command,
+    } = args;
+    crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
+    let env = env
+        .iter()
+        .map(|e| heartbeat::parse_meta(e))
+        .collect::<Result<Vec<_>>>()?;
+    let cell_id = cell::resolve(&ctx.store, &cell)?;
+    let change = agent::AgentChange {
+        name,
+        cwd,
+        env,
+        unset_env,
+        status,
+        command: (!command.is_empty()).then_some(command),
+    };
+    let doc = agent::change(&ctx.store, &cell_id, &agent, &change, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out.json(&doc.to_value());
+    } else {
+        ctx.out.info(&format!("agent {agent} updated"));
+    }
+    Ok(())
+}
+
+fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
+    crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let started = supervisor::start(&ctx.store, &cell_id, agent_id)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&started).unwrap_or_default());
+    } else {
+        ctx.out.line(&started.pid.to_string());
+    }
+    Ok(())
+}
+
+fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: f64) -> Result<()> {
+    crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
+    if !(0.0..=86_400.0).contains(&grace) {
+        return Err(Error::usage(format!(
+            "--grace {grace} is outside 0..86400 seconds"
+        )));
+    }
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let outcome = supervisor::stop(
+        &ctx.store,
+        &cell_id,
+        agent_id,
+        std::time::Duration::from_secs_f64(grace),
+        "stopped",
+        clock::now(),
+    )?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "cell": cell_id, "agent": agent_id, "outcome": outcome }));
+    } else {
+        let text = match outcome {
+            crate::process::StopOutcome::NotRunning => "was not running",
+            crate::process::StopOutcome::Terminated => "stopped (SIGTERM)",
+            crate::process::StopOutcome::Killed => "killed (SIGKILL after the grace period)",
+        };
+        ctx.out.info(&format!("agent {agent_id} {text}"));
+    }
+    Ok(())
+}
+
+fn wait(ctx: &Ctx, args: WaitArgs) -> Result<()> {
+    let WaitArgs {
+        cell,
+        agent: agent_id,
+        state,
+        timeout,
+    } = args;
+    crate::store::check_id(crate::store::IdKind::Agent, &agent_id)?;
+    let cell_id = cell::resolve(&ctx.store, &cell)?;
+    let started = std::time::Instant::now();
+    loop {
+        let doc = agent::read(&ctx.store, &cell_id, &agent_id)?;
+        let policy = policy::load(&ctx.store, &cell_id, Some(&doc))?;
+        let h = health::assess(&doc, &policy, clock::now()).health;
+        let proc_state = supervisor::state(&doc);
+        let should_run = doc.str("status") == Some("active");
+        let reached = match state {
+            WaitFor::Healthy => h == Health::Healthy,
+            WaitFor::Dead => {
+                h == Health::Dead
+                    || (should_run
+                        && matches!(
+                            proc_state,
+                            supervisor::ProcState::Exited | supervisor::ProcState::Vanished
+                        ))
+            }
+            WaitFor::Stopped => proc_state != supervisor::ProcState::Running,
+        };
+        if reached {
+            if ctx.out.is_json() {
+                ctx.out.json(&json!({ "agent": agent_id, "health": h.as_str(), "process": proc_state, "waited_seconds": started.elapsed().as_secs_f64() }));
+            } else {
+                ctx.out.info(&format!(
+                    "agent {agent_id}: {} (process {})",
+                    h.as_str(),
+                    proc_state.as_str()
+                ));
+            }
+            return Ok(());
+        }
+        if timeout.is_some_and(|t| started.elapsed().as_secs_f64() >= t) {
+            return Err(Error::new(
+                Kind::Timeout,
+                format!(
+                    "agent {agent_id} did not become {state:?} within {}s (health {}, process {})",
+                    timeout.unwrap_or(0.0),
+                    h.as_str(),
+                    proc_state.as_str()
+                )
+                .to_lowercase(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -126,20 +126,8 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         .or_else(|| std::env::var("USER").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "admin".to_string());
     if let Some(from) = from {
-        let (bytes, path) = if from == "-" {
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map_err(|e| {
-                crate::error::Error::failure(format!("cannot read the mission from stdin: {e}"))
-            })?;
-            (buf, std::path::PathBuf::from("<stdin>"))
-        } else {
-            let path = std::path::PathBuf::from(&from);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                crate::error::Error::not_found(format!("cannot read mission file {from}: {e}"))
-                    .hint("see templates/mission.json for an example")
-            })?;
-            (bytes, path)
-        };
+        let (bytes, path) = crate::store::read_input(&from, "mission file")
+            .map_err(|e| e.hint("see templates/mission.json for an example"))?;
         let mission = mission::parse(&bytes, &path)?;
         let id = mission::create(&ctx.store, &mission, &created_by, clock::now())?;
         if ctx.out.is_json() {

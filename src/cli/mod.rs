@@ -4,6 +4,7 @@
 
 mod agent;
 mod cell;
+mod checkpoint;
 mod events;
 mod policy;
 mod status;
@@ -71,6 +72,21 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     /// List, follow and verify the events log.
     Events(events::EventsArgs),
+    /// Save, list, show and restore agents' checkpoints.
+    #[command(subcommand)]
+    Checkpoint(checkpoint::CheckpointCommand),
+    /// Internal: the supervisor of one agent process (started by `pas agent start`).
+    #[command(name = "__supervise", hide = true)]
+    Supervise(SuperviseArgs),
+}
+
+/// Arguments of the hidden supervisor command.
+#[derive(Debug, clap::Args)]
+pub struct SuperviseArgs {
+    /// The cell's id.
+    pub cell: String,
+    /// The agent's id.
+    pub agent: String,
 }
 
 /// What every command gets: the store, the printer, and who is acting.
@@ -126,6 +142,10 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Metrics(a) => status::run_metrics(ctx, a),
         Command::Policy(c) => policy::run(ctx, c),
         Command::Events(a) => events::run(ctx, a),
+        Command::Checkpoint(c) => checkpoint::run(ctx, c),
+        Command::Supervise(SuperviseArgs { cell, agent }) => {
+            crate::supervisor::supervise(&ctx.store, &cell, &agent)
+        }
     }
 }
 

@@ -142,7 +142,7 @@ impl LogFile<'_> {
 
 /// A lock protecting one read-modify-write scope of a cell.
 ///
-/// Order when more than one is needed: `Cell`, then `Tasks`, then `Agent`, then `Events`.
+/// Order when more than one is needed: `Cell`, `Tasks`, `Checkpoint`, `Agent`, `Events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKey<'a> {
     /// `cell.json`, config files, adding and removing agents.
@@ -151,6 +151,8 @@ pub enum LockKey<'a> {
     Tasks,
     /// One agent file.
     Agent(&'a str),
+    /// Saving one agent's checkpoints (taken before that agent's lock).
+    Checkpoint(&'a str),
     /// The events log.
     Events,
 }
@@ -162,6 +164,7 @@ impl LockKey<'_> {
             LockKey::Cell => "cell.lock".to_string(),
             LockKey::Tasks => "tasks.lock".to_string(),
             LockKey::Agent(id) => format!("agent.{id}.lock"),
+            LockKey::Checkpoint(id) => format!("checkpoint.{id}.lock"),
             LockKey::Events => "events.lock".to_string(),
         }
     }

@@ -8,6 +8,7 @@
 //! Readers take no lock: atomic replacement means they always see a whole file.
 
 pub mod atomic;
+mod checkpoints;
 pub mod layout;
 pub mod lock;
 pub mod schema;
@@ -46,6 +47,19 @@ pub struct RootOddity {
     pub name: String,
     /// What is wrong with it.
     pub reason: String,
+}
+
+/// The files of one checkpoint generation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointFiles {
+    /// `state.json`, byte for byte as the agent gave it.
+    pub state: Vec<u8>,
+    /// `context.json`, byte for byte.
+    pub context: Vec<u8>,
+    /// `manifest.json`: pas's record of the generation (hashes, time, reason).
+    pub manifest: Vec<u8>,
+    /// `artifacts/<name>` files.
+    pub artifacts: Vec<(String, Vec<u8>)>,
 }
 
 /// What [`Store::append_logs`] appends: pieces of bytes, each for one log.
@@ -93,10 +107,55 @@ pub trait Store {
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
     /// Writes a file outside the root atomically (exports, metrics for node_exporter).
     fn export(&self, path: &Path, bytes: &[u8]) -> Result<()>;
+    /// Opens a log for appending (an agent's stdout and stderr go there).
+    fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File>;
+    /// Checkpoint generations of an agent, oldest first.
+    fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>>;
+    /// Writes a checkpoint generation completely or not at all (built aside, then one
+    /// rename), then mirrors it to the spec's `checkpoints/<agent>/{state,context}.json` and
+    /// `artifacts/`. The caller holds the agent's checkpoint lock.
+    fn write_checkpoint(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+        files: &CheckpointFiles,
+    ) -> Result<()>;
+    /// Reads a generation; `None` when it does not exist. `generation` 0 is the spec's
+    /// top-level `checkpoints/<agent>/` files (as agents or people may write them by hand).
+    fn read_checkpoint(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+    ) -> Result<Option<CheckpointFiles>>;
+    /// Removes a generation.
+    fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()>;
+    /// The directory of a generation (0: the top-level files), for agents' environment.
+    fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf;
+    /// Writes checkpoint files into a directory outside the root (`checkpoint restore --to`).
+    fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()>;
     /// Directory facts of one cell, for validation.
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
     fn root_oddities(&self) -> Result<Vec<RootOddity>>;
+}
+
+/// Reads an input the user names: a file path, or `-` for standard input.
+pub fn read_input(spec: &str, what: &str) -> Result<(Vec<u8>, PathBuf)> {
+    if spec == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Error::failure(format!("cannot read the {what} from stdin: {e}")))?;
+        return Ok((buf, PathBuf::from("<stdin>")));
+    }
+    let path = PathBuf::from(spec);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok((bytes, path)),
+        Err(e) => Err(Error::not_found(format!(
+            "cannot read the {what} {spec}: {e}"
+        ))),
+    }
 }
 
 /// Reads a document that must exist.
@@ -145,7 +204,7 @@ impl FsStore {
         }
     }
 
-    fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
+    pub(crate) fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
         if atomic::is_link_refused(&err) {
             return Error::data(format!("cannot {what} {}: {err}", path.display())).hint(
                 "replace the link with a real file or directory (`pas validate` lists them)",
@@ -190,7 +249,7 @@ impl FsStore {
         self.root_fd()
     }
 
-    fn cell_fd(&self, cell: &str) -> Result<OwnedFd> {
+    pub(crate) fn cell_fd(&self, cell: &str) -> Result<OwnedFd> {
         check_id(IdKind::Cell, cell)?;
         let root = self.root_fd()?;
         atomic::open_subdir(root.as_fd(), cell).map_err(|e| {
@@ -449,6 +508,54 @@ impl Store for FsStore {
 
     fn export(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
+    }
+
+    fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File> {
+        if let LogFile::Agent(id) = log {
+            check_id(IdKind::Agent, id)?;
+        }
+        let cell_fd = self.cell_fd(cell)?;
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
+            .map_err(|e| self.io_error("open", &logs_path, e))?;
+        let name = log.file_name();
+        atomic::open_append(logs.as_fd(), &name)
+            .map_err(|e| self.io_error("open", &logs_path.join(&name), e))
+    }
+
+    fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
+        self.generations(cell, agent)
+    }
+
+    fn write_checkpoint(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+        files: &CheckpointFiles,
+    ) -> Result<()> {
+        self.write_generation(cell, agent, generation, files)
+    }
+
+    fn read_checkpoint(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+    ) -> Result<Option<CheckpointFiles>> {
+        self.read_generation(cell, agent, generation)
+    }
+
+    fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()> {
+        self.remove_generation(cell, agent, generation)
+    }
+
+    fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf {
+        self.generation_path(cell, agent, generation)
+    }
+
+    fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()> {
+        checkpoints::write_out(dest, files).map_err(|e| Error::io("write checkpoint to", dest, e))
     }
 
     fn inspect(&self, cell: &str) -> Result<CellListing> {

@@ -7,6 +7,7 @@ mod concurrency;
 mod hand_written;
 mod heartbeats;
 mod ids;
+mod processes;
 mod queue;
 mod schemas;
 mod tasks;

@@ -1,0 +1,375 @@
+//! Checkpoints: saving where an agent was, listing and verifying generations, restoring one.
+//!
+//! A save writes a new generation completely (context and artifacts, then `state.json`,
+//! then `manifest.json` with their sha256, then one rename), then points the agent file's
+//! `checkpoint` record (`last_checkpoint`, `context_hash`, `artifacts`, `generation`) at it,
+//! then prunes generations beyond the policy's `checkpoint_keep`. A generation whose files
+//! do not parse or whose context does not match its hash is refused for resume, naming the
+//! generation: pas never falls back to defaults.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::events::{self, hash_line, Level, NewEvent};
+use crate::policy;
+use crate::store::{CheckpointFiles, Durability, FileKey, LockKey, Store};
+
+/// What to save.
+#[derive(Debug, Clone, Default)]
+pub struct SaveRequest {
+    /// `state.json` bytes (JSON); `None` for a snapshot of the agent file.
+    pub state: Option<Vec<u8>>,
+    /// `context.json` bytes (JSON); `None` for `{}`.
+    pub context: Option<Vec<u8>>,
+    /// Files to keep with the checkpoint: name and bytes.
+    pub artifacts: Vec<(String, Vec<u8>)>,
+    /// Why: `manual`, `breach`, `revival`, ...
+    pub reason: String,
+}
+
+/// A saved or listed generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generation {
+    /// The generation number (0: hand-written top-level files).
+    pub generation: u64,
+    /// When it was saved.
+    pub created_at: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+    /// sha256 of `context.json`.
+    pub context_hash: Option<String>,
+    /// Artifact names.
+    pub artifacts: Vec<String>,
+    /// Its directory.
+    pub path: String,
+    /// Whether it can be resumed from.
+    pub ok: bool,
+    /// Why not.
+    pub problem: Option<String>,
+}
+
+fn must_be_json(bytes: &[u8], what: &str) -> Result<()> {
+    serde_json::from_slice::<Value>(bytes)
+        .map(|_| ())
+        .map_err(|e| {
+            Error::usage(format!("the {what} is not JSON: {e}"))
+                .hint(format!("pass the {what} as a JSON document"))
+        })
+}
+
+/// Saves a new checkpoint generation; returns it.
+pub fn save(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    req: SaveRequest,
+    now: DateTime<Utc>,
+) -> Result<Generation> {
+    let agent_doc = crate::agent::read(store, cell, agent)?;
+    if let Some(s) = &req.state {
+        must_be_json(s, "state")?;
+    }
+    if let Some(c) = &req.context {
+        must_be_json(c, "context")?;
+    }
+    let state = match req.state {
+        Some(s) => s,
+        None => {
+            let snapshot = json!({
+                "agent_id": agent,
+                "current_task": agent_doc.get("current_task"),
+                "progress": agent_doc.get("progress"),
+                "note": agent_doc.get("note"),
+                "ctx_used": agent_doc.get("ctx_used"),
+                "ctx_limit": agent_doc.get("ctx_limit"),
+                "heartbeat_count": agent_doc.get("heartbeat_count"),
+            });
+            let mut bytes = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
+            bytes.push(b'\n');
+            bytes
+        }
+    };
+    let context = req.context.unwrap_or_else(|| b"{}\n".to_vec());
+    let context_hash = hash_line(&context);
+    let keep = policy::load(store, cell, Some(&agent_doc))?
+        .positive("checkpoint_keep")
+        .max(1.0) as usize;
+
+    let _save = store.lock(cell, LockKey::Checkpoint(agent))?;
+    let gens = store.checkpoint_generations(cell, agent)?;
+    let recorded = agent_doc
+        .get("checkpoint")
+        .and_then(|c| c.get("generation"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let generation = gens.last().copied().unwrap_or(0).max(recorded) + 1;
+    let artifact_names: Vec<String> = req.artifacts.iter().map(|(n, _)| n.clone()).collect();
+    let manifest = json!({
+        "agent_id": agent,
+        "generation": generation,
+        "created_at": clock::stamp(now),
+        "reason": req.reason,
+        "context_sha256": context_hash,
+        "state_sha256": hash_line(&state),
+        "artifacts": req.artifacts.iter().map(|(n, b)| json!({ "name": n, "sha256": hash_line(b), "bytes": b.len() })).collect::<Vec<_>>(),
+    });
+    let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+    manifest_bytes.push(b'\n');
+    let files = CheckpointFiles {
+        state,
+        context,
+        manifest: manifest_bytes,
+        artifacts: req.artifacts,
+    };
+    store.write_checkpoint(cell, agent, generation, &files)?;
+    {
+        let _agent = store.lock(cell, LockKey::Agent(agent))?;
+        if let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? {
+            doc.set(
+                "checkpoint",
+                json!({ "last_checkpoint": clock::stamp(now), "context_hash": context_hash, "artifacts": artifact_names, "generation": generation }),
+            );
+            store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)?;
+        }
+    }
+    let mut all = store.checkpoint_generations(cell, agent)?;
+    all.retain(|g| *g != generation);
+    let excess = (all.len() + 1).saturating_sub(keep);
+    for old in all.into_iter().take(excess) {
+        store.remove_checkpoint(cell, agent, old)?;
+    }
+    drop(_save);
+    events::record_one(
+        store,
+        cell,
+        NewEvent::new(
+            Level::Info,
+            "checkpoint.saved",
+            format!("checkpoint {generation} of {agent} saved ({})", req.reason),
+        )
+        .agent(agent)
+        .details(
+            json!({ "generation": generation, "context_hash": context_hash, "reason": req.reason }),
+        ),
+        now,
+    )?;
+    Ok(Generation {
+        generation,
+        created_at: Some(clock::stamp(now)),
+        reason: Some(req.reason),
+        context_hash: Some(context_hash),
+        artifacts: artifact_names,
+        path: store
+            .checkpoint_dir(cell, agent, generation)
+            .display()
+            .to_string(),
+        ok: true,
+        problem: None,
+    })
+}
+
+/// Checks a generation's files; the error names the generation and what is wrong.
+pub fn verify(
+    agent: &str,
+    generation: u64,
+    files: &CheckpointFiles,
+    recorded_hash: Option<&str>,
+) -> Result<Value> {
+    let fail = |what: String| {
+        Error::data(format!(
+            "checkpoint generation {generation} of agent {agent} cannot be resumed: {what}"
+        ))
+        .hint("restore an older generation with --generation, or save a new checkpoint")
+    };
+    let state: Value = serde_json::from_slice(&files.state)
+        .map_err(|e| fail(format!("state.json does not parse ({e})")))?;
+    serde_json::from_slice::<Value>(&files.context)
+        .map_err(|e| fail(format!("context.json does not parse ({e})")))?;
+    let actual = hash_line(&files.context);
+    let expected = if files.manifest.is_empty() {
+        recorded_hash.map(str::to_string)
+    } else {
+        let manifest: Value = serde_json::from_slice(&files.manifest)
+            .map_err(|e| fail(format!("manifest.json does not parse ({e})")))?;
+        for a in manifest
+            .get("artifacts")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+        {
+            let name = a.get("name").and_then(Value::as_str).unwrap_or_default();
+            match files.artifacts.iter().find(|(n, _)| n == name) {
+                None => return Err(fail(format!("artifact {name} is missing"))),
+                Some((_, bytes))
+                    if Some(hash_line(bytes).as_str())
+                        != a.get("sha256").and_then(Value::as_str) =>
+                {
+                    return Err(fail(format!("artifact {name} does not match its hash")))
+                }
+                Some(_) => {}
+            }
+        }
+        manifest
+            .get("context_sha256")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match expected {
+        Some(h) if h != actual => Err(fail(format!(
+            "context.json does not match its hash (expected {}, found {})",
+            short(&h),
+            short(&actual)
+        ))),
+        _ => Ok(state),
+    }
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn describe(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    generation: u64,
+    files: &CheckpointFiles,
+    recorded_hash: Option<&str>,
+) -> Generation {
+    let manifest: Value = serde_json::from_slice(&files.manifest).unwrap_or(Value::Null);
+    let problem = verify(agent, generation, files, recorded_hash)
+        .err()
+        .map(|e| e.message);
+    Generation {
+        generation,
+        created_at: manifest
+            .get("created_at")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        reason: manifest
+            .get("reason")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        context_hash: Some(hash_line(&files.context)),
+        artifacts: files.artifacts.iter().map(|(n, _)| n.clone()).collect(),
+        path: store
+            .checkpoint_dir(cell, agent, generation)
+            .display()
+            .to_string(),
+        ok: problem.is_none(),
+        problem,
+    }
+}
+
+fn recorded_hash(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<String>> {
+    let doc = crate::agent::read(store, cell, agent)?;
+    Ok(doc
+        .get("checkpoint")
+        .and_then(|c| c.get("context_hash"))
+        .and_then(Value::as_str)
+        .map(str::to_string))
+}
+
+/// Every generation of an agent, oldest first (with a hand-written top-level checkpoint as
+/// generation 0 when there is no history).
+pub fn list(store: &dyn Store, cell: &str, agent: &str) -> Result<Vec<Generation>> {
+    let hash = recorded_hash(store, cell, agent)?;
+    let mut out = Vec::new();
+    let gens = store.checkpoint_generations(cell, agent)?;
+    if gens.is_empty() {
+        if let Some(files) = store.read_checkpoint(cell, agent, 0)? {
+            out.push(describe(store, cell, agent, 0, &files, hash.as_deref()));
+        }
+    }
+    for g in gens {
+        if let Some(files) = store.read_checkpoint(cell, agent, g)? {
+            out.push(describe(store, cell, agent, g, &files, None));
+        }
+    }
+    Ok(out)
+}
+
+/// The generation to resume from: the one the agent record points at, else the newest.
+pub fn latest_generation(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<u64>> {
+    let doc = crate::agent::read(store, cell, agent)?;
+    let gens = store.checkpoint_generations(cell, agent)?;
+    let recorded = doc
+        .get("checkpoint")
+        .and_then(|c| c.get("generation"))
+        .and_then(Value::as_u64);
+    Ok(match recorded {
+        Some(g) if gens.contains(&g) => Some(g),
+        _ => gens.last().copied().or_else(|| {
+            store
+                .read_checkpoint(cell, agent, 0)
+                .ok()
+                .flatten()
+                .map(|_| 0)
+        }),
+    })
+}
+
+/// Loads and verifies a generation for resume (the latest when `generation` is `None`).
+pub fn load(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    generation: Option<u64>,
+) -> Result<(u64, CheckpointFiles)> {
+    let generation = match generation {
+        Some(g) => g,
+        None => latest_generation(store, cell, agent)?.ok_or_else(|| {
+            Error::not_found(format!("agent {agent} has no checkpoint"))
+                .hint("save one with `pas checkpoint save`")
+        })?,
+    };
+    let files = store
+        .read_checkpoint(cell, agent, generation)?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "agent {agent} has no checkpoint generation {generation}"
+            ))
+            .hint(format!("`pas checkpoint list {cell} {agent}` shows them"))
+        })?;
+    let hash = if generation == 0 {
+        recorded_hash(store, cell, agent)?
+    } else {
+        None
+    };
+    verify(agent, generation, &files, hash.as_deref())?;
+    Ok((generation, files))
+}
+
+/// Restores a generation: into `to` (byte for byte), or, without `to`, as the agent's
+/// current checkpoint again (saved as a new generation, so history is kept).
+pub fn restore(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    generation: Option<u64>,
+    to: Option<&std::path::Path>,
+    now: DateTime<Utc>,
+) -> Result<Generation> {
+    let (g, files) = load(store, cell, agent, generation)?;
+    if let Some(dest) = to {
+        store.write_checkpoint_out(dest, &files)?;
+        let mut shown = describe(store, cell, agent, g, &files, None);
+        shown.path = dest.display().to_string();
+        return Ok(shown);
+    }
+    save(
+        store,
+        cell,
+        agent,
+        SaveRequest {
+            state: Some(files.state),
+            context: Some(files.context),
+            artifacts: files.artifacts,
+            reason: format!("restore of generation {g}"),
+        },
+        now,
+    )
+}

@@ -1,0 +1,110 @@
+//! Operating-system processes: liveness from `/proc` (pid plus start time, so a reused pid
+//! is never taken for the agent), signals to process groups, and reaping.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use rustix::process::{self as rproc, Pid, Signal};
+
+/// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), and
+/// its state letter; `None` when there is no such process.
+pub fn stat(pid: i32) -> Option<(u64, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+/// The start time of a live process.
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(start, _)| start)
+}
+
+/// Whether `pid` is a live (not zombie) process started at `start_time` (when known).
+pub fn alive(pid: i32, start_time: Option<u64>) -> bool {
+    match stat(pid) {
+        Some((_, 'Z')) | Some((_, 'X')) | None => false,
+        Some((start, _)) => start_time.is_none_or(|t| t == start),
+    }
+}
+
+/// Whether any process is left in group `pgid`.
+pub fn group_alive(pgid: i32) -> bool {
+    match Pid::from_raw(pgid) {
+        Some(p) => rproc::test_kill_process_group(p).is_ok(),
+        None => false,
+    }
+}
+
+/// Sends SIGTERM (or SIGKILL with `kill`) to every process of group `pgid`.
+pub fn signal_group(pgid: i32, kill: bool) -> io::Result<()> {
+    let pid = Pid::from_raw(pgid)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad process group"))?;
+    let sig = if kill { Signal::KILL } else { Signal::TERM };
+    match rproc::kill_process_group(pid, sig) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How a stop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopOutcome {
+    /// Nothing was running.
+    NotRunning,
+    /// The group left after SIGTERM.
+    Terminated,
+    /// Something was still there after the grace period and got SIGKILL.
+    Killed,
+}
+
+/// SIGTERM to the group, SIGKILL to whatever is left after `grace`; waits until the group is
+/// gone (or a few seconds after SIGKILL).
+pub fn stop_group(pgid: i32, grace: Duration) -> io::Result<StopOutcome> {
+    if !group_alive(pgid) {
+        return Ok(StopOutcome::NotRunning);
+    }
+    signal_group(pgid, false)?;
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !group_alive(pgid) {
+            return Ok(StopOutcome::Terminated);
+        }
+        reap_children();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !group_alive(pgid) {
+        return Ok(StopOutcome::Terminated);
+    }
+    signal_group(pgid, true)?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_alive(pgid) && Instant::now() < deadline {
+        reap_children();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(StopOutcome::Killed)
+}
+
+/// Collects exited children so they do not linger as zombies (for long-running commands).
+pub fn reap_children() {
+    while let Ok(Some(_)) = rproc::waitpid(None, rproc::WaitOptions::NOHANG) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_wrong_start_time_is_not_it() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(alive(me, Some(start)));
+        assert!(alive(me, None));
+        assert!(!alive(me, Some(start + 1)));
+        assert!(!alive(i32::MAX, None));
+    }
+}

@@ -1,0 +1,278 @@
+//! Checkpoint generations on disk.
+//!
+//! `checkpoints/<agent>/history/<G>/` holds generation G: `context.json`, `artifacts/`,
+//! `state.json` and `manifest.json`, written in that order into a hidden staging directory
+//! that is renamed into place at the end, so a generation exists completely or not at all.
+//! The newest generation is then mirrored to the spec's `checkpoints/<agent>/state.json`,
+//! `context.json` and `artifacts/` for people and tools that read the spec's layout.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, RenameFlags};
+
+use super::atomic::{self, Durability};
+use super::layout::{check_id, IdKind};
+use super::{CheckpointFiles, FsStore, Store};
+use crate::error::{Error, Result};
+
+const HISTORY: &str = "history";
+
+fn write_files(dir: BorrowedFd<'_>, files: &CheckpointFiles, manifest: bool) -> io::Result<()> {
+    atomic::replace_at(dir, "context.json", &files.context, Durability::Durable)?;
+    let artifacts = atomic::ensure_subdir(dir, "artifacts")?;
+    for (name, bytes) in &files.artifacts {
+        atomic::replace_at(artifacts.as_fd(), name, bytes, Durability::Durable)?;
+    }
+    rfs::fsync(&artifacts)?;
+    atomic::replace_at(dir, "state.json", &files.state, Durability::Durable)?;
+    if manifest {
+        atomic::replace_at(dir, "manifest.json", &files.manifest, Durability::Durable)?;
+    }
+    rfs::fsync(dir)?;
+    Ok(())
+}
+
+fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
+    let Some(state) = atomic::read_at(dir, "state.json")? else {
+        return Ok(None);
+    };
+    let context = atomic::read_at(dir, "context.json")?.unwrap_or_default();
+    let manifest = atomic::read_at(dir, "manifest.json")?.unwrap_or_default();
+    let mut artifacts = Vec::new();
+    if let Ok(a) = atomic::open_subdir(dir, "artifacts") {
+        for name in atomic::list_entries(a.as_fd())?
+            .into_iter()
+            .filter(|e| e.is_file && !e.name.starts_with('.'))
+            .map(|e| e.name)
+        {
+            if let Some(bytes) = atomic::read_at(a.as_fd(), &name)? {
+                artifacts.push((name, bytes));
+            }
+        }
+    }
+    artifacts.sort();
+    Ok(Some(CheckpointFiles {
+        state,
+        context,
+        manifest,
+        artifacts,
+    }))
+}
+
+impl FsStore {
+    fn agent_checkpoints(&self, cell: &str, agent: &str, create: bool) -> Result<Option<OwnedFd>> {
+        check_id(IdKind::Agent, agent)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let path = self.cell_path(cell).join("checkpoints");
+        let open = |dir: BorrowedFd<'_>, name: &str| {
+            if create {
+                atomic::ensure_subdir(dir, name)
+            } else {
+                atomic::open_subdir(dir, name)
+            }
+        };
+        let checkpoints = match open(cell_fd.as_fd(), "checkpoints") {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("open", &path, e)),
+        };
+        match open(checkpoints.as_fd(), agent) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error("open", &path.join(agent), e)),
+        }
+    }
+
+    fn history(&self, cell: &str, agent: &str, create: bool) -> Result<Option<OwnedFd>> {
+        let Some(agent_fd) = self.agent_checkpoints(cell, agent, create)? else {
+            return Ok(None);
+        };
+        let opened = if create {
+            atomic::ensure_subdir(agent_fd.as_fd(), HISTORY)
+        } else {
+            atomic::open_subdir(agent_fd.as_fd(), HISTORY)
+        };
+        match opened {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_error(
+                "open",
+                &self.checkpoint_dir_path(cell, agent).join(HISTORY),
+                e,
+            )),
+        }
+    }
+
+    fn checkpoint_dir_path(&self, cell: &str, agent: &str) -> PathBuf {
+        self.cell_path(cell).join("checkpoints").join(agent)
+    }
+
+    pub(super) fn generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
+        let Some(history) = self.history(cell, agent, false)? else {
+            return Ok(Vec::new());
+        };
+        let entries = atomic::list_entries(history.as_fd())
+            .map_err(|e| self.io_error("list", &self.checkpoint_dir_path(cell, agent), e))?;
+        let mut gens: Vec<u64> = entries
+            .into_iter()
+            .filter(|e| e.is_dir)
+            .filter_map(|e| e.name.parse().ok())
+            .filter(|g| *g > 0)
+            .collect();
+        gens.sort_unstable();
+        Ok(gens)
+    }
+
+    pub(super) fn write_generation(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+        files: &CheckpointFiles,
+    ) -> Result<()> {
+        for (name, _) in &files.artifacts {
+            if !super::layout::is_valid_id(name) {
+                return Err(Error::usage(format!("artifact name {name:?} is not a plain file name"))
+                    .hint("artifact names are 1-128 characters of [A-Za-z0-9._-], not starting with '-' or '.'"));
+            }
+        }
+        let base = self.checkpoint_dir_path(cell, agent);
+        let history = self
+            .history(cell, agent, true)?
+            .ok_or_else(|| Error::failure("cannot create the checkpoint directory"))?;
+        let staging = format!(".staging-{generation}-{}", std::process::id());
+        let name = generation.to_string();
+        let build = || -> io::Result<()> {
+            let dir = atomic::ensure_subdir(history.as_fd(), &staging)?;
+            write_files(dir.as_fd(), files, true)?;
+            rfs::renameat_with(
+                &history,
+                staging.as_str(),
+                &history,
+                name.as_str(),
+                RenameFlags::NOREPLACE,
+            )?;
+            Ok(rfs::fsync(&history)?)
+        };
+        if let Err(e) = build() {
+            let _ = std::fs::remove_dir_all(base.join(HISTORY).join(&staging));
+            return Err(self.io_error("write checkpoint", &base.join(HISTORY).join(&name), e));
+        }
+        // The generation is complete; now the spec's top-level mirror, artifacts swapped in
+        // whole with an atomic exchange.
+        let mirror = || -> io::Result<()> {
+            let agent_fd = atomic::open_subdir(self.cell_fd_io(cell)?.as_fd(), "checkpoints")
+                .and_then(|c| atomic::open_subdir(c.as_fd(), agent))?;
+            let fresh = format!(".artifacts-{}", std::process::id());
+            let _ = std::fs::remove_dir_all(base.join(&fresh));
+            let fresh_fd = atomic::ensure_subdir(agent_fd.as_fd(), &fresh)?;
+            for (name, bytes) in &files.artifacts {
+                atomic::replace_at(fresh_fd.as_fd(), name, bytes, Durability::Durable)?;
+            }
+            match rfs::renameat_with(
+                &agent_fd,
+                fresh.as_str(),
+                &agent_fd,
+                "artifacts",
+                RenameFlags::EXCHANGE,
+            ) {
+                Ok(()) => {
+                    let _ = std::fs::remove_dir_all(base.join(&fresh));
+                }
+                Err(rustix::io::Errno::NOENT) => {
+                    rfs::renameat(&agent_fd, fresh.as_str(), &agent_fd, "artifacts")?
+                }
+                Err(e) => return Err(e.into()),
+            }
+            atomic::replace_at(
+                agent_fd.as_fd(),
+                "context.json",
+                &files.context,
+                Durability::Durable,
+            )?;
+            atomic::replace_at(
+                agent_fd.as_fd(),
+                "state.json",
+                &files.state,
+                Durability::Durable,
+            )?;
+            rfs::fsync(&agent_fd)?;
+            Ok(())
+        };
+        mirror().map_err(|e| self.io_error("mirror checkpoint to", &base, e))
+    }
+
+    pub(super) fn read_generation(
+        &self,
+        cell: &str,
+        agent: &str,
+        generation: u64,
+    ) -> Result<Option<CheckpointFiles>> {
+        let base = self.checkpoint_dir_path(cell, agent);
+        let dir = if generation == 0 {
+            match self.agent_checkpoints(cell, agent, false)? {
+                Some(fd) => fd,
+                None => return Ok(None),
+            }
+        } else {
+            let Some(history) = self.history(cell, agent, false)? else {
+                return Ok(None);
+            };
+            match atomic::open_subdir(history.as_fd(), &generation.to_string()) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(self.io_error(
+                        "open",
+                        &base.join(HISTORY).join(generation.to_string()),
+                        e,
+                    ))
+                }
+            }
+        };
+        read_files(dir.as_fd()).map_err(|e| {
+            self.io_error(
+                "read checkpoint",
+                &self.generation_path(cell, agent, generation),
+                e,
+            )
+        })
+    }
+
+    pub(super) fn generation_path(&self, cell: &str, agent: &str, generation: u64) -> PathBuf {
+        let base = self.checkpoint_dir_path(cell, agent);
+        if generation == 0 {
+            base
+        } else {
+            base.join(HISTORY).join(generation.to_string())
+        }
+    }
+
+    pub(super) fn remove_generation(&self, cell: &str, agent: &str, generation: u64) -> Result<()> {
+        check_id(IdKind::Agent, agent)?;
+        if generation == 0 {
+            return Err(Error::usage(
+                "the top-level checkpoint files are not a generation",
+            ));
+        }
+        let path = self.generation_path(cell, agent, generation);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_error("remove", &path, e)),
+        }
+    }
+
+    fn cell_fd_io(&self, cell: &str) -> io::Result<OwnedFd> {
+        self.cell_fd(cell).map_err(|e| io::Error::other(e.message))
+    }
+}
+
+/// Writes checkpoint files into `dest` (created when missing), outside the root.
+pub(super) fn write_out(dest: &Path, files: &CheckpointFiles) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    let dir = atomic::open_root(dest)?;
+    write_files(dir.as_fd(), files, false)
+}

@@ -1,0 +1,479 @@
+//! Supervised agent processes: start, stop, and how they died.
+//!
+//! `pas agent start` spawns a small supervisor (`pas __supervise`, a new session) that
+//! spawns the agent's `command` in its own process group, with stdout and stderr appended to
+//! `logs/<agent>.log`, records `pid`, `pgid`, `pid_start_time`, `supervisor_pid` and
+//! `started_at` in the agent file, then waits and records the death (`exit` with a code, or
+//! `signal`). A process that disappears without its supervisor seeing it is recorded as
+//! `vanished` by whoever notices. The start time read from `/proc` makes sure a pid reused by
+//! another process is never taken for the agent.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::checkpoint;
+use crate::clock;
+use crate::doc::Doc;
+use crate::error::{Error, Kind, Result};
+use crate::events::{self, Level, NewEvent};
+use crate::process::{self, StopOutcome};
+use crate::store::{self, Durability, FileKey, LockKey, LogFile, Store};
+
+/// Where an agent's process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcState {
+    /// Never started by pas.
+    None,
+    /// Running, and it is the process pas started.
+    Running,
+    /// Exited, and its supervisor recorded how.
+    Exited,
+    /// Gone without anyone seeing how.
+    Vanished,
+}
+
+impl ProcState {
+    /// The spelling in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProcState::None => "-",
+            ProcState::Running => "running",
+            ProcState::Exited => "exited",
+            ProcState::Vanished => "vanished",
+        }
+    }
+}
+
+fn pid_of(doc: &Doc) -> Option<i32> {
+    doc.get("pid")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+}
+
+/// The process state of an agent, from its file and `/proc`.
+pub fn state(doc: &Doc) -> ProcState {
+    match pid_of(doc) {
+        Some(pid) if process::alive(pid, doc.u64("pid_start_time")) => ProcState::Running,
+        Some(_) => ProcState::Vanished,
+        None if doc.get("exit").is_some_and(|e| !e.is_null()) => ProcState::Exited,
+        None => ProcState::None,
+    }
+}
+
+/// Refuses isolation levels this host cannot provide.
+pub fn check_isolation(cell_doc: &Doc) -> Result<()> {
+    match cell_doc.str("isolation_level") {
+        Some(level @ ("level_2" | "level_3")) => Err(Error::new(
+            Kind::Failure,
+            format!("isolation {level} needs mount and network namespaces, which pas does not set up on this host"),
+        )
+        .hint("run the cell at level_1 (own session and resource limits) or none: `pas cell` isolation_level")),
+        _ => Ok(()),
+    }
+}
+
+/// What a start did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Started {
+    /// The agent.
+    pub agent: String,
+    /// Its process id (also its process group).
+    pub pid: i32,
+    /// The checkpoint directory it was given, if any.
+    pub checkpoint: Option<String>,
+}
+
+/// Starts an agent's command under a supervisor; returns once its pid is recorded.
+pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
+    let doc = crate::agent::read(store, cell, agent)?;
+    if doc.strings("command").is_empty() {
+        return Err(
+            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
+                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
+            )),
+        );
+    }
+    check_isolation(&store::read_required(store, cell, FileKey::Cell)?)?;
+    if state(&doc) == ProcState::Running {
+        return Err(Error::conflict(format!(
+            "agent {agent} is already running (pid {})",
+            pid_of(&doc).unwrap_or(0)
+        ))
+        .hint(format!(
+            "stop it first with `pas agent stop {cell} {agent}`"
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failure(format!("cannot find the pas executable: {e}")))?;
+    let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
+    let log = store.open_log(cell, LogFile::Agent(agent))?;
+    let mut child = Command::new(exe)
+        .arg("--root")
+        .arg(&root)
+        .args(["__supervise", cell, agent])
+        .env_remove("PAS_AGENT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| {
+            Error::failure(format!("cannot start the supervisor of agent {agent}: {e}"))
+        })?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let line = line.trim();
+    if let Some(pid) = line.strip_prefix("ok ").and_then(|p| p.parse::<i32>().ok()) {
+        let checkpoint = checkpoint_dir(store, cell, agent);
+        return Ok(Started {
+            agent: agent.to_string(),
+            pid,
+            checkpoint,
+        });
+    }
+    let _ = child.wait();
+    let reason = line
+        .strip_prefix("error ")
+        .unwrap_or("the supervisor exited without starting it");
+    Err(
+        Error::failure(format!("cannot start agent {agent}: {reason}")).hint(format!(
+            "see {}",
+            store
+                .cell_path(cell)
+                .join("logs")
+                .join(format!("{agent}.log"))
+                .display()
+        )),
+    )
+}
+
+fn checkpoint_dir(store: &dyn Store, cell: &str, agent: &str) -> Option<String> {
+    checkpoint::latest_generation(store, cell, agent)
+        .ok()
+        .flatten()
+        .map(|g| store.checkpoint_dir(cell, agent, g).display().to_string())
+}
+
+/// Updates the agent file under its lock (when it still exists).
+fn update_agent(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    change: &mut dyn FnMut(&mut Doc) -> bool,
+) -> Result<()> {
+    let _guard = store.lock(cell, LockKey::Agent(agent))?;
+    if let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? {
+        if change(&mut doc) {
+            store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)?;
+        }
+    }
+    Ok(())
+}
+
+/// The supervisor's life (`pas __supervise`): spawn, record, wait, record. Prints
+/// `ok <pid>` or `error <reason>` on stdout for `start`.
+pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
+    // A session of its own: no terminal hangup reaches the supervisor or the agent.
+    let _ = rustix::process::setsid();
+    let say = |text: &str| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{text}");
+        let _ = out.flush();
+    };
+    let fail = |e: Error| {
+        say(&format!("error {}", e.message));
+        e
+    };
+    let doc = crate::agent::read(store, cell, agent).map_err(fail)?;
+    let argv = doc.strings("command");
+    let Some((program, args)) = argv.split_first() else {
+        return Err(fail(Error::usage("no command")));
+    };
+    apply_rlimits(&doc);
+    let cell_path = store.cell_path(cell);
+    let cwd = doc
+        .str("cwd")
+        .map(Path::new)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cell_path.clone());
+    let log = store.open_log(cell, LogFile::Agent(agent)).map_err(fail)?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| fail(Error::failure(format!("cannot open the agent log: {e}"))))?;
+    let mut path = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .map(|d| d.into_os_string())
+        .unwrap_or_default();
+    if let Some(old) = std::env::var_os("PATH") {
+        path.push(":");
+        path.push(old);
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&cwd)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .env("PATH", path)
+        .env("PAS_ROOT", store.root())
+        .env("PAS_CELL", cell)
+        .env("PAS_AGENT", agent)
+        .env(
+            "PAS_CHECKPOINT",
+            checkpoint_dir(store, cell, agent).unwrap_or_default(),
+        );
+    if let Some(Value::Object(env)) = doc.get("env") {
+        for (k, v) in env {
+            if let Some(v) = v.as_str() {
+                cmd.env(k, v);
+            }
+        }
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let now = clock::now();
+            let reason = format!("cannot run {program:?}: {e}");
+            let _ = update_agent(store, cell, agent, &mut |d| {
+                d.set("exit", json!({ "at": clock::stamp(now), "cause": "exit", "code": 127, "signal": null, "error": reason }));
+                true
+            });
+            return Err(fail(Error::failure(reason)));
+        }
+    };
+    let pid = child.id() as i32;
+    let start_time = process::start_time(pid);
+    let now = clock::now();
+    update_agent(store, cell, agent, &mut |d| {
+        d.set("pid", pid);
+        d.set("pgid", pid);
+        d.set(
+            "pid_start_time",
+            start_time.map_or(Value::Null, Value::from),
+        );
+        d.set("supervisor_pid", std::process::id());
+        d.set("started_at", clock::stamp(now));
+        if d.get("restart_count").is_none() {
+            d.set("restart_count", 0);
+        }
+        if d.str("status") != Some("paused") {
+            d.set("status", "active");
+        }
+        d.remove("stop_requested");
+        true
+    })
+    .map_err(fail)?;
+    events::record_one(
+        store,
+        cell,
+        NewEvent::new(
+            Level::Info,
+            "agent.started",
+            format!("agent {agent} started (pid {pid})"),
+        )
+        .agent(agent)
+        .details(json!({ "pid": pid, "command": argv })),
+        now,
+    )?;
+    say(&format!("ok {pid}"));
+
+    let status = child
+        .wait()
+        .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
+    let now = clock::now();
+    let (cause, code, signal) = match (status.code(), status.signal()) {
+        (Some(code), _) => ("exit", Some(code), None),
+        (None, Some(sig)) => ("signal", None, Some(sig)),
+        (None, None) => ("vanished", None, None),
+    };
+    let mut recorded = None;
+    update_agent(store, cell, agent, &mut |d| {
+        if pid_of(d) != Some(pid) {
+            return false; // a newer start owns the file now
+        }
+        let requested = d
+            .get("stop_requested")
+            .and_then(|r| r.get("cause"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let cause = if requested.as_deref() == Some("watchdog") {
+            "watchdog"
+        } else {
+            cause
+        };
+        d.set("pid", Value::Null);
+        d.set("exit", json!({ "at": clock::stamp(now), "cause": cause, "code": code, "signal": signal, "requested": requested.is_some() }));
+        d.remove("stop_requested");
+        recorded = Some(cause.to_string());
+        true
+    })?;
+    if let Some(cause) = recorded {
+        let level = if code == Some(0) {
+            Level::Info
+        } else {
+            Level::Warn
+        };
+        let how = match (code, signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("signal {s}"),
+            _ => "unknown".to_string(),
+        };
+        events::record_one(
+            store,
+            cell,
+            NewEvent::new(
+                level,
+                "agent.exited",
+                format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
+            )
+            .agent(agent)
+            .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal })),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+/// Resource limits for the agent, set on the supervisor before the spawn so the agent
+/// inherits them: `rlimits.memory_bytes` (address space), `cpu_seconds`, `open_files`.
+fn apply_rlimits(doc: &Doc) {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let Some(limits) = doc.get("rlimits") else {
+        return;
+    };
+    for (key, resource) in [
+        ("memory_bytes", Resource::As),
+        ("cpu_seconds", Resource::Cpu),
+        ("open_files", Resource::Nofile),
+    ] {
+        if let Some(v) = limits.get(key).and_then(Value::as_u64) {
+            let _ = setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(v),
+                    maximum: Some(v),
+                },
+            );
+        }
+    }
+}
+
+/// Records a process that is gone without its supervisor seeing it; true when it did.
+pub fn record_vanished(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    now: DateTime<Utc>,
+) -> Result<bool> {
+    let mut vanished = None;
+    update_agent(store, cell, agent, &mut |d| {
+        if state(d) != ProcState::Vanished {
+            return false;
+        }
+        vanished = pid_of(d);
+        d.set("pid", Value::Null);
+        d.set("exit", json!({ "at": clock::stamp(now), "cause": "vanished", "code": null, "signal": null, "requested": false }));
+        true
+    })?;
+    if let Some(pid) = vanished {
+        events::record_one(
+            store,
+            cell,
+            NewEvent::new(
+                Level::Warn,
+                "agent.vanished",
+                format!("agent {agent} (pid {pid}) is gone; nobody saw how"),
+            )
+            .agent(agent)
+            .details(json!({ "pid": pid })),
+            now,
+        )?;
+    }
+    Ok(vanished.is_some())
+}
+
+/// Stops an agent's process group: SIGTERM, then SIGKILL after `grace`. `cause` is
+/// `stopped` (an operator: the agent becomes idle and is not revived) or `watchdog`.
+pub fn stop(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    grace: Duration,
+    cause: &str,
+    now: DateTime<Utc>,
+) -> Result<StopOutcome> {
+    let doc = crate::agent::read(store, cell, agent)?;
+    let pgid = doc
+        .get("pgid")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .or(pid_of(&doc));
+    let running = state(&doc) == ProcState::Running;
+    update_agent(store, cell, agent, &mut |d| {
+        if cause == "stopped" && d.str("status") != Some("paused") {
+            d.set("status", "idle");
+        }
+        if running {
+            d.set(
+                "stop_requested",
+                json!({ "at": clock::stamp(now), "cause": cause }),
+            );
+        }
+        true
+    })?;
+    let outcome = match (running, pgid) {
+        (true, Some(pgid)) => process::stop_group(pgid, grace)
+            .map_err(|e| Error::failure(format!("cannot signal agent {agent}: {e}")))?,
+        _ => StopOutcome::NotRunning,
+    };
+    if running {
+        // Give the supervisor a moment to record the death; if it is gone too, record it.
+        for _ in 0..50 {
+            let d = crate::agent::read(store, cell, agent)?;
+            if pid_of(&d).is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if record_vanished(store, cell, agent, now)? && cause == "watchdog" {
+            update_agent(store, cell, agent, &mut |d| {
+                if let Some(Value::Object(e)) = d.get("exit").cloned() {
+                    let mut e = e;
+                    e.insert("cause".into(), json!("watchdog"));
+                    d.set("exit", Value::Object(e));
+                }
+                true
+            })?;
+        }
+        let level = if cause == "watchdog" {
+            Level::Warn
+        } else {
+            Level::Info
+        };
+        events::record_one(
+            store,
+            cell,
+            NewEvent::new(
+                level,
+                "agent.stopped",
+                format!("agent {agent} stopped ({cause}, {outcome:?})"),
+            )
+            .agent(agent)
+            .details(json!({ "cause": cause, "outcome": outcome })),
+            now,
+        )?;
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,418 @@
+//! Checkpoints and supervised agent processes.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::Root;
+
+fn script(root: &Root, name: &str, body: &str) -> String {
+    let path = root.path.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).unwrap();
+    path.display().to_string()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn pid_alive(pid: i64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap();
+    state != 'Z'
+}
+
+#[test]
+fn a_checkpoint_from_stdin_and_files_is_restored_byte_for_byte() {
+    let root = Root::new();
+    let cell = root.cell("Ckpt");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    let context = root.path.join("ctx.json");
+    let context_bytes = b"{\n  \"messages\": [\"hello\", \"world\"],\n  \"tokens\": 1234\n}  \n";
+    std::fs::write(&context, context_bytes).unwrap();
+    let artifact = root.path.join("notes.md");
+    std::fs::write(&artifact, b"# notes\n\x00binary\xff").unwrap();
+    let state_bytes = b"{\"step\":3,   \"odd spacing\" : true}";
+    let mut child = root
+        .cmd(&[
+            "checkpoint",
+            "save",
+            &cell,
+            "a1",
+            "--state",
+            "-",
+            "--context",
+            context.to_str().unwrap(),
+            "--artifact",
+            artifact.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(state_bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+
+    let agent = root.read_json(format!("{cell}/agents/a1.json"));
+    let record = &agent["checkpoint"];
+    assert_eq!(record["generation"], 1);
+    assert_eq!(record["artifacts"], json!(["notes.md"]));
+    assert_eq!(record["context_hash"].as_str().unwrap().len(), 64);
+    assert!(record["last_checkpoint"].as_str().unwrap().ends_with('Z'));
+    // The spec's layout holds the latest checkpoint.
+    let top = root.cell_dir(&cell).join("checkpoints/a1");
+    assert_eq!(
+        std::fs::read(top.join("context.json")).unwrap(),
+        context_bytes
+    );
+    assert_eq!(std::fs::read(top.join("state.json")).unwrap(), state_bytes);
+    assert_eq!(
+        std::fs::read(top.join("artifacts/notes.md")).unwrap(),
+        std::fs::read(&artifact).unwrap()
+    );
+
+    let dest = root.path.join("restored");
+    root.ok(&[
+        "checkpoint",
+        "restore",
+        &cell,
+        "a1",
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(dest.join("state.json")).unwrap(), state_bytes);
+    assert_eq!(
+        std::fs::read(dest.join("context.json")).unwrap(),
+        context_bytes
+    );
+    assert_eq!(
+        std::fs::read(dest.join("artifacts/notes.md")).unwrap(),
+        std::fs::read(&artifact).unwrap()
+    );
+
+    let before = root.snapshot();
+    let bad = root.run(&[
+        "checkpoint",
+        "save",
+        &cell,
+        "a1",
+        "--context",
+        artifact.to_str().unwrap(),
+    ]);
+    bad.refused(2, "the context is not JSON");
+    assert_eq!(before, root.snapshot());
+}
+
+#[test]
+fn old_generations_are_pruned_and_a_corrupt_one_is_refused_by_name() {
+    let root = Root::new();
+    let cell = root.cell("Prune");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    std::fs::write(
+        root.cell_dir(&cell).join("config/policies.json"),
+        r#"{"checkpoint_keep": 2}"#,
+    )
+    .unwrap();
+    for i in 1..=4 {
+        let out = root
+            .cmd(&["checkpoint", "save", &cell, "a1", "--context", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut out = out;
+        out.stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{{\"i\": {i}}}").as_bytes())
+            .unwrap();
+        assert!(out.wait().unwrap().success());
+    }
+    let gens: Vec<u64> = root
+        .json(&["checkpoint", "list", &cell, "a1"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(gens, [3, 4]);
+    // Corrupt the latest generation's context: resume is refused, naming generation 4.
+    let latest = root
+        .cell_dir(&cell)
+        .join("checkpoints/a1/history/4/context.json");
+    std::fs::write(&latest, "{\"i\": 999}").unwrap();
+    root.run(&["checkpoint", "show", &cell, "a1"]).refused(5, "checkpoint generation 4 of agent a1 cannot be resumed: context.json does not match its hash");
+    let list = root.json(&["checkpoint", "list", &cell, "a1"]);
+    assert_eq!(list[1]["ok"], false);
+    std::fs::write(&latest, "not json").unwrap();
+    root.run(&["checkpoint", "restore", &cell, "a1", "--to", "/tmp/never"])
+        .refused(
+            5,
+            "generation 4 of agent a1 cannot be resumed: context.json does not parse",
+        );
+    assert!(!Path::new("/tmp/never").exists());
+    // The older one is still good.
+    assert_eq!(
+        root.json(&["checkpoint", "show", &cell, "a1", "--generation", "3"])["generation"],
+        3
+    );
+}
+
+#[test]
+fn a_save_killed_mid_write_leaves_the_previous_generation_intact() {
+    let root = Root::new();
+    let cell = root.cell("Killsave");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    let big = root.path.join("big.bin");
+    std::fs::write(&big, vec![7u8; 8 << 20]).unwrap();
+    root.ok(&[
+        "checkpoint",
+        "save",
+        &cell,
+        "a1",
+        "--artifact",
+        big.to_str().unwrap(),
+    ]);
+    for round in 0..25u64 {
+        let mut child = root
+            .cmd(&[
+                "checkpoint",
+                "save",
+                &cell,
+                "a1",
+                "--artifact",
+                big.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(2000 + round * 1500));
+        let _ = child.kill();
+        let _ = child.wait();
+        // The latest checkpoint the agent points at verifies, whatever the moment of the kill.
+        let shown = root.json(&["checkpoint", "show", &cell, "a1"]);
+        assert!(shown["generation"].as_u64().unwrap() >= 1);
+        for g in root
+            .json(&["checkpoint", "list", &cell, "a1"])
+            .as_array()
+            .unwrap()
+        {
+            assert_eq!(
+                g["ok"], true,
+                "generation {} broken after a kill: {}",
+                g["generation"], g["problem"]
+            );
+        }
+        root.assert_all_json_parses();
+    }
+}
+
+#[test]
+fn a_started_agent_sees_its_environment_beats_and_logs() {
+    let root = Root::new();
+    let cell = root.cell("Start");
+    let body = r#"echo "root=$PAS_ROOT cell=$PAS_CELL agent=$PAS_AGENT checkpoint=$PAS_CHECKPOINT"
+pas agent beat --note "from the script" || echo "beat failed"
+echo "to stderr" >&2
+sleep 30"#;
+    let path = script(&root, "agent.sh", body);
+    root.ok(&["agent", "add", &cell, "a1", "--", &path]);
+    root.ok(&["checkpoint", "save", &cell, "a1"]);
+    let pid: i64 = root.ok(&["agent", "start", &cell, "a1"]).parse().unwrap();
+    wait_until("the first beat", || {
+        root.read_json(format!("{cell}/agents/a1.json"))["heartbeat_count"] == 1
+    });
+    let shown = root.json(&["agent", "show", &cell, "a1"]);
+    assert_eq!(shown["pid"], pid);
+    assert_eq!(shown["process"], "running");
+    assert_eq!(shown["note"], "from the script");
+    assert_eq!(shown["restart_count"], 0);
+    assert!(shown["started_at"].is_string() && shown["pid_start_time"].is_u64());
+    let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
+    let canonical = std::fs::canonicalize(&root.path).unwrap();
+    assert!(
+        log.contains(&format!(
+            "root={} cell={cell} agent=a1",
+            canonical.display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "checkpoint={}",
+            canonical
+                .join(&cell)
+                .join("checkpoints/a1/history/1")
+                .display()
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("to stderr") && !log.contains("beat failed"),
+        "{log}"
+    );
+    root.run(&["agent", "start", &cell, "a1"])
+        .refused(4, "already running");
+    root.ok(&["agent", "stop", &cell, "a1", "--grace", "2"]);
+    assert!(!pid_alive(pid));
+    let doc = root.read_json(format!("{cell}/agents/a1.json"));
+    assert_eq!(doc["status"], "idle");
+    assert_eq!(doc["exit"]["cause"], "signal");
+    assert_eq!(doc["exit"]["signal"], 15);
+}
+
+#[test]
+fn stop_kills_the_whole_group_after_the_grace_period() {
+    let root = Root::new();
+    let cell = root.cell("Group");
+    let body = r#"sh -c 'trap "" TERM; echo child $$; while true; do sleep 0.1; done' &
+echo "child started"
+wait"#;
+    let path = script(&root, "stubborn.sh", body);
+    root.ok(&["agent", "add", &cell, "a1", "--", &path]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    let log = root.cell_dir(&cell).join("logs/a1.log");
+    wait_until("the child", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("child ")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let child: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("child ").and_then(|p| p.trim().parse().ok()))
+        .unwrap();
+    assert!(pid_alive(child));
+    let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "0.5"]);
+    assert_eq!(out["outcome"], "killed");
+    wait_until("the stubborn child to die", || !pid_alive(child));
+}
+
+#[test]
+fn a_reused_pid_is_not_taken_for_the_agent() {
+    let root = Root::new();
+    let cell = root.cell("Reuse");
+    root.ok(&["agent", "add", &cell, "a1", "--", "true"]);
+    // Point the agent at a live unrelated process (this test) with a start time that is not its own.
+    let me = std::process::id();
+    let path = format!("{cell}/agents/a1.json");
+    let mut doc = root.read_json(&path);
+    doc["pid"] = json!(me);
+    doc["pgid"] = json!(me);
+    doc["pid_start_time"] = json!(1);
+    doc["status"] = json!("active");
+    std::fs::write(root.path.join(&path), doc.to_string()).unwrap();
+    assert_eq!(
+        root.json(&["agent", "show", &cell, "a1"])["process"],
+        "vanished"
+    );
+    root.ok(&[
+        "agent",
+        "wait",
+        &cell,
+        "a1",
+        "--for",
+        "stopped",
+        "--timeout",
+        "2",
+    ]);
+    // Stopping it must not signal this test process.
+    let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "0"]);
+    assert_eq!(out["outcome"], "not_running");
+    assert!(pid_alive(me as i64));
+}
+
+#[test]
+fn exit_codes_and_signals_are_recorded_and_wait_times_out() {
+    let root = Root::new();
+    let cell = root.cell("Deaths");
+    let exits = script(&root, "exits.sh", "sleep 0.2; exit 3");
+    let killed = script(&root, "killed.sh", "sleep 0.2; kill -9 $$");
+    let sleeper = script(&root, "sleeper.sh", "sleep 30");
+    root.ok(&["agent", "add", &cell, "exits", "--", &exits]);
+    root.ok(&["agent", "add", &cell, "killed", "--", &killed]);
+    root.ok(&["agent", "add", &cell, "sleeper", "--", &sleeper]);
+    for a in ["exits", "killed", "sleeper"] {
+        root.ok(&["agent", "start", &cell, a]);
+    }
+    root.ok(&[
+        "agent",
+        "wait",
+        &cell,
+        "exits",
+        "--for",
+        "dead",
+        "--timeout",
+        "10",
+    ]);
+    root.ok(&[
+        "agent",
+        "wait",
+        &cell,
+        "killed",
+        "--for",
+        "dead",
+        "--timeout",
+        "10",
+    ]);
+    let e = root.read_json(format!("{cell}/agents/exits.json"))["exit"].clone();
+    assert_eq!(
+        (e["cause"].as_str(), e["code"].as_i64()),
+        (Some("exit"), Some(3))
+    );
+    let k = root.read_json(format!("{cell}/agents/killed.json"))["exit"].clone();
+    assert_eq!(
+        (k["cause"].as_str(), k["signal"].as_i64()),
+        (Some("signal"), Some(9))
+    );
+    let run = root.run(&[
+        "agent",
+        "wait",
+        &cell,
+        "sleeper",
+        "--for",
+        "stopped",
+        "--timeout",
+        "0.3",
+    ]);
+    run.refused(8, "did not become stopped");
+    root.ok(&["agent", "stop", &cell, "sleeper", "--grace", "1"]);
+    let kinds = root.ok(&["--json", "events", &cell, "--kind", "agent.exited"]);
+    assert_eq!(kinds.lines().count(), 3);
+    let value: Value = serde_json::from_str(kinds.lines().next().unwrap()).unwrap();
+    assert!(value["details"]["pid"].is_i64());
+}
+
+#[test]
+fn higher_isolation_levels_are_refused_with_a_clear_message() {
+    let root = Root::new();
+    let cell = root.ok(&["cell", "create", "--name", "Iso", "--isolation", "level_2"]);
+    root.ok(&["agent", "add", &cell, "a1", "--", "true"]);
+    root.run(&["agent", "start", &cell, "a1"])
+        .refused(1, "isolation level_2 needs mount and network namespaces");
+    root.ok(&["agent", "add", &cell, "a2"]);
+    root.run(&["agent", "start", &cell, "a2"])
+        .refused(2, "has no command");
+}
