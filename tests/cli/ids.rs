@@ -16,8 +16,13 @@ fn bad_agent_ids_are_refused_and_nothing_is_written() {
     let long = long_id();
     for id in BAD_IDS.iter().copied().chain([long.as_str()]) {
         // `--` lets ids that look like flags reach pas, as a script would pass them.
-        root.run(&["agent", "add", &cell, "--", id])
-            .refused(2, "invalid agent id");
+        if id.starts_with('-') {
+            // After `--` comes the agent's command, so a flag-like id is refused by the parser.
+            assert_eq!(root.run(&["agent", "add", &cell, id]).code, 2);
+        } else {
+            root.run(&["agent", "add", &cell, id])
+                .refused(2, "invalid agent id");
+        }
         root.run(&["agent", "show", &cell, "--", id])
             .refused(2, "invalid agent id");
         root.run(&["agent", "rm", &cell, "--", id])
