@@ -287,8 +287,8 @@ sleep 30"#;
 fn stop_kills_the_whole_group_after_the_grace_period() {
     let root = Root::new();
     let cell = root.cell("Group");
-    let body = r#"sh -c 'trap "" TERM; echo child $$; while true; do sleep 0.1; done' &
-echo "child started"
+    let body = r#"sh -c 'trap "" TERM; echo grandchild $$; while true; do sleep 0.1; done' &
+echo "launched"
 wait"#;
     let path = script(&root, "stubborn.sh", body);
     root.ok(&["agent", "add", &cell, "a1", "--", &path]);
@@ -297,12 +297,15 @@ wait"#;
     wait_until("the child", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
-            .contains("child ")
+            .contains("grandchild ")
     });
     let text = std::fs::read_to_string(&log).unwrap();
     let child: i64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("child ").and_then(|p| p.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("grandchild ")
+                .and_then(|p| p.trim().parse().ok())
+        })
         .unwrap();
     assert!(pid_alive(child));
     let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "0.5"]);
