@@ -122,10 +122,24 @@ pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
             .min(),
         _ => None,
     };
+    // A started agent is not judged by heartbeats until its first beat since the start or
+    // until startup_grace has passed, whichever comes first.
+    let started = agent.str("started_at").and_then(clock::parse);
+    let starting = match started {
+        Some(s) if last.is_none_or(|l| l < s) => Some(s),
+        _ => None,
+    };
     let health = if agent.str("status") == Some("failed") {
         Health::Failed
     } else if agent.str("reported_status") == Some("OFFLINE") {
         Health::Offline
+    } else if let Some(s) = starting {
+        let grace = policy.positive("startup_grace");
+        if (now - s).num_milliseconds() as f64 / 1000.0 <= grace {
+            Health::Unknown
+        } else {
+            Health::Dead
+        }
     } else {
         match age {
             None => Health::Unknown,
@@ -145,6 +159,10 @@ pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
         }
     };
     let next_change = if matches!(health, Health::Failed | Health::Offline) {
+        None
+    } else if let (Some(s), Health::Unknown) = (starting, health) {
+        Some(s + seconds(policy.positive("startup_grace")))
+    } else if starting.is_some() {
         None
     } else {
         next_change
@@ -229,6 +247,28 @@ mod tests {
             )
             .health,
             Health::Failed
+        );
+    }
+
+    #[test]
+    fn a_started_agent_has_a_startup_grace() {
+        let p = Policy::resolve(None, None, None);
+        let a = agent(
+            r#"{"agent_id": "a", "last_heartbeat": "2026-11-23T09:00:00Z", "started_at": "2026-11-23T10:00:00Z"}"#,
+        );
+        let starting = assess(&a, &p, at("2026-11-23T10:00:59Z"));
+        assert_eq!(starting.health, Health::Unknown);
+        assert_eq!(starting.next_change, Some(at("2026-11-23T10:01:00Z")));
+        assert_eq!(
+            assess(&a, &p, at("2026-11-23T10:01:01Z")).health,
+            Health::Dead
+        );
+        let beating = agent(
+            r#"{"agent_id": "a", "last_heartbeat": "2026-11-23T10:00:05Z", "started_at": "2026-11-23T10:00:00Z"}"#,
+        );
+        assert_eq!(
+            assess(&beating, &p, at("2026-11-23T10:00:20Z")).health,
+            Health::Healthy
         );
     }
 

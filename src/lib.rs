@@ -28,11 +28,13 @@ pub mod permissions;
 pub mod policy;
 pub mod process;
 pub mod queue;
+pub mod revive;
 pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod task;
 pub mod templates;
 pub mod validate;
+pub mod watch;
 
 pub use cli::run;

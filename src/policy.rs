@@ -110,6 +110,21 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
             json!(3),
             "attempts of a task before it stays failed",
         ),
+        ("restart_policy", json!("on-failure"), "always, on-failure (not after a clean exit 0) or never"),
+        ("max_restarts", json!(5), "restarts in a row (without staying healthy for restart_reset_after) before the agent is failed"),
+        ("restart_delay_seconds", json!(5), "wait before the first restart"),
+        ("backoff_multiplier", json!(2.0), "each further restart waits this many times longer"),
+        ("max_restart_delay_seconds", json!(300), "the longest wait between restarts"),
+        ("restart_reset_after", json!(600), "seconds of health after a restart that reset the restart count"),
+        ("storm_limit", json!(4), "deaths within storm_window that make the agent cool down"),
+        ("storm_window", json!(300), "seconds over which deaths are counted for the storm limit"),
+        ("storm_cooldown", json!(600), "seconds an agent rests after a restart storm before it is tried again"),
+        ("startup_grace", json!(60), "seconds a started agent has for its first beat before heartbeats judge it"),
+        ("watchdog", json!(true), "stop and restart an agent whose process runs but does not beat"),
+        ("no_restart_exit_codes", json!([]), "exit codes that mean: do not restart"),
+        ("always_restart_exit_codes", json!([]), "exit codes that mean: restart whatever restart_policy says"),
+        ("stop_grace", json!(10), "seconds between SIGTERM and SIGKILL when pas stops an agent"),
+        ("on_failure", Value::Null, "a shell command run when an agent finally fails (PAS_CELL, PAS_AGENT, PAS_CAUSE, PAS_EXIT_CODE, PAS_REASON set)"),
     ]
 }
 
@@ -198,6 +213,34 @@ impl Policy {
             Some(v) if v > 0.0 && v.is_finite() => v,
             _ => Self::default_f64(key),
         }
+    }
+
+    /// A number that may be zero, or the built-in default when missing or negative.
+    pub fn non_negative(&self, key: &str) -> f64 {
+        match self.get(key).and_then(Value::as_f64) {
+            Some(v) if v >= 0.0 && v.is_finite() => v,
+            _ => Self::default_f64(key),
+        }
+    }
+
+    /// The integers of a list setting (exit codes).
+    pub fn codes(&self, key: &str) -> Vec<i64> {
+        self.get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default()
+    }
+
+    /// The strings of a list setting (agent ids).
+    pub fn list(&self, key: &str) -> Vec<String> {
+        self.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// A string setting, or `fallback`.

@@ -631,3 +631,66 @@ pub fn decide_handoff(
         task: task_id,
     })
 }
+
+/// Hands the unfinished tasks of an agent that finally failed to the first of
+/// `substitutes` that is healthy (and allowed by the handoff rules), or back to the queue.
+/// Returns what happened, one line per task.
+pub fn release_tasks(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    substitutes: &[String],
+    healthy: &dyn Fn(&str) -> bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>> {
+    let p = policy::load(store, cell, None)?;
+    let perms = Permissions::load(store, cell)?;
+    let substitute = substitutes
+        .iter()
+        .find(|s| {
+            s.as_str() != agent
+                && healthy(s)
+                && p.flag("handoff_allowed", true)
+                && perms.check_handoff(agent, s).is_ok()
+        })
+        .cloned();
+    let mut done = Vec::new();
+    let mut new_events = Vec::new();
+    {
+        let _tasks = store.lock(cell, LockKey::Tasks)?;
+        for mut t in read_tasks_strict(store, cell)?.into_values() {
+            let mine = t.str("claimed_by") == Some(agent)
+                || (t.str("assigned_to") == Some(agent) && t.str("status") == Some("in_progress"));
+            if !mine || matches!(t.str("status"), Some("completed") | Some("failed")) {
+                continue;
+            }
+            let task_id = t.str("task_id").unwrap_or_default().to_string();
+            match &substitute {
+                Some(sub) => {
+                    new_events.push(move_task(store, cell, t, agent, sub)?);
+                    done.push(format!("task {task_id} handed to substitute {sub}"));
+                }
+                None => {
+                    t.set("status", "pending");
+                    t.set("claimed_by", Value::Null);
+                    t.set("assigned_to", Value::Null);
+                    t.set("started_at", Value::Null);
+                    t.remove("queue_assigned");
+                    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+                    new_events.push(
+                        NewEvent::new(
+                            Level::Warn,
+                            "task.released",
+                            format!("task {task_id} back in the queue: agent {agent} failed"),
+                        )
+                        .task(&task_id)
+                        .agent(agent),
+                    );
+                    done.push(format!("task {task_id} back in the queue"));
+                }
+            }
+        }
+    }
+    events::record(store, cell, &new_events, now)?;
+    Ok(done)
+}

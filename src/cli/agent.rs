@@ -58,6 +58,10 @@ pub enum AgentCommand {
     ///
     /// Example: pas agent stop 3f2a agent_001 --grace 5
     Stop(StopArgs),
+    /// Clear the agent's restart tally (restarts in a row, recent deaths, cooldown) and un-fail it.
+    ///
+    /// Example: pas agent reset 3f2a agent_001
+    Reset(StartArgs),
     /// Wait until the agent is healthy, dead or stopped (exit 8 on timeout).
     ///
     /// Example: pas agent wait 3f2a agent_001 --for healthy --timeout 30
@@ -265,6 +269,14 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
         AgentCommand::Start(StartArgs { cell, agent }) => start(ctx, &cell, &agent),
         AgentCommand::Stop(StopArgs { cell, agent, grace }) => stop(ctx, &cell, &agent, grace),
         AgentCommand::Wait(args) => wait(ctx, args),
+        AgentCommand::Reset(StartArgs { cell, agent }) => {
+            crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
+            let cell_id = cell::resolve(&ctx.store, &cell)?;
+            crate::revive::reset(&ctx.store, &cell_id, &agent, clock::now())?;
+            ctx.out
+                .info(&format!("agent {agent}: restart tally cleared"));
+            Ok(())
+        }
     }
 }
 

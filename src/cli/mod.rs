@@ -7,6 +7,7 @@ mod cell;
 mod checkpoint;
 mod events;
 mod policy;
+mod revive;
 mod status;
 mod task;
 mod validate;
@@ -75,6 +76,10 @@ pub enum Command {
     /// Save, list, show and restore agents' checkpoints.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// One revival pass: restart dead agents by policy (for cron; `pas watch` runs it continuously).
+    Revive(revive::ReviveArgs),
+    /// The Lazarus loop: watch the root and revive agents as they die.
+    Watch(revive::WatchArgs),
     /// Internal: the supervisor of one agent process (started by `pas agent start`).
     #[command(name = "__supervise", hide = true)]
     Supervise(SuperviseArgs),
@@ -143,6 +148,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Policy(c) => policy::run(ctx, c),
         Command::Events(a) => events::run(ctx, a),
         Command::Checkpoint(c) => checkpoint::run(ctx, c),
+        Command::Revive(a) => revive::run(ctx, a),
+        Command::Watch(a) => revive::run_watch(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::supervisor::supervise(&ctx.store, &cell, &agent)
         }

@@ -142,7 +142,8 @@ impl LogFile<'_> {
 
 /// A lock protecting one read-modify-write scope of a cell.
 ///
-/// Order when more than one is needed: `Cell`, `Tasks`, `Checkpoint`, `Agent`, `Events`.
+/// Order when more than one is needed: `Revive`, `Cell`, `Tasks`, `Checkpoint`, `Agent`,
+/// `Events`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKey<'a> {
     /// `cell.json`, config files, adding and removing agents.
@@ -151,6 +152,9 @@ pub enum LockKey<'a> {
     Tasks,
     /// One agent file.
     Agent(&'a str),
+    /// Revival decisions of a cell: held for a whole revive pass over the cell, so two
+    /// revivers never restart one agent twice (taken before every other lock).
+    Revive,
     /// Saving one agent's checkpoints (taken before that agent's lock).
     Checkpoint(&'a str),
     /// The events log.
@@ -164,6 +168,7 @@ impl LockKey<'_> {
             LockKey::Cell => "cell.lock".to_string(),
             LockKey::Tasks => "tasks.lock".to_string(),
             LockKey::Agent(id) => format!("agent.{id}.lock"),
+            LockKey::Revive => "revive.lock".to_string(),
             LockKey::Checkpoint(id) => format!("checkpoint.{id}.lock"),
             LockKey::Events => "events.lock".to_string(),
         }

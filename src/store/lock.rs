@@ -59,3 +59,27 @@ pub fn try_lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<LockGuard>
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
+
+/// Takes the lock `name` in `dir` if free and writes this process's pid into the lock file;
+/// when another process holds it, returns that holder's pid (as it wrote it).
+pub fn try_lock_recording_pid(
+    dir: BorrowedFd<'_>,
+    name: &str,
+) -> io::Result<Result<LockGuard, Option<u32>>> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = open_lock_file(dir, name)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+            Ok(Ok(LockGuard { _file: file }))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            file.read_to_string(&mut text)?;
+            Ok(Err(text.trim().parse().ok()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -135,6 +135,9 @@ pub trait Store {
     fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf;
     /// Writes checkpoint files into a directory outside the root (`checkpoint restore --to`).
     fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()>;
+    /// Takes a root-wide lock (`<root>/.pas/locks/<name>.lock`) if it is free, recording this
+    /// process's pid in it; otherwise returns the holder's pid. Creates the root if missing.
+    fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>>;
     /// Directory facts of one cell, for validation.
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
@@ -556,6 +559,22 @@ impl Store for FsStore {
 
     fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()> {
         checkpoints::write_out(dest, files).map_err(|e| Error::io("write checkpoint to", dest, e))
+    }
+
+    fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>> {
+        let root = self.ensure_root()?;
+        let file = format!("{name}.lock");
+        lock::try_lock_recording_pid(root.as_fd(), &file).map_err(|e| {
+            self.io_error(
+                "lock",
+                &self
+                    .root
+                    .join(layout::PAS_DIR)
+                    .join(layout::LOCKS_DIR)
+                    .join(&file),
+                e,
+            )
+        })
     }
 
     fn inspect(&self, cell: &str) -> Result<CellListing> {

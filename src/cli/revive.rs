@@ -1,0 +1,233 @@
+//! `pas revive ...` and `pas watch`
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::cell;
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::output::{Styled, Tone};
+use crate::revive::{self, Action, Options};
+use crate::store::Store;
+use crate::watch::{self, Report, WatchOptions};
+
+/// Arguments of `pas revive`.
+///
+/// Example: pas revive --dry-run
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReviveArgs {
+    /// Requests of `auto_revive: ask`.
+    #[command(subcommand)]
+    pub command: Option<ReviveCommand>,
+    /// One cell (default: every cell).
+    pub cell: Option<String>,
+    /// Only this agent.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Say what would be done, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Revival requests.
+#[derive(Debug, Subcommand)]
+pub enum ReviveCommand {
+    /// List pending revival requests (auto_revive: ask).
+    ///
+    /// Example: pas revive requests
+    Requests(RequestsArgs),
+    /// Approve a request: the agent is revived now.
+    ///
+    /// Example: pas revive approve r-1a2b3c4d
+    Approve(IdArgs),
+    /// Deny a request: the agent is failed for good.
+    ///
+    /// Example: pas revive deny r-1a2b3c4d
+    Deny(IdArgs),
+}
+
+/// Arguments of `pas revive requests`.
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// One cell (default: every cell).
+    pub cell: Option<String>,
+}
+
+/// A request id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The request's id (`r-...`).
+    pub id: String,
+}
+
+/// Arguments of `pas watch`.
+///
+/// Example: pas --root /var/missions watch --interval 30
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Seconds between full reconciles of the root (events and deadlines wake it sooner).
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    pub interval: f64,
+    /// One pass over every cell, then exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn action_tone(a: &Action) -> Tone {
+    match a.action.as_str() {
+        "revived" | "revival_succeeded" | "reset" => Tone::Good,
+        "failed" | "revival_timed_out" | "hung" | "stopped_hung" => Tone::Bad,
+        _ => Tone::Warn,
+    }
+}
+
+fn print_action(ctx: &Ctx, a: &Action) {
+    if ctx.out.is_json() {
+        ctx.out.line(&serde_json::to_string(a).unwrap_or_default());
+    } else {
+        let tag = ctx
+            .out
+            .paint(&Styled::new(a.action.as_str(), action_tone(a)));
+        let dry = if a.dry_run { " (dry run)" } else { "" };
+        ctx.out.line(&format!(
+            "{} {} {tag}: {}{dry}",
+            a.time,
+            a.cell.get(..8).unwrap_or(&a.cell),
+            a.message
+        ));
+    }
+}
+
+/// Runs `pas revive`.
+pub fn run(ctx: &Ctx, args: ReviveArgs) -> Result<()> {
+    let ReviveArgs {
+        command,
+        cell,
+        agent,
+        dry_run,
+    } = args;
+    match command {
+        Some(ReviveCommand::Requests(RequestsArgs { cell })) => {
+            return requests(ctx, cell.as_deref())
+        }
+        Some(ReviveCommand::Approve(IdArgs { id })) => return decide(ctx, &id, true),
+        Some(ReviveCommand::Deny(IdArgs { id })) => return decide(ctx, &id, false),
+        None => {}
+    }
+    if let Some(a) = &agent {
+        crate::store::check_id(crate::store::IdKind::Agent, a)?;
+    }
+    let cells = match &cell {
+        Some(q) => vec![cell::resolve(&ctx.store, q)?],
+        None => ctx.store.cell_ids()?,
+    };
+    let opts = Options { dry_run, agent };
+    let mut failures = Vec::new();
+    let mut all = Vec::new();
+    for id in cells {
+        match revive::pass_cell(&ctx.store, &id, &opts, clock::now()) {
+            Ok(pass) => all.extend(pass.actions),
+            Err(e) => failures.push(format!("cell {id}: {}", e.message)),
+        }
+    }
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "actions": all, "errors": failures }));
+    } else {
+        for a in &all {
+            print_action(ctx, a);
+        }
+        if all.is_empty() {
+            ctx.out.info("nothing to revive");
+        }
+    }
+    crate::process::reap_children();
+    match failures.first() {
+        Some(first) => Err(Error::data(format!(
+            "{} cell(s) could not be handled; first: {first}",
+            failures.len()
+        ))
+        .hint("run `pas validate` on them")),
+        None => Ok(()),
+    }
+}
+
+fn requests(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
+    let cells = match cell {
+        Some(q) => vec![cell::resolve(&ctx.store, q)?],
+        None => ctx.store.cell_ids()?,
+    };
+    let list = revive::requests(&ctx.store, &cells)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&list).unwrap_or(Value::Null));
+        return Ok(());
+    }
+    let rows = list
+        .iter()
+        .map(|r| {
+            vec![
+                Styled::from(r.id.as_str()),
+                Styled::from(r.cell.get(..8).unwrap_or(&r.cell)),
+                Styled::from(r.agent.as_str()),
+                Styled::from(r.at.clone().unwrap_or_default()),
+                Styled::from(r.cause.clone().unwrap_or_default()),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["ID", "CELL", "AGENT", "FILED", "DEATH"], rows);
+    Ok(())
+}
+
+fn decide(ctx: &Ctx, id: &str, approve: bool) -> Result<()> {
+    let pass = revive::decide(&ctx.store, id, approve, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "id": id, "approved": approve, "actions": pass.actions }));
+    } else {
+        ctx.out.info(&format!(
+            "request {id} {}",
+            if approve { "approved" } else { "denied" }
+        ));
+        for a in &pass.actions {
+            print_action(ctx, a);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `pas watch`.
+pub fn run_watch(ctx: &Ctx, args: WatchArgs) -> Result<()> {
+    let WatchArgs { interval, once } = args;
+    if !(interval > 0.0 && interval <= 86_400.0) {
+        return Err(Error::usage(format!(
+            "--interval {interval} is outside (0, 86400] seconds"
+        )));
+    }
+    let opts = WatchOptions { interval, once };
+    watch::run(&ctx.store, &opts, &mut |r| match r {
+        Report::Note(text) => {
+            if ctx.out.is_json() {
+                ctx.out
+                    .line(&json!({ "time": clock::stamp(clock::now()), "note": text }).to_string());
+            } else {
+                ctx.out
+                    .line(&format!("{} {text}", clock::stamp(clock::now())));
+            }
+        }
+        Report::Action(a) => print_action(ctx, a),
+        Report::Problem { cell, message } => {
+            if ctx.out.is_json() {
+                ctx.out.line(&json!({ "time": clock::stamp(clock::now()), "cell": cell, "problem": message }).to_string());
+            } else {
+                ctx.out.line(&format!(
+                    "{} {} problem: {message} (reported once; still watching)",
+                    clock::stamp(clock::now()),
+                    cell.get(..8).unwrap_or(cell)
+                ));
+            }
+        }
+    })
+}
