@@ -281,6 +281,7 @@ fn revive_agent(
             )?;
             let grace = std::time::Duration::from_secs_f64(policy.non_negative("stop_grace"));
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
+            ctx.now = clock::now();
         }
         if !ctx.dry_run {
             doc = ctx.update(&mut |d| {
@@ -328,6 +329,8 @@ fn revive_agent(
             }
             let grace = std::time::Duration::from_secs_f64(policy.non_negative("stop_grace"));
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
+            // Stopping took time: decide what follows at the time it is now.
+            ctx.now = clock::now();
             doc = ctx.reread()?;
         } else {
             if doc.get("hung_reported").is_some_and(|v| !v.is_null()) && !ctx.dry_run {

@@ -173,3 +173,54 @@ impl Run {
         );
     }
 }
+
+impl Root {
+    /// An executable shell script under the root's parent, for agents' commands.
+    pub fn script(&self, name: &str, body: &str) -> String {
+        let dir = self.path.join(".scripts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+        path.display().to_string()
+    }
+
+    /// Writes `config/policies.json` of a cell.
+    pub fn policies(&self, cell: &str, value: Value) {
+        std::fs::write(
+            self.cell_dir(cell).join("config/policies.json"),
+            value.to_string(),
+        )
+        .unwrap();
+    }
+
+    /// The agent file, parsed.
+    pub fn agent(&self, cell: &str, agent: &str) -> Value {
+        self.read_json(format!("{cell}/agents/{agent}.json"))
+    }
+
+    /// Kinds of the cell's events, in order.
+    pub fn event_kinds(&self, cell: &str) -> Vec<String> {
+        let path = self.cell_dir(cell).join("logs/events.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|v| v["kind"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+}
+
+/// Polls `f` every 50 ms for up to `seconds`; panics naming `what` when it never holds.
+pub fn wait_until(seconds: f64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(seconds);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out after {seconds}s waiting for {what}");
+}

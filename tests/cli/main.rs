@@ -9,5 +9,6 @@ mod heartbeats;
 mod ids;
 mod processes;
 mod queue;
+mod revival;
 mod schemas;
 mod tasks;

@@ -1,0 +1,510 @@
+//! Revival and the Lazarus loop, with real processes.
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{wait_until, Root};
+
+/// An agent that counts, checkpoints the count and beats; it resumes from its checkpoint.
+const COUNTER: &str = r#"n=0
+if [ -n "$PAS_CHECKPOINT" ] && [ -f "$PAS_CHECKPOINT/state.json" ]; then n=$(sed 's/[^0-9]//g' "$PAS_CHECKPOINT/state.json"); fi
+echo "starting at $n"
+while true; do
+  n=$((n+1))
+  echo "{\"n\": $n}" | pas checkpoint save --state - >/dev/null
+  pas agent beat --note "n=$n" >/dev/null
+  sleep 0.2
+done"#;
+
+fn quick_policies(root: &Root, cell: &str, extra: Value) {
+    let mut p = json!({"restart_delay_seconds": 0, "heartbeat_interval": 1, "startup_grace": 5, "stop_grace": 1, "storm_limit": 0});
+    for (k, v) in extra.as_object().unwrap() {
+        p[k] = v.clone();
+    }
+    root.policies(cell, p);
+}
+
+fn spawn_watch(root: &Root) -> Child {
+    root.cmd(&["--json", "watch", "--interval", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    child.wait().unwrap()
+}
+
+fn pid_of(root: &Root, cell: &str, agent: &str) -> Option<i64> {
+    root.agent(cell, agent)["pid"].as_i64()
+}
+
+fn kill9(pid: i64) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+}
+
+fn stop_agents(root: &Root, cell: &str) {
+    for a in root.json(&["agent", "list", cell]).as_array().unwrap() {
+        let _ = root.run(&[
+            "agent",
+            "stop",
+            cell,
+            a["id"].as_str().unwrap(),
+            "--grace",
+            "1",
+        ]);
+    }
+}
+
+#[test]
+fn watch_revives_a_killed_agent_from_its_checkpoint() {
+    let root = Root::new();
+    let cell = root.cell("Lazarus");
+    quick_policies(&root, &cell, json!({}));
+    let counter = root.script("counter.sh", COUNTER);
+    root.ok(&["agent", "add", &cell, "a1", "--", &counter]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "three beats", || {
+        root.agent(&cell, "a1")["heartbeat_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3
+    });
+    let mut watch = spawn_watch(&root);
+    let first = pid_of(&root, &cell, "a1").unwrap();
+    kill9(first);
+    wait_until(15.0, "the revival to succeed", || {
+        root.event_kinds(&cell)
+            .contains(&"agent.revival_succeeded".to_string())
+    });
+    assert!(stop(&mut watch).success(), "watch exits 0 on SIGTERM");
+    let doc = root.agent(&cell, "a1");
+    assert_ne!(doc["pid"].as_i64(), Some(first));
+    assert_eq!(doc["restart_count"], 1);
+    let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
+    let starts: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("starting at "))
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 2, "{log}");
+    assert_eq!(starts[0], 0);
+    assert!(
+        starts[1] >= 3,
+        "the revived agent continues from its checkpoint, not from zero: {starts:?}"
+    );
+    let kinds = root.event_kinds(&cell);
+    let exited = kinds.iter().position(|k| k == "agent.exited").unwrap();
+    let revived = kinds.iter().position(|k| k == "agent.revived").unwrap();
+    assert!(exited < revived);
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn a_hung_agent_is_stopped_and_restarted() {
+    let root = Root::new();
+    let cell = root.cell("Hung");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"heartbeat_interval": 0.5, "startup_grace": 2}),
+    );
+    let hung = root.script(
+        "hung.sh",
+        "pas checkpoint save >/dev/null; pas agent beat >/dev/null; echo beat once; exec sleep 300",
+    );
+    root.ok(&["agent", "add", &cell, "a1", "--", &hung]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "the first beat", || {
+        root.agent(&cell, "a1")["heartbeat_count"] == 1
+    });
+    // Silent longer than the ttl (3 x 0.5 s) while its process runs.
+    std::thread::sleep(Duration::from_millis(1800));
+    let out = root.json(&["revive", &cell]);
+    let actions: Vec<&str> = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"stopped_hung") && actions.contains(&"revived"),
+        "{out}"
+    );
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["restart_count"], 1);
+    assert_eq!(doc["exit"]["cause"], "watchdog");
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn two_racing_revivers_restart_a_dead_agent_exactly_once() {
+    let root = Root::new();
+    let cell = root.cell("Race");
+    quick_policies(&root, &cell, json!({}));
+    let counter = root.script("counter.sh", COUNTER);
+    root.ok(&["agent", "add", &cell, "a1", "--", &counter]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "a checkpoint", || {
+        !root.agent(&cell, "a1")["checkpoint"].is_null()
+    });
+    let pid = pid_of(&root, &cell, "a1").unwrap();
+    kill9(pid);
+    wait_until(10.0, "the death to be recorded", || {
+        root.agent(&cell, "a1")["pid"].is_null()
+    });
+    let racers: Vec<Child> = (0..4)
+        .map(|_| {
+            root.cmd(&["revive", &cell])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in racers {
+        assert!(r.wait().unwrap().success());
+    }
+    assert_eq!(root.agent(&cell, "a1")["restart_count"], 1);
+    assert_eq!(
+        root.event_kinds(&cell)
+            .iter()
+            .filter(|k| *k == "agent.revived")
+            .count(),
+        1
+    );
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn backoff_doubles_and_is_written_down() {
+    let root = Root::new();
+    let cell = root.cell("Backoff");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"restart_delay_seconds": 1, "backoff_multiplier": 2, "max_restart_delay_seconds": 60, "checkpoint_required": false}),
+    );
+    let dies = root.script("dies.sh", "exit 1");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "the exit", || {
+        root.agent(&cell, "a1")["exit"]["code"] == 1
+    });
+    let delay_of = |doc: &Value| {
+        let at = chrono::DateTime::parse_from_rfc3339(doc["exit"]["at"].as_str().unwrap()).unwrap();
+        let next =
+            chrono::DateTime::parse_from_rfc3339(doc["next_restart_at"].as_str().unwrap()).unwrap();
+        (next - at).num_milliseconds()
+    };
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(out["actions"][0]["action"], "backing_off", "{out}");
+    assert_eq!(delay_of(&root.agent(&cell, "a1")), 1000);
+    wait_until(10.0, "the first restart", || {
+        root.run(&["revive", &cell]);
+        root.agent(&cell, "a1")["restart_count"] == 1
+    });
+    wait_until(10.0, "the second death", || {
+        root.agent(&cell, "a1")["pid"].is_null()
+    });
+    root.ok(&["revive", &cell]);
+    assert_eq!(
+        delay_of(&root.agent(&cell, "a1")),
+        2000,
+        "the second restart waits twice as long"
+    );
+}
+
+#[test]
+fn max_restarts_then_failed_and_the_tasks_go_to_a_substitute() {
+    let root = Root::new();
+    let cell = root.cell("Max");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"max_restarts": 2, "checkpoint_required": false, "substitute_agents": ["spare"]}),
+    );
+    let dies = root.script("dies.sh", "sleep 0.2; exit 2");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "add", &cell, "spare"]);
+    root.ok(&["agent", "beat", &cell, "spare"]);
+    root.ok(&["task", "add", &cell, "t1", "--title", "work"]);
+    assert_eq!(
+        root.run(&["--as", "a1", "task", "claim", &cell])
+            .stdout
+            .trim(),
+        "t1"
+    );
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(20.0, "the agent to fail for good", || {
+        root.run(&["revive", &cell]);
+        root.agent(&cell, "a1")["status"] == "failed"
+    });
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["restart_count"], 2);
+    assert!(
+        doc["failed_reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_restarts is 2"),
+        "{doc}"
+    );
+    let task = root.read_json(format!("{cell}/tasks/t1.json"));
+    assert_eq!(
+        (task["assigned_to"].as_str(), task["claimed_by"].as_str()),
+        (Some("spare"), Some("spare"))
+    );
+    assert_eq!(root.agent(&cell, "spare")["current_task"], "t1");
+    let kinds = root.event_kinds(&cell);
+    assert!(
+        kinds.contains(&"agent.failed".to_string()) && kinds.contains(&"task.handoff".to_string()),
+        "{kinds:?}"
+    );
+    assert_eq!(root.run(&["check", &cell]).code, 2);
+}
+
+#[test]
+fn restart_policy_decides_after_a_clean_exit() {
+    let root = Root::new();
+    let cell = root.cell("Policy");
+    quick_policies(&root, &cell, json!({"checkpoint_required": false}));
+    let clean = root.script("clean.sh", "exit 0");
+    for a in ["on_failure", "always", "never"] {
+        root.ok(&["agent", "add", &cell, a, "--", &clean]);
+    }
+    let dies = root.script("dies.sh", "exit 1");
+    root.ok(&["agent", "add", &cell, "never_fails", "--", &dies]);
+    let set = |a: &str, p: &str| {
+        let path = root.cell_dir(&cell).join(format!("agents/{a}.json"));
+        let mut doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        doc["policies"] = json!({"restart_policy": p});
+        std::fs::write(&path, doc.to_string()).unwrap();
+    };
+    set("always", "always");
+    set("never", "never");
+    set("never_fails", "never");
+    for a in ["on_failure", "always", "never", "never_fails"] {
+        root.ok(&["agent", "start", &cell, a]);
+    }
+    wait_until(10.0, "all four to exit", || {
+        ["on_failure", "always", "never", "never_fails"]
+            .iter()
+            .all(|a| root.agent(&cell, a)["pid"].is_null())
+    });
+    root.ok(&["revive", &cell]);
+    assert_eq!(root.agent(&cell, "on_failure")["status"], "idle");
+    assert_eq!(root.agent(&cell, "on_failure")["restart_count"], 0);
+    assert_eq!(root.agent(&cell, "always")["restart_count"], 1);
+    assert_eq!(root.agent(&cell, "never")["status"], "failed");
+    assert_eq!(root.agent(&cell, "never_fails")["status"], "failed");
+    // An exit code listed as "do not restart" wins over everything.
+    let path = root.cell_dir(&cell).join("agents/always.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["policies"]["no_restart_exit_codes"] = json!([0]);
+    std::fs::write(&path, doc.to_string()).unwrap();
+    wait_until(10.0, "the restarted one to exit", || {
+        root.agent(&cell, "always")["pid"].is_null()
+    });
+    root.ok(&["revive", &cell]);
+    assert_eq!(root.agent(&cell, "always")["status"], "idle");
+    assert_eq!(root.agent(&cell, "always")["restart_count"], 1);
+}
+
+#[test]
+fn auto_revive_no_and_ask() {
+    let root = Root::new();
+    let cell = root.cell("Ask");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"checkpoint_required": false, "auto_revive": "ask"}),
+    );
+    let dies = root.script("dies.sh", "sleep 0.2; exit 1");
+    for a in ["asked", "denied", "refused"] {
+        root.ok(&["agent", "add", &cell, a, "--", &dies]);
+    }
+    let path = root.cell_dir(&cell).join("agents/refused.json");
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["policies"] = json!({"auto_revive": "no"});
+    std::fs::write(&path, doc.to_string()).unwrap();
+    for a in ["asked", "denied", "refused"] {
+        root.ok(&["agent", "start", &cell, a]);
+    }
+    wait_until(10.0, "the exits", || {
+        ["asked", "denied", "refused"]
+            .iter()
+            .all(|a| root.agent(&cell, a)["pid"].is_null())
+    });
+    root.ok(&["revive", &cell]);
+    assert_eq!(root.agent(&cell, "refused")["status"], "failed");
+    let requests = root.json(&["revive", "requests"]);
+    let ids: Vec<(String, String)> = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["agent"].as_str().unwrap().to_string(),
+                r["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), 2, "{requests}");
+    // Another pass files nothing new.
+    root.ok(&["revive", &cell]);
+    assert_eq!(
+        root.json(&["revive", "requests"]).as_array().unwrap().len(),
+        2
+    );
+    let id_of = |a: &str| ids.iter().find(|(agent, _)| agent == a).unwrap().1.clone();
+    root.ok(&["revive", "approve", &id_of("asked")]);
+    assert_eq!(root.agent(&cell, "asked")["restart_count"], 1);
+    root.ok(&["revive", "deny", &id_of("denied")]);
+    assert_eq!(root.agent(&cell, "denied")["status"], "failed");
+    assert_eq!(root.json(&["revive", "requests"]), json!([]));
+    root.run(&["revive", "approve", "r-00000000"])
+        .refused(3, "no pending revival request");
+}
+
+#[test]
+fn a_restart_storm_cools_down_then_retries_and_reset_clears_it() {
+    let root = Root::new();
+    let cell = root.cell("Storm");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 2, "max_restarts": 0}),
+    );
+    let dies = root.script("dies.sh", "exit 1");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(20.0, "a cooldown", || {
+        root.run(&["revive", &cell]);
+        root.agent(&cell, "a1")["cooldown_until"].is_string()
+    });
+    let cooling = root.agent(&cell, "a1");
+    let restarts = cooling["restart_count"].as_u64().unwrap();
+    assert!(root.event_kinds(&cell).contains(&"agent.storm".to_string()));
+    // While cooling down nothing restarts it; afterwards it is tried again.
+    root.ok(&["revive", &cell]);
+    assert_eq!(
+        root.agent(&cell, "a1")["restart_count"].as_u64().unwrap(),
+        restarts
+    );
+    wait_until(10.0, "a retry after the cooldown", || {
+        root.run(&["revive", &cell]);
+        root.agent(&cell, "a1")["restart_count"].as_u64().unwrap() > restarts
+    });
+    assert_ne!(root.agent(&cell, "a1")["status"], "failed");
+    root.ok(&["agent", "reset", &cell, "a1"]);
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["restart_attempts"], 0);
+    assert_eq!(doc["recent_deaths"], json!([]));
+    assert!(doc.get("cooldown_until").is_none());
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn watch_survives_garbage_picks_up_new_cells_and_stops_cleanly() {
+    let root = Root::new();
+    let broken = root.cell("Broken");
+    std::fs::write(root.cell_dir(&broken).join("cell.json"), "{ not json").unwrap();
+    let mut watch = spawn_watch(&root);
+    std::thread::sleep(Duration::from_millis(500));
+    // A second watch on the same root refuses, naming the first one's pid.
+    let second = root.run(&["watch"]);
+    second.refused(
+        6,
+        &format!(
+            "pas watch is already running for {} (pid {})",
+            root.path.display(),
+            watch.id()
+        ),
+    );
+    // A cell made after the watch started, with an agent that dies.
+    let cell = root.cell("Late");
+    quick_policies(&root, &cell, json!({"checkpoint_required": false}));
+    let dies = root.script("dies.sh", "sleep 0.3; exit 1");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(15.0, "the new cell's agent to be revived", || {
+        root.agent(&cell, "a1")["restart_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    root.ok(&["agent", "set", &cell, "a1", "--status", "idle"]);
+    let status = stop(&mut watch);
+    assert!(status.success(), "{status:?}");
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let problems = text
+        .lines()
+        .filter(|l| l.contains("\"problem\"") && l.contains(&broken))
+        .count();
+    assert_eq!(problems, 1, "the broken cell is reported once: {text}");
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn revival_state_survives_a_restart_of_the_watch() {
+    let root = Root::new();
+    let cell = root.cell("Survive");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"checkpoint_required": false, "restart_delay_seconds": 3}),
+    );
+    let dies = root.script("dies.sh", "exit 1");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "the death", || {
+        root.agent(&cell, "a1")["pid"].is_null()
+    });
+    let mut first = spawn_watch(&root);
+    wait_until(10.0, "the backoff to be written down", || {
+        root.agent(&cell, "a1")["next_restart_at"].is_string()
+    });
+    let planned = root.agent(&cell, "a1")["next_restart_at"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Kill the watch mid-backoff, without a chance to clean up.
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_eq!(
+        root.agent(&cell, "a1")["restart_count"]
+            .as_u64()
+            .unwrap_or(0),
+        0
+    );
+    let mut second = spawn_watch(&root);
+    wait_until(10.0, "the restart", || {
+        root.agent(&cell, "a1")["restart_count"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    stop(&mut second);
+    let revived: Vec<Value> =
+        std::fs::read_to_string(root.cell_dir(&cell).join("logs/events.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == "agent.revived")
+            .collect();
+    assert_eq!(revived.len(), 1, "counted once");
+    let at = chrono::DateTime::parse_from_rfc3339(revived[0]["time"].as_str().unwrap()).unwrap();
+    let planned = chrono::DateTime::parse_from_rfc3339(&planned).unwrap();
+    assert!(
+        at >= planned,
+        "restarted at {at}, not before the recorded {planned}"
+    );
+    root.ok(&["agent", "set", &cell, "a1", "--status", "idle"]);
+}
