@@ -283,6 +283,8 @@ pub fn remove(
         )));
     }
     drop(_agent);
+    drop(_tasks);
+    drop(_cell);
     let event = NewEvent::new(
         Level::Info,
         "agent.removed",
@@ -291,5 +293,6 @@ pub fn remove(
     .agent(agent_id)
     .details(serde_json::json!({ "released_tasks": released }));
     events::record_one(store, cell_id, event, now)?;
+    crate::reservation::release_agent(store, cell_id, agent_id, "agent removed", now)?;
     Ok(released)
 }

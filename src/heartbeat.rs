@@ -56,6 +56,10 @@ pub struct BeatReport {
     pub meta: Vec<(String, String)>,
     /// A short note (what the agent is doing).
     pub note: Option<String>,
+    /// Money spent so far, in dollars (cumulative).
+    pub cost_usd: Option<f64>,
+    /// Tokens used so far (cumulative).
+    pub tokens: Option<u64>,
 }
 
 /// Parses `KEY=VALUE`.
@@ -77,6 +81,13 @@ impl BeatReport {
         }
         if self.ctx_limit == Some(0) {
             return Err(Error::usage("--ctx-limit must be at least 1"));
+        }
+        if let Some(c) = self.cost_usd {
+            if !(c >= 0.0 && c.is_finite()) {
+                return Err(Error::usage(format!(
+                    "--cost-usd {c} must be a non-negative amount"
+                )));
+            }
         }
         Ok(())
     }
@@ -239,6 +250,12 @@ pub fn beat(
     if let Some(note) = &report.note {
         doc.set("note", note.as_str());
     }
+    if let Some(cost) = report.cost_usd {
+        doc.set("cost_usd", cost);
+    }
+    if let Some(tokens) = report.tokens {
+        doc.set("tokens_used", tokens);
+    }
     if matches!(doc.str("status"), Some("idle") | Some("failed") | None) {
         doc.set("status", "active");
     }
@@ -256,28 +273,71 @@ pub fn beat(
         pending_event = transition_event(agent_id, was, after.health, before.age);
     }
 
-    // What pas wants from the agent, most urgent first.
-    let mut directive = None;
-    let mut reason = None;
-    if let Some(Value::Object(d)) = doc.remove("pending_directive") {
-        directive = d.get("action").and_then(Value::as_str).map(str::to_string);
-        reason = d.get("reason").and_then(Value::as_str).map(str::to_string);
-    }
-    if directive.is_none() {
-        let cell_status = cell_doc.str("status").unwrap_or("active");
-        if cell_status != "active" {
-            directive = Some("stop".to_string());
-            reason = Some(format!("cell_{cell_status}"));
-        } else if doc.str("status") == Some("paused") {
-            directive = Some("stop".to_string());
-            reason = Some("agent_paused".to_string());
-        }
-    }
+    let pending = doc.remove("pending_directive");
+    let paused = doc.str("status") == Some("paused");
     store.write(cell, FileKey::Agent(agent_id), &doc, Durability::Relaxed)?;
     drop(_guard);
     if let Some(event) = pending_event {
         events::record_one(store, cell, event, now)?;
     }
+    // Budgets: a context breach compacts (and asks the agent to summarize); spend limits
+    // may stop it. Both only cost something when the beat reports them or limits are set.
+    let mut summarize = pending.and_then(|p| match p {
+        Value::Object(d) => Some((
+            d.get("action")
+                .and_then(Value::as_str)
+                .unwrap_or("summarize")
+                .to_string(),
+            d.get("reason").and_then(Value::as_str).map(str::to_string),
+        )),
+        _ => None,
+    });
+    let context_reported = report.ctx_used.is_some() || report.ctx_limit.is_some();
+    if context_reported && crate::budget::context_changed(store, cell, agent_id, now)?.is_some() {
+        store::update(
+            store,
+            cell,
+            FileKey::Agent(agent_id),
+            LockKey::Agent(agent_id),
+            Durability::Relaxed,
+            &mut |d| {
+                d.remove("pending_directive");
+                Ok(())
+            },
+        )?;
+        summarize = Some(("summarize".to_string(), Some("context_budget".to_string())));
+    }
+    let spend = if report.cost_usd.is_some() || report.tokens.is_some() {
+        crate::budget::spend_changed(store, cell, agent_id, now)?.0
+    } else {
+        let totals = if policy
+            .get("cell_cost_hard_usd")
+            .is_some_and(|v| !v.is_null())
+            || policy.get("cell_tokens_hard").is_some_and(|v| !v.is_null())
+        {
+            crate::budget::cell_spend(store, cell)?
+        } else {
+            (0.0, 0.0)
+        };
+        crate::budget::spend_state(&doc, &policy, totals).0
+    };
+
+    // What pas wants from the agent, most urgent first.
+    let cell_status = cell_doc.str("status").unwrap_or("active");
+    let (directive, reason) = if cell_status != "active" {
+        (
+            Some("stop".to_string()),
+            Some(format!("cell_{cell_status}")),
+        )
+    } else if spend == crate::budget::State::Breach {
+        (Some("stop".to_string()), Some("budget_reached".to_string()))
+    } else if let Some((action, reason)) = summarize {
+        (Some(action), reason)
+    } else if paused {
+        (Some("stop".to_string()), Some("agent_paused".to_string()))
+    } else {
+        (None, None)
+    };
     Ok(BeatReply {
         ack: true,
         cell: cell.to_string(),

@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod budget;
 pub mod cell;
 pub mod checkpoint;
 pub mod cli;
@@ -28,12 +29,14 @@ pub mod permissions;
 pub mod policy;
 pub mod process;
 pub mod queue;
+pub mod reservation;
 pub mod revive;
 pub mod status;
 pub mod store;
 pub mod supervisor;
 pub mod task;
 pub mod templates;
+pub mod units;
 pub mod validate;
 pub mod watch;
 

@@ -166,11 +166,15 @@ pub fn pass_cell(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let _revive = store.lock(cell, LockKey::Revive)?;
+    if !opts.dry_run {
+        crate::budget::enforce_time(store, cell, now)?;
+    }
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let mut result = CellPass::default();
     if cell_doc.str("status") != Some("active") {
         return Ok(result);
     }
+    result.next_due = crate::budget::cell_deadline(&cell_doc);
     let (observed, _errors) = crate::heartbeat::observe_cell(store, cell, !opts.dry_run, now)?;
     for o in &observed {
         result.next_due = earliest(result.next_due, o.assessment.next_change);
@@ -727,6 +731,7 @@ pub fn fail_for_good(
         &healthy,
         now,
     )?;
+    crate::reservation::release_agent(store, cell, agent, "agent failed", now)?;
     if let Some(hook) = policy
         .get("on_failure")
         .and_then(Value::as_str)

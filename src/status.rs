@@ -123,6 +123,9 @@ pub fn cell_view(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<CellView> {
+    if record {
+        crate::budget::enforce_time(store, cell, now)?;
+    }
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let status = cell_doc.str("status").unwrap_or("unknown").to_string();
     let (observed, errors) =

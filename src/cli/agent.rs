@@ -95,6 +95,12 @@ pub struct BeatArgs {
     /// What the agent is doing, in a few words.
     #[arg(long)]
     pub note: Option<String>,
+    /// Money spent so far, in dollars (cumulative).
+    #[arg(long, value_name = "USD")]
+    pub cost_usd: Option<f64>,
+    /// Tokens used so far (cumulative).
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<u64>,
 }
 
 /// Arguments of `pas agent fail`.
@@ -563,6 +569,8 @@ fn beat(ctx: &Ctx, args: BeatArgs) -> Result<()> {
         ctx_limit,
         meta,
         note,
+        cost_usd,
+        tokens,
     } = args;
     let meta = meta
         .iter()
@@ -575,6 +583,8 @@ fn beat(ctx: &Ctx, args: BeatArgs) -> Result<()> {
         ctx_limit,
         meta,
         note,
+        cost_usd,
+        tokens,
     };
     let (cell_id, agent_id) = cell_and_agent(ctx, cell, agent)?;
     let reply = heartbeat::beat(&ctx.store, &cell_id, &agent_id, &report, clock::now())?;

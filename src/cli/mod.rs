@@ -3,6 +3,7 @@
 //! and hand results to the [`Printer`]. No rules live here.
 
 mod agent;
+mod budget;
 mod cell;
 mod checkpoint;
 mod events;
@@ -76,6 +77,26 @@ pub enum Command {
     /// Save, list, show and restore agents' checkpoints.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
+    /// Budgets: context per agent, money and tokens, reservations against quota, time.
+    Budget(budget::BudgetArgs),
+    /// Reserve resources for a job (refused with the shortfall when over quota).
+    Reserve(budget::ReserveArgs),
+    /// Release a job's reservation (releasing twice is harmless).
+    ///
+    /// Example: pas release 3f2a build-42
+    Release(budget::JobArgs),
+    /// List a cell's reservations.
+    ///
+    /// Example: pas reservations 3f2a --status active
+    Reservations(budget::ReservationsArgs),
+    /// A cell's quota: capacity, reserved and free, per resource.
+    ///
+    /// Example: pas quota 3f2a
+    Quota(budget::QuotaArgs),
+    /// Stop a job's process group (if it has one) and end its reservation.
+    ///
+    /// Example: pas kill 3f2a build-42
+    Kill(budget::KillArgs),
     /// One revival pass: restart dead agents by policy (for cron; `pas watch` runs it continuously).
     Revive(revive::ReviveArgs),
     /// The Lazarus loop: watch the root and revive agents as they die.
@@ -148,6 +169,12 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Policy(c) => policy::run(ctx, c),
         Command::Events(a) => events::run(ctx, a),
         Command::Checkpoint(c) => checkpoint::run(ctx, c),
+        Command::Budget(a) => budget::run(ctx, a),
+        Command::Reserve(a) => budget::reserve(ctx, a),
+        Command::Release(a) => budget::release(ctx, a),
+        Command::Reservations(a) => budget::list(ctx, a),
+        Command::Quota(a) => budget::quota(ctx, a),
+        Command::Kill(a) => budget::kill(ctx, a),
         Command::Revive(a) => revive::run(ctx, a),
         Command::Watch(a) => revive::run_watch(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {

@@ -265,6 +265,48 @@ impl FsStore {
         }
     }
 
+    pub(super) fn write_summary_file(
+        &self,
+        cell: &str,
+        agent: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf> {
+        let base = self.checkpoint_dir_path(cell, agent).join("summaries");
+        let agent_fd = self
+            .agent_checkpoints(cell, agent, true)?
+            .ok_or_else(|| Error::failure("cannot create the checkpoint directory"))?;
+        let dir = atomic::ensure_subdir(agent_fd.as_fd(), "summaries")
+            .map_err(|e| self.io_error("open", &base, e))?;
+        atomic::create_at(dir.as_fd(), name, bytes)
+            .map_err(|e| self.io_error("write", &base.join(name), e))?;
+        Ok(base.join(name))
+    }
+
+    pub(super) fn read_summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let base = self.checkpoint_dir_path(cell, agent).join("summaries");
+        let Some(agent_fd) = self.agent_checkpoints(cell, agent, false)? else {
+            return Ok(Vec::new());
+        };
+        let dir = match atomic::open_subdir(agent_fd.as_fd(), "summaries") {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_error("open", &base, e)),
+        };
+        let names = atomic::list_names(dir.as_fd(), ".json")
+            .map_err(|e| self.io_error("list", &base, e))?;
+        let mut out = Vec::new();
+        for stem in names {
+            let name = format!("{stem}.json");
+            if let Some(bytes) = atomic::read_at(dir.as_fd(), &name)
+                .map_err(|e| self.io_error("read", &base.join(&name), e))?
+            {
+                out.push((name, bytes));
+            }
+        }
+        Ok(out)
+    }
+
     fn cell_fd_io(&self, cell: &str) -> io::Result<OwnedFd> {
         self.cell_fd(cell).map_err(|e| io::Error::other(e.message))
     }

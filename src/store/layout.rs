@@ -64,6 +64,8 @@ pub enum FileKey<'a> {
     Task(&'a str),
     /// `config/<name>.json`
     Config(ConfigFile),
+    /// `reservations.json`: resource reservations (leases) of the cell's jobs.
+    Reservations,
 }
 
 impl FileKey<'_> {
@@ -71,6 +73,7 @@ impl FileKey<'_> {
     pub fn dir_and_name(&self) -> (Option<&'static str>, String) {
         match self {
             FileKey::Cell => (None, "cell.json".to_string()),
+            FileKey::Reservations => (None, "reservations.json".to_string()),
             FileKey::Agent(id) => (Some("agents"), format!("{id}.json")),
             FileKey::Task(id) => (Some("tasks"), format!("{id}.json")),
             FileKey::Config(c) => (Some("config"), c.file_name().to_string()),
@@ -95,6 +98,7 @@ impl FileKey<'_> {
             FileKey::Config(ConfigFile::Isolation) => SchemaKind::Isolation,
             FileKey::Config(ConfigFile::Policies) => SchemaKind::Policies,
             FileKey::Config(ConfigFile::Permissions) => SchemaKind::Permissions,
+            FileKey::Reservations => SchemaKind::Reservations,
         }
     }
 }

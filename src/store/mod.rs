@@ -133,6 +133,10 @@ pub trait Store {
     fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()>;
     /// The directory of a generation (0: the top-level files), for agents' environment.
     fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf;
+    /// Writes a context summary (`checkpoints/<agent>/summaries/<name>`), atomically.
+    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<PathBuf>;
+    /// Every summary of an agent, oldest first: name and bytes.
+    fn summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>>;
     /// Writes checkpoint files into a directory outside the root (`checkpoint restore --to`).
     fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()>;
     /// Takes a root-wide lock (`<root>/.pas/locks/<name>.lock`) if it is free, recording this
@@ -269,7 +273,7 @@ impl FsStore {
         match key {
             FileKey::Agent(id) => check_id(IdKind::Agent, id)?,
             FileKey::Task(id) => check_id(IdKind::Task, id)?,
-            FileKey::Cell | FileKey::Config(_) => {}
+            FileKey::Cell | FileKey::Config(_) | FileKey::Reservations => {}
         }
         Ok(key.dir_and_name())
     }
@@ -555,6 +559,14 @@ impl Store for FsStore {
 
     fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf {
         self.generation_path(cell, agent, generation)
+    }
+
+    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+        self.write_summary_file(cell, agent, name, bytes)
+    }
+
+    fn summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.read_summaries(cell, agent)
     }
 
     fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()> {

@@ -23,17 +23,20 @@ pub enum SchemaKind {
     Policies,
     /// `config/permissions.json`
     Permissions,
+    /// `reservations.json`
+    Reservations,
 }
 
 impl SchemaKind {
     /// Every schema kind.
-    pub const ALL: [SchemaKind; 6] = [
+    pub const ALL: [SchemaKind; 7] = [
         SchemaKind::Cell,
         SchemaKind::Agent,
         SchemaKind::Task,
         SchemaKind::Isolation,
         SchemaKind::Policies,
         SchemaKind::Permissions,
+        SchemaKind::Reservations,
     ];
 
     /// The schema's text, as shipped in `schemas/`.
@@ -45,6 +48,7 @@ impl SchemaKind {
             SchemaKind::Isolation => include_str!("../../schemas/isolation.schema.json"),
             SchemaKind::Policies => include_str!("../../schemas/policies.schema.json"),
             SchemaKind::Permissions => include_str!("../../schemas/permissions.schema.json"),
+            SchemaKind::Reservations => include_str!("../../schemas/reservations.schema.json"),
         }
     }
 
@@ -65,7 +69,7 @@ pub struct Violation {
 type Compiled = Result<Validator, String>;
 
 fn compiled(kind: SchemaKind) -> &'static Compiled {
-    static CACHE: [OnceLock<Compiled>; 6] = [const { OnceLock::new() }; 6];
+    static CACHE: [OnceLock<Compiled>; 7] = [const { OnceLock::new() }; 7];
     CACHE[kind.index()].get_or_init(|| {
         let schema: Value = serde_json::from_str(kind.source()).map_err(|e| e.to_string())?;
         jsonschema::options()

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod budgets;
 mod cells;
 mod concurrency;
 mod hand_written;
