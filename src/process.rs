@@ -50,6 +50,20 @@ pub fn signal_group(pgid: i32, kill: bool) -> io::Result<()> {
     }
 }
 
+/// Sends SIGKILL to one process (the demo's "crash").
+pub fn kill_pid(pid: i32) -> io::Result<()> {
+    let pid =
+        Pid::from_raw(pid).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad pid"))?;
+    rproc::kill_process(pid, Signal::KILL).map_err(io::Error::from)
+}
+
+/// Sends SIGTERM to one process.
+pub fn terminate_pid(pid: i32) -> io::Result<()> {
+    let pid =
+        Pid::from_raw(pid).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad pid"))?;
+    rproc::kill_process(pid, Signal::TERM).map_err(io::Error::from)
+}
+
 /// How a stop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -101,6 +101,11 @@ pub enum Command {
     Revive(revive::ReviveArgs),
     /// The Lazarus loop: watch the root and revive agents as they die.
     Watch(revive::WatchArgs),
+    /// A complete mission in a temporary root, narrated: agents working, one killed and
+    /// revived from its checkpoint, a context breach handled, every task completed.
+    ///
+    /// Example: pas demo
+    Demo,
     /// Internal: the supervisor of one agent process (started by `pas agent start`).
     #[command(name = "__supervise", hide = true)]
     Supervise(SuperviseArgs),
@@ -132,10 +137,19 @@ pub fn run() -> ExitCode {
         Err(e) => return clap_exit(e),
     };
     let out = Printer::new(cli.json, cli.quiet, cli.color);
-    let root = cli
-        .root
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    // The demo runs in a fresh temporary root unless --root is given on its command line.
+    let explicit_root =
+        std::env::args_os().any(|a| a == "--root" || a.to_string_lossy().starts_with("--root="));
+    let root = match (&cli.command, explicit_root) {
+        (Command::Demo, false) => std::env::temp_dir().join(format!(
+            "pas-demo-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )),
+        _ => cli
+            .root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
+    };
     let acting = cli
         .acting
         .clone()
@@ -175,12 +189,42 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Reservations(a) => budget::list(ctx, a),
         Command::Quota(a) => budget::quota(ctx, a),
         Command::Kill(a) => budget::kill(ctx, a),
+        Command::Demo => demo(ctx),
         Command::Revive(a) => revive::run(ctx, a),
         Command::Watch(a) => revive::run_watch(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::supervisor::supervise(&ctx.store, &cell, &agent)
         }
     }
+}
+
+fn demo(ctx: &Ctx) -> Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::failure(format!("cannot find the pas executable: {e}")))?;
+    let started = std::time::Instant::now();
+    ctx.out.line(&format!(
+        "pas demo: a mission in {}",
+        crate::store::Store::root(&ctx.store).display()
+    ));
+    let cell = crate::demo::run(&ctx.store, &exe, &mut |line| ctx.out.line(&line))?;
+    ctx.out.line(&format!(
+        "mission completed in {:.1}s; the final status:",
+        started.elapsed().as_secs_f64()
+    ));
+    ctx.out.line("");
+    status::run_status(
+        ctx,
+        status::StatusArgs {
+            cell: Some(cell),
+            all: false,
+        },
+    )?;
+    ctx.out.line("");
+    ctx.out.line(&format!(
+        "explore it: pas --root {} events",
+        crate::store::Store::root(&ctx.store).display()
+    ));
+    Ok(())
 }
 
 /// One line on stderr: what is wrong, then how to fix it.

@@ -514,6 +514,9 @@ impl Store for FsStore {
     }
 
     fn export(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
         atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
     }
 

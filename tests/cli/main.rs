@@ -5,6 +5,7 @@ mod harness;
 mod budgets;
 mod cells;
 mod concurrency;
+mod demo;
 mod hand_written;
 mod heartbeats;
 mod ids;
