@@ -1,0 +1,592 @@
+"""The measurements. Each is one function `measure_x(ctx) -> Section`, listed in SCENARIOS;
+adding a benchmark is adding a function and a line there. A section carries its own
+markdown (tables, notes), its headline checks (target, met or not), and data for the chart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from fixtures import AGENTS_PER_CELL, Root, agent_id, read_count
+from proc import (ENV, BenchError, Stats, check_ok, interleaved, peak_rss_kb, reap, spawn,
+                  timed_subprocess, which)
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------- plumbing
+
+
+@dataclass
+class Ctx:
+    repo: Path
+    pas: str
+    roots: dict[int, Root]  # agents -> root
+    quick: bool
+    data: dict = field(default_factory=dict)  # raw results, for --json and the chart
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(self.roots)
+
+    def pas_cmd(self, root: Root, *args: str) -> list[str]:
+        return [self.pas, "--root", str(root.path), *args]
+
+
+@dataclass
+class Check:
+    """One headline target."""
+
+    what: str
+    measured: str
+    target: str
+    met: Optional[bool]  # None: not measured
+    note: str = ""
+
+
+@dataclass
+class Section:
+    key: str
+    title: str
+    body: list[str] = field(default_factory=list)  # markdown lines
+    checks: list[Check] = field(default_factory=list)
+    failed: Optional[str] = None
+
+
+def fmt_time(s: float) -> str:
+    if s < 0.001:
+        return f"{s * 1e6:.0f} µs"
+    if s < 0.01:
+        return f"{s * 1e3:.2f} ms"
+    if s < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.2f} s"
+
+
+def fmt_us(s: float) -> str:
+    us = s * 1e6
+    return f"{us:.1f} µs" if us < 100 else f"{us:.0f} µs"
+
+
+def fmt_n(n: float) -> str:
+    return f"{n:,.0f}"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |",
+           "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(headers))) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def at_most(ratio: float, limit: float) -> tuple[bool, str]:
+    """Target `ratio <= limit` (pas no more than `limit` times the baseline)."""
+    if ratio <= limit:
+        return True, "yes"
+    return False, f"**no**: {ratio / limit:.2f}x the limit"
+
+
+def faster_by(ratio: float, factor: float) -> tuple[bool, str]:
+    """Target: pas at least `factor` times faster than the baseline (ratio <= 1/factor)."""
+    speedup = 1 / ratio
+    if speedup >= factor:
+        return True, f"yes ({speedup:.1f}x faster)"
+    if speedup >= 1:
+        return False, f"**no**: {speedup:.2f}x faster, not {factor:g}x"
+    return False, f"**no**: {ratio:.2f}x *slower*, not {factor:g}x faster"
+
+
+def stat_cells(s: Stats) -> list[str]:
+    return [fmt_time(s.median), fmt_time(s.min), fmt_time(s.max)]
+
+
+def reps_for(round_s: float, quick: bool) -> int:
+    """Repetitions for one size: as many rounds as fit the time budget, within bounds."""
+    budget, lo, hi = (8.0, 3, 10) if quick else (75.0, 5, 30)
+    return max(lo, min(hi, int(budget / max(round_s, 1e-6))))
+
+
+# ---------------------------------------------------------------------------- a. beat
+
+
+def measure_beat(ctx: Ctx) -> Section:
+    n = 50 if ctx.quick else 200
+    touch = which("touch")
+    sec = Section("beat", "Heartbeat: `pas agent beat` vs `touch`")
+    rows, raw = [], {}
+    sizes = sorted({ctx.sizes[0], ctx.sizes[-1]})
+    for size in sizes:
+        root = ctx.roots[size]
+        cell, agent = root.cells[0], agent_id(1)
+        path = root.agent_file(cell, agent)
+        before = read_count(path)
+        cmds = {
+            "beat": ctx.pas_cmd(root, "agent", "beat", cell, agent),
+            "touch": [touch, str(path)],
+            "version": [ctx.pas, "--version"],
+        }
+        warmup = 3
+        st = interleaved(cmds, n, warmup=warmup)
+        r = st["beat"].median / st["touch"].median
+        met, verdict = at_most(r, 2.0)
+        where = f"root of {fmt_n(size)} agents"
+        rows.append([f"`pas agent beat` ({where})", *stat_cells(st["beat"]),
+                     "`touch` of the agent file", fmt_time(st["touch"].median),
+                     f"{r:.2f}", "≤ 2", verdict])
+        rv = st["version"].median / st["touch"].median
+        rows.append([f"`pas --version` (process start only; {where})",
+                     *stat_cells(st["version"]), "`touch`", fmt_time(st["touch"].median),
+                     f"{rv:.2f}", "info", "-"])
+        sec.checks.append(Check(f"`pas agent beat` vs `touch` ({where})",
+                                f"{r:.2f}x ({fmt_time(st['beat'].median)} vs "
+                                f"{fmt_time(st['touch'].median)})", "≤ 2x", met))
+        raw[size] = {k: v.to_json() for k, v in st.items()}
+        raw[size]["work_s"] = st["beat"].median - st["version"].median
+        if size == sizes[0]:
+            # The same pair through subprocess.run, to show what the harness does to the ratio.
+            sb, tb = Stats("beat"), Stats("touch")
+            for i in range(n):
+                pair = [(sb, cmds["beat"]), (tb, cmds["touch"])]
+                for stats_, argv in (pair if i % 2 == 0 else pair[::-1]):
+                    stats_.add(check_ok(argv, timed_subprocess(argv)))
+            rs = sb.median / tb.median
+            rows.append([f"`pas agent beat` ({where}), started with `subprocess.run`",
+                         *stat_cells(sb), "`touch`, started the same way",
+                         fmt_time(tb.median), f"{rs:.2f}", "info", "-"])
+            raw[size]["subprocess"] = {"beat": sb.to_json(), "touch": tb.to_json()}
+            expected_extra = n
+        else:
+            expected_extra = 0
+        got = read_count(path) - before
+        if got != n + warmup + expected_extra:
+            raise BenchError(f"heartbeat_count rose by {got}, expected "
+                             f"{n + warmup + expected_extra}")
+    ctx.data["beat"] = raw
+    sec.body += [
+        f"{n} runs of each command per row, interleaved (beat, touch, `pas --version`, "
+        "rotating which goes first), after 3 untimed warm-up rounds. Each is a whole "
+        "process started the same way (see Method). `heartbeat_count` was checked to rise "
+        "by exactly the number of beats.",
+        "",
+        *table(["command", "median", "min", "max", "baseline", "baseline median",
+                "ratio", "target", "met?"], rows),
+        "",
+    ]
+    sec.body += [
+        "The `subprocess.run` row times the same pair through Python's heavier "
+        "`subprocess` module (it closes inherited descriptors and sets up an error pipe "
+        "for every child): the fixed harness cost added to both sides pulls the ratio "
+        "towards 1. The target is judged on the `posix_spawn` rows, where the harness "
+        "costs least and the ratio is closest to the processes' own cost.", ""]
+    parts = []
+    for sz in sizes:
+        beat = statistics.median(raw[sz]["beat"]["times_s"])
+        start = statistics.median(raw[sz]["version"]["times_s"])
+        parts.append(f"{fmt_time(beat - start)} of {fmt_time(beat)} in the "
+                     f"{fmt_n(sz)}-agent root, so {100 * start / beat:.0f}% of a beat is "
+                     "starting the process")
+    sec.body.append(
+        "`pas --version` parses the command line and exits, so it is what any `pas` "
+        "process costs before doing work. The beat's own work (read cell.json and "
+        "config/policies.json, lock, read, rewrite and rename the agent file) is the "
+        "difference: " + "; ".join(parts) + ". "
+        "A beat opens only its own cell, so the size of the root should not matter; the "
+        "rows for the smallest and the largest root show whether it does.")
+    sec.body.append("")
+    return sec
+
+
+# ---------------------------------------------------------------------------- b. status
+
+
+BASE_NAMES = {"floor": "the floor (grep -r)", "cat": "find+cat",
+              "python": "the Python loader"}
+STATUS_CMDS = ("status", "check", "floor", "cat", "python")
+LABELS = {
+    "status": "`pas status --all --json`",
+    "check": "`pas check`",
+    "floor": "floor (`grep -r`)",
+    "cat": "`find … -exec cat`",
+    "python": "Python loader",
+}
+
+
+def status_commands(ctx: Ctx, root: Root) -> dict[str, list[str]]:
+    r = str(root.path)
+    return {
+        "status": ctx.pas_cmd(root, "status", "--all", "--json"),
+        "check": ctx.pas_cmd(root, "check"),
+        "floor": [which("grep"), "-r", "-c", "--include=*.json", "", r],
+        "cat": [which("find"), r, "-name", "*.json", "-type", "f", "-exec", which("cat"),
+                "--", "{}", "+"],
+        "python": [sys.executable, str(HERE / "pyload.py"), r],
+    }
+
+
+def events_written(root: Root) -> int:
+    return sum((root.path / c / "logs" / "events.jsonl").exists() for c in root.cells)
+
+
+def measure_status(ctx: Ctx) -> Section:
+    sec = Section("status", "Reading the fleet: `pas status` and `pas check` vs baselines")
+    results: dict[int, dict[str, Stats]] = {}
+    reps_used = {}
+    for size in ctx.sizes:
+        root = ctx.roots[size]
+        cmds = status_commands(ctx, root)
+        t0 = time.perf_counter()
+        interleaved(cmds, 0, warmup=1)  # one untimed round, also to size the budget
+        reps = reps_for(time.perf_counter() - t0, ctx.quick)
+        reps_used[size] = reps
+        print(f"  status/check at {size} agents: {reps} rounds", file=sys.stderr)
+        results[size] = interleaved(cmds, reps, warmup=0)
+        if events_written(root):
+            raise BenchError(f"pas wrote events in the {size}-agent root: the fixture was not "
+                             "all healthy, so status measured health-change writes")
+    ctx.data["status"] = {s: {k: v.to_json() for k, v in st.items()} for s, st in
+                          results.items()}
+    ctx.data["status_reps"] = reps_used
+    reps_text = ", ".join(f"{fmt_n(s)} agents: {r}" for s, r in reps_used.items())
+
+    sec.body += [
+        "Every size is its own missions root of cells with "
+        f"{AGENTS_PER_CELL} agents and 3 tasks each. Per round, each command below runs "
+        "once, in rotating order, after one untimed warm-up round; the number of rounds "
+        "per size is what fits a time budget (fewer at the largest size), shown as *n*. "
+        "Output goes to /dev/null. The page cache is warm (the files were just written "
+        "and read by the warm-up round): this is the steady state of a monitor polling "
+        "the root, not a cold start.",
+        "",
+        f"Rounds per size in this run: {reps_text}. The largest size gets the fewest "
+        "(each of its rounds takes seconds); it is measured, never skipped.",
+        "",
+        "Baselines:",
+        "",
+        "- **floor**: `grep -r -c --include=*.json '' ROOT`: one process (GNU grep) walks "
+        "the tree and reads every `*.json` file to its end (counting lines), with no JSON "
+        "parsing. It reads more than pas needs (also config/isolation.json and "
+        "config/permissions.json), so it is a fair lower bound for anything that must "
+        "look at every file.",
+        "- **find+cat**: `find ROOT -name '*.json' -type f -exec cat -- {} + > /dev/null`: "
+        "find walks the tree and hands the paths to `cat` in a few large batches (they "
+        "never run at the same time). It is slower than the floor because GNU cat maps "
+        "and unmaps a 128 KiB buffer for every file, so it is the weaker yardstick; it is "
+        "shown because it is the obvious one.",
+        "- **python**: `python3 bench/pyload.py ROOT`, a separate process that "
+        "`json.loads` every `cell.json` and `agents/*.json` (it skips tasks and config, "
+        "which pas also reads, so it does less than pas).",
+        "",
+    ]
+    big = [s for s in ctx.sizes if s >= 10000]
+    for size in ctx.sizes:
+        st = results[size]
+        rows = []
+        for cmd in ("status", "check"):
+            for base, target in (("floor", 2.0), ("cat", 2.0), ("python", 5.0)):
+                r = st[cmd].median / st[base].median
+                if base == "python":
+                    met, verdict = faster_by(r, target)
+                    tgt = "≤ 0.2 (5x faster)"
+                else:
+                    met, verdict = at_most(r, target)
+                    tgt = "≤ 2"
+                if size < 10000:
+                    tgt, verdict = "info", "-"
+                rows.append([LABELS[cmd], *stat_cells(st[cmd]), LABELS[base],
+                             fmt_time(st[base].median), f"{r:.2f}", tgt, verdict])
+                if size in big:
+                    sec.checks.append(Check(
+                        f"{LABELS[cmd]} vs {BASE_NAMES[base]} at {fmt_n(size)} agents",
+                        f"{r:.2f}x ({fmt_time(st[cmd].median)} vs "
+                        f"{fmt_time(st[base].median)})",
+                        tgt, met))
+        ncells = len(ctx.roots[size].cells)
+        sec.body += [f"### {fmt_n(size)} agents ({fmt_n(ncells)} cell{'s' if ncells != 1 else ''}, "
+                     f"{fmt_n(ctx.roots[size].json_files)} JSON files, "
+                     f"{ctx.roots[size].bytes / 1e6:.1f} MB; n = {reps_used[size]})", ""]
+        sec.body += table(["command", "median", "min", "max", "baseline", "baseline median",
+                           "ratio", "target", "met?"], rows)
+        sec.body.append("")
+    # Baselines' own min/max, for completeness.
+    base_rows = []
+    for size in ctx.sizes:
+        for b in ("floor", "cat", "python"):
+            s = results[size][b]
+            base_rows.append([f"{LABELS[b]}, {fmt_n(size)} agents", *stat_cells(s)])
+    sec.body += ["Baselines on their own:", "",
+                 *table(["baseline", "median", "min", "max"], base_rows), ""]
+
+    # Cost per agent and growth.
+    sec.body += ["### Cost per agent", "",
+                 "Median wall time divided by the number of agents. At small sizes the "
+                 "fixed cost of starting a process dominates; from 10,000 agents on it is "
+                 "the per-file work.", ""]
+    rows = []
+    for size in ctx.sizes:
+        st = results[size]
+        rows.append([fmt_n(size)] + [fmt_us(st[c].median / size) for c in STATUS_CMDS])
+    sec.body += table(["agents"] + [LABELS[c] for c in STATUS_CMDS], rows)
+    sec.body.append("")
+    if len(big) >= 2 or (big and len(ctx.sizes) >= 2):
+        lo = big[0] if len(big) >= 2 else ctx.sizes[-2]
+        hi = ctx.sizes[-1]
+        grow_rows = []
+        for c in STATUS_CMDS:
+            g = (results[hi][c].median / hi) / (results[lo][c].median / lo)
+            ok = g <= 1.5
+            grow_rows.append([LABELS[c], fmt_us(results[lo][c].median / lo),
+                              fmt_us(results[hi][c].median / hi), f"{g:.2f}",
+                              ("yes" if ok else f"**no**: {g / 1.5:.2f}x the limit")
+                              if c in ("status", "check") else "-"])
+            if c in ("status", "check"):
+                sec.checks.append(Check(
+                    f"{LABELS[c]} grows linearly ({fmt_n(lo)} → {fmt_n(hi)} agents)",
+                    f"cost per agent x{g:.2f}", "≤ 1.5", ok))
+        sec.body += [f"Growth from {fmt_n(lo)} to {fmt_n(hi)} agents: cost per agent at "
+                     f"{fmt_n(hi)} divided by cost per agent at {fmt_n(lo)} (1.0 is "
+                     "perfectly linear; the target for pas is ≤ 1.5).", "",
+                     *table(["command", f"per agent at {fmt_n(lo)}",
+                             f"per agent at {fmt_n(hi)}", "growth", "linear?"], grow_rows),
+                     ""]
+
+    # Memory and CPU.
+    rss = {size: {c: peak_rss_kb(cmd) for c, cmd in status_commands(ctx, ctx.roots[size]).items()}
+           for size in ctx.sizes}
+    ctx.data["status_rss_kb"] = rss
+
+    def mem(size: int, c: str) -> str:
+        kb = rss[size][c]
+        m = "n/a" if kb is None else (f"{kb / 1024:.1f} MB" if kb < 10240 else
+                                      f"{kb / 1024:.0f} MB")
+        return f"{m} / {fmt_time(results[size][c].cpu_median)}"
+
+    rows = [[fmt_n(size)] + [mem(size, c) for c in STATUS_CMDS] for size in ctx.sizes]
+    sec.body += ["### Memory and CPU", "",
+                 "Peak resident memory of one run (from GNU `time -f %M`; n/a when it is not "
+                 "installed) / median CPU time (user + system, from `wait4`). For find+cat "
+                 "the memory is the largest of find and its `cat`s, and the CPU time is "
+                 "theirs together.", "",
+                 *table(["agents"] + [LABELS[c] for c in STATUS_CMDS], rows), ""]
+    sec.body += ["![status and check cost vs agents](bench-status.svg)", "",
+                 "[Chart: wall time and cost per agent vs number of agents]"
+                 "(bench-status.svg)", ""]
+    return sec
+
+
+# ---------------------------------------------------------------------------- c. concurrency
+
+
+LOOP = 'k=$1; shift; i=0; while [ "$i" -lt "$k" ]; do "$@" >/dev/null || exit 1; i=$((i+1)); done'
+
+
+def run_parallel(argvs: list[list[str]]) -> tuple[float, list[int]]:
+    t0 = time.perf_counter_ns()
+    pids = [spawn(a, stderr=True) for a in argvs]
+    codes = [reap(p)[0] for p in pids]
+    return (time.perf_counter_ns() - t0) / 1e9, codes
+
+
+def measure_concurrency(ctx: Ctx) -> Section:
+    sec = Section("concurrency", "Concurrent heartbeats")
+    workers = (8, 32)
+    k = 10 if ctx.quick else 25
+    reps = 1 if ctx.quick else 3
+    sh, touch = which("sh"), which("touch")
+    need = max(workers)
+    fits = [s for s in ctx.sizes if s >= need]
+    root = ctx.roots[fits[0] if fits else ctx.sizes[-1]]
+    all_agents = [(c, agent_id(i)) for c in root.cells for i in range(1, AGENTS_PER_CELL + 1)
+                  if root.agent_file(c, agent_id(i)).exists()]
+    rows, raw, touched = [], {}, set()
+    for n in workers:
+        for mode in ("shared", "own"):
+            if mode == "shared":
+                targets = [all_agents[0]] * n
+            else:
+                if len(all_agents) < n:
+                    continue
+                targets = all_agents[:n]
+            touched.update(c for c, _ in targets)
+            pas_argvs = [[sh, "-c", LOOP, "sh", str(k), *ctx.pas_cmd(root, "agent", "beat", c, a)]
+                         for c, a in targets]
+            touch_argvs = [[sh, "-c", LOOP, "sh", str(k), touch, str(root.agent_file(c, a))]
+                           for c, a in targets]
+            ps, ts = Stats("pas"), Stats("touch")
+            lost = 0
+            for r in range(reps):
+                order = ("pas", "touch") if r % 2 == 0 else ("touch", "pas")
+                for which_ in order:
+                    if which_ == "touch":
+                        wall, codes = run_parallel(touch_argvs)
+                        if any(codes):
+                            raise BenchError(f"a touch loop failed: exit codes {codes}")
+                        ts.times.append(wall)
+                        continue
+                    distinct = sorted(set(targets))
+                    before = {t: read_count(root.agent_file(*t)) for t in distinct}
+                    wall, codes = run_parallel(pas_argvs)
+                    if any(codes):
+                        raise BenchError(f"a beat loop failed ({mode}, {n} workers): exit "
+                                         f"codes {sorted(set(codes))}")
+                    after = {t: read_count(root.agent_file(*t)) for t in distinct}
+                    expected = {t: targets.count(t) * k for t in distinct}
+                    lost += sum(expected[t] - (after[t] - before[t]) for t in distinct)
+                    ps.times.append(wall)
+            beats = n * k
+            rate = sorted(beats / t for t in ps.times)
+            trate = sorted(beats / t for t in ts.times)
+            r_ = ps.median / ts.median
+            what = ("all on one agent" if mode == "shared" else "each on its own agent")
+            rows.append([f"{n} workers × {k} beats, {what}", f"{statistics.median(rate):,.0f}/s",
+                         f"{rate[0]:,.0f}/s", f"{rate[-1]:,.0f}/s",
+                         f"{statistics.median(trate):,.0f}/s", f"{r_:.2f}",
+                         str(lost), "yes" if lost == 0 else f"**no**: {lost} lost"])
+            sec.checks.append(Check(f"no lost heartbeat, {n} workers {what}",
+                                    f"{lost} lost of {beats * reps}", "0 lost", lost == 0))
+            raw[f"{n}-{mode}"] = {"pas_wall_s": ps.times, "touch_wall_s": ts.times,
+                                  "beats_per_run": beats, "lost": lost}
+    ctx.data["concurrency"] = raw
+    # The cells must still be valid, with no temporary file left behind.
+    for c in sorted(touched):
+        p = subprocess.run(ctx.pas_cmd(root, "validate", "--strict", c), env=ENV,
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"`pas validate --strict {c}` after the concurrent beats exited "
+                             f"{p.returncode}: {p.stdout.strip()} {p.stderr.strip()}")
+    sec.body += [
+        f"N worker processes (`sh` loops) each run `pas agent beat` {k} times in a row, all "
+        "started together; the time is from the first start to the last exit, so beats/s "
+        f"is N × {k} / wall time. The baseline is the same loops running `touch` on the "
+        f"same file(s). {reps} run(s) of each, alternating which goes first; min/max are "
+        f"over those runs. The root is the {fmt_n(root.agents)}-agent one; \"own agent\" "
+        f"spreads the workers over {AGENTS_PER_CELL}-agent cells. The machine has "
+        f"{len(os.sched_getaffinity(0))} CPUs, so 32 workers are far more than it can run "
+        "at once.",
+        "",
+        "*Lost* compares each agent's `heartbeat_count` after the run with before plus the "
+        "beats sent (every beat exited 0). Afterwards `pas validate --strict` passed on "
+        "every cell involved (no broken file, no temporary file left).",
+        "",
+        *table(["workload", "pas beats/s (median)", "min", "max", "touch/s (median)",
+                "ratio (time pas/touch)", "lost updates", "none lost?"], rows),
+        "",
+    ]
+    return sec
+
+
+# ---------------------------------------------------------------------------- d. not yet
+
+
+def has_command(ctx: Ctx, *words: str) -> bool:
+    p = subprocess.run([ctx.pas, *words, "--help"], env=ENV, capture_output=True)
+    return p.returncode == 0
+
+
+def placeholder(ctx: Ctx, key: str, title: str, words: tuple[str, ...],
+                what: list[str], func: str) -> Section:
+    cmd = "pas " + " ".join(words)
+    sec = Section(key, title)
+    if has_command(ctx, *words):
+        state = (f"**not measured yet**: `{cmd}` exists in this build, but its benchmark "
+                 f"is not written yet (`{func}` in `bench/scenarios.py`).")
+        note = f"`{cmd}` exists; benchmark not written yet"
+    else:
+        state = f"**not measured yet: needs `{cmd}`** (the command does not exist yet)."
+        note = f"needs `{cmd}`"
+    sec.body += [state, "", "What it will measure:", ""] + [f"- {w}" for w in what] + [""]
+    for w in what:
+        sec.checks.append(Check(w, "not measured yet", "-", None, note))
+    return sec
+
+
+def measure_watch(ctx: Ctx) -> Section:
+    # When `pas watch` exists: start it on a root, beat/stop agents, time how long until it
+    # reports the change; sample its CPU (/proc/PID/stat) and RSS idle for a while.
+    return placeholder(ctx, "watch", "`pas watch`: detection latency, idle CPU, memory",
+                       ("watch",), [
+                           "watch detection latency (agent goes silent → reported)",
+                           "watch idle CPU",
+                           "watch memory (RSS) at 10,000 and 100,000 agents",
+                       ], "measure_watch")
+
+
+def measure_task_claim(ctx: Ctx) -> Section:
+    # When `pas task claim` exists: N workers claiming from a queue of tasks; claims/s, and
+    # that no task is claimed twice.
+    return placeholder(ctx, "claim", "`pas task claim`: throughput", ("task", "claim"), [
+        "task claim throughput (claims/s, N concurrent claimers)",
+        "no task claimed twice",
+    ], "measure_task_claim")
+
+
+# ---------------------------------------------------------------------------- anatomy
+
+
+def strace_calls(argv: list[str]) -> Optional[dict[str, int]]:
+    strace = __import__("shutil").which("strace")
+    if not strace:
+        return None
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        p = subprocess.run([strace, "-f", "-c", "-o", out.name, *argv], env=ENV,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if p.returncode != 0:
+            return None
+        calls = {}
+        for line in out.read().splitlines():
+            parts = line.split()
+            if len(parts) >= 5 and re.match(r"^[\d.]+$", parts[0]) and parts[3].isdigit():
+                calls[parts[-1]] = int(parts[3])
+        return calls or None
+
+
+def measure_anatomy(ctx: Ctx) -> Section:
+    sec = Section("anatomy", "Where the time goes: system calls")
+    size = next((s for s in ctx.sizes if s >= 1000), ctx.sizes[-1])
+    root = ctx.roots[size]
+    cell = root.cells[-1]
+    cmds = status_commands(ctx, root)
+    probes = [
+        ("`pas agent beat`", ctx.pas_cmd(root, "agent", "beat", cell, agent_id(2)), 1),
+        ("`touch` (agent file)", [which("touch"), str(root.agent_file(cell, agent_id(2)))], 1),
+        ("`pas --version`", [ctx.pas, "--version"], 1),
+        (f"`pas check` ({fmt_n(size)} agents)", cmds["check"], size),
+        (f"`pas status --all --json` ({fmt_n(size)} agents)", cmds["status"], size),
+        (f"floor: `grep -r` ({fmt_n(size)} agents)", cmds["floor"], size),
+        (f"Python loader ({fmt_n(size)} agents)", cmds["python"], size),
+    ]
+    rows = []
+    for label, argv, per in probes:
+        calls = strace_calls(argv)
+        if calls is None:
+            sec.body += ["`strace` is not available (or not permitted) here; skipped.", ""]
+            return sec
+        total = calls.pop("total", sum(calls.values()))
+        top = sorted(calls.items(), key=lambda kv: -kv[1])[:5]
+        per_txt = f"{total / per:.1f}" if per > 1 else "-"
+        rows.append([label, fmt_n(total), per_txt,
+                     ", ".join(f"{name} {n:,}" for name, n in top)])
+    sec.body += [
+        "System calls counted with `strace -f -c` (one run each; strace slows the run, so "
+        "only the counts matter here). \"Per agent\" divides by the number of agents "
+        "in the root.", "",
+        *table(["command", "system calls", "per agent", "most frequent"], rows), ""]
+    return sec
+
+
+SCENARIOS: list[Callable[[Ctx], Section]] = [
+    measure_status,
+    measure_beat,
+    measure_concurrency,
+    measure_watch,
+    measure_task_claim,
+    measure_anatomy,
+]
