@@ -140,6 +140,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
     for config in ConfigFile::ALL {
         r.check_doc(store, FileKey::Config(config));
     }
+    r.check_doc(store, FileKey::Reservations);
 
     let linked = |dir: &str| listing.links.iter().any(|l| l == dir);
     let agent_ids = if linked("agents") {
