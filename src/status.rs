@@ -53,10 +53,28 @@ pub struct AgentView {
     pub current_task: Option<String>,
     /// When its health changes next without a beat.
     pub next_change: Option<DateTime<Utc>>,
+    /// Where its process is (`running`, `exited`, `vanished`, or `-`).
+    pub process: &'static str,
+    /// Restarts so far.
+    pub restart_count: u64,
+    /// Restarts in a row (toward `max_restarts`).
+    pub restart_attempts: u64,
+    /// When the next restart is allowed, when it is backing off.
+    pub next_restart_at: Option<String>,
+    /// Until when it cools down after a restart storm.
+    pub cooldown_until: Option<String>,
+    /// The waits before the next restarts, in seconds, by policy (up to `max_restarts`).
+    pub backoff_schedule: Vec<f64>,
+    /// The context budget state (`ok`, `warning`, `breach`).
+    pub ctx_state: Option<String>,
+    /// Money spent.
+    pub cost_usd: Option<f64>,
+    /// Tokens used.
+    pub tokens_used: Option<f64>,
 }
 
 impl AgentView {
-    fn from_observed(o: &Observed) -> AgentView {
+    fn from_observed(o: &Observed, policy: &crate::policy::Policy) -> AgentView {
         let d = &o.doc;
         let text = |k: &str| d.str(k).map(str::to_string);
         AgentView {
@@ -76,6 +94,25 @@ impl AgentView {
             ctx_limit: d.u64("ctx_limit"),
             current_task: text("current_task"),
             next_change: o.assessment.next_change,
+            process: crate::supervisor::state(d).as_str(),
+            restart_count: d.u64("restart_count").unwrap_or(0),
+            restart_attempts: d.u64("restart_attempts").unwrap_or(0),
+            next_restart_at: text("next_restart_at"),
+            cooldown_until: text("cooldown_until"),
+            backoff_schedule: {
+                let max = policy
+                    .get("max_restarts")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(5);
+                let n = if max == 0 { 5 } else { max.min(8) };
+                (1..=n)
+                    .map(|k| crate::revive::backoff_delay(policy, k))
+                    .collect()
+            },
+            ctx_state: crate::budget::context_state(d.u64("ctx_used"), d.u64("ctx_limit"), policy)
+                .map(|c| c.0.as_str().to_string()),
+            cost_usd: d.f64("cost_usd"),
+            tokens_used: d.f64("tokens_used"),
         }
     }
 }
@@ -112,6 +149,10 @@ pub struct CellView {
     pub health_counts: BTreeMap<String, usize>,
     /// Tasks by state.
     pub tasks: TaskCounts,
+    /// Seconds the cell has run (from `activated_at`, else `created_at`).
+    pub time_used: Option<f64>,
+    /// The cell's time budget in seconds.
+    pub timeout: Option<f64>,
     /// Files that could not be read.
     pub problems: Vec<String>,
 }
@@ -131,7 +172,17 @@ pub fn cell_view(
     let (observed, errors) =
         heartbeat::observe_cell(store, cell, record && status == "active", now)?;
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-    let agents: Vec<AgentView> = observed.iter().map(AgentView::from_observed).collect();
+    let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
+    let agents: Vec<AgentView> = observed
+        .iter()
+        .map(|o| {
+            AgentView::from_observed(
+                o,
+                &crate::policy::Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&o.doc)),
+            )
+        })
+        .collect();
+    let (time_used, timeout) = crate::budget::cell_time(&cell_doc, now);
     let mut health_counts = BTreeMap::new();
     for a in &agents {
         *health_counts
@@ -161,6 +212,8 @@ pub fn cell_view(
         agents,
         health_counts,
         tasks,
+        time_used,
+        timeout,
         problems,
     })
 }
@@ -392,6 +445,84 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
                 })
             })
             .collect(),
+    );
+    let agent_rows = |f: &dyn Fn(&AgentView) -> Option<String>| -> Vec<(String, String)> {
+        views
+            .iter()
+            .flat_map(|v| v.agents.iter().map(move |a| (v, a)))
+            .filter_map(|(v, a)| {
+                f(a).map(|val| {
+                    (
+                        format!("cell=\"{}\",agent=\"{}\"", label(&v.id), label(&a.id)),
+                        val,
+                    )
+                })
+            })
+            .collect()
+    };
+    family(
+        "pas_agent_context_ratio",
+        "gauge",
+        "Context in use over the context window, per agent that reports both.",
+        agent_rows(&|a| match (a.ctx_used, a.ctx_limit) {
+            (Some(u), Some(l)) if l > 0 => Some(format!("{}", u as f64 / l as f64)),
+            _ => None,
+        }),
+    );
+    family(
+        "pas_agent_cost_usd",
+        "gauge",
+        "Money each agent reported spending.",
+        agent_rows(&|a| a.cost_usd.map(|c| format!("{c}"))),
+    );
+    family(
+        "pas_agent_restarts_total",
+        "counter",
+        "Restarts of each agent by revival.",
+        agent_rows(&|a| Some(a.restart_count.to_string())),
+    );
+    family(
+        "pas_cell_time_used_ratio",
+        "gauge",
+        "Time a cell has run over its timeout.",
+        views
+            .iter()
+            .filter_map(|v| match (v.time_used, v.timeout) {
+                (Some(u), Some(t)) => {
+                    Some((format!("cell=\"{}\"", label(&v.id)), format!("{}", u / t)))
+                }
+                _ => None,
+            })
+            .collect(),
+    );
+    let mut quota_rows = Vec::new();
+    for v in views {
+        for q in crate::reservation::quota(store, &v.id).unwrap_or_default() {
+            if let Some(c) = q.capacity {
+                quota_rows.push((
+                    format!(
+                        "cell=\"{}\",resource=\"{}\",kind=\"capacity\"",
+                        label(&v.id),
+                        q.resource
+                    ),
+                    format!("{c}"),
+                ));
+            }
+            quota_rows.push((
+                format!(
+                    "cell=\"{}\",resource=\"{}\",kind=\"reserved\"",
+                    label(&v.id),
+                    q.resource
+                ),
+                format!("{}", q.reserved),
+            ));
+        }
+    }
+    family(
+        "pas_cell_quota",
+        "gauge",
+        "Quota capacity and what is reserved, per resource (cores, bytes, GPUs).",
+        quota_rows,
     );
     let mut event_rows = Vec::new();
     for v in views {

@@ -67,6 +67,29 @@ fn percent(part: Option<u64>, whole: Option<u64>) -> String {
     }
 }
 
+/// When the next restart is due and the waits that follow, or `-`.
+fn next_restart(a: &crate::status::AgentView) -> String {
+    let schedule: Vec<String> = a
+        .backoff_schedule
+        .iter()
+        .skip(a.restart_attempts as usize)
+        .take(4)
+        .map(|s| clock::human_duration(*s))
+        .collect();
+    let when = a
+        .cooldown_until
+        .as_deref()
+        .map(|c| format!("cooling down until {c}"))
+        .or_else(|| a.next_restart_at.clone());
+    match when {
+        Some(w) => format!("{w} (backoff {})", schedule.join(", ")),
+        None if a.restart_count > 0 || a.process != "-" => {
+            format!("- (backoff {})", schedule.join(", "))
+        }
+        None => "-".to_string(),
+    }
+}
+
 fn health_summary(v: &CellView) -> String {
     if v.agents.is_empty() {
         return "no agents".into();
@@ -84,8 +107,16 @@ fn health_summary(v: &CellView) -> String {
 
 fn task_summary(v: &CellView) -> String {
     let t = &v.tasks;
+    let time = match (v.time_used, v.timeout) {
+        (Some(u), Some(l)) => format!(
+            "; time {} of {}",
+            clock::human_duration(u),
+            clock::human_duration(l)
+        ),
+        _ => String::new(),
+    };
     format!(
-        "tasks {}/{} done, {} in progress, {} blocked, {} failed",
+        "tasks {}/{} done, {} in progress, {} blocked, {} failed{time}",
         t.completed, t.total, t.in_progress, t.blocked, t.failed
     )
 }
@@ -151,8 +182,14 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
                         a.progress
                             .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
                     ),
-                    Styled::from(percent(a.ctx_used, a.ctx_limit)),
+                    Styled::from(match &a.ctx_state {
+                        Some(s) if s != "ok" => format!("{} {s}", percent(a.ctx_used, a.ctx_limit)),
+                        _ => percent(a.ctx_used, a.ctx_limit),
+                    }),
                     Styled::from(a.current_task.clone().unwrap_or_else(|| "-".into())),
+                    Styled::from(a.process),
+                    Styled::from(a.restart_count.to_string()),
+                    Styled::from(next_restart(a)),
                 ]
             })
             .collect();
@@ -166,6 +203,9 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
                 "PROGRESS",
                 "CONTEXT",
                 "TASK",
+                "PROCESS",
+                "RESTARTS",
+                "NEXT RESTART (BACKOFF)",
             ],
             rows,
         );

@@ -64,6 +64,12 @@ fn an_agent_walks_ok_warning_breach_and_is_compacted() {
     let history = root.json(&["budget", "history", &cell, "a1"]);
     assert_eq!(history.as_array().unwrap().len(), 1);
     assert_eq!(history[0]["checkpoint_generation"], 1);
+    let status = root.json(&["status", &cell]);
+    assert_eq!(status["cells"][0]["agents"][0]["ctx_state"], "ok");
+    assert_eq!(status["cells"][0]["timeout"], 3600.0);
+    assert!(root.ok(&["metrics"]).contains(&format!(
+        "pas_agent_context_ratio{{cell=\"{cell}\",agent=\"a1\"}} 0"
+    )));
     let kinds = root.event_kinds(&cell);
     for k in [
         "budget.context_warning",

@@ -205,6 +205,18 @@ fn backoff_doubles_and_is_written_down() {
     let out = root.json(&["revive", &cell]);
     assert_eq!(out["actions"][0]["action"], "backing_off", "{out}");
     assert_eq!(delay_of(&root.agent(&cell, "a1")), 1000);
+    // `pas status` says when, and which schedule it follows, so nobody has to compute it.
+    let status = root.json(&["status", &cell]);
+    let view = &status["cells"][0]["agents"][0];
+    assert_eq!(
+        view["next_restart_at"],
+        root.agent(&cell, "a1")["next_restart_at"]
+    );
+    assert_eq!(view["backoff_schedule"], json!([1.0, 2.0, 4.0, 8.0, 16.0]));
+    assert_eq!(view["restart_count"], 0);
+    assert!(root
+        .ok(&["status", &cell])
+        .contains("(backoff 1s, 2s, 4s, 8s)"));
     wait_until(10.0, "the first restart", || {
         root.run(&["revive", &cell]);
         root.agent(&cell, "a1")["restart_count"] == 1
