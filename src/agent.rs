@@ -83,50 +83,43 @@ pub fn change(
 ) -> Result<Doc> {
     read(store, cell_id, agent_id)?;
     let mut old_status = None;
-    let doc = store::update(
-        store,
-        cell_id,
-        FileKey::Agent(agent_id),
-        LockKey::Agent(agent_id),
-        Durability::Durable,
-        &mut |doc| {
-            if let Some(n) = &c.name {
-                doc.set("name", n.as_str());
+    let doc = store::update_agent(store, cell_id, agent_id, &mut |doc| {
+        if let Some(n) = &c.name {
+            doc.set("name", n.as_str());
+        }
+        if let Some(cwd) = &c.cwd {
+            doc.set("cwd", cwd.as_str());
+        }
+        if !c.env.is_empty() || !c.unset_env.is_empty() {
+            let mut env = doc
+                .get("env")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            for (k, v) in &c.env {
+                env.insert(k.clone(), Value::from(v.as_str()));
             }
-            if let Some(cwd) = &c.cwd {
-                doc.set("cwd", cwd.as_str());
+            for k in &c.unset_env {
+                env.shift_remove(k);
             }
-            if !c.env.is_empty() || !c.unset_env.is_empty() {
-                let mut env = doc
-                    .get("env")
-                    .and_then(Value::as_object)
-                    .cloned()
-                    .unwrap_or_default();
-                for (k, v) in &c.env {
-                    env.insert(k.clone(), Value::from(v.as_str()));
-                }
-                for k in &c.unset_env {
-                    env.shift_remove(k);
-                }
-                doc.set("env", Value::Object(env));
-            }
-            if let Some(cmd) = &c.command {
-                doc.set(
-                    "command",
-                    Value::from(
-                        cmd.iter()
-                            .map(|a| Value::from(a.as_str()))
-                            .collect::<Vec<_>>(),
-                    ),
-                );
-            }
-            if let Some(s) = &c.status {
-                old_status = doc.str("status").map(str::to_string);
-                doc.set("status", s.as_str());
-            }
-            Ok(())
-        },
-    )?;
+            doc.set("env", Value::Object(env));
+        }
+        if let Some(cmd) = &c.command {
+            doc.set(
+                "command",
+                Value::from(
+                    cmd.iter()
+                        .map(|a| Value::from(a.as_str()))
+                        .collect::<Vec<_>>(),
+                ),
+            );
+        }
+        if let Some(s) = &c.status {
+            old_status = doc.str("status").map(str::to_string);
+            doc.set("status", s.as_str());
+        }
+        Ok(())
+    })?;
     if let (Some(new), Some(old)) = (&c.status, &old_status) {
         if new != old {
             events::record_one(

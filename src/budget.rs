@@ -23,7 +23,7 @@ use crate::doc::Doc;
 use crate::error::Result;
 use crate::events::{self, Level, NewEvent};
 use crate::policy::Policy;
-use crate::store::{self, Durability, FileKey, LockKey, Store};
+use crate::store::{self, FileKey, Store};
 
 /// A budget's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -184,17 +184,10 @@ pub fn context_changed(
     };
     let previous = doc.str("ctx_state").unwrap_or("ok").to_string();
     if previous != state.as_str() {
-        store::update(
-            store,
-            cell,
-            FileKey::Agent(agent),
-            LockKey::Agent(agent),
-            Durability::Durable,
-            &mut |d| {
-                d.set("ctx_state", state.as_str());
-                Ok(())
-            },
-        )?;
+        store::update_agent(store, cell, agent, &mut |d| {
+            d.set("ctx_state", state.as_str());
+            Ok(())
+        })?;
         let level = match state {
             State::Ok => Level::Info,
             State::Warning => Level::Warn,
@@ -234,17 +227,10 @@ pub fn context_changed(
             )
         };
         if doc.str("budget_flag") != Some("thrashing") {
-            store::update(
-                store,
-                cell,
-                FileKey::Agent(agent),
-                LockKey::Agent(agent),
-                Durability::Durable,
-                &mut |d| {
-                    d.set("budget_flag", "thrashing");
-                    Ok(())
-                },
-            )?;
+            store::update_agent(store, cell, agent, &mut |d| {
+                d.set("budget_flag", "thrashing");
+                Ok(())
+            })?;
             events::record_one(
                 store,
                 cell,
@@ -300,26 +286,19 @@ fn compact(
     bytes.push(b'\n');
     let name = format!("{}.json", now.format("%Y%m%dT%H%M%S%.6fZ"));
     let path = store.write_summary(cell, agent, &name, &bytes)?;
-    store::update(
-        store,
-        cell,
-        FileKey::Agent(agent),
-        LockKey::Agent(agent),
-        Durability::Durable,
-        &mut |d| {
-            d.set("ctx_used", 0);
-            d.set("ctx_state", "ok");
-            d.remove("budget_flag");
-            let mut list: Vec<String> = compactions_last_hour(d, now)
-                .into_iter()
-                .map(clock::stamp)
-                .collect();
-            list.push(clock::stamp(now));
-            d.set("compactions", json!(list));
-            d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path.display().to_string(), "at": clock::stamp(now) }));
-            Ok(())
-        },
-    )?;
+    store::update_agent(store, cell, agent, &mut |d| {
+        d.set("ctx_used", 0);
+        d.set("ctx_state", "ok");
+        d.remove("budget_flag");
+        let mut list: Vec<String> = compactions_last_hour(d, now)
+            .into_iter()
+            .map(clock::stamp)
+            .collect();
+        list.push(clock::stamp(now));
+        d.set("compactions", json!(list));
+        d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path.display().to_string(), "at": clock::stamp(now) }));
+        Ok(())
+    })?;
     events::record_one(
         store,
         cell,
@@ -346,17 +325,10 @@ pub fn spend_changed(
     let policy = crate::policy::load(store, cell, Some(&doc))?;
     let (state, why) = spend_state(&doc, &policy, cell_spend(store, cell)?);
     if doc.str("spend_state").unwrap_or("ok") != state.as_str() {
-        store::update(
-            store,
-            cell,
-            FileKey::Agent(agent),
-            LockKey::Agent(agent),
-            Durability::Durable,
-            &mut |d| {
-                d.set("spend_state", state.as_str());
-                Ok(())
-            },
-        )?;
+        store::update_agent(store, cell, agent, &mut |d| {
+            d.set("spend_state", state.as_str());
+            Ok(())
+        })?;
         let (level, kind) = match state {
             State::Ok => (Level::Info, "budget.spend_ok"),
             State::Warning => (Level::Warn, "budget.spend_warning"),
@@ -401,28 +373,21 @@ pub fn track(
         ));
     }
     crate::agent::read(store, cell, agent)?;
-    store::update(
-        store,
-        cell,
-        FileKey::Agent(agent),
-        LockKey::Agent(agent),
-        Durability::Durable,
-        &mut |d| {
-            if let Some(u) = used {
-                d.set("ctx_used", u);
-            }
-            if let Some(l) = limit {
-                d.set("ctx_limit", l);
-            }
-            if let Some(c) = cost {
-                d.set("cost_usd", c);
-            }
-            if let Some(t) = tokens {
-                d.set("tokens_used", t);
-            }
-            Ok(())
-        },
-    )?;
+    store::update_agent(store, cell, agent, &mut |d| {
+        if let Some(u) = used {
+            d.set("ctx_used", u);
+        }
+        if let Some(l) = limit {
+            d.set("ctx_limit", l);
+        }
+        if let Some(c) = cost {
+            d.set("cost_usd", c);
+        }
+        if let Some(t) = tokens {
+            d.set("tokens_used", t);
+        }
+        Ok(())
+    })?;
     let compaction = context_changed(store, cell, agent, now)?;
     let (spend, _) = spend_changed(store, cell, agent, now)?;
     Ok((compaction, spend))

@@ -684,21 +684,14 @@ pub fn fail_for_good(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let doc = store::update(
-        store,
-        cell,
-        FileKey::Agent(agent),
-        LockKey::Agent(agent),
-        Durability::Durable,
-        &mut |d| {
-            d.set("status", "failed");
-            d.set("failed_reason", reason);
-            d.remove("revival");
-            d.remove("revive_request");
-            d.set("next_restart_at", Value::Null);
-            Ok(())
-        },
-    )?;
+    let doc = store::update_agent(store, cell, agent, &mut |d| {
+        d.set("status", "failed");
+        d.set("failed_reason", reason);
+        d.remove("revival");
+        d.remove("revive_request");
+        d.set("next_restart_at", Value::Null);
+        Ok(())
+    })?;
     events::record_one(
         store,
         cell,
@@ -909,31 +902,24 @@ pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) ->
 pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> Result<()> {
     crate::agent::read(store, cell, agent)?;
     let _revive = store.lock(cell, LockKey::Revive)?;
-    store::update(
-        store,
-        cell,
-        FileKey::Agent(agent),
-        LockKey::Agent(agent),
-        Durability::Durable,
-        &mut |d| {
-            d.set("restart_attempts", 0);
-            d.set("recent_deaths", json!([]));
-            for key in [
-                "cooldown_until",
-                "next_restart_at",
-                "failed_reason",
-                "hung_reported",
-                "revive_request",
-                "revival",
-            ] {
-                d.remove(key);
-            }
-            if d.str("status") == Some("failed") {
-                d.set("status", "active");
-            }
-            Ok(())
-        },
-    )?;
+    store::update_agent(store, cell, agent, &mut |d| {
+        d.set("restart_attempts", 0);
+        d.set("recent_deaths", json!([]));
+        for key in [
+            "cooldown_until",
+            "next_restart_at",
+            "failed_reason",
+            "hung_reported",
+            "revive_request",
+            "revival",
+        ] {
+            d.remove(key);
+        }
+        if d.str("status") == Some("failed") {
+            d.set("status", "active");
+        }
+        Ok(())
+    })?;
     events::record_one(
         store,
         cell,

@@ -191,6 +191,23 @@ pub fn update(
     Ok(doc)
 }
 
+/// [`update`] of one agent file under that agent's lock, durably: the most common change.
+pub fn update_agent(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    change: &mut dyn FnMut(&mut Doc) -> Result<()>,
+) -> Result<Doc> {
+    update(
+        store,
+        cell,
+        FileKey::Agent(agent),
+        LockKey::Agent(agent),
+        Durability::Durable,
+        change,
+    )
+}
+
 /// The mission-cell layout on a local filesystem.
 #[derive(Debug)]
 pub struct FsStore {
