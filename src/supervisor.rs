@@ -199,7 +199,14 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
     let Some((program, args)) = argv.split_first() else {
         return Err(fail(Error::usage("no command")));
     };
-    apply_rlimits(&doc);
+    // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
+    let reserved_memory: f64 = crate::reservation::list(store, cell, Some("active"))
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.get("agent").and_then(Value::as_str) == Some(agent))
+        .filter_map(|r| r.get("memory").and_then(Value::as_f64))
+        .sum();
+    apply_rlimits(&doc, reserved_memory);
     let cell_path = store.cell_path(cell);
     let cwd = doc
         .str("cwd")
@@ -347,9 +354,24 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
 }
 
 /// Resource limits for the agent, set on the supervisor before the spawn so the agent
-/// inherits them: `rlimits.memory_bytes` (address space), `cpu_seconds`, `open_files`.
-fn apply_rlimits(doc: &Doc) {
+/// inherits them: `rlimits.memory_bytes` (address space; else the memory its active
+/// reservations hold), `cpu_seconds`, `open_files`.
+fn apply_rlimits(doc: &Doc, reserved_memory: f64) {
     use rustix::process::{setrlimit, Resource, Rlimit};
+    let explicit_memory = doc
+        .get("rlimits")
+        .and_then(|l| l.get("memory_bytes"))
+        .is_some();
+    if reserved_memory >= 1.0 && !explicit_memory {
+        let bytes = reserved_memory as u64;
+        let _ = setrlimit(
+            Resource::As,
+            Rlimit {
+                current: Some(bytes),
+                maximum: Some(bytes),
+            },
+        );
+    }
     let Some(limits) = doc.get("rlimits") else {
         return;
     };

@@ -419,3 +419,28 @@ fn higher_isolation_levels_are_refused_with_a_clear_message() {
     root.run(&["agent", "start", &cell, "a2"])
         .refused(2, "has no command");
 }
+
+#[test]
+fn a_started_agent_gets_its_reserved_memory_as_its_address_space_limit() {
+    let root = Root::new();
+    let cell = root.cell("Limits");
+    let path = script(&root, "limits.sh", "echo \"as=$(ulimit -v)\"; sleep 30");
+    root.ok(&["agent", "add", &cell, "a1", "--", &path]);
+    root.ok(&[
+        "reserve", &cell, "--job", "j1", "--agent", "a1", "--mem", "512MiB",
+    ]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    let log = root.cell_dir(&cell).join("logs/a1.log");
+    wait_until("the limit line", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("as=")
+    });
+    // `ulimit -v` is in KiB.
+    assert!(
+        std::fs::read_to_string(&log).unwrap().contains("as=524288"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
+}
