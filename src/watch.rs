@@ -252,6 +252,11 @@ pub fn run(
                     dirty.extend(due.keys().cloned());
                 }
                 Msg::Fs(Ok(event)) => {
+                    // Reading a file is an event too (open, close); only changes matter, or
+                    // every pass would wake the next one.
+                    if matches!(event.kind, notify::EventKind::Access(_)) {
+                        continue;
+                    }
                     if event.need_rescan() {
                         next_reconcile = clock::now();
                         continue;

@@ -520,3 +520,31 @@ fn revival_state_survives_a_restart_of_the_watch() {
     );
     root.ok(&["agent", "set", &cell, "a1", "--status", "idle"]);
 }
+
+#[test]
+fn an_idle_watch_uses_no_cpu() {
+    // Regression: reading cell.json raised inotify access events that woke the next pass,
+    // which read cell.json again: a busy loop. This is a coarse guard (a busy loop burns a
+    // whole core), not a timing measurement; docs/benchmarks.md has the figures.
+    let root = Root::new();
+    let cell = root.cell("Idle");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["agent", "beat", &cell, "a1"]);
+    let mut watch = spawn_watch(&root);
+    std::thread::sleep(Duration::from_millis(1000));
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+    };
+    let before = cpu(watch.id());
+    std::thread::sleep(Duration::from_millis(2000));
+    let used = cpu(watch.id()) - before;
+    assert!(stop(&mut watch).success());
+    assert!(used < 0.5, "an idle watch used {used} s of CPU in 2 s");
+}
