@@ -55,7 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
                    help="the report (the chart goes next to it as bench-status.svg)")
     p.add_argument("--no-build", action="store_true",
-                   help="skip `cargo build --release` and use target/release/pas as it is")
+                   help="skip the build and use the binary built last (static, or target/release/pas with --dynamic)")
     p.add_argument("--dynamic", action="store_true",
                    help="measure the plain `cargo build --release` binary instead of the static one")
     p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
@@ -114,7 +114,7 @@ def main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     if args.no_build:
-        pas = str(REPO / "target" / "release" / "pas")
+        pas = str(REPO / "target" / "release" / "pas") if args.dynamic else str(REPO / "target" / host_triple() / "release" / "pas")
         if not os.access(pas, os.X_OK):
             raise BenchError(f"{pas} does not exist; run without --no-build")
     else:

@@ -552,7 +552,7 @@ def measure_watch(ctx: Ctx) -> Section:
         doc = json.loads(path.read_text())
         # The agent's own policy: a 1 s interval (late after 1 s, down after 2, dead after 3),
         # its last beat far enough ahead that the watch has read the root before it matters.
-        settle_guess = 5.0 + size / 10_000
+        settle_guess = 5.0 + size / 4_000
         last = datetime.now(timezone.utc) + timedelta(seconds=settle_guess)
         doc["last_heartbeat"] = last.isoformat().replace("+00:00", "Z")
         doc["policies"] = {"heartbeat_interval": 1}
