@@ -292,8 +292,19 @@ pub fn beat(
         )),
         _ => None,
     });
+    // Decide from the document just written; the budget code (which reads files again, and
+    // for spend all agents of the cell) runs only when a state changes or a breach needs work.
     let context_reported = report.ctx_used.is_some() || report.ctx_limit.is_some();
-    if context_reported && crate::budget::context_changed(store, cell, agent_id, now)?.is_some() {
+    let context_now =
+        crate::budget::context_state(doc.u64("ctx_used"), doc.u64("ctx_limit"), &policy);
+    let context_moved = context_now.is_some_and(|(s, _)| {
+        s == crate::budget::State::Breach
+            || Some(s.as_str()) != Some(doc.str("ctx_state").unwrap_or("ok"))
+    });
+    if context_reported
+        && context_moved
+        && crate::budget::context_changed(store, cell, agent_id, now)?.is_some()
+    {
         store::update(
             store,
             cell,
@@ -307,20 +318,19 @@ pub fn beat(
         )?;
         summarize = Some(("summarize".to_string(), Some("context_budget".to_string())));
     }
-    let spend = if report.cost_usd.is_some() || report.tokens.is_some() {
-        crate::budget::spend_changed(store, cell, agent_id, now)?.0
+    let cell_limits = ["cell_cost_hard_usd", "cell_tokens_hard"]
+        .iter()
+        .any(|k| policy.get(k).is_some_and(|v| !v.is_null()));
+    let totals = if cell_limits {
+        crate::budget::cell_spend(store, cell)?
     } else {
-        let totals = if policy
-            .get("cell_cost_hard_usd")
-            .is_some_and(|v| !v.is_null())
-            || policy.get("cell_tokens_hard").is_some_and(|v| !v.is_null())
-        {
-            crate::budget::cell_spend(store, cell)?
-        } else {
-            (0.0, 0.0)
-        };
-        crate::budget::spend_state(&doc, &policy, totals).0
+        (0.0, 0.0)
     };
+    let mut spend = crate::budget::spend_state(&doc, &policy, totals).0;
+    let spend_reported = report.cost_usd.is_some() || report.tokens.is_some();
+    if spend_reported && spend.as_str() != doc.str("spend_state").unwrap_or("ok") {
+        spend = crate::budget::spend_changed(store, cell, agent_id, now)?.0;
+    }
 
     // What pas wants from the agent, most urgent first.
     let cell_status = cell_doc.str("status").unwrap_or("active");
