@@ -6,26 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::Root;
-
-fn script(root: &Root, name: &str, body: &str) -> String {
-    let path = root.path.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&path, perms).unwrap();
-    path.display().to_string()
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..300 {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
+use crate::harness::{wait_until, Root};
 
 fn pid_alive(pid: i64) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -237,11 +218,11 @@ fn a_started_agent_sees_its_environment_beats_and_logs() {
 pas agent beat --note "from the script" || echo "beat failed"
 echo "to stderr" >&2
 sleep 30"#;
-    let path = script(&root, "agent.sh", body);
+    let path = root.script("agent.sh", body);
     root.ok(&["agent", "add", &cell, "a1", "--", &path]);
     root.ok(&["checkpoint", "save", &cell, "a1"]);
     let pid: i64 = root.ok(&["agent", "start", &cell, "a1"]).parse().unwrap();
-    wait_until("the first beat", || {
+    wait_until(15.0, "the first beat", || {
         root.read_json(format!("{cell}/agents/a1.json"))["heartbeat_count"] == 1
     });
     let shown = root.json(&["agent", "show", &cell, "a1"]);
@@ -290,11 +271,11 @@ fn stop_kills_the_whole_group_after_the_grace_period() {
     let body = r#"sh -c 'trap "" TERM; echo grandchild $$; while true; do sleep 0.1; done' &
 echo "launched"
 wait"#;
-    let path = script(&root, "stubborn.sh", body);
+    let path = root.script("stubborn.sh", body);
     root.ok(&["agent", "add", &cell, "a1", "--", &path]);
     root.ok(&["agent", "start", &cell, "a1"]);
     let log = root.cell_dir(&cell).join("logs/a1.log");
-    wait_until("the child", || {
+    wait_until(15.0, "the child", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("grandchild ")
@@ -310,7 +291,7 @@ wait"#;
     assert!(pid_alive(child));
     let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "0.5"]);
     assert_eq!(out["outcome"], "killed");
-    wait_until("the stubborn child to die", || !pid_alive(child));
+    wait_until(15.0, "the stubborn child to die", || !pid_alive(child));
 }
 
 #[test]
@@ -351,9 +332,9 @@ fn a_reused_pid_is_not_taken_for_the_agent() {
 fn exit_codes_and_signals_are_recorded_and_wait_times_out() {
     let root = Root::new();
     let cell = root.cell("Deaths");
-    let exits = script(&root, "exits.sh", "sleep 0.2; exit 3");
-    let killed = script(&root, "killed.sh", "sleep 0.2; kill -9 $$");
-    let sleeper = script(&root, "sleeper.sh", "sleep 30");
+    let exits = root.script("exits.sh", "sleep 0.2; exit 3");
+    let killed = root.script("killed.sh", "sleep 0.2; kill -9 $$");
+    let sleeper = root.script("sleeper.sh", "sleep 30");
     root.ok(&["agent", "add", &cell, "exits", "--", &exits]);
     root.ok(&["agent", "add", &cell, "killed", "--", &killed]);
     root.ok(&["agent", "add", &cell, "sleeper", "--", &sleeper]);
@@ -424,14 +405,14 @@ fn higher_isolation_levels_are_refused_with_a_clear_message() {
 fn a_started_agent_gets_its_reserved_memory_as_its_address_space_limit() {
     let root = Root::new();
     let cell = root.cell("Limits");
-    let path = script(&root, "limits.sh", "echo \"as=$(ulimit -v)\"; sleep 30");
+    let path = root.script("limits.sh", "echo \"as=$(ulimit -v)\"; sleep 30");
     root.ok(&["agent", "add", &cell, "a1", "--", &path]);
     root.ok(&[
         "reserve", &cell, "--job", "j1", "--agent", "a1", "--mem", "512MiB",
     ]);
     root.ok(&["agent", "start", &cell, "a1"]);
     let log = root.cell_dir(&cell).join("logs/a1.log");
-    wait_until("the limit line", || {
+    wait_until(15.0, "the limit line", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("as=")
