@@ -418,35 +418,10 @@ fn claim(ctx: &Ctx, cell: Option<String>, agent: Option<String>) -> Result<()> {
 fn done(ctx: &Ctx, cell: &str, task_id: &str, artifacts: &[String]) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Task, task_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let cell_path = ctx.store.cell_path(&cell_id);
-    let mut recorded = Vec::new();
-    for a in artifacts {
-        let path = std::path::Path::new(a);
-        let full = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            cell_path.join(path)
-        };
-        let cwd_full = std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_default();
-        let found = if full.exists() {
-            full
-        } else if cwd_full.exists() {
-            cwd_full
-        } else {
-            return Err(Error::not_found(format!(
-                "artifact {a} does not exist (looked in the cell and the current directory)"
-            ))
-            .hint("write the file first; artifacts are recorded by path, not copied"));
-        };
-        // Inside the cell: recorded relative to it, so the cell can move.
-        let shown = found
-            .strip_prefix(&cell_path)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| found.display().to_string());
-        recorded.push(shown);
-    }
+    let recorded = artifacts
+        .iter()
+        .map(|a| crate::store::locate_artifact(&ctx.store.cell_path(&cell_id), a))
+        .collect::<Result<Vec<_>>>()?;
     let outcome = queue::done(
         &ctx.store,
         &cell_id,

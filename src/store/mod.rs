@@ -165,6 +165,34 @@ pub fn read_input(spec: &str, what: &str) -> Result<(Vec<u8>, PathBuf)> {
     }
 }
 
+/// Finds an artifact a task produced (relative to the cell, else to the current directory)
+/// and returns how it is recorded: relative to the cell when inside it, so the cell can move.
+pub fn locate_artifact(cell_path: &Path, given: &str) -> Result<String> {
+    let path = Path::new(given);
+    let in_cell = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        cell_path.join(path)
+    };
+    let in_cwd = std::env::current_dir()
+        .map(|d| d.join(path))
+        .unwrap_or_default();
+    let found = if in_cell.exists() {
+        in_cell
+    } else if in_cwd.exists() {
+        in_cwd
+    } else {
+        return Err(Error::not_found(format!(
+            "artifact {given} does not exist (looked in the cell and the current directory)"
+        ))
+        .hint("write the file first; artifacts are recorded by path, not copied"));
+    };
+    Ok(found
+        .strip_prefix(cell_path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| found.display().to_string()))
+}
+
 /// Reads a document that must exist.
 pub fn read_required(store: &dyn Store, cell: &str, key: FileKey<'_>) -> Result<Doc> {
     store.read(cell, key)?.ok_or_else(|| {
