@@ -222,8 +222,10 @@ sleep 30"#;
     root.ok(&["agent", "add", &cell, "a1", "--", &path]);
     root.ok(&["checkpoint", "save", &cell, "a1"]);
     let pid: i64 = root.ok(&["agent", "start", &cell, "a1"]).parse().unwrap();
-    wait_until(15.0, "the first beat", || {
+    let log_path = root.cell_dir(&cell).join("logs/a1.log");
+    wait_until(15.0, "the first beat and the script's last line", || {
         root.read_json(format!("{cell}/agents/a1.json"))["heartbeat_count"] == 1
+            && std::fs::read_to_string(&log_path).is_ok_and(|log| log.contains("to stderr"))
     });
     let shown = root.json(&["agent", "show", &cell, "a1"]);
     assert_eq!(shown["pid"], pid);
@@ -231,7 +233,7 @@ sleep 30"#;
     assert_eq!(shown["note"], "from the script");
     assert_eq!(shown["restart_count"], 0);
     assert!(shown["started_at"].is_string() && shown["pid_start_time"].is_u64());
-    let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
     let canonical = std::fs::canonicalize(&root.path).unwrap();
     assert!(
         log.contains(&format!(
