@@ -6,7 +6,9 @@ mod agent;
 mod budget;
 mod cell;
 mod checkpoint;
+mod complete;
 mod events;
+mod man;
 mod policy;
 mod revive;
 mod status;
@@ -106,6 +108,14 @@ pub enum Command {
     ///
     /// Example: pas demo
     Demo,
+    /// Print the script that gives a shell Tab-completion of commands, flags, cells and agents.
+    ///
+    /// Example: source <(pas completions bash)
+    Completions(complete::CompletionsArgs),
+    /// Write a man page for every command into a directory.
+    ///
+    /// Example: pas man --out docs/man
+    Man(man::ManArgs),
     /// Internal: the supervisor of one agent process (started by `pas agent start`).
     #[command(name = "__supervise", hide = true)]
     Supervise(SuperviseArgs),
@@ -132,6 +142,7 @@ pub struct Ctx {
 
 /// Parses the command line, runs the command, and returns the process's exit status.
 pub fn run() -> ExitCode {
+    complete::answer_if_asked();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
@@ -192,6 +203,8 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Demo => demo(ctx),
         Command::Revive(a) => revive::run(ctx, a),
         Command::Watch(a) => revive::run_watch(ctx, a),
+        Command::Completions(a) => complete::run(ctx, a),
+        Command::Man(a) => man::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::supervisor::supervise(&ctx.store, &cell, &agent)
         }

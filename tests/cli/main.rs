@@ -13,4 +13,5 @@ mod processes;
 mod queue;
 mod revival;
 mod schemas;
+mod shell;
 mod tasks;

@@ -1,0 +1,118 @@
+//! At home in the shell: completions in a real bash, man pages that match the binary,
+//! colour only on a terminal, help with examples.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{pas_bin, Root};
+
+/// A bash with `pas` on its PATH and the root in `PAS_ROOT`, running `script`.
+fn bash(root: &Root, script: &str) -> String {
+    let dir = Path::new(pas_bin()).parent().unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", script])
+        .env("PATH", path)
+        .env("PAS_ROOT", &root.path)
+        .env_remove("PAS_CELL")
+        .env_remove("PAS_AGENT")
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "bash failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bash_completion_loads_and_completes_commands_cells_and_agents() {
+    let root = Root::new();
+    let cell = root.cell("alpha");
+    root.cell("beta");
+    root.ok(&["agent", "add", &cell, "writer-1"]);
+    root.ok(&["agent", "add", &cell, "writer-2"]);
+    let complete = |words: &str, index: usize| {
+        bash(
+            &root,
+            &format!(
+                r#"source <(pas completions bash)
+COMP_WORDS=({words}); COMP_CWORD={index}
+_clap_complete_pas pas "${{COMP_WORDS[$COMP_CWORD]}}" "${{COMP_WORDS[$COMP_CWORD-1]}}"
+printf '%s\n' "${{COMPREPLY[@]}}""#
+            ),
+        )
+    };
+
+    let registered = bash(&root, "source <(pas completions bash)\ncomplete -p pas");
+    assert!(
+        registered.contains("-F _clap_complete_pas pas"),
+        "{registered}"
+    );
+
+    let commands = complete("pas ch", 1);
+    let commands: Vec<&str> = commands.lines().collect();
+    assert!(
+        commands.contains(&"check") && commands.contains(&"checkpoint"),
+        "{commands:?}"
+    );
+
+    let cells = complete("pas cell show ''", 3);
+    for expected in [cell.as_str(), "alpha", "beta"] {
+        assert!(
+            cells.lines().any(|l| l == expected),
+            "{expected} in {cells}"
+        );
+    }
+
+    let agents = complete("pas agent show alpha w", 4);
+    assert_eq!(agents.lines().collect::<Vec<_>>(), ["writer-1", "writer-2"]);
+}
+
+#[test]
+fn every_shell_gets_a_script_and_a_bad_shell_is_refused() {
+    let root = Root::new();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let script = root.ok(&["completions", shell]);
+        assert!(script.contains("PAS_COMPLETE"), "{shell}: {script}");
+    }
+    root.run(&["completions", "tcsh"])
+        .refused(2, "invalid value 'tcsh'");
+}
+
+#[test]
+fn man_pages_in_docs_are_current() {
+    let root = Root::new();
+    let out = root.path.join("man");
+    root.ok(&["man", "--out", out.to_str().unwrap()]);
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/man");
+    let names = |dir: &Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let generated = names(&out);
+    assert!(generated.len() > 40, "a page per command: {generated:?}");
+    for page in [
+        "pas.1",
+        "pas-cell-create.1",
+        "pas-agent-beat.1",
+        "pas-completions.1",
+    ] {
+        assert!(generated.iter().any(|n| n == page), "{page}");
+    }
+    let fix = "the man pages are stale: run `cargo run -- man --out docs/man` (and delete pages of removed commands)";
+    assert_eq!(names(&docs), generated, "{fix}");
+    for name in &generated {
+        let fresh = std::fs::read(out.join(name)).unwrap();
+        let checked_in = std::fs::read(docs.join(name)).unwrap();
+        assert!(fresh == checked_in, "{name} differs; {fix}");
+    }
+}
