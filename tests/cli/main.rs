@@ -14,3 +14,4 @@ mod queue;
 mod revival;
 mod schemas;
 mod tasks;
+mod top;
