@@ -609,8 +609,9 @@ pub fn next_restart(agent: &AgentView, now: DateTime<Utc>) -> String {
     }
     match until(&agent.next_restart_at) {
         Some(s) if s > 0.0 => format!("in {}", clock::human_duration(s)),
-        Some(_) => "due".into(),
-        None => "-".into(),
+        // A past restart time of a running agent is history, not news.
+        Some(_) if agent.process != "running" => "due".into(),
+        _ => "-".into(),
     }
 }
 
@@ -816,10 +817,11 @@ pub(crate) mod tests {
         let s = fleet(now());
         let dead = &s.cells[0].view.agents[2];
         assert_eq!(next_restart(dead, now()), "in 20s");
-        assert_eq!(
-            next_restart(dead, now() + chrono::Duration::seconds(30)),
-            "due"
-        );
+        let mut gone = dead.clone();
+        gone.process = "exited";
+        let later = now() + chrono::Duration::seconds(30);
+        assert_eq!(next_restart(&gone, later), "due");
+        assert_eq!(next_restart(dead, later), "-", "it runs again");
         assert_eq!(next_restart(&s.cells[0].view.agents[0], now()), "-");
     }
 }
