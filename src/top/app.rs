@@ -105,6 +105,23 @@ pub fn run(opts: Options) -> Result<()> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| Error::failure(format!("cannot listen for signals: {e}")))?;
     }
+    // The loop looks at `stop` between frames, but crossterm's read can spin forever on a
+    // terminal that hung up and never return to it: so a signal ends the process within a
+    // second whatever the loop is doing.
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            if !done.load(Ordering::SeqCst) {
+                restore();
+                std::process::exit(0);
+            }
+        });
+    }
     let previous = std::panic::take_hook();
     let panicked = Arc::clone(&stop);
     std::panic::set_hook(Box::new(move |info| {
@@ -164,6 +181,7 @@ pub fn run(opts: Options) -> Result<()> {
         process::reap_children();
     }
     drop(screen);
+    done.store(true, Ordering::SeqCst);
     Ok(())
 }
 

@@ -206,6 +206,26 @@ fn top_restores_the_terminal_on_sigterm() {
     );
 }
 
+#[test]
+fn top_ends_when_its_terminal_goes_away() {
+    let root = Root::new();
+    let cell = root.cell("Hangup");
+    root.ok(&["agent", "add", &cell, "only"]);
+    let tmux = Tmux::start();
+    tmux.text(&format!(
+        "exec {} --root {} top Hangup",
+        pas_bin(),
+        root.path.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the tree", |s| s.contains("only") && s.contains("Hangup"));
+    assert!(pid_of_top(&root).is_some());
+    drop(tmux);
+    wait_until(30.0, "pas top to exit after its terminal closed", || {
+        pid_of_top(&root).is_none()
+    });
+}
+
 /// The pid of the `pas top` running on this root, from /proc.
 fn pid_of_top(root: &Root) -> Option<i32> {
     let root_arg = root.path.display().to_string();
