@@ -48,14 +48,9 @@ impl State {
     }
 }
 
-/// The context state from use and limit; `None` when the agent reports no limit.
-pub fn context_state(
-    used: Option<u64>,
-    limit: Option<u64>,
-    policy: &Policy,
-) -> Option<(State, f64)> {
-    let (used, limit) = (used?, limit.filter(|l| *l > 0)?);
-    let ratio = used as f64 / limit as f64;
+/// The context ratios at which an agent is warned and breaches: (`target_ratio`,
+/// `hard_max_ratio`), so displays can mark them on a context bar.
+pub fn context_thresholds(policy: &Policy) -> (f64, f64) {
     let target = policy
         .get("target_ratio")
         .and_then(Value::as_f64)
@@ -64,6 +59,18 @@ pub fn context_state(
         .get("hard_max_ratio")
         .and_then(Value::as_f64)
         .unwrap_or(0.75);
+    (target, hard)
+}
+
+/// The context state from use and limit; `None` when the agent reports no limit.
+pub fn context_state(
+    used: Option<u64>,
+    limit: Option<u64>,
+    policy: &Policy,
+) -> Option<(State, f64)> {
+    let (used, limit) = (used?, limit.filter(|l| *l > 0)?);
+    let ratio = used as f64 / limit as f64;
+    let (target, hard) = context_thresholds(policy);
     let state = if ratio >= hard {
         State::Breach
     } else if ratio >= target {

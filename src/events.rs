@@ -236,6 +236,15 @@ pub fn parse_all(bytes: &[u8]) -> Vec<Event> {
         .collect()
 }
 
+/// The complete events appended to a cell's log from byte `offset` on, and the offset to
+/// read from next time (a torn or half-written last line is left for then).
+pub fn read_new(store: &dyn Store, cell: &str, offset: u64) -> Result<(Vec<Event>, u64)> {
+    let bytes = store.read_log(cell, LogFile::Events, offset)?;
+    let (_, torn) = split_lines(&bytes);
+    let events = parse_all(&bytes);
+    Ok((events, offset + (bytes.len() - torn) as u64))
+}
+
 /// What `pas events` shows.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

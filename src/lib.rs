@@ -37,6 +37,7 @@ pub mod store;
 pub mod supervisor;
 pub mod task;
 pub mod templates;
+pub mod top;
 pub mod units;
 pub mod validate;
 pub mod watch;

@@ -106,6 +106,11 @@ impl Printer {
         self.quiet
     }
 
+    /// Whether colour is on (for screens drawn without the printer, like `pas top`).
+    pub fn colors(&self) -> bool {
+        self.color
+    }
+
     /// Whether stdout was closed by the reader (stop producing output).
     pub fn is_closed(&self) -> bool {
         self.closed.get()

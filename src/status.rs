@@ -67,6 +67,9 @@ pub struct AgentView {
     pub backoff_schedule: Vec<f64>,
     /// The context budget state (`ok`, `warning`, `breach`).
     pub ctx_state: Option<String>,
+    /// The context ratios of `warning` and `breach` by policy (for bars; not in `--json`).
+    #[serde(skip)]
+    pub ctx_thresholds: (f64, f64),
     /// Money spent.
     pub cost_usd: Option<f64>,
     /// Tokens used.
@@ -111,6 +114,7 @@ impl AgentView {
             },
             ctx_state: crate::budget::context_state(d.u64("ctx_used"), d.u64("ctx_limit"), policy)
                 .map(|c| c.0.as_str().to_string()),
+            ctx_thresholds: crate::budget::context_thresholds(policy),
             cost_usd: d.f64("cost_usd"),
             tokens_used: d.f64("tokens_used"),
         }

@@ -53,7 +53,11 @@ enum Msg {
     Stop,
 }
 
-fn cell_of(root: &Path, path: &Path) -> Option<(String, Option<String>, Option<String>)> {
+/// The cell, subdirectory and file a path under the root names.
+pub(crate) fn cell_of(
+    root: &Path,
+    path: &Path,
+) -> Option<(String, Option<String>, Option<String>)> {
     let rel = path.strip_prefix(root).ok()?;
     let mut parts = rel
         .components()
@@ -62,14 +66,25 @@ fn cell_of(root: &Path, path: &Path) -> Option<(String, Option<String>, Option<S
     Some((cell, parts.next(), parts.next()))
 }
 
-struct Watches {
+/// The directories watched for changes in cells (shared with `pas top`).
+pub(crate) struct Watches {
     watcher: Option<notify::RecommendedWatcher>,
     watched: HashSet<PathBuf>,
-    polling: bool,
+    pub(crate) polling: bool,
 }
 
 impl Watches {
-    fn add(&mut self, path: &Path, report: &mut dyn FnMut(Report<'_>)) {
+    /// Watches with this watcher; none means polling.
+    pub(crate) fn new(watcher: Option<notify::RecommendedWatcher>) -> Watches {
+        Watches {
+            polling: watcher.is_none(),
+            watcher,
+            watched: HashSet::new(),
+        }
+    }
+
+    /// Watches one directory (not recursively); out of watches, switches to polling.
+    pub(crate) fn add(&mut self, path: &Path, report: &mut dyn FnMut(Report<'_>)) {
         if self.polling || self.watched.contains(path) || !path.is_dir() {
             return;
         }
@@ -96,7 +111,8 @@ impl Watches {
         }
     }
 
-    fn add_cell(&mut self, root: &Path, cell: &str, report: &mut dyn FnMut(Report<'_>)) {
+    /// Watches a cell's directory, `agents/`, `tasks/` and `logs/`.
+    pub(crate) fn add_cell(&mut self, root: &Path, cell: &str, report: &mut dyn FnMut(Report<'_>)) {
         let dir = root.join(cell);
         self.add(&dir, report);
         self.add(&dir.join("agents"), report);
@@ -146,12 +162,8 @@ pub fn run(
     let watcher = notify::recommended_watcher(move |res| {
         let _ = fs_tx.send(Msg::Fs(res));
     });
-    let mut watches = Watches {
-        watcher: watcher.ok(),
-        watched: HashSet::new(),
-        polling: false,
-    };
-    if watches.watcher.is_none() {
+    let mut watches = Watches::new(watcher.ok());
+    if watches.polling {
         report(Report::Note("file events are unavailable; polling".into()));
         watches.polling = true;
     }

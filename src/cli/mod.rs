@@ -13,6 +13,7 @@ mod policy;
 mod revive;
 mod status;
 mod task;
+mod top;
 mod validate;
 
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub enum Command {
     Revive(revive::ReviveArgs),
     /// The Lazarus loop: watch the root and revive agents as they die.
     Watch(revive::WatchArgs),
+    /// A live full-screen view of the fleet: tree, bars, events; pause, revive, stop.
+    Top(top::TopArgs),
     /// A complete mission in a temporary root, narrated: agents working, one killed and
     /// revived from its checkpoint, a context breach handled, every task completed.
     ///
@@ -205,6 +208,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Watch(a) => revive::run_watch(ctx, a),
         Command::Completions(a) => complete::run(ctx, a),
         Command::Man(a) => man::run(ctx, a),
+        Command::Top(a) => top::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::supervisor::supervise(&ctx.store, &cell, &agent)
         }
@@ -230,6 +234,8 @@ fn demo(ctx: &Ctx) -> Result<()> {
         status::StatusArgs {
             cell: Some(cell),
             all: false,
+            watch: false,
+            interval: None,
         },
     )?;
     ctx.out.line("");

@@ -24,6 +24,12 @@ pub struct StatusArgs {
     /// Every cell (the default when no CELL is given).
     #[arg(long, conflicts_with = "cell")]
     pub all: bool,
+    /// Redraw the table in place until Ctrl-C (plain repeated tables when not a terminal).
+    #[arg(long)]
+    pub watch: bool,
+    /// Seconds between redraws with --watch (default 2).
+    #[arg(long, requires = "watch", value_name = "SECS")]
+    pub interval: Option<f64>,
 }
 
 /// Arguments of `pas check`.
@@ -123,7 +129,15 @@ fn task_summary(v: &CellView) -> String {
 
 /// Runs `pas status`.
 pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
-    let StatusArgs { cell, all: _ } = args;
+    let StatusArgs {
+        cell,
+        all: _,
+        watch,
+        interval,
+    } = args;
+    if watch {
+        return watch_status(ctx, cell.as_deref(), interval.unwrap_or(2.0));
+    }
     let (views, errors) = views(ctx, cell.as_deref(), true)?;
     for e in &errors {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
@@ -144,17 +158,74 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
         }));
         return Ok(());
     }
-    if views.is_empty() {
-        ctx.out
-            .info(&format!("no cells under {}", ctx.store.root().display()));
-        return Ok(());
+    let text = status_text(ctx, &views);
+    ctx.out.info(text.trim_end_matches('\n'));
+    Ok(())
+}
+
+/// `pas status --watch`: the table again every `interval` seconds, redrawn in place on a
+/// terminal, until SIGINT or SIGTERM (exit 0).
+fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
+    if ctx.out.is_json() {
+        return Err(
+            Error::usage("--watch redraws a table for people and takes no --json")
+                .hint("poll `pas status --json` from a script instead"),
+        );
     }
+    if !(interval > 0.0 && interval <= 86_400.0) {
+        return Err(Error::usage(format!(
+            "--interval {interval} is outside (0, 86400] seconds"
+        )));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
+            .map_err(|e| Error::failure(format!("cannot listen for signals: {e}")))?;
+    }
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let pause = std::time::Duration::from_secs_f64(interval);
+    let mut first = true;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) && !ctx.out.is_closed() {
+        let (views, errors) = views(ctx, cell, true)?;
+        let mut text = format!(
+            "pas status --watch: every {}s, {} (Ctrl-C stops)\n\n",
+            interval,
+            clock::now().format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        for e in &errors {
+            text.push_str(&format!("pas: skipped: {}\n", e.message));
+        }
+        text.push_str(&status_text(ctx, &views));
+        let frame = if tty {
+            // Home, each line then clear to its end, clear below: no flicker.
+            let clear = if first { "\x1b[2J" } else { "" };
+            let body: String = text.lines().map(|l| format!("{l}\x1b[K\n")).collect();
+            format!("\x1b[H{clear}{body}\x1b[J")
+        } else {
+            format!("{text}\n")
+        };
+        first = false;
+        ctx.out.raw(&frame);
+        let until = std::time::Instant::now() + pause;
+        while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(pause.min(std::time::Duration::from_millis(100)));
+        }
+    }
+    Ok(())
+}
+
+/// The status table of `pas status` as text (problems noted on stderr).
+fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
+    if views.is_empty() {
+        return format!("no cells under {}\n", ctx.store.root().display());
+    }
+    let mut text = String::new();
     for (i, v) in views.iter().enumerate() {
         if i > 0 {
-            ctx.out.info("");
+            text.push('\n');
         }
         let status = Styled::new(v.status.as_str(), super::cell::status_tone(&v.status));
-        ctx.out.info(&format!(
+        text.push_str(&format!(
             "cell {}  {}  {}  {}; {}",
             v.id,
             v.name,
@@ -162,6 +233,7 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
             health_summary(v),
             task_summary(v)
         ));
+        text.push('\n');
         for p in &v.problems {
             ctx.out.note(&format!("pas: cannot read: {p}"));
         }
@@ -193,7 +265,7 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
                 ]
             })
             .collect();
-        ctx.out.table(
+        text.push_str(&ctx.out.render_table(
             &[
                 "  AGENT",
                 "HEALTH",
@@ -208,9 +280,9 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
                 "NEXT RESTART (BACKOFF)",
             ],
             rows,
-        );
+        ));
     }
-    Ok(())
+    text
 }
 
 /// Runs `pas check`: one line on stdout, the Nagios exit code.

@@ -15,3 +15,4 @@ mod revival;
 mod schemas;
 mod shell;
 mod tasks;
+mod top;

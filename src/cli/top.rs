@@ -1,0 +1,44 @@
+//! `pas top`
+
+use clap::Args;
+
+use super::Ctx;
+use crate::cell;
+use crate::error::Result;
+use crate::store::Store;
+use crate::top::{app, view::Palette};
+
+/// Arguments of `pas top`.
+///
+/// Keys: arrows or j/k move, Enter expands, / filters (text or a health), p pauses or
+/// resumes the selected cell, r revives and s stops the selected agent (each asks first),
+/// ? shows help, q quits.
+///
+/// Example: pas top 3f2a
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// One cell (default: every cell).
+    pub cell: Option<String>,
+}
+
+/// Runs `pas top`.
+pub fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
+    let TopArgs { cell } = args;
+    // A wrong cell or root is refused before the screen changes.
+    let only = match cell {
+        Some(q) => Some(cell::resolve(&ctx.store, &q)?),
+        None => {
+            ctx.store.cell_ids()?;
+            None
+        }
+    };
+    app::run(app::Options {
+        root: ctx.store.root().to_path_buf(),
+        only,
+        palette: Palette {
+            color: ctx.out.colors(),
+            health: super::agent::health_tone,
+            cell: super::cell::status_tone,
+        },
+    })
+}

@@ -1,0 +1,423 @@
+//! The running `pas top`: terminal setup and restore, the event loop, the background loader
+//! and the actions.
+//!
+//! The screen thread never touches the disk. A loader thread reads snapshots (when inotify
+//! says something changed, at most about twice a second and never faster than twice the last
+//! read took, and every few seconds anyway so that health and ages move on) and follows the
+//! selected cell's `logs/events.jsonl`; actions run on threads of their own. So a slow disk
+//! or a 10,000-agent root slows what is shown, never the keys.
+//!
+//! The terminal is restored on every way out: `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP (checked
+//! between frames), an error (a guard's `Drop`) and a panic (a hook that restores first).
+
+use std::io::{self, IsTerminal};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::crossterm::{cursor, execute, terminal};
+use ratatui::Terminal;
+
+use super::model::{Action, Input, Level, Model, Outcome, Snapshot};
+use super::view::{self, Palette};
+use crate::cell::{self, CellStatus};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::events::{self, Event};
+use crate::process::{self, StopOutcome};
+use crate::revive;
+use crate::store::{FsStore, Store};
+use crate::watch::Watches;
+
+/// Full re-reads at least this often, so ages and health move on without file events.
+const RELOAD_EVERY: Duration = Duration::from_secs(5);
+/// Re-reads after file events no more often than this.
+const MIN_GAP: Duration = Duration::from_millis(500);
+/// Redraws at least this often (heartbeat ages tick).
+const TICK: Duration = Duration::from_secs(1);
+/// The grace of a stop, as `pas agent stop`'s default.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What `pas top` is asked to show.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The missions root.
+    pub root: PathBuf,
+    /// Only this cell (its id).
+    pub only: Option<String>,
+    /// Colours.
+    pub palette: Palette,
+}
+
+enum ToLoader {
+    /// Files changed; `events`: an events log among them.
+    Changed { events: bool },
+    /// Follow this cell's events.
+    Follow(Option<String>),
+    /// Read again now (after an action).
+    Reload,
+}
+
+enum FromBackground {
+    Snapshot(Snapshot),
+    Failed(String),
+    Events {
+        cell: String,
+        events: Vec<Event>,
+        reset: bool,
+    },
+    Done(String, Level),
+}
+
+/// Puts the terminal back: raw mode off, the normal screen, the cursor shown. Safe to call
+/// more than once.
+fn restore() {
+    let _ = terminal::disable_raw_mode();
+    let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
+}
+
+/// Restores the terminal when dropped, whichever way `run` returns.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        restore();
+    }
+}
+
+/// Runs `pas top` until `q`, Ctrl-C or a terminating signal.
+pub fn run(opts: Options) -> Result<()> {
+    if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
+        return Err(Error::usage("pas top needs a terminal").hint(
+            "use `pas status --watch` for a plain redrawn table, or `pas status` in scripts",
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .map_err(|e| Error::failure(format!("cannot listen for signals: {e}")))?;
+    }
+    // The loop looks at `stop` between frames, but crossterm's read can spin forever on a
+    // terminal that hung up and never return to it: so a signal ends the process within a
+    // second whatever the loop is doing.
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (stop, done) = (Arc::clone(&stop), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            if !done.load(Ordering::SeqCst) {
+                restore();
+                std::process::exit(0);
+            }
+        });
+    }
+    let previous = std::panic::take_hook();
+    let panicked = Arc::clone(&stop);
+    std::panic::set_hook(Box::new(move |info| {
+        panicked.store(true, Ordering::SeqCst);
+        restore();
+        previous(info);
+    }));
+    let term_error = |e: io::Error| Error::failure(format!("cannot drive the terminal: {e}"));
+    terminal::enable_raw_mode().map_err(term_error)?;
+    let _guard = Guard;
+    execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide).map_err(term_error)?;
+    let mut screen = Terminal::new(CrosstermBackend::new(io::stdout())).map_err(term_error)?;
+
+    let (to_screen, from_background) = mpsc::channel();
+    let loader = spawn_loader(opts.root.clone(), opts.only.clone(), to_screen.clone());
+    let mut model = Model::new(&opts.root.display().to_string());
+    let mut followed: Option<String> = None;
+    let mut drawn = Instant::now() - TICK;
+    let mut dirty = true;
+    while !stop.load(Ordering::SeqCst) {
+        if dirty || drawn.elapsed() >= TICK {
+            let now = clock::now();
+            screen
+                .draw(|f| view::draw(f, &mut model, &opts.palette, now))
+                .map_err(term_error)?;
+            drawn = Instant::now();
+            dirty = false;
+        }
+        if event::poll(Duration::from_millis(100)).map_err(term_error)? {
+            match event::read().map_err(term_error)? {
+                TermEvent::Key(k) if k.kind != KeyEventKind::Release => {
+                    if let Some(input) = input_of(k.code, k.modifiers) {
+                        match model.key(input) {
+                            Outcome::Quit => break,
+                            Outcome::Run(action) => {
+                                spawn_action(opts.root.clone(), action, to_screen.clone())
+                            }
+                            Outcome::None => {}
+                        }
+                    }
+                    dirty = true;
+                }
+                TermEvent::Resize(..) => {
+                    screen.autoresize().map_err(term_error)?;
+                    dirty = true;
+                }
+                _ => {}
+            }
+        }
+        dirty |= receive(&mut model, &from_background, &loader);
+        let now_followed = model.followed_cell();
+        if now_followed != followed {
+            followed = now_followed;
+            let _ = loader.send(ToLoader::Follow(followed.clone()));
+        }
+        // Supervisors started by revive are this process's children.
+        process::reap_children();
+    }
+    drop(screen);
+    done.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Takes what the background threads sent; true when something changed on screen.
+fn receive(model: &mut Model, rx: &Receiver<FromBackground>, loader: &Sender<ToLoader>) -> bool {
+    let mut changed = false;
+    for message in rx.try_iter() {
+        changed = true;
+        match message {
+            FromBackground::Snapshot(s) => model.set_snapshot(s),
+            FromBackground::Failed(e) => model.message = Some((e, Level::Error)),
+            FromBackground::Events {
+                cell,
+                events,
+                reset,
+            } => model.add_events(&cell, events, reset),
+            FromBackground::Done(text, level) => {
+                model.message = Some((text, level));
+                let _ = loader.send(ToLoader::Reload);
+            }
+        }
+    }
+    changed
+}
+
+fn input_of(code: KeyCode, modifiers: KeyModifiers) -> Option<Input> {
+    Some(match code {
+        KeyCode::Char('c') if modifiers.contains(KeyModifiers::CONTROL) => Input::Interrupt,
+        KeyCode::Up => Input::Up,
+        KeyCode::Down => Input::Down,
+        KeyCode::PageUp => Input::PageUp,
+        KeyCode::PageDown => Input::PageDown,
+        KeyCode::Home => Input::Home,
+        KeyCode::End => Input::End,
+        KeyCode::Enter => Input::Enter,
+        KeyCode::Esc => Input::Esc,
+        KeyCode::Backspace => Input::Backspace,
+        KeyCode::Char(c) => Input::Char(c),
+        _ => return None,
+    })
+}
+
+/// The loader: owns the file watcher and does every read.
+fn spawn_loader(
+    root: PathBuf,
+    only: Option<String>,
+    out: Sender<FromBackground>,
+) -> Sender<ToLoader> {
+    let (tx, rx) = mpsc::channel::<ToLoader>();
+    let fs_tx = tx.clone();
+    std::thread::spawn(move || {
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            let events = match &res {
+                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => return,
+                Ok(e) => e.paths.iter().any(|p| p.ends_with("logs/events.jsonl")),
+                Err(_) => true,
+            };
+            let _ = fs_tx.send(ToLoader::Changed { events });
+        })
+        .ok();
+        let mut watches = Watches::new(watcher);
+        load_loop(&root, only.as_deref(), &rx, &out, &mut watches);
+    });
+    tx
+}
+
+fn load_loop(
+    root: &std::path::Path,
+    only: Option<&str>,
+    rx: &Receiver<ToLoader>,
+    out: &Sender<FromBackground>,
+    watches: &mut Watches,
+) {
+    let store = FsStore::new(root);
+    let watch_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let mut quiet = |_: crate::watch::Report<'_>| {};
+    watches.add(&watch_root, &mut quiet);
+    let mut last_load: Option<Instant> = None;
+    let mut gap = MIN_GAP;
+    let mut stale = true;
+    let mut follow: Option<String> = None;
+    let mut offset = 0u64;
+    let mut events_stale = false;
+    let mut reset = false;
+    loop {
+        let due = match last_load {
+            None => Duration::ZERO,
+            Some(t) if stale => (t + gap).saturating_duration_since(Instant::now()),
+            Some(t) => (t + RELOAD_EVERY).saturating_duration_since(Instant::now()),
+        };
+        let first = match rx.recv_timeout(due) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        for message in first.into_iter().chain(rx.try_iter()) {
+            match message {
+                ToLoader::Changed { events } => {
+                    stale = true;
+                    events_stale |= events;
+                }
+                ToLoader::Follow(cell) => {
+                    follow = cell;
+                    offset = 0;
+                    reset = true;
+                    events_stale = true;
+                }
+                ToLoader::Reload => {
+                    stale = true;
+                    last_load = None;
+                    events_stale = true;
+                }
+            }
+        }
+        if events_stale {
+            events_stale = false;
+            if let Some(cell) = &follow {
+                if let Ok((new, next)) = events::read_new(&store, cell, offset) {
+                    offset = next;
+                    if !new.is_empty() || reset {
+                        let sent = out.send(FromBackground::Events {
+                            cell: cell.clone(),
+                            events: new,
+                            reset,
+                        });
+                        if sent.is_err() {
+                            return;
+                        }
+                        reset = false;
+                    }
+                }
+            }
+        }
+        let ready = match last_load {
+            None => true,
+            Some(t) if stale => t.elapsed() >= gap,
+            Some(t) => t.elapsed() >= RELOAD_EVERY,
+        };
+        if !ready {
+            continue;
+        }
+        let started = Instant::now();
+        let message = match Snapshot::load(&store, only, clock::now()) {
+            Ok(s) => {
+                for c in &s.cells {
+                    watches.add_cell(&watch_root, &c.view.id, &mut quiet);
+                }
+                FromBackground::Snapshot(s)
+            }
+            Err(e) => FromBackground::Failed(format!("cannot read the fleet: {}", e.message)),
+        };
+        if out.send(message).is_err() {
+            return;
+        }
+        last_load = Some(Instant::now());
+        gap = (started.elapsed() * 2).max(MIN_GAP);
+        stale = false;
+    }
+}
+
+/// Runs a confirmed action on its own thread, through the code of the matching command.
+fn spawn_action(root: PathBuf, action: Action, out: Sender<FromBackground>) {
+    std::thread::spawn(move || {
+        let store = FsStore::new(root);
+        let result = act(&store, &action);
+        process::reap_children();
+        let message = match result {
+            Ok(text) => (text, Level::Info),
+            Err(e) => (
+                format!("{} failed: {}", action.command(), e.message),
+                Level::Error,
+            ),
+        };
+        let _ = out.send(FromBackground::Done(message.0, message.1));
+    });
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Does an action; the text says what happened.
+fn act(store: &dyn Store, action: &Action) -> Result<String> {
+    let now = clock::now();
+    match action {
+        Action::Pause { cell } | Action::Resume { cell } => {
+            let to = if matches!(action, Action::Pause { .. }) {
+                CellStatus::Paused
+            } else {
+                CellStatus::Active
+            };
+            let previous = cell::set_status(store, cell, to, now)?;
+            Ok(format!(
+                "cell {}: {} -> {}",
+                short(cell),
+                previous.as_deref().unwrap_or("-"),
+                to.as_str()
+            ))
+        }
+        Action::Revive { cell, agent } => {
+            // A pending request (auto_revive: ask) is approved, as `pas revive approve`;
+            // otherwise one pass for the agent, as `pas revive CELL --agent AGENT`.
+            let pending = revive::requests(store, std::slice::from_ref(cell))?
+                .into_iter()
+                .find(|r| &r.agent == agent);
+            let pass = match pending {
+                Some(r) => revive::decide(store, &r.id, true, now)?,
+                None => revive::pass_cell(
+                    store,
+                    cell,
+                    &revive::Options {
+                        dry_run: false,
+                        agent: Some(agent.clone()),
+                    },
+                    now,
+                )?,
+            };
+            let said: Vec<String> = pass.actions.iter().map(|a| a.message.clone()).collect();
+            Ok(if said.is_empty() {
+                format!(
+                    "revive {agent}: nothing to do (it runs, backs off, or its cell is not active)"
+                )
+            } else {
+                format!("revive {agent}: {}", said.join("; "))
+            })
+        }
+        Action::Stop { cell, agent } => {
+            let outcome = crate::supervisor::stop(store, cell, agent, STOP_GRACE, "stopped", now)?;
+            Ok(format!(
+                "agent {agent} {}",
+                match outcome {
+                    StopOutcome::NotRunning => "was not running (now idle)",
+                    StopOutcome::Terminated => "stopped (SIGTERM)",
+                    StopOutcome::Killed => "killed (SIGKILL after the grace period)",
+                }
+            ))
+        }
+    }
+}

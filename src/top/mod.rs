@@ -1,0 +1,13 @@
+//! `pas top`: a live, full-screen view of the fleet in the terminal, like `htop`.
+//!
+//! - [`model`]: the pure state (tree rows, selection, filter, keys), built from a snapshot
+//!   of the same views `pas status` prints;
+//! - [`view`]: drawing the model with ratatui (tested against stored screens);
+//! - [`app`]: the terminal, the event loop, the file watcher and the background reads.
+//!
+//! It reads the files everything else reads and changes them only through the code of the
+//! matching commands (`pas cell set`, `pas revive`, `pas agent stop`), after a `y`.
+
+pub mod app;
+pub mod model;
+pub mod view;

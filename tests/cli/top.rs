@@ -1,0 +1,299 @@
+//! `pas top` driven in a real terminal (tmux), and `pas status --watch`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use crate::harness::{pas_bin, wait_until, Root};
+
+/// A tmux server of its own (a private socket), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    /// A detached 100x30 session running a plain shell.
+    fn start() -> Tmux {
+        let found = Command::new("tmux").arg("-V").output();
+        assert!(
+            found.is_ok_and(|o| o.status.success()),
+            "tmux is not installed: the `pas top` test drives the real binary in a tmux \
+             pane; install it (apt-get install -y tmux)"
+        );
+        let tmux = Tmux {
+            socket: format!("pas-top-{}", uuid::Uuid::new_v4().simple()),
+        };
+        tmux.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-s",
+            "top",
+            "env",
+            "-i",
+            "PATH=/usr/bin:/bin",
+            "TERM=xterm-256color",
+            "LANG=C.UTF-8",
+            "NO_COLOR=1",
+            "PS1=$ ",
+            "sh",
+        ]);
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn text(&self, text: &str) {
+        self.run(&["send-keys", "-t", "top", "-l", text]);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "top"])
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            last = self.screen();
+            if f(&last) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; the screen:\n{last}");
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+#[test]
+fn top_shows_filters_pauses_and_restores_the_terminal() {
+    let root = Root::new();
+    let docs = root.cell("Docs sprint");
+    root.ok(&["agent", "add", &docs, "lead"]);
+    root.ok(&["agent", "add", &docs, "writer_1"]);
+    root.ok(&[
+        "agent",
+        "beat",
+        &docs,
+        "lead",
+        "--ctx-used",
+        "300",
+        "--ctx-limit",
+        "1000",
+    ]);
+    let audit = root.cell("Audit");
+    root.ok(&["agent", "add", &audit, "auditor"]);
+
+    let tmux = Tmux::start();
+    tmux.text(&format!(
+        "{} --root {} top; echo TOP-EXITED $?",
+        pas_bin(),
+        root.path.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the tree with an agent", |s| {
+        s.contains("Docs sprint") && s.contains("lead") && s.contains("healthy")
+    });
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "top", "#{alternate_on}"])
+            .trim(),
+        "1"
+    );
+
+    tmux.keys(&["/"]);
+    tmux.text("auditor");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the filter to leave only the auditor", |s| {
+        s.contains("auditor") && !s.contains("writer_1") && s.contains("[filter: auditor]")
+    });
+
+    // The filtered tree starts with the Audit cell: pause it, after a confirmation.
+    tmux.keys(&["p"]);
+    tmux.wait_for("the confirmation", |s| {
+        s.contains(&format!(
+            "same as: pas cell set {} --status paused",
+            &audit[..8]
+        ))
+    });
+    assert_eq!(
+        root.read_json(format!("{audit}/cell.json"))["status"],
+        "active"
+    );
+    tmux.keys(&["y"]);
+    wait_until(30.0, "the cell file to say paused", || {
+        root.read_json(format!("{audit}/cell.json"))["status"] == "paused"
+    });
+    tmux.wait_for("the result and the event", |s| {
+        s.contains("active -> paused") && s.contains("cell.status")
+    });
+    assert_eq!(
+        root.read_json(format!("{docs}/cell.json"))["status"],
+        "active"
+    );
+
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell again", |s| s.contains("TOP-EXITED 0"));
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "top", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "top", "#{cursor_flag}"])
+            .trim(),
+        "1"
+    );
+    // The shell's screen is back: what was typed before, and a fresh prompt after.
+    let screen = tmux.screen();
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("$ ")),
+        "{screen}"
+    );
+    assert_eq!(lines.last().map(|l| l.trim()), Some("$"), "{screen}");
+}
+
+#[test]
+fn top_restores_the_terminal_on_sigterm() {
+    let root = Root::new();
+    let cell = root.cell("Solo");
+    root.ok(&["agent", "add", &cell, "only"]);
+    let tmux = Tmux::start();
+    tmux.text(&format!(
+        "{} --root {} top Solo; echo TOP-EXITED $?",
+        pas_bin(),
+        root.path.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the tree", |s| s.contains("only") && s.contains("Solo"));
+    let pid = pid_of_top(&root).expect("pas top's pid in /proc");
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    tmux.wait_for("the shell again", |s| s.contains("TOP-EXITED 0"));
+    assert_eq!(
+        tmux.run(&["display", "-p", "-t", "top", "#{alternate_on}"])
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn top_ends_when_its_terminal_goes_away() {
+    let root = Root::new();
+    let cell = root.cell("Hangup");
+    root.ok(&["agent", "add", &cell, "only"]);
+    let tmux = Tmux::start();
+    tmux.text(&format!(
+        "exec {} --root {} top Hangup",
+        pas_bin(),
+        root.path.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the tree", |s| s.contains("only") && s.contains("Hangup"));
+    assert!(pid_of_top(&root).is_some());
+    drop(tmux);
+    wait_until(30.0, "pas top to exit after its terminal closed", || {
+        pid_of_top(&root).is_none()
+    });
+}
+
+/// The pid of the `pas top` running on this root, from /proc.
+fn pid_of_top(root: &Root) -> Option<i32> {
+    let root_arg = root.path.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_top = args.contains(&root_arg.as_bytes())
+            && args.contains(&b"top".as_slice())
+            && args.first().is_some_and(|a| a.ends_with(b"pas"));
+        is_top.then_some(pid)
+    })
+}
+
+#[test]
+fn top_needs_a_terminal_and_an_existing_cell() {
+    let root = Root::new();
+    root.cell("Here");
+    root.run(&["top"]).refused(2, "needs a terminal");
+    root.run(&["top", "nowhere"]).refused(3, "no cell matches");
+}
+
+#[test]
+fn status_watch_repeats_the_table_when_not_a_terminal() {
+    let root = Root::new();
+    let cell = root.cell("Watched");
+    root.ok(&["agent", "add", &cell, "lead"]);
+    let mut child = root
+        .cmd(&["status", "--watch", "--interval", "0.2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while seen.matches("pas status --watch").count() < 2 {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        seen
+    });
+    let seen = reader.join().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends the watch cleanly");
+    assert!(seen.matches("pas status --watch").count() >= 2, "{seen}");
+    assert!(seen.contains("cell ") && seen.contains("Watched"), "{seen}");
+    assert!(seen.contains("  lead"), "{seen}");
+    assert!(
+        !seen.contains('\x1b'),
+        "no terminal escapes into a pipe: {seen:?}"
+    );
+}
+
+#[test]
+fn status_watch_checks_its_interval() {
+    let root = Root::new();
+    root.run(&["status", "--watch", "--interval", "0"])
+        .refused(2, "--interval 0 is outside");
+    root.run(&["status", "--watch", "--interval", "soon"])
+        .refused(2, "--interval");
+    root.run(&["status", "--interval", "2"])
+        .refused(2, "--watch");
+    root.run(&["--json", "status", "--watch"])
+        .refused(2, "--json");
+}
