@@ -18,6 +18,7 @@ pub mod cell;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod demo;
 pub mod doc;
 pub mod error;

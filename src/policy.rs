@@ -1,11 +1,14 @@
-//! Effective policy: built-in defaults, overridden by `cell.json` `policies`, then by
-//! `config/policies.json`, then by the agent file's own `policies` (highest wins).
+//! Effective policy: built-in defaults, overridden by the root's `pas.toml` `[policies]`,
+//! then by `cell.json` `policies`, then by `config/policies.json`, then by the agent file's
+//! own `policies` (highest wins).
 //!
 //! Every value remembers where it came from, so `pas policy show` can say why an agent is
 //! treated the way it is.
 
+use std::sync::OnceLock;
+
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::doc::Doc;
 use crate::error::Result;
@@ -17,6 +20,8 @@ use crate::store::{ConfigFile, FileKey, Store};
 pub enum Source {
     /// pas's built-in default.
     Default,
+    /// The root's `pas.toml` `[policies]`.
+    RootConfig,
     /// `cell.json` -> `policies`.
     CellJson,
     /// `config/policies.json`.
@@ -30,11 +35,20 @@ impl Source {
     pub fn label(self) -> &'static str {
         match self {
             Source::Default => "default",
+            Source::RootConfig => "pas.toml",
             Source::CellJson => "cell.json policies",
             Source::PoliciesFile => "config/policies.json",
             Source::Agent => "agent file policies",
         }
     }
+}
+
+/// The root-wide layer, read from `pas.toml` once per process (a process serves one root).
+static ROOT_LAYER: OnceLock<Map<String, Value>> = OnceLock::new();
+
+/// Installs the root-wide layer every later [`Policy::resolve`] applies; the first call wins.
+pub fn install_root_layer(layer: Map<String, Value>) {
+    let _ = ROOT_LAYER.set(layer);
 }
 
 /// The built-in defaults, in the order `pas policy show` lists them, with what each means.
@@ -174,6 +188,7 @@ impl Policy {
             .and_then(|a| a.get("policies"))
             .and_then(Value::as_object);
         for (layer, source) in [
+            (ROOT_LAYER.get(), Source::RootConfig),
             (cell_layer, Source::CellJson),
             (file_layer, Source::PoliciesFile),
             (agent_layer, Source::Agent),

@@ -174,11 +174,15 @@ pub fn run() -> ExitCode {
             return report(&e);
         }
     }
-    let ctx = Ctx {
-        store: FsStore::new(root),
-        out,
-        acting,
-    };
+    let store = FsStore::new(root);
+    // Writing scripts and man pages needs no policy, so a broken pas.toml cannot block them.
+    if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
+        match crate::config::load(&store) {
+            Ok(config) => crate::policy::install_root_layer(config.policies),
+            Err(e) => return report(&e),
+        }
+    }
+    let ctx = Ctx { store, out, acting };
     match dispatch(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => report(&e),

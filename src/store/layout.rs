@@ -21,6 +21,8 @@ pub const CELL_SUBDIRS: [&str; 6] = [
 
 /// Where pas keeps its lock files inside a cell (and inside the root).
 pub const PAS_DIR: &str = ".pas";
+/// The optional root-wide configuration file, directly under the root.
+pub const ROOT_CONFIG: &str = "pas.toml";
 /// Lock files live here, below [`PAS_DIR`].
 pub const LOCKS_DIR: &str = "locks";
 

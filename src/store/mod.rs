@@ -146,6 +146,9 @@ pub trait Store {
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
     fn root_oddities(&self) -> Result<Vec<RootOddity>>;
+    /// The root-wide configuration file ([`layout::ROOT_CONFIG`]) as bytes with its path;
+    /// `None` when it (or the root) does not exist.
+    fn read_root_config(&self) -> Result<Option<(Vec<u8>, PathBuf)>>;
 }
 
 /// Reads an input the user names: a file path, or `-` for standard input.
@@ -680,6 +683,19 @@ impl Store for FsStore {
         listing.stray.sort();
         listing.temp_files.sort();
         Ok(listing)
+    }
+
+    fn read_root_config(&self) -> Result<Option<(Vec<u8>, PathBuf)>> {
+        let root = match self.root_fd() {
+            Ok(fd) => fd,
+            Err(e) if e.kind == crate::error::Kind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let path = self.root.join(layout::ROOT_CONFIG);
+        match atomic::read_at(root.as_fd(), layout::ROOT_CONFIG) {
+            Ok(bytes) => Ok(bytes.map(|b| (b, path))),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
     }
 
     fn root_oddities(&self) -> Result<Vec<RootOddity>> {

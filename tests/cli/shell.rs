@@ -116,3 +116,45 @@ fn man_pages_in_docs_are_current() {
         assert!(fresh == checked_in, "{name} differs; {fix}");
     }
 }
+
+#[test]
+fn pas_toml_sets_root_wide_policy_defaults_below_the_cells_own() {
+    let root = Root::new();
+    let cell = root.cell("Configured");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "# every cell of this root\n[policies]\nheartbeat_interval = 10\nauto_revive = \"ask\"\n",
+    )
+    .unwrap();
+    root.policies(&cell, serde_json::json!({"auto_revive": "no"}));
+    let shown = root.json(&["policy", "show", &cell]);
+    let setting = |key: &str| {
+        shown["settings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(setting("heartbeat_interval")["value"], 10);
+    assert_eq!(setting("heartbeat_interval")["source"], "root_config");
+    assert_eq!(setting("auto_revive")["value"], "no");
+    assert_eq!(setting("auto_revive")["source"], "policies_file");
+    assert!(root.ok(&["policy", "show", &cell]).contains("pas.toml"));
+    let reply = root.json(&["agent", "beat", &cell, "a1"]);
+    assert_eq!(reply["next_beat_in"], 10.0, "{reply}");
+
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "[policies]\nheartbeat_interval = 10\nheartbeat_intervl = 5\n",
+    )
+    .unwrap();
+    let before = root.snapshot();
+    let run = root.run(&["agent", "beat", &cell, "a1"]);
+    run.refused(5, "pas.toml line 3: unknown policy `heartbeat_intervl`");
+    assert_eq!(root.snapshot(), before, "a refused command changes nothing");
+    std::fs::write(root.path.join("pas.toml"), "[policies\n").unwrap();
+    root.run(&["status"]).refused(5, "pas.toml line 1");
+}

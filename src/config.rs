@@ -1,0 +1,113 @@
+//! The optional root-wide configuration file, `$PAS_ROOT/pas.toml`.
+//!
+//! It holds defaults an operator wants for every cell of a root (a faster heartbeat on a
+//! test machine, `auto_revive = "ask"` in production) without editing each cell. It sits
+//! between pas's built-in defaults and the cell's own policies, so a cell still wins:
+//!
+//! ```toml
+//! [policies]
+//! heartbeat_interval = 10
+//! auto_revive = "ask"
+//! ```
+//!
+//! Unknown tables and unknown policy names are refused, naming the line: a typo in a file
+//! that changes every cell should not pass silently.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// The parsed configuration.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RootConfig {
+    /// `[policies]`: key to value, as JSON values so they layer like the JSON files.
+    pub policies: Map<String, Value>,
+}
+
+/// Reads and checks the root's `pas.toml`; a missing file is an empty configuration.
+pub fn load(store: &dyn Store) -> Result<RootConfig> {
+    match store.read_root_config()? {
+        None => Ok(RootConfig::default()),
+        Some((bytes, path)) => parse(&bytes).map_err(|(line, what)| {
+            let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
+            Error::data(format!("{}{at}: {what}", path.display()))
+                .hint("fix the file or remove it; the keys are listed by `pas policy show CELL`")
+        }),
+    }
+}
+
+/// Parses the file's text; an error is `(line, what is wrong)`.
+pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, String)> {
+    let text = std::str::from_utf8(bytes).map_err(|_| (None, "is not UTF-8 text".to_string()))?;
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        (
+            e.span().map(|s| line_of(s.start)),
+            e.message().trim().to_string(),
+        )
+    })?;
+    let find_line = |needle: &str| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with(needle))
+            .map(|i| i + 1)
+    };
+    let mut config = RootConfig::default();
+    for (name, value) in table {
+        if name != "policies" {
+            return Err((
+                find_line(&format!("[{name}")).or_else(|| find_line(&name)),
+                format!("unknown setting `{name}`; the file has one table, [policies]"),
+            ));
+        }
+        let toml::Value::Table(policies) = value else {
+            return Err((find_line(&name), "`policies` must be a table".to_string()));
+        };
+        let known: Vec<&str> = crate::policy::defaults()
+            .iter()
+            .map(|(key, _, _)| *key)
+            .collect();
+        for (key, value) in policies {
+            if !known.contains(&key.as_str()) {
+                return Err((
+                    find_line(&key),
+                    format!("unknown policy `{key}` in [policies]"),
+                ));
+            }
+            let value = serde_json::to_value(&value)
+                .map_err(|e| (find_line(&key), format!("policy `{key}`: {e}")))?;
+            config.policies.insert(key, value);
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn policies_become_json_values() {
+        let config = parse(
+            b"# test machine\n[policies]\nheartbeat_interval = 10\nauto_revive = \"ask\"\nbackoff_multiplier = 1.5\nsubstitute_agents = [\"b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.policies["heartbeat_interval"], json!(10));
+        assert_eq!(config.policies["auto_revive"], json!("ask"));
+        assert_eq!(config.policies["backoff_multiplier"], json!(1.5));
+        assert_eq!(config.policies["substitute_agents"], json!(["b"]));
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        let typo = parse(b"[policies]\n\nheartbeat_intervl = 10\n").unwrap_err();
+        assert_eq!(typo.0, Some(3));
+        assert!(typo.1.contains("heartbeat_intervl"), "{}", typo.1);
+        let table = parse(b"[policies]\n[server]\nport = 1\n").unwrap_err();
+        assert_eq!(table.0, Some(2));
+        let syntax = parse(b"[policies]\nheartbeat_interval = \n").unwrap_err();
+        assert_eq!(syntax.0, Some(2));
+        assert!(parse(b"").unwrap().policies.is_empty());
+    }
+}
