@@ -47,7 +47,15 @@ const TOLD: [&str; 15] = [
 ];
 
 /// Runs the demo; `say` gets each narrated line. Returns the cell's id.
-pub fn run(store: &dyn Store, exe: &Path, say: &mut dyn FnMut(String)) -> Result<String> {
+///
+/// `say` gets the narration, a line at a time; `status` a one-line state while waiting
+/// (elapsed time, tasks completed), for a progress line on a terminal.
+pub fn run(
+    store: &dyn Store,
+    exe: &Path,
+    say: &mut dyn FnMut(String),
+    status: &mut dyn FnMut(String),
+) -> Result<String> {
     let started = Instant::now();
     let stamp = |s: &str| format!("[{:5.1}s] {s}", started.elapsed().as_secs_f64());
     let root = store.root().to_path_buf();
@@ -80,7 +88,7 @@ pub fn run(store: &dyn Store, exe: &Path, say: &mut dyn FnMut(String)) -> Result
         .spawn()
         .map_err(|e| Error::failure(format!("cannot start pas watch: {e}")))?;
     say(stamp(&format!("started `pas watch` (pid {})", watch.id())));
-    let result = drive(store, &cell, &agents, started, say);
+    let result = drive(store, &cell, &agents, started, say, status);
     // Leave nothing running, whatever happened.
     let _ = process::terminate_pid(watch.id() as i32);
     let _ = watch.wait();
@@ -103,6 +111,7 @@ fn drive(
     agents: &[String],
     started: Instant,
     say: &mut dyn FnMut(String),
+    status: &mut dyn FnMut(String),
 ) -> Result<()> {
     let stamp = |s: &str| format!("[{:5.1}s] {s}", started.elapsed().as_secs_f64());
     for a in agents {
@@ -155,6 +164,11 @@ fn drive(
                 )));
             }
         }
+        status(format!(
+            "[{:5.1}s] working: {completed_before} of {} tasks completed",
+            started.elapsed().as_secs_f64(),
+            store.list(cell, crate::store::Collection::Tasks)?.len()
+        ));
         let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
         if cell_doc.str("status") == Some("completed") {
             std::thread::sleep(Duration::from_millis(300));

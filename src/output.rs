@@ -74,6 +74,18 @@ pub struct Printer {
     quiet: bool,
     color: bool,
     closed: Flag<bool>,
+    progress: Progress,
+}
+
+/// The state of the transient progress line on stderr.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Whether stderr is a terminal; asked on first use so short commands skip the ioctl.
+    terminal: Flag<Option<bool>>,
+    /// When the line was last drawn.
+    drawn_at: Flag<Option<std::time::Instant>>,
+    /// Whether a line is on screen now (and must be wiped before other output).
+    shown: Flag<bool>,
 }
 
 impl Printer {
@@ -88,11 +100,17 @@ impl Printer {
                         && io::stdout().is_terminal()
                 }
             };
+        if color {
+            // comfy-table colours through crossterm, which obeys NO_COLOR on its own; the
+            // decision is ours (`--color always` wins over NO_COLOR), so tell it.
+            ratatui::crossterm::style::force_color_output(true);
+        }
         Printer {
             json,
             quiet,
             color,
             closed: Flag::new(false),
+            progress: Progress::default(),
         }
     }
 
@@ -116,7 +134,46 @@ impl Printer {
         self.closed.get()
     }
 
+    /// A transient status line for long operations ("validating 120/1000 cells"): drawn on
+    /// stderr only when it is a terminal, never with `--quiet` or `--json`, at most ten
+    /// times a second, and wiped before any other output, so pipes and logs never see it.
+    pub fn progress(&self, text: &str) {
+        if self.quiet || self.json {
+            return;
+        }
+        let terminal = match self.progress.terminal.get() {
+            Some(t) => t,
+            None => {
+                let t = io::stderr().is_terminal();
+                self.progress.terminal.set(Some(t));
+                t
+            }
+        };
+        if !terminal {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if let Some(at) = self.progress.drawn_at.get() {
+            if now.duration_since(at) < std::time::Duration::from_millis(100) {
+                return;
+            }
+        }
+        self.progress.drawn_at.set(Some(now));
+        self.progress.shown.set(true);
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "\r\x1b[K{text}").and_then(|()| err.flush());
+    }
+
+    /// Wipes the progress line, if one is shown (call when the long operation ends).
+    pub fn progress_done(&self) {
+        if self.progress.shown.replace(false) {
+            let mut err = io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K").and_then(|()| err.flush());
+        }
+    }
+
     fn write_stdout(&self, text: &str) {
+        self.progress_done();
         if self.closed.get() {
             return;
         }
@@ -148,6 +205,7 @@ impl Printer {
     /// A message for the person on stderr (progress, warnings), left out with `--quiet`.
     pub fn note(&self, text: &str) {
         if !self.quiet {
+            self.progress_done();
             eprintln!("{text}");
         }
     }
@@ -160,8 +218,17 @@ impl Printer {
     }
 
     /// A table for people: upper-case headers, columns separated by spaces.
+    /// With `--quiet` only the first column is printed (the ids), like `docker ps -q`.
     pub fn table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) {
         if self.quiet {
+            let mut ids = String::new();
+            for row in rows {
+                if let Some(first) = row.into_iter().next() {
+                    ids.push_str(&first.text);
+                    ids.push('\n');
+                }
+            }
+            self.write_stdout(&ids);
             return;
         }
         self.write_stdout(&self.render_table(headers, rows));
@@ -207,9 +274,10 @@ impl Printer {
         }
         match styled.tone {
             Tone::Plain => cell,
-            Tone::Good => cell.fg(Color::Green),
-            Tone::Warn => cell.fg(Color::Yellow),
-            Tone::Bad => cell.fg(Color::Red),
+            // The "dark" names are the 8 standard colours, the same as `paint`'s 32/33/31.
+            Tone::Good => cell.fg(Color::DarkGreen),
+            Tone::Warn => cell.fg(Color::DarkYellow),
+            Tone::Bad => cell.fg(Color::DarkRed),
             Tone::Dim => cell.add_attribute(Attribute::Dim),
         }
     }

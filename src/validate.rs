@@ -216,8 +216,11 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
     Ok(r.problems)
 }
 
-/// Problems of every cell and of the root.
-pub fn validate_root(store: &dyn Store) -> Result<Vec<Problem>> {
+/// Problems of every cell and of the root; `progress(done, total)` is told after each cell.
+pub fn validate_root(
+    store: &dyn Store,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<Problem>> {
     let mut problems = Vec::new();
     for odd in store.root_oddities()? {
         problems.push(Problem {
@@ -228,8 +231,10 @@ pub fn validate_root(store: &dyn Store) -> Result<Vec<Problem>> {
             reason: odd.reason,
         });
     }
-    for cell in store.cell_ids()? {
-        problems.extend(validate_cell(store, &cell)?);
+    let cells = store.cell_ids()?;
+    for (done, cell) in cells.iter().enumerate() {
+        problems.extend(validate_cell(store, cell)?);
+        progress(done + 1, cells.len());
     }
     Ok(problems)
 }

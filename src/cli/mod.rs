@@ -227,7 +227,14 @@ fn demo(ctx: &Ctx) -> Result<()> {
         "pas demo: a mission in {}",
         crate::store::Store::root(&ctx.store).display()
     ));
-    let cell = crate::demo::run(&ctx.store, &exe, &mut |line| ctx.out.line(&line))?;
+    let cell = crate::demo::run(
+        &ctx.store,
+        &exe,
+        &mut |line| ctx.out.line(&line),
+        &mut |state| ctx.out.progress(&state),
+    );
+    ctx.out.progress_done();
+    let cell = cell?;
     ctx.out.line(&format!(
         "mission completed in {:.1}s; the final status:",
         started.elapsed().as_secs_f64()

@@ -29,8 +29,12 @@ pub fn run(ctx: &Ctx, args: ValidateArgs) -> Result<()> {
             let id = cell::resolve(&ctx.store, query)?;
             validate::validate_cell(&ctx.store, &id)?
         }
-        None => validate::validate_root(&ctx.store)?,
+        None => validate::validate_root(&ctx.store, &mut |done, total| {
+            ctx.out
+                .progress(&format!("validating: {done}/{total} cells checked"));
+        })?,
     };
+    ctx.out.progress_done();
     let errors = problems
         .iter()
         .filter(|p| p.severity == Severity::Error)

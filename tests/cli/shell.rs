@@ -158,3 +158,126 @@ fn pas_toml_sets_root_wide_policy_defaults_below_the_cells_own() {
     std::fs::write(root.path.join("pas.toml"), "[policies\n").unwrap();
     root.run(&["status"]).refused(5, "pas.toml line 1");
 }
+
+/// Runs `command` (a shell line) on a pseudo-terminal with `script`; returns all it showed.
+fn on_terminal(root: &Root, command: &str, env: &[(&str, &str)]) -> String {
+    let dir = Path::new(pas_bin()).parent().unwrap();
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap());
+    let mut cmd = Command::new("script");
+    cmd.args(["-q", "-e", "-c", command, "/dev/null"])
+        .env("PATH", path)
+        .env("PAS_ROOT", &root.path)
+        .env("TERM", "xterm")
+        .env_remove("NO_COLOR")
+        .env_remove("PAS_CELL")
+        .env_remove("PAS_AGENT")
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("`script` (util-linux) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fleet_with_a_healthy_and_a_dead_agent(root: &Root) -> String {
+    let cell = root.cell("Colours");
+    root.ok(&["agent", "add", &cell, "fine"]);
+    root.ok(&["agent", "add", &cell, "gone"]);
+    root.ok(&["agent", "beat", &cell, "fine"]);
+    root.ok(&["agent", "beat", &cell, "gone"]);
+    let path = root.cell_dir(&cell).join("agents/gone.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    doc["last_heartbeat"] = "2020-01-01T00:00:00Z".into();
+    std::fs::write(&path, doc.to_string()).unwrap();
+    cell
+}
+
+#[test]
+fn colour_on_a_terminal_only_and_never_with_no_color_or_color_never() {
+    let root = Root::new();
+    fleet_with_a_healthy_and_a_dead_agent(&root);
+    // The standard green and red, as SGR 32/31 or as 256-colour palette entries 2/1.
+    let green = |t: &str, word: &str| {
+        t.contains(&format!("\x1b[32m{word}")) || t.contains(&format!("\x1b[38;5;2m{word}"))
+    };
+    let red = |t: &str, word: &str| {
+        t.contains(&format!("\x1b[31m{word}")) || t.contains(&format!("\x1b[38;5;1m{word}"))
+    };
+
+    let terminal = on_terminal(&root, "pas status", &[]);
+    assert!(
+        terminal.contains("healthy") && terminal.contains("dead"),
+        "{terminal}"
+    );
+    assert!(
+        green(&terminal, "healthy") && red(&terminal, "dead") && green(&terminal, "active"),
+        "healthy is green and dead red on a terminal: {terminal:?}"
+    );
+
+    for (what, shown) in [
+        (
+            "NO_COLOR=1",
+            on_terminal(&root, "pas status", &[("NO_COLOR", "1")]),
+        ),
+        (
+            "--color never",
+            on_terminal(&root, "pas --color never status", &[]),
+        ),
+        ("a pipe", on_terminal(&root, "pas status | cat", &[])),
+    ] {
+        assert!(shown.contains("healthy"), "{what}: {shown}");
+        assert!(!shown.contains('\x1b'), "{what}: escape codes in {shown:?}");
+    }
+
+    let mut piped = root.cmd(&["status"]);
+    piped.env_remove("NO_COLOR");
+    let out = piped.output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('\x1b'));
+    let forced = root.ok(&["--color", "always", "status"]);
+    assert!(
+        green(&forced, "healthy"),
+        "--color always colours a pipe too"
+    );
+}
+
+#[test]
+fn long_operations_show_progress_on_a_terminal_and_nothing_in_a_pipe() {
+    let root = Root::new();
+    for i in 0..3 {
+        root.cell(&format!("c{i}"));
+    }
+    let terminal = on_terminal(&root, "pas validate", &[]);
+    assert!(
+        terminal.contains("validating: 1/3 cells checked"),
+        "{terminal:?}"
+    );
+    assert!(
+        terminal.contains("\r\x1b[K"),
+        "the line is wiped: {terminal:?}"
+    );
+    assert!(terminal.contains("ok: no problems found"), "{terminal:?}");
+
+    let piped = root.run(&["validate"]);
+    assert_eq!(piped.code, 0);
+    assert_eq!(piped.stderr, "", "no progress in a pipe");
+    assert_eq!(piped.stdout, "ok: no problems found\n");
+}
+
+#[test]
+fn quiet_lists_print_only_ids() {
+    let root = Root::new();
+    let a = root.cell("a");
+    let b = root.cell("b");
+    let mut listed: Vec<String> = root
+        .ok(&["-q", "cell", "list"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    let mut expected = vec![a.clone(), b];
+    expected.sort();
+    assert_eq!(listed, expected);
+    root.ok(&["agent", "add", &a, "w1"]);
+    assert_eq!(root.ok(&["-q", "agent", "list", &a]), "w1");
+}
