@@ -686,10 +686,10 @@ impl Store for FsStore {
     }
 
     fn read_root_config(&self) -> Result<Option<(Vec<u8>, PathBuf)>> {
-        let root = match self.root_fd() {
-            Ok(fd) => fd,
-            Err(e) if e.kind == crate::error::Kind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+        // A root that cannot be opened has no configuration; the command itself then
+        // reports the root with its own advice (create it, or pass --root).
+        let Ok(root) = self.root_fd() else {
+            return Ok(None);
         };
         let path = self.root.join(layout::ROOT_CONFIG);
         match atomic::read_at(root.as_fd(), layout::ROOT_CONFIG) {
