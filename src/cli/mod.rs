@@ -30,7 +30,13 @@ pub const DEFAULT_ROOT: &str = "/var/missions";
 
 /// pas keeps fleets of AI agents alive: mission cells on disk, heartbeats, budgets, revival.
 #[derive(Debug, Parser)]
-#[command(name = "pas", version, about, max_term_width = 100)]
+#[command(
+    name = "pas",
+    version,
+    about,
+    max_term_width = 100,
+    after_help = "Examples:\n  pas demo                                   a narrated mission in a temporary root\n  cell=$(pas cell create --name review)      create a mission cell, print its id\n  pas status --all                           the fleet at a glance\n  pas watch                                  revive agents as they die (run as a service)\n\nDocs: docs/cli.md; man pas; exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 conflict,\n5 bad data, 6 busy, 7 nothing to do, 8 timeout, 9 denied."
+)]
 pub struct Cli {
     /// Missions root (default: $PAS_ROOT, else /var/missions).
     #[arg(long, global = true, value_name = "DIR", env = "PAS_ROOT")]
@@ -56,33 +62,57 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create, list, show, change and remove mission cells.
+    ///
+    /// Example: cell=$(pas cell create --name "Code review"); pas cell show "$cell"
     #[command(subcommand)]
     Cell(cell::CellCommand),
     /// Add, list, show and remove agents.
+    ///
+    /// Example: pas agent add 3f2a agent_001 --role lead -- ./agent.sh && pas agent start 3f2a agent_001
     #[command(subcommand)]
     Agent(agent::AgentCommand),
     /// Add, list and show tasks.
+    ///
+    /// Example: pas task add 3f2a review --title "Review the patch" && pas task claim 3f2a --as agent_001
     #[command(subcommand)]
     Task(task::TaskCommand),
     /// Check cells against the schemas and the spec's layout.
+    ///
+    /// Example: pas validate --strict
     Validate(validate::ValidateArgs),
     /// The fleet at a glance: agents by health, tasks by state.
+    ///
+    /// Example: pas status --all --json
     Status(status::StatusArgs),
     /// One line for cron and monitoring: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    ///
+    /// Example: pas check || alert "pas fleet not OK"
     Check(status::CheckArgs),
     /// Prometheus text exposition of agents, tasks and events.
+    ///
+    /// Example: pas metrics --output /var/lib/node_exporter/textfile/pas.prom
     Metrics(status::MetricsArgs),
     /// Show effective policies.
+    ///
+    /// Example: pas policy show 3f2a agent_001
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
     /// List, follow and verify the events log.
+    ///
+    /// Example: pas events 3f2a --since 10m --level warn --follow
     Events(events::EventsArgs),
     /// Save, list, show and restore agents' checkpoints.
+    ///
+    /// Example: pas checkpoint save 3f2a agent_001 --state state.json
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCommand),
     /// Budgets: context per agent, money and tokens, reservations against quota, time.
+    ///
+    /// Example: pas budget 3f2a --json
     Budget(budget::BudgetArgs),
     /// Reserve resources for a job (refused with the shortfall when over quota).
+    ///
+    /// Example: pas reserve 3f2a --job build-42 --agent agent_001 --cpu 2 --mem 4GB
     Reserve(budget::ReserveArgs),
     /// Release a job's reservation (releasing twice is harmless).
     ///
@@ -101,10 +131,16 @@ pub enum Command {
     /// Example: pas kill 3f2a build-42
     Kill(budget::KillArgs),
     /// One revival pass: restart dead agents by policy (for cron; `pas watch` runs it continuously).
+    ///
+    /// Example: pas revive --dry-run
     Revive(revive::ReviveArgs),
     /// The Lazarus loop: watch the root and revive agents as they die.
+    ///
+    /// Example: pas --root /var/missions watch --interval 30
     Watch(revive::WatchArgs),
     /// A live full-screen view of the fleet: tree, bars, events; pause, revive, stop.
+    ///
+    /// Example: pas top 3f2a
     Top(top::TopArgs),
     /// A complete mission in a temporary root, narrated: agents working, one killed and
     /// revived from its checkpoint, a context breach handled, every task completed.
@@ -313,5 +349,45 @@ mod tests {
     #[test]
     fn clap_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every visible command, as `pas cell create`, with its rendered long help.
+    fn every_command() -> Vec<(String, Option<String>, String)> {
+        fn walk(
+            cmd: &mut clap::Command,
+            path: String,
+            out: &mut Vec<(String, Option<String>, String)>,
+        ) {
+            let about = cmd.get_about().map(|a| a.to_string());
+            let help = cmd.render_long_help().to_string();
+            out.push((path.clone(), about, help));
+            for sub in cmd.get_subcommands_mut().filter(|s| !s.is_hide_set()) {
+                let name = format!("{path} {}", sub.get_name());
+                walk(sub, name, out);
+            }
+        }
+        let mut cmd = Cli::command();
+        cmd.build();
+        let mut out = Vec::new();
+        walk(&mut cmd, "pas".into(), &mut out);
+        out
+    }
+
+    #[test]
+    fn every_command_has_a_one_line_summary_and_an_example() {
+        let mut missing = Vec::new();
+        for (path, about, help) in every_command() {
+            if path.split(' ').any(|w| w == "help") {
+                continue;
+            }
+            match about {
+                Some(a) if !a.trim().is_empty() && !a.contains('\n') => {}
+                _ => missing.push(format!("{path}: no one-line summary")),
+            }
+            if !help.contains("Example") {
+                missing.push(format!("{path}: no example in --help"));
+            }
+        }
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
     }
 }
