@@ -218,8 +218,13 @@ impl Printer {
     }
 
     /// A table for people: upper-case headers, columns separated by spaces.
-    /// With `--quiet` only the first column is printed (the ids), like `docker ps -q`.
+    /// With `--quiet` only the first column is printed (the ids), like `docker ps -q`. An
+    /// empty table prints nothing on stdout, so `| wc -l` counts rows, and `(none)` on stderr.
     pub fn table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) {
+        if rows.is_empty() {
+            self.note("(none)");
+            return;
+        }
         if self.quiet {
             let mut ids = String::new();
             for row in rows {

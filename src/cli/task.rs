@@ -357,6 +357,7 @@ fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
     let list = queue::ready(&all, agent_doc.as_ref(), &perms);
+    let now = crate::clock::now();
     if ctx.out.is_json() {
         ctx.out.json(&Value::from(
             list.iter().map(|t| t.to_value()).collect::<Vec<_>>(),
@@ -371,7 +372,10 @@ fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
                 Styled::from(t.str("title").unwrap_or("")),
                 Styled::from(t.str("priority").unwrap_or("-")),
                 Styled::from(t.str("assigned_to").unwrap_or("-")),
-                Styled::from(t.str("created_at").unwrap_or("-")),
+                Styled::from(crate::clock::ago(
+                    t.str("created_at").and_then(crate::clock::parse),
+                    now,
+                )),
             ]
         })
         .collect();

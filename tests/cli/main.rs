@@ -6,6 +6,7 @@ mod budgets;
 mod cells;
 mod concurrency;
 mod demo;
+mod docs;
 mod hand_written;
 mod heartbeats;
 mod ids;
