@@ -802,7 +802,7 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_agents_render_a_screenful_quickly() {
+    fn ten_thousand_agents_scroll_to_the_end_and_filter() {
         let mut s = fleet(now());
         let template = s.cells[0].view.agents[0].clone();
         s.cells[0].view.agents = (0..10_000)
@@ -813,15 +813,14 @@ mod tests {
             .collect();
         let mut m = Model::new("/r");
         m.set_snapshot(s);
-        let started = std::time::Instant::now();
         m.key(Input::End);
         render(&mut m, 120, 40);
         for c in "/agent_0999".chars() {
             m.key(Input::Char(c));
         }
         render(&mut m, 120, 40);
+        // Speed is the benchmark's business (no timing assertions in tests).
         assert_eq!(m.rows.len(), 1 + 10);
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]
