@@ -31,6 +31,11 @@ pub fn alive(pid: i32, start_time: Option<u64>) -> bool {
     }
 }
 
+/// Whether `pid` is the given process and has exited but not been reaped by its parent.
+pub fn zombie(pid: i32, start_time: Option<u64>) -> bool {
+    matches!(stat(pid), Some((start, 'Z')) if start_time.is_none_or(|t| t == start))
+}
+
 /// Whether any process is left in group `pgid`.
 pub fn group_alive(pgid: i32) -> bool {
     match Pid::from_raw(pgid) {

@@ -59,10 +59,25 @@ fn pid_of(doc: &Doc) -> Option<i32> {
         .filter(|p| *p > 0)
 }
 
+fn supervisor_pid(doc: &Doc) -> Option<i32> {
+    doc.get("supervisor_pid")
+        .and_then(Value::as_i64)
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 0)
+}
+
 /// The process state of an agent, from its file and `/proc`.
 pub fn state(doc: &Doc) -> ProcState {
     match pid_of(doc) {
         Some(pid) if process::alive(pid, doc.u64("pid_start_time")) => ProcState::Running,
+        // Exited, and its supervisor (alive, its parent) is about to reap it and record
+        // how: not vanished yet, or a reviver would race the supervisor to the record.
+        Some(pid)
+            if process::zombie(pid, doc.u64("pid_start_time"))
+                && supervisor_pid(doc).is_some_and(|s| process::alive(s, None)) =>
+        {
+            ProcState::Running
+        }
         Some(_) => ProcState::Vanished,
         None if doc.get("exit").is_some_and(|e| !e.is_null()) => ProcState::Exited,
         None => ProcState::None,
@@ -305,7 +320,17 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         (None, Some(sig)) => ("signal", None, Some(sig)),
         (None, None) => ("vanished", None, None),
     };
-    let mut recorded = None;
+    let level = if code == Some(0) {
+        Level::Info
+    } else {
+        Level::Warn
+    };
+    let how = match (code, signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (_, Some(s)) => format!("signal {s}"),
+        _ => "unknown".to_string(),
+    };
+    let mut event_error = None;
     update_agent(store, cell, agent, &mut |d| {
         if pid_of(d) != Some(pid) {
             return false; // a newer start owns the file now
@@ -323,32 +348,22 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         d.set("pid", Value::Null);
         d.set("exit", json!({ "at": clock::stamp(now), "cause": cause, "code": code, "signal": signal, "requested": requested.is_some() }));
         d.remove("stop_requested");
-        recorded = Some(cause.to_string());
+        // Logged while the agent's lock is held, so a reviver (which takes it first) can
+        // only log the revival after this death.
+        let event = NewEvent::new(
+            level,
+            "agent.exited",
+            format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
+        )
+        .agent(agent)
+        .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal }));
+        if let Err(e) = events::record_one(store, cell, event, now) {
+            event_error = Some(e);
+        }
         true
     })?;
-    if let Some(cause) = recorded {
-        let level = if code == Some(0) {
-            Level::Info
-        } else {
-            Level::Warn
-        };
-        let how = match (code, signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (_, Some(s)) => format!("signal {s}"),
-            _ => "unknown".to_string(),
-        };
-        events::record_one(
-            store,
-            cell,
-            NewEvent::new(
-                level,
-                "agent.exited",
-                format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
-            )
-            .agent(agent)
-            .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal })),
-            now,
-        )?;
+    if let Some(e) = event_error {
+        return Err(e);
     }
     Ok(())
 }

@@ -57,8 +57,9 @@ fn an_agent_walks_healthy_late_down_dead_recovered() {
         assert_eq!(root.run(&["check", &cell]).code, check, "{expected}");
     }
     let list = root.ok(&["agent", "list", &cell]);
+    // 100 s of silence, plus however long the commands above took on a busy machine.
     assert!(
-        list.contains("dead") && list.contains("1m40s ago"),
+        list.contains("dead") && list.contains("1m4") && list.contains("s ago"),
         "{list}"
     );
 

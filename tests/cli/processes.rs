@@ -147,12 +147,20 @@ fn old_generations_are_pruned_and_a_corrupt_one_is_refused_by_name() {
     let list = root.json(&["checkpoint", "list", &cell, "a1"]);
     assert_eq!(list[1]["ok"], false);
     std::fs::write(&latest, "not json").unwrap();
-    root.run(&["checkpoint", "restore", &cell, "a1", "--to", "/tmp/never"])
-        .refused(
-            5,
-            "generation 4 of agent a1 cannot be resumed: context.json does not parse",
-        );
-    assert!(!Path::new("/tmp/never").exists());
+    let never = root.path.join("never");
+    root.run(&[
+        "checkpoint",
+        "restore",
+        &cell,
+        "a1",
+        "--to",
+        never.to_str().unwrap(),
+    ])
+    .refused(
+        5,
+        "generation 4 of agent a1 cannot be resumed: context.json does not parse",
+    );
+    assert!(!never.exists());
     // The older one is still good.
     assert_eq!(
         root.json(&["checkpoint", "show", &cell, "a1", "--generation", "3"])["generation"],
@@ -363,6 +371,13 @@ fn exit_codes_and_signals_are_recorded_and_wait_times_out() {
         "--timeout",
         "10",
     ]);
+    // `wait --for dead` can return in the moment between the supervisor reaping the
+    // process and writing down how it ended.
+    for a in ["exits", "killed"] {
+        wait_until(15.0, "the exit recorded", || {
+            root.agent(&cell, a)["exit"]["cause"].is_string()
+        });
+    }
     let e = root.read_json(format!("{cell}/agents/exits.json"))["exit"].clone();
     assert_eq!(
         (e["cause"].as_str(), e["code"].as_i64()),
@@ -385,6 +400,13 @@ fn exit_codes_and_signals_are_recorded_and_wait_times_out() {
     ]);
     run.refused(8, "did not become stopped");
     root.ok(&["agent", "stop", &cell, "sleeper", "--grace", "1"]);
+    wait_until(15.0, "three agent.exited events", || {
+        root.event_kinds(&cell)
+            .iter()
+            .filter(|k| *k == "agent.exited")
+            .count()
+            == 3
+    });
     let kinds = root.ok(&["--json", "events", &cell, "--kind", "agent.exited"]);
     assert_eq!(kinds.lines().count(), 3);
     let value: Value = serde_json::from_str(kinds.lines().next().unwrap()).unwrap();

@@ -188,7 +188,8 @@ fn backoff_doubles_and_is_written_down() {
     quick_policies(
         &root,
         &cell,
-        json!({"restart_delay_seconds": 1, "backoff_multiplier": 2, "max_restart_delay_seconds": 60, "checkpoint_required": false}),
+        // Delays long enough that a loaded machine's slow `revive` is still inside them.
+        json!({"restart_delay_seconds": 5, "backoff_multiplier": 2, "max_restart_delay_seconds": 60, "checkpoint_required": false}),
     );
     let dies = root.script("dies.sh", "exit 1");
     root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
@@ -204,7 +205,8 @@ fn backoff_doubles_and_is_written_down() {
     };
     let out = root.json(&["revive", &cell]);
     assert_eq!(out["actions"][0]["action"], "backing_off", "{out}");
-    assert_eq!(delay_of(&root.agent(&cell, "a1")), 1000);
+    assert_eq!(delay_of(&root.agent(&cell, "a1")), 5000);
+    let first_exit = root.agent(&cell, "a1")["exit"]["at"].clone();
     // `pas status` says when, and which schedule it follows, so nobody has to compute it.
     let status = root.json(&["status", &cell]);
     let view = &status["cells"][0]["agents"][0];
@@ -212,22 +214,26 @@ fn backoff_doubles_and_is_written_down() {
         view["next_restart_at"],
         root.agent(&cell, "a1")["next_restart_at"]
     );
-    assert_eq!(view["backoff_schedule"], json!([1.0, 2.0, 4.0, 8.0, 16.0]));
+    assert_eq!(
+        view["backoff_schedule"],
+        json!([5.0, 10.0, 20.0, 40.0, 60.0])
+    );
     assert_eq!(view["restart_count"], 0);
     assert!(root
         .ok(&["status", &cell])
-        .contains("(backoff 1s, 2s, 4s, 8s)"));
-    wait_until(10.0, "the first restart", || {
+        .contains("(backoff 5s, 10s, 20s, 40s)"));
+    wait_until(20.0, "the first restart", || {
         root.run(&["revive", &cell]);
         root.agent(&cell, "a1")["restart_count"] == 1
     });
-    wait_until(10.0, "the second death", || {
-        root.agent(&cell, "a1")["pid"].is_null()
+    wait_until(15.0, "the second death", || {
+        let doc = root.agent(&cell, "a1");
+        doc["pid"].is_null() && doc["exit"]["at"] != first_exit
     });
     root.ok(&["revive", &cell]);
     assert_eq!(
         delay_of(&root.agent(&cell, "a1")),
-        2000,
+        10000,
         "the second restart waits twice as long"
     );
 }
@@ -316,13 +322,14 @@ fn restart_policy_decides_after_a_clean_exit() {
     assert_eq!(root.agent(&cell, "never")["status"], "failed");
     assert_eq!(root.agent(&cell, "never_fails")["status"], "failed");
     // An exit code listed as "do not restart" wins over everything.
+    // Edited by hand once its supervisor is done writing the file.
+    wait_until(15.0, "the restarted one to exit", || {
+        root.agent(&cell, "always")["pid"].is_null()
+    });
     let path = root.cell_dir(&cell).join("agents/always.json");
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     doc["policies"]["no_restart_exit_codes"] = json!([0]);
     std::fs::write(&path, doc.to_string()).unwrap();
-    wait_until(10.0, "the restarted one to exit", || {
-        root.agent(&cell, "always")["pid"].is_null()
-    });
     root.ok(&["revive", &cell]);
     assert_eq!(root.agent(&cell, "always")["status"], "idle");
     assert_eq!(root.agent(&cell, "always")["restart_count"], 1);
@@ -391,7 +398,7 @@ fn a_restart_storm_cools_down_then_retries_and_reset_clears_it() {
     quick_policies(
         &root,
         &cell,
-        json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 2, "max_restarts": 0}),
+        json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 5, "max_restarts": 0}),
     );
     let dies = root.script("dies.sh", "exit 1");
     root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
@@ -404,12 +411,16 @@ fn a_restart_storm_cools_down_then_retries_and_reset_clears_it() {
     let restarts = cooling["restart_count"].as_u64().unwrap();
     assert!(root.event_kinds(&cell).contains(&"agent.storm".to_string()));
     // While cooling down nothing restarts it; afterwards it is tried again.
+    let until =
+        chrono::DateTime::parse_from_rfc3339(cooling["cooldown_until"].as_str().unwrap()).unwrap();
     root.ok(&["revive", &cell]);
-    assert_eq!(
-        root.agent(&cell, "a1")["restart_count"].as_u64().unwrap(),
-        restarts
-    );
-    wait_until(10.0, "a retry after the cooldown", || {
+    if chrono::Utc::now() < until {
+        assert_eq!(
+            root.agent(&cell, "a1")["restart_count"].as_u64().unwrap(),
+            restarts
+        );
+    }
+    wait_until(20.0, "a retry after the cooldown", || {
         root.run(&["revive", &cell]);
         root.agent(&cell, "a1")["restart_count"].as_u64().unwrap() > restarts
     });
@@ -428,7 +439,11 @@ fn watch_survives_garbage_picks_up_new_cells_and_stops_cleanly() {
     let broken = root.cell("Broken");
     std::fs::write(root.cell_dir(&broken).join("cell.json"), "{ not json").unwrap();
     let mut watch = spawn_watch(&root);
-    std::thread::sleep(Duration::from_millis(500));
+    let lock = root.path.join(".pas/locks/watch.lock");
+    let first = watch.id().to_string();
+    wait_until(15.0, "the first watch holding its lock", || {
+        std::fs::read_to_string(&lock).is_ok_and(|t| t.trim() == first)
+    });
     // A second watch on the same root refuses, naming the first one's pid.
     let second = root.run(&["watch"]);
     second.refused(
@@ -471,7 +486,8 @@ fn revival_state_survives_a_restart_of_the_watch() {
     quick_policies(
         &root,
         &cell,
-        json!({"checkpoint_required": false, "restart_delay_seconds": 3}),
+        // Long enough that the first watch is killed well inside the backoff.
+        json!({"checkpoint_required": false, "restart_delay_seconds": 8}),
     );
     let dies = root.script("dies.sh", "exit 1");
     root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
@@ -497,7 +513,7 @@ fn revival_state_survives_a_restart_of_the_watch() {
         0
     );
     let mut second = spawn_watch(&root);
-    wait_until(10.0, "the restart", || {
+    wait_until(25.0, "the restart", || {
         root.agent(&cell, "a1")["restart_count"]
             .as_u64()
             .unwrap_or(0)

@@ -40,6 +40,8 @@ impl Tmux {
             "PS1=$ ",
             "sh",
         ]);
+        // Keys sent before the shell's first prompt would be echoed ahead of it.
+        tmux.wait_for("the shell's prompt", |s| s.trim_end().ends_with('$'));
         tmux
     }
 
@@ -161,7 +163,9 @@ fn top_shows_filters_pauses_and_restores_the_terminal() {
     );
 
     tmux.keys(&["q"]);
-    tmux.wait_for("the shell again", |s| s.contains("TOP-EXITED 0"));
+    tmux.wait_for("the shell again", |s| {
+        s.contains("TOP-EXITED 0") && s.trim_end().ends_with('$')
+    });
     assert_eq!(
         tmux.run(&["display", "-p", "-t", "top", "#{alternate_on}"])
             .trim(),
