@@ -1,6 +1,5 @@
 //! Checkpoints and supervised agent processes.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
