@@ -51,6 +51,7 @@ pub struct Cli {
 
 /// The command groups.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum Command {
     /// Create, list, show, change and remove mission cells.
     #[command(subcommand)]
@@ -111,7 +112,7 @@ pub enum Command {
     Supervise(SuperviseArgs),
 }
 
-/// Arguments of the hidden supervisor command.
+/// Internal: the supervisor of one agent process (started by `pas agent start`).
 #[derive(Debug, clap::Args)]
 pub struct SuperviseArgs {
     /// The cell's id.
@@ -132,7 +133,7 @@ pub struct Ctx {
 
 /// Parses the command line, runs the command, and returns the process's exit status.
 pub fn run() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
@@ -225,6 +226,20 @@ fn demo(ctx: &Ctx) -> Result<()> {
         crate::store::Store::root(&ctx.store).display()
     ));
     Ok(())
+}
+
+/// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed
+/// to parse, and freeing it node by node costs a beat (mostly process start) more than the
+/// parse itself; the process ends soon after and returns the memory at once.
+fn parse_args() -> std::result::Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let parsed = command
+        .try_get_matches_from_mut(std::env::args_os())
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
+        .map_err(|e| e.format(&mut command));
+    std::mem::forget(command);
+    parsed
 }
 
 /// One line on stderr: what is wrong, then how to fix it.

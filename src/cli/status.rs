@@ -14,9 +14,9 @@ use crate::output::Styled;
 use crate::status::{self, CellView};
 use crate::store::Store;
 
-/// Arguments of `pas status`.
-///
-/// Example: pas status --all --json
+// Arguments of `pas status`.
+//
+// Example: pas status --all --json
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// One cell (default: every cell).
@@ -26,18 +26,18 @@ pub struct StatusArgs {
     pub all: bool,
 }
 
-/// Arguments of `pas check`.
-///
-/// Example: pas check || alert "pas fleet not OK"
+// Arguments of `pas check`.
+//
+// Example: pas check || alert "pas fleet not OK"
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// One cell (default: every cell).
     pub cell: Option<String>,
 }
 
-/// Arguments of `pas metrics`.
-///
-/// Example: pas metrics --output /var/lib/node_exporter/textfile/pas.prom
+// Arguments of `pas metrics`.
+//
+// Example: pas metrics --output /var/lib/node_exporter/textfile/pas.prom
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Write to this file atomically instead of stdout.
