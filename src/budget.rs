@@ -446,10 +446,21 @@ pub fn cell_time(cell_doc: &Doc, now: DateTime<Utc>) -> (Option<f64>, Option<f64
 /// Fails an active cell past its timeout; true when it did.
 pub fn enforce_time(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<bool> {
     let doc = store::read_required(store, cell, FileKey::Cell)?;
+    enforce_time_with(store, cell, &doc, now)
+}
+
+/// [`enforce_time`] with `cell.json` already read (`doc`); true when it failed the cell
+/// (then `cell.json` has changed and `doc` is out of date).
+pub fn enforce_time_with(
+    store: &dyn Store,
+    cell: &str,
+    doc: &Doc,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     if doc.str("status") != Some("active") {
         return Ok(false);
     }
-    match cell_time(&doc, now) {
+    match cell_time(doc, now) {
         (Some(used), Some(timeout)) if used > timeout => {
             cell::set_status(store, cell, CellStatus::Failed, now)?;
             events::record_one(

@@ -146,12 +146,14 @@ fn drive(
             }
         }
         // Midway: kill the victim with SIGKILL while it works on a task.
-        if !killed && completed_before >= 1 {
+        // (After the first completion when possible, but never so late that the victim
+        // has no task left to be killed in: a loaded machine reorders the agents' work.)
+        if !killed && (completed_before >= 1 || started.elapsed() > Duration::from_secs(4)) {
             let doc = crate::agent::read(store, cell, VICTIM)?;
             let mid_task = doc.get("current_task").is_some_and(|t| !t.is_null())
                 && doc
                     .str("note")
-                    .is_some_and(|n| n.contains("step 2") || n.contains("step 3"));
+                    .is_some_and(|n| ["step 2", "step 3", "step 4"].iter().any(|s| n.contains(s)));
             if let (true, Some(pid)) = (mid_task, doc.get("pid").and_then(Value::as_i64)) {
                 process::kill_pid(pid as i32)
                     .map_err(|e| Error::failure(format!("cannot kill {VICTIM}: {e}")))?;

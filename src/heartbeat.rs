@@ -6,6 +6,8 @@
 //! the health they compute with the `health` recorded in the agent file and record each
 //! change once, re-checking under the agent's lock.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -367,6 +369,8 @@ pub struct Observed {
     pub doc: Doc,
     /// Its health now.
     pub assessment: Assessment,
+    /// Its effective policy (shared by every agent of the cell without policies of its own).
+    pub policy: Arc<Policy>,
 }
 
 /// Assesses every agent of a cell at `now` and records the health changes it sees (each
@@ -379,6 +383,20 @@ pub fn observe_cell(
 ) -> Result<(Vec<Observed>, Vec<Error>)> {
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    observe_cell_with(store, cell, &cell_doc, policies.as_ref(), record, now)
+}
+
+/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read.
+pub fn observe_cell_with(
+    store: &dyn Store,
+    cell: &str,
+    cell_doc: &Doc,
+    policies: Option<&Doc>,
+    record: bool,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Observed>, Vec<Error>)> {
+    // Most agents have no policies of their own: they share the cell's, resolved once.
+    let cell_policy = Arc::new(Policy::resolve(Some(cell_doc), policies, None));
     let mut observed = Vec::new();
     let mut errors = Vec::new();
     let mut changes = Vec::new();
@@ -391,21 +409,34 @@ pub fn observe_cell(
                 continue;
             }
         };
-        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let policy = if doc.get("policies").is_some_and(Value::is_object) {
+            Arc::new(Policy::resolve(Some(cell_doc), policies, Some(&doc)))
+        } else {
+            Arc::clone(&cell_policy)
+        };
         let assessment = health::assess(&doc, &policy, now);
         let recorded = recorded_health(&doc).unwrap_or(Health::Unknown);
         if record && recorded != assessment.health {
-            match record_change(store, cell, &id, &cell_doc, policies.as_ref(), now) {
+            match record_change(store, cell, &id, cell_doc, policies, now) {
                 Ok(Some((doc, assessment, event))) => {
                     changes.extend(event);
-                    observed.push(Observed { doc, assessment });
+                    let policy = Arc::new(Policy::resolve(Some(cell_doc), policies, Some(&doc)));
+                    observed.push(Observed {
+                        doc,
+                        assessment,
+                        policy,
+                    });
                     continue;
                 }
                 Ok(None) => {}
                 Err(e) => errors.push(e),
             }
         }
-        observed.push(Observed { doc, assessment });
+        observed.push(Observed {
+            doc,
+            assessment,
+            policy,
+        });
     }
     events::record(store, cell, &changes, now)?;
     Ok((observed, errors))

@@ -166,23 +166,30 @@ pub fn pass_cell(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let _revive = store.lock(cell, LockKey::Revive)?;
-    if !opts.dry_run {
-        crate::budget::enforce_time(store, cell, now)?;
+    let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    if !opts.dry_run && crate::budget::enforce_time_with(store, cell, &cell_doc, now)? {
+        cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     }
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let mut result = CellPass::default();
     if cell_doc.str("status") != Some("active") {
         return Ok(result);
     }
     result.next_due = crate::budget::cell_deadline(&cell_doc);
-    let (observed, _errors) = crate::heartbeat::observe_cell(store, cell, !opts.dry_run, now)?;
+    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let (observed, _errors) = crate::heartbeat::observe_cell_with(
+        store,
+        cell,
+        &cell_doc,
+        policies.as_ref(),
+        !opts.dry_run,
+        now,
+    )?;
     for o in &observed {
         result.next_due = earliest(result.next_due, o.assessment.next_change);
     }
     if !opts.dry_run {
         queue::reap(store, cell, now)?;
     }
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
     for o in observed {
         let Some(agent) = o.doc.str("agent_id").map(str::to_string) else {
             continue;

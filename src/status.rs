@@ -168,23 +168,24 @@ pub fn cell_view(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<CellView> {
-    if record {
-        crate::budget::enforce_time(store, cell, now)?;
+    let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    if record && crate::budget::enforce_time_with(store, cell, &cell_doc, now)? {
+        cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     }
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let status = cell_doc.str("status").unwrap_or("unknown").to_string();
-    let (observed, errors) =
-        heartbeat::observe_cell(store, cell, record && status == "active", now)?;
-    let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
     let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
+    let (observed, errors) = heartbeat::observe_cell_with(
+        store,
+        cell,
+        &cell_doc,
+        policies.as_ref(),
+        record && status == "active",
+        now,
+    )?;
+    let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
     let agents: Vec<AgentView> = observed
         .iter()
-        .map(|o| {
-            AgentView::from_observed(
-                o,
-                &crate::policy::Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&o.doc)),
-            )
-        })
+        .map(|o| AgentView::from_observed(o, &o.policy))
         .collect();
     let (time_used, timeout) = crate::budget::cell_time(&cell_doc, now);
     let mut health_counts = BTreeMap::new();

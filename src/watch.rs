@@ -10,13 +10,16 @@
 //! Running out of inotify watches is reported and the loop falls back to polling. On SIGTERM
 //! or SIGINT it finishes the pass in hand and exits 0.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::rc::Rc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
-use notify::{RecursiveMode, Watcher};
+use inotify::{EventMask, Inotify, WatchMask};
 
 use crate::clock;
 use crate::error::{Error, Kind, Result};
@@ -48,79 +51,147 @@ pub enum Report<'a> {
     },
 }
 
+/// One inotify event, as the reader thread hands it over: the watch, what happened, and the
+/// name of the entry (none for an event about the watched directory itself).
+struct FsEvent {
+    wd: i32,
+    mask: EventMask,
+    name: Option<String>,
+}
+
 enum Msg {
-    Fs(notify::Result<notify::Event>),
+    Fs(FsEvent),
+    FsFailed(String),
     Stop,
 }
 
-/// The cell, subdirectory and file a path under the root names.
-pub(crate) fn cell_of(
-    root: &Path,
-    path: &Path,
-) -> Option<(String, Option<String>, Option<String>)> {
-    let rel = path.strip_prefix(root).ok()?;
-    let mut parts = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned());
-    let cell = parts.next()?;
-    Some((cell, parts.next(), parts.next()))
+/// A cell id, stored once and shared by every table that mentions the cell.
+type Id = Rc<str>;
+
+/// What the loop remembers per cell, and nothing more: the memory of a watch over a large
+/// root is a few hundred bytes per cell (about 40 per agent), not the cell's documents.
+#[derive(Default)]
+struct CellState {
+    /// When a revive pass is next due.
+    due: Option<DateTime<Utc>>,
+    /// Hashes of the agent ids the last pass saw, sorted: a new agent file wakes the loop,
+    /// a beat (a rename over a known agent's file) does not.
+    known: Vec<u64>,
+    /// Which of the cell's directories are watched ([`DIRS`] bits).
+    watched: u8,
 }
 
-/// The directories watched for changes in cells (shared with `pas top`).
-pub(crate) struct Watches {
-    watcher: Option<notify::RecommendedWatcher>,
-    watched: HashSet<PathBuf>,
-    pub(crate) polling: bool,
+fn id_hash(id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish()
+}
+
+/// Which directory a watch is on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    Root,
+    Cell,
+    Agents,
+    Tasks,
+    Logs,
+}
+
+/// The directories of a cell that are watched, with their bit in [`CellState::watched`].
+/// State changes (a process exit, a status change) are appended to the events log; beats
+/// are not, so watching `logs/` wakes the loop for deaths without waking it for beats.
+const DIRS: [(Dir, &str, u8); 4] = [
+    (Dir::Cell, "", 1),
+    (Dir::Agents, "agents", 2),
+    (Dir::Tasks, "tasks", 4),
+    (Dir::Logs, "logs", 8),
+];
+
+/// Changes only: reading a file (open, access, close without writing) is no event here, so
+/// the loop's own reads never wake it and never queue up while a pass runs.
+fn watch_mask() -> WatchMask {
+    WatchMask::ATTRIB
+        | WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::CLOSE_WRITE
+        | WatchMask::MODIFY
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::DELETE_SELF
+        | WatchMask::MOVE_SELF
+}
+
+struct Watches {
+    inotify: Option<inotify::Watches>,
+    /// Watch descriptor -> the directory and its cell (none for the root).
+    by_wd: HashMap<i32, (Dir, Option<Id>)>,
+    polling: bool,
 }
 
 impl Watches {
-    /// Watches with this watcher; none means polling.
-    pub(crate) fn new(watcher: Option<notify::RecommendedWatcher>) -> Watches {
-        Watches {
-            polling: watcher.is_none(),
-            watcher,
-            watched: HashSet::new(),
+    fn add(
+        &mut self,
+        path: &Path,
+        what: (Dir, Option<Id>),
+        report: &mut dyn FnMut(Report<'_>),
+    ) -> bool {
+        if self.polling || !path.is_dir() {
+            return false;
         }
-    }
-
-    /// Watches one directory (not recursively); out of watches, switches to polling.
-    pub(crate) fn add(&mut self, path: &Path, report: &mut dyn FnMut(Report<'_>)) {
-        if self.polling || self.watched.contains(path) || !path.is_dir() {
-            return;
-        }
-        let Some(w) = self.watcher.as_mut() else {
-            return;
+        let Some(w) = self.inotify.as_mut() else {
+            return false;
         };
-        match w.watch(path, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                self.watched.insert(path.to_path_buf());
+        match w.add(path, watch_mask()) {
+            Ok(wd) => {
+                self.by_wd.insert(wd.get_watch_descriptor_id(), what);
+                true
             }
-            Err(e) => {
-                let no_space = matches!(e.kind, notify::ErrorKind::MaxFilesWatch)
-                    || matches!(&e.kind, notify::ErrorKind::Io(io) if io.raw_os_error() == Some(28));
-                if no_space {
-                    report(Report::Note(format!(
-                        "out of inotify watches (ENOSPC) at {}; falling back to polling (raise fs.inotify.max_user_watches to get events back)",
-                        path.display()
-                    )));
-                    self.polling = true;
-                    self.watcher = None;
-                    self.watched.clear();
-                }
+            Err(e) if e.raw_os_error() == Some(28) => {
+                report(Report::Note(format!(
+                    "out of inotify watches (ENOSPC) at {}; falling back to polling (raise fs.inotify.max_user_watches to get events back)",
+                    path.display()
+                )));
+                self.polling = true;
+                self.inotify = None;
+                self.by_wd = HashMap::new();
+                false
             }
+            Err(_) => false,
         }
     }
 
-    /// Watches a cell's directory, `agents/`, `tasks/` and `logs/`.
-    pub(crate) fn add_cell(&mut self, root: &Path, cell: &str, report: &mut dyn FnMut(Report<'_>)) {
-        let dir = root.join(cell);
-        self.add(&dir, report);
-        self.add(&dir.join("agents"), report);
-        self.add(&dir.join("tasks"), report);
-        // State changes (a process exit, a status change) are appended to the events log;
-        // beats are not, so this wakes the loop for deaths without waking it for beats.
-        self.add(&dir.join("logs"), report);
+    fn add_cell(
+        &mut self,
+        root: &Path,
+        cell: &Id,
+        state: &mut CellState,
+        report: &mut dyn FnMut(Report<'_>),
+    ) {
+        let dir = root.join(&**cell);
+        for (kind, sub, bit) in DIRS {
+            if state.watched & bit != 0 {
+                continue;
+            }
+            let path = if sub.is_empty() {
+                dir.clone()
+            } else {
+                dir.join(sub)
+            };
+            if self.add(&path, (kind, Some(cell.clone())), report) {
+                state.watched |= bit;
+            }
+        }
     }
+}
+
+/// The canonical shared id of a cell name.
+fn intern(ids: &mut HashSet<Id>, name: &str) -> Id {
+    if let Some(id) = ids.get(name) {
+        return id.clone();
+    }
+    let id: Id = Rc::from(name);
+    ids.insert(id.clone());
+    id
 }
 
 /// Runs the loop until a signal (or after one pass with `once`).
@@ -158,22 +229,50 @@ pub fn run(
             let _ = stop_tx.send(Msg::Stop);
         }
     });
-    let fs_tx = tx.clone();
-    let watcher = notify::recommended_watcher(move |res| {
-        let _ = fs_tx.send(Msg::Fs(res));
-    });
-    let mut watches = Watches::new(watcher.ok());
-    if watches.polling {
-        report(Report::Note("file events are unavailable; polling".into()));
-        watches.polling = true;
+    let mut watches = Watches {
+        inotify: None,
+        by_wd: HashMap::new(),
+        polling: false,
+    };
+    match Inotify::init() {
+        Ok(mut inotify) => {
+            watches.inotify = Some(inotify.watches());
+            let fs_tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buffer = vec![0u8; 64 * 1024];
+                loop {
+                    let events = match inotify.read_events_blocking(&mut buffer) {
+                        Ok(events) => events,
+                        Err(e) => {
+                            let _ = fs_tx.send(Msg::FsFailed(e.to_string()));
+                            return;
+                        }
+                    };
+                    for e in events {
+                        let event = FsEvent {
+                            wd: e.wd.get_watch_descriptor_id(),
+                            mask: e.mask,
+                            name: e.name.map(|n| n.to_string_lossy().into_owned()),
+                        };
+                        if fs_tx.send(Msg::Fs(event)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+        Err(_) => {
+            report(Report::Note("file events are unavailable; polling".into()));
+            watches.polling = true;
+        }
     }
-    watches.add(&root, report);
+    watches.add(&root, (Dir::Root, None), report);
 
     let interval = Duration::milliseconds((opts.interval.max(0.1) * 1000.0) as i64);
-    let mut due: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
-    let mut known_agents: HashMap<String, HashSet<String>> = HashMap::new();
-    let mut reported: HashSet<(String, String)> = HashSet::new();
-    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    let mut ids: HashSet<Id> = HashSet::new();
+    let mut cells: HashMap<Id, CellState> = HashMap::new();
+    let mut reported: HashSet<(Id, String)> = HashSet::new();
+    let mut dirty: HashSet<Id> = HashSet::new();
     let mut next_reconcile = clock::now();
     let mut stopping = false;
     report(Report::Note(format!(
@@ -185,14 +284,20 @@ pub fn run(
     loop {
         process::reap_children();
         let now = clock::now();
-        let mut cells: BTreeSet<String> = std::mem::take(&mut dirty);
+        let mut todo: Vec<Id> = std::mem::take(&mut dirty).into_iter().collect();
         if now >= next_reconcile {
-            let ids = store.cell_ids().unwrap_or_default();
-            due.retain(|c, _| ids.contains(c));
-            known_agents.retain(|c, _| ids.contains(c));
-            for id in ids {
-                watches.add_cell(&root, &id, report);
-                cells.insert(id);
+            let present: HashSet<Id> = store
+                .cell_ids()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| intern(&mut ids, c))
+                .collect();
+            cells.retain(|c, _| present.contains(c));
+            ids.retain(|c| present.contains(c));
+            for id in present {
+                let state = cells.entry(id.clone()).or_default();
+                watches.add_cell(&root, &id, state, report);
+                todo.push(id);
             }
             let poll = if watches.polling {
                 interval.min(Duration::seconds(2))
@@ -201,31 +306,40 @@ pub fn run(
             };
             next_reconcile = now + poll;
         }
-        cells.extend(
-            due.iter()
-                .filter(|(_, t)| **t <= now)
+        todo.extend(
+            cells
+                .iter()
+                .filter(|(_, s)| s.due.is_some_and(|t| t <= now))
                 .map(|(c, _)| c.clone()),
         );
-        for cell in &cells {
+        todo.sort();
+        todo.dedup();
+        for cell in &todo {
             if !store.has_cell(cell) {
-                due.remove(cell);
+                if let Some(state) = cells.get_mut(cell) {
+                    state.due = None;
+                }
                 continue;
             }
-            match revive::pass_cell(store, cell, &Options::default(), clock::now()) {
+            let result = revive::pass_cell(store, cell, &Options::default(), clock::now());
+            let state = cells.entry(cell.clone()).or_default();
+            match result {
                 Ok(pass) => {
                     for a in &pass.actions {
                         report(Report::Action(a));
                     }
-                    match pass.next_due {
-                        // A hair after the deadline, so the state has really changed then.
-                        Some(t) => due.insert(cell.clone(), t + Duration::milliseconds(5)),
-                        None => due.remove(cell),
-                    };
+                    // A hair after the deadline, so the state has really changed then.
+                    state.due = pass.next_due.map(|t| t + Duration::milliseconds(5));
                     reported.retain(|(c, _)| c != cell);
-                    let ids = store
+                    let mut known: Vec<u64> = store
                         .list(cell, crate::store::Collection::Agents)
-                        .unwrap_or_default();
-                    known_agents.insert(cell.clone(), ids.into_iter().collect());
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| id_hash(a))
+                        .collect();
+                    known.sort_unstable();
+                    known.shrink_to_fit();
+                    state.known = known;
                 }
                 Err(e) => {
                     if reported.insert((cell.clone(), e.message.clone())) {
@@ -234,16 +348,16 @@ pub fn run(
                             message: &e.message,
                         });
                     }
-                    due.insert(cell.clone(), clock::now() + interval);
+                    state.due = Some(clock::now() + interval);
                 }
             }
         }
         if opts.once || stopping {
             break;
         }
-        let wake = due
+        let wake = cells
             .values()
-            .copied()
+            .filter_map(|s| s.due)
             .min()
             .map_or(next_reconcile, |d| d.min(next_reconcile));
         let wait = (wake - clock::now()).num_milliseconds().clamp(0, 3_600_000) as u64;
@@ -257,53 +371,66 @@ pub fn run(
         for m in messages {
             match m {
                 Msg::Stop => stopping = true,
-                Msg::Fs(Err(e)) => {
-                    if matches!(e.kind, notify::ErrorKind::MaxFilesWatch) {
-                        watches.add(&root, report);
-                    }
-                    dirty.extend(due.keys().cloned());
+                Msg::FsFailed(e) => {
+                    report(Report::Note(format!("file events stopped ({e}); polling")));
+                    watches.polling = true;
+                    watches.inotify = None;
+                    watches.by_wd = HashMap::new();
+                    next_reconcile = clock::now();
                 }
-                Msg::Fs(Ok(event)) => {
-                    // Reading a file is an event too (open, close); only changes matter, or
-                    // every pass would wake the next one.
-                    if matches!(event.kind, notify::EventKind::Access(_)) {
-                        continue;
-                    }
-                    if event.need_rescan() {
+                Msg::Fs(event) => {
+                    if event.mask.contains(EventMask::Q_OVERFLOW) {
+                        // Events were lost: look at everything again.
                         next_reconcile = clock::now();
                         continue;
                     }
-                    for path in &event.paths {
-                        let Some((cell, sub, file)) = cell_of(&root, path) else {
-                            continue;
-                        };
-                        if cell.starts_with('.') {
-                            continue;
+                    let Some((dir, cell)) = watches.by_wd.get(&event.wd).cloned() else {
+                        continue;
+                    };
+                    if event.mask.contains(EventMask::IGNORED) {
+                        // The directory is gone (or unwatched): forget the watch, so a
+                        // reconcile can watch its successor.
+                        watches.by_wd.remove(&event.wd);
+                        if let Some(state) = cell.as_ref().and_then(|c| cells.get_mut(c)) {
+                            let bit = DIRS.iter().find(|d| d.0 == dir).map_or(0, |d| d.2);
+                            state.watched &= !bit;
                         }
-                        match (sub.as_deref(), file.as_deref()) {
-                            // A new directory under the root: a cell being made.
-                            (None, _) => {
-                                watches.add_cell(&root, &cell, report);
-                                dirty.insert(cell);
-                            }
-                            (Some("agents"), Some(name)) => {
-                                let id = name.strip_suffix(".json").unwrap_or("");
-                                let known = known_agents.get(&cell).is_some_and(|k| k.contains(id));
-                                if !id.is_empty() && !name.starts_with('.') && !known {
-                                    dirty.insert(cell);
-                                }
-                            }
-                            (Some("logs"), Some("events.jsonl"))
-                            | (Some("cell.json"), _)
-                            | (Some("tasks"), _) => {
-                                dirty.insert(cell);
-                            }
-                            (Some("agents"), None) => {
-                                watches.add_cell(&root, &cell, report);
-                                dirty.insert(cell);
-                            }
-                            _ => {}
+                        continue;
+                    }
+                    let name = event.name.as_deref();
+                    if name.is_some_and(|n| n.starts_with('.')) {
+                        continue;
+                    }
+                    match (dir, cell, name) {
+                        // A new directory under the root: a cell being made.
+                        (Dir::Root, _, Some(name)) => {
+                            let id = intern(&mut ids, name);
+                            let state = cells.entry(id.clone()).or_default();
+                            watches.add_cell(&root, &id, state, report);
+                            dirty.insert(id);
                         }
+                        (Dir::Root, _, None) => {}
+                        (Dir::Agents, Some(cell), Some(name)) => {
+                            let id = name.strip_suffix(".json").unwrap_or("");
+                            let known = cells
+                                .get(&cell)
+                                .is_some_and(|s| s.known.binary_search(&id_hash(id)).is_ok());
+                            if !id.is_empty() && !known {
+                                dirty.insert(cell);
+                            }
+                        }
+                        (Dir::Cell, Some(cell), Some("agents"))
+                        | (Dir::Agents, Some(cell), None) => {
+                            let state = cells.entry(cell.clone()).or_default();
+                            watches.add_cell(&root, &cell, state, report);
+                            dirty.insert(cell);
+                        }
+                        (Dir::Logs, Some(cell), Some("events.jsonl"))
+                        | (Dir::Cell, Some(cell), Some("cell.json") | Some("tasks") | None)
+                        | (Dir::Tasks, Some(cell), _) => {
+                            dirty.insert(cell);
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -17,6 +17,7 @@ use crate::supervisor;
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum AgentCommand {
     /// Add an agent to a cell (within its max_agents) and print its id.
     ///
@@ -68,7 +69,7 @@ pub enum AgentCommand {
     Wait(WaitArgs),
 }
 
-/// Arguments of `pas agent beat`.
+// Arguments of `pas agent beat`.
 #[derive(Debug, Args)]
 pub struct BeatArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -103,7 +104,7 @@ pub struct BeatArgs {
     pub tokens: Option<u64>,
 }
 
-/// Arguments of `pas agent fail`.
+// Arguments of `pas agent fail`.
 #[derive(Debug, Args)]
 pub struct FailArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -117,7 +118,7 @@ pub struct FailArgs {
     pub reason: String,
 }
 
-/// Arguments of `pas agent add`.
+// Arguments of `pas agent add`.
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -141,7 +142,7 @@ pub struct AddArgs {
     pub command: Vec<String>,
 }
 
-/// Arguments of `pas agent set`.
+// Arguments of `pas agent set`.
 #[derive(Debug, Args)]
 pub struct SetArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -168,7 +169,7 @@ pub struct SetArgs {
     pub command: Vec<String>,
 }
 
-/// Arguments of `pas agent start`.
+// Arguments of `pas agent start`.
 #[derive(Debug, Args)]
 pub struct StartArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -177,7 +178,7 @@ pub struct StartArgs {
     pub agent: String,
 }
 
-/// Arguments of `pas agent stop`.
+// Arguments of `pas agent stop`.
 #[derive(Debug, Args)]
 pub struct StopArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -200,7 +201,7 @@ pub enum WaitFor {
     Stopped,
 }
 
-/// Arguments of `pas agent wait`.
+// Arguments of `pas agent wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -215,7 +216,7 @@ pub struct WaitArgs {
     pub timeout: Option<f64>,
 }
 
-/// Arguments of `pas agent list`.
+// Arguments of `pas agent list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Cell id, unique id prefix, or mission name (or --all).
@@ -237,7 +238,7 @@ pub struct ListArgs {
     pub gateway: Option<String>,
 }
 
-/// A cell and one of its agents.
+// A cell and one of its agents.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -246,7 +247,7 @@ pub struct AgentArgs {
     pub agent: String,
 }
 
-/// Arguments of `pas agent rm`.
+// Arguments of `pas agent rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Cell id, unique id prefix, or mission name.

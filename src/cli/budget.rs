@@ -13,9 +13,9 @@ use crate::reservation::{self, Request};
 use crate::store::{check_id, IdKind, Store};
 use crate::units::{self, Unit};
 
-/// Arguments of `pas budget`.
-///
-/// Example: pas budget 3f2a --json
+// Arguments of `pas budget`.
+//
+// Example: pas budget 3f2a --json
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BudgetArgs {
@@ -26,8 +26,9 @@ pub struct BudgetArgs {
     pub cell: Option<String>,
 }
 
-/// Budget subcommands.
+// Budget subcommands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum BudgetCommand {
     /// Record an agent's context use (and spend) outside a beat.
     ///
@@ -43,7 +44,7 @@ pub enum BudgetCommand {
     Check(CheckArgs),
 }
 
-/// Arguments of `pas budget track`.
+// Arguments of `pas budget track`.
 #[derive(Debug, Args)]
 pub struct TrackArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -64,7 +65,7 @@ pub struct TrackArgs {
     pub tokens: Option<u64>,
 }
 
-/// Arguments of `pas budget history`.
+// Arguments of `pas budget history`.
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -73,16 +74,16 @@ pub struct HistoryArgs {
     pub agent: Option<String>,
 }
 
-/// Arguments of `pas budget check`.
+// Arguments of `pas budget check`.
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// One cell (default: every cell).
     pub cell: Option<String>,
 }
 
-/// Arguments of `pas reserve`.
-///
-/// Example: pas reserve 3f2a --job build-42 --agent agent_001 --cpu 2 --mem 4GB
+// Arguments of `pas reserve`.
+//
+// Example: pas reserve 3f2a --job build-42 --agent agent_001 --cpu 2 --mem 4GB
 #[derive(Debug, Args)]
 pub struct ReserveArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -113,7 +114,7 @@ pub struct ReserveArgs {
     pub pgid: Option<i32>,
 }
 
-/// A cell and a job.
+// A cell and a job.
 #[derive(Debug, Args)]
 pub struct JobArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -122,7 +123,7 @@ pub struct JobArgs {
     pub job: String,
 }
 
-/// Arguments of `pas kill`.
+// Arguments of `pas kill`.
 #[derive(Debug, Args)]
 pub struct KillArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -134,7 +135,7 @@ pub struct KillArgs {
     pub grace: f64,
 }
 
-/// Arguments of `pas reservations`.
+// Arguments of `pas reservations`.
 #[derive(Debug, Args)]
 pub struct ReservationsArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -144,7 +145,7 @@ pub struct ReservationsArgs {
     pub status: Option<String>,
 }
 
-/// Arguments of `pas quota`.
+// Arguments of `pas quota`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct QuotaArgs {
@@ -155,8 +156,9 @@ pub struct QuotaArgs {
     pub cell: Option<String>,
 }
 
-/// Quota subcommands.
+// Quota subcommands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum QuotaCommand {
     /// Set quota values in config/isolation.json resource_limits.
     ///
@@ -164,7 +166,7 @@ pub enum QuotaCommand {
     Set(QuotaSetArgs),
 }
 
-/// Arguments of `pas quota set`.
+// Arguments of `pas quota set`.
 #[derive(Debug, Args)]
 pub struct QuotaSetArgs {
     /// Cell id, unique id prefix, or mission name.

@@ -12,6 +12,7 @@ use crate::output::{Styled, Tone};
 
 /// Cell commands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum CellCommand {
     /// Create a cell with the whole spec layout and print its id.
     ///
@@ -40,7 +41,7 @@ pub enum CellCommand {
     Export(ExportArgs),
 }
 
-/// Arguments of `pas cell export`.
+// Arguments of `pas cell export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -50,7 +51,7 @@ pub struct ExportArgs {
     pub output: Option<std::path::PathBuf>,
 }
 
-/// Arguments of `pas cell create`.
+// Arguments of `pas cell create`.
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The mission's name (`mission_name`).
@@ -73,14 +74,14 @@ pub struct CreateArgs {
     pub created_by: Option<String>,
 }
 
-/// A cell named by id, id prefix or mission name.
+// A cell named by id, id prefix or mission name.
 #[derive(Debug, Args)]
 pub struct CellArg {
     /// Cell id, unique id prefix, or mission name.
     pub cell: String,
 }
 
-/// Arguments of `pas cell set`.
+// Arguments of `pas cell set`.
 #[derive(Debug, Args)]
 pub struct SetArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -90,7 +91,7 @@ pub struct SetArgs {
     pub status: CellStatus,
 }
 
-/// Arguments of `pas cell rm`.
+// Arguments of `pas cell rm`.
 #[derive(Debug, Args)]
 pub struct RmArgs {
     /// Cell id, unique id prefix, or mission name.

@@ -15,6 +15,7 @@ use crate::store::{check_id, read_input, IdKind};
 
 /// Checkpoint commands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum CheckpointCommand {
     /// Save a checkpoint generation: state, context and artifacts (CELL AGENT default to $PAS_CELL $PAS_AGENT).
     ///
@@ -34,7 +35,7 @@ pub enum CheckpointCommand {
     Restore(RestoreArgs),
 }
 
-/// Arguments of `pas checkpoint save`.
+// Arguments of `pas checkpoint save`.
 #[derive(Debug, Args)]
 pub struct SaveArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -57,7 +58,7 @@ pub struct SaveArgs {
     pub reason: String,
 }
 
-/// A cell and an agent.
+// A cell and an agent.
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -66,7 +67,7 @@ pub struct AgentArgs {
     pub agent: String,
 }
 
-/// A cell, an agent and a generation.
+// A cell, an agent and a generation.
 #[derive(Debug, Args)]
 pub struct PickArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -78,7 +79,7 @@ pub struct PickArgs {
     pub generation: Option<u64>,
 }
 
-/// Arguments of `pas checkpoint restore`.
+// Arguments of `pas checkpoint restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Cell id, unique id prefix, or mission name.

@@ -33,7 +33,7 @@ pub enum Shell {
     Powershell,
 }
 
-/// Arguments of `pas completions`.
+// Arguments of `pas completions`.
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     /// The shell to write the script for.
@@ -78,7 +78,10 @@ pub fn run(ctx: &Ctx, args: CompletionsArgs) -> Result<()> {
 
 /// The command tree, with the cell, agent and task arguments completed from disk.
 fn completion_command() -> Command {
-    with_candidates(Cli::command())
+    // Subcommands are deferred (built only when parsed); build them all to reach every arg.
+    let mut cmd = Cli::command();
+    cmd.build();
+    with_candidates(cmd)
 }
 
 fn with_candidates(cmd: Command) -> Command {

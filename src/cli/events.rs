@@ -14,9 +14,9 @@ use crate::events::{self, Event, Filter, Level};
 use crate::output::{Styled, Tone};
 use crate::store::{LogFile, Store};
 
-/// Arguments of `pas events`.
-///
-/// Example: pas events 3f2a --since 10m --level warn --follow
+// Arguments of `pas events`.
+//
+// Example: pas events 3f2a --since 10m --level warn --follow
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct EventsArgs {
@@ -42,8 +42,9 @@ pub struct EventsArgs {
     pub follow: bool,
 }
 
-/// Subcommands of `pas events`.
+// Subcommands of `pas events`.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum EventsCommand {
     /// Check each cell's hash chain and name the first broken or missing link.
     ///
@@ -51,7 +52,7 @@ pub enum EventsCommand {
     Verify(VerifyArgs),
 }
 
-/// Arguments of `pas events verify`.
+// Arguments of `pas events verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// One cell (default: every cell).

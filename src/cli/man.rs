@@ -11,7 +11,7 @@ use super::{Cli, Ctx};
 use crate::error::{Error, Result};
 use crate::store::Store;
 
-/// Arguments of `pas man`.
+// Arguments of `pas man`.
 #[derive(Debug, Args)]
 pub struct ManArgs {
     /// The directory to write `pas.1`, `pas-cell.1`, `pas-cell-create.1`, ... into.

@@ -12,6 +12,7 @@ use crate::policy::{self, Source};
 
 /// Policy commands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum PolicyCommand {
     /// Show the effective policy of a cell or an agent, each value with where it came from.
     ///
@@ -19,7 +20,7 @@ pub enum PolicyCommand {
     Show(ShowArgs),
 }
 
-/// Arguments of `pas policy show`.
+// Arguments of `pas policy show`.
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// Cell id, unique id prefix, or mission name.

@@ -12,9 +12,9 @@ use crate::revive::{self, Action, Options};
 use crate::store::Store;
 use crate::watch::{self, Report, WatchOptions};
 
-/// Arguments of `pas revive`.
-///
-/// Example: pas revive --dry-run
+// Arguments of `pas revive`.
+//
+// Example: pas revive --dry-run
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ReviveArgs {
@@ -31,8 +31,9 @@ pub struct ReviveArgs {
     pub dry_run: bool,
 }
 
-/// Revival requests.
+// Revival requests.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum ReviveCommand {
     /// List pending revival requests (auto_revive: ask).
     ///
@@ -48,23 +49,23 @@ pub enum ReviveCommand {
     Deny(IdArgs),
 }
 
-/// Arguments of `pas revive requests`.
+// Arguments of `pas revive requests`.
 #[derive(Debug, Args)]
 pub struct RequestsArgs {
     /// One cell (default: every cell).
     pub cell: Option<String>,
 }
 
-/// A request id.
+// A request id.
 #[derive(Debug, Args)]
 pub struct IdArgs {
     /// The request's id (`r-...`).
     pub id: String,
 }
 
-/// Arguments of `pas watch`.
-///
-/// Example: pas --root /var/missions watch --interval 30
+// Arguments of `pas watch`.
+//
+// Example: pas --root /var/missions watch --interval 30
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Seconds between full reconciles of the root (events and deadlines wake it sooner).

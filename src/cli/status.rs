@@ -1,9 +1,14 @@
 //! `pas status`, `pas check`, `pas metrics`
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::Args;
-use serde_json::{json, Value};
+use serde::ser::{SerializeSeq, SerializeStruct};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::agent::health_tone;
 use super::Ctx;
@@ -14,9 +19,9 @@ use crate::output::Styled;
 use crate::status::{self, CellView};
 use crate::store::Store;
 
-/// Arguments of `pas status`.
-///
-/// Example: pas status --all --json
+// Arguments of `pas status`.
+//
+// Example: pas status --all --json
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// One cell (default: every cell).
@@ -32,18 +37,18 @@ pub struct StatusArgs {
     pub interval: Option<f64>,
 }
 
-/// Arguments of `pas check`.
-///
-/// Example: pas check || alert "pas fleet not OK"
+// Arguments of `pas check`.
+//
+// Example: pas check || alert "pas fleet not OK"
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// One cell (default: every cell).
     pub cell: Option<String>,
 }
 
-/// Arguments of `pas metrics`.
-///
-/// Example: pas metrics --output /var/lib/node_exporter/textfile/pas.prom
+// Arguments of `pas metrics`.
+//
+// Example: pas metrics --output /var/lib/node_exporter/textfile/pas.prom
 #[derive(Debug, Args)]
 pub struct MetricsArgs {
     /// Write to this file atomically instead of stdout.
@@ -138,24 +143,21 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     if watch {
         return watch_status(ctx, cell.as_deref(), interval.unwrap_or(2.0));
     }
+    if ctx.out.is_json() && cell.is_none() {
+        return status_json_streamed(ctx);
+    }
     let (views, errors) = views(ctx, cell.as_deref(), true)?;
     for e in &errors {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
     if ctx.out.is_json() {
-        let agents: usize = views.iter().map(|v| v.agents.len()).sum();
-        let mut by_health = std::collections::BTreeMap::new();
-        for v in &views {
-            for (h, n) in &v.health_counts {
-                *by_health.entry(h.clone()).or_insert(0usize) += n;
-            }
-        }
-        ctx.out.json(&json!({
-            "time": clock::stamp(clock::now()),
-            "cells": views,
-            "totals": { "cells": views.len(), "agents": agents, "health": by_health },
-            "errors": errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
-        }));
+        let doc = StatusDoc {
+            time: clock::stamp(clock::now()),
+            cells: CellsOut::Views(&views),
+            totals: RefCell::new(Totals::default()),
+            errors: RefCell::new(errors.iter().map(|e| e.message.clone()).collect()),
+        };
+        write_json(ctx, &doc);
         return Ok(());
     }
     let text = status_text(ctx, &views);
@@ -283,6 +285,152 @@ fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
         ));
     }
     text
+}
+
+/// The totals of `pas status --json`.
+#[derive(Debug, Default, Serialize)]
+struct Totals {
+    cells: usize,
+    agents: usize,
+    health: BTreeMap<String, usize>,
+}
+
+impl Totals {
+    fn add(&mut self, v: &CellView) {
+        self.cells += 1;
+        self.agents += v.agents.len();
+        for (h, n) in &v.health_counts {
+            *self.health.entry(h.clone()).or_insert(0) += n;
+        }
+    }
+}
+
+/// Where the cells of the document come from: views already built, or the root's cells,
+/// each viewed as it is written and dropped after.
+enum CellsOut<'a> {
+    Views(&'a [CellView]),
+    Root {
+        ctx: &'a Ctx,
+        ids: Vec<String>,
+        now: DateTime<Utc>,
+    },
+}
+
+/// The `pas status --json` document: `time`, `cells`, `totals` (summed while the cells are
+/// written) and `errors`, in that order.
+struct StatusDoc<'a> {
+    time: String,
+    cells: CellsOut<'a>,
+    totals: RefCell<Totals>,
+    errors: RefCell<Vec<String>>,
+}
+
+struct CellsField<'d, 'a>(&'d StatusDoc<'a>);
+
+impl Serialize for CellsField<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let doc = self.0;
+        let mut seq = s.serialize_seq(None)?;
+        match &doc.cells {
+            CellsOut::Views(views) => {
+                for v in *views {
+                    doc.totals.borrow_mut().add(v);
+                    seq.serialize_element(v)?;
+                }
+            }
+            CellsOut::Root { ctx, ids, now } => {
+                for id in ids {
+                    match status::cell_view(&ctx.store, id, true, *now) {
+                        Ok(v) => {
+                            doc.totals.borrow_mut().add(&v);
+                            seq.serialize_element(&v)?;
+                        }
+                        Err(e) => doc.errors.borrow_mut().push(e.message),
+                    }
+                }
+            }
+        }
+        seq.end()
+    }
+}
+
+impl Serialize for StatusDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut map = s.serialize_struct("Status", 4)?;
+        map.serialize_field("time", &self.time)?;
+        map.serialize_field("cells", &CellsField(self))?;
+        map.serialize_field("totals", &*self.totals.borrow())?;
+        map.serialize_field("errors", &*self.errors.borrow())?;
+        map.end()
+    }
+}
+
+/// Hands serialised JSON to the printer in pieces of about 64 KiB, so a large document is
+/// never held whole.
+struct Chunks<'a> {
+    ctx: &'a Ctx,
+    buf: Vec<u8>,
+}
+
+impl Chunks<'_> {
+    fn pass_on(&mut self) {
+        let valid = match std::str::from_utf8(&self.buf) {
+            Ok(text) => text.len(),
+            // A character cut at the end of a piece goes out with the next one.
+            Err(e) => e.valid_up_to(),
+        };
+        if let Ok(text) = std::str::from_utf8(&self.buf[..valid]) {
+            self.ctx.out.raw(text);
+        }
+        self.buf.drain(..valid);
+    }
+}
+
+impl std::io::Write for Chunks<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= 64 * 1024 {
+            self.pass_on();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One JSON document on stdout, pretty as `Printer::json` writes it, without building a
+/// JSON value of it first.
+fn write_json(ctx: &Ctx, doc: &StatusDoc<'_>) {
+    let mut out = Chunks {
+        ctx,
+        buf: Vec::with_capacity(80 * 1024),
+    };
+    // Writing into `Chunks` cannot fail, and the document has only string keys.
+    let _ = doc.serialize(&mut serde_json::Serializer::pretty(&mut out));
+    out.buf.push(b'\n');
+    out.pass_on();
+}
+
+/// `pas status --json` over the whole root: each cell is viewed (and its health changes
+/// recorded) as it is written, so memory stays that of one cell, not of the fleet.
+fn status_json_streamed(ctx: &Ctx) -> Result<()> {
+    let doc = StatusDoc {
+        time: clock::stamp(clock::now()),
+        cells: CellsOut::Root {
+            ctx,
+            ids: ctx.store.cell_ids()?,
+            now: clock::now(),
+        },
+        totals: RefCell::new(Totals::default()),
+        errors: RefCell::new(Vec::new()),
+    };
+    write_json(ctx, &doc);
+    for e in doc.errors.borrow().iter() {
+        ctx.out.note(&format!("pas: skipped: {e}"));
+    }
+    Ok(())
 }
 
 /// Runs `pas check`: one line on stdout, the Nagios exit code.

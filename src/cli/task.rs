@@ -15,6 +15,7 @@ use crate::task::{self, NewTask, Priority, StatusFilter};
 
 /// Task commands.
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum TaskCommand {
     /// Add a task to a cell and print its id.
     ///
@@ -55,14 +56,14 @@ pub enum TaskCommand {
     Handoff(HandoffArgs),
 }
 
-/// A cell alone.
+// A cell alone.
 #[derive(Debug, Args)]
 pub struct CellOnly {
     /// Cell id, unique id prefix, or mission name.
     pub cell: String,
 }
 
-/// Arguments of `pas task ready`.
+// Arguments of `pas task ready`.
 #[derive(Debug, Args)]
 pub struct ReadyArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -72,7 +73,7 @@ pub struct ReadyArgs {
     pub agent: Option<String>,
 }
 
-/// Arguments of `pas task claim`.
+// Arguments of `pas task claim`.
 #[derive(Debug, Args)]
 pub struct ClaimArgs {
     /// Cell id, unique id prefix, or mission name (default: $PAS_CELL).
@@ -83,7 +84,7 @@ pub struct ClaimArgs {
     pub agent: Option<String>,
 }
 
-/// Arguments of `pas task done`.
+// Arguments of `pas task done`.
 #[derive(Debug, Args)]
 pub struct DoneArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -95,7 +96,7 @@ pub struct DoneArgs {
     pub artifacts: Vec<String>,
 }
 
-/// Arguments of `pas task fail`.
+// Arguments of `pas task fail`.
 #[derive(Debug, Args)]
 pub struct FailArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -107,7 +108,7 @@ pub struct FailArgs {
     pub reason: String,
 }
 
-/// Arguments of `pas task handoff`.
+// Arguments of `pas task handoff`.
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct HandoffArgs {
@@ -126,8 +127,9 @@ pub struct HandoffArgs {
     pub from: Option<String>,
 }
 
-/// Decisions on handoff requests (`handoff_approval: manual`).
+// Decisions on handoff requests (`handoff_approval: manual`).
 #[derive(Debug, Subcommand)]
+#[command(defer = true)]
 pub enum HandoffDecision {
     /// Approve a pending handoff request.
     ///
@@ -139,7 +141,7 @@ pub enum HandoffDecision {
     Deny(RequestArgs),
 }
 
-/// A cell and a handoff request.
+// A cell and a handoff request.
 #[derive(Debug, Args)]
 pub struct RequestArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -148,7 +150,7 @@ pub struct RequestArgs {
     pub request: String,
 }
 
-/// Arguments of `pas task add`.
+// Arguments of `pas task add`.
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -175,7 +177,7 @@ pub struct AddArgs {
     pub timeout: Option<u64>,
 }
 
-/// Arguments of `pas task list`.
+// Arguments of `pas task list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Cell id, unique id prefix, or mission name.
@@ -185,7 +187,7 @@ pub struct ListArgs {
     pub status: Option<StatusFilter>,
 }
 
-/// A cell and one of its tasks.
+// A cell and one of its tasks.
 #[derive(Debug, Args)]
 pub struct TaskArgs {
     /// Cell id, unique id prefix, or mission name.

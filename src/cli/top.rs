@@ -8,13 +8,7 @@ use crate::error::Result;
 use crate::store::Store;
 use crate::top::{app, view::Palette};
 
-/// Arguments of `pas top`.
-///
-/// Keys: arrows or j/k move, Enter expands, / filters (text or a health), p pauses or
-/// resumes the selected cell, r revives and s stops the selected agent (each asks first),
-/// ? shows help, q quits.
-///
-/// Example: pas top 3f2a
+// Arguments of `pas top` (its help text is on `Command::Top`: the variant's doc wins).
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// One cell (default: every cell).

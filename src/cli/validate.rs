@@ -9,9 +9,9 @@ use crate::error::{Error, Result};
 use crate::output::{Styled, Tone};
 use crate::validate::{self, Severity};
 
-/// Arguments of `pas validate`.
-///
-/// Example: pas validate 3f2a --strict
+// Arguments of `pas validate`.
+//
+// Example: pas validate 3f2a --strict
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Only this cell (default: every cell under the root).

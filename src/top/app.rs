@@ -22,6 +22,7 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind,
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
+use super::files::Watches;
 use super::model::{Action, Input, Level, Model, Outcome, Snapshot};
 use super::view::{self, Palette};
 use crate::cell::{self, CellStatus};
@@ -31,7 +32,6 @@ use crate::events::{self, Event};
 use crate::process::{self, StopOutcome};
 use crate::revive;
 use crate::store::{FsStore, Store};
-use crate::watch::Watches;
 
 /// Full re-reads at least this often, so ages and health move on without file events.
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
@@ -257,8 +257,7 @@ fn load_loop(
 ) {
     let store = FsStore::new(root);
     let watch_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    let mut quiet = |_: crate::watch::Report<'_>| {};
-    watches.add(&watch_root, &mut quiet);
+    watches.add(&watch_root);
     let mut last_load: Option<Instant> = None;
     let mut gap = MIN_GAP;
     let mut stale = true;
@@ -327,7 +326,7 @@ fn load_loop(
         let message = match Snapshot::load(&store, only, clock::now()) {
             Ok(s) => {
                 for c in &s.cells {
-                    watches.add_cell(&watch_root, &c.view.id, &mut quiet);
+                    watches.add_cell(&watch_root, &c.view.id);
                 }
                 FromBackground::Snapshot(s)
             }

@@ -9,5 +9,6 @@
 //! matching commands (`pas cell set`, `pas revive`, `pas agent stop`), after a `y`.
 
 pub mod app;
+mod files;
 pub mod model;
 pub mod view;
