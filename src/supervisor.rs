@@ -514,3 +514,124 @@ pub fn stop(
     }
     Ok(outcome)
 }
+
+/// What `pas agent wait` waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WaitFor {
+    /// Beating on time.
+    Healthy,
+    /// Dead by the liveness model, or its process gone while it should run.
+    Dead,
+    /// No process running.
+    Stopped,
+}
+
+/// Where an agent was when the wait ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Reached {
+    /// Its health then.
+    pub health: crate::health::Health,
+    /// Its process then.
+    pub process: ProcState,
+    /// How long the wait took.
+    pub waited: Duration,
+}
+
+/// Whether the agent is in the state waited for (pure: the document, policy and time given).
+pub fn has_reached(
+    doc: &Doc,
+    policy: &crate::policy::Policy,
+    want: WaitFor,
+    now: DateTime<Utc>,
+) -> (bool, crate::health::Health, ProcState) {
+    use crate::health::Health;
+    let health = crate::health::assess(doc, policy, now).health;
+    let proc_state = state(doc);
+    let should_run = doc.str("status") == Some("active");
+    let reached = match want {
+        WaitFor::Healthy => health == Health::Healthy,
+        WaitFor::Dead => {
+            health == Health::Dead
+                || (should_run && matches!(proc_state, ProcState::Exited | ProcState::Vanished))
+        }
+        WaitFor::Stopped => proc_state != ProcState::Running,
+    };
+    (reached, health, proc_state)
+}
+
+/// Polls the agent every 100 ms until it reaches `want`; a timeout is exit 8 naming where
+/// it was instead.
+pub fn wait_for(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    want: WaitFor,
+    timeout: Option<Duration>,
+) -> Result<Reached> {
+    let started = std::time::Instant::now();
+    loop {
+        let doc = crate::agent::read(store, cell, agent)?;
+        let policy = crate::policy::load(store, cell, Some(&doc))?;
+        let (reached, health, process) = has_reached(&doc, &policy, want, clock::now());
+        if reached {
+            return Ok(Reached {
+                health,
+                process,
+                waited: started.elapsed(),
+            });
+        }
+        if let Some(limit) = timeout.filter(|t| started.elapsed() >= *t) {
+            return Err(Error::new(
+                Kind::Timeout,
+                format!(
+                    "agent {agent} did not become {want:?} within {}s (health {}, process {})",
+                    limit.as_secs_f64(),
+                    health.as_str(),
+                    process.as_str()
+                )
+                .to_lowercase(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
+
+    fn doc(text: &str) -> Doc {
+        Doc::parse(text.as_bytes(), Path::new("a.json")).unwrap()
+    }
+
+    #[test]
+    fn waits_end_on_the_documented_states() {
+        let now = clock::parse("2026-01-01T00:01:00Z").unwrap();
+        let policy = Policy::resolve(None, None, None);
+        let exited_active = doc(
+            r#"{"status": "active", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "exit", "code": 1}}"#,
+        );
+        let (dead, health, process) = has_reached(&exited_active, &policy, WaitFor::Dead, now);
+        assert!(
+            dead,
+            "an active agent whose process ended is dead for a waiter"
+        );
+        assert_eq!((health.as_str(), process), ("healthy", ProcState::Exited));
+        assert!(has_reached(&exited_active, &policy, WaitFor::Stopped, now).0);
+        assert!(has_reached(&exited_active, &policy, WaitFor::Healthy, now).0);
+
+        let stopped_idle = doc(
+            r#"{"status": "idle", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "signal", "signal": 15}}"#,
+        );
+        assert!(
+            !has_reached(&stopped_idle, &policy, WaitFor::Dead, now).0,
+            "an agent stopped on purpose is not dead"
+        );
+        // Silent for 60 s at the default 30 s interval: down, not yet dead (90 s).
+        let silent = doc(r#"{"status": "active", "last_heartbeat": "2026-01-01T00:00:00Z"}"#);
+        assert!(!has_reached(&silent, &policy, WaitFor::Dead, now).0);
+        let later = clock::parse("2026-01-01T00:01:31Z").unwrap();
+        assert!(has_reached(&silent, &policy, WaitFor::Dead, later).0);
+    }
+}

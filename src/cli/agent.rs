@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::agent::{self, NewAgent, Role};
 use crate::cell;
 use crate::clock;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Error, Result};
 use crate::health::{self, Health};
 use crate::heartbeat::{self, BeatReport, Reported};
 use crate::output::{Styled, Tone};
@@ -190,17 +190,6 @@ pub struct StopArgs {
     pub grace: f64,
 }
 
-/// What `pas agent wait` waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum WaitFor {
-    /// Beating on time.
-    Healthy,
-    /// Dead by the liveness model, or its process gone while it should run.
-    Dead,
-    /// No process running.
-    Stopped,
-}
-
 // Arguments of `pas agent wait`.
 #[derive(Debug, Args)]
 pub struct WaitArgs {
@@ -210,7 +199,7 @@ pub struct WaitArgs {
     pub agent: String,
     /// The state to wait for.
     #[arg(long = "for", value_enum)]
-    pub state: WaitFor,
+    pub state: supervisor::WaitFor,
     /// Give up after this many seconds (exit 8).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -732,49 +721,21 @@ fn wait(ctx: &Ctx, args: WaitArgs) -> Result<()> {
     } = args;
     crate::store::check_id(crate::store::IdKind::Agent, &agent_id)?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
-    let started = std::time::Instant::now();
-    loop {
-        let doc = agent::read(&ctx.store, &cell_id, &agent_id)?;
-        let policy = policy::load(&ctx.store, &cell_id, Some(&doc))?;
-        let h = health::assess(&doc, &policy, clock::now()).health;
-        let proc_state = supervisor::state(&doc);
-        let should_run = doc.str("status") == Some("active");
-        let reached = match state {
-            WaitFor::Healthy => h == Health::Healthy,
-            WaitFor::Dead => {
-                h == Health::Dead
-                    || (should_run
-                        && matches!(
-                            proc_state,
-                            supervisor::ProcState::Exited | supervisor::ProcState::Vanished
-                        ))
-            }
-            WaitFor::Stopped => proc_state != supervisor::ProcState::Running,
-        };
-        if reached {
-            if ctx.out.is_json() {
-                ctx.out.json(&json!({ "agent": agent_id, "health": h.as_str(), "process": proc_state, "waited_seconds": started.elapsed().as_secs_f64() }));
-            } else {
-                ctx.out.info(&format!(
-                    "agent {agent_id}: {} (process {})",
-                    h.as_str(),
-                    proc_state.as_str()
-                ));
-            }
-            return Ok(());
-        }
-        if timeout.is_some_and(|t| started.elapsed().as_secs_f64() >= t) {
-            return Err(Error::new(
-                Kind::Timeout,
-                format!(
-                    "agent {agent_id} did not become {state:?} within {}s (health {}, process {})",
-                    timeout.unwrap_or(0.0),
-                    h.as_str(),
-                    proc_state.as_str()
-                )
-                .to_lowercase(),
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let reached = supervisor::wait_for(
+        &ctx.store,
+        &cell_id,
+        &agent_id,
+        state,
+        timeout.map(std::time::Duration::from_secs_f64),
+    )?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({ "agent": agent_id, "health": reached.health.as_str(), "process": reached.process, "waited_seconds": reached.waited.as_secs_f64() }));
+    } else {
+        ctx.out.info(&format!(
+            "agent {agent_id}: {} (process {})",
+            reached.health.as_str(),
+            reached.process.as_str()
+        ));
     }
+    Ok(())
 }
