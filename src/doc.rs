@@ -42,6 +42,14 @@ impl Doc {
         }
     }
 
+    /// The document in `bytes` when they hold a JSON object, else `None` (then
+    /// [`Doc::parse`] says what is wrong): the quick path for reading many documents.
+    pub fn parse_object(bytes: &[u8]) -> Option<Doc> {
+        serde_json::from_slice::<Map<String, Value>>(bytes)
+            .ok()
+            .map(|map| Doc { map })
+    }
+
     /// Parses an embedded template; templates are checked by tests to be JSON objects.
     pub fn from_template(text: &str, name: &str) -> Result<Doc> {
         Doc::parse(text.as_bytes(), Path::new(name))

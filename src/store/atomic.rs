@@ -120,9 +120,22 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
         Err(Errno::LOOP) => return Err(link_error(name)),
         Err(e) => return Err(e.into()),
     };
-    let mut file = File::from(fd);
-    let mut bytes = Vec::with_capacity(1024);
-    file.read_to_end(&mut bytes)?;
+    // Read to the end without asking for the size first (`read_to_end` on a `File` spends
+    // an fstat and an lseek on that): documents are small, so this is two reads.
+    let mut bytes = vec![0u8; 4096];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match rustix::io::read(&fd, &mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bytes.truncate(len);
     Ok(Some(bytes))
 }
 
