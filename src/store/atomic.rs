@@ -121,8 +121,9 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
         Err(e) => return Err(e.into()),
     };
     // Read to the end without asking for the size first (`read_to_end` on a `File` spends
-    // an fstat and an lseek on that): documents are small, so this is two reads.
-    let mut bytes = vec![0u8; 4096];
+    // an fstat, an lseek and a last empty read on that). A regular file's read comes back
+    // short only at its end, so a document that fits the buffer is one read.
+    let mut bytes = vec![0u8; 8192];
     let mut len = 0;
     loop {
         if len == bytes.len() {
@@ -130,7 +131,12 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
         }
         match rustix::io::read(&fd, &mut bytes[len..]) {
             Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                if len < bytes.len() {
+                    break;
+                }
+            }
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
