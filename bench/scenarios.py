@@ -295,7 +295,7 @@ def measure_status(ctx: Ctx) -> Section:
                 r = st[cmd].median / st[base].median
                 if base == "python":
                     met, verdict = faster_by(r, target)
-                    tgt = "≤ 0.2 (5x faster)"
+                    tgt = "≤ 0.2 (5x faster; unattainable, see below)"
                 else:
                     met, verdict = at_most(r, target)
                     tgt = "≤ 2"
@@ -316,6 +316,25 @@ def measure_status(ctx: Ctx) -> Section:
         sec.body += table(["command", "median", "min", "max", "baseline", "baseline median",
                            "ratio", "target", "met?"], rows)
         sec.body.append("")
+    # The 5x-faster-than-Python target against what reading the files costs at all.
+    if big:
+        notes = []
+        for size in big:
+            st = results[size]
+            floor_vs_py = st["python"].median / st["floor"].median
+            notes.append(
+                f"at {fmt_n(size)} agents the Python loader takes "
+                f"{fmt_time(st['python'].median)} and the floor {fmt_time(st['floor'].median)}, "
+                f"so even a program as fast as the floor would be only {floor_vs_py:.2f}x "
+                f"faster than Python; pas is {st['python'].median / st['status'].median:.2f}x "
+                f"(status) and {st['python'].median / st['check'].median:.2f}x (check) faster")
+        sec.body += [
+            "**The target \"5x faster than a plain Python json.load loader\" cannot be met** "
+            "by any program that reads every file: the Python loader spends most of its time "
+            "where the floor does (opening and reading files), not parsing. In this run, "
+            + "; ".join(notes) + ". The Python loader also reads fewer files (no tasks, no "
+            "policies) and computes nothing. The attainable goal is to be clearly faster than "
+            "it, within 2x of the floor.", ""]
     # Baselines' own min/max, for completeness.
     base_rows = []
     for size in ctx.sizes:
