@@ -267,14 +267,9 @@ pub struct Entry {
 
 /// Every entry of `dir` but `.` and `..`, unsorted.
 pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
-    let fd = rfs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     let mut out = Vec::new();
-    let listing = rfs::Dir::read_from(fd.as_fd())?;
+    // `Dir::read_from` opens its own description of the directory (its own position).
+    let listing = rfs::Dir::read_from(dir)?;
     for entry in listing {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
