@@ -181,6 +181,43 @@ class Generator:
         root.json_files += len(files)
         root.cells.append(cell_id)
 
+    def claim_root(self, path: Path, agents: int, tasks: int) -> tuple[Root, str]:
+        """A root of one cell with `agents` idle agents and `tasks` pending, unassigned tasks
+        without dependencies: a queue for `pas task claim`. Returns the root and the cell."""
+        os.makedirs(path)
+        root = Root(path=path, agents=agents)
+        now = datetime.now(timezone.utc)
+        created = now - timedelta(minutes=5)
+        cell_id = str(uuid.uuid4())
+        cell = path / cell_id
+        os.mkdir(cell)
+        for sub in SUBDIRS:
+            os.mkdir(cell / sub)
+        cell_doc = self.cell_doc(cell_id, 0, created)
+        cell_doc["max_agents"] = max(agents, int(cell_doc.get("max_agents") or 0))
+        files = [
+            (cell / "cell.json", dumps(cell_doc)),
+            (cell / "config" / "isolation.json", self.isolation),
+            (cell / "config" / "policies.json", self.policies),
+            (cell / "config" / "permissions.json", self.permissions),
+        ]
+        for i in range(1, agents + 1):
+            doc = self.agent_doc(i, now, created)
+            doc["current_task"] = None
+            files.append((cell / "agents" / f"{agent_id(i)}.json", dumps(doc)))
+        for i in range(1, tasks + 1):
+            doc = dict(self.t["task"])
+            doc.update(task_id=f"job_{i:05d}", title=f"Job {i}", status="pending",
+                       assigned_to=None, dependencies=[],
+                       created_at=stamp(created + timedelta(milliseconds=i)))
+            files.append((cell / "tasks" / f"job_{i:05d}.json", dumps(doc)))
+        for file, text in files:
+            file.write_text(text)
+            root.bytes += len(text)
+        root.files = root.json_files = len(files)
+        root.cells.append(cell_id)
+        return root, cell_id
+
     def root(self, path: Path, agents: int) -> Root:
         """A root of `agents` agents, AGENTS_PER_CELL per cell (the last cell may hold fewer)."""
         import time

@@ -149,6 +149,11 @@ def render(sections: list[Section], info: dict[str, str], run: dict) -> str:
         out += s.body
         if out[-1] != "":
             w("")
+    changes = Path(__file__).resolve().parent / "changes.md"
+    if changes.exists():
+        # Hand-written: what was changed in pas to reach these figures, and why.
+        w(changes.read_text().rstrip("\n"))
+        w("")
     w("## Method")
     w("")
     w("- **Timing.** Every measured command, pas or baseline, is one process started by "
@@ -189,9 +194,6 @@ def render(sections: list[Section], info: dict[str, str], run: dict) -> str:
           "such as pas's write-a-temporary-file-then-rename. Run the suite when no large "
           "delete happened in the last few minutes (this run's fixtures took "
           f"{run['fixtures']} to write).")
-    w("- **Not measured yet** rows are placeholders: the benchmarks of `pas watch` and "
-      "`pas task claim` are not written yet. Each becomes one function in "
-      "`bench/scenarios.py` (`measure_watch`, `measure_task_claim`).")
     w("")
     return "\n".join(out)
 

@@ -73,6 +73,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return a
 
 
+def target_dir() -> Path:
+    """Where cargo puts what it builds: $CARGO_TARGET_DIR, else target/ in the repository."""
+    env = os.environ.get("CARGO_TARGET_DIR")
+    return Path(env) if env else REPO / "target"
+
+
 def host_triple() -> str:
     out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
     return next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("host: "))
@@ -90,14 +96,14 @@ def build(dynamic: bool) -> str:
         p = subprocess.run(["cargo", "build", "--release"], cwd=REPO, env=ENV)
         if p.returncode != 0:
             raise BenchError("`cargo build --release` failed")
-        return str(REPO / "target" / "release" / "pas")
+        return str(target_dir() / "release" / "pas")
     triple = host_triple()
     log(f"RUSTFLAGS='{STATIC_FLAGS}' cargo build --release --target {triple}")
     env = dict(ENV, RUSTFLAGS=STATIC_FLAGS)
     p = subprocess.run(["cargo", "build", "--release", "--target", triple], cwd=REPO, env=env)
     if p.returncode != 0:
         raise BenchError("the static release build failed")
-    return str(REPO / "target" / triple / "release" / "pas")
+    return str(target_dir() / triple / "release" / "pas")
 
 
 def on_signal(signum, _frame):
@@ -114,7 +120,8 @@ def main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     if args.no_build:
-        pas = str(REPO / "target" / "release" / "pas") if args.dynamic else str(REPO / "target" / host_triple() / "release" / "pas")
+        pas = (str(target_dir() / "release" / "pas") if args.dynamic
+               else str(target_dir() / host_triple() / "release" / "pas"))
         if not os.access(pas, os.X_OK):
             raise BenchError(f"{pas} does not exist; run without --no-build")
     else:

@@ -295,7 +295,7 @@ def measure_status(ctx: Ctx) -> Section:
                 r = st[cmd].median / st[base].median
                 if base == "python":
                     met, verdict = faster_by(r, target)
-                    tgt = "≤ 0.2 (5x faster)"
+                    tgt = "≤ 0.2 (5x faster; unattainable, see below)"
                 else:
                     met, verdict = at_most(r, target)
                     tgt = "≤ 2"
@@ -316,6 +316,25 @@ def measure_status(ctx: Ctx) -> Section:
         sec.body += table(["command", "median", "min", "max", "baseline", "baseline median",
                            "ratio", "target", "met?"], rows)
         sec.body.append("")
+    # The 5x-faster-than-Python target against what reading the files costs at all.
+    if big:
+        notes = []
+        for size in big:
+            st = results[size]
+            floor_vs_py = st["python"].median / st["floor"].median
+            notes.append(
+                f"at {fmt_n(size)} agents the Python loader takes "
+                f"{fmt_time(st['python'].median)} and the floor {fmt_time(st['floor'].median)}, "
+                f"so even a program as fast as the floor would be only {floor_vs_py:.2f}x "
+                f"faster than Python; pas is {st['python'].median / st['status'].median:.2f}x "
+                f"(status) and {st['python'].median / st['check'].median:.2f}x (check) faster")
+        sec.body += [
+            "**The target \"5x faster than a plain Python json.load loader\" cannot be met** "
+            "by any program that reads every file: the Python loader spends most of its time "
+            "where the floor does (opening and reading files), not parsing. In this run, "
+            + "; ".join(notes) + ". The Python loader also reads fewer files (no tasks, no "
+            "policies) and computes nothing. The attainable goal is to be clearly faster than "
+            "it, within 2x of the floor.", ""]
     # Baselines' own min/max, for completeness.
     base_rows = []
     for size in ctx.sizes:
@@ -623,13 +642,90 @@ def measure_watch(ctx: Ctx) -> Section:
     return sec
 
 
+CLAIM_LOOP = ('while :; do "$@"; rc=$?; [ "$rc" -eq 0 ] || break; done; '
+              '[ "$rc" -eq 7 ]')
+
+
 def measure_task_claim(ctx: Ctx) -> Section:
-    # When `pas task claim` exists: N workers claiming from a queue of tasks; claims/s, and
-    # that no task is claimed twice.
-    return placeholder(ctx, "claim", "`pas task claim`: throughput", ("task", "claim"), [
-        "task claim throughput (claims/s, N concurrent claimers)",
-        "no task claimed twice",
-    ], "measure_task_claim")
+    """N processes each loop `pas task claim` (one agent each) until it exits 7 (nothing
+    ready) on one cell's queue of pending tasks; claims/s over the whole run, and every task
+    claimed exactly once, checked from the task files and the events log."""
+    import json
+
+    from fixtures import Generator
+
+    sec = Section("claim", "`pas task claim`: throughput")
+    workers = 20
+    n_tasks = 200 if ctx.quick else 1000
+    sh = which("sh")
+    base = next(iter(ctx.roots.values())).path.parent
+    root, cell = Generator(ctx.repo).claim_root(base / "claim", workers, n_tasks)
+    p = subprocess.run(ctx.pas_cmd(root, "validate", "--strict", cell), env=ENV,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BenchError(f"the claim fixture does not validate: {p.stdout}{p.stderr}")
+    argvs = [[sh, "-c", CLAIM_LOOP, "sh",
+              *ctx.pas_cmd(root, "task", "claim", cell, "--agent", agent_id(i))]
+             for i in range(1, workers + 1)]
+    wall, codes = run_parallel(argvs)
+    if any(codes):
+        raise BenchError(f"a claim loop did not end with exit 7 (nothing ready): exit codes "
+                         f"{sorted(set(codes))}")
+    tasks_dir = root.path / cell / "tasks"
+    claims: dict[str, int] = {}
+    by: dict[str, str] = {}
+    for f in sorted(tasks_dir.glob("*.json")):
+        t = json.loads(f.read_text())
+        if t.get("status") == "in_progress" and t.get("claimed_by"):
+            claims[t["task_id"]] = int(t.get("attempts") or 0)
+            by[t["task_id"]] = t["claimed_by"]
+    events = root.path / cell / "logs" / "events.jsonl"
+    claimed_events: dict[str, int] = {}
+    for line in events.read_text().splitlines():
+        e = json.loads(line)
+        if e.get("kind") == "task.claimed":
+            claimed_events[e.get("task")] = claimed_events.get(e.get("task"), 0) + 1
+    unclaimed = n_tasks - len(claims)
+    twice = sum(1 for a in claims.values() if a != 1) + sum(
+        1 for n in claimed_events.values() if n != 1)
+    missing_events = n_tasks - len(claimed_events)
+    per_worker = sorted(list(by.values()).count(agent_id(i)) for i in range(1, workers + 1))
+    p = subprocess.run(ctx.pas_cmd(root, "validate", "--strict", cell), env=ENV,
+                       capture_output=True, text=True)
+    valid = p.returncode == 0
+    rate = n_tasks / wall
+    ok = unclaimed == 0 and twice == 0 and missing_events == 0 and valid
+    ctx.data["claim"] = {"workers": workers, "tasks": n_tasks, "wall_s": wall,
+                         "claims_per_s": rate, "unclaimed": unclaimed, "twice": twice,
+                         "missing_events": missing_events, "per_worker": per_worker,
+                         "valid": valid}
+    sec.body += [
+        f"One cell with {workers} agents and {fmt_n(n_tasks)} pending tasks (no dependencies, "
+        f"unassigned). {workers} worker processes (`sh` loops), one per agent, each run "
+        "`pas task claim CELL --agent AGENT` until it exits 7 (nothing ready), all started "
+        "together; the time is from the first start to the last exit. Every claim takes the "
+        "cell's tasks lock, reads every task file, writes the claimed task, the agent's "
+        "`current_task` and a `task.claimed` event (all durable: fsync'd).",
+        "",
+        "*Claimed once* is checked from the task files afterwards (every task `in_progress`, "
+        "`claimed_by` set, `attempts` 1) and from the events log (one `task.claimed` per "
+        "task); then `pas validate --strict` on the cell.",
+        "",
+        *table(["workload", "wall time", "claims/s", "per claim", "claims per worker "
+                "(min-max)", "unclaimed", "claimed twice", "valid afterwards"],
+               [[f"{workers} claimers × {fmt_n(n_tasks)} tasks", fmt_time(wall),
+                 f"{rate:,.0f}/s", fmt_time(wall / n_tasks),
+                 f"{per_worker[0]}-{per_worker[-1]}", str(unclaimed), str(twice),
+                 "yes" if valid else "**no**"]]),
+        "",
+    ]
+    sec.checks.append(Check(f"task claim throughput ({workers} concurrent claimers, "
+                            f"{fmt_n(n_tasks)} tasks)", f"{rate:,.0f} claims/s", "-", None,
+                            "measured; no target set"))
+    sec.checks.append(Check("no task claimed twice, none left unclaimed",
+                            f"{twice} twice, {unclaimed} unclaimed of {fmt_n(n_tasks)}",
+                            "0 and 0", ok))
+    return sec
 
 
 # ---------------------------------------------------------------------------- anatomy

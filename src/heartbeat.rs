@@ -400,10 +400,9 @@ pub fn observe_cell_with(
     let mut observed = Vec::new();
     let mut errors = Vec::new();
     let mut changes = Vec::new();
-    for id in store.list(cell, Collection::Agents)? {
-        let doc = match store.read(cell, FileKey::Agent(&id)) {
-            Ok(Some(doc)) => doc,
-            Ok(None) => continue,
+    for (id, doc) in store.read_collection(cell, Collection::Agents)? {
+        let doc = match doc {
+            Ok(doc) => doc,
             Err(e) => {
                 errors.push(e);
                 continue;

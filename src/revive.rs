@@ -205,7 +205,7 @@ pub fn pass_cell(
             now,
             actions: Vec::new(),
         };
-        let due = revive_agent(&mut ctx, &cell_doc, policies.as_ref())?;
+        let due = revive_agent(&mut ctx, &cell_doc, policies.as_ref(), &o.doc)?;
         result.next_due = earliest(result.next_due, due);
         result.actions.append(&mut ctx.actions);
     }
@@ -216,7 +216,13 @@ fn revive_agent(
     ctx: &mut Ctx<'_>,
     cell_doc: &Doc,
     policies: Option<&Doc>,
+    observed: &Doc,
 ) -> Result<Option<DateTime<Utc>>> {
+    // The observation has just read the file, under the revive lock: an agent pas cannot
+    // start (no command) or should not (not active) is left without reading it again.
+    if observed.str("status") != Some("active") || observed.strings("command").is_empty() {
+        return Ok(None);
+    }
     let mut doc = ctx.reread()?;
     if doc.str("status") != Some("active") || doc.strings("command").is_empty() {
         return Ok(None);

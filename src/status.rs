@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -77,7 +78,7 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    fn from_observed(o: &Observed, policy: &crate::policy::Policy) -> AgentView {
+    fn from_observed(o: &Observed, policy: &crate::policy::Policy, schedule: &[f64]) -> AgentView {
         let d = &o.doc;
         let text = |k: &str| d.str(k).map(str::to_string);
         AgentView {
@@ -102,16 +103,7 @@ impl AgentView {
             restart_attempts: d.u64("restart_attempts").unwrap_or(0),
             next_restart_at: text("next_restart_at"),
             cooldown_until: text("cooldown_until"),
-            backoff_schedule: {
-                let max = policy
-                    .get("max_restarts")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(5);
-                let n = if max == 0 { 5 } else { max.min(8) };
-                (1..=n)
-                    .map(|k| crate::revive::backoff_delay(policy, k))
-                    .collect()
-            },
+            backoff_schedule: schedule.to_vec(),
             ctx_state: crate::budget::context_state(d.u64("ctx_used"), d.u64("ctx_limit"), policy)
                 .map(|c| c.0.as_str().to_string()),
             ctx_thresholds: crate::budget::context_thresholds(policy),
@@ -119,6 +111,19 @@ impl AgentView {
             tokens_used: d.f64("tokens_used"),
         }
     }
+}
+
+/// The waits before the next restarts, in seconds, by policy (up to `max_restarts`, at
+/// most 8).
+fn backoff_schedule(policy: &crate::policy::Policy) -> Vec<f64> {
+    let max = policy
+        .get("max_restarts")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(5);
+    let n = if max == 0 { 5 } else { max.min(8) };
+    (1..=n)
+        .map(|k| crate::revive::backoff_delay(policy, k))
+        .collect()
 }
 
 /// Tasks of a cell by state.
@@ -183,9 +188,20 @@ pub fn cell_view(
         now,
     )?;
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    let mut schedules: Vec<(Arc<crate::policy::Policy>, Vec<f64>)> = Vec::new();
     let agents: Vec<AgentView> = observed
         .iter()
-        .map(|o| AgentView::from_observed(o, &o.policy))
+        .map(|o| {
+            // Agents sharing the cell's policy share its schedule: computed once per policy.
+            let schedule = match schedules.iter().find(|(p, _)| Arc::ptr_eq(p, &o.policy)) {
+                Some((_, s)) => s,
+                None => {
+                    schedules.push((Arc::clone(&o.policy), backoff_schedule(&o.policy)));
+                    &schedules[schedules.len() - 1].1
+                }
+            };
+            AgentView::from_observed(o, &o.policy, schedule)
+        })
         .collect();
     let (time_used, timeout) = crate::budget::cell_time(&cell_doc, now);
     let mut health_counts = BTreeMap::new();

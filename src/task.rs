@@ -160,12 +160,11 @@ pub fn find_cycle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> 
 pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<(BTreeMap<String, Doc>, Vec<Error>)> {
     let mut docs = BTreeMap::new();
     let mut errors = Vec::new();
-    for id in store.list(cell_id, Collection::Tasks)? {
-        match store.read(cell_id, FileKey::Task(&id)) {
-            Ok(Some(doc)) => {
+    for (id, doc) in store.read_collection(cell_id, Collection::Tasks)? {
+        match doc {
+            Ok(doc) => {
                 docs.insert(id, doc);
             }
-            Ok(None) => {}
             Err(e) => errors.push(e),
         }
     }

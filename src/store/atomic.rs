@@ -120,9 +120,28 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
         Err(Errno::LOOP) => return Err(link_error(name)),
         Err(e) => return Err(e.into()),
     };
-    let mut file = File::from(fd);
-    let mut bytes = Vec::with_capacity(1024);
-    file.read_to_end(&mut bytes)?;
+    // Read to the end without asking for the size first (`read_to_end` on a `File` spends
+    // an fstat, an lseek and a last empty read on that). A regular file's read comes back
+    // short only at its end, so a document that fits the buffer is one read.
+    let mut bytes = vec![0u8; 8192];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            bytes.resize(len * 2, 0);
+        }
+        match rustix::io::read(&fd, &mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                len += n;
+                if len < bytes.len() {
+                    break;
+                }
+            }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    bytes.truncate(len);
     Ok(Some(bytes))
 }
 
@@ -248,14 +267,9 @@ pub struct Entry {
 
 /// Every entry of `dir` but `.` and `..`, unsorted.
 pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
-    let fd = rfs::openat(
-        dir,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
     let mut out = Vec::new();
-    let listing = rfs::Dir::read_from(fd.as_fd())?;
+    // `Dir::read_from` opens its own description of the directory (its own position).
+    let listing = rfs::Dir::read_from(dir)?;
     for entry in listing {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
