@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import random
 import uuid
 from dataclasses import dataclass, field
@@ -219,22 +220,56 @@ class Generator:
         return root, cell_id
 
     def root(self, path: Path, agents: int) -> Root:
-        """A root of `agents` agents, AGENTS_PER_CELL per cell (the last cell may hold fewer)."""
+        """A root of `agents` agents, AGENTS_PER_CELL per cell (the last cell may hold fewer).
+
+        On a terminal, a progress line on stderr counts the agents written (silent in pipes
+        and logs, like pas's own progress lines)."""
         import time
 
         t0 = time.perf_counter()
         os.makedirs(path)
         root = Root(path=path, agents=agents)
         now = datetime.now(timezone.utc)
+        progress = Progress(f"writing {agents:,} agents")
         left, n = agents, 0
         while left > 0:
             k = min(AGENTS_PER_CELL, left)
             self.write_cell(root, n, k, now)
             left -= k
             n += 1
+            progress.update(agents - left, agents)
+        progress.done()
         root.cells.sort()
         root.seconds = time.perf_counter() - t0
         return root
+
+
+class Progress:
+    """A transient line on stderr, only when stderr is a terminal, at most 10 times a second."""
+
+    def __init__(self, what: str):
+        import time
+
+        self.what = what
+        self.on = sys.stderr.isatty()
+        self.clock = time.monotonic
+        self.drawn = 0.0
+        self.shown = False
+
+    def update(self, done: int, total: int) -> None:
+        now = self.clock()
+        if not self.on or now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        self.shown = True
+        sys.stderr.write(f"\r\x1b[K{self.what}: {done:,}/{total:,}")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
 
 
 def read_count(path: Path) -> int:
