@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod arena;
 pub mod budget;
 pub mod cell;
 pub mod checkpoint;
