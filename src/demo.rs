@@ -120,6 +120,8 @@ fn drive(
     let mut offset = 0u64;
     let mut killed = false;
     let mut completed_before = 0;
+    let mut completion_told = false;
+    let mut completed_at: Option<Instant> = None;
     loop {
         if started.elapsed() > DEADLINE {
             return Err(Error::new(
@@ -140,6 +142,9 @@ fn drive(
             };
             if e.kind == "task.completed" {
                 completed_before += 1;
+            }
+            if e.kind == "cell.status" && e.message.contains("-> completed") {
+                completion_told = true;
             }
             if TOLD.contains(&e.kind.as_str()) {
                 say(stamp(&format!("{:<24} {}", e.kind, e.message)));
@@ -173,8 +178,13 @@ fn drive(
         ));
         let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
         if cell_doc.str("status") == Some("completed") {
-            std::thread::sleep(Duration::from_millis(300));
-            return Ok(());
+            // The status change is logged right after cell.json is written: narrate it too
+            // (waiting at most 2 s for it).
+            let since = *completed_at.get_or_insert_with(Instant::now);
+            if completion_told || since.elapsed() > Duration::from_secs(2) {
+                std::thread::sleep(Duration::from_millis(300));
+                return Ok(());
+            }
         }
         if cell_doc.str("status") == Some("failed") {
             return Err(Error::failure("the demo's cell failed").hint(format!(
