@@ -52,18 +52,16 @@ impl ProcState {
     }
 }
 
-fn pid_of(doc: &Doc) -> Option<i32> {
-    doc.get("pid")
+/// A positive pid recorded under `key` (`pid`, `supervisor_pid`).
+fn pid_field(doc: &Doc, key: &str) -> Option<i32> {
+    doc.get(key)
         .and_then(Value::as_i64)
         .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 0)
 }
 
-fn supervisor_pid(doc: &Doc) -> Option<i32> {
-    doc.get("supervisor_pid")
-        .and_then(Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 0)
+fn pid_of(doc: &Doc) -> Option<i32> {
+    pid_field(doc, "pid")
 }
 
 /// The process state of an agent, from its file and `/proc`.
@@ -74,7 +72,7 @@ pub fn state(doc: &Doc) -> ProcState {
         // how: not vanished yet, or a reviver would race the supervisor to the record.
         Some(pid)
             if process::zombie(pid, doc.u64("pid_start_time"))
-                && supervisor_pid(doc).is_some_and(|s| process::alive(s, None)) =>
+                && pid_field(doc, "supervisor_pid").is_some_and(|s| process::alive(s, None)) =>
         {
             ProcState::Running
         }

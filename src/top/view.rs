@@ -73,6 +73,17 @@ impl Palette {
     }
 }
 
+/// The tone of a bar filled to `r` of its limit: warn from `warn_at`, bad when full.
+fn fill_tone(r: f64, warn_at: f64) -> Tone {
+    if r >= 1.0 {
+        Tone::Bad
+    } else if r >= warn_at {
+        Tone::Warn
+    } else {
+        Tone::Good
+    }
+}
+
 /// A bar `width` cells wide filled to `ratio`, with `│` at each mark past the fill.
 pub fn bar(ratio: f64, width: usize, marks: &[f64]) -> String {
     let cells = |r: f64| ((r.clamp(0.0, 1.0) * width as f64).round() as usize).min(width);
@@ -402,13 +413,7 @@ fn quota_lines<'a>(
             match cell.capacity[i] {
                 Some(cap) if cap > 0.0 => {
                     let r = held[i] / cap;
-                    let tone = if r >= 1.0 {
-                        Tone::Bad
-                    } else if r >= 0.8 {
-                        Tone::Warn
-                    } else {
-                        Tone::Good
-                    };
+                    let tone = fill_tone(r, 0.8);
                     Line::from(vec![
                         Span::raw(format!("{label:<8} ")),
                         Span::styled(bar(r, width, &[]), palette.tone(tone)),
@@ -511,13 +516,7 @@ fn draw_detail(
         lines.push(match (v.time_used, v.timeout) {
             (Some(u), Some(limit)) => {
                 let r = u / limit;
-                let tone = if r >= 1.0 {
-                    Tone::Bad
-                } else if r >= 0.75 {
-                    Tone::Warn
-                } else {
-                    Tone::Good
-                };
+                let tone = fill_tone(r, 0.75);
                 Line::from(vec![
                     Span::raw("time     "),
                     Span::styled(bar(r, width, &[0.75]), palette.tone(tone)),
