@@ -119,6 +119,7 @@ fn drive(
     }
     let mut offset = 0u64;
     let mut killed = false;
+    let total_tasks = store.list(cell, crate::store::Collection::Tasks)?.len();
     let mut completed_before = 0;
     let mut completion_told = false;
     let mut completed_at: Option<Instant> = None;
@@ -172,9 +173,8 @@ fn drive(
             }
         }
         status(format!(
-            "[{:5.1}s] working: {completed_before} of {} tasks completed",
+            "[{:5.1}s] working: {completed_before} of {total_tasks} tasks completed",
             started.elapsed().as_secs_f64(),
-            store.list(cell, crate::store::Collection::Tasks)?.len()
         ));
         let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
         if cell_doc.str("status") == Some("completed") {

@@ -108,6 +108,11 @@ fn man_pages_in_docs_are_current() {
     ] {
         assert!(generated.iter().any(|n| n == page), "{page}");
     }
+    // An output directory that cannot exist: one line, exit 1, nothing written.
+    let file = root.path.join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    root.run(&["man", "--out", file.join("man").to_str().unwrap()])
+        .refused(1, "cannot create");
     let fix = "the man pages are stale: run `cargo run -- man --out docs/man` (and delete pages of removed commands)";
     assert_eq!(names(&docs), generated, "{fix}");
     for name in &generated {
