@@ -47,9 +47,14 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             e.message().trim().to_string(),
         )
     })?;
+    // The line where `needle` (a key or `[table`) is written as a whole word.
     let find_line = |needle: &str| {
         text.lines()
-            .position(|l| l.trim_start().starts_with(needle))
+            .position(|l| {
+                l.trim_start().strip_prefix(needle).is_some_and(|rest| {
+                    rest.starts_with(|c: char| c.is_whitespace() || "=].".contains(c))
+                })
+            })
             .map(|i| i + 1)
     };
     let mut config = RootConfig::default();
@@ -103,6 +108,12 @@ mod tests {
     fn mistakes_name_their_line() {
         let typo = parse(b"[policies]\n\nheartbeat_intervl = 10\n").unwrap_err();
         assert_eq!(typo.0, Some(3));
+        let prefix = parse(b"[policies]\nheartbeat_interval = 5\nheartbeat = 1\n").unwrap_err();
+        assert_eq!(
+            prefix.0,
+            Some(3),
+            "a key that is a prefix of another is found on its own line"
+        );
         assert!(typo.1.contains("heartbeat_intervl"), "{}", typo.1);
         let table = parse(b"[policies]\n[server]\nport = 1\n").unwrap_err();
         assert_eq!(table.0, Some(2));
