@@ -291,6 +291,11 @@ impl Policy {
         }
     }
 
+    /// How long pas waits between SIGTERM and SIGKILL when it stops an agent.
+    pub fn stop_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.non_negative("stop_grace"))
+    }
+
     /// The seconds of silence after which an agent is down.
     pub fn down_after(&self) -> f64 {
         self.positive("misses_down") * self.heartbeat_interval()

@@ -296,7 +296,7 @@ fn revive_agent(
                 ),
                 revival,
             )?;
-            let grace = std::time::Duration::from_secs_f64(policy.non_negative("stop_grace"));
+            let grace = policy.stop_grace();
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
             ctx.now = clock::now();
         }
@@ -344,7 +344,7 @@ fn revive_agent(
             if ctx.dry_run {
                 return Ok(None);
             }
-            let grace = std::time::Duration::from_secs_f64(policy.non_negative("stop_grace"));
+            let grace = policy.stop_grace();
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
             // Stopping took time: decide what follows at the time it is now.
             ctx.now = clock::now();
@@ -613,7 +613,7 @@ fn restart(
         .and_then(|p| i32::try_from(p).ok())
     {
         if process::group_alive(pgid) {
-            let grace = std::time::Duration::from_secs_f64(policy.non_negative("stop_grace"));
+            let grace = policy.stop_grace();
             process::stop_group(pgid, grace).map_err(|e| {
                 Error::failure(format!("cannot stop the leftovers of agent {agent}: {e}"))
             })?;

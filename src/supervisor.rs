@@ -513,6 +513,12 @@ pub fn stop(
     Ok(outcome)
 }
 
+/// The `stop_grace` policy of an agent: how long a stop it did not specify waits.
+pub fn policy_grace(store: &dyn Store, cell: &str, agent: &str) -> Result<Duration> {
+    let doc = crate::agent::read(store, cell, agent)?;
+    Ok(crate::policy::load(store, cell, Some(&doc))?.stop_grace())
+}
+
 /// What `pas agent wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WaitFor {

@@ -185,9 +185,9 @@ pub struct StopArgs {
     pub cell: String,
     /// The agent's id.
     pub agent: String,
-    /// Seconds between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub grace: f64,
+    /// Seconds between SIGTERM and SIGKILL (default: the agent's stop_grace policy, 10 s).
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
 }
 
 // Arguments of `pas agent wait`.
@@ -682,19 +682,23 @@ fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: f64) -> Result<()> {
+fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
-    if !(0.0..=86_400.0).contains(&grace) {
+    if let Some(grace) = grace.filter(|g| !(0.0..=86_400.0).contains(g)) {
         return Err(Error::usage(format!(
             "--grace {grace} is outside 0..86400 seconds"
         )));
     }
     let cell_id = cell::resolve(&ctx.store, cell)?;
+    let grace = match grace {
+        Some(g) => std::time::Duration::from_secs_f64(g),
+        None => supervisor::policy_grace(&ctx.store, &cell_id, agent_id)?,
+    };
     let outcome = supervisor::stop(
         &ctx.store,
         &cell_id,
         agent_id,
-        std::time::Duration::from_secs_f64(grace),
+        grace,
         "stopped",
         clock::now(),
     )?;

@@ -39,8 +39,6 @@ const RELOAD_EVERY: Duration = Duration::from_secs(5);
 const MIN_GAP: Duration = Duration::from_millis(500);
 /// Redraws at least this often (heartbeat ages tick).
 const TICK: Duration = Duration::from_secs(1);
-/// The grace of a stop, as `pas agent stop`'s default.
-const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What `pas top` is asked to show.
 #[derive(Debug, Clone)]
@@ -408,7 +406,8 @@ fn act(store: &dyn Store, action: &Action) -> Result<String> {
             })
         }
         Action::Stop { cell, agent } => {
-            let outcome = crate::supervisor::stop(store, cell, agent, STOP_GRACE, "stopped", now)?;
+            let grace = crate::supervisor::policy_grace(store, cell, agent)?;
+            let outcome = crate::supervisor::stop(store, cell, agent, grace, "stopped", now)?;
             Ok(format!(
                 "agent {agent} {}",
                 match outcome {

@@ -298,7 +298,9 @@ wait"#;
         })
         .unwrap();
     assert!(pid_alive(child));
-    let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "0.5"]);
+    // Without --grace the stop waits the agent's stop_grace policy, then kills.
+    root.policies(&cell, serde_json::json!({"stop_grace": 0.5}));
+    let out = root.json(&["agent", "stop", &cell, "a1"]);
     assert_eq!(out["outcome"], "killed");
     wait_until(15.0, "the stubborn child to die", || !pid_alive(child));
 }
