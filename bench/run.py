@@ -55,9 +55,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
                    help="the report (the chart goes next to it as bench-status.svg)")
     p.add_argument("--no-build", action="store_true",
-                   help="skip the build and use the binary built last (static, or target/release/pas with --dynamic)")
+                   help="skip the build and use the binary built last (static musl, or target/release/pas with --dynamic)")
     p.add_argument("--dynamic", action="store_true",
-                   help="measure the plain `cargo build --release` binary instead of the static one")
+                   help="measure the plain `cargo build --release` (glibc) binary instead of the static musl one")
     p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
     p.add_argument("--tmpdir", help="where to create the fixtures (default: $TMPDIR or /tmp)")
     a = p.parse_args(argv)
@@ -84,10 +84,30 @@ def host_triple() -> str:
     return next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("host: "))
 
 
-# The recommended deployment build: statically linked and not position-independent, so the
-# loader has no relocations to apply and no shared libraries to map (most of a beat is
-# process start). `--target` keeps the flags off build scripts and proc macros.
+# The recommended deployment build: statically linked against musl and not
+# position-independent, so the loader has no relocations to apply, no shared libraries to
+# map, and no CPU feature probing to do (glibc's start-up runs dozens of CPUID
+# instructions, each a trip to the hypervisor on a VM; most of a beat is process start).
+# `--target` keeps the flags off build scripts and proc macros.
 STATIC_FLAGS = "-C relocation-model=static -C target-feature=+crt-static"
+
+
+def static_triple() -> str:
+    """The musl triple for this machine's architecture, e.g. x86_64-unknown-linux-musl."""
+    return host_triple().split("-", 1)[0] + "-unknown-linux-musl"
+
+
+def ensure_target(triple: str) -> None:
+    """Installs the Rust standard library for `triple` with rustup when it is missing."""
+    out = subprocess.run(["rustup", "target", "list", "--installed"], capture_output=True,
+                         text=True)
+    if out.returncode == 0 and triple in out.stdout.split():
+        return
+    log(f"rustup target add {triple}")
+    p = subprocess.run(["rustup", "target", "add", triple], env=ENV)
+    if p.returncode != 0:
+        raise BenchError(f"cannot install the {triple} target (rustup target add {triple}); "
+                         "use --dynamic to measure the plain glibc build instead")
 
 
 def build(dynamic: bool) -> str:
@@ -97,7 +117,8 @@ def build(dynamic: bool) -> str:
         if p.returncode != 0:
             raise BenchError("`cargo build --release` failed")
         return str(target_dir() / "release" / "pas")
-    triple = host_triple()
+    triple = static_triple()
+    ensure_target(triple)
     log(f"RUSTFLAGS='{STATIC_FLAGS}' cargo build --release --target {triple}")
     env = dict(ENV, RUSTFLAGS=STATIC_FLAGS)
     p = subprocess.run(["cargo", "build", "--release", "--target", triple], cwd=REPO, env=env)
@@ -121,7 +142,7 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     if args.no_build:
         pas = (str(target_dir() / "release" / "pas") if args.dynamic
-               else str(target_dir() / host_triple() / "release" / "pas"))
+               else str(target_dir() / static_triple() / "release" / "pas"))
         if not os.access(pas, os.X_OK):
             raise BenchError(f"{pas} does not exist; run without --no-build")
     else:

@@ -13,7 +13,6 @@
 #![warn(missing_docs)]
 
 pub mod agent;
-pub mod arena;
 pub mod budget;
 pub mod cell;
 pub mod checkpoint;
@@ -26,6 +25,8 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod heartbeat;
+#[cfg(target_arch = "x86_64")]
+pub mod memfns;
 pub mod mission;
 pub mod output;
 pub mod permissions;
