@@ -33,6 +33,16 @@ pub fn human_duration(seconds: f64) -> String {
     }
 }
 
+/// Like [`human_duration`], but keeps tenths under ten seconds: a restart backoff of
+/// 0.5 s, 1 s, 2 s would otherwise read `0s, 1s, 2s`.
+pub fn precise_duration(seconds: f64) -> String {
+    if seconds.is_finite() && (0.0..10.0).contains(&seconds) && seconds.fract() != 0.0 {
+        let tenths = format!("{seconds:.1}");
+        return format!("{}s", tenths.trim_end_matches('0').trim_end_matches('.'));
+    }
+    human_duration(seconds)
+}
+
 /// How long ago `then` was, humanly: `42s ago`; `-` when unknown.
 pub fn ago(then: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match then {
@@ -63,5 +73,15 @@ mod tests {
         assert_eq!(human_duration(192.0), "3m12s");
         assert_eq!(human_duration(7500.0), "2h05m");
         assert_eq!(human_duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3d04h");
+    }
+
+    #[test]
+    fn short_waits_keep_their_tenths() {
+        assert_eq!(precise_duration(0.5), "0.5s");
+        assert_eq!(precise_duration(1.0), "1s");
+        assert_eq!(precise_duration(2.25), "2.2s");
+        assert_eq!(precise_duration(0.04), "0s");
+        assert_eq!(precise_duration(12.5), "12s");
+        assert_eq!(precise_duration(90.0), "1m30s");
     }
 }

@@ -85,7 +85,7 @@ fn next_restart(a: &crate::status::AgentView) -> String {
         .iter()
         .skip(a.restart_attempts as usize)
         .take(4)
-        .map(|s| clock::human_duration(*s))
+        .map(|s| clock::precise_duration(*s))
         .collect();
     let when = a
         .cooldown_until
