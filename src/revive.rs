@@ -854,6 +854,32 @@ pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<Request>> {
     Ok(out)
 }
 
+/// An operator's "revive this agent" (`pas top`'s `r`): a pending request (auto_revive:
+/// ask) is approved, as `pas revive approve`; otherwise one pass for the agent alone, as
+/// `pas revive CELL --agent AGENT`, which does nothing to an agent that runs or backs off.
+pub fn revive_on_request(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    now: DateTime<Utc>,
+) -> Result<CellPass> {
+    let pending = requests(store, &[cell.to_string()])?
+        .into_iter()
+        .find(|r| r.agent == agent);
+    match pending {
+        Some(r) => decide(store, &r.id, true, now),
+        None => pass_cell(
+            store,
+            cell,
+            &Options {
+                dry_run: false,
+                agent: Some(agent.to_string()),
+            },
+            now,
+        ),
+    }
+}
+
 /// Approves (revives now) or denies (fails the agent) a pending request.
 pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
     let cells = store.cell_ids()?;

@@ -379,23 +379,7 @@ fn act(store: &dyn Store, action: &Action) -> Result<String> {
             ))
         }
         Action::Revive { cell, agent } => {
-            // A pending request (auto_revive: ask) is approved, as `pas revive approve`;
-            // otherwise one pass for the agent, as `pas revive CELL --agent AGENT`.
-            let pending = revive::requests(store, std::slice::from_ref(cell))?
-                .into_iter()
-                .find(|r| &r.agent == agent);
-            let pass = match pending {
-                Some(r) => revive::decide(store, &r.id, true, now)?,
-                None => revive::pass_cell(
-                    store,
-                    cell,
-                    &revive::Options {
-                        dry_run: false,
-                        agent: Some(agent.clone()),
-                    },
-                    now,
-                )?,
-            };
+            let pass = revive::revive_on_request(store, cell, agent, now)?;
             let said: Vec<String> = pass.actions.iter().map(|a| a.message.clone()).collect();
             Ok(if said.is_empty() {
                 format!(

@@ -3,6 +3,8 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
 
+use serde_json::json;
+
 use crate::harness::{pas_bin, wait_until, Root};
 
 /// A tmux server of its own (a private socket), killed when dropped.
@@ -208,6 +210,76 @@ fn top_restores_the_terminal_on_sigterm() {
             .trim(),
         "0"
     );
+}
+
+#[test]
+fn top_approves_a_revival_request_and_stops_an_agent() {
+    let root = Root::new();
+    let cell = root.cell("Ops");
+    root.policies(
+        &cell,
+        json!({"auto_revive": "ask", "checkpoint_required": false, "restart_delay_seconds": 0,
+               "startup_grace": 5, "stop_grace": 1, "storm_limit": 0}),
+    );
+    let dies = root.script("dies.sh", "sleep 0.2; exit 1");
+    let runs = root.script("runs.sh", "exec sleep 60");
+    root.ok(&["agent", "add", &cell, "asked", "--", &dies]);
+    root.ok(&["agent", "add", &cell, "runner", "--", &runs]);
+    root.ok(&["agent", "start", &cell, "asked"]);
+    root.ok(&["agent", "start", &cell, "runner"]);
+    wait_until(10.0, "asked to exit", || {
+        root.agent(&cell, "asked")["pid"].is_null()
+    });
+    // auto_revive: ask, so a pass files a request instead of restarting.
+    root.ok(&["revive", &cell]);
+    assert_eq!(
+        root.json(&["revive", "requests"]).as_array().unwrap().len(),
+        1
+    );
+
+    let tmux = Tmux::start();
+    tmux.text(&format!(
+        "{} --root {} top Ops; echo TOP-EXITED $?",
+        pas_bin(),
+        root.path.display()
+    ));
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("both agents", |s| {
+        s.contains("asked") && s.contains("runner")
+    });
+
+    // The first agent under the cell: `r` approves its request, as `pas revive approve`.
+    tmux.keys(&["j", "r"]);
+    tmux.wait_for("the revive confirmation", |s| {
+        s.contains(&format!("same as: pas revive {} --agent asked", &cell[..8]))
+    });
+    tmux.keys(&["y"]);
+    wait_until(30.0, "the approved restart", || {
+        root.agent(&cell, "asked")["restart_count"] == 1
+    });
+    assert_eq!(root.json(&["revive", "requests"]), json!([]));
+
+    // The next one: `s` stops it with the policy's grace, as `pas agent stop`.
+    let pid = root.agent(&cell, "runner")["pid"]
+        .as_i64()
+        .expect("runner's pid");
+    tmux.keys(&["j", "s"]);
+    tmux.wait_for("the stop confirmation", |s| {
+        s.contains(&format!("same as: pas agent stop {} runner", &cell[..8]))
+    });
+    tmux.keys(&["y"]);
+    wait_until(30.0, "runner to be stopped", || {
+        root.agent(&cell, "runner")["pid"].is_null()
+    });
+    tmux.wait_for("the result line", |s| {
+        s.contains("agent runner stopped (SIGTERM)")
+    });
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the agent process {pid} is gone"
+    );
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell again", |s| s.contains("TOP-EXITED 0"));
 }
 
 #[test]
