@@ -275,11 +275,7 @@ pub fn kill(
             "no reservation for job {job} in cell {cell}"
         )));
     };
-    let outcome = match r
-        .get("pgid")
-        .and_then(Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-    {
+    let outcome = match process::recorded_pid(r.get("pgid")) {
         Some(pgid) if is_active(r) => process::stop_group(pgid, grace)
             .map_err(|e| Error::failure(format!("cannot signal job {job}: {e}")))?,
         _ => StopOutcome::NotRunning,

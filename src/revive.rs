@@ -607,11 +607,7 @@ fn restart(
     if ctx.dry_run {
         return Ok(None);
     }
-    if let Some(pgid) = doc
-        .get("pgid")
-        .and_then(Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-    {
+    if let Some(pgid) = process::recorded_pid(doc.get("pgid")) {
         if process::group_alive(pgid) {
             let grace = policy.stop_grace();
             process::stop_group(pgid, grace).map_err(|e| {

@@ -52,16 +52,8 @@ impl ProcState {
     }
 }
 
-/// A positive pid recorded under `key` (`pid`, `supervisor_pid`).
-fn pid_field(doc: &Doc, key: &str) -> Option<i32> {
-    doc.get(key)
-        .and_then(Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 0)
-}
-
 fn pid_of(doc: &Doc) -> Option<i32> {
-    pid_field(doc, "pid")
+    process::recorded_pid(doc.get("pid"))
 }
 
 /// The process state of an agent, from its file and `/proc`.
@@ -72,7 +64,8 @@ pub fn state(doc: &Doc) -> ProcState {
         // how: not vanished yet, or a reviver would race the supervisor to the record.
         Some(pid)
             if process::zombie(pid, doc.u64("pid_start_time"))
-                && pid_field(doc, "supervisor_pid").is_some_and(|s| process::alive(s, None)) =>
+                && process::recorded_pid(doc.get("supervisor_pid"))
+                    .is_some_and(|s| process::alive(s, None)) =>
         {
             ProcState::Running
         }
@@ -450,11 +443,7 @@ pub fn stop(
     now: DateTime<Utc>,
 ) -> Result<StopOutcome> {
     let doc = crate::agent::read(store, cell, agent)?;
-    let pgid = doc
-        .get("pgid")
-        .and_then(Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-        .or(pid_of(&doc));
+    let pgid = process::recorded_pid(doc.get("pgid")).or(pid_of(&doc));
     let running = state(&doc) == ProcState::Running;
     update_agent(store, cell, agent, &mut |d| {
         if cause == "stopped" && d.str("status") != Some("paused") {
