@@ -97,7 +97,7 @@ pub fn run(
             store,
             &cell,
             a,
-            Duration::from_secs(2),
+            Some(Duration::from_secs(2)),
             "stopped",
             clock::now(),
         );

@@ -296,7 +296,7 @@ fn revive_agent(
                 ),
                 revival,
             )?;
-            let grace = policy.stop_grace();
+            let grace = Some(policy.stop_grace());
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
             ctx.now = clock::now();
         }
@@ -344,7 +344,7 @@ fn revive_agent(
             if ctx.dry_run {
                 return Ok(None);
             }
-            let grace = policy.stop_grace();
+            let grace = Some(policy.stop_grace());
             supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
             // Stopping took time: decide what follows at the time it is now.
             ctx.now = clock::now();

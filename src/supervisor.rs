@@ -432,17 +432,22 @@ pub fn record_vanished(
     Ok(vanished.is_some())
 }
 
-/// Stops an agent's process group: SIGTERM, then SIGKILL after `grace`. `cause` is
-/// `stopped` (an operator: the agent becomes idle and is not revived) or `watchdog`.
+/// Stops an agent's process group: SIGTERM, then SIGKILL after `grace` (`None`: the agent's
+/// `stop_grace` policy). `cause` is `stopped` (an operator: the agent becomes idle and is
+/// not revived) or `watchdog`.
 pub fn stop(
     store: &dyn Store,
     cell: &str,
     agent: &str,
-    grace: Duration,
+    grace: Option<Duration>,
     cause: &str,
     now: DateTime<Utc>,
 ) -> Result<StopOutcome> {
     let doc = crate::agent::read(store, cell, agent)?;
+    let grace = match grace {
+        Some(g) => g,
+        None => crate::policy::load(store, cell, Some(&doc))?.stop_grace(),
+    };
     let pgid = process::recorded_pid(doc.get("pgid")).or(pid_of(&doc));
     let running = state(&doc) == ProcState::Running;
     update_agent(store, cell, agent, &mut |d| {
@@ -500,12 +505,6 @@ pub fn stop(
         )?;
     }
     Ok(outcome)
-}
-
-/// The `stop_grace` policy of an agent: how long a stop it did not specify waits.
-pub fn policy_grace(store: &dyn Store, cell: &str, agent: &str) -> Result<Duration> {
-    let doc = crate::agent::read(store, cell, agent)?;
-    Ok(crate::policy::load(store, cell, Some(&doc))?.stop_grace())
 }
 
 /// What `pas agent wait` waits for.

@@ -690,15 +690,11 @@ fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()>
         )));
     }
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let grace = match grace {
-        Some(g) => std::time::Duration::from_secs_f64(g),
-        None => supervisor::policy_grace(&ctx.store, &cell_id, agent_id)?,
-    };
     let outcome = supervisor::stop(
         &ctx.store,
         &cell_id,
         agent_id,
-        grace,
+        grace.map(std::time::Duration::from_secs_f64),
         "stopped",
         clock::now(),
     )?;

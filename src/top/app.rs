@@ -390,8 +390,7 @@ fn act(store: &dyn Store, action: &Action) -> Result<String> {
             })
         }
         Action::Stop { cell, agent } => {
-            let grace = crate::supervisor::policy_grace(store, cell, agent)?;
-            let outcome = crate::supervisor::stop(store, cell, agent, grace, "stopped", now)?;
+            let outcome = crate::supervisor::stop(store, cell, agent, None, "stopped", now)?;
             Ok(format!(
                 "agent {agent} {}",
                 match outcome {

@@ -265,6 +265,17 @@ sleep 30"#;
     );
     root.run(&["agent", "start", &cell, "a1"])
         .refused(4, "already running");
+    // A grace outside 0..86400 s is refused before anything is signalled or written.
+    let before = std::fs::read(root.cell_dir(&cell).join("agents/a1.json")).unwrap();
+    for bad in ["--grace=-1", "--grace=100000"] {
+        root.run(&["agent", "stop", &cell, "a1", bad])
+            .refused(2, "outside 0..86400 seconds");
+    }
+    assert!(pid_alive(pid));
+    assert_eq!(
+        std::fs::read(root.cell_dir(&cell).join("agents/a1.json")).unwrap(),
+        before
+    );
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "2"]);
     assert!(!pid_alive(pid));
     let doc = root.read_json(format!("{cell}/agents/a1.json"));
