@@ -863,7 +863,7 @@ pub fn revive_on_request(
         .into_iter()
         .find(|r| r.agent == agent);
     match pending {
-        Some(r) => decide(store, &r.id, true, now),
+        Some(r) => settle(store, r, true, now),
         None => pass_cell(
             store,
             cell,
@@ -876,7 +876,8 @@ pub fn revive_on_request(
     }
 }
 
-/// Approves (revives now) or denies (fails the agent) a pending request.
+/// Approves (revives now) or denies (fails the agent) a pending request, found by id in
+/// any cell.
 pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
     let cells = store.cell_ids()?;
     let found = requests(store, &cells)?.into_iter().find(|r| r.id == id);
@@ -884,6 +885,12 @@ pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) ->
         return Err(Error::not_found(format!("no pending revival request {id}"))
             .hint("`pas revive requests` lists them"));
     };
+    settle(store, req, approve, now)
+}
+
+/// Carries out the decision on a request already found.
+fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
+    let id = &req.id;
     if approve {
         store::update(
             store,
