@@ -99,6 +99,9 @@ def static_triple() -> str:
 
 def ensure_target(triple: str) -> None:
     """Installs the Rust standard library for `triple` with rustup when it is missing."""
+    if shutil.which("rustup") is None:
+        raise BenchError(f"rustup is not installed, so the {triple} target cannot be added; "
+                         "use --dynamic to measure the plain glibc build instead")
     out = subprocess.run(["rustup", "target", "list", "--installed"], capture_output=True,
                          text=True)
     if out.returncode == 0 and triple in out.stdout.split():
