@@ -72,6 +72,12 @@ impl Tmux {
         self.run(&["send-keys", "-t", "top", "-l", text]);
     }
 
+    /// Types a command line into the pane's shell and presses Enter.
+    fn enter(&self, line: &str) {
+        self.text(line);
+        self.keys(&["Enter"]);
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "top"])
     }
@@ -118,12 +124,11 @@ fn top_shows_filters_pauses_and_restores_the_terminal() {
     root.ok(&["agent", "add", &audit, "auditor"]);
 
     let tmux = Tmux::start();
-    tmux.text(&format!(
+    tmux.enter(&format!(
         "{} --root {} top; echo TOP-EXITED $?",
         pas_bin(),
         root.path.display()
     ));
-    tmux.keys(&["Enter"]);
     tmux.wait_for("the tree with an agent", |s| {
         s.contains("Docs sprint") && s.contains("lead") && s.contains("healthy")
     });
@@ -194,12 +199,11 @@ fn top_restores_the_terminal_on_sigterm() {
     let cell = root.cell("Solo");
     root.ok(&["agent", "add", &cell, "only"]);
     let tmux = Tmux::start();
-    tmux.text(&format!(
+    tmux.enter(&format!(
         "{} --root {} top Solo; echo TOP-EXITED $?",
         pas_bin(),
         root.path.display()
     ));
-    tmux.keys(&["Enter"]);
     tmux.wait_for("the tree", |s| s.contains("only") && s.contains("Solo"));
     let pid = pid_of_top(&root).expect("pas top's pid in /proc");
     let pid = rustix::process::Pid::from_raw(pid).unwrap();
@@ -238,12 +242,11 @@ fn top_approves_a_revival_request_and_stops_an_agent() {
     );
 
     let tmux = Tmux::start();
-    tmux.text(&format!(
+    tmux.enter(&format!(
         "{} --root {} top Ops; echo TOP-EXITED $?",
         pas_bin(),
         root.path.display()
     ));
-    tmux.keys(&["Enter"]);
     tmux.wait_for("both agents", |s| {
         s.contains("asked") && s.contains("runner")
     });
@@ -288,12 +291,11 @@ fn top_ends_when_its_terminal_goes_away() {
     let cell = root.cell("Hangup");
     root.ok(&["agent", "add", &cell, "only"]);
     let tmux = Tmux::start();
-    tmux.text(&format!(
+    tmux.enter(&format!(
         "exec {} --root {} top Hangup",
         pas_bin(),
         root.path.display()
     ));
-    tmux.keys(&["Enter"]);
     tmux.wait_for("the tree", |s| s.contains("only") && s.contains("Hangup"));
     assert!(pid_of_top(&root).is_some());
     drop(tmux);
