@@ -184,22 +184,11 @@ pub fn record(
     if events.is_empty() {
         return Ok(());
     }
-    store.append_logs(cell, &mut |last| {
-        let lines = chain(events, last, now);
-        let mut jsonl = String::new();
-        let mut human = String::new();
-        for line in &lines {
-            jsonl.push_str(line);
-            jsonl.push('\n');
-            if let Ok(e) = serde_json::from_str::<Event>(line) {
-                human.push_str(&human_line(&e));
-                human.push('\n');
-            }
+    store.transact(cell, now, &mut |txn| {
+        for e in events {
+            txn.event(e.clone());
         }
-        Ok(vec![
-            (LogFile::Events, jsonl.into_bytes()),
-            (LogFile::Mission, human.into_bytes()),
-        ])
+        Ok(())
     })
 }
 

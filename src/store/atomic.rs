@@ -204,6 +204,32 @@ pub fn replace_at(
     Ok(())
 }
 
+/// Replaces `name` in `dir` with `bytes`, atomically, writing the temporary file in
+/// `tmp_dir` (same filesystem) so that leftovers of killed writers collect in one place the
+/// next writer can clear.
+pub fn replace_via(
+    tmp_dir: BorrowedFd<'_>,
+    dir: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+) -> io::Result<()> {
+    let tmp = write_temp(tmp_dir, name, bytes, durability)?;
+    if let Err(e) = rfs::renameat(tmp_dir, tmp.as_str(), dir, name) {
+        let _ = rfs::unlinkat(tmp_dir, tmp.as_str(), rfs::AtFlags::empty());
+        return Err(e.into());
+    }
+    if durability == Durability::Durable {
+        rfs::fsync(dir)?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is one of pas's temporary files (see `temp_name`).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".tmp")
+}
+
 /// Creates `name` in `dir` with `bytes`, atomically; fails with `AlreadyExists` when the name
 /// is taken (by a file, a directory or a link), so two creators never overwrite each other.
 pub fn create_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {

@@ -27,7 +27,7 @@ pub const ROOT_CONFIG: &str = "pas.toml";
 pub const LOCKS_DIR: &str = "locks";
 
 /// The three files under `config/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConfigFile {
     /// `config/isolation.json`
     Isolation,

@@ -5,7 +5,13 @@
 //! data files are never locked themselves (an atomic rename replaces their inode). The
 //! descriptor is close-on-exec, so agents spawned while a lock is held never inherit it.
 //! Dropping the guard unlocks.
+//!
+//! The cell lock is re-entrant within a thread: code that holds it may call code that takes
+//! it again (the inner guard is a counter, the flock stays with the outermost guard). Other
+//! threads and processes still exclude each other, because each opens its own descriptor.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::BorrowedFd;
@@ -19,7 +25,63 @@ use super::layout::{LOCKS_DIR, PAS_DIR};
 /// A held lock; released when dropped (or when the process dies).
 #[derive(Debug)]
 pub struct LockGuard {
-    _file: File,
+    held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// This guard owns the locked descriptor.
+    File(#[allow(dead_code)] File),
+    /// A re-entrant hold of a lock this thread already has, by key in [`REENTRANT`].
+    Shared(String),
+}
+
+thread_local! {
+    /// Re-entrant locks this thread holds: key, the locked descriptor, how many guards.
+    static REENTRANT: RefCell<HashMap<String, (File, usize)>> = RefCell::new(HashMap::new());
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Held::Shared(key) = &self.held {
+            REENTRANT.with(|held| {
+                let mut held = held.borrow_mut();
+                if let Some(entry) = held.get_mut(key) {
+                    entry.1 -= 1;
+                    if entry.1 == 0 {
+                        // Dropping the descriptor releases the flock.
+                        held.remove(key);
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// Takes the re-entrant lock `name` in `dir`, known in this thread as `key`. Returns the
+/// guard and whether this call took the flock (false: the thread already held it).
+pub fn lock_reentrant(dir: BorrowedFd<'_>, name: &str, key: &str) -> io::Result<(LockGuard, bool)> {
+    let already = REENTRANT.with(|held| {
+        let mut held = held.borrow_mut();
+        match held.get_mut(key) {
+            Some(entry) => {
+                entry.1 += 1;
+                true
+            }
+            None => false,
+        }
+    });
+    if !already {
+        let file = open_lock_file(dir, name)?;
+        file.lock()?;
+        REENTRANT.with(|held| held.borrow_mut().insert(key.to_string(), (file, 1)));
+    }
+    Ok((
+        LockGuard {
+            held: Held::Shared(key.to_string()),
+        },
+        !already,
+    ))
 }
 
 /// Opens (creating when missing) the lock file `name` under `<dir>/.pas/locks/`.
@@ -47,14 +109,18 @@ fn open_lock_file(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
 pub fn lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<LockGuard> {
     let file = open_lock_file(dir, name)?;
     file.lock()?;
-    Ok(LockGuard { _file: file })
+    Ok(LockGuard {
+        held: Held::File(file),
+    })
 }
 
 /// Takes the lock `name` in `dir` only if it is free right now.
 pub fn try_lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<LockGuard>> {
     let file = open_lock_file(dir, name)?;
     match file.try_lock() {
-        Ok(()) => Ok(Some(LockGuard { _file: file })),
+        Ok(()) => Ok(Some(LockGuard {
+            held: Held::File(file),
+        })),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
@@ -73,7 +139,9 @@ pub fn try_lock_recording_pid(
             file.set_len(0)?;
             file.seek(SeekFrom::Start(0))?;
             file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
-            Ok(Ok(LockGuard { _file: file }))
+            Ok(Ok(LockGuard {
+                held: Held::File(file),
+            }))
         }
         Err(std::fs::TryLockError::WouldBlock) => {
             let mut text = String::new();

@@ -9,9 +9,13 @@
 
 pub mod atomic;
 mod checkpoints;
+mod commit;
+#[cfg(test)]
+mod contract;
 pub mod layout;
 pub mod lock;
 pub mod schema;
+pub mod txn;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,6 +27,7 @@ pub use layout::{
     check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, LogFile, CELL_SUBDIRS,
 };
 pub use lock::LockGuard;
+pub use txn::{transact, DocKey, Revision, Txn};
 
 use crate::doc::Doc;
 use crate::error::{Error, Result};
@@ -62,8 +67,8 @@ pub struct CheckpointFiles {
     pub artifacts: Vec<(String, Vec<u8>)>,
 }
 
-/// What [`Store::append_logs`] appends: pieces of bytes, each for one log.
-pub type LogAppends = Vec<(LogFile<'static>, Vec<u8>)>;
+/// The documents of a collection with their revisions (an unreadable one as its error).
+pub type RevisionedDocs = Vec<(String, Result<(Doc, Revision)>)>;
 
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
@@ -85,6 +90,19 @@ pub trait Store {
     fn remove_cell(&self, cell: &str) -> Result<()>;
     /// Reads one document; `None` when the file does not exist.
     fn read(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Doc>>;
+    /// Reads one document with the revision a transaction's commit compares against.
+    fn read_revision(&self, cell: &str, key: FileKey<'_>) -> Result<(Option<Doc>, Revision)>;
+    /// [`Store::read_collection`] with each document's revision.
+    fn read_collection_revisions(&self, cell: &str, what: Collection) -> Result<RevisionedDocs>;
+    /// Runs `body` as one transaction on `cell` and commits what it staged, all or nothing
+    /// (see [`txn`]); the body may run again after a conflict. Prefer [`transact`], which
+    /// passes the body's result back.
+    fn transact(
+        &self,
+        cell: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        body: &mut dyn FnMut(&mut Txn<'_>) -> Result<()>,
+    ) -> Result<()>;
     /// Ids of the documents of a collection, sorted.
     fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>>;
     /// Every document of a collection, by id in [`Store::list`] order: the same as `list`
@@ -99,14 +117,6 @@ pub trait Store {
     fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool>;
     /// Takes a lock of the cell, waiting for it.
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
-    /// Appends to the cell's logs under the events lock. `build` gets the last complete line
-    /// of `logs/events.jsonl` (a torn tail left by a killed writer is cut off first) and
-    /// returns what to append to which log; each piece is written with one `write`.
-    fn append_logs(
-        &self,
-        cell: &str,
-        build: &mut dyn FnMut(Option<&[u8]>) -> Result<LogAppends>,
-    ) -> Result<()>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
     /// Writes a file outside the root atomically (exports, metrics for node_exporter).
@@ -210,20 +220,26 @@ pub fn read_required(store: &dyn Store, cell: &str, key: FileKey<'_>) -> Result<
     })
 }
 
-/// The read-modify-write discipline in one place: lock, read, change, write, unlock.
+/// A read-modify-write of one document as a transaction: read, change, commit. (`_lock`
+/// is ignored: every transaction of a cell takes the cell lock; the parameter goes when the
+/// callers are rewritten.)
 pub fn update(
     store: &dyn Store,
     cell: &str,
     key: FileKey<'_>,
-    lock: LockKey<'_>,
+    _lock: LockKey<'_>,
     durability: Durability,
     change: &mut dyn FnMut(&mut Doc) -> Result<()>,
 ) -> Result<Doc> {
-    let _guard = store.lock(cell, lock)?;
-    let mut doc = read_required(store, cell, key)?;
-    change(&mut doc)?;
-    store.write(cell, key, &doc, durability)?;
-    Ok(doc)
+    transact(store, cell, chrono::Utc::now(), |txn| {
+        let mut doc = txn.read_required(key)?;
+        change(&mut doc)?;
+        if durability == Durability::Relaxed {
+            txn.relaxed();
+        }
+        txn.put(key, doc.clone());
+        Ok(doc)
+    })
 }
 
 /// [`update`] of one agent file under that agent's lock, durably: the most common change.
@@ -338,13 +354,23 @@ impl FsStore {
         cell: &str,
         key: FileKey<'_>,
         name: &str,
-    ) -> Result<Option<Doc>> {
+        with_revision: bool,
+    ) -> Result<Option<(Doc, Revision)>> {
         match atomic::read_at(dir, name) {
             Ok(None) => Ok(None),
-            Ok(Some(bytes)) => match Doc::parse_object(&bytes) {
-                Some(doc) => Ok(Some(doc)),
-                None => Doc::parse(&bytes, &self.path_of(cell, key)).map(Some),
-            },
+            Ok(Some(bytes)) => {
+                let doc = match Doc::parse_object(&bytes) {
+                    Some(doc) => doc,
+                    None => Doc::parse(&bytes, &self.path_of(cell, key))?,
+                };
+                // Hashing is for transactions only: a fleet view reads 100,000 documents.
+                let revision = if with_revision {
+                    Revision::of_bytes(&bytes)
+                } else {
+                    Revision::ABSENT
+                };
+                Ok(Some((doc, revision)))
+            }
             Err(e) => Err(self.io_error("read", &self.path_of(cell, key), e)),
         }
     }
@@ -365,6 +391,65 @@ impl FsStore {
             }
         };
         Ok((fd, name))
+    }
+
+    /// Reads a document, with its revision when `with_revision`.
+    fn read_doc(
+        &self,
+        cell: &str,
+        key: FileKey<'_>,
+        with_revision: bool,
+    ) -> Result<(Option<Doc>, Revision)> {
+        let (sub, name) = Self::key_name(key)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match sub {
+            None => cell_fd,
+            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Ok((None, Revision::ABSENT))
+                }
+                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
+            },
+        };
+        Ok(
+            match self.read_in(dir.as_fd(), cell, key, &name, with_revision)? {
+                Some((doc, revision)) => (Some(doc), revision),
+                None => (None, Revision::ABSENT),
+            },
+        )
+    }
+
+    /// Every document of a collection in one pass, with revisions when `with_revision`.
+    fn read_collection_inner(
+        &self,
+        cell: &str,
+        what: Collection,
+        with_revision: bool,
+    ) -> Result<RevisionedDocs> {
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match atomic::open_subdir(cell_fd.as_fd(), what.dir()) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(what.dir()), e)),
+        };
+        drop(cell_fd);
+        let names = atomic::list_names(dir.as_fd(), ".json")
+            .map_err(|e| self.io_error("list", &self.cell_path(cell).join(what.dir()), e))?;
+        let mut docs = Vec::with_capacity(names.len());
+        for id in names.into_iter().filter(|n| layout::is_valid_id(n)) {
+            let key = match what {
+                Collection::Agents => FileKey::Agent(&id),
+                Collection::Tasks => FileKey::Task(&id),
+            };
+            let (_, name) = key.dir_and_name();
+            match self.read_in(dir.as_fd(), cell, key, &name, with_revision) {
+                Ok(None) => {}
+                Ok(Some(doc)) => docs.push((id, Ok(doc))),
+                Err(e) => docs.push((id, Err(e))),
+            }
+        }
+        Ok(docs)
     }
 }
 
@@ -463,43 +548,23 @@ impl Store for FsStore {
     }
 
     fn read(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Doc>> {
-        let (sub, name) = Self::key_name(key)?;
-        let cell_fd = self.cell_fd(cell)?;
-        let dir = match sub {
-            None => cell_fd,
-            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
-            },
-        };
-        self.read_in(dir.as_fd(), cell, key, &name)
+        Ok(self.read_doc(cell, key, false)?.0)
+    }
+
+    fn read_revision(&self, cell: &str, key: FileKey<'_>) -> Result<(Option<Doc>, Revision)> {
+        self.read_doc(cell, key, true)
     }
 
     fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>> {
-        let cell_fd = self.cell_fd(cell)?;
-        let dir = match atomic::open_subdir(cell_fd.as_fd(), what.dir()) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(what.dir()), e)),
-        };
-        drop(cell_fd);
-        let names = atomic::list_names(dir.as_fd(), ".json")
-            .map_err(|e| self.io_error("list", &self.cell_path(cell).join(what.dir()), e))?;
-        let mut docs = Vec::with_capacity(names.len());
-        for id in names.into_iter().filter(|n| layout::is_valid_id(n)) {
-            let key = match what {
-                Collection::Agents => FileKey::Agent(&id),
-                Collection::Tasks => FileKey::Task(&id),
-            };
-            let (_, name) = key.dir_and_name();
-            match self.read_in(dir.as_fd(), cell, key, &name) {
-                Ok(None) => {}
-                Ok(Some(doc)) => docs.push((id, Ok(doc))),
-                Err(e) => docs.push((id, Err(e))),
-            }
-        }
-        Ok(docs)
+        Ok(self
+            .read_collection_inner(cell, what, false)?
+            .into_iter()
+            .map(|(id, r)| (id, r.map(|(doc, _)| doc)))
+            .collect())
+    }
+
+    fn read_collection_revisions(&self, cell: &str, what: Collection) -> Result<RevisionedDocs> {
+        self.read_collection_inner(cell, what, true)
     }
 
     fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>> {
@@ -517,13 +582,37 @@ impl Store for FsStore {
             .collect())
     }
 
+    fn transact(
+        &self,
+        cell: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        body: &mut dyn FnMut(&mut Txn<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let _guard = self.cell_lock(cell)?;
+        let mut conflict = String::new();
+        for _ in 0..txn::MAX_ATTEMPTS {
+            let mut t = Txn::new(self, cell, now);
+            body(&mut t)?;
+            match self.commit_locked(cell, t.into_changes()) {
+                Ok(()) => return Ok(()),
+                Err(txn::CommitError::Conflict(what)) => conflict = what,
+                Err(txn::CommitError::Failed(e)) => return Err(e),
+            }
+        }
+        Err(txn::conflict_error(cell, &conflict))
+    }
+
     fn write(&self, cell: &str, key: FileKey<'_>, doc: &Doc, durability: Durability) -> Result<()> {
+        let _guard = self.cell_lock(cell)?;
         let (dir, name) = self.doc_dir(cell, key, true)?;
-        atomic::replace_at(dir.as_fd(), &name, &doc.to_bytes(), durability)
+        let cell_fd = self.cell_fd(cell)?;
+        let tmp = self.tmp_dir(cell, cell_fd.as_fd())?;
+        atomic::replace_via(tmp.as_fd(), dir.as_fd(), &name, &doc.to_bytes(), durability)
             .map_err(|e| self.io_error("write", &self.path_of(cell, key), e))
     }
 
     fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()> {
+        let _guard = self.cell_lock(cell)?;
         let (dir, name) = self.doc_dir(cell, key, true)?;
         atomic::create_at(dir.as_fd(), &name, &doc.to_bytes()).map_err(|e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
@@ -538,6 +627,7 @@ impl Store for FsStore {
     }
 
     fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool> {
+        let _guard = self.cell_lock(cell)?;
         let (dir, name) = self.doc_dir(cell, key, false)?;
         atomic::remove_at(dir.as_fd(), &name)
             .map_err(|e| self.io_error("remove", &self.path_of(cell, key), e))
@@ -546,6 +636,14 @@ impl Store for FsStore {
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard> {
         if let LockKey::Agent(id) = key {
             check_id(IdKind::Agent, id)?;
+        }
+        // Every document of a cell changes under one lock (see `commit`); the finer keys
+        // remain as names of what a caller protects until it moves onto transactions.
+        if matches!(
+            key,
+            LockKey::Cell | LockKey::Tasks | LockKey::Agent(_) | LockKey::Events
+        ) {
+            return self.cell_lock(cell);
         }
         let cell_fd = self.cell_fd(cell)?;
         lock::lock(cell_fd.as_fd(), &key.file_name()).map_err(|e| {
@@ -558,35 +656,6 @@ impl Store for FsStore {
                 e,
             )
         })
-    }
-
-    fn append_logs(
-        &self,
-        cell: &str,
-        build: &mut dyn FnMut(Option<&[u8]>) -> Result<LogAppends>,
-    ) -> Result<()> {
-        let _guard = self.lock(cell, LockKey::Events)?;
-        let cell_fd = self.cell_fd(cell)?;
-        let logs_path = self.cell_path(cell).join("logs");
-        let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
-            .map_err(|e| self.io_error("open", &logs_path, e))?;
-        let events_name = LogFile::Events.file_name();
-        let mut events = atomic::open_append(logs.as_fd(), &events_name)
-            .map_err(|e| self.io_error("open", &logs_path.join(&events_name), e))?;
-        let last = atomic::last_line_repairing(&mut events)
-            .map_err(|e| self.io_error("read", &logs_path.join(&events_name), e))?;
-        for (log, bytes) in build(last.as_deref())? {
-            let name = log.file_name();
-            let path = logs_path.join(&name);
-            let result = if log == LogFile::Events {
-                atomic::append(&mut events, &bytes, Durability::Durable)
-            } else {
-                atomic::open_append(logs.as_fd(), &name)
-                    .and_then(|mut f| atomic::append(&mut f, &bytes, Durability::Relaxed))
-            };
-            result.map_err(|e| self.io_error("append to", &path, e))?;
-        }
-        Ok(())
     }
 
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>> {
@@ -779,4 +848,151 @@ impl Store for FsStore {
 /// ENOTEMPTY: what renaming a directory onto a non-empty one says.
 fn libc_enotempty() -> i32 {
     rustix::io::Errno::NOTEMPTY.raw_os_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// A fresh root under the system's temporary directory, removed when dropped.
+    struct TempRoot(PathBuf);
+
+    impl TempRoot {
+        fn new() -> TempRoot {
+            let dir = std::env::temp_dir().join(format!("pas-store-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp root");
+            TempRoot(dir)
+        }
+    }
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn the_file_store_keeps_the_contract() {
+        let parent = TempRoot::new();
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        contract::run_all(&|| {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Arc::new(FsStore::new(parent.0.join(format!("root{i}"))))
+        });
+    }
+
+    fn now() -> chrono::DateTime<chrono::Utc> {
+        crate::clock::parse("2026-12-01T10:00:00Z").expect("time")
+    }
+
+    fn cell_with_log(store: &FsStore) {
+        let cell = Doc::parse_object(br#"{"cell_id":"c1","status":"active"}"#).expect("doc");
+        store
+            .create_cell("c1", &[(FileKey::Cell, cell)])
+            .expect("cell");
+        crate::events::record_one(
+            store,
+            "c1",
+            crate::events::NewEvent::new(crate::events::Level::Info, "first", "first"),
+            now(),
+        )
+        .expect("first event");
+    }
+
+    /// The intent a writer killed after the commit point leaves behind: a new agent and
+    /// two chained events.
+    fn leave_intent(store: &FsStore) -> Vec<String> {
+        let log = store.read_log("c1", LogFile::Events, 0).expect("log");
+        let last = log
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .last()
+            .map(<[u8]>::to_vec);
+        let new = [
+            crate::events::NewEvent::new(crate::events::Level::Info, "second", "second"),
+            crate::events::NewEvent::new(crate::events::Level::Info, "third", "third"),
+        ];
+        let lines = crate::events::chain(&new, last.as_deref(), now());
+        let intent = json!({
+            "writes": [{ "doc": "agent", "id": "a1", "bytes": "{\"agent_id\": \"a1\"}\n" }],
+            "events": lines,
+            "mission": ["second", "third"],
+        });
+        let pas = store.root.join("c1").join(layout::PAS_DIR);
+        std::fs::create_dir_all(&pas).expect("pas dir");
+        std::fs::write(pas.join(commit::INTENT), intent.to_string()).expect("intent");
+        lines
+    }
+
+    #[test]
+    fn the_next_writer_finishes_a_committed_intent() {
+        let root = TempRoot::new();
+        let store = FsStore::new(&root.0);
+        cell_with_log(&store);
+        leave_intent(&store);
+        // Any transaction (here one that changes nothing) finishes it first.
+        transact(&store, "c1", now(), |_| Ok(())).expect("txn");
+        assert!(store
+            .read("c1", FileKey::Agent("a1"))
+            .expect("read")
+            .is_some());
+        let log = store.read_log("c1", LogFile::Events, 0).expect("log");
+        let kinds: Vec<String> = crate::events::parse_all(&log)
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["first", "second", "third"]);
+        assert_eq!(crate::events::verify(&log).first_break, None);
+        assert!(!root.0.join("c1/.pas").join(commit::INTENT).exists());
+    }
+
+    #[test]
+    fn a_half_applied_intent_appends_only_the_missing_events() {
+        let root = TempRoot::new();
+        let store = FsStore::new(&root.0);
+        cell_with_log(&store);
+        let lines = leave_intent(&store);
+        // The killed writer got as far as appending the first of the two lines.
+        let log_path = root.0.join("c1/logs/events.jsonl");
+        let mut log = std::fs::read_to_string(&log_path).expect("log");
+        log.push_str(&lines[0]);
+        log.push('\n');
+        std::fs::write(&log_path, log).expect("log");
+        store
+            .write(
+                "c1",
+                FileKey::Task("t1"),
+                &Doc::default(),
+                Durability::Durable,
+            )
+            .expect("write");
+        let log = store.read_log("c1", LogFile::Events, 0).expect("log");
+        let kinds: Vec<String> = crate::events::parse_all(&log)
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["first", "second", "third"]);
+        assert_eq!(crate::events::verify(&log).first_break, None);
+    }
+
+    #[test]
+    fn leftover_temporary_files_are_cleared_by_the_next_writer() {
+        let root = TempRoot::new();
+        let store = FsStore::new(&root.0);
+        cell_with_log(&store);
+        let tmp = root.0.join("c1/.pas/tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp");
+        std::fs::write(tmp.join(".a1.json.99999.0.tmp"), "{").expect("leftover");
+        transact(&store, "c1", now(), |t| {
+            t.put(FileKey::Agent("a1"), Doc::default());
+            Ok(())
+        })
+        .expect("txn");
+        let left: Vec<_> = std::fs::read_dir(&tmp).expect("list").collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -1,0 +1,473 @@
+//! How the file store commits a transaction: one lock per cell, compare-and-swap on the
+//! bytes, and an intent record so a change and its events land together.
+//!
+//! Protocol, under the cell's lock (`.pas/locks/cell.lock`):
+//! 1. finish the intent a killed or failed writer left (`.pas/intent.json`), then clear
+//!    `.pas/tmp/`, where every temporary file of a document write lives (under the lock
+//!    nobody else is writing there, so whatever is left belongs to a dead writer);
+//! 2. check that every document to be written is still as the transaction read it;
+//! 3. a commit of one document and no event, or of events only, is one atomic step (a
+//!    rename, or one append) and is done directly;
+//! 4. anything else is written as an intent record first: the new bytes of every document
+//!    and the chained event lines. Renaming the intent into place is the commit point.
+//!    Then the documents are replaced, the lines appended and the intent removed. A crash
+//!    or a failed system call after the commit point leaves the intent, which this writer
+//!    retries once and the next writer finishes: documents are replaced again (idempotent)
+//!    and only the event lines the log does not have yet are appended.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use serde_json::{json, Value};
+
+use super::atomic::{self, Durability, FILE_MODE};
+use super::layout::{ConfigFile, FileKey, LogFile, PAS_DIR};
+use super::lock::{self, LockGuard};
+use super::txn::{ChangeSet, CommitError, DocKey, Expect, Op, Revision};
+use super::{FsStore, Store};
+use crate::error::{Error, Result};
+use crate::events;
+
+/// The intent record, under the cell's `.pas/`.
+pub(crate) const INTENT: &str = "intent.json";
+/// Where temporary files of document writes live, under the cell's `.pas/`.
+pub(crate) const TMP_DIR: &str = "tmp";
+/// The lock file of the cell lock, under `.pas/locks/`.
+const CELL_LOCK: &str = "cell.lock";
+
+/// One document write, ready to apply.
+struct Prepared {
+    key: DocKey,
+    bytes: Option<Vec<u8>>,
+}
+
+/// The event lines of a commit, chained, with their human lines for `mission.log`.
+#[derive(Default)]
+struct Lines {
+    events: Vec<String>,
+    mission: Vec<String>,
+}
+
+fn key_to_json(key: &DocKey) -> Value {
+    match key {
+        DocKey::Cell => json!({ "doc": "cell" }),
+        DocKey::Reservations => json!({ "doc": "reservations" }),
+        DocKey::Agent(id) => json!({ "doc": "agent", "id": id }),
+        DocKey::Task(id) => json!({ "doc": "task", "id": id }),
+        DocKey::Config(c) => json!({ "doc": "config", "id": c.file_name() }),
+    }
+}
+
+fn key_from_json(v: &Value) -> Option<DocKey> {
+    let id = v.get("id").and_then(Value::as_str);
+    match (v.get("doc").and_then(Value::as_str)?, id) {
+        ("cell", _) => Some(DocKey::Cell),
+        ("reservations", _) => Some(DocKey::Reservations),
+        ("agent", Some(id)) => Some(DocKey::Agent(id.to_string())),
+        ("task", Some(id)) => Some(DocKey::Task(id.to_string())),
+        ("config", Some(name)) => ConfigFile::ALL
+            .into_iter()
+            .find(|c| c.file_name() == name)
+            .map(DocKey::Config),
+        _ => None,
+    }
+}
+
+fn seq_of(line: &str) -> u64 {
+    serde_json::from_str::<Value>(line)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0)
+}
+
+impl FsStore {
+    /// Takes the cell lock (re-entrant within a thread). Whoever takes it first in a thread
+    /// finishes a pending intent and clears stale temporary files.
+    pub(crate) fn cell_lock(&self, cell: &str) -> Result<LockGuard> {
+        let cell_fd = self.cell_fd(cell)?;
+        let key = format!("{}\0{cell}", self.root().display());
+        let (guard, fresh) = lock::lock_reentrant(cell_fd.as_fd(), CELL_LOCK, &key)
+            .map_err(|e| self.io_error("lock", &self.pas_path(cell).join(CELL_LOCK), e))?;
+        if fresh {
+            self.recover(cell, cell_fd.as_fd())?;
+        }
+        Ok(guard)
+    }
+
+    fn pas_path(&self, cell: &str) -> std::path::PathBuf {
+        self.cell_path(cell).join(PAS_DIR)
+    }
+
+    fn pas_dir(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+        atomic::ensure_subdir(cell_fd, PAS_DIR)
+            .map_err(|e| self.io_error("open", &self.pas_path(cell), e))
+    }
+
+    /// The directory for temporary files of document writes (created when missing).
+    pub(crate) fn tmp_dir(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+        let pas = self.pas_dir(cell, cell_fd)?;
+        atomic::ensure_subdir(pas.as_fd(), TMP_DIR)
+            .map_err(|e| self.io_error("open", &self.pas_path(cell).join(TMP_DIR), e))
+    }
+
+    /// Finishes a pending intent and removes leftovers of killed writers. Caller holds the
+    /// cell lock.
+    fn recover(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<()> {
+        let pas = match atomic::open_subdir(cell_fd, PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error("open", &self.pas_path(cell), e)),
+        };
+        let intent_path = self.pas_path(cell).join(INTENT);
+        if let Some(bytes) = atomic::read_at(pas.as_fd(), INTENT)
+            .map_err(|e| self.io_error("read", &intent_path, e))?
+        {
+            let intent: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::data(format!(
+                    "{} is not a readable intent record ({e}); pas cannot finish the change it describes",
+                    intent_path.display()
+                ))
+                .hint("compare it with the documents it names, then remove it by hand")
+            })?;
+            self.apply_intent(cell, cell_fd, pas.as_fd(), &intent)?;
+        }
+        if let Ok(tmp) = atomic::open_subdir(pas.as_fd(), TMP_DIR) {
+            let entries = atomic::list_entries(tmp.as_fd())
+                .map_err(|e| self.io_error("list", &self.pas_path(cell).join(TMP_DIR), e))?;
+            for e in entries.into_iter().filter(|e| !e.is_dir) {
+                let _ = rfs::unlinkat(&tmp, e.name.as_str(), rfs::AtFlags::empty());
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an intent record (again): every document, then the event lines the log does
+    /// not have yet, then removes the record.
+    fn apply_intent(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        pas: BorrowedFd<'_>,
+        intent: &Value,
+    ) -> Result<()> {
+        let intent_path = self.pas_path(cell).join(INTENT);
+        let bad = || {
+            Error::data(format!(
+                "{} does not describe a change pas can finish",
+                intent_path.display()
+            ))
+            .hint("compare it with the documents it names, then remove it by hand")
+        };
+        let mut writes = Vec::new();
+        for w in intent
+            .get("writes")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+        {
+            let key = key_from_json(w).ok_or_else(bad)?;
+            let bytes = match w.get("bytes") {
+                Some(Value::String(text)) => Some(text.clone().into_bytes()),
+                _ if w.get("remove") == Some(&Value::Bool(true)) => None,
+                _ => return Err(bad()),
+            };
+            writes.push(Prepared { key, bytes });
+        }
+        let strings = |field: &str| -> Vec<String> {
+            intent
+                .get(field)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|l| l.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let lines = Lines {
+            events: strings("events"),
+            mission: strings("mission"),
+        };
+        let tmp = self.tmp_dir(cell, cell_fd)?;
+        for w in &writes {
+            self.apply_write(cell, cell_fd, tmp.as_fd(), w, Durability::Durable)?;
+        }
+        self.append_lines(cell, cell_fd, &lines, true)?;
+        match rfs::unlinkat(pas, INTENT, rfs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(self.io_error("remove", &intent_path, e.into())),
+        }
+        rfs::fsync(pas).map_err(|e| self.io_error("sync", &self.pas_path(cell), e.into()))
+    }
+
+    /// Replaces or removes one document.
+    fn apply_write(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        tmp: BorrowedFd<'_>,
+        w: &Prepared,
+        durability: Durability,
+    ) -> Result<()> {
+        let key = w.key.file_key();
+        let path = self.path_of(cell, key);
+        let (sub, name) = Self::key_name(key)?;
+        let dir = match sub {
+            None => None,
+            Some(sub) => Some(
+                atomic::ensure_subdir(cell_fd, sub)
+                    .map_err(|e| self.io_error("open", &self.cell_path(cell).join(sub), e))?,
+            ),
+        };
+        let dir_fd = dir.as_ref().map_or(cell_fd, |d| d.as_fd());
+        match &w.bytes {
+            Some(bytes) => atomic::replace_via(tmp, dir_fd, &name, bytes, durability)
+                .map_err(|e| self.io_error("write", &path, e)),
+            None => atomic::remove_at(dir_fd, &name)
+                .map(|_| ())
+                .map_err(|e| self.io_error("remove", &path, e)),
+        }
+    }
+
+    /// Appends event lines (only those past the log's last sequence number when `resume`)
+    /// and their human lines.
+    fn append_lines(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        lines: &Lines,
+        resume: bool,
+    ) -> Result<()> {
+        if lines.events.is_empty() {
+            return Ok(());
+        }
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = atomic::ensure_subdir(cell_fd, "logs")
+            .map_err(|e| self.io_error("open", &logs_path, e))?;
+        let events_name = LogFile::Events.file_name();
+        let events_path = logs_path.join(&events_name);
+        let mut log = atomic::open_append(logs.as_fd(), &events_name)
+            .map_err(|e| self.io_error("open", &events_path, e))?;
+        let skip = if resume {
+            let last = atomic::last_line_repairing(&mut log)
+                .map_err(|e| self.io_error("read", &events_path, e))?;
+            let last_seq = last
+                .as_deref()
+                .map(|l| seq_of(&String::from_utf8_lossy(l)))
+                .unwrap_or(0);
+            lines
+                .events
+                .iter()
+                .take_while(|l| seq_of(l) <= last_seq)
+                .count()
+        } else {
+            0
+        };
+        if skip == lines.events.len() {
+            return Ok(());
+        }
+        let mut jsonl = String::new();
+        for l in &lines.events[skip..] {
+            jsonl.push_str(l);
+            jsonl.push('\n');
+        }
+        atomic::append(&mut log, jsonl.as_bytes(), Durability::Durable)
+            .map_err(|e| self.io_error("append to", &events_path, e))?;
+        let mut human = String::new();
+        for l in lines.mission.iter().skip(skip) {
+            human.push_str(l);
+            human.push('\n');
+        }
+        let mission_name = LogFile::Mission.file_name();
+        atomic::open_append(logs.as_fd(), &mission_name)
+            .and_then(|mut f| atomic::append(&mut f, human.as_bytes(), Durability::Relaxed))
+            .map_err(|e| self.io_error("append to", &logs_path.join(&mission_name), e))
+    }
+
+    /// The chained lines for the commit's events, after the log's last complete line (a
+    /// torn tail is cut first).
+    fn chain_events(&self, cell: &str, cell_fd: BorrowedFd<'_>, cs: &ChangeSet) -> Result<Lines> {
+        if cs.events.is_empty() {
+            return Ok(Lines::default());
+        }
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = atomic::ensure_subdir(cell_fd, "logs")
+            .map_err(|e| self.io_error("open", &logs_path, e))?;
+        let events_name = LogFile::Events.file_name();
+        let mut log = atomic::open_append(logs.as_fd(), &events_name)
+            .map_err(|e| self.io_error("open", &logs_path.join(&events_name), e))?;
+        let last = atomic::last_line_repairing(&mut log)
+            .map_err(|e| self.io_error("read", &logs_path.join(&events_name), e))?;
+        let events = events::chain(&cs.events, last.as_deref(), cs.now);
+        let mission = events
+            .iter()
+            .map(|line| {
+                serde_json::from_str::<events::Event>(line)
+                    .map(|e| events::human_line(&e))
+                    .unwrap_or_default()
+            })
+            .collect();
+        Ok(Lines { events, mission })
+    }
+
+    /// The current revision of a document.
+    fn current_revision(&self, cell: &str, key: FileKey<'_>) -> Result<Revision> {
+        let (sub, name) = Self::key_name(key)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match sub {
+            None => cell_fd,
+            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Revision::ABSENT),
+                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
+            },
+        };
+        match atomic::read_at(dir.as_fd(), &name) {
+            Ok(Some(bytes)) => Ok(Revision::of_bytes(&bytes)),
+            Ok(None) => Ok(Revision::ABSENT),
+            Err(e) => Err(self.io_error("read", &self.path_of(cell, key), e)),
+        }
+    }
+
+    /// Commits a change set. The caller holds the cell lock.
+    pub(crate) fn commit_locked(&self, cell: &str, cs: ChangeSet) -> Result<(), CommitError> {
+        if cs.is_empty() {
+            return Ok(());
+        }
+        for w in &cs.writes {
+            if let Expect::Revision(expected) = w.expect {
+                let now = self.current_revision(cell, w.key.file_key())?;
+                if now != expected {
+                    let path = self.path_of(cell, w.key.file_key());
+                    return Err(CommitError::Conflict(
+                        if expected.exists() && !now.exists() {
+                            format!("{} was removed", path.display())
+                        } else if !expected.exists() {
+                            format!("{} already exists", path.display())
+                        } else {
+                            format!("{}", path.display())
+                        },
+                    ));
+                }
+            }
+        }
+        let nothing = |e: Error| {
+            let message = format!("{}; nothing was changed", e.message);
+            CommitError::Failed(Error { message, ..e })
+        };
+        let cell_fd = self.cell_fd(cell).map_err(nothing)?;
+        let tmp = self.tmp_dir(cell, cell_fd.as_fd()).map_err(nothing)?;
+        let prepared: Vec<Prepared> = cs
+            .writes
+            .iter()
+            .map(|w| Prepared {
+                key: w.key.clone(),
+                bytes: match &w.op {
+                    Op::Put(doc) => Some(doc.to_bytes()),
+                    Op::Remove => None,
+                },
+            })
+            .collect();
+        let lines = self
+            .chain_events(cell, cell_fd.as_fd(), &cs)
+            .map_err(nothing)?;
+
+        // One atomic step: no intent needed.
+        if lines.events.is_empty() && prepared.len() == 1 {
+            return self
+                .apply_write(
+                    cell,
+                    cell_fd.as_fd(),
+                    tmp.as_fd(),
+                    &prepared[0],
+                    cs.durability,
+                )
+                .map_err(|e| CommitError::Failed(self.maybe_applied(cell, &prepared[0], e)));
+        }
+        if prepared.is_empty() {
+            return self
+                .append_lines(cell, cell_fd.as_fd(), &lines, false)
+                .map_err(CommitError::Failed);
+        }
+
+        let intent = json!({
+            "writes": prepared.iter().map(|w| {
+                let mut v = key_to_json(&w.key);
+                match &w.bytes {
+                    Some(b) => v["bytes"] = Value::String(String::from_utf8_lossy(b).into_owned()),
+                    None => v["remove"] = Value::Bool(true),
+                }
+                v
+            }).collect::<Vec<_>>(),
+            "events": lines.events,
+            "mission": lines.mission,
+        });
+        let pas = self.pas_dir(cell, cell_fd.as_fd()).map_err(nothing)?;
+        let intent_path = self.pas_path(cell).join(INTENT);
+        let intent_bytes = serde_json::to_vec(&intent).unwrap_or_default();
+        write_intent(tmp.as_fd(), pas.as_fd(), &intent_bytes)
+            .map_err(|e| nothing(self.io_error("write", &intent_path, e)))?;
+        // Committed: from here on the change happens, by this writer or the next one.
+        let finish = || self.apply_intent(cell, cell_fd.as_fd(), pas.as_fd(), &intent);
+        if let Err(first) = finish() {
+            // One retry (a transient failure), then leave it to the next writer.
+            if finish().is_err() {
+                let message = format!(
+                    "{}; the change is committed (in {}) and the next pas command that changes this cell completes it",
+                    first.message,
+                    intent_path.display()
+                );
+                return Err(CommitError::Failed(Error { message, ..first }));
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a failed single write, saying whether the document was replaced.
+    fn maybe_applied(&self, cell: &str, w: &Prepared, e: Error) -> Error {
+        let now = self.current_revision(cell, w.key.file_key()).ok();
+        let written = match &w.bytes {
+            Some(bytes) => now == Some(Revision::of_bytes(bytes)),
+            None => now == Some(Revision::ABSENT),
+        };
+        let message = if written {
+            format!(
+                "{}; the change was made but may not survive a power loss",
+                e.message
+            )
+        } else {
+            format!("{}; nothing was changed", e.message)
+        };
+        Error { message, ..e }
+    }
+}
+
+/// Writes the intent record: a temporary file in `tmp`, fsynced, renamed to
+/// `.pas/intent.json` (the commit point), then the directory fsynced.
+fn write_intent(tmp: BorrowedFd<'_>, pas: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
+    let name = format!(".{INTENT}.{}.tmp", std::process::id());
+    let fd = rfs::openat(
+        tmp,
+        name.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(FILE_MODE),
+    )?;
+    let written = (|| -> io::Result<()> {
+        let mut file = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = rfs::unlinkat(tmp, name.as_str(), rfs::AtFlags::empty());
+        return Err(e);
+    }
+    if let Err(e) = rfs::renameat(tmp, name.as_str(), pas, INTENT) {
+        let _ = rfs::unlinkat(tmp, name.as_str(), rfs::AtFlags::empty());
+        return Err(e.into());
+    }
+    // The rename is visible to every later writer; the directory fsync makes it durable.
+    // If that fails the change is still committed (the next writer finishes it), so the
+    // caller goes on applying it.
+    let _ = rfs::fsync(pas);
+    Ok(())
+}

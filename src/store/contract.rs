@@ -1,0 +1,259 @@
+//! The contract every [`Store`] implementation keeps, as tests that take a fresh store.
+//!
+//! Each check builds what it needs through the trait only, so a second backend runs the
+//! same suite by passing its own constructor to [`run_all`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::layout::{Collection, FileKey, LogFile};
+use super::txn::transact;
+use super::Store;
+use crate::doc::Doc;
+use crate::error::{Error, Kind};
+use crate::events::{self, Level, NewEvent};
+
+/// A fresh, empty store, shared between threads.
+pub type MakeStore<'a> = &'a dyn Fn() -> Arc<dyn Store + Send + Sync>;
+
+const CELL: &str = "contract-cell";
+
+fn now() -> DateTime<Utc> {
+    crate::clock::parse("2026-12-01T10:00:00Z").unwrap_or_default()
+}
+
+fn doc(v: serde_json::Value) -> Doc {
+    match v {
+        serde_json::Value::Object(map) => Doc::from_map(map),
+        _ => Doc::default(),
+    }
+}
+
+fn new_cell(store: &dyn Store) {
+    let cell = doc(json!({ "cell_id": CELL, "status": "active" }));
+    store
+        .create_cell(CELL, &[(FileKey::Cell, cell)])
+        .expect("create the cell");
+}
+
+fn event(kind: &str) -> NewEvent {
+    NewEvent::new(Level::Info, kind, format!("{kind} happened"))
+}
+
+fn log_events(store: &dyn Store) -> Vec<events::Event> {
+    let bytes = store.read_log(CELL, LogFile::Events, 0).expect("read log");
+    let v = events::verify(&bytes);
+    assert_eq!(v.first_break, None, "the chain must be intact");
+    events::parse_all(&bytes)
+}
+
+/// Runs every check against stores made by `make`.
+pub fn run_all(make: MakeStore<'_>) {
+    crud_round_trip(&*make());
+    create_never_overwrites(&*make());
+    an_error_in_the_body_writes_nothing(&*make());
+    writes_and_events_commit_together(&*make());
+    a_conflict_runs_the_body_again(&*make());
+    concurrent_claims_are_exactly_once(make());
+}
+
+/// Create, read, replace and remove a document, keeping fields pas does not know.
+pub fn crud_round_trip(store: &dyn Store) {
+    new_cell(store);
+    let key = FileKey::Agent("a1");
+    transact(store, CELL, now(), |t| {
+        t.create(key, doc(json!({ "agent_id": "a1", "zz_unknown": [1, 2] })));
+        Ok(())
+    })
+    .expect("create");
+    let read = store.read(CELL, key).expect("read").expect("exists");
+    assert_eq!(read.str("agent_id"), Some("a1"));
+    assert_eq!(read.get("zz_unknown"), Some(&json!([1, 2])));
+    transact(store, CELL, now(), |t| {
+        let mut d = t.read_required(key)?;
+        d.set("status", "active");
+        t.put(key, d);
+        Ok(())
+    })
+    .expect("update");
+    let read = store.read(CELL, key).expect("read").expect("exists");
+    let keys: Vec<&String> = read.map().keys().collect();
+    assert_eq!(keys, ["agent_id", "zz_unknown", "status"], "key order kept");
+    assert_eq!(
+        store.list(CELL, Collection::Agents).expect("list"),
+        ["a1".to_string()]
+    );
+    transact(store, CELL, now(), |t| {
+        t.remove(key);
+        Ok(())
+    })
+    .expect("remove");
+    assert!(store.read(CELL, key).expect("read").is_none());
+}
+
+/// A create of an existing document is a conflict and changes nothing.
+pub fn create_never_overwrites(store: &dyn Store) {
+    new_cell(store);
+    let key = FileKey::Task("t1");
+    transact(store, CELL, now(), |t| {
+        t.create(key, doc(json!({ "task_id": "t1", "title": "first" })));
+        Ok(())
+    })
+    .expect("first create");
+    let err = transact(store, CELL, now(), |t| {
+        t.create(key, doc(json!({ "task_id": "t1", "title": "second" })));
+        t.event(event("task.created"));
+        Ok(())
+    })
+    .expect_err("the second create must fail");
+    assert_eq!(err.kind, Kind::Conflict, "{}", err.message);
+    let read = store.read(CELL, key).expect("read").expect("exists");
+    assert_eq!(read.str("title"), Some("first"));
+    assert!(
+        log_events(store).is_empty(),
+        "no event for a refused create"
+    );
+}
+
+/// An error returned by the body aborts: no write, no event.
+pub fn an_error_in_the_body_writes_nothing(store: &dyn Store) {
+    new_cell(store);
+    let err = transact::<()>(store, CELL, now(), |t| {
+        t.put(FileKey::Agent("a1"), doc(json!({ "agent_id": "a1" })));
+        t.event(event("agent.added"));
+        Err(Error::usage("changed my mind"))
+    })
+    .expect_err("the body failed");
+    assert_eq!(err.kind, Kind::Usage);
+    assert!(store
+        .read(CELL, FileKey::Agent("a1"))
+        .expect("read")
+        .is_none());
+    assert!(log_events(store).is_empty());
+}
+
+/// Several documents and several events: all there after the commit, chained in order.
+pub fn writes_and_events_commit_together(store: &dyn Store) {
+    new_cell(store);
+    transact(store, CELL, now(), |t| {
+        t.put(FileKey::Agent("a1"), doc(json!({ "agent_id": "a1" })));
+        t.put(FileKey::Task("t1"), doc(json!({ "task_id": "t1" })));
+        t.event(event("one"));
+        t.event(event("two"));
+        Ok(())
+    })
+    .expect("commit");
+    assert!(store
+        .read(CELL, FileKey::Agent("a1"))
+        .expect("read")
+        .is_some());
+    assert!(store
+        .read(CELL, FileKey::Task("t1"))
+        .expect("read")
+        .is_some());
+    let kinds: Vec<(u64, String)> = log_events(store)
+        .into_iter()
+        .map(|e| (e.seq, e.kind))
+        .collect();
+    assert_eq!(kinds, [(1, "one".to_string()), (2, "two".to_string())]);
+}
+
+/// A document changed between the read and the commit makes the store run the body
+/// again on fresh reads; no update is lost.
+pub fn a_conflict_runs_the_body_again(store: &dyn Store) {
+    new_cell(store);
+    let key = FileKey::Agent("a1");
+    transact(store, CELL, now(), |t| {
+        t.create(key, doc(json!({ "agent_id": "a1", "count": 0 })));
+        Ok(())
+    })
+    .expect("create");
+    let runs = AtomicUsize::new(0);
+    transact(store, CELL, now(), |t| {
+        let mut d = t.read_required(key)?;
+        if runs.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Another writer that does not use transactions changes the document now.
+            let mut other = d.clone();
+            other.set("count", 10);
+            other.set("other", true);
+            store.write(CELL, key, &other, super::Durability::Durable)?;
+        }
+        d.set("count", d.u64("count").unwrap_or(0) + 1);
+        t.put(key, d);
+        Ok(())
+    })
+    .expect("commit after the conflict");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "the body ran again");
+    let read = store.read(CELL, key).expect("read").expect("exists");
+    assert_eq!(read.u64("count"), Some(11));
+    assert_eq!(read.get("other"), Some(&json!(true)));
+}
+
+/// 20 threads claim 60 tasks: each task is claimed exactly once, each claim has its event.
+pub fn concurrent_claims_are_exactly_once(store: Arc<dyn Store + Send + Sync>) {
+    new_cell(&*store);
+    let tasks = 60;
+    transact(&*store, CELL, now(), |t| {
+        for i in 0..tasks {
+            let id = format!("t{i:03}");
+            t.create(
+                FileKey::Task(&id),
+                doc(json!({ "task_id": id, "status": "pending" })),
+            );
+        }
+        Ok(())
+    })
+    .expect("tasks");
+    let threads: Vec<_> = (0..20)
+        .map(|n| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                let me = format!("agent{n}");
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = transact(&*store, CELL, now(), |t| {
+                        let all = t.read_collection(Collection::Tasks)?;
+                        let Some((id, mut task)) = all
+                            .into_iter()
+                            .filter_map(|(id, d)| d.ok().map(|d| (id, d)))
+                            .find(|(_, d)| d.str("status") == Some("pending"))
+                        else {
+                            return Ok(None);
+                        };
+                        task.set("status", "in_progress");
+                        task.set("claimed_by", me.as_str());
+                        t.put(FileKey::Task(&id), task);
+                        t.event(event("task.claimed").task(&id).agent(&me));
+                        Ok(Some(id))
+                    })
+                    .expect("claim");
+                    match claimed {
+                        Some(id) => mine.push(id),
+                        None => return mine,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all: Vec<String> = threads
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    all.sort();
+    let expected: Vec<String> = (0..tasks).map(|i| format!("t{i:03}")).collect();
+    assert_eq!(all, expected, "every task claimed exactly once");
+    let events = log_events(&*store);
+    let mut claimed: Vec<String> = events.into_iter().filter_map(|e| e.task).collect();
+    claimed.sort();
+    assert_eq!(claimed, expected, "one event per claim");
+    for (id, d) in store
+        .read_collection(CELL, Collection::Tasks)
+        .expect("read")
+    {
+        let d = d.expect("readable");
+        assert_eq!(d.str("status"), Some("in_progress"), "{id}");
+    }
+}

@@ -1,0 +1,328 @@
+//! Transactions: the one way to change a cell.
+//!
+//! A command opens a transaction on one cell with [`transact`], reads what it needs through
+//! the [`Txn`] (each read remembers the document's [`Revision`]), stages writes and the
+//! events that describe them, and returns. The store then commits everything at once:
+//! - it compares the revisions of the documents being written with what is there now
+//!   (compare-and-swap), and runs the body again on a conflict;
+//! - the documents and their events become visible together: after any crash or failed
+//!   system call a change on disk has its event and an event never describes a change that
+//!   is not on disk (the file store writes an intent record first and the next writer
+//!   finishes it; see `docs/design.md`);
+//! - an error returned by the body aborts: nothing is written.
+//!
+//! The body may run more than once (after a conflict), so it must have no effect other than
+//! through the transaction.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use chrono::{DateTime, Utc};
+
+use super::layout::{Collection, ConfigFile, FileKey};
+use super::{Durability, Store};
+use crate::doc::Doc;
+use crate::error::{Error, Result};
+use crate::events::NewEvent;
+
+/// A document's key, owned, so a transaction can keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DocKey {
+    /// `cell.json`
+    Cell,
+    /// An agent's document.
+    Agent(String),
+    /// A task's document.
+    Task(String),
+    /// A config document.
+    Config(ConfigFile),
+    /// The cell's reservations.
+    Reservations,
+}
+
+impl DocKey {
+    /// The owned form of `key`.
+    pub fn of(key: FileKey<'_>) -> DocKey {
+        match key {
+            FileKey::Cell => DocKey::Cell,
+            FileKey::Agent(id) => DocKey::Agent(id.to_string()),
+            FileKey::Task(id) => DocKey::Task(id.to_string()),
+            FileKey::Config(c) => DocKey::Config(c),
+            FileKey::Reservations => DocKey::Reservations,
+        }
+    }
+
+    /// The borrowed form, for the store's methods.
+    pub fn file_key(&self) -> FileKey<'_> {
+        match self {
+            DocKey::Cell => FileKey::Cell,
+            DocKey::Agent(id) => FileKey::Agent(id),
+            DocKey::Task(id) => FileKey::Task(id),
+            DocKey::Config(c) => FileKey::Config(*c),
+            DocKey::Reservations => FileKey::Reservations,
+        }
+    }
+}
+
+/// Which version of a document a transaction saw; `ABSENT` when there was none.
+///
+/// Opaque to callers: the file store hashes the bytes, another backend may use its own
+/// revision numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revision(Option<u64>);
+
+impl Revision {
+    /// The document did not exist.
+    pub const ABSENT: Revision = Revision(None);
+
+    /// The revision of a document stored as `bytes`.
+    pub fn of_bytes(bytes: &[u8]) -> Revision {
+        // SipHash with fixed keys: the same bytes give the same revision in every process.
+        let mut h = std::hash::DefaultHasher::new();
+        bytes.hash(&mut h);
+        Revision(Some(h.finish()))
+    }
+
+    /// Whether the document existed.
+    pub fn exists(self) -> bool {
+        self.0.is_some()
+    }
+}
+
+/// What a staged write does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Replace (or create) the document.
+    Put(Doc),
+    /// Remove the document (nothing when it is already gone).
+    Remove,
+}
+
+/// What the document must be at commit time for a write to go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever it is (a blind write).
+    Any,
+    /// Exactly the revision the transaction read (`ABSENT`: it must not exist).
+    Revision(Revision),
+}
+
+/// One staged write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// Which document.
+    pub key: DocKey,
+    /// What to do.
+    pub op: Op,
+    /// The compare-and-swap condition.
+    pub expect: Expect,
+}
+
+/// Everything a transaction asks the store to commit.
+#[derive(Debug, Clone)]
+pub struct ChangeSet {
+    /// Document writes, in the order they were staged (one per document).
+    pub writes: Vec<Write>,
+    /// Events describing the change, appended to the cell's log in the same commit.
+    pub events: Vec<NewEvent>,
+    /// Whether the writes must reach the disk before the commit returns.
+    pub durability: Durability,
+    /// The time the events are stamped with.
+    pub now: DateTime<Utc>,
+}
+
+impl ChangeSet {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty()
+    }
+}
+
+/// Why a commit did not happen.
+#[derive(Debug)]
+pub enum CommitError {
+    /// A document changed since the transaction read it: run the body again.
+    Conflict(String),
+    /// Anything else, as the command should report it.
+    Failed(Error),
+}
+
+impl From<Error> for CommitError {
+    fn from(e: Error) -> Self {
+        CommitError::Failed(e)
+    }
+}
+
+/// How many times a body is run before a conflict is reported.
+pub const MAX_ATTEMPTS: usize = 5;
+
+/// A transaction on one cell: reads with revisions, staged writes and events.
+pub struct Txn<'a> {
+    store: &'a dyn Store,
+    cell: &'a str,
+    seen: HashMap<DocKey, Revision>,
+    writes: Vec<Write>,
+    events: Vec<NewEvent>,
+    durability: Durability,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Txn<'a> {
+    /// A fresh transaction; stores create these in `Store::transact`.
+    pub fn new(store: &'a dyn Store, cell: &'a str, now: DateTime<Utc>) -> Txn<'a> {
+        Txn {
+            store,
+            cell,
+            seen: HashMap::new(),
+            writes: Vec::new(),
+            events: Vec::new(),
+            durability: Durability::Durable,
+            now,
+        }
+    }
+
+    /// The cell this transaction changes.
+    pub fn cell(&self) -> &str {
+        self.cell
+    }
+
+    /// The time the transaction's events will carry.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// The store, for reads that are not documents (checkpoints, logs) and for messages.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
+    fn staged(&self, key: &DocKey) -> Option<&Op> {
+        self.writes.iter().find(|w| &w.key == key).map(|w| &w.op)
+    }
+
+    /// Reads a document (what this transaction staged for it, if anything), remembering the
+    /// revision read for the commit's compare-and-swap.
+    pub fn read(&mut self, key: FileKey<'_>) -> Result<Option<Doc>> {
+        let owned = DocKey::of(key);
+        if let Some(op) = self.staged(&owned) {
+            return Ok(match op {
+                Op::Put(doc) => Some(doc.clone()),
+                Op::Remove => None,
+            });
+        }
+        let (doc, revision) = self.store.read_revision(self.cell, key)?;
+        self.seen.entry(owned).or_insert(revision);
+        Ok(doc)
+    }
+
+    /// Reads a document that must exist.
+    pub fn read_required(&mut self, key: FileKey<'_>) -> Result<Doc> {
+        let path = self.store.path_of(self.cell, key);
+        self.read(key)?
+            .ok_or_else(|| Error::not_found(format!("{} does not exist", path.display())))
+    }
+
+    /// Every document of a collection (as [`Store::read_collection`]), remembering their
+    /// revisions; staged writes are not merged in.
+    pub fn read_collection(&mut self, what: Collection) -> Result<Vec<(String, Result<Doc>)>> {
+        let docs = self.store.read_collection_revisions(self.cell, what)?;
+        let mut out = Vec::with_capacity(docs.len());
+        for (id, read) in docs {
+            match read {
+                Ok((doc, revision)) => {
+                    let key = match what {
+                        Collection::Agents => DocKey::Agent(id.clone()),
+                        Collection::Tasks => DocKey::Task(id.clone()),
+                    };
+                    self.seen.entry(key).or_insert(revision);
+                    out.push((id, Ok(doc)));
+                }
+                Err(e) => out.push((id, Err(e))),
+            }
+        }
+        Ok(out)
+    }
+
+    fn stage(&mut self, key: DocKey, op: Op, expect: Option<Expect>) {
+        let expect = expect.unwrap_or_else(|| match self.seen.get(&key) {
+            Some(r) => Expect::Revision(*r),
+            None => Expect::Any,
+        });
+        match self.writes.iter_mut().find(|w| w.key == key) {
+            // A second write of one document keeps the first write's condition.
+            Some(w) => w.op = op,
+            None => self.writes.push(Write { key, op, expect }),
+        }
+    }
+
+    /// Replaces a document. When the transaction read it, the commit checks that it is
+    /// still as read.
+    pub fn put(&mut self, key: FileKey<'_>, doc: Doc) {
+        self.stage(DocKey::of(key), Op::Put(doc), None);
+    }
+
+    /// Creates a document that must not exist at commit time.
+    pub fn create(&mut self, key: FileKey<'_>, doc: Doc) {
+        self.stage(
+            DocKey::of(key),
+            Op::Put(doc),
+            Some(Expect::Revision(Revision::ABSENT)),
+        );
+    }
+
+    /// Removes a document.
+    pub fn remove(&mut self, key: FileKey<'_>) {
+        self.stage(DocKey::of(key), Op::Remove, None);
+    }
+
+    /// Records an event in the same commit as the writes.
+    pub fn event(&mut self, event: NewEvent) {
+        self.events.push(event);
+    }
+
+    /// Lets the writes skip fsync (heartbeat stamps: losing the last one on power loss is
+    /// harmless). A commit with more than one write or with events is always durable.
+    pub fn relaxed(&mut self) {
+        self.durability = Durability::Relaxed;
+    }
+
+    /// Whether anything has been staged.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.events.is_empty()
+    }
+
+    /// What to commit.
+    pub fn into_changes(self) -> ChangeSet {
+        ChangeSet {
+            writes: self.writes,
+            events: self.events,
+            durability: self.durability,
+            now: self.now,
+        }
+    }
+}
+
+/// Runs `body` as one transaction on `cell` and commits what it staged; returns what the
+/// body returned. An error from the body aborts the transaction: nothing is written.
+pub fn transact<T>(
+    store: &dyn Store,
+    cell: &str,
+    now: DateTime<Utc>,
+    mut body: impl FnMut(&mut Txn<'_>) -> Result<T>,
+) -> Result<T> {
+    let mut out = None;
+    store.transact(cell, now, &mut |txn| {
+        out = Some(body(txn)?);
+        Ok(())
+    })?;
+    // `Store::transact` returns Ok only after the body ran and returned Ok.
+    out.ok_or_else(|| Error::failure("the transaction ran no body (a store bug)"))
+}
+
+/// The error for a commit whose documents kept changing under it.
+pub fn conflict_error(cell: &str, what: &str) -> Error {
+    Error::conflict(format!(
+        "{what} in cell {cell} kept changing while pas was updating it ({MAX_ATTEMPTS} tries); nothing was changed"
+    ))
+    .hint("another program is writing the same file without pas's lock; retry")
+}
