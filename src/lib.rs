@@ -25,8 +25,6 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod heartbeat;
-#[cfg(target_arch = "x86_64")]
-pub mod memfns;
 pub mod mission;
 pub mod output;
 pub mod permissions;
