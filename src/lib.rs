@@ -10,6 +10,7 @@
 //! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
 //!   passed in;
 //! - [`store`]: the only code that touches the filesystem.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
