@@ -97,7 +97,8 @@ def render(sections: list[Section], info: dict[str, str], run: dict) -> str:
     w("python3 bench/run.py --sizes 10,1000 --out /tmp/bench.md")
     w("```")
     w("")
-    w("Python 3.11 standard library only. It builds `pas` as deployed: statically linked against musl and not position-independent (`RUSTFLAGS='-C relocation-model=static -C target-feature=+crt-static' cargo build --release --target x86_64-unknown-linux-musl`, adding the target with rustup when it is missing; `--dynamic` measures the plain glibc `cargo build --release`), "
+    w("Python 3.11 standard library only. It builds `pas` as deployed, the plain release "
+      "build (`cargo build --release`, into `$CARGO_TARGET_DIR` when it is set), "
       "generates fixture roots as plain files in a temporary directory (removed at the "
       "end, also on error or Ctrl-C), checks a cell of each with `pas validate --strict`, "
       "measures, and writes this report and the chart. The full run takes well under 10 "

@@ -55,9 +55,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"),
                    help="the report (the chart goes next to it as bench-status.svg)")
     p.add_argument("--no-build", action="store_true",
-                   help="skip the build and use the binary built last (static musl, or target/release/pas with --dynamic)")
-    p.add_argument("--dynamic", action="store_true",
-                   help="measure the plain `cargo build --release` (glibc) binary instead of the static musl one")
+                   help="skip the build and use the binary built last (target/release/pas)")
     p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
     p.add_argument("--tmpdir", help="where to create the fixtures (default: $TMPDIR or /tmp)")
     a = p.parse_args(argv)
@@ -79,55 +77,18 @@ def target_dir() -> Path:
     return Path(env) if env else REPO / "target"
 
 
-def host_triple() -> str:
-    out = subprocess.run(["rustc", "-vV"], capture_output=True, text=True, check=True).stdout
-    return next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("host: "))
+def pas_binary() -> Path:
+    """The release binary: target/release/pas under the target directory."""
+    return target_dir() / "release" / "pas"
 
 
-# The recommended deployment build: statically linked against musl and not
-# position-independent, so the loader has no relocations to apply, no shared libraries to
-# map, and no CPU feature probing to do (glibc's start-up runs dozens of CPUID
-# instructions, each a trip to the hypervisor on a VM; most of a beat is process start).
-# `--target` keeps the flags off build scripts and proc macros.
-STATIC_FLAGS = "-C relocation-model=static -C target-feature=+crt-static"
-
-
-def static_triple() -> str:
-    """The musl triple for this machine's architecture, e.g. x86_64-unknown-linux-musl."""
-    return host_triple().split("-", 1)[0] + "-unknown-linux-musl"
-
-
-def ensure_target(triple: str) -> None:
-    """Installs the Rust standard library for `triple` with rustup when it is missing."""
-    if shutil.which("rustup") is None:
-        raise BenchError(f"rustup is not installed, so the {triple} target cannot be added; "
-                         "use --dynamic to measure the plain glibc build instead")
-    out = subprocess.run(["rustup", "target", "list", "--installed"], capture_output=True,
-                         text=True)
-    if out.returncode == 0 and triple in out.stdout.split():
-        return
-    log(f"rustup target add {triple}")
-    p = subprocess.run(["rustup", "target", "add", triple], env=ENV)
+def build() -> str:
+    """The plain release build, the one deployed (README, Install)."""
+    log("cargo build --release")
+    p = subprocess.run(["cargo", "build", "--release"], cwd=REPO, env=ENV)
     if p.returncode != 0:
-        raise BenchError(f"cannot install the {triple} target (rustup target add {triple}); "
-                         "use --dynamic to measure the plain glibc build instead")
-
-
-def build(dynamic: bool) -> str:
-    if dynamic:
-        log("cargo build --release")
-        p = subprocess.run(["cargo", "build", "--release"], cwd=REPO, env=ENV)
-        if p.returncode != 0:
-            raise BenchError("`cargo build --release` failed")
-        return str(target_dir() / "release" / "pas")
-    triple = static_triple()
-    ensure_target(triple)
-    log(f"RUSTFLAGS='{STATIC_FLAGS}' cargo build --release --target {triple}")
-    env = dict(ENV, RUSTFLAGS=STATIC_FLAGS)
-    p = subprocess.run(["cargo", "build", "--release", "--target", triple], cwd=REPO, env=env)
-    if p.returncode != 0:
-        raise BenchError("the static release build failed")
-    return str(target_dir() / triple / "release" / "pas")
+        raise BenchError("`cargo build --release` failed")
+    return str(pas_binary())
 
 
 def on_signal(signum, _frame):
@@ -144,12 +105,11 @@ def main(argv: list[str]) -> int:
 
     t0 = time.perf_counter()
     if args.no_build:
-        pas = (str(target_dir() / "release" / "pas") if args.dynamic
-               else str(target_dir() / static_triple() / "release" / "pas"))
+        pas = str(pas_binary())
         if not os.access(pas, os.X_OK):
             raise BenchError(f"{pas} does not exist; run without --no-build")
     else:
-        pas = build(args.dynamic)
+        pas = build()
     t_build = time.perf_counter() - t0
 
     tmp = Path(tempfile.mkdtemp(prefix="pas-bench-", dir=args.tmpdir))

@@ -10,6 +10,7 @@
 //! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
 //!   passed in;
 //! - [`store`]: the only code that touches the filesystem.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
@@ -25,8 +26,6 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod heartbeat;
-#[cfg(target_arch = "x86_64")]
-pub mod memfns;
 pub mod mission;
 pub mod output;
 pub mod permissions;
