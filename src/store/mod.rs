@@ -909,8 +909,7 @@ mod tests {
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
         let last = log
             .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .map(<[u8]>::to_vec);
         let new = [
             crate::events::NewEvent::new(crate::events::Level::Info, "second", "second"),
