@@ -10,9 +10,11 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::events::{self, Level, NewEvent};
-use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
+use crate::store::{
+    self, check_id, Collection, ConfigFile, Durability, FileKey, IdKind, LockKey, Store,
+};
 use crate::templates;
 
 /// The statuses a cell can have (the spec's).
@@ -116,19 +118,60 @@ pub fn new_cell_files(
     ])
 }
 
-/// Creates a cell and returns its id (a new uuid).
-pub fn create(store: &dyn Store, spec: &NewCell, now: DateTime<Utc>) -> Result<String> {
-    let id = uuid::Uuid::new_v4().to_string();
+/// Creates a cell and returns its id: `id` when given (a retry after an unknown outcome
+/// finds the cell it made and creates nothing), else a new uuid. The cell appears with its
+/// `cell.created` event or not at all.
+pub fn create(
+    store: &dyn Store,
+    spec: &NewCell,
+    id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let id = match id {
+        Some(id) => {
+            check_id(IdKind::Cell, id)?;
+            if let Some(existing) = existing_same(store, id, spec)? {
+                return Ok(existing);
+            }
+            id.to_string()
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
     let files = new_cell_files(&id, spec, now)?;
-    store.create_cell(&id, &files)?;
     let event = NewEvent::new(
         Level::Info,
         "cell.created",
         format!("cell {:?} created by {}", spec.name, spec.created_by),
     )
     .details(json!({ "mission_name": spec.name, "created_by": spec.created_by }));
-    events::record_one(store, &id, event, now)?;
-    Ok(id)
+    match store.create_cell(&id, &files, &[event], now) {
+        // Another creator with the same id and spec got there first: same outcome.
+        Err(e) if e.kind == Kind::Conflict => match existing_same(store, &id, spec)? {
+            Some(existing) => Ok(existing),
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+        Ok(()) => Ok(id),
+    }
+}
+
+/// `Some(id)` when cell `id` exists and is the one `spec` describes (a retried create);
+/// a conflict when it is another cell; `None` when there is none.
+fn existing_same(store: &dyn Store, id: &str, spec: &NewCell) -> Result<Option<String>> {
+    if !store.has_cell(id) {
+        return Ok(None);
+    }
+    let doc = crate::store::read_required(store, id, FileKey::Cell)?;
+    if doc.str("mission_name") == Some(spec.name.as_str()) {
+        Ok(Some(id.to_string()))
+    } else {
+        Err(Error::conflict(format!(
+            "cell {id} already exists as mission {:?}, not {:?}",
+            doc.str("mission_name").unwrap_or(""),
+            spec.name
+        ))
+        .hint("pick another --id, or leave --id out for a new uuid"))
+    }
 }
 
 /// Finds the cell a user means: its id (directory name), a unique prefix of it, its

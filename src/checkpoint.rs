@@ -13,9 +13,9 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{self, hash_line, Level, NewEvent};
+use crate::events::{hash_line, Level, NewEvent};
 use crate::policy;
-use crate::store::{CheckpointFiles, Durability, FileKey, LockKey, Store};
+use crate::store::{CheckpointFiles, FileKey, LockKey, Store};
 
 /// What to save.
 #[derive(Debug, Clone, Default)]
@@ -124,17 +124,42 @@ pub fn save(
         manifest: manifest_bytes,
         artifacts: req.artifacts,
     };
-    store.write_checkpoint(cell, agent, generation, &files)?;
-    {
-        let _agent = store.lock(cell, LockKey::Agent(agent))?;
-        if let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? {
-            doc.set(
-                "checkpoint",
-                json!({ "last_checkpoint": clock::stamp(now), "context_hash": context_hash, "artifacts": artifact_names, "generation": generation }),
-            );
-            store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)?;
-        }
+    // A generation newer than the agent's record was left by a save that never committed.
+    for orphan in gens.iter().filter(|g| **g > recorded) {
+        store.remove_checkpoint(cell, agent, *orphan)?;
     }
+    store.write_checkpoint(cell, agent, generation, &files)?;
+    let record = json!({ "last_checkpoint": clock::stamp(now), "context_hash": context_hash, "artifacts": artifact_names, "generation": generation });
+    let committed = crate::store::transact(store, cell, now, |txn| {
+        let mut doc = txn.read(FileKey::Agent(agent))?.ok_or_else(|| {
+            Error::not_found(format!(
+                "agent {agent} was removed while its checkpoint was saved"
+            ))
+        })?;
+        doc.set("checkpoint", record.clone());
+        txn.put(FileKey::Agent(agent), doc);
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "checkpoint.saved",
+                format!("checkpoint {generation} of {agent} saved ({})", req.reason),
+            )
+            .agent(agent)
+            .details(
+                json!({ "generation": generation, "context_hash": context_hash, "reason": req.reason }),
+            ),
+        );
+        Ok(())
+    });
+    if let Err(e) = committed {
+        if e.committed != Some(true) {
+            let _ = store.remove_checkpoint(cell, agent, generation);
+        }
+        return Err(e);
+    }
+    // Committed: publish it under the spec's names and prune old generations. A failure
+    // here leaves the saved checkpoint intact; it is reported.
+    store.mirror_checkpoint(cell, agent, &files)?;
     let mut all = store.checkpoint_generations(cell, agent)?;
     all.retain(|g| *g != generation);
     let excess = (all.len() + 1).saturating_sub(keep);
@@ -142,20 +167,6 @@ pub fn save(
         store.remove_checkpoint(cell, agent, old)?;
     }
     drop(_save);
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Info,
-            "checkpoint.saved",
-            format!("checkpoint {generation} of {agent} saved ({})", req.reason),
-        )
-        .agent(agent)
-        .details(
-            json!({ "generation": generation, "context_hash": context_hash, "reason": req.reason }),
-        ),
-        now,
-    )?;
     Ok(Generation {
         generation,
         created_at: Some(clock::stamp(now)),

@@ -61,6 +61,9 @@ pub struct Error {
     pub message: String,
     /// One line saying what to do about it.
     pub hint: Option<String>,
+    /// For a failed change: whether it was made anyway (committed, but something after the
+    /// commit point failed). `None` when the error is not about a change.
+    pub committed: Option<bool>,
 }
 
 /// Result with the `pas` error.
@@ -73,12 +76,24 @@ impl Error {
             kind,
             message: message.into(),
             hint: None,
+            committed: None,
         }
     }
 
     /// Adds the hint line shown under the message.
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// Says whether the change the command was making happened, in the message too.
+    pub fn outcome(mut self, committed: bool) -> Self {
+        self.message = if committed {
+            format!("{}; the change was made", self.message)
+        } else {
+            format!("{}; nothing was changed", self.message)
+        };
+        self.committed = Some(committed);
         self
     }
 

@@ -208,80 +208,82 @@ pub fn beat(
     report.check()?;
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    let mut pending_event = None;
-    let _guard = store.lock(cell, LockKey::Agent(agent_id))?;
-    let mut doc = store.read(cell, FileKey::Agent(agent_id))?.ok_or_else(|| {
-        Error::not_found(format!("no agent {agent_id} in cell {cell}"))
-            .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
+    // The beat and the health transition it causes are one transaction.
+    let (doc, pending, policy, count, after) = store::transact(store, cell, now, |txn| {
+        let mut doc = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
+            Error::not_found(format!("no agent {agent_id} in cell {cell}"))
+                .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
+        })?;
+        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let before = health::assess(&doc, &policy, now);
+        let recorded = recorded_health(&doc);
+
+        doc.set("last_heartbeat", clock::stamp(now));
+        let count = doc.u64("heartbeat_count").unwrap_or(0) + 1;
+        doc.set("heartbeat_count", count);
+        if let Some(status) = report.status {
+            doc.set("reported_status", status.as_str());
+            if status == Reported::Active {
+                doc.set("failures", 0);
+            }
+        } else if doc.get("reported_status").is_none_or(Value::is_null) {
+            doc.set("reported_status", Reported::Active.as_str());
+        }
+        if let Some(p) = report.progress {
+            doc.set("progress", p);
+        }
+        if let Some(used) = report.ctx_used {
+            doc.set("ctx_used", used);
+        }
+        if let Some(limit) = report.ctx_limit {
+            doc.set("ctx_limit", limit);
+        }
+        if !report.meta.is_empty() {
+            let mut meta = doc
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_else(Map::new);
+            for (k, v) in &report.meta {
+                meta.insert(k.clone(), Value::from(v.as_str()));
+            }
+            doc.set("metadata", Value::Object(meta));
+        }
+        if let Some(note) = &report.note {
+            doc.set("note", note.as_str());
+        }
+        if let Some(cost) = report.cost_usd {
+            doc.set("cost_usd", cost);
+        }
+        if let Some(tokens) = report.tokens {
+            doc.set("tokens_used", tokens);
+        }
+        if matches!(doc.str("status"), Some("idle") | Some("failed") | None) {
+            doc.set("status", "active");
+        }
+        let after = health::assess(&doc, &policy, now);
+        let was = if before.health.is_silent() {
+            Some(before.health)
+        } else {
+            recorded
+        };
+        if recorded != Some(after.health) {
+            set_health(&mut doc, after.health, now);
+        }
+        if was != Some(after.health) {
+            // A beat after silence nobody observed still logs the recovery.
+            if let Some(event) = transition_event(agent_id, was, after.health, before.age) {
+                txn.event(event);
+            }
+        }
+
+        let pending = doc.remove("pending_directive");
+        // A lost stamp on power loss is harmless; a commit with an event is durable anyway.
+        txn.relaxed();
+        txn.put(FileKey::Agent(agent_id), doc.clone());
+        Ok((doc, pending, policy, count, after))
     })?;
-    let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
-    let before = health::assess(&doc, &policy, now);
-    let recorded = recorded_health(&doc);
-
-    doc.set("last_heartbeat", clock::stamp(now));
-    let count = doc.u64("heartbeat_count").unwrap_or(0) + 1;
-    doc.set("heartbeat_count", count);
-    if let Some(status) = report.status {
-        doc.set("reported_status", status.as_str());
-        if status == Reported::Active {
-            doc.set("failures", 0);
-        }
-    } else if doc.get("reported_status").is_none_or(Value::is_null) {
-        doc.set("reported_status", Reported::Active.as_str());
-    }
-    if let Some(p) = report.progress {
-        doc.set("progress", p);
-    }
-    if let Some(used) = report.ctx_used {
-        doc.set("ctx_used", used);
-    }
-    if let Some(limit) = report.ctx_limit {
-        doc.set("ctx_limit", limit);
-    }
-    if !report.meta.is_empty() {
-        let mut meta = doc
-            .get("metadata")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_else(Map::new);
-        for (k, v) in &report.meta {
-            meta.insert(k.clone(), Value::from(v.as_str()));
-        }
-        doc.set("metadata", Value::Object(meta));
-    }
-    if let Some(note) = &report.note {
-        doc.set("note", note.as_str());
-    }
-    if let Some(cost) = report.cost_usd {
-        doc.set("cost_usd", cost);
-    }
-    if let Some(tokens) = report.tokens {
-        doc.set("tokens_used", tokens);
-    }
-    if matches!(doc.str("status"), Some("idle") | Some("failed") | None) {
-        doc.set("status", "active");
-    }
-    let after = health::assess(&doc, &policy, now);
-    let was = if before.health.is_silent() {
-        Some(before.health)
-    } else {
-        recorded
-    };
-    if recorded != Some(after.health) {
-        set_health(&mut doc, after.health, now);
-    }
-    if was != Some(after.health) {
-        // A beat after silence nobody observed still logs the recovery.
-        pending_event = transition_event(agent_id, was, after.health, before.age);
-    }
-
-    let pending = doc.remove("pending_directive");
     let paused = doc.str("status") == Some("paused");
-    store.write(cell, FileKey::Agent(agent_id), &doc, Durability::Relaxed)?;
-    drop(_guard);
-    if let Some(event) = pending_event {
-        events::record_one(store, cell, event, now)?;
-    }
     // Budgets: a context breach compacts (and asks the agent to summarize); spend limits
     // may stop it. Both only cost something when the beat reports them or limits are set.
     let mut summarize = pending.and_then(|p| match p {

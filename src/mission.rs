@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
+use crate::events::{Level, NewEvent};
 use crate::store::schema::{self, SchemaKind};
 use crate::store::{check_id, ConfigFile, FileKey, IdKind, Store};
 use crate::task;
@@ -382,7 +382,6 @@ pub fn create(
             (key, doc.clone())
         })
         .collect();
-    store.create_cell(&planned.cell_id, &keys)?;
     let name = mission
         .get("mission_name")
         .and_then(Value::as_str)
@@ -397,7 +396,7 @@ pub fn create(
         ),
     )
     .details(json!({ "agents": planned.agents, "tasks": planned.tasks }));
-    events::record_one(store, &planned.cell_id, event, now)?;
+    store.create_cell(&planned.cell_id, &keys, &[event], now)?;
     Ok(planned.cell_id)
 }
 

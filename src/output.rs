@@ -74,6 +74,9 @@ pub struct Printer {
     quiet: bool,
     color: bool,
     closed: Flag<bool>,
+    /// Why stdout could not be written (other than a reader closing the pipe), and what was
+    /// lost: the command must not exit 0 when its result did not reach the caller.
+    failed: std::cell::RefCell<Option<(String, String)>>,
     progress: Progress,
 }
 
@@ -110,6 +113,7 @@ impl Printer {
             quiet,
             color,
             closed: Flag::new(false),
+            failed: std::cell::RefCell::new(None),
             progress: Progress::default(),
         }
     }
@@ -179,10 +183,24 @@ impl Printer {
         }
         let mut out = io::stdout().lock();
         let result = out.write_all(text.as_bytes()).and_then(|()| out.flush());
-        if result.is_err() {
-            // A closed pipe or a full disk on stdout: nothing more can be shown.
+        if let Err(e) = result {
+            // Nothing more can be shown. A reader that closed the pipe wanted no more; any
+            // other failure (a full disk) means the caller lost the result.
             self.closed.set(true);
+            if e.kind() != io::ErrorKind::BrokenPipe {
+                *self.failed.borrow_mut() = Some((e.to_string(), text.trim_end().to_string()));
+            }
         }
+    }
+
+    /// The error to exit with when stdout could not be written: the command itself
+    /// completed, so the message says so and shows what was lost (a claimed task's id).
+    pub fn output_error(&self) -> Option<crate::error::Error> {
+        let (why, lost) = self.failed.borrow().clone()?;
+        let lost: String = lost.chars().take(300).collect();
+        Some(crate::error::Error::failure(format!(
+            "cannot write to standard output ({why}); the command completed and its changes were made; it would have printed: {lost}"
+        )))
     }
 
     /// Text on stdout exactly as given (an exposition format, an export).

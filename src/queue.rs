@@ -19,7 +19,7 @@ use crate::error::{Error, Kind, Result};
 use crate::events::{self, Level, NewEvent};
 use crate::permissions::{Perm, Permissions};
 use crate::policy;
-use crate::store::{self, Durability, FileKey, LockKey, Store};
+use crate::store::{self, Collection, Durability, FileKey, LockKey, Store};
 use crate::task;
 
 fn priority_rank(t: &Doc) -> u8 {
@@ -106,24 +106,32 @@ fn set_current_task(
     store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)
 }
 
-/// Claims the best ready task for `agent`; `None` when nothing is ready for it.
+/// Claims the best ready task for `agent`; `None` when nothing is ready for it. The task,
+/// the agent's `current_task` and the `task.claimed` event are one transaction.
 pub fn claim(
     store: &dyn Store,
     cell: &str,
     agent_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Doc>> {
-    let agent = crate::agent::read(store, cell, agent_id)?;
-    if agent.str("status") == Some("failed") || agent.str("status") == Some("paused") {
-        return Err(Error::conflict(format!(
-            "agent {agent_id} is {} and cannot claim work",
-            agent.str("status").unwrap_or("?")
-        )));
-    }
+    // Checked before any transaction: a refused claim changes nothing.
+    crate::agent::read(store, cell, agent_id)?;
     let perms = Permissions::load(store, cell)?;
-    let claimed = {
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        let all = read_tasks_strict(store, cell)?;
+    store::transact(store, cell, now, |txn| {
+        let mut agent = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
+            Error::not_found(format!("no agent {agent_id} in cell {cell}"))
+                .hint(format!("`pas agent list {cell}` shows its agents"))
+        })?;
+        if agent.str("status") == Some("failed") || agent.str("status") == Some("paused") {
+            return Err(Error::conflict(format!(
+                "agent {agent_id} is {} and cannot claim work",
+                agent.str("status").unwrap_or("?")
+            )));
+        }
+        let mut all = BTreeMap::new();
+        for (id, doc) in txn.read_collection(Collection::Tasks)? {
+            all.insert(id, doc?);
+        }
         let Some(best) = ready(&all, Some(&agent), &perms).into_iter().next() else {
             return Ok(None);
         };
@@ -136,27 +144,23 @@ pub fn claim(
         t.set("assigned_to", agent_id);
         t.set("claimed_by", agent_id);
         t.set("started_at", clock::stamp(now));
-        t.set("attempts", t.u64("attempts").unwrap_or(0) + 1);
-        store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
-        set_current_task(store, cell, agent_id, &task_id, true)?;
-        t
-    };
-    let task_id = claimed.str("task_id").unwrap_or_default();
-    let attempt = claimed.u64("attempts").unwrap_or(1);
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Info,
-            "task.claimed",
-            format!("{agent_id} claimed task {task_id} (attempt {attempt})"),
-        )
-        .agent(agent_id)
-        .task(task_id)
-        .details(json!({ "attempt": attempt })),
-        now,
-    )?;
-    Ok(Some(claimed))
+        let attempt = t.u64("attempts").unwrap_or(0) + 1;
+        t.set("attempts", attempt);
+        txn.put(FileKey::Task(&task_id), t.clone());
+        agent.set("current_task", task_id.as_str());
+        txn.put(FileKey::Agent(agent_id), agent);
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "task.claimed",
+                format!("{agent_id} claimed task {task_id} (attempt {attempt})"),
+            )
+            .agent(agent_id)
+            .task(&task_id)
+            .details(json!({ "attempt": attempt })),
+        );
+        Ok(Some(t))
+    })
 }
 
 /// Refuses a report from anyone but the claiming agent (an operator may always report).

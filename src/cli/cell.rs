@@ -72,6 +72,10 @@ pub struct CreateArgs {
     /// Who creates the cell (`created_by`); default $PAS_AGENT, else $USER.
     #[arg(long, value_name = "ID")]
     pub created_by: Option<String>,
+    /// The cell's id (default: a new uuid). Makes a retry safe: when the cell already exists
+    /// with this name, nothing is created and the id is printed again.
+    #[arg(long, value_name = "ID", conflicts_with = "from")]
+    pub id: Option<String>,
 }
 
 // A cell named by id, id prefix or mission name.
@@ -121,6 +125,7 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         max_agents,
         timeout,
         created_by,
+        id,
     } = args;
     let created_by = created_by
         .or_else(|| std::env::var("PAS_AGENT").ok().filter(|s| !s.is_empty()))
@@ -145,7 +150,7 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         timeout: (timeout > 0).then_some(timeout),
         created_by,
     };
-    let id = cell::create(&ctx.store, &spec, clock::now())?;
+    let id = cell::create(&ctx.store, &spec, id.as_deref(), clock::now())?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "id": id }));
     } else {

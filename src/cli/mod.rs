@@ -225,7 +225,10 @@ pub fn run() -> ExitCode {
     }
     let ctx = Ctx { store, out, acting };
     match dispatch(&ctx, cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match ctx.out.output_error() {
+            Some(e) => report(&e),
+            None => ExitCode::SUCCESS,
+        },
         Err(e) => report(&e),
     }
 }

@@ -160,8 +160,18 @@ impl FsStore {
             let _ = std::fs::remove_dir_all(base.join(HISTORY).join(&staging));
             return Err(self.io_error("write checkpoint", &base.join(HISTORY).join(&name), e));
         }
-        // The generation is complete; now the spec's top-level mirror, artifacts swapped in
-        // whole with an atomic exchange.
+        Ok(())
+    }
+
+    /// Mirrors a committed generation to the spec's top-level `state.json`, `context.json`
+    /// and `artifacts/` (artifacts swapped in whole with an atomic exchange).
+    pub(super) fn mirror_generation(
+        &self,
+        cell: &str,
+        agent: &str,
+        files: &CheckpointFiles,
+    ) -> Result<()> {
+        let base = self.checkpoint_dir_path(cell, agent);
         let mirror = || -> io::Result<()> {
             let agent_fd = atomic::open_subdir(self.cell_fd_io(cell)?.as_fd(), "checkpoints")
                 .and_then(|c| atomic::open_subdir(c.as_fd(), agent))?;

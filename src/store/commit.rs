@@ -351,10 +351,7 @@ impl FsStore {
                 }
             }
         }
-        let nothing = |e: Error| {
-            let message = format!("{}; nothing was changed", e.message);
-            CommitError::Failed(Error { message, ..e })
-        };
+        let nothing = |e: Error| CommitError::Failed(e.outcome(false));
         let cell_fd = self.cell_fd(cell).map_err(nothing)?;
         let tmp = self.tmp_dir(cell, cell_fd.as_fd()).map_err(nothing)?;
         let prepared: Vec<Prepared> = cs
@@ -385,9 +382,11 @@ impl FsStore {
                 .map_err(|e| CommitError::Failed(self.maybe_applied(cell, &prepared[0], e)));
         }
         if prepared.is_empty() {
+            // An append either reached the log (its line is whole) or it did not; a torn
+            // line is cut by the next writer.
             return self
                 .append_lines(cell, cell_fd.as_fd(), &lines, false)
-                .map_err(CommitError::Failed);
+                .map_err(|e| CommitError::Failed(self.maybe_appended(cell, &lines, e)));
         }
 
         let intent = json!({
@@ -417,10 +416,25 @@ impl FsStore {
                     first.message,
                     intent_path.display()
                 );
-                return Err(CommitError::Failed(Error { message, ..first }));
+                return Err(CommitError::Failed(Error {
+                    message,
+                    committed: Some(true),
+                    ..first
+                }));
             }
         }
         Ok(())
+    }
+
+    /// The error of a failed append of events, saying whether they are in the log.
+    fn maybe_appended(&self, cell: &str, lines: &Lines, e: Error) -> Error {
+        let last = lines.events.last().map(String::as_bytes);
+        let log = self.read_log(cell, LogFile::Events, 0).unwrap_or_default();
+        let there = last.is_some_and(|l| {
+            let (complete, _) = events::split_lines(&log);
+            complete.last() == Some(&l)
+        });
+        e.outcome(there)
     }
 
     /// The error of a failed single write, saying whether the document was replaced.
@@ -430,15 +444,19 @@ impl FsStore {
             Some(bytes) => now == Some(Revision::of_bytes(bytes)),
             None => now == Some(Revision::ABSENT),
         };
-        let message = if written {
-            format!(
+        if written {
+            let message = format!(
                 "{}; the change was made but may not survive a power loss",
                 e.message
-            )
+            );
+            Error {
+                message,
+                committed: Some(true),
+                ..e
+            }
         } else {
-            format!("{}; nothing was changed", e.message)
-        };
-        Error { message, ..e }
+            e.outcome(false)
+        }
     }
 }
 

@@ -35,7 +35,7 @@ fn doc(v: serde_json::Value) -> Doc {
 fn new_cell(store: &dyn Store) {
     let cell = doc(json!({ "cell_id": CELL, "status": "active" }));
     store
-        .create_cell(CELL, &[(FileKey::Cell, cell)])
+        .create_cell(CELL, &[(FileKey::Cell, cell)], &[], now())
         .expect("create the cell");
 }
 

@@ -83,9 +83,15 @@ pub trait Store {
     fn cell_ids(&self) -> Result<Vec<String>>;
     /// Whether `cell` exists (has a `cell.json`).
     fn has_cell(&self, cell: &str) -> bool;
-    /// Creates a whole cell at once: all spec subdirectories and `files`. The cell appears
-    /// complete or not at all.
-    fn create_cell(&self, cell: &str, files: &[(FileKey<'_>, Doc)]) -> Result<()>;
+    /// Creates a whole cell at once: all spec subdirectories, `files`, and its events log
+    /// starting with `events`. The cell appears complete, with its events, or not at all.
+    fn create_cell(
+        &self,
+        cell: &str,
+        files: &[(FileKey<'_>, Doc)],
+        events: &[crate::events::NewEvent],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
     /// Removes a cell and everything in it; the cell disappears at once.
     fn remove_cell(&self, cell: &str) -> Result<()>;
     /// Reads one document; `None` when the file does not exist.
@@ -126,8 +132,8 @@ pub trait Store {
     /// Checkpoint generations of an agent, oldest first.
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>>;
     /// Writes a checkpoint generation completely or not at all (built aside, then one
-    /// rename), then mirrors it to the spec's `checkpoints/<agent>/{state,context}.json` and
-    /// `artifacts/`. The caller holds the agent's checkpoint lock.
+    /// rename). It counts once the agent's record points at it (a transaction); then
+    /// [`Store::mirror_checkpoint`] publishes it. The caller holds the agent's checkpoint lock.
     fn write_checkpoint(
         &self,
         cell: &str,
@@ -135,6 +141,9 @@ pub trait Store {
         generation: u64,
         files: &CheckpointFiles,
     ) -> Result<()>;
+    /// Mirrors a committed generation to the spec's `checkpoints/<agent>/{state,context}.json`
+    /// and `artifacts/`, for people and tools that read the spec's layout.
+    fn mirror_checkpoint(&self, cell: &str, agent: &str, files: &CheckpointFiles) -> Result<()>;
     /// Reads a generation; `None` when it does not exist. `generation` 0 is the spec's
     /// top-level `checkpoints/<agent>/` files (as agents or people may write them by hand).
     fn read_checkpoint(
@@ -488,10 +497,17 @@ impl Store for FsStore {
         layout::is_valid_id(cell) && self.path_of(cell, FileKey::Cell).is_file()
     }
 
-    fn create_cell(&self, cell: &str, files: &[(FileKey<'_>, Doc)]) -> Result<()> {
+    fn create_cell(
+        &self,
+        cell: &str,
+        files: &[(FileKey<'_>, Doc)],
+        events: &[crate::events::NewEvent],
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
         check_id(IdKind::Cell, cell)?;
         let root = self.ensure_root()?;
-        let staging = format!(".creating-{cell}-{}", std::process::id());
+        self.clear_stale_staging(root.as_fd());
+        let staging = format!("{STAGING_PREFIX}{cell}-{}", std::process::id());
         let staging_path = self.root.join(&staging);
         let build = || -> io::Result<()> {
             let dir = atomic::ensure_subdir(root.as_fd(), &staging)?;
@@ -519,6 +535,25 @@ impl Store for FsStore {
                     }
                 }
             }
+            if !events.is_empty() {
+                let logs = atomic::open_subdir(dir.as_fd(), "logs")?;
+                let lines = crate::events::chain(events, None, now);
+                let mut jsonl = String::new();
+                let mut human = String::new();
+                for line in &lines {
+                    jsonl.push_str(line);
+                    jsonl.push('\n');
+                    if let Ok(e) = serde_json::from_str::<crate::events::Event>(line) {
+                        human.push_str(&crate::events::human_line(&e));
+                        human.push('\n');
+                    }
+                }
+                let mut log = atomic::open_append(logs.as_fd(), &LogFile::Events.file_name())?;
+                atomic::append(&mut log, jsonl.as_bytes(), Durability::Durable)?;
+                let mut mission = atomic::open_append(logs.as_fd(), &LogFile::Mission.file_name())?;
+                atomic::append(&mut mission, human.as_bytes(), Durability::Durable)?;
+                rustix::fs::fsync(&logs)?;
+            }
             rustix::fs::fsync(&dir)?;
             atomic::rename_noreplace(root.as_fd(), &staging, cell)
         };
@@ -536,7 +571,7 @@ impl Store for FsStore {
 
     fn remove_cell(&self, cell: &str) -> Result<()> {
         let root = self.root_fd()?;
-        let trash = format!(".removing-{cell}-{}", uuid::Uuid::new_v4().simple());
+        let trash = format!("{TRASH_PREFIX}{cell}-{}", std::process::id());
         {
             let _guard = self.lock(cell, LockKey::Cell)?;
             atomic::rename_noreplace(root.as_fd(), cell, &trash)
@@ -708,6 +743,10 @@ impl Store for FsStore {
         self.write_generation(cell, agent, generation, files)
     }
 
+    fn mirror_checkpoint(&self, cell: &str, agent: &str, files: &CheckpointFiles) -> Result<()> {
+        self.mirror_generation(cell, agent, files)
+    }
+
     fn read_checkpoint(
         &self,
         cell: &str,
@@ -845,6 +884,36 @@ impl Store for FsStore {
     }
 }
 
+/// Hidden directories in the root where a cell is built before it is renamed into place.
+const STAGING_PREFIX: &str = ".creating-";
+/// Hidden directories in the root that a removed cell is renamed to before deletion.
+const TRASH_PREFIX: &str = ".removing-";
+
+impl FsStore {
+    /// Removes staging and trash directories left in the root by killed writers: those
+    /// whose process (named in the directory) is gone. Best effort: the next one tries again.
+    fn clear_stale_staging(&self, root: std::os::fd::BorrowedFd<'_>) {
+        let Ok(entries) = atomic::list_entries(root) else {
+            return;
+        };
+        for e in entries.into_iter().filter(|e| e.is_dir) {
+            if let Some(pid) = leftover_pid(&e.name) {
+                if !crate::process::alive(pid, None) {
+                    let _ = std::fs::remove_dir_all(self.root.join(&e.name));
+                }
+            }
+        }
+    }
+}
+
+/// The pid of the writer that made a staging or trash directory, when `name` is one.
+pub(crate) fn leftover_pid(name: &str) -> Option<i32> {
+    let rest = name
+        .strip_prefix(STAGING_PREFIX)
+        .or_else(|| name.strip_prefix(TRASH_PREFIX))?;
+    rest.rsplit('-').next()?.parse().ok().filter(|pid| *pid > 0)
+}
+
 /// ENOTEMPTY: what renaming a directory onto a non-empty one says.
 fn libc_enotempty() -> i32 {
     rustix::io::Errno::NOTEMPTY.raw_os_error()
@@ -892,7 +961,7 @@ mod tests {
     fn cell_with_log(store: &FsStore) {
         let cell = Doc::parse_object(br#"{"cell_id":"c1","status":"active"}"#).expect("doc");
         store
-            .create_cell("c1", &[(FileKey::Cell, cell)])
+            .create_cell("c1", &[(FileKey::Cell, cell)], &[], now())
             .expect("cell");
         crate::events::record_one(
             store,
