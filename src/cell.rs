@@ -11,10 +11,8 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::events::{self, Level, NewEvent};
-use crate::store::{
-    self, check_id, Collection, ConfigFile, Durability, FileKey, IdKind, LockKey, Store,
-};
+use crate::events::{Level, NewEvent};
+use crate::store::{self, check_id, Collection, ConfigFile, FileKey, IdKind, Store};
 use crate::templates;
 
 /// The statuses a cell can have (the spec's).
@@ -271,37 +269,34 @@ pub fn set_status(
     status: CellStatus,
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
-    let mut previous = None;
-    store::update(
-        store,
-        id,
-        FileKey::Cell,
-        LockKey::Cell,
-        Durability::Durable,
-        &mut |doc| {
-            previous = doc.str("status").map(str::to_string);
-            doc.set("status", status.as_str());
-            if previous.as_deref() != Some(status.as_str()) {
-                doc.set("status_changed_at", clock::stamp(now));
-            }
-            Ok(())
-        },
-    )?;
-    if previous.as_deref() != Some(status.as_str()) {
-        let level = if status == CellStatus::Failed {
-            Level::Error
-        } else {
-            Level::Info
-        };
-        let from = previous.clone().unwrap_or_else(|| "-".into());
-        let event = NewEvent::new(
+    store::transact(store, id, now, |txn| set_status_in(txn, status))
+}
+
+/// [`set_status`] inside a transaction: the change and its `cell.status` event.
+pub fn set_status_in(txn: &mut store::Txn<'_>, status: CellStatus) -> Result<Option<String>> {
+    let now = txn.now();
+    let mut doc = txn.read_required(FileKey::Cell)?;
+    let previous = doc.str("status").map(str::to_string);
+    if previous.as_deref() == Some(status.as_str()) {
+        return Ok(previous);
+    }
+    doc.set("status", status.as_str());
+    doc.set("status_changed_at", clock::stamp(now));
+    txn.put(FileKey::Cell, doc);
+    let level = if status == CellStatus::Failed {
+        Level::Error
+    } else {
+        Level::Info
+    };
+    let from = previous.clone().unwrap_or_else(|| "-".into());
+    txn.event(
+        NewEvent::new(
             level,
             "cell.status",
             format!("cell status {from} -> {}", status.as_str()),
         )
-        .details(json!({ "from": previous, "to": status.as_str() }));
-        events::record_one(store, id, event, now)?;
-    }
+        .details(json!({ "from": previous, "to": status.as_str() })),
+    );
     Ok(previous)
 }
 

@@ -16,10 +16,10 @@ use crate::cell::{self, CellStatus};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::events::{self, Level, NewEvent};
+use crate::events::{Level, NewEvent};
 use crate::permissions::{Perm, Permissions};
 use crate::policy;
-use crate::store::{self, Collection, Durability, FileKey, LockKey, Store};
+use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
 use crate::task;
 
 fn priority_rank(t: &Doc) -> u8 {
@@ -76,24 +76,19 @@ pub fn ready<'a>(
     out
 }
 
-fn read_tasks_strict(store: &dyn Store, cell: &str) -> Result<BTreeMap<String, Doc>> {
-    let (all, errors) = task::read_all(store, cell)?;
-    match errors.into_iter().next() {
-        Some(e) => Err(e),
-        None => Ok(all),
+/// Every task of the cell; the first unreadable one is an error (a claim must not skip a
+/// task it cannot read).
+fn tasks_strict(txn: &mut Txn<'_>) -> Result<BTreeMap<String, Doc>> {
+    let mut all = BTreeMap::new();
+    for (id, doc) in txn.read_collection(Collection::Tasks)? {
+        all.insert(id, doc?);
     }
+    Ok(all)
 }
 
 /// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
-fn set_current_task(
-    store: &dyn Store,
-    cell: &str,
-    agent: &str,
-    task_id: &str,
-    claim: bool,
-) -> Result<()> {
-    let _guard = store.lock(cell, LockKey::Agent(agent))?;
-    let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? else {
+fn set_current_task(txn: &mut Txn<'_>, agent: &str, task_id: &str, claim: bool) -> Result<()> {
+    let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
         return Ok(());
     };
     if claim {
@@ -103,7 +98,8 @@ fn set_current_task(
     } else {
         return Ok(());
     }
-    store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)
+    txn.put(FileKey::Agent(agent), doc);
+    Ok(())
 }
 
 /// Claims the best ready task for `agent`; `None` when nothing is ready for it. The task,
@@ -128,10 +124,7 @@ pub fn claim(
                 agent.str("status").unwrap_or("?")
             )));
         }
-        let mut all = BTreeMap::new();
-        for (id, doc) in txn.read_collection(Collection::Tasks)? {
-            all.insert(id, doc?);
-        }
+        let all = tasks_strict(txn)?;
         let Some(best) = ready(&all, Some(&agent), &perms).into_iter().next() else {
             return Ok(None);
         };
@@ -180,8 +173,13 @@ fn check_reporter(t: &Doc, actor: Option<&str>, perms: &Permissions) -> Result<(
     Ok(())
 }
 
-fn load_in_progress(store: &dyn Store, cell: &str, task_id: &str) -> Result<Doc> {
-    let t = task::read(store, cell, task_id)?;
+fn load_in_progress(txn: &mut Txn<'_>, task_id: &str) -> Result<Doc> {
+    check_id(IdKind::Task, task_id)?;
+    let cell = txn.cell().to_string();
+    let t = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
+        Error::not_found(format!("no task {task_id} in cell {cell}"))
+            .hint(format!("`pas task list {cell}` shows its tasks"))
+    })?;
     match t.str("status") {
         Some("in_progress") => Ok(t),
         other => Err(Error::conflict(format!(
@@ -211,12 +209,10 @@ pub fn done(
     now: DateTime<Utc>,
 ) -> Result<DoneOutcome> {
     let perms = Permissions::load(store, cell)?;
-    let claimer;
-    {
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        let mut t = load_in_progress(store, cell, task_id)?;
+    store::transact(store, cell, now, |txn| {
+        let mut t = load_in_progress(txn, task_id)?;
         check_reporter(&t, actor, &perms)?;
-        claimer = t.str("claimed_by").map(str::to_string);
+        let claimer = t.str("claimed_by").map(str::to_string);
         let mut recorded = t.strings("artifacts");
         for a in artifacts {
             if !recorded.contains(a) {
@@ -230,26 +226,20 @@ pub fn done(
             Value::from(recorded.into_iter().map(Value::from).collect::<Vec<_>>()),
         );
         t.set("last_error", Value::Null);
-        store.write(cell, FileKey::Task(task_id), &t, Durability::Durable)?;
+        txn.put(FileKey::Task(task_id), t);
+        let mut event = NewEvent::new(
+            Level::Info,
+            "task.completed",
+            format!("task {task_id} completed"),
+        )
+        .task(task_id);
         if let Some(agent) = &claimer {
-            set_current_task(store, cell, agent, task_id, false)?;
+            set_current_task(txn, agent, task_id, false)?;
+            event = event.agent(agent);
         }
-    }
-    let mut event = NewEvent::new(
-        Level::Info,
-        "task.completed",
-        format!("task {task_id} completed"),
-    )
-    .task(task_id);
-    if let Some(agent) = &claimer {
-        event = event.agent(agent);
-    }
-    events::record_one(
-        store,
-        cell,
-        event.details(json!({ "artifacts": artifacts })),
-        now,
-    )?;
+        txn.event(event.details(json!({ "artifacts": artifacts })));
+        Ok(())
+    })?;
     let cell_completed = complete_cell_if_done(store, cell, now)?;
     Ok(DoneOutcome {
         task: task_id.to_string(),
@@ -259,19 +249,17 @@ pub fn done(
 
 /// Makes an active cell `completed` when every task is; true when it did.
 pub fn complete_cell_if_done(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<bool> {
-    let all_done = {
-        let _cell = store.lock(cell, LockKey::Cell)?;
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-        let all = read_tasks_strict(store, cell)?;
-        cell_doc.str("status") == Some("active")
+    store::transact(store, cell, now, |txn| {
+        let cell_doc = txn.read_required(FileKey::Cell)?;
+        let all = tasks_strict(txn)?;
+        let all_done = cell_doc.str("status") == Some("active")
             && !all.is_empty()
-            && all.values().all(|t| t.str("status") == Some("completed"))
-    };
-    if all_done {
-        cell::set_status(store, cell, CellStatus::Completed, now)?;
-    }
-    Ok(all_done)
+            && all.values().all(|t| t.str("status") == Some("completed"));
+        if all_done {
+            cell::set_status_in(txn, CellStatus::Completed)?;
+        }
+        Ok(all_done)
+    })
 }
 
 /// What happened to a failed task.
@@ -287,16 +275,10 @@ pub struct FailOutcome {
     pub max_retries: u64,
 }
 
-/// Fails a claimed task: back to `pending` until `max_retries` attempts, then `failed`.
-/// The caller holds the tasks lock.
-fn fail_locked(
-    store: &dyn Store,
-    cell: &str,
-    mut t: Doc,
-    reason: &str,
-    max_retries: u64,
-    now: DateTime<Utc>,
-) -> Result<(FailOutcome, Vec<NewEvent>)> {
+/// Fails a claimed task in a transaction: back to `pending` until `max_retries` attempts,
+/// then `failed`.
+fn fail_in(txn: &mut Txn<'_>, mut t: Doc, reason: &str, max_retries: u64) -> Result<FailOutcome> {
+    let now = txn.now();
     let task_id = t.str("task_id").unwrap_or_default().to_string();
     let claimer = t.str("claimed_by").map(str::to_string);
     let attempts = t.u64("attempts").unwrap_or(1);
@@ -314,9 +296,9 @@ fn fail_locked(
         t.set("status", "failed");
         t.set("completed_at", clock::stamp(now));
     }
-    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
+    txn.put(FileKey::Task(&task_id), t);
     if let Some(agent) = &claimer {
-        set_current_task(store, cell, agent, &task_id, false)?;
+        set_current_task(txn, agent, &task_id, false)?;
     }
     let (level, kind, message) = if requeued {
         (Level::Warn, "task.requeued", format!("task {task_id} failed (attempt {attempts} of {max_retries}): {reason}; back in the queue"))
@@ -333,13 +315,13 @@ fn fail_locked(
     if let Some(agent) = &claimer {
         event = event.agent(agent);
     }
-    let outcome = FailOutcome {
+    txn.event(event);
+    Ok(FailOutcome {
         task: task_id,
         requeued,
         attempts,
         max_retries,
-    };
-    Ok((outcome, vec![event]))
+    })
 }
 
 fn max_retries(store: &dyn Store, cell: &str) -> Result<u64> {
@@ -366,24 +348,19 @@ pub fn fail(
     }
     let perms = Permissions::load(store, cell)?;
     let max = max_retries(store, cell)?;
-    let (outcome, new_events) = {
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        let t = load_in_progress(store, cell, task_id)?;
+    store::transact(store, cell, now, |txn| {
+        let t = load_in_progress(txn, task_id)?;
         check_reporter(&t, actor, &perms)?;
-        fail_locked(store, cell, t, reason, max, now)?
-    };
-    events::record(store, cell, &new_events, now)?;
-    Ok(outcome)
+        fail_in(txn, t, reason, max)
+    })
 }
 
 /// Fails every `in_progress` task past its `timeout` (reason `timeout`), by the same rule.
 pub fn reap(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<Vec<FailOutcome>> {
     let max = max_retries(store, cell)?;
-    let mut outcomes = Vec::new();
-    let mut new_events = Vec::new();
-    {
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        for t in read_tasks_strict(store, cell)?.into_values() {
+    store::transact(store, cell, now, |txn| {
+        let mut outcomes = Vec::new();
+        for t in tasks_strict(txn)?.into_values() {
             if t.str("status") != Some("in_progress") {
                 continue;
             }
@@ -395,13 +372,10 @@ pub fn reap(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<Vec<Fai
             if timeout <= 0.0 || (now - started).num_milliseconds() as f64 / 1000.0 <= timeout {
                 continue;
             }
-            let (outcome, events) = fail_locked(store, cell, t, "timeout", max, now)?;
-            outcomes.push(outcome);
-            new_events.extend(events);
+            outcomes.push(fail_in(txn, t, "timeout", max)?);
         }
-    }
-    events::record(store, cell, &new_events, now)?;
-    Ok(outcomes)
+        Ok(outcomes)
+    })
 }
 
 /// What a handoff did.
@@ -456,8 +430,8 @@ fn handoff_rules(
     Ok((p.text("handoff_approval", "auto") == "manual", perms))
 }
 
-/// Moves a task to `to` (the caller holds the tasks lock); returns the event.
-fn move_task(store: &dyn Store, cell: &str, mut t: Doc, from: &str, to: &str) -> Result<NewEvent> {
+/// Moves a task to `to` in a transaction, with its event.
+fn move_task(txn: &mut Txn<'_>, mut t: Doc, from: &str, to: &str) -> Result<()> {
     let task_id = t.str("task_id").unwrap_or_default().to_string();
     t.set("assigned_to", to);
     t.remove("handoff_request");
@@ -466,19 +440,22 @@ fn move_task(store: &dyn Store, cell: &str, mut t: Doc, from: &str, to: &str) ->
     if in_progress {
         t.set("claimed_by", to);
     }
-    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
-    set_current_task(store, cell, from, &task_id, false)?;
+    txn.put(FileKey::Task(&task_id), t);
+    set_current_task(txn, from, &task_id, false)?;
     if in_progress {
-        set_current_task(store, cell, to, &task_id, true)?;
+        set_current_task(txn, to, &task_id, true)?;
     }
-    Ok(NewEvent::new(
-        Level::Info,
-        "task.handoff",
-        format!("task {task_id} handed from {from} to {to}"),
-    )
-    .task(&task_id)
-    .agent(to)
-    .details(json!({ "from": from, "to": to })))
+    txn.event(
+        NewEvent::new(
+            Level::Info,
+            "task.handoff",
+            format!("task {task_id} handed from {from} to {to}"),
+        )
+        .task(&task_id)
+        .agent(to)
+        .details(json!({ "from": from, "to": to })),
+    );
+    Ok(())
 }
 
 /// Hands a task from its current agent (or `from`) to `to`.
@@ -492,85 +469,83 @@ pub fn handoff(
     now: DateTime<Utc>,
 ) -> Result<HandoffOutcome> {
     crate::agent::read(store, cell, to)?;
-    let _tasks = store.lock(cell, LockKey::Tasks)?;
-    let t = task::read(store, cell, task_id)?;
-    if matches!(t.str("status"), Some("completed") | Some("failed")) {
-        return Err(Error::conflict(format!(
-            "task {task_id} is {} and cannot be handed over",
-            t.str("status").unwrap_or("?")
-        )));
-    }
-    let current = t
-        .str("claimed_by")
-        .or(t.str("assigned_to"))
-        .map(str::to_string);
-    let from = match (from, actor, current.as_deref()) {
-        (Some(f), _, _) => f.to_string(),
-        (None, Some(a), _) => a.to_string(),
-        (None, None, Some(c)) => c.to_string(),
-        (None, None, None) => {
-            return Err(Error::usage(format!(
-                "task {task_id} is assigned to nobody; say who hands it with --from"
-            ))
-            .hint("or assign it with `pas task add --assign`"))
+    check_id(IdKind::Task, task_id)?;
+    store::transact(store, cell, now, |txn| {
+        let mut t = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
+            Error::not_found(format!("no task {task_id} in cell {cell}"))
+                .hint(format!("`pas task list {cell}` shows its tasks"))
+        })?;
+        if matches!(t.str("status"), Some("completed") | Some("failed")) {
+            return Err(Error::conflict(format!(
+                "task {task_id} is {} and cannot be handed over",
+                t.str("status").unwrap_or("?")
+            )));
         }
-    };
-    if let Some(actor) = actor {
-        if actor != from {
-            return Err(Error::new(
-                Kind::Denied,
-                format!("agent {actor} cannot hand over a task on behalf of {from}"),
-            ));
+        let current = t
+            .str("claimed_by")
+            .or(t.str("assigned_to"))
+            .map(str::to_string);
+        let from = match (from, actor, current.as_deref()) {
+            (Some(f), _, _) => f.to_string(),
+            (None, Some(a), _) => a.to_string(),
+            (None, None, Some(c)) => c.to_string(),
+            (None, None, None) => {
+                return Err(Error::usage(format!(
+                    "task {task_id} is assigned to nobody; say who hands it with --from"
+                ))
+                .hint("or assign it with `pas task add --assign`"))
+            }
+        };
+        if let Some(actor) = actor {
+            if actor != from {
+                return Err(Error::new(
+                    Kind::Denied,
+                    format!("agent {actor} cannot hand over a task on behalf of {from}"),
+                ));
+            }
         }
-    }
-    if current.as_deref().is_some_and(|c| c != from) {
-        return Err(Error::conflict(format!(
-            "task {task_id} belongs to {}, not {from}",
-            current.unwrap_or_default()
-        )));
-    }
-    if from == to {
-        return Err(Error::usage(format!("task {task_id} is already with {to}")));
-    }
-    let (manual, _) = handoff_rules(store, cell, &from, to)?;
-    if manual {
-        let request = format!("h-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let mut t = t;
-        t.set(
-            "handoff_request",
-            json!({ "id": request, "from": from, "to": to, "requested_at": clock::stamp(now) }),
-        );
-        store.write(cell, FileKey::Task(task_id), &t, Durability::Durable)?;
-        drop(_tasks);
-        events::record_one(
-            store,
-            cell,
-            NewEvent::new(
-                Level::Warn,
-                "task.handoff_requested",
-                format!(
-                    "handoff of task {task_id} from {from} to {to} waits for approval ({request})"
-                ),
-            )
-            .task(task_id)
-            .agent(&from)
-            .details(json!({ "request": request, "from": from, "to": to })),
-            now,
-        )?;
-        return Ok(HandoffOutcome::Requested {
-            request,
+        if current.as_deref().is_some_and(|c| c != from) {
+            return Err(Error::conflict(format!(
+                "task {task_id} belongs to {}, not {from}",
+                current.unwrap_or_default()
+            )));
+        }
+        if from == to {
+            return Err(Error::usage(format!("task {task_id} is already with {to}")));
+        }
+        let (manual, _) = handoff_rules(store, cell, &from, to)?;
+        if manual {
+            let request = format!("h-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            t.set(
+                "handoff_request",
+                json!({ "id": request, "from": from, "to": to, "requested_at": clock::stamp(now) }),
+            );
+            txn.put(FileKey::Task(task_id), t);
+            txn.event(
+                NewEvent::new(
+                    Level::Warn,
+                    "task.handoff_requested",
+                    format!(
+                        "handoff of task {task_id} from {from} to {to} waits for approval ({request})"
+                    ),
+                )
+                .task(task_id)
+                .agent(&from)
+                .details(json!({ "request": request, "from": from, "to": to })),
+            );
+            return Ok(HandoffOutcome::Requested {
+                request,
+                task: task_id.to_string(),
+                from,
+                to: to.to_string(),
+            });
+        }
+        move_task(txn, t, &from, to)?;
+        Ok(HandoffOutcome::Done {
             task: task_id.to_string(),
             from,
             to: to.to_string(),
-        });
-    }
-    let event = move_task(store, cell, t, &from, to)?;
-    drop(_tasks);
-    events::record_one(store, cell, event, now)?;
-    Ok(HandoffOutcome::Done {
-        task: task_id.to_string(),
-        from,
-        to: to.to_string(),
+        })
     })
 }
 
@@ -582,57 +557,53 @@ pub fn decide_handoff(
     approve: bool,
     now: DateTime<Utc>,
 ) -> Result<HandoffOutcome> {
-    let _tasks = store.lock(cell, LockKey::Tasks)?;
-    let all = read_tasks_strict(store, cell)?;
-    let Some(mut t) = all.into_values().find(|t| {
-        t.get("handoff_request")
-            .and_then(|r| r.get("id"))
-            .and_then(Value::as_str)
-            == Some(request)
-    }) else {
-        return Err(Error::not_found(format!(
-            "no pending handoff request {request} in cell {cell}"
-        ))
-        .hint("`pas task list` shows tasks; requests are in each task's handoff_request"));
-    };
-    let req = t.get("handoff_request").cloned().unwrap_or(Value::Null);
-    let from = req
-        .get("from")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let to = req
-        .get("to")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let task_id = t.str("task_id").unwrap_or_default().to_string();
-    if approve {
-        handoff_rules(store, cell, &from, &to)?;
-        let event = move_task(store, cell, t, &from, &to)?;
-        drop(_tasks);
-        events::record_one(store, cell, event, now)?;
-        return Ok(HandoffOutcome::Done {
+    store::transact(store, cell, now, |txn| {
+        let all = tasks_strict(txn)?;
+        let Some(mut t) = all.into_values().find(|t| {
+            t.get("handoff_request")
+                .and_then(|r| r.get("id"))
+                .and_then(Value::as_str)
+                == Some(request)
+        }) else {
+            return Err(Error::not_found(format!(
+                "no pending handoff request {request} in cell {cell}"
+            ))
+            .hint("`pas task list` shows tasks; requests are in each task's handoff_request"));
+        };
+        let req = t.get("handoff_request").cloned().unwrap_or(Value::Null);
+        let field = |k: &str| {
+            req.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (from, to) = (field("from"), field("to"));
+        let task_id = t.str("task_id").unwrap_or_default().to_string();
+        if approve {
+            handoff_rules(store, cell, &from, &to)?;
+            move_task(txn, t, &from, &to)?;
+            return Ok(HandoffOutcome::Done {
+                task: task_id,
+                from,
+                to,
+            });
+        }
+        t.remove("handoff_request");
+        txn.put(FileKey::Task(&task_id), t);
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "task.handoff_denied",
+                format!("handoff of task {task_id} from {from} to {to} denied"),
+            )
+            .task(&task_id)
+            .agent(&from)
+            .details(json!({ "request": request })),
+        );
+        Ok(HandoffOutcome::Denied {
+            request: request.to_string(),
             task: task_id,
-            from,
-            to,
-        });
-    }
-    t.remove("handoff_request");
-    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
-    drop(_tasks);
-    let event = NewEvent::new(
-        Level::Info,
-        "task.handoff_denied",
-        format!("handoff of task {task_id} from {from} to {to} denied"),
-    )
-    .task(&task_id)
-    .agent(&from)
-    .details(json!({ "request": request }));
-    events::record_one(store, cell, event, now)?;
-    Ok(HandoffOutcome::Denied {
-        request: request.to_string(),
-        task: task_id,
+        })
     })
 }
 
@@ -658,11 +629,9 @@ pub fn release_tasks(
                 && perms.check_handoff(agent, s).is_ok()
         })
         .cloned();
-    let mut done = Vec::new();
-    let mut new_events = Vec::new();
-    {
-        let _tasks = store.lock(cell, LockKey::Tasks)?;
-        for mut t in read_tasks_strict(store, cell)?.into_values() {
+    store::transact(store, cell, now, |txn| {
+        let mut done = Vec::new();
+        for mut t in tasks_strict(txn)?.into_values() {
             let mine = t.str("claimed_by") == Some(agent)
                 || (t.str("assigned_to") == Some(agent) && t.str("status") == Some("in_progress"));
             if !mine || matches!(t.str("status"), Some("completed") | Some("failed")) {
@@ -671,7 +640,7 @@ pub fn release_tasks(
             let task_id = t.str("task_id").unwrap_or_default().to_string();
             match &substitute {
                 Some(sub) => {
-                    new_events.push(move_task(store, cell, t, agent, sub)?);
+                    move_task(txn, t, agent, sub)?;
                     done.push(format!("task {task_id} handed to substitute {sub}"));
                 }
                 None => {
@@ -680,8 +649,8 @@ pub fn release_tasks(
                     t.set("assigned_to", Value::Null);
                     t.set("started_at", Value::Null);
                     t.remove("queue_assigned");
-                    store.write(cell, FileKey::Task(&task_id), &t, Durability::Durable)?;
-                    new_events.push(
+                    txn.put(FileKey::Task(&task_id), t);
+                    txn.event(
                         NewEvent::new(
                             Level::Warn,
                             "task.released",
@@ -694,7 +663,6 @@ pub fn release_tasks(
                 }
             }
         }
-    }
-    events::record(store, cell, &new_events, now)?;
-    Ok(done)
+        Ok(done)
+    })
 }
