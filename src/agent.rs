@@ -10,8 +10,8 @@ use crate::cell;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
-use crate::store::{self, check_id, Collection, Durability, FileKey, IdKind, LockKey, Store};
+use crate::events::{Level, NewEvent};
+use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
 
 /// Roles (the spec's).
@@ -82,8 +82,11 @@ pub fn change(
     now: DateTime<Utc>,
 ) -> Result<Doc> {
     read(store, cell_id, agent_id)?;
-    let mut old_status = None;
-    let doc = store::update_agent(store, cell_id, agent_id, &mut |doc| {
+    store::transact(store, cell_id, now, |txn| {
+        let mut doc = txn
+            .read(FileKey::Agent(agent_id))?
+            .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell_id}")))?;
+        let mut old_status = None;
         if let Some(n) = &c.name {
             doc.set("name", n.as_str());
         }
@@ -118,24 +121,21 @@ pub fn change(
             old_status = doc.str("status").map(str::to_string);
             doc.set("status", s.as_str());
         }
-        Ok(())
-    })?;
-    if let (Some(new), Some(old)) = (&c.status, &old_status) {
-        if new != old {
-            events::record_one(
-                store,
-                cell_id,
-                NewEvent::new(
-                    Level::Info,
-                    "agent.status",
-                    format!("agent {agent_id} status {old} -> {new}"),
-                )
-                .agent(agent_id),
-                now,
-            )?;
+        txn.put(FileKey::Agent(agent_id), doc.clone());
+        if let (Some(new), Some(old)) = (&c.status, &old_status) {
+            if new != old {
+                txn.event(
+                    NewEvent::new(
+                        Level::Info,
+                        "agent.status",
+                        format!("agent {agent_id} status {old} -> {new}"),
+                    )
+                    .agent(agent_id),
+                );
+            }
         }
-    }
-    Ok(doc)
+        Ok(doc)
+    })
 }
 
 /// The document of a new agent, from the template.
@@ -176,34 +176,36 @@ pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
 /// Adds an agent to a cell, refusing duplicates and going past `max_agents`.
 pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>) -> Result<()> {
     let doc = new_agent_doc(spec, now)?;
-    let _guard = store.lock(cell_id, LockKey::Cell)?;
-    let cell_doc = store::read_required(store, cell_id, FileKey::Cell)?;
-    let existing = store.list(cell_id, Collection::Agents)?;
-    if existing.iter().any(|a| a == &spec.id) {
-        return Err(Error::conflict(format!(
-            "agent {} already exists in cell {cell_id}",
-            spec.id
-        ))
-        .hint("pick another id, or `pas agent rm` the old one first"));
-    }
-    if let Some(max) = cell::max_agents(&cell_doc) {
-        if existing.len() as u64 >= max {
+    store::transact(store, cell_id, now, |txn| {
+        let cell_doc = txn.read_required(FileKey::Cell)?;
+        let existing = txn.list(Collection::Agents)?;
+        if existing.iter().any(|a| a == &spec.id) {
             return Err(Error::conflict(format!(
-                "cell {cell_id} already has {} agents, its max_agents is {max}",
-                existing.len()
+                "agent {} already exists in cell {cell_id}",
+                spec.id
             ))
-            .hint("remove an agent, or raise max_agents in cell.json"));
+            .hint("pick another id, or `pas agent rm` the old one first"));
         }
-    }
-    store.create(cell_id, FileKey::Agent(&spec.id), &doc)?;
-    drop(_guard);
-    let event = NewEvent::new(
-        Level::Info,
-        "agent.added",
-        format!("agent {} added as {}", spec.id, spec.role.as_str()),
-    )
-    .agent(&spec.id);
-    events::record_one(store, cell_id, event, now)
+        if let Some(max) = cell::max_agents(&cell_doc) {
+            if existing.len() as u64 >= max {
+                return Err(Error::conflict(format!(
+                    "cell {cell_id} already has {} agents, its max_agents is {max}",
+                    existing.len()
+                ))
+                .hint("remove an agent, or raise max_agents in cell.json"));
+            }
+        }
+        txn.create(FileKey::Agent(&spec.id), doc.clone());
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "agent.added",
+                format!("agent {} added as {}", spec.id, spec.role.as_str()),
+            )
+            .agent(&spec.id),
+        );
+        Ok(())
+    })
 }
 
 /// Reads one agent, which must exist.
@@ -241,51 +243,49 @@ pub fn remove(
     now: DateTime<Utc>,
 ) -> Result<Vec<String>> {
     read(store, cell_id, agent_id)?;
-    let _cell = store.lock(cell_id, LockKey::Cell)?;
-    let _tasks = store.lock(cell_id, LockKey::Tasks)?;
-    let mut assigned = Vec::new();
-    for task_id in store.list(cell_id, Collection::Tasks)? {
-        if let Some(task) = store.read(cell_id, FileKey::Task(&task_id))? {
+    let released = store::transact(store, cell_id, now, |txn| {
+        let mut assigned = Vec::new();
+        for (task_id, task) in txn.read_collection(Collection::Tasks)? {
+            let task = task?;
             let open = !matches!(task.str("status"), Some("completed") | Some("failed"));
             if open && task.str("assigned_to") == Some(agent_id) {
                 assigned.push((task_id, task));
             }
         }
-    }
-    if !assigned.is_empty() && !force {
-        let ids: Vec<&str> = assigned.iter().map(|(id, _)| id.as_str()).collect();
-        return Err(Error::conflict(format!(
-            "agent {agent_id} is assigned unfinished tasks: {}",
-            ids.join(", ")
-        ))
-        .hint("reassign them, or pass --force to hand them back to the queue"));
-    }
-    let mut released = Vec::new();
-    for (task_id, mut task) in assigned {
-        task.set("assigned_to", Value::Null);
-        if task.str("status") == Some("in_progress") {
-            task.set("status", "pending");
+        if !assigned.is_empty() && !force {
+            let ids: Vec<&str> = assigned.iter().map(|(id, _)| id.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "agent {agent_id} is assigned unfinished tasks: {}",
+                ids.join(", ")
+            ))
+            .hint("reassign them, or pass --force to hand them back to the queue"));
         }
-        store.write(cell_id, FileKey::Task(&task_id), &task, Durability::Durable)?;
-        released.push(task_id);
-    }
-    let _agent = store.lock(cell_id, LockKey::Agent(agent_id))?;
-    if !store.remove(cell_id, FileKey::Agent(agent_id))? {
-        return Err(Error::not_found(format!(
-            "no agent {agent_id} in cell {cell_id}"
-        )));
-    }
-    drop(_agent);
-    drop(_tasks);
-    drop(_cell);
-    let event = NewEvent::new(
-        Level::Info,
-        "agent.removed",
-        format!("agent {agent_id} removed"),
-    )
-    .agent(agent_id)
-    .details(serde_json::json!({ "released_tasks": released }));
-    events::record_one(store, cell_id, event, now)?;
+        let mut released = Vec::new();
+        for (task_id, mut task) in assigned {
+            task.set("assigned_to", Value::Null);
+            if task.str("status") == Some("in_progress") {
+                task.set("status", "pending");
+            }
+            txn.put(FileKey::Task(&task_id), task);
+            released.push(task_id);
+        }
+        if txn.read(FileKey::Agent(agent_id))?.is_none() {
+            return Err(Error::not_found(format!(
+                "no agent {agent_id} in cell {cell_id}"
+            )));
+        }
+        txn.remove(FileKey::Agent(agent_id));
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "agent.removed",
+                format!("agent {agent_id} removed"),
+            )
+            .agent(agent_id)
+            .details(serde_json::json!({ "released_tasks": released })),
+        );
+        Ok(released)
+    })?;
     crate::reservation::release_agent(store, cell_id, agent_id, "agent removed", now)?;
     Ok(released)
 }

@@ -21,7 +21,7 @@ use crate::checkpoint::{self, SaveRequest};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::Result;
-use crate::events::{self, Level, NewEvent};
+use crate::events::{Level, NewEvent};
 use crate::policy::Policy;
 use crate::store::{self, FileKey, Store};
 
@@ -191,23 +191,18 @@ pub fn context_changed(
     };
     let previous = doc.str("ctx_state").unwrap_or("ok").to_string();
     if previous != state.as_str() {
-        store::update_agent(store, cell, agent, &mut |d| {
-            d.set("ctx_state", state.as_str());
-            Ok(())
-        })?;
         let level = match state {
             State::Ok => Level::Info,
             State::Warning => Level::Warn,
             State::Breach => Level::Error,
         };
-        events::record_one(
-            store,
-            cell,
-            NewEvent::new(level, &format!("budget.context_{}", state.as_str()), format!("agent {agent} uses {:.0}% of its context ({previous} -> {})", ratio * 100.0, state.as_str()))
-                .agent(agent)
-                .details(json!({ "ctx_used": doc.u64("ctx_used"), "ctx_limit": doc.u64("ctx_limit"), "ratio": ratio })),
-            now,
-        )?;
+        let event = NewEvent::new(level, &format!("budget.context_{}", state.as_str()), format!("agent {agent} uses {:.0}% of its context ({previous} -> {})", ratio * 100.0, state.as_str()))
+            .agent(agent)
+            .details(json!({ "ctx_used": doc.u64("ctx_used"), "ctx_limit": doc.u64("ctx_limit"), "ratio": ratio }));
+        store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
+            d.set("ctx_state", state.as_str());
+            Ok(())
+        })?;
     }
     if state != State::Breach {
         return Ok(None);
@@ -234,23 +229,16 @@ pub fn context_changed(
             )
         };
         if doc.str("budget_flag") != Some("thrashing") {
-            store::update_agent(store, cell, agent, &mut |d| {
+            let event = NewEvent::new(
+                Level::Error,
+                "budget.thrashing",
+                format!("agent {agent} breached its context budget again; not compacting: {why}"),
+            )
+            .agent(agent);
+            store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
                 d.set("budget_flag", "thrashing");
                 Ok(())
             })?;
-            events::record_one(
-                store,
-                cell,
-                NewEvent::new(
-                    Level::Error,
-                    "budget.thrashing",
-                    format!(
-                        "agent {agent} breached its context budget again; not compacting: {why}"
-                    ),
-                )
-                .agent(agent),
-                now,
-            )?;
         }
         return Ok(None);
     }
@@ -293,7 +281,10 @@ fn compact(
     bytes.push(b'\n');
     let name = format!("{}.json", now.format("%Y%m%dT%H%M%S%.6fZ"));
     let path = store.write_summary(cell, agent, &name, &bytes)?;
-    store::update_agent(store, cell, agent, &mut |d| {
+    let event = NewEvent::new(Level::Warn, "budget.compacted", format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
+        .agent(agent)
+        .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used }));
+    store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
         d.set("ctx_used", 0);
         d.set("ctx_state", "ok");
         d.remove("budget_flag");
@@ -306,14 +297,6 @@ fn compact(
         d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path.display().to_string(), "at": clock::stamp(now) }));
         Ok(())
     })?;
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(Level::Warn, "budget.compacted", format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
-            .agent(agent)
-            .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
-        now,
-    )?;
     Ok(Compaction {
         generation: saved.generation,
         summary: path.display().to_string(),
@@ -332,29 +315,24 @@ pub fn spend_changed(
     let policy = crate::policy::load(store, cell, Some(&doc))?;
     let (state, why) = spend_state(&doc, &policy, cell_spend(store, cell)?);
     if doc.str("spend_state").unwrap_or("ok") != state.as_str() {
-        store::update_agent(store, cell, agent, &mut |d| {
-            d.set("spend_state", state.as_str());
-            Ok(())
-        })?;
         let (level, kind) = match state {
             State::Ok => (Level::Info, "budget.spend_ok"),
             State::Warning => (Level::Warn, "budget.spend_warning"),
             State::Breach => (Level::Error, "budget.reached"),
         };
-        events::record_one(
-            store,
-            cell,
-            NewEvent::new(
-                level,
-                kind,
-                format!(
-                    "agent {agent}: {}",
-                    why.clone().unwrap_or_else(|| "spend within budget".into())
-                ),
-            )
-            .agent(agent),
-            now,
-        )?;
+        let event = NewEvent::new(
+            level,
+            kind,
+            format!(
+                "agent {agent}: {}",
+                why.clone().unwrap_or_else(|| "spend within budget".into())
+            ),
+        )
+        .agent(agent);
+        store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
+            d.set("spend_state", state.as_str());
+            Ok(())
+        })?;
     }
     Ok((state, why))
 }
@@ -462,22 +440,22 @@ pub fn enforce_time_with(
     }
     match cell_time(doc, now) {
         (Some(used), Some(timeout)) if used > timeout => {
-            cell::set_status(store, cell, CellStatus::Failed, now)?;
-            events::record_one(
-                store,
-                cell,
-                NewEvent::new(
-                    Level::Error,
-                    "budget.cell_timeout",
-                    format!(
-                        "cell ran {} past its timeout of {}",
-                        clock::human_duration(used - timeout),
-                        clock::human_duration(timeout)
-                    ),
-                )
-                .details(json!({ "used": used, "timeout": timeout })),
-                now,
-            )?;
+            store::transact(store, cell, now, |txn| {
+                cell::set_status_in(txn, CellStatus::Failed)?;
+                txn.event(
+                    NewEvent::new(
+                        Level::Error,
+                        "budget.cell_timeout",
+                        format!(
+                            "cell ran {} past its timeout of {}",
+                            clock::human_duration(used - timeout),
+                            clock::human_duration(timeout)
+                        ),
+                    )
+                    .details(json!({ "used": used, "timeout": timeout })),
+                );
+                Ok(())
+            })?;
             Ok(true)
         }
         _ => Ok(false),

@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
+use crate::events::{Level, NewEvent};
 use crate::health::{self, Assessment, Health};
 use crate::policy::Policy;
 use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
@@ -401,7 +401,7 @@ pub fn observe_cell_with(
     let cell_policy = Arc::new(Policy::resolve(Some(cell_doc), policies, None));
     let mut observed = Vec::new();
     let mut errors = Vec::new();
-    let mut changes = Vec::new();
+    let mut changed = Vec::new();
     for (id, doc) in store.read_collection(cell, Collection::Agents)? {
         let doc = match doc {
             Ok(doc) => doc,
@@ -418,20 +418,7 @@ pub fn observe_cell_with(
         let assessment = health::assess(&doc, &policy, now);
         let recorded = recorded_health(&doc).unwrap_or(Health::Unknown);
         if record && recorded != assessment.health {
-            match record_change(store, cell, &id, cell_doc, policies, now) {
-                Ok(Some((doc, assessment, event))) => {
-                    changes.extend(event);
-                    let policy = Arc::new(Policy::resolve(Some(cell_doc), policies, Some(&doc)));
-                    observed.push(Observed {
-                        doc,
-                        assessment,
-                        policy,
-                    });
-                    continue;
-                }
-                Ok(None) => {}
-                Err(e) => errors.push(e),
-            }
+            changed.push((observed.len(), id));
         }
         observed.push(Observed {
             doc,
@@ -439,34 +426,46 @@ pub fn observe_cell_with(
             policy,
         });
     }
-    events::record(store, cell, &changes, now)?;
-    Ok((observed, errors))
-}
-
-type Change = (Doc, Assessment, Option<NewEvent>);
-
-fn record_change(
-    store: &dyn Store,
-    cell: &str,
-    id: &str,
-    cell_doc: &Doc,
-    policies: Option<&Doc>,
-    now: DateTime<Utc>,
-) -> Result<Option<Change>> {
-    let _guard = store.lock(cell, LockKey::Agent(id))?;
-    let Some(mut doc) = store.read(cell, FileKey::Agent(id))? else {
-        return Ok(None);
-    };
-    let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
-    let assessment = health::assess(&doc, &policy, now);
-    let recorded = recorded_health(&doc);
-    if recorded.unwrap_or(Health::Unknown) == assessment.health {
-        return Ok(None);
+    if !changed.is_empty() {
+        // Every transition seen in this pass, with its event, in one commit; each is
+        // assessed again on the document as it is now, so it is recorded once.
+        let recorded = store::transact(store, cell, now, |txn| {
+            let mut out = Vec::new();
+            for (at, id) in &changed {
+                let Some(mut doc) = txn.read(FileKey::Agent(id))? else {
+                    continue;
+                };
+                let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+                let assessment = health::assess(&doc, &policy, now);
+                let recorded = recorded_health(&doc);
+                if recorded.unwrap_or(Health::Unknown) == assessment.health {
+                    continue;
+                }
+                set_health(&mut doc, assessment.health, now);
+                txn.put(FileKey::Agent(id), doc.clone());
+                if let Some(event) =
+                    transition_event(id, recorded, assessment.health, assessment.age)
+                {
+                    txn.event(event);
+                }
+                out.push((*at, doc, assessment, policy));
+            }
+            Ok(out)
+        });
+        match recorded {
+            Ok(out) => {
+                for (at, doc, assessment, policy) in out {
+                    observed[at] = Observed {
+                        doc,
+                        assessment,
+                        policy: Arc::new(policy),
+                    };
+                }
+            }
+            Err(e) => errors.push(e),
+        }
     }
-    set_health(&mut doc, assessment.health, now);
-    store.write(cell, FileKey::Agent(id), &doc, Durability::Durable)?;
-    let event = transition_event(id, recorded, assessment.health, assessment.age);
-    Ok(Some((doc, assessment, event)))
+    Ok((observed, errors))
 }
 
 /// Records a failure an agent reports (`pas agent fail`); returns the consecutive count.
@@ -484,20 +483,17 @@ pub fn record_failure(
     }
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    let mut new_events = Vec::new();
-    let failures;
-    {
-        let _guard = store.lock(cell, LockKey::Agent(agent_id))?;
-        let mut doc = store
-            .read(cell, FileKey::Agent(agent_id))?
+    store::transact(store, cell, now, |txn| {
+        let mut doc = txn
+            .read(FileKey::Agent(agent_id))?
             .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell}")))?;
-        failures = doc.u64("failures").unwrap_or(0) + 1;
+        let failures = doc.u64("failures").unwrap_or(0) + 1;
         doc.set("failures", failures);
         doc.set(
             "last_failure",
             json!({ "at": clock::stamp(now), "reason": reason }),
         );
-        new_events.push(
+        txn.event(
             NewEvent::new(
                 Level::Warn,
                 "agent.failure",
@@ -511,15 +507,13 @@ pub fn record_failure(
         let recorded = recorded_health(&doc);
         if recorded.unwrap_or(Health::Unknown) != assessment.health {
             set_health(&mut doc, assessment.health, now);
-            new_events.extend(transition_event(
-                agent_id,
-                recorded,
-                assessment.health,
-                assessment.age,
-            ));
+            if let Some(event) =
+                transition_event(agent_id, recorded, assessment.health, assessment.age)
+            {
+                txn.event(event);
+            }
         }
-        store.write(cell, FileKey::Agent(agent_id), &doc, Durability::Durable)?;
-    }
-    events::record(store, cell, &new_events, now)?;
-    Ok(failures)
+        txn.put(FileKey::Agent(agent_id), doc);
+        Ok(failures)
+    })
 }

@@ -12,9 +12,9 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
+use crate::events::{Level, NewEvent};
 use crate::process::{self, StopOutcome};
-use crate::store::{check_id, ConfigFile, Durability, FileKey, IdKind, LockKey, Store};
+use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
 use crate::templates;
 use crate::units::{self, Unit};
 
@@ -65,16 +65,24 @@ pub fn capacity(isolation: Option<&Doc>) -> Result<[Option<f64>; 4]> {
 }
 
 fn load(store: &dyn Store, cell: &str) -> Result<Vec<Value>> {
-    Ok(store
-        .read(cell, FileKey::Reservations)?
-        .and_then(|d| d.get("reservations").and_then(Value::as_array).cloned())
-        .unwrap_or_default())
+    Ok(list_of(store.read(cell, FileKey::Reservations)?.as_ref()))
 }
 
-fn save(store: &dyn Store, cell: &str, list: Vec<Value>) -> Result<()> {
-    let mut doc = store.read(cell, FileKey::Reservations)?.unwrap_or_default();
+fn list_of(doc: Option<&crate::doc::Doc>) -> Vec<Value> {
+    doc.and_then(|d| d.get("reservations").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+}
+
+/// The reservations as the transaction sees them.
+fn load_in(txn: &mut Txn<'_>) -> Result<Vec<Value>> {
+    Ok(list_of(txn.read(FileKey::Reservations)?.as_ref()))
+}
+
+fn save_in(txn: &mut Txn<'_>, list: Vec<Value>) -> Result<()> {
+    let mut doc = txn.read(FileKey::Reservations)?.unwrap_or_default();
     doc.set("reservations", Value::from(list));
-    store.write(cell, FileKey::Reservations, &doc, Durability::Durable)
+    txn.put(FileKey::Reservations, doc);
+    Ok(())
 }
 
 fn amounts_of(r: &Value) -> Amounts {
@@ -105,14 +113,9 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
     check_id(IdKind::Job, &req.job)?;
     check_id(IdKind::Agent, &req.agent)?;
     crate::agent::read(store, cell, &req.agent)?;
-    let entry = {
-        let _cell = store.lock(cell, LockKey::Cell)?;
-        let cap = capacity(
-            store
-                .read(cell, FileKey::Config(ConfigFile::Isolation))?
-                .as_ref(),
-        )?;
-        let mut list = load(store, cell)?;
+    store::transact(store, cell, now, |txn| {
+        let cap = capacity(txn.read(FileKey::Config(ConfigFile::Isolation))?.as_ref())?;
+        let mut list = load_in(txn)?;
         if list
             .iter()
             .any(|r| is_active(r) && r.get("job").and_then(Value::as_str) == Some(req.job.as_str()))
@@ -171,22 +174,18 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
         entry.insert("end_reason".into(), Value::Null);
         let entry = Value::Object(entry);
         list.push(entry.clone());
-        save(store, cell, list)?;
-        entry
-    };
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Info,
-            "reservation.made",
-            format!("job {} reserved resources for agent {}", req.job, req.agent),
-        )
-        .agent(&req.agent)
-        .details(entry.clone()),
-        now,
-    )?;
-    Ok(entry)
+        save_in(txn, list)?;
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "reservation.made",
+                format!("job {} reserved resources for agent {}", req.job, req.agent),
+            )
+            .agent(&req.agent)
+            .details(entry.clone()),
+        );
+        Ok(entry)
+    })
 }
 
 /// Ends the active reservations matching `which`; returns them.
@@ -198,9 +197,8 @@ fn end(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Value>> {
-    let ended = {
-        let _cell = store.lock(cell, LockKey::Cell)?;
-        let mut list = load(store, cell)?;
+    store::transact(store, cell, now, |txn| {
+        let mut list = load_in(txn)?;
         let mut ended = Vec::new();
         for r in list.iter_mut().filter(|r| is_active(r) && which(r)) {
             if let Value::Object(m) = r {
@@ -211,26 +209,23 @@ fn end(
             ended.push(r.clone());
         }
         if !ended.is_empty() {
-            save(store, cell, list)?;
+            save_in(txn, list)?;
         }
-        ended
-    };
-    let new_events: Vec<NewEvent> = ended
-        .iter()
-        .map(|r| {
+        for r in &ended {
             let job = r.get("job").and_then(Value::as_str).unwrap_or("?");
             let agent = r.get("agent").and_then(Value::as_str).unwrap_or("?");
-            NewEvent::new(
-                Level::Info,
-                &format!("reservation.{status}"),
-                format!("reservation of job {job} {status} ({reason})"),
-            )
-            .agent(agent)
-            .details(r.clone())
-        })
-        .collect();
-    events::record(store, cell, &new_events, now)?;
-    Ok(ended)
+            txn.event(
+                NewEvent::new(
+                    Level::Info,
+                    &format!("reservation.{status}"),
+                    format!("reservation of job {job} {status} ({reason})"),
+                )
+                .agent(agent)
+                .details(r.clone()),
+            );
+        }
+        Ok(ended)
+    })
 }
 
 /// Releases a job's reservation; releasing twice is harmless (`false` the second time).
@@ -380,10 +375,9 @@ pub fn set_quota(
         };
         units::parse_text(text, unit, &flag)?;
     }
-    {
-        let _cell = store.lock(cell, LockKey::Cell)?;
+    store::transact(store, cell, now, |txn| {
         let key = FileKey::Config(ConfigFile::Isolation);
-        let mut doc = match store.read(cell, key)? {
+        let mut doc = match txn.read(key)? {
             Some(d) => d,
             None => templates::doc(templates::ISOLATION, "templates/isolation.json")?,
         };
@@ -396,15 +390,15 @@ pub fn set_quota(
             limits.insert((*k).to_string(), Value::from(v.as_str()));
         }
         doc.set("resource_limits", Value::Object(limits));
-        store.write(cell, key, &doc, Durability::Durable)?;
-    }
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(Level::Info, "quota.set", "quota changed".to_string()).details(json!(values
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect::<std::collections::BTreeMap<_, _>>())),
-        now,
-    )
+        txn.put(key, doc);
+        txn.event(
+            NewEvent::new(Level::Info, "quota.set", "quota changed".to_string()).details(json!(
+                values
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect::<std::collections::BTreeMap<_, _>>()
+            )),
+        );
+        Ok(())
+    })
 }

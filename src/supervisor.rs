@@ -24,7 +24,7 @@ use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::events::{self, Level, NewEvent};
 use crate::process::{self, StopOutcome};
-use crate::store::{self, Durability, FileKey, LockKey, LogFile, Store};
+use crate::store::{self, FileKey, LogFile, Store};
 
 /// Where an agent's process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -170,20 +170,27 @@ fn checkpoint_dir(store: &dyn Store, cell: &str, agent: &str) -> Option<String> 
         .map(|g| store.checkpoint_dir(cell, agent, g).display().to_string())
 }
 
-/// Updates the agent file under its lock (when it still exists).
+/// Changes the agent file (when it still exists) in one transaction with the events the
+/// change pushes; `change` returns false to leave the file alone.
 fn update_agent(
     store: &dyn Store,
     cell: &str,
     agent: &str,
-    change: &mut dyn FnMut(&mut Doc) -> bool,
+    change: &mut dyn FnMut(&mut Doc, &mut Vec<NewEvent>) -> bool,
 ) -> Result<()> {
-    let _guard = store.lock(cell, LockKey::Agent(agent))?;
-    if let Some(mut doc) = store.read(cell, FileKey::Agent(agent))? {
-        if change(&mut doc) {
-            store.write(cell, FileKey::Agent(agent), &doc, Durability::Durable)?;
+    store::transact(store, cell, clock::now(), |txn| {
+        let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
+            return Ok(());
+        };
+        let mut events = Vec::new();
+        if change(&mut doc, &mut events) {
+            txn.put(FileKey::Agent(agent), doc);
+            for e in events {
+                txn.event(e);
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// The supervisor's life (`pas __supervise`): spawn, record, wait, record. Prints
@@ -259,7 +266,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         Err(e) => {
             let now = clock::now();
             let reason = format!("cannot run {program:?}: {e}");
-            let _ = update_agent(store, cell, agent, &mut |d| {
+            let _ = update_agent(store, cell, agent, &mut |d, _| {
                 d.set("exit", json!({ "at": clock::stamp(now), "cause": "exit", "code": 127, "signal": null, "error": reason }));
                 true
             });
@@ -269,7 +276,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
     let pid = child.id() as i32;
     let start_time = process::start_time(pid);
     let now = clock::now();
-    update_agent(store, cell, agent, &mut |d| {
+    update_agent(store, cell, agent, &mut |d, events| {
         d.set("pid", pid);
         d.set("pgid", pid);
         d.set(
@@ -285,21 +292,18 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
             d.set("status", "active");
         }
         d.remove("stop_requested");
+        events.push(
+            NewEvent::new(
+                Level::Info,
+                "agent.started",
+                format!("agent {agent} started (pid {pid})"),
+            )
+            .agent(agent)
+            .details(json!({ "pid": pid, "command": argv })),
+        );
         true
     })
     .map_err(fail)?;
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Info,
-            "agent.started",
-            format!("agent {agent} started (pid {pid})"),
-        )
-        .agent(agent)
-        .details(json!({ "pid": pid, "command": argv })),
-        now,
-    )?;
     say(&format!("ok {pid}"));
 
     let status = child
@@ -321,8 +325,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         (_, Some(s)) => format!("signal {s}"),
         _ => "unknown".to_string(),
     };
-    let mut event_error = None;
-    update_agent(store, cell, agent, &mut |d| {
+    update_agent(store, cell, agent, &mut |d, events| {
         if pid_of(d) != Some(pid) {
             return false; // a newer start owns the file now
         }
@@ -339,24 +342,18 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         d.set("pid", Value::Null);
         d.set("exit", json!({ "at": clock::stamp(now), "cause": cause, "code": code, "signal": signal, "requested": requested.is_some() }));
         d.remove("stop_requested");
-        // Logged while the agent's lock is held, so a reviver (which takes it first) can
-        // only log the revival after this death.
-        let event = NewEvent::new(
-            level,
-            "agent.exited",
-            format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
-        )
-        .agent(agent)
-        .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal }));
-        if let Err(e) = events::record_one(store, cell, event, now) {
-            event_error = Some(e);
-        }
+        // In the same commit as the death, so a reviver can only log the revival after it.
+        events.push(
+            NewEvent::new(
+                level,
+                "agent.exited",
+                format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
+            )
+            .agent(agent)
+            .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal })),
+        );
         true
-    })?;
-    if let Some(e) = event_error {
-        return Err(e);
-    }
-    Ok(())
+    })
 }
 
 /// Resource limits for the agent, set on the supervisor before the spawn so the agent
@@ -406,29 +403,26 @@ pub fn record_vanished(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let mut vanished = None;
-    update_agent(store, cell, agent, &mut |d| {
+    update_agent(store, cell, agent, &mut |d, events| {
         if state(d) != ProcState::Vanished {
             return false;
         }
         vanished = pid_of(d);
         d.set("pid", Value::Null);
         d.set("exit", json!({ "at": clock::stamp(now), "cause": "vanished", "code": null, "signal": null, "requested": false }));
+        if let Some(pid) = vanished {
+            events.push(
+                NewEvent::new(
+                    Level::Warn,
+                    "agent.vanished",
+                    format!("agent {agent} (pid {pid}) is gone; nobody saw how"),
+                )
+                .agent(agent)
+                .details(json!({ "pid": pid })),
+            );
+        }
         true
     })?;
-    if let Some(pid) = vanished {
-        events::record_one(
-            store,
-            cell,
-            NewEvent::new(
-                Level::Warn,
-                "agent.vanished",
-                format!("agent {agent} (pid {pid}) is gone; nobody saw how"),
-            )
-            .agent(agent)
-            .details(json!({ "pid": pid })),
-            now,
-        )?;
-    }
     Ok(vanished.is_some())
 }
 
@@ -450,7 +444,7 @@ pub fn stop(
     };
     let pgid = process::recorded_pid(doc.get("pgid")).or(pid_of(&doc));
     let running = state(&doc) == ProcState::Running;
-    update_agent(store, cell, agent, &mut |d| {
+    update_agent(store, cell, agent, &mut |d, _| {
         if cause == "stopped" && d.str("status") != Some("paused") {
             d.set("status", "idle");
         }
@@ -477,7 +471,7 @@ pub fn stop(
             std::thread::sleep(Duration::from_millis(20));
         }
         if record_vanished(store, cell, agent, now)? && cause == "watchdog" {
-            update_agent(store, cell, agent, &mut |d| {
+            update_agent(store, cell, agent, &mut |d, _| {
                 if let Some(Value::Object(e)) = d.get("exit").cloned() {
                     let mut e = e;
                     e.insert("cause".into(), json!("watchdog"));

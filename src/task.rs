@@ -12,8 +12,8 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
-use crate::store::{check_id, Collection, FileKey, IdKind, LockKey, Store};
+use crate::events::{Level, NewEvent};
+use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
 
 /// Priorities (the spec's), highest first.
@@ -193,48 +193,50 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewTask, now: DateTime<Utc>)
             )));
         }
     }
-    let _guard = store.lock(cell_id, LockKey::Tasks)?;
-    let (tasks, errors) = read_all(store, cell_id)?;
-    if let Some(e) = errors.into_iter().next() {
-        return Err(e);
-    }
-    if tasks.contains_key(&spec.id) {
-        return Err(Error::conflict(format!(
-            "task {} already exists in cell {cell_id}",
-            spec.id
-        )));
-    }
-    let unknown: Vec<&str> = spec
-        .deps
-        .iter()
-        .filter(|d| !tasks.contains_key(d.as_str()) && **d != spec.id)
-        .map(String::as_str)
-        .collect();
-    if !unknown.is_empty() {
-        return Err(Error::not_found(format!(
-            "task {} depends on unknown task(s): {}",
-            spec.id,
-            unknown.join(", ")
-        ))
-        .hint("add the dependencies first"));
-    }
-    let mut g = graph(&tasks);
-    g.insert(spec.id.clone(), spec.deps.clone());
-    if let Some(cycle) = find_cycle(&g) {
-        return Err(
-            Error::usage(format!("dependency cycle: {}", cycle.join(" -> ")))
-                .hint("a task cannot depend, directly or not, on itself"),
+    store::transact(store, cell_id, now, |txn| {
+        let mut tasks = BTreeMap::new();
+        for (id, doc) in txn.read_collection(Collection::Tasks)? {
+            tasks.insert(id, doc?);
+        }
+        if tasks.contains_key(&spec.id) {
+            return Err(Error::conflict(format!(
+                "task {} already exists in cell {cell_id}",
+                spec.id
+            )));
+        }
+        let unknown: Vec<&str> = spec
+            .deps
+            .iter()
+            .filter(|d| !tasks.contains_key(d.as_str()) && **d != spec.id)
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Error::not_found(format!(
+                "task {} depends on unknown task(s): {}",
+                spec.id,
+                unknown.join(", ")
+            ))
+            .hint("add the dependencies first"));
+        }
+        let mut g = graph(&tasks);
+        g.insert(spec.id.clone(), spec.deps.clone());
+        if let Some(cycle) = find_cycle(&g) {
+            return Err(
+                Error::usage(format!("dependency cycle: {}", cycle.join(" -> ")))
+                    .hint("a task cannot depend, directly or not, on itself"),
+            );
+        }
+        txn.create(FileKey::Task(&spec.id), doc.clone());
+        txn.event(
+            NewEvent::new(
+                Level::Info,
+                "task.added",
+                format!("task {} added: {}", spec.id, spec.title),
+            )
+            .task(&spec.id),
         );
-    }
-    store.create(cell_id, FileKey::Task(&spec.id), &doc)?;
-    drop(_guard);
-    let event = NewEvent::new(
-        Level::Info,
-        "task.added",
-        format!("task {} added: {}", spec.id, spec.title),
-    )
-    .task(&spec.id);
-    events::record_one(store, cell_id, event, now)
+        Ok(())
+    })
 }
 
 /// Reads one task, which must exist.

@@ -268,6 +268,26 @@ pub fn update_agent(
     )
 }
 
+/// [`update_agent`] with the events that describe the change, in the same commit.
+pub fn update_agent_with(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    events: Vec<crate::events::NewEvent>,
+    change: &mut dyn FnMut(&mut Doc) -> Result<()>,
+) -> Result<Doc> {
+    transact(store, cell, now, |txn| {
+        let mut doc = txn.read_required(FileKey::Agent(agent))?;
+        change(&mut doc)?;
+        txn.put(FileKey::Agent(agent), doc.clone());
+        for e in &events {
+            txn.event(e.clone());
+        }
+        Ok(doc)
+    })
+}
+
 /// The mission-cell layout on a local filesystem.
 #[derive(Debug)]
 pub struct FsStore {

@@ -243,6 +243,11 @@ impl<'a> Txn<'a> {
         Ok(out)
     }
 
+    /// Ids of a collection's documents as stored (staged writes not merged in).
+    pub fn list(&mut self, what: Collection) -> Result<Vec<String>> {
+        self.store.list(self.cell, what)
+    }
+
     fn stage(&mut self, key: DocKey, op: Op, expect: Option<Expect>) {
         let expect = expect.unwrap_or_else(|| match self.seen.get(&key) {
             Some(r) => Expect::Revision(*r),
