@@ -25,7 +25,20 @@ impl Root {
 
     /// A `pas` command with `--root` set and a clean environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(pas_bin());
+        self.cmd_via(&[], args)
+    }
+
+    /// [`Root::cmd`] run by another program: `WRAPPER... pas --root ROOT ARGS` (for example
+    /// under `strace`).
+    pub fn cmd_via(&self, wrapper: &[&str], args: &[&str]) -> Command {
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(pas_bin());
+                cmd
+            }
+            None => Command::new(pas_bin()),
+        };
         cmd.arg("--root").arg(&self.path).args(args);
         cmd.env_remove("PAS_ROOT")
             .env_remove("PAS_CELL")
@@ -211,6 +224,31 @@ impl Root {
             .map(|v| v["kind"].as_str().unwrap_or_default().to_string())
             .collect()
     }
+}
+
+/// Whether a program a test needs runs here (`tool PROBE...` exits 0). When it does not, the
+/// test should return at once: this prints one line (`skipped: strace is not installed`),
+/// unless `PAS_TEST_REQUIRE_ALL=1` (CI sets it), where a missing tool fails the test.
+pub fn tool_available(tool: &str, probe: &[&str], why: &str) -> bool {
+    let problem = match Command::new(tool).args(probe).stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => return true,
+        Ok(out) => format!(
+            "{tool} does not work here (`{tool} {}`: {}, {})",
+            probe.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .next()
+                .unwrap_or_default()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => format!("{tool} is not installed"),
+        Err(e) => format!("{tool} cannot be run ({e})"),
+    };
+    if std::env::var("PAS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{problem}: {why} (PAS_TEST_REQUIRE_ALL=1 makes a missing tool a failure)");
+    }
+    println!("skipped: {problem}");
+    false
 }
 
 /// Polls `f` every 50 ms for up to `seconds`; panics naming `what` when it never holds.

@@ -7,6 +7,7 @@ mod cells;
 mod concurrency;
 mod demo;
 mod docs;
+mod faults;
 mod hand_written;
 mod heartbeats;
 mod ids;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::harness::{pas_bin, Root};
+use crate::harness::{pas_bin, tool_available, Root};
 
 /// A bash with `pas` on its PATH and the root in `PAS_ROOT`, running `script`.
 fn bash(root: &Root, script: &str) -> String {
@@ -164,6 +164,17 @@ fn pas_toml_sets_root_wide_policy_defaults_below_the_cells_own() {
     root.run(&["status"]).refused(5, "pas.toml line 1");
 }
 
+/// Whether `script` (util-linux) is here; the test is skipped when not, see
+/// [`tool_available`].
+fn script_available() -> bool {
+    tool_available(
+        "script",
+        &["-V"],
+        "colour and progress are checked on a pseudo-terminal made by `script`; install it \
+         (apt-get install -y bsdutils)",
+    )
+}
+
 /// Runs `command` (a shell line) on a pseudo-terminal with `script`; returns all it showed.
 fn on_terminal(root: &Root, command: &str, env: &[(&str, &str)]) -> String {
     let dir = Path::new(pas_bin()).parent().unwrap();
@@ -200,6 +211,9 @@ fn fleet_with_a_healthy_and_a_dead_agent(root: &Root) -> String {
 
 #[test]
 fn colour_on_a_terminal_only_and_never_with_no_color_or_color_never() {
+    if !script_available() {
+        return;
+    }
     let root = Root::new();
     fleet_with_a_healthy_and_a_dead_agent(&root);
     // The standard green and red, as SGR 32/31 or as 256-colour palette entries 2/1.
@@ -248,6 +262,9 @@ fn colour_on_a_terminal_only_and_never_with_no_color_or_color_never() {
 
 #[test]
 fn long_operations_show_progress_on_a_terminal_and_nothing_in_a_pipe() {
+    if !script_available() {
+        return;
+    }
     let root = Root::new();
     for i in 0..3 {
         root.cell(&format!("c{i}"));

@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::json;
 
-use crate::harness::{pas_bin, wait_until, Root};
+use crate::harness::{pas_bin, tool_available, wait_until, Root};
 
 /// A tmux server of its own (a private socket), killed when dropped.
 struct Tmux {
@@ -13,14 +13,17 @@ struct Tmux {
 }
 
 impl Tmux {
-    /// A detached 100x30 session running a plain shell.
-    fn start() -> Tmux {
-        let found = Command::new("tmux").arg("-V").output();
-        assert!(
-            found.is_ok_and(|o| o.status.success()),
-            "tmux is not installed: the `pas top` test drives the real binary in a tmux \
-             pane; install it (apt-get install -y tmux)"
-        );
+    /// A detached 100x30 session running a plain shell; `None` (the test is skipped) when
+    /// tmux is missing, see [`tool_available`].
+    fn start() -> Option<Tmux> {
+        if !tool_available(
+            "tmux",
+            &["-V"],
+            "the `pas top` tests drive the real binary in a tmux pane; install it \
+             (apt-get install -y tmux)",
+        ) {
+            return None;
+        }
         let tmux = Tmux {
             socket: format!("pas-top-{}", uuid::Uuid::new_v4().simple()),
         };
@@ -44,7 +47,7 @@ impl Tmux {
         ]);
         // Keys sent before the shell's first prompt would be echoed ahead of it.
         tmux.wait_for("the shell's prompt", |s| s.trim_end().ends_with('$'));
-        tmux
+        Some(tmux)
     }
 
     fn run(&self, args: &[&str]) -> String {
@@ -123,7 +126,9 @@ fn top_shows_filters_pauses_and_restores_the_terminal() {
     let audit = root.cell("Audit");
     root.ok(&["agent", "add", &audit, "auditor"]);
 
-    let tmux = Tmux::start();
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
     tmux.enter(&format!(
         "{} --root {} top; echo TOP-EXITED $?",
         pas_bin(),
@@ -198,7 +203,9 @@ fn top_restores_the_terminal_on_sigterm() {
     let root = Root::new();
     let cell = root.cell("Solo");
     root.ok(&["agent", "add", &cell, "only"]);
-    let tmux = Tmux::start();
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
     tmux.enter(&format!(
         "{} --root {} top Solo; echo TOP-EXITED $?",
         pas_bin(),
@@ -241,7 +248,9 @@ fn top_approves_a_revival_request_and_stops_an_agent() {
         1
     );
 
-    let tmux = Tmux::start();
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
     tmux.enter(&format!(
         "{} --root {} top Ops; echo TOP-EXITED $?",
         pas_bin(),
@@ -290,7 +299,9 @@ fn top_ends_when_its_terminal_goes_away() {
     let root = Root::new();
     let cell = root.cell("Hangup");
     root.ok(&["agent", "add", &cell, "only"]);
-    let tmux = Tmux::start();
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
     tmux.enter(&format!(
         "exec {} --root {} top Hangup",
         pas_bin(),
