@@ -17,8 +17,9 @@
 //!   that are neither ids nor known layout names (temporary files, `.pas/`, stray files)
 //!   give no change.
 //! - The bookkeeping stays small for roots of 100,000 agents: per kernel watch its number,
-//!   the directory kind and the shared cell id; per cell one byte of watched directories;
-//!   nothing per agent. Four watches per cell: its directory, `agents/`, `tasks/`, `logs/`.
+//!   the directory kind and the shared cell id; per cell one map entry (the same shared id
+//!   and a byte of watched directories); nothing per agent. Four watches per cell: its
+//!   directory, `agents/`, `tasks/`, `logs/`.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -155,6 +156,9 @@ impl State {
     /// Adds a kernel watch on a directory: `Ok(None)` when not watching, or when `path` is
     /// not a directory (yet); an error only when the kernel refuses for another reason.
     fn add(&mut self, path: &Path) -> io::Result<Option<WatchDescriptor>> {
+        let Some(watches) = self.watches.as_mut() else {
+            return Ok(None);
+        };
         #[cfg(test)]
         if self
             .max_watches
@@ -162,9 +166,6 @@ impl State {
         {
             return Err(Errno::NOSPC.into());
         }
-        let Some(watches) = self.watches.as_mut() else {
-            return Ok(None);
-        };
         match watches.add(path, watch_mask()) {
             Ok(wd) => Ok(Some(wd)),
             Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::NOENT | Errno::NOTDIR)) => {
@@ -195,28 +196,25 @@ impl State {
             .root_wd
             .as_ref()
             .is_some_and(|r| r.get_watch_descriptor_id() == id);
-        if event.mask.contains(EventMask::IGNORED) {
-            // The kernel dropped the watch (its directory is gone, or it was removed below):
-            // forget it, so the directory's successor can be watched.
-            if is_root {
-                self.root_wd = None;
-            } else if let Some((dir, cell)) = self.by_wd.remove(&id) {
-                if let Some(bits) = self.cells.get_mut(&cell) {
-                    *bits &= !dir.bit();
-                    if *bits == 0 {
-                        self.cells.remove(&cell);
-                    }
+        let ignored = event.mask.contains(EventMask::IGNORED);
+        let moved = event.mask.contains(EventMask::MOVE_SELF);
+        if ignored || moved {
+            // IGNORED: the kernel dropped the watch (its directory is gone). MOVE_SELF: the
+            // directory moved away and its watch with it, and a directory made under the old
+            // name would never be watched while that watch stands: it is removed (its
+            // IGNORED then finds nothing). Either way it is forgotten at once, so the
+            // directory's successor can be watched.
+            if moved {
+                if let Some(watches) = self.watches.as_mut() {
+                    let _ = watches.remove(event.wd.clone());
                 }
             }
-            return None;
-        }
-        if event.mask.contains(EventMask::MOVE_SELF) {
-            // The directory moved away, and its watch with it: a directory made under the
-            // old name would never be watched while the old watch stands. Removing it
-            // brings an IGNORED event, which clears it from the tables.
-            if let Some(watches) = self.watches.as_mut() {
-                let _ = watches.remove(event.wd.clone());
-            }
+            let cell = self.forget(id, is_root);
+            return match (moved, cell) {
+                (false, _) => None,
+                (true, Some(cell)) => Some(Change::Cell { cell }),
+                (true, None) => is_root.then_some(Change::Root),
+            };
         }
         let name = match event.name {
             Some(name) => Some(name.to_str()?),
@@ -250,6 +248,22 @@ impl State {
                 (name == layout::EVENTS_LOG).then(|| Change::Events { cell: cell.clone() })
             }
         }
+    }
+
+    /// Forgets watch `id` (the root's when `is_root`); the cell it was a directory of.
+    fn forget(&mut self, id: i32, is_root: bool) -> Option<CellId> {
+        if is_root {
+            self.root_wd = None;
+            return None;
+        }
+        let (dir, cell) = self.by_wd.remove(&id)?;
+        if let Some(bits) = self.cells.get_mut(&cell) {
+            *bits &= !dir.bit();
+            if *bits == 0 {
+                self.cells.remove(&cell);
+            }
+        }
+        Some(cell)
     }
 
     /// An event of the root's watch: `name` is an entry of the root (none: the root itself).
@@ -359,10 +373,12 @@ impl Changes {
         }
         match state.add(&self.shared.root) {
             Ok(wd) => state.root_wd = wd,
-            Err(e) => {
+            Err(e) if out_of_watches(&e) => {
                 drop(state);
-                self.refused(&self.shared.root, e);
+                self.shared.lose(exhausted_reason(&self.shared.root));
             }
+            // Refused (permissions): the caller's rereads cover the root.
+            Err(_) => {}
         }
     }
 
@@ -374,15 +390,17 @@ impl Changes {
             return;
         }
         let mut state = self.shared.lock();
-        let (cell, mut bits) = match state.cells.get_key_value(&**cell) {
-            Some((shared, bits)) => (shared.clone(), *bits),
-            None => (cell.clone(), 0),
-        };
+        let mut bits = state.cells.get(&**cell).copied().unwrap_or(0);
         if bits == ALL_DIRS || state.watches.is_none() {
             return;
         }
+        // The id the tables already hold, if any, so that each id is stored once.
+        let cell = match state.cells.get_key_value(&**cell) {
+            Some((shared, _)) => shared.clone(),
+            None => cell.clone(),
+        };
         let dir = self.shared.root.join(&*cell);
-        let mut refused = None;
+        let mut exhausted = None;
         for kind in Dir::ALL {
             if bits & kind.bit() != 0 {
                 continue;
@@ -395,19 +413,20 @@ impl Changes {
                         .insert(wd.get_watch_descriptor_id(), (kind, cell.clone()));
                     bits |= kind.bit();
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    refused = Some((path, e));
+                Err(e) if out_of_watches(&e) => {
+                    exhausted = Some(path);
                     break;
                 }
+                // Not there (yet), or refused (permissions): the caller's rereads cover it.
+                Ok(None) | Err(_) => {}
             }
         }
         if bits != 0 {
             state.cells.insert(cell, bits);
         }
         drop(state);
-        if let Some((path, e)) = refused {
-            self.refused(&path, e);
+        if let Some(path) = exhausted {
+            self.shared.lose(exhausted_reason(&path));
         }
     }
 
@@ -415,17 +434,20 @@ impl Changes {
     pub fn polling(&self) -> bool {
         self.shared.lock().watches.is_none()
     }
+}
 
-    /// The kernel refused a watch. Out of watches, watching stops and the caller polls;
-    /// any other refusal (permissions) leaves that one directory to the caller's rereads.
-    fn refused(&self, path: &Path, e: io::Error) {
-        if Errno::from_io_error(&e) == Some(Errno::NOSPC) {
-            self.shared.lose(format!(
-                "out of inotify watches (ENOSPC) at {} (raise fs.inotify.max_user_watches to get events back)",
-                path.display()
-            ));
-        }
-    }
+/// Whether the kernel refused a watch because the user's watches ran out
+/// (`fs.inotify.max_user_watches`).
+fn out_of_watches(e: &io::Error) -> bool {
+    Errno::from_io_error(e) == Some(Errno::NOSPC)
+}
+
+/// What the operator is told when watches ran out, naming the knob that gets them back.
+fn exhausted_reason(at: &Path) -> String {
+    format!(
+        "out of inotify watches (ENOSPC) at {} (raise fs.inotify.max_user_watches to get events back)",
+        at.display()
+    )
 }
 
 impl Drop for Changes {
@@ -644,6 +666,31 @@ mod tests {
                 agent: "a".into(),
             }
         });
+    }
+
+    #[test]
+    fn a_kernel_queue_overflow_asks_for_a_rescan() {
+        let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_queued_events")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(16_384);
+        if limit > 100_000 {
+            eprintln!("max_queued_events is {limit}: too many files to overflow it here");
+            return;
+        }
+        let root = TempRoot::new();
+        let cell = root.cell(CELL);
+        let (changes, rx) = start(&root, None);
+        changes.watch_cell(&CellId::from(CELL));
+        {
+            // The reader cannot decode while the tables are held: the kernel's queue fills.
+            let _held = changes.shared.lock();
+            let logs = cell.join(layout::LOGS_DIR);
+            for i in 0..=limit {
+                std::fs::File::create(logs.join(format!("f{i}.log"))).unwrap();
+            }
+        }
+        wait_for(&rx, "a rescan", |c| *c == Change::Rescan);
     }
 
     #[test]
