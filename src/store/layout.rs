@@ -9,14 +9,31 @@ use crate::error::{Error, Result};
 /// The longest id accepted for a cell, agent, task or job.
 pub const MAX_ID_LEN: usize = 128;
 
+/// `agents/`: one `<id>.json` document per agent.
+pub const AGENTS_DIR: &str = "agents";
+/// `tasks/`: one `<id>.json` document per task.
+pub const TASKS_DIR: &str = "tasks";
+/// `logs/`: the cell's append-only logs ([`LogFile`]).
+pub const LOGS_DIR: &str = "logs";
+/// `config/`: the cell's [`ConfigFile`]s.
+pub const CONFIG_DIR: &str = "config";
+/// The cell's own document, directly in the cell directory.
+pub const CELL_FILE: &str = "cell.json";
+/// The cell's resource reservations, directly in the cell directory.
+pub const RESERVATIONS_FILE: &str = "reservations.json";
+/// The events log's file name under [`LOGS_DIR`].
+pub const EVENTS_LOG: &str = "events.jsonl";
+/// How the file name of a per-id document ends: `<id>.json`.
+pub const DOC_SUFFIX: &str = ".json";
+
 /// The subdirectories every cell has (the mission-cell spec's layout).
 pub const CELL_SUBDIRS: [&str; 6] = [
-    "agents",
-    "tasks",
+    AGENTS_DIR,
+    TASKS_DIR,
     "checkpoints",
-    "logs",
+    LOGS_DIR,
     "artifacts",
-    "config",
+    CONFIG_DIR,
 ];
 
 /// Where pas keeps its lock files inside a cell (and inside the root).
@@ -74,11 +91,11 @@ impl FileKey<'_> {
     /// The directory (relative to the cell) and the file name.
     pub fn dir_and_name(&self) -> (Option<&'static str>, String) {
         match self {
-            FileKey::Cell => (None, "cell.json".to_string()),
-            FileKey::Reservations => (None, "reservations.json".to_string()),
-            FileKey::Agent(id) => (Some("agents"), format!("{id}.json")),
-            FileKey::Task(id) => (Some("tasks"), format!("{id}.json")),
-            FileKey::Config(c) => (Some("config"), c.file_name().to_string()),
+            FileKey::Cell => (None, CELL_FILE.to_string()),
+            FileKey::Reservations => (None, RESERVATIONS_FILE.to_string()),
+            FileKey::Agent(id) => (Some(AGENTS_DIR), format!("{id}{DOC_SUFFIX}")),
+            FileKey::Task(id) => (Some(TASKS_DIR), format!("{id}{DOC_SUFFIX}")),
+            FileKey::Config(c) => (Some(CONFIG_DIR), c.file_name().to_string()),
         }
     }
 
@@ -118,8 +135,8 @@ impl Collection {
     /// The directory name.
     pub fn dir(self) -> &'static str {
         match self {
-            Collection::Agents => "agents",
-            Collection::Tasks => "tasks",
+            Collection::Agents => AGENTS_DIR,
+            Collection::Tasks => TASKS_DIR,
         }
     }
 }
@@ -139,7 +156,7 @@ impl LogFile<'_> {
     /// The file name under `logs/`.
     pub fn file_name(&self) -> String {
         match self {
-            LogFile::Events => "events.jsonl".to_string(),
+            LogFile::Events => EVENTS_LOG.to_string(),
             LogFile::Mission => "mission.log".to_string(),
             LogFile::Agent(id) => format!("{id}.log"),
         }
@@ -215,6 +232,12 @@ pub fn is_valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The id of the per-id document named `name` (`<id>.json`), when `name` is one: temporary
+/// files (`.<id>.json.<pid>.<n>.tmp`) and stray names are not.
+pub fn doc_id(name: &str) -> Option<&str> {
+    name.strip_suffix(DOC_SUFFIX).filter(|id| is_valid_id(id))
+}
+
 /// Refuses any id that could not safely become a path component.
 pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
     if is_valid_id(id) {
@@ -264,6 +287,21 @@ mod tests {
         ] {
             assert!(!is_valid_id(id), "{id:?}");
             assert!(check_id(IdKind::Agent, id).is_err());
+        }
+    }
+
+    #[test]
+    fn doc_ids_come_from_document_names_only() {
+        assert_eq!(doc_id("agent_1.json"), Some("agent_1"));
+        assert_eq!(doc_id("a.b.json"), Some("a.b"));
+        for name in [
+            ".agent_1.json.12.0.tmp",
+            "agent_1.json.tmp",
+            "notes.txt",
+            ".json",
+            "-x.json",
+        ] {
+            assert_eq!(doc_id(name), None, "{name}");
         }
     }
 }

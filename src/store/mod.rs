@@ -8,6 +8,7 @@
 //! Readers take no lock: atomic replacement means they always see a whole file.
 
 pub mod atomic;
+pub mod changes;
 mod checkpoints;
 mod commit;
 #[cfg(test)]

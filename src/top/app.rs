@@ -1,11 +1,12 @@
 //! The running `pas top`: terminal setup and restore, the event loop, the background loader
 //! and the actions.
 //!
-//! The screen thread never touches the disk. A loader thread reads snapshots (when inotify
-//! says something changed, at most about twice a second and never faster than twice the last
-//! read took, and every few seconds anyway so that health and ages move on) and follows the
-//! selected cell's `logs/events.jsonl`; actions run on threads of their own. So a slow disk
-//! or a 10,000-agent root slows what is shown, never the keys.
+//! The screen thread never touches the disk. A loader thread reads snapshots (when the
+//! store's change notifications say something changed, at most about twice a second and
+//! never faster than twice the last read took, and every few seconds anyway so that health
+//! and ages move on, and so that a root without file events still shows the fleet) and
+//! follows the selected cell's `logs/events.jsonl`; actions run on threads of their own. So a
+//! slow disk or a 10,000-agent root slows what is shown, never the keys.
 //!
 //! The terminal is restored on every way out: `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP (checked
 //! between frames), an error (a guard's `Drop`) and a panic (a hook that restores first).
@@ -22,7 +23,6 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind,
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
-use super::files::Watches;
 use super::model::{Action, Input, Level, Model, Outcome, Snapshot};
 use super::view::{self, Palette};
 use crate::cell::{self, CellStatus};
@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::process::{self, StopOutcome};
 use crate::revive;
+use crate::store::changes::{CellId, Change, Changes};
 use crate::store::{FsStore, Store};
 
 /// Full re-reads at least this often, so ages and health move on without file events.
@@ -52,8 +53,8 @@ pub struct Options {
 }
 
 enum ToLoader {
-    /// Files changed; `events`: an events log among them.
-    Changed { events: bool },
+    /// Files changed.
+    Changed(Change),
     /// Follow this cell's events.
     Follow(Option<String>),
     /// Read again now (after an action).
@@ -222,40 +223,32 @@ fn input_of(code: KeyCode, modifiers: KeyModifiers) -> Option<Input> {
     })
 }
 
-/// The loader: owns the file watcher and does every read.
+/// The loader: owns the change watcher and does every read.
 fn spawn_loader(
     root: PathBuf,
     only: Option<String>,
     out: Sender<FromBackground>,
 ) -> Sender<ToLoader> {
     let (tx, rx) = mpsc::channel::<ToLoader>();
-    let fs_tx = tx.clone();
+    let changes_tx = tx.clone();
     std::thread::spawn(move || {
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            let events = match &res {
-                Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => return,
-                Ok(e) => e.paths.iter().any(|p| p.ends_with("logs/events.jsonl")),
-                Err(_) => true,
-            };
-            let _ = fs_tx.send(ToLoader::Changed { events });
-        })
-        .ok();
-        let mut watches = Watches::new(watcher);
-        load_loop(&root, only.as_deref(), &rx, &out, &mut watches);
+        let store = FsStore::new(root);
+        let changes = Changes::start(&store, move |c| {
+            changes_tx.send(ToLoader::Changed(c)).is_ok()
+        });
+        load_loop(&store, only.as_deref(), &rx, &out, &changes);
     });
     tx
 }
 
 fn load_loop(
-    root: &std::path::Path,
+    store: &FsStore,
     only: Option<&str>,
     rx: &Receiver<ToLoader>,
     out: &Sender<FromBackground>,
-    watches: &mut Watches,
+    changes: &Changes,
 ) {
-    let store = FsStore::new(root);
-    let watch_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    watches.add(&watch_root);
+    changes.watch_root();
     let mut last_load: Option<Instant> = None;
     let mut gap = MIN_GAP;
     let mut stale = true;
@@ -276,9 +269,15 @@ fn load_loop(
         };
         for message in first.into_iter().chain(rx.try_iter()) {
             match message {
-                ToLoader::Changed { events } => {
+                ToLoader::Changed(change) => {
+                    // Anything may show on the screen; a reload is cheap next to a stale view.
                     stale = true;
-                    events_stale |= events;
+                    events_stale |= match &change {
+                        Change::Events { cell } => follow.as_deref() == Some(&**cell),
+                        // Events may have been missed: read the followed log again.
+                        Change::Rescan | Change::Lost { .. } => true,
+                        _ => false,
+                    };
                 }
                 ToLoader::Follow(cell) => {
                     follow = cell;
@@ -296,7 +295,7 @@ fn load_loop(
         if events_stale {
             events_stale = false;
             if let Some(cell) = &follow {
-                if let Ok((new, next)) = events::read_new(&store, cell, offset) {
+                if let Ok((new, next)) = events::read_new(store, cell, offset) {
                     offset = next;
                     if !new.is_empty() || reset {
                         let sent = out.send(FromBackground::Events {
@@ -321,10 +320,12 @@ fn load_loop(
             continue;
         }
         let started = Instant::now();
-        let message = match Snapshot::load(&store, only, clock::now()) {
+        let message = match Snapshot::load(store, only, clock::now()) {
             Ok(s) => {
+                // Cells made since the last read are followed from now on.
+                changes.watch_root();
                 for c in &s.cells {
-                    watches.add_cell(&watch_root, &c.view.id);
+                    changes.watch_cell(&CellId::from(c.view.id.as_str()));
                 }
                 FromBackground::Snapshot(s)
             }
