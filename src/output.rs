@@ -77,6 +77,8 @@ pub struct Printer {
     /// Why stdout could not be written (other than a reader closing the pipe), and what was
     /// lost: the command must not exit 0 when its result did not reach the caller.
     failed: std::cell::RefCell<Option<(String, String)>>,
+    /// What the command changed, in words, for the message when its output is lost.
+    changed: std::cell::RefCell<Option<String>>,
     progress: Progress,
 }
 
@@ -114,6 +116,7 @@ impl Printer {
             color,
             closed: Flag::new(false),
             failed: std::cell::RefCell::new(None),
+            changed: std::cell::RefCell::new(None),
             progress: Progress::default(),
         }
     }
@@ -193,13 +196,26 @@ impl Printer {
         }
     }
 
+    /// Says what the command changed ("task t1 was claimed by a1"), so that a caller who
+    /// loses the output still learns it from the error.
+    pub fn changed(&self, what: impl Into<String>) {
+        *self.changed.borrow_mut() = Some(what.into());
+    }
+
     /// The error to exit with when stdout could not be written: the command itself
     /// completed, so the message says so and shows what was lost (a claimed task's id).
     pub fn output_error(&self) -> Option<crate::error::Error> {
         let (why, lost) = self.failed.borrow().clone()?;
+        // One line on stderr: a JSON result loses its indentation, not its content.
+        let lost = lost.split_whitespace().collect::<Vec<_>>().join(" ");
         let lost: String = lost.chars().take(300).collect();
+        let changed = self
+            .changed
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "the command completed".to_string());
         Some(crate::error::Error::failure(format!(
-            "cannot write to standard output ({why}); the command completed and its changes were made; it would have printed: {lost}"
+            "cannot write to standard output ({why}); {changed}: the change was made; it would have printed: {lost}"
         )))
     }
 

@@ -82,6 +82,17 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
         cell,
         problems: Vec::new(),
     };
+    if let Err(e) = crate::store::settle(store, cell) {
+        r.add(
+            Severity::Warning,
+            ".pas",
+            "",
+            format!(
+                "cannot take the cell's lock to finish changes of interrupted writers: {}",
+                e.message
+            ),
+        );
+    }
     let listing = store.inspect(cell)?;
     for dir in &listing.missing_dirs {
         r.add(
@@ -112,7 +123,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
             Severity::Warning,
             tmp,
             "",
-            "is a temporary file left by an interrupted writer; it can be deleted",
+            "was left by an interrupted writer; it can be deleted",
         );
     }
 

@@ -220,7 +220,7 @@ pub fn run() -> ExitCode {
     if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
         match crate::config::load(&store) {
             Ok(config) => crate::policy::install_root_layer(config.policies),
-            Err(e) => return report(&e),
+            Err(e) => return report(&with_outcome(e, 0)),
         }
     }
     let ctx = Ctx { store, out, acting };
@@ -229,7 +229,7 @@ pub fn run() -> ExitCode {
             Some(e) => report(&e),
             None => ExitCode::SUCCESS,
         },
-        Err(e) => report(&e),
+        Err(e) => report(&with_outcome(e, crate::store::Store::commits(&ctx.store))),
     }
 }
 
@@ -313,6 +313,28 @@ fn parse_args() -> std::result::Result<Cli, clap::Error> {
         .map_err(|e| e.format(&mut command));
     std::mem::forget(command);
     parsed
+}
+
+/// A failure (I/O, a process) that does not say whether the command changed anything gets
+/// told: nothing, when no change was committed, else that earlier changes were made. Refusals
+/// (usage, not found, conflict, ...) happen before any change and need no such note.
+fn with_outcome(e: Error, commits: usize) -> Error {
+    if e.kind != Kind::Failure || e.committed.is_some() {
+        return e;
+    }
+    if commits == 0 {
+        e.outcome(false)
+    } else {
+        let message = format!(
+            "{}; the change was made, then a later step failed (see `pas events`)",
+            e.message
+        );
+        Error {
+            message,
+            committed: Some(true),
+            ..e
+        }
+    }
 }
 
 /// One line on stderr: what is wrong, then how to fix it.

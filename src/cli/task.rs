@@ -409,6 +409,7 @@ fn claim(ctx: &Ctx, cell: Option<String>, agent: Option<String>) -> Result<()> {
     match queue::claim(&ctx.store, &cell_id, &agent, clock::now())? {
         Some(t) => {
             let id = t.str("task_id").unwrap_or_default();
+            ctx.out.changed(format!("task {id} was claimed by {agent}"));
             if ctx.out.is_json() {
                 ctx.out.json(&t.to_value());
             } else {

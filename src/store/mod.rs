@@ -80,6 +80,10 @@ pub trait Store {
     fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf;
     /// The directory of a cell, for messages and for agents' environment.
     fn cell_path(&self, cell: &str) -> PathBuf;
+    /// How many changes this store has committed (transactions, creates and removals of
+    /// cells, checkpoint generations), so a command that fails can say whether it changed
+    /// anything.
+    fn commits(&self) -> usize;
     /// Ids of all cells (directories holding `cell.json`), sorted.
     fn cell_ids(&self) -> Result<Vec<String>>;
     /// Whether `cell` exists (has a `cell.json`).
@@ -269,6 +273,12 @@ pub fn update_agent(
     )
 }
 
+/// Finishes a change that an interrupted writer committed but did not apply (any writer of
+/// the cell does this first; readers that must see a settled cell call it).
+pub fn settle(store: &dyn Store, cell: &str) -> Result<()> {
+    transact(store, cell, chrono::Utc::now(), |_| Ok(()))
+}
+
 /// [`update_agent`] with the events that describe the change, in the same commit.
 pub fn update_agent_with(
     store: &dyn Store,
@@ -294,6 +304,9 @@ pub fn update_agent_with(
 pub struct FsStore {
     root: PathBuf,
     root_fd: OnceLock<OwnedFd>,
+    /// Changes this store committed, so a failing command can say whether it changed
+    /// anything before it failed.
+    commits: std::sync::atomic::AtomicUsize,
 }
 
 fn root_hint() -> &'static str {
@@ -306,6 +319,7 @@ impl FsStore {
         FsStore {
             root: root.into(),
             root_fd: OnceLock::new(),
+            commits: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -488,6 +502,10 @@ impl Store for FsStore {
         &self.root
     }
 
+    fn commits(&self) -> usize {
+        self.commits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf {
         self.cell_path(cell).join(key.relative())
     }
@@ -576,7 +594,14 @@ impl Store for FsStore {
                 rustix::fs::fsync(&logs)?;
             }
             rustix::fs::fsync(&dir)?;
-            atomic::rename_noreplace(root.as_fd(), &staging, cell)
+            rustix::fs::renameat_with(
+                root.as_fd(),
+                staging.as_str(),
+                root.as_fd(),
+                cell,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )?;
+            Ok(())
         };
         build().map_err(|e| {
             let _ = std::fs::remove_dir_all(&staging_path);
@@ -586,7 +611,15 @@ impl Store for FsStore {
                 Error::conflict(format!("cell {cell} already exists"))
             } else {
                 self.io_error("create cell", &self.cell_path(cell), e)
+                    .outcome(false)
             }
+        })?;
+        // The cell is there, whole, with its events: created.
+        self.committed();
+        rustix::fs::fsync(root).map_err(|e| {
+            self.io_error("sync", &self.root, io::Error::from(e))
+                .outcome(true)
+                .hint("the cell exists; it may not survive a power loss")
         })
     }
 
@@ -597,6 +630,7 @@ impl Store for FsStore {
             let _guard = self.lock(cell, LockKey::Cell)?;
             atomic::rename_noreplace(root.as_fd(), cell, &trash)
                 .map_err(|e| self.io_error("remove cell", &self.cell_path(cell), e))?;
+            self.committed();
         }
         let trash_path = self.root.join(&trash);
         // std's remove_dir_all never follows symlinks inside the tree.
@@ -649,8 +683,15 @@ impl Store for FsStore {
         for _ in 0..txn::MAX_ATTEMPTS {
             let mut t = Txn::new(self, cell, now);
             body(&mut t)?;
-            match self.commit_locked(cell, t.into_changes()) {
-                Ok(()) => return Ok(()),
+            let changes = t.into_changes();
+            let empty = changes.is_empty();
+            match self.commit_locked(cell, changes) {
+                Ok(()) => {
+                    if !empty {
+                        self.committed();
+                    }
+                    return Ok(());
+                }
                 Err(txn::CommitError::Conflict(what)) => conflict = what,
                 Err(txn::CommitError::Failed(e)) => return Err(e),
             }
@@ -664,7 +705,9 @@ impl Store for FsStore {
         let cell_fd = self.cell_fd(cell)?;
         let tmp = self.tmp_dir(cell, cell_fd.as_fd())?;
         atomic::replace_via(tmp.as_fd(), dir.as_fd(), &name, &doc.to_bytes(), durability)
-            .map_err(|e| self.io_error("write", &self.path_of(cell, key), e))
+            .map_err(|e| self.io_error("write", &self.path_of(cell, key), e))?;
+        self.committed();
+        Ok(())
     }
 
     fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()> {
@@ -679,14 +722,18 @@ impl Store for FsStore {
             } else {
                 self.io_error("create", &self.path_of(cell, key), e)
             }
-        })
+        })?;
+        self.committed();
+        Ok(())
     }
 
     fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool> {
         let _guard = self.cell_lock(cell)?;
         let (dir, name) = self.doc_dir(cell, key, false)?;
-        atomic::remove_at(dir.as_fd(), &name)
-            .map_err(|e| self.io_error("remove", &self.path_of(cell, key), e))
+        let removed = atomic::remove_at(dir.as_fd(), &name)
+            .map_err(|e| self.io_error("remove", &self.path_of(cell, key), e))?;
+        self.committed();
+        Ok(removed)
     }
 
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard> {
@@ -841,8 +888,8 @@ impl Store for FsStore {
                 let rel = format!("{sub}/{}", e.name);
                 if e.is_symlink {
                     listing.links.push(rel);
-                } else if e.name.starts_with('.') && e.name.ends_with(".tmp") {
-                    listing.temp_files.push(rel);
+                } else if is_leftover(&e.name) {
+                    // Found by the walk below.
                 } else if sub != "config"
                     && (!e.is_file
                         || !e.name.ends_with(".json")
@@ -852,6 +899,7 @@ impl Store for FsStore {
                 }
             }
         }
+        self.find_leftovers(cell_fd.as_fd(), "", &mut listing.temp_files, 0);
         listing.links.sort();
         listing.stray.sort();
         listing.temp_files.sort();
@@ -881,6 +929,13 @@ impl Store for FsStore {
             atomic::list_entries(root.as_fd()).map_err(|e| self.io_error("list", &self.root, e))?;
         let mut odd = Vec::new();
         for e in entries {
+            if e.is_dir && leftover_pid(&e.name).is_some() {
+                odd.push(RootOddity {
+                    name: e.name,
+                    reason: "is a cell being created or removed by a writer that was interrupted; the next `pas cell create` removes it".to_string(),
+                });
+                continue;
+            }
             if e.name.starts_with('.') {
                 continue;
             }
@@ -902,6 +957,55 @@ impl Store for FsStore {
         }
         odd.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(odd)
+    }
+}
+
+/// Whether `name` is a temporary file or staging directory a writer makes and renames away
+/// when it finishes: seen later, the writer was interrupted.
+fn is_leftover(name: &str) -> bool {
+    atomic::is_temp_name(name)
+        || [".staging-", ".artifacts-", ".intent"]
+            .iter()
+            .any(|p| name.starts_with(p))
+}
+
+impl FsStore {
+    /// Collects the leftovers of interrupted writers under `dir` (relative path `rel`),
+    /// including `.pas/tmp/`, without following links.
+    fn find_leftovers(
+        &self,
+        dir: std::os::fd::BorrowedFd<'_>,
+        rel: &str,
+        out: &mut Vec<String>,
+        depth: usize,
+    ) {
+        // Cells are shallow (checkpoints/<agent>/history/<G>/artifacts is the deepest).
+        if depth > 8 {
+            return;
+        }
+        let Ok(entries) = atomic::list_entries(dir) else {
+            return;
+        };
+        for e in entries {
+            let path = if rel.is_empty() {
+                e.name.clone()
+            } else {
+                format!("{rel}/{}", e.name)
+            };
+            if is_leftover(&e.name) || (rel == ".pas/tmp" && !e.is_dir) {
+                out.push(path);
+            } else if e.is_dir && e.name != layout::LOCKS_DIR {
+                if let Ok(sub) = atomic::open_subdir(dir, &e.name) {
+                    self.find_leftovers(sub.as_fd(), &path, out, depth + 1);
+                }
+            }
+        }
+    }
+
+    /// Counts one committed change.
+    fn committed(&self) {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
