@@ -294,12 +294,12 @@ fn compact(
             .collect();
         list.push(clock::stamp(now));
         d.set("compactions", json!(list));
-        d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path.display().to_string(), "at": clock::stamp(now) }));
+        d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path, "at": clock::stamp(now) }));
         Ok(())
     })?;
     Ok(Compaction {
         generation: saved.generation,
-        summary: path.display().to_string(),
+        summary: path.clone(),
         ctx_used_before: used,
     })
 }
@@ -392,12 +392,7 @@ pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec
                 m.insert("agent".into(), json!(a));
                 m.insert(
                     "file".into(),
-                    json!(store
-                        .cell_path(cell)
-                        .join("checkpoints")
-                        .join(&a)
-                        .join("summaries")
-                        .join(&name)),
+                    json!(store.describe_summary(cell, &a, &name)),
                 );
             }
             out.push(v);

@@ -203,7 +203,7 @@ pub fn resolve(store: &dyn Store, query: &str) -> Result<String> {
         1 => Ok(candidates.into_iter().next().unwrap_or_default()),
         0 => Err(Error::not_found(format!(
             "no cell matches {query:?} under {}",
-            store.root().display()
+            store.location()
         ))
         .hint("`pas cell list` shows the cells; pass an id, a unique id prefix or a mission name")),
         _ => Err(Error::conflict(format!(
@@ -234,7 +234,7 @@ impl CellSummary {
         let mut value = self.doc.to_value();
         if let Value::Object(map) = &mut value {
             map.insert("id".into(), json!(self.id));
-            map.insert("path".into(), json!(store.cell_path(&self.id)));
+            map.insert("path".into(), json!(store.describe_cell(&self.id)));
             map.insert("agent_count".into(), json!(self.agents));
             map.insert("task_counts".into(), json!(self.tasks));
         }

@@ -173,10 +173,7 @@ pub fn save(
         reason: Some(req.reason),
         context_hash: Some(context_hash),
         artifacts: artifact_names,
-        path: store
-            .checkpoint_dir(cell, agent, generation)
-            .display()
-            .to_string(),
+        path: store.describe_checkpoint(cell, agent, generation),
         ok: true,
         problem: None,
     })
@@ -266,10 +263,7 @@ fn describe(
             .map(str::to_string),
         context_hash: Some(hash_line(&files.context)),
         artifacts: files.artifacts.iter().map(|(n, _)| n.clone()).collect(),
-        path: store
-            .checkpoint_dir(cell, agent, generation)
-            .display()
-            .to_string(),
+        path: store.describe_checkpoint(cell, agent, generation),
         ok: problem.is_none(),
         problem,
     }
@@ -366,7 +360,7 @@ pub fn restore(
 ) -> Result<Generation> {
     let (g, files) = load(store, cell, agent, generation)?;
     if let Some(dest) = to {
-        store.write_checkpoint_out(dest, &files)?;
+        crate::store::write_checkpoint_outside(dest, &files)?;
         let mut shown = describe(store, cell, agent, g, &files, None);
         shown.path = dest.display().to_string();
         return Ok(shown);

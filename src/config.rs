@@ -31,7 +31,7 @@ pub fn load(store: &dyn Store) -> Result<RootConfig> {
         None => Ok(RootConfig::default()),
         Some((bytes, path)) => parse(&bytes).map_err(|(line, what)| {
             let at = line.map(|l| format!(" line {l}")).unwrap_or_default();
-            Error::data(format!("{}{at}: {what}", path.display()))
+            Error::data(format!("{path}{at}: {what}"))
                 .hint("fix the file or remove it; the keys are listed by `pas policy show CELL`")
         }),
     }

@@ -52,16 +52,15 @@ const TOLD: [&str; 15] = [
 /// (elapsed time, tasks completed), for a progress line on a terminal.
 pub fn run(
     store: &dyn Store,
+    work: &Path,
     exe: &Path,
     say: &mut dyn FnMut(String),
     status: &mut dyn FnMut(String),
 ) -> Result<String> {
     let started = Instant::now();
     let stamp = |s: &str| format!("[{:5.1}s] {s}", started.elapsed().as_secs_f64());
-    let root = store.root().to_path_buf();
-    let work = root.join(".demo");
-    store.export(&work.join("demo-agent.sh"), AGENT_SCRIPT.as_bytes())?;
-    store.export(&work.join("demo-mission.json"), MISSION.as_bytes())?;
+    crate::store::write_outside(&work.join("demo-agent.sh"), AGENT_SCRIPT.as_bytes())?;
+    crate::store::write_outside(&work.join("demo-mission.json"), MISSION.as_bytes())?;
     let mission: Value = serde_json::from_str(MISSION)
         .map_err(|e| Error::failure(format!("the embedded demo mission is not JSON: {e}")))?;
     let cell = crate::mission::create(store, &mission, "pas-demo", clock::now())?;
@@ -78,9 +77,9 @@ pub fn run(
         };
         crate::agent::change(store, &cell, a, &change, clock::now())?;
     }
+    let workspace = store.workspace(&cell, None)?;
     let mut watch = Command::new(exe)
-        .arg("--root")
-        .arg(&root)
+        .args(&workspace.store_args)
         .args(["watch", "--interval", "2"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -131,7 +130,7 @@ fn drive(
             )
             .hint(format!(
                 "look at {}",
-                store.cell_path(cell).join("logs").display()
+                store.describe_log(cell, crate::store::LogFile::Mission)
             )));
         }
         let bytes = store.read_log(cell, LogFile::Events, offset)?;
@@ -189,7 +188,7 @@ fn drive(
         if cell_doc.str("status") == Some("failed") {
             return Err(Error::failure("the demo's cell failed").hint(format!(
                 "look at {}",
-                store.cell_path(cell).join("logs").display()
+                store.describe_log(cell, crate::store::LogFile::Mission)
             )));
         }
         std::thread::sleep(Duration::from_millis(100));

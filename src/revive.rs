@@ -754,15 +754,23 @@ fn run_hook(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let exit = doc.get("exit").cloned().unwrap_or(Value::Null);
-    let log = store.open_log(cell, store::LogFile::Agent(agent))?;
+    let workspace = store.workspace(cell, Some(agent))?;
+    let log = workspace
+        .log
+        .ok_or_else(|| Error::failure("the agent log is not open"))?;
     let log_err = log
         .try_clone()
         .map_err(|e| Error::failure(format!("cannot open the agent log: {e}")))?;
     let status = std::process::Command::new("sh")
         .arg("-c")
         .arg(hook)
-        .current_dir(store.cell_path(cell))
-        .env("PAS_ROOT", store.root())
+        .current_dir(&workspace.dir)
+        .envs(
+            workspace
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_os_str())),
+        )
         .env("PAS_CELL", cell)
         .env("PAS_AGENT", agent)
         .env(

@@ -24,7 +24,7 @@ use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::events::{self, Level, NewEvent};
 use crate::process::{self, StopOutcome};
-use crate::store::{self, FileKey, LogFile, Store};
+use crate::store::{self, FileKey, Store};
 
 /// Where an agent's process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -120,11 +120,12 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::failure(format!("cannot find the pas executable: {e}")))?;
-    let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().to_path_buf());
-    let log = store.open_log(cell, LogFile::Agent(agent))?;
+    let workspace = store.workspace(cell, Some(agent))?;
+    let log = workspace
+        .log
+        .ok_or_else(|| Error::failure("the agent log is not open"))?;
     let mut child = Command::new(exe)
-        .arg("--root")
-        .arg(&root)
+        .args(&workspace.store_args)
         .args(["__supervise", cell, agent])
         .env_remove("PAS_AGENT")
         .stdin(Stdio::null())
@@ -152,14 +153,8 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
         .strip_prefix("error ")
         .unwrap_or("the supervisor exited without starting it");
     Err(
-        Error::failure(format!("cannot start agent {agent}: {reason}")).hint(format!(
-            "see {}",
-            store
-                .cell_path(cell)
-                .join("logs")
-                .join(format!("{agent}.log"))
-                .display()
-        )),
+        Error::failure(format!("cannot start agent {agent}: {reason}"))
+            .hint(format!("see {}", workspace.log_name)),
     )
 }
 
@@ -167,7 +162,7 @@ fn checkpoint_dir(store: &dyn Store, cell: &str, agent: &str) -> Option<String> 
     checkpoint::latest_generation(store, cell, agent)
         .ok()
         .flatten()
-        .map(|g| store.checkpoint_dir(cell, agent, g).display().to_string())
+        .map(|g| store.describe_checkpoint(cell, agent, g))
 }
 
 /// Changes the agent file (when it still exists) in one transaction with the events the
@@ -220,13 +215,15 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         .filter_map(|r| r.get("memory").and_then(Value::as_f64))
         .sum();
     apply_rlimits(&doc, reserved_memory);
-    let cell_path = store.cell_path(cell);
+    let workspace = store.workspace(cell, Some(agent)).map_err(fail)?;
     let cwd = doc
         .str("cwd")
         .map(Path::new)
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| cell_path.clone());
-    let log = store.open_log(cell, LogFile::Agent(agent)).map_err(fail)?;
+        .unwrap_or_else(|| workspace.dir.clone());
+    let log = workspace
+        .log
+        .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
     let log_err = log
         .try_clone()
         .map_err(|e| fail(Error::failure(format!("cannot open the agent log: {e}"))))?;
@@ -247,7 +244,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         .stderr(log_err)
         .process_group(0)
         .env("PATH", path)
-        .env("PAS_ROOT", store.root())
+        .envs(
+            workspace
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_os_str())),
+        )
         .env("PAS_CELL", cell)
         .env("PAS_AGENT", agent)
         .env(

@@ -68,7 +68,7 @@ impl Report<'_> {
             Err(e) => {
                 let reason = e
                     .message
-                    .replace(&format!("{} ", store.path_of(self.cell, key).display()), "");
+                    .replace(&format!("{} ", store.describe(self.cell, key)), "");
                 self.add(Severity::Error, &file, "", reason);
                 None
             }

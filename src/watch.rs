@@ -22,7 +22,7 @@ use crate::clock;
 use crate::error::{Error, Kind, Result};
 use crate::process;
 use crate::revive::{self, Action, Options};
-use crate::store::changes::{CellId, Change, Changes};
+use crate::store::changes::{CellId, Change};
 use crate::store::Store;
 
 /// How the loop runs.
@@ -55,7 +55,7 @@ enum Msg {
 }
 
 /// A cell id, stored once and shared by every table that mentions the cell (the watcher's
-/// included: [`Changes::watch_cell`] keeps the same allocation).
+/// included: [`ChangeFeed::watch_cell`](crate::store::changes::ChangeFeed::watch_cell) keeps the same allocation).
 type Id = CellId;
 
 /// What the loop remembers per cell, and nothing more: the memory of a watch over a large
@@ -97,7 +97,7 @@ pub fn run(
                 Kind::Busy,
                 format!(
                     "pas watch is already running for {} (pid {})",
-                    store.root().display(),
+                    store.location(),
                     holder.map_or("unknown".into(), |p| p.to_string())
                 ),
             )
@@ -118,7 +118,7 @@ pub fn run(
             let _ = stop_tx.send(Msg::Stop);
         }
     });
-    let changes = Changes::start(store, move |c| tx.send(Msg::Change(c)).is_ok());
+    let changes = store.changes(Box::new(move |c| tx.send(Msg::Change(c)).is_ok()));
     changes.watch_root();
 
     let interval = Duration::milliseconds((opts.interval.max(0.1) * 1000.0) as i64);
@@ -129,7 +129,7 @@ pub fn run(
     let mut stopping = false;
     report(Report::Note(format!(
         "pas watch: looking after {} (pid {})",
-        store.root().display(),
+        store.location(),
         std::process::id()
     )));
 

@@ -253,11 +253,7 @@ fn show(ctx: &Ctx, query: &str) -> Result<()> {
         ("created by", Styled::from(text("created_by"))),
         (
             "path",
-            Styled::from(
-                crate::store::Store::cell_path(&ctx.store, &id)
-                    .display()
-                    .to_string(),
-            ),
+            Styled::from(crate::store::Store::describe_cell(&ctx.store, &id)),
         ),
         ("agents", Styled::from(s.agents.to_string())),
         ("tasks", Styled::from(tasks)),
@@ -298,7 +294,7 @@ fn export(ctx: &Ctx, query: &str, output: Option<std::path::PathBuf>) -> Result<
     let mut text = serde_json::to_string_pretty(&mission).unwrap_or_default();
     text.push('\n');
     match output {
-        Some(path) => crate::store::Store::export(&ctx.store, &path, text.as_bytes()),
+        Some(path) => crate::store::write_outside(&path, text.as_bytes()),
         None => {
             ctx.out.raw(&text);
             Ok(())

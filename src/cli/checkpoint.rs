@@ -227,7 +227,7 @@ fn show(ctx: &Ctx, cell: &str, agent: &str, generation: Option<u64>) -> Result<(
     if ctx.out.is_json() {
         ctx.out.json(&json!({
             "generation": g,
-            "path": crate::store::Store::checkpoint_dir(&ctx.store, &cell_id, agent, g),
+            "path": crate::store::Store::describe_checkpoint(&ctx.store, &cell_id, agent, g),
             "manifest": manifest,
             "state": state,
             "artifacts": files.artifacts.iter().map(|(n, b)| json!({ "name": n, "bytes": b.len() })).collect::<Vec<_>>(),
@@ -238,11 +238,9 @@ fn show(ctx: &Ctx, cell: &str, agent: &str, generation: Option<u64>) -> Result<(
         ("generation", Styled::from(g.to_string())),
         (
             "path",
-            Styled::from(
-                crate::store::Store::checkpoint_dir(&ctx.store, &cell_id, agent, g)
-                    .display()
-                    .to_string(),
-            ),
+            Styled::from(crate::store::Store::describe_checkpoint(
+                &ctx.store, &cell_id, agent, g,
+            )),
         ),
         (
             "saved",

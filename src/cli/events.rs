@@ -220,11 +220,11 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
         ctx.out.json(&json!({ "ok": broken == 0, "cells": items }));
     } else {
         for (id, v) in &results {
-            let path = ctx.store.cell_path(id).join("logs/events.jsonl");
+            let path = ctx.store.describe_log(id, LogFile::Events);
             match &v.first_break {
                 None => ctx.out.info(&format!(
                     "ok: {} ({} events{})",
-                    path.display(),
+                    path,
                     v.lines,
                     if v.torn_tail {
                         ", torn last line ignored"
@@ -232,9 +232,7 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
                         ""
                     }
                 )),
-                Some(b) => ctx
-                    .out
-                    .line(&format!("broken: {}: {}", path.display(), b.reason)),
+                Some(b) => ctx.out.line(&format!("broken: {}: {}", path, b.reason)),
             }
         }
     }

@@ -9,7 +9,6 @@ use clap::{Args, Command, CommandFactory};
 
 use super::{Cli, Ctx};
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 // Arguments of `pas man`.
 #[derive(Debug, Args)]
@@ -23,7 +22,7 @@ pub struct ManArgs {
 pub fn run(ctx: &Ctx, args: ManArgs) -> Result<()> {
     let pages = pages()?;
     for (name, roff) in &pages {
-        ctx.store.export(&args.out.join(name), roff)?;
+        crate::store::write_outside(&args.out.join(name), roff)?;
     }
     if ctx.out.is_json() {
         let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();

@@ -269,10 +269,13 @@ fn demo(ctx: &Ctx) -> Result<()> {
     let started = std::time::Instant::now();
     ctx.out.line(&format!(
         "pas demo: a mission in {}",
-        crate::store::Store::root(&ctx.store).display()
+        crate::store::Store::location(&ctx.store)
     ));
+    // The demo's agent script and mission file go next to its cells.
+    let work = ctx.store.root().join(".demo");
     let cell = crate::demo::run(
         &ctx.store,
+        &work,
         &exe,
         &mut |line| ctx.out.line(&line),
         &mut |state| ctx.out.progress(&state),
@@ -296,7 +299,7 @@ fn demo(ctx: &Ctx) -> Result<()> {
     ctx.out.line("");
     ctx.out.line(&format!(
         "explore it: pas --root {} events",
-        crate::store::Store::root(&ctx.store).display()
+        crate::store::Store::location(&ctx.store)
     ));
     Ok(())
 }

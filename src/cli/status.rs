@@ -219,7 +219,7 @@ fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
 /// The status table of `pas status` as text (problems noted on stderr).
 fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
     if views.is_empty() {
-        return format!("no cells under {}\n", ctx.store.root().display());
+        return format!("no cells under {}\n", ctx.store.location());
     }
     let mut text = String::new();
     for (i, v) in views.iter().enumerate() {
@@ -463,7 +463,7 @@ pub fn run_metrics(ctx: &Ctx, args: MetricsArgs) -> Result<()> {
     let text = status::metrics(&ctx.store, &views, clock::now())?;
     match output {
         Some(path) => {
-            ctx.store.export(&path, text.as_bytes())?;
+            crate::store::write_outside(&path, text.as_bytes())?;
         }
         None => {
             // Exposition text goes out as is, whatever --json says.

@@ -10,7 +10,6 @@ use crate::error::{Error, Kind, Result};
 use crate::output::{Styled, Tone};
 use crate::permissions::{Perm, Permissions};
 use crate::queue::{self, HandoffOutcome};
-use crate::store::Store;
 use crate::task::{self, NewTask, Priority, StatusFilter};
 
 /// Task commands.
@@ -427,7 +426,12 @@ fn done(ctx: &Ctx, cell: &str, task_id: &str, artifacts: &[String]) -> Result<()
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let recorded = artifacts
         .iter()
-        .map(|a| crate::store::locate_artifact(&ctx.store.cell_path(&cell_id), a))
+        .map(|a| {
+            crate::store::locate_artifact(
+                &crate::store::Store::workspace(&ctx.store, &cell_id, None)?.dir,
+                a,
+            )
+        })
         .collect::<Result<Vec<_>>>()?;
     let outcome = queue::done(
         &ctx.store,

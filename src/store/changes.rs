@@ -31,7 +31,7 @@ use inotify::{Event, EventMask, Inotify, WatchDescriptor, WatchMask};
 use rustix::io::Errno;
 
 use super::layout;
-use super::Store;
+use super::FsStore;
 
 /// A cell id as changes carry it: shared, so a caller that keeps a table of cells can key it
 /// with the same allocation the watcher holds (one copy of each id however many tables
@@ -88,7 +88,19 @@ pub enum Change {
 }
 
 /// Where a sink's changes go; `false` means nobody listens any more and the reader stops.
-type Sink = Box<dyn Fn(Change) -> bool + Send + Sync>;
+/// Where changes go; returning false stops the feed.
+pub type Sink = Box<dyn Fn(Change) -> bool + Send + Sync>;
+
+/// A subscription to a store's changes, whatever the backend: subscribe to the root and to
+/// cells by id; when [`ChangeFeed::polling`] says so, the caller must poll instead.
+pub trait ChangeFeed: Send + Sync {
+    /// Subscribes to cells appearing and leaving and to root-wide settings (idempotent).
+    fn watch_root(&self);
+    /// Subscribes to one cell's documents and events (idempotent; invalid ids ignored).
+    fn watch_cell(&self, cell: &CellId);
+    /// Whether changes are no longer delivered and the caller must poll.
+    fn polling(&self) -> bool;
+}
 
 /// A watched directory of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,14 +332,11 @@ impl Changes {
     /// Starts watching nothing yet; `sink` gets the changes of what is subscribed later,
     /// called from a reader thread (or from the caller's own thread for [`Change::Lost`]).
     /// When file events are unavailable, `sink` gets `Lost` at once.
-    pub fn start(
-        store: &dyn Store,
-        sink: impl Fn(Change) -> bool + Send + Sync + 'static,
-    ) -> Changes {
-        Changes::start_with(store, Box::new(sink), None)
+    pub(crate) fn start(store: &FsStore, sink: Sink) -> Changes {
+        Changes::start_with(store, sink, None)
     }
 
-    fn start_with(store: &dyn Store, sink: Sink, max_watches: Option<usize>) -> Changes {
+    fn start_with(store: &FsStore, sink: Sink, max_watches: Option<usize>) -> Changes {
         #[cfg(not(test))]
         let _ = max_watches;
         let root = std::fs::canonicalize(store.root()).unwrap_or_else(|_| store.root().into());
@@ -448,6 +457,20 @@ fn exhausted_reason(at: &Path) -> String {
         "out of inotify watches (ENOSPC) at {} (raise fs.inotify.max_user_watches to get events back)",
         at.display()
     )
+}
+
+impl ChangeFeed for Changes {
+    fn watch_root(&self) {
+        Changes::watch_root(self);
+    }
+
+    fn watch_cell(&self, cell: &CellId) {
+        Changes::watch_cell(self, cell);
+    }
+
+    fn polling(&self) -> bool {
+        Changes::polling(self)
+    }
 }
 
 impl Drop for Changes {

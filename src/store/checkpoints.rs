@@ -14,7 +14,7 @@ use rustix::fs::{self as rfs, RenameFlags};
 
 use super::atomic::{self, Durability};
 use super::layout::{check_id, IdKind};
-use super::{CheckpointFiles, FsStore, Store};
+use super::{CheckpointFiles, FsStore};
 use crate::error::{Error, Result};
 
 const HISTORY: &str = "history";
@@ -273,6 +273,13 @@ impl FsStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(self.io_error("remove", &path, e)),
         }
+    }
+
+    /// Where a context summary lives.
+    pub(super) fn summary_path(&self, cell: &str, agent: &str, name: &str) -> PathBuf {
+        self.checkpoint_dir_path(cell, agent)
+            .join("summaries")
+            .join(name)
     }
 
     pub(super) fn write_summary_file(

@@ -71,15 +71,43 @@ pub struct CheckpointFiles {
 /// The documents of a collection with their revisions (an unreadable one as its error).
 pub type RevisionedDocs = Vec<(String, Result<(Doc, Revision)>)>;
 
+/// Where processes run for a cell live on this host (see [`Store::workspace`]).
+#[derive(Debug)]
+pub struct Workspace {
+    /// The working directory (the cell's directory).
+    pub dir: PathBuf,
+    /// The agent's log, open for appending (its stdout and stderr), when an agent was named.
+    pub log: Option<std::fs::File>,
+    /// Where that log is, for messages.
+    pub log_name: String,
+    /// Arguments that make a `pas` child use this store (`--root DIR`).
+    pub store_args: Vec<std::ffi::OsString>,
+    /// Environment that leads a child back to this store (`PAS_ROOT`).
+    pub env: Vec<(String, std::ffi::OsString)>,
+    /// The local directory of a checkpoint generation, for `PAS_CHECKPOINT`.
+    pub checkpoints: PathBuf,
+}
+
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
 pub trait Store {
-    /// The missions root, for messages.
-    fn root(&self) -> &Path;
-    /// Where a document lives, for messages.
-    fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf;
-    /// The directory of a cell, for messages and for agents' environment.
-    fn cell_path(&self, cell: &str) -> PathBuf;
+    /// Where the store is, for messages (the missions root).
+    fn location(&self) -> String;
+    /// Where a document is, for messages.
+    fn describe(&self, cell: &str, key: FileKey<'_>) -> String;
+    /// Where a cell is, for messages and listings.
+    fn describe_cell(&self, cell: &str) -> String;
+    /// Where a log of a cell is, for messages.
+    fn describe_log(&self, cell: &str, log: LogFile<'_>) -> String;
+    /// Where a context summary is, for messages and listings.
+    fn describe_summary(&self, cell: &str, agent: &str, name: &str) -> String;
+    /// Where a checkpoint generation is (0: the top-level files), for messages.
+    fn describe_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> String;
+    /// The place on this host where processes run for `cell` (and `agent`) live: working
+    /// directory, log, and the environment that leads them back to this store.
+    fn workspace(&self, cell: &str, agent: Option<&str>) -> Result<Workspace>;
+    /// Starts a feed of this store's changes into `sink` (subscribe through the feed).
+    fn changes(&self, sink: changes::Sink) -> Box<dyn changes::ChangeFeed>;
     /// How many changes this store has committed (transactions, creates and removals of
     /// cells, checkpoint generations), so a command that fails can say whether it changed
     /// anything.
@@ -120,20 +148,10 @@ pub trait Store {
     /// then `read` of each (a document removed in between is left out), in one pass over
     /// the directory.
     fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>>;
-    /// Replaces a document atomically. The caller holds the lock that covers it.
-    fn write(&self, cell: &str, key: FileKey<'_>, doc: &Doc, durability: Durability) -> Result<()>;
-    /// Creates a document atomically; a conflict error when it already exists.
-    fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()>;
-    /// Removes a document; `false` when it was not there.
-    fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool>;
     /// Takes a lock of the cell, waiting for it.
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
-    /// Writes a file outside the root atomically (exports, metrics for node_exporter).
-    fn export(&self, path: &Path, bytes: &[u8]) -> Result<()>;
-    /// Opens a log for appending (an agent's stdout and stderr go there).
-    fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File>;
     /// Checkpoint generations of an agent, oldest first.
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>>;
     /// Writes a checkpoint generation completely or not at all (built aside, then one
@@ -159,14 +177,10 @@ pub trait Store {
     ) -> Result<Option<CheckpointFiles>>;
     /// Removes a generation.
     fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()>;
-    /// The directory of a generation (0: the top-level files), for agents' environment.
-    fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf;
     /// Writes a context summary (`checkpoints/<agent>/summaries/<name>`), atomically.
-    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<PathBuf>;
+    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<String>;
     /// Every summary of an agent, oldest first: name and bytes.
     fn summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>>;
-    /// Writes checkpoint files into a directory outside the root (`checkpoint restore --to`).
-    fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()>;
     /// Takes a root-wide lock (`<root>/.pas/locks/<name>.lock`) if it is free, recording this
     /// process's pid in it; otherwise returns the holder's pid. Creates the root if missing.
     fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>>;
@@ -174,9 +188,23 @@ pub trait Store {
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
     fn root_oddities(&self) -> Result<Vec<RootOddity>>;
-    /// The root-wide configuration file ([`layout::ROOT_CONFIG`]) as bytes with its path;
-    /// `None` when it (or the root) does not exist.
-    fn read_root_config(&self) -> Result<Option<(Vec<u8>, PathBuf)>>;
+    /// The root-wide configuration file ([`layout::ROOT_CONFIG`]) as bytes with where it
+    /// is; `None` when it (or the root) does not exist.
+    fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>>;
+}
+
+/// Writes a file outside the root atomically (exports, man pages, metrics for
+/// node_exporter), creating its directory.
+pub fn write_outside(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+    }
+    atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
+}
+
+/// Writes checkpoint files into a directory outside the root (`checkpoint restore --to`).
+pub fn write_checkpoint_outside(dest: &Path, files: &CheckpointFiles) -> Result<()> {
+    checkpoints::write_out(dest, files).map_err(|e| Error::io("write checkpoint to", dest, e))
 }
 
 /// Reads an input the user names: a file path, or `-` for standard input.
@@ -226,12 +254,9 @@ pub fn locate_artifact(cell_path: &Path, given: &str) -> Result<String> {
 
 /// Reads a document that must exist.
 pub fn read_required(store: &dyn Store, cell: &str, key: FileKey<'_>) -> Result<Doc> {
-    store.read(cell, key)?.ok_or_else(|| {
-        Error::not_found(format!(
-            "{} does not exist",
-            store.path_of(cell, key).display()
-        ))
-    })
+    store
+        .read(cell, key)?
+        .ok_or_else(|| Error::not_found(format!("{} does not exist", store.describe(cell, key))))
 }
 
 /// A read-modify-write of one document as a transaction: read, change, commit. (`_lock`
@@ -314,6 +339,21 @@ fn root_hint() -> &'static str {
 }
 
 impl FsStore {
+    /// The missions root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a document lives.
+    pub(crate) fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf {
+        self.cell_path(cell).join(key.relative())
+    }
+
+    /// The directory of a cell.
+    pub(crate) fn cell_path(&self, cell: &str) -> PathBuf {
+        self.root.join(cell)
+    }
+
     /// A store over `root`; nothing is touched until a command needs it.
     pub fn new(root: impl Into<PathBuf>) -> FsStore {
         FsStore {
@@ -419,24 +459,6 @@ impl FsStore {
         }
     }
 
-    /// Opens the directory holding `key`; `create` makes a missing subdirectory.
-    fn doc_dir(&self, cell: &str, key: FileKey<'_>, create: bool) -> Result<(OwnedFd, String)> {
-        let (dir, name) = Self::key_name(key)?;
-        let cell_fd = self.cell_fd(cell)?;
-        let fd = match dir {
-            None => cell_fd,
-            Some(dir) => {
-                let opened = if create {
-                    atomic::ensure_subdir(cell_fd.as_fd(), dir)
-                } else {
-                    atomic::open_subdir(cell_fd.as_fd(), dir)
-                };
-                opened.map_err(|e| self.io_error("open", &self.cell_path(cell).join(dir), e))?
-            }
-        };
-        Ok((fd, name))
-    }
-
     /// Reads a document, with its revision when `with_revision`.
     fn read_doc(
         &self,
@@ -498,20 +520,60 @@ impl FsStore {
 }
 
 impl Store for FsStore {
-    fn root(&self) -> &Path {
-        &self.root
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn describe(&self, cell: &str, key: FileKey<'_>) -> String {
+        self.path_of(cell, key).display().to_string()
+    }
+
+    fn describe_cell(&self, cell: &str) -> String {
+        self.cell_path(cell).display().to_string()
+    }
+
+    fn describe_log(&self, cell: &str, log: LogFile<'_>) -> String {
+        self.cell_path(cell)
+            .join(layout::LOGS_DIR)
+            .join(log.file_name())
+            .display()
+            .to_string()
+    }
+
+    fn describe_summary(&self, cell: &str, agent: &str, name: &str) -> String {
+        self.summary_path(cell, agent, name).display().to_string()
+    }
+
+    fn describe_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> String {
+        self.generation_path(cell, agent, generation)
+            .display()
+            .to_string()
+    }
+
+    fn workspace(&self, cell: &str, agent: Option<&str>) -> Result<Workspace> {
+        check_id(IdKind::Cell, cell)?;
+        let root = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let log = match agent {
+            Some(agent) => Some(self.open_log(cell, LogFile::Agent(agent))?),
+            None => None,
+        };
+        Ok(Workspace {
+            dir: root.join(cell),
+            log,
+            log_name: agent
+                .map_or_else(String::new, |a| self.describe_log(cell, LogFile::Agent(a))),
+            store_args: vec!["--root".into(), root.clone().into_os_string()],
+            env: vec![("PAS_ROOT".to_string(), root.clone().into_os_string())],
+            checkpoints: root.join(cell).join("checkpoints"),
+        })
+    }
+
+    fn changes(&self, sink: changes::Sink) -> Box<dyn changes::ChangeFeed> {
+        Box::new(changes::Changes::start(self, sink))
     }
 
     fn commits(&self) -> usize {
         self.commits.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn path_of(&self, cell: &str, key: FileKey<'_>) -> PathBuf {
-        self.cell_path(cell).join(key.relative())
-    }
-
-    fn cell_path(&self, cell: &str) -> PathBuf {
-        self.root.join(cell)
     }
 
     fn cell_ids(&self) -> Result<Vec<String>> {
@@ -699,43 +761,6 @@ impl Store for FsStore {
         Err(txn::conflict_error(cell, &conflict))
     }
 
-    fn write(&self, cell: &str, key: FileKey<'_>, doc: &Doc, durability: Durability) -> Result<()> {
-        let _guard = self.cell_lock(cell)?;
-        let (dir, name) = self.doc_dir(cell, key, true)?;
-        let cell_fd = self.cell_fd(cell)?;
-        let tmp = self.tmp_dir(cell, cell_fd.as_fd())?;
-        atomic::replace_via(tmp.as_fd(), dir.as_fd(), &name, &doc.to_bytes(), durability)
-            .map_err(|e| self.io_error("write", &self.path_of(cell, key), e))?;
-        self.committed();
-        Ok(())
-    }
-
-    fn create(&self, cell: &str, key: FileKey<'_>, doc: &Doc) -> Result<()> {
-        let _guard = self.cell_lock(cell)?;
-        let (dir, name) = self.doc_dir(cell, key, true)?;
-        atomic::create_at(dir.as_fd(), &name, &doc.to_bytes()).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                Error::conflict(format!(
-                    "{} already exists",
-                    self.path_of(cell, key).display()
-                ))
-            } else {
-                self.io_error("create", &self.path_of(cell, key), e)
-            }
-        })?;
-        self.committed();
-        Ok(())
-    }
-
-    fn remove(&self, cell: &str, key: FileKey<'_>) -> Result<bool> {
-        let _guard = self.cell_lock(cell)?;
-        let (dir, name) = self.doc_dir(cell, key, false)?;
-        let removed = atomic::remove_at(dir.as_fd(), &name)
-            .map_err(|e| self.io_error("remove", &self.path_of(cell, key), e))?;
-        self.committed();
-        Ok(removed)
-    }
-
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard> {
         if let LockKey::Agent(id) = key {
             check_id(IdKind::Agent, id)?;
@@ -777,26 +802,6 @@ impl Store for FsStore {
             .map_err(|e| self.io_error("read", &logs_path.join(&name), e))
     }
 
-    fn export(&self, path: &Path, bytes: &[u8]) -> Result<()> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
-        }
-        atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
-    }
-
-    fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File> {
-        if let LogFile::Agent(id) = log {
-            check_id(IdKind::Agent, id)?;
-        }
-        let cell_fd = self.cell_fd(cell)?;
-        let logs_path = self.cell_path(cell).join("logs");
-        let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
-            .map_err(|e| self.io_error("open", &logs_path, e))?;
-        let name = log.file_name();
-        atomic::open_append(logs.as_fd(), &name)
-            .map_err(|e| self.io_error("open", &logs_path.join(&name), e))
-    }
-
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
         self.generations(cell, agent)
     }
@@ -828,20 +833,13 @@ impl Store for FsStore {
         self.remove_generation(cell, agent, generation)
     }
 
-    fn checkpoint_dir(&self, cell: &str, agent: &str, generation: u64) -> PathBuf {
-        self.generation_path(cell, agent, generation)
-    }
-
-    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<PathBuf> {
+    fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<String> {
         self.write_summary_file(cell, agent, name, bytes)
+            .map(|p| p.display().to_string())
     }
 
     fn summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>> {
         self.read_summaries(cell, agent)
-    }
-
-    fn write_checkpoint_out(&self, dest: &Path, files: &CheckpointFiles) -> Result<()> {
-        checkpoints::write_out(dest, files).map_err(|e| Error::io("write checkpoint to", dest, e))
     }
 
     fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>> {
@@ -906,7 +904,7 @@ impl Store for FsStore {
         Ok(listing)
     }
 
-    fn read_root_config(&self) -> Result<Option<(Vec<u8>, PathBuf)>> {
+    fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>> {
         // A root that cannot be opened has no configuration; the command itself then
         // reports the root with its own advice (create it, or pass --root).
         let Ok(root) = self.root_fd() else {
@@ -914,7 +912,7 @@ impl Store for FsStore {
         };
         let path = self.root.join(layout::ROOT_CONFIG);
         match atomic::read_at(root.as_fd(), layout::ROOT_CONFIG) {
-            Ok(bytes) => Ok(bytes.map(|b| (b, path))),
+            Ok(bytes) => Ok(bytes.map(|b| (b, path.display().to_string()))),
             Err(e) => Err(self.io_error("read", &path, e)),
         }
     }
@@ -1002,6 +1000,20 @@ impl FsStore {
         }
     }
 
+    /// Opens a log for appending (an agent's stdout and stderr go there).
+    pub(crate) fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File> {
+        if let LogFile::Agent(id) = log {
+            check_id(IdKind::Agent, id)?;
+        }
+        let cell_fd = self.cell_fd(cell)?;
+        let logs_path = self.cell_path(cell).join("logs");
+        let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
+            .map_err(|e| self.io_error("open", &logs_path, e))?;
+        let name = log.file_name();
+        atomic::open_append(logs.as_fd(), &name)
+            .map_err(|e| self.io_error("open", &logs_path.join(&name), e))
+    }
+
     /// Counts one committed change.
     fn committed(&self) {
         self.commits
@@ -1075,7 +1087,14 @@ mod tests {
         let n = std::sync::atomic::AtomicUsize::new(0);
         contract::run_all(&|| {
             let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Arc::new(FsStore::new(parent.0.join(format!("root{i}"))))
+            let root = parent.0.join(format!("root{i}"));
+            let store = Arc::new(FsStore::new(&root));
+            // Another program writing a document in place, without pas's lock.
+            let foreign: contract::ForeignWrite = Box::new(move |cell, key, doc| {
+                std::fs::write(root.join(cell).join(key.relative()), doc.to_bytes())
+                    .expect("foreign write");
+            });
+            (store as Arc<dyn Store + Send + Sync>, foreign)
         });
     }
 
@@ -1155,14 +1174,11 @@ mod tests {
         log.push_str(&lines[0]);
         log.push('\n');
         std::fs::write(&log_path, log).expect("log");
-        store
-            .write(
-                "c1",
-                FileKey::Task("t1"),
-                &Doc::default(),
-                Durability::Durable,
-            )
-            .expect("write");
+        transact(&store, "c1", now(), |t| {
+            t.put(FileKey::Task("t1"), Doc::default());
+            Ok(())
+        })
+        .expect("txn");
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
         let kinds: Vec<String> = crate::events::parse_all(&log)
             .into_iter()

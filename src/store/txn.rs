@@ -217,9 +217,9 @@ impl<'a> Txn<'a> {
 
     /// Reads a document that must exist.
     pub fn read_required(&mut self, key: FileKey<'_>) -> Result<Doc> {
-        let path = self.store.path_of(self.cell, key);
+        let path = self.store.describe(self.cell, key);
         self.read(key)?
-            .ok_or_else(|| Error::not_found(format!("{} does not exist", path.display())))
+            .ok_or_else(|| Error::not_found(format!("{path} does not exist")))
     }
 
     /// Every document of a collection (as [`Store::read_collection`]), remembering their

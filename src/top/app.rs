@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::events::{self, Event};
 use crate::process::{self, StopOutcome};
 use crate::revive;
-use crate::store::changes::{CellId, Change, Changes};
+use crate::store::changes::{CellId, Change, ChangeFeed};
 use crate::store::{FsStore, Store};
 
 /// Full re-reads at least this often, so ages and health move on without file events.
@@ -233,10 +233,10 @@ fn spawn_loader(
     let changes_tx = tx.clone();
     std::thread::spawn(move || {
         let store = FsStore::new(root);
-        let changes = Changes::start(&store, move |c| {
+        let changes = store.changes(Box::new(move |c| {
             changes_tx.send(ToLoader::Changed(c)).is_ok()
-        });
-        load_loop(&store, only.as_deref(), &rx, &out, &changes);
+        }));
+        load_loop(&store, only.as_deref(), &rx, &out, &*changes);
     });
     tx
 }
@@ -246,7 +246,7 @@ fn load_loop(
     only: Option<&str>,
     rx: &Receiver<ToLoader>,
     out: &Sender<FromBackground>,
-    changes: &Changes,
+    changes: &dyn ChangeFeed,
 ) {
     changes.watch_root();
     let mut last_load: Option<Instant> = None;
