@@ -171,8 +171,9 @@ pub fn pass_cell(
     Ok(result)
 }
 
-/// Steps one agent can take in a pass before it settles; a pass normally needs at most
-/// six (vanished, timed out, stopped hung, death noted, inspected, revived).
+/// Steps one agent may take in a pass before it settles. Five are the most a pass needs
+/// (e.g. vanished recorded, revival forgotten, death noted, checkpoint looked up, revived);
+/// more means the file keeps changing under the pass.
 const MAX_STEPS: usize = 12;
 
 /// What applying a decision leaves for the pass to do.
@@ -181,8 +182,9 @@ enum Applied {
     Done(Option<DateTime<Utc>>),
     /// The state changed (or, dry, would have): read it again and decide again.
     Changed {
-        /// The watchdog has just stopped its process: whatever `/proc` still says, it is
-        /// dead for the rest of this pass (it is never stopped twice for one silence).
+        /// The watchdog has just stopped the hung process: whatever `/proc` still says, it
+        /// counts as dead for the rest of this pass, so a process slow to die is not
+        /// stopped again and again but handled as the death it is.
         stopped: bool,
     },
     /// The facts a restart needs, looked up; decide again with them.
@@ -215,6 +217,7 @@ fn revive_agent(
     let doc = ctx.reread()?;
     let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
     let mut state = State::from_doc(&doc, process_of(&doc), &policy, ctx.now);
+    let mut stopped_hung = false;
     for _ in 0..MAX_STEPS {
         let decision = ops::decide(&state, &policy, ctx.now);
         match apply(ctx, &policy, &state, &decision)? {
@@ -222,9 +225,10 @@ fn revive_agent(
             Applied::Learned(facts) => state.restart = Some(facts),
             Applied::Changed { .. } if ctx.dry_run => state.assume(&decision),
             Applied::Changed { stopped } => {
+                stopped_hung |= stopped;
                 let doc = ctx.reread()?;
                 let mut process = process_of(&doc);
-                if stopped && process == Process::Running {
+                if stopped_hung && process == Process::Running {
                     process = Process::Ended;
                 }
                 state = State::from_doc(&doc, process, &policy, ctx.now);

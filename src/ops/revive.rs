@@ -325,11 +325,11 @@ pub enum Decision {
 }
 
 /// Seconds as a duration, to the millisecond.
-pub fn secs(s: f64) -> Duration {
+fn secs(s: f64) -> Duration {
     Duration::milliseconds((s * 1000.0).round() as i64)
 }
 
-/// The earlier of two optional times.
+/// The earlier of two optional times (none: no time set).
 pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     match (a, b) {
         (Some(x), Some(y)) => Some(x.min(y)),
