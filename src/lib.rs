@@ -9,6 +9,8 @@
 //! - [`cli`]: clap definitions and rendering; no rules;
 //! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
 //!   passed in;
+//! - [`ops`]: operations split into pure rules (`decide(state, policy, now)`) and the code
+//!   that applies their decisions;
 //! - [`store`]: the only code that touches the filesystem.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeat;
 pub mod mission;
+pub mod ops;
 pub mod output;
 pub mod permissions;
 pub mod policy;

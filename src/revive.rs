@@ -1,16 +1,17 @@
 //! Revival: what to do about each agent whose process died or hangs, by policy, exactly once.
 //!
+//! This module owns the effects: the pass over a cell, reading each agent's state, applying
+//! what the rules decide (writes, events, signals, spawns), revival requests and the final
+//! failure. The rules themselves (`auto_revive`, `restart_policy` and the exit-code lists,
+//! `max_restarts`, the restart storm, the backoff, `checkpoint_required`, `revive_timeout`,
+//! the watchdog) are pure and live in [`crate::ops::revive`].
+//!
 //! Every decision is made from the files under the cell's revive lock, so a cron `pas
 //! revive`, a running `pas watch` and an operator never restart one agent twice, and killing
 //! any of them loses nothing: the restart count, the time of the next allowed restart, the
 //! recent deaths, the cooldown and pending requests all live in the agent file.
-//!
-//! For a dead agent: `auto_revive` (`no` fails it, `ask` files a request), `restart_policy`
-//! (`always`, `on-failure`, `never`) and the exit-code lists, `max_restarts`, the restart
-//! storm limit (cool down, then try again), exponential backoff, a usable checkpoint when
-//! `checkpoint_required`, and a `revive_timeout` for the first beat after the restart.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -20,6 +21,9 @@ use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::events::{self, Level, NewEvent};
 use crate::health::{self, Health};
+use crate::ops::revive::{
+    self as ops, earliest, Checkpoint, Decision, Process, RestartFacts, State,
+};
 use crate::policy::Policy;
 use crate::process;
 use crate::queue;
@@ -60,51 +64,6 @@ pub struct CellPass {
     pub actions: Vec<Action>,
     /// The earliest moment something may need doing in this cell.
     pub next_due: Option<DateTime<Utc>>,
-}
-
-fn secs(s: f64) -> Duration {
-    Duration::milliseconds((s * 1000.0).round() as i64)
-}
-
-fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
-/// The wait before the `attempt`-th restart (from 1): `restart_delay_seconds` ×
-/// `backoff_multiplier`^(attempt-1), capped at `max_restart_delay_seconds`.
-pub fn backoff_delay(policy: &Policy, attempt: u64) -> f64 {
-    let base = policy.non_negative("restart_delay_seconds");
-    let multiplier = policy
-        .get("backoff_multiplier")
-        .and_then(Value::as_f64)
-        .filter(|m| *m >= 1.0)
-        .unwrap_or(2.0);
-    let cap = policy.non_negative("max_restart_delay_seconds");
-    let exponent = attempt.saturating_sub(1).min(64) as i32;
-    (base * multiplier.powi(exponent)).min(cap)
-}
-
-/// Deaths within the storm window ending at `now`.
-pub fn deaths_in_window(deaths: &[DateTime<Utc>], window: f64, now: DateTime<Utc>) -> usize {
-    deaths
-        .iter()
-        .filter(|d| (now - **d).num_milliseconds() as f64 / 1000.0 <= window)
-        .count()
-}
-
-fn recent_deaths(doc: &Doc) -> Vec<DateTime<Utc>> {
-    doc.strings("recent_deaths")
-        .iter()
-        .filter_map(|s| clock::parse(s))
-        .collect()
-}
-
-fn time_field(doc: &Doc, key: &str) -> Option<DateTime<Utc>> {
-    doc.str(key).and_then(clock::parse)
 }
 
 struct Ctx<'a> {
@@ -212,6 +171,38 @@ pub fn pass_cell(
     Ok(result)
 }
 
+/// Steps one agent may take in a pass before it settles. Five are the most a pass needs
+/// (e.g. vanished recorded, revival forgotten, death noted, checkpoint looked up, revived);
+/// more means the file keeps changing under the pass.
+const MAX_STEPS: usize = 12;
+
+/// What applying a decision leaves for the pass to do.
+enum Applied {
+    /// The agent is settled for this pass; look again at the time given.
+    Done(Option<DateTime<Utc>>),
+    /// The state changed (or, dry, would have): read it again and decide again.
+    Changed {
+        /// The watchdog has just stopped the hung process: whatever `/proc` still says, it
+        /// counts as dead for the rest of this pass, so a process slow to die is not
+        /// stopped again and again but handled as the death it is.
+        stopped: bool,
+    },
+    /// The facts a restart needs, looked up; decide again with them.
+    Learned(RestartFacts),
+}
+
+/// The process state the rules take, from the agent file and `/proc`.
+fn process_of(doc: &Doc) -> Process {
+    match supervisor::state(doc) {
+        ProcState::Running => Process::Running,
+        ProcState::Vanished => Process::Vanished,
+        ProcState::Exited | ProcState::None => Process::Ended,
+    }
+}
+
+/// One agent's turn in a pass: read its state, ask the rules, apply the answer, and again
+/// after a step that changed the state, until it is settled. Returns when it next needs a
+/// look.
 fn revive_agent(
     ctx: &mut Ctx<'_>,
     cell_doc: &Doc,
@@ -223,42 +214,57 @@ fn revive_agent(
     if observed.str("status") != Some("active") || observed.strings("command").is_empty() {
         return Ok(None);
     }
-    let mut doc = ctx.reread()?;
-    if doc.str("status") != Some("active") || doc.strings("command").is_empty() {
-        return Ok(None);
-    }
+    let doc = ctx.reread()?;
     let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
-    let now = ctx.now;
-    let mut proc_state = supervisor::state(&doc);
-    if proc_state == ProcState::Vanished {
-        if ctx.dry_run {
-            proc_state = ProcState::Exited;
-        } else {
-            supervisor::record_vanished(ctx.store, ctx.cell, ctx.agent, now)?;
-            doc = ctx.reread()?;
-            proc_state = supervisor::state(&doc);
+    let mut state = State::from_doc(&doc, process_of(&doc), &policy, ctx.now);
+    let mut stopped_hung = false;
+    for _ in 0..MAX_STEPS {
+        let decision = ops::decide(&state, &policy, ctx.now);
+        match apply(ctx, &policy, &state, &decision)? {
+            Applied::Done(due) => return Ok(due),
+            Applied::Learned(facts) => state.restart = Some(facts),
+            Applied::Changed { .. } if ctx.dry_run => state.assume(&decision),
+            Applied::Changed { stopped } => {
+                stopped_hung |= stopped;
+                let doc = ctx.reread()?;
+                let mut process = process_of(&doc);
+                if stopped_hung && process == Process::Running {
+                    process = Process::Ended;
+                }
+                state = State::from_doc(&doc, process, &policy, ctx.now);
+            }
         }
     }
-    let assessment = health::assess(&doc, &policy, now);
+    Err(Error::failure(format!(
+        "the revival of agent {} did not settle in {MAX_STEPS} steps; is something else rewriting its file?",
+        ctx.agent
+    )))
+}
 
-    // A revival in flight: did the agent beat since it was restarted?
-    if let Some(revival) = doc.get("revival").filter(|r| r.is_object()).cloned() {
-        let started = revival
-            .get("started_at")
-            .and_then(Value::as_str)
-            .and_then(clock::parse);
-        let deadline = revival
-            .get("deadline")
-            .and_then(Value::as_str)
-            .and_then(clock::parse);
-        let beat_since = match (health::last_heartbeat(&doc), started) {
-            (Some(b), Some(s)) => b >= s,
-            _ => false,
-        };
-        if beat_since {
+/// Carries out one decision: the writes, events, signals and spawns it means, and the
+/// action it reports (a dry run reports and changes nothing). The transaction API will
+/// take over the writes here; the rules stay in [`ops::decide`].
+fn apply(
+    ctx: &mut Ctx<'_>,
+    policy: &Policy,
+    state: &State,
+    decision: &Decision,
+) -> Result<Applied> {
+    let agent = ctx.agent.to_string();
+    let now = ctx.now;
+    let done = |due| Ok(Applied::Done(due));
+    match decision {
+        Decision::Nothing { until } => done(*until),
+        Decision::RecordVanished => {
+            if !ctx.dry_run {
+                supervisor::record_vanished(ctx.store, ctx.cell, &agent, now)?;
+            }
+            Ok(Applied::Changed { stopped: false })
+        }
+        Decision::RevivalSucceeded { details, next } => {
             ctx.act(
                 "revival_succeeded",
-                format!("agent {} is beating after its restart", ctx.agent),
+                format!("agent {agent} is beating after its restart"),
             );
             if !ctx.dry_run {
                 ctx.update(&mut |d| {
@@ -267,346 +273,265 @@ fn revive_agent(
                 ctx.event(
                     Level::Info,
                     "agent.revival_succeeded",
-                    format!("agent {} revived: first beat after the restart", ctx.agent),
-                    revival.clone(),
+                    format!("agent {agent} revived: first beat after the restart"),
+                    details.clone(),
                 )?;
             }
-            return Ok(assessment.next_change);
+            done(*next)
         }
-        if proc_state == ProcState::Running {
-            if deadline.is_some_and(|d| now <= d) {
-                return Ok(deadline);
-            }
+        Decision::RevivalTimedOut { details } => {
             ctx.act(
                 "revival_timed_out",
-                format!(
-                    "agent {} sent no beat within revive_timeout; stopping it",
-                    ctx.agent
-                ),
+                format!("agent {agent} sent no beat within revive_timeout; stopping it"),
             );
             if ctx.dry_run {
-                return Ok(None);
+                return done(None);
             }
             ctx.event(
                 Level::Error,
                 "agent.revival_timed_out",
-                format!(
-                    "agent {} did not beat within revive_timeout after its restart",
-                    ctx.agent
-                ),
-                revival,
+                format!("agent {agent} did not beat within revive_timeout after its restart"),
+                details.clone(),
             )?;
-            let grace = Some(policy.stop_grace());
-            supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
-            ctx.now = clock::now();
-        }
-        if !ctx.dry_run {
-            doc = ctx.update(&mut |d| {
+            watchdog_stop(ctx, policy)?;
+            ctx.update(&mut |d| {
                 d.remove("revival");
             })?;
-            proc_state = supervisor::state(&doc);
+            Ok(Applied::Changed { stopped: false })
         }
-    }
-
-    if proc_state == ProcState::Running {
-        if assessment.health == Health::Dead {
-            if !policy.flag("watchdog", true) {
-                if doc.get("hung_reported").is_none_or(|v| v.is_null()) {
-                    ctx.act(
-                        "hung",
-                        format!(
-                            "agent {} runs but does not beat (watchdog is off)",
-                            ctx.agent
-                        ),
-                    );
-                    if !ctx.dry_run {
-                        ctx.update(&mut |d| d.set("hung_reported", clock::stamp(now)))?;
-                        ctx.event(
-                            Level::Error,
-                            "agent.hung",
-                            format!(
-                                "agent {} runs but does not beat; watchdog is off, leaving it",
-                                ctx.agent
-                            ),
-                            Value::Null,
-                        )?;
-                    }
-                }
-                return Ok(None);
+        Decision::RevivalEnded => {
+            if !ctx.dry_run {
+                ctx.update(&mut |d| {
+                    d.remove("revival");
+                })?;
             }
+            Ok(Applied::Changed { stopped: false })
+        }
+        Decision::ReportHung => {
+            ctx.act(
+                "hung",
+                format!("agent {agent} runs but does not beat (watchdog is off)"),
+            );
+            if !ctx.dry_run {
+                ctx.update(&mut |d| d.set("hung_reported", clock::stamp(now)))?;
+                ctx.event(
+                    Level::Error,
+                    "agent.hung",
+                    format!("agent {agent} runs but does not beat; watchdog is off, leaving it"),
+                    Value::Null,
+                )?;
+            }
+            done(None)
+        }
+        Decision::StopHung => {
             ctx.act(
                 "stopped_hung",
-                format!(
-                    "agent {} runs but does not beat; stopping it (watchdog)",
-                    ctx.agent
-                ),
+                format!("agent {agent} runs but does not beat; stopping it (watchdog)"),
             );
             if ctx.dry_run {
-                return Ok(None);
+                return done(None);
             }
-            let grace = Some(policy.stop_grace());
-            supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", now)?;
-            // Stopping took time: decide what follows at the time it is now.
-            ctx.now = clock::now();
-            doc = ctx.reread()?;
-        } else {
-            if doc.get("hung_reported").is_some_and(|v| !v.is_null()) && !ctx.dry_run {
+            watchdog_stop(ctx, policy)?;
+            Ok(Applied::Changed { stopped: true })
+        }
+        Decision::HungRecovered => {
+            if !ctx.dry_run {
                 ctx.update(&mut |d| {
                     d.remove("hung_reported");
                 })?;
             }
-            // Healthy long enough after a restart: the restart count starts again.
-            let attempts = doc.u64("restart_attempts").unwrap_or(0);
-            if attempts > 0 && assessment.health == Health::Healthy {
-                let since = time_field(&doc, "started_at").unwrap_or(now);
-                let reset_at = since + secs(policy.non_negative("restart_reset_after"));
-                if now >= reset_at {
-                    ctx.act(
-                        "reset",
-                        format!(
-                            "agent {} stayed healthy; its restart count starts again",
-                            ctx.agent
-                        ),
-                    );
-                    if !ctx.dry_run {
-                        ctx.update(&mut |d| {
-                            d.set("restart_attempts", 0);
-                            d.set("recent_deaths", json!([]));
-                        })?;
-                    }
-                    return Ok(assessment.next_change);
-                }
-                return Ok(earliest(assessment.next_change, Some(reset_at)));
+            Ok(Applied::Changed { stopped: false })
+        }
+        Decision::ResetRestarts { next } => {
+            ctx.act(
+                "reset",
+                format!("agent {agent} stayed healthy; its restart count starts again"),
+            );
+            if !ctx.dry_run {
+                ctx.update(&mut |d| {
+                    d.set("restart_attempts", 0);
+                    d.set("recent_deaths", json!([]));
+                })?;
             }
-            return Ok(assessment.next_change);
+            done(*next)
         }
-    }
-    handle_death(ctx, doc, &policy)
-}
-
-fn handle_death(ctx: &mut Ctx<'_>, mut doc: Doc, policy: &Policy) -> Result<Option<DateTime<Utc>>> {
-    let now = ctx.now;
-    let exit = doc.get("exit").cloned().unwrap_or(Value::Null);
-    let cause = exit
-        .get("cause")
-        .and_then(Value::as_str)
-        .unwrap_or("vanished")
-        .to_string();
-    let code = exit.get("code").and_then(Value::as_i64);
-    let death_at = exit
-        .get("at")
-        .and_then(Value::as_str)
-        .and_then(clock::parse)
-        .unwrap_or(now);
-    let death_key = clock::stamp(death_at);
-
-    // Note each death once: the storm tally and the backoff start from it.
-    if doc.str("last_death") != Some(death_key.as_str()) && !ctx.dry_run {
-        let window = policy.non_negative("storm_window");
-        doc = ctx.update(&mut |d| {
-            let mut deaths: Vec<String> = recent_deaths(d)
-                .into_iter()
-                .filter(|t| (now - *t).num_milliseconds() as f64 / 1000.0 <= window)
-                .map(clock::stamp)
-                .collect();
-            deaths.push(death_key.clone());
-            d.set("recent_deaths", json!(deaths));
-            d.set("last_death", death_key.as_str());
-            d.set("next_restart_at", Value::Null);
-        })?;
-    }
-
-    let how = match (
-        cause.as_str(),
-        code,
-        exit.get("signal").and_then(Value::as_i64),
-    ) {
-        ("exit", Some(c), _) => format!("exit code {c}"),
-        ("signal", _, Some(s)) => format!("signal {s}"),
-        (_, _, Some(s)) => format!("{cause}, signal {s}"),
-        _ => cause.clone(),
-    };
-    if code.is_some_and(|c| policy.codes("no_restart_exit_codes").contains(&c)) {
-        return settle_idle(ctx, format!("{how} is listed in no_restart_exit_codes"));
-    }
-    let always = code.is_some_and(|c| policy.codes("always_restart_exit_codes").contains(&c));
-    match policy.text("restart_policy", "on-failure") {
-        "never" if !always => {
-            return final_fail(
-                ctx,
-                policy,
-                &format!("it died ({how}) and restart_policy is never"),
-            )
-        }
-        "on-failure" if !always && cause == "exit" && code == Some(0) => {
-            return settle_idle(
-                ctx,
-                "it exited cleanly (code 0) and restart_policy is on-failure".into(),
-            )
-        }
-        _ => {}
-    }
-    match policy.text("auto_revive", "yes") {
-        "no" => {
-            return final_fail(
-                ctx,
-                policy,
-                &format!("it died ({how}) and auto_revive is no"),
-            )
-        }
-        "ask" => {
-            let request = doc.get("revive_request").cloned().unwrap_or(Value::Null);
-            if request.get("approved") != Some(&Value::Bool(true)) {
-                if request.is_null() {
-                    let id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-                    ctx.act(
-                        "requested",
-                        format!(
-                            "agent {} died ({how}); revival request {id} waits for approval",
-                            ctx.agent
-                        ),
-                    );
-                    if !ctx.dry_run {
-                        ctx.update(&mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })))?;
-                        ctx.event(
-                            Level::Warn,
-                            "agent.revive_requested",
-                            format!(
-                                "agent {} died ({how}); approve with `pas revive approve {id}`",
-                                ctx.agent
-                            ),
-                            json!({ "request": id }),
-                        )?;
-                    }
-                }
-                return Ok(None);
+        Decision::NoteDeath { at, recent_deaths } => {
+            if !ctx.dry_run {
+                let deaths: Vec<String> = recent_deaths.iter().copied().map(clock::stamp).collect();
+                ctx.update(&mut |d| {
+                    d.set("recent_deaths", json!(deaths));
+                    d.set("last_death", clock::stamp(*at));
+                    d.set("next_restart_at", Value::Null);
+                })?;
             }
+            Ok(Applied::Changed { stopped: false })
         }
-        _ => {}
-    }
-    let attempts = doc.u64("restart_attempts").unwrap_or(0);
-    let max = policy
-        .get("max_restarts")
-        .and_then(Value::as_u64)
-        .unwrap_or(5);
-    if max > 0 && attempts >= max {
-        return final_fail(
+        Decision::Inspect => Ok(Applied::Learned(inspect(ctx, state))),
+        Decision::Idle { why } => {
+            ctx.act("idle", format!("agent {agent} is not restarted: {why}"));
+            if !ctx.dry_run {
+                ctx.update(&mut |d| {
+                    d.set("status", "idle");
+                    d.set("next_restart_at", Value::Null);
+                })?;
+                ctx.event(
+                    Level::Info,
+                    "agent.completed",
+                    format!("agent {agent} ended and is not restarted: {why}"),
+                    Value::Null,
+                )?;
+            }
+            done(None)
+        }
+        Decision::Fail { reason } => {
+            ctx.act(
+                "failed",
+                format!("agent {agent} has failed for good: {reason}"),
+            );
+            if !ctx.dry_run {
+                fail_for_good(ctx.store, ctx.cell, &agent, policy, reason, now)?;
+            }
+            done(None)
+        }
+        Decision::Request { how } => {
+            let id = format!("r-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            ctx.act(
+                "requested",
+                format!("agent {agent} died ({how}); revival request {id} waits for approval"),
+            );
+            if !ctx.dry_run {
+                ctx.update(&mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })))?;
+                ctx.event(
+                    Level::Warn,
+                    "agent.revive_requested",
+                    format!("agent {agent} died ({how}); approve with `pas revive approve {id}`"),
+                    json!({ "request": id }),
+                )?;
+            }
+            done(None)
+        }
+        Decision::CoolDown { until, deaths } => {
+            let until_text = clock::stamp(*until);
+            ctx.act(
+                "cooling_down",
+                format!("agent {agent} died {deaths} times within storm_window; cooling down until {until_text}"),
+            );
+            if !ctx.dry_run {
+                ctx.update(&mut |d| {
+                    d.set("cooldown_until", until_text.as_str());
+                    d.set("recent_deaths", json!([]));
+                    d.set("restart_attempts", 0);
+                    d.set("next_restart_at", Value::Null);
+                })?;
+                ctx.event(
+                    Level::Error,
+                    "agent.storm",
+                    format!("agent {agent} died {deaths} times in a row quickly; cooling down until {until_text}"),
+                    json!({ "deaths": deaths, "until": until_text }),
+                )?;
+            }
+            done(Some(*until))
+        }
+        Decision::BackOff {
+            attempt,
+            until,
+            how,
+        } => {
+            if !ctx.dry_run {
+                ctx.update(&mut |d| d.set("next_restart_at", clock::stamp(*until)))?;
+            }
+            ctx.act(
+                "backing_off",
+                format!(
+                    "agent {agent} died ({how}); restart {attempt} at {} (in {})",
+                    clock::stamp(*until),
+                    clock::human_duration((*until - now).num_milliseconds() as f64 / 1000.0)
+                ),
+            );
+            done(Some(*until))
+        }
+        Decision::Revive {
+            attempt,
+            checkpoint,
+            how,
+            dropped_task,
+            deadline,
+            retry_at,
+        } => restart(
             ctx,
             policy,
-            &format!("it died ({how}) after {attempts} restarts in a row; max_restarts is {max}"),
-        );
+            Restart {
+                attempt: *attempt,
+                generation: *checkpoint,
+                how,
+                dropped_task: dropped_task.as_deref(),
+                deadline: *deadline,
+                retry_at: *retry_at,
+            },
+        ),
     }
-    if let Some(until) = time_field(&doc, "cooldown_until").filter(|u| *u > now) {
-        return Ok(Some(until));
-    }
-    let storm_limit = policy
-        .get("storm_limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(4);
-    let in_window = deaths_in_window(
-        &recent_deaths(&doc),
-        policy.non_negative("storm_window"),
-        now,
-    ) as u64;
-    if storm_limit > 0 && in_window >= storm_limit {
-        let until = now + secs(policy.non_negative("storm_cooldown"));
-        ctx.act(
-            "cooling_down",
-            format!(
-                "agent {} died {in_window} times within storm_window; cooling down until {}",
-                ctx.agent,
-                clock::stamp(until)
-            ),
-        );
-        if !ctx.dry_run {
-            ctx.update(&mut |d| {
-                d.set("cooldown_until", clock::stamp(until));
-                d.set("recent_deaths", json!([]));
-                d.set("restart_attempts", 0);
-                d.set("next_restart_at", Value::Null);
-            })?;
-            ctx.event(
-                Level::Error,
-                "agent.storm",
-                format!(
-                    "agent {} died {in_window} times in a row quickly; cooling down until {}",
-                    ctx.agent,
-                    clock::stamp(until)
-                ),
-                json!({ "deaths": in_window, "until": clock::stamp(until) }),
-            )?;
-        }
-        return Ok(Some(until));
-    }
-    let next = match time_field(&doc, "next_restart_at") {
-        Some(t) => t,
-        None => {
-            let base = time_field(&doc, "cooldown_until")
-                .filter(|c| *c > death_at)
-                .unwrap_or(death_at);
-            let delay = backoff_delay(policy, attempts + 1);
-            let t = base + secs(delay);
-            if !ctx.dry_run {
-                ctx.update(&mut |d| d.set("next_restart_at", clock::stamp(t)))?;
-            }
-            if t > now {
-                ctx.act(
-                    "backing_off",
-                    format!(
-                        "agent {} died ({how}); restart {} at {} (in {})",
-                        ctx.agent,
-                        attempts + 1,
-                        clock::stamp(t),
-                        clock::human_duration((t - now).num_milliseconds() as f64 / 1000.0)
-                    ),
-                );
-            }
-            t
-        }
-    };
-    if next > now {
-        return Ok(Some(next));
-    }
-    restart(ctx, doc, policy, attempts + 1, &how)
 }
 
-fn restart(
-    ctx: &mut Ctx<'_>,
-    doc: Doc,
-    policy: &Policy,
+/// Stops the agent's process for the watchdog; stopping takes time, so what follows is
+/// decided at the time it is then.
+fn watchdog_stop(ctx: &mut Ctx<'_>, policy: &Policy) -> Result<()> {
+    let grace = Some(policy.stop_grace());
+    supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", ctx.now)?;
+    ctx.now = clock::now();
+    Ok(())
+}
+
+/// Looks up what a restart needs: the newest checkpoint that loads and verifies, and
+/// whether the agent's current task is still its open work.
+fn inspect(ctx: &Ctx<'_>, state: &State) -> RestartFacts {
+    let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
+    let checkpoint = match checkpoint::load(store, cell, agent, None) {
+        Ok((generation, _)) => Checkpoint::Usable(generation),
+        Err(e) => Checkpoint::Unusable(e.message),
+    };
+    let task_open = state.current_task.as_deref().is_none_or(|task_id| {
+        crate::task::read(store, cell, task_id).is_ok_and(|t| {
+            t.str("status") == Some("in_progress") && t.str("claimed_by") == Some(agent)
+        })
+    });
+    RestartFacts {
+        checkpoint,
+        task_open,
+    }
+}
+
+/// A restart the rules decided on.
+struct Restart<'a> {
     attempt: u64,
-    how: &str,
-) -> Result<Option<DateTime<Utc>>> {
+    generation: Option<u64>,
+    how: &'a str,
+    dropped_task: Option<&'a str>,
+    deadline: DateTime<Utc>,
+    retry_at: DateTime<Utc>,
+}
+
+/// Restarts the agent: leftovers of its process group stopped, the restart written down
+/// (a revival waiting for the first beat), the process started.
+fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied> {
     let now = ctx.now;
     let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
-    let generation = match checkpoint::load(store, cell, agent, None) {
-        Ok((g, _)) => Some(g),
-        Err(e) if policy.flag("checkpoint_required", true) => {
-            return final_fail(ctx, policy, &format!("it cannot be revived: {}", e.message))
-        }
-        Err(_) => None,
-    };
-    // Resume the current task only if it is still this agent's open work.
-    let mut task_note = String::new();
-    if let Some(task_id) = doc.str("current_task").map(str::to_string) {
-        let still_mine = crate::task::read(store, cell, &task_id).is_ok_and(|t| {
-            t.str("status") == Some("in_progress") && t.str("claimed_by") == Some(agent)
-        });
-        if !still_mine {
-            task_note = format!("; task {task_id} is no longer its open work and is not resumed");
-        }
-    }
-    let timeout = policy.non_negative("revive_timeout");
+    let attempt = r.attempt;
+    let generation = r.generation;
+    let task_note = r.dropped_task.map_or(String::new(), |task_id| {
+        format!("; task {task_id} is no longer its open work and is not resumed")
+    });
     ctx.act(
         "revived",
         format!(
-            "agent {agent} died ({how}); restart {attempt} from checkpoint {}{task_note}",
+            "agent {agent} died ({}); restart {attempt} from checkpoint {}{task_note}",
+            r.how,
             generation.map_or("none".into(), |g| g.to_string())
         ),
     );
     if ctx.dry_run {
-        return Ok(None);
+        return Ok(Applied::Done(None));
     }
+    let doc = ctx.reread()?;
     if let Some(pgid) = process::recorded_pid(doc.get("pgid")) {
         if process::group_alive(pgid) {
             let grace = policy.stop_grace();
@@ -619,9 +544,9 @@ fn restart(
         d.set("restart_count", d.u64("restart_count").unwrap_or(0) + 1);
         d.set("restart_attempts", attempt);
         d.set("next_restart_at", Value::Null);
-        d.set("revival", json!({ "started_at": clock::stamp(now), "deadline": clock::stamp(now + secs(timeout)), "attempt": attempt, "generation": generation }));
+        d.set("revival", json!({ "started_at": clock::stamp(now), "deadline": clock::stamp(r.deadline), "attempt": attempt, "generation": generation }));
         d.remove("revive_request");
-        if !task_note.is_empty() {
+        if r.dropped_task.is_some() {
             d.set("current_task", Value::Null);
         }
     })?;
@@ -631,9 +556,9 @@ fn restart(
                 Level::Warn,
                 "agent.revived",
                 format!("agent {agent} restarted (attempt {attempt}, pid {}, checkpoint {}){task_note}", started.pid, generation.map_or("none".into(), |g| g.to_string())),
-                json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "cause": how }),
+                json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "cause": r.how }),
             )?;
-            Ok(Some(now + secs(timeout)))
+            Ok(Applied::Done(Some(r.deadline)))
         }
         Err(e) => {
             ctx.update(&mut |d| {
@@ -645,43 +570,9 @@ fn restart(
                 format!("agent {agent} could not be restarted: {}", e.message),
                 Value::Null,
             )?;
-            Ok(Some(now + secs(backoff_delay(policy, attempt + 1))))
+            Ok(Applied::Done(Some(r.retry_at)))
         }
     }
-}
-
-fn settle_idle(ctx: &mut Ctx<'_>, why: String) -> Result<Option<DateTime<Utc>>> {
-    ctx.act(
-        "idle",
-        format!("agent {} is not restarted: {why}", ctx.agent),
-    );
-    if !ctx.dry_run {
-        ctx.update(&mut |d| {
-            d.set("status", "idle");
-            d.set("next_restart_at", Value::Null);
-        })?;
-        ctx.event(
-            Level::Info,
-            "agent.completed",
-            format!("agent {} ended and is not restarted: {why}", ctx.agent),
-            Value::Null,
-        )?;
-    }
-    Ok(None)
-}
-
-/// Gives up on an agent: `failed`, an error event, its tasks to a substitute or back to the
-/// queue, and the policy's `on_failure` hook.
-fn final_fail(ctx: &mut Ctx<'_>, policy: &Policy, reason: &str) -> Result<Option<DateTime<Utc>>> {
-    ctx.act(
-        "failed",
-        format!("agent {} has failed for good: {reason}", ctx.agent),
-    );
-    if ctx.dry_run {
-        return Ok(None);
-    }
-    fail_for_good(ctx.store, ctx.cell, ctx.agent, policy, reason, ctx.now)?;
-    Ok(None)
 }
 
 /// The final failure of an agent, shared with `pas revive deny`.
@@ -981,41 +872,4 @@ pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> 
         .agent(agent),
         now,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn policy(json: &str) -> Policy {
-        let d = Doc::parse(json.as_bytes(), Path::new("p")).unwrap();
-        Policy::resolve(None, Some(&d), None)
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = policy(
-            r#"{"restart_delay_seconds": 5, "backoff_multiplier": 2, "max_restart_delay_seconds": 30}"#,
-        );
-        let delays: Vec<f64> = (1..=5).map(|n| backoff_delay(&p, n)).collect();
-        assert_eq!(delays, [5.0, 10.0, 20.0, 30.0, 30.0]);
-        let zero = policy(r#"{"restart_delay_seconds": 0}"#);
-        assert_eq!(backoff_delay(&zero, 3), 0.0);
-    }
-
-    #[test]
-    fn only_deaths_inside_the_window_count() {
-        let now = clock::parse("2026-11-23T10:10:00Z").unwrap();
-        let deaths: Vec<_> = [
-            "2026-11-23T10:00:00Z",
-            "2026-11-23T10:08:00Z",
-            "2026-11-23T10:09:30Z",
-        ]
-        .iter()
-        .map(|s| clock::parse(s).unwrap())
-        .collect();
-        assert_eq!(deaths_in_window(&deaths, 300.0, now), 2);
-        assert_eq!(deaths_in_window(&deaths, 3600.0, now), 3);
-    }
 }

@@ -122,7 +122,7 @@ fn backoff_schedule(policy: &crate::policy::Policy) -> Vec<f64> {
         .unwrap_or(5);
     let n = if max == 0 { 5 } else { max.min(8) };
     (1..=n)
-        .map(|k| crate::revive::backoff_delay(policy, k))
+        .map(|k| crate::ops::revive::backoff_delay(policy, k))
         .collect()
 }
 

@@ -1,8 +1,13 @@
-//! Revival and the Lazarus loop, with real processes.
+//! Revival end to end. Real processes where the effect needs one: kill -9 and a revival
+//! from the checkpoint, a hung process stopped and restarted, racing revivers, the watch.
+//! Where only the applying of a rule is at stake, the death is written straight into the
+//! agent file (as its supervisor would have) and one `pas revive` pass runs: nothing to
+//! wait for. The rules themselves are table-tested in `src/ops/revive.rs`.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use crate::harness::{wait_until, Root};
@@ -62,6 +67,52 @@ fn stop_agents(root: &Root, cell: &str) {
     }
 }
 
+/// Rewrites an agent's file by hand, as another program may (no pas process runs on it).
+fn edit_agent(root: &Root, cell: &str, agent: &str, edit: impl FnOnce(&mut Value)) {
+    let path = root.cell_dir(cell).join(format!("agents/{agent}.json"));
+    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut doc);
+    std::fs::write(&path, doc.to_string()).unwrap();
+}
+
+/// The time `secs` seconds ago, as pas writes it.
+fn ago(secs: f64) -> String {
+    (Utc::now() - chrono::Duration::milliseconds((secs * 1000.0) as i64))
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// An `exit` record: the process ended with `code`, `secs` seconds ago.
+fn exited(code: i64, secs: f64) -> Value {
+    json!({"at": ago(secs), "cause": "exit", "code": code, "signal": null, "requested": false})
+}
+
+/// Adds an agent running `command` whose process has ended as `exit` says, written into
+/// its file as its supervisor would have left it: active, no pid, the end recorded.
+fn died(root: &Root, cell: &str, agent: &str, command: &str, exit: Value) {
+    root.ok(&["agent", "add", cell, agent, "--", command]);
+    edit_agent(root, cell, agent, |d| {
+        d["status"] = json!("active");
+        d["pid"] = Value::Null;
+        d["started_at"] = json!(ago(2.0));
+        d["restart_count"] = json!(0);
+        d["exit"] = exit;
+    });
+}
+
+/// The actions of a `pas --json revive` run, by kind.
+fn actions(out: &Value) -> Vec<&str> {
+    out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect()
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| *k == kind).count()
+}
+
 #[test]
 fn watch_revives_a_killed_agent_from_its_checkpoint() {
     let root = Root::new();
@@ -107,13 +158,13 @@ fn watch_revives_a_killed_agent_from_its_checkpoint() {
 }
 
 #[test]
-fn a_hung_agent_is_stopped_and_restarted() {
+fn a_hung_agent_is_stopped_and_restarted_in_one_pass() {
     let root = Root::new();
     let cell = root.cell("Hung");
     quick_policies(
         &root,
         &cell,
-        json!({"heartbeat_interval": 0.5, "startup_grace": 2}),
+        json!({"heartbeat_interval": 0.2, "startup_grace": 2}),
     );
     let hung = root.script(
         "hung.sh",
@@ -124,19 +175,14 @@ fn a_hung_agent_is_stopped_and_restarted() {
     wait_until(10.0, "the first beat", || {
         root.agent(&cell, "a1")["heartbeat_count"] == 1
     });
-    // Silent longer than the ttl (3 x 0.5 s) while its process runs.
-    std::thread::sleep(Duration::from_millis(1800));
-    let out = root.json(&["revive", &cell]);
-    let actions: Vec<&str> = out["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["action"].as_str().unwrap())
-        .collect();
-    assert!(
-        actions.contains(&"stopped_hung") && actions.contains(&"revived"),
-        "{out}"
-    );
+    // Passes do nothing while it is late or down; once it is silent past the ttl (3 x 0.2
+    // s) while its process runs, one pass stops it and restarts it.
+    let mut out = Value::Null;
+    wait_until(15.0, "a pass that stops the hung agent", || {
+        out = root.json(&["revive", &cell]);
+        actions(&out).contains(&"stopped_hung")
+    });
+    assert!(actions(&out).contains(&"revived"), "{out}");
     let doc = root.agent(&cell, "a1");
     assert_eq!(doc["restart_count"], 1);
     assert_eq!(doc["exit"]["cause"], "watchdog");
@@ -182,21 +228,16 @@ fn two_racing_revivers_restart_a_dead_agent_exactly_once() {
 }
 
 #[test]
-fn backoff_doubles_and_is_written_down() {
+fn a_backoff_is_written_down_shown_and_doubled() {
     let root = Root::new();
     let cell = root.cell("Backoff");
     quick_policies(
         &root,
         &cell,
-        // Delays long enough that a loaded machine's slow `revive` is still inside them.
         json!({"restart_delay_seconds": 5, "backoff_multiplier": 2, "max_restart_delay_seconds": 60, "checkpoint_required": false}),
     );
     let dies = root.script("dies.sh", "exit 1");
-    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
-    root.ok(&["agent", "start", &cell, "a1"]);
-    wait_until(10.0, "the exit", || {
-        root.agent(&cell, "a1")["exit"]["code"] == 1
-    });
+    died(&root, &cell, "a1", &dies, exited(1, 1.0));
     let delay_of = |doc: &Value| {
         let at = chrono::DateTime::parse_from_rfc3339(doc["exit"]["at"].as_str().unwrap()).unwrap();
         let next =
@@ -204,9 +245,8 @@ fn backoff_doubles_and_is_written_down() {
         (next - at).num_milliseconds()
     };
     let out = root.json(&["revive", &cell]);
-    assert_eq!(out["actions"][0]["action"], "backing_off", "{out}");
+    assert_eq!(actions(&out), ["backing_off"], "{out}");
     assert_eq!(delay_of(&root.agent(&cell, "a1")), 5000);
-    let first_exit = root.agent(&cell, "a1")["exit"]["at"].clone();
     // `pas status` says when, and which schedule it follows, so nobody has to compute it.
     let status = root.json(&["status", &cell]);
     let view = &status["cells"][0]["agents"][0];
@@ -222,20 +262,20 @@ fn backoff_doubles_and_is_written_down() {
     assert!(root
         .ok(&["status", &cell])
         .contains("(backoff 5s, 10s, 20s, 40s)"));
-    wait_until(20.0, "the first restart", || {
-        root.run(&["revive", &cell]);
-        root.agent(&cell, "a1")["restart_count"] == 1
+    // Restarted once, it died again: the old plan is dropped and the wait doubles.
+    edit_agent(&root, &cell, "a1", |d| {
+        d["restart_count"] = json!(1);
+        d["restart_attempts"] = json!(1);
+        d["exit"] = exited(1, 0.5);
     });
-    wait_until(15.0, "the second death", || {
-        let doc = root.agent(&cell, "a1");
-        doc["pid"].is_null() && doc["exit"]["at"] != first_exit
-    });
-    root.ok(&["revive", &cell]);
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(actions(&out), ["backing_off"], "{out}");
     assert_eq!(
         delay_of(&root.agent(&cell, "a1")),
         10000,
         "the second restart waits twice as long"
     );
+    assert_eq!(count(&root.event_kinds(&cell), "agent.revived"), 0);
 }
 
 #[test]
@@ -247,8 +287,12 @@ fn max_restarts_then_failed_and_the_tasks_go_to_a_substitute() {
         &cell,
         json!({"max_restarts": 2, "checkpoint_required": false, "substitute_agents": ["spare"]}),
     );
-    let dies = root.script("dies.sh", "sleep 0.2; exit 2");
-    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    let dies = root.script("dies.sh", "exit 2");
+    died(&root, &cell, "a1", &dies, exited(2, 0.5));
+    edit_agent(&root, &cell, "a1", |d| {
+        d["restart_count"] = json!(2);
+        d["restart_attempts"] = json!(2);
+    });
     root.ok(&["agent", "add", &cell, "spare"]);
     root.ok(&["agent", "beat", &cell, "spare"]);
     root.ok(&["task", "add", &cell, "t1", "--title", "work"]);
@@ -258,13 +302,11 @@ fn max_restarts_then_failed_and_the_tasks_go_to_a_substitute() {
             .trim(),
         "t1"
     );
-    root.ok(&["agent", "start", &cell, "a1"]);
-    wait_until(20.0, "the agent to fail for good", || {
-        root.run(&["revive", &cell]);
-        root.agent(&cell, "a1")["status"] == "failed"
-    });
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(actions(&out), ["failed"], "{out}");
     let doc = root.agent(&cell, "a1");
-    assert_eq!(doc["restart_count"], 2);
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["restart_count"], 2, "no restart past max_restarts");
     assert!(
         doc["failed_reason"]
             .as_str()
@@ -292,47 +334,36 @@ fn restart_policy_decides_after_a_clean_exit() {
     let cell = root.cell("Policy");
     quick_policies(&root, &cell, json!({"checkpoint_required": false}));
     let clean = root.script("clean.sh", "exit 0");
-    for a in ["on_failure", "always", "never"] {
-        root.ok(&["agent", "add", &cell, a, "--", &clean]);
-    }
     let dies = root.script("dies.sh", "exit 1");
-    root.ok(&["agent", "add", &cell, "never_fails", "--", &dies]);
-    let set = |a: &str, p: &str| {
-        let path = root.cell_dir(&cell).join(format!("agents/{a}.json"));
-        let mut doc: Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        doc["policies"] = json!({"restart_policy": p});
-        std::fs::write(&path, doc.to_string()).unwrap();
-    };
-    set("always", "always");
-    set("never", "never");
-    set("never_fails", "never");
-    for a in ["on_failure", "always", "never", "never_fails"] {
-        root.ok(&["agent", "start", &cell, a]);
+    let agents = [
+        ("on_failure", &clean, 0, json!({})),
+        ("always", &clean, 0, json!({"restart_policy": "always"})),
+        ("never", &clean, 0, json!({"restart_policy": "never"})),
+        ("never_fails", &dies, 1, json!({"restart_policy": "never"})),
+        // An exit code listed as "do not restart" wins over everything.
+        (
+            "listed",
+            &clean,
+            0,
+            json!({"restart_policy": "always", "no_restart_exit_codes": [0]}),
+        ),
+    ];
+    for (a, command, code, policies) in agents {
+        died(&root, &cell, a, command, exited(code, 0.5));
+        edit_agent(&root, &cell, a, |d| d["policies"] = policies);
     }
-    wait_until(10.0, "all four to exit", || {
-        ["on_failure", "always", "never", "never_fails"]
-            .iter()
-            .all(|a| root.agent(&cell, a)["pid"].is_null())
-    });
     root.ok(&["revive", &cell]);
     assert_eq!(root.agent(&cell, "on_failure")["status"], "idle");
     assert_eq!(root.agent(&cell, "on_failure")["restart_count"], 0);
     assert_eq!(root.agent(&cell, "always")["restart_count"], 1);
     assert_eq!(root.agent(&cell, "never")["status"], "failed");
     assert_eq!(root.agent(&cell, "never_fails")["status"], "failed");
-    // An exit code listed as "do not restart" wins over everything.
-    // Edited by hand once its supervisor is done writing the file.
-    wait_until(15.0, "the restarted one to exit", || {
-        root.agent(&cell, "always")["pid"].is_null()
-    });
-    let path = root.cell_dir(&cell).join("agents/always.json");
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    doc["policies"]["no_restart_exit_codes"] = json!([0]);
-    std::fs::write(&path, doc.to_string()).unwrap();
-    root.ok(&["revive", &cell]);
-    assert_eq!(root.agent(&cell, "always")["status"], "idle");
-    assert_eq!(root.agent(&cell, "always")["restart_count"], 1);
+    assert_eq!(root.agent(&cell, "listed")["status"], "idle");
+    assert_eq!(root.agent(&cell, "listed")["restart_count"], 0);
+    let kinds = root.event_kinds(&cell);
+    assert_eq!(count(&kinds, "agent.completed"), 2, "{kinds:?}");
+    assert_eq!(count(&kinds, "agent.failed"), 2, "{kinds:?}");
+    assert_eq!(count(&kinds, "agent.revived"), 1, "{kinds:?}");
 }
 
 #[test]
@@ -346,19 +377,10 @@ fn auto_revive_no_and_ask() {
     );
     let dies = root.script("dies.sh", "sleep 0.2; exit 1");
     for a in ["asked", "denied", "refused"] {
-        root.ok(&["agent", "add", &cell, a, "--", &dies]);
+        died(&root, &cell, a, &dies, exited(1, 0.5));
     }
-    let path = root.cell_dir(&cell).join("agents/refused.json");
-    let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    doc["policies"] = json!({"auto_revive": "no"});
-    std::fs::write(&path, doc.to_string()).unwrap();
-    for a in ["asked", "denied", "refused"] {
-        root.ok(&["agent", "start", &cell, a]);
-    }
-    wait_until(10.0, "the exits", || {
-        ["asked", "denied", "refused"]
-            .iter()
-            .all(|a| root.agent(&cell, a)["pid"].is_null())
+    edit_agent(&root, &cell, "refused", |d| {
+        d["policies"] = json!({"auto_revive": "no"})
     });
     root.ok(&["revive", &cell]);
     assert_eq!(root.agent(&cell, "refused")["status"], "failed");
@@ -398,39 +420,83 @@ fn a_restart_storm_cools_down_then_retries_and_reset_clears_it() {
     quick_policies(
         &root,
         &cell,
-        json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 5, "max_restarts": 0}),
+        json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 600, "max_restarts": 0}),
     );
     let dies = root.script("dies.sh", "exit 1");
-    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
-    root.ok(&["agent", "start", &cell, "a1"]);
-    wait_until(20.0, "a cooldown", || {
-        root.run(&["revive", &cell]);
-        root.agent(&cell, "a1")["cooldown_until"].is_string()
+    // Its second death within the window, not noted yet.
+    died(&root, &cell, "a1", &dies, exited(1, 0.5));
+    edit_agent(&root, &cell, "a1", |d| {
+        d["restart_count"] = json!(1);
+        d["restart_attempts"] = json!(1);
+        d["recent_deaths"] = json!([ago(5.0)]);
+        d["last_death"] = json!(ago(5.0));
     });
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(actions(&out), ["cooling_down"], "{out}");
     let cooling = root.agent(&cell, "a1");
-    let restarts = cooling["restart_count"].as_u64().unwrap();
+    assert!(cooling["cooldown_until"].is_string(), "{cooling}");
     assert!(root.event_kinds(&cell).contains(&"agent.storm".to_string()));
-    // While cooling down nothing restarts it; afterwards it is tried again.
-    let until =
-        chrono::DateTime::parse_from_rfc3339(cooling["cooldown_until"].as_str().unwrap()).unwrap();
-    root.ok(&["revive", &cell]);
-    if chrono::Utc::now() < until {
-        assert_eq!(
-            root.agent(&cell, "a1")["restart_count"].as_u64().unwrap(),
-            restarts
-        );
-    }
-    wait_until(20.0, "a retry after the cooldown", || {
-        root.run(&["revive", &cell]);
-        root.agent(&cell, "a1")["restart_count"].as_u64().unwrap() > restarts
+    // While cooling down nothing restarts it.
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(actions(&out), Vec::<&str>::new(), "{out}");
+    assert_eq!(root.agent(&cell, "a1")["restart_count"], 1);
+    // Once the cooldown is over (its end moved into the past), it is tried again.
+    edit_agent(&root, &cell, "a1", |d| {
+        d["cooldown_until"] = json!(ago(0.1))
     });
-    assert_ne!(root.agent(&cell, "a1")["status"], "failed");
+    let out = root.json(&["revive", &cell]);
+    assert_eq!(actions(&out), ["revived"], "{out}");
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["restart_count"], 2);
+    assert_ne!(doc["status"], "failed");
     root.ok(&["agent", "reset", &cell, "a1"]);
     let doc = root.agent(&cell, "a1");
     assert_eq!(doc["restart_attempts"], 0);
     assert_eq!(doc["recent_deaths"], json!([]));
     assert!(doc.get("cooldown_until").is_none());
     stop_agents(&root, &cell);
+}
+
+#[test]
+fn a_dry_run_reports_and_changes_nothing() {
+    let root = Root::new();
+    let cell = root.cell("Dry");
+    quick_policies(&root, &cell, json!({"checkpoint_required": false}));
+    let dies = root.script("dies.sh", "exit 1");
+    died(&root, &cell, "now", &dies, exited(1, 0.5));
+    died(&root, &cell, "later", &dies, exited(1, 0.5));
+    died(&root, &cell, "clean", &dies, exited(0, 0.5));
+    edit_agent(&root, &cell, "later", |d| {
+        d["policies"] = json!({"restart_delay_seconds": 3600})
+    });
+    let before = root.snapshot();
+    let out = root.json(&["revive", &cell, "--dry-run"]);
+    let mut seen: Vec<(&str, &str, bool)> = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["agent"].as_str().unwrap(),
+                a["action"].as_str().unwrap(),
+                a["dry_run"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("clean", "idle", true),
+            ("later", "backing_off", true),
+            ("now", "revived", true)
+        ],
+        "{out}"
+    );
+    assert!(root
+        .ok(&["revive", &cell, "--dry-run"])
+        .contains("agent now died (exit code 1); restart 1 from checkpoint none (dry run)"));
+    assert!(before == root.snapshot(), "a dry run wrote something");
 }
 
 #[test]
@@ -486,34 +552,27 @@ fn revival_state_survives_a_restart_of_the_watch() {
     quick_policies(
         &root,
         &cell,
-        // Long enough that the first watch is killed well inside the backoff.
-        json!({"checkpoint_required": false, "restart_delay_seconds": 8}),
+        // An hour: the first watch is killed well inside the backoff, and a watch that
+        // computed the time again instead of reading it would not restart within the test.
+        json!({"checkpoint_required": false, "restart_delay_seconds": 3600}),
     );
     let dies = root.script("dies.sh", "exit 1");
-    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
-    root.ok(&["agent", "start", &cell, "a1"]);
-    wait_until(10.0, "the death", || {
-        root.agent(&cell, "a1")["pid"].is_null()
-    });
+    died(&root, &cell, "a1", &dies, exited(1, 0.5));
     let mut first = spawn_watch(&root);
     wait_until(10.0, "the backoff to be written down", || {
         root.agent(&cell, "a1")["next_restart_at"].is_string()
     });
-    let planned = root.agent(&cell, "a1")["next_restart_at"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // Kill the watch mid-backoff, without a chance to clean up.
     let _ = first.kill();
     let _ = first.wait();
-    assert_eq!(
-        root.agent(&cell, "a1")["restart_count"]
-            .as_u64()
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(root.agent(&cell, "a1")["restart_count"], 0);
+    // The hour passes, as far as the file is concerned.
+    let planned = ago(-0.5);
+    edit_agent(&root, &cell, "a1", |d| {
+        d["next_restart_at"] = json!(planned)
+    });
     let mut second = spawn_watch(&root);
-    wait_until(25.0, "the restart", || {
+    wait_until(15.0, "the restart", || {
         root.agent(&cell, "a1")["restart_count"]
             .as_u64()
             .unwrap_or(0)
