@@ -27,7 +27,7 @@ use crate::ops::revive::{
 use crate::policy::Policy;
 use crate::process;
 use crate::queue;
-use crate::store::{self, ConfigFile, Durability, FileKey, LockKey, Store};
+use crate::store::{self, ConfigFile, FileKey, LockKey, Store};
 use crate::supervisor::{self, ProcState};
 
 /// What a revive pass may do.
@@ -87,27 +87,37 @@ impl Ctx<'_> {
         });
     }
 
+    /// Changes the agent file in one transaction.
     fn update(&self, change: &mut dyn FnMut(&mut Doc)) -> Result<Doc> {
-        store::update(
-            self.store,
-            self.cell,
-            FileKey::Agent(self.agent),
-            LockKey::Agent(self.agent),
-            Durability::Durable,
-            &mut |d| {
-                change(d);
-                Ok(())
-            },
-        )
+        self.commit(change, None)
     }
 
+    /// Changes the agent file and records the event that says so, in one transaction.
+    fn commit(&self, change: &mut dyn FnMut(&mut Doc), event: Option<NewEvent>) -> Result<Doc> {
+        store::transact(self.store, self.cell, self.now, |txn| {
+            let mut d = txn.read_required(FileKey::Agent(self.agent))?;
+            change(&mut d);
+            txn.put(FileKey::Agent(self.agent), d.clone());
+            if let Some(e) = &event {
+                txn.event(e.clone());
+            }
+            Ok(d)
+        })
+    }
+
+    /// An event about this agent.
+    fn about(&self, level: Level, kind: &str, message: String, details: Value) -> NewEvent {
+        NewEvent::new(level, kind, message)
+            .agent(self.agent)
+            .details(details)
+    }
+
+    /// Records an event alone.
     fn event(&self, level: Level, kind: &str, message: String, details: Value) -> Result<()> {
         events::record_one(
             self.store,
             self.cell,
-            NewEvent::new(level, kind, message)
-                .agent(self.agent)
-                .details(details),
+            self.about(level, kind, message, details),
             self.now,
         )
     }
@@ -267,14 +277,16 @@ fn apply(
                 format!("agent {agent} is beating after its restart"),
             );
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.remove("revival");
-                })?;
-                ctx.event(
-                    Level::Info,
-                    "agent.revival_succeeded",
-                    format!("agent {agent} revived: first beat after the restart"),
-                    details.clone(),
+                ctx.commit(
+                    &mut |d| {
+                        d.remove("revival");
+                    },
+                    Some(ctx.about(
+                        Level::Info,
+                        "agent.revival_succeeded",
+                        format!("agent {agent} revived: first beat after the restart"),
+                        details.clone(),
+                    )),
                 )?;
             }
             done(*next)
@@ -313,12 +325,16 @@ fn apply(
                 format!("agent {agent} runs but does not beat (watchdog is off)"),
             );
             if !ctx.dry_run {
-                ctx.update(&mut |d| d.set("hung_reported", clock::stamp(now)))?;
-                ctx.event(
-                    Level::Error,
-                    "agent.hung",
-                    format!("agent {agent} runs but does not beat; watchdog is off, leaving it"),
-                    Value::Null,
+                ctx.commit(
+                    &mut |d| d.set("hung_reported", clock::stamp(now)),
+                    Some(ctx.about(
+                        Level::Error,
+                        "agent.hung",
+                        format!(
+                            "agent {agent} runs but does not beat; watchdog is off, leaving it"
+                        ),
+                        Value::Null,
+                    )),
                 )?;
             }
             done(None)
@@ -370,15 +386,17 @@ fn apply(
         Decision::Idle { why } => {
             ctx.act("idle", format!("agent {agent} is not restarted: {why}"));
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.set("status", "idle");
-                    d.set("next_restart_at", Value::Null);
-                })?;
-                ctx.event(
-                    Level::Info,
-                    "agent.completed",
-                    format!("agent {agent} ended and is not restarted: {why}"),
-                    Value::Null,
+                ctx.commit(
+                    &mut |d| {
+                        d.set("status", "idle");
+                        d.set("next_restart_at", Value::Null);
+                    },
+                    Some(ctx.about(
+                        Level::Info,
+                        "agent.completed",
+                        format!("agent {agent} ended and is not restarted: {why}"),
+                        Value::Null,
+                    )),
                 )?;
             }
             done(None)
@@ -400,12 +418,14 @@ fn apply(
                 format!("agent {agent} died ({how}); revival request {id} waits for approval"),
             );
             if !ctx.dry_run {
-                ctx.update(&mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })))?;
-                ctx.event(
-                    Level::Warn,
-                    "agent.revive_requested",
-                    format!("agent {agent} died ({how}); approve with `pas revive approve {id}`"),
-                    json!({ "request": id }),
+                ctx.commit(
+                    &mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })),
+                    Some(ctx.about(
+                        Level::Warn,
+                        "agent.revive_requested",
+                        format!("agent {agent} died ({how}); approve with `pas revive approve {id}`"),
+                        json!({ "request": id }),
+                    )),
                 )?;
             }
             done(None)
@@ -417,17 +437,19 @@ fn apply(
                 format!("agent {agent} died {deaths} times within storm_window; cooling down until {until_text}"),
             );
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.set("cooldown_until", until_text.as_str());
-                    d.set("recent_deaths", json!([]));
-                    d.set("restart_attempts", 0);
-                    d.set("next_restart_at", Value::Null);
-                })?;
-                ctx.event(
-                    Level::Error,
-                    "agent.storm",
-                    format!("agent {agent} died {deaths} times in a row quickly; cooling down until {until_text}"),
-                    json!({ "deaths": deaths, "until": until_text }),
+                ctx.commit(
+                    &mut |d| {
+                        d.set("cooldown_until", until_text.as_str());
+                        d.set("recent_deaths", json!([]));
+                        d.set("restart_attempts", 0);
+                        d.set("next_restart_at", Value::Null);
+                    },
+                    Some(ctx.about(
+                        Level::Error,
+                        "agent.storm",
+                        format!("agent {agent} died {deaths} times in a row quickly; cooling down until {until_text}"),
+                        json!({ "deaths": deaths, "until": until_text }),
+                    )),
                 )?;
             }
             done(Some(*until))
@@ -561,14 +583,16 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
             Ok(Applied::Done(Some(r.deadline)))
         }
         Err(e) => {
-            ctx.update(&mut |d| {
-                d.remove("revival");
-            })?;
-            ctx.event(
-                Level::Error,
-                "agent.revive_failed",
-                format!("agent {agent} could not be restarted: {}", e.message),
-                Value::Null,
+            ctx.commit(
+                &mut |d| {
+                    d.remove("revival");
+                },
+                Some(ctx.about(
+                    Level::Error,
+                    "agent.revive_failed",
+                    format!("agent {agent} could not be restarted: {}", e.message),
+                    Value::Null,
+                )),
             )?;
             Ok(Applied::Done(Some(r.retry_at)))
         }
@@ -584,7 +608,14 @@ pub fn fail_for_good(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let doc = store::update_agent(store, cell, agent, &mut |d| {
+    let event = NewEvent::new(
+        Level::Error,
+        "agent.failed",
+        format!("agent {agent} has failed for good: {reason}"),
+    )
+    .agent(agent)
+    .details(json!({ "reason": reason }));
+    let doc = store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
         d.set("status", "failed");
         d.set("failed_reason", reason);
         d.remove("revival");
@@ -592,18 +623,6 @@ pub fn fail_for_good(
         d.set("next_restart_at", Value::Null);
         Ok(())
     })?;
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Error,
-            "agent.failed",
-            format!("agent {agent} has failed for good: {reason}"),
-        )
-        .agent(agent)
-        .details(json!({ "reason": reason })),
-        now,
-    )?;
     let cell_doc = store.read(cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
     let healthy = |id: &str| -> bool {
@@ -791,31 +810,19 @@ pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) ->
 fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
     let id = &req.id;
     if approve {
-        store::update(
-            store,
-            &req.cell,
-            FileKey::Agent(&req.agent),
-            LockKey::Agent(&req.agent),
-            Durability::Durable,
-            &mut |d| {
-                if let Some(Value::Object(mut r)) = d.get("revive_request").cloned() {
-                    r.insert("approved".into(), Value::Bool(true));
-                    d.set("revive_request", Value::Object(r));
-                }
-                Ok(())
-            },
-        )?;
-        events::record_one(
-            store,
-            &req.cell,
-            NewEvent::new(
-                Level::Info,
-                "agent.revive_approved",
-                format!("revival request {id} approved"),
-            )
-            .agent(&req.agent),
-            now,
-        )?;
+        let event = NewEvent::new(
+            Level::Info,
+            "agent.revive_approved",
+            format!("revival request {id} approved"),
+        )
+        .agent(&req.agent);
+        store::update_agent_with(store, &req.cell, &req.agent, now, vec![event], &mut |d| {
+            if let Some(Value::Object(mut r)) = d.get("revive_request").cloned() {
+                r.insert("approved".into(), Value::Bool(true));
+                d.set("revive_request", Value::Object(r));
+            }
+            Ok(())
+        })?;
         return pass_cell(
             store,
             &req.cell,
@@ -843,7 +850,13 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
 pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> Result<()> {
     crate::agent::read(store, cell, agent)?;
     let _revive = store.lock(cell, LockKey::Revive)?;
-    store::update_agent(store, cell, agent, &mut |d| {
+    let event = NewEvent::new(
+        Level::Info,
+        "agent.reset",
+        format!("agent {agent}'s restart tally cleared by hand"),
+    )
+    .agent(agent);
+    store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
         d.set("restart_attempts", 0);
         d.set("recent_deaths", json!([]));
         for key in [
@@ -861,15 +874,5 @@ pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> 
         }
         Ok(())
     })?;
-    events::record_one(
-        store,
-        cell,
-        NewEvent::new(
-            Level::Info,
-            "agent.reset",
-            format!("agent {agent}'s restart tally cleared by hand"),
-        )
-        .agent(agent),
-        now,
-    )
+    Ok(())
 }
