@@ -27,6 +27,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeat;
 pub mod mission;
+pub mod model;
 pub mod output;
 pub mod permissions;
 pub mod policy;
