@@ -236,6 +236,13 @@ impl Record for Permissions {
         Ok(Permissions { grants })
     }
 
+    fn to_map(&self) -> Map<String, Value> {
+        self.grants
+            .iter()
+            .map(|(id, grant)| (id.clone(), grant.encode()))
+            .collect()
+    }
+
     fn write_map(&self, map: &mut Map<String, Value>) {
         let dropped: Vec<String> = map
             .keys()

@@ -6,16 +6,20 @@
 //! `record!`) reads each of its keys through a *mode* that says what
 //! an absent key or a `null` means and what writing `None` does:
 //!
-//! | mode | type | absent / `null` reads as | writing |
-//! |---|---|---|---|
-//! | `required` | `T` | an error | the value |
-//! | `or_default` | `T: Default` | `T::default()` | the value |
-//! | `optional` | `Option<T>` | `None` | `None` removes the key |
-//! | `nullable` | `Option<T>` | `None` | `None` writes `null` (the schema allows it) |
-//! | `flag` | `bool` | `false` | `false` removes the key |
-//! | `cache` | `Option<T>` | `None`; so does a value that does not decode | `None` removes the key |
-//! | `layer` | `Option<T>` | absent: `None`; `null` goes to `T` | `None` removes the key |
-//! | `lenient` | `Option<T>` | like `layer`; a value that does not decode is `None` and noted | `None` removes the key |
+//! | mode | type | absent / `null` reads as | writing over a file | in a new record |
+//! |---|---|---|---|---|
+//! | `required` | `T` | an error | the value | the value |
+//! | `or_default` | `T: Default` | `T::default()` | the value | the value, a default too |
+//! | `optional` | `Option<T>` | `None` | `None` removes the key | left out when `None` |
+//! | `nullable` | `Option<T>` | `None` | `None` writes `null` (the schema allows it) | `null` when `None` |
+//! | `flag` | `bool` | `false` | `false` removes the key | left out when `false` |
+//! | `cache` | `Option<T>` | `None`; so does a value that does not decode | `None` removes the key | left out when `None` |
+//! | `layer` | `Option<T>` | absent: `None`; `null` goes to `T` | `None` removes the key | left out when `None` |
+//! | `lenient` | `Option<T>` | like `layer`; a value that does not decode is `None` and noted | `None` removes the key | left out when `None` |
+//!
+//! A new record (a nested one appearing where there was none, a new reservation, `to_doc`)
+//! has the shape pas's writers have always given new records: every key but the unset
+//! `optional` ones, so `exit` still reads `"code": null, "signal": 9`.
 //!
 //! Writing compares each field with what the key on disk decodes to and leaves the key
 //! alone when they are equal, so an unchanged field keeps its bytes (an epoch
@@ -372,11 +376,18 @@ pub trait Record: Sized + Clone + PartialEq {
     /// header), then the unknown keys of `extra`.
     fn write_map(&self, map: &mut Map<String, Value>);
 
-    /// The record as a new object: known keys in declaration order, then `extra`.
-    fn to_map(&self) -> Map<String, Value> {
-        let mut map = Map::new();
-        self.write_map(&mut map);
-        map
+    /// The record as a new object, in the shape pas's writers have always given new
+    /// records: known keys in declaration order, `nullable` ones as `null` when unset,
+    /// defaults spelled out, unset `optional` ones left out; then `extra`.
+    fn to_map(&self) -> Map<String, Value>;
+}
+
+/// `extra`'s keys appended to a new object (a known key in `extra` is ignored).
+pub fn append_extra(map: &mut Map<String, Value>, extra: &Map<String, Value>, known: &[&str]) {
+    for (k, v) in extra {
+        if !known.contains(&k.as_str()) {
+            map.insert(k.clone(), v.clone());
+        }
     }
 }
 
@@ -446,6 +457,11 @@ pub mod required {
             put(map, key, value);
         }
     }
+
+    /// Puts `value` into a new object.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &T) {
+        map.insert(key.to_string(), value.encode());
+    }
 }
 
 /// A key whose absence means the type's default (`[]`, `0`, the documented enum default).
@@ -466,6 +482,11 @@ pub mod or_default {
         if read::<T>(map, key, &scratch()).ok().as_ref() != Some(value) {
             put(map, key, value);
         }
+    }
+
+    /// Puts `value` into a new object, a default too.
+    pub fn fresh<T: Field + Default>(map: &mut Map<String, Value>, key: &str, value: &T) {
+        map.insert(key.to_string(), value.encode());
     }
 }
 
@@ -493,6 +514,13 @@ pub mod optional {
             }
         }
     }
+
+    /// Puts `value` into a new object, when set.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+        if let Some(v) = value {
+            map.insert(key.to_string(), v.encode());
+        }
+    }
 }
 
 /// A key the schema lets be `null`; `None` writes `null` where the key is (an absent key
@@ -517,6 +545,11 @@ pub mod nullable {
             }
         }
     }
+
+    /// Puts `value` into a new object; unset is `null`.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+        map.insert(key.to_string(), value.encode());
+    }
 }
 
 /// A marker pas sets to `true` and removes otherwise (a task's `queue_assigned`).
@@ -537,6 +570,13 @@ pub mod flag {
             map.insert(key.to_string(), Value::Bool(true));
         } else {
             map.shift_remove(key);
+        }
+    }
+
+    /// Puts `true` into a new object; `false` is left out.
+    pub fn fresh(map: &mut Map<String, Value>, key: &str, value: &bool) {
+        if *value {
+            map.insert(key.to_string(), Value::Bool(true));
         }
     }
 }
@@ -564,6 +604,11 @@ pub mod cache {
             }
         }
     }
+
+    /// Puts `value` into a new object, when set.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+        optional::fresh(map, key, value);
+    }
 }
 
 /// A key of a policy layer: absent means "not set here" (a lower layer decides), and a
@@ -587,6 +632,11 @@ pub mod layer {
                 map.shift_remove(key);
             }
         }
+    }
+
+    /// Puts `value` into a new object, when set.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+        optional::fresh(map, key, value);
     }
 }
 
@@ -630,6 +680,11 @@ pub mod lenient {
                 map.shift_remove(key);
             }
         }
+    }
+
+    /// Puts `value` into a new object, when set.
+    pub fn fresh<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
+        optional::fresh(map, key, value);
     }
 }
 
@@ -683,6 +738,13 @@ macro_rules! record {
             fn write_map(&self, map: &mut serde_json::Map<String, serde_json::Value>) {
                 $($crate::model::field::$mode::write(map, stringify!($field), &self.$field);)*
                 $crate::model::field::write_extra(map, &self.extra, Self::KEYS);
+            }
+
+            fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+                let mut map = serde_json::Map::new();
+                $($crate::model::field::$mode::fresh(&mut map, stringify!($field), &self.$field);)*
+                $crate::model::field::append_extra(&mut map, &self.extra, Self::KEYS);
+                map
             }
         }
 
@@ -741,7 +803,8 @@ macro_rules! layer_record {
             /// written back as they are.
             pub extra: serde_json::Map<String, serde_json::Value>,
             /// Values of known keys that could not be used (wrong type): they read as
-            /// `None` here and are left in the file as they are. Not a key of the file.
+            /// `None` here and are left in the file as they are; take one out of this list
+            /// (leaving its field `None`) and writing removes it. Not a key of the file.
             pub unusable: Vec<$crate::model::field::Unusable>,
         }
 
@@ -763,6 +826,22 @@ macro_rules! layer_record {
             fn write_map(&self, map: &mut serde_json::Map<String, serde_json::Value>) {
                 $($crate::model::field::$mode::write(map, stringify!($field), &self.$field);)*
                 $crate::model::field::write_extra(map, &self.extra, Self::KEYS);
+                // What still cannot be used, and the caller no longer lists, goes.
+                let scratch = $crate::model::field::At::file("");
+                if let Ok(now) = <Self as $crate::model::field::Record>::read_map(map, &scratch) {
+                    for u in now.unusable {
+                        if !self.unusable.iter().any(|kept| kept.key == u.key) {
+                            map.shift_remove(&u.key);
+                        }
+                    }
+                }
+            }
+
+            fn to_map(&self) -> serde_json::Map<String, serde_json::Value> {
+                let mut map = serde_json::Map::new();
+                $($crate::model::field::$mode::fresh(&mut map, stringify!($field), &self.$field);)*
+                $crate::model::field::append_extra(&mut map, &self.extra, Self::KEYS);
+                map
             }
         }
 
@@ -842,9 +921,10 @@ macro_rules! document {
                 Ok(out)
             }
 
-            /// A new document holding this value: known keys in declaration order, then
-            /// `extra`. For documents that start from a template, read the template and
-            /// `write_into` it instead, so the template's order holds.
+            /// A new document holding this value, in the shape of a new record (see the
+            /// module header): known keys in declaration order, then `extra`. For a
+            /// document that starts from a template, read the template and `write_into` it
+            /// instead, so the template's order holds and nothing else is added.
             pub fn to_doc(&self) -> $crate::doc::Doc {
                 $crate::doc::Doc::from_map(<$name as $crate::model::field::Record>::to_map(self))
             }

@@ -9,7 +9,7 @@
 //!
 //! # Reading, changing, writing
 //!
-//! The [`Doc`] read from disk stays the document; the typed value is a view of it:
+//! The [`Doc`](crate::doc::Doc) read from disk stays the document; the typed value is a view of it:
 //!
 //! ```
 //! # use pas::doc::Doc;

@@ -255,20 +255,12 @@ fn every_key_pas_writes_in_an_agent_file_is_typed() {
     assert_eq!(a.pid, None);
     assert_eq!(a.pgid, Some(4242));
     assert_eq!(a.display_name(), "Writer one");
-    // A document written from the typed value alone reads back as the same value; it
-    // leaves out what only repeats a default (`"failures": 0`, `"gateway": null`).
+    // A document written from the typed value alone holds the same keys and values, in
+    // declaration order: every key was set, so none is left out.
     let rebuilt = a.to_doc();
+    assert_eq!(rebuilt.to_value(), doc(FULL_AGENT).to_value());
     assert_eq!(Agent::from_doc(&rebuilt).unwrap(), a);
-    let full = doc(FULL_AGENT);
-    let dropped: Vec<&String> = full
-        .map()
-        .keys()
-        .filter(|k| rebuilt.get(k).is_none())
-        .collect();
-    assert_eq!(
-        dropped,
-        ["role", "gateway", "pid", "failures", "next_restart_at"]
-    );
+    assert_eq!(keys(&rebuilt), <Agent as Record>::KEYS);
 }
 
 #[allow(non_snake_case)]
@@ -385,7 +377,11 @@ fn a_changed_nested_record_is_merged_key_by_key() {
     .unwrap();
     assert_eq!(
         d.get("exit"),
-        Some(&json!({"at": "2026-11-23T10:01:00.000000Z", "cause": "exit", "code": 1}))
+        Some(
+            &json!({"at": "2026-11-23T10:01:00.000000Z", "cause": "exit", "code": 1,
+                     "signal": null, "requested": false})
+        ),
+        "the shape supervisor.rs gives a new exit record"
     );
 }
 
@@ -741,10 +737,37 @@ fn policy_nonsense_reads_as_unset_and_stays_in_the_file() {
     );
     assert_eq!(d.get("heartbeat_interval"), Some(&json!("soon")));
     assert_eq!(d.get("cost_hard_usd"), Some(&json!(10)));
-    // Overwriting nonsense replaces it where it stands.
+    // Overwriting nonsense replaces it where it stands; dropping it from `unusable` removes
+    // it; leaving it there keeps it.
     Policies::edit(&mut d, |p| p.heartbeat_interval = Some(15.0)).unwrap();
     assert_eq!(keys(&d)[0], "heartbeat_interval");
     assert_eq!(d.get("heartbeat_interval"), Some(&json!(15)));
+    Policies::edit(&mut d, |p| {
+        assert_eq!(p.unusable.len(), 1);
+        p.unusable.clear();
+    })
+    .unwrap();
+    assert_eq!(
+        keys(&d),
+        [
+            "heartbeat_interval",
+            "cost_hard_usd",
+            "max_retries",
+            "my_tool_policy",
+            "watchdog"
+        ]
+    );
+    let mut cell = doc(
+        r#"{"cell_id": "c", "mission_name": "M", "created_at": "2026-01-01T00:00:00Z", "status": "active",
+            "policies": {"stop_grace": "long", "max_retries": 1}}"#,
+    );
+    Cell::edit(&mut cell, |c| c.policies.max_retries = Some(2)).unwrap();
+    assert_eq!(
+        cell.get("policies"),
+        Some(&json!({"stop_grace": "long", "max_retries": 2}))
+    );
+    Cell::edit(&mut cell, |c| c.policies.unusable.clear()).unwrap();
+    assert_eq!(cell.get("policies"), Some(&json!({"max_retries": 2})));
 }
 
 #[test]
@@ -825,8 +848,12 @@ fn reservations_merge_entry_by_entry() {
         json!({"job": "j0", "agent": "a2", "status": "released", "reserved_at": "2025-11-23T09:00:00Z"})
     );
     assert_eq!(
-        list[2],
-        json!({"job": "j2", "agent": "a1", "cpu": 1, "pgid": 99, "status": "active", "reserved_at": "2026-01-01T00:00:00.000000Z"})
+        list[2].to_string(),
+        json!({"job": "j2", "agent": "a1", "cpu": 1, "memory": 0, "gpu": 0, "gpu_memory": 0,
+               "port": null, "pgid": 99, "status": "active",
+               "reserved_at": "2026-01-01T00:00:00.000000Z", "ended_at": null, "end_reason": null})
+        .to_string(),
+        "the shape and order reservation.rs gives a new entry"
     );
     assert_eq!(keys(&d), ["x_note", "reservations"]);
     let err = Reservations::from_doc(&doc(
@@ -923,7 +950,12 @@ fn permissions_keep_their_agents_in_order() {
         d.get("a"),
         Some(&json!({"execute": ["t1", "t2"], "handoff_to": ["b"]}))
     );
-    assert_eq!(d.get("z"), Some(&json!({"read": ["t1"]})));
+    assert_eq!(
+        d.get("z"),
+        Some(
+            &json!({"read": ["t1"], "write": [], "execute": [], "handoff_to": [], "handoff_from": []})
+        )
+    );
     let err = Permissions::from_doc(&doc(r#"{"a": ["t1"]}"#)).unwrap_err();
     assert_eq!(
         err.message,
@@ -932,16 +964,27 @@ fn permissions_keep_their_agents_in_order() {
 }
 
 #[test]
-fn new_values_write_only_what_they_hold() {
+fn new_values_have_the_shape_of_new_records() {
     let a = Agent::new("a1");
-    assert_eq!(text(&a.to_doc()), "{\n  \"agent_id\": \"a1\"\n}\n");
+    let fresh = a.to_doc();
+    // Every key but the unset optional ones; nullable ones as null.
+    assert_eq!(fresh.get("gateway"), Some(&Value::Null));
+    assert_eq!(fresh.get("heartbeat_count"), Some(&json!(0)));
+    assert_eq!(fresh.get("role"), Some(&json!("write")));
+    assert!(fresh.get("cwd").is_none() && fresh.get("health").is_none());
+    assert_eq!(Agent::from_doc(&fresh).unwrap(), a);
     let mut t = Task::new("t1", "Do it");
     assert!(!t.is_finished());
     t.status = TaskStatus::Failed;
     assert!(t.is_finished());
     assert_eq!(
-        t.to_doc().to_value(),
-        json!({"task_id": "t1", "title": "Do it", "status": "failed"})
+        text(&t.to_doc()),
+        text(&doc(
+            r#"{"task_id": "t1", "title": "Do it", "description": "", "assigned_to": null,
+                "status": "failed", "priority": "medium", "dependencies": [], "timeout": null,
+                "artifacts": [], "completed_at": null, "started_at": null, "attempts": 0,
+                "last_error": null, "claimed_by": null, "required_capabilities": []}"#
+        ))
     );
     // A new agent written into its template keeps the template's order.
     let mut d = doc(templates::AGENT);
