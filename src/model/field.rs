@@ -2,9 +2,9 @@
 //! back, and how a record writes itself into the object it was read from.
 //!
 //! A [`Field`] decodes a value strictly (a wrong type is an error naming the file and the
-//! field's path) and encodes it in the one form pas writes. A record (declared with
-//! `record!`) reads each of its keys through a *mode* that says what
-//! an absent key or a `null` means and what writing `None` does:
+//! field's path) and encodes it in the one form pas writes. A record, declared with the
+//! `record!` macro, reads each of its keys through a *mode* that says what an absent key or
+//! a `null` means and what writing `None` does:
 //!
 //! | mode | type | absent / `null` reads as | writing over a file | in a new record |
 //! |---|---|---|---|---|
