@@ -74,6 +74,13 @@ impl Doc {
         &self.map
     }
 
+    /// The whole object, to change in place (the typed views of `crate::model` write their
+    /// changed fields through it). Remove keys with `shift_remove`, which keeps the order of
+    /// the rest; `remove` would move the last key into the hole.
+    pub fn map_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.map
+    }
+
     /// The document as a JSON value (a copy), for output.
     pub fn to_value(&self) -> Value {
         Value::Object(self.map.clone())

@@ -29,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeat;
 pub mod mission;
+pub mod model;
 pub mod ops;
 pub mod output;
 pub mod permissions;
