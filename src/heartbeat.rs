@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{Level, NewEvent};
 use crate::health::{self, Assessment, Health};
 use crate::policy::Policy;
-use crate::store::{self, Collection, ConfigFile, Durability, FileKey, LockKey, Store};
+use crate::store::{self, Collection, ConfigFile, Durability, FileKey, Store};
 
 /// What an agent may report about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -313,7 +313,6 @@ pub fn beat(
             store,
             cell,
             FileKey::Agent(agent_id),
-            LockKey::Agent(agent_id),
             Durability::Relaxed,
             &mut |d| {
                 d.remove("pending_directive");

@@ -163,37 +163,26 @@ impl LogFile<'_> {
     }
 }
 
-/// A lock protecting one read-modify-write scope of a cell.
+/// An operation that runs alone in its cell, for longer than a transaction: documents are
+/// changed by transactions (under the cell lock, inside the store); these name work that
+/// must not run twice at once.
 ///
-/// Order when more than one is needed: `Revive`, `Cell`, `Tasks`, `Checkpoint`, `Agent`,
-/// `Events`.
+/// Order: `Revive`, then `Checkpoint`, then (inside the store) the cell lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockKey<'a> {
-    /// `cell.json`, config files, adding and removing agents.
-    Cell,
-    /// Every task file (claims look at all tasks at once).
-    Tasks,
-    /// One agent file.
-    Agent(&'a str),
     /// Revival decisions of a cell: held for a whole revive pass over the cell, so two
-    /// revivers never restart one agent twice (taken before every other lock).
+    /// revivers never restart one agent twice.
     Revive,
-    /// Saving one agent's checkpoints (taken before that agent's lock).
+    /// Saving one agent's checkpoints (one generation number at a time).
     Checkpoint(&'a str),
-    /// The events log.
-    Events,
 }
 
 impl LockKey<'_> {
     /// The lock file's name under `.pas/locks/`.
     pub fn file_name(&self) -> String {
         match self {
-            LockKey::Cell => "cell.lock".to_string(),
-            LockKey::Tasks => "tasks.lock".to_string(),
-            LockKey::Agent(id) => format!("agent.{id}.lock"),
             LockKey::Revive => "revive.lock".to_string(),
             LockKey::Checkpoint(id) => format!("checkpoint.{id}.lock"),
-            LockKey::Events => "events.lock".to_string(),
         }
     }
 }

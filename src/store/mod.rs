@@ -148,7 +148,8 @@ pub trait Store {
     /// then `read` of each (a document removed in between is left out), in one pass over
     /// the directory.
     fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>>;
-    /// Takes a lock of the cell, waiting for it.
+    /// Takes an operation lock of the cell ([`LockKey`]), waiting for it. Documents need
+    /// none: transactions lock inside the store.
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
@@ -259,14 +260,11 @@ pub fn read_required(store: &dyn Store, cell: &str, key: FileKey<'_>) -> Result<
         .ok_or_else(|| Error::not_found(format!("{} does not exist", store.describe(cell, key))))
 }
 
-/// A read-modify-write of one document as a transaction: read, change, commit. (`_lock`
-/// is ignored: every transaction of a cell takes the cell lock; the parameter goes when the
-/// callers are rewritten.)
+/// A read-modify-write of one document as a transaction: read, change, commit.
 pub fn update(
     store: &dyn Store,
     cell: &str,
     key: FileKey<'_>,
-    _lock: LockKey<'_>,
     durability: Durability,
     change: &mut dyn FnMut(&mut Doc) -> Result<()>,
 ) -> Result<Doc> {
@@ -292,7 +290,6 @@ pub fn update_agent(
         store,
         cell,
         FileKey::Agent(agent),
-        LockKey::Agent(agent),
         Durability::Durable,
         change,
     )
@@ -689,7 +686,7 @@ impl Store for FsStore {
         let root = self.root_fd()?;
         let trash = format!("{TRASH_PREFIX}{cell}-{}", std::process::id());
         {
-            let _guard = self.lock(cell, LockKey::Cell)?;
+            let _guard = self.cell_lock(cell)?;
             atomic::rename_noreplace(root.as_fd(), cell, &trash)
                 .map_err(|e| self.io_error("remove cell", &self.cell_path(cell), e))?;
             self.committed();
@@ -762,16 +759,8 @@ impl Store for FsStore {
     }
 
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard> {
-        if let LockKey::Agent(id) = key {
+        if let LockKey::Checkpoint(id) = key {
             check_id(IdKind::Agent, id)?;
-        }
-        // Every document of a cell changes under one lock (see `commit`); the finer keys
-        // remain as names of what a caller protects until it moves onto transactions.
-        if matches!(
-            key,
-            LockKey::Cell | LockKey::Tasks | LockKey::Agent(_) | LockKey::Events
-        ) {
-            return self.cell_lock(cell);
         }
         let cell_fd = self.cell_fd(cell)?;
         lock::lock(cell_fd.as_fd(), &key.file_name()).map_err(|e| {
