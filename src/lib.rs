@@ -43,7 +43,7 @@ pub mod store;
 pub mod supervisor;
 pub mod task;
 pub mod templates;
-pub mod top;
+pub mod tui;
 pub mod units;
 pub mod validate;
 pub mod watch;

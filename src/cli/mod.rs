@@ -2,19 +2,12 @@
 //! and an exit code. Commands live one group per file; they parse, call the domain modules
 //! and hand results to the [`Printer`]. No rules live here.
 
-mod agent;
-mod budget;
-mod cell;
-mod checkpoint;
+mod commands;
 mod complete;
-mod events;
-mod man;
-mod policy;
-mod revive;
-mod status;
-mod task;
-mod top;
-mod validate;
+
+use commands::{
+    agent, budget, cell, checkpoint, events, man, policy, revive, status, task, top, validate,
+};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

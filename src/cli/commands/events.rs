@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::events::{self, Event, Filter, Level};

@@ -3,9 +3,9 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::agent;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::error::Result;
 use crate::output::{Styled, Tone};
 use crate::policy::{self, Source};

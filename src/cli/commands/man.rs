@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Command, CommandFactory};
 
-use super::{Cli, Ctx};
+use crate::cli::{Cli, Ctx};
 use crate::error::{Error, Result};
 
 // Arguments of `pas man`.

@@ -688,8 +688,8 @@ fn draw_confirm(frame: &mut Frame<'_>, area: Rect, action: &model::Action) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::model::tests::{fleet, now};
-    use crate::top::model::Input;
+    use crate::tui::model::tests::{fleet, now};
+    use crate::tui::model::Input;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
 
@@ -712,10 +712,10 @@ mod tests {
         out
     }
 
-    /// Compares with `src/top/screens/NAME.txt`; `UPDATE_SCREENS=1` writes it instead.
+    /// Compares with `src/tui/screens/NAME.txt`; `UPDATE_SCREENS=1` writes it instead.
     fn assert_screen(name: &str, screen: &str) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/top/screens")
+            .join("src/tui/screens")
             .join(format!("{name}.txt"));
         if std::env::var_os("UPDATE_SCREENS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();

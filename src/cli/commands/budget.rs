@@ -3,9 +3,9 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::budget::{self, State};
 use crate::cell;
+use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
 use crate::output::{Styled, Tone};

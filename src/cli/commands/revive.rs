@@ -3,8 +3,8 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::output::{Styled, Tone};

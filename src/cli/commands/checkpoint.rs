@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::Ctx;
 use crate::cell;
 use crate::checkpoint::{self, Generation, SaveRequest};
+use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::output::{Styled, Tone};

@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::agent::health_tone;
-use super::Ctx;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
 use crate::output::Styled;

@@ -2,11 +2,11 @@
 
 use clap::Args;
 
-use super::Ctx;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::error::Result;
 use crate::store::Store;
-use crate::top::{app, view::Palette};
+use crate::tui::{app, view::Palette};
 
 // Arguments of `pas top` (its help text is on `Command::Top`: the variant's doc wins).
 #[derive(Debug, Args)]

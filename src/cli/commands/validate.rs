@@ -3,8 +3,8 @@
 use clap::Args;
 use serde_json::json;
 
-use super::Ctx;
 use crate::cell;
+use crate::cli::Ctx;
 use crate::error::{Error, Result};
 use crate::output::{Styled, Tone};
 use crate::validate::{self, Severity};
