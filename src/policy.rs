@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 
 use crate::doc::Doc;
 use crate::error::Result;
+use crate::model::{AutoRevive, RestartPolicy};
 use crate::store::{ConfigFile, FileKey, Store};
 
 /// Where a policy value came from.
@@ -271,6 +272,26 @@ impl Policy {
     /// A string setting, or `fallback`.
     pub fn text<'a>(&'a self, key: &str, fallback: &'a str) -> &'a str {
         self.get(key).and_then(Value::as_str).unwrap_or(fallback)
+    }
+
+    /// `auto_revive`, read as the mission-cell spec writes it too (`true`/`false` mean yes
+    /// and no); a word pas does not know is the default (`pas validate` reports it).
+    pub fn auto_revive(&self) -> AutoRevive {
+        match self.get("auto_revive") {
+            Some(Value::Bool(true)) => AutoRevive::Yes,
+            Some(Value::Bool(false)) => AutoRevive::No,
+            Some(Value::String(word)) => AutoRevive::parse(word).unwrap_or_default(),
+            _ => AutoRevive::default(),
+        }
+    }
+
+    /// `restart_policy`; a word pas does not know is the default, `on-failure` (`pas
+    /// validate` reports it).
+    pub fn restart_policy(&self) -> RestartPolicy {
+        self.get("restart_policy")
+            .and_then(Value::as_str)
+            .and_then(RestartPolicy::parse)
+            .unwrap_or_default()
     }
 
     /// A boolean setting, or `fallback`.

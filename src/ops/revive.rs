@@ -20,6 +20,7 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::health::{self, Health};
+use crate::model::{AutoRevive, RestartPolicy};
 use crate::policy::Policy;
 
 /// Where the agent's process is, as the caller observed it (the rules never look).
@@ -458,27 +459,27 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
         };
     }
     let always = listed("always_restart_exit_codes");
-    match policy.text("restart_policy", "on-failure") {
-        "never" if !always => {
+    match policy.restart_policy() {
+        RestartPolicy::Never if !always => {
             return Decision::Fail {
                 reason: format!("it died ({how}) and restart_policy is never"),
             }
         }
-        "on-failure" if !always && exit.cause == "exit" && exit.code == Some(0) => {
+        RestartPolicy::OnFailure if !always && exit.cause == "exit" && exit.code == Some(0) => {
             return Decision::Idle {
                 why: "it exited cleanly (code 0) and restart_policy is on-failure".into(),
             }
         }
         _ => {}
     }
-    match (policy.text("auto_revive", "yes"), state.request) {
-        ("no", _) => {
+    match (policy.auto_revive(), state.request) {
+        (AutoRevive::No, _) => {
             return Decision::Fail {
                 reason: format!("it died ({how}) and auto_revive is no"),
             }
         }
-        ("ask", RequestState::None) => return Decision::Request { how },
-        ("ask", RequestState::Pending) => return Decision::Nothing { until: None },
+        (AutoRevive::Ask, RequestState::None) => return Decision::Request { how },
+        (AutoRevive::Ask, RequestState::Pending) => return Decision::Nothing { until: None },
         _ => {}
     }
     let attempts = state.restart_attempts;
@@ -811,8 +812,8 @@ mod tests {
                 json!({"restart_policy": "always"}), died(code(0)), 10.0, restart("exit code 0")),
             ("always, exit 1: restart",
                 json!({"restart_policy": "always"}), died(code(1)), 10.0, restart("exit code 1")),
-            ("an unknown restart_policy restarts like always",
-                json!({"restart_policy": "sometimes"}), died(code(0)), 10.0, restart("exit code 0")),
+            ("an unknown restart_policy is the default, on-failure (validate reports it)",
+                json!({"restart_policy": "sometimes"}), died(code(0)), 10.0, idle(clean)),
             ("never, exit 0: failed",
                 json!({"restart_policy": "never"}), died(code(0)), 10.0,
                 fail("it died (exit code 0) and restart_policy is never")),
@@ -861,6 +862,13 @@ mod tests {
             ("no: failed",
                 json!({"auto_revive": "no"}), dead(), 10.0,
                 fail("it died (exit code 1) and auto_revive is no")),
+            ("false, as the mission-cell spec writes it: no",
+                json!({"auto_revive": false}), dead(), 10.0,
+                fail("it died (exit code 1) and auto_revive is no")),
+            ("true, as the mission-cell spec writes it: yes",
+                json!({"auto_revive": true}), dead(), 10.0, restart.clone()),
+            ("an unknown word is the default, yes (validate reports it)",
+                json!({"auto_revive": "maybe"}), dead(), 10.0, restart.clone()),
             ("no, but a clean exit under on-failure: idle, not failed",
                 json!({"auto_revive": "no"}), dead().with(|s| s.exit = code(0)), 10.0,
                 idle("it exited cleanly (code 0) and restart_policy is on-failure")),
