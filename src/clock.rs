@@ -1,6 +1,6 @@
 //! Time, passed in rather than read deep inside the rules, so tests control it.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 
 /// The current time, as every command reads it (once, at the start of the work).
 pub fn now() -> DateTime<Utc> {
@@ -17,6 +17,41 @@ pub fn parse(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A timestamp in any form people and the seed prototypes write: RFC 3339 (what pas
+/// writes), a naive ISO date-time (Python's `datetime.utcnow().isoformat()`, read as UTC),
+/// or epoch seconds (`time.time()`, integer or float). `None` for anything else.
+pub fn from_value(value: &serde_json::Value) -> Option<DateTime<Utc>> {
+    match value {
+        serde_json::Value::String(s) => parse_time_text(s),
+        serde_json::Value::Number(n) => n.as_f64().and_then(from_epoch),
+        _ => None,
+    }
+}
+
+/// Seconds since 1970 of 10000-01-01: a later "epoch" is milliseconds or garbage.
+const YEAR_10000: f64 = 253_402_300_800.0;
+
+fn parse_time_text(text: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse(text) {
+        return Some(t);
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|t| t.and_utc())
+}
+
+fn from_epoch(seconds: f64) -> Option<DateTime<Utc>> {
+    if !(0.0..YEAR_10000).contains(&seconds) {
+        return None;
+    }
+    let whole = seconds.floor();
+    // Rounded to microseconds, the precision pas writes, so a float epoch reads the same
+    // on every platform.
+    let micros = ((seconds - whole) * 1e6).round() as i64;
+    DateTime::from_timestamp(whole as i64, 0).map(|t| t + chrono::Duration::microseconds(micros))
 }
 
 /// A short human duration: `42s`, `3m12s`, `2h05m`, `3d04h`.

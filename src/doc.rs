@@ -91,6 +91,12 @@ impl Doc {
         self.map.get(key)
     }
 
+    /// A timestamp field in any form hand-written files use (RFC 3339, a naive ISO
+    /// date-time read as UTC, epoch seconds); `None` when absent or unreadable.
+    pub fn time(&self, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.map.get(key).and_then(crate::clock::from_value)
+    }
+
     /// The string at `key`, if it is one.
     pub fn str(&self, key: &str) -> Option<&str> {
         self.map.get(key).and_then(Value::as_str)

@@ -27,7 +27,7 @@
 //! is replaced where it stands, a new key goes last, and a changed nested record is merged
 //! into the object on disk the same way, key by key.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::clock;
@@ -317,17 +317,13 @@ impl<T: Field> Field for Option<T> {
 pub const TIMESTAMP_FORMS: &str = "an RFC 3339 date-time such as 2025-03-14T09:26:53Z, \
      an ISO date-time without a zone (read as UTC), or seconds since 1970";
 
-/// Seconds since 1970 of 10000-01-01: a later "epoch" is milliseconds or garbage.
-const YEAR_10000: f64 = 253_402_300_800.0;
-
 /// A timestamp in any form people and the seed prototypes wrote: RFC 3339 (what pas
 /// writes), a naive ISO date-time (Python's `datetime.utcnow().isoformat()`, read as UTC),
 /// or epoch seconds (`time.time()`, integer or float).
 impl Field for DateTime<Utc> {
     fn decode(value: &Value, at: &At) -> Result<Self> {
         let parsed = match value {
-            Value::String(s) => parse_time_text(s),
-            Value::Number(n) => n.as_f64().and_then(from_epoch),
+            Value::String(_) | Value::Number(_) => clock::from_value(value),
             _ => return Err(wrong(value, "a timestamp", at)),
         };
         parsed.ok_or_else(|| {
@@ -341,27 +337,6 @@ impl Field for DateTime<Utc> {
     fn encode(&self) -> Value {
         Value::from(clock::stamp(*self))
     }
-}
-
-fn parse_time_text(text: &str) -> Option<DateTime<Utc>> {
-    if let Some(t) = clock::parse(text) {
-        return Some(t);
-    }
-    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-        .map(|t| t.and_utc())
-}
-
-fn from_epoch(seconds: f64) -> Option<DateTime<Utc>> {
-    if !(0.0..YEAR_10000).contains(&seconds) {
-        return None;
-    }
-    let whole = seconds.floor();
-    // Rounded to microseconds, the precision pas writes, so a float epoch reads the same
-    // on every platform.
-    let micros = ((seconds - whole) * 1e6).round() as i64;
-    DateTime::from_timestamp(whole as i64, 0).map(|t| t + chrono::Duration::microseconds(micros))
 }
 
 /// A record: an object with known keys, whose unknown keys are kept in `extra`.

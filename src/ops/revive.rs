@@ -63,10 +63,7 @@ impl Exit {
                 .to_string(),
             code: exit.get("code").and_then(Value::as_i64),
             signal: exit.get("signal").and_then(Value::as_i64),
-            at: exit
-                .get("at")
-                .and_then(Value::as_str)
-                .and_then(clock::parse),
+            at: exit.get("at").and_then(clock::from_value),
         }
     }
 
@@ -169,20 +166,14 @@ impl State {
     /// Reads the state from an agent file, the process as the caller observed it, and the
     /// health at `now`.
     pub fn from_doc(doc: &Doc, process: Process, policy: &Policy, now: DateTime<Utc>) -> State {
-        let time = |key: &str| doc.str(key).and_then(clock::parse);
+        let time = |key: &str| doc.time(key);
         let assessment = health::assess(doc, policy, now);
         let revival = doc
             .get("revival")
             .filter(|r| r.is_object())
             .map(|r| Revival {
-                started_at: r
-                    .get("started_at")
-                    .and_then(Value::as_str)
-                    .and_then(clock::parse),
-                deadline: r
-                    .get("deadline")
-                    .and_then(Value::as_str)
-                    .and_then(clock::parse),
+                started_at: r.get("started_at").and_then(clock::from_value),
+                deadline: r.get("deadline").and_then(clock::from_value),
                 details: r.clone(),
             });
         let request = match doc.get("revive_request") {

@@ -204,10 +204,7 @@ fn list(ctx: &Ctx) -> Result<()> {
                 Styled::new(status, status_tone(status)),
                 Styled::from(s.agents.to_string()),
                 Styled::from(task_progress(s)),
-                Styled::from(clock::ago(
-                    s.doc.str("created_at").and_then(clock::parse),
-                    now,
-                )),
+                Styled::from(clock::ago(s.doc.time("created_at"), now)),
             ]
         })
         .collect();

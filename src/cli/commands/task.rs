@@ -373,10 +373,7 @@ fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
                 Styled::from(t.str("title").unwrap_or("")),
                 Styled::from(t.str("priority").unwrap_or("-")),
                 Styled::from(t.str("assigned_to").unwrap_or("-")),
-                Styled::from(crate::clock::ago(
-                    t.str("created_at").and_then(crate::clock::parse),
-                    now,
-                )),
+                Styled::from(crate::clock::ago(t.time("created_at"), now)),
             ]
         })
         .collect();
