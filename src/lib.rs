@@ -7,8 +7,9 @@
 //!
 //! Layers, top to bottom:
 //! - [`cli`]: clap definitions and rendering; no rules;
-//! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
-//!   passed in;
+//! - domain modules ([`cell`], [`agent`], [`task`], [`heartbeat`], [`budget`], [`queue`],
+//!   [`validate`]): each operation reads in a store transaction and applies a decision;
+//! - [`ops`]: the pure rules those decisions come from, `decide(state, policy, now)`;
 //! - [`store`]: the only code that touches the filesystem.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -27,6 +28,7 @@ pub mod events;
 pub mod health;
 pub mod heartbeat;
 pub mod mission;
+pub mod ops;
 pub mod output;
 pub mod permissions;
 pub mod policy;
