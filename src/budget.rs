@@ -20,46 +20,22 @@ use crate::cell::{self, CellStatus};
 use crate::checkpoint::{self, SaveRequest};
 use crate::clock;
 use crate::doc::Doc;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::{Level, NewEvent};
+use crate::ops::budget::{
+    self as rules, BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent,
+    TimeDecision,
+};
 use crate::policy::Policy;
-use crate::store::{self, FileKey, Store};
+use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
 
-/// A budget's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Within budget.
-    Ok,
-    /// Past the soft threshold.
-    Warning,
-    /// Past the hard threshold.
-    Breach,
-}
-
-impl State {
-    /// The spelling in files and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Warning => "warning",
-            State::Breach => "breach",
-        }
-    }
-}
+pub use crate::ops::budget::State;
 
 /// The context ratios at which an agent is warned and breaches: (`target_ratio`,
 /// `hard_max_ratio`), so displays can mark them on a context bar.
 pub fn context_thresholds(policy: &Policy) -> (f64, f64) {
-    let target = policy
-        .get("target_ratio")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.5);
-    let hard = policy
-        .get("hard_max_ratio")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.75);
-    (target, hard)
+    let p = ContextPolicy::from_policy(policy);
+    (p.target_ratio, p.hard_max_ratio)
 }
 
 /// The context state from use and limit; `None` when the agent reports no limit.
@@ -68,92 +44,23 @@ pub fn context_state(
     limit: Option<u64>,
     policy: &Policy,
 ) -> Option<(State, f64)> {
-    let (used, limit) = (used?, limit.filter(|l| *l > 0)?);
-    let ratio = used as f64 / limit as f64;
-    let (target, hard) = context_thresholds(policy);
-    let state = if ratio >= hard {
-        State::Breach
-    } else if ratio >= target {
-        State::Warning
-    } else {
-        State::Ok
-    };
-    Some((state, ratio))
-}
-
-fn limit(policy: &Policy, key: &str) -> Option<f64> {
-    policy
-        .get(key)
-        .and_then(Value::as_f64)
-        .filter(|v| *v >= 0.0)
+    rules::context_state(used, limit, &ContextPolicy::from_policy(policy))
 }
 
 /// The money-and-tokens state of an agent, with the reason when it is not ok. `cell_totals`
-/// is what all agents of the cell spent together (cost, tokens).
-pub fn spend_state(
-    agent: &Doc,
-    policy: &Policy,
-    cell_totals: (f64, f64),
-) -> (State, Option<String>) {
-    let cost = agent.f64("cost_usd").unwrap_or(0.0);
-    let tokens = agent.f64("tokens_used").unwrap_or(0.0);
-    let checks = [
-        (
-            cost,
-            limit(policy, "cost_hard_usd"),
-            State::Breach,
-            "cost_usd",
-        ),
-        (
-            tokens,
-            limit(policy, "tokens_hard"),
-            State::Breach,
-            "tokens",
-        ),
-        (
-            cell_totals.0,
-            limit(policy, "cell_cost_hard_usd"),
-            State::Breach,
-            "cell cost_usd",
-        ),
-        (
-            cell_totals.1,
-            limit(policy, "cell_tokens_hard"),
-            State::Breach,
-            "cell tokens",
-        ),
-        (
-            cost,
-            limit(policy, "cost_soft_usd"),
-            State::Warning,
-            "cost_usd",
-        ),
-        (
-            tokens,
-            limit(policy, "tokens_soft"),
-            State::Warning,
-            "tokens",
-        ),
-    ];
-    for (value, lim, state, what) in checks {
-        if let Some(l) = lim {
-            if value >= l {
-                return (state, Some(format!("{what} {value} reached the limit {l}")));
-            }
-        }
-    }
-    (State::Ok, None)
+/// is what all agents of the cell spent together.
+pub fn spend_state(agent: &Doc, policy: &Policy, cell_totals: Spent) -> (State, Option<String>) {
+    rules::spend_state(
+        Spent::of_agent(agent),
+        cell_totals,
+        &SpendLimits::from_policy(policy),
+    )
 }
 
-/// What all agents of a cell spent together: cost in dollars, tokens.
-pub fn cell_spend(store: &dyn Store, cell: &str) -> Result<(f64, f64)> {
+/// What all agents of a cell spent together.
+pub fn cell_spend(store: &dyn Store, cell: &str) -> Result<Spent> {
     let (agents, _) = crate::agent::read_all(store, cell)?;
-    Ok(agents.iter().fold((0.0, 0.0), |(c, t), a| {
-        (
-            c + a.f64("cost_usd").unwrap_or(0.0),
-            t + a.f64("tokens_used").unwrap_or(0.0),
-        )
-    }))
+    Ok(Spent::total(&agents))
 }
 
 /// What a compaction did.
@@ -167,85 +74,74 @@ pub struct Compaction {
     pub ctx_used_before: u64,
 }
 
-fn compactions_last_hour(doc: &Doc, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
-    doc.strings("compactions")
-        .iter()
-        .filter_map(|s| clock::parse(s))
-        .filter(|t| (now - *t).num_seconds() < 3600)
-        .collect()
+/// An agent's file in a transaction, or the error `pas` gives for an agent that is not
+/// there.
+fn read_agent(txn: &mut Txn<'_>, agent: &str) -> Result<Doc> {
+    let cell = txn.cell().to_string();
+    txn.read(FileKey::Agent(agent))?.ok_or_else(|| {
+        Error::not_found(format!("no agent {agent} in cell {cell}"))
+            .hint(format!("`pas agent list {cell}` shows its agents"))
+    })
 }
 
-/// Reacts to a new context reading: events on state changes, and on a breach Save-State →
-/// Clear → Resume (or a thrash flag). Returns the compaction when one ran.
+/// The policy layers of a cell that do not depend on the agent: `cell.json` and
+/// `config/policies.json`, read before a transaction resolves them with the agent's own.
+fn policy_layers(store: &dyn Store, cell: &str) -> Result<(Option<Doc>, Option<Doc>)> {
+    Ok((
+        store.read(cell, FileKey::Cell)?,
+        store.read(cell, FileKey::Config(ConfigFile::Policies))?,
+    ))
+}
+
+/// Reacts to a new context reading: the state change and a new thrashing flag with their
+/// events in one transaction, then on a breach the guard allows Save-State → Clear →
+/// Resume. Returns the compaction when one ran.
 pub fn context_changed(
     store: &dyn Store,
     cell: &str,
     agent: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Compaction>> {
-    let doc = crate::agent::read(store, cell, agent)?;
-    let policy = crate::policy::load(store, cell, Some(&doc))?;
-    let Some((state, ratio)) = context_state(doc.u64("ctx_used"), doc.u64("ctx_limit"), &policy)
-    else {
-        return Ok(None);
-    };
-    let previous = doc.str("ctx_state").unwrap_or("ok").to_string();
-    if previous != state.as_str() {
-        let level = match state {
-            State::Ok => Level::Info,
-            State::Warning => Level::Warn,
-            State::Breach => Level::Error,
+    check_id(IdKind::Agent, agent)?;
+    let (cell_doc, policies) = policy_layers(store, cell)?;
+    let (decision, doc) = store::transact(store, cell, now, |txn| {
+        let mut doc = read_agent(txn, agent)?;
+        let policy = Policy::resolve(cell_doc.as_ref(), policies.as_ref(), Some(&doc));
+        let Some(decision) = rules::decide_context(
+            &ContextFacts::from_doc(&doc),
+            &ContextPolicy::from_policy(&policy),
+            now,
+        ) else {
+            return Ok((None, doc));
         };
-        let event = NewEvent::new(level, &format!("budget.context_{}", state.as_str()), format!("agent {agent} uses {:.0}% of its context ({previous} -> {})", ratio * 100.0, state.as_str()))
-            .agent(agent)
-            .details(json!({ "ctx_used": doc.u64("ctx_used"), "ctx_limit": doc.u64("ctx_limit"), "ratio": ratio }));
-        store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
-            d.set("ctx_state", state.as_str());
-            Ok(())
-        })?;
-    }
-    if state != State::Breach {
-        return Ok(None);
-    }
-    // The thrash guard: not too soon after the last compaction, not too many per hour.
-    let recent = compactions_last_hour(&doc, now);
-    let min_interval = policy.non_negative("compact_min_interval");
-    let max_per_hour = policy
-        .get("compact_max_per_hour")
-        .and_then(Value::as_u64)
-        .unwrap_or(4);
-    let too_soon = recent
-        .iter()
-        .max()
-        .is_some_and(|last| ((now - *last).num_milliseconds() as f64 / 1000.0) < min_interval);
-    let too_many = recent.len() as u64 >= max_per_hour;
-    if too_soon || too_many {
-        let why = if too_soon {
-            format!("the last compaction was less than {min_interval}s ago")
-        } else {
-            format!(
-                "{} compactions in the last hour (compact_max_per_hour is {max_per_hour})",
-                recent.len()
-            )
-        };
-        if doc.str("budget_flag") != Some("thrashing") {
-            let event = NewEvent::new(
-                Level::Error,
-                "budget.thrashing",
-                format!("agent {agent} breached its context budget again; not compacting: {why}"),
-            )
-            .agent(agent);
-            store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
-                d.set("budget_flag", "thrashing");
-                Ok(())
-            })?;
+        let mut changed = false;
+        if let Some(t) = &decision.transition {
+            doc.set("ctx_state", t.to.as_str());
+            changed = true;
         }
-        return Ok(None);
+        if let BreachAction::Thrashing { flag: true, .. } = decision.action {
+            doc.set("budget_flag", "thrashing");
+            changed = true;
+        }
+        if changed {
+            txn.put(FileKey::Agent(agent), doc.clone());
+        }
+        for event in decision.events(agent) {
+            txn.event(event);
+        }
+        Ok((Some(decision), doc))
+    })?;
+    match decision {
+        Some(d) if d.action == BreachAction::Compact => {
+            compact(store, cell, agent, &doc, d.ratio, now).map(Some)
+        }
+        _ => Ok(None),
     }
-    compact(store, cell, agent, &doc, ratio, now).map(Some)
 }
 
-/// Save-State → Clear → Resume.
+/// Save-State → Clear → Resume: a checkpoint generation and a summary file (not documents:
+/// written first, outside any transaction), then the agent's context reset, its compaction
+/// noted and a `summarize` directive left for it, with the event, in one transaction.
 fn compact(
     store: &dyn Store,
     cell: &str,
@@ -281,20 +177,25 @@ fn compact(
     bytes.push(b'\n');
     let name = format!("{}.json", now.format("%Y%m%dT%H%M%S%.6fZ"));
     let path = store.write_summary(cell, agent, &name, &bytes)?;
-    let event = NewEvent::new(Level::Warn, "budget.compacted", format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
-        .agent(agent)
-        .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used }));
-    store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
+    store::transact(store, cell, now, |txn| {
+        let mut d = txn.read_required(FileKey::Agent(agent))?;
         d.set("ctx_used", 0);
         d.set("ctx_state", "ok");
         d.remove("budget_flag");
-        let mut list: Vec<String> = compactions_last_hour(d, now)
-            .into_iter()
-            .map(clock::stamp)
-            .collect();
+        let mut list: Vec<String> =
+            rules::compactions_last_hour(&ContextFacts::from_doc(&d).compactions, now)
+                .into_iter()
+                .map(clock::stamp)
+                .collect();
         list.push(clock::stamp(now));
         d.set("compactions", json!(list));
         d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path, "at": clock::stamp(now) }));
+        txn.put(FileKey::Agent(agent), d);
+        txn.event(
+            NewEvent::new(Level::Warn, "budget.compacted", format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
+                .agent(agent)
+                .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
+        );
         Ok(())
     })?;
     Ok(Compaction {
@@ -304,37 +205,33 @@ fn compact(
     })
 }
 
-/// Records spend and reacts to state changes (events); returns the agent's spend state.
+/// Records the agent's spend state when it changed, with its event; returns the state.
 pub fn spend_changed(
     store: &dyn Store,
     cell: &str,
     agent: &str,
     now: DateTime<Utc>,
 ) -> Result<(State, Option<String>)> {
-    let doc = crate::agent::read(store, cell, agent)?;
-    let policy = crate::policy::load(store, cell, Some(&doc))?;
-    let (state, why) = spend_state(&doc, &policy, cell_spend(store, cell)?);
-    if doc.str("spend_state").unwrap_or("ok") != state.as_str() {
-        let (level, kind) = match state {
-            State::Ok => (Level::Info, "budget.spend_ok"),
-            State::Warning => (Level::Warn, "budget.spend_warning"),
-            State::Breach => (Level::Error, "budget.reached"),
-        };
-        let event = NewEvent::new(
-            level,
-            kind,
-            format!(
-                "agent {agent}: {}",
-                why.clone().unwrap_or_else(|| "spend within budget".into())
-            ),
-        )
-        .agent(agent);
-        store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
-            d.set("spend_state", state.as_str());
-            Ok(())
-        })?;
-    }
-    Ok((state, why))
+    check_id(IdKind::Agent, agent)?;
+    let (cell_doc, policies) = policy_layers(store, cell)?;
+    let totals = cell_spend(store, cell)?;
+    let decision = store::transact(store, cell, now, |txn| {
+        let mut doc = read_agent(txn, agent)?;
+        let policy = Policy::resolve(cell_doc.as_ref(), policies.as_ref(), Some(&doc));
+        let decision = rules::decide_spend(
+            Spent::of_agent(&doc),
+            doc.str("spend_state").unwrap_or("ok"),
+            totals,
+            &SpendLimits::from_policy(&policy),
+        );
+        if let Some(event) = decision.event(agent) {
+            doc.set("spend_state", decision.state.as_str());
+            txn.put(FileKey::Agent(agent), doc);
+            txn.event(event);
+        }
+        Ok(decision)
+    })?;
+    Ok((decision.state, decision.why))
 }
 
 /// Records usage reported outside a beat (`pas budget track`) and reacts like a beat would.
@@ -408,12 +305,8 @@ pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec
 
 /// Seconds a cell has run against its timeout: (used, timeout).
 pub fn cell_time(cell_doc: &Doc, now: DateTime<Utc>) -> (Option<f64>, Option<f64>) {
-    let start = cell_doc
-        .str("activated_at")
-        .and_then(clock::parse)
-        .or_else(|| cell_doc.str("created_at").and_then(clock::parse));
-    let used = start.map(|s| (now - s).num_milliseconds() as f64 / 1000.0);
-    (used, cell_doc.f64("timeout").filter(|t| *t > 0.0))
+    let clock = CellClock::from_doc(cell_doc);
+    (clock.used(now), clock.timeout)
 }
 
 /// Fails an active cell past its timeout; true when it did.
@@ -430,41 +323,32 @@ pub fn enforce_time_with(
     doc: &Doc,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    if doc.str("status") != Some("active") {
+    // Most passes end here, on the document the caller read, without a transaction.
+    if !matches!(
+        rules::decide_time(&CellClock::from_doc(doc), now),
+        TimeDecision::TimedOut { .. }
+    ) {
         return Ok(false);
     }
-    match cell_time(doc, now) {
-        (Some(used), Some(timeout)) if used > timeout => {
-            store::transact(store, cell, now, |txn| {
-                cell::set_status_in(txn, CellStatus::Failed)?;
-                txn.event(
-                    NewEvent::new(
-                        Level::Error,
-                        "budget.cell_timeout",
-                        format!(
-                            "cell ran {} past its timeout of {}",
-                            clock::human_duration(used - timeout),
-                            clock::human_duration(timeout)
-                        ),
-                    )
-                    .details(json!({ "used": used, "timeout": timeout })),
-                );
-                Ok(())
-            })?;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+    store::transact(store, cell, now, |txn| {
+        let decision = rules::decide_time(
+            &CellClock::from_doc(&txn.read_required(FileKey::Cell)?),
+            now,
+        );
+        let Some(event) = decision.event() else {
+            return Ok(false);
+        };
+        cell::set_status_in(txn, CellStatus::Failed)?;
+        txn.event(event);
+        Ok(true)
+    })
 }
 
 /// When a cell's time budget runs out.
 pub fn cell_deadline(cell_doc: &Doc) -> Option<DateTime<Utc>> {
-    let start = cell_doc
-        .str("activated_at")
-        .and_then(clock::parse)
-        .or_else(|| cell_doc.str("created_at").and_then(clock::parse))?;
-    let timeout = cell_doc.f64("timeout").filter(|t| *t > 0.0)?;
-    Some(start + chrono::Duration::milliseconds((timeout * 1000.0) as i64))
+    let clock = CellClock::from_doc(cell_doc);
+    let timeout = clock.timeout?;
+    Some(clock.started? + chrono::Duration::milliseconds((timeout * 1000.0) as i64))
 }
 
 /// One agent's budgets.
@@ -518,12 +402,7 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
     let (agents, _) = crate::agent::read_all(store, cell)?;
-    let totals = agents.iter().fold((0.0, 0.0), |(c, t), a| {
-        (
-            c + a.f64("cost_usd").unwrap_or(0.0),
-            t + a.f64("tokens_used").unwrap_or(0.0),
-        )
-    });
+    let totals = Spent::total(&agents);
     let mut worst = State::Ok;
     let mut rows = Vec::new();
     for a in &agents {
@@ -546,7 +425,11 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
             spend_state: spend,
             spend_reason: reason,
             flag,
-            compactions_last_hour: compactions_last_hour(a, now).len(),
+            compactions_last_hour: rules::compactions_last_hour(
+                &ContextFacts::from_doc(a).compactions,
+                now,
+            )
+            .len(),
         });
     }
     let quota = crate::reservation::quota(store, cell)?;
@@ -576,56 +459,4 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
         timeout,
         state: worst,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::Path;
-
-    fn doc(text: &str) -> Doc {
-        Doc::parse(text.as_bytes(), Path::new("t")).unwrap()
-    }
-
-    #[test]
-    fn context_thresholds_follow_the_governor() {
-        let p = Policy::resolve(None, None, None);
-        assert_eq!(context_state(Some(49), Some(100), &p).unwrap().0, State::Ok);
-        assert_eq!(
-            context_state(Some(50), Some(100), &p).unwrap().0,
-            State::Warning
-        );
-        assert_eq!(
-            context_state(Some(75), Some(100), &p).unwrap().0,
-            State::Breach
-        );
-        assert!(context_state(Some(75), None, &p).is_none());
-    }
-
-    #[test]
-    fn hard_limits_stop_and_soft_limits_warn() {
-        let p = Policy::resolve(
-            None,
-            Some(&doc(
-                r#"{"cost_soft_usd": 1, "cost_hard_usd": 5, "cell_tokens_hard": 1000}"#,
-            )),
-            None,
-        );
-        assert_eq!(
-            spend_state(&doc(r#"{"cost_usd": 0.5}"#), &p, (0.5, 0.0)).0,
-            State::Ok
-        );
-        assert_eq!(
-            spend_state(&doc(r#"{"cost_usd": 2}"#), &p, (2.0, 0.0)).0,
-            State::Warning
-        );
-        assert_eq!(
-            spend_state(&doc(r#"{"cost_usd": 5}"#), &p, (5.0, 0.0)).0,
-            State::Breach
-        );
-        assert_eq!(
-            spend_state(&doc(r#"{"tokens_used": 10}"#), &p, (0.0, 1000.0)).0,
-            State::Breach
-        );
-    }
 }

@@ -1,10 +1,12 @@
-//! Heartbeats, and the health changes they and observers record.
+//! Heartbeats, and the health changes they and observers record: the entry points that
+//! read an agent in a store transaction, ask the rules in [`crate::ops::heartbeat`], and
+//! apply the decision in the same transaction.
 //!
-//! A beat updates only the agent's own file under the agent's lock (no scan of the root, no
-//! fsync: losing the last stamp on power loss is harmless) and writes an event only when the
-//! agent's health changes. Observers (`pas status`, `pas check`, later `pas watch`) compare
-//! the health they compute with the `health` recorded in the agent file and record each
-//! change once, re-checking under the agent's lock.
+//! A beat changes only the agent's own file (no scan of the root, no fsync: losing the last
+//! stamp on power loss is harmless) and writes an event only when the agent's health
+//! changes. Observers (`pas status`, `pas check`, `pas watch`, `pas top`, revive passes)
+//! compare the health they compute with the `health` recorded in the agent file and record
+//! each change once: it is decided again inside the transaction that writes it.
 
 use std::sync::Arc;
 
@@ -12,36 +14,21 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use crate::budget;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
-use crate::health::{self, Assessment, Health};
+use crate::health::{Assessment, Health};
+use crate::ops::budget::{
+    decide_context, decide_spend, ContextFacts, ContextPolicy, SpendLimits, Spent,
+};
+use crate::ops::heartbeat::{
+    self as rules, BeatDecision, Directive, HealthChange, HealthPolicy, ReplyState, Vitals,
+};
 use crate::policy::Policy;
-use crate::store::{self, Collection, ConfigFile, Durability, FileKey, Store};
+use crate::store::{self, Collection, ConfigFile, Durability, FileKey, Store, Txn};
 
-/// What an agent may report about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "UPPER")]
-pub enum Reported {
-    /// Working normally.
-    Active,
-    /// Working, but impaired.
-    Degraded,
-    /// Deliberately not working; not judged by heartbeats.
-    Offline,
-}
-
-impl Reported {
-    /// The on-disk spelling (`reported_status`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reported::Active => "ACTIVE",
-            Reported::Degraded => "DEGRADED",
-            Reported::Offline => "OFFLINE",
-        }
-    }
-}
+pub use crate::ops::heartbeat::Reported;
 
 /// What a beat carries.
 #[derive(Debug, Clone, Default)]
@@ -116,85 +103,75 @@ pub struct BeatReply {
     pub reason: Option<String>,
 }
 
-/// The event for a health change, if it deserves one.
-pub fn transition_event(
+/// Writes a health change into an agent file and its event into the transaction.
+fn apply_health(
+    txn: &mut Txn<'_>,
+    doc: &mut Doc,
     agent_id: &str,
-    from: Option<Health>,
-    to: Health,
-    age: Option<f64>,
-) -> Option<NewEvent> {
-    let from = from.unwrap_or(Health::Unknown);
-    if from == to {
-        return None;
+    change: &HealthChange,
+    now: DateTime<Utc>,
+) {
+    if let Some(health) = change.record {
+        doc.set("health", health.as_str());
+        doc.set("health_changed_at", clock::stamp(now));
     }
-    let silent_for = age.map(clock::human_duration).unwrap_or_else(|| "-".into());
-    let (level, kind, message) = match to {
-        Health::Healthy if from.is_silent() => (
-            Level::Info,
-            "agent.recovered",
-            format!("agent {agent_id} is beating again (was {})", from.as_str()),
-        ),
-        Health::Healthy if from == Health::Unknown => (
-            Level::Info,
-            "agent.alive",
-            format!("agent {agent_id} sent its first beat"),
-        ),
-        Health::Healthy => (
-            Level::Info,
-            "agent.healthy",
-            format!("agent {agent_id} is healthy again (was {})", from.as_str()),
-        ),
-        Health::Late => (
-            Level::Warn,
-            "agent.late",
-            format!("agent {agent_id} missed a beat ({silent_for} silent)"),
-        ),
-        Health::Down => (
-            Level::Error,
-            "agent.down",
-            format!("agent {agent_id} is down ({silent_for} silent)"),
-        ),
-        Health::Dead => (
-            Level::Error,
-            "agent.dead",
-            format!("agent {agent_id} is dead ({silent_for} silent)"),
-        ),
-        Health::Degraded => (
-            Level::Warn,
-            "agent.degraded",
-            format!("agent {agent_id} reports DEGRADED"),
-        ),
-        Health::Unhealthy => (
-            Level::Error,
-            "agent.unhealthy",
-            format!("agent {agent_id} failed too often in a row"),
-        ),
-        Health::Offline => (
-            Level::Info,
-            "agent.offline",
-            format!("agent {agent_id} reports OFFLINE"),
-        ),
-        Health::Failed => (
-            Level::Error,
-            "agent.failed",
-            format!("agent {agent_id} has failed for good"),
-        ),
-        Health::Unknown => return None,
-    };
-    Some(
-        NewEvent::new(level, kind, message)
-            .agent(agent_id)
-            .details(json!({ "from": from.as_str(), "to": to.as_str(), "silent_seconds": age })),
-    )
+    if let Some(t) = &change.transition {
+        txn.event(t.event(agent_id));
+    }
 }
 
-fn recorded_health(doc: &Doc) -> Option<Health> {
-    doc.str("health").and_then(Health::parse)
-}
-
-fn set_health(doc: &mut Doc, health: Health, now: DateTime<Utc>) {
-    doc.set("health", health.as_str());
-    doc.set("health_changed_at", clock::stamp(now));
+/// Writes what a beat reports and what [`rules::decide_beat`] decided into the agent file,
+/// in the order the fields have always been added (a new field goes at the end of the
+/// file, so the order is visible).
+fn apply_beat(
+    txn: &mut Txn<'_>,
+    doc: &mut Doc,
+    agent_id: &str,
+    report: &BeatReport,
+    decision: &BeatDecision,
+    now: DateTime<Utc>,
+) {
+    doc.set("last_heartbeat", clock::stamp(now));
+    doc.set("heartbeat_count", decision.heartbeat_count);
+    if let Some(reported) = decision.reported {
+        doc.set("reported_status", reported.as_str());
+    }
+    if decision.reset_failures {
+        doc.set("failures", 0);
+    }
+    if let Some(p) = report.progress {
+        doc.set("progress", p);
+    }
+    if let Some(used) = report.ctx_used {
+        doc.set("ctx_used", used);
+    }
+    if let Some(limit) = report.ctx_limit {
+        doc.set("ctx_limit", limit);
+    }
+    if !report.meta.is_empty() {
+        let mut meta = doc
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(Map::new);
+        for (k, v) in &report.meta {
+            meta.insert(k.clone(), Value::from(v.as_str()));
+        }
+        doc.set("metadata", Value::Object(meta));
+    }
+    if let Some(note) = &report.note {
+        doc.set("note", note.as_str());
+    }
+    if let Some(cost) = report.cost_usd {
+        doc.set("cost_usd", cost);
+    }
+    if let Some(tokens) = report.tokens {
+        doc.set("tokens_used", tokens);
+    }
+    if decision.activate {
+        doc.set("status", "active");
+    }
+    apply_health(txn, doc, agent_id, &decision.change, now);
 }
 
 /// Records a beat.
@@ -209,106 +186,42 @@ pub fn beat(
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
     // The beat and the health transition it causes are one transaction.
-    let (doc, pending, policy, count, after) = store::transact(store, cell, now, |txn| {
+    let (doc, pending, policy, decision) = store::transact(store, cell, now, |txn| {
         let mut doc = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
             Error::not_found(format!("no agent {agent_id} in cell {cell}"))
                 .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
         })?;
         let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
-        let before = health::assess(&doc, &policy, now);
-        let recorded = recorded_health(&doc);
-
-        doc.set("last_heartbeat", clock::stamp(now));
-        let count = doc.u64("heartbeat_count").unwrap_or(0) + 1;
-        doc.set("heartbeat_count", count);
-        if let Some(status) = report.status {
-            doc.set("reported_status", status.as_str());
-            if status == Reported::Active {
-                doc.set("failures", 0);
-            }
-        } else if doc.get("reported_status").is_none_or(Value::is_null) {
-            doc.set("reported_status", Reported::Active.as_str());
-        }
-        if let Some(p) = report.progress {
-            doc.set("progress", p);
-        }
-        if let Some(used) = report.ctx_used {
-            doc.set("ctx_used", used);
-        }
-        if let Some(limit) = report.ctx_limit {
-            doc.set("ctx_limit", limit);
-        }
-        if !report.meta.is_empty() {
-            let mut meta = doc
-                .get("metadata")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_else(Map::new);
-            for (k, v) in &report.meta {
-                meta.insert(k.clone(), Value::from(v.as_str()));
-            }
-            doc.set("metadata", Value::Object(meta));
-        }
-        if let Some(note) = &report.note {
-            doc.set("note", note.as_str());
-        }
-        if let Some(cost) = report.cost_usd {
-            doc.set("cost_usd", cost);
-        }
-        if let Some(tokens) = report.tokens {
-            doc.set("tokens_used", tokens);
-        }
-        if matches!(doc.str("status"), Some("idle") | Some("failed") | None) {
-            doc.set("status", "active");
-        }
-        let after = health::assess(&doc, &policy, now);
-        let was = if before.health.is_silent() {
-            Some(before.health)
-        } else {
-            recorded
-        };
-        if recorded != Some(after.health) {
-            set_health(&mut doc, after.health, now);
-        }
-        if was != Some(after.health) {
-            // A beat after silence nobody observed still logs the recovery.
-            if let Some(event) = transition_event(agent_id, was, after.health, before.age) {
-                txn.event(event);
-            }
-        }
-
+        let decision = rules::decide_beat(
+            &Vitals::from_doc(&doc),
+            report.status,
+            &HealthPolicy::from_policy(&policy),
+            now,
+        );
+        apply_beat(txn, &mut doc, agent_id, report, &decision, now);
+        // The beat delivers a directive left for the agent, so it is taken out.
         let pending = doc.remove("pending_directive");
         // A lost stamp on power loss is harmless; a commit with an event is durable anyway.
         txn.relaxed();
         txn.put(FileKey::Agent(agent_id), doc.clone());
-        Ok((doc, pending, policy, count, after))
+        Ok((doc, pending, policy, decision))
     })?;
-    let paused = doc.str("status") == Some("paused");
     // Budgets: a context breach compacts (and asks the agent to summarize); spend limits
-    // may stop it. Both only cost something when the beat reports them or limits are set.
-    let mut summarize = pending.and_then(|p| match p {
-        Value::Object(d) => Some((
-            d.get("action")
-                .and_then(Value::as_str)
-                .unwrap_or("summarize")
-                .to_string(),
-            d.get("reason").and_then(Value::as_str).map(str::to_string),
-        )),
-        _ => None,
-    });
-    // Decide from the document just written; the budget code (which reads files again, and
-    // for spend all agents of the cell) runs only when a state changes or a breach needs work.
+    // may stop it. Both only cost something when the beat reports them or limits are set:
+    // the rules are asked first on the document just written, and the budget code (which
+    // reads files again, and for spend all agents of the cell) runs only when applying
+    // their decision changes something.
+    let mut pending = pending.as_ref().and_then(Directive::from_pending);
     let context_reported = report.ctx_used.is_some() || report.ctx_limit.is_some();
-    let context_now =
-        crate::budget::context_state(doc.u64("ctx_used"), doc.u64("ctx_limit"), &policy);
-    let context_moved = context_now.is_some_and(|(s, _)| {
-        s == crate::budget::State::Breach
-            || Some(s.as_str()) != Some(doc.str("ctx_state").unwrap_or("ok"))
-    });
-    if context_reported
-        && context_moved
-        && crate::budget::context_changed(store, cell, agent_id, now)?.is_some()
-    {
+    let context_work = context_reported
+        && decide_context(
+            &ContextFacts::from_doc(&doc),
+            &ContextPolicy::from_policy(&policy),
+            now,
+        )
+        .is_some_and(|d| d.needs_work());
+    if context_work && budget::context_changed(store, cell, agent_id, now)?.is_some() {
+        // The compaction's directive goes out with this reply, not with the next beat.
         store::update(
             store,
             cell,
@@ -319,47 +232,38 @@ pub fn beat(
                 Ok(())
             },
         )?;
-        summarize = Some(("summarize".to_string(), Some("context_budget".to_string())));
+        pending = Some(Directive::summarize_context());
     }
-    let cell_limits = ["cell_cost_hard_usd", "cell_tokens_hard"]
-        .iter()
-        .any(|k| policy.get(k).is_some_and(|v| !v.is_null()));
-    let totals = if cell_limits {
-        crate::budget::cell_spend(store, cell)?
+    let limits = SpendLimits::from_policy(&policy);
+    let totals = if limits.has_cell_limits() {
+        budget::cell_spend(store, cell)?
     } else {
-        (0.0, 0.0)
+        Spent::default()
     };
-    let mut spend = crate::budget::spend_state(&doc, &policy, totals).0;
     let spend_reported = report.cost_usd.is_some() || report.tokens.is_some();
-    if spend_reported && spend.as_str() != doc.str("spend_state").unwrap_or("ok") {
-        spend = crate::budget::spend_changed(store, cell, agent_id, now)?.0;
-    }
-
-    // What pas wants from the agent, most urgent first.
-    let cell_status = cell_doc.str("status").unwrap_or("active");
-    let (directive, reason) = if cell_status != "active" {
-        (
-            Some("stop".to_string()),
-            Some(format!("cell_{cell_status}")),
-        )
-    } else if spend == crate::budget::State::Breach {
-        (Some("stop".to_string()), Some("budget_reached".to_string()))
-    } else if let Some((action, reason)) = summarize {
-        (Some(action), reason)
-    } else if paused {
-        (Some("stop".to_string()), Some("agent_paused".to_string()))
+    let recorded_spend = doc.str("spend_state").unwrap_or("ok");
+    let seen = decide_spend(Spent::of_agent(&doc), recorded_spend, totals, &limits);
+    let spend = if spend_reported && seen.changed {
+        budget::spend_changed(store, cell, agent_id, now)?.0
     } else {
-        (None, None)
+        seen.state
     };
+
+    let directive = rules::decide_reply(&ReplyState {
+        cell_status: cell_doc.str("status").unwrap_or("active").to_string(),
+        spend,
+        pending,
+        agent_paused: doc.str("status") == Some("paused"),
+    });
     Ok(BeatReply {
         ack: true,
         cell: cell.to_string(),
         agent: agent_id.to_string(),
-        heartbeat_count: count,
+        heartbeat_count: decision.heartbeat_count,
         next_beat_in: policy.heartbeat_interval(),
-        health: after.health,
-        directive,
-        reason,
+        health: decision.health,
+        reason: directive.as_ref().and_then(|d| d.reason.clone()),
+        directive: directive.map(|d| d.action),
     })
 }
 
@@ -375,7 +279,7 @@ pub struct Observed {
 }
 
 /// Assesses every agent of a cell at `now` and records the health changes it sees (each
-/// once: the change is re-checked under the agent's lock before it is written).
+/// once: the change is decided again in the transaction that writes it).
 pub fn observe_cell(
     store: &dyn Store,
     cell: &str,
@@ -398,6 +302,7 @@ pub fn observe_cell_with(
 ) -> Result<(Vec<Observed>, Vec<Error>)> {
     // Most agents have no policies of their own: they share the cell's, resolved once.
     let cell_policy = Arc::new(Policy::resolve(Some(cell_doc), policies, None));
+    let cell_rules = HealthPolicy::from_policy(&cell_policy);
     let mut observed = Vec::new();
     let mut errors = Vec::new();
     let mut changed = Vec::new();
@@ -409,25 +314,26 @@ pub fn observe_cell_with(
                 continue;
             }
         };
-        let policy = if doc.get("policies").is_some_and(Value::is_object) {
-            Arc::new(Policy::resolve(Some(cell_doc), policies, Some(&doc)))
+        let (policy, rules_of) = if doc.get("policies").is_some_and(Value::is_object) {
+            let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+            let r = HealthPolicy::from_policy(&policy);
+            (Arc::new(policy), r)
         } else {
-            Arc::clone(&cell_policy)
+            (Arc::clone(&cell_policy), cell_rules)
         };
-        let assessment = health::assess(&doc, &policy, now);
-        let recorded = recorded_health(&doc).unwrap_or(Health::Unknown);
-        if record && recorded != assessment.health {
+        let seen = rules::decide_observe(&Vitals::from_doc(&doc), &rules_of, now);
+        if record && !seen.change.is_empty() {
             changed.push((observed.len(), id));
         }
         observed.push(Observed {
             doc,
-            assessment,
+            assessment: seen.assessment,
             policy,
         });
     }
     if !changed.is_empty() {
         // Every transition seen in this pass, with its event, in one commit; each is
-        // assessed again on the document as it is now, so it is recorded once.
+        // decided again on the document as it is now, so it is recorded once.
         let recorded = store::transact(store, cell, now, |txn| {
             let mut out = Vec::new();
             for (at, id) in &changed {
@@ -435,19 +341,17 @@ pub fn observe_cell_with(
                     continue;
                 };
                 let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
-                let assessment = health::assess(&doc, &policy, now);
-                let recorded = recorded_health(&doc);
-                if recorded.unwrap_or(Health::Unknown) == assessment.health {
+                let seen = rules::decide_observe(
+                    &Vitals::from_doc(&doc),
+                    &HealthPolicy::from_policy(&policy),
+                    now,
+                );
+                if seen.change.is_empty() {
                     continue;
                 }
-                set_health(&mut doc, assessment.health, now);
+                apply_health(txn, &mut doc, id, &seen.change, now);
                 txn.put(FileKey::Agent(id), doc.clone());
-                if let Some(event) =
-                    transition_event(id, recorded, assessment.health, assessment.age)
-                {
-                    txn.event(event);
-                }
-                out.push((*at, doc, assessment, policy));
+                out.push((*at, doc, seen.assessment, policy));
             }
             Ok(out)
         });
@@ -486,33 +390,20 @@ pub fn record_failure(
         let mut doc = txn
             .read(FileKey::Agent(agent_id))?
             .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell}")))?;
-        let failures = doc.u64("failures").unwrap_or(0) + 1;
-        doc.set("failures", failures);
+        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let decision = rules::decide_failure(
+            &Vitals::from_doc(&doc),
+            &HealthPolicy::from_policy(&policy),
+            now,
+        );
+        doc.set("failures", decision.consecutive);
         doc.set(
             "last_failure",
             json!({ "at": clock::stamp(now), "reason": reason }),
         );
-        txn.event(
-            NewEvent::new(
-                Level::Warn,
-                "agent.failure",
-                format!("agent {agent_id} failed ({failures} in a row): {reason}"),
-            )
-            .agent(agent_id)
-            .details(json!({ "reason": reason, "consecutive": failures })),
-        );
-        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
-        let assessment = health::assess(&doc, &policy, now);
-        let recorded = recorded_health(&doc);
-        if recorded.unwrap_or(Health::Unknown) != assessment.health {
-            set_health(&mut doc, assessment.health, now);
-            if let Some(event) =
-                transition_event(agent_id, recorded, assessment.health, assessment.age)
-            {
-                txn.event(event);
-            }
-        }
+        txn.event(decision.event(agent_id, reason));
+        apply_health(txn, &mut doc, agent_id, &decision.change, now);
         txn.put(FileKey::Agent(agent_id), doc);
-        Ok(failures)
+        Ok(decision.consecutive)
     })
 }

@@ -7,10 +7,9 @@
 //!
 //! Layers, top to bottom:
 //! - [`cli`]: clap definitions and rendering; no rules;
-//! - domain modules ([`cell`], [`agent`], [`task`], [`validate`]): the rules, with the time
-//!   passed in;
-//! - [`ops`]: operations split into pure rules (`decide(state, policy, now)`) and the code
-//!   that applies their decisions;
+//! - domain modules ([`cell`], [`agent`], [`task`], [`heartbeat`], [`budget`], [`queue`],
+//!   [`validate`]): each operation reads in a store transaction and applies a decision;
+//! - [`ops`]: the pure rules those decisions come from, `decide(state, policy, now)`;
 //! - [`store`]: the only code that touches the filesystem.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -17,64 +17,14 @@ use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::events::{Level, NewEvent};
+use crate::ops::claims::{
+    self as rules, ClaimDecision, ClaimedTask, FailDecision, ReapDecision, TaskClock,
+};
 use crate::permissions::{Perm, Permissions};
 use crate::policy;
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
-use crate::task;
 
-fn priority_rank(t: &Doc) -> u8 {
-    match t.str("priority") {
-        Some("high") => 0,
-        Some("low") => 2,
-        _ => 1,
-    }
-}
-
-/// Whether `agent` may take `task`: assigned to it or to nobody, having every required
-/// capability, and allowed to execute it.
-pub fn eligible(t: &Doc, agent: &Doc, perms: &Permissions) -> bool {
-    let agent_id = agent.str("agent_id").unwrap_or("");
-    let task_id = t.str("task_id").unwrap_or("");
-    let assigned_ok = match t.str("assigned_to") {
-        None => true,
-        Some(a) => a == agent_id,
-    };
-    let caps = agent.strings("capabilities");
-    let caps_ok = t
-        .strings("required_capabilities")
-        .iter()
-        .all(|c| caps.contains(c));
-    assigned_ok && caps_ok && perms.allows(agent_id, Perm::Execute, task_id)
-}
-
-/// Ready tasks, best first (priority high to low, then oldest): pending with every
-/// dependency completed; for an agent, only those it may take.
-pub fn ready<'a>(
-    all: &'a BTreeMap<String, Doc>,
-    agent: Option<&Doc>,
-    perms: &Permissions,
-) -> Vec<&'a Doc> {
-    let mut out: Vec<&Doc> = all
-        .values()
-        .filter(|t| {
-            t.str("status") == Some("pending") && task::open_dependencies(t, all).is_empty()
-        })
-        .filter(|t| agent.is_none_or(|a| eligible(t, a, perms)))
-        .collect();
-    out.sort_by(|a, b| {
-        (
-            priority_rank(a),
-            a.str("created_at").and_then(clock::parse),
-            a.str("task_id"),
-        )
-            .cmp(&(
-                priority_rank(b),
-                b.str("created_at").and_then(clock::parse),
-                b.str("task_id"),
-            ))
-    });
-    out
-}
+pub use crate::ops::claims::{eligible, ready};
 
 /// Every task of the cell; the first unreadable one is an error (a claim must not skip a
 /// task it cannot read).
@@ -118,40 +68,42 @@ pub fn claim(
             Error::not_found(format!("no agent {agent_id} in cell {cell}"))
                 .hint(format!("`pas agent list {cell}` shows its agents"))
         })?;
-        if agent.str("status") == Some("failed") || agent.str("status") == Some("paused") {
-            return Err(Error::conflict(format!(
-                "agent {agent_id} is {} and cannot claim work",
-                agent.str("status").unwrap_or("?")
-            )));
+        let refused = |status: &str| {
+            Error::conflict(format!(
+                "agent {agent_id} is {status} and cannot claim work"
+            ))
+        };
+        // Refused before the tasks are read: an unreadable task does not hide the reason.
+        if let Some(status) = rules::claim_refused(&agent) {
+            return Err(refused(status));
         }
         let all = tasks_strict(txn)?;
-        let Some(best) = ready(&all, Some(&agent), &perms).into_iter().next() else {
-            return Ok(None);
+        let decision = rules::decide_claim(&agent, &all, &perms);
+        let (task, attempt, queue_assigned) = match &decision {
+            ClaimDecision::Refused(status) => return Err(refused(status)),
+            ClaimDecision::NothingReady => return Ok(None),
+            ClaimDecision::Claim {
+                task,
+                attempt,
+                queue_assigned,
+            } => (*task, *attempt, *queue_assigned),
         };
-        let mut t = best.clone();
+        let mut t = task.clone();
         let task_id = t.str("task_id").unwrap_or_default().to_string();
-        if t.str("assigned_to").is_none() {
+        if queue_assigned {
             t.set("queue_assigned", true);
         }
         t.set("status", "in_progress");
         t.set("assigned_to", agent_id);
         t.set("claimed_by", agent_id);
         t.set("started_at", clock::stamp(now));
-        let attempt = t.u64("attempts").unwrap_or(0) + 1;
         t.set("attempts", attempt);
+        if let Some(event) = decision.event(agent_id) {
+            txn.event(event);
+        }
         txn.put(FileKey::Task(&task_id), t.clone());
         agent.set("current_task", task_id.as_str());
         txn.put(FileKey::Agent(agent_id), agent);
-        txn.event(
-            NewEvent::new(
-                Level::Info,
-                "task.claimed",
-                format!("{agent_id} claimed task {task_id} (attempt {attempt})"),
-            )
-            .agent(agent_id)
-            .task(&task_id)
-            .details(json!({ "attempt": attempt })),
-        );
         Ok(Some(t))
     })
 }
@@ -275,61 +227,48 @@ pub struct FailOutcome {
     pub max_retries: u64,
 }
 
-/// Fails a claimed task in a transaction: back to `pending` until `max_retries` attempts,
-/// then `failed`.
+/// Fails a claimed task in a transaction, as [`rules::decide_fail`] decides: back to
+/// `pending` until `max_retries` attempts, then `failed`.
 fn fail_in(txn: &mut Txn<'_>, mut t: Doc, reason: &str, max_retries: u64) -> Result<FailOutcome> {
     let now = txn.now();
     let task_id = t.str("task_id").unwrap_or_default().to_string();
     let claimer = t.str("claimed_by").map(str::to_string);
-    let attempts = t.u64("attempts").unwrap_or(1);
-    let requeued = attempts < max_retries;
+    let decision = rules::decide_fail(&ClaimedTask::from_doc(&t), max_retries);
     t.set("last_error", reason);
     t.set("claimed_by", Value::Null);
-    if requeued {
-        t.set("status", "pending");
-        t.set("started_at", Value::Null);
-        if t.get("queue_assigned") == Some(&Value::Bool(true)) {
-            t.set("assigned_to", Value::Null);
-            t.remove("queue_assigned");
+    let attempts = match decision {
+        FailDecision::Requeue {
+            attempts, unassign, ..
+        } => {
+            t.set("status", "pending");
+            t.set("started_at", Value::Null);
+            if unassign {
+                t.set("assigned_to", Value::Null);
+                t.remove("queue_assigned");
+            }
+            attempts
         }
-    } else {
-        t.set("status", "failed");
-        t.set("completed_at", clock::stamp(now));
-    }
+        FailDecision::Fail { attempts, .. } => {
+            t.set("status", "failed");
+            t.set("completed_at", clock::stamp(now));
+            attempts
+        }
+    };
     txn.put(FileKey::Task(&task_id), t);
     if let Some(agent) = &claimer {
         set_current_task(txn, agent, &task_id, false)?;
     }
-    let (level, kind, message) = if requeued {
-        (Level::Warn, "task.requeued", format!("task {task_id} failed (attempt {attempts} of {max_retries}): {reason}; back in the queue"))
-    } else {
-        (
-            Level::Error,
-            "task.failed",
-            format!("task {task_id} failed for good after {attempts} attempt(s): {reason}"),
-        )
-    };
-    let mut event = NewEvent::new(level, kind, message)
-        .task(&task_id)
-        .details(json!({ "reason": reason, "attempts": attempts, "max_retries": max_retries }));
-    if let Some(agent) = &claimer {
-        event = event.agent(agent);
-    }
-    txn.event(event);
+    txn.event(decision.event(&task_id, reason, claimer.as_deref()));
     Ok(FailOutcome {
         task: task_id,
-        requeued,
+        requeued: decision.requeued(),
         attempts,
         max_retries,
     })
 }
 
 fn max_retries(store: &dyn Store, cell: &str) -> Result<u64> {
-    let p = policy::load(store, cell, None)?;
-    Ok(p.get("max_retries")
-        .and_then(Value::as_u64)
-        .unwrap_or(3)
-        .max(1))
+    Ok(rules::max_retries(&policy::load(store, cell, None)?))
 }
 
 /// Reports a claimed task failed.
@@ -361,15 +300,7 @@ pub fn reap(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<Vec<Fai
     store::transact(store, cell, now, |txn| {
         let mut outcomes = Vec::new();
         for t in tasks_strict(txn)?.into_values() {
-            if t.str("status") != Some("in_progress") {
-                continue;
-            }
-            let (Some(started), Some(timeout)) =
-                (t.str("started_at").and_then(clock::parse), t.f64("timeout"))
-            else {
-                continue;
-            };
-            if timeout <= 0.0 || (now - started).num_milliseconds() as f64 / 1000.0 <= timeout {
+            if rules::decide_reap(&TaskClock::from_doc(&t), now) != ReapDecision::TimedOut {
                 continue;
             }
             outcomes.push(fail_in(txn, t, "timeout", max)?);

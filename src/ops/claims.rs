@@ -1,0 +1,657 @@
+//! The rules of the work queue: which tasks are ready and for whom ([`ready`],
+//! [`eligible`]), what a claim takes ([`decide_claim`]), whether a failed task goes back to
+//! the queue ([`decide_fail`]) and whether a running task has timed out ([`decide_reap`]).
+//!
+//! Pure. [`ready`], [`eligible`] and [`decide_claim`] read task and agent documents
+//! directly: they choose among the documents themselves (a claim takes the document it
+//! chose, `task ready` prints them), over every task of a cell on every claim, so a typed
+//! copy of each would only add work. The fail and reap rules read a few typed fields
+//! ([`ClaimedTask`], [`TaskClock`]). [`crate::queue`] reads in a store transaction, asks
+//! here, and applies the decision in the same transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use crate::doc::Doc;
+use crate::events::{Level, NewEvent};
+use crate::permissions::{Perm, Permissions};
+use crate::policy::Policy;
+use crate::task;
+
+fn priority_rank(t: &Doc) -> u8 {
+    match t.str("priority") {
+        Some("high") => 0,
+        Some("low") => 2,
+        _ => 1,
+    }
+}
+
+/// Whether `agent` may take `task`: assigned to it or to nobody, having every required
+/// capability, and allowed to execute it.
+pub fn eligible(t: &Doc, agent: &Doc, perms: &Permissions) -> bool {
+    let agent_id = agent.str("agent_id").unwrap_or("");
+    let task_id = t.str("task_id").unwrap_or("");
+    let assigned_ok = match t.str("assigned_to") {
+        None => true,
+        Some(a) => a == agent_id,
+    };
+    let caps = agent.strings("capabilities");
+    let caps_ok = t
+        .strings("required_capabilities")
+        .iter()
+        .all(|c| caps.contains(c));
+    assigned_ok && caps_ok && perms.allows(agent_id, Perm::Execute, task_id)
+}
+
+/// Ready tasks, best first (priority high to low, then oldest, a task without a readable
+/// `created_at` before dated ones, then by id): pending with every dependency completed;
+/// for an agent, only those it may take.
+pub fn ready<'a>(
+    all: &'a BTreeMap<String, Doc>,
+    agent: Option<&Doc>,
+    perms: &Permissions,
+) -> Vec<&'a Doc> {
+    let mut out: Vec<&Doc> = all
+        .values()
+        .filter(|t| {
+            t.str("status") == Some("pending") && task::open_dependencies(t, all).is_empty()
+        })
+        .filter(|t| agent.is_none_or(|a| eligible(t, a, perms)))
+        .collect();
+    out.sort_by(|a, b| {
+        (priority_rank(a), a.time("created_at"), a.str("task_id")).cmp(&(
+            priority_rank(b),
+            b.time("created_at"),
+            b.str("task_id"),
+        ))
+    });
+    out
+}
+
+/// What a claim by an agent does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimDecision<'a> {
+    /// The agent is `failed` or `paused` (its status): it cannot claim work.
+    Refused(String),
+    /// Nothing is ready for it.
+    NothingReady,
+    /// It takes `task`, the best ready task for it.
+    Claim {
+        /// The task as it is now.
+        task: &'a Doc,
+        /// Its attempt number with this claim (`attempts` + 1).
+        attempt: u64,
+        /// Nobody was assigned: the claim assigns it (`queue_assigned`, undone if the task
+        /// goes back to the queue).
+        queue_assigned: bool,
+    },
+}
+
+impl ClaimDecision<'_> {
+    /// The `task.claimed` event of a claim by `agent`.
+    pub fn event(&self, agent: &str) -> Option<NewEvent> {
+        let ClaimDecision::Claim { task, attempt, .. } = self else {
+            return None;
+        };
+        let task_id = task.str("task_id").unwrap_or_default();
+        Some(
+            NewEvent::new(
+                Level::Info,
+                "task.claimed",
+                format!("{agent} claimed task {task_id} (attempt {attempt})"),
+            )
+            .agent(agent)
+            .task(task_id)
+            .details(json!({ "attempt": attempt })),
+        )
+    }
+}
+
+/// The agent's status when it forbids claiming (`failed`, `paused`); the first question of
+/// [`decide_claim`], which needs no task.
+pub fn claim_refused(agent: &Doc) -> Option<&str> {
+    agent
+        .str("status")
+        .filter(|s| matches!(*s, "failed" | "paused"))
+}
+
+/// What `agent` claims of the tasks `all`.
+pub fn decide_claim<'a>(
+    agent: &Doc,
+    all: &'a BTreeMap<String, Doc>,
+    perms: &Permissions,
+) -> ClaimDecision<'a> {
+    if let Some(status) = claim_refused(agent) {
+        return ClaimDecision::Refused(status.to_string());
+    }
+    match ready(all, Some(agent), perms).into_iter().next() {
+        None => ClaimDecision::NothingReady,
+        Some(task) => ClaimDecision::Claim {
+            task,
+            attempt: task.u64("attempts").unwrap_or(0) + 1,
+            queue_assigned: task.str("assigned_to").is_none(),
+        },
+    }
+}
+
+/// The policy's `max_retries`: attempts of a task before it stays failed (at least 1; a
+/// missing or non-integer value is 3).
+pub fn max_retries(policy: &Policy) -> u64 {
+    policy
+        .get("max_retries")
+        .and_then(Value::as_u64)
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// The fields of a claimed task its failure rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimedTask {
+    /// `attempts` (a claimed task without one is on its first).
+    pub attempts: u64,
+    /// `queue_assigned`: its claim assigned it, so going back to the queue unassigns it.
+    pub queue_assigned: bool,
+}
+
+impl ClaimedTask {
+    /// Reads the fields from a task file.
+    pub fn from_doc(t: &Doc) -> ClaimedTask {
+        ClaimedTask {
+            attempts: t.u64("attempts").unwrap_or(1),
+            queue_assigned: t.get("queue_assigned") == Some(&Value::Bool(true)),
+        }
+    }
+}
+
+/// What a failure of a claimed task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailDecision {
+    /// Back to `pending` for another attempt.
+    Requeue {
+        /// Attempts so far.
+        attempts: u64,
+        /// The policy's `max_retries`.
+        max_retries: u64,
+        /// Its claim assigned it: back to everyone (`assigned_to` cleared).
+        unassign: bool,
+    },
+    /// `failed` for good.
+    Fail {
+        /// Attempts so far.
+        attempts: u64,
+        /// The policy's `max_retries`.
+        max_retries: u64,
+    },
+}
+
+impl FailDecision {
+    /// Whether the task goes back to the queue.
+    pub fn requeued(&self) -> bool {
+        matches!(self, FailDecision::Requeue { .. })
+    }
+
+    /// The event: `task.requeued` or `task.failed`, naming the agent that claimed it.
+    pub fn event(&self, task_id: &str, reason: &str, claimer: Option<&str>) -> NewEvent {
+        let (level, kind, message, attempts, max_retries) = match *self {
+            FailDecision::Requeue {
+                attempts,
+                max_retries,
+                ..
+            } => (
+                Level::Warn,
+                "task.requeued",
+                format!("task {task_id} failed (attempt {attempts} of {max_retries}): {reason}; back in the queue"),
+                attempts,
+                max_retries,
+            ),
+            FailDecision::Fail {
+                attempts,
+                max_retries,
+            } => (
+                Level::Error,
+                "task.failed",
+                format!("task {task_id} failed for good after {attempts} attempt(s): {reason}"),
+                attempts,
+                max_retries,
+            ),
+        };
+        let mut event = NewEvent::new(level, kind, message)
+            .task(task_id)
+            .details(json!({ "reason": reason, "attempts": attempts, "max_retries": max_retries }));
+        if let Some(agent) = claimer {
+            event = event.agent(agent);
+        }
+        event
+    }
+}
+
+/// A failed claimed task goes back to the queue while it has been attempted fewer than
+/// `max_retries` times, and stays failed from then on.
+pub fn decide_fail(task: &ClaimedTask, max_retries: u64) -> FailDecision {
+    if task.attempts < max_retries {
+        FailDecision::Requeue {
+            attempts: task.attempts,
+            max_retries,
+            unassign: task.queue_assigned,
+        }
+    } else {
+        FailDecision::Fail {
+            attempts: task.attempts,
+            max_retries,
+        }
+    }
+}
+
+/// The fields of a task its timeout rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TaskClock {
+    /// `status` is `in_progress`.
+    pub in_progress: bool,
+    /// `started_at`.
+    pub started_at: Option<DateTime<Utc>>,
+    /// `timeout`, in seconds.
+    pub timeout: Option<f64>,
+}
+
+impl TaskClock {
+    /// Reads the fields from a task file.
+    pub fn from_doc(t: &Doc) -> TaskClock {
+        TaskClock {
+            in_progress: t.str("status") == Some("in_progress"),
+            started_at: t.time("started_at"),
+            timeout: t.f64("timeout"),
+        }
+    }
+}
+
+/// What a reap pass does with one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReapDecision {
+    /// Not `in_progress`.
+    NotRunning,
+    /// No start time, or no positive `timeout`.
+    NoTimeout,
+    /// Running within its timeout (the timeout itself included).
+    Within,
+    /// Past its timeout: fail it (reason `timeout`), by the [`decide_fail`] rule.
+    TimedOut,
+}
+
+/// Whether a task has run past its `timeout` at `now`.
+pub fn decide_reap(task: &TaskClock, now: DateTime<Utc>) -> ReapDecision {
+    if !task.in_progress {
+        return ReapDecision::NotRunning;
+    }
+    let (Some(started), Some(timeout)) = (task.started_at, task.timeout) else {
+        return ReapDecision::NoTimeout;
+    };
+    if timeout <= 0.0 {
+        ReapDecision::NoTimeout
+    } else if (now - started).num_milliseconds() as f64 / 1000.0 <= timeout {
+        ReapDecision::Within
+    } else {
+        ReapDecision::TimedOut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One table per rule; a row names the case it pins down.
+    // A row is a tuple with one column per input and outcome.
+    #![allow(clippy::type_complexity)]
+
+    use super::*;
+    use std::path::Path;
+
+    fn doc(json: &str) -> Doc {
+        Doc::parse(json.as_bytes(), Path::new("t.json")).unwrap()
+    }
+
+    fn t0() -> DateTime<Utc> {
+        crate::clock::parse("2026-11-23T10:00:00Z").unwrap()
+    }
+
+    /// `secs` after [`t0`].
+    fn at(secs: f64) -> DateTime<Utc> {
+        t0() + chrono::Duration::milliseconds((secs * 1000.0).round() as i64)
+    }
+
+    fn perms(json: Option<&str>) -> Permissions {
+        Permissions::new(json.map(doc))
+    }
+
+    /// Tasks by id, from `(id, fields)`: pending unless the fields say otherwise.
+    fn tasks(rows: &[(&str, &str)]) -> BTreeMap<String, Doc> {
+        rows.iter()
+            .map(|(id, fields)| {
+                let mut t = doc(&format!(r#"{{"task_id": "{id}", "status": "pending"}}"#));
+                for (k, v) in doc(&format!("{{{fields}}}")).map() {
+                    t.set(k, v.clone());
+                }
+                (id.to_string(), t)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_agent_may_take_what_is_assigned_to_it_or_nobody_and_it_can_do() {
+        let rust = doc(r#"{"agent_id": "a1", "capabilities": ["rust", "sql"]}"#);
+        let bare = doc(r#"{"agent_id": "a2"}"#);
+        let only_t2 = Some(r#"{"a1": {"execute": ["t2"]}, "a2": {"execute": ["*"]}}"#);
+        // (why, task, agent, permissions.json, eligible)
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, &Doc, Option<&str>, bool)] = &[
+            ("unassigned, nothing required", r#"{"task_id": "t1"}"#, &bare, None, true),
+            ("assigned to it", r#"{"task_id": "t1", "assigned_to": "a1"}"#, &rust, None, true),
+            ("assigned to another", r#"{"task_id": "t1", "assigned_to": "a2"}"#, &rust, None, false),
+            ("assigned to null is nobody", r#"{"task_id": "t1", "assigned_to": null}"#, &bare, None, true),
+            ("every capability", r#"{"task_id": "t1", "required_capabilities": ["rust", "sql"]}"#, &rust, None, true),
+            ("one missing capability", r#"{"task_id": "t1", "required_capabilities": ["rust", "go"]}"#, &rust, None, false),
+            ("no capabilities at all", r#"{"task_id": "t1", "required_capabilities": ["rust"]}"#, &bare, None, false),
+            ("an empty requirement", r#"{"task_id": "t1", "required_capabilities": []}"#, &bare, None, true),
+            ("not allowed to execute it", r#"{"task_id": "t1"}"#, &rust, only_t2, false),
+            ("allowed to execute it", r#"{"task_id": "t2"}"#, &rust, only_t2, true),
+            ("allowed everything by *", r#"{"task_id": "t1"}"#, &bare, only_t2, true),
+            ("no entry: an open cell", r#"{"task_id": "t1"}"#, &bare, Some(r#"{"a1": {"execute": []}}"#), true),
+        ];
+        for &(why, task, agent, p, expected) in rows {
+            assert_eq!(eligible(&doc(task), agent, &perms(p)), expected, "{why}");
+        }
+    }
+
+    #[test]
+    fn ready_tasks_come_by_priority_then_age_then_id() {
+        let old = r#""created_at": "2026-11-23T09:00:00Z""#;
+        let new = r#""created_at": "2026-11-23T10:00:00Z""#;
+        let all = tasks(&[
+            ("low_old", &format!(r#""priority": "low", {old}"#)),
+            ("mid_new", &format!(r#""priority": "medium", {new}"#)),
+            ("mid_old", &format!(r#""priority": "medium", {old}"#)),
+            ("no_priority", new),
+            ("odd_priority", &format!(r#""priority": "urgent", {new}"#)),
+            ("high_new", &format!(r#""priority": "high", {new}"#)),
+            ("high_undated", r#""priority": "high""#),
+            ("high_b", &format!(r#""priority": "high", {old}"#)),
+            ("high_a", &format!(r#""priority": "high", {old}"#)),
+            (
+                "blocked",
+                r#""priority": "high", "dependencies": ["mid_new"]"#,
+            ),
+            (
+                "unblocked",
+                r#""priority": "low", "dependencies": ["done"]"#,
+            ),
+            ("done", r#""status": "completed""#),
+            ("running", r#""status": "in_progress", "priority": "high""#),
+            ("failed", r#""status": "failed", "priority": "high""#),
+            (
+                "mine",
+                &format!(r#""priority": "high", "assigned_to": "a2", {new}"#),
+            ),
+            (
+                "needs_rust",
+                &format!(r#""priority": "low", "required_capabilities": ["rust"], {new}"#),
+            ),
+        ]);
+        let order = |agent: Option<&Doc>| -> Vec<String> {
+            ready(&all, agent, &perms(None))
+                .iter()
+                .map(|t| t.str("task_id").unwrap().to_string())
+                .collect()
+        };
+        // Undated before dated, equal times by id; an unknown priority is medium; only
+        // pending tasks whose dependencies are all completed.
+        assert_eq!(
+            order(None),
+            [
+                "high_undated",
+                "high_a",
+                "high_b",
+                "high_new",
+                "mine",
+                "mid_old",
+                "mid_new",
+                "no_priority",
+                "odd_priority",
+                "unblocked",
+                "low_old",
+                "needs_rust",
+            ]
+        );
+        let a1 = doc(r#"{"agent_id": "a1", "capabilities": ["rust"]}"#);
+        let a2 = doc(r#"{"agent_id": "a2"}"#);
+        assert_eq!(
+            order(Some(&a1)),
+            [
+                "high_undated",
+                "high_a",
+                "high_b",
+                "high_new",
+                "mid_old",
+                "mid_new",
+                "no_priority",
+                "odd_priority",
+                "unblocked",
+                "low_old",
+                "needs_rust",
+            ]
+        );
+        assert_eq!(
+            order(Some(&a2)),
+            [
+                "high_undated",
+                "high_a",
+                "high_b",
+                "high_new",
+                "mine",
+                "mid_old",
+                "mid_new",
+                "no_priority",
+                "odd_priority",
+                "unblocked",
+                "low_old",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_claim_takes_the_best_ready_task() {
+        let all = tasks(&[
+            ("t1", r#""priority": "low""#),
+            ("t2", r#""priority": "high", "attempts": 2"#),
+            (
+                "t3",
+                r#""priority": "high", "assigned_to": "a1", "dependencies": ["t1"]"#,
+            ),
+        ]);
+        let assigned = tasks(&[("t9", r#""assigned_to": "a1""#)]);
+        let none = tasks(&[("t1", r#""status": "completed""#)]);
+        let agent = |json: &str| doc(json);
+        // (why, agent, tasks, claimed task, attempt, queue assigned / refusal)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Doc, &BTreeMap<String, Doc>, Result<Option<(&str, u64, bool)>, &str>)> = vec![
+            ("the best ready task, its next attempt", agent(r#"{"agent_id": "a1", "status": "active"}"#), &all, Ok(Some(("t2", 3, true)))),
+            ("assigned by hand: not queue-assigned", agent(r#"{"agent_id": "a1"}"#), &assigned, Ok(Some(("t9", 1, false)))),
+            ("nothing ready", agent(r#"{"agent_id": "a1"}"#), &none, Ok(None)),
+            ("nothing it may take", agent(r#"{"agent_id": "a2"}"#), &assigned, Ok(None)),
+            ("a paused agent", agent(r#"{"agent_id": "a1", "status": "paused"}"#), &all, Err("paused")),
+            ("a failed agent", agent(r#"{"agent_id": "a1", "status": "failed"}"#), &all, Err("failed")),
+            ("an idle agent may claim", agent(r#"{"agent_id": "a1", "status": "idle"}"#), &all, Ok(Some(("t2", 3, true)))),
+        ];
+        for (why, a, all, expected) in rows {
+            let d = decide_claim(&a, all, &perms(None));
+            let got = match &d {
+                ClaimDecision::Refused(s) => Err(s.as_str()),
+                ClaimDecision::NothingReady => Ok(None),
+                ClaimDecision::Claim {
+                    task,
+                    attempt,
+                    queue_assigned,
+                } => Ok(Some((
+                    task.str("task_id").unwrap(),
+                    *attempt,
+                    *queue_assigned,
+                ))),
+            };
+            assert_eq!(got, expected, "{why}");
+            assert_eq!(claim_refused(&a), expected.err(), "{why}: refused");
+            assert_eq!(d.event("a1").is_some(), matches!(expected, Ok(Some(_))));
+        }
+        let a = doc(r#"{"agent_id": "a1"}"#);
+        let e = decide_claim(&a, &all, &perms(None)).event("a1").unwrap();
+        assert_eq!(
+            (
+                e.level,
+                e.kind.as_str(),
+                e.message.as_str(),
+                e.agent.as_deref(),
+                e.task.as_deref(),
+                e.details
+            ),
+            (
+                Level::Info,
+                "task.claimed",
+                "a1 claimed task t2 (attempt 3)",
+                Some("a1"),
+                Some("t2"),
+                json!({"attempt": 3})
+            )
+        );
+    }
+
+    #[test]
+    fn max_retries_comes_from_the_policy() {
+        // (policies.json, max_retries)
+        let rows: &[(&str, u64)] = &[
+            ("{}", 3),
+            (r#"{"max_retries": 5}"#, 5),
+            (r#"{"max_retries": 1}"#, 1),
+            (r#"{"max_retries": 0}"#, 1),
+            (r#"{"max_retries": -2}"#, 3),
+            (r#"{"max_retries": 2.5}"#, 3),
+            (r#"{"max_retries": "many"}"#, 3),
+        ];
+        for &(json, max) in rows {
+            let p = Policy::resolve(None, Some(&doc(json)), None);
+            assert_eq!(max_retries(&p), max, "{json}");
+        }
+    }
+
+    #[test]
+    fn a_failed_task_is_requeued_until_max_retries() {
+        let task = |attempts, queue_assigned| ClaimedTask {
+            attempts,
+            queue_assigned,
+        };
+        let requeue = |attempts, max_retries, unassign| FailDecision::Requeue {
+            attempts,
+            max_retries,
+            unassign,
+        };
+        let fail = |attempts, max_retries| FailDecision::Fail {
+            attempts,
+            max_retries,
+        };
+        // (why, task, max_retries, decision)
+        #[rustfmt::skip]
+        let rows: &[(&str, ClaimedTask, u64, FailDecision)] = &[
+            ("first of three", task(1, true), 3, requeue(1, 3, true)),
+            ("second of three", task(2, true), 3, requeue(2, 3, true)),
+            ("third of three: for good", task(3, true), 3, fail(3, 3)),
+            ("past max_retries (lowered since)", task(4, false), 3, fail(4, 3)),
+            ("assigned by hand stays assigned", task(1, false), 3, requeue(1, 3, false)),
+            ("one attempt allowed", task(1, true), 1, fail(1, 1)),
+            ("first of two", task(1, true), 2, requeue(1, 2, true)),
+            ("second of two", task(2, true), 2, fail(2, 2)),
+        ];
+        for &(why, t, max, decision) in rows {
+            let d = decide_fail(&t, max);
+            assert_eq!(d, decision, "{why}");
+            assert_eq!(
+                d.requeued(),
+                matches!(decision, FailDecision::Requeue { .. })
+            );
+        }
+        // The fields as the task file has them.
+        #[rustfmt::skip]
+        let rows: &[(&str, ClaimedTask)] = &[
+            (r#"{"attempts": 2, "queue_assigned": true}"#, task(2, true)),
+            (r#"{"attempts": 2, "queue_assigned": "yes"}"#, task(2, false)),
+            ("{}", task(1, false)),
+        ];
+        for &(json, t) in rows {
+            assert_eq!(ClaimedTask::from_doc(&doc(json)), t, "{json}");
+        }
+        let e = requeue(1, 2, true).event("t1", "flaky test", Some("a1"));
+        assert_eq!(
+            (
+                e.level,
+                e.kind.as_str(),
+                e.message.as_str(),
+                e.agent.as_deref(),
+                e.details
+            ),
+            (
+                Level::Warn,
+                "task.requeued",
+                "task t1 failed (attempt 1 of 2): flaky test; back in the queue",
+                Some("a1"),
+                json!({"reason": "flaky test", "attempts": 1, "max_retries": 2})
+            )
+        );
+        let e = fail(2, 2).event("t1", "again", None);
+        assert_eq!(
+            (
+                e.level,
+                e.kind.as_str(),
+                e.message.as_str(),
+                e.agent.as_deref(),
+                e.task.as_deref()
+            ),
+            (
+                Level::Error,
+                "task.failed",
+                "task t1 failed for good after 2 attempt(s): again",
+                None,
+                Some("t1")
+            )
+        );
+    }
+
+    #[test]
+    fn a_running_task_past_its_timeout_is_reaped() {
+        let running = |timeout: Option<f64>| TaskClock {
+            in_progress: true,
+            started_at: Some(t0()),
+            timeout,
+        };
+        // (why, task, seconds after its start, decision)
+        #[rustfmt::skip]
+        let rows: &[(&str, TaskClock, f64, ReapDecision)] = &[
+            ("within its timeout", running(Some(60.0)), 30.0, ReapDecision::Within),
+            ("the timeout itself", running(Some(60.0)), 60.0, ReapDecision::Within),
+            ("past its timeout", running(Some(60.0)), 60.001, ReapDecision::TimedOut),
+            ("long past", running(Some(60.0)), 120.0, ReapDecision::TimedOut),
+            ("no timeout", running(None), 1e6, ReapDecision::NoTimeout),
+            ("a zero timeout is none", running(Some(0.0)), 1e6, ReapDecision::NoTimeout),
+            ("a negative timeout is none", running(Some(-1.0)), 1e6, ReapDecision::NoTimeout),
+            ("no start time", TaskClock { started_at: None, ..running(Some(60.0)) }, 1e6, ReapDecision::NoTimeout),
+            ("not running", TaskClock { in_progress: false, ..running(Some(60.0)) }, 1e6, ReapDecision::NotRunning),
+        ];
+        for &(why, t, secs, decision) in rows {
+            assert_eq!(decide_reap(&t, at(secs)), decision, "{why}");
+        }
+        assert_eq!(
+            TaskClock::from_doc(&doc(
+                r#"{"status": "in_progress", "started_at": "2026-11-23T10:00:00Z", "timeout": 60}"#
+            )),
+            running(Some(60.0))
+        );
+        assert_eq!(
+            TaskClock::from_doc(&doc(r#"{"status": "pending", "started_at": "later"}"#)),
+            TaskClock::default()
+        );
+    }
+}

@@ -1,0 +1,1201 @@
+//! The rules of liveness: an agent's health at a moment ([`assess`]), what a beat changes
+//! ([`decide_beat`]), what an observer records ([`decide_observe`]), what a reported failure
+//! does ([`decide_failure`]), and what a beat's reply asks of the agent ([`decide_reply`]).
+//!
+//! Pure: the few fields of the agent file these rules read ([`Vitals`]), the numbers of the
+//! policy ([`HealthPolicy`]) and the time come in; a decision comes out, naming every
+//! change and the event that describes it. [`crate::heartbeat`] reads the agent file in a
+//! store transaction, asks here, and applies the decision in the same transaction.
+//!
+//! The inputs are typed rather than the agent's `Doc`: a rule can then only depend on what
+//! it declares, a table row states exactly that and nothing else, and typed agent
+//! documents can fill the same structs later without the rules changing.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::doc::Doc;
+use crate::events::{Level, NewEvent};
+use crate::health::{Assessment, Health};
+use crate::ops::budget::State;
+use crate::policy::Policy;
+
+/// What an agent may report about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum Reported {
+    /// Working normally.
+    Active,
+    /// Working, but impaired.
+    Degraded,
+    /// Deliberately not working; not judged by heartbeats.
+    Offline,
+}
+
+impl Reported {
+    /// The on-disk spelling (`reported_status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reported::Active => "ACTIVE",
+            Reported::Degraded => "DEGRADED",
+            Reported::Offline => "OFFLINE",
+        }
+    }
+
+    /// Parses the on-disk spelling (exactly; other text is not a report pas knows).
+    pub fn parse(text: &str) -> Option<Reported> {
+        [Reported::Active, Reported::Degraded, Reported::Offline]
+            .into_iter()
+            .find(|r| r.as_str() == text)
+    }
+}
+
+/// `reported_status` as the agent file has it. A beat without `--status` fills in `ACTIVE`
+/// only when the field is missing, so a value pas does not know is kept, not overwritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportedField {
+    /// Absent or `null`.
+    #[default]
+    Missing,
+    /// One of the three spellings.
+    Is(Reported),
+    /// Anything else (judged like `ACTIVE`).
+    Other,
+}
+
+/// The fields of an agent file that liveness depends on.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Vitals {
+    /// `status`: `failed` is final for health; `idle`, `failed` or none become `active` on
+    /// a beat; `paused` gets a stop directive.
+    pub status: Option<String>,
+    /// `reported_status`.
+    pub reported: ReportedField,
+    /// `last_heartbeat`.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+    /// `started_at`: a started agent has `startup_grace` for its first beat.
+    pub started_at: Option<DateTime<Utc>>,
+    /// `failures`: consecutive recorded failures.
+    pub failures: u64,
+    /// `heartbeat_count`.
+    pub heartbeat_count: u64,
+    /// `health` as last recorded (`None`: missing or not a health pas knows).
+    pub recorded: Option<Health>,
+}
+
+impl Vitals {
+    /// Reads the fields from an agent file.
+    pub fn from_doc(doc: &Doc) -> Vitals {
+        let reported = match doc.get("reported_status") {
+            None | Some(Value::Null) => ReportedField::Missing,
+            Some(v) => v
+                .as_str()
+                .and_then(Reported::parse)
+                .map_or(ReportedField::Other, ReportedField::Is),
+        };
+        Vitals {
+            status: doc.str("status").map(str::to_string),
+            reported,
+            last_heartbeat: doc.time("last_heartbeat"),
+            started_at: doc.time("started_at"),
+            failures: doc.u64("failures").unwrap_or(0),
+            heartbeat_count: doc.u64("heartbeat_count").unwrap_or(0),
+            recorded: doc.str("health").and_then(Health::parse),
+        }
+    }
+}
+
+/// The policy's numbers that liveness depends on, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthPolicy {
+    /// `heartbeat_interval`: silence beyond it is `late`.
+    pub interval: f64,
+    /// `misses_down` × `heartbeat_interval`: silence beyond it is `down`.
+    pub down_after: f64,
+    /// `heartbeat_ttl`, else `misses_dead` × `heartbeat_interval`: silence beyond it is
+    /// `dead`.
+    pub dead_after: f64,
+    /// `startup_grace`: how long a started agent has for its first beat.
+    pub startup_grace: f64,
+    /// `failure_threshold` (at least 1): consecutive failures that make a beating agent
+    /// `unhealthy`.
+    pub failure_threshold: u64,
+}
+
+impl HealthPolicy {
+    /// The numbers of an effective policy (missing or invalid values are the defaults, as
+    /// [`Policy::positive`] reads them).
+    pub fn from_policy(policy: &Policy) -> HealthPolicy {
+        HealthPolicy {
+            interval: policy.heartbeat_interval(),
+            down_after: policy.down_after(),
+            dead_after: policy.heartbeat_ttl(),
+            startup_grace: policy.positive("startup_grace"),
+            // A fraction such as 0.5 truncates to 0, which would make every agent
+            // unhealthy: one failure is the least that counts.
+            failure_threshold: (policy.positive("failure_threshold") as u64).max(1),
+        }
+    }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::milliseconds((s * 1000.0).round() as i64)
+}
+
+fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - since).num_milliseconds() as f64 / 1000.0
+}
+
+/// An agent's health at `now`.
+///
+/// In order: `failed` (pas gave up) and `offline` (it said so) are not judged by silence;
+/// a started agent that has not beaten since its start is `unknown` for `startup_grace`,
+/// then `dead`; otherwise silence beyond `dead_after` is `dead`, beyond `down_after`
+/// `down`, beyond `interval` `late` (each limit itself still counts as the milder state);
+/// a beating agent is `unhealthy` at `failure_threshold` failures, else `degraded` when it
+/// reported so, else `healthy`. Never beaten: `unknown`.
+pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Assessment {
+    let last = agent.last_heartbeat;
+    let age = last.map(|t| elapsed(t, now).max(0.0));
+    let next_change = match (last, age) {
+        (Some(t), Some(a)) => [policy.interval, policy.down_after, policy.dead_after]
+            .into_iter()
+            .filter(|limit| a <= *limit)
+            .map(|limit| t + seconds(limit))
+            .min(),
+        _ => None,
+    };
+    // A started agent is not judged by heartbeats until its first beat since the start or
+    // until startup_grace has passed, whichever comes first.
+    let starting = match agent.started_at {
+        Some(s) if last.is_none_or(|l| l < s) => Some(s),
+        _ => None,
+    };
+    let health = if agent.status.as_deref() == Some("failed") {
+        Health::Failed
+    } else if agent.reported == ReportedField::Is(Reported::Offline) {
+        Health::Offline
+    } else if let Some(s) = starting {
+        if elapsed(s, now) <= policy.startup_grace {
+            Health::Unknown
+        } else {
+            Health::Dead
+        }
+    } else {
+        match age {
+            None => Health::Unknown,
+            Some(a) if a > policy.dead_after => Health::Dead,
+            Some(a) if a > policy.down_after => Health::Down,
+            Some(a) if a > policy.interval => Health::Late,
+            Some(_) if agent.failures >= policy.failure_threshold => Health::Unhealthy,
+            Some(_) if agent.reported == ReportedField::Is(Reported::Degraded) => Health::Degraded,
+            Some(_) => Health::Healthy,
+        }
+    };
+    let next_change = if matches!(health, Health::Failed | Health::Offline) {
+        None
+    } else if let (Some(s), Health::Unknown) = (starting, health) {
+        Some(s + seconds(policy.startup_grace))
+    } else if starting.is_some() {
+        None
+    } else {
+        next_change
+    };
+    Assessment {
+        health,
+        age,
+        next_change,
+    }
+}
+
+/// Which event a health change is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransitionKind {
+    /// `agent.alive`: the first beat of an agent never judged before.
+    Alive,
+    /// `agent.recovered`: beating again after being down or dead.
+    Recovered,
+    /// `agent.healthy`: healthy again after being late, degraded, unhealthy, ...
+    Healthy,
+    /// `agent.late`
+    Late,
+    /// `agent.down`
+    Down,
+    /// `agent.dead`
+    Dead,
+    /// `agent.degraded`
+    Degraded,
+    /// `agent.unhealthy`
+    Unhealthy,
+    /// `agent.offline`
+    Offline,
+    /// `agent.failed`
+    Failed,
+}
+
+impl TransitionKind {
+    /// The event kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionKind::Alive => "agent.alive",
+            TransitionKind::Recovered => "agent.recovered",
+            TransitionKind::Healthy => "agent.healthy",
+            TransitionKind::Late => "agent.late",
+            TransitionKind::Down => "agent.down",
+            TransitionKind::Dead => "agent.dead",
+            TransitionKind::Degraded => "agent.degraded",
+            TransitionKind::Unhealthy => "agent.unhealthy",
+            TransitionKind::Offline => "agent.offline",
+            TransitionKind::Failed => "agent.failed",
+        }
+    }
+}
+
+/// A health change worth an event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Transition {
+    /// Which event.
+    pub kind: TransitionKind,
+    /// The health before (`unknown` when nothing was recorded).
+    pub from: Health,
+    /// The health after.
+    pub to: Health,
+    /// Seconds of silence at the change, when the agent ever beat.
+    pub silent_for: Option<f64>,
+}
+
+impl Transition {
+    /// The transition from `from` (`None`: nothing recorded, i.e. `unknown`) to `to`;
+    /// `None` when there is no change, or the change is to `unknown`, which says nothing
+    /// happened worth a line in the log.
+    pub fn between(from: Option<Health>, to: Health, silent_for: Option<f64>) -> Option<Self> {
+        let from = from.unwrap_or(Health::Unknown);
+        if from == to {
+            return None;
+        }
+        let kind = match to {
+            Health::Healthy if from.is_silent() => TransitionKind::Recovered,
+            Health::Healthy if from == Health::Unknown => TransitionKind::Alive,
+            Health::Healthy => TransitionKind::Healthy,
+            Health::Late => TransitionKind::Late,
+            Health::Down => TransitionKind::Down,
+            Health::Dead => TransitionKind::Dead,
+            Health::Degraded => TransitionKind::Degraded,
+            Health::Unhealthy => TransitionKind::Unhealthy,
+            Health::Offline => TransitionKind::Offline,
+            Health::Failed => TransitionKind::Failed,
+            Health::Unknown => return None,
+        };
+        Some(Transition {
+            kind,
+            from,
+            to,
+            silent_for,
+        })
+    }
+
+    /// The event that records it.
+    pub fn event(&self, agent_id: &str) -> NewEvent {
+        let silent_for = self
+            .silent_for
+            .map(clock::human_duration)
+            .unwrap_or_else(|| "-".into());
+        let was = self.from.as_str();
+        let (level, message) = match self.kind {
+            TransitionKind::Recovered => (
+                Level::Info,
+                format!("agent {agent_id} is beating again (was {was})"),
+            ),
+            TransitionKind::Alive => (Level::Info, format!("agent {agent_id} sent its first beat")),
+            TransitionKind::Healthy => (
+                Level::Info,
+                format!("agent {agent_id} is healthy again (was {was})"),
+            ),
+            TransitionKind::Late => (
+                Level::Warn,
+                format!("agent {agent_id} missed a beat ({silent_for} silent)"),
+            ),
+            TransitionKind::Down => (
+                Level::Error,
+                format!("agent {agent_id} is down ({silent_for} silent)"),
+            ),
+            TransitionKind::Dead => (
+                Level::Error,
+                format!("agent {agent_id} is dead ({silent_for} silent)"),
+            ),
+            TransitionKind::Degraded => (Level::Warn, format!("agent {agent_id} reports DEGRADED")),
+            TransitionKind::Unhealthy => (
+                Level::Error,
+                format!("agent {agent_id} failed too often in a row"),
+            ),
+            TransitionKind::Offline => (Level::Info, format!("agent {agent_id} reports OFFLINE")),
+            TransitionKind::Failed => (
+                Level::Error,
+                format!("agent {agent_id} has failed for good"),
+            ),
+        };
+        NewEvent::new(level, self.kind.as_str(), message)
+            .agent(agent_id)
+            .details(
+                json!({ "from": was, "to": self.to.as_str(), "silent_seconds": self.silent_for }),
+            )
+    }
+}
+
+/// What to write about an agent's health.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HealthChange {
+    /// The `health` to write (with `health_changed_at`); `None`: the file already says it.
+    pub record: Option<Health>,
+    /// The event; `None`: nothing worth one.
+    pub transition: Option<Transition>,
+}
+
+impl HealthChange {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.record.is_none() && self.transition.is_none()
+    }
+}
+
+/// What a beat does to an agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeatDecision {
+    /// `heartbeat_count` after the beat.
+    pub heartbeat_count: u64,
+    /// The `reported_status` to write: the report's, or `ACTIVE` when the file has none;
+    /// `None`: keep the file's.
+    pub reported: Option<Reported>,
+    /// `failures` goes back to 0: the agent reported `ACTIVE`.
+    pub reset_failures: bool,
+    /// `status` becomes `active` (it was `idle`, `failed` or missing).
+    pub activate: bool,
+    /// The health after the beat (what the reply says).
+    pub health: Health,
+    /// The health to record and the event.
+    pub change: HealthChange,
+}
+
+/// What a beat (reporting `reported`, if anything) does to `agent` at `now`.
+///
+/// The health is recorded when the file says otherwise. The event compares with what was
+/// recorded, except after silence: an agent that went down or dead while nobody observed
+/// it still logs its recovery (from the silence, with how long it lasted).
+pub fn decide_beat(
+    agent: &Vitals,
+    reported: Option<Reported>,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> BeatDecision {
+    let before = assess(agent, policy, now);
+    let write_reported = match (reported, agent.reported) {
+        (Some(r), _) => Some(r),
+        (None, ReportedField::Missing) => Some(Reported::Active),
+        (None, _) => None,
+    };
+    let reset_failures = reported == Some(Reported::Active);
+    let activate = matches!(
+        agent.status.as_deref(),
+        Some("idle") | Some("failed") | None
+    );
+    let beaten = Vitals {
+        status: if activate {
+            Some("active".to_string())
+        } else {
+            agent.status.clone()
+        },
+        reported: write_reported.map_or(agent.reported, ReportedField::Is),
+        last_heartbeat: Some(now),
+        failures: if reset_failures { 0 } else { agent.failures },
+        heartbeat_count: agent.heartbeat_count + 1,
+        ..agent.clone()
+    };
+    let after = assess(&beaten, policy, now).health;
+    let was = if before.health.is_silent() {
+        Some(before.health)
+    } else {
+        agent.recorded
+    };
+    BeatDecision {
+        heartbeat_count: beaten.heartbeat_count,
+        reported: write_reported,
+        reset_failures,
+        activate,
+        health: after,
+        change: HealthChange {
+            record: (agent.recorded != Some(after)).then_some(after),
+            transition: if was == Some(after) {
+                None
+            } else {
+                Transition::between(was, after, before.age)
+            },
+        },
+    }
+}
+
+/// What an observer (`status`, `check`, `watch`, `top`, a revive pass) records about an
+/// agent: its health now and, when the file says otherwise, the change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObserveDecision {
+    /// The health now.
+    pub assessment: Assessment,
+    /// What to write (empty when the recorded health is right).
+    pub change: HealthChange,
+}
+
+/// What an observer sees of `agent` at `now` and records: a recorded health that differs
+/// from the assessed one (nothing recorded counts as `unknown`) is rewritten, with its
+/// event.
+pub fn decide_observe(
+    agent: &Vitals,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> ObserveDecision {
+    let assessment = assess(agent, policy, now);
+    let change = if agent.recorded.unwrap_or(Health::Unknown) == assessment.health {
+        HealthChange::default()
+    } else {
+        HealthChange {
+            record: Some(assessment.health),
+            transition: Transition::between(agent.recorded, assessment.health, assessment.age),
+        }
+    };
+    ObserveDecision { assessment, change }
+}
+
+/// What a failure the agent reports (`pas agent fail`) does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureDecision {
+    /// `failures` after this one (consecutive).
+    pub consecutive: u64,
+    /// The health change it causes (at `failure_threshold`: `unhealthy`).
+    pub change: HealthChange,
+}
+
+impl FailureDecision {
+    /// The `agent.failure` event (always written).
+    pub fn event(&self, agent_id: &str, reason: &str) -> NewEvent {
+        NewEvent::new(
+            Level::Warn,
+            "agent.failure",
+            format!(
+                "agent {agent_id} failed ({} in a row): {reason}",
+                self.consecutive
+            ),
+        )
+        .agent(agent_id)
+        .details(json!({ "reason": reason, "consecutive": self.consecutive }))
+    }
+}
+
+/// One more consecutive failure of `agent`, and the health it leads to (observed as by
+/// [`decide_observe`]).
+pub fn decide_failure(
+    agent: &Vitals,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> FailureDecision {
+    let consecutive = agent.failures + 1;
+    let failed = Vitals {
+        failures: consecutive,
+        ..agent.clone()
+    };
+    FailureDecision {
+        consecutive,
+        change: decide_observe(&failed, policy, now).change,
+    }
+}
+
+/// What pas asks of an agent in a beat's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directive {
+    /// `stop`, `summarize`, or whatever a `pending_directive` names.
+    pub action: String,
+    /// Why: `cell_paused`, `budget_reached`, `context_budget`, `agent_paused`, ...
+    pub reason: Option<String>,
+}
+
+impl Directive {
+    fn new(action: &str, reason: &str) -> Directive {
+        Directive {
+            action: action.to_string(),
+            reason: Some(reason.to_string()),
+        }
+    }
+
+    /// The `summarize` a context compaction asks for.
+    pub fn summarize_context() -> Directive {
+        Directive::new("summarize", "context_budget")
+    }
+
+    /// A `pending_directive` left in the agent file (by a compaction, or by hand); an
+    /// object without `action` means `summarize`, anything but an object means nothing.
+    pub fn from_pending(pending: &Value) -> Option<Directive> {
+        let d = pending.as_object()?;
+        Some(Directive {
+            action: d
+                .get("action")
+                .and_then(Value::as_str)
+                .unwrap_or("summarize")
+                .to_string(),
+            reason: d.get("reason").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+}
+
+/// What the reply to a beat depends on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyState {
+    /// The cell's `status` (`active` when missing).
+    pub cell_status: String,
+    /// The agent's spend state after the beat.
+    pub spend: State,
+    /// A directive waiting for the agent (taken from its file by this beat, or a
+    /// compaction this beat caused).
+    pub pending: Option<Directive>,
+    /// The agent's `status` is `paused`.
+    pub agent_paused: bool,
+}
+
+/// What pas wants from the agent, most urgent first: stop for a cell that is not active,
+/// stop at a hard spend limit, the pending directive, stop for a paused agent; else
+/// nothing.
+pub fn decide_reply(state: &ReplyState) -> Option<Directive> {
+    if state.cell_status != "active" {
+        Some(Directive::new(
+            "stop",
+            &format!("cell_{}", state.cell_status),
+        ))
+    } else if state.spend == State::Breach {
+        Some(Directive::new("stop", "budget_reached"))
+    } else if let Some(pending) = &state.pending {
+        Some(pending.clone())
+    } else if state.agent_paused {
+        Some(Directive::new("stop", "agent_paused"))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One table per rule; a row names the case it pins down.
+    // A row is a tuple with one column per input and outcome.
+    #![allow(clippy::type_complexity)]
+
+    use super::*;
+    use std::path::Path;
+
+    use Health::*;
+    use TransitionKind as K;
+
+    fn doc(json: &str) -> Doc {
+        Doc::parse(json.as_bytes(), Path::new("t.json")).unwrap()
+    }
+
+    /// The time rows are measured from.
+    fn t0() -> DateTime<Utc> {
+        clock::parse("2026-11-23T10:00:00Z").unwrap()
+    }
+
+    /// `secs` after [`t0`] (before, when negative).
+    fn at(secs: f64) -> DateTime<Utc> {
+        t0() + seconds(secs)
+    }
+
+    /// The health policy of a `config/policies.json`.
+    fn policy(json: &str) -> HealthPolicy {
+        HealthPolicy::from_policy(&Policy::resolve(None, Some(&doc(json)), None))
+    }
+
+    fn defaults() -> HealthPolicy {
+        policy("{}")
+    }
+
+    /// An active agent that reported ACTIVE, last beat at [`t0`], recorded healthy.
+    fn beating() -> Vitals {
+        Vitals {
+            status: Some("active".into()),
+            reported: ReportedField::Is(Reported::Active),
+            last_heartbeat: Some(t0()),
+            heartbeat_count: 1,
+            recorded: Some(Healthy),
+            ..Vitals::default()
+        }
+    }
+
+    /// A freshly added agent (`status: idle`, nothing else).
+    fn added() -> Vitals {
+        Vitals {
+            status: Some("idle".into()),
+            ..Vitals::default()
+        }
+    }
+
+    const SHORT: &str = r#"{"heartbeat_interval": 10, "misses_down": 3, "misses_dead": 5}"#;
+
+    #[test]
+    fn the_health_policy_comes_from_the_settings() {
+        // (policies.json, interval, down_after, dead_after, startup_grace, failure_threshold)
+        let rows: &[(&str, f64, f64, f64, f64, u64)] = &[
+            ("{}", 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_interval": 10}"#, 10.0, 20.0, 30.0, 60.0, 3),
+            (SHORT, 10.0, 30.0, 50.0, 60.0, 3),
+            (r#"{"heartbeat_ttl": 600}"#, 30.0, 60.0, 600.0, 60.0, 3),
+            // A ttl that is not a positive number falls back to misses_dead intervals.
+            (r#"{"heartbeat_ttl": 0}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_ttl": null}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_ttl": "long"}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            // Invalid values are the defaults.
+            (r#"{"heartbeat_interval": 0}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_interval": -5}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_interval": "x"}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"misses_down": 0}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            (r#"{"heartbeat_interval": 0.5}"#, 0.5, 1.0, 1.5, 60.0, 3),
+            (r#"{"startup_grace": 5}"#, 30.0, 60.0, 90.0, 5.0, 3),
+            (r#"{"failure_threshold": 1}"#, 30.0, 60.0, 90.0, 60.0, 1),
+            (r#"{"failure_threshold": 0}"#, 30.0, 60.0, 90.0, 60.0, 3),
+            // Fractions truncate, but never below one failure.
+            (r#"{"failure_threshold": 2.9}"#, 30.0, 60.0, 90.0, 60.0, 2),
+            (r#"{"failure_threshold": 0.5}"#, 30.0, 60.0, 90.0, 60.0, 1),
+        ];
+        for &(json, interval, down, dead, grace, threshold) in rows {
+            assert_eq!(
+                policy(json),
+                HealthPolicy {
+                    interval,
+                    down_after: down,
+                    dead_after: dead,
+                    startup_grace: grace,
+                    failure_threshold: threshold,
+                },
+                "{json}"
+            );
+        }
+        // An agent's own policies override the cell's.
+        let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
+        let cell = doc(r#"{"heartbeat_interval": 10}"#);
+        let p = HealthPolicy::from_policy(&Policy::resolve(None, Some(&cell), Some(&agent)));
+        assert_eq!(
+            (p.interval, p.down_after, p.dead_after),
+            (10.0, 20.0, 600.0)
+        );
+        // So five minutes of silence leave it down, not dead.
+        assert_eq!(assess(&beating(), &p, at(300.0)).health, Down);
+    }
+
+    #[test]
+    fn silence_walks_healthy_late_down_dead() {
+        // (why, policies.json, seconds since the last beat, health, next change after t0)
+        let rows: &[(&str, &str, f64, Health, Option<f64>)] = &[
+            ("just beat", "{}", 0.0, Healthy, Some(30.0)),
+            (
+                "the interval itself is on time",
+                "{}",
+                30.0,
+                Healthy,
+                Some(30.0),
+            ),
+            ("past the interval", "{}", 30.001, Late, Some(60.0)),
+            (
+                "misses_down intervals: still late",
+                "{}",
+                60.0,
+                Late,
+                Some(60.0),
+            ),
+            ("past misses_down intervals", "{}", 60.001, Down, Some(90.0)),
+            (
+                "misses_dead intervals: still down",
+                "{}",
+                90.0,
+                Down,
+                Some(90.0),
+            ),
+            ("past misses_dead intervals", "{}", 90.001, Dead, None),
+            ("long dead", "{}", 86_400.0, Dead, None),
+            (
+                "a beat from the future is now",
+                "{}",
+                -5.0,
+                Healthy,
+                Some(30.0),
+            ),
+            ("short: on time", SHORT, 10.0, Healthy, Some(10.0)),
+            ("short: late", SHORT, 10.001, Late, Some(30.0)),
+            ("short: 3 misses, still late", SHORT, 30.0, Late, Some(30.0)),
+            ("short: down", SHORT, 30.001, Down, Some(50.0)),
+            ("short: 5 misses, still down", SHORT, 50.0, Down, Some(50.0)),
+            ("short: dead", SHORT, 50.001, Dead, None),
+            (
+                "a ttl outlasts misses_dead",
+                r#"{"heartbeat_ttl": 600}"#,
+                300.0,
+                Down,
+                Some(600.0),
+            ),
+            (
+                "the ttl itself: still down",
+                r#"{"heartbeat_ttl": 600}"#,
+                600.0,
+                Down,
+                Some(600.0),
+            ),
+            (
+                "past the ttl",
+                r#"{"heartbeat_ttl": 600}"#,
+                600.001,
+                Dead,
+                None,
+            ),
+            (
+                "ttl before misses_down: late",
+                r#"{"heartbeat_ttl": 45}"#,
+                44.0,
+                Late,
+                Some(45.0),
+            ),
+            // As it always was: a dead agent still "changes" when down_after passes (a
+            // wake-up that finds nothing to do).
+            (
+                "ttl before misses_down: dead",
+                r#"{"heartbeat_ttl": 45}"#,
+                45.001,
+                Dead,
+                Some(60.0),
+            ),
+        ];
+        for &(why, json, silent, health, next) in rows {
+            let a = assess(&beating(), &policy(json), at(silent));
+            assert_eq!(a.health, health, "{why}");
+            assert_eq!(a.next_change, next.map(at), "{why}: next change");
+            assert_eq!(a.age, Some(silent.max(0.0)), "{why}: age");
+        }
+    }
+
+    #[test]
+    fn reports_failures_and_status_against_silence() {
+        let reported = |r| Vitals {
+            reported: r,
+            ..beating()
+        };
+        let failing = |n, r| Vitals {
+            failures: n,
+            reported: r,
+            ..beating()
+        };
+        let status = |s: &str| Vitals {
+            status: Some(s.into()),
+            ..beating()
+        };
+        let active = ReportedField::Is(Reported::Active);
+        let degraded = ReportedField::Is(Reported::Degraded);
+        let offline = ReportedField::Is(Reported::Offline);
+        let one = r#"{"failure_threshold": 1}"#;
+        let five = r#"{"failure_threshold": 5}"#;
+        // (why, agent, policies.json, seconds after t0, health, next change after t0)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Vitals, &str, f64, Health, Option<f64>)> = vec![
+            ("DEGRADED while beating", reported(degraded), "{}", 5.0, Degraded, Some(30.0)),
+            ("DEGRADED and silent: silence wins", reported(degraded), "{}", 45.0, Late, Some(60.0)),
+            ("OFFLINE: not judged by silence", reported(offline), "{}", 5.0, Offline, None),
+            ("OFFLINE and long silent", reported(offline), "{}", 1000.0, Offline, None),
+            ("an unknown report is ACTIVE", reported(ReportedField::Other), "{}", 5.0, Healthy, Some(30.0)),
+            ("no report at all", reported(ReportedField::Missing), "{}", 5.0, Healthy, Some(30.0)),
+            ("failures below the threshold", failing(2, active), "{}", 5.0, Healthy, Some(30.0)),
+            ("failures at the threshold", failing(3, active), "{}", 5.0, Unhealthy, Some(30.0)),
+            ("failures past the threshold", failing(7, active), "{}", 5.0, Unhealthy, Some(30.0)),
+            ("unhealthy before degraded", failing(3, degraded), "{}", 5.0, Unhealthy, Some(30.0)),
+            ("failing and silent: silence wins", failing(3, active), "{}", 45.0, Late, Some(60.0)),
+            ("a threshold of one failure", failing(1, active), one, 5.0, Unhealthy, Some(30.0)),
+            ("a higher threshold", failing(3, active), five, 5.0, Healthy, Some(30.0)),
+            ("failed is final", status("failed"), "{}", 5.0, Failed, None),
+            ("failed before offline", Vitals { reported: offline, ..status("failed") }, "{}", 5.0, Failed, None),
+            ("failed, never beat", Vitals { last_heartbeat: None, ..status("failed") }, "{}", 5.0, Failed, None),
+            ("paused is not a health", status("paused"), "{}", 5.0, Healthy, Some(30.0)),
+            ("never beat", added(), "{}", 5.0, Unknown, None),
+        ];
+        for (why, agent, json, t, health, next) in rows {
+            let a = assess(&agent, &policy(json), at(t));
+            assert_eq!((a.health, a.next_change), (health, next.map(at)), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_started_agent_has_a_startup_grace() {
+        let started = |last: Option<f64>| Vitals {
+            status: Some("active".into()),
+            last_heartbeat: last.map(at),
+            started_at: Some(t0()),
+            ..Vitals::default()
+        };
+        let offline = Vitals {
+            reported: ReportedField::Is(Reported::Offline),
+            ..started(None)
+        };
+        let short = r#"{"startup_grace": 5}"#;
+        // (why, agent, policies.json, seconds after the start, health, next change)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Vitals, &str, f64, Health, Option<f64>)> = vec![
+            ("no beat yet", started(None), "{}", 0.0, Unknown, Some(60.0)),
+            ("the grace itself", started(None), "{}", 60.0, Unknown, Some(60.0)),
+            ("past the grace", started(None), "{}", 60.001, Dead, None),
+            ("a beat before the start: in the grace", started(Some(-3600.0)), "{}", 59.0, Unknown, Some(60.0)),
+            ("a beat before the start: past it", started(Some(-3600.0)), "{}", 61.0, Dead, None),
+            ("a beat since the start: judged by beats", started(Some(5.0)), "{}", 20.0, Healthy, Some(35.0)),
+            ("a beat at the start counts", started(Some(0.0)), "{}", 20.0, Healthy, Some(30.0)),
+            ("a short grace", started(None), short, 5.0, Unknown, Some(5.0)),
+            ("past a short grace", started(None), short, 5.001, Dead, None),
+            ("offline while starting", offline, "{}", 100.0, Offline, None),
+        ];
+        for (why, agent, json, t, health, next) in rows {
+            let a = assess(&agent, &policy(json), at(t));
+            assert_eq!((a.health, a.next_change), (health, next.map(at)), "{why}");
+        }
+    }
+
+    #[test]
+    fn vitals_are_read_from_the_agent_file() {
+        assert_eq!(
+            Vitals::from_doc(&doc(r#"{"agent_id": "a"}"#)),
+            Vitals::default()
+        );
+        // (reported_status as written, as read)
+        let rows: &[(&str, ReportedField)] = &[
+            ("null", ReportedField::Missing),
+            (r#""ACTIVE""#, ReportedField::Is(Reported::Active)),
+            (r#""DEGRADED""#, ReportedField::Is(Reported::Degraded)),
+            (r#""OFFLINE""#, ReportedField::Is(Reported::Offline)),
+            (r#""degraded""#, ReportedField::Other),
+            (r#""BUSY""#, ReportedField::Other),
+            ("5", ReportedField::Other),
+        ];
+        for &(written, read) in rows {
+            let v = Vitals::from_doc(&doc(&format!(r#"{{"reported_status": {written}}}"#)));
+            assert_eq!(v.reported, read, "{written}");
+        }
+        let v = Vitals::from_doc(&doc(
+            r#"{"status": "active", "health": "late", "failures": 2, "heartbeat_count": 9,
+                "last_heartbeat": "2026-11-23T10:00:00Z", "started_at": "yesterday"}"#,
+        ));
+        assert_eq!(
+            v,
+            Vitals {
+                status: Some("active".into()),
+                reported: ReportedField::Missing,
+                last_heartbeat: Some(t0()),
+                started_at: None,
+                failures: 2,
+                heartbeat_count: 9,
+                recorded: Some(Late),
+            }
+        );
+        assert_eq!(
+            Vitals::from_doc(&doc(r#"{"health": "zombie"}"#)).recorded,
+            None
+        );
+    }
+
+    #[test]
+    fn each_health_change_has_its_event() {
+        use Level::{Error, Info, Warn};
+        // (from, to, seconds silent, (event kind, level, message))
+        #[rustfmt::skip]
+        let rows: &[(Option<Health>, Health, Option<f64>, Option<(K, Level, &str)>)] = &[
+            (None, Healthy, Some(0.0), Some((K::Alive, Info, "agent a1 sent its first beat"))),
+            (Some(Unknown), Healthy, None, Some((K::Alive, Info, "agent a1 sent its first beat"))),
+            (Some(Down), Healthy, Some(75.0), Some((K::Recovered, Info, "agent a1 is beating again (was down)"))),
+            (Some(Dead), Healthy, Some(300.0), Some((K::Recovered, Info, "agent a1 is beating again (was dead)"))),
+            (Some(Late), Healthy, Some(45.0), Some((K::Healthy, Info, "agent a1 is healthy again (was late)"))),
+            (Some(Unhealthy), Healthy, Some(1.0), Some((K::Healthy, Info, "agent a1 is healthy again (was unhealthy)"))),
+            (Some(Failed), Healthy, Some(1.0), Some((K::Healthy, Info, "agent a1 is healthy again (was failed)"))),
+            (Some(Healthy), Late, Some(45.0), Some((K::Late, Warn, "agent a1 missed a beat (45s silent)"))),
+            (Some(Late), Down, Some(75.0), Some((K::Down, Error, "agent a1 is down (1m15s silent)"))),
+            (Some(Down), Dead, Some(100.5), Some((K::Dead, Error, "agent a1 is dead (1m40s silent)"))),
+            (None, Dead, None, Some((K::Dead, Error, "agent a1 is dead (- silent)"))),
+            (Some(Healthy), Degraded, Some(1.0), Some((K::Degraded, Warn, "agent a1 reports DEGRADED"))),
+            (Some(Healthy), Unhealthy, Some(1.0), Some((K::Unhealthy, Error, "agent a1 failed too often in a row"))),
+            (Some(Healthy), Offline, Some(1.0), Some((K::Offline, Info, "agent a1 reports OFFLINE"))),
+            (Some(Healthy), Failed, Some(1.0), Some((K::Failed, Error, "agent a1 has failed for good"))),
+            (Some(Healthy), Healthy, Some(1.0), None),
+            (Some(Dead), Dead, Some(500.0), None),
+            (None, Unknown, None, None),
+            (Some(Healthy), Unknown, None, None),
+        ];
+        for &(from, to, silent, expected) in rows {
+            let got = Transition::between(from, to, silent).map(|t| {
+                let e = t.event("a1");
+                assert_eq!(e.kind, t.kind.as_str());
+                (t.kind, e.level, e.message)
+            });
+            assert_eq!(
+                got,
+                expected.map(|(k, l, m)| (k, l, m.to_string())),
+                "{from:?} -> {to:?}"
+            );
+        }
+        let e = Transition::between(Some(Late), Down, Some(75.0))
+            .unwrap()
+            .event("a1");
+        assert_eq!(
+            (e.kind.as_str(), e.agent.as_deref(), e.details),
+            (
+                "agent.down",
+                Some("a1"),
+                json!({"from": "late", "to": "down", "silent_seconds": 75.0})
+            )
+        );
+        let e = Transition::between(None, Healthy, None)
+            .unwrap()
+            .event("a1");
+        assert_eq!(
+            e.details,
+            json!({"from": "unknown", "to": "healthy", "silent_seconds": null})
+        );
+    }
+
+    /// One row of the beat table: an agent, a beat, and what the beat decides.
+    struct BeatRow {
+        why: &'static str,
+        agent: Vitals,
+        report: Option<Reported>,
+        /// Seconds after t0.
+        at: f64,
+        /// `reported_status` written, failures reset, status made active.
+        fields: (Option<Reported>, bool, bool),
+        health: Health,
+        record: Option<Health>,
+        /// The event's kind and the health it comes from.
+        event: Option<(K, Health)>,
+    }
+
+    #[test]
+    fn a_beat_records_itself_and_its_health_change() {
+        let active = Some(Reported::Active);
+        let recorded = |h| Vitals {
+            recorded: Some(h),
+            ..beating()
+        };
+        let starting = Vitals {
+            status: Some("active".into()),
+            started_at: Some(t0()),
+            recorded: Some(Unknown),
+            ..Vitals::default()
+        };
+        let nothing = (None, false, false);
+        #[rustfmt::skip]
+        let rows = vec![
+            BeatRow { why: "the first beat of a new agent", agent: added(), report: None, at: 0.0,
+                fields: (active, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+            BeatRow { why: "a file without status or health", agent: Vitals::default(), report: None, at: 0.0,
+                fields: (active, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+            BeatRow { why: "on time: no health change", agent: beating(), report: None, at: 20.0,
+                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "late, unobserved: nothing to log", agent: beating(), report: None, at: 45.0,
+                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "down, unobserved: the recovery is logged", agent: beating(), report: None, at: 75.0,
+                fields: nothing, health: Healthy, record: None, event: Some((K::Recovered, Down)) },
+            BeatRow { why: "dead, unobserved: the recovery is logged", agent: beating(), report: None, at: 300.0,
+                fields: nothing, health: Healthy, record: None, event: Some((K::Recovered, Dead)) },
+            BeatRow { why: "observed late: healthy again", agent: recorded(Late), report: None, at: 45.0,
+                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Late)) },
+            BeatRow { why: "observed down: recovered", agent: recorded(Down), report: None, at: 75.0,
+                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Down)) },
+            BeatRow { why: "recorded dead, a recent beat: recovered", agent: recorded(Dead), report: None, at: 5.0,
+                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
+            BeatRow { why: "reporting DEGRADED", agent: beating(), report: Some(Reported::Degraded), at: 5.0,
+                fields: (Some(Reported::Degraded), false, false), health: Degraded, record: Some(Degraded), event: Some((K::Degraded, Healthy)) },
+            BeatRow { why: "reporting ACTIVE resets failures", agent: Vitals { failures: 3, ..recorded(Unhealthy) }, report: active, at: 5.0,
+                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Unhealthy)) },
+            BeatRow { why: "a plain beat keeps failures", agent: Vitals { failures: 3, ..recorded(Unhealthy) }, report: None, at: 5.0,
+                fields: nothing, health: Unhealthy, record: None, event: None },
+            BeatRow { why: "unrecorded failures show on a beat", agent: Vitals { failures: 3, ..beating() }, report: None, at: 5.0,
+                fields: nothing, health: Unhealthy, record: Some(Unhealthy), event: Some((K::Unhealthy, Healthy)) },
+            BeatRow { why: "reporting OFFLINE", agent: beating(), report: Some(Reported::Offline), at: 5.0,
+                fields: (Some(Reported::Offline), false, false), health: Offline, record: Some(Offline), event: Some((K::Offline, Healthy)) },
+            BeatRow { why: "an offline agent stays offline", agent: Vitals { reported: ReportedField::Is(Reported::Offline), ..recorded(Offline) }, report: None, at: 500.0,
+                fields: nothing, health: Offline, record: None, event: None },
+            BeatRow { why: "a failed agent that beats is active", agent: Vitals { status: Some("failed".into()), ..recorded(Failed) }, report: None, at: 5.0,
+                fields: (None, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Failed)) },
+            BeatRow { why: "a paused agent stays paused", agent: Vitals { status: Some("paused".into()), ..beating() }, report: None, at: 5.0,
+                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "another status is kept", agent: Vitals { status: Some("stopped".into()), ..beating() }, report: None, at: 5.0,
+                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "an unknown report is kept", agent: Vitals { reported: ReportedField::Other, ..beating() }, report: None, at: 5.0,
+                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "started, first beat in the grace", agent: starting.clone(), report: None, at: 10.0,
+                fields: (active, false, false), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+            BeatRow { why: "started, first beat after the grace", agent: starting.clone(), report: None, at: 100.0,
+                fields: (active, false, false), health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
+            BeatRow { why: "a file that lost its health", agent: Vitals { recorded: None, ..beating() }, report: None, at: 5.0,
+                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+        ];
+        for row in rows {
+            let d = decide_beat(&row.agent, row.report, &defaults(), at(row.at));
+            let why = row.why;
+            assert_eq!(d.heartbeat_count, row.agent.heartbeat_count + 1, "{why}");
+            assert_eq!(
+                (d.reported, d.reset_failures, d.activate),
+                row.fields,
+                "{why}: fields"
+            );
+            assert_eq!(d.health, row.health, "{why}: health");
+            assert_eq!(d.change.record, row.record, "{why}: recorded health");
+            assert_eq!(
+                d.change.transition.map(|t| (t.kind, t.from)),
+                row.event,
+                "{why}: event"
+            );
+        }
+        // The silence a recovery reports is the silence before the beat.
+        let d = decide_beat(&beating(), None, &defaults(), at(300.0));
+        assert_eq!(d.change.transition.unwrap().silent_for, Some(300.0));
+    }
+
+    #[test]
+    fn an_observer_records_each_change_once() {
+        let recorded = |h| Vitals {
+            recorded: Some(h),
+            ..beating()
+        };
+        let restarting = Vitals {
+            started_at: Some(at(1.0)),
+            ..recorded(Healthy)
+        };
+        let reset = Vitals {
+            failures: 0,
+            ..recorded(Unhealthy)
+        };
+        let given_up = Vitals {
+            status: Some("failed".into()),
+            ..recorded(Dead)
+        };
+        let unknown = Vitals {
+            recorded: Some(Unknown),
+            ..added()
+        };
+        // (why, agent, seconds after t0, health, event kind)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Vitals, f64, Health, Option<K>)> = vec![
+            ("on time, recorded healthy", recorded(Healthy), 5.0, Healthy, None),
+            ("late", recorded(Healthy), 45.0, Late, Some(K::Late)),
+            ("down after late", recorded(Late), 75.0, Down, Some(K::Down)),
+            ("dead, never seen down", recorded(Healthy), 100.0, Dead, Some(K::Dead)),
+            ("dead, recorded dead", recorded(Dead), 200.0, Dead, None),
+            ("never beat, nothing recorded", added(), 5.0, Unknown, None),
+            ("never beat, recorded unknown", unknown, 5.0, Unknown, None),
+            ("restarting: recorded, not logged", restarting, 5.0, Unknown, None),
+            ("failures reset by hand", reset, 5.0, Healthy, Some(K::Healthy)),
+            ("given up on", given_up, 500.0, Failed, Some(K::Failed)),
+        ];
+        for (why, agent, t, health, kind) in rows {
+            let d = decide_observe(&agent, &defaults(), at(t));
+            assert_eq!(d.assessment.health, health, "{why}");
+            let changed = agent.recorded.unwrap_or(Unknown) != health;
+            assert_eq!(d.change.record, changed.then_some(health), "{why}: record");
+            assert_eq!(d.change.transition.map(|t| t.kind), kind, "{why}: event");
+            // Once recorded, the change is not seen again.
+            let after = Vitals {
+                recorded: Some(health),
+                ..agent
+            };
+            assert!(
+                decide_observe(&after, &defaults(), at(t)).change.is_empty(),
+                "{why}: twice"
+            );
+        }
+    }
+
+    #[test]
+    fn failures_in_a_row_make_an_agent_unhealthy() {
+        let one = r#"{"failure_threshold": 1}"#;
+        // (why, failures before, policies.json, last beat, recorded, seconds after t0,
+        // consecutive after, health to record, event kind)
+        #[rustfmt::skip]
+        let rows: &[(&str, u64, &str, Option<f64>, Health, f64, u64, Option<Health>, Option<K>)] = &[
+            ("a first failure", 0, "{}", Some(0.0), Healthy, 5.0, 1, None, None),
+            ("one short of the threshold", 1, "{}", Some(0.0), Healthy, 5.0, 2, None, None),
+            ("at the threshold", 2, "{}", Some(0.0), Healthy, 5.0, 3, Some(Unhealthy), Some(K::Unhealthy)),
+            ("past it, recorded", 3, "{}", Some(0.0), Unhealthy, 5.0, 4, None, None),
+            ("a threshold of one", 0, one, Some(0.0), Healthy, 5.0, 1, Some(Unhealthy), Some(K::Unhealthy)),
+            ("never beat: stays unknown", 2, "{}", None, Unknown, 5.0, 3, None, None),
+            ("silent: the silence is recorded", 0, "{}", Some(0.0), Healthy, 100.0, 1, Some(Dead), Some(K::Dead)),
+        ];
+        for &(why, before, json, last, recorded, t, after, record, kind) in rows {
+            let agent = Vitals {
+                failures: before,
+                last_heartbeat: last.map(at),
+                recorded: Some(recorded),
+                ..beating()
+            };
+            let d = decide_failure(&agent, &policy(json), at(t));
+            assert_eq!(d.consecutive, after, "{why}");
+            assert_eq!(d.change.record, record, "{why}: record");
+            assert_eq!(d.change.transition.map(|t| t.kind), kind, "{why}: event");
+        }
+        let e = decide_failure(&beating(), &defaults(), at(1.0)).event("a1", "tool call timed out");
+        assert_eq!(
+            (e.level, e.kind.as_str(), e.message.as_str(), e.details),
+            (
+                Level::Warn,
+                "agent.failure",
+                "agent a1 failed (1 in a row): tool call timed out",
+                json!({"reason": "tool call timed out", "consecutive": 1})
+            )
+        );
+    }
+
+    #[test]
+    fn the_reply_asks_for_the_most_urgent_thing() {
+        let summarize = Some(Directive::summarize_context());
+        let custom = Some(Directive {
+            action: "restart".into(),
+            reason: None,
+        });
+        let stop = |why| Some(("stop", Some(why)));
+        // (why, cell status, spend, pending, agent paused, (directive, reason))
+        #[rustfmt::skip]
+        let rows: Vec<(&str, &str, State, Option<Directive>, bool, Option<(&str, Option<&str>)>)> = vec![
+            ("nothing to ask", "active", State::Ok, None, false, None),
+            ("a paused cell", "paused", State::Ok, None, false, stop("cell_paused")),
+            ("a completed cell first", "completed", State::Breach, summarize.clone(), true, stop("cell_completed")),
+            ("a spend breach before a summary", "active", State::Breach, summarize.clone(), true, stop("budget_reached")),
+            ("a spend warning does not stop", "active", State::Warning, None, false, None),
+            ("a compaction's summary", "active", State::Warning, summarize.clone(), false, Some(("summarize", Some("context_budget")))),
+            ("a pending directive before a paused agent", "active", State::Ok, custom, true, Some(("restart", None))),
+            ("a paused agent", "active", State::Ok, None, true, stop("agent_paused")),
+        ];
+        for (why, cell, spend, pending, paused, expected) in rows {
+            let d = decide_reply(&ReplyState {
+                cell_status: cell.into(),
+                spend,
+                pending,
+                agent_paused: paused,
+            });
+            assert_eq!(
+                d.as_ref().map(|d| (d.action.as_str(), d.reason.as_deref())),
+                expected,
+                "{why}"
+            );
+        }
+        // A pending directive as the agent file holds it.
+        #[rustfmt::skip]
+        let rows: &[(Value, Option<(&str, Option<&str>)>)] = &[
+            (json!({"action": "summarize", "reason": "context_budget", "summary": "s"}), Some(("summarize", Some("context_budget")))),
+            (json!({"reason": "operator"}), Some(("summarize", Some("operator")))),
+            (json!({"action": "stop", "reason": 5}), Some(("stop", None))),
+            (json!({}), Some(("summarize", None))),
+            (json!("summarize"), None),
+            (Value::Null, None),
+        ];
+        for (pending, expected) in rows {
+            let d = Directive::from_pending(pending);
+            assert_eq!(
+                d.as_ref().map(|d| (d.action.as_str(), d.reason.as_deref())),
+                *expected,
+                "{pending}"
+            );
+        }
+    }
+}
