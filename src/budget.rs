@@ -106,7 +106,12 @@ pub fn context_changed(
     let (cell_doc, policies) = policy_layers(store, cell)?;
     let (decision, doc) = store::transact(store, cell, now, |txn| {
         let mut doc = read_agent(txn, agent)?;
-        let policy = Policy::resolve(cell_doc.as_ref(), policies.as_ref(), Some(&doc));
+        let policy = Policy::resolve(
+            store.root_policies(),
+            cell_doc.as_ref(),
+            policies.as_ref(),
+            Some(&doc),
+        );
         let Some(decision) = rules::decide_context(
             &ContextFacts::from_doc(&doc),
             &ContextPolicy::from_policy(&policy),
@@ -217,7 +222,12 @@ pub fn spend_changed(
     let totals = cell_spend(store, cell)?;
     let decision = store::transact(store, cell, now, |txn| {
         let mut doc = read_agent(txn, agent)?;
-        let policy = Policy::resolve(cell_doc.as_ref(), policies.as_ref(), Some(&doc));
+        let policy = Policy::resolve(
+            store.root_policies(),
+            cell_doc.as_ref(),
+            policies.as_ref(),
+            Some(&doc),
+        );
         let decision = rules::decide_spend(
             Spent::of_agent(&doc),
             doc.str("spend_state").unwrap_or("ok"),
@@ -406,7 +416,12 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
     let mut worst = State::Ok;
     let mut rows = Vec::new();
     for a in &agents {
-        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(a));
+        let policy = Policy::resolve(
+            store.root_policies(),
+            Some(&cell_doc),
+            policies.as_ref(),
+            Some(a),
+        );
         let ctx = context_state(a.u64("ctx_used"), a.u64("ctx_limit"), &policy);
         let (spend, reason) = spend_state(a, &policy, totals);
         let flag = a.str("budget_flag").map(str::to_string);

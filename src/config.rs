@@ -87,6 +87,14 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
     Ok(config)
 }
 
+/// The file store at `root` with its `pas.toml` policy layer (for threads that open their
+/// own store, like `pas top`'s loader).
+pub fn open(root: std::path::PathBuf) -> Result<crate::store::FsStore> {
+    let store = crate::store::FsStore::new(root);
+    let config = load(&store)?;
+    Ok(store.with_root_policies(config.policies))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -191,7 +191,12 @@ pub fn beat(
             Error::not_found(format!("no agent {agent_id} in cell {cell}"))
                 .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
         })?;
-        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let policy = Policy::resolve(
+            store.root_policies(),
+            Some(&cell_doc),
+            policies.as_ref(),
+            Some(&doc),
+        );
         let decision = rules::decide_beat(
             &Vitals::from_doc(&doc),
             report.status,
@@ -301,7 +306,12 @@ pub fn observe_cell_with(
     now: DateTime<Utc>,
 ) -> Result<(Vec<Observed>, Vec<Error>)> {
     // Most agents have no policies of their own: they share the cell's, resolved once.
-    let cell_policy = Arc::new(Policy::resolve(Some(cell_doc), policies, None));
+    let cell_policy = Arc::new(Policy::resolve(
+        store.root_policies(),
+        Some(cell_doc),
+        policies,
+        None,
+    ));
     let cell_rules = HealthPolicy::from_policy(&cell_policy);
     let mut observed = Vec::new();
     let mut errors = Vec::new();
@@ -315,7 +325,8 @@ pub fn observe_cell_with(
             }
         };
         let (policy, rules_of) = if doc.get("policies").is_some_and(Value::is_object) {
-            let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+            let policy =
+                Policy::resolve(store.root_policies(), Some(cell_doc), policies, Some(&doc));
             let r = HealthPolicy::from_policy(&policy);
             (Arc::new(policy), r)
         } else {
@@ -340,7 +351,8 @@ pub fn observe_cell_with(
                 let Some(mut doc) = txn.read(FileKey::Agent(id))? else {
                     continue;
                 };
-                let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+                let policy =
+                    Policy::resolve(store.root_policies(), Some(cell_doc), policies, Some(&doc));
                 let seen = rules::decide_observe(
                     &Vitals::from_doc(&doc),
                     &HealthPolicy::from_policy(&policy),
@@ -390,7 +402,12 @@ pub fn record_failure(
         let mut doc = txn
             .read(FileKey::Agent(agent_id))?
             .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell}")))?;
-        let policy = Policy::resolve(Some(&cell_doc), policies.as_ref(), Some(&doc));
+        let policy = Policy::resolve(
+            store.root_policies(),
+            Some(&cell_doc),
+            policies.as_ref(),
+            Some(&doc),
+        );
         let decision = rules::decide_failure(
             &Vitals::from_doc(&doc),
             &HealthPolicy::from_policy(&policy),

@@ -5,8 +5,6 @@
 //! Every value remembers where it came from, so `pas policy show` can say why an agent is
 //! treated the way it is.
 
-use std::sync::OnceLock;
-
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
@@ -42,14 +40,6 @@ impl Source {
             Source::Agent => "agent file policies",
         }
     }
-}
-
-/// The root-wide layer, read from `pas.toml` once per process (a process serves one root).
-static ROOT_LAYER: OnceLock<Map<String, Value>> = OnceLock::new();
-
-/// Installs the root-wide layer every later [`Policy::resolve`] applies; the first call wins.
-pub fn install_root_layer(layer: Map<String, Value>) {
-    let _ = ROOT_LAYER.set(layer);
 }
 
 /// The built-in defaults, in the order `pas policy show` lists them, with what each means.
@@ -172,7 +162,14 @@ pub struct Policy {
 
 impl Policy {
     /// Resolves the layers; any layer may be missing.
-    pub fn resolve(cell: Option<&Doc>, file: Option<&Doc>, agent: Option<&Doc>) -> Policy {
+    /// `root` is the root-wide layer (`pas.toml` `[policies]`), which travels with the
+    /// store ([`Store::root_policies`]).
+    pub fn resolve(
+        root: &Map<String, Value>,
+        cell: Option<&Doc>,
+        file: Option<&Doc>,
+        agent: Option<&Doc>,
+    ) -> Policy {
         let mut settings: Vec<Setting> = defaults()
             .into_iter()
             .map(|(key, value, _)| Setting {
@@ -189,7 +186,7 @@ impl Policy {
             .and_then(|a| a.get("policies"))
             .and_then(Value::as_object);
         for (layer, source) in [
-            (ROOT_LAYER.get(), Source::RootConfig),
+            (Some(root), Source::RootConfig),
             (cell_layer, Source::CellJson),
             (file_layer, Source::PoliciesFile),
             (agent_layer, Source::Agent),
@@ -327,7 +324,12 @@ impl Policy {
 pub fn load(store: &dyn Store, cell: &str, agent: Option<&Doc>) -> Result<Policy> {
     let cell_doc = store.read(cell, FileKey::Cell)?;
     let file = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    Ok(Policy::resolve(cell_doc.as_ref(), file.as_ref(), agent))
+    Ok(Policy::resolve(
+        store.root_policies(),
+        cell_doc.as_ref(),
+        file.as_ref(),
+        agent,
+    ))
 }
 
 #[cfg(test)]
@@ -344,7 +346,12 @@ mod tests {
         let cell = doc(r#"{"policies": {"auto_revive": "ask", "heartbeat_interval": 10}}"#);
         let file = doc(r#"{"heartbeat_interval": 5, "custom": 1}"#);
         let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
-        let p = Policy::resolve(Some(&cell), Some(&file), Some(&agent));
+        let p = Policy::resolve(
+            &serde_json::Map::new(),
+            Some(&cell),
+            Some(&file),
+            Some(&agent),
+        );
         let find = |k: &str| p.settings().iter().find(|s| s.key == k).unwrap().clone();
         assert_eq!(find("auto_revive").source, Source::CellJson);
         assert_eq!(find("heartbeat_interval").value, json!(5));
@@ -358,7 +365,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_seeds_numbers() {
-        let p = Policy::resolve(None, None, None);
+        let p = Policy::resolve(&serde_json::Map::new(), None, None, None);
         assert_eq!(p.heartbeat_interval(), 30.0);
         assert_eq!(p.down_after(), 60.0);
         assert_eq!(p.heartbeat_ttl(), 90.0);
@@ -367,7 +374,7 @@ mod tests {
     #[test]
     fn nonsense_values_fall_back_to_defaults() {
         let file = doc(r#"{"heartbeat_interval": "soon", "misses_down": -1}"#);
-        let p = Policy::resolve(None, Some(&file), None);
+        let p = Policy::resolve(&serde_json::Map::new(), None, Some(&file), None);
         assert_eq!(p.heartbeat_interval(), 30.0);
         assert_eq!(p.down_after(), 60.0);
     }

@@ -225,7 +225,12 @@ fn revive_agent(
         return Ok(None);
     }
     let doc = ctx.reread()?;
-    let policy = Policy::resolve(Some(cell_doc), policies, Some(&doc));
+    let policy = Policy::resolve(
+        ctx.store.root_policies(),
+        Some(cell_doc),
+        policies,
+        Some(&doc),
+    );
     let mut state = State::from_doc(&doc, process_of(&doc), &policy, ctx.now);
     let mut stopped_hung = false;
     for _ in 0..MAX_STEPS {
@@ -628,7 +633,12 @@ pub fn fail_for_good(
     let healthy = |id: &str| -> bool {
         match store.read(cell, FileKey::Agent(id)) {
             Ok(Some(d)) => {
-                let p = Policy::resolve(cell_doc.as_ref(), policies.as_ref(), Some(&d));
+                let p = Policy::resolve(
+                    store.root_policies(),
+                    cell_doc.as_ref(),
+                    policies.as_ref(),
+                    Some(&d),
+                );
                 d.str("status") != Some("failed")
                     && health::assess(&d, &p, now).health == Health::Healthy
             }

@@ -596,7 +596,7 @@ mod tests {
     #[test]
     fn waits_end_on_the_documented_states() {
         let now = clock::parse("2026-01-01T00:01:00Z").unwrap();
-        let policy = Policy::resolve(None, None, None);
+        let policy = Policy::resolve(&serde_json::Map::new(), None, None, None);
         let exited_active = doc(
             r#"{"status": "active", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "exit", "code": 1}}"#,
         );

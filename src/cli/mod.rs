@@ -208,11 +208,11 @@ pub fn run() -> ExitCode {
             return report(&e);
         }
     }
-    let store = FsStore::new(root);
+    let mut store = FsStore::new(root);
     // Writing scripts and man pages needs no policy, so a broken pas.toml cannot block them.
     if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
         match crate::config::load(&store) {
-            Ok(config) => crate::policy::install_root_layer(config.policies),
+            Ok(config) => store = store.with_root_policies(config.policies),
             Err(e) => return report(&with_outcome(e, 0)),
         }
     }

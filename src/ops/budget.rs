@@ -553,7 +553,7 @@ mod tests {
     }
 
     fn policy(json: &str) -> Policy {
-        Policy::resolve(None, Some(&doc(json)), None)
+        Policy::resolve(&serde_json::Map::new(), None, Some(&doc(json)), None)
     }
 
     fn context(json: &str) -> ContextPolicy {

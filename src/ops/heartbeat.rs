@@ -606,7 +606,12 @@ mod tests {
 
     /// The health policy of a `config/policies.json`.
     fn policy(json: &str) -> HealthPolicy {
-        HealthPolicy::from_policy(&Policy::resolve(None, Some(&doc(json)), None))
+        HealthPolicy::from_policy(&Policy::resolve(
+            &serde_json::Map::new(),
+            None,
+            Some(&doc(json)),
+            None,
+        ))
     }
 
     fn defaults() -> HealthPolicy {
@@ -676,7 +681,12 @@ mod tests {
         // An agent's own policies override the cell's.
         let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
         let cell = doc(r#"{"heartbeat_interval": 10}"#);
-        let p = HealthPolicy::from_policy(&Policy::resolve(None, Some(&cell), Some(&agent)));
+        let p = HealthPolicy::from_policy(&Policy::resolve(
+            &serde_json::Map::new(),
+            None,
+            Some(&cell),
+            Some(&agent),
+        ));
         assert_eq!(
             (p.interval, p.down_after, p.dead_after),
             (10.0, 20.0, 600.0)

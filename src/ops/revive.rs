@@ -564,7 +564,7 @@ mod tests {
 
     fn policy(layer: &Value) -> Policy {
         let doc = Doc::from_map(layer.as_object().unwrap().clone());
-        Policy::resolve(None, Some(&doc), None)
+        Policy::resolve(&serde_json::Map::new(), None, Some(&doc), None)
     }
 
     /// `layer` with `key` set.

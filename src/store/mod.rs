@@ -112,6 +112,8 @@ pub trait Store {
     /// cells, checkpoint generations), so a command that fails can say whether it changed
     /// anything.
     fn commits(&self) -> usize;
+    /// The root-wide policy layer (`pas.toml` `[policies]`; empty without one).
+    fn root_policies(&self) -> &serde_json::Map<String, serde_json::Value>;
     /// Ids of all cells (directories holding `cell.json`), sorted.
     fn cell_ids(&self) -> Result<Vec<String>>;
     /// Whether `cell` exists (has a `cell.json`).
@@ -329,6 +331,9 @@ pub struct FsStore {
     /// Changes this store committed, so a failing command can say whether it changed
     /// anything before it failed.
     commits: std::sync::atomic::AtomicUsize,
+    /// The root-wide policy layer (`pas.toml` `[policies]`), given by whoever opened the
+    /// store: it travels with the store, not in a process-wide global.
+    root_policies: serde_json::Map<String, serde_json::Value>,
 }
 
 fn root_hint() -> &'static str {
@@ -357,7 +362,17 @@ impl FsStore {
             root: root.into(),
             root_fd: OnceLock::new(),
             commits: std::sync::atomic::AtomicUsize::new(0),
+            root_policies: serde_json::Map::new(),
         }
+    }
+
+    /// This store with the root-wide policy layer read from its `pas.toml`.
+    pub fn with_root_policies(
+        mut self,
+        policies: serde_json::Map<String, serde_json::Value>,
+    ) -> FsStore {
+        self.root_policies = policies;
+        self
     }
 
     pub(crate) fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
@@ -567,6 +582,10 @@ impl Store for FsStore {
 
     fn changes(&self, sink: changes::Sink) -> Box<dyn changes::ChangeFeed> {
         Box::new(changes::Changes::start(self, sink))
+    }
+
+    fn root_policies(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.root_policies
     }
 
     fn commits(&self) -> usize {

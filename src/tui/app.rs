@@ -232,7 +232,8 @@ fn spawn_loader(
     let (tx, rx) = mpsc::channel::<ToLoader>();
     let changes_tx = tx.clone();
     std::thread::spawn(move || {
-        let store = FsStore::new(root);
+        // pas.toml was checked when top started; if it broke since, defaults apply.
+        let store = crate::config::open(root.clone()).unwrap_or_else(|_| FsStore::new(root));
         let changes = store.changes(Box::new(move |c| {
             changes_tx.send(ToLoader::Changed(c)).is_ok()
         }));
@@ -343,7 +344,8 @@ fn load_loop(
 /// Runs a confirmed action on its own thread, through the code of the matching command.
 fn spawn_action(root: PathBuf, action: Action, out: Sender<FromBackground>) {
     std::thread::spawn(move || {
-        let store = FsStore::new(root);
+        // pas.toml was checked when top started; if it broke since, defaults apply.
+        let store = crate::config::open(root.clone()).unwrap_or_else(|_| FsStore::new(root));
         let result = act(&store, &action);
         process::reap_children();
         let message = match result {
