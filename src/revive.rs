@@ -94,15 +94,18 @@ impl Ctx<'_> {
 
     /// Changes the agent file and records the event that says so, in one transaction.
     fn commit(&self, change: &mut dyn FnMut(&mut Doc), event: Option<NewEvent>) -> Result<Doc> {
-        store::transact(self.store, self.cell, self.now, |txn| {
-            let mut d = txn.read_required(FileKey::Agent(self.agent))?;
-            change(&mut d);
-            txn.put(FileKey::Agent(self.agent), d.clone());
-            if let Some(e) = &event {
-                txn.event(e.clone());
-            }
-            Ok(d)
-        })
+        let events = event.into_iter().collect();
+        store::update_agent_with(
+            self.store,
+            self.cell,
+            self.agent,
+            self.now,
+            events,
+            &mut |d| {
+                change(d);
+                Ok(())
+            },
+        )
     }
 
     /// An event about this agent.

@@ -288,13 +288,7 @@ pub fn update_agent(
     agent: &str,
     change: &mut dyn FnMut(&mut Doc) -> Result<()>,
 ) -> Result<Doc> {
-    update(
-        store,
-        cell,
-        FileKey::Agent(agent),
-        Durability::Durable,
-        change,
-    )
+    update_agent_with(store, cell, agent, chrono::Utc::now(), Vec::new(), change)
 }
 
 /// Finishes a change that an interrupted writer committed but did not apply (any writer of

@@ -289,3 +289,24 @@ fn the_root_comes_from_pas_root_when_no_flag_is_given() {
     let id = String::from_utf8(out.stdout).unwrap();
     assert!(root.cell_dir(id.trim()).join("cell.json").is_file());
 }
+
+#[test]
+fn cell_create_with_an_id_is_safe_to_retry_and_refuses_a_bad_or_taken_id() {
+    let root = Root::new();
+    let id = root.ok(&["cell", "create", "--name", "review", "--id", "c-review"]);
+    assert_eq!(id, "c-review");
+    // A retry after an unknown outcome finds the cell it made and creates nothing.
+    let before = root.snapshot();
+    assert_eq!(
+        root.ok(&["cell", "create", "--name", "review", "--id", "c-review"]),
+        "c-review"
+    );
+    assert_eq!(root.snapshot(), before, "a retry changes nothing");
+    assert_eq!(root.event_kinds("c-review"), ["cell.created"]);
+    // Another mission under that id, or an id that cannot be a directory name: refused.
+    root.run(&["cell", "create", "--name", "other", "--id", "c-review"])
+        .refused(4, "already exists as mission \"review\"");
+    root.run(&["cell", "create", "--name", "other", "--id", "../x"])
+        .refused(2, "invalid cell id");
+    assert_eq!(root.snapshot(), before, "refusals change nothing");
+}
