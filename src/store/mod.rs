@@ -84,8 +84,6 @@ pub struct Workspace {
     pub store_args: Vec<std::ffi::OsString>,
     /// Environment that leads a child back to this store (`PAS_ROOT`).
     pub env: Vec<(String, std::ffi::OsString)>,
-    /// The local directory of a checkpoint generation, for `PAS_CHECKPOINT`.
-    pub checkpoints: PathBuf,
 }
 
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
@@ -570,7 +568,6 @@ impl Store for FsStore {
                 .map_or_else(String::new, |a| self.describe_log(cell, LogFile::Agent(a))),
             store_args: vec!["--root".into(), root.clone().into_os_string()],
             env: vec![("PAS_ROOT".to_string(), root.clone().into_os_string())],
-            checkpoints: root.join(cell).join("checkpoints"),
         })
     }
 
