@@ -68,7 +68,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
         let toml::Value::Table(policies) = value else {
             return Err((find_line(&name), "`policies` must be a table".to_string()));
         };
-        let known: Vec<&str> = crate::policy::defaults()
+        let known: Vec<&str> = crate::ops::policy::defaults()
             .iter()
             .map(|(key, _, _)| *key)
             .collect();

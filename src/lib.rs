@@ -5,46 +5,35 @@
 //! the API: other programs read and write them too, so pas writes every file atomically,
 //! keeps fields it does not know, and takes a lock for every read-modify-write.
 //!
-//! Layers, top to bottom:
-//! - [`cli`]: clap definitions and rendering; no rules;
-//! - domain modules ([`cell`], [`agent`], [`task`], [`heartbeat`], [`budget`], [`queue`],
-//!   [`validate`]): each operation reads in a store transaction and applies a decision;
-//! - [`ops`]: the pure rules those decisions come from, `decide(state, policy, now)`;
-//! - [`store`]: the only code that touches the filesystem.
+//! Layers, top to bottom; each uses only those below it:
+//! - [`cli`]: clap definitions, one file per command, and rendering through one printer;
+//!   no rules. [`tui`] is `pas top`.
+//! - [`ops`]: the operations (revive, watch, heartbeat, queue, budget, checkpoint,
+//!   supervise, status, ...). Each reads a cell in one store transaction, asks a pure rule
+//!   `decide(state, policy, now)` what to do, and applies the answer in that transaction.
+//! - [`model`]: the typed documents (cell, agent, task, reservations, config files, event
+//!   kinds), which keep unknown fields and key order.
+//! - [`store`]: the only code that touches files: layout, ids, atomic commits, locks, the
+//!   events chain, blobs, change notification, behind a trait with no paths in it.
+//!
+//! Beside them, small shared pieces: [`error`] (the error type and exit codes), [`output`]
+//! (the printer), [`doc`] (a JSON document that keeps key order), [`clock`], [`units`],
+//! [`config`] (the root's `pas.toml`), [`process`] (OS processes), [`templates`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod agent;
-pub mod budget;
-pub mod cell;
-pub mod checkpoint;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod demo;
 pub mod doc;
 pub mod error;
-pub mod events;
-pub mod health;
-pub mod heartbeat;
-pub mod mission;
 pub mod model;
 pub mod ops;
 pub mod output;
-pub mod permissions;
-pub mod policy;
 pub mod process;
-pub mod queue;
-pub mod reservation;
-pub mod revive;
-pub mod status;
 pub mod store;
-pub mod supervisor;
-pub mod task;
 pub mod templates;
 pub mod tui;
 pub mod units;
-pub mod validate;
-pub mod watch;
 
 pub use cli::run;

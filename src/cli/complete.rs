@@ -150,11 +150,11 @@ fn cell_in_words(store: &FsStore, words: &[OsString]) -> Option<String> {
         .skip(1)
         .map(|w| w.to_string_lossy().into_owned())
         .filter(|w| !w.is_empty() && !w.starts_with('-'))
-        .find_map(|w| crate::cell::resolve(store, &w).ok())
+        .find_map(|w| crate::ops::cell::resolve(store, &w).ok())
         .or_else(|| {
             std::env::var("PAS_CELL")
                 .ok()
-                .and_then(|c| crate::cell::resolve(store, &c).ok())
+                .and_then(|c| crate::ops::cell::resolve(store, &c).ok())
         })
 }
 

@@ -251,7 +251,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Man(a) => man::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
-            crate::supervisor::supervise(&ctx.store, &cell, &agent)
+            crate::ops::supervisor::supervise(&ctx.store, &cell, &agent)
         }
     }
 }
@@ -266,7 +266,7 @@ fn demo(ctx: &Ctx) -> Result<()> {
     ));
     // The demo's agent script and mission file go next to its cells.
     let work = ctx.store.root().join(".demo");
-    let cell = crate::demo::run(
+    let cell = crate::ops::demo::run(
         &ctx.store,
         &work,
         &exe,

@@ -107,7 +107,7 @@ impl Field for Quantity {
 layer_record! {
     /// A layer of policy: `config/policies.json`, or the `policies` object of `cell.json`
     /// or of an agent file. Every key is optional: absent means a lower layer (or the
-    /// built-in default) decides. The keys are those of `crate::policy::defaults()` (a test
+    /// built-in default) decides. The keys are those of `crate::ops::policy::defaults()` (a test
     /// keeps them equal); their meanings are documented there and in `docs/policies.md`.
     ///
     /// Values of the wrong type read as not set and are listed in `unusable` (the resolver

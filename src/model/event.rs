@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_kinds_built_from_states_are_the_ones_the_code_formats() {
-        use crate::budget::State;
+        use crate::ops::budget::State;
         for (ours, theirs) in [
             (BudgetState::Ok, State::Ok),
             (BudgetState::Warning, State::Warning),

@@ -59,7 +59,7 @@ record! {
 }
 
 impl Reservation {
-    /// The amounts of the four quota resources, in `crate::reservation::RESOURCES` order
+    /// The amounts of the four quota resources, in `crate::ops::reservation::RESOURCES` order
     /// (cpu, memory, gpu, gpu_memory).
     pub fn amounts(&self) -> [f64; 4] {
         [self.cpu, self.memory, self.gpu, self.gpu_memory]

@@ -276,7 +276,7 @@ words! {
 
 words! {
     /// An agent's liveness as pas last recorded it (the agent file's `health`); the same
-    /// words as `crate::health::Health`, which computes it (a test keeps them equal).
+    /// words as `crate::ops::health::Health`, which computes it (a test keeps them equal).
     pub enum Health {
         /// Beating on time.
         Healthy = "healthy",
@@ -301,7 +301,7 @@ words! {
 
 words! {
     /// A budget's state (`ctx_state`, `spend_state`); the same words as
-    /// `crate::budget::State` (a test keeps them equal).
+    /// `crate::ops::budget::State` (a test keeps them equal).
     pub enum BudgetState {
         /// Within budget.
         Ok = "ok",
@@ -475,13 +475,13 @@ mod tests {
 
     #[test]
     fn the_words_match_the_enums_the_rules_use() {
-        let computed: Vec<&str> = crate::health::Health::ALL
+        let computed: Vec<&str> = crate::ops::health::Health::ALL
             .iter()
             .map(|h| h.as_str())
             .collect();
         let recorded: Vec<&str> = Health::ALL.iter().map(|h| h.as_str()).collect();
         assert_eq!(computed, recorded);
-        use crate::budget::State;
+        use crate::ops::budget::State;
         let states: Vec<&str> = [State::Ok, State::Warning, State::Breach]
             .iter()
             .map(|s| s.as_str())
@@ -491,60 +491,69 @@ mod tests {
         for (ours, theirs) in [
             (
                 CellStatus::Active.as_str(),
-                crate::cell::CellStatus::Active.as_str(),
+                crate::ops::cell::CellStatus::Active.as_str(),
             ),
             (
                 CellStatus::Paused.as_str(),
-                crate::cell::CellStatus::Paused.as_str(),
+                crate::ops::cell::CellStatus::Paused.as_str(),
             ),
             (
                 CellStatus::Completed.as_str(),
-                crate::cell::CellStatus::Completed.as_str(),
+                crate::ops::cell::CellStatus::Completed.as_str(),
             ),
             (
                 CellStatus::Failed.as_str(),
-                crate::cell::CellStatus::Failed.as_str(),
+                crate::ops::cell::CellStatus::Failed.as_str(),
             ),
             (
                 Priority::High.as_str(),
-                crate::task::Priority::High.as_str(),
+                crate::ops::task::Priority::High.as_str(),
             ),
             (
                 Priority::Medium.as_str(),
-                crate::task::Priority::Medium.as_str(),
+                crate::ops::task::Priority::Medium.as_str(),
             ),
-            (Priority::Low.as_str(), crate::task::Priority::Low.as_str()),
-            (Role::Lead.as_str(), crate::agent::Role::Lead.as_str()),
-            (Role::Write.as_str(), crate::agent::Role::Write.as_str()),
-            (Role::Read.as_str(), crate::agent::Role::Read.as_str()),
-            (Role::Audit.as_str(), crate::agent::Role::Audit.as_str()),
+            (
+                Priority::Low.as_str(),
+                crate::ops::task::Priority::Low.as_str(),
+            ),
+            (Role::Lead.as_str(), crate::ops::agent::Role::Lead.as_str()),
+            (
+                Role::Write.as_str(),
+                crate::ops::agent::Role::Write.as_str(),
+            ),
+            (Role::Read.as_str(), crate::ops::agent::Role::Read.as_str()),
+            (
+                Role::Audit.as_str(),
+                crate::ops::agent::Role::Audit.as_str(),
+            ),
             (
                 ReportedStatus::Active.as_str(),
-                crate::heartbeat::Reported::Active.as_str(),
+                crate::ops::heartbeat::Reported::Active.as_str(),
             ),
             (
                 ReportedStatus::Degraded.as_str(),
-                crate::heartbeat::Reported::Degraded.as_str(),
+                crate::ops::heartbeat::Reported::Degraded.as_str(),
             ),
             (
                 ReportedStatus::Offline.as_str(),
-                crate::heartbeat::Reported::Offline.as_str(),
+                crate::ops::heartbeat::Reported::Offline.as_str(),
             ),
             (
                 IsolationLevel::None.as_str(),
-                crate::cell::IsolationLevel::None.as_str(),
+                crate::ops::cell::IsolationLevel::None.as_str(),
             ),
             (
                 IsolationLevel::Level1.as_str(),
-                crate::cell::IsolationLevel::Level1.as_str(),
+                crate::ops::cell::IsolationLevel::Level1.as_str(),
             ),
             (
                 IsolationLevel::Level2.as_str(),
-                crate::cell::IsolationLevel::Level2.as_str(),
+                crate::ops::cell::IsolationLevel::Level2.as_str(),
             ),
             (
                 IsolationLevel::Level3.as_str(),
-                crate::cell::IsolationLevel::Level3.as_str(),
+                crate::ops::cell::IsolationLevel::Level3.as_str(),
             ),
         ] {
             assert_eq!(ours, theirs);

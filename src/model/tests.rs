@@ -772,7 +772,7 @@ fn policy_nonsense_reads_as_unset_and_stays_in_the_file() {
 
 #[test]
 fn the_policy_layer_knows_exactly_the_policies_pas_resolves() {
-    let defaults: Vec<&str> = crate::policy::defaults()
+    let defaults: Vec<&str> = crate::ops::policy::defaults()
         .iter()
         .map(|(k, _, _)| *k)
         .collect();
@@ -783,7 +783,7 @@ fn the_policy_layer_knows_exactly_the_policies_pas_resolves() {
     assert_eq!(typed, expected);
     // Every built-in default reads through the typed layer, and the nullable ones as null.
     let mut d = Doc::default();
-    for (key, value, _) in crate::policy::defaults() {
+    for (key, value, _) in crate::ops::policy::defaults() {
         d.set(key, value);
     }
     let p = unchanged!(Policies, d);

@@ -1,13 +1,27 @@
-//! Operations: pure rules `decide(state, policy, now)` and the code that applies them.
+//! Operations: what each command does to a cell, and the rules that decide it.
 //!
-//! A module here owns the rules of one operation and nothing else: it reads no file, no
-//! clock and no process, so a table of states, policies and times tests every rule without
-//! waiting for anything. The code that applies a decision (writes, events, signals,
-//! spawns) lives with the operation's entry point, e.g. [`crate::heartbeat`]: it reads the
-//! state in a store transaction, asks here, and applies the answer in the same
-//! transaction.
+//! An operation reads the state in one store transaction, asks a pure rule what to do,
+//! and applies the answer in the same transaction (writes, events), then does what cannot
+//! be part of a commit (signals, spawns) after it. The rules of the operations that have
+//! timing in them sit in a `rules` module next to their operation (`revive::rules`,
+//! `heartbeat::rules`, `budget::rules`, `queue::rules`): each is `decide(state, policy,
+//! now) -> Decision`, reads no file, no clock and no process, and is tested as a table.
 
+pub mod agent;
 pub mod budget;
-pub mod claims;
+pub mod cell;
+pub mod checkpoint;
+pub mod demo;
+pub mod health;
 pub mod heartbeat;
+pub mod mission;
+pub mod permissions;
+pub mod policy;
+pub mod queue;
+pub mod reservation;
 pub mod revive;
+pub mod status;
+pub mod supervisor;
+pub mod task;
+pub mod validate;
+pub mod watch;

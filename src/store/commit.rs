@@ -27,7 +27,7 @@ use super::lock::{self, LockGuard};
 use super::txn::{ChangeSet, CommitError, DocKey, Expect, Op, Revision};
 use super::{FsStore, Store};
 use crate::error::{Error, Result};
-use crate::events;
+use crate::store::events;
 
 /// The intent record, under the cell's `.pas/`.
 pub(crate) const INTENT: &str = "intent.json";

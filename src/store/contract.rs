@@ -14,7 +14,7 @@ use super::txn::transact;
 use super::Store;
 use crate::doc::Doc;
 use crate::error::{Error, Kind};
-use crate::events::{self, Level, NewEvent};
+use crate::store::events::{self, Level, NewEvent};
 
 /// Writes a document behind the store's back, as another program would (no transaction):
 /// how the suite provokes a compare-and-swap conflict.

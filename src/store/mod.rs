@@ -13,6 +13,7 @@ mod checkpoints;
 mod commit;
 #[cfg(test)]
 mod contract;
+pub mod events;
 pub mod layout;
 pub mod lock;
 pub mod schema;
@@ -122,7 +123,7 @@ pub trait Store {
         &self,
         cell: &str,
         files: &[(FileKey<'_>, Doc)],
-        events: &[crate::events::NewEvent],
+        events: &[crate::store::events::NewEvent],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<()>;
     /// Removes a cell and everything in it; the cell disappears at once.
@@ -301,7 +302,7 @@ pub fn update_agent_with(
     cell: &str,
     agent: &str,
     now: chrono::DateTime<chrono::Utc>,
-    events: Vec<crate::events::NewEvent>,
+    events: Vec<crate::store::events::NewEvent>,
     change: &mut dyn FnMut(&mut Doc) -> Result<()>,
 ) -> Result<Doc> {
     transact(store, cell, now, |txn| {
@@ -609,7 +610,7 @@ impl Store for FsStore {
         &self,
         cell: &str,
         files: &[(FileKey<'_>, Doc)],
-        events: &[crate::events::NewEvent],
+        events: &[crate::store::events::NewEvent],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
         check_id(IdKind::Cell, cell)?;
@@ -645,14 +646,14 @@ impl Store for FsStore {
             }
             if !events.is_empty() {
                 let logs = atomic::open_subdir(dir.as_fd(), "logs")?;
-                let lines = crate::events::chain(events, None, now);
+                let lines = crate::store::events::chain(events, None, now);
                 let mut jsonl = String::new();
                 let mut human = String::new();
                 for line in &lines {
                     jsonl.push_str(line);
                     jsonl.push('\n');
-                    if let Ok(e) = serde_json::from_str::<crate::events::Event>(line) {
-                        human.push_str(&crate::events::human_line(&e));
+                    if let Ok(e) = serde_json::from_str::<crate::store::events::Event>(line) {
+                        human.push_str(&crate::store::events::human_line(&e));
                         human.push('\n');
                     }
                 }
@@ -1106,10 +1107,14 @@ mod tests {
         store
             .create_cell("c1", &[(FileKey::Cell, cell)], &[], now())
             .expect("cell");
-        crate::events::record_one(
+        crate::store::events::record_one(
             store,
             "c1",
-            crate::events::NewEvent::new(crate::events::Level::Info, "first", "first"),
+            crate::store::events::NewEvent::new(
+                crate::store::events::Level::Info,
+                "first",
+                "first",
+            ),
             now(),
         )
         .expect("first event");
@@ -1124,10 +1129,18 @@ mod tests {
             .rfind(|l| !l.is_empty())
             .map(<[u8]>::to_vec);
         let new = [
-            crate::events::NewEvent::new(crate::events::Level::Info, "second", "second"),
-            crate::events::NewEvent::new(crate::events::Level::Info, "third", "third"),
+            crate::store::events::NewEvent::new(
+                crate::store::events::Level::Info,
+                "second",
+                "second",
+            ),
+            crate::store::events::NewEvent::new(
+                crate::store::events::Level::Info,
+                "third",
+                "third",
+            ),
         ];
-        let lines = crate::events::chain(&new, last.as_deref(), now());
+        let lines = crate::store::events::chain(&new, last.as_deref(), now());
         let intent = json!({
             "writes": [{ "doc": "agent", "id": "a1", "bytes": "{\"agent_id\": \"a1\"}\n" }],
             "events": lines,
@@ -1152,12 +1165,12 @@ mod tests {
             .expect("read")
             .is_some());
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let kinds: Vec<String> = crate::events::parse_all(&log)
+        let kinds: Vec<String> = crate::store::events::parse_all(&log)
             .into_iter()
             .map(|e| e.kind)
             .collect();
         assert_eq!(kinds, ["first", "second", "third"]);
-        assert_eq!(crate::events::verify(&log).first_break, None);
+        assert_eq!(crate::store::events::verify(&log).first_break, None);
         assert!(!root.0.join("c1/.pas").join(commit::INTENT).exists());
     }
 
@@ -1179,12 +1192,12 @@ mod tests {
         })
         .expect("txn");
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let kinds: Vec<String> = crate::events::parse_all(&log)
+        let kinds: Vec<String> = crate::store::events::parse_all(&log)
             .into_iter()
             .map(|e| e.kind)
             .collect();
         assert_eq!(kinds, ["first", "second", "third"]);
-        assert_eq!(crate::events::verify(&log).first_break, None);
+        assert_eq!(crate::store::events::verify(&log).first_break, None);
     }
 
     #[test]

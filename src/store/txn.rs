@@ -23,7 +23,7 @@ use super::layout::{Collection, ConfigFile, FileKey};
 use super::{Durability, Store};
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::NewEvent;
+use crate::store::events::NewEvent;
 
 /// A document's key, owned, so a transaction can keep it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

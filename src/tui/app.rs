@@ -25,13 +25,13 @@ use ratatui::Terminal;
 
 use super::model::{Action, Input, Level, Model, Outcome, Snapshot};
 use super::view::{self, Palette};
-use crate::cell::{self, CellStatus};
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{self, Event};
+use crate::ops::cell::{self, CellStatus};
+use crate::ops::revive;
 use crate::process::{self, StopOutcome};
-use crate::revive;
 use crate::store::changes::{CellId, Change, ChangeFeed};
+use crate::store::events::{self, Event};
 use crate::store::{FsStore, Store};
 
 /// Full re-reads at least this often, so ages and health move on without file events.
@@ -393,7 +393,7 @@ fn act(store: &dyn Store, action: &Action) -> Result<String> {
             })
         }
         Action::Stop { cell, agent } => {
-            let outcome = crate::supervisor::stop(store, cell, agent, None, "stopped", now)?;
+            let outcome = crate::ops::supervisor::stop(store, cell, agent, None, "stopped", now)?;
             Ok(format!(
                 "agent {agent} {}",
                 match outcome {

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 
 use crate::clock;
 use crate::error::Result;
-use crate::events::Event;
-use crate::health::Health;
-use crate::reservation::{self, Amounts};
-use crate::status::{self, AgentView, CellView};
+use crate::ops::health::Health;
+use crate::ops::reservation::{self, Amounts};
+use crate::ops::status::{self, AgentView, CellView};
+use crate::store::events::Event;
 use crate::store::{ConfigFile, FileKey, Store};
 
 /// Fleets up to this many agents open fully (cells and agents expanded) at start.

@@ -14,11 +14,11 @@ use ratatui::Frame;
 
 use super::model::{self, CellSnap, Level, Mode, Model, Row};
 use crate::clock;
-use crate::events;
-use crate::health::Health;
+use crate::ops::health::Health;
+use crate::ops::reservation::RESOURCES;
+use crate::ops::status::AgentView;
 use crate::output::Tone;
-use crate::reservation::RESOURCES;
-use crate::status::AgentView;
+use crate::store::events;
 use crate::units;
 
 /// How states are coloured: the same tones as `pas status`, or none at all.

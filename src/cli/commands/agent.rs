@@ -3,17 +3,17 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::agent::{self, NewAgent, Role};
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::health::{self, Health};
-use crate::heartbeat::{self, BeatReport, Reported};
+use crate::ops::agent::{self, NewAgent, Role};
+use crate::ops::cell;
+use crate::ops::health::{self, Health};
+use crate::ops::heartbeat::{self, BeatReport, Reported};
+use crate::ops::policy;
+use crate::ops::status::{self, AgentView};
+use crate::ops::supervisor;
 use crate::output::{Styled, Tone};
-use crate::policy;
-use crate::status::{self, AgentView};
-use crate::supervisor;
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
@@ -268,7 +268,7 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
         AgentCommand::Reset(StartArgs { cell, agent }) => {
             crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
             let cell_id = cell::resolve(&ctx.store, &cell)?;
-            crate::revive::reset(&ctx.store, &cell_id, &agent, clock::now())?;
+            crate::ops::revive::reset(&ctx.store, &cell_id, &agent, clock::now())?;
             ctx.out
                 .info(&format!("agent {agent}: restart tally cleared"));
             Ok(())

@@ -3,13 +3,13 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::budget::{self, State};
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::budget::{self, State};
+use crate::ops::cell;
+use crate::ops::reservation::{self, Request};
 use crate::output::{Styled, Tone};
-use crate::reservation::{self, Request};
 use crate::store::{check_id, IdKind, Store};
 use crate::units::{self, Unit};
 

@@ -3,11 +3,11 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cell::{self, CellStatus, IsolationLevel, NewCell};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::Result;
-use crate::mission;
+use crate::ops::cell::{self, CellStatus, IsolationLevel, NewCell};
+use crate::ops::mission;
 use crate::output::{Styled, Tone};
 
 /// Cell commands.

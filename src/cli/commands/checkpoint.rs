@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cell;
-use crate::checkpoint::{self, Generation, SaveRequest};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::ops::cell;
+use crate::ops::checkpoint::{self, Generation, SaveRequest};
 use crate::output::{Styled, Tone};
 use crate::store::{check_id, read_input, IdKind};
 

@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{self, Event, Filter, Level};
+use crate::ops::cell;
 use crate::output::{Styled, Tone};
+use crate::store::events::{self, Event, Filter, Level};
 use crate::store::{LogFile, Store};
 
 // Arguments of `pas events`.

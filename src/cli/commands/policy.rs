@@ -3,12 +3,12 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::agent;
-use crate::cell;
 use crate::cli::Ctx;
 use crate::error::Result;
+use crate::ops::agent;
+use crate::ops::cell;
+use crate::ops::policy::{self, Source};
 use crate::output::{Styled, Tone};
-use crate::policy::{self, Source};
 
 /// Policy commands.
 #[derive(Debug, Subcommand)]

@@ -3,14 +3,14 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::ops::cell;
+use crate::ops::revive::{self, Action, Options};
+use crate::ops::watch::{self, Report, WatchOptions};
 use crate::output::{Styled, Tone};
-use crate::revive::{self, Action, Options};
 use crate::store::Store;
-use crate::watch::{self, Report, WatchOptions};
 
 // Arguments of `pas revive`.
 //

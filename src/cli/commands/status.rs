@@ -11,12 +11,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::agent::health_tone;
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::cell;
+use crate::ops::status::{self, CellView};
 use crate::output::Styled;
-use crate::status::{self, CellView};
 use crate::store::Store;
 
 // Arguments of `pas status`.
@@ -79,7 +79,7 @@ fn percent(part: Option<u64>, whole: Option<u64>) -> String {
 }
 
 /// When the next restart is due and the waits that follow, or `-`.
-fn next_restart(a: &crate::status::AgentView) -> String {
+fn next_restart(a: &crate::ops::status::AgentView) -> String {
     let schedule: Vec<String> = a
         .backoff_schedule
         .iter()
@@ -105,7 +105,7 @@ fn health_summary(v: &CellView) -> String {
     if v.agents.is_empty() {
         return "no agents".into();
     }
-    let parts: Vec<String> = crate::health::Health::ALL
+    let parts: Vec<String> = crate::ops::health::Health::ALL
         .iter()
         .filter_map(|h| {
             v.health_counts

@@ -3,14 +3,14 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::cell;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::cell;
+use crate::ops::permissions::{Perm, Permissions};
+use crate::ops::queue::{self, HandoffOutcome};
+use crate::ops::task::{self, NewTask, Priority, StatusFilter};
 use crate::output::{Styled, Tone};
-use crate::permissions::{Perm, Permissions};
-use crate::queue::{self, HandoffOutcome};
-use crate::task::{self, NewTask, Priority, StatusFilter};
 
 /// Task commands.
 #[derive(Debug, Subcommand)]
@@ -349,7 +349,7 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
 fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let agent_doc = match agent {
-        Some(a) => Some(crate::agent::read(&ctx.store, &cell_id, a)?),
+        Some(a) => Some(crate::ops::agent::read(&ctx.store, &cell_id, a)?),
         None => None,
     };
     let perms = Permissions::load(&ctx.store, &cell_id)?;

@@ -2,9 +2,9 @@
 
 use clap::Args;
 
-use crate::cell;
 use crate::cli::Ctx;
 use crate::error::Result;
+use crate::ops::cell;
 use crate::store::Store;
 use crate::tui::{app, view::Palette};
 

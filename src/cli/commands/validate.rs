@@ -3,11 +3,11 @@
 use clap::Args;
 use serde_json::json;
 
-use crate::cell;
 use crate::cli::Ctx;
 use crate::error::{Error, Result};
+use crate::ops::cell;
+use crate::ops::validate::{self, Severity};
 use crate::output::{Styled, Tone};
-use crate::validate::{self, Severity};
 
 // Arguments of `pas validate`.
 //

@@ -6,7 +6,7 @@
 //! directly: they choose among the documents themselves (a claim takes the document it
 //! chose, `task ready` prints them), over every task of a cell on every claim, so a typed
 //! copy of each would only add work. The fail and reap rules read a few typed fields
-//! ([`ClaimedTask`], [`TaskClock`]). [`crate::queue`] reads in a store transaction, asks
+//! ([`ClaimedTask`], [`TaskClock`]). [`crate::ops::queue`] reads in a store transaction, asks
 //! here, and applies the decision in the same transaction.
 
 use std::collections::BTreeMap;
@@ -15,10 +15,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::doc::Doc;
-use crate::events::{Level, NewEvent};
-use crate::permissions::{Perm, Permissions};
-use crate::policy::Policy;
-use crate::task;
+use crate::ops::permissions::{Perm, Permissions};
+use crate::ops::policy::Policy;
+use crate::ops::task;
+use crate::store::events::{Level, NewEvent};
 
 fn priority_rank(t: &Doc) -> u8 {
     match t.str("priority") {

@@ -13,11 +13,11 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events;
-use crate::health::Health;
-use crate::heartbeat::{self, Observed};
+use crate::ops::health::Health;
+use crate::ops::heartbeat::{self, Observed};
+use crate::ops::task;
+use crate::store::events;
 use crate::store::{self, FileKey, LogFile, Store};
-use crate::task;
 
 /// One agent in a status view.
 #[derive(Debug, Clone, Serialize)]
@@ -78,7 +78,11 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    fn from_observed(o: &Observed, policy: &crate::policy::Policy, schedule: &[f64]) -> AgentView {
+    fn from_observed(
+        o: &Observed,
+        policy: &crate::ops::policy::Policy,
+        schedule: &[f64],
+    ) -> AgentView {
         let d = &o.doc;
         let text = |k: &str| d.str(k).map(str::to_string);
         AgentView {
@@ -98,15 +102,19 @@ impl AgentView {
             ctx_limit: d.u64("ctx_limit"),
             current_task: text("current_task"),
             next_change: o.assessment.next_change,
-            process: crate::supervisor::state(d).as_str(),
+            process: crate::ops::supervisor::state(d).as_str(),
             restart_count: d.u64("restart_count").unwrap_or(0),
             restart_attempts: d.u64("restart_attempts").unwrap_or(0),
             next_restart_at: text("next_restart_at"),
             cooldown_until: text("cooldown_until"),
             backoff_schedule: schedule.to_vec(),
-            ctx_state: crate::budget::context_state(d.u64("ctx_used"), d.u64("ctx_limit"), policy)
-                .map(|c| c.0.as_str().to_string()),
-            ctx_thresholds: crate::budget::context_thresholds(policy),
+            ctx_state: crate::ops::budget::context_state(
+                d.u64("ctx_used"),
+                d.u64("ctx_limit"),
+                policy,
+            )
+            .map(|c| c.0.as_str().to_string()),
+            ctx_thresholds: crate::ops::budget::context_thresholds(policy),
             cost_usd: d.f64("cost_usd"),
             tokens_used: d.f64("tokens_used"),
         }
@@ -115,14 +123,14 @@ impl AgentView {
 
 /// The waits before the next restarts, in seconds, by policy (up to `max_restarts`, at
 /// most 8).
-fn backoff_schedule(policy: &crate::policy::Policy) -> Vec<f64> {
+fn backoff_schedule(policy: &crate::ops::policy::Policy) -> Vec<f64> {
     let max = policy
         .get("max_restarts")
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(5);
     let n = if max == 0 { 5 } else { max.min(8) };
     (1..=n)
-        .map(|k| crate::ops::revive::backoff_delay(policy, k))
+        .map(|k| crate::ops::revive::rules::backoff_delay(policy, k))
         .collect()
 }
 
@@ -174,7 +182,7 @@ pub fn cell_view(
     now: DateTime<Utc>,
 ) -> Result<CellView> {
     let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    if record && crate::budget::enforce_time_with(store, cell, &cell_doc, now)? {
+    if record && crate::ops::budget::enforce_time_with(store, cell, &cell_doc, now)? {
         cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     }
     let status = cell_doc.str("status").unwrap_or("unknown").to_string();
@@ -188,7 +196,7 @@ pub fn cell_view(
         now,
     )?;
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-    let mut schedules: Vec<(Arc<crate::policy::Policy>, Vec<f64>)> = Vec::new();
+    let mut schedules: Vec<(Arc<crate::ops::policy::Policy>, Vec<f64>)> = Vec::new();
     let agents: Vec<AgentView> = observed
         .iter()
         .map(|o| {
@@ -203,7 +211,7 @@ pub fn cell_view(
             AgentView::from_observed(o, &o.policy, schedule)
         })
         .collect();
-    let (time_used, timeout) = crate::budget::cell_time(&cell_doc, now);
+    let (time_used, timeout) = crate::ops::budget::cell_time(&cell_doc, now);
     let mut health_counts = BTreeMap::new();
     for a in &agents {
         *health_counts
@@ -518,7 +526,7 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
     );
     let mut quota_rows = Vec::new();
     for v in views {
-        for q in crate::reservation::quota(store, &v.id).unwrap_or_default() {
+        for q in crate::ops::reservation::quota(store, &v.id).unwrap_or_default() {
             if let Some(c) = q.capacity {
                 quota_rows.push((
                     format!(

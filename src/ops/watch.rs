@@ -20,8 +20,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::revive::{self, Action, Options};
 use crate::process;
-use crate::revive::{self, Action, Options};
 use crate::store::changes::{CellId, Change};
 use crate::store::Store;
 

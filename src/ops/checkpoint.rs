@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{hash_line, Level, NewEvent};
-use crate::policy;
+use crate::ops::policy;
+use crate::store::events::{hash_line, Level, NewEvent};
 use crate::store::{CheckpointFiles, FileKey, LockKey, Store};
 
 /// What to save.
@@ -68,7 +68,7 @@ pub fn save(
     req: SaveRequest,
     now: DateTime<Utc>,
 ) -> Result<Generation> {
-    let agent_doc = crate::agent::read(store, cell, agent)?;
+    let agent_doc = crate::ops::agent::read(store, cell, agent)?;
     if let Some(s) = &req.state {
         must_be_json(s, "state")?;
     }
@@ -270,7 +270,7 @@ fn describe(
 }
 
 fn recorded_hash(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<String>> {
-    let doc = crate::agent::read(store, cell, agent)?;
+    let doc = crate::ops::agent::read(store, cell, agent)?;
     Ok(doc
         .get("checkpoint")
         .and_then(|c| c.get("context_hash"))
@@ -299,7 +299,7 @@ pub fn list(store: &dyn Store, cell: &str, agent: &str) -> Result<Vec<Generation
 
 /// The generation to resume from: the one the agent record points at, else the newest.
 pub fn latest_generation(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<u64>> {
-    let doc = crate::agent::read(store, cell, agent)?;
+    let doc = crate::ops::agent::read(store, cell, agent)?;
     let gens = store.checkpoint_generations(cell, agent)?;
     let recorded = doc
         .get("checkpoint")

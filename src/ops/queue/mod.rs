@@ -6,25 +6,25 @@
 //! `failed` and an error event is written. When the last task is completed the cell becomes
 //! `completed`.
 
+pub mod rules;
+
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cell::{self, CellStatus};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::events::{Level, NewEvent};
-use crate::ops::claims::{
-    self as rules, ClaimDecision, ClaimedTask, FailDecision, ReapDecision, TaskClock,
-};
-use crate::permissions::{Perm, Permissions};
-use crate::policy;
+use crate::ops::cell::{self, CellStatus};
+use crate::ops::permissions::{Perm, Permissions};
+use crate::ops::policy;
+use crate::ops::queue::rules::{ClaimDecision, ClaimedTask, FailDecision, ReapDecision, TaskClock};
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
 
-pub use crate::ops::claims::{eligible, ready};
+pub use crate::ops::queue::rules::{eligible, ready};
 
 /// Every task of the cell; the first unreadable one is an error (a claim must not skip a
 /// task it cannot read).
@@ -61,7 +61,7 @@ pub fn claim(
     now: DateTime<Utc>,
 ) -> Result<Option<Doc>> {
     // Checked before any transaction: a refused claim changes nothing.
-    crate::agent::read(store, cell, agent_id)?;
+    crate::ops::agent::read(store, cell, agent_id)?;
     let perms = Permissions::load(store, cell)?;
     store::transact(store, cell, now, |txn| {
         let mut agent = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
@@ -399,7 +399,7 @@ pub fn handoff(
     actor: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<HandoffOutcome> {
-    crate::agent::read(store, cell, to)?;
+    crate::ops::agent::read(store, cell, to)?;
     check_id(IdKind::Task, task_id)?;
     store::transact(store, cell, now, |txn| {
         let mut t = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {

@@ -12,24 +12,25 @@
 //! Time: an active cell past its `timeout` (seconds from `activated_at`, else `created_at`)
 //! becomes `failed`.
 
+pub mod rules;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::cell::{self, CellStatus};
-use crate::checkpoint::{self, SaveRequest};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
-use crate::ops::budget::{
-    self as rules, BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent,
-    TimeDecision,
+use crate::ops::budget::rules::{
+    BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
 };
-use crate::policy::Policy;
+use crate::ops::cell::{self, CellStatus};
+use crate::ops::checkpoint::{self, SaveRequest};
+use crate::ops::policy::Policy;
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
 
-pub use crate::ops::budget::State;
+pub use crate::ops::budget::rules::State;
 
 /// The context ratios at which an agent is warned and breaches: (`target_ratio`,
 /// `hard_max_ratio`), so displays can mark them on a context bar.
@@ -59,7 +60,7 @@ pub fn spend_state(agent: &Doc, policy: &Policy, cell_totals: Spent) -> (State, 
 
 /// What all agents of a cell spent together.
 pub fn cell_spend(store: &dyn Store, cell: &str) -> Result<Spent> {
-    let (agents, _) = crate::agent::read_all(store, cell)?;
+    let (agents, _) = crate::ops::agent::read_all(store, cell)?;
     Ok(Spent::total(&agents))
 }
 
@@ -264,7 +265,7 @@ pub fn track(
             "--cost-usd must be a non-negative amount",
         ));
     }
-    crate::agent::read(store, cell, agent)?;
+    crate::ops::agent::read(store, cell, agent)?;
     store::update_agent(store, cell, agent, &mut |d| {
         if let Some(u) = used {
             d.set("ctx_used", u);
@@ -398,7 +399,7 @@ pub struct CellBudget {
     /// Per agent.
     pub agents: Vec<AgentBudget>,
     /// Quota lines.
-    pub quota: Vec<crate::reservation::QuotaLine>,
+    pub quota: Vec<crate::ops::reservation::QuotaLine>,
     /// Seconds used of the time budget.
     pub time_used: Option<f64>,
     /// The time budget.
@@ -411,7 +412,7 @@ pub struct CellBudget {
 pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<CellBudget> {
     let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
-    let (agents, _) = crate::agent::read_all(store, cell)?;
+    let (agents, _) = crate::ops::agent::read_all(store, cell)?;
     let totals = Spent::total(&agents);
     let mut worst = State::Ok;
     let mut rows = Vec::new();
@@ -447,7 +448,7 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
             .len(),
         });
     }
-    let quota = crate::reservation::quota(store, cell)?;
+    let quota = crate::ops::reservation::quota(store, cell)?;
     let (time_used, timeout) = cell_time(&cell_doc, now);
     let status = cell_doc.str("status").unwrap_or("?").to_string();
     if let (Some(u), Some(t)) = (time_used, timeout) {

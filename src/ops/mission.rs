@@ -13,14 +13,14 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
+use crate::ops::task;
+use crate::store::events::{Level, NewEvent};
 use crate::store::schema::{self, SchemaKind};
 use crate::store::{check_id, ConfigFile, FileKey, IdKind, Store};
-use crate::task;
 use crate::templates;
 
 /// The schema of mission files.
-pub const SCHEMA: &str = include_str!("../schemas/mission.schema.json");
+pub const SCHEMA: &str = include_str!("../../schemas/mission.schema.json");
 
 /// Fields pas keeps up to date while a mission runs; they are not part of a mission file.
 const AGENT_RUNTIME: [&str; 18] = [
@@ -428,7 +428,7 @@ pub fn export(store: &dyn Store, cell: &str) -> Result<Value> {
         }
     }
     out.insert("config".into(), Value::Object(config));
-    let (agents, errors) = crate::agent::read_all(store, cell)?;
+    let (agents, errors) = crate::ops::agent::read_all(store, cell)?;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }

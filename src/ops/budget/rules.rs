@@ -3,7 +3,7 @@
 //!
 //! Pure: the fields these rules read ([`ContextFacts`], [`Spent`], [`CellClock`]), the
 //! policy's numbers ([`ContextPolicy`], [`SpendLimits`]) and the time come in; a decision
-//! comes out naming each state change and its event. [`crate::budget`] reads in a store
+//! comes out naming each state change and its event. [`crate::ops::budget`] reads in a store
 //! transaction, asks here, and applies the decision in the same transaction (a compaction
 //! also saves a checkpoint and a summary first, which are not documents).
 
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::events::{Level, NewEvent};
-use crate::policy::Policy;
+use crate::ops::policy::Policy;
+use crate::store::events::{Level, NewEvent};
 
 /// A budget's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

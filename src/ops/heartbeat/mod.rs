@@ -1,5 +1,5 @@
 //! Heartbeats, and the health changes they and observers record: the entry points that
-//! read an agent in a store transaction, ask the rules in [`crate::ops::heartbeat`], and
+//! read an agent in a store transaction, ask the rules in [`crate::ops::heartbeat::rules`], and
 //! apply the decision in the same transaction.
 //!
 //! A beat changes only the agent's own file (no scan of the root, no fsync: losing the last
@@ -8,27 +8,29 @@
 //! compare the health they compute with the `health` recorded in the agent file and record
 //! each change once: it is decided again inside the transaction that writes it.
 
+pub mod rules;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::budget;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::health::{Assessment, Health};
-use crate::ops::budget::{
+use crate::ops::budget;
+use crate::ops::budget::rules::{
     decide_context, decide_spend, ContextFacts, ContextPolicy, SpendLimits, Spent,
 };
-use crate::ops::heartbeat::{
-    self as rules, BeatDecision, Directive, HealthChange, HealthPolicy, ReplyState, Vitals,
+use crate::ops::health::{Assessment, Health};
+use crate::ops::heartbeat::rules::{
+    BeatDecision, Directive, HealthChange, HealthPolicy, ReplyState, Vitals,
 };
-use crate::policy::Policy;
+use crate::ops::policy::Policy;
 use crate::store::{self, Collection, ConfigFile, Durability, FileKey, Store, Txn};
 
-pub use crate::ops::heartbeat::Reported;
+pub use crate::ops::heartbeat::rules::Reported;
 
 /// What a beat carries.
 #[derive(Debug, Clone, Default)]

@@ -4,31 +4,33 @@
 //! what the rules decide (writes, events, signals, spawns), revival requests and the final
 //! failure. The rules themselves (`auto_revive`, `restart_policy` and the exit-code lists,
 //! `max_restarts`, the restart storm, the backoff, `checkpoint_required`, `revive_timeout`,
-//! the watchdog) are pure and live in [`crate::ops::revive`].
+//! the watchdog) are pure and live in [`crate::ops::revive::rules`].
 //!
 //! Every decision is made from the files under the cell's revive lock, so a cron `pas
 //! revive`, a running `pas watch` and an operator never restart one agent twice, and killing
 //! any of them loses nothing: the restart count, the time of the next allowed restart, the
 //! recent deaths, the cooldown and pending requests all live in the agent file.
 
+pub mod rules;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::checkpoint;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{self, Level, NewEvent};
-use crate::health::{self, Health};
-use crate::ops::revive::{
+use crate::ops::checkpoint;
+use crate::ops::health::{self, Health};
+use crate::ops::policy::Policy;
+use crate::ops::queue;
+use crate::ops::revive::rules::{
     self as ops, earliest, Checkpoint, Decision, Process, RestartFacts, State,
 };
-use crate::policy::Policy;
+use crate::ops::supervisor::{self, ProcState};
 use crate::process;
-use crate::queue;
+use crate::store::events::{self, Level, NewEvent};
 use crate::store::{self, ConfigFile, FileKey, LockKey, Store};
-use crate::supervisor::{self, ProcState};
 
 /// What a revive pass may do.
 #[derive(Debug, Clone, Default)]
@@ -126,7 +128,7 @@ impl Ctx<'_> {
     }
 
     fn reread(&self) -> Result<Doc> {
-        crate::agent::read(self.store, self.cell, self.agent)
+        crate::ops::agent::read(self.store, self.cell, self.agent)
     }
 }
 
@@ -139,16 +141,16 @@ pub fn pass_cell(
 ) -> Result<CellPass> {
     let _revive = store.lock(cell, LockKey::Revive)?;
     let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    if !opts.dry_run && crate::budget::enforce_time_with(store, cell, &cell_doc, now)? {
+    if !opts.dry_run && crate::ops::budget::enforce_time_with(store, cell, &cell_doc, now)? {
         cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     }
     let mut result = CellPass::default();
     if cell_doc.str("status") != Some("active") {
         return Ok(result);
     }
-    result.next_due = crate::budget::cell_deadline(&cell_doc);
+    result.next_due = crate::ops::budget::cell_deadline(&cell_doc);
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    let (observed, _errors) = crate::heartbeat::observe_cell_with(
+    let (observed, _errors) = crate::ops::heartbeat::observe_cell_with(
         store,
         cell,
         &cell_doc,
@@ -520,7 +522,7 @@ fn inspect(ctx: &Ctx<'_>, state: &State) -> RestartFacts {
         Err(e) => Checkpoint::Unusable(e.message),
     };
     let task_open = state.current_task.as_deref().is_none_or(|task_id| {
-        crate::task::read(store, cell, task_id).is_ok_and(|t| {
+        crate::ops::task::read(store, cell, task_id).is_ok_and(|t| {
             t.str("status") == Some("in_progress") && t.str("claimed_by") == Some(agent)
         })
     });
@@ -656,7 +658,7 @@ pub fn fail_for_good(
         &healthy,
         now,
     )?;
-    crate::reservation::release_agent(store, cell, agent, "agent failed", now)?;
+    crate::ops::reservation::release_agent(store, cell, agent, "agent failed", now)?;
     if let Some(hook) = policy
         .get("on_failure")
         .and_then(Value::as_str)
@@ -757,7 +759,7 @@ pub struct Request {
 pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<Request>> {
     let mut out = Vec::new();
     for cell in cells {
-        let (agents, _) = crate::agent::read_all(store, cell)?;
+        let (agents, _) = crate::ops::agent::read_all(store, cell)?;
         for a in agents {
             let Some(r) = a.get("revive_request").filter(|r| r.is_object()) else {
                 continue;
@@ -846,7 +848,7 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
             now,
         );
     }
-    let p = crate::policy::load(store, &req.cell, None)?;
+    let p = crate::ops::policy::load(store, &req.cell, None)?;
     let _revive = store.lock(&req.cell, LockKey::Revive)?;
     fail_for_good(
         store,
@@ -861,7 +863,7 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
 
 /// Clears an agent's restart tally by hand (`pas agent reset`), and un-fails it.
 pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> Result<()> {
-    crate::agent::read(store, cell, agent)?;
+    crate::ops::agent::read(store, cell, agent)?;
     let _revive = store.lock(cell, LockKey::Revive)?;
     let event = NewEvent::new(
         Level::Info,

@@ -4,7 +4,7 @@
 //!
 //! Pure: the few fields of the agent file these rules read ([`Vitals`]), the numbers of the
 //! policy ([`HealthPolicy`]) and the time come in; a decision comes out, naming every
-//! change and the event that describes it. [`crate::heartbeat`] reads the agent file in a
+//! change and the event that describes it. [`crate::ops::heartbeat`] reads the agent file in a
 //! store transaction, asks here, and applies the decision in the same transaction.
 //!
 //! The inputs are typed rather than the agent's `Doc`: a rule can then only depend on what
@@ -16,10 +16,10 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::events::{Level, NewEvent};
-use crate::health::{Assessment, Health};
-use crate::ops::budget::State;
-use crate::policy::Policy;
+use crate::ops::budget::rules::State;
+use crate::ops::health::{Assessment, Health};
+use crate::ops::policy::Policy;
+use crate::store::events::{Level, NewEvent};
 
 /// What an agent may report about itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,9 +9,9 @@
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::ops::task;
 use crate::store::schema;
 use crate::store::{Collection, ConfigFile, FileKey, Store};
-use crate::task;
 
 /// How serious a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

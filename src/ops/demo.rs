@@ -13,14 +13,14 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::events::{self, Event};
 use crate::process;
+use crate::store::events::{self, Event};
 use crate::store::{FileKey, LogFile, Store};
 
 /// The example agent, embedded.
-pub const AGENT_SCRIPT: &str = include_str!("../examples/demo-agent.sh");
+pub const AGENT_SCRIPT: &str = include_str!("../../examples/demo-agent.sh");
 /// The demo's mission file, embedded.
-pub const MISSION: &str = include_str!("../examples/demo-mission.json");
+pub const MISSION: &str = include_str!("../../examples/demo-mission.json");
 
 /// The agent the demo kills.
 const VICTIM: &str = "writer_1";
@@ -63,7 +63,7 @@ pub fn run(
     crate::store::write_outside(&work.join("demo-mission.json"), MISSION.as_bytes())?;
     let mission: Value = serde_json::from_str(MISSION)
         .map_err(|e| Error::failure(format!("the embedded demo mission is not JSON: {e}")))?;
-    let cell = crate::mission::create(store, &mission, "pas-demo", clock::now())?;
+    let cell = crate::ops::mission::create(store, &mission, "pas-demo", clock::now())?;
     say(stamp(&format!(
         "created cell {cell} from {}",
         work.join("demo-mission.json").display()
@@ -71,11 +71,11 @@ pub fn run(
     let script = work.join("demo-agent.sh").display().to_string();
     let agents: Vec<String> = store.list(&cell, crate::store::Collection::Agents)?;
     for a in &agents {
-        let change = crate::agent::AgentChange {
+        let change = crate::ops::agent::AgentChange {
             command: Some(vec!["sh".into(), script.clone()]),
             ..Default::default()
         };
-        crate::agent::change(store, &cell, a, &change, clock::now())?;
+        crate::ops::agent::change(store, &cell, a, &change, clock::now())?;
     }
     let workspace = store.workspace(&cell, None)?;
     let mut watch = Command::new(exe)
@@ -92,7 +92,7 @@ pub fn run(
     let _ = process::terminate_pid(watch.id() as i32);
     let _ = watch.wait();
     for a in &agents {
-        let _ = crate::supervisor::stop(
+        let _ = crate::ops::supervisor::stop(
             store,
             &cell,
             a,
@@ -114,7 +114,7 @@ fn drive(
 ) -> Result<()> {
     let stamp = |s: &str| format!("[{:5.1}s] {s}", started.elapsed().as_secs_f64());
     for a in agents {
-        crate::supervisor::start(store, cell, a)?;
+        crate::ops::supervisor::start(store, cell, a)?;
     }
     let mut offset = 0u64;
     let mut killed = false;
@@ -154,7 +154,7 @@ fn drive(
         // (After the first completion when possible, but never so late that the victim
         // has no task left to be killed in: a loaded machine reorders the agents' work.)
         if !killed && (completed_before >= 1 || started.elapsed() > Duration::from_secs(4)) {
-            let doc = crate::agent::read(store, cell, VICTIM)?;
+            let doc = crate::ops::agent::read(store, cell, VICTIM)?;
             let mid_task = doc.get("current_task").is_some_and(|t| !t.is_null())
                 && doc
                     .str("note")

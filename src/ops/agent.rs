@@ -6,11 +6,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::cell;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
+use crate::ops::cell;
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
 
@@ -286,6 +286,6 @@ pub fn remove(
         );
         Ok(released)
     })?;
-    crate::reservation::release_agent(store, cell_id, agent_id, "agent removed", now)?;
+    crate::ops::reservation::release_agent(store, cell_id, agent_id, "agent removed", now)?;
     Ok(released)
 }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::events::{Level, NewEvent};
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, ConfigFile, FileKey, IdKind, Store};
 use crate::templates;
 

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
 use crate::process::{self, StopOutcome};
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
 use crate::templates;
 use crate::units::{self, Unit};
@@ -112,7 +112,7 @@ pub fn reserved(list: &[Value]) -> Amounts {
 pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>) -> Result<Value> {
     check_id(IdKind::Job, &req.job)?;
     check_id(IdKind::Agent, &req.agent)?;
-    crate::agent::read(store, cell, &req.agent)?;
+    crate::ops::agent::read(store, cell, &req.agent)?;
     store::transact(store, cell, now, |txn| {
         let cap = capacity(txn.read(FileKey::Config(ConfigFile::Isolation))?.as_ref())?;
         let mut list = load_in(txn)?;

@@ -5,7 +5,7 @@
 //! pass (revive it, back off, cool down, file a request, fail it, ...); a few are steps that
 //! change the state the rules read (record a vanished process, note a death, stop a hung
 //! process, forget a revival that ended, look up the checkpoint), after which the caller
-//! reads the state again and asks again. [`crate::revive`] does the reading and the
+//! reads the state again and asks again. [`crate::ops::revive`] does the reading and the
 //! applying, under the cell's revive lock.
 //!
 //! The order of the rules is the order of the questions: is it ours to revive (active, with
@@ -19,9 +19,9 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::health::{self, Health};
 use crate::model::{AutoRevive, RestartPolicy};
-use crate::policy::Policy;
+use crate::ops::health::{self, Health};
+use crate::ops::policy::Policy;
 
 /// Where the agent's process is, as the caller observed it (the rules never look).
 ///

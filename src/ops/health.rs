@@ -1,6 +1,6 @@
 //! The liveness model's words: an agent's [`Health`] and an [`Assessment`] of it at a given
 //! time, from its last heartbeat, what it reported and the effective policy. The rules
-//! themselves are [`crate::ops::heartbeat::assess`]; [`assess`] applies them to an agent
+//! themselves are [`crate::ops::heartbeat::rules::assess`]; [`assess`] applies them to an agent
 //! file. Pure; the time is a parameter.
 //!
 //! Silence longer than one `heartbeat_interval` makes an agent `late`, longer than
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::doc::Doc;
-use crate::policy::Policy;
+use crate::ops::policy::Policy;
 
 /// An agent's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
@@ -104,11 +104,11 @@ pub fn last_heartbeat(agent: &Doc) -> Option<DateTime<Utc>> {
     agent.time("last_heartbeat")
 }
 
-/// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::assess`].
+/// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::rules::assess`].
 pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    crate::ops::heartbeat::assess(
-        &crate::ops::heartbeat::Vitals::from_doc(agent),
-        &crate::ops::heartbeat::HealthPolicy::from_policy(policy),
+    crate::ops::heartbeat::rules::assess(
+        &crate::ops::heartbeat::rules::Vitals::from_doc(agent),
+        &crate::ops::heartbeat::rules::HealthPolicy::from_policy(policy),
         now,
     )
 }

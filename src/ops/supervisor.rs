@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::checkpoint;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::events::{self, Level, NewEvent};
+use crate::ops::checkpoint;
 use crate::process::{self, StopOutcome};
+use crate::store::events::{self, Level, NewEvent};
 use crate::store::{self, FileKey, Store};
 
 /// Where an agent's process is.
@@ -100,7 +100,7 @@ pub struct Started {
 
 /// Starts an agent's command under a supervisor; returns once its pid is recorded.
 pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
-    let doc = crate::agent::read(store, cell, agent)?;
+    let doc = crate::ops::agent::read(store, cell, agent)?;
     if doc.strings("command").is_empty() {
         return Err(
             Error::usage(format!("agent {agent} has no command to start")).hint(format!(
@@ -202,13 +202,13 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         say(&format!("error {}", e.message));
         e
     };
-    let doc = crate::agent::read(store, cell, agent).map_err(fail)?;
+    let doc = crate::ops::agent::read(store, cell, agent).map_err(fail)?;
     let argv = doc.strings("command");
     let Some((program, args)) = argv.split_first() else {
         return Err(fail(Error::usage("no command")));
     };
     // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
-    let reserved_memory: f64 = crate::reservation::list(store, cell, Some("active"))
+    let reserved_memory: f64 = crate::ops::reservation::list(store, cell, Some("active"))
         .unwrap_or_default()
         .iter()
         .filter(|r| r.get("agent").and_then(Value::as_str) == Some(agent))
@@ -439,10 +439,10 @@ pub fn stop(
     cause: &str,
     now: DateTime<Utc>,
 ) -> Result<StopOutcome> {
-    let doc = crate::agent::read(store, cell, agent)?;
+    let doc = crate::ops::agent::read(store, cell, agent)?;
     let grace = match grace {
         Some(g) => g,
-        None => crate::policy::load(store, cell, Some(&doc))?.stop_grace(),
+        None => crate::ops::policy::load(store, cell, Some(&doc))?.stop_grace(),
     };
     let pgid = process::recorded_pid(doc.get("pgid")).or(pid_of(&doc));
     let running = state(&doc) == ProcState::Running;
@@ -466,7 +466,7 @@ pub fn stop(
     if running {
         // Give the supervisor a moment to record the death; if it is gone too, record it.
         for _ in 0..50 {
-            let d = crate::agent::read(store, cell, agent)?;
+            let d = crate::ops::agent::read(store, cell, agent)?;
             if pid_of(&d).is_none() {
                 break;
             }
@@ -518,7 +518,7 @@ pub enum WaitFor {
 #[derive(Debug, Clone, Copy)]
 pub struct Reached {
     /// Its health then.
-    pub health: crate::health::Health,
+    pub health: crate::ops::health::Health,
     /// Its process then.
     pub process: ProcState,
     /// How long the wait took.
@@ -528,12 +528,12 @@ pub struct Reached {
 /// Whether the agent is in the state waited for (pure: the document, policy and time given).
 pub fn has_reached(
     doc: &Doc,
-    policy: &crate::policy::Policy,
+    policy: &crate::ops::policy::Policy,
     want: WaitFor,
     now: DateTime<Utc>,
-) -> (bool, crate::health::Health, ProcState) {
-    use crate::health::Health;
-    let health = crate::health::assess(doc, policy, now).health;
+) -> (bool, crate::ops::health::Health, ProcState) {
+    use crate::ops::health::Health;
+    let health = crate::ops::health::assess(doc, policy, now).health;
     let proc_state = state(doc);
     let should_run = doc.str("status") == Some("active");
     let reached = match want {
@@ -558,8 +558,8 @@ pub fn wait_for(
 ) -> Result<Reached> {
     let started = std::time::Instant::now();
     loop {
-        let doc = crate::agent::read(store, cell, agent)?;
-        let policy = crate::policy::load(store, cell, Some(&doc))?;
+        let doc = crate::ops::agent::read(store, cell, agent)?;
+        let policy = crate::ops::policy::load(store, cell, Some(&doc))?;
         let (reached, health, process) = has_reached(&doc, &policy, want, clock::now());
         if reached {
             return Ok(Reached {
@@ -587,7 +587,7 @@ pub fn wait_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Policy;
+    use crate::ops::policy::Policy;
 
     fn doc(text: &str) -> Doc {
         Doc::parse(text.as_bytes(), Path::new("a.json")).unwrap()

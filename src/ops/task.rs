@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::events::{Level, NewEvent};
+use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
 
