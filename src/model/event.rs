@@ -266,8 +266,9 @@ mod tests {
     }
 
     /// Every `"subject.name"` literal in `src/` (outside this module) with a subject pas
-    /// writes events about must be a kind here: a kind added at a call site and not here
-    /// fails this test. Test-only kinds are listed.
+    /// writes events about must be a kind here. Writers cannot get it wrong (`NewEvent`
+    /// takes an `EventKind`); this catches the readers that match kinds as text (the
+    /// demo's narration, tests, filters), where a typo would silently match nothing.
     #[test]
     fn every_kind_literal_in_the_source_is_here() {
         const SUBJECTS: [&str; 7] = [
@@ -317,7 +318,7 @@ mod tests {
                 }
             }
         }
-        assert!(found > 40, "the scan found only {found} kind literals");
+        assert!(found > 20, "the scan found only {found} kind literals");
         assert!(
             missing.is_empty(),
             "event kinds written in src/ but missing from model::EventKind: {missing:?}"

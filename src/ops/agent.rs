@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::ops::cell;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
@@ -127,7 +128,7 @@ pub fn change(
                 txn.event(
                     NewEvent::new(
                         Level::Info,
-                        "agent.status",
+                        EventKind::AgentStatus,
                         format!("agent {agent_id} status {old} -> {new}"),
                     )
                     .agent(agent_id),
@@ -199,7 +200,7 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>
         txn.event(
             NewEvent::new(
                 Level::Info,
-                "agent.added",
+                EventKind::AgentAdded,
                 format!("agent {} added as {}", spec.id, spec.role.as_str()),
             )
             .agent(&spec.id),
@@ -278,7 +279,7 @@ pub fn remove(
         txn.event(
             NewEvent::new(
                 Level::Info,
-                "agent.removed",
+                EventKind::AgentRemoved,
                 format!("agent {agent_id} removed"),
             )
             .agent(agent_id)

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
+use crate::model::EventKind;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, ConfigFile, FileKey, IdKind, Store};
 use crate::templates;
@@ -138,7 +139,7 @@ pub fn create(
     let files = new_cell_files(&id, spec, now)?;
     let event = NewEvent::new(
         Level::Info,
-        "cell.created",
+        EventKind::CellCreated,
         format!("cell {:?} created by {}", spec.name, spec.created_by),
     )
     .details(json!({ "mission_name": spec.name, "created_by": spec.created_by }));
@@ -292,7 +293,7 @@ pub fn set_status_in(txn: &mut store::Txn<'_>, status: CellStatus) -> Result<Opt
     txn.event(
         NewEvent::new(
             level,
-            "cell.status",
+            EventKind::CellStatus,
             format!("cell status {from} -> {}", status.as_str()),
         )
         .details(json!({ "from": previous, "to": status.as_str() })),

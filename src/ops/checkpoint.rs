@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::ops::policy;
 use crate::store::events::{hash_line, Level, NewEvent};
 use crate::store::{CheckpointFiles, FileKey, LockKey, Store};
@@ -140,8 +141,7 @@ pub fn save(
         txn.put(FileKey::Agent(agent), doc);
         txn.event(
             NewEvent::new(
-                Level::Info,
-                "checkpoint.saved",
+                Level::Info, EventKind::CheckpointSaved,
                 format!("checkpoint {generation} of {agent} saved ({})", req.reason),
             )
             .agent(agent)

@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::schema::{self, SchemaKind};
@@ -388,7 +389,7 @@ pub fn create(
         .unwrap_or_default();
     let event = NewEvent::new(
         Level::Info,
-        "cell.created",
+        EventKind::CellCreated,
         format!(
             "cell {name:?} created from a mission file with {} agent(s) and {} task(s)",
             planned.agents.len(),

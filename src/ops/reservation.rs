@@ -12,6 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::{EventKind, ReservationStatus};
 use crate::process::{self, StopOutcome};
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
@@ -178,7 +179,7 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
         txn.event(
             NewEvent::new(
                 Level::Info,
-                "reservation.made",
+                EventKind::ReservationMade,
                 format!("job {} reserved resources for agent {}", req.job, req.agent),
             )
             .agent(&req.agent)
@@ -193,7 +194,7 @@ fn end(
     store: &dyn Store,
     cell: &str,
     which: &dyn Fn(&Value) -> bool,
-    status: &str,
+    status: ReservationStatus,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Value>> {
@@ -202,7 +203,7 @@ fn end(
         let mut ended = Vec::new();
         for r in list.iter_mut().filter(|r| is_active(r) && which(r)) {
             if let Value::Object(m) = r {
-                m.insert("status".into(), json!(status));
+                m.insert("status".into(), json!(status.as_str()));
                 m.insert("ended_at".into(), json!(clock::stamp(now)));
                 m.insert("end_reason".into(), json!(reason));
             }
@@ -217,8 +218,8 @@ fn end(
             txn.event(
                 NewEvent::new(
                     Level::Info,
-                    &format!("reservation.{status}"),
-                    format!("reservation of job {job} {status} ({reason})"),
+                    EventKind::reservation(status),
+                    format!("reservation of job {job} {} ({reason})", status.as_str()),
                 )
                 .agent(agent)
                 .details(r.clone()),
@@ -244,7 +245,7 @@ pub fn release(store: &dyn Store, cell: &str, job: &str, now: DateTime<Utc>) -> 
         store,
         cell,
         &|r| r.get("job").and_then(Value::as_str) == Some(job),
-        "released",
+        ReservationStatus::Released,
         "released",
         now,
     )?
@@ -279,7 +280,7 @@ pub fn kill(
         store,
         cell,
         &|r| r.get("job").and_then(Value::as_str) == Some(job),
-        "killed",
+        ReservationStatus::Killed,
         "killed",
         now,
     )?;
@@ -298,7 +299,7 @@ pub fn release_agent(
         store,
         cell,
         &|r| r.get("agent").and_then(Value::as_str) == Some(agent),
-        "released",
+        ReservationStatus::Released,
         reason,
         now,
     )
@@ -392,12 +393,15 @@ pub fn set_quota(
         doc.set("resource_limits", Value::Object(limits));
         txn.put(key, doc);
         txn.event(
-            NewEvent::new(Level::Info, "quota.set", "quota changed".to_string()).details(json!(
-                values
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.clone()))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            )),
+            NewEvent::new(
+                Level::Info,
+                EventKind::QuotaSet,
+                "quota changed".to_string(),
+            )
+            .details(json!(values
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>())),
         );
         Ok(())
     })

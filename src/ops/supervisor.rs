@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
+use crate::model::EventKind;
 use crate::ops::checkpoint;
 use crate::process::{self, StopOutcome};
 use crate::store::events::{self, Level, NewEvent};
@@ -297,7 +298,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         events.push(
             NewEvent::new(
                 Level::Info,
-                "agent.started",
+                EventKind::AgentStarted,
                 format!("agent {agent} started (pid {pid})"),
             )
             .agent(agent)
@@ -348,7 +349,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         events.push(
             NewEvent::new(
                 level,
-                "agent.exited",
+                EventKind::AgentExited,
                 format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
             )
             .agent(agent)
@@ -416,7 +417,7 @@ pub fn record_vanished(
             events.push(
                 NewEvent::new(
                     Level::Warn,
-                    "agent.vanished",
+                    EventKind::AgentVanished,
                     format!("agent {agent} (pid {pid}) is gone; nobody saw how"),
                 )
                 .agent(agent)
@@ -492,7 +493,7 @@ pub fn stop(
             cell,
             NewEvent::new(
                 level,
-                "agent.stopped",
+                EventKind::AgentStopped,
                 format!("agent {agent} stopped ({cause}, {outcome:?})"),
             )
             .agent(agent)

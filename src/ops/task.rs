@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
@@ -230,7 +231,7 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewTask, now: DateTime<Utc>)
         txn.event(
             NewEvent::new(
                 Level::Info,
-                "task.added",
+                EventKind::TaskAdded,
                 format!("task {} added: {}", spec.id, spec.title),
             )
             .task(&spec.id),

@@ -14,6 +14,7 @@ use super::txn::transact;
 use super::Store;
 use crate::doc::Doc;
 use crate::error::{Error, Kind};
+use crate::model::EventKind;
 use crate::store::events::{self, Level, NewEvent};
 
 /// Writes a document behind the store's back, as another program would (no transaction):
@@ -43,7 +44,7 @@ fn new_cell(store: &dyn Store) {
         .expect("create the cell");
 }
 
-fn event(kind: &str) -> NewEvent {
+fn event(kind: EventKind) -> NewEvent {
     NewEvent::new(Level::Info, kind, format!("{kind} happened"))
 }
 
@@ -110,7 +111,7 @@ pub fn create_never_overwrites(store: &dyn Store) {
     .expect("first create");
     let err = transact(store, CELL, now(), |t| {
         t.create(key, doc(json!({ "task_id": "t1", "title": "second" })));
-        t.event(event("task.created"));
+        t.event(event(EventKind::TaskAdded));
         Ok(())
     })
     .expect_err("the second create must fail");
@@ -128,7 +129,7 @@ pub fn an_error_in_the_body_writes_nothing(store: &dyn Store) {
     new_cell(store);
     let err = transact::<()>(store, CELL, now(), |t| {
         t.put(FileKey::Agent("a1"), doc(json!({ "agent_id": "a1" })));
-        t.event(event("agent.added"));
+        t.event(event(EventKind::AgentAdded));
         Err(Error::usage("changed my mind"))
     })
     .expect_err("the body failed");
@@ -146,8 +147,8 @@ pub fn writes_and_events_commit_together(store: &dyn Store) {
     transact(store, CELL, now(), |t| {
         t.put(FileKey::Agent("a1"), doc(json!({ "agent_id": "a1" })));
         t.put(FileKey::Task("t1"), doc(json!({ "task_id": "t1" })));
-        t.event(event("one"));
-        t.event(event("two"));
+        t.event(event(EventKind::TaskAdded));
+        t.event(event(EventKind::TaskClaimed));
         Ok(())
     })
     .expect("commit");
@@ -163,7 +164,13 @@ pub fn writes_and_events_commit_together(store: &dyn Store) {
         .into_iter()
         .map(|e| (e.seq, e.kind))
         .collect();
-    assert_eq!(kinds, [(1, "one".to_string()), (2, "two".to_string())]);
+    assert_eq!(
+        kinds,
+        [
+            (1, "task.added".to_string()),
+            (2, "task.claimed".to_string())
+        ]
+    );
 }
 
 /// A document changed between the read and the commit makes the store run the body
@@ -231,7 +238,7 @@ pub fn concurrent_claims_are_exactly_once(store: Arc<dyn Store + Send + Sync>) {
                         task.set("status", "in_progress");
                         task.set("claimed_by", me.as_str());
                         t.put(FileKey::Task(&id), task);
-                        t.event(event("task.claimed").task(&id).agent(&me));
+                        t.event(event(EventKind::TaskClaimed).task(&id).agent(&me));
                         Ok(Some(id))
                     })
                     .expect("claim");

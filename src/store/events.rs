@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock;
 use crate::error::Result;
+use crate::model::EventKind;
 use crate::store::{LogFile, Store};
 
 /// The `prev` of the first line.
@@ -78,7 +79,7 @@ pub struct NewEvent {
     /// How loud.
     pub level: Level,
     /// What happened.
-    pub kind: String,
+    pub kind: EventKind,
     /// The agent concerned.
     pub agent: Option<String>,
     /// The task concerned.
@@ -91,10 +92,10 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event with no agent, task or details.
-    pub fn new(level: Level, kind: &str, message: impl Into<String>) -> NewEvent {
+    pub fn new(level: Level, kind: EventKind, message: impl Into<String>) -> NewEvent {
         NewEvent {
             level,
-            kind: kind.to_string(),
+            kind,
             agent: None,
             task: None,
             message: message.into(),
@@ -140,7 +141,7 @@ pub fn chain(events: &[NewEvent], last: Option<&[u8]>, now: DateTime<Utc>) -> Ve
             seq,
             time: clock::stamp(now),
             level: e.level,
-            kind: e.kind.clone(),
+            kind: e.kind.as_str().to_string(),
             agent: e.agent.clone(),
             task: e.task.clone(),
             message: e.message.clone(),
@@ -355,7 +356,7 @@ mod tests {
         let mut text = String::new();
         let mut last: Option<String> = None;
         for i in 0..n {
-            let e = NewEvent::new(Level::Info, "test.event", format!("event {i}"));
+            let e = NewEvent::new(Level::Info, EventKind::CellStatus, format!("event {i}"));
             let line = chain(&[e], last.as_deref().map(str::as_bytes), now).remove(0);
             text.push_str(&line);
             text.push('\n');

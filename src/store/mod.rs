@@ -1112,7 +1112,7 @@ mod tests {
             "c1",
             crate::store::events::NewEvent::new(
                 crate::store::events::Level::Info,
-                "first",
+                crate::model::EventKind::CellStatus,
                 "first",
             ),
             now(),
@@ -1131,12 +1131,12 @@ mod tests {
         let new = [
             crate::store::events::NewEvent::new(
                 crate::store::events::Level::Info,
-                "second",
+                crate::model::EventKind::CellStatus,
                 "second",
             ),
             crate::store::events::NewEvent::new(
                 crate::store::events::Level::Info,
-                "third",
+                crate::model::EventKind::CellStatus,
                 "third",
             ),
         ];
@@ -1165,11 +1165,11 @@ mod tests {
             .expect("read")
             .is_some());
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let kinds: Vec<String> = crate::store::events::parse_all(&log)
+        let messages: Vec<String> = crate::store::events::parse_all(&log)
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.message)
             .collect();
-        assert_eq!(kinds, ["first", "second", "third"]);
+        assert_eq!(messages, ["first", "second", "third"]);
         assert_eq!(crate::store::events::verify(&log).first_break, None);
         assert!(!root.0.join("c1/.pas").join(commit::INTENT).exists());
     }
@@ -1192,11 +1192,11 @@ mod tests {
         })
         .expect("txn");
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let kinds: Vec<String> = crate::store::events::parse_all(&log)
+        let messages: Vec<String> = crate::store::events::parse_all(&log)
             .into_iter()
-            .map(|e| e.kind)
+            .map(|e| e.message)
             .collect();
-        assert_eq!(kinds, ["first", "second", "third"]);
+        assert_eq!(messages, ["first", "second", "third"]);
         assert_eq!(crate::store::events::verify(&log).first_break, None);
     }
 

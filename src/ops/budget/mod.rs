@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::ops::budget::rules::{
     BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
 };
@@ -198,7 +199,7 @@ fn compact(
         d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path, "at": clock::stamp(now) }));
         txn.put(FileKey::Agent(agent), d);
         txn.event(
-            NewEvent::new(Level::Warn, "budget.compacted", format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
+            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
                 .agent(agent)
                 .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
         );

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
+use crate::model::EventKind;
 use crate::ops::policy::Policy;
 use crate::store::events::{Level, NewEvent};
 
@@ -208,7 +209,11 @@ impl ContextDecision {
             out.push(
                 NewEvent::new(
                     t.to.level(),
-                    &format!("budget.context_{}", t.to.as_str()),
+                    match t.to {
+                        State::Ok => EventKind::BudgetContextOk,
+                        State::Warning => EventKind::BudgetContextWarning,
+                        State::Breach => EventKind::BudgetContextBreach,
+                    },
                     format!(
                         "agent {agent} uses {:.0}% of its context ({} -> {})",
                         self.ratio * 100.0,
@@ -226,7 +231,7 @@ impl ContextDecision {
             out.push(
                 NewEvent::new(
                     Level::Error,
-                    "budget.thrashing",
+                    EventKind::BudgetThrashing,
                     format!(
                         "agent {agent} breached its context budget again; not compacting: {why}"
                     ),
@@ -417,9 +422,9 @@ impl SpendDecision {
             return None;
         }
         let kind = match self.state {
-            State::Ok => "budget.spend_ok",
-            State::Warning => "budget.spend_warning",
-            State::Breach => "budget.reached",
+            State::Ok => EventKind::BudgetSpendOk,
+            State::Warning => EventKind::BudgetSpendWarning,
+            State::Breach => EventKind::BudgetReached,
         };
         let why = self.why.as_deref().unwrap_or("spend within budget");
         Some(NewEvent::new(self.state.level(), kind, format!("agent {agent}: {why}")).agent(agent))
@@ -504,7 +509,7 @@ impl TimeDecision {
         Some(
             NewEvent::new(
                 Level::Error,
-                "budget.cell_timeout",
+                EventKind::BudgetCellTimeout,
                 format!(
                     "cell ran {} past its timeout of {}",
                     clock::human_duration(used - timeout),
@@ -728,7 +733,7 @@ mod tests {
                 .unwrap()
                 .events("a1")
                 .into_iter()
-                .map(|e| (e.level, e.kind, e.message))
+                .map(|e| (e.level, e.kind.as_str().to_string(), e.message))
                 .collect::<Vec<_>>()
         };
         let e = |l, k: &str, m: &str| (l, k.to_string(), m.to_string());
@@ -890,7 +895,9 @@ mod tests {
             let d = decide_spend(spent(cost, 0.0), recorded, spent(cost, 0.0), &limits);
             assert_eq!(d.state, state, "{recorded} {cost}");
             assert_eq!(d.changed, event.is_some(), "{recorded} {cost}");
-            let got = d.event("a1").map(|e| (e.level, e.kind, e.message));
+            let got = d
+                .event("a1")
+                .map(|e| (e.level, e.kind.as_str().to_string(), e.message));
             assert_eq!(
                 got,
                 event.map(|(l, k, m)| (l, k.to_string(), m.to_string())),

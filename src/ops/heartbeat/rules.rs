@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
+use crate::model::EventKind;
 use crate::ops::budget::rules::State;
 use crate::ops::health::{Assessment, Health};
 use crate::ops::policy::Policy;
@@ -236,18 +237,18 @@ pub enum TransitionKind {
 
 impl TransitionKind {
     /// The event kind.
-    pub fn as_str(self) -> &'static str {
+    pub fn event_kind(self) -> EventKind {
         match self {
-            TransitionKind::Alive => "agent.alive",
-            TransitionKind::Recovered => "agent.recovered",
-            TransitionKind::Healthy => "agent.healthy",
-            TransitionKind::Late => "agent.late",
-            TransitionKind::Down => "agent.down",
-            TransitionKind::Dead => "agent.dead",
-            TransitionKind::Degraded => "agent.degraded",
-            TransitionKind::Unhealthy => "agent.unhealthy",
-            TransitionKind::Offline => "agent.offline",
-            TransitionKind::Failed => "agent.failed",
+            TransitionKind::Alive => EventKind::AgentAlive,
+            TransitionKind::Recovered => EventKind::AgentRecovered,
+            TransitionKind::Healthy => EventKind::AgentHealthy,
+            TransitionKind::Late => EventKind::AgentLate,
+            TransitionKind::Down => EventKind::AgentDown,
+            TransitionKind::Dead => EventKind::AgentDead,
+            TransitionKind::Degraded => EventKind::AgentDegraded,
+            TransitionKind::Unhealthy => EventKind::AgentUnhealthy,
+            TransitionKind::Offline => EventKind::AgentOffline,
+            TransitionKind::Failed => EventKind::AgentFailed,
         }
     }
 }
@@ -335,7 +336,7 @@ impl Transition {
                 format!("agent {agent_id} has failed for good"),
             ),
         };
-        NewEvent::new(level, self.kind.as_str(), message)
+        NewEvent::new(level, self.kind.event_kind(), message)
             .agent(agent_id)
             .details(
                 json!({ "from": was, "to": self.to.as_str(), "silent_seconds": self.silent_for }),
@@ -478,7 +479,7 @@ impl FailureDecision {
     pub fn event(&self, agent_id: &str, reason: &str) -> NewEvent {
         NewEvent::new(
             Level::Warn,
-            "agent.failure",
+            EventKind::AgentFailure,
             format!(
                 "agent {agent_id} failed ({} in a row): {reason}",
                 self.consecutive
@@ -936,7 +937,7 @@ mod tests {
         for &(from, to, silent, expected) in rows {
             let got = Transition::between(from, to, silent).map(|t| {
                 let e = t.event("a1");
-                assert_eq!(e.kind, t.kind.as_str());
+                assert_eq!(e.kind, t.kind.event_kind());
                 (t.kind, e.level, e.message)
             });
             assert_eq!(

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
+use crate::model::EventKind;
 use crate::ops::cell::{self, CellStatus};
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::policy;
@@ -181,7 +182,7 @@ pub fn done(
         txn.put(FileKey::Task(task_id), t);
         let mut event = NewEvent::new(
             Level::Info,
-            "task.completed",
+            EventKind::TaskCompleted,
             format!("task {task_id} completed"),
         )
         .task(task_id);
@@ -379,7 +380,7 @@ fn move_task(txn: &mut Txn<'_>, mut t: Doc, from: &str, to: &str) -> Result<()> 
     txn.event(
         NewEvent::new(
             Level::Info,
-            "task.handoff",
+            EventKind::TaskHandoff,
             format!("task {task_id} handed from {from} to {to}"),
         )
         .task(&task_id)
@@ -454,8 +455,7 @@ pub fn handoff(
             txn.put(FileKey::Task(task_id), t);
             txn.event(
                 NewEvent::new(
-                    Level::Warn,
-                    "task.handoff_requested",
+                    Level::Warn, EventKind::TaskHandoffRequested,
                     format!(
                         "handoff of task {task_id} from {from} to {to} waits for approval ({request})"
                     ),
@@ -524,7 +524,7 @@ pub fn decide_handoff(
         txn.event(
             NewEvent::new(
                 Level::Info,
-                "task.handoff_denied",
+                EventKind::TaskHandoffDenied,
                 format!("handoff of task {task_id} from {from} to {to} denied"),
             )
             .task(&task_id)
@@ -584,7 +584,7 @@ pub fn release_tasks(
                     txn.event(
                         NewEvent::new(
                             Level::Warn,
-                            "task.released",
+                            EventKind::TaskReleased,
                             format!("task {task_id} back in the queue: agent {agent} failed"),
                         )
                         .task(&task_id)

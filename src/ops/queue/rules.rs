@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::doc::Doc;
+use crate::model::EventKind;
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::policy::Policy;
 use crate::ops::task;
@@ -99,7 +100,7 @@ impl ClaimDecision<'_> {
         Some(
             NewEvent::new(
                 Level::Info,
-                "task.claimed",
+                EventKind::TaskClaimed,
                 format!("{agent} claimed task {task_id} (attempt {attempt})"),
             )
             .agent(agent)
@@ -201,7 +202,7 @@ impl FailDecision {
                 ..
             } => (
                 Level::Warn,
-                "task.requeued",
+                EventKind::TaskRequeued,
                 format!("task {task_id} failed (attempt {attempts} of {max_retries}): {reason}; back in the queue"),
                 attempts,
                 max_retries,
@@ -211,7 +212,7 @@ impl FailDecision {
                 max_retries,
             } => (
                 Level::Error,
-                "task.failed",
+                EventKind::TaskFailed,
                 format!("task {task_id} failed for good after {attempts} attempt(s): {reason}"),
                 attempts,
                 max_retries,

@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::EventKind;
 use crate::ops::checkpoint;
 use crate::ops::health::{self, Health};
 use crate::ops::policy::Policy;
@@ -111,14 +112,14 @@ impl Ctx<'_> {
     }
 
     /// An event about this agent.
-    fn about(&self, level: Level, kind: &str, message: String, details: Value) -> NewEvent {
+    fn about(&self, level: Level, kind: EventKind, message: String, details: Value) -> NewEvent {
         NewEvent::new(level, kind, message)
             .agent(self.agent)
             .details(details)
     }
 
     /// Records an event alone.
-    fn event(&self, level: Level, kind: &str, message: String, details: Value) -> Result<()> {
+    fn event(&self, level: Level, kind: EventKind, message: String, details: Value) -> Result<()> {
         events::record_one(
             self.store,
             self.cell,
@@ -293,7 +294,7 @@ fn apply(
                     },
                     Some(ctx.about(
                         Level::Info,
-                        "agent.revival_succeeded",
+                        EventKind::AgentRevivalSucceeded,
                         format!("agent {agent} revived: first beat after the restart"),
                         details.clone(),
                     )),
@@ -311,7 +312,7 @@ fn apply(
             }
             ctx.event(
                 Level::Error,
-                "agent.revival_timed_out",
+                EventKind::AgentRevivalTimedOut,
                 format!("agent {agent} did not beat within revive_timeout after its restart"),
                 details.clone(),
             )?;
@@ -339,7 +340,7 @@ fn apply(
                     &mut |d| d.set("hung_reported", clock::stamp(now)),
                     Some(ctx.about(
                         Level::Error,
-                        "agent.hung",
+                        EventKind::AgentHung,
                         format!(
                             "agent {agent} runs but does not beat; watchdog is off, leaving it"
                         ),
@@ -403,7 +404,7 @@ fn apply(
                     },
                     Some(ctx.about(
                         Level::Info,
-                        "agent.completed",
+                        EventKind::AgentCompleted,
                         format!("agent {agent} ended and is not restarted: {why}"),
                         Value::Null,
                     )),
@@ -432,7 +433,7 @@ fn apply(
                     &mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })),
                     Some(ctx.about(
                         Level::Warn,
-                        "agent.revive_requested",
+                        EventKind::AgentReviveRequested,
                         format!("agent {agent} died ({how}); approve with `pas revive approve {id}`"),
                         json!({ "request": id }),
                     )),
@@ -456,7 +457,7 @@ fn apply(
                     },
                     Some(ctx.about(
                         Level::Error,
-                        "agent.storm",
+                        EventKind::AgentStorm,
                         format!("agent {agent} died {deaths} times in a row quickly; cooling down until {until_text}"),
                         json!({ "deaths": deaths, "until": until_text }),
                     )),
@@ -586,7 +587,7 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
         Ok(started) => {
             ctx.event(
                 Level::Warn,
-                "agent.revived",
+                EventKind::AgentRevived,
                 format!("agent {agent} restarted (attempt {attempt}, pid {}, checkpoint {}){task_note}", started.pid, generation.map_or("none".into(), |g| g.to_string())),
                 json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "cause": r.how }),
             )?;
@@ -599,7 +600,7 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
                 },
                 Some(ctx.about(
                     Level::Error,
-                    "agent.revive_failed",
+                    EventKind::AgentReviveFailed,
                     format!("agent {agent} could not be restarted: {}", e.message),
                     Value::Null,
                 )),
@@ -620,7 +621,7 @@ pub fn fail_for_good(
 ) -> Result<()> {
     let event = NewEvent::new(
         Level::Error,
-        "agent.failed",
+        EventKind::AgentFailed,
         format!("agent {agent} has failed for good: {reason}"),
     )
     .agent(agent)
@@ -733,7 +734,7 @@ fn run_hook(
     events::record_one(
         store,
         cell,
-        NewEvent::new(level, "agent.on_failure", message)
+        NewEvent::new(level, EventKind::AgentOnFailure, message)
             .agent(agent)
             .details(json!({ "hook": hook })),
         now,
@@ -827,7 +828,7 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
     if approve {
         let event = NewEvent::new(
             Level::Info,
-            "agent.revive_approved",
+            EventKind::AgentReviveApproved,
             format!("revival request {id} approved"),
         )
         .agent(&req.agent);
@@ -867,7 +868,7 @@ pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> 
     let _revive = store.lock(cell, LockKey::Revive)?;
     let event = NewEvent::new(
         Level::Info,
-        "agent.reset",
+        EventKind::AgentReset,
         format!("agent {agent}'s restart tally cleared by hand"),
     )
     .agent(agent);
