@@ -117,6 +117,11 @@ impl Error {
         Error::new(Kind::Data, message)
     }
 
+    /// Busy: another process holds what is needed (exit 6).
+    pub fn busy(message: impl Into<String>) -> Self {
+        Error::new(Kind::Busy, message)
+    }
+
     /// A failure (exit 1).
     pub fn failure(message: impl Into<String>) -> Self {
         Error::new(Kind::Failure, message)

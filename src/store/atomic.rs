@@ -48,30 +48,146 @@ pub fn open_root(path: &Path) -> io::Result<OwnedFd> {
     )?)
 }
 
-/// The error inside an `io::Error` when a path component is a symlink (or not a
-/// directory where one is expected): the layout is broken, not the disk.
+/// Why pas refused a file inside the root, carried inside an `io::Error`: the layout is
+/// broken (or hostile), not the disk, so it is a data error with a fix, never a hang or a
+/// read of gigabytes.
 #[derive(Debug)]
-pub struct LinkRefused(String);
+pub enum Refused {
+    /// A path component is a symlink, or not a directory where one is expected.
+    Link(String),
+    /// A FIFO, socket, device or directory where a regular file belongs: reading a FIFO
+    /// blocks forever and a device never ends.
+    NotRegular {
+        /// The file's name.
+        name: String,
+        /// What it is instead ("FIFO", "character device", ...).
+        what: &'static str,
+    },
+    /// Larger than pas accepts for this kind of file.
+    TooLarge {
+        /// The file's name.
+        name: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit for its kind.
+        limit: u64,
+    },
+    /// A lock file with more than one name: another name could be a file outside the root
+    /// that pas would then write to.
+    HardLinked {
+        /// The file's name.
+        name: String,
+        /// How many names the inode has.
+        links: u64,
+    },
+}
 
-impl std::fmt::Display for LinkRefused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} is a symbolic link or not a directory; pas never follows links inside the root",
-            self.0
-        )
+impl Refused {
+    /// How to fix it, for the error's hint line.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Refused::Link(_) => {
+                "replace the link with a real file or directory (`pas validate` lists them)"
+            }
+            Refused::NotRegular { .. } => {
+                "remove it, or replace it with the regular file it should be"
+            }
+            Refused::TooLarge { .. } => {
+                "trim the file, or move what makes it large into artifacts/"
+            }
+            Refused::HardLinked { .. } => "remove the lock file; pas creates a fresh one",
+        }
     }
 }
 
-impl std::error::Error for LinkRefused {}
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refused::Link(name) => write!(
+                f,
+                "{name} is a symbolic link or not a directory; pas never follows links inside the root"
+            ),
+            Refused::NotRegular { name, what } => write!(
+                f,
+                "{name} is a {what}, not a regular file; pas reads only regular files"
+            ),
+            Refused::TooLarge { name, size, limit } => write!(
+                f,
+                "{name} is {size} bytes, over the limit of {limit} bytes for this kind of file"
+            ),
+            Refused::HardLinked { name, links } => write!(
+                f,
+                "{name} has {links} hard links; pas uses a lock file only when it has exactly one"
+            ),
+        }
+    }
+}
 
-/// Whether an I/O error is a refused link.
-pub fn is_link_refused(err: &io::Error) -> bool {
-    err.get_ref().is_some_and(|inner| inner.is::<LinkRefused>())
+impl std::error::Error for Refused {}
+
+/// The refusal inside an I/O error, if it is one.
+pub fn refused(err: &io::Error) -> Option<&Refused> {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<Refused>())
 }
 
 fn link_error(name: &str) -> io::Error {
-    io::Error::other(LinkRefused(name.to_string()))
+    io::Error::other(Refused::Link(name.to_string()))
+}
+
+/// What a file type is called in messages.
+fn type_name(file_type: rfs::FileType) -> &'static str {
+    match file_type {
+        rfs::FileType::RegularFile => "regular file",
+        rfs::FileType::Directory => "directory",
+        rfs::FileType::Symlink => "symbolic link",
+        rfs::FileType::Fifo => "FIFO",
+        rfs::FileType::Socket => "socket",
+        rfs::FileType::CharacterDevice => "character device",
+        rfs::FileType::BlockDevice => "block device",
+        _ => "special file",
+    }
+}
+
+/// Checks that an opened `name` is a regular file no larger than `limit`; returns its size.
+pub fn check_regular(fd: BorrowedFd<'_>, name: &str, limit: u64) -> io::Result<u64> {
+    let stat = rfs::fstat(fd)?;
+    let file_type = rfs::FileType::from_raw_mode(stat.st_mode);
+    if file_type != rfs::FileType::RegularFile {
+        return Err(io::Error::other(Refused::NotRegular {
+            name: name.to_string(),
+            what: type_name(file_type),
+        }));
+    }
+    let size = u64::try_from(stat.st_size).unwrap_or(0);
+    if size > limit {
+        return Err(too_large(name, size, limit));
+    }
+    Ok(size)
+}
+
+fn too_large(name: &str, size: u64, limit: u64) -> io::Error {
+    io::Error::other(Refused::TooLarge {
+        name: name.to_string(),
+        size,
+        limit,
+    })
+}
+
+/// Opens `name` in `dir` for reading without following a link and without blocking (a
+/// FIFO opens at once and is then refused by [`check_regular`]); `None` when absent.
+fn open_for_reading(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<OwnedFd>> {
+    match rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(Errno::NOENT) => Ok(None),
+        Err(Errno::LOOP) => Err(link_error(name)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Opens `name` inside `dir` as a directory, refusing symlinks.
@@ -107,26 +223,22 @@ pub fn ensure_subdir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     }
 }
 
-/// Reads `name` inside `dir`; `Ok(None)` when it does not exist. Symlinks are refused.
-pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
-    let fd = match rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(None),
-        Err(Errno::LOOP) => return Err(link_error(name)),
-        Err(e) => return Err(e.into()),
+/// Reads `name` inside `dir`; `Ok(None)` when it does not exist. Symlinks, anything but a
+/// regular file, and files over `limit` bytes are refused.
+pub fn read_at(dir: BorrowedFd<'_>, name: &str, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    let Some(fd) = open_for_reading(dir, name)? else {
+        return Ok(None);
     };
-    // Read to the end without asking for the size first (`read_to_end` on a `File` spends
-    // an fstat, an lseek and a last empty read on that). A regular file's read comes back
-    // short only at its end, so a document that fits the buffer is one read.
-    let mut bytes = vec![0u8; 8192];
+    let size = check_regular(fd.as_fd(), name, limit)?;
+    // One read of the size fstat gave, plus room to see that the file grew; a regular
+    // file's read comes back short only at its end.
+    let mut bytes = vec![0u8; usize::try_from(size).unwrap_or(0).max(4096) + 1];
     let mut len = 0;
     loop {
         if len == bytes.len() {
+            if len as u64 > limit {
+                return Err(too_large(name, len as u64, limit));
+            }
             bytes.resize(len * 2, 0);
         }
         match rustix::io::read(&fd, &mut bytes[len..]) {
@@ -140,6 +252,9 @@ pub fn read_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Vec<u8>>> {
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    if len as u64 > limit {
+        return Err(too_large(name, len as u64, limit));
     }
     bytes.truncate(len);
     Ok(Some(bytes))
@@ -391,19 +506,13 @@ pub fn append(file: &mut File, bytes: &[u8], durability: Durability) -> io::Resu
 }
 
 /// The bytes of `name` in `dir` from `offset` to the end; empty when it does not exist.
+/// Anything but a regular file is refused.
 pub fn read_from(dir: BorrowedFd<'_>, name: &str, offset: u64) -> io::Result<Vec<u8>> {
     use std::io::{Seek, SeekFrom};
-    let fd = match rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT) => return Ok(Vec::new()),
-        Err(Errno::LOOP) => return Err(link_error(name)),
-        Err(e) => return Err(e.into()),
+    let Some(fd) = open_for_reading(dir, name)? else {
+        return Ok(Vec::new());
     };
+    check_regular(fd.as_fd(), name, u64::MAX)?;
     let mut file = File::from(fd);
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
@@ -443,7 +552,7 @@ mod tests {
         replace_at(fd.as_fd(), "a.json", b"{\"x\":1}\n", Durability::Durable).unwrap();
         replace_at(fd.as_fd(), "a.json", b"{\"x\":2}\n", Durability::Relaxed).unwrap();
         assert_eq!(
-            read_at(fd.as_fd(), "a.json").unwrap().unwrap(),
+            read_at(fd.as_fd(), "a.json", 1 << 20).unwrap().unwrap(),
             b"{\"x\":2}\n"
         );
         let names: Vec<_> = std::fs::read_dir(&dir)
@@ -481,7 +590,10 @@ mod tests {
         create_at(fd.as_fd(), "a.json", b"1").unwrap();
         let err = create_at(fd.as_fd(), "a.json", b"2").unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(read_at(fd.as_fd(), "a.json").unwrap().unwrap(), b"1");
+        assert_eq!(
+            read_at(fd.as_fd(), "a.json", 1 << 20).unwrap().unwrap(),
+            b"1"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -493,7 +605,7 @@ mod tests {
         std::fs::create_dir(dir.join("real")).unwrap();
         std::os::unix::fs::symlink(dir.join("real"), dir.join("sub")).unwrap();
         let fd = open_root(&dir).unwrap();
-        assert!(read_at(fd.as_fd(), "link.json").is_err());
+        assert!(read_at(fd.as_fd(), "link.json", 1 << 20).is_err());
         assert!(open_subdir(fd.as_fd(), "sub").is_err());
         // Replacing a link swaps the link itself; the target is untouched.
         replace_at(fd.as_fd(), "link.json", b"new", Durability::Durable).unwrap();

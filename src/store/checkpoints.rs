@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, RenameFlags};
 
 use super::atomic::{self, Durability};
+use super::layout::CHECKPOINT_FILE_LIMIT;
 use super::layout::{check_id, IdKind};
 use super::{CheckpointFiles, FsStore};
 use crate::error::{Error, Result};
@@ -35,11 +36,12 @@ fn write_files(dir: BorrowedFd<'_>, files: &CheckpointFiles, manifest: bool) -> 
 }
 
 fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
-    let Some(state) = atomic::read_at(dir, "state.json")? else {
+    let Some(state) = atomic::read_at(dir, "state.json", CHECKPOINT_FILE_LIMIT)? else {
         return Ok(None);
     };
-    let context = atomic::read_at(dir, "context.json")?.unwrap_or_default();
-    let manifest = atomic::read_at(dir, "manifest.json")?.unwrap_or_default();
+    let context = atomic::read_at(dir, "context.json", CHECKPOINT_FILE_LIMIT)?.unwrap_or_default();
+    let manifest =
+        atomic::read_at(dir, "manifest.json", CHECKPOINT_FILE_LIMIT)?.unwrap_or_default();
     let mut artifacts = Vec::new();
     if let Ok(a) = atomic::open_subdir(dir, "artifacts") {
         for name in atomic::list_entries(a.as_fd())?
@@ -47,7 +49,7 @@ fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
             .filter(|e| e.is_file && !e.name.starts_with('.'))
             .map(|e| e.name)
         {
-            if let Some(bytes) = atomic::read_at(a.as_fd(), &name)? {
+            if let Some(bytes) = atomic::read_at(a.as_fd(), &name, CHECKPOINT_FILE_LIMIT)? {
                 artifacts.push((name, bytes));
             }
         }
@@ -315,7 +317,7 @@ impl FsStore {
         let mut out = Vec::new();
         for stem in names {
             let name = format!("{stem}.json");
-            if let Some(bytes) = atomic::read_at(dir.as_fd(), &name)
+            if let Some(bytes) = atomic::read_at(dir.as_fd(), &name, CHECKPOINT_FILE_LIMIT)
                 .map_err(|e| self.io_error("read", &base.join(&name), e))?
             {
                 out.push((name, bytes));

@@ -87,8 +87,9 @@ impl FsStore {
     pub(crate) fn cell_lock(&self, cell: &str) -> Result<LockGuard> {
         let cell_fd = self.cell_fd(cell)?;
         let key = format!("{}\0{cell}", self.root().display());
-        let (guard, fresh) = lock::lock_reentrant(cell_fd.as_fd(), CELL_LOCK, &key)
-            .map_err(|e| self.io_error("lock", &self.pas_path(cell).join(CELL_LOCK), e))?;
+        let (guard, fresh) =
+            lock::lock_reentrant(cell_fd.as_fd(), CELL_LOCK, &key, self.lock_wait())
+                .map_err(|e| self.io_error("lock", &self.pas_path(cell).join(CELL_LOCK), e))?;
         if fresh {
             self.recover(cell, cell_fd.as_fd())?;
         }
@@ -120,7 +121,7 @@ impl FsStore {
             Err(e) => return Err(self.io_error("open", &self.pas_path(cell), e)),
         };
         let intent_path = self.pas_path(cell).join(INTENT);
-        if let Some(bytes) = atomic::read_at(pas.as_fd(), INTENT)
+        if let Some(bytes) = atomic::read_at(pas.as_fd(), INTENT, super::layout::INTENT_LIMIT)
             .map_err(|e| self.io_error("read", &intent_path, e))?
         {
             let intent: Value = serde_json::from_slice(&bytes).map_err(|e| {
@@ -322,7 +323,7 @@ impl FsStore {
                 Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
             },
         };
-        match atomic::read_at(dir.as_fd(), &name) {
+        match atomic::read_at(dir.as_fd(), &name, key.size_limit()) {
             Ok(Some(bytes)) => Ok(Revision::of_bytes(&bytes)),
             Ok(None) => Ok(Revision::ABSENT),
             Err(e) => Err(self.io_error("read", &self.path_of(cell, key), e)),

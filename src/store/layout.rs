@@ -43,6 +43,18 @@ pub const ROOT_CONFIG: &str = "pas.toml";
 /// Lock files live here, below [`PAS_DIR`].
 pub const LOCKS_DIR: &str = "locks";
 
+/// The largest cell, agent, task or config document pas reads: far above any real one
+/// (an agent file is a few KiB), far below what would hurt a fleet view.
+pub const DOC_LIMIT: u64 = 4 << 20;
+/// The largest `reservations.json`: it keeps every reservation ever made.
+pub const RESERVATIONS_LIMIT: u64 = 64 << 20;
+/// The largest `pas.toml`.
+pub const ROOT_CONFIG_LIMIT: u64 = 1 << 20;
+/// The largest intent record (it carries the documents of one commit).
+pub const INTENT_LIMIT: u64 = 256 << 20;
+/// The largest checkpoint file (state, context, manifest, one artifact).
+pub const CHECKPOINT_FILE_LIMIT: u64 = 1 << 30;
+
 /// The three files under `config/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConfigFile {
@@ -96,6 +108,14 @@ impl FileKey<'_> {
             FileKey::Agent(id) => (Some(AGENTS_DIR), format!("{id}{DOC_SUFFIX}")),
             FileKey::Task(id) => (Some(TASKS_DIR), format!("{id}{DOC_SUFFIX}")),
             FileKey::Config(c) => (Some(CONFIG_DIR), c.file_name().to_string()),
+        }
+    }
+
+    /// The largest file of this kind pas reads.
+    pub fn size_limit(&self) -> u64 {
+        match self {
+            FileKey::Reservations => RESERVATIONS_LIMIT,
+            _ => DOC_LIMIT,
         }
     }
 

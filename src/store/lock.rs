@@ -6,6 +6,12 @@
 //! descriptor is close-on-exec, so agents spawned while a lock is held never inherit it.
 //! Dropping the guard unlocks.
 //!
+//! No wait is unbounded: a lock is taken within a deadline or the caller gets a [`Busy`]
+//! error naming the process that holds it (from `/proc/locks`), so one stuck process
+//! cannot freeze `status`, `check`, `revive` or the watch. A lock file that is not a
+//! regular file with exactly one link is refused: a planted hard link would make pas write
+//! a pid into a file outside the root.
+//!
 //! The cell lock is re-entrant within a thread: code that holds it may call code that takes
 //! it again (the inner guard is a counter, the flock stays with the outermost guard). Other
 //! threads and processes still exclude each other, because each opens its own descriptor.
@@ -14,12 +20,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::atomic::{ensure_subdir, FILE_MODE};
+use super::atomic::{ensure_subdir, Refused, FILE_MODE};
 use super::layout::{LOCKS_DIR, PAS_DIR};
 
 /// A held lock; released when dropped (or when the process dies).
@@ -60,7 +67,12 @@ impl Drop for LockGuard {
 
 /// Takes the re-entrant lock `name` in `dir`, known in this thread as `key`. Returns the
 /// guard and whether this call took the flock (false: the thread already held it).
-pub fn lock_reentrant(dir: BorrowedFd<'_>, name: &str, key: &str) -> io::Result<(LockGuard, bool)> {
+pub fn lock_reentrant(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    key: &str,
+    wait: Duration,
+) -> io::Result<(LockGuard, bool)> {
     let already = REENTRANT.with(|held| {
         let mut held = held.borrow_mut();
         match held.get_mut(key) {
@@ -73,7 +85,7 @@ pub fn lock_reentrant(dir: BorrowedFd<'_>, name: &str, key: &str) -> io::Result<
     });
     if !already {
         let file = open_lock_file(dir, name)?;
-        file.lock()?;
+        lock_within(&file, name, wait)?;
         REENTRANT.with(|held| held.borrow_mut().insert(key.to_string(), (file, 1)));
     }
     Ok((
@@ -99,16 +111,114 @@ fn open_lock_file(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
             rfs::fchmod(&fd, Mode::from_raw_mode(FILE_MODE))?;
             fd
         }
-        Err(Errno::EXIST) => rfs::openat(&locks, name, flags, Mode::empty())?,
+        Err(Errno::EXIST) => match rfs::openat(&locks, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::LOOP) => return Err(io::Error::other(Refused::Link(name.to_string()))),
+            Err(e) => return Err(e.into()),
+        },
         Err(e) => return Err(e.into()),
     };
+    let stat = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(stat.st_mode) != rfs::FileType::RegularFile {
+        return Err(io::Error::other(Refused::NotRegular {
+            name: name.to_string(),
+            what: "special file",
+        }));
+    }
+    #[allow(clippy::useless_conversion)] // nlink is u32 on some targets
+    let links = u64::from(stat.st_nlink);
+    if links != 1 {
+        return Err(io::Error::other(Refused::HardLinked {
+            name: name.to_string(),
+            links,
+        }));
+    }
     Ok(File::from(fd))
 }
 
-/// Takes the exclusive lock `name` in `dir`, waiting as long as another process holds it.
-pub fn lock(dir: BorrowedFd<'_>, name: &str) -> io::Result<LockGuard> {
+/// A lock another process kept past the caller's deadline.
+#[derive(Debug)]
+pub struct Busy {
+    /// The lock file's name.
+    pub name: String,
+    /// The process holding it, when `/proc/locks` tells.
+    pub holder: Option<u32>,
+    /// How long the caller waited.
+    pub waited: Duration,
+}
+
+impl std::fmt::Display for Busy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.waited.as_secs_f64();
+        match self.holder {
+            Some(pid) => write!(f, "process {pid} has held it for more than {secs:.1}s"),
+            None => write!(f, "another process has held it for more than {secs:.1}s"),
+        }
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// The `Busy` inside an I/O error, if it is one.
+pub fn busy(err: &io::Error) -> Option<&Busy> {
+    err.get_ref().and_then(|inner| inner.downcast_ref::<Busy>())
+}
+
+/// Takes `file`'s flock, polling with a growing pause (1 ms up to 50 ms) until `wait` has
+/// passed. flock has no timeout of its own; a blocked `flock` in a helper thread could
+/// not be abandoned.
+fn lock_within(file: &File, name: &str, wait: Duration) -> io::Result<()> {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+        }
+        let waited = start.elapsed();
+        if waited >= wait {
+            return Err(io::Error::other(Busy {
+                name: name.to_string(),
+                holder: holder_of(file),
+                waited,
+            }));
+        }
+        std::thread::sleep(pause.min(wait - waited));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The pid holding a flock on `file`, from `/proc/locks` (matched by device and inode).
+fn holder_of(file: &File) -> Option<u32> {
+    let stat = rfs::fstat(file.as_fd()).ok()?;
+    let text = std::fs::read_to_string("/proc/locks").ok()?;
+    holder_in(
+        &text,
+        rfs::major(stat.st_dev),
+        rfs::minor(stat.st_dev),
+        stat.st_ino,
+    )
+}
+
+/// Finds the holder in `/proc/locks` text: lines like
+/// `1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF`, device numbers in hex. Waiters
+/// (`->` lines) are skipped.
+fn holder_in(text: &str, major: u32, minor: u32, inode: u64) -> Option<u32> {
+    let wanted = format!("{major:02x}:{minor:02x}:{inode}");
+    text.lines()
+        .filter(|line| !line.contains("->"))
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == wanted)?;
+            fields.get(at.checked_sub(1)?)?.parse().ok()
+        })
+}
+
+/// Takes the exclusive lock `name` in `dir`, waiting at most `wait` for another process.
+pub fn lock(dir: BorrowedFd<'_>, name: &str, wait: Duration) -> io::Result<LockGuard> {
     let file = open_lock_file(dir, name)?;
-    file.lock()?;
+    lock_within(&file, name, wait)?;
     Ok(LockGuard {
         held: Held::File(file),
     })
@@ -149,5 +259,61 @@ pub fn try_lock_recording_pid(
             Ok(Err(text.trim().parse().ok()))
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_holder_is_found_in_proc_locks_text() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 00:1f:123456 0 EOF\n\
+                    1: -> FLOCK  ADVISORY  WRITE 5151 00:1f:123456 0 EOF\n\
+                    2: POSIX  ADVISORY  WRITE 99 08:01:777 0 EOF\n";
+        let cases = [
+            ((0x00, 0x1f, 123456), Some(4242)),
+            ((0x08, 0x01, 777), Some(99)),
+            ((0x08, 0x01, 778), None),
+            ((0x00, 0x20, 123456), None),
+        ];
+        for ((major, minor, inode), want) in cases {
+            assert_eq!(
+                holder_in(text, major, minor, inode),
+                want,
+                "{major}:{minor}:{inode}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_lock_times_out_naming_this_process() {
+        let dir = std::env::temp_dir().join(format!("pas-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fd = super::super::atomic::open_root(&dir).unwrap();
+        let _held = lock(fd.as_fd(), "x.lock", Duration::from_secs(1)).unwrap();
+        // A second descriptor in the same process is a different flock holder.
+        let err = lock(fd.as_fd(), "x.lock", Duration::from_millis(20)).unwrap_err();
+        let busy = busy(&err).expect("a Busy error");
+        assert_eq!(busy.holder, Some(std::process::id()));
+        assert!(busy.waited >= Duration::from_millis(20));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_hard_linked_lock_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("pas-lock-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join(".pas/locks")).unwrap();
+        let outside = dir.join("outside");
+        std::fs::write(&outside, "keep me").unwrap();
+        std::fs::hard_link(&outside, dir.join(".pas/locks/w.lock")).unwrap();
+        let fd = super::super::atomic::open_root(&dir).unwrap();
+        let err = try_lock_recording_pid(fd.as_fd(), "w.lock").unwrap_err();
+        assert!(matches!(
+            super::super::atomic::refused(&err),
+            Some(Refused::HardLinked { links: 2, .. })
+        ));
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -327,7 +327,13 @@ pub struct FsStore {
     /// The root-wide policy layer (`pas.toml` `[policies]`), given by whoever opened the
     /// store: it travels with the store, not in a process-wide global.
     root_policies: serde_json::Map<String, serde_json::Value>,
+    /// How long a command waits for a lock another process holds before it gives up.
+    lock_wait: std::time::Duration,
 }
+
+/// How long a lock is waited for unless the caller says otherwise (`--lock-timeout`): far
+/// longer than any commit holds one, short enough that a stuck holder is reported.
+pub const DEFAULT_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn root_hint() -> &'static str {
     "pass --root DIR or set PAS_ROOT to a directory you can write"
@@ -356,7 +362,19 @@ impl FsStore {
             root_fd: OnceLock::new(),
             commits: std::sync::atomic::AtomicUsize::new(0),
             root_policies: serde_json::Map::new(),
+            lock_wait: DEFAULT_LOCK_WAIT,
         }
+    }
+
+    /// This store, waiting at most `wait` for a lock another process holds.
+    pub fn with_lock_wait(mut self, wait: std::time::Duration) -> FsStore {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// How long this store waits for a lock.
+    pub(crate) fn lock_wait(&self) -> std::time::Duration {
+        self.lock_wait
     }
 
     /// This store with the root-wide policy layer read from its `pas.toml`.
@@ -369,10 +387,18 @@ impl FsStore {
     }
 
     pub(crate) fn io_error(&self, what: &str, path: &Path, err: io::Error) -> Error {
-        if atomic::is_link_refused(&err) {
-            return Error::data(format!("cannot {what} {}: {err}", path.display())).hint(
-                "replace the link with a real file or directory (`pas validate` lists them)",
-            );
+        if let Some(busy) = lock::busy(&err) {
+            let stop = busy
+                .holder
+                .map(|pid| format!(", or stop process {pid} if it is stuck"))
+                .unwrap_or_default();
+            return Error::busy(format!("cannot {what} {}: {busy}", path.display())).hint(format!(
+                "retry later, allow a longer wait with --lock-timeout SECONDS{stop}"
+            ));
+        }
+        if let Some(refused) = atomic::refused(&err) {
+            return Error::data(format!("cannot {what} {}: {err}", path.display()))
+                .hint(refused.hint());
         }
         let error = Error::io(what, path, &err);
         if err.kind() == io::ErrorKind::PermissionDenied {
@@ -445,7 +471,7 @@ impl FsStore {
         name: &str,
         with_revision: bool,
     ) -> Result<Option<(Doc, Revision)>> {
-        match atomic::read_at(dir, name) {
+        match atomic::read_at(dir, name, key.size_limit()) {
             Ok(None) => Ok(None),
             Ok(Some(bytes)) => {
                 let doc = match Doc::parse_object(&bytes) {
@@ -774,7 +800,7 @@ impl Store for FsStore {
             check_id(IdKind::Agent, id)?;
         }
         let cell_fd = self.cell_fd(cell)?;
-        lock::lock(cell_fd.as_fd(), &key.file_name()).map_err(|e| {
+        lock::lock(cell_fd.as_fd(), &key.file_name(), self.lock_wait).map_err(|e| {
             self.io_error(
                 "lock",
                 &self
@@ -911,7 +937,7 @@ impl Store for FsStore {
             return Ok(None);
         };
         let path = self.root.join(layout::ROOT_CONFIG);
-        match atomic::read_at(root.as_fd(), layout::ROOT_CONFIG) {
+        match atomic::read_at(root.as_fd(), layout::ROOT_CONFIG, layout::ROOT_CONFIG_LIMIT) {
             Ok(bytes) => Ok(bytes.map(|b| (b, path.display().to_string()))),
             Err(e) => Err(self.io_error("read", &path, e)),
         }

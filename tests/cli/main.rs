@@ -18,3 +18,4 @@ mod schemas;
 mod shell;
 mod tasks;
 mod top;
+mod trust;
