@@ -35,6 +35,8 @@ pub(crate) const INTENT: &str = "intent.json";
 pub(crate) const TMP_DIR: &str = "tmp";
 /// The lock file of the cell lock, under `.pas/locks/`.
 const CELL_LOCK: &str = "cell.lock";
+/// The events chain's head ([`events::Head`]), under the cell's `.pas/`.
+pub(crate) const EVENTS_HEAD: &str = "events-head.json";
 
 /// One document write, ready to apply.
 struct Prepared {
@@ -250,8 +252,7 @@ impl FsStore {
         let mut log = atomic::open_append(logs.as_fd(), &events_name)
             .map_err(|e| self.io_error("open", &events_path, e))?;
         let skip = if resume {
-            let last = atomic::last_line_repairing(&mut log)
-                .map_err(|e| self.io_error("read", &events_path, e))?;
+            let last = self.log_tail(cell, cell_fd, &mut log)?;
             let last_seq = last
                 .as_deref()
                 .map(|l| seq_of(&String::from_utf8_lossy(l)))
@@ -267,6 +268,10 @@ impl FsStore {
         if skip == lines.events.len() {
             return Ok(());
         }
+        let size_before = log
+            .metadata()
+            .map_err(|e| self.io_error("read", &events_path, e))?
+            .len();
         let mut jsonl = String::new();
         for l in &lines.events[skip..] {
             jsonl.push_str(l);
@@ -274,6 +279,19 @@ impl FsStore {
         }
         atomic::append(&mut log, jsonl.as_bytes(), Durability::Durable)
             .map_err(|e| self.io_error("append to", &events_path, e))?;
+        // The append is the change; the head follows it. A head write that fails or is
+        // lost leaves lines past the head that continue the chain, which the next writer
+        // takes in: so its failure is no failure of this command, and it needs no fsync.
+        let head = events::head_after(
+            &lines.events[skip..],
+            size_before,
+            events::Head {
+                seq: 0,
+                hash: events::GENESIS.to_string(),
+                size: 0,
+            },
+        );
+        let _ = self.write_head(cell, cell_fd, &head);
         let mut human = String::new();
         for l in lines.mission.iter().skip(skip) {
             human.push_str(l);
@@ -297,8 +315,7 @@ impl FsStore {
         let events_name = LogFile::Events.file_name();
         let mut log = atomic::open_append(logs.as_fd(), &events_name)
             .map_err(|e| self.io_error("open", &logs_path.join(&events_name), e))?;
-        let last = atomic::last_line_repairing(&mut log)
-            .map_err(|e| self.io_error("read", &logs_path.join(&events_name), e))?;
+        let last = self.log_tail(cell, cell_fd, &mut log)?;
         let events = events::chain(&cs.events, last.as_deref(), cs.now);
         let mission = events
             .iter()
@@ -309,6 +326,107 @@ impl FsStore {
             })
             .collect();
         Ok(Lines { events, mission })
+    }
+
+    /// The chain's head as pas last recorded it; `None` for a log from before heads (it is
+    /// anchored by the next append).
+    pub(crate) fn read_head(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+    ) -> Result<Option<events::Head>> {
+        let path = self.pas_path(cell).join(EVENTS_HEAD);
+        let pas = match atomic::open_subdir(cell_fd, PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("open", &self.pas_path(cell), e)),
+        };
+        let Some(bytes) = atomic::read_at(pas.as_fd(), EVENTS_HEAD, 4096)
+            .map_err(|e| self.io_error("read", &path, e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::data(format!(
+                "{} is not a readable events head ({e})",
+                path.display()
+            ))
+            .hint("remove it: the next change records the head of the log as it is")
+        })
+    }
+
+    fn write_head(&self, cell: &str, cell_fd: BorrowedFd<'_>, head: &events::Head) -> Result<()> {
+        let pas = self.pas_dir(cell, cell_fd)?;
+        let tmp = self.tmp_dir(cell, cell_fd)?;
+        let bytes = serde_json::to_vec(head).unwrap_or_default();
+        atomic::replace_via(
+            tmp.as_fd(),
+            pas.as_fd(),
+            EVENTS_HEAD,
+            &bytes,
+            Durability::Relaxed,
+        )
+        .map_err(|e| self.io_error("write", &self.pas_path(cell).join(EVENTS_HEAD), e))
+    }
+
+    /// The log's last complete line, after checking that the log still ends where pas left
+    /// it and cutting a torn line that never completed. A log whose end was cut, edited
+    /// or added to by something else is refused, before anything is changed.
+    fn log_tail(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        log: &mut std::fs::File,
+    ) -> Result<Option<Vec<u8>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let path = self
+            .cell_path(cell)
+            .join("logs")
+            .join(LogFile::Events.file_name());
+        let io_err = |what: &str, e: io::Error| self.io_error(what, &path, e);
+        let cut_refused = |e: io::Error| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                Error::data(format!(
+                    "{} ends in a torn line that pas cannot cut: the file is append-only (chattr +a) or read-only",
+                    path.display()
+                ))
+                .hint("remove the torn line by hand (or `chattr -a` the log), then retry; nothing was changed")
+            } else {
+                io_err("cut the torn end of", e)
+            }
+        };
+        let Some(head) = self.read_head(cell, cell_fd)? else {
+            return atomic::last_line_repairing(log).map_err(cut_refused);
+        };
+        let len = log.metadata().map_err(|e| io_err("read", e))?.len();
+        let mut reach: u64 = 4096;
+        let (window, start) = loop {
+            let start = head.size.saturating_sub(reach).min(len);
+            log.seek(SeekFrom::Start(start))
+                .map_err(|e| io_err("read", e))?;
+            let mut window = Vec::new();
+            log.by_ref()
+                .take(len - start)
+                .read_to_end(&mut window)
+                .map_err(|e| io_err("read", e))?;
+            // The window must hold the whole line that ends at the head.
+            let before = head.size.saturating_sub(start).saturating_sub(1) as usize;
+            let whole = start == 0 || window[..before.min(window.len())].contains(&b'\n');
+            if whole {
+                break (window, start);
+            }
+            reach *= 2;
+        };
+        match events::judge_tail(&window, start, &head) {
+            events::Tail::Tampered(why) => Err(Error::data(format!("{}: {why}", path.display()))
+                .hint("`pas events verify` says where; once the log is as it should be, remove .pas/events-head.json to anchor it again; nothing was changed")),
+            events::Tail::Append { last, keep } => {
+                if keep < len {
+                    log.set_len(keep).map_err(cut_refused)?;
+                }
+                Ok(last)
+            }
+        }
     }
 
     /// The current revision of a document.

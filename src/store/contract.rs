@@ -50,8 +50,14 @@ fn event(kind: EventKind) -> NewEvent {
 
 fn log_events(store: &dyn Store) -> Vec<events::Event> {
     let bytes = store.read_log(CELL, LogFile::Events, 0).expect("read log");
-    let v = events::verify(&bytes);
+    let head = store.events_head(CELL).expect("read the head");
+    assert!(
+        bytes.is_empty() || head.is_some(),
+        "a log pas appended to has a head"
+    );
+    let v = events::verify_against(&bytes, head.as_ref());
     assert_eq!(v.first_break, None, "the chain must be intact");
+    assert_eq!(v.past_head, 0, "the head is the log's end");
     events::parse_all(&bytes)
 }
 

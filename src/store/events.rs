@@ -128,6 +128,111 @@ pub fn hash_line(line: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The head of a cell's chain as pas last left it: kept outside the log
+/// (`.pas/events-head.json`) and rewritten after every append, so a log cut at its end,
+/// emptied, or with its last events edited or replaced no longer matches it. Lines past the
+/// head that continue the chain are an append whose head update was lost (a writer killed
+/// between the two); the next writer takes them in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The last event's sequence number (0: no event yet).
+    pub seq: u64,
+    /// sha256 of the last event's line ([`GENESIS`] when none).
+    pub hash: String,
+    /// The log's length in bytes just after that line's newline.
+    pub size: u64,
+}
+
+/// What a writer may do with a log, judged against its [`Head`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tail {
+    /// Chain onto `last` (the last complete line), after cutting the log to `keep` bytes
+    /// (dropping a torn line past the head: an append that never completed).
+    Append {
+        /// The last complete line, without its newline.
+        last: Option<Vec<u8>>,
+        /// The length the log must have before the append.
+        keep: u64,
+    },
+    /// The log no longer ends where pas left it: why, in one sentence.
+    Tampered(String),
+}
+
+/// Judges the end of a log against its head. `window` holds the log's bytes from offset
+/// `start` to its end, and must begin at or before the start of the head's line.
+pub fn judge_tail(window: &[u8], start: u64, head: &Head) -> Tail {
+    let len = start + window.len() as u64;
+    if len < head.size || start > head.size {
+        return Tail::Tampered(format!(
+            "the log is {len} bytes but pas left it at {} bytes, ending with seq {}: events were removed or the log was cut",
+            head.size, head.seq
+        ));
+    }
+    let split = (head.size - start) as usize;
+    let (anchored, rest) = window.split_at(split);
+    let mut last: Option<Vec<u8>> = None;
+    let mut prev_hash = GENESIS.to_string();
+    let mut prev_seq = 0;
+    if head.size > 0 {
+        let line =
+            anchored
+                .strip_suffix(b"\n")
+                .map(|body| match body.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => &body[i + 1..],
+                    None => body,
+                });
+        match line {
+            Some(line) if hash_line(line) == head.hash => {
+                last = Some(line.to_vec());
+                prev_hash = head.hash.clone();
+                prev_seq = head.seq;
+            }
+            _ => {
+                return Tail::Tampered(format!(
+                    "the line where pas left seq {} was changed or replaced",
+                    head.seq
+                ))
+            }
+        }
+    }
+    let (lines, torn) = split_lines(rest);
+    for line in lines {
+        let event: Option<Event> = serde_json::from_slice(line).ok();
+        match event {
+            Some(e) if e.seq == prev_seq + 1 && e.prev == prev_hash => {
+                prev_hash = hash_line(line);
+                prev_seq = e.seq;
+                last = Some(line.to_vec());
+            }
+            _ => {
+                return Tail::Tampered(format!(
+                    "the lines after seq {prev_seq} do not continue the chain pas wrote: they were added by something else"
+                ))
+            }
+        }
+    }
+    Tail::Append {
+        last,
+        keep: len - torn as u64,
+    }
+}
+
+/// The head after `lines` were appended to a log of `size_before` bytes whose head was
+/// `previous` (the lines carry their own seq).
+pub fn head_after(lines: &[String], size_before: u64, previous: Head) -> Head {
+    match lines.last() {
+        None => previous,
+        Some(last) => Head {
+            seq: serde_json::from_str::<Value>(last)
+                .ok()
+                .and_then(|v| v.get("seq").and_then(Value::as_u64))
+                .unwrap_or(previous.seq),
+            hash: hash_line(last.as_bytes()),
+            size: size_before + lines.iter().map(|l| l.len() as u64 + 1).sum::<u64>(),
+        },
+    }
+}
+
 /// The stored lines for `events`, chained onto `last` (the log's last complete line).
 pub fn chain(events: &[NewEvent], last: Option<&[u8]>, now: DateTime<Utc>) -> Vec<String> {
     let mut prev_hash = last.map_or_else(|| GENESIS.to_string(), hash_line);
@@ -293,6 +398,66 @@ pub struct Verification {
     pub first_break: Option<Break>,
     /// A torn last line (a writer killed mid-append); readers skip it, it is no break.
     pub torn_tail: bool,
+    /// Complete lines past the recorded head that continue the chain: an append whose head
+    /// update was lost, taken in by the next writer (or lines added by something else that
+    /// recomputed the hashes; no chain without a secret can tell).
+    pub past_head: usize,
+}
+
+/// Checks the hash chain of a log's bytes and, when pas recorded one, that the log still
+/// ends where pas left it ([`Head`]): a cut, emptied or edited end is a break naming the
+/// first sequence number that is missing or different.
+pub fn verify_against(bytes: &[u8], head: Option<&Head>) -> Verification {
+    let mut v = verify(bytes);
+    let Some(head) = head else {
+        return v;
+    };
+    if v.first_break.is_some() {
+        return v;
+    }
+    let (lines, _) = split_lines(bytes);
+    if head.size == 0 {
+        v.past_head = lines.len();
+        return v;
+    }
+    let mut end = 0u64;
+    let mut at = None;
+    for (i, line) in lines.iter().enumerate() {
+        end += line.len() as u64 + 1;
+        if end >= head.size {
+            at = (end == head.size).then_some(i);
+            break;
+        }
+    }
+    if let Some(i) = at.filter(|i| hash_line(lines[*i]) == head.hash) {
+        v.past_head = lines.len() - i - 1;
+        return v;
+    }
+    let last_seq = lines
+        .last()
+        .and_then(|l| serde_json::from_slice::<Value>(l).ok())
+        .and_then(|e| e.get("seq").and_then(Value::as_u64))
+        .unwrap_or(0);
+    let reason = if last_seq < head.seq {
+        format!(
+            "seq {} to {} are missing: the log ends at seq {last_seq}, but pas wrote up to seq {} (the end was cut or removed)",
+            last_seq + 1,
+            head.seq,
+            head.seq
+        )
+    } else {
+        format!(
+            "seq {} is not the event pas wrote there: the end of the log was changed",
+            head.seq
+        )
+    };
+    v.first_break = Some(Break {
+        line: lines
+            .len()
+            .min(usize::try_from(head.seq).unwrap_or(usize::MAX)),
+        reason,
+    });
+    v
 }
 
 /// Checks the hash chain of a log's bytes.
@@ -344,6 +509,7 @@ pub fn verify(bytes: &[u8]) -> Verification {
         lines: lines.len(),
         first_break,
         torn_tail: torn > 0,
+        past_head: 0,
     }
 }
 
@@ -363,6 +529,147 @@ mod tests {
             last = Some(line);
         }
         text
+    }
+
+    /// The head pas records after writing the first `n` lines of `text`.
+    fn head_of(text: &str, n: usize) -> Head {
+        let lines: Vec<String> = text.lines().take(n).map(str::to_string).collect();
+        let genesis = Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+            size: 0,
+        };
+        head_after(&lines, 0, genesis)
+    }
+
+    #[test]
+    fn a_writer_judges_the_end_of_the_log_against_its_head() {
+        let full = log(3);
+        let lines: Vec<&str> = full.lines().collect();
+        let two = format!("{}\n{}\n", lines[0], lines[1]);
+        let forged_copy = format!("{full}{}\n", lines[1]);
+        let edited_last = full.replacen("event 2", "event Z", 1);
+        let torn = format!("{full}{{\"seq\": 4, \"ti");
+        // (why, log, head after how many lines, expected: Ok(last line, keep) or Err(needle))
+        type Want = Result<(Option<usize>, usize), &'static str>;
+        let cases: [(&str, &str, usize, Want); 8] = [
+            ("at its head", &full, 3, Ok((Some(2), full.len()))),
+            ("empty and new", "", 0, Ok((None, 0))),
+            (
+                "a torn append past the head is cut",
+                &torn,
+                3,
+                Ok((Some(2), full.len())),
+            ),
+            (
+                "a lost head update: the chained line is taken in",
+                &full,
+                2,
+                Ok((Some(2), full.len())),
+            ),
+            (
+                "the last line removed",
+                &two,
+                3,
+                Err("events were removed or the log was cut"),
+            ),
+            (
+                "emptied",
+                "",
+                3,
+                Err("events were removed or the log was cut"),
+            ),
+            (
+                "the last line edited",
+                &edited_last,
+                3,
+                Err("was changed or replaced"),
+            ),
+            (
+                "a copy of an earlier event appended",
+                &forged_copy,
+                3,
+                Err("added by something else"),
+            ),
+        ];
+        for (why, text, n, want) in cases {
+            let head = head_of(&full, n);
+            let got = judge_tail(text.as_bytes(), 0, &head);
+            match (want, got) {
+                (
+                    Ok((last, keep)),
+                    Tail::Append {
+                        last: got_last,
+                        keep: got_keep,
+                    },
+                ) => {
+                    let want_last = last.map(|i| lines[i].as_bytes().to_vec());
+                    assert_eq!(got_last, want_last, "{why}: last line");
+                    assert_eq!(got_keep, keep as u64, "{why}: keep");
+                }
+                (Err(needle), Tail::Tampered(reason)) => {
+                    assert!(reason.contains(needle), "{why}: {reason}");
+                }
+                (want, got) => panic!("{why}: wanted {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_window_that_starts_mid_log_is_judged_the_same() {
+        let full = log(5);
+        let head = head_of(&full, 5);
+        let start = full.lines().take(3).map(|l| l.len() + 1).sum::<usize>();
+        let got = judge_tail(&full.as_bytes()[start..], start as u64, &head);
+        assert_eq!(
+            got,
+            Tail::Append {
+                last: full.lines().last().map(|l| l.as_bytes().to_vec()),
+                keep: full.len() as u64
+            }
+        );
+    }
+
+    #[test]
+    fn verify_names_the_first_missing_or_changed_seq_at_the_end() {
+        let full = log(4);
+        let head = head_of(&full, 4);
+        let lines: Vec<&str> = full.lines().collect();
+        let cut_two = format!("{}\n{}\n", lines[0], lines[1]);
+        let cut_mid = &full[..full.len() - 10];
+        let edited_last = full.replacen("event 3", "event Z", 1);
+        // (why, log, Some(needle) for a break, or None and how many lines past the head)
+        let cases: [(&str, &str, Option<&str>); 5] = [
+            ("intact", &full, None),
+            (
+                "the last two removed",
+                &cut_two,
+                Some("seq 3 to 4 are missing"),
+            ),
+            (
+                "truncated mid-line",
+                cut_mid,
+                Some("seq 4 to 4 are missing"),
+            ),
+            ("emptied", "", Some("seq 1 to 4 are missing")),
+            (
+                "the last line edited",
+                &edited_last,
+                Some("seq 4 is not the event pas wrote"),
+            ),
+        ];
+        for (why, text, needle) in cases {
+            let v = verify_against(text.as_bytes(), Some(&head));
+            match needle {
+                None => assert_eq!(v.first_break, None, "{why}"),
+                Some(needle) => {
+                    let b = v.first_break.unwrap_or_else(|| panic!("{why}: no break"));
+                    assert!(b.reason.contains(needle), "{why}: {}", b.reason);
+                }
+            }
+        }
+        let past = verify_against(full.as_bytes(), Some(&head_of(&full, 2)));
+        assert_eq!((past.first_break, past.past_head), (None, 2));
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub trait Store {
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
+    /// Where the events chain ended when pas last appended to it, for `pas events verify`;
+    /// `None` for a log from before heads were kept.
+    fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
     /// Checkpoint generations of an agent, oldest first.
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>>;
     /// Writes a checkpoint generation completely or not at all (built aside, then one
@@ -688,6 +691,19 @@ impl Store for FsStore {
                 let mut mission = atomic::open_append(logs.as_fd(), &LogFile::Mission.file_name())?;
                 atomic::append(&mut mission, human.as_bytes(), Durability::Durable)?;
                 rustix::fs::fsync(&logs)?;
+                let genesis = crate::store::events::Head {
+                    seq: 0,
+                    hash: crate::store::events::GENESIS.to_string(),
+                    size: 0,
+                };
+                let head = crate::store::events::head_after(&lines, 0, genesis);
+                let pas = atomic::ensure_subdir(dir.as_fd(), layout::PAS_DIR)?;
+                atomic::replace_at(
+                    pas.as_fd(),
+                    commit::EVENTS_HEAD,
+                    &serde_json::to_vec(&head).unwrap_or_default(),
+                    Durability::Durable,
+                )?;
             }
             rustix::fs::fsync(&dir)?;
             rustix::fs::renameat_with(
@@ -810,6 +826,11 @@ impl Store for FsStore {
                 e,
             )
         })
+    }
+
+    fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {
+        let cell_fd = self.cell_fd(cell)?;
+        self.read_head(cell, cell_fd.as_fd())
     }
 
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>> {

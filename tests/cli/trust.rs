@@ -131,3 +131,19 @@ fn a_hard_link_planted_as_the_watch_lock_is_refused_and_left_alone() {
     run.refused(5, "watch.lock has 2 hard links");
     assert_eq!(kept, "precious\n");
 }
+
+#[test]
+fn a_writer_refuses_a_log_whose_end_was_cut_and_changes_nothing() {
+    let root = Root::new();
+    let cell = root.cell("chain");
+    root.ok(&["task", "add", &cell, "t1", "--title", "one"]);
+    root.ok(&["task", "add", &cell, "t2", "--title", "two"]);
+    let log = root.cell_dir(&cell).join("logs/events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&log, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
+    let before = root.snapshot();
+    root.run(&["task", "add", &cell, "t3", "--title", "three"])
+        .refused(5, "events were removed or the log was cut");
+    assert_eq!(root.snapshot(), before, "nothing was changed");
+}
