@@ -24,6 +24,34 @@ use rustix::io::Errno;
 pub const FILE_MODE: u32 = 0o644;
 /// Mode of every directory pas creates.
 pub const DIR_MODE: u32 = 0o755;
+/// Mode of an agent's output log: what a program prints may hold secrets, so the world may
+/// not read it; the group (operators) may.
+pub const LOG_MODE: u32 = 0o640;
+
+/// Creates `path` and any missing parents, each with mode `mode` set explicitly (the umask
+/// neither widens nor narrows it): for the missions root and directories the user names
+/// outside it (`checkpoint restore --to`).
+pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(dir) = at.filter(|d| !d.as_os_str().is_empty()) {
+        match std::fs::symlink_metadata(dir) {
+            Ok(_) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(dir),
+            Err(e) => return Err(e),
+        }
+        at = dir.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        match std::fs::create_dir(dir) {
+            Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// Whether a write must reach the disk before the command reports success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,17 +462,18 @@ pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Opens (creating 0644 when missing) an append-only log in `dir`, refusing links.
-pub fn open_append(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
+/// Opens (creating with `file_mode` when missing) an append-only log in `dir`, refusing
+/// links and anything but a regular file.
+pub fn open_append(dir: BorrowedFd<'_>, name: &str, file_mode: u32) -> io::Result<File> {
     let flags = OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = match rfs::openat(
         dir,
         name,
         flags | OFlags::CREATE | OFlags::EXCL,
-        mode(FILE_MODE),
+        mode(file_mode),
     ) {
         Ok(fd) => {
-            rfs::fchmod(&fd, mode(FILE_MODE))?;
+            rfs::fchmod(&fd, mode(file_mode))?;
             fd
         }
         Err(Errno::EXIST) => match rfs::openat(dir, name, flags, Mode::empty()) {
@@ -455,6 +484,7 @@ pub fn open_append(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
         Err(Errno::LOOP) => return Err(link_error(name)),
         Err(e) => return Err(e.into()),
     };
+    check_regular(fd.as_fd(), name, u64::MAX)?;
     Ok(File::from(fd))
 }
 
@@ -567,7 +597,7 @@ mod tests {
     fn a_torn_log_tail_is_cut_and_the_last_line_found() {
         let dir = tempdir();
         let fd = open_root(&dir).unwrap();
-        let mut log = open_append(fd.as_fd(), "e.jsonl").unwrap();
+        let mut log = open_append(fd.as_fd(), "e.jsonl", FILE_MODE).unwrap();
         assert_eq!(last_line_repairing(&mut log).unwrap(), None);
         append(&mut log, b"one\ntwo\nhalf-writ", Durability::Relaxed).unwrap();
         assert_eq!(last_line_repairing(&mut log).unwrap().unwrap(), b"two");

@@ -333,7 +333,7 @@ impl FsStore {
 
 /// Writes checkpoint files into `dest` (created when missing), outside the root.
 pub(super) fn write_out(dest: &Path, files: &CheckpointFiles) -> io::Result<()> {
-    std::fs::create_dir_all(dest)?;
+    atomic::create_dir_all(dest, atomic::DIR_MODE)?;
     let dir = atomic::open_root(dest)?;
     write_files(dir.as_fd(), files, false)
 }

@@ -249,7 +249,7 @@ impl FsStore {
             .map_err(|e| self.io_error("open", &logs_path, e))?;
         let events_name = LogFile::Events.file_name();
         let events_path = logs_path.join(&events_name);
-        let mut log = atomic::open_append(logs.as_fd(), &events_name)
+        let mut log = atomic::open_append(logs.as_fd(), &events_name, atomic::FILE_MODE)
             .map_err(|e| self.io_error("open", &events_path, e))?;
         let skip = if resume {
             let last = self.log_tail(cell, cell_fd, &mut log)?;
@@ -298,7 +298,7 @@ impl FsStore {
             human.push('\n');
         }
         let mission_name = LogFile::Mission.file_name();
-        atomic::open_append(logs.as_fd(), &mission_name)
+        atomic::open_append(logs.as_fd(), &mission_name, atomic::FILE_MODE)
             .and_then(|mut f| atomic::append(&mut f, human.as_bytes(), Durability::Relaxed))
             .map_err(|e| self.io_error("append to", &logs_path.join(&mission_name), e))
     }
@@ -313,7 +313,7 @@ impl FsStore {
         let logs = atomic::ensure_subdir(cell_fd, "logs")
             .map_err(|e| self.io_error("open", &logs_path, e))?;
         let events_name = LogFile::Events.file_name();
-        let mut log = atomic::open_append(logs.as_fd(), &events_name)
+        let mut log = atomic::open_append(logs.as_fd(), &events_name, atomic::FILE_MODE)
             .map_err(|e| self.io_error("open", &logs_path.join(&events_name), e))?;
         let last = self.log_tail(cell, cell_fd, &mut log)?;
         let events = events::chain(&cs.events, last.as_deref(), cs.now);

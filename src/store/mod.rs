@@ -202,7 +202,8 @@ pub trait Store {
 /// node_exporter), creating its directory.
 pub fn write_outside(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        atomic::create_dir_all(parent, atomic::DIR_MODE)
+            .map_err(|e| Error::io("create", parent, e))?;
     }
     atomic::write_path_atomic(path, bytes).map_err(|e| Error::io("write", path, e))
 }
@@ -431,7 +432,7 @@ impl FsStore {
 
     fn ensure_root(&self) -> Result<&OwnedFd> {
         if !self.root.exists() {
-            std::fs::create_dir_all(&self.root).map_err(|e| {
+            atomic::create_dir_all(&self.root, atomic::DIR_MODE).map_err(|e| {
                 Error::failure(format!(
                     "cannot create missions root {}: {e}",
                     self.root.display()
@@ -686,9 +687,17 @@ impl Store for FsStore {
                         human.push('\n');
                     }
                 }
-                let mut log = atomic::open_append(logs.as_fd(), &LogFile::Events.file_name())?;
+                let mut log = atomic::open_append(
+                    logs.as_fd(),
+                    &LogFile::Events.file_name(),
+                    atomic::FILE_MODE,
+                )?;
                 atomic::append(&mut log, jsonl.as_bytes(), Durability::Durable)?;
-                let mut mission = atomic::open_append(logs.as_fd(), &LogFile::Mission.file_name())?;
+                let mut mission = atomic::open_append(
+                    logs.as_fd(),
+                    &LogFile::Mission.file_name(),
+                    atomic::FILE_MODE,
+                )?;
                 atomic::append(&mut mission, human.as_bytes(), Durability::Durable)?;
                 rustix::fs::fsync(&logs)?;
                 let genesis = crate::store::events::Head {
@@ -1057,7 +1066,11 @@ impl FsStore {
         let logs = atomic::ensure_subdir(cell_fd.as_fd(), "logs")
             .map_err(|e| self.io_error("open", &logs_path, e))?;
         let name = log.file_name();
-        atomic::open_append(logs.as_fd(), &name)
+        let mode = match log {
+            LogFile::Agent(_) => atomic::LOG_MODE,
+            _ => atomic::FILE_MODE,
+        };
+        atomic::open_append(logs.as_fd(), &name, mode)
             .map_err(|e| self.io_error("open", &logs_path.join(&name), e))
     }
 

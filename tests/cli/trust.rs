@@ -147,3 +147,79 @@ fn a_writer_refuses_a_log_whose_end_was_cut_and_changes_nothing() {
         .refused(5, "events were removed or the log was cut");
     assert_eq!(root.snapshot(), before, "nothing was changed");
 }
+
+/// Every path under `dir` with its mode bits (permissions only).
+fn modes_under(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        out.push((
+            path.strip_prefix(dir).unwrap().display().to_string(),
+            meta.permissions().mode() & 0o7777,
+        ));
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                todo.push(entry.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn created_paths_have_the_same_modes_under_any_umask() {
+    let mut seen = Vec::new();
+    for umask in ["000", "077"] {
+        let base = Root::new();
+        // A root (and a restore target) that do not exist yet: pas creates every level.
+        let root = Root {
+            path: base.path.join("deep/missions"),
+        };
+        let under = |args: &[&str]| {
+            let script = format!("umask {umask}; exec \"$@\"");
+            let out = root
+                .cmd_via(&["sh", "-c", &script, "sh"], args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "umask {umask}: pas {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let cell = under(&["cell", "create", "--name", "modes", "-q"]);
+        under(&["agent", "add", &cell, "a1", "--", "echo", "hello"]);
+        under(&["task", "add", &cell, "t1", "--title", "one"]);
+        under(&["agent", "start", &cell, "a1"]);
+        crate::harness::wait_until(10.0, "the agent's log", || {
+            std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log"))
+                .is_ok_and(|l| l.contains("hello"))
+        });
+        under(&["checkpoint", "save", &cell, "a1"]);
+        let target = base.path.join("restored/here");
+        let target_arg = target.display().to_string();
+        under(&["checkpoint", "restore", &cell, "a1", "--to", &target_arg]);
+        let mut modes = modes_under(&base.path.join("deep"));
+        modes.extend(modes_under(&base.path.join("restored")));
+        for (path, mode) in &modes {
+            let want = if path.ends_with("a1.log") {
+                0o640
+            } else if std::fs::symlink_metadata(base.path.join("deep").join(path))
+                .or_else(|_| std::fs::symlink_metadata(base.path.join("restored").join(path)))
+                .is_ok_and(|m| m.is_dir())
+            {
+                0o755
+            } else {
+                0o644
+            };
+            assert_eq!(*mode, want, "umask {umask}: {path} has mode {mode:o}");
+        }
+        seen.push(modes.len());
+        std::mem::forget(root); // inside base, which is removed when dropped
+    }
+    assert_eq!(seen[0], seen[1], "the same paths under both umasks");
+}
