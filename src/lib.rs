@@ -18,10 +18,12 @@
 //!
 //! Beside them, small shared pieces: [`error`] (the error type and exit codes), [`output`]
 //! (the printer), [`doc`] (a JSON document that keeps key order), [`clock`], [`units`],
-//! [`config`] (the root's `pas.toml`), [`process`] (OS processes), [`templates`].
+//! [`config`] (the root's `pas.toml`), [`process`] (OS processes), [`accounts`] (users and
+//! groups by name), [`templates`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod accounts;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -23,5 +23,6 @@ pub mod revive;
 pub mod status;
 pub mod supervisor;
 pub mod task;
+pub mod trust;
 pub mod validate;
 pub mod watch;

@@ -87,6 +87,21 @@ pub struct Workspace {
     pub env: Vec<(String, std::ffi::OsString)>,
 }
 
+/// Who could have written one step of the way to a document (the root, `pas.toml`, the
+/// cell, its directory, the document): what pas checks before it runs a command the
+/// document names, the way sshd checks `authorized_keys` and the directories above it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// Where it is, for messages.
+    pub what: String,
+    /// The owner's uid.
+    pub owner: u32,
+    /// Its permission bits (`0o755`, ...).
+    pub mode: u32,
+    /// Whether it is a directory.
+    pub is_dir: bool,
+}
+
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
 pub trait Store {
@@ -154,6 +169,10 @@ pub trait Store {
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
+    /// Who could have written the document `key` and everything above it, from the root
+    /// down (the root's `pas.toml` included when there is one): for the trust check before
+    /// pas runs a command from it.
+    fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>>;
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
@@ -835,6 +854,52 @@ impl Store for FsStore {
                 e,
             )
         })
+    }
+
+    fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>> {
+        use rustix::fs::{fstat, statat, AtFlags, FileType, Stat};
+        let (sub, name) = Self::key_name(key)?;
+        let origin = |what: &Path, stat: Stat| Origin {
+            what: what.display().to_string(),
+            owner: stat.st_uid,
+            mode: stat.st_mode & 0o7777,
+            is_dir: FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
+        };
+        let stat_err = |path: &Path, e: rustix::io::Errno| self.io_error("inspect", path, e.into());
+        let root = self.root_fd()?;
+        let mut out = vec![origin(
+            &self.root,
+            fstat(root).map_err(|e| stat_err(&self.root, e))?,
+        )];
+        let config = self.root.join(layout::ROOT_CONFIG);
+        match statat(root, layout::ROOT_CONFIG, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => out.push(origin(&config, stat)),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(stat_err(&config, e)),
+        }
+        let cell_fd = self.cell_fd(cell)?;
+        let cell_path = self.cell_path(cell);
+        out.push(origin(
+            &cell_path,
+            fstat(&cell_fd).map_err(|e| stat_err(&cell_path, e))?,
+        ));
+        let (dir, dir_path) = match sub {
+            None => (cell_fd, cell_path),
+            Some(sub) => {
+                let path = cell_path.join(sub);
+                let fd = atomic::open_subdir(cell_fd.as_fd(), sub)
+                    .map_err(|e| self.io_error("open", &path, e))?;
+                out.push(origin(&path, fstat(&fd).map_err(|e| stat_err(&path, e))?));
+                (fd, path)
+            }
+        };
+        let file = dir_path.join(&name);
+        match statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => out.push(origin(&file, stat)),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(stat_err(&file, e)),
+        }
+        Ok(out)
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {
