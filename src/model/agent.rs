@@ -197,6 +197,17 @@ impl Agent {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.agent_id)
     }
+
+    /// [`Agent::write_into`] for a start of its process: a file without `restart_count`
+    /// also gets it spelled out (0 on the first start), as pas has always written it, so
+    /// every started agent's file shows its count.
+    pub fn write_start_into(&self, doc: &mut crate::doc::Doc) {
+        self.write_into(doc);
+        let map = doc.map_mut();
+        if !map.contains_key("restart_count") {
+            map.insert("restart_count".to_string(), Value::from(self.restart_count));
+        }
+    }
 }
 
 record! {

@@ -16,12 +16,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::model::EventKind;
+use crate::model::{
+    self, Agent, AgentStatus, Cell, EventKind, ExitCause, IsolationLevel, Reservations, Rlimits,
+    StopCause, StopRequest,
+};
 use crate::ops::checkpoint;
 use crate::process::{self, StopOutcome};
 use crate::store::events::{self, Level, NewEvent};
@@ -53,38 +56,69 @@ impl ProcState {
     }
 }
 
-fn pid_of(doc: &Doc) -> Option<i32> {
-    process::recorded_pid(doc.get("pid"))
+/// A recorded pid (`pid`, `pgid`, `supervisor_pid`) pas may signal: a positive one. Zero
+/// or a negative number would signal the caller's own group, or every process it may
+/// signal, so a hand-edited file must never yield one.
+pub fn usable_pid(pid: Option<i32>) -> Option<i32> {
+    pid.filter(|p| *p > 0)
 }
 
-/// The process state of an agent, from its file and `/proc`.
-pub fn state(doc: &Doc) -> ProcState {
-    match pid_of(doc) {
-        Some(pid) if process::alive(pid, doc.u64("pid_start_time")) => ProcState::Running,
+/// The process state from what an agent file records: its pid and that pid's start time,
+/// its supervisor's pid, and whether an end is recorded.
+fn state_from(
+    pid: Option<i32>,
+    start_time: Option<u64>,
+    supervisor: Option<i32>,
+    exited: bool,
+) -> ProcState {
+    match usable_pid(pid) {
+        Some(pid) if process::alive(pid, start_time) => ProcState::Running,
         // Exited, and its supervisor (alive, its parent) is about to reap it and record
         // how: not vanished yet, or a reviver would race the supervisor to the record.
         Some(pid)
-            if process::zombie(pid, doc.u64("pid_start_time"))
-                && process::recorded_pid(doc.get("supervisor_pid"))
-                    .is_some_and(|s| process::alive(s, None)) =>
+            if process::zombie(pid, start_time)
+                && usable_pid(supervisor).is_some_and(|s| process::alive(s, None)) =>
         {
             ProcState::Running
         }
         Some(_) => ProcState::Vanished,
-        None if doc.get("exit").is_some_and(|e| !e.is_null()) => ProcState::Exited,
+        None if exited => ProcState::Exited,
         None => ProcState::None,
     }
 }
 
+/// The process state of an agent, from its file and `/proc`.
+pub fn state_of(agent: &Agent) -> ProcState {
+    let supervisor = agent.supervisor_pid.and_then(|s| i32::try_from(s).ok());
+    state_from(
+        agent.pid,
+        agent.pid_start_time,
+        supervisor,
+        agent.exit.is_some(),
+    )
+}
+
+/// [`state_of`] for the callers that still hold the agent file as a `Doc` (`pas status`,
+/// `pas agent show`): read as leniently as they read the rest of the file, so a table row
+/// does not change with this module. Goes when they read typed agents.
+pub fn state(doc: &Doc) -> ProcState {
+    state_from(
+        process::recorded_pid(doc.get("pid")),
+        doc.u64("pid_start_time"),
+        process::recorded_pid(doc.get("supervisor_pid")),
+        doc.get("exit").is_some_and(|e| !e.is_null()),
+    )
+}
+
 /// Refuses isolation levels this host cannot provide.
-pub fn check_isolation(cell_doc: &Doc) -> Result<()> {
-    match cell_doc.str("isolation_level") {
-        Some(level @ ("level_2" | "level_3")) => Err(Error::new(
+pub fn check_isolation(cell: &Cell) -> Result<()> {
+    match cell.isolation_level {
+        level @ (IsolationLevel::Level2 | IsolationLevel::Level3) => Err(Error::new(
             Kind::Failure,
             format!("isolation {level} needs mount and network namespaces, which pas does not set up on this host"),
         )
         .hint("run the cell at level_1 (own session and resource limits) or none: `pas cell` isolation_level")),
-        _ => Ok(()),
+        IsolationLevel::None | IsolationLevel::Level1 => Ok(()),
     }
 }
 
@@ -101,19 +135,23 @@ pub struct Started {
 
 /// Starts an agent's command under a supervisor; returns once its pid is recorded.
 pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
-    let doc = crate::ops::agent::read(store, cell, agent)?;
-    if doc.strings("command").is_empty() {
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+    if on_file.command.is_empty() {
         return Err(
             Error::usage(format!("agent {agent} has no command to start")).hint(format!(
                 "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
             )),
         );
     }
-    check_isolation(&store::read_required(store, cell, FileKey::Cell)?)?;
-    if state(&doc) == ProcState::Running {
+    check_isolation(&Cell::from_doc(&store::read_required(
+        store,
+        cell,
+        FileKey::Cell,
+    )?)?)?;
+    if state_of(&on_file) == ProcState::Running {
         return Err(Error::conflict(format!(
             "agent {agent} is already running (pid {})",
-            pid_of(&doc).unwrap_or(0)
+            usable_pid(on_file.pid).unwrap_or(0)
         ))
         .hint(format!(
             "stop it first with `pas agent stop {cell} {agent}`"
@@ -172,14 +210,27 @@ fn update_agent(
     store: &dyn Store,
     cell: &str,
     agent: &str,
-    change: &mut dyn FnMut(&mut Doc, &mut Vec<NewEvent>) -> bool,
+    change: &mut dyn FnMut(&mut Agent, &mut Vec<NewEvent>) -> bool,
+) -> Result<()> {
+    update_agent_writing(store, cell, agent, Agent::write_into, change)
+}
+
+/// [`update_agent`], writing the changed view back with `write`.
+fn update_agent_writing(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    write: fn(&Agent, &mut Doc),
+    change: &mut dyn FnMut(&mut Agent, &mut Vec<NewEvent>) -> bool,
 ) -> Result<()> {
     store::transact(store, cell, clock::now(), |txn| {
         let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
             return Ok(());
         };
+        let mut typed = Agent::from_doc(&doc)?;
         let mut events = Vec::new();
-        if change(&mut doc, &mut events) {
+        if change(&mut typed, &mut events) {
+            write(&typed, &mut doc);
             txn.put(FileKey::Agent(agent), doc);
             for e in events {
                 txn.event(e);
@@ -203,22 +254,28 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         say(&format!("error {}", e.message));
         e
     };
-    let doc = crate::ops::agent::read(store, cell, agent).map_err(fail)?;
-    let argv = doc.strings("command");
+    let on_file = crate::ops::agent::read(store, cell, agent)
+        .and_then(|d| Agent::from_doc(&d))
+        .map_err(fail)?;
+    let argv = on_file.command.clone();
     let Some((program, args)) = argv.split_first() else {
         return Err(fail(Error::usage("no command")));
     };
     // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
-    let reserved_memory: f64 = crate::ops::reservation::list(store, cell, Some("active"))
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.get("agent").and_then(Value::as_str) == Some(agent))
-        .filter_map(|r| r.get("memory").and_then(Value::as_f64))
+    let reservations = match store.read(cell, FileKey::Reservations).map_err(fail)? {
+        Some(doc) => Reservations::from_doc(&doc).map_err(fail)?,
+        None => Reservations::default(),
+    };
+    let reserved_memory: f64 = reservations
+        .active()
+        .filter(|r| r.agent == agent)
+        .map(|r| r.memory)
         .sum();
-    apply_rlimits(&doc, reserved_memory);
+    apply_rlimits(on_file.rlimits.as_ref(), reserved_memory);
     let workspace = store.workspace(cell, Some(agent)).map_err(fail)?;
-    let cwd = doc
-        .str("cwd")
+    let cwd = on_file
+        .cwd
+        .as_deref()
         .map(Path::new)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| workspace.dir.clone());
@@ -257,11 +314,10 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
             "PAS_CHECKPOINT",
             checkpoint_dir(store, cell, agent).unwrap_or_default(),
         );
-    if let Some(Value::Object(env)) = doc.get("env") {
-        for (k, v) in env {
-            if let Some(v) = v.as_str() {
-                cmd.env(k, v);
-            }
+    // Values are strings; anything else is left out, as it always was.
+    for (k, v) in &on_file.env {
+        if let Some(v) = v.as_str() {
+            cmd.env(k, v);
         }
     }
     let mut child = match cmd.spawn() {
@@ -269,8 +325,16 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         Err(e) => {
             let now = clock::now();
             let reason = format!("cannot run {program:?}: {e}");
-            let _ = update_agent(store, cell, agent, &mut |d, _| {
-                d.set("exit", json!({ "at": clock::stamp(now), "cause": "exit", "code": 127, "signal": null, "error": reason }));
+            let _ = update_agent(store, cell, agent, &mut |a, _| {
+                a.exit = Some(model::Exit {
+                    at: Some(now),
+                    cause: Some(ExitCause::Exit),
+                    code: Some(127),
+                    signal: None,
+                    requested: false,
+                    error: Some(reason.clone()),
+                    extra: Default::default(),
+                });
                 true
             });
             return Err(fail(Error::failure(reason)));
@@ -279,22 +343,16 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
     let pid = child.id() as i32;
     let start_time = process::start_time(pid);
     let now = clock::now();
-    update_agent(store, cell, agent, &mut |d, events| {
-        d.set("pid", pid);
-        d.set("pgid", pid);
-        d.set(
-            "pid_start_time",
-            start_time.map_or(Value::Null, Value::from),
-        );
-        d.set("supervisor_pid", std::process::id());
-        d.set("started_at", clock::stamp(now));
-        if d.get("restart_count").is_none() {
-            d.set("restart_count", 0);
+    let mut started = |a: &mut Agent, events: &mut Vec<NewEvent>| {
+        a.pid = Some(pid);
+        a.pgid = Some(pid);
+        a.pid_start_time = start_time;
+        a.supervisor_pid = Some(std::process::id());
+        a.started_at = Some(now);
+        if a.status != AgentStatus::Paused {
+            a.status = AgentStatus::Active;
         }
-        if d.str("status") != Some("paused") {
-            d.set("status", "active");
-        }
-        d.remove("stop_requested");
+        a.stop_requested = None;
         events.push(
             NewEvent::new(
                 Level::Info,
@@ -305,8 +363,9 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
             .details(json!({ "pid": pid, "command": argv })),
         );
         true
-    })
-    .map_err(fail)?;
+    };
+    update_agent_writing(store, cell, agent, Agent::write_start_into, &mut started)
+        .map_err(fail)?;
     say(&format!("ok {pid}"));
 
     let status = child
@@ -314,9 +373,9 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
     let now = clock::now();
     let (cause, code, signal) = match (status.code(), status.signal()) {
-        (Some(code), _) => ("exit", Some(code), None),
-        (None, Some(sig)) => ("signal", None, Some(sig)),
-        (None, None) => ("vanished", None, None),
+        (Some(code), _) => (ExitCause::Exit, Some(code), None),
+        (None, Some(sig)) => (ExitCause::Signal, None, Some(sig)),
+        (None, None) => (ExitCause::Vanished, None, None),
     };
     let level = if code == Some(0) {
         Level::Info
@@ -328,23 +387,27 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         (_, Some(s)) => format!("signal {s}"),
         _ => "unknown".to_string(),
     };
-    update_agent(store, cell, agent, &mut |d, events| {
-        if pid_of(d) != Some(pid) {
+    update_agent(store, cell, agent, &mut |a, events| {
+        if usable_pid(a.pid) != Some(pid) {
             return false; // a newer start owns the file now
         }
-        let requested = d
-            .get("stop_requested")
-            .and_then(|r| r.get("cause"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let cause = if requested.as_deref() == Some("watchdog") {
-            "watchdog"
+        let requested = a.stop_requested.as_ref().map(|r| r.cause);
+        let cause = if requested == Some(StopCause::Watchdog) {
+            ExitCause::Watchdog
         } else {
             cause
         };
-        d.set("pid", Value::Null);
-        d.set("exit", json!({ "at": clock::stamp(now), "cause": cause, "code": code, "signal": signal, "requested": requested.is_some() }));
-        d.remove("stop_requested");
+        a.pid = None;
+        a.exit = Some(model::Exit {
+            at: Some(now),
+            cause: Some(cause),
+            code: code.map(i64::from),
+            signal: signal.map(i64::from),
+            requested: requested.is_some(),
+            error: None,
+            extra: Default::default(),
+        });
+        a.stop_requested = None;
         // In the same commit as the death, so a reviver can only log the revival after it.
         events.push(
             NewEvent::new(
@@ -362,12 +425,9 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
 /// Resource limits for the agent, set on the supervisor before the spawn so the agent
 /// inherits them: `rlimits.memory_bytes` (address space; else the memory its active
 /// reservations hold), `cpu_seconds`, `open_files`.
-fn apply_rlimits(doc: &Doc, reserved_memory: f64) {
+fn apply_rlimits(limits: Option<&Rlimits>, reserved_memory: f64) {
     use rustix::process::{setrlimit, Resource, Rlimit};
-    let explicit_memory = doc
-        .get("rlimits")
-        .and_then(|l| l.get("memory_bytes"))
-        .is_some();
+    let explicit_memory = limits.is_some_and(|l| l.memory_bytes.is_some());
     if reserved_memory >= 1.0 && !explicit_memory {
         let bytes = reserved_memory as u64;
         let _ = setrlimit(
@@ -378,15 +438,15 @@ fn apply_rlimits(doc: &Doc, reserved_memory: f64) {
             },
         );
     }
-    let Some(limits) = doc.get("rlimits") else {
+    let Some(limits) = limits else {
         return;
     };
-    for (key, resource) in [
-        ("memory_bytes", Resource::As),
-        ("cpu_seconds", Resource::Cpu),
-        ("open_files", Resource::Nofile),
+    for (limit, resource) in [
+        (limits.memory_bytes, Resource::As),
+        (limits.cpu_seconds, Resource::Cpu),
+        (limits.open_files, Resource::Nofile),
     ] {
-        if let Some(v) = limits.get(key).and_then(Value::as_u64) {
+        if let Some(v) = limit {
             let _ = setrlimit(
                 resource,
                 Rlimit {
@@ -406,13 +466,21 @@ pub fn record_vanished(
     now: DateTime<Utc>,
 ) -> Result<bool> {
     let mut vanished = None;
-    update_agent(store, cell, agent, &mut |d, events| {
-        if state(d) != ProcState::Vanished {
+    update_agent(store, cell, agent, &mut |a, events| {
+        if state_of(a) != ProcState::Vanished {
             return false;
         }
-        vanished = pid_of(d);
-        d.set("pid", Value::Null);
-        d.set("exit", json!({ "at": clock::stamp(now), "cause": "vanished", "code": null, "signal": null, "requested": false }));
+        vanished = usable_pid(a.pid);
+        a.pid = None;
+        a.exit = Some(model::Exit {
+            at: Some(now),
+            cause: Some(ExitCause::Vanished),
+            code: None,
+            signal: None,
+            requested: false,
+            error: None,
+            extra: Default::default(),
+        });
         if let Some(pid) = vanished {
             events.push(
                 NewEvent::new(
@@ -429,9 +497,8 @@ pub fn record_vanished(
     Ok(vanished.is_some())
 }
 
-/// Stops an agent's process group: SIGTERM, then SIGKILL after `grace` (`None`: the agent's
-/// `stop_grace` policy). `cause` is `stopped` (an operator: the agent becomes idle and is
-/// not revived) or `watchdog`.
+/// [`stop_for`] with the cause as its word (`stopped`, `watchdog`), for the callers that
+/// still spell it; goes when they pass a [`StopCause`].
 pub fn stop(
     store: &dyn Store,
     cell: &str,
@@ -440,22 +507,39 @@ pub fn stop(
     cause: &str,
     now: DateTime<Utc>,
 ) -> Result<StopOutcome> {
+    let cause = cause.parse::<StopCause>().map_err(Error::usage)?;
+    stop_for(store, cell, agent, grace, cause, now)
+}
+
+/// Stops an agent's process group: SIGTERM, then SIGKILL after `grace` (`None`: the agent's
+/// `stop_grace` policy). An operator's stop (`stopped`) makes the agent idle, and it is not
+/// revived; the watchdog's is restarted by the revival rules.
+pub fn stop_for(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    grace: Option<Duration>,
+    cause: StopCause,
+    now: DateTime<Utc>,
+) -> Result<StopOutcome> {
     let doc = crate::ops::agent::read(store, cell, agent)?;
+    let on_file = Agent::from_doc(&doc)?;
     let grace = match grace {
         Some(g) => g,
         None => crate::ops::policy::load(store, cell, Some(&doc))?.stop_grace(),
     };
-    let pgid = process::recorded_pid(doc.get("pgid")).or(pid_of(&doc));
-    let running = state(&doc) == ProcState::Running;
-    update_agent(store, cell, agent, &mut |d, _| {
-        if cause == "stopped" && d.str("status") != Some("paused") {
-            d.set("status", "idle");
+    let pgid = usable_pid(on_file.pgid).or(usable_pid(on_file.pid));
+    let running = state_of(&on_file) == ProcState::Running;
+    update_agent(store, cell, agent, &mut |a, _| {
+        if cause == StopCause::Stopped && a.status != AgentStatus::Paused {
+            a.status = AgentStatus::Idle;
         }
         if running {
-            d.set(
-                "stop_requested",
-                json!({ "at": clock::stamp(now), "cause": cause }),
-            );
+            a.stop_requested = Some(StopRequest {
+                at: now,
+                cause,
+                extra: Default::default(),
+            });
         }
         true
     })?;
@@ -467,26 +551,23 @@ pub fn stop(
     if running {
         // Give the supervisor a moment to record the death; if it is gone too, record it.
         for _ in 0..50 {
-            let d = crate::ops::agent::read(store, cell, agent)?;
-            if pid_of(&d).is_none() {
+            let d = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+            if usable_pid(d.pid).is_none() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        if record_vanished(store, cell, agent, now)? && cause == "watchdog" {
-            update_agent(store, cell, agent, &mut |d, _| {
-                if let Some(Value::Object(e)) = d.get("exit").cloned() {
-                    let mut e = e;
-                    e.insert("cause".into(), json!("watchdog"));
-                    d.set("exit", Value::Object(e));
+        if record_vanished(store, cell, agent, now)? && cause == StopCause::Watchdog {
+            update_agent(store, cell, agent, &mut |a, _| {
+                if let Some(exit) = &mut a.exit {
+                    exit.cause = Some(ExitCause::Watchdog);
                 }
                 true
             })?;
         }
-        let level = if cause == "watchdog" {
-            Level::Warn
-        } else {
-            Level::Info
+        let level = match cause {
+            StopCause::Watchdog => Level::Warn,
+            StopCause::Stopped => Level::Info,
         };
         events::record_one(
             store,
@@ -497,7 +578,7 @@ pub fn stop(
                 format!("agent {agent} stopped ({cause}, {outcome:?})"),
             )
             .agent(agent)
-            .details(json!({ "cause": cause, "outcome": outcome })),
+            .details(json!({ "cause": cause.as_str(), "outcome": outcome })),
             now,
         )?;
     }
@@ -526,17 +607,16 @@ pub struct Reached {
     pub waited: Duration,
 }
 
-/// Whether the agent is in the state waited for (pure: the document, policy and time given).
+/// Whether the agent is in the state waited for (pure but for `/proc`: the agent and its
+/// health given).
 pub fn has_reached(
-    doc: &Doc,
-    policy: &crate::ops::policy::Policy,
+    agent: &Agent,
+    health: crate::ops::health::Health,
     want: WaitFor,
-    now: DateTime<Utc>,
-) -> (bool, crate::ops::health::Health, ProcState) {
+) -> (bool, ProcState) {
     use crate::ops::health::Health;
-    let health = crate::ops::health::assess(doc, policy, now).health;
-    let proc_state = state(doc);
-    let should_run = doc.str("status") == Some("active");
+    let proc_state = state_of(agent);
+    let should_run = agent.status == AgentStatus::Active;
     let reached = match want {
         WaitFor::Healthy => health == Health::Healthy,
         WaitFor::Dead => {
@@ -545,7 +625,7 @@ pub fn has_reached(
         }
         WaitFor::Stopped => proc_state != ProcState::Running,
     };
-    (reached, health, proc_state)
+    (reached, proc_state)
 }
 
 /// Polls the agent every 100 ms until it reaches `want`; a timeout is exit 8 naming where
@@ -560,8 +640,10 @@ pub fn wait_for(
     let started = std::time::Instant::now();
     loop {
         let doc = crate::ops::agent::read(store, cell, agent)?;
+        let on_file = Agent::from_doc(&doc)?;
         let policy = crate::ops::policy::load(store, cell, Some(&doc))?;
-        let (reached, health, process) = has_reached(&doc, &policy, want, clock::now());
+        let health = crate::ops::health::assess(&doc, &policy, clock::now()).health;
+        let (reached, process) = has_reached(&on_file, health, want);
         if reached {
             return Ok(Reached {
                 health,
@@ -594,12 +676,24 @@ mod tests {
         Doc::parse(text.as_bytes(), Path::new("a.json")).unwrap()
     }
 
+    /// [`has_reached`] for the agent file `doc`, its health assessed at `now`.
+    fn has_reached(
+        doc: &Doc,
+        policy: &Policy,
+        want: WaitFor,
+        now: DateTime<Utc>,
+    ) -> (bool, crate::ops::health::Health, ProcState) {
+        let health = crate::ops::health::assess(doc, policy, now).health;
+        let (reached, process) = super::has_reached(&Agent::from_doc(doc).unwrap(), health, want);
+        (reached, health, process)
+    }
+
     #[test]
     fn waits_end_on_the_documented_states() {
         let now = clock::parse("2026-01-01T00:01:00Z").unwrap();
         let policy = Policy::resolve(&serde_json::Map::new(), None, None, None);
         let exited_active = doc(
-            r#"{"status": "active", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "exit", "code": 1}}"#,
+            r#"{"agent_id": "a1", "status": "active", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "exit", "code": 1}}"#,
         );
         let (dead, health, process) = has_reached(&exited_active, &policy, WaitFor::Dead, now);
         assert!(
@@ -611,14 +705,16 @@ mod tests {
         assert!(has_reached(&exited_active, &policy, WaitFor::Healthy, now).0);
 
         let stopped_idle = doc(
-            r#"{"status": "idle", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "signal", "signal": 15}}"#,
+            r#"{"agent_id": "a1", "status": "idle", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "signal", "signal": 15}}"#,
         );
         assert!(
             !has_reached(&stopped_idle, &policy, WaitFor::Dead, now).0,
             "an agent stopped on purpose is not dead"
         );
         // Silent for 60 s at the default 30 s interval: down, not yet dead (90 s).
-        let silent = doc(r#"{"status": "active", "last_heartbeat": "2026-01-01T00:00:00Z"}"#);
+        let silent = doc(
+            r#"{"agent_id": "a1", "status": "active", "last_heartbeat": "2026-01-01T00:00:00Z"}"#,
+        );
         assert!(!has_reached(&silent, &policy, WaitFor::Dead, now).0);
         let later = clock::parse("2026-01-01T00:01:31Z").unwrap();
         assert!(has_reached(&silent, &policy, WaitFor::Dead, later).0);

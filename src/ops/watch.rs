@@ -40,7 +40,8 @@ pub enum Report<'a> {
     Note(String),
     /// Something a revive pass did.
     Action(&'a Action),
-    /// A problem with one cell (reported once per distinct problem).
+    /// A problem with one cell, or with one of its agents (reported once per distinct
+    /// problem, while it lasts).
     Problem {
         /// The cell.
         cell: &'a str,
@@ -174,7 +175,7 @@ pub fn run(
                 }
                 continue;
             }
-            let result = revive::pass_cell(store, cell, &Options::default(), clock::now());
+            let result = revive::pass_cell_each(store, cell, &Options::default(), clock::now());
             let state = cells.entry(cell.clone()).or_default();
             match result {
                 Ok(pass) => {
@@ -183,7 +184,18 @@ pub fn run(
                     }
                     // A hair after the deadline, so the state has really changed then.
                     state.due = pass.next_due.map(|t| t + Duration::milliseconds(5));
-                    reported.retain(|(c, _)| c != cell);
+                    // The cell's other agents were handled; each agent that was not is a
+                    // problem of its own, reported once while it lasts.
+                    reported
+                        .retain(|(c, m)| c != cell || pass.errors.iter().any(|e| &e.message == m));
+                    for e in &pass.errors {
+                        if reported.insert((cell.clone(), e.message.clone())) {
+                            report(Report::Problem {
+                                cell,
+                                message: &e.message,
+                            });
+                        }
+                    }
                     let mut known: Vec<u64> = store
                         .list(cell, crate::store::Collection::Agents)
                         .unwrap_or_default()

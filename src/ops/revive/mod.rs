@@ -19,8 +19,11 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::error::{Error, Result};
-use crate::model::EventKind;
+use crate::error::{Error, Kind, Result};
+use crate::model::{
+    Agent, AgentStatus, Cell, CellStatus, EventKind, Revival, ReviveRequest, StopCause, Task,
+    TaskStatus,
+};
 use crate::ops::checkpoint;
 use crate::ops::health::{self, Health};
 use crate::ops::policy::Policy;
@@ -67,6 +70,29 @@ pub struct CellPass {
     pub actions: Vec<Action>,
     /// The earliest moment something may need doing in this cell.
     pub next_due: Option<DateTime<Utc>>,
+    /// The agents that could not be handled (a file that does not read, a step that
+    /// failed), each error naming its agent or file; the cell's other agents were handled.
+    pub errors: Vec<Error>,
+}
+
+impl CellPass {
+    /// The pass, or, when an agent could not be handled, its error (saying how many more
+    /// there were): for callers that report a cell as handled or not.
+    pub fn into_result(mut self) -> Result<CellPass> {
+        if self.errors.is_empty() {
+            return Ok(self);
+        }
+        let more = self.errors.len() - 1;
+        let mut first = self.errors.swap_remove(0);
+        first.message = match more {
+            0 => format!("{}; the cell's other agents were handled", first.message),
+            n => format!(
+                "{} (and {n} more agent error(s)); the cell's other agents were handled",
+                first.message
+            ),
+        };
+        Err(first)
+    }
 }
 
 struct Ctx<'a> {
@@ -91,12 +117,12 @@ impl Ctx<'_> {
     }
 
     /// Changes the agent file in one transaction.
-    fn update(&self, change: &mut dyn FnMut(&mut Doc)) -> Result<Doc> {
+    fn update(&self, change: &mut dyn FnMut(&mut Agent)) -> Result<Doc> {
         self.commit(change, None)
     }
 
     /// Changes the agent file and records the event that says so, in one transaction.
-    fn commit(&self, change: &mut dyn FnMut(&mut Doc), event: Option<NewEvent>) -> Result<Doc> {
+    fn commit(&self, change: &mut dyn FnMut(&mut Agent), event: Option<NewEvent>) -> Result<Doc> {
         let events = event.into_iter().collect();
         store::update_agent_with(
             self.store,
@@ -104,10 +130,7 @@ impl Ctx<'_> {
             self.agent,
             self.now,
             events,
-            &mut |d| {
-                change(d);
-                Ok(())
-            },
+            &mut |d| Agent::edit(d, &mut *change),
         )
     }
 
@@ -128,13 +151,30 @@ impl Ctx<'_> {
         )
     }
 
-    fn reread(&self) -> Result<Doc> {
-        crate::ops::agent::read(self.store, self.cell, self.agent)
+    /// The agent file as it is now, and its typed view.
+    fn reread(&self) -> Result<(Doc, Agent)> {
+        let doc = crate::ops::agent::read(self.store, self.cell, self.agent)?;
+        let agent = Agent::from_doc(&doc)?;
+        Ok((doc, agent))
     }
 }
 
-/// One revive pass over a cell. Holds the cell's revive lock throughout.
+/// One revive pass over a cell. Holds the cell's revive lock throughout. An agent that
+/// cannot be handled makes it an error, after the cell's other agents were handled
+/// ([`CellPass::into_result`]).
 pub fn pass_cell(
+    store: &dyn Store,
+    cell: &str,
+    opts: &Options,
+    now: DateTime<Utc>,
+) -> Result<CellPass> {
+    pass_cell_each(store, cell, opts, now)?.into_result()
+}
+
+/// [`pass_cell`], each agent on its own: the agents that cannot be handled are in
+/// [`CellPass::errors`] and the pass is still the cell's (for `pas watch`, which reports
+/// them and keeps the cell's deadline). An error here is the cell's own.
+pub fn pass_cell_each(
     store: &dyn Store,
     cell: &str,
     opts: &Options,
@@ -146,12 +186,12 @@ pub fn pass_cell(
         cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     }
     let mut result = CellPass::default();
-    if cell_doc.str("status") != Some("active") {
+    if Cell::from_doc(&cell_doc)?.status != CellStatus::Active {
         return Ok(result);
     }
     result.next_due = crate::ops::budget::cell_deadline(&cell_doc);
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    let (observed, _errors) = crate::ops::heartbeat::observe_cell_with(
+    let (observed, unreadable) = crate::ops::heartbeat::observe_cell_with(
         store,
         cell,
         &cell_doc,
@@ -165,24 +205,52 @@ pub fn pass_cell(
     if !opts.dry_run {
         queue::reap(store, cell, now)?;
     }
+    // With one agent asked for, only its own file's problem is the pass's.
+    let mut handled = false;
+    if opts.agent.is_none() {
+        result.errors = unreadable;
+    }
     for o in observed {
-        let Some(agent) = o.doc.str("agent_id").map(str::to_string) else {
-            continue;
+        let agent = match Agent::from_doc(&o.doc) {
+            Ok(agent) => agent,
+            Err(e) => {
+                if opts.agent.is_none() {
+                    result.errors.push(e);
+                }
+                continue;
+            }
         };
-        if opts.agent.as_deref().is_some_and(|a| a != agent) {
+        if opts.agent.as_deref().is_some_and(|a| a != agent.agent_id) {
             continue;
         }
+        handled = true;
         let mut ctx = Ctx {
             store,
             cell,
-            agent: &agent,
+            agent: &agent.agent_id,
             dry_run: opts.dry_run,
             now,
             actions: Vec::new(),
         };
-        let due = revive_agent(&mut ctx, &cell_doc, policies.as_ref(), &o.doc)?;
-        result.next_due = earliest(result.next_due, due);
-        result.actions.append(&mut ctx.actions);
+        match revive_agent(&mut ctx, &cell_doc, policies.as_ref(), &agent) {
+            Ok(due) => {
+                result.next_due = earliest(result.next_due, due);
+                result.actions.append(&mut ctx.actions);
+            }
+            Err(e) => result.errors.push(e),
+        }
+    }
+    if let Some(wanted) = opts.agent.as_deref().filter(|_| !handled) {
+        // Not among the agents read: its file may not read (a missing one is nothing to do).
+        match store.read(cell, FileKey::Agent(wanted)) {
+            Ok(Some(doc)) => {
+                if let Err(e) = Agent::from_doc(&doc) {
+                    result.errors.push(e);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => result.errors.push(e),
+        }
     }
     Ok(result)
 }
@@ -208,8 +276,8 @@ enum Applied {
 }
 
 /// The process state the rules take, from the agent file and `/proc`.
-fn process_of(doc: &Doc) -> Process {
-    match supervisor::state(doc) {
+fn process_of(agent: &Agent) -> Process {
+    match supervisor::state_of(agent) {
         ProcState::Running => Process::Running,
         ProcState::Vanished => Process::Vanished,
         ProcState::Exited | ProcState::None => Process::Ended,
@@ -223,21 +291,24 @@ fn revive_agent(
     ctx: &mut Ctx<'_>,
     cell_doc: &Doc,
     policies: Option<&Doc>,
-    observed: &Doc,
+    observed: &Agent,
 ) -> Result<Option<DateTime<Utc>>> {
     // The observation has just read the file, under the revive lock: an agent pas cannot
     // start (no command) or should not (not active) is left without reading it again.
-    if observed.str("status") != Some("active") || observed.strings("command").is_empty() {
+    if observed.status != AgentStatus::Active || observed.command.is_empty() {
         return Ok(None);
     }
-    let doc = ctx.reread()?;
+    let (doc, agent) = ctx.reread()?;
     let policy = Policy::resolve(
         ctx.store.root_policies(),
         Some(cell_doc),
         policies,
         Some(&doc),
     );
-    let mut state = State::from_doc(&doc, process_of(&doc), &policy, ctx.now);
+    let assess = |doc: &Doc, agent: &Agent, process: Process, now: DateTime<Utc>| {
+        State::from_agent(agent, process, &health::assess(doc, &policy, now))
+    };
+    let mut state = assess(&doc, &agent, process_of(&agent), ctx.now);
     let mut stopped_hung = false;
     for _ in 0..MAX_STEPS {
         let decision = ops::decide(&state, &policy, ctx.now);
@@ -247,12 +318,12 @@ fn revive_agent(
             Applied::Changed { .. } if ctx.dry_run => state.assume(&decision),
             Applied::Changed { stopped } => {
                 stopped_hung |= stopped;
-                let doc = ctx.reread()?;
-                let mut process = process_of(&doc);
+                let (doc, agent) = ctx.reread()?;
+                let mut process = process_of(&agent);
                 if stopped_hung && process == Process::Running {
                     process = Process::Ended;
                 }
-                state = State::from_doc(&doc, process, &policy, ctx.now);
+                state = assess(&doc, &agent, process, ctx.now);
             }
         }
     }
@@ -289,9 +360,7 @@ fn apply(
             );
             if !ctx.dry_run {
                 ctx.commit(
-                    &mut |d| {
-                        d.remove("revival");
-                    },
+                    &mut |a| a.revival = None,
                     Some(ctx.about(
                         Level::Info,
                         EventKind::AgentRevivalSucceeded,
@@ -317,16 +386,12 @@ fn apply(
                 details.clone(),
             )?;
             watchdog_stop(ctx, policy)?;
-            ctx.update(&mut |d| {
-                d.remove("revival");
-            })?;
+            ctx.update(&mut |a| a.revival = None)?;
             Ok(Applied::Changed { stopped: false })
         }
         Decision::RevivalEnded => {
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.remove("revival");
-                })?;
+                ctx.update(&mut |a| a.revival = None)?;
             }
             Ok(Applied::Changed { stopped: false })
         }
@@ -337,7 +402,7 @@ fn apply(
             );
             if !ctx.dry_run {
                 ctx.commit(
-                    &mut |d| d.set("hung_reported", clock::stamp(now)),
+                    &mut |a| a.hung_reported = Some(now),
                     Some(ctx.about(
                         Level::Error,
                         EventKind::AgentHung,
@@ -363,9 +428,7 @@ fn apply(
         }
         Decision::HungRecovered => {
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.remove("hung_reported");
-                })?;
+                ctx.update(&mut |a| a.hung_reported = None)?;
             }
             Ok(Applied::Changed { stopped: false })
         }
@@ -375,32 +438,31 @@ fn apply(
                 format!("agent {agent} stayed healthy; its restart count starts again"),
             );
             if !ctx.dry_run {
-                ctx.update(&mut |d| {
-                    d.set("restart_attempts", 0);
-                    d.set("recent_deaths", json!([]));
+                ctx.update(&mut |a| {
+                    a.restart_attempts = 0;
+                    a.recent_deaths.clear();
                 })?;
             }
             done(*next)
         }
         Decision::NoteDeath { at, recent_deaths } => {
             if !ctx.dry_run {
-                let deaths: Vec<String> = recent_deaths.iter().copied().map(clock::stamp).collect();
-                ctx.update(&mut |d| {
-                    d.set("recent_deaths", json!(deaths));
-                    d.set("last_death", clock::stamp(*at));
-                    d.set("next_restart_at", Value::Null);
+                ctx.update(&mut |a| {
+                    a.recent_deaths = recent_deaths.clone();
+                    a.last_death = Some(*at);
+                    a.next_restart_at = None;
                 })?;
             }
             Ok(Applied::Changed { stopped: false })
         }
-        Decision::Inspect => Ok(Applied::Learned(inspect(ctx, state))),
+        Decision::Inspect => Ok(Applied::Learned(inspect(ctx, state)?)),
         Decision::Idle { why } => {
             ctx.act("idle", format!("agent {agent} is not restarted: {why}"));
             if !ctx.dry_run {
                 ctx.commit(
-                    &mut |d| {
-                        d.set("status", "idle");
-                        d.set("next_restart_at", Value::Null);
+                    &mut |a| {
+                        a.status = AgentStatus::Idle;
+                        a.next_restart_at = None;
                     },
                     Some(ctx.about(
                         Level::Info,
@@ -430,11 +492,21 @@ fn apply(
             );
             if !ctx.dry_run {
                 ctx.commit(
-                    &mut |d| d.set("revive_request", json!({ "id": id, "at": clock::stamp(now), "cause": how, "approved": false })),
+                    &mut |a| {
+                        a.revive_request = Some(ReviveRequest {
+                            id: id.clone(),
+                            at: Some(now),
+                            cause: Some(how.clone()),
+                            approved: false,
+                            extra: Default::default(),
+                        })
+                    },
                     Some(ctx.about(
                         Level::Warn,
                         EventKind::AgentReviveRequested,
-                        format!("agent {agent} died ({how}); approve with `pas revive approve {id}`"),
+                        format!(
+                            "agent {agent} died ({how}); approve with `pas revive approve {id}`"
+                        ),
                         json!({ "request": id }),
                     )),
                 )?;
@@ -449,11 +521,11 @@ fn apply(
             );
             if !ctx.dry_run {
                 ctx.commit(
-                    &mut |d| {
-                        d.set("cooldown_until", until_text.as_str());
-                        d.set("recent_deaths", json!([]));
-                        d.set("restart_attempts", 0);
-                        d.set("next_restart_at", Value::Null);
+                    &mut |a| {
+                        a.cooldown_until = Some(*until);
+                        a.recent_deaths.clear();
+                        a.restart_attempts = 0;
+                        a.next_restart_at = None;
                     },
                     Some(ctx.about(
                         Level::Error,
@@ -471,7 +543,7 @@ fn apply(
             how,
         } => {
             if !ctx.dry_run {
-                ctx.update(&mut |d| d.set("next_restart_at", clock::stamp(*until)))?;
+                ctx.update(&mut |a| a.next_restart_at = Some(*until))?;
             }
             ctx.act(
                 "backing_off",
@@ -509,28 +581,42 @@ fn apply(
 /// decided at the time it is then.
 fn watchdog_stop(ctx: &mut Ctx<'_>, policy: &Policy) -> Result<()> {
     let grace = Some(policy.stop_grace());
-    supervisor::stop(ctx.store, ctx.cell, ctx.agent, grace, "watchdog", ctx.now)?;
+    supervisor::stop_for(
+        ctx.store,
+        ctx.cell,
+        ctx.agent,
+        grace,
+        StopCause::Watchdog,
+        ctx.now,
+    )?;
     ctx.now = clock::now();
     Ok(())
 }
 
 /// Looks up what a restart needs: the newest checkpoint that loads and verifies, and
-/// whether the agent's current task is still its open work.
-fn inspect(ctx: &Ctx<'_>, state: &State) -> RestartFacts {
+/// whether the agent's current task is still its open work. A task file that is gone is not
+/// its open work; one that does not read is an error, not a guess.
+fn inspect(ctx: &Ctx<'_>, state: &State) -> Result<RestartFacts> {
     let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
     let checkpoint = match checkpoint::load(store, cell, agent, None) {
         Ok((generation, _)) => Checkpoint::Usable(generation),
         Err(e) => Checkpoint::Unusable(e.message),
     };
-    let task_open = state.current_task.as_deref().is_none_or(|task_id| {
-        crate::ops::task::read(store, cell, task_id).is_ok_and(|t| {
-            t.str("status") == Some("in_progress") && t.str("claimed_by") == Some(agent)
-        })
-    });
-    RestartFacts {
+    let task_open = match state.current_task.as_deref() {
+        None => true,
+        Some(task_id) => match crate::ops::task::read(store, cell, task_id) {
+            Ok(doc) => {
+                let task = Task::from_doc(&doc)?;
+                task.status == TaskStatus::InProgress && task.claimed_by.as_deref() == Some(agent)
+            }
+            Err(e) if e.kind == Kind::NotFound => false,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(RestartFacts {
         checkpoint,
         task_open,
-    }
+    })
 }
 
 /// A restart the rules decided on.
@@ -564,8 +650,8 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
     if ctx.dry_run {
         return Ok(Applied::Done(None));
     }
-    let doc = ctx.reread()?;
-    if let Some(pgid) = process::recorded_pid(doc.get("pgid")) {
+    let (_, on_file) = ctx.reread()?;
+    if let Some(pgid) = supervisor::usable_pid(on_file.pgid) {
         if process::group_alive(pgid) {
             let grace = policy.stop_grace();
             process::stop_group(pgid, grace).map_err(|e| {
@@ -573,14 +659,20 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
             })?;
         }
     }
-    ctx.update(&mut |d| {
-        d.set("restart_count", d.u64("restart_count").unwrap_or(0) + 1);
-        d.set("restart_attempts", attempt);
-        d.set("next_restart_at", Value::Null);
-        d.set("revival", json!({ "started_at": clock::stamp(now), "deadline": clock::stamp(r.deadline), "attempt": attempt, "generation": generation }));
-        d.remove("revive_request");
+    ctx.update(&mut |a| {
+        a.restart_count += 1;
+        a.restart_attempts = attempt;
+        a.next_restart_at = None;
+        a.revival = Some(Revival {
+            started_at: now,
+            deadline: Some(r.deadline),
+            attempt: Some(attempt),
+            generation,
+            extra: Default::default(),
+        });
+        a.revive_request = None;
         if r.dropped_task.is_some() {
-            d.set("current_task", Value::Null);
+            a.current_task = None;
         }
     })?;
     match supervisor::start(store, cell, agent) {
@@ -595,9 +687,7 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
         }
         Err(e) => {
             ctx.commit(
-                &mut |d| {
-                    d.remove("revival");
-                },
+                &mut |a| a.revival = None,
                 Some(ctx.about(
                     Level::Error,
                     EventKind::AgentReviveFailed,
@@ -627,15 +717,18 @@ pub fn fail_for_good(
     .agent(agent)
     .details(json!({ "reason": reason }));
     let doc = store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
-        d.set("status", "failed");
-        d.set("failed_reason", reason);
-        d.remove("revival");
-        d.remove("revive_request");
-        d.set("next_restart_at", Value::Null);
-        Ok(())
+        Agent::edit(d, |a| {
+            a.status = AgentStatus::Failed;
+            a.failed_reason = Some(reason.to_string());
+            a.revival = None;
+            a.revive_request = None;
+            a.next_restart_at = None;
+        })
     })?;
+    let failed = Agent::from_doc(&doc)?;
     let cell_doc = store.read(cell, FileKey::Cell)?;
     let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    // A substitute whose file does not read is not one to hand work to.
     let healthy = |id: &str| -> bool {
         match store.read(cell, FileKey::Agent(id)) {
             Ok(Some(d)) => {
@@ -645,7 +738,7 @@ pub fn fail_for_good(
                     policies.as_ref(),
                     Some(&d),
                 );
-                d.str("status") != Some("failed")
+                Agent::from_doc(&d).is_ok_and(|a| a.status != AgentStatus::Failed)
                     && health::assess(&d, &p, now).health == Health::Healthy
             }
             _ => false,
@@ -665,7 +758,7 @@ pub fn fail_for_good(
         .and_then(Value::as_str)
         .filter(|h| !h.trim().is_empty())
     {
-        run_hook(store, cell, agent, &doc, hook, reason, now)?;
+        run_hook(store, cell, &failed, hook, reason, now)?;
     }
     Ok(())
 }
@@ -673,13 +766,13 @@ pub fn fail_for_good(
 fn run_hook(
     store: &dyn Store,
     cell: &str,
-    agent: &str,
-    doc: &Doc,
+    failed: &Agent,
     hook: &str,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    let exit = doc.get("exit").cloned().unwrap_or(Value::Null);
+    let agent = failed.agent_id.as_str();
+    let exit = failed.exit.as_ref();
     let workspace = store.workspace(cell, Some(agent))?;
     let log = workspace
         .log
@@ -701,14 +794,11 @@ fn run_hook(
         .env("PAS_AGENT", agent)
         .env(
             "PAS_CAUSE",
-            exit.get("cause")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown"),
+            exit.and_then(|e| e.cause).map_or("unknown", |c| c.as_str()),
         )
         .env(
             "PAS_EXIT_CODE",
-            exit.get("code")
-                .and_then(Value::as_i64)
+            exit.and_then(|e| e.code)
                 .map(|c| c.to_string())
                 .unwrap_or_default(),
         )
@@ -760,24 +850,18 @@ pub struct Request {
 pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<Request>> {
     let mut out = Vec::new();
     for cell in cells {
-        let (agents, _) = crate::ops::agent::read_all(store, cell)?;
-        for a in agents {
-            let Some(r) = a.get("revive_request").filter(|r| r.is_object()) else {
+        // A file that does not read files no request; the revive pass reports it.
+        let (docs, _) = crate::ops::agent::read_all(store, cell)?;
+        for a in docs.iter().filter_map(|d| Agent::from_doc(d).ok()) {
+            let Some(r) = a.revive_request.filter(|r| !r.approved) else {
                 continue;
             };
-            if r.get("approved") == Some(&Value::Bool(true)) {
-                continue;
-            }
             out.push(Request {
-                id: r
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
+                id: r.id,
                 cell: cell.clone(),
-                agent: a.str("agent_id").unwrap_or_default().to_string(),
-                at: r.get("at").and_then(Value::as_str).map(str::to_string),
-                cause: r.get("cause").and_then(Value::as_str).map(str::to_string),
+                agent: a.agent_id,
+                at: r.at.map(clock::stamp),
+                cause: r.cause,
             });
         }
     }
@@ -833,11 +917,11 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
         )
         .agent(&req.agent);
         store::update_agent_with(store, &req.cell, &req.agent, now, vec![event], &mut |d| {
-            if let Some(Value::Object(mut r)) = d.get("revive_request").cloned() {
-                r.insert("approved".into(), Value::Bool(true));
-                d.set("revive_request", Value::Object(r));
-            }
-            Ok(())
+            Agent::edit(d, |a| {
+                if let Some(r) = &mut a.revive_request {
+                    r.approved = true;
+                }
+            })
         })?;
         return pass_cell(
             store,
@@ -873,22 +957,134 @@ pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> 
     )
     .agent(agent);
     store::update_agent_with(store, cell, agent, now, vec![event], &mut |d| {
-        d.set("restart_attempts", 0);
-        d.set("recent_deaths", json!([]));
-        for key in [
-            "cooldown_until",
-            "next_restart_at",
-            "failed_reason",
-            "hung_reported",
-            "revive_request",
-            "revival",
-        ] {
-            d.remove(key);
-        }
-        if d.str("status") == Some("failed") {
-            d.set("status", "active");
-        }
-        Ok(())
+        Agent::edit(d, |a| {
+            a.restart_attempts = 0;
+            a.recent_deaths.clear();
+            a.cooldown_until = None;
+            a.next_restart_at = None;
+            a.failed_reason = None;
+            a.hung_reported = None;
+            a.revive_request = None;
+            a.revival = None;
+            if a.status == AgentStatus::Failed {
+                a.status = AgentStatus::Active;
+            }
+        })
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+
+    /// A root in a temporary directory, removed at the end.
+    struct TempRoot(std::path::PathBuf);
+
+    impl Drop for TempRoot {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A hand-written active cell `c1` with the agent files given (name, content).
+    fn cell_with(agents: &[(&str, String)]) -> TempRoot {
+        let root =
+            TempRoot(std::env::temp_dir().join(format!("pas-revive-{}", uuid::Uuid::new_v4())));
+        let cell = root.0.join("c1");
+        for dir in [
+            "agents",
+            "tasks",
+            "checkpoints",
+            "artifacts",
+            "config",
+            "logs",
+        ] {
+            std::fs::create_dir_all(cell.join(dir)).unwrap();
+        }
+        let cell_json = r#"{"cell_id": "c1", "mission_name": "M", "created_at": "2026-01-01T00:00:00Z", "status": "active"}"#;
+        std::fs::write(cell.join("cell.json"), cell_json).unwrap();
+        for (name, text) in agents {
+            std::fs::write(cell.join("agents").join(name), text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn an_agent_file_that_does_not_read_is_an_error_and_the_others_are_handled() {
+        let now = clock::now();
+        let dead = |id: &str, attempts: &str| {
+            format!(
+                r#"{{"agent_id": "{id}", "status": "active", "command": ["true"], "pid": null,
+                "exit": {{"at": "{}", "cause": "exit", "code": 1}}, "restart_attempts": {attempts}}}"#,
+                clock::stamp(now)
+            )
+        };
+        let root = cell_with(&[
+            ("a1.json", dead("a1", "0")),
+            ("a2.json", dead("a2", "\"2\"")),
+            ("a3.json", "{ not json".to_string()),
+        ]);
+        let store = FsStore::new(&root.0);
+        let dry = |agent: Option<&str>| Options {
+            dry_run: true,
+            agent: agent.map(str::to_string),
+        };
+
+        let pass = pass_cell_each(&store, "c1", &dry(None), now).unwrap();
+        let done: Vec<(&str, &str)> = pass
+            .actions
+            .iter()
+            .map(|a| (a.agent.as_str(), a.action.as_str()))
+            .collect();
+        assert_eq!(done, [("a1", "backing_off")], "a1 is handled");
+        let messages: Vec<&str> = pass.errors.iter().map(|e| e.message.as_str()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.starts_with("agents/a2.json restart_attempts: \"2\" is a string")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.contains("agents/a3.json")),
+            "{messages:?}"
+        );
+        assert!(
+            pass.next_due.is_some(),
+            "a1's backoff still sets the deadline"
+        );
+
+        // As one result: the first error, saying the others were handled.
+        let err = pass_cell(&store, "c1", &dry(None), now).unwrap_err();
+        assert_eq!(err.kind, Kind::Data);
+        assert!(
+            err.message
+                .ends_with("(and 1 more agent error(s)); the cell's other agents were handled"),
+            "{}",
+            err.message
+        );
+
+        // One agent asked for: only its own file counts.
+        assert_eq!(
+            pass_cell(&store, "c1", &dry(Some("a1")), now)
+                .unwrap()
+                .actions
+                .len(),
+            1
+        );
+        for (agent, file) in [
+            ("a2", "agents/a2.json restart_attempts"),
+            ("a3", "agents/a3.json"),
+        ] {
+            let err = pass_cell(&store, "c1", &dry(Some(agent)), now).unwrap_err();
+            assert!(err.message.contains(file), "{}", err.message);
+        }
+        let none = pass_cell(&store, "c1", &dry(Some("a9")), now).unwrap();
+        assert!(
+            none.actions.is_empty(),
+            "an agent that does not exist is nothing to do"
+        );
+    }
 }

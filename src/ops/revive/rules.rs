@@ -18,9 +18,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
 use crate::clock;
-use crate::doc::Doc;
-use crate::model::{AutoRevive, RestartPolicy};
-use crate::ops::health::{self, Health};
+use crate::model::{self, Agent, AgentStatus, AutoRevive, ExitCause, Field, RestartPolicy};
+use crate::ops::health::{Assessment, Health};
 use crate::ops::policy::Policy;
 
 /// Where the agent's process is, as the caller observed it (the rules never look).
@@ -41,8 +40,8 @@ pub enum Process {
 /// How the agent last ended, as recorded in its file (`exit`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exit {
-    /// `exit`, `signal`, `watchdog`, `vanished`...; `vanished` when nothing says.
-    pub cause: String,
+    /// How; `vanished` when nothing says.
+    pub cause: ExitCause,
     /// The exit code, for a normal exit.
     pub code: Option<i64>,
     /// The signal that ended it.
@@ -52,27 +51,22 @@ pub struct Exit {
 }
 
 impl Exit {
-    /// Reads the agent file's `exit` (missing or null: an unseen end).
-    pub fn from_value(exit: Option<&Value>) -> Exit {
-        let exit = exit.unwrap_or(&Value::Null);
+    /// The agent file's `exit` (none: an unseen end).
+    pub fn from_record(exit: Option<&model::Exit>) -> Exit {
         Exit {
-            cause: exit
-                .get("cause")
-                .and_then(Value::as_str)
-                .unwrap_or("vanished")
-                .to_string(),
-            code: exit.get("code").and_then(Value::as_i64),
-            signal: exit.get("signal").and_then(Value::as_i64),
-            at: exit.get("at").and_then(clock::from_value),
+            cause: exit.and_then(|e| e.cause).unwrap_or(ExitCause::Vanished),
+            code: exit.and_then(|e| e.code),
+            signal: exit.and_then(|e| e.signal),
+            at: exit.and_then(|e| e.at),
         }
     }
 
     /// How it died, in the words of every message about it: `exit code 1`, `signal 9`,
     /// `watchdog, signal 15`, `vanished`.
     pub fn how(&self) -> String {
-        match (self.cause.as_str(), self.code, self.signal) {
-            ("exit", Some(c), _) => format!("exit code {c}"),
-            ("signal", _, Some(s)) => format!("signal {s}"),
+        match (self.cause, self.code, self.signal) {
+            (ExitCause::Exit, Some(c), _) => format!("exit code {c}"),
+            (ExitCause::Signal, _, Some(s)) => format!("signal {s}"),
             (cause, _, Some(s)) => format!("{cause}, signal {s}"),
             (cause, _, _) => cause.to_string(),
         }
@@ -86,7 +80,7 @@ pub struct Revival {
     pub started_at: Option<DateTime<Utc>>,
     /// The first beat is due by then (`revive_timeout`).
     pub deadline: Option<DateTime<Utc>>,
-    /// The record as on file, for the events that close it.
+    /// The record as pas writes it, for the events that close it.
     pub details: Value,
 }
 
@@ -125,7 +119,7 @@ pub struct RestartFacts {
 #[derive(Debug, Clone, PartialEq)]
 pub struct State {
     /// `status`: only `active` agents are revived.
-    pub status: Option<String>,
+    pub status: AgentStatus,
     /// Whether it has a `command` pas can start.
     pub has_command: bool,
     /// Its process.
@@ -152,7 +146,8 @@ pub struct State {
     pub cooldown_until: Option<DateTime<Utc>>,
     /// Deaths noted for the storm tally.
     pub recent_deaths: Vec<DateTime<Utc>>,
-    /// The stamp of the last death noted (`last_death`), so each is noted once.
+    /// The stamp of the last death noted (`last_death`), so each is noted once: compared
+    /// as pas writes it (to the microsecond), so a finer time on file is noted once too.
     pub last_death: Option<String>,
     /// A revival request.
     pub request: RequestState,
@@ -163,46 +158,36 @@ pub struct State {
 }
 
 impl State {
-    /// Reads the state from an agent file, the process as the caller observed it, and the
-    /// health at `now`.
-    pub fn from_doc(doc: &Doc, process: Process, policy: &Policy, now: DateTime<Utc>) -> State {
-        let time = |key: &str| doc.time(key);
-        let assessment = health::assess(doc, policy, now);
-        let revival = doc
-            .get("revival")
-            .filter(|r| r.is_object())
-            .map(|r| Revival {
-                started_at: r.get("started_at").and_then(clock::from_value),
-                deadline: r.get("deadline").and_then(clock::from_value),
-                details: r.clone(),
-            });
-        let request = match doc.get("revive_request") {
-            None | Some(Value::Null) => RequestState::None,
-            Some(r) if r.get("approved") == Some(&Value::Bool(true)) => RequestState::Approved,
+    /// The state of an agent as its file has it, with its process as the caller observed
+    /// it and its health as assessed.
+    pub fn from_agent(agent: &Agent, process: Process, health: &Assessment) -> State {
+        let request = match &agent.revive_request {
+            None => RequestState::None,
+            Some(r) if r.approved => RequestState::Approved,
             Some(_) => RequestState::Pending,
         };
         State {
-            status: doc.str("status").map(str::to_string),
-            has_command: !doc.strings("command").is_empty(),
+            status: agent.status,
+            has_command: !agent.command.is_empty(),
             process,
-            exit: Exit::from_value(doc.get("exit")),
-            health: assessment.health,
-            health_changes_at: assessment.next_change,
-            last_heartbeat: health::last_heartbeat(doc),
-            started_at: time("started_at"),
-            revival,
-            hung_reported: doc.get("hung_reported").is_some_and(|v| !v.is_null()),
-            restart_attempts: doc.u64("restart_attempts").unwrap_or(0),
-            next_restart_at: time("next_restart_at"),
-            cooldown_until: time("cooldown_until"),
-            recent_deaths: doc
-                .strings("recent_deaths")
-                .iter()
-                .filter_map(|s| clock::parse(s))
-                .collect(),
-            last_death: doc.str("last_death").map(str::to_string),
+            exit: Exit::from_record(agent.exit.as_ref()),
+            health: health.health,
+            health_changes_at: health.next_change,
+            last_heartbeat: agent.last_heartbeat,
+            started_at: agent.started_at,
+            revival: agent.revival.as_ref().map(|r| Revival {
+                started_at: Some(r.started_at),
+                deadline: r.deadline,
+                details: r.encode(),
+            }),
+            hung_reported: agent.hung_reported.is_some(),
+            restart_attempts: agent.restart_attempts,
+            next_restart_at: agent.next_restart_at,
+            cooldown_until: agent.cooldown_until,
+            recent_deaths: agent.recent_deaths.clone(),
+            last_death: agent.last_death.map(clock::stamp),
             request,
-            current_task: doc.str("current_task").map(str::to_string),
+            current_task: agent.current_task.clone(),
             restart: None,
         }
     }
@@ -355,7 +340,7 @@ pub fn deaths_in_window(deaths: &[DateTime<Utc>], window: f64, now: DateTime<Utc
 /// What to do next about an agent in `state` under `policy` at `now`.
 pub fn decide(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     // Not ours to revive: stopped, paused, idle, failed, or nothing to start.
-    if state.status.as_deref() != Some("active") || !state.has_command {
+    if state.status != AgentStatus::Active || !state.has_command {
         return Decision::Nothing { until: None };
     }
     if state.process == Process::Vanished {
@@ -456,7 +441,9 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
                 reason: format!("it died ({how}) and restart_policy is never"),
             }
         }
-        RestartPolicy::OnFailure if !always && exit.cause == "exit" && exit.code == Some(0) => {
+        RestartPolicy::OnFailure
+            if !always && exit.cause == ExitCause::Exit && exit.code == Some(0) =>
+        {
             return Decision::Idle {
                 why: "it exited cleanly (code 0) and restart_policy is on-failure".into(),
             }
@@ -555,6 +542,9 @@ mod tests {
     //! are kept one row to a rule by hand (`rustfmt::skip`).
 
     use super::*;
+    use crate::doc::Doc;
+    use crate::model::field::At;
+    use crate::ops::health;
     use serde_json::json;
     use std::path::Path;
 
@@ -573,9 +563,9 @@ mod tests {
         layer
     }
 
-    fn exit(cause: &str, code: Option<i64>, signal: Option<i64>) -> Exit {
+    fn exit(cause: ExitCause, code: Option<i64>, signal: Option<i64>) -> Exit {
         Exit {
-            cause: cause.into(),
+            cause,
             code,
             signal,
             at: Some(t(0.0)),
@@ -583,18 +573,18 @@ mod tests {
     }
 
     fn code(c: i64) -> Exit {
-        exit("exit", Some(c), None)
+        exit(ExitCause::Exit, Some(c), None)
     }
 
     fn signal(s: i64) -> Exit {
-        exit("signal", None, Some(s))
+        exit(ExitCause::Signal, None, Some(s))
     }
 
     /// An active agent that died at T0 with exit code 1, the death noted, nothing else on
     /// file, and a usable checkpoint (generation 3).
     fn dead() -> State {
         State {
-            status: Some("active".into()),
+            status: AgentStatus::Active,
             has_command: true,
             process: Process::Ended,
             exit: code(1),
@@ -622,7 +612,7 @@ mod tests {
     fn running() -> State {
         State {
             process: Process::Running,
-            exit: Exit::from_value(None),
+            exit: Exit::from_record(None),
             health: Health::Healthy,
             health_changes_at: Some(t(30.0)),
             last_heartbeat: Some(t(0.0)),
@@ -713,31 +703,31 @@ mod tests {
     #[test]
     #[rustfmt::skip]
     fn agents_pas_does_not_own_are_left_alone() {
-        let status = |st: &'static str| move |s: &mut State| s.status = Some(st.into());
+        let status = |st: AgentStatus| move |s: &mut State| s.status = st;
         let vanished = |s: &mut State| s.process = Process::Vanished;
         let hung = |s: &mut State| { s.process = Process::Running; s.health = Health::Dead; };
         check(vec![
             ("paused, dead: untouched",
-                json!({}), dead().with(status("paused")), 10.0, nothing(None)),
+                json!({}), dead().with(status(AgentStatus::Paused)), 10.0, nothing(None)),
             ("idle, dead: untouched",
-                json!({}), dead().with(status("idle")), 10.0, nothing(None)),
+                json!({}), dead().with(status(AgentStatus::Idle)), 10.0, nothing(None)),
             ("failed, dead: untouched",
-                json!({}), dead().with(status("failed")), 10.0, nothing(None)),
-            ("stopped, dead: untouched",
-                json!({}), dead().with(status("stopped")), 10.0, nothing(None)),
-            ("no status: untouched",
-                json!({}), dead().with(|s| s.status = None), 10.0, nothing(None)),
+                json!({}), dead().with(status(AgentStatus::Failed)), 10.0, nothing(None)),
+            // A status pas does not know ("stopped") is refused when the file is read.
+            ("no status (read as idle): untouched",
+                json!({}), dead().with(|s| s.status = AgentStatus::default()), 10.0,
+                nothing(None)),
             ("no command: nothing pas could start",
                 json!({}), dead().with(|s| s.has_command = false), 10.0, nothing(None)),
             ("paused, vanished: not even recorded",
-                json!({}), dead().with(status("paused")).with(vanished), 10.0, nothing(None)),
+                json!({}), dead().with(status(AgentStatus::Paused)).with(vanished), 10.0, nothing(None)),
             ("paused, hung: not stopped",
-                json!({}), dead().with(status("paused")).with(hung), 10.0, nothing(None)),
+                json!({}), dead().with(status(AgentStatus::Paused)).with(hung), 10.0, nothing(None)),
             ("failed, a death not noted: not noted",
-                json!({}), dead().with(status("failed")).with(|s| s.last_death = None), 10.0,
+                json!({}), dead().with(status(AgentStatus::Failed)).with(|s| s.last_death = None), 10.0,
                 nothing(None)),
             ("paused with a revival past its deadline: untouched",
-                json!({}), running().with(status("paused")).with(|s| s.revival = Some(revival())),
+                json!({}), running().with(status(AgentStatus::Paused)).with(|s| s.revival = Some(revival())),
                 100.0, nothing(None)),
         ]);
     }
@@ -767,7 +757,7 @@ mod tests {
             ("an end with no time on file died now",
                 json!({}),
                 dead().with(|s| {
-                    s.exit = Exit::from_value(None);
+                    s.exit = Exit::from_record(None);
                     s.last_death = None;
                     s.recent_deaths = vec![];
                 }),
@@ -795,10 +785,10 @@ mod tests {
             ("on-failure, killed by signal 9: restart",
                 json!({}), died(signal(9)), 10.0, restart("signal 9")),
             ("on-failure, stopped by the watchdog: restart",
-                json!({}), died(exit("watchdog", None, Some(15))), 10.0,
+                json!({}), died(exit(ExitCause::Watchdog, None, Some(15))), 10.0,
                 restart("watchdog, signal 15")),
             ("on-failure, vanished: restart",
-                json!({}), died(exit("vanished", None, None)), 10.0, restart("vanished")),
+                json!({}), died(exit(ExitCause::Vanished, None, None)), 10.0, restart("vanished")),
             ("always, exit 0: restart",
                 json!({"restart_policy": "always"}), died(code(0)), 10.0, restart("exit code 0")),
             ("always, exit 1: restart",
@@ -1222,9 +1212,18 @@ mod tests {
             (Value::Null, "vanished"),
         ];
         for (exit, how) in rows {
-            assert_eq!(Exit::from_value(Some(&exit)).how(), how, "{exit}");
+            let record = (!exit.is_null())
+                .then(|| model::Exit::decode(&exit, &At::file("agents/a1.json")).unwrap());
+            assert_eq!(Exit::from_record(record.as_ref()).how(), how, "{exit}");
         }
-        assert_eq!(Exit::from_value(None).how(), "vanished");
+        assert_eq!(Exit::from_record(None).how(), "vanished");
+    }
+
+    /// The state of the agent file `doc`, at T0+10 under the default policy.
+    fn state_of(doc: &Doc) -> crate::error::Result<State> {
+        let agent = Agent::from_doc(doc)?;
+        let assessment = health::assess(doc, &policy(&json!({})), t(10.0));
+        Ok(State::from_agent(&agent, Process::Ended, &assessment))
     }
 
     #[test]
@@ -1233,17 +1232,18 @@ mod tests {
             "agent_id": "a1", "status": "active", "command": ["run"],
             "exit": {"at": "2026-11-23T10:00:00Z", "cause": "exit", "code": 2},
             "last_heartbeat": "2026-11-23T09:59:00Z", "started_at": "2026-11-23T09:50:00Z",
-            "revival": {"started_at": "2026-11-23T09:50:00Z", "deadline": "2026-11-23T09:55:00Z"},
+            "revival": {"started_at": "2026-11-23T09:50:00.000000Z",
+                "deadline": "2026-11-23T09:55:00.000000Z", "attempt": 1, "generation": null},
             "hung_reported": null, "restart_attempts": 2,
             "next_restart_at": "2026-11-23T10:00:05Z", "cooldown_until": null,
-            "recent_deaths": ["2026-11-23T09:59:00Z", "garbage", 7],
+            "recent_deaths": ["2026-11-23T09:59:00Z"],
             "last_death": "2026-11-23T09:59:00.000000Z",
             "revive_request": {"id": "r-1", "approved": false}, "current_task": "t1"
         });
         let doc = Doc::parse(file.to_string().as_bytes(), Path::new("a1.json")).unwrap();
-        let read = |d: &Doc| State::from_doc(d, Process::Ended, &policy(&json!({})), t(10.0));
+        let read = |d: &Doc| state_of(d).unwrap();
         let s = read(&doc);
-        assert_eq!(s.status.as_deref(), Some("active"));
+        assert_eq!(s.status, AgentStatus::Active);
         assert!(s.has_command);
         assert_eq!(s.exit, code(2));
         assert_eq!(s.last_heartbeat, Some(t(-60.0)));
@@ -1258,30 +1258,55 @@ mod tests {
         assert_eq!(s.restart_attempts, 2);
         assert_eq!(s.next_restart_at, Some(t(5.0)));
         assert_eq!(s.cooldown_until, None);
-        assert_eq!(s.recent_deaths, vec![t(-60.0)], "unreadable deaths skipped");
+        assert_eq!(s.recent_deaths, vec![t(-60.0)]);
         assert_eq!(s.last_death.as_deref(), Some("2026-11-23T09:59:00.000000Z"));
         assert_eq!(s.request, RequestState::Pending);
         assert_eq!(s.current_task.as_deref(), Some("t1"));
         assert_eq!(s.restart, None, "looked up only when a restart is due");
 
-        let request = |r: Value| {
+        let with = |key: &str, value: Value| {
             let mut d = doc.clone();
-            d.set("revive_request", r);
-            read(&d).request
+            d.set(key, value);
+            state_of(&d)
         };
+        let request = |r: Value| with("revive_request", r).unwrap().request;
         assert_eq!(request(Value::Null), RequestState::None);
-        assert_eq!(request(json!({"approved": true})), RequestState::Approved);
-        assert_eq!(request(json!("odd")), RequestState::Pending);
+        assert_eq!(
+            request(json!({"id": "r-1", "approved": true})),
+            RequestState::Approved
+        );
+
+        // What pas cannot read is refused, naming the file and the field, not guessed at.
+        for (key, value, place) in [
+            (
+                "recent_deaths",
+                json!(["2026-11-23T09:59:00Z", "garbage"]),
+                "recent_deaths[1]",
+            ),
+            ("revive_request", json!("odd"), "revive_request"),
+            ("status", json!("stopped"), "status"),
+            ("exit", json!({"cause": "crashed"}), "exit.cause"),
+        ] {
+            let err = with(key, value).unwrap_err();
+            assert_eq!(err.kind, crate::error::Kind::Data);
+            assert!(
+                err.message
+                    .starts_with(&format!("agents/a1.json {place}: ")),
+                "{}",
+                err.message
+            );
+        }
 
         let mut bare = doc.clone();
-        for key in ["command", "revival", "revive_request", "exit"] {
+        for key in ["command", "revival", "revive_request", "exit", "status"] {
             bare.remove(key);
         }
         bare.set("hung_reported", "2026-11-23T10:00:00Z");
         let s = read(&bare);
         assert!(!s.has_command && s.hung_reported && s.revival.is_none());
         assert_eq!(s.request, RequestState::None);
-        assert_eq!(s.exit, Exit::from_value(None));
+        assert_eq!(s.exit, Exit::from_record(None));
+        assert_eq!(s.status, AgentStatus::Idle, "no status reads as idle");
     }
 
     /// The decisions of a dry pass, which assumes what it cannot write and read back; the
