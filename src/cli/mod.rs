@@ -46,6 +46,24 @@ pub struct Cli {
     /// When to colour tables.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
+    /// Seconds to wait for a lock another process holds before giving up with exit 6.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        env = "PAS_LOCK_TIMEOUT",
+        default_value_t = 10.0
+    )]
+    pub lock_timeout: f64,
+    /// When pas runs as root, let agents of cells that name no security_context.user run
+    /// as root too (otherwise they are refused).
+    #[arg(
+        long,
+        global = true,
+        env = "PAS_AGENTS_AS_ROOT",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub agents_as_root: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -175,6 +193,8 @@ pub struct Ctx {
     pub out: Printer,
     /// The acting agent (`--as`, else `$PAS_AGENT`); `None` for an operator.
     pub acting: Option<String>,
+    /// What the operator allowed agents started by this command.
+    pub launch: crate::ops::supervisor::Launch,
 }
 
 /// Parses the command line, runs the command, and returns the process's exit status.
@@ -208,7 +228,14 @@ pub fn run() -> ExitCode {
             return report(&e);
         }
     }
-    let mut store = FsStore::new(root);
+    if !(cli.lock_timeout.is_finite() && cli.lock_timeout >= 0.0) {
+        return report(&Error::usage(format!(
+            "--lock-timeout {} is not a number of seconds",
+            cli.lock_timeout
+        )));
+    }
+    let mut store =
+        FsStore::new(root).with_lock_wait(std::time::Duration::from_secs_f64(cli.lock_timeout));
     // Writing scripts and man pages needs no policy, so a broken pas.toml cannot block them.
     if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
         match crate::config::load(&store) {
@@ -216,7 +243,15 @@ pub fn run() -> ExitCode {
             Err(e) => return report(&with_outcome(e, 0)),
         }
     }
-    let ctx = Ctx { store, out, acting };
+    let launch = crate::ops::supervisor::Launch {
+        agents_as_root: cli.agents_as_root,
+    };
+    let ctx = Ctx {
+        store,
+        out,
+        acting,
+        launch,
+    };
     match dispatch(&ctx, cli.command) {
         Ok(()) => match ctx.out.output_error() {
             Some(e) => report(&e),
@@ -251,7 +286,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Man(a) => man::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
-            crate::ops::supervisor::supervise(&ctx.store, &cell, &agent)
+            crate::ops::supervisor::supervise(&ctx.store, &cell, &agent, &ctx.launch)
         }
     }
 }

@@ -80,7 +80,7 @@ pub fn run(
     let workspace = store.workspace(&cell, None)?;
     let mut watch = Command::new(exe)
         .args(&workspace.store_args)
-        .args(["watch", "--interval", "2"])
+        .args(["watch", "--interval", "2", "--agents-as-root"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -114,7 +114,12 @@ fn drive(
 ) -> Result<()> {
     let stamp = |s: &str| format!("[{:5.1}s] {s}", started.elapsed().as_secs_f64());
     for a in agents {
-        crate::ops::supervisor::start(store, cell, a)?;
+        // The demo's own temporary root and embedded mission: its agents may run as whoever
+        // runs the demo, root included.
+        let launch = crate::ops::supervisor::Launch {
+            agents_as_root: true,
+        };
+        crate::ops::supervisor::start(store, cell, a, &launch)?;
     }
     let mut offset = 0u64;
     let mut killed = false;

@@ -26,9 +26,10 @@ use crate::model::{
     StopCause, StopRequest,
 };
 use crate::ops::checkpoint;
+use crate::ops::trust::{self, RunAs};
 use crate::process::{self, StopOutcome};
 use crate::store::events::{self, Level, NewEvent};
-use crate::store::{self, FileKey, Store};
+use crate::store::{self, ConfigFile, FileKey, Store};
 
 /// Where an agent's process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -122,6 +123,95 @@ pub fn check_isolation(cell: &Cell) -> Result<()> {
     }
 }
 
+/// How agents are launched in this run: what the operator allowed the watch, `revive` or
+/// `agent start` (and so the supervisors they spawn).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Launch {
+    /// Let the agents of cells that name no `security_context.user` run as root, when pas
+    /// runs as root (`--agents-as-root`).
+    pub agents_as_root: bool,
+}
+
+impl Launch {
+    /// The environment variable that carries [`Launch::agents_as_root`] to a supervisor.
+    pub const AGENTS_AS_ROOT_ENV: &'static str = "PAS_AGENTS_AS_ROOT";
+}
+
+/// Checks that pas may run a command named in `sources` (documents of `cell`) and decides
+/// whom it runs as: see [`trust`]. A refusal is a `Denied` error naming the file and the fix.
+pub fn vet(
+    store: &dyn Store,
+    cell: &str,
+    sources: &[FileKey<'_>],
+    launch: &Launch,
+) -> Result<RunAs> {
+    let runner = rustix::process::geteuid().as_raw();
+    let denied = |r: trust::Refusal| Error::new(Kind::Denied, r.why).hint(r.fix);
+    let isolation_key = FileKey::Config(ConfigFile::Isolation);
+    // Whom it runs as is decided by isolation.json: only the runner or root may have
+    // written that, whoever the agent runs as.
+    trust::check_origins(&store.origins(cell, isolation_key)?, runner, None).map_err(denied)?;
+    let context = match store.read(cell, isolation_key)? {
+        Some(doc) => model::Isolation::from_doc(&doc)?.security_context,
+        None => model::SecurityContext::default(),
+    };
+    let run_as = trust::run_as(
+        &context,
+        runner,
+        launch.agents_as_root,
+        &|name| crate::accounts::user(name).ok().flatten(),
+        &|name| crate::accounts::group(name).ok().flatten(),
+    )
+    .map_err(denied)?;
+    let runs_as = match &run_as {
+        RunAs::Myself => runner,
+        RunAs::User { uid, .. } => *uid,
+    };
+    for key in sources {
+        trust::check_origins(&store.origins(cell, *key)?, runner, Some(runs_as)).map_err(denied)?;
+    }
+    Ok(run_as)
+}
+
+/// Prepares `cmd` to run as `run_as` in a clean environment: only what a login would set
+/// (`PATH`, `HOME`, `USER`, `LOGNAME`, the locale and time zone) is kept, so nothing of
+/// the caller's environment (tokens, keys) reaches the agent or its log. Setting a uid
+/// makes std drop the supplementary groups before `setuid`.
+pub fn prepare(cmd: &mut Command, run_as: &RunAs, path: &std::ffi::OsStr) {
+    cmd.env_clear().env("PATH", path);
+    for key in ["LANG", "LANGUAGE", "TZ", "TERM"] {
+        if let Some(v) = std::env::var_os(key) {
+            cmd.env(key, v);
+        }
+    }
+    for (key, v) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("LC_")) {
+            cmd.env(key, v);
+        }
+    }
+    match run_as {
+        RunAs::Myself => {
+            for key in ["HOME", "USER", "LOGNAME"] {
+                if let Some(v) = std::env::var_os(key) {
+                    cmd.env(key, v);
+                }
+            }
+        }
+        RunAs::User {
+            name,
+            uid,
+            gid,
+            home,
+        } => {
+            cmd.uid(*uid)
+                .gid(*gid)
+                .env("HOME", home)
+                .env("USER", name)
+                .env("LOGNAME", name);
+        }
+    }
+}
+
 /// What a start did.
 #[derive(Debug, Clone, Serialize)]
 pub struct Started {
@@ -134,7 +224,7 @@ pub struct Started {
 }
 
 /// Starts an agent's command under a supervisor; returns once its pid is recorded.
-pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
+pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<Started> {
     let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
     if on_file.command.is_empty() {
         return Err(
@@ -157,13 +247,20 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str) -> Result<Started> {
             "stop it first with `pas agent stop {cell} {agent}`"
         )));
     }
+    vet(store, cell, &[FileKey::Agent(agent)], launch)?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::failure(format!("cannot find the pas executable: {e}")))?;
     let workspace = store.workspace(cell, Some(agent))?;
     let log = workspace
         .log
         .ok_or_else(|| Error::failure("the agent log is not open"))?;
-    let mut child = Command::new(exe)
+    let mut supervisor = Command::new(exe);
+    if launch.agents_as_root {
+        supervisor.env(Launch::AGENTS_AS_ROOT_ENV, "1");
+    } else {
+        supervisor.env_remove(Launch::AGENTS_AS_ROOT_ENV);
+    }
+    let mut child = supervisor
         .args(&workspace.store_args)
         .args(["__supervise", cell, agent])
         .env_remove("PAS_AGENT")
@@ -242,7 +339,7 @@ fn update_agent_writing(
 
 /// The supervisor's life (`pas __supervise`): spawn, record, wait, record. Prints
 /// `ok <pid>` or `error <reason>` on stdout for `start`.
-pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
+pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<()> {
     // A session of its own: no terminal hangup reaches the supervisor or the agent.
     let _ = rustix::process::setsid();
     let say = |text: &str| {
@@ -261,6 +358,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
     let Some((program, args)) = argv.split_first() else {
         return Err(fail(Error::usage("no command")));
     };
+    let run_as = vet(store, cell, &[FileKey::Agent(agent)], launch).map_err(fail)?;
     // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
     let reservations = match store.read(cell, FileKey::Reservations).map_err(fail)? {
         Some(doc) => Reservations::from_doc(&doc).map_err(fail)?,
@@ -295,13 +393,13 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str) -> Result<()> {
         path.push(old);
     }
     let mut cmd = Command::new(program);
+    prepare(&mut cmd, &run_as, &path);
     cmd.args(args)
         .current_dir(&cwd)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .process_group(0)
-        .env("PATH", path)
         .envs(
             workspace
                 .env

@@ -28,11 +28,15 @@ pub struct Refusal {
 }
 
 /// Checks that nobody but `runner` (the uid pas runs as) or root could have written any
-/// of `origins`.
-pub fn check_origins(origins: &[Origin], runner: u32) -> Result<(), Refusal> {
+/// of `origins`. `runs_as` is the uid the command will run as: it may also own the
+/// document and its directory (an agent rewrites its own file with every beat), because
+/// whatever it writes there runs as itself again; never the cell, the root or the files
+/// that decide whom it runs as.
+pub fn check_origins(origins: &[Origin], runner: u32, runs_as: Option<u32>) -> Result<(), Refusal> {
     for o in origins {
         let kind = if o.is_dir { "directory" } else { "file" };
-        if o.owner != runner && o.owner != 0 {
+        let own = o.near && runs_as == Some(o.owner);
+        if o.owner != runner && o.owner != 0 && !own {
             return Err(Refusal {
                 why: format!(
                     "{kind} {} is owned by uid {}, not by uid {runner} that pas runs as (or root), so pas will not run a command from it",
@@ -149,13 +153,30 @@ mod tests {
             owner,
             mode,
             is_dir,
+            near: what.contains("/agents"),
         }
     }
 
     #[test]
     fn only_the_runner_or_root_may_have_written_the_way_to_a_command() {
         let fine_dir = origin("/m", 0, 0o755, true);
-        let cases: [(&str, Vec<Origin>, u32, Option<&str>); 9] = [
+        let cases: [(&str, Vec<Origin>, u32, Option<&str>); 11] = [
+            (
+                "the agent's own file, run as that agent",
+                vec![
+                    fine_dir.clone(),
+                    origin("/m/c/agents", 65534, 0o755, true),
+                    origin("/m/c/agents/a.json", 65534, 0o644, false),
+                ],
+                0,
+                None,
+            ),
+            (
+                "the agent's user owns the cell",
+                vec![origin("/m/c", 65534, 0o755, true)],
+                0,
+                Some("directory /m/c is owned by uid 65534"),
+            ),
             (
                 "all root's, pas as root",
                 vec![
@@ -218,7 +239,7 @@ mod tests {
             ),
         ];
         for (why, origins, runner, want) in cases {
-            let got = check_origins(&origins, runner);
+            let got = check_origins(&origins, runner, Some(65534));
             match want {
                 None => assert_eq!(got, Ok(()), "{why}"),
                 Some(needle) => {

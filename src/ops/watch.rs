@@ -32,6 +32,8 @@ pub struct WatchOptions {
     pub interval: f64,
     /// One pass over everything, then exit.
     pub once: bool,
+    /// What agents it restarts are allowed.
+    pub launch: crate::ops::supervisor::Launch,
 }
 
 /// What the loop reports as it goes.
@@ -175,7 +177,15 @@ pub fn run(
                 }
                 continue;
             }
-            let result = revive::pass_cell_each(store, cell, &Options::default(), clock::now());
+            let result = revive::pass_cell_each(
+                store,
+                cell,
+                &Options {
+                    launch: opts.launch,
+                    ..Options::default()
+                },
+                clock::now(),
+            );
             let state = cells.entry(cell.clone()).or_default();
             match result {
                 Ok(pass) => {

@@ -100,6 +100,9 @@ pub struct Origin {
     pub mode: u32,
     /// Whether it is a directory.
     pub is_dir: bool,
+    /// Whether it is the document's own directory or the document (not the root, its
+    /// `pas.toml` or the cell): what an agent running as its own user may own.
+    pub near: bool,
 }
 
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
@@ -864,7 +867,9 @@ impl Store for FsStore {
             owner: stat.st_uid,
             mode: stat.st_mode & 0o7777,
             is_dir: FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
+            near: false,
         };
+        let near = |o: Origin| Origin { near: true, ..o };
         let stat_err = |path: &Path, e: rustix::io::Errno| self.io_error("inspect", path, e.into());
         let root = self.root_fd()?;
         let mut out = vec![origin(
@@ -889,13 +894,16 @@ impl Store for FsStore {
                 let path = cell_path.join(sub);
                 let fd = atomic::open_subdir(cell_fd.as_fd(), sub)
                     .map_err(|e| self.io_error("open", &path, e))?;
-                out.push(origin(&path, fstat(&fd).map_err(|e| stat_err(&path, e))?));
+                out.push(near(origin(
+                    &path,
+                    fstat(&fd).map_err(|e| stat_err(&path, e))?,
+                )));
                 (fd, path)
             }
         };
         let file = dir_path.join(&name);
         match statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => out.push(origin(&file, stat)),
+            Ok(stat) => out.push(near(origin(&file, stat))),
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(stat_err(&file, e)),
         }

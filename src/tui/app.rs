@@ -50,6 +50,8 @@ pub struct Options {
     pub only: Option<String>,
     /// Colours.
     pub palette: Palette,
+    /// What agents revived from the screen are allowed (the command line's).
+    pub launch: crate::ops::supervisor::Launch,
 }
 
 enum ToLoader {
@@ -155,9 +157,12 @@ pub fn run(opts: Options) -> Result<()> {
                     if let Some(input) = input_of(k.code, k.modifiers) {
                         match model.key(input) {
                             Outcome::Quit => break,
-                            Outcome::Run(action) => {
-                                spawn_action(opts.root.clone(), action, to_screen.clone())
-                            }
+                            Outcome::Run(action) => spawn_action(
+                                opts.root.clone(),
+                                opts.launch,
+                                action,
+                                to_screen.clone(),
+                            ),
                             Outcome::None => {}
                         }
                     }
@@ -342,11 +347,16 @@ fn load_loop(
 }
 
 /// Runs a confirmed action on its own thread, through the code of the matching command.
-fn spawn_action(root: PathBuf, action: Action, out: Sender<FromBackground>) {
+fn spawn_action(
+    root: PathBuf,
+    launch: crate::ops::supervisor::Launch,
+    action: Action,
+    out: Sender<FromBackground>,
+) {
     std::thread::spawn(move || {
         // pas.toml was checked when top started; if it broke since, defaults apply.
         let store = crate::config::open(root.clone()).unwrap_or_else(|_| FsStore::new(root));
-        let result = act(&store, &action);
+        let result = act(&store, launch, &action);
         process::reap_children();
         let message = match result {
             Ok(text) => (text, Level::Info),
@@ -364,7 +374,11 @@ fn short(id: &str) -> &str {
 }
 
 /// Does an action; the text says what happened.
-fn act(store: &dyn Store, action: &Action) -> Result<String> {
+fn act(
+    store: &dyn Store,
+    launch: crate::ops::supervisor::Launch,
+    action: &Action,
+) -> Result<String> {
     let now = clock::now();
     match action {
         Action::Pause { cell } | Action::Resume { cell } => {
@@ -382,7 +396,7 @@ fn act(store: &dyn Store, action: &Action) -> Result<String> {
             ))
         }
         Action::Revive { cell, agent } => {
-            let pass = revive::revive_on_request(store, cell, agent, now)?;
+            let pass = revive::revive_on_request(store, cell, agent, launch, now)?;
             let said: Vec<String> = pass.actions.iter().map(|a| a.message.clone()).collect();
             Ok(if said.is_empty() {
                 format!(

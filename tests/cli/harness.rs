@@ -40,9 +40,11 @@ impl Root {
             None => Command::new(pas_bin()),
         };
         cmd.arg("--root").arg(&self.path).args(args);
+        // Tests run as root in CI; a test of the root refusal removes this again.
         cmd.env_remove("PAS_ROOT")
             .env_remove("PAS_CELL")
             .env_remove("PAS_AGENT")
+            .env("PAS_AGENTS_AS_ROOT", "1")
             .env("NO_COLOR", "1");
         cmd.stdin(Stdio::null());
         cmd

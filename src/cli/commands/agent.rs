@@ -672,7 +672,7 @@ fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
 fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let started = supervisor::start(&ctx.store, &cell_id, agent_id)?;
+    let started = supervisor::start(&ctx.store, &cell_id, agent_id, &ctx.launch)?;
     if ctx.out.is_json() {
         ctx.out
             .json(&serde_json::to_value(&started).unwrap_or_default());

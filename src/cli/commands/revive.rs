@@ -124,7 +124,11 @@ pub fn run(ctx: &Ctx, args: ReviveArgs) -> Result<()> {
         Some(q) => vec![cell::resolve(&ctx.store, q)?],
         None => ctx.store.cell_ids()?,
     };
-    let opts = Options { dry_run, agent };
+    let opts = Options {
+        dry_run,
+        agent,
+        launch: ctx.launch,
+    };
     let mut failures = Vec::new();
     let mut all = Vec::new();
     for id in cells {
@@ -183,7 +187,7 @@ fn requests(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
 }
 
 fn decide(ctx: &Ctx, id: &str, approve: bool) -> Result<()> {
-    let pass = revive::decide(&ctx.store, id, approve, clock::now())?;
+    let pass = revive::decide(&ctx.store, id, approve, ctx.launch, clock::now())?;
     if ctx.out.is_json() {
         ctx.out
             .json(&json!({ "id": id, "approved": approve, "actions": pass.actions }));
@@ -207,7 +211,11 @@ pub fn run_watch(ctx: &Ctx, args: WatchArgs) -> Result<()> {
             "--interval {interval} is outside (0, 86400] seconds"
         )));
     }
-    let opts = WatchOptions { interval, once };
+    let opts = WatchOptions {
+        interval,
+        once,
+        launch: ctx.launch,
+    };
     watch::run(&ctx.store, &opts, &mut |r| match r {
         Report::Note(text) => {
             if ctx.out.is_json() {

@@ -34,5 +34,6 @@ pub fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
             health: super::agent::health_tone,
             cell: super::cell::status_tone,
         },
+        launch: ctx.launch,
     })
 }

@@ -43,6 +43,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Only this agent.
     pub agent: Option<String>,
+    /// What restarted agents are allowed.
+    pub launch: supervisor::Launch,
 }
 
 /// One thing a pass did (or, dry, would do).
@@ -100,6 +102,7 @@ struct Ctx<'a> {
     cell: &'a str,
     agent: &'a str,
     dry_run: bool,
+    launch: supervisor::Launch,
     now: DateTime<Utc>,
     actions: Vec<Action>,
 }
@@ -229,6 +232,7 @@ pub fn pass_cell_each(
             cell,
             agent: &agent.agent_id,
             dry_run: opts.dry_run,
+            launch: opts.launch,
             now,
             actions: Vec::new(),
         };
@@ -480,7 +484,15 @@ fn apply(
                 format!("agent {agent} has failed for good: {reason}"),
             );
             if !ctx.dry_run {
-                fail_for_good(ctx.store, ctx.cell, &agent, policy, reason, now)?;
+                fail_for_good(
+                    ctx.store,
+                    ctx.cell,
+                    &agent,
+                    policy,
+                    reason,
+                    &ctx.launch,
+                    now,
+                )?;
             }
             done(None)
         }
@@ -675,7 +687,7 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
             a.current_task = None;
         }
     })?;
-    match supervisor::start(store, cell, agent) {
+    match supervisor::start(store, cell, agent, &ctx.launch) {
         Ok(started) => {
             ctx.event(
                 Level::Warn,
@@ -707,6 +719,7 @@ pub fn fail_for_good(
     agent: &str,
     policy: &Policy,
     reason: &str,
+    launch: &supervisor::Launch,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let event = NewEvent::new(
@@ -758,21 +771,52 @@ pub fn fail_for_good(
         .and_then(Value::as_str)
         .filter(|h| !h.trim().is_empty())
     {
-        run_hook(store, cell, &failed, hook, reason, now)?;
+        run_hook(store, cell, &failed, hook, reason, launch, now)?;
     }
     Ok(())
 }
 
+/// How long an `on_failure` hook may run before it is killed: a hook that hangs must not
+/// stop the watch from looking after everything else.
+const HOOK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs the `on_failure` hook, if pas may (see [`crate::ops::trust`]): as the agent's user,
+/// in a clean environment, for at most [`HOOK_TIME_LIMIT`]. A refusal is recorded as the
+/// hook's event, and nothing runs.
 fn run_hook(
     store: &dyn Store,
     cell: &str,
     failed: &Agent,
     hook: &str,
     reason: &str,
+    launch: &supervisor::Launch,
     now: DateTime<Utc>,
 ) -> Result<()> {
     let agent = failed.agent_id.as_str();
     let exit = failed.exit.as_ref();
+    // The hook may come from pas.toml, cell.json, config/policies.json or the agent file.
+    let sources = [
+        FileKey::Cell,
+        FileKey::Config(ConfigFile::Policies),
+        FileKey::Agent(agent),
+    ];
+    let run_as = match supervisor::vet(store, cell, &sources, launch) {
+        Ok(run_as) => run_as,
+        Err(e) => {
+            let message = format!(
+                "on_failure hook for agent {agent} was not run: {}",
+                e.message
+            );
+            return events::record_one(
+                store,
+                cell,
+                NewEvent::new(Level::Error, EventKind::AgentOnFailure, message)
+                    .agent(agent)
+                    .details(json!({ "refused": e.message, "fix": e.hint })),
+                now,
+            );
+        }
+    };
     let workspace = store.workspace(cell, Some(agent))?;
     let log = workspace
         .log
@@ -780,7 +824,14 @@ fn run_hook(
     let log_err = log
         .try_clone()
         .map_err(|e| Error::failure(format!("cannot open the agent log: {e}")))?;
-    let status = std::process::Command::new("sh")
+    let mut cmd = std::process::Command::new("sh");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    supervisor::prepare(
+        &mut cmd,
+        &run_as,
+        &std::env::var_os("PATH").unwrap_or_default(),
+    );
+    let child = cmd
         .arg("-c")
         .arg(hook)
         .current_dir(&workspace.dir)
@@ -806,7 +857,24 @@ fn run_hook(
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log_err)
-        .status();
+        .spawn();
+    let status = child.and_then(|mut child| {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if started.elapsed() > HOOK_TIME_LIMIT {
+                let _ = crate::process::signal_group(child.id() as i32, true);
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "it ran longer than {}s and was killed",
+                    HOOK_TIME_LIMIT.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
     let (level, message) = match status {
         Ok(s) if s.success() => (
             Level::Info,
@@ -875,19 +943,21 @@ pub fn revive_on_request(
     store: &dyn Store,
     cell: &str,
     agent: &str,
+    launch: supervisor::Launch,
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let pending = requests(store, &[cell.to_string()])?
         .into_iter()
         .find(|r| r.agent == agent);
     match pending {
-        Some(r) => settle(store, r, true, now),
+        Some(r) => settle(store, r, true, launch, now),
         None => pass_cell(
             store,
             cell,
             &Options {
                 dry_run: false,
                 agent: Some(agent.to_string()),
+                launch,
             },
             now,
         ),
@@ -896,18 +966,30 @@ pub fn revive_on_request(
 
 /// Approves (revives now) or denies (fails the agent) a pending request, found by id in
 /// any cell.
-pub fn decide(store: &dyn Store, id: &str, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
+pub fn decide(
+    store: &dyn Store,
+    id: &str,
+    approve: bool,
+    launch: supervisor::Launch,
+    now: DateTime<Utc>,
+) -> Result<CellPass> {
     let cells = store.cell_ids()?;
     let found = requests(store, &cells)?.into_iter().find(|r| r.id == id);
     let Some(req) = found else {
         return Err(Error::not_found(format!("no pending revival request {id}"))
             .hint("`pas revive requests` lists them"));
     };
-    settle(store, req, approve, now)
+    settle(store, req, approve, launch, now)
 }
 
 /// Carries out the decision on a request already found.
-fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) -> Result<CellPass> {
+fn settle(
+    store: &dyn Store,
+    req: Request,
+    approve: bool,
+    launch: supervisor::Launch,
+    now: DateTime<Utc>,
+) -> Result<CellPass> {
     let id = &req.id;
     if approve {
         let event = NewEvent::new(
@@ -929,6 +1011,7 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
             &Options {
                 dry_run: false,
                 agent: Some(req.agent),
+                launch,
             },
             now,
         );
@@ -941,6 +1024,7 @@ fn settle(store: &dyn Store, req: Request, approve: bool, now: DateTime<Utc>) ->
         &req.agent,
         &p,
         &format!("revival request {id} was denied"),
+        &launch,
         now,
     )?;
     Ok(CellPass::default())
@@ -1030,6 +1114,7 @@ mod tests {
         let dry = |agent: Option<&str>| Options {
             dry_run: true,
             agent: agent.map(str::to_string),
+            ..Options::default()
         };
 
         let pass = pass_cell_each(&store, "c1", &dry(None), now).unwrap();
