@@ -193,6 +193,22 @@ impl Agent {
         }
     }
 
+    /// The keys a person writes to define an agent (a mission file's agent entry, what
+    /// `pas agent add` and `pas agent set` set); the others are pas's records of the run,
+    /// which `pas cell export` leaves out.
+    pub const DEFINITION: &'static [&'static str] = &[
+        "agent_id",
+        "name",
+        "role",
+        "capabilities",
+        "gateway",
+        "policies",
+        "command",
+        "cwd",
+        "env",
+        "rlimits",
+    ];
+
     /// The readable name: `name`, else the id.
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.agent_id)

@@ -38,6 +38,18 @@ record! {
 document!(Cell, |_| "cell.json".to_string());
 
 impl Cell {
+    /// The keys a person writes to define a cell (a mission file's settings); the others
+    /// are pas's records of its life, which `pas cell export` leaves out and a mission file
+    /// cannot set.
+    pub const DEFINITION: &'static [&'static str] = &[
+        "mission_name",
+        "created_by",
+        "isolation_level",
+        "max_agents",
+        "timeout",
+        "policies",
+    ];
+
     /// Where the time budget counts from: `activated_at`, else `created_at`.
     pub fn clock_start(&self) -> DateTime<Utc> {
         self.activated_at.unwrap_or(self.created_at)

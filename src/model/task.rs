@@ -80,6 +80,19 @@ impl Task {
         }
     }
 
+    /// The keys a person writes to define a task (a mission file's task entry); the others
+    /// are pas's records of the queue, which `pas cell export` leaves out.
+    pub const DEFINITION: &'static [&'static str] = &[
+        "task_id",
+        "title",
+        "description",
+        "assigned_to",
+        "priority",
+        "dependencies",
+        "timeout",
+        "required_capabilities",
+    ];
+
     /// Whether it is finished for good (`completed` or `failed`): no claim, handoff or
     /// release touches it.
     pub fn is_finished(&self) -> bool {

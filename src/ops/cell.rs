@@ -8,15 +8,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::model::EventKind;
+use crate::model::{self, Cell, EventKind, Isolation};
+use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, ConfigFile, FileKey, IdKind, Store};
 use crate::templates;
 
-/// The statuses a cell can have (the spec's).
+/// The statuses a cell can have (the spec's), as `pas cell set --status` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum CellStatus {
     /// Agents run; pas revives them.
@@ -32,16 +32,22 @@ pub enum CellStatus {
 impl CellStatus {
     /// The on-disk spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CellStatus::Active => "active",
-            CellStatus::Paused => "paused",
-            CellStatus::Completed => "completed",
-            CellStatus::Failed => "failed",
+        model::CellStatus::from(self).as_str()
+    }
+}
+
+impl From<CellStatus> for model::CellStatus {
+    fn from(s: CellStatus) -> model::CellStatus {
+        match s {
+            CellStatus::Active => model::CellStatus::Active,
+            CellStatus::Paused => model::CellStatus::Paused,
+            CellStatus::Completed => model::CellStatus::Completed,
+            CellStatus::Failed => model::CellStatus::Failed,
         }
     }
 }
 
-/// Isolation levels (the spec's).
+/// Isolation levels (the spec's), as `pas cell create --isolation` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IsolationLevel {
     /// No isolation.
@@ -60,11 +66,17 @@ pub enum IsolationLevel {
 impl IsolationLevel {
     /// The on-disk spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            IsolationLevel::None => "none",
-            IsolationLevel::Level1 => "level_1",
-            IsolationLevel::Level2 => "level_2",
-            IsolationLevel::Level3 => "level_3",
+        model::IsolationLevel::from(self).as_str()
+    }
+}
+
+impl From<IsolationLevel> for model::IsolationLevel {
+    fn from(l: IsolationLevel) -> model::IsolationLevel {
+        match l {
+            IsolationLevel::None => model::IsolationLevel::None,
+            IsolationLevel::Level1 => model::IsolationLevel::Level1,
+            IsolationLevel::Level2 => model::IsolationLevel::Level2,
+            IsolationLevel::Level3 => model::IsolationLevel::Level3,
         }
     }
 }
@@ -97,16 +109,18 @@ pub fn new_cell_files(
         return Err(Error::usage("--max-agents must be at least 1"));
     }
     let mut cell = templates::doc(templates::CELL, "templates/cell.json")?;
-    cell.set("cell_id", id);
-    cell.set("mission_name", spec.name.as_str());
-    cell.set("created_at", clock::stamp(now));
-    cell.set("created_by", spec.created_by.as_str());
-    cell.set("status", CellStatus::Active.as_str());
-    cell.set("isolation_level", spec.isolation.as_str());
-    cell.set("max_agents", spec.max_agents);
-    cell.set("timeout", spec.timeout.map_or(Value::Null, Value::from));
+    Cell::edit(&mut cell, |c| {
+        c.cell_id = id.to_string();
+        c.mission_name = spec.name.clone();
+        c.created_at = now;
+        c.created_by = Some(spec.created_by.clone());
+        c.status = model::CellStatus::Active;
+        c.isolation_level = spec.isolation.into();
+        c.max_agents = Some(spec.max_agents);
+        c.timeout = spec.timeout.map(|t| t as f64);
+    })?;
     let mut isolation = templates::doc(templates::ISOLATION, "templates/isolation.json")?;
-    isolation.set("level", spec.isolation.as_str());
+    Isolation::edit(&mut isolation, |i| i.level = spec.isolation.into())?;
     let policies = templates::doc(templates::POLICIES, "templates/policies.json")?;
     let permissions = templates::doc(templates::PERMISSIONS, "templates/permissions.json")?;
     Ok(vec![
@@ -161,13 +175,13 @@ fn existing_same(store: &dyn Store, id: &str, spec: &NewCell) -> Result<Option<S
         return Ok(None);
     }
     let doc = crate::store::read_required(store, id, FileKey::Cell)?;
-    if doc.str("mission_name") == Some(spec.name.as_str()) {
+    let existing = Cell::from_doc(&doc)?;
+    if existing.mission_name == spec.name {
         Ok(Some(id.to_string()))
     } else {
         Err(Error::conflict(format!(
             "cell {id} already exists as mission {:?}, not {:?}",
-            doc.str("mission_name").unwrap_or(""),
-            spec.name
+            existing.mission_name, spec.name
         ))
         .hint("pick another --id, or leave --id out for a new uuid"))
     }
@@ -188,9 +202,10 @@ pub fn resolve(store: &dyn Store, query: &str) -> Result<String> {
         if id.starts_with(query) {
             by_prefix.push(id.clone());
         }
-        // An unreadable cell.json cannot match by name; validate reports it.
-        if let Ok(Some(doc)) = store.read(&id, FileKey::Cell) {
-            if doc.str("mission_name") == Some(query) || doc.str("cell_id") == Some(query) {
+        // A cell.json that does not read cannot match by name; validate reports it.
+        let cell = store.read(&id, FileKey::Cell).ok().flatten();
+        if let Some(cell) = cell.and_then(|doc| Cell::from_doc(&doc).ok()) {
+            if cell.mission_name == query || cell.cell_id == query {
                 by_name.push(id);
             }
         }
@@ -225,7 +240,7 @@ pub struct CellSummary {
     pub doc: Doc,
     /// Number of agent files.
     pub agents: usize,
-    /// Tasks by status (`pending`, `in_progress`, `completed`, `failed`, other).
+    /// Tasks by status (`pending`, `in_progress`, `completed`, `failed`, `unreadable`).
     pub tasks: std::collections::BTreeMap<String, usize>,
 }
 
@@ -250,10 +265,12 @@ pub fn summary(store: &dyn Store, id: &str) -> Result<CellSummary> {
     let mut tasks = std::collections::BTreeMap::new();
     for task_id in store.list(id, Collection::Tasks)? {
         let status = match store.read(id, FileKey::Task(&task_id)) {
-            Ok(Some(task)) => task.str("status").unwrap_or("unknown").to_string(),
-            _ => "unreadable".to_string(),
+            Ok(Some(doc)) => task::view(&task_id, &doc).ok().map(|t| t.status.as_str()),
+            _ => None,
         };
-        *tasks.entry(status).or_insert(0) += 1;
+        *tasks
+            .entry(status.unwrap_or("unreadable").to_string())
+            .or_insert(0) += 1;
     }
     Ok(CellSummary {
         id: id.to_string(),
@@ -267,51 +284,66 @@ pub fn summary(store: &dyn Store, id: &str) -> Result<CellSummary> {
 pub fn set_status(
     store: &dyn Store,
     id: &str,
-    status: CellStatus,
+    status: impl Into<model::CellStatus>,
     now: DateTime<Utc>,
 ) -> Result<Option<String>> {
+    let status = status.into();
     store::transact(store, id, now, |txn| set_status_in(txn, status))
 }
 
 /// [`set_status`] inside a transaction: the change and its `cell.status` event.
-pub fn set_status_in(txn: &mut store::Txn<'_>, status: CellStatus) -> Result<Option<String>> {
+pub fn set_status_in(
+    txn: &mut store::Txn<'_>,
+    status: impl Into<model::CellStatus>,
+) -> Result<Option<String>> {
+    let status = status.into();
     let now = txn.now();
     let mut doc = txn.read_required(FileKey::Cell)?;
-    let previous = doc.str("status").map(str::to_string);
-    if previous.as_deref() == Some(status.as_str()) {
-        return Ok(previous);
+    let mut cell = Cell::from_doc(&doc)?;
+    let previous = cell.status;
+    if previous == status {
+        return Ok(Some(previous.as_str().to_string()));
     }
-    doc.set("status", status.as_str());
-    doc.set("status_changed_at", clock::stamp(now));
+    cell.status = status;
+    cell.status_changed_at = Some(now);
+    cell.write_into(&mut doc);
     txn.put(FileKey::Cell, doc);
-    let level = if status == CellStatus::Failed {
+    let level = if status == model::CellStatus::Failed {
         Level::Error
     } else {
         Level::Info
     };
-    let from = previous.clone().unwrap_or_else(|| "-".into());
     txn.event(
         NewEvent::new(
             level,
             EventKind::CellStatus,
-            format!("cell status {from} -> {}", status.as_str()),
+            format!("cell status {previous} -> {status}"),
         )
-        .details(json!({ "from": previous, "to": status.as_str() })),
+        .details(json!({ "from": previous.as_str(), "to": status.as_str() })),
     );
-    Ok(previous)
+    Ok(Some(previous.as_str().to_string()))
 }
 
-/// Removes a cell; an active cell only with `force`.
+/// Removes a cell; an active cell only with `force` (which removes one whose `cell.json`
+/// does not read, too).
 pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<()> {
     let doc = store::read_required(store, id, FileKey::Cell)?;
-    if !force && doc.str("status") == Some("active") {
-        return Err(Error::conflict(format!("cell {id} is still active"))
-            .hint("set it completed, failed or paused first (`pas cell set`), or pass --force"));
+    if !force {
+        let cell = Cell::from_doc(&doc).map_err(|e| {
+            e.hint("fix the file by hand, or pass --force to remove the cell as it is")
+        })?;
+        if cell.status == model::CellStatus::Active {
+            return Err(Error::conflict(format!("cell {id} is still active")).hint(
+                "set it completed, failed or paused first (`pas cell set`), or pass --force",
+            ));
+        }
     }
     store.remove_cell(id)
 }
 
-/// The cell's `max_agents`, when it sets one.
+/// The cell's `max_agents`, when it sets one, for a caller that holds the document; a
+/// `cell.json` that does not read sets none here (`pas validate` names the problem), so a
+/// caller that can refuse should read [`Cell`] itself.
 pub fn max_agents(cell: &Doc) -> Option<u64> {
-    cell.u64("max_agents")
+    Cell::from_doc(cell).ok().and_then(|c| c.max_agents)
 }

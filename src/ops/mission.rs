@@ -10,10 +10,10 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::EventKind;
+use crate::model::field::Record;
+use crate::model::{self, Agent, Cell, EventKind, Isolation, Task, TaskStatus};
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::schema::{self, SchemaKind};
@@ -23,46 +23,89 @@ use crate::templates;
 /// The schema of mission files.
 pub const SCHEMA: &str = include_str!("../../schemas/mission.schema.json");
 
-/// Fields pas keeps up to date while a mission runs; they are not part of a mission file.
-const AGENT_RUNTIME: [&str; 18] = [
-    "status",
-    "current_task",
-    "checkpoint",
-    "created_at",
-    "last_heartbeat",
-    "heartbeat_count",
-    "reported_status",
-    "progress",
-    "ctx_used",
-    "ctx_limit",
-    "metadata",
-    "note",
-    "failures",
-    "last_failure",
-    "health",
-    "health_changed_at",
-    "pending_directive",
-    "queue_assigned",
+/// The parts of a mission file that become the cell's other files; the rest of its top
+/// level is the cell's settings.
+const CONFIG: &str = "config";
+const AGENTS: &str = "agents";
+const TASKS: &str = "tasks";
+
+/// The config files of a mission's `config`, by their name there.
+const CONFIG_FILES: [(&str, ConfigFile, &str, &str); 3] = [
+    (
+        "isolation",
+        ConfigFile::Isolation,
+        templates::ISOLATION,
+        "templates/isolation.json",
+    ),
+    (
+        "policies",
+        ConfigFile::Policies,
+        templates::POLICIES,
+        "templates/policies.json",
+    ),
+    (
+        "permissions",
+        ConfigFile::Permissions,
+        templates::PERMISSIONS,
+        "templates/permissions.json",
+    ),
 ];
-const TASK_RUNTIME: [&str; 10] = [
-    "status",
-    "created_at",
-    "completed_at",
-    "started_at",
-    "attempts",
-    "last_error",
-    "claimed_by",
-    "artifacts",
-    "handoff_request",
-    "queue_assigned",
-];
-const CELL_RUNTIME: [&str; 5] = [
-    "cell_id",
-    "created_at",
-    "status",
-    "status_changed_at",
-    "activated_at",
-];
+
+/// A mission file's top level, as the mission schema shapes it (no model type has it): the
+/// cell's settings, and the parts that become its other files.
+struct Mission<'a> {
+    /// The `created_by` it gives, if any (else the creator's name is used).
+    created_by: Option<&'a str>,
+    /// Everything but the parts, in file order: `cell.json`'s settings and any fields pas
+    /// does not know.
+    settings: Vec<(&'a String, &'a Value)>,
+    /// `config`'s objects, by name.
+    config: Option<&'a Map<String, Value>>,
+    /// `agents`.
+    agents: &'a [Value],
+    /// `tasks`.
+    tasks: &'a [Value],
+}
+
+impl<'a> Mission<'a> {
+    /// Splits a mission that follows the mission schema.
+    fn split(mission: &'a Map<String, Value>) -> Mission<'a> {
+        let list = |key: &str| {
+            mission
+                .get(key)
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice)
+        };
+        Mission {
+            created_by: mission.get("created_by").and_then(Value::as_str),
+            settings: mission
+                .iter()
+                .filter(|(k, _)| ![CONFIG, AGENTS, TASKS].contains(&k.as_str()))
+                .collect(),
+            config: mission.get(CONFIG).and_then(Value::as_object),
+            agents: list(AGENTS),
+            tasks: list(TASKS),
+        }
+    }
+
+    /// The object `config.<name>`, if given.
+    fn config_file(&self, name: &str) -> Option<&'a Map<String, Value>> {
+        self.config?.get(name)?.as_object()
+    }
+}
+
+/// Of the fields of a document of type `keys`, those a person writes (`definition`) and
+/// those pas does not know (a person's own).
+fn definitional(
+    map: &Map<String, Value>,
+    keys: &[&str],
+    definition: &[&str],
+) -> Map<String, Value> {
+    map.iter()
+        .filter(|(k, _)| definition.contains(&k.as_str()) || !keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 
 fn bad(message: String) -> Error {
     Error::usage(message).hint("fix the mission file; nothing was created")
@@ -132,12 +175,32 @@ fn describe(mission: &Value, pointer: &str) -> String {
     }
 }
 
-fn merged(template: &'static str, name: &str, over: Option<&Value>) -> Result<Doc> {
+/// `template` with the fields of `over` set over it (each replacing the template's).
+fn merged(template: &'static str, name: &str, over: Option<&Map<String, Value>>) -> Result<Doc> {
     let mut doc = templates::doc(template, name)?;
-    if let Some(Value::Object(m)) = over {
-        for (k, v) in m {
-            doc.set(k, v.clone());
+    for (k, v) in over.into_iter().flatten() {
+        doc.set(k, v.clone());
+    }
+    Ok(doc)
+}
+
+/// The cell template with a mission's settings over it: a field pas records itself
+/// (`status`, `created_at`, ...) is not the mission's to set, and an object over an object
+/// (the cell's `policies`) is merged key by key.
+fn cell_over_template(settings: &[(&String, &Value)]) -> Result<Doc> {
+    let mut doc = templates::doc(templates::CELL, "templates/cell.json")?;
+    for &(key, value) in settings {
+        if Cell::KEYS.contains(&key.as_str()) && !Cell::DEFINITION.contains(&key.as_str()) {
+            continue;
         }
+        if let (Some(Value::Object(old)), Value::Object(new)) = (doc.map_mut().get_mut(key), value)
+        {
+            for (k, v) in new {
+                old.insert(k.clone(), v.clone());
+            }
+            continue;
+        }
+        doc.set(key, value.clone());
     }
     Ok(doc)
 }
@@ -146,6 +209,8 @@ fn merged(template: &'static str, name: &str, over: Option<&Value>) -> Result<Do
 pub struct Planned {
     /// The new cell's id.
     pub cell_id: String,
+    /// The mission's name.
+    pub mission_name: String,
     /// Every document, by its place in the cell.
     pub files: Vec<(String, Doc)>,
     /// Agent ids, in file order.
@@ -156,166 +221,108 @@ pub struct Planned {
 
 /// Builds and checks every document of a mission; nothing is written.
 pub fn plan(mission: &Value, created_by: &str, now: DateTime<Utc>) -> Result<Planned> {
-    if !mission.is_object() {
+    let Value::Object(top) = mission else {
         return Err(bad("a mission file holds one JSON object".into()));
-    }
+    };
     if let Some(v) = schema_problems(mission).into_iter().next() {
         return Err(bad(format!("{}: {}", describe(mission, &v.path), v.reason)));
     }
+    let m = Mission::split(top);
     let cell_id = uuid::Uuid::new_v4().to_string();
-    let text = |k: &str| mission.get(k).and_then(Value::as_str);
+    let data = |e: Error| bad(e.message);
 
     // cell.json: the template, the mission's settings, and any extra top-level fields.
-    let mut cell = templates::doc(templates::CELL, "templates/cell.json")?;
-    cell.set("cell_id", cell_id.as_str());
-    cell.set("mission_name", text("mission_name").unwrap_or_default());
-    cell.set("created_at", clock::stamp(now));
-    cell.set("created_by", text("created_by").unwrap_or(created_by));
-    cell.set("status", "active");
-    for key in ["isolation_level", "max_agents", "timeout"] {
-        if let Some(v) = mission.get(key) {
-            cell.set(key, v.clone());
+    let mut cell = cell_over_template(&m.settings)?;
+    let settings = Cell::edit(&mut cell, |c| {
+        c.cell_id = cell_id.clone();
+        c.created_at = now;
+        c.created_by = Some(m.created_by.unwrap_or(created_by).to_string());
+        c.status = model::CellStatus::Active;
+        c.clone()
+    })
+    .map_err(data)?;
+    let mut config = Vec::new();
+    for (name, file, template, template_name) in CONFIG_FILES {
+        let mut doc = merged(template, template_name, m.config_file(name))?;
+        if file == ConfigFile::Isolation {
+            Isolation::edit(&mut doc, |i| i.level = settings.isolation_level).map_err(data)?;
         }
+        config.push((file, doc));
     }
-    if let Some(Value::Object(p)) = mission.get("policies") {
-        let mut policies = cell
-            .get("policies")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in p {
-            policies.insert(k.clone(), v.clone());
-        }
-        cell.set("policies", Value::Object(policies));
-    }
-    if let Value::Object(m) = mission {
-        for (k, v) in m {
-            let known = [
-                "mission_name",
-                "created_by",
-                "isolation_level",
-                "max_agents",
-                "timeout",
-                "policies",
-                "config",
-                "agents",
-                "tasks",
-            ];
-            if !known.contains(&k.as_str()) && !CELL_RUNTIME.contains(&k.as_str()) {
-                cell.set(k, v.clone());
-            }
-        }
-    }
-    let config = mission.get("config");
-    let mut isolation = merged(
-        templates::ISOLATION,
-        "templates/isolation.json",
-        config.and_then(|c| c.get("isolation")),
-    )?;
-    if let Some(level) = cell.str("isolation_level").map(str::to_string) {
-        isolation.set("level", level);
-    }
-    let policies = merged(
-        templates::POLICIES,
-        "templates/policies.json",
-        config.and_then(|c| c.get("policies")),
-    )?;
-    let permissions = merged(
-        templates::PERMISSIONS,
-        "templates/permissions.json",
-        config.and_then(|c| c.get("permissions")),
-    )?;
 
-    let empty = Vec::new();
-    let agent_items = mission
-        .get("agents")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    let task_items = mission
-        .get("tasks")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    if let Some(max) = cell.u64("max_agents") {
-        if agent_items.len() as u64 > max {
+    if let Some(max) = settings.max_agents {
+        if m.agents.len() as u64 > max {
             return Err(bad(format!(
                 "the mission has {} agents but max_agents is {max}",
-                agent_items.len()
+                m.agents.len()
             )));
         }
     }
     let mut files: Vec<(String, Doc)> = Vec::new();
     let mut agents = Vec::new();
-    for (i, item) in agent_items.iter().enumerate() {
-        let id = item
-            .get("agent_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+    for (i, item) in m.agents.iter().enumerate() {
+        let item = item.as_object().cloned().unwrap_or_default();
+        let at = format!("agents[{i}]");
+        // The agent as the mission gives it, before the template fills it in.
+        let given = Agent::from_doc_at(&Doc::from_map(item.clone()), &at).map_err(data)?;
+        let id = given.agent_id.clone();
         check_id(IdKind::Agent, &id)
             .map_err(|e| bad(format!("agent {id:?} (agents[{i}]): {}", e.message)))?;
         if agents.contains(&id) {
             return Err(bad(format!("agent {id} (agents[{i}]) is listed twice")));
         }
-        let mut doc = merged(templates::AGENT, "templates/agent.json", Some(item))?;
-        if item.get("name").is_none() {
-            doc.set("name", id.as_str());
-        }
-        doc.set("created_at", clock::stamp(now));
+        let mut doc = merged(templates::AGENT, "templates/agent.json", Some(&item))?;
+        Agent::edit(&mut doc, |a| {
+            if given.name.is_none() {
+                a.name = Some(id.clone());
+            }
+            a.created_at = Some(now);
+        })
+        .map_err(data)?;
         files.push((FileKey::Agent(&id).relative(), doc));
         agents.push(id);
     }
     let mut tasks = Vec::new();
-    let mut task_docs = BTreeMap::new();
-    for (i, item) in task_items.iter().enumerate() {
-        let id = item
-            .get("task_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+    let mut task_views = BTreeMap::new();
+    for (i, item) in m.tasks.iter().enumerate() {
+        let mut doc = merged(templates::TASK, "templates/task.json", item.as_object())?;
+        let mut t = Task::from_doc_at(&doc, &format!("tasks[{i}]")).map_err(data)?;
+        t.status = TaskStatus::Pending;
+        t.created_at = Some(now);
+        t.write_into(&mut doc);
+        let id = t.task_id.clone();
         check_id(IdKind::Task, &id)
             .map_err(|e| bad(format!("task {id:?} (tasks[{i}]): {}", e.message)))?;
         if tasks.contains(&id) {
             return Err(bad(format!("task {id} (tasks[{i}]) is listed twice")));
         }
-        let mut doc = merged(templates::TASK, "templates/task.json", Some(item))?;
-        doc.set("status", "pending");
-        doc.set("created_at", clock::stamp(now));
-        if let Some(agent) = doc.str("assigned_to") {
-            if !agents.iter().any(|a| a == agent) {
+        if let Some(agent) = &t.assigned_to {
+            if !agents.contains(agent) {
                 return Err(bad(format!(
                     "task {id} (tasks[{i}]) is assigned to unknown agent {agent}"
                 )));
             }
         }
-        task_docs.insert(id.clone(), doc.clone());
+        task_views.insert(id.clone(), t);
         files.push((FileKey::Task(&id).relative(), doc));
         tasks.push(id);
     }
-    if let Some((id, dep)) = task::dangling_dependencies(&task_docs).into_iter().next() {
+    if let Some((id, dep)) = task::dangling_dependencies(&task_views).into_iter().next() {
         let i = tasks.iter().position(|t| *t == id).unwrap_or(0);
         return Err(bad(format!(
             "task {id} (tasks[{i}]) depends on unknown task {dep}"
         )));
     }
-    if let Some(cycle) = task::find_cycle(&task::graph(&task_docs)) {
+    if let Some(cycle) = task::find_cycle(&task::graph(&task_views)) {
         return Err(bad(format!("dependency cycle: {}", cycle.join(" -> "))));
     }
-    files.insert(0, (FileKey::Cell.relative(), cell));
-    files.insert(
-        1,
-        (FileKey::Config(ConfigFile::Isolation).relative(), isolation),
+    let mut head = vec![(FileKey::Cell.relative(), cell)];
+    head.extend(
+        config
+            .into_iter()
+            .map(|(file, doc)| (FileKey::Config(file).relative(), doc)),
     );
-    files.insert(
-        2,
-        (FileKey::Config(ConfigFile::Policies).relative(), policies),
-    );
-    files.insert(
-        3,
-        (
-            FileKey::Config(ConfigFile::Permissions).relative(),
-            permissions,
-        ),
-    );
+    files.splice(0..0, head);
     // Every document must follow its schema before anything is written.
     for (rel, doc) in &files {
         let kind = kind_of(rel);
@@ -329,6 +336,7 @@ pub fn plan(mission: &Value, created_by: &str, now: DateTime<Utc>) -> Result<Pla
     }
     Ok(Planned {
         cell_id,
+        mission_name: settings.mission_name,
         files,
         agents,
         tasks,
@@ -383,10 +391,7 @@ pub fn create(
             (key, doc.clone())
         })
         .collect();
-    let name = mission
-        .get("mission_name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = &planned.mission_name;
     let event = NewEvent::new(
         Level::Info,
         EventKind::CellCreated,
@@ -401,63 +406,50 @@ pub fn create(
     Ok(planned.cell_id)
 }
 
-fn without(doc: &Doc, runtime: &[&str]) -> Value {
-    let map: Map<String, Value> = doc
-        .map()
-        .iter()
-        .filter(|(k, _)| !runtime.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Value::Object(map)
-}
-
-/// The mission file of an existing cell.
+/// The mission file of an existing cell: the definitional fields of its documents (see
+/// [`Cell::DEFINITION`], [`Agent::DEFINITION`], [`Task::DEFINITION`]) and the fields pas
+/// does not know, not the state of the run.
 pub fn export(store: &dyn Store, cell: &str) -> Result<Value> {
     let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
-    let mut out = Map::new();
-    if let Value::Object(m) = without(&cell_doc, &CELL_RUNTIME) {
-        out.extend(m);
-    }
+    let mut out = definitional(cell_doc.map(), Cell::KEYS, Cell::DEFINITION);
     let mut config = Map::new();
-    for (name, file) in [
-        ("isolation", ConfigFile::Isolation),
-        ("policies", ConfigFile::Policies),
-        ("permissions", ConfigFile::Permissions),
-    ] {
+    for (name, file, _, _) in CONFIG_FILES {
         if let Some(doc) = store.read(cell, FileKey::Config(file))? {
             config.insert(name.into(), doc.to_value());
         }
     }
-    out.insert("config".into(), Value::Object(config));
+    out.insert(CONFIG.into(), Value::Object(config));
     let (agents, errors) = crate::ops::agent::read_all(store, cell)?;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
     out.insert(
-        "agents".into(),
+        AGENTS.into(),
         Value::from(
             agents
                 .iter()
-                .map(|a| without(a, &AGENT_RUNTIME))
+                .map(|a| Value::Object(definitional(a.map(), Agent::KEYS, Agent::DEFINITION)))
                 .collect::<Vec<_>>(),
         ),
     );
-    let (tasks, errors) = task::read_all(store, cell)?;
+    let (tasks, errors) = task::read_all_typed(store, cell)?;
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
     // Dependencies first, so the file reads in the order work happens.
-    let mut ordered: Vec<&Doc> = Vec::new();
+    let mut ordered: Vec<&(Doc, Task)> = Vec::new();
     let mut placed = BTreeSet::new();
     while ordered.len() < tasks.len() {
         let before = ordered.len();
-        for (id, t) in &tasks {
+        for (id, entry) in &tasks {
             if !placed.contains(id)
-                && t.strings("dependencies")
+                && entry
+                    .1
+                    .dependencies
                     .iter()
                     .all(|d| placed.contains(d) || !tasks.contains_key(d))
             {
-                ordered.push(t);
+                ordered.push(entry);
                 placed.insert(id.clone());
             }
         }
@@ -466,26 +458,39 @@ pub fn export(store: &dyn Store, cell: &str) -> Result<Value> {
                 tasks
                     .iter()
                     .filter(|(id, _)| !placed.contains(*id))
-                    .map(|(_, t)| t),
+                    .map(|(_, entry)| entry),
             );
             break;
         }
     }
     out.insert(
-        "tasks".into(),
+        TASKS.into(),
         Value::from(
             ordered
-                .iter()
-                .map(|t| without(t, &TASK_RUNTIME))
+                .into_iter()
+                .map(|(doc, t)| Value::Object(task_definition(doc, t)))
                 .collect::<Vec<_>>(),
         ),
     );
     Ok(Value::Object(out))
 }
 
+/// A task's definitional fields: an assignment its claim made (`queue_assigned`) is the
+/// queue's, not the mission's, so it goes back to nobody.
+fn task_definition(doc: &Doc, t: &Task) -> Map<String, Value> {
+    let mut doc = doc.clone();
+    if t.queue_assigned {
+        let mut unassigned = t.clone();
+        unassigned.assigned_to = None;
+        unassigned.write_into(&mut doc);
+    }
+    definitional(doc.map(), Task::KEYS, Task::DEFINITION)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock;
 
     #[test]
     fn the_example_mission_plans_cleanly() {
@@ -495,6 +500,46 @@ mod tests {
         assert_eq!(
             planned.tasks,
             ["outline", "chapter_1", "chapter_2", "review"]
+        );
+    }
+
+    #[test]
+    fn the_definitions_are_what_a_mission_file_writes() {
+        let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+        let properties = |v: &Value| -> BTreeSet<String> {
+            v["properties"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect()
+        };
+        let set =
+            |keys: &[&str]| -> BTreeSet<String> { keys.iter().map(|k| k.to_string()).collect() };
+        let mut settings = properties(&schema);
+        for part in [CONFIG, AGENTS, TASKS] {
+            assert!(settings.remove(part), "{part}");
+        }
+        assert_eq!(settings, set(Cell::DEFINITION));
+        assert_eq!(
+            properties(&schema["properties"][TASKS]["items"]),
+            set(Task::DEFINITION)
+        );
+        // An agent file defines how pas starts it, too (`pas agent add|set`).
+        assert!(
+            properties(&schema["properties"][AGENTS]["items"]).is_subset(&set(Agent::DEFINITION))
+        );
+        for (definition, keys) in [
+            (Cell::DEFINITION, Cell::KEYS),
+            (Agent::DEFINITION, Agent::KEYS),
+            (Task::DEFINITION, Task::KEYS),
+        ] {
+            assert!(set(definition).is_subset(&set(keys)), "{definition:?}");
+        }
+        let config = properties(&schema["properties"][CONFIG]);
+        assert_eq!(
+            config,
+            CONFIG_FILES.iter().map(|f| f.0.to_string()).collect()
         );
     }
 

@@ -7,10 +7,8 @@
 //! work from). A list entry is a task or agent id, or `*` for all. An operator (no acting
 //! agent) is not restricted.
 
-use serde_json::Value;
-
-use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::{self, Grant};
 use crate::store::{ConfigFile, FileKey, Store};
 
 /// A permission on a task.
@@ -25,7 +23,7 @@ pub enum Perm {
 }
 
 impl Perm {
-    /// The key in `permissions.json`.
+    /// The name of its list in `permissions.json`, for messages.
     pub fn key(self) -> &'static str {
         match self {
             Perm::Read => "read",
@@ -33,47 +31,46 @@ impl Perm {
             Perm::Execute => "execute",
         }
     }
+
+    /// Its list in `grant`.
+    fn list(self, grant: &Grant) -> &[String] {
+        match self {
+            Perm::Read => &grant.read,
+            Perm::Write => &grant.write,
+            Perm::Execute => &grant.execute,
+        }
+    }
 }
 
 /// The permissions of one cell.
 #[derive(Debug, Clone, Default)]
 pub struct Permissions {
-    doc: Option<Doc>,
-}
-
-fn list_allows(entry: &Value, key: &str, item: &str) -> bool {
-    entry
-        .get(key)
-        .and_then(Value::as_array)
-        .is_some_and(|items| {
-            items
-                .iter()
-                .any(|v| v.as_str() == Some(item) || v.as_str() == Some("*"))
-        })
+    file: Option<model::Permissions>,
 }
 
 impl Permissions {
-    /// Permissions from a parsed `permissions.json` (or none: everything allowed).
-    pub fn new(doc: Option<Doc>) -> Permissions {
-        Permissions { doc }
+    /// Permissions from a read `permissions.json` (or none: everything allowed).
+    pub fn new(file: Option<model::Permissions>) -> Permissions {
+        Permissions { file }
     }
 
-    /// Reads a cell's `config/permissions.json`.
+    /// Reads a cell's `config/permissions.json`; an entry of the wrong shape is a data
+    /// error naming it (read as "nothing allowed", it would lock an agent out unseen).
     pub fn load(store: &dyn Store, cell: &str) -> Result<Permissions> {
-        Ok(Permissions::new(
-            store.read(cell, FileKey::Config(ConfigFile::Permissions))?,
-        ))
+        let doc = store.read(cell, FileKey::Config(ConfigFile::Permissions))?;
+        let file = doc.as_ref().map(model::Permissions::from_doc).transpose()?;
+        Ok(Permissions::new(file))
     }
 
-    fn entry(&self, agent: &str) -> Option<&Value> {
-        self.doc.as_ref().and_then(|d| d.get(agent))
+    fn entry(&self, agent: &str) -> Option<&Grant> {
+        self.file.as_ref().and_then(|f| f.get(agent))
     }
 
     /// Whether `agent` may do `perm` on `task`.
     pub fn allows(&self, agent: &str, perm: Perm, task: &str) -> bool {
         match self.entry(agent) {
             None => true,
-            Some(entry) => list_allows(entry, perm.key(), task),
+            Some(grant) => Grant::names(perm.list(grant), task),
         }
     }
 
@@ -97,8 +94,8 @@ impl Permissions {
 
     /// Whether `from` may hand work to `to` and `to` may take it from `from`.
     pub fn check_handoff(&self, from: &str, to: &str) -> Result<()> {
-        if let Some(entry) = self.entry(from) {
-            if !list_allows(entry, "handoff_to", to) {
+        if let Some(grant) = self.entry(from) {
+            if !Grant::names(&grant.handoff_to, to) {
                 return Err(Error::new(
                     crate::error::Kind::Denied,
                     format!("agent {from} may not hand tasks to {to}"),
@@ -108,8 +105,8 @@ impl Permissions {
                 )));
             }
         }
-        if let Some(entry) = self.entry(to) {
-            if !list_allows(entry, "handoff_from", from) {
+        if let Some(grant) = self.entry(to) {
+            if !Grant::names(&grant.handoff_from, from) {
                 return Err(Error::new(
                     crate::error::Kind::Denied,
                     format!("agent {to} may not take tasks from {from}"),
@@ -126,10 +123,12 @@ impl Permissions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::Doc;
     use std::path::Path;
 
     fn perms(text: &str) -> Permissions {
-        Permissions::new(Some(Doc::parse(text.as_bytes(), Path::new("p")).unwrap()))
+        let doc = Doc::parse(text.as_bytes(), Path::new("p")).unwrap();
+        Permissions::new(Some(model::Permissions::from_doc(&doc).unwrap()))
     }
 
     #[test]
@@ -166,5 +165,17 @@ mod tests {
         // a1 has an entry without handoff_from: it takes work from nobody.
         assert!(p.check_handoff("a3", "a1").is_err());
         assert!(p.check_handoff("a3", "a4").is_ok());
+    }
+
+    #[test]
+    fn an_entry_of_the_wrong_shape_is_refused_not_read_as_nothing_allowed() {
+        let doc = Doc::parse(br#"{"a1": {"read": "t1"}}"#, Path::new("p")).unwrap();
+        let err = model::Permissions::from_doc(&doc).unwrap_err();
+        assert!(
+            err.message
+                .contains("config/permissions.json a1.read: \"t1\" is a string, not an array"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -9,17 +9,20 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::{EventKind, ReservationStatus};
+use crate::model::field::{At, Field};
+use crate::model::{
+    EventKind, Isolation, Quantity, Reservation, ReservationStatus, Reservations, ResourceLimits,
+};
 use crate::process::{self, StopOutcome};
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
 use crate::templates;
 use crate::units::{self, Unit};
 
-/// The resources a quota limits: key in `resource_limits` and in a reservation, unit, label.
+/// The resources a quota limits: name (in `resource_limits`, in a reservation, in `pas
+/// quota`'s output), unit, label.
 pub const RESOURCES: [(&str, Unit, &str); 4] = [
     ("cpu", Unit::Cores, "cpu"),
     ("memory", Unit::Bytes, "memory"),
@@ -29,6 +32,16 @@ pub const RESOURCES: [(&str, Unit, &str); 4] = [
 
 /// Amounts of the four resources, in `RESOURCES` order.
 pub type Amounts = [f64; 4];
+
+/// The limits of `limits`, in `RESOURCES` order.
+fn limits_mut(limits: &mut ResourceLimits) -> [&mut Option<Quantity>; 4] {
+    [
+        &mut limits.cpu,
+        &mut limits.memory,
+        &mut limits.gpu,
+        &mut limits.gpu_memory,
+    ]
+}
 
 /// What `pas reserve` asks for.
 #[derive(Debug, Clone, Default)]
@@ -45,68 +58,70 @@ pub struct Request {
     pub pgid: Option<i32>,
 }
 
-/// The capacity in `config/isolation.json` (`None`: no limit for that resource).
+/// The capacity in `config/isolation.json` (`None`: no limit for that resource); a file
+/// with a field of the wrong shape is a data error naming it.
 pub fn capacity(isolation: Option<&Doc>) -> Result<[Option<f64>; 4]> {
+    let Some(doc) = isolation else {
+        return Ok([None; 4]);
+    };
+    let mut limits = Isolation::from_doc(doc)?.resource_limits;
     let mut cap = [None; 4];
-    let limits = isolation
-        .and_then(|d| d.get("resource_limits"))
-        .and_then(Value::as_object);
-    if let Some(limits) = limits {
-        for (i, (key, unit, _)) in RESOURCES.iter().enumerate() {
-            if let Some(v) = limits.get(*key).filter(|v| !v.is_null()) {
-                cap[i] = Some(units::parse(
-                    v,
-                    *unit,
-                    &format!("config/isolation.json resource_limits.{key}"),
-                )?);
-            }
+    for (i, limit) in limits_mut(&mut limits).into_iter().enumerate() {
+        let (key, unit, _) = RESOURCES[i];
+        if let Some(q) = limit {
+            cap[i] = Some(q.amount(
+                unit,
+                &format!("config/isolation.json resource_limits.{key}"),
+            )?);
         }
     }
     Ok(cap)
 }
 
-fn load(store: &dyn Store, cell: &str) -> Result<Vec<Value>> {
-    Ok(list_of(store.read(cell, FileKey::Reservations)?.as_ref()))
-}
-
-fn list_of(doc: Option<&crate::doc::Doc>) -> Vec<Value> {
-    doc.and_then(|d| d.get("reservations").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-}
-
-/// The reservations as the transaction sees them.
-fn load_in(txn: &mut Txn<'_>) -> Result<Vec<Value>> {
-    Ok(list_of(txn.read(FileKey::Reservations)?.as_ref()))
-}
-
-fn save_in(txn: &mut Txn<'_>, list: Vec<Value>) -> Result<()> {
-    let mut doc = txn.read(FileKey::Reservations)?.unwrap_or_default();
-    doc.set("reservations", Value::from(list));
-    txn.put(FileKey::Reservations, doc);
-    Ok(())
-}
-
-fn amounts_of(r: &Value) -> Amounts {
-    let mut a = [0.0; 4];
-    for (i, (key, _, _)) in RESOURCES.iter().enumerate() {
-        a[i] = r.get(*key).and_then(Value::as_f64).unwrap_or(0.0);
+/// The cell's reservations; a cell without the file has none.
+fn load(store: &dyn Store, cell: &str) -> Result<Reservations> {
+    match store.read(cell, FileKey::Reservations)? {
+        Some(doc) => Reservations::from_doc(&doc),
+        None => Ok(Reservations::default()),
     }
-    a
 }
 
-fn is_active(r: &Value) -> bool {
-    r.get("status").and_then(Value::as_str) == Some("active")
+/// The reservations as the transaction sees them: the document and its typed view.
+fn load_in(txn: &mut Txn<'_>) -> Result<(Doc, Reservations)> {
+    let doc = txn.read(FileKey::Reservations)?.unwrap_or_default();
+    let list = Reservations::from_doc(&doc)?;
+    Ok((doc, list))
 }
 
-/// What is reserved now, by resource.
-pub fn reserved(list: &[Value]) -> Amounts {
+/// Writes `list` into `doc` (entry by entry, keeping what it does not know) and stages it.
+fn save_in(txn: &mut Txn<'_>, mut doc: Doc, list: &Reservations) {
+    list.write_into(&mut doc);
+    txn.put(FileKey::Reservations, doc);
+}
+
+/// What `list` holds, by resource.
+fn held<'a>(list: impl IntoIterator<Item = &'a Reservation>) -> Amounts {
     let mut sum = [0.0; 4];
-    for r in list.iter().filter(|r| is_active(r)) {
-        for (i, v) in amounts_of(r).iter().enumerate() {
+    for r in list {
+        for (i, v) in r.amounts().iter().enumerate() {
             sum[i] += v;
         }
     }
     sum
+}
+
+/// What is reserved now by the reservations `list` (as [`list`] gives them), by resource;
+/// an entry that does not read holds nothing.
+pub fn reserved(list: &[Value]) -> Amounts {
+    let at = At::file("reservations.json");
+    let read: Vec<Reservation> = list
+        .iter()
+        .filter_map(|v| Reservation::decode(v, &at).ok())
+        .collect();
+    held(
+        read.iter()
+            .filter(|r| r.status == ReservationStatus::Active),
+    )
 }
 
 /// Reserves, or refuses naming every resource that is short.
@@ -116,11 +131,8 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
     crate::ops::agent::read(store, cell, &req.agent)?;
     store::transact(store, cell, now, |txn| {
         let cap = capacity(txn.read(FileKey::Config(ConfigFile::Isolation))?.as_ref())?;
-        let mut list = load_in(txn)?;
-        if list
-            .iter()
-            .any(|r| is_active(r) && r.get("job").and_then(Value::as_str) == Some(req.job.as_str()))
-        {
+        let (doc, mut list) = load_in(txn)?;
+        if list.active().any(|r| r.job == req.job) {
             return Err(Error::conflict(format!(
                 "job {} already holds a reservation in cell {cell}",
                 req.job
@@ -128,16 +140,14 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
             .hint("release it first, or pick another job id"));
         }
         if let Some(port) = req.port {
-            if let Some(holder) = list.iter().find(|r| {
-                is_active(r) && r.get("port").and_then(Value::as_u64) == Some(u64::from(port))
-            }) {
+            if let Some(holder) = list.active().find(|r| r.port == Some(port)) {
                 return Err(Error::conflict(format!(
                     "port {port} is already reserved by job {}",
-                    holder.get("job").and_then(Value::as_str).unwrap_or("?")
+                    holder.job
                 )));
             }
         }
-        let held = reserved(&list);
+        let held = held(list.active());
         let mut short = Vec::new();
         for (i, (_, unit, label)) in RESOURCES.iter().enumerate() {
             if let Some(c) = cap[i] {
@@ -161,21 +171,25 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
             ))
             .hint("release something, ask for less, or raise the quota with `pas quota set`"));
         }
-        let mut entry = Map::new();
-        entry.insert("job".into(), json!(req.job));
-        entry.insert("agent".into(), json!(req.agent));
-        for (i, (key, _, _)) in RESOURCES.iter().enumerate() {
-            entry.insert((*key).into(), json!(req.amounts[i]));
-        }
-        entry.insert("port".into(), json!(req.port));
-        entry.insert("pgid".into(), json!(req.pgid));
-        entry.insert("status".into(), json!("active"));
-        entry.insert("reserved_at".into(), json!(clock::stamp(now)));
-        entry.insert("ended_at".into(), Value::Null);
-        entry.insert("end_reason".into(), Value::Null);
-        let entry = Value::Object(entry);
-        list.push(entry.clone());
-        save_in(txn, list)?;
+        let [cpu, memory, gpu, gpu_memory] = req.amounts;
+        let entry = Reservation {
+            job: req.job.clone(),
+            agent: req.agent.clone(),
+            cpu,
+            memory,
+            gpu,
+            gpu_memory,
+            port: req.port,
+            pgid: req.pgid,
+            status: ReservationStatus::Active,
+            reserved_at: now,
+            ended_at: None,
+            end_reason: None,
+            extra: Map::new(),
+        };
+        let shown = entry.encode();
+        list.reservations.push(entry);
+        save_in(txn, doc, &list);
         txn.event(
             NewEvent::new(
                 Level::Info,
@@ -183,9 +197,9 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
                 format!("job {} reserved resources for agent {}", req.job, req.agent),
             )
             .agent(&req.agent)
-            .details(entry.clone()),
+            .details(shown.clone()),
         );
-        Ok(entry)
+        Ok(shown)
     })
 }
 
@@ -193,48 +207,46 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
 fn end(
     store: &dyn Store,
     cell: &str,
-    which: &dyn Fn(&Value) -> bool,
+    which: &dyn Fn(&Reservation) -> bool,
     status: ReservationStatus,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Value>> {
     store::transact(store, cell, now, |txn| {
-        let mut list = load_in(txn)?;
+        let (doc, mut list) = load_in(txn)?;
         let mut ended = Vec::new();
-        for r in list.iter_mut().filter(|r| is_active(r) && which(r)) {
-            if let Value::Object(m) = r {
-                m.insert("status".into(), json!(status.as_str()));
-                m.insert("ended_at".into(), json!(clock::stamp(now)));
-                m.insert("end_reason".into(), json!(reason));
-            }
+        for r in list
+            .reservations
+            .iter_mut()
+            .filter(|r| r.status == ReservationStatus::Active && which(r))
+        {
+            r.status = status;
+            r.ended_at = Some(now);
+            r.end_reason = Some(reason.to_string());
             ended.push(r.clone());
         }
         if !ended.is_empty() {
-            save_in(txn, list)?;
+            save_in(txn, doc, &list);
         }
         for r in &ended {
-            let job = r.get("job").and_then(Value::as_str).unwrap_or("?");
-            let agent = r.get("agent").and_then(Value::as_str).unwrap_or("?");
             txn.event(
                 NewEvent::new(
                     Level::Info,
                     EventKind::reservation(status),
-                    format!("reservation of job {job} {} ({reason})", status.as_str()),
+                    format!("reservation of job {} {status} ({reason})", r.job),
                 )
-                .agent(agent)
-                .details(r.clone()),
+                .agent(&r.agent)
+                .details(r.encode()),
             );
         }
-        Ok(ended)
+        Ok(ended.iter().map(Field::encode).collect())
     })
 }
 
 /// Releases a job's reservation; releasing twice is harmless (`false` the second time).
 pub fn release(store: &dyn Store, cell: &str, job: &str, now: DateTime<Utc>) -> Result<bool> {
     check_id(IdKind::Job, job)?;
-    let known = load(store, cell)?
-        .iter()
-        .any(|r| r.get("job").and_then(Value::as_str) == Some(job));
+    let known = load(store, cell)?.reservations.iter().any(|r| r.job == job);
     if !known {
         return Err(
             Error::not_found(format!("no reservation for job {job} in cell {cell}"))
@@ -244,7 +256,7 @@ pub fn release(store: &dyn Store, cell: &str, job: &str, now: DateTime<Utc>) -> 
     Ok(!end(
         store,
         cell,
-        &|r| r.get("job").and_then(Value::as_str) == Some(job),
+        &|r| r.job == job,
         ReservationStatus::Released,
         "released",
         now,
@@ -262,24 +274,21 @@ pub fn kill(
 ) -> Result<(StopOutcome, bool)> {
     check_id(IdKind::Job, job)?;
     let list = load(store, cell)?;
-    let Some(r) = list
-        .iter()
-        .rev()
-        .find(|r| r.get("job").and_then(Value::as_str) == Some(job))
-    else {
+    let Some(r) = list.reservations.iter().rev().find(|r| r.job == job) else {
         return Err(Error::not_found(format!(
             "no reservation for job {job} in cell {cell}"
         )));
     };
-    let outcome = match process::recorded_pid(r.get("pgid")) {
-        Some(pgid) if is_active(r) => process::stop_group(pgid, grace)
+    // Only a positive pgid names one process group (0 and -1 mean others to kill(2)).
+    let outcome = match r.pgid.filter(|p| *p > 0) {
+        Some(pgid) if r.status == ReservationStatus::Active => process::stop_group(pgid, grace)
             .map_err(|e| Error::failure(format!("cannot signal job {job}: {e}")))?,
         _ => StopOutcome::NotRunning,
     };
     let ended = end(
         store,
         cell,
-        &|r| r.get("job").and_then(Value::as_str) == Some(job),
+        &|r| r.job == job,
         ReservationStatus::Killed,
         "killed",
         now,
@@ -298,18 +307,22 @@ pub fn release_agent(
     end(
         store,
         cell,
-        &|r| r.get("agent").and_then(Value::as_str) == Some(agent),
+        &|r| r.agent == agent,
         ReservationStatus::Released,
         reason,
         now,
     )
 }
 
-/// Reservations, optionally only those with a status.
+/// Reservations, optionally only those with a status (a word that is no status matches
+/// none).
 pub fn list(store: &dyn Store, cell: &str, status: Option<&str>) -> Result<Vec<Value>> {
+    let want = status.map(ReservationStatus::parse);
     Ok(load(store, cell)?
-        .into_iter()
-        .filter(|r| status.is_none_or(|s| r.get("status").and_then(Value::as_str) == Some(s)))
+        .reservations
+        .iter()
+        .filter(|r| want.is_none_or(|w| w == Some(r.status)))
+        .map(Field::encode)
         .collect())
 }
 
@@ -335,7 +348,7 @@ pub fn quota(store: &dyn Store, cell: &str) -> Result<Vec<QuotaLine>> {
             .read(cell, FileKey::Config(ConfigFile::Isolation))?
             .as_ref(),
     )?;
-    let held = reserved(&load(store, cell)?);
+    let held = held(load(store, cell)?.active());
     Ok(RESOURCES
         .iter()
         .enumerate()
@@ -364,17 +377,17 @@ pub fn set_quota(
     now: DateTime<Utc>,
 ) -> Result<()> {
     for (key, text) in values {
-        let unit = RESOURCES
-            .iter()
-            .find(|(k, _, _)| k == key)
-            .map(|(_, u, _)| *u)
-            .unwrap_or(Unit::Count);
+        let Some((_, unit, _)) = RESOURCES.iter().find(|(k, _, _)| k == key) else {
+            return Err(Error::usage(format!(
+                "{key} is not a quota resource; the quota limits cpu, memory, gpu and gpu_memory"
+            )));
+        };
         let flag = match *key {
             "memory" => "--mem".to_string(),
             "gpu_memory" => "--gpu-mem".to_string(),
             k => format!("--{k}"),
         };
-        units::parse_text(text, unit, &flag)?;
+        units::parse_text(text, *unit, &flag)?;
     }
     store::transact(store, cell, now, |txn| {
         let key = FileKey::Config(ConfigFile::Isolation);
@@ -382,15 +395,14 @@ pub fn set_quota(
             Some(d) => d,
             None => templates::doc(templates::ISOLATION, "templates/isolation.json")?,
         };
-        let mut limits = doc
-            .get("resource_limits")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        for (k, v) in values {
-            limits.insert((*k).to_string(), Value::from(v.as_str()));
-        }
-        doc.set("resource_limits", Value::Object(limits));
+        Isolation::edit(&mut doc, |iso| {
+            let limits = limits_mut(&mut iso.resource_limits);
+            for (k, v) in values {
+                if let Some(i) = RESOURCES.iter().position(|(name, _, _)| name == k) {
+                    *limits[i] = Some(Quantity::Text(v.clone()));
+                }
+            }
+        })?;
         txn.put(key, doc);
         txn.event(
             NewEvent::new(

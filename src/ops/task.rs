@@ -7,12 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::EventKind;
+use crate::model::{self, EventKind, Task, TaskStatus};
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
@@ -31,10 +29,16 @@ pub enum Priority {
 impl Priority {
     /// The on-disk spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::High => "high",
-            Priority::Medium => "medium",
-            Priority::Low => "low",
+        model::Priority::from(self).as_str()
+    }
+}
+
+impl From<Priority> for model::Priority {
+    fn from(p: Priority) -> model::Priority {
+        match p {
+            Priority::High => model::Priority::High,
+            Priority::Medium => model::Priority::Medium,
+            Priority::Low => model::Priority::Low,
         }
     }
 }
@@ -87,28 +91,19 @@ pub fn new_task_doc(spec: &NewTask, now: DateTime<Utc>) -> Result<Doc> {
         check_id(IdKind::Agent, agent)?;
     }
     let mut doc = templates::doc(templates::TASK, "templates/task.json")?;
-    doc.set("task_id", spec.id.as_str());
-    doc.set("title", spec.title.as_str());
-    doc.set("description", spec.description.as_str());
-    doc.set(
-        "assigned_to",
-        spec.assign.clone().map_or(Value::Null, Value::from),
-    );
-    doc.set("status", "pending");
-    doc.set("priority", spec.priority.as_str());
-    doc.set(
-        "dependencies",
-        Value::from(
-            spec.deps
-                .iter()
-                .map(|d| Value::from(d.as_str()))
-                .collect::<Vec<_>>(),
-        ),
-    );
-    if let Some(timeout) = spec.timeout {
-        doc.set("timeout", timeout);
-    }
-    doc.set("created_at", clock::stamp(now));
+    Task::edit(&mut doc, |t| {
+        t.task_id = spec.id.clone();
+        t.title = spec.title.clone();
+        t.description = spec.description.clone();
+        t.assigned_to = spec.assign.clone();
+        t.status = TaskStatus::Pending;
+        t.priority = spec.priority.into();
+        t.dependencies = spec.deps.clone();
+        if let Some(timeout) = spec.timeout {
+            t.timeout = Some(timeout as f64);
+        }
+        t.created_at = Some(now);
+    })?;
     Ok(doc)
 }
 
@@ -157,26 +152,66 @@ pub fn find_cycle(graph: &BTreeMap<String, Vec<String>>) -> Option<Vec<String>> 
     None
 }
 
-/// Every task of a cell that can be read, by id, with the errors of those that cannot.
-pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<(BTreeMap<String, Doc>, Vec<Error>)> {
-    let mut docs = BTreeMap::new();
+/// The typed view of the task file `tasks/<id>.json`; a field of the wrong shape is a data
+/// error naming the file and the field.
+pub fn view(id: &str, doc: &Doc) -> Result<Task> {
+    Task::from_doc_at(doc, &FileKey::Task(id).relative())
+}
+
+/// The tasks of a cell that read, by id, and the errors of those that do not.
+pub type TaskFiles<T> = (BTreeMap<String, T>, Vec<Error>);
+
+/// Every task of a cell that reads, by id, as document and typed view, with the errors of
+/// those that do not.
+pub fn read_all_typed(store: &dyn Store, cell_id: &str) -> Result<TaskFiles<(Doc, Task)>> {
+    let mut tasks = BTreeMap::new();
     let mut errors = Vec::new();
     for (id, doc) in store.read_collection(cell_id, Collection::Tasks)? {
-        match doc {
-            Ok(doc) => {
-                docs.insert(id, doc);
+        match doc.and_then(|doc| Ok((view(&id, &doc)?, doc))) {
+            Ok((task, doc)) => {
+                tasks.insert(id, (doc, task));
             }
             Err(e) => errors.push(e),
         }
     }
+    Ok((tasks, errors))
+}
+
+/// Every task of a cell that reads (as [`read_all_typed`]), by id, with the errors of
+/// those that do not: a task with a field of the wrong shape is one of those, named, not a
+/// task shown with a guess.
+pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<TaskFiles<Doc>> {
+    let (tasks, errors) = read_all_typed(store, cell_id)?;
+    let docs = tasks.into_iter().map(|(id, (doc, _))| (id, doc)).collect();
     Ok((docs, errors))
 }
 
+/// What the dependency checks read of a task.
+pub trait Dependencies {
+    /// The ids of the tasks it depends on.
+    fn dependency_ids(&self) -> Vec<String>;
+}
+
+impl Dependencies for Task {
+    fn dependency_ids(&self) -> Vec<String> {
+        self.dependencies.clone()
+    }
+}
+
+/// A task file that may not read as a whole: `pas validate` checks the graph of every task
+/// file, one with an unknown status too, and `pas task add` is not stopped by a bad field
+/// of another task. Only the strings of the list count.
+impl Dependencies for Doc {
+    fn dependency_ids(&self) -> Vec<String> {
+        self.strings("dependencies")
+    }
+}
+
 /// The dependency graph of a set of tasks.
-pub fn graph(tasks: &BTreeMap<String, Doc>) -> BTreeMap<String, Vec<String>> {
+pub fn graph<T: Dependencies>(tasks: &BTreeMap<String, T>) -> BTreeMap<String, Vec<String>> {
     tasks
         .iter()
-        .map(|(id, doc)| (id.clone(), doc.strings("dependencies")))
+        .map(|(id, t)| (id.clone(), t.dependency_ids()))
         .collect()
 }
 
@@ -240,51 +275,112 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewTask, now: DateTime<Utc>)
     })
 }
 
-/// Reads one task, which must exist.
+/// Reads one task, which must exist and read: a field of the wrong shape is a data error
+/// naming it.
 pub fn read(store: &dyn Store, cell_id: &str, task_id: &str) -> Result<Doc> {
     check_id(IdKind::Task, task_id)?;
-    store.read(cell_id, FileKey::Task(task_id))?.ok_or_else(|| {
-        Error::not_found(format!("no task {task_id} in cell {cell_id}"))
-            .hint(format!("`pas task list {cell_id}` shows its tasks"))
-    })
+    let doc = store
+        .read(cell_id, FileKey::Task(task_id))?
+        .ok_or_else(|| {
+            Error::not_found(format!("no task {task_id} in cell {cell_id}"))
+                .hint(format!("`pas task list {cell_id}` shows its tasks"))
+        })?;
+    view(task_id, &doc)?;
+    Ok(doc)
 }
 
-/// The unfinished dependencies of a task (missing ones count as unfinished).
-pub fn open_dependencies(task: &Doc, all: &BTreeMap<String, Doc>) -> Vec<String> {
-    task.strings("dependencies")
-        .into_iter()
-        .filter(|d| all.get(d).and_then(|t| t.str("status")) != Some("completed"))
+/// What a task list shows for a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its status.
+    Status(TaskStatus),
+    /// Pending, waiting on an unfinished dependency; derived, never written.
+    Blocked,
+}
+
+impl State {
+    /// The word shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Status(status) => status.as_str(),
+            State::Blocked => "blocked",
+        }
+    }
+}
+
+/// The dependencies that are not completed, by `status_of` (missing ones count as
+/// unfinished).
+fn open_in(deps: &[String], status_of: impl Fn(&str) -> Option<TaskStatus>) -> Vec<String> {
+    deps.iter()
+        .filter(|d| status_of(d) != Some(TaskStatus::Completed))
+        .cloned()
         .collect()
 }
 
-/// The state shown for a task: its status, or `blocked` for a pending task waiting on
-/// unfinished dependencies.
-pub fn shown_state(task: &Doc, all: &BTreeMap<String, Doc>) -> String {
-    let status = task.str("status").unwrap_or("unknown");
-    if status == "pending" && !open_dependencies(task, all).is_empty() {
-        "blocked".to_string()
+/// The unfinished dependencies of a task (missing ones count as unfinished).
+pub fn unfinished(task: &Task, all: &BTreeMap<String, Task>) -> Vec<String> {
+    open_in(&task.dependencies, |id| all.get(id).map(|t| t.status))
+}
+
+/// A task's state: its status, or blocked for a pending task waiting on unfinished
+/// dependencies.
+pub fn state(task: &Task, all: &BTreeMap<String, Task>) -> State {
+    state_by(task, |id| all.get(id).map(|t| t.status))
+}
+
+fn state_by(task: &Task, status_of: impl Fn(&str) -> Option<TaskStatus>) -> State {
+    if task.status == TaskStatus::Pending && !open_in(&task.dependencies, status_of).is_empty() {
+        State::Blocked
     } else {
-        status.to_string()
+        State::Status(task.status)
     }
 }
 
-/// Whether a task passes a status filter.
-pub fn matches(filter: StatusFilter, task: &Doc, all: &BTreeMap<String, Doc>) -> bool {
-    let status = task.str("status").unwrap_or("");
-    match filter {
-        StatusFilter::Pending => status == "pending",
-        StatusFilter::Blocked => shown_state(task, all) == "blocked",
-        StatusFilter::InProgress => status == "in_progress",
-        StatusFilter::Completed => status == "completed",
-        StatusFilter::Failed => status == "failed",
+impl StatusFilter {
+    /// Whether a task passes the filter (`pending` takes the blocked ones too).
+    pub fn admits(self, task: &Task, state: State) -> bool {
+        match self {
+            StatusFilter::Pending => task.status == TaskStatus::Pending,
+            StatusFilter::Blocked => state == State::Blocked,
+            StatusFilter::InProgress => task.status == TaskStatus::InProgress,
+            StatusFilter::Completed => task.status == TaskStatus::Completed,
+            StatusFilter::Failed => task.status == TaskStatus::Failed,
+        }
     }
+}
+
+/// The status of task `id` of documents `all`, when it is there and reads.
+fn status_in(all: &BTreeMap<String, Doc>) -> impl Fn(&str) -> Option<TaskStatus> + '_ {
+    |id| all.get(id).and_then(|d| view(id, d).ok()).map(|t| t.status)
+}
+
+/// [`unfinished`], for a caller that holds documents (as [`read_all`] gives them).
+pub fn open_dependencies(task: &Doc, all: &BTreeMap<String, Doc>) -> Vec<String> {
+    open_in(&task.dependency_ids(), status_in(all))
+}
+
+/// [`state`]'s word, for a caller that holds documents (as [`read_all`] gives them); a
+/// task that does not read is `unreadable`.
+pub fn shown_state(task: &Doc, all: &BTreeMap<String, Doc>) -> String {
+    match Task::from_doc(task) {
+        Ok(t) => state_by(&t, status_in(all)).as_str().to_string(),
+        Err(_) => "unreadable".to_string(),
+    }
+}
+
+/// [`StatusFilter::admits`], for a caller that holds documents; a task that does not read
+/// passes no filter.
+pub fn matches(filter: StatusFilter, task: &Doc, all: &BTreeMap<String, Doc>) -> bool {
+    Task::from_doc(task).is_ok_and(|t| filter.admits(&t, state_by(&t, status_in(all))))
 }
 
 /// Ids that appear as dependencies but are not tasks of the set.
-pub fn dangling_dependencies(all: &BTreeMap<String, Doc>) -> BTreeSet<(String, String)> {
+pub fn dangling_dependencies<T: Dependencies>(
+    all: &BTreeMap<String, T>,
+) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for (id, doc) in all {
-        for dep in doc.strings("dependencies") {
+    for (id, t) in all {
+        for dep in t.dependency_ids() {
             if !all.contains_key(&dep) {
                 out.insert((id.clone(), dep));
             }

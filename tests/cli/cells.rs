@@ -310,3 +310,107 @@ fn cell_create_with_an_id_is_safe_to_retry_and_refuses_a_bad_or_taken_id() {
         .refused(2, "invalid cell id");
     assert_eq!(root.snapshot(), before, "refusals change nothing");
 }
+
+#[test]
+fn an_export_holds_what_defines_the_mission_not_the_state_of_the_run() {
+    let root = Root::new();
+    let cell = root.cell("Export");
+    root.ok(&["agent", "add", &cell, "a1", "--name", "One", "--cap", "x"]);
+    root.ok(&["task", "add", &cell, "t1", "--title", "work"]);
+    root.ok(&["--as", "a1", "task", "claim", &cell]);
+    root.ok(&["agent", "beat", &cell, "a1", "--note", "busy"]);
+    // What a person writes (a command, its directory and environment, a field of their
+    // own) and what pas records of the run (its process, restarts, spend, revival).
+    let path = root.cell_dir(&cell).join("agents/a1.json");
+    let mut agent: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let fields = agent.as_object_mut().unwrap();
+    for (k, v) in serde_json::json!({
+        "command": ["sh", "-c", "true"],
+        "cwd": "/tmp",
+        "env": {"K": "V"},
+        "x_owner": "infra",
+        "pid": 4242,
+        "pgid": 4242,
+        "supervisor_pid": 4241,
+        "started_at": "2026-01-01T00:00:00Z",
+        "restart_count": 2,
+        "restart_attempts": 1,
+        "exit": {"at": "2026-01-01T00:00:00Z", "cause": "exit", "code": 1, "signal": null},
+        "recent_deaths": ["2026-01-01T00:00:00Z"],
+        "cost_usd": 1.5,
+        "tokens_used": 1000,
+        "spend_state": "ok",
+        "failed_reason": "gave up"
+    })
+    .as_object()
+    .unwrap()
+    {
+        fields.insert(k.clone(), v.clone());
+    }
+    std::fs::write(&path, agent.to_string()).unwrap();
+
+    let exported = root.json(&["cell", "export", &cell]);
+    let keys = |v: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        v.as_object().unwrap().keys().cloned().collect()
+    };
+    let expected = |list: &[&str]| -> std::collections::BTreeSet<String> {
+        list.iter().map(|k| k.to_string()).collect()
+    };
+    assert_eq!(
+        keys(&exported["agents"][0]),
+        expected(&[
+            "agent_id",
+            "name",
+            "role",
+            "capabilities",
+            "gateway",
+            "command",
+            "cwd",
+            "env",
+            "x_owner"
+        ]),
+        "{exported:#}"
+    );
+    assert_eq!(
+        keys(&exported["tasks"][0]),
+        expected(&[
+            "task_id",
+            "title",
+            "description",
+            "assigned_to",
+            "priority",
+            "dependencies",
+            "timeout"
+        ])
+    );
+    // The claim assigned t1; the mission did not.
+    assert_eq!(exported["tasks"][0]["assigned_to"], serde_json::Value::Null);
+    for key in ["cell_id", "status", "created_at"] {
+        assert!(exported.get(key).is_none(), "{key} exported");
+    }
+
+    // The export makes a fresh cell of the same mission.
+    let file = root.path.join("export.json");
+    std::fs::write(&file, exported.to_string()).unwrap();
+    let again = root.ok(&["cell", "create", "--from", file.to_str().unwrap()]);
+    let agent = root.read_json(format!("{again}/agents/a1.json"));
+    assert_eq!(
+        (
+            agent["command"].clone(),
+            agent["x_owner"].clone(),
+            agent["pid"].clone()
+        ),
+        (
+            serde_json::json!(["sh", "-c", "true"]),
+            serde_json::json!("infra"),
+            serde_json::Value::Null
+        )
+    );
+    let task = root.read_json(format!("{again}/tasks/t1.json"));
+    assert_eq!(
+        (task["status"].as_str(), task["assigned_to"].clone()),
+        (Some("pending"), serde_json::Value::Null)
+    );
+    root.ok(&["validate", "--strict"]);
+}

@@ -12,29 +12,64 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{json, Map};
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
-use crate::model::EventKind;
-use crate::ops::cell::{self, CellStatus};
+use crate::model::{
+    Agent, AgentStatus, Cell, CellStatus, EventKind, HandoffApproval, HandoffRequest, Task,
+    TaskStatus,
+};
+use crate::ops::cell;
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::policy;
 use crate::ops::queue::rules::{ClaimDecision, ClaimedTask, FailDecision, ReapDecision, TaskClock};
+use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
 
-pub use crate::ops::queue::rules::{eligible, ready};
+pub use crate::ops::queue::rules::eligible;
 
-/// Every task of the cell; the first unreadable one is an error (a claim must not skip a
-/// task it cannot read).
-fn tasks_strict(txn: &mut Txn<'_>) -> Result<BTreeMap<String, Doc>> {
-    let mut all = BTreeMap::new();
+/// Every task of the cell by file id, as documents and as typed views; the first that
+/// does not read is an error (a claim must not skip a task it cannot read).
+fn tasks_strict(txn: &mut Txn<'_>) -> Result<(BTreeMap<String, Doc>, BTreeMap<String, Task>)> {
+    let mut docs = BTreeMap::new();
+    let mut tasks = BTreeMap::new();
     for (id, doc) in txn.read_collection(Collection::Tasks)? {
-        all.insert(id, doc?);
+        let doc = doc?;
+        tasks.insert(id.clone(), task::view(&id, &doc)?);
+        docs.insert(id, doc);
     }
-    Ok(all)
+    Ok((docs, tasks))
+}
+
+/// Writes `t` into `doc`, the file `tasks/<id>.json` as read (only changed keys), and
+/// stages it; returns the document written.
+fn put_task(txn: &mut Txn<'_>, id: &str, mut doc: Doc, t: &Task) -> Doc {
+    t.write_into(&mut doc);
+    txn.put(FileKey::Task(id), doc.clone());
+    doc
+}
+
+/// [`rules::ready`] for a caller that holds documents (`pas task ready`, with the tasks
+/// [`task::read_all`] gives): the ready ones, best first. A task that does not read is not
+/// ready; for an agent whose file does not read, nothing is.
+pub fn ready<'a>(
+    all: &'a BTreeMap<String, Doc>,
+    agent: Option<&Doc>,
+    perms: &Permissions,
+) -> Vec<&'a Doc> {
+    let Ok(agent) = agent.map(Agent::from_doc).transpose() else {
+        return Vec::new();
+    };
+    let tasks: BTreeMap<String, Task> = all
+        .iter()
+        .filter_map(|(id, doc)| Some((id.clone(), task::view(id, doc).ok()?)))
+        .collect();
+    rules::ready(&tasks, agent.as_ref(), perms)
+        .into_iter()
+        .filter_map(|(id, _)| all.get(id))
+        .collect()
 }
 
 /// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
@@ -42,13 +77,15 @@ fn set_current_task(txn: &mut Txn<'_>, agent: &str, task_id: &str, claim: bool) 
     let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
         return Ok(());
     };
+    let mut a = Agent::from_doc_at(&doc, &FileKey::Agent(agent).relative())?;
     if claim {
-        doc.set("current_task", task_id);
-    } else if doc.str("current_task") == Some(task_id) {
-        doc.set("current_task", Value::Null);
+        a.current_task = Some(task_id.to_string());
+    } else if a.current_task.as_deref() == Some(task_id) {
+        a.current_task = None;
     } else {
         return Ok(());
     }
+    a.write_into(&mut doc);
     txn.put(FileKey::Agent(agent), doc);
     Ok(())
 }
@@ -65,11 +102,12 @@ pub fn claim(
     crate::ops::agent::read(store, cell, agent_id)?;
     let perms = Permissions::load(store, cell)?;
     store::transact(store, cell, now, |txn| {
-        let mut agent = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
+        let mut agent_doc = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
             Error::not_found(format!("no agent {agent_id} in cell {cell}"))
                 .hint(format!("`pas agent list {cell}` shows its agents"))
         })?;
-        let refused = |status: &str| {
+        let mut agent = Agent::from_doc_at(&agent_doc, &FileKey::Agent(agent_id).relative())?;
+        let refused = |status: AgentStatus| {
             Error::conflict(format!(
                 "agent {agent_id} is {status} and cannot claim work"
             ))
@@ -78,43 +116,49 @@ pub fn claim(
         if let Some(status) = rules::claim_refused(&agent) {
             return Err(refused(status));
         }
-        let all = tasks_strict(txn)?;
-        let decision = rules::decide_claim(&agent, &all, &perms);
-        let (task, attempt, queue_assigned) = match &decision {
-            ClaimDecision::Refused(status) => return Err(refused(status)),
+        let (mut docs, tasks) = tasks_strict(txn)?;
+        let decision = rules::decide_claim(&agent, &tasks, &perms);
+        let (id, task, attempt, queue_assigned) = match &decision {
+            ClaimDecision::Refused(status) => return Err(refused(*status)),
             ClaimDecision::NothingReady => return Ok(None),
             ClaimDecision::Claim {
+                id,
                 task,
                 attempt,
                 queue_assigned,
-            } => (*task, *attempt, *queue_assigned),
+            } => (*id, *task, *attempt, *queue_assigned),
+        };
+        let Some(doc) = docs.remove(id) else {
+            return Err(Error::failure(format!(
+                "task {id} was read without its file"
+            )));
         };
         let mut t = task.clone();
-        let task_id = t.str("task_id").unwrap_or_default().to_string();
         if queue_assigned {
-            t.set("queue_assigned", true);
+            t.queue_assigned = true;
         }
-        t.set("status", "in_progress");
-        t.set("assigned_to", agent_id);
-        t.set("claimed_by", agent_id);
-        t.set("started_at", clock::stamp(now));
-        t.set("attempts", attempt);
+        t.status = TaskStatus::InProgress;
+        t.assigned_to = Some(agent_id.to_string());
+        t.claimed_by = Some(agent_id.to_string());
+        t.started_at = Some(now);
+        t.attempts = attempt;
         if let Some(event) = decision.event(agent_id) {
             txn.event(event);
         }
-        txn.put(FileKey::Task(&task_id), t.clone());
-        agent.set("current_task", task_id.as_str());
-        txn.put(FileKey::Agent(agent_id), agent);
-        Ok(Some(t))
+        let claimed = put_task(txn, id, doc, &t);
+        agent.current_task = Some(id.to_string());
+        agent.write_into(&mut agent_doc);
+        txn.put(FileKey::Agent(agent_id), agent_doc);
+        Ok(Some(claimed))
     })
 }
 
 /// Refuses a report from anyone but the claiming agent (an operator may always report).
-fn check_reporter(t: &Doc, actor: Option<&str>, perms: &Permissions) -> Result<()> {
-    let task_id = t.str("task_id").unwrap_or("");
+fn check_reporter(t: &Task, actor: Option<&str>, perms: &Permissions) -> Result<()> {
+    let task_id = t.task_id.as_str();
     if let Some(actor) = actor {
         perms.check(actor, Perm::Write, task_id)?;
-        let claimer = t.str("claimed_by");
+        let claimer = t.claimed_by.as_deref();
         if claimer != Some(actor) {
             return Err(Error::new(
                 Kind::Denied,
@@ -126,20 +170,21 @@ fn check_reporter(t: &Doc, actor: Option<&str>, perms: &Permissions) -> Result<(
     Ok(())
 }
 
-fn load_in_progress(txn: &mut Txn<'_>, task_id: &str) -> Result<Doc> {
+/// The claimed task `task_id`, as document and typed view; any other status is refused.
+fn load_in_progress(txn: &mut Txn<'_>, task_id: &str) -> Result<(Doc, Task)> {
     check_id(IdKind::Task, task_id)?;
     let cell = txn.cell().to_string();
-    let t = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
+    let doc = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
         Error::not_found(format!("no task {task_id} in cell {cell}"))
             .hint(format!("`pas task list {cell}` shows its tasks"))
     })?;
-    match t.str("status") {
-        Some("in_progress") => Ok(t),
-        other => Err(Error::conflict(format!(
-            "task {task_id} is {}, not in_progress",
-            other.unwrap_or("?")
-        ))
-        .hint("only a claimed task can be reported done or failed")),
+    let t = task::view(task_id, &doc)?;
+    match t.status {
+        TaskStatus::InProgress => Ok((doc, t)),
+        other => Err(
+            Error::conflict(format!("task {task_id} is {other}, not in_progress"))
+                .hint("only a claimed task can be reported done or failed"),
+        ),
     }
 }
 
@@ -163,23 +208,18 @@ pub fn done(
 ) -> Result<DoneOutcome> {
     let perms = Permissions::load(store, cell)?;
     store::transact(store, cell, now, |txn| {
-        let mut t = load_in_progress(txn, task_id)?;
+        let (doc, mut t) = load_in_progress(txn, task_id)?;
         check_reporter(&t, actor, &perms)?;
-        let claimer = t.str("claimed_by").map(str::to_string);
-        let mut recorded = t.strings("artifacts");
+        let claimer = t.claimed_by.clone();
         for a in artifacts {
-            if !recorded.contains(a) {
-                recorded.push(a.clone());
+            if !t.artifacts.contains(a) {
+                t.artifacts.push(a.clone());
             }
         }
-        t.set("status", "completed");
-        t.set("completed_at", clock::stamp(now));
-        t.set(
-            "artifacts",
-            Value::from(recorded.into_iter().map(Value::from).collect::<Vec<_>>()),
-        );
-        t.set("last_error", Value::Null);
-        txn.put(FileKey::Task(task_id), t);
+        t.status = TaskStatus::Completed;
+        t.completed_at = Some(now);
+        t.last_error = None;
+        put_task(txn, task_id, doc, &t);
         let mut event = NewEvent::new(
             Level::Info,
             EventKind::TaskCompleted,
@@ -204,10 +244,11 @@ pub fn done(
 pub fn complete_cell_if_done(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<bool> {
     store::transact(store, cell, now, |txn| {
         let cell_doc = txn.read_required(FileKey::Cell)?;
-        let all = tasks_strict(txn)?;
-        let all_done = cell_doc.str("status") == Some("active")
+        let status = Cell::from_doc(&cell_doc)?.status;
+        let (_, all) = tasks_strict(txn)?;
+        let all_done = status == CellStatus::Active
             && !all.is_empty()
-            && all.values().all(|t| t.str("status") == Some("completed"));
+            && all.values().all(|t| t.status == TaskStatus::Completed);
         if all_done {
             cell::set_status_in(txn, CellStatus::Completed)?;
         }
@@ -228,40 +269,47 @@ pub struct FailOutcome {
     pub max_retries: u64,
 }
 
-/// Fails a claimed task in a transaction, as [`rules::decide_fail`] decides: back to
-/// `pending` until `max_retries` attempts, then `failed`.
-fn fail_in(txn: &mut Txn<'_>, mut t: Doc, reason: &str, max_retries: u64) -> Result<FailOutcome> {
+/// Fails the claimed task `tasks/<id>.json` (`doc`, read as `t`) in a transaction, as
+/// [`rules::decide_fail`] decides: back to `pending` until `max_retries` attempts, then
+/// `failed`.
+fn fail_in(
+    txn: &mut Txn<'_>,
+    id: &str,
+    doc: Doc,
+    mut t: Task,
+    reason: &str,
+    max_retries: u64,
+) -> Result<FailOutcome> {
     let now = txn.now();
-    let task_id = t.str("task_id").unwrap_or_default().to_string();
-    let claimer = t.str("claimed_by").map(str::to_string);
-    let decision = rules::decide_fail(&ClaimedTask::from_doc(&t), max_retries);
-    t.set("last_error", reason);
-    t.set("claimed_by", Value::Null);
+    let claimer = t.claimed_by.clone();
+    let decision = rules::decide_fail(&ClaimedTask::of(&t), max_retries);
+    t.last_error = Some(reason.to_string());
+    t.claimed_by = None;
     let attempts = match decision {
         FailDecision::Requeue {
             attempts, unassign, ..
         } => {
-            t.set("status", "pending");
-            t.set("started_at", Value::Null);
+            t.status = TaskStatus::Pending;
+            t.started_at = None;
             if unassign {
-                t.set("assigned_to", Value::Null);
-                t.remove("queue_assigned");
+                t.assigned_to = None;
+                t.queue_assigned = false;
             }
             attempts
         }
         FailDecision::Fail { attempts, .. } => {
-            t.set("status", "failed");
-            t.set("completed_at", clock::stamp(now));
+            t.status = TaskStatus::Failed;
+            t.completed_at = Some(now);
             attempts
         }
     };
-    txn.put(FileKey::Task(&task_id), t);
+    put_task(txn, id, doc, &t);
     if let Some(agent) = &claimer {
-        set_current_task(txn, agent, &task_id, false)?;
+        set_current_task(txn, agent, id, false)?;
     }
-    txn.event(decision.event(&task_id, reason, claimer.as_deref()));
+    txn.event(decision.event(id, reason, claimer.as_deref()));
     Ok(FailOutcome {
-        task: task_id,
+        task: id.to_string(),
         requeued: decision.requeued(),
         attempts,
         max_retries,
@@ -289,9 +337,9 @@ pub fn fail(
     let perms = Permissions::load(store, cell)?;
     let max = max_retries(store, cell)?;
     store::transact(store, cell, now, |txn| {
-        let t = load_in_progress(txn, task_id)?;
+        let (doc, t) = load_in_progress(txn, task_id)?;
         check_reporter(&t, actor, &perms)?;
-        fail_in(txn, t, reason, max)
+        fail_in(txn, task_id, doc, t, reason, max)
     })
 }
 
@@ -300,11 +348,15 @@ pub fn reap(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<Vec<Fai
     let max = max_retries(store, cell)?;
     store::transact(store, cell, now, |txn| {
         let mut outcomes = Vec::new();
-        for t in tasks_strict(txn)?.into_values() {
-            if rules::decide_reap(&TaskClock::from_doc(&t), now) != ReapDecision::TimedOut {
+        let (mut docs, tasks) = tasks_strict(txn)?;
+        for (id, t) in tasks {
+            if rules::decide_reap(&TaskClock::of(&t), now) != ReapDecision::TimedOut {
                 continue;
             }
-            outcomes.push(fail_in(txn, t, "timeout", max)?);
+            let Some(doc) = docs.remove(&id) else {
+                continue;
+            };
+            outcomes.push(fail_in(txn, &id, doc, t, "timeout", max)?);
         }
         Ok(outcomes)
     })
@@ -359,23 +411,32 @@ fn handoff_rules(
     }
     let perms = Permissions::load(store, cell)?;
     perms.check_handoff(from, to)?;
-    Ok((p.text("handoff_approval", "auto") == "manual", perms))
+    // A word pas does not know is the default, `auto` (`pas validate` reports it).
+    let approval = HandoffApproval::parse(p.text("handoff_approval", "auto")).unwrap_or_default();
+    Ok((approval == HandoffApproval::Manual, perms))
 }
 
-/// Moves a task to `to` in a transaction, with its event.
-fn move_task(txn: &mut Txn<'_>, mut t: Doc, from: &str, to: &str) -> Result<()> {
-    let task_id = t.str("task_id").unwrap_or_default().to_string();
-    t.set("assigned_to", to);
-    t.remove("handoff_request");
-    t.remove("queue_assigned");
-    let in_progress = t.str("status") == Some("in_progress");
+/// Moves the task `tasks/<task_id>.json` (`doc`, read as `t`) to `to` in a transaction,
+/// with its event.
+fn move_task(
+    txn: &mut Txn<'_>,
+    task_id: &str,
+    doc: Doc,
+    mut t: Task,
+    from: &str,
+    to: &str,
+) -> Result<()> {
+    t.assigned_to = Some(to.to_string());
+    t.handoff_request = None;
+    t.queue_assigned = false;
+    let in_progress = t.status == TaskStatus::InProgress;
     if in_progress {
-        t.set("claimed_by", to);
+        t.claimed_by = Some(to.to_string());
     }
-    txn.put(FileKey::Task(&task_id), t);
-    set_current_task(txn, from, &task_id, false)?;
+    put_task(txn, task_id, doc, &t);
+    set_current_task(txn, from, task_id, false)?;
     if in_progress {
-        set_current_task(txn, to, &task_id, true)?;
+        set_current_task(txn, to, task_id, true)?;
     }
     txn.event(
         NewEvent::new(
@@ -383,7 +444,7 @@ fn move_task(txn: &mut Txn<'_>, mut t: Doc, from: &str, to: &str) -> Result<()> 
             EventKind::TaskHandoff,
             format!("task {task_id} handed from {from} to {to}"),
         )
-        .task(&task_id)
+        .task(task_id)
         .agent(to)
         .details(json!({ "from": from, "to": to })),
     );
@@ -403,20 +464,18 @@ pub fn handoff(
     crate::ops::agent::read(store, cell, to)?;
     check_id(IdKind::Task, task_id)?;
     store::transact(store, cell, now, |txn| {
-        let mut t = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
+        let doc = txn.read(FileKey::Task(task_id))?.ok_or_else(|| {
             Error::not_found(format!("no task {task_id} in cell {cell}"))
                 .hint(format!("`pas task list {cell}` shows its tasks"))
         })?;
-        if matches!(t.str("status"), Some("completed") | Some("failed")) {
+        let mut t = task::view(task_id, &doc)?;
+        if t.is_finished() {
             return Err(Error::conflict(format!(
                 "task {task_id} is {} and cannot be handed over",
-                t.str("status").unwrap_or("?")
+                t.status
             )));
         }
-        let current = t
-            .str("claimed_by")
-            .or(t.str("assigned_to"))
-            .map(str::to_string);
+        let current = t.claimed_by.clone().or_else(|| t.assigned_to.clone());
         let from = match (from, actor, current.as_deref()) {
             (Some(f), _, _) => f.to_string(),
             (None, Some(a), _) => a.to_string(),
@@ -448,11 +507,14 @@ pub fn handoff(
         let (manual, _) = handoff_rules(store, cell, &from, to)?;
         if manual {
             let request = format!("h-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-            t.set(
-                "handoff_request",
-                json!({ "id": request, "from": from, "to": to, "requested_at": clock::stamp(now) }),
-            );
-            txn.put(FileKey::Task(task_id), t);
+            t.handoff_request = Some(HandoffRequest {
+                id: request.clone(),
+                from: from.clone(),
+                to: to.to_string(),
+                requested_at: Some(now),
+                extra: Map::new(),
+            });
+            put_task(txn, task_id, doc, &t);
             txn.event(
                 NewEvent::new(
                     Level::Warn, EventKind::TaskHandoffRequested,
@@ -471,7 +533,7 @@ pub fn handoff(
                 to: to.to_string(),
             });
         }
-        move_task(txn, t, &from, to)?;
+        move_task(txn, task_id, doc, t, &from, to)?;
         Ok(HandoffOutcome::Done {
             task: task_id.to_string(),
             from,
@@ -489,38 +551,30 @@ pub fn decide_handoff(
     now: DateTime<Utc>,
 ) -> Result<HandoffOutcome> {
     store::transact(store, cell, now, |txn| {
-        let all = tasks_strict(txn)?;
-        let Some(mut t) = all.into_values().find(|t| {
-            t.get("handoff_request")
-                .and_then(|r| r.get("id"))
-                .and_then(Value::as_str)
-                == Some(request)
-        }) else {
+        let (mut docs, tasks) = tasks_strict(txn)?;
+        let found = tasks.into_iter().find_map(|(id, t)| {
+            let req = t.handoff_request.clone().filter(|r| r.id == request)?;
+            let doc = docs.remove(&id)?;
+            Some((id, doc, t, req))
+        });
+        let Some((task_id, doc, mut t, req)) = found else {
             return Err(Error::not_found(format!(
                 "no pending handoff request {request} in cell {cell}"
             ))
             .hint("`pas task list` shows tasks; requests are in each task's handoff_request"));
         };
-        let req = t.get("handoff_request").cloned().unwrap_or(Value::Null);
-        let field = |k: &str| {
-            req.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (from, to) = (field("from"), field("to"));
-        let task_id = t.str("task_id").unwrap_or_default().to_string();
+        let HandoffRequest { from, to, .. } = req;
         if approve {
             handoff_rules(store, cell, &from, &to)?;
-            move_task(txn, t, &from, &to)?;
+            move_task(txn, &task_id, doc, t, &from, &to)?;
             return Ok(HandoffOutcome::Done {
                 task: task_id,
                 from,
                 to,
             });
         }
-        t.remove("handoff_request");
-        txn.put(FileKey::Task(&task_id), t);
+        t.handoff_request = None;
+        put_task(txn, &task_id, doc, &t);
         txn.event(
             NewEvent::new(
                 Level::Info,
@@ -562,25 +616,28 @@ pub fn release_tasks(
         .cloned();
     store::transact(store, cell, now, |txn| {
         let mut done = Vec::new();
-        for mut t in tasks_strict(txn)?.into_values() {
-            let mine = t.str("claimed_by") == Some(agent)
-                || (t.str("assigned_to") == Some(agent) && t.str("status") == Some("in_progress"));
-            if !mine || matches!(t.str("status"), Some("completed") | Some("failed")) {
+        let (mut docs, tasks) = tasks_strict(txn)?;
+        for (task_id, mut t) in tasks {
+            let mine = t.claimed_by.as_deref() == Some(agent)
+                || (t.assigned_to.as_deref() == Some(agent) && t.status == TaskStatus::InProgress);
+            if !mine || t.is_finished() {
                 continue;
             }
-            let task_id = t.str("task_id").unwrap_or_default().to_string();
+            let Some(doc) = docs.remove(&task_id) else {
+                continue;
+            };
             match &substitute {
                 Some(sub) => {
-                    move_task(txn, t, agent, sub)?;
+                    move_task(txn, &task_id, doc, t, agent, sub)?;
                     done.push(format!("task {task_id} handed to substitute {sub}"));
                 }
                 None => {
-                    t.set("status", "pending");
-                    t.set("claimed_by", Value::Null);
-                    t.set("assigned_to", Value::Null);
-                    t.set("started_at", Value::Null);
-                    t.remove("queue_assigned");
-                    txn.put(FileKey::Task(&task_id), t);
+                    t.status = TaskStatus::Pending;
+                    t.claimed_by = None;
+                    t.assigned_to = None;
+                    t.started_at = None;
+                    t.queue_assigned = false;
+                    put_task(txn, &task_id, doc, &t);
                     txn.event(
                         NewEvent::new(
                             Level::Warn,

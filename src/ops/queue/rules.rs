@@ -2,71 +2,49 @@
 //! [`eligible`]), what a claim takes ([`decide_claim`]), whether a failed task goes back to
 //! the queue ([`decide_fail`]) and whether a running task has timed out ([`decide_reap`]).
 //!
-//! Pure. [`ready`], [`eligible`] and [`decide_claim`] read task and agent documents
-//! directly: they choose among the documents themselves (a claim takes the document it
-//! chose, `task ready` prints them), over every task of a cell on every claim, so a typed
-//! copy of each would only add work. The fail and reap rules read a few typed fields
-//! ([`ClaimedTask`], [`TaskClock`]). [`crate::ops::queue`] reads in a store transaction, asks
-//! here, and applies the decision in the same transaction.
+//! Pure, over the typed tasks and agent ([`Task`], [`Agent`]): [`crate::ops::queue`] reads
+//! them in a store transaction, asks here, and applies the decision in the same
+//! transaction.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::doc::Doc;
-use crate::model::EventKind;
+use crate::model::{Agent, AgentStatus, EventKind, Task, TaskStatus};
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::policy::Policy;
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 
-fn priority_rank(t: &Doc) -> u8 {
-    match t.str("priority") {
-        Some("high") => 0,
-        Some("low") => 2,
-        _ => 1,
-    }
-}
-
 /// Whether `agent` may take `task`: assigned to it or to nobody, having every required
 /// capability, and allowed to execute it.
-pub fn eligible(t: &Doc, agent: &Doc, perms: &Permissions) -> bool {
-    let agent_id = agent.str("agent_id").unwrap_or("");
-    let task_id = t.str("task_id").unwrap_or("");
-    let assigned_ok = match t.str("assigned_to") {
-        None => true,
-        Some(a) => a == agent_id,
-    };
-    let caps = agent.strings("capabilities");
+pub fn eligible(t: &Task, agent: &Agent, perms: &Permissions) -> bool {
+    let assigned_ok = t.assigned_to.as_deref().is_none_or(|a| a == agent.agent_id);
     let caps_ok = t
-        .strings("required_capabilities")
+        .required_capabilities
         .iter()
-        .all(|c| caps.contains(c));
-    assigned_ok && caps_ok && perms.allows(agent_id, Perm::Execute, task_id)
+        .all(|c| agent.capabilities.contains(c));
+    assigned_ok && caps_ok && perms.allows(&agent.agent_id, Perm::Execute, &t.task_id)
 }
 
-/// Ready tasks, best first (priority high to low, then oldest, a task without a readable
-/// `created_at` before dated ones, then by id): pending with every dependency completed;
-/// for an agent, only those it may take.
+/// Ready tasks with their file ids, best first (priority high to low, then oldest, a task
+/// without `created_at` before dated ones, then by id): pending with every dependency
+/// completed; for an agent, only those it may take.
 pub fn ready<'a>(
-    all: &'a BTreeMap<String, Doc>,
-    agent: Option<&Doc>,
+    all: &'a BTreeMap<String, Task>,
+    agent: Option<&Agent>,
     perms: &Permissions,
-) -> Vec<&'a Doc> {
-    let mut out: Vec<&Doc> = all
-        .values()
-        .filter(|t| {
-            t.str("status") == Some("pending") && task::open_dependencies(t, all).is_empty()
-        })
-        .filter(|t| agent.is_none_or(|a| eligible(t, a, perms)))
+) -> Vec<(&'a str, &'a Task)> {
+    let mut out: Vec<(&str, &Task)> = all
+        .iter()
+        .filter(|(_, t)| t.status == TaskStatus::Pending && task::unfinished(t, all).is_empty())
+        .filter(|(_, t)| agent.is_none_or(|a| eligible(t, a, perms)))
+        .map(|(id, t)| (id.as_str(), t))
         .collect();
-    out.sort_by(|a, b| {
-        (priority_rank(a), a.time("created_at"), a.str("task_id")).cmp(&(
-            priority_rank(b),
-            b.time("created_at"),
-            b.str("task_id"),
-        ))
+    // `Priority` is declared highest first.
+    out.sort_by(|(_, a), (_, b)| {
+        (a.priority, a.created_at, &a.task_id).cmp(&(b.priority, b.created_at, &b.task_id))
     });
     out
 }
@@ -75,13 +53,15 @@ pub fn ready<'a>(
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClaimDecision<'a> {
     /// The agent is `failed` or `paused` (its status): it cannot claim work.
-    Refused(String),
+    Refused(AgentStatus),
     /// Nothing is ready for it.
     NothingReady,
     /// It takes `task`, the best ready task for it.
     Claim {
+        /// The task's file id.
+        id: &'a str,
         /// The task as it is now.
-        task: &'a Doc,
+        task: &'a Task,
         /// Its attempt number with this claim (`attempts` + 1).
         attempt: u64,
         /// Nobody was assigned: the claim assigns it (`queue_assigned`, undone if the task
@@ -96,7 +76,7 @@ impl ClaimDecision<'_> {
         let ClaimDecision::Claim { task, attempt, .. } = self else {
             return None;
         };
-        let task_id = task.str("task_id").unwrap_or_default();
+        let task_id = task.task_id.as_str();
         Some(
             NewEvent::new(
                 Level::Info,
@@ -112,27 +92,26 @@ impl ClaimDecision<'_> {
 
 /// The agent's status when it forbids claiming (`failed`, `paused`); the first question of
 /// [`decide_claim`], which needs no task.
-pub fn claim_refused(agent: &Doc) -> Option<&str> {
-    agent
-        .str("status")
-        .filter(|s| matches!(*s, "failed" | "paused"))
+pub fn claim_refused(agent: &Agent) -> Option<AgentStatus> {
+    Some(agent.status).filter(|s| matches!(s, AgentStatus::Failed | AgentStatus::Paused))
 }
 
 /// What `agent` claims of the tasks `all`.
 pub fn decide_claim<'a>(
-    agent: &Doc,
-    all: &'a BTreeMap<String, Doc>,
+    agent: &Agent,
+    all: &'a BTreeMap<String, Task>,
     perms: &Permissions,
 ) -> ClaimDecision<'a> {
     if let Some(status) = claim_refused(agent) {
-        return ClaimDecision::Refused(status.to_string());
+        return ClaimDecision::Refused(status);
     }
     match ready(all, Some(agent), perms).into_iter().next() {
         None => ClaimDecision::NothingReady,
-        Some(task) => ClaimDecision::Claim {
+        Some((id, task)) => ClaimDecision::Claim {
+            id,
             task,
-            attempt: task.u64("attempts").unwrap_or(0) + 1,
-            queue_assigned: task.str("assigned_to").is_none(),
+            attempt: task.attempts + 1,
+            queue_assigned: task.assigned_to.is_none(),
         },
     }
 }
@@ -142,7 +121,7 @@ pub fn decide_claim<'a>(
 pub fn max_retries(policy: &Policy) -> u64 {
     policy
         .get("max_retries")
-        .and_then(Value::as_u64)
+        .and_then(serde_json::Value::as_u64)
         .unwrap_or(3)
         .max(1)
 }
@@ -157,11 +136,12 @@ pub struct ClaimedTask {
 }
 
 impl ClaimedTask {
-    /// Reads the fields from a task file.
-    pub fn from_doc(t: &Doc) -> ClaimedTask {
+    /// The fields of a task; a claimed task is on its first attempt at least (a
+    /// hand-written one may not count them).
+    pub fn of(t: &Task) -> ClaimedTask {
         ClaimedTask {
-            attempts: t.u64("attempts").unwrap_or(1),
-            queue_assigned: t.get("queue_assigned") == Some(&Value::Bool(true)),
+            attempts: t.attempts.max(1),
+            queue_assigned: t.queue_assigned,
         }
     }
 }
@@ -257,12 +237,12 @@ pub struct TaskClock {
 }
 
 impl TaskClock {
-    /// Reads the fields from a task file.
-    pub fn from_doc(t: &Doc) -> TaskClock {
+    /// The fields of a task.
+    pub fn of(t: &Task) -> TaskClock {
         TaskClock {
-            in_progress: t.str("status") == Some("in_progress"),
-            started_at: t.time("started_at"),
-            timeout: t.f64("timeout"),
+            in_progress: t.status == TaskStatus::InProgress,
+            started_at: t.started_at,
+            timeout: t.timeout,
         }
     }
 }
@@ -304,10 +284,29 @@ mod tests {
     #![allow(clippy::type_complexity)]
 
     use super::*;
+    use crate::doc::Doc;
+    use crate::model;
     use std::path::Path;
 
     fn doc(json: &str) -> Doc {
         Doc::parse(json.as_bytes(), Path::new("t.json")).unwrap()
+    }
+
+    /// A task file: pending, with the fields of `json` over a task id and title.
+    fn task_doc(json: &str) -> Doc {
+        let mut t = doc(r#"{"task_id": "t", "title": "T", "status": "pending"}"#);
+        for (k, v) in doc(json).map() {
+            t.map_mut().insert(k.clone(), v.clone());
+        }
+        t
+    }
+
+    fn task(json: &str) -> Task {
+        Task::from_doc(&task_doc(json)).unwrap()
+    }
+
+    fn agent(json: &str) -> Agent {
+        Agent::from_doc(&doc(json)).unwrap()
     }
 
     fn t0() -> DateTime<Utc> {
@@ -320,17 +319,15 @@ mod tests {
     }
 
     fn perms(json: Option<&str>) -> Permissions {
-        Permissions::new(json.map(doc))
+        Permissions::new(json.map(|j| model::Permissions::from_doc(&doc(j)).unwrap()))
     }
 
     /// Tasks by id, from `(id, fields)`: pending unless the fields say otherwise.
-    fn tasks(rows: &[(&str, &str)]) -> BTreeMap<String, Doc> {
+    fn tasks(rows: &[(&str, &str)]) -> BTreeMap<String, Task> {
         rows.iter()
             .map(|(id, fields)| {
-                let mut t = doc(&format!(r#"{{"task_id": "{id}", "status": "pending"}}"#));
-                for (k, v) in doc(&format!("{{{fields}}}")).map() {
-                    t.set(k, v.clone());
-                }
+                let sep = if fields.is_empty() { "" } else { "," };
+                let t = task(&format!(r#"{{"task_id": "{id}"{sep} {fields}}}"#));
                 (id.to_string(), t)
             })
             .collect()
@@ -338,12 +335,12 @@ mod tests {
 
     #[test]
     fn an_agent_may_take_what_is_assigned_to_it_or_nobody_and_it_can_do() {
-        let rust = doc(r#"{"agent_id": "a1", "capabilities": ["rust", "sql"]}"#);
-        let bare = doc(r#"{"agent_id": "a2"}"#);
+        let rust = agent(r#"{"agent_id": "a1", "capabilities": ["rust", "sql"]}"#);
+        let bare = agent(r#"{"agent_id": "a2"}"#);
         let only_t2 = Some(r#"{"a1": {"execute": ["t2"]}, "a2": {"execute": ["*"]}}"#);
         // (why, task, agent, permissions.json, eligible)
         #[rustfmt::skip]
-        let rows: &[(&str, &str, &Doc, Option<&str>, bool)] = &[
+        let rows: &[(&str, &str, &Agent, Option<&str>, bool)] = &[
             ("unassigned, nothing required", r#"{"task_id": "t1"}"#, &bare, None, true),
             ("assigned to it", r#"{"task_id": "t1", "assigned_to": "a1"}"#, &rust, None, true),
             ("assigned to another", r#"{"task_id": "t1", "assigned_to": "a2"}"#, &rust, None, false),
@@ -358,7 +355,11 @@ mod tests {
             ("no entry: an open cell", r#"{"task_id": "t1"}"#, &bare, Some(r#"{"a1": {"execute": []}}"#), true),
         ];
         for &(why, task, agent, p, expected) in rows {
-            assert_eq!(eligible(&doc(task), agent, &perms(p)), expected, "{why}");
+            assert_eq!(
+                eligible(&self::task(task), agent, &perms(p)),
+                expected,
+                "{why}"
+            );
         }
     }
 
@@ -371,7 +372,6 @@ mod tests {
             ("mid_new", &format!(r#""priority": "medium", {new}"#)),
             ("mid_old", &format!(r#""priority": "medium", {old}"#)),
             ("no_priority", new),
-            ("odd_priority", &format!(r#""priority": "urgent", {new}"#)),
             ("high_new", &format!(r#""priority": "high", {new}"#)),
             ("high_undated", r#""priority": "high""#),
             ("high_b", &format!(r#""priority": "high", {old}"#)),
@@ -396,14 +396,14 @@ mod tests {
                 &format!(r#""priority": "low", "required_capabilities": ["rust"], {new}"#),
             ),
         ]);
-        let order = |agent: Option<&Doc>| -> Vec<String> {
+        let order = |agent: Option<&Agent>| -> Vec<String> {
             ready(&all, agent, &perms(None))
                 .iter()
-                .map(|t| t.str("task_id").unwrap().to_string())
+                .map(|(id, _)| id.to_string())
                 .collect()
         };
-        // Undated before dated, equal times by id; an unknown priority is medium; only
-        // pending tasks whose dependencies are all completed.
+        // Undated before dated, equal times by id; only pending tasks whose dependencies
+        // are all completed.
         assert_eq!(
             order(None),
             [
@@ -415,14 +415,13 @@ mod tests {
                 "mid_old",
                 "mid_new",
                 "no_priority",
-                "odd_priority",
                 "unblocked",
                 "low_old",
                 "needs_rust",
             ]
         );
-        let a1 = doc(r#"{"agent_id": "a1", "capabilities": ["rust"]}"#);
-        let a2 = doc(r#"{"agent_id": "a2"}"#);
+        let a1 = agent(r#"{"agent_id": "a1", "capabilities": ["rust"]}"#);
+        let a2 = agent(r#"{"agent_id": "a2"}"#);
         assert_eq!(
             order(Some(&a1)),
             [
@@ -433,7 +432,6 @@ mod tests {
                 "mid_old",
                 "mid_new",
                 "no_priority",
-                "odd_priority",
                 "unblocked",
                 "low_old",
                 "needs_rust",
@@ -450,10 +448,16 @@ mod tests {
                 "mid_old",
                 "mid_new",
                 "no_priority",
-                "odd_priority",
                 "unblocked",
                 "low_old",
             ]
+        );
+        // An unknown priority is not read as some other: the task file is refused, named.
+        let odd = Task::from_doc(&task_doc(r#"{"task_id": "odd", "priority": "urgent"}"#));
+        let message = odd.unwrap_err().message;
+        assert!(
+            message.contains("tasks/odd.json priority") && message.contains("high, medium, low"),
+            "{message}"
         );
     }
 
@@ -469,10 +473,9 @@ mod tests {
         ]);
         let assigned = tasks(&[("t9", r#""assigned_to": "a1""#)]);
         let none = tasks(&[("t1", r#""status": "completed""#)]);
-        let agent = |json: &str| doc(json);
         // (why, agent, tasks, claimed task, attempt, queue assigned / refusal)
         #[rustfmt::skip]
-        let rows: Vec<(&str, Doc, &BTreeMap<String, Doc>, Result<Option<(&str, u64, bool)>, &str>)> = vec![
+        let rows: Vec<(&str, Agent, &BTreeMap<String, Task>, Result<Option<(&str, u64, bool)>, &str>)> = vec![
             ("the best ready task, its next attempt", agent(r#"{"agent_id": "a1", "status": "active"}"#), &all, Ok(Some(("t2", 3, true)))),
             ("assigned by hand: not queue-assigned", agent(r#"{"agent_id": "a1"}"#), &assigned, Ok(Some(("t9", 1, false)))),
             ("nothing ready", agent(r#"{"agent_id": "a1"}"#), &none, Ok(None)),
@@ -487,20 +490,24 @@ mod tests {
                 ClaimDecision::Refused(s) => Err(s.as_str()),
                 ClaimDecision::NothingReady => Ok(None),
                 ClaimDecision::Claim {
+                    id,
                     task,
                     attempt,
                     queue_assigned,
-                } => Ok(Some((
-                    task.str("task_id").unwrap(),
-                    *attempt,
-                    *queue_assigned,
-                ))),
+                } => {
+                    assert_eq!(*id, task.task_id);
+                    Ok(Some((*id, *attempt, *queue_assigned)))
+                }
             };
             assert_eq!(got, expected, "{why}");
-            assert_eq!(claim_refused(&a), expected.err(), "{why}: refused");
+            assert_eq!(
+                claim_refused(&a).map(AgentStatus::as_str),
+                expected.err(),
+                "{why}: refused"
+            );
             assert_eq!(d.event("a1").is_some(), matches!(expected, Ok(Some(_))));
         }
-        let a = doc(r#"{"agent_id": "a1"}"#);
+        let a = agent(r#"{"agent_id": "a1"}"#);
         let e = decide_claim(&a, &all, &perms(None)).event("a1").unwrap();
         assert_eq!(
             (
@@ -579,12 +586,14 @@ mod tests {
         #[rustfmt::skip]
         let rows: &[(&str, ClaimedTask)] = &[
             (r#"{"attempts": 2, "queue_assigned": true}"#, task(2, true)),
-            (r#"{"attempts": 2, "queue_assigned": "yes"}"#, task(2, false)),
             ("{}", task(1, false)),
         ];
         for &(json, t) in rows {
-            assert_eq!(ClaimedTask::from_doc(&doc(json)), t, "{json}");
+            assert_eq!(ClaimedTask::of(&self::task(json)), t, "{json}");
         }
+        // A flag that is not a boolean is not read as false: the file is refused, named.
+        let odd = Task::from_doc(&task_doc(r#"{"queue_assigned": "yes"}"#));
+        assert!(odd.unwrap_err().message.contains("queue_assigned"));
         let e = requeue(1, 2, true).event("t1", "flaky test", Some("a1"));
         assert_eq!(
             (
@@ -645,14 +654,17 @@ mod tests {
             assert_eq!(decide_reap(&t, at(secs)), decision, "{why}");
         }
         assert_eq!(
-            TaskClock::from_doc(&doc(
+            TaskClock::of(&task(
                 r#"{"status": "in_progress", "started_at": "2026-11-23T10:00:00Z", "timeout": 60}"#
             )),
             running(Some(60.0))
         );
         assert_eq!(
-            TaskClock::from_doc(&doc(r#"{"status": "pending", "started_at": "later"}"#)),
+            TaskClock::of(&task(r#"{"status": "pending", "timeout": null}"#)),
             TaskClock::default()
         );
+        // A start time that is not one is not read as none: the file is refused, named.
+        let odd = Task::from_doc(&task_doc(r#"{"started_at": "later"}"#));
+        assert!(odd.unwrap_err().message.contains("started_at"));
     }
 }
