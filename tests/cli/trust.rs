@@ -223,3 +223,167 @@ fn created_paths_have_the_same_modes_under_any_umask() {
     }
     assert_eq!(seen[0], seen[1], "the same paths under both umasks");
 }
+
+/// The second uid the trust tests plant files as.
+const NOBODY: u32 = 65534;
+
+fn chown(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A cell with agent `a1`, dead and due for a restart, whose command would leave `marker`
+/// behind if it ran.
+fn planted(root: &Root) -> (String, std::path::PathBuf) {
+    let cell = root.cell("trust");
+    let marker = root.path.join("ran");
+    let script = root.script("mark.sh", &format!("id -u > {}", marker.display()));
+    root.ok(&["agent", "add", &cell, "a1", "--", &script]);
+    root.policies(
+        &cell,
+        serde_json::json!({"restart_delay_seconds": 0, "checkpoint_required": false, "storm_limit": 0}),
+    );
+    let file = root.cell_dir(&cell).join("agents/a1.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let two_seconds_ago = chrono::Utc::now() - chrono::Duration::seconds(2);
+    doc["status"] = serde_json::json!("active");
+    doc["started_at"] = serde_json::json!(two_seconds_ago.to_rfc3339());
+    doc["exit"] = serde_json::json!({"at": two_seconds_ago.to_rfc3339(), "cause": "exit", "code": 2, "signal": null});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    (cell, marker)
+}
+
+#[test]
+fn root_runs_nothing_from_a_file_another_user_could_have_written() {
+    if !running_as_root("chown to a second uid") {
+        return;
+    }
+    type Plant = fn(&Root, &str);
+    let ways: [(&str, Plant, &str); 4] = [
+        (
+            "an agent file owned by another user",
+            |root, cell| chown(&root.cell_dir(cell).join("agents/a1.json"), NOBODY),
+            "is owned by uid 65534",
+        ),
+        (
+            "a world-writable agent file",
+            |root, cell| chmod(&root.cell_dir(cell).join("agents/a1.json"), 0o666),
+            "may be changed by anyone",
+        ),
+        (
+            "an agent in a world-writable agents/",
+            |root, cell| chmod(&root.cell_dir(cell).join("agents"), 0o777),
+            "agents (mode 777) may be changed by anyone",
+        ),
+        (
+            "a group-writable isolation.json",
+            |root, cell| chmod(&root.cell_dir(cell).join("config/isolation.json"), 0o664),
+            "may be changed by its group",
+        ),
+    ];
+    for (why, plant, needle) in ways {
+        let root = Root::new();
+        let (cell, marker) = planted(&root);
+        plant(&root, &cell);
+        root.run(&["agent", "start", &cell, "a1"])
+            .refused(9, needle);
+        // The watch's pass refuses it too and records why, and runs nothing.
+        let out = root.run(&["revive", &cell, "--json"]);
+        assert!(!marker.exists(), "{why}: the command ran");
+        let events = std::fs::read_to_string(root.cell_dir(&cell).join("logs/events.jsonl"))
+            .unwrap_or_default();
+        assert!(
+            out.stderr.contains(needle) || out.stdout.contains(needle) || events.contains(needle),
+            "{why}: revive said {} / {}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
+#[test]
+fn as_root_an_agent_runs_as_the_cells_user_or_not_at_all() {
+    if !running_as_root("switching to a second uid") {
+        return;
+    }
+    let root = Root::new();
+    let (cell, marker) = planted(&root);
+    // The marker's directory must be writable by the agent's user.
+    let out = root.path.join("out");
+    std::fs::create_dir(&out).unwrap();
+    chmod(&out, 0o777);
+    let marker_path = out.join("ids");
+    let script = root.script(
+        "ids.sh",
+        &format!(
+            "id -u > {0}; id -g >> {0}; id -G >> {0}; env >> {0}",
+            marker_path.display()
+        ),
+    );
+    root.ok(&["agent", "set", &cell, "a1", "--", &script]);
+    // Without an opt-in and with no user named, root refuses.
+    let mut cmd = root.cmd(&["agent", "start", &cell, "a1"]);
+    cmd.env_remove("PAS_AGENTS_AS_ROOT")
+        .env("PAS_TEST_SECRET", "hunter2");
+    Run::from(cmd.output().unwrap()).refused(9, "the agent would run as root");
+    assert!(!marker.exists() && !marker_path.exists());
+    // Named: it runs as that user, its own group only, in a clean environment.
+    let isolation = root.cell_dir(&cell).join("config/isolation.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&isolation).unwrap()).unwrap();
+    doc["security_context"]["user"] = serde_json::json!("65534");
+    doc["security_context"]["group"] = serde_json::json!("");
+    std::fs::write(&isolation, doc.to_string()).unwrap();
+    let mut cmd = root.cmd(&["agent", "start", &cell, "a1"]);
+    cmd.env_remove("PAS_AGENTS_AS_ROOT")
+        .env("PAS_TEST_SECRET", "hunter2");
+    let run = Run::from(cmd.output().unwrap());
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    crate::harness::wait_until(10.0, "the agent's report", || {
+        std::fs::read_to_string(&marker_path).is_ok_and(|t| t.contains("PAS_AGENT="))
+    });
+    let report = std::fs::read_to_string(&marker_path).unwrap();
+    let mut lines = report.lines();
+    assert_eq!(lines.next(), Some("65534"), "{report}");
+    assert_eq!(lines.next(), Some("65534"), "{report}");
+    assert_eq!(
+        lines.next(),
+        Some("65534"),
+        "supplementary groups dropped: {report}"
+    );
+    assert!(
+        !report.contains("hunter2"),
+        "the caller's environment leaked: {report}"
+    );
+}
+
+#[test]
+fn an_on_failure_hook_from_a_group_writable_policy_file_is_not_run() {
+    if !running_as_root("a root watch's hook") {
+        return;
+    }
+    for (mode, runs) in [(0o664, false), (0o644, true)] {
+        let root = Root::new();
+        let (cell, _) = planted(&root);
+        let hooked = root.path.join("hooked");
+        root.policies(
+            &cell,
+            serde_json::json!({"restart_delay_seconds": 0, "checkpoint_required": false, "auto_revive": "no",
+                "on_failure": format!("touch {}", hooked.display())}),
+        );
+        chmod(&root.cell_dir(&cell).join("config/policies.json"), mode);
+        root.ok(&["revive", &cell]);
+        assert_eq!(root.agent(&cell, "a1")["status"], "failed");
+        assert_eq!(hooked.exists(), runs, "mode {mode:o}");
+        let events =
+            std::fs::read_to_string(root.cell_dir(&cell).join("logs/events.jsonl")).unwrap();
+        let refused = events.contains("on_failure hook for agent a1 was not run")
+            && events.contains("may be changed by its group");
+        assert_eq!(refused, !runs, "mode {mode:o}: {events}");
+    }
+}

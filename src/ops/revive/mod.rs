@@ -303,6 +303,20 @@ fn revive_agent(
         return Ok(None);
     }
     let (doc, agent) = ctx.reread()?;
+    // Before anything here rewrites the file (which would make it root's): an agent whose
+    // command pas may not run is an error of this agent, with nothing changed.
+    if !ctx.dry_run && process_of(&agent) != Process::Running {
+        supervisor::vet(
+            ctx.store,
+            ctx.cell,
+            &[FileKey::Agent(ctx.agent)],
+            &ctx.launch,
+        )
+        .map_err(|e| {
+            let message = format!("agent {} cannot be restarted: {}", ctx.agent, e.message);
+            Error { message, ..e }
+        })?;
+    }
     let policy = Policy::resolve(
         ctx.store.root_policies(),
         Some(cell_doc),
