@@ -42,6 +42,8 @@ impl Tmux {
             "TERM=xterm-256color",
             "LANG=C.UTF-8",
             "NO_COLOR=1",
+            // As the harness does: tests run as root in CI.
+            "PAS_AGENTS_AS_ROOT=1",
             "PS1=$ ",
             "sh",
         ]);
