@@ -458,7 +458,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
                 format!("agent {agent} started (pid {pid})"),
             )
             .agent(agent)
-            .details(json!({ "pid": pid, "command": argv })),
+            .details(json!({ "pid": pid, "command": trust::redact_argv(&argv) })),
         );
         true
     };

@@ -143,9 +143,103 @@ pub fn run_as(
     })
 }
 
+/// Whether a name (an option or a variable) says its value is a secret.
+fn names_a_secret(name: &str) -> bool {
+    let name = name.trim_start_matches('-').to_ascii_lowercase();
+    [
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "apikey",
+        "api-key",
+        "api_key",
+        "credential",
+        "auth",
+        "private-key",
+        "private_key",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
+        || name == "key"
+        || name.ends_with("_key")
+        || name.ends_with("-key")
+}
+
+/// A command line as events record it: the values of options and `NAME=value` words whose
+/// name says secret (`--token X`, `--password=X`, `API_KEY=X`) are replaced by `***`, so
+/// a log anyone may read does not carry them.
+pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide_next = false;
+    for word in argv {
+        if hide_next {
+            out.push("***".to_string());
+            hide_next = false;
+            continue;
+        }
+        match word.split_once('=') {
+            Some((name, _)) if names_a_secret(name) && !name.is_empty() => {
+                out.push(format!("{name}=***"));
+            }
+            None if word.starts_with('-') && names_a_secret(word) => {
+                out.push(word.clone());
+                hide_next = true;
+            }
+            _ => out.push(word.clone()),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_command_lines_are_hidden() {
+        let cases: [(&[&str], &[&str]); 8] = [
+            (
+                &["./agent.sh", "--model", "big"],
+                &["./agent.sh", "--model", "big"],
+            ),
+            (
+                &["run", "--token", "abc", "x"],
+                &["run", "--token", "***", "x"],
+            ),
+            (&["run", "--api-key=abc"], &["run", "--api-key=***"]),
+            (
+                &[
+                    "env",
+                    "OPENAI_API_KEY=sk-1",
+                    "GITHUB_TOKEN=g",
+                    "MODE=fast",
+                    "agent",
+                ],
+                &[
+                    "env",
+                    "OPENAI_API_KEY=***",
+                    "GITHUB_TOKEN=***",
+                    "MODE=fast",
+                    "agent",
+                ],
+            ),
+            (
+                &["db", "--password", "hunter2"],
+                &["db", "--password", "***"],
+            ),
+            (&["ssh", "-i", "key"], &["ssh", "-i", "key"]),
+            (&["run", "--secret"], &["run", "--secret"]),
+            (
+                &["x", "a=b=c", "--keyboard", "us"],
+                &["x", "a=b=c", "--keyboard", "us"],
+            ),
+        ];
+        for (argv, want) in cases {
+            let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+            assert_eq!(redact_argv(&argv), want, "{argv:?}");
+        }
+    }
 
     fn origin(what: &str, owner: u32, mode: u32, is_dir: bool) -> Origin {
         Origin {

@@ -303,16 +303,17 @@ fn write_temp(
     name: &str,
     bytes: &[u8],
     durability: Durability,
+    file_mode: u32,
 ) -> io::Result<String> {
     let tmp = temp_name(name);
     let fd = rfs::openat(
         dir,
         tmp.as_str(),
         OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        mode(FILE_MODE),
+        mode(file_mode & 0o600),
     )?;
     let result = (|| {
-        rfs::fchmod(&fd, mode(FILE_MODE))?;
+        rfs::fchmod(&fd, mode(file_mode))?;
         let mut file = File::from(fd);
         file.write_all(bytes)?;
         if durability == Durability::Durable {
@@ -336,7 +337,18 @@ pub fn replace_at(
     bytes: &[u8],
     durability: Durability,
 ) -> io::Result<()> {
-    let tmp = write_temp(dir, name, bytes, durability)?;
+    replace_at_mode(dir, name, bytes, durability, FILE_MODE)
+}
+
+/// [`replace_at`] with the file's mode given (a checkpoint artifact keeps its own).
+pub fn replace_at_mode(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    bytes: &[u8],
+    durability: Durability,
+    file_mode: u32,
+) -> io::Result<()> {
+    let tmp = write_temp(dir, name, bytes, durability, file_mode)?;
     if let Err(e) = rfs::renameat(dir, tmp.as_str(), dir, name) {
         let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());
         return Err(e.into());
@@ -356,8 +368,9 @@ pub fn replace_via(
     name: &str,
     bytes: &[u8],
     durability: Durability,
+    file_mode: u32,
 ) -> io::Result<()> {
-    let tmp = write_temp(tmp_dir, name, bytes, durability)?;
+    let tmp = write_temp(tmp_dir, name, bytes, durability, file_mode)?;
     if let Err(e) = rfs::renameat(tmp_dir, tmp.as_str(), dir, name) {
         let _ = rfs::unlinkat(tmp_dir, tmp.as_str(), rfs::AtFlags::empty());
         return Err(e.into());
@@ -376,7 +389,7 @@ pub fn is_temp_name(name: &str) -> bool {
 /// Creates `name` in `dir` with `bytes`, atomically; fails with `AlreadyExists` when the name
 /// is taken (by a file, a directory or a link), so two creators never overwrite each other.
 pub fn create_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = write_temp(dir, name, bytes, Durability::Durable)?;
+    let tmp = write_temp(dir, name, bytes, Durability::Durable, FILE_MODE)?;
     let renamed = rfs::renameat_with(dir, tmp.as_str(), dir, name, RenameFlags::NOREPLACE);
     if let Err(e) = renamed {
         let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());

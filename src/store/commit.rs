@@ -224,8 +224,15 @@ impl FsStore {
         };
         let dir_fd = dir.as_ref().map_or(cell_fd, |d| d.as_fd());
         match &w.bytes {
-            Some(bytes) => atomic::replace_via(tmp, dir_fd, &name, bytes, durability)
-                .map_err(|e| self.io_error("write", &path, e)),
+            Some(bytes) => atomic::replace_via(
+                tmp,
+                dir_fd,
+                &name,
+                bytes,
+                durability,
+                super::layout::doc_mode(key, bytes),
+            )
+            .map_err(|e| self.io_error("write", &path, e)),
             None => atomic::remove_at(dir_fd, &name)
                 .map(|_| ())
                 .map_err(|e| self.io_error("remove", &path, e)),
@@ -365,6 +372,7 @@ impl FsStore {
             EVENTS_HEAD,
             &bytes,
             Durability::Relaxed,
+            FILE_MODE,
         )
         .map_err(|e| self.io_error("write", &self.pas_path(cell).join(EVENTS_HEAD), e))
     }

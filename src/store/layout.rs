@@ -43,6 +43,45 @@ pub const ROOT_CONFIG: &str = "pas.toml";
 /// Lock files live here, below [`PAS_DIR`].
 pub const LOCKS_DIR: &str = "locks";
 
+/// The mode of a document's file: an agent file that holds environment values (`--env`,
+/// often tokens) is readable by its owner only; every other document is 0644. Decided from
+/// the bytes, so intent replays get the same mode, and without parsing them (this is on
+/// every beat): any `"env"` key followed by a non-empty object makes it private, so a
+/// nested one errs on the private side. `"env": {}` or none stays 0644.
+pub fn doc_mode(key: FileKey<'_>, bytes: &[u8]) -> u32 {
+    if matches!(key, FileKey::Agent(_)) && has_nonempty_env(bytes) {
+        0o600
+    } else {
+        super::atomic::FILE_MODE
+    }
+}
+
+fn has_nonempty_env(bytes: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"env\"";
+    let skip_ws = |mut i: usize| {
+        while bytes.get(i).is_some_and(|b| b.is_ascii_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let mut from = 0;
+    while let Some(at) = bytes[from..].windows(KEY.len()).position(|w| w == KEY) {
+        let mut i = skip_ws(from + at + KEY.len());
+        from += at + KEY.len();
+        if bytes.get(i) != Some(&b':') {
+            continue;
+        }
+        i = skip_ws(i + 1);
+        if bytes.get(i) != Some(&b'{') {
+            continue;
+        }
+        if bytes.get(skip_ws(i + 1)) != Some(&b'}') {
+            return true;
+        }
+    }
+    false
+}
+
 /// The largest cell, agent, task or config document pas reads: far above any real one
 /// (an agent file is a few KiB), far below what would hurt a fleet view.
 pub const DOC_LIMIT: u64 = 4 << 20;
@@ -272,6 +311,38 @@ pub fn check_id(kind: IdKind, id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_files_with_environment_values_are_private() {
+        let cases: [(&str, &[u8], u32); 7] = [
+            ("no env", br#"{"agent_id": "a1"}"#, 0o644),
+            ("an empty env", br#"{"agent_id": "a1", "env": {}}"#, 0o644),
+            ("an empty env, spaced", b"{\"env\" :\n {\n }}", 0o644),
+            ("a value", br#"{"env": {"TOKEN": "x"}}"#, 0o600),
+            (
+                "a value after an empty nested env",
+                br#"{"m": {"env": {}}, "env": {"A": "b"}}"#,
+                0o600,
+            ),
+            (
+                "env as a string value",
+                br#"{"note": "env", "x": 1}"#,
+                0o644,
+            ),
+            (
+                "a nested non-empty env errs private",
+                br#"{"metadata": {"env": {"a": 1}}}"#,
+                0o600,
+            ),
+        ];
+        for (why, bytes, want) in cases {
+            assert_eq!(doc_mode(FileKey::Agent("a1"), bytes), want, "{why}");
+        }
+        assert_eq!(
+            doc_mode(FileKey::Task("t1"), br#"{"env": {"A": "b"}}"#),
+            0o644
+        );
+    }
 
     #[test]
     fn accepts_plain_ids() {

@@ -387,3 +387,46 @@ fn an_on_failure_hook_from_a_group_writable_policy_file_is_not_run() {
         assert_eq!(refused, !runs, "mode {mode:o}: {events}");
     }
 }
+
+#[test]
+fn environment_values_stay_private_and_secrets_stay_out_of_the_events() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let cell = root.cell("secrets");
+    let script = root.script("quiet.sh", "exit 0");
+    root.ok(&["agent", "add", &cell, "plain", "--", &script]);
+    root.ok(&["agent", "add", &cell, "keyed"]);
+    root.ok(&[
+        "agent",
+        "set",
+        &cell,
+        "keyed",
+        "--env",
+        "API_TOKEN=s3cret-value",
+        "--",
+        &script,
+        "--password",
+        "hunter2",
+    ]);
+    let mode = |agent: &str| {
+        std::fs::metadata(root.cell_dir(&cell).join(format!("agents/{agent}.json")))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!((mode("plain"), mode("keyed")), (0o644, 0o600));
+    root.ok(&["agent", "beat", &cell, "keyed"]);
+    assert_eq!(mode("keyed"), 0o600, "a rewrite keeps it private");
+    root.ok(&["agent", "start", &cell, "keyed"]);
+    crate::harness::wait_until(10.0, "the agent's start event", || {
+        root.event_kinds(&cell)
+            .contains(&"agent.started".to_string())
+    });
+    let events = std::fs::read_to_string(root.cell_dir(&cell).join("logs/events.jsonl")).unwrap();
+    assert!(
+        !events.contains("s3cret-value") && !events.contains("hunter2"),
+        "{events}"
+    );
+    assert!(events.contains("\"--password\",\"***\""), "{events}");
+}
