@@ -90,8 +90,18 @@ impl FsStore {
         let cell_fd = self.cell_fd(cell)?;
         let key = format!("{}\0{cell}", self.root().display());
         let (guard, fresh) =
-            lock::lock_reentrant(cell_fd.as_fd(), CELL_LOCK, &key, self.lock_wait())
-                .map_err(|e| self.io_error("lock", &self.pas_path(cell).join(CELL_LOCK), e))?;
+            lock::lock_reentrant(cell_fd.as_fd(), CELL_LOCK, &key, self.lock_wait()).map_err(
+                |e| {
+                    self.io_error(
+                        "lock",
+                        &self
+                            .pas_path(cell)
+                            .join(super::layout::LOCKS_DIR)
+                            .join(CELL_LOCK),
+                        e,
+                    )
+                },
+            )?;
         if fresh {
             self.recover(cell, cell_fd.as_fd())?;
         }

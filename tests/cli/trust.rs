@@ -2,6 +2,7 @@
 //! gets a clear one-line error within a time limit, never a hang, a huge read or a write
 //! outside the root.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -429,4 +430,84 @@ fn environment_values_stay_private_and_secrets_stay_out_of_the_events() {
         "{events}"
     );
     assert!(events.contains("\"--password\",\"***\""), "{events}");
+}
+
+/// A cell with agent `a1` recorded as dead a moment ago, due for an immediate restart.
+fn dead_agent_cell(root: &Root, name: &str) -> String {
+    let cell = root.cell(name);
+    let script = root.script(&format!("{name}.sh"), "sleep 30");
+    root.ok(&["agent", "add", &cell, "a1", "--", &script]);
+    root.policies(
+        &cell,
+        serde_json::json!({"restart_delay_seconds": 0, "checkpoint_required": false, "storm_limit": 0}),
+    );
+    let file = root.cell_dir(&cell).join("agents/a1.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let ago = (chrono::Utc::now() - chrono::Duration::seconds(2)).to_rfc3339();
+    doc["status"] = serde_json::json!("active");
+    doc["started_at"] = serde_json::json!(ago);
+    doc["exit"] = serde_json::json!({"at": ago, "cause": "signal", "code": null, "signal": 9});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    cell
+}
+
+#[test]
+fn a_held_lock_costs_its_cell_one_pass_and_never_stalls_the_others() {
+    if !crate::harness::tool_available(
+        "flock",
+        &["--version"],
+        "a second process must hold a cell's lock (util-linux)",
+    ) {
+        return;
+    }
+    let root = Root::new();
+    let held = dead_agent_cell(&root, "held");
+    let healthy = dead_agent_cell(&root, "healthy");
+    let lock = root.cell_dir(&held).join(".pas/locks/cell.lock");
+    // Any transaction creates the lock file; then a stranger holds it.
+    root.ok(&["task", "add", &held, "t1", "--title", "x"]);
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    crate::harness::wait_until(10.0, "the stranger's lock", || {
+        let probe = [
+            "--lock-timeout",
+            "0",
+            "task",
+            "add",
+            &held,
+            "probe",
+            "--title",
+            "x",
+        ];
+        root.run(&probe).code == 6
+    });
+    let run = run_within(root.cmd(&["--lock-timeout", "1", "--json", "revive"]), 15);
+    // flock's child holds the lock too: stop the whole group.
+    let group = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let _ = holder.wait();
+    assert_eq!(
+        root.agent(&healthy, "a1")["restart_count"],
+        1,
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&held) && run.stdout.contains("has held it for more than 1.0s"),
+        "the busy cell is reported: {} / {}",
+        run.stdout,
+        run.stderr
+    );
+    assert_ne!(run.code, 0);
+    // Retried once the lock is free.
+    root.ok(&["revive", &held]);
+    assert_eq!(root.agent(&held, "a1")["restart_count"], 1);
+    for cell in [&held, &healthy] {
+        root.ok(&["agent", "stop", cell, "a1"]);
+    }
 }
