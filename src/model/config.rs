@@ -284,6 +284,9 @@ record! {
         handoff_to: Vec<String> = or_default,
         /// Agents it may take work from.
         handoff_from: Vec<String> = or_default,
+        /// Other agents whose record, process and checkpoints it may change (an agent
+        /// always may change its own).
+        manage: Option<Vec<String>> = optional,
     }
 }
 

@@ -6,6 +6,11 @@
 //! `execute` (claim it), `handoff_to` / `handoff_from` (agents it may hand work to and take
 //! work from). A list entry is a task or agent id, or `*` for all. An operator (no acting
 //! agent) is not restricted.
+//!
+//! Agents act for themselves: with `--as a1` (or `PAS_AGENT=a1`), a1 may change its own
+//! record, process and checkpoints, and another agent's only when its entry's `manage`
+//! list names that agent. An acting agent never changes a cell (its status, settings or
+//! existence); that is an operator's act.
 
 use crate::error::{Error, Result};
 use crate::model::{self, Grant};
@@ -92,6 +97,40 @@ impl Permissions {
         )))
     }
 
+    /// Whether `actor` (`None`: an operator) may change agent `target`'s record, process or
+    /// checkpoints: itself always, another agent when its `manage` list names it.
+    pub fn check_agent(&self, actor: Option<&str>, target: &str) -> Result<()> {
+        let Some(actor) = actor else {
+            return Ok(());
+        };
+        if actor == target
+            || self
+                .entry(actor)
+                .is_some_and(|g| Grant::names(g.manage.as_deref().unwrap_or_default(), target))
+        {
+            return Ok(());
+        }
+        Err(Error::new(
+            crate::error::Kind::Denied,
+            format!("agent {actor} may not change agent {target}: an agent acts for itself"),
+        )
+        .hint(format!(
+            "run it as an operator (without --as or PAS_AGENT), or add {target:?} to {actor}'s \"manage\" list in config/permissions.json"
+        )))
+    }
+
+    /// Whether `actor` (`None`: an operator) may change the cell itself: only an operator.
+    pub fn check_cell(actor: Option<&str>, cell: &str) -> Result<()> {
+        match actor {
+            None => Ok(()),
+            Some(actor) => Err(Error::new(
+                crate::error::Kind::Denied,
+                format!("agent {actor} may not change cell {cell}: only an operator may"),
+            )
+            .hint("run it without --as and with PAS_AGENT unset")),
+        }
+    }
+
     /// Whether `from` may hand work to `to` and `to` may take it from `from`.
     pub fn check_handoff(&self, from: &str, to: &str) -> Result<()> {
         if let Some(grant) = self.entry(from) {
@@ -165,6 +204,41 @@ mod tests {
         // a1 has an entry without handoff_from: it takes work from nobody.
         assert!(p.check_handoff("a3", "a1").is_err());
         assert!(p.check_handoff("a3", "a4").is_ok());
+    }
+
+    #[test]
+    fn agents_act_for_themselves_unless_granted_more() {
+        let p = perms(
+            r#"{"lead": {"manage": ["w1", "w2"]}, "boss": {"manage": ["*"]}, "w1": {"read": ["*"]}}"#,
+        );
+        let open = Permissions::default();
+        // (why, permissions, actor, target, allowed)
+        let cases: [(&str, &Permissions, Option<&str>, &str, bool); 9] = [
+            ("an operator", &p, None, "w1", true),
+            ("itself", &p, Some("w1"), "w1", true),
+            ("itself in an open cell", &open, Some("w1"), "w1", true),
+            ("another in an open cell", &open, Some("w1"), "w2", false),
+            ("a peer without a grant", &p, Some("w1"), "w2", false),
+            ("a managed agent", &p, Some("lead"), "w2", true),
+            ("an agent not managed", &p, Some("lead"), "boss", false),
+            ("anyone, managed by *", &p, Some("boss"), "lead", true),
+            ("no entry at all", &p, Some("stranger"), "w1", false),
+        ];
+        for (why, perms, actor, target, allowed) in cases {
+            let got = perms.check_agent(actor, target);
+            assert_eq!(got.is_ok(), allowed, "{why}: {got:?}");
+            if let Err(e) = got {
+                assert_eq!(e.kind, crate::error::Kind::Denied, "{why}");
+                assert!(e.message.contains("an agent acts for itself"), "{why}");
+            }
+        }
+        assert!(Permissions::check_cell(None, "c").is_ok());
+        let e = Permissions::check_cell(Some("w1"), "c").unwrap_err();
+        assert!(
+            e.message.contains("agent w1 may not change cell c"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
