@@ -263,7 +263,7 @@ fn show(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
                     Styled::new(a.spend_state.as_str(), state_tone(a.spend_state)),
                     Styled::from(a.compactions_last_hour.to_string()),
                     Styled::new(
-                        a.flag.clone().unwrap_or_else(|| "-".into()),
+                        a.flag.map_or("-", |f| f.as_str()),
                         if a.flag.is_some() {
                             Tone::Bad
                         } else {
