@@ -4,7 +4,7 @@
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::ValueEnum;
 
-use crate::model::{AgentStatus, ReportedStatus, Role};
+use crate::model::{AgentStatus, ReportedStatus, ReservationStatus, Role};
 
 impl ValueEnum for Role {
     fn value_variants<'a>() -> &'a [Self] {
@@ -46,4 +46,14 @@ pub fn settable_status() -> impl TypedValueParser<Value = AgentStatus> {
             .map(|s| s.as_str()),
     )
     .try_map(|word| word.parse::<AgentStatus>())
+}
+
+impl ValueEnum for ReservationStatus {
+    fn value_variants<'a>() -> &'a [Self] {
+        ReservationStatus::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.as_str()))
+    }
 }

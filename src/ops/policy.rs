@@ -238,6 +238,19 @@ impl Policy {
         &self.settings
     }
 
+    /// A setting's value for people: strings as they are, a `null` `heartbeat_ttl` as the
+    /// silence it stands for, anything else as JSON.
+    pub fn shown(&self, setting: &Setting) -> String {
+        match &setting.value {
+            Value::String(v) => v.clone(),
+            Value::Null if setting.key == "heartbeat_ttl" => format!(
+                "{} (misses_dead x heartbeat_interval)",
+                self.heartbeat_ttl()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// The effective value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.settings

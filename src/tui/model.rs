@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock;
 use crate::error::Result;
-use crate::model::CellStatus;
+use crate::model::{At, CellStatus, Field, Reservation, ReservationStatus};
 use crate::ops::health::Health;
 use crate::ops::reservation::{self, Amounts};
 use crate::ops::status::{self, AgentView, CellView};
@@ -66,11 +66,15 @@ impl Snapshot {
                 errors.push(e.message);
                 [None; 4]
             });
-            let active = reservation::list(store, &view.id, Some("active")).unwrap_or_default();
+            let active =
+                reservation::list(store, &view.id, Some(ReservationStatus::Active.as_str()))
+                    .unwrap_or_default();
             let mut by_agent: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+            let at = At::file("reservations.json");
             for r in &active {
-                if let Some(a) = r.get("agent").and_then(serde_json::Value::as_str) {
-                    by_agent.entry(a.to_string()).or_default().push(r.clone());
+                match Reservation::decode(r, &at) {
+                    Ok(typed) => by_agent.entry(typed.agent).or_default().push(r.clone()),
+                    Err(e) => errors.push(e.message),
                 }
             }
             cells.push(CellSnap {

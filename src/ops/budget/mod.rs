@@ -15,14 +15,14 @@
 pub mod rules;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::{
-    Agent, BudgetFlag, Cell, CellStatus, Directive, EventKind, Field, PendingDirective, Policies,
+    Agent, BudgetFlag, Cell, CellStatus, Directive, EventKind, PendingDirective, Policies,
 };
 use crate::ops::budget::rules::{
     BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
@@ -76,6 +76,34 @@ pub struct Compaction {
     pub summary: String,
     /// Context use before the reset.
     pub ctx_used_before: u64,
+}
+
+/// A compaction summary (`checkpoints/<agent>/summaries/<time>.json`): where the agent was
+/// when its context was cleared, to resume from. Written by a compaction, read back by
+/// `pas budget history`; its keys are spelled here only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// When the context was cleared.
+    pub time: Option<String>,
+    /// The agent.
+    pub agent_id: Option<String>,
+    /// Its restarts so far: which run of the agent it was.
+    pub run: Option<u64>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Context tokens in use before the reset.
+    pub ctx_used_before: Option<u64>,
+    /// Its context window.
+    pub ctx_limit: Option<u64>,
+    /// Its last note.
+    pub last_note: Option<String>,
+    /// Its reported progress.
+    pub progress: Option<f64>,
+    /// The task it worked on.
+    pub current_task: Option<String>,
+    /// The checkpoint generation saved before the reset.
+    pub checkpoint_generation: Option<u64>,
 }
 
 /// An agent's file in a transaction with its typed view, or the error `pas` gives for an
@@ -186,19 +214,21 @@ fn compact(
         },
         now,
     )?;
-    // The summary file's own format: what the agent was doing when its context was cleared.
-    let summary = json!({
-        "time": clock::stamp(now),
-        "agent_id": agent,
-        "run": typed.restart_count,
-        "reason": format!("context budget breached at {:.0}% of the window", ratio * 100.0),
-        "ctx_used_before": used,
-        "ctx_limit": typed.ctx_limit,
-        "last_note": typed.note,
-        "progress": typed.progress.encode(),
-        "current_task": typed.current_task,
-        "checkpoint_generation": saved.generation,
-    });
+    let summary = Summary {
+        time: Some(clock::stamp(now)),
+        agent_id: Some(agent.to_string()),
+        run: Some(typed.restart_count),
+        reason: Some(format!(
+            "context budget breached at {:.0}% of the window",
+            ratio * 100.0
+        )),
+        ctx_used_before: Some(used),
+        ctx_limit: typed.ctx_limit,
+        last_note: typed.note.clone(),
+        progress: typed.progress,
+        current_task: typed.current_task.clone(),
+        checkpoint_generation: Some(saved.generation),
+    };
     let mut bytes = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     bytes.push(b'\n');
     let name = format!("{}.json", now.format("%Y%m%dT%H%M%S%.6fZ"));
@@ -306,8 +336,20 @@ pub fn track(
     Ok((compaction, spend))
 }
 
-/// The summaries (compaction history) of one agent or of every agent of a cell.
-pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec<Value>> {
+/// One compaction of `pas budget history`.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The agent whose summary it is.
+    pub agent: String,
+    /// The summary as `--json` shows it: the file as written, with `agent` and `file`.
+    pub shown: Value,
+    /// The summary, typed (empty when the file does not read as one).
+    pub summary: Summary,
+}
+
+/// The summaries (compaction history) of one agent or of every agent of a cell, oldest
+/// first.
+pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec<HistoryEntry>> {
     let agents = match agent {
         Some(a) => vec![a.to_string()],
         None => store.list(cell, crate::store::Collection::Agents)?,
@@ -315,22 +357,23 @@ pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec
     let mut out = Vec::new();
     for a in agents {
         for (name, bytes) in store.summaries(cell, &a)? {
-            let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
+            let mut shown: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let summary = serde_json::from_value(shown.clone()).unwrap_or_default();
+            if let Value::Object(m) = &mut shown {
                 m.insert("agent".into(), json!(a));
                 m.insert(
                     "file".into(),
                     json!(store.describe_summary(cell, &a, &name)),
                 );
             }
-            out.push(v);
+            out.push(HistoryEntry {
+                agent: a.clone(),
+                shown,
+                summary,
+            });
         }
     }
-    out.sort_by(|x, y| {
-        x.get("time")
-            .and_then(Value::as_str)
-            .cmp(&y.get("time").and_then(Value::as_str))
-    });
+    out.sort_by(|x, y| x.summary.time.cmp(&y.summary.time));
     Ok(out)
 }
 
