@@ -7,9 +7,9 @@
 //! change and the event that describes it. [`crate::ops::heartbeat`] reads the agent file in a
 //! store transaction, asks here, and applies the decision in the same transaction.
 //!
-//! The inputs are typed rather than the agent's `Doc`: a rule can then only depend on what
-//! it declares, a table row states exactly that and nothing else, and typed agent
-//! documents can fill the same structs later without the rules changing.
+//! The inputs are narrower than the typed [`Agent`]: a rule can then only depend on what it
+//! declares, and a table row states exactly that and nothing else. [`Vitals::of`] fills
+//! them from the agent.
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
