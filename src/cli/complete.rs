@@ -13,6 +13,7 @@ use clap_complete::env::{CompleteEnv, Shells};
 
 use super::{Cli, Ctx, DEFAULT_ROOT};
 use crate::error::{Error, Result};
+use crate::model::Cell;
 use crate::store::{Collection, FileKey, FsStore, Store};
 
 /// The environment variable that turns a `pas` run into a completion request.
@@ -131,7 +132,8 @@ fn cell_candidates() -> Vec<CompletionCandidate> {
             .read(&id, FileKey::Cell)
             .ok()
             .flatten()
-            .and_then(|doc| doc.str("mission_name").map(str::to_string));
+            .and_then(|doc| Cell::from_doc(&doc).ok())
+            .map(|c| c.mission_name);
         match name {
             Some(name) => {
                 out.push(CompletionCandidate::new(&id).help(Some(name.clone().into())));

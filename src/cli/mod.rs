@@ -4,6 +4,7 @@
 
 mod commands;
 mod complete;
+pub(crate) mod words;
 
 use commands::{
     agent, budget, cell, checkpoint, events, man, policy, revive, status, task, top, validate,

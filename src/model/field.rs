@@ -636,6 +636,7 @@ pub mod lenient {
                 unusable.push(Unusable {
                     key: key.to_string(),
                     reason: e.message,
+                    value: map.get(key).cloned().unwrap_or(Value::Null),
                 });
                 None
             }
@@ -670,6 +671,9 @@ pub struct Unusable {
     pub key: String,
     /// Why it cannot be used (the decoding error's message).
     pub reason: String,
+    /// The value as written, so a resolver can show it and let it override lower layers
+    /// (then fall back to the built-in default) as pas always has.
+    pub value: Value,
 }
 
 /// Declares a record: a struct with one public field per known key (the field's name is

@@ -6,39 +6,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::EventKind;
-use crate::ops::cell;
+use crate::model::{Agent, AgentStatus, Cell, EventKind, Task, TaskStatus};
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store};
 use crate::templates;
 
-/// Roles (the spec's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Leads the mission.
-    Lead,
-    /// Writes (code, documents).
-    Write,
-    /// Reads only.
-    Read,
-    /// Reviews.
-    Audit,
-}
-
-impl Role {
-    /// The on-disk spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Lead => "lead",
-            Role::Write => "write",
-            Role::Read => "read",
-            Role::Audit => "audit",
-        }
-    }
-}
+/// Roles (the spec's): the model's words.
+pub use crate::model::Role;
 
 /// What `pas agent add` was asked for.
 #[derive(Debug, Clone)]
@@ -69,9 +45,37 @@ pub struct AgentChange {
     /// Variables to remove from `env`.
     pub unset_env: Vec<String>,
     /// A new `status` (`idle`, `active`, `paused`).
-    pub status: Option<String>,
+    pub status: Option<AgentStatus>,
     /// A new `command`.
     pub command: Option<Vec<String>>,
+}
+
+impl AgentChange {
+    fn apply(&self, a: &mut Agent) {
+        if let Some(n) = &self.name {
+            a.name = Some(n.clone());
+        }
+        if let Some(cwd) = &self.cwd {
+            a.cwd = Some(cwd.clone());
+        }
+        for (k, v) in &self.env {
+            a.env.insert(k.clone(), Value::from(v.as_str()));
+        }
+        for k in &self.unset_env {
+            a.env.shift_remove(k);
+        }
+        if let Some(cmd) = &self.command {
+            a.command = cmd.clone();
+        }
+        if let Some(s) = self.status {
+            a.status = s;
+        }
+    }
+}
+
+/// The typed view of agent `id`'s file; errors name the file by the id it is stored under.
+pub fn typed(id: &str, doc: &Doc) -> Result<Agent> {
+    Agent::from_doc_at(doc, &format!("agents/{id}.json"))
 }
 
 /// Applies a change to an agent under its lock; returns the new document.
@@ -87,53 +91,20 @@ pub fn change(
         let mut doc = txn
             .read(FileKey::Agent(agent_id))?
             .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell_id}")))?;
-        let mut old_status = None;
-        if let Some(n) = &c.name {
-            doc.set("name", n.as_str());
-        }
-        if let Some(cwd) = &c.cwd {
-            doc.set("cwd", cwd.as_str());
-        }
-        if !c.env.is_empty() || !c.unset_env.is_empty() {
-            let mut env = doc
-                .get("env")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            for (k, v) in &c.env {
-                env.insert(k.clone(), Value::from(v.as_str()));
-            }
-            for k in &c.unset_env {
-                env.shift_remove(k);
-            }
-            doc.set("env", Value::Object(env));
-        }
-        if let Some(cmd) = &c.command {
-            doc.set(
-                "command",
-                Value::from(
-                    cmd.iter()
-                        .map(|a| Value::from(a.as_str()))
-                        .collect::<Vec<_>>(),
-                ),
-            );
-        }
-        if let Some(s) = &c.status {
-            old_status = doc.str("status").map(str::to_string);
-            doc.set("status", s.as_str());
-        }
+        let mut agent = typed(agent_id, &doc)?;
+        let old = agent.status;
+        c.apply(&mut agent);
+        agent.write_into(&mut doc);
         txn.put(FileKey::Agent(agent_id), doc.clone());
-        if let (Some(new), Some(old)) = (&c.status, &old_status) {
-            if new != old {
-                txn.event(
-                    NewEvent::new(
-                        Level::Info,
-                        EventKind::AgentStatus,
-                        format!("agent {agent_id} status {old} -> {new}"),
-                    )
-                    .agent(agent_id),
-                );
-            }
+        if c.status.is_some() && agent.status != old {
+            txn.event(
+                NewEvent::new(
+                    Level::Info,
+                    EventKind::AgentStatus,
+                    format!("agent {agent_id} status {old} -> {}", agent.status),
+                )
+                .agent(agent_id),
+            );
         }
         Ok(doc)
     })
@@ -143,34 +114,15 @@ pub fn change(
 pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
     check_id(IdKind::Agent, &spec.id)?;
     let mut doc = templates::doc(templates::AGENT, "templates/agent.json")?;
-    doc.set("agent_id", spec.id.as_str());
-    doc.set("name", spec.name.clone().unwrap_or_else(|| spec.id.clone()));
-    doc.set("role", spec.role.as_str());
-    doc.set(
-        "capabilities",
-        Value::from(
-            spec.capabilities
-                .iter()
-                .map(|c| Value::from(c.as_str()))
-                .collect::<Vec<_>>(),
-        ),
-    );
-    doc.set(
-        "gateway",
-        spec.gateway.clone().map_or(Value::Null, Value::from),
-    );
-    if !spec.command.is_empty() {
-        doc.set(
-            "command",
-            Value::from(
-                spec.command
-                    .iter()
-                    .map(|a| Value::from(a.as_str()))
-                    .collect::<Vec<_>>(),
-            ),
-        );
-    }
-    doc.set("created_at", clock::stamp(now));
+    Agent::edit(&mut doc, |a| {
+        a.agent_id = spec.id.clone();
+        a.name = Some(spec.name.clone().unwrap_or_else(|| spec.id.clone()));
+        a.role = spec.role;
+        a.capabilities = spec.capabilities.clone();
+        a.gateway = spec.gateway.clone();
+        a.command = spec.command.clone();
+        a.created_at = Some(now);
+    })?;
     Ok(doc)
 }
 
@@ -178,7 +130,7 @@ pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
 pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>) -> Result<()> {
     let doc = new_agent_doc(spec, now)?;
     store::transact(store, cell_id, now, |txn| {
-        let cell_doc = txn.read_required(FileKey::Cell)?;
+        let max_agents = Cell::from_doc(&txn.read_required(FileKey::Cell)?)?.max_agents;
         let existing = txn.list(Collection::Agents)?;
         if existing.iter().any(|a| a == &spec.id) {
             return Err(Error::conflict(format!(
@@ -187,7 +139,7 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewAgent, now: DateTime<Utc>
             ))
             .hint("pick another id, or `pas agent rm` the old one first"));
         }
-        if let Some(max) = cell::max_agents(&cell_doc) {
+        if let Some(max) = max_agents {
             if existing.len() as u64 >= max {
                 return Err(Error::conflict(format!(
                     "cell {cell_id} already has {} agents, its max_agents is {max}",
@@ -220,6 +172,24 @@ pub fn read(store: &dyn Store, cell_id: &str, agent_id: &str) -> Result<Doc> {
         })
 }
 
+/// Reads one agent, which must exist, typed.
+pub fn load(store: &dyn Store, cell_id: &str, agent_id: &str) -> Result<Agent> {
+    typed(agent_id, &read(store, cell_id, agent_id)?)
+}
+
+/// Every agent of a cell that reads as an agent, with the files that do not.
+pub fn load_all(store: &dyn Store, cell_id: &str) -> Result<(Vec<Agent>, Vec<Error>)> {
+    let mut agents = Vec::new();
+    let mut errors = Vec::new();
+    for (id, doc) in store.read_collection(cell_id, Collection::Agents)? {
+        match doc.and_then(|d| typed(&id, &d)) {
+            Ok(a) => agents.push(a),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((agents, errors))
+}
+
 /// Every agent of a cell that can be read, with the files that could not.
 pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<(Vec<Doc>, Vec<crate::error::Error>)> {
     let mut docs = Vec::new();
@@ -246,15 +216,15 @@ pub fn remove(
     read(store, cell_id, agent_id)?;
     let released = store::transact(store, cell_id, now, |txn| {
         let mut assigned = Vec::new();
-        for (task_id, task) in txn.read_collection(Collection::Tasks)? {
-            let task = task?;
-            let open = !matches!(task.str("status"), Some("completed") | Some("failed"));
-            if open && task.str("assigned_to") == Some(agent_id) {
-                assigned.push((task_id, task));
+        for (task_id, doc) in txn.read_collection(Collection::Tasks)? {
+            let doc = doc?;
+            let task = Task::from_doc_at(&doc, &format!("tasks/{task_id}.json"))?;
+            if !task.is_finished() && task.assigned_to.as_deref() == Some(agent_id) {
+                assigned.push((task_id, doc, task));
             }
         }
         if !assigned.is_empty() && !force {
-            let ids: Vec<&str> = assigned.iter().map(|(id, _)| id.as_str()).collect();
+            let ids: Vec<&str> = assigned.iter().map(|(id, _, _)| id.as_str()).collect();
             return Err(Error::conflict(format!(
                 "agent {agent_id} is assigned unfinished tasks: {}",
                 ids.join(", ")
@@ -262,12 +232,13 @@ pub fn remove(
             .hint("reassign them, or pass --force to hand them back to the queue"));
         }
         let mut released = Vec::new();
-        for (task_id, mut task) in assigned {
-            task.set("assigned_to", Value::Null);
-            if task.str("status") == Some("in_progress") {
-                task.set("status", "pending");
+        for (task_id, mut doc, mut task) in assigned {
+            task.assigned_to = None;
+            if task.status == TaskStatus::InProgress {
+                task.status = TaskStatus::Pending;
             }
-            txn.put(FileKey::Task(&task_id), task);
+            task.write_into(&mut doc);
+            txn.put(FileKey::Task(&task_id), doc);
             released.push(task_id);
         }
         if txn.read(FileKey::Agent(agent_id))?.is_none() {

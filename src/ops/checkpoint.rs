@@ -8,12 +8,13 @@
 //! generation: pas never falls back to defaults.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::model::EventKind;
+use crate::model::{CheckpointRecord, EventKind, Field};
+use crate::ops::agent as agents;
 use crate::ops::policy;
 use crate::store::events::{hash_line, Level, NewEvent};
 use crate::store::{CheckpointFiles, FileKey, LockKey, Store};
@@ -52,6 +53,44 @@ pub struct Generation {
     pub problem: Option<String>,
 }
 
+/// `manifest.json`: pas's record of a generation, written with it and checked before a
+/// resume. Its keys are spelled here only: this module writes and reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The agent it belongs to.
+    pub agent_id: String,
+    /// Its generation number.
+    pub generation: u64,
+    /// When it was saved.
+    pub created_at: String,
+    /// Why.
+    pub reason: String,
+    /// sha256 of `context.json`.
+    pub context_sha256: String,
+    /// sha256 of `state.json`.
+    pub state_sha256: String,
+    /// The artifacts saved with it.
+    pub artifacts: Vec<ManifestArtifact>,
+}
+
+/// One artifact of a generation, as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestArtifact {
+    /// Its file name under `artifacts/`.
+    pub name: String,
+    /// sha256 of its bytes.
+    pub sha256: String,
+    /// Its size.
+    pub bytes: usize,
+}
+
+impl Manifest {
+    /// The manifest of a generation's files; an error names what does not parse.
+    pub fn of(files: &CheckpointFiles) -> std::result::Result<Manifest, serde_json::Error> {
+        serde_json::from_slice(&files.manifest)
+    }
+}
+
 fn must_be_json(bytes: &[u8], what: &str) -> Result<()> {
     serde_json::from_slice::<Value>(bytes)
         .map(|_| ())
@@ -69,7 +108,7 @@ pub fn save(
     req: SaveRequest,
     now: DateTime<Utc>,
 ) -> Result<Generation> {
-    let agent_doc = crate::ops::agent::read(store, cell, agent)?;
+    let typed = agents::load(store, cell, agent)?;
     if let Some(s) = &req.state {
         must_be_json(s, "state")?;
     }
@@ -79,14 +118,15 @@ pub fn save(
     let state = match req.state {
         Some(s) => s,
         None => {
+            // The state.json of an agent that gave none: where it was, from its file.
             let snapshot = json!({
                 "agent_id": agent,
-                "current_task": agent_doc.get("current_task"),
-                "progress": agent_doc.get("progress"),
-                "note": agent_doc.get("note"),
-                "ctx_used": agent_doc.get("ctx_used"),
-                "ctx_limit": agent_doc.get("ctx_limit"),
-                "heartbeat_count": agent_doc.get("heartbeat_count"),
+                "current_task": typed.current_task,
+                "progress": typed.progress.encode(),
+                "note": typed.note,
+                "ctx_used": typed.ctx_used,
+                "ctx_limit": typed.ctx_limit,
+                "heartbeat_count": typed.heartbeat_count,
             });
             let mut bytes = serde_json::to_vec_pretty(&snapshot).unwrap_or_default();
             bytes.push(b'\n');
@@ -95,28 +135,34 @@ pub fn save(
     };
     let context = req.context.unwrap_or_else(|| b"{}\n".to_vec());
     let context_hash = hash_line(&context);
-    let keep = policy::load(store, cell, Some(&agent_doc))?
-        .positive("checkpoint_keep")
-        .max(1.0) as usize;
+    let keep = policy::load_for(store, cell, Some(&typed))?.checkpoint_keep();
 
     let _save = store.lock(cell, LockKey::Checkpoint(agent))?;
     let gens = store.checkpoint_generations(cell, agent)?;
-    let recorded = agent_doc
-        .get("checkpoint")
-        .and_then(|c| c.get("generation"))
-        .and_then(Value::as_u64)
+    let recorded = typed
+        .checkpoint
+        .as_ref()
+        .and_then(|c| c.generation)
         .unwrap_or(0);
     let generation = gens.last().copied().unwrap_or(0).max(recorded) + 1;
     let artifact_names: Vec<String> = req.artifacts.iter().map(|(n, _)| n.clone()).collect();
-    let manifest = json!({
-        "agent_id": agent,
-        "generation": generation,
-        "created_at": clock::stamp(now),
-        "reason": req.reason,
-        "context_sha256": context_hash,
-        "state_sha256": hash_line(&state),
-        "artifacts": req.artifacts.iter().map(|(n, b)| json!({ "name": n, "sha256": hash_line(b), "bytes": b.len() })).collect::<Vec<_>>(),
-    });
+    let manifest = Manifest {
+        agent_id: agent.to_string(),
+        generation,
+        created_at: clock::stamp(now),
+        reason: req.reason.clone(),
+        context_sha256: context_hash.clone(),
+        state_sha256: hash_line(&state),
+        artifacts: req
+            .artifacts
+            .iter()
+            .map(|(n, b)| ManifestArtifact {
+                name: n.clone(),
+                sha256: hash_line(b),
+                bytes: b.len(),
+            })
+            .collect(),
+    };
     let mut manifest_bytes = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
     manifest_bytes.push(b'\n');
     let files = CheckpointFiles {
@@ -130,14 +176,22 @@ pub fn save(
         store.remove_checkpoint(cell, agent, *orphan)?;
     }
     store.write_checkpoint(cell, agent, generation, &files)?;
-    let record = json!({ "last_checkpoint": clock::stamp(now), "context_hash": context_hash, "artifacts": artifact_names, "generation": generation });
+    let record = CheckpointRecord {
+        last_checkpoint: Some(now),
+        context_hash: Some(context_hash.clone()),
+        artifacts: artifact_names.clone(),
+        generation: Some(generation),
+        extra: Map::new(),
+    };
     let committed = crate::store::transact(store, cell, now, |txn| {
         let mut doc = txn.read(FileKey::Agent(agent))?.ok_or_else(|| {
             Error::not_found(format!(
                 "agent {agent} was removed while its checkpoint was saved"
             ))
         })?;
-        doc.set("checkpoint", record.clone());
+        let mut typed = agents::typed(agent, &doc)?;
+        typed.checkpoint = Some(record.clone());
+        typed.write_into(&mut doc);
         txn.put(FileKey::Agent(agent), doc);
         txn.event(
             NewEvent::new(
@@ -200,30 +254,19 @@ pub fn verify(
     let expected = if files.manifest.is_empty() {
         recorded_hash.map(str::to_string)
     } else {
-        let manifest: Value = serde_json::from_slice(&files.manifest)
-            .map_err(|e| fail(format!("manifest.json does not parse ({e})")))?;
-        for a in manifest
-            .get("artifacts")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-        {
-            let name = a.get("name").and_then(Value::as_str).unwrap_or_default();
+        let manifest =
+            Manifest::of(files).map_err(|e| fail(format!("manifest.json does not parse ({e})")))?;
+        for a in &manifest.artifacts {
+            let name = &a.name;
             match files.artifacts.iter().find(|(n, _)| n == name) {
                 None => return Err(fail(format!("artifact {name} is missing"))),
-                Some((_, bytes))
-                    if Some(hash_line(bytes).as_str())
-                        != a.get("sha256").and_then(Value::as_str) =>
-                {
+                Some((_, bytes)) if hash_line(bytes) != a.sha256 => {
                     return Err(fail(format!("artifact {name} does not match its hash")))
                 }
                 Some(_) => {}
             }
         }
-        manifest
-            .get("context_sha256")
-            .and_then(Value::as_str)
-            .map(str::to_string)
+        Some(manifest.context_sha256)
     };
     match expected {
         Some(h) if h != actual => Err(fail(format!(
@@ -247,20 +290,14 @@ fn describe(
     files: &CheckpointFiles,
     recorded_hash: Option<&str>,
 ) -> Generation {
-    let manifest: Value = serde_json::from_slice(&files.manifest).unwrap_or(Value::Null);
+    let manifest = Manifest::of(files).ok();
     let problem = verify(agent, generation, files, recorded_hash)
         .err()
         .map(|e| e.message);
     Generation {
         generation,
-        created_at: manifest
-            .get("created_at")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        reason: manifest
-            .get("reason")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        created_at: manifest.as_ref().map(|m| m.created_at.clone()),
+        reason: manifest.map(|m| m.reason),
         context_hash: Some(hash_line(&files.context)),
         artifacts: files.artifacts.iter().map(|(n, _)| n.clone()).collect(),
         path: store.describe_checkpoint(cell, agent, generation),
@@ -270,12 +307,9 @@ fn describe(
 }
 
 fn recorded_hash(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<String>> {
-    let doc = crate::ops::agent::read(store, cell, agent)?;
-    Ok(doc
-        .get("checkpoint")
-        .and_then(|c| c.get("context_hash"))
-        .and_then(Value::as_str)
-        .map(str::to_string))
+    Ok(agents::load(store, cell, agent)?
+        .checkpoint
+        .and_then(|c| c.context_hash))
 }
 
 /// Every generation of an agent, oldest first (with a hand-written top-level checkpoint as
@@ -299,12 +333,10 @@ pub fn list(store: &dyn Store, cell: &str, agent: &str) -> Result<Vec<Generation
 
 /// The generation to resume from: the one the agent record points at, else the newest.
 pub fn latest_generation(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<u64>> {
-    let doc = crate::ops::agent::read(store, cell, agent)?;
+    let recorded = agents::load(store, cell, agent)?
+        .checkpoint
+        .and_then(|c| c.generation);
     let gens = store.checkpoint_generations(cell, agent)?;
-    let recorded = doc
-        .get("checkpoint")
-        .and_then(|c| c.get("generation"))
-        .and_then(Value::as_u64);
     Ok(match recorded {
         Some(g) if gens.contains(&g) => Some(g),
         _ => gens.last().copied().or_else(|| {

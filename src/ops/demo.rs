@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::model::{Cell, CellStatus, EventKind};
 use crate::process;
 use crate::store::events::{self, Event};
 use crate::store::{FileKey, LogFile, Store};
@@ -28,22 +29,22 @@ const VICTIM: &str = "writer_1";
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// Event kinds worth narrating (checkpoints and beats would drown the story).
-const TOLD: [&str; 15] = [
-    "cell.created",
-    "agent.started",
-    "task.claimed",
-    "task.completed",
-    "task.requeued",
-    "task.handoff",
-    "agent.exited",
-    "agent.dead",
-    "agent.revived",
-    "agent.revival_succeeded",
-    "budget.context_breach",
-    "budget.compacted",
-    "cell.status",
-    "agent.failed",
-    "agent.completed",
+const TOLD: [EventKind; 15] = [
+    EventKind::CellCreated,
+    EventKind::AgentStarted,
+    EventKind::TaskClaimed,
+    EventKind::TaskCompleted,
+    EventKind::TaskRequeued,
+    EventKind::TaskHandoff,
+    EventKind::AgentExited,
+    EventKind::AgentDead,
+    EventKind::AgentRevived,
+    EventKind::AgentRevivalSucceeded,
+    EventKind::BudgetContextBreach,
+    EventKind::BudgetCompacted,
+    EventKind::CellStatus,
+    EventKind::AgentFailed,
+    EventKind::AgentCompleted,
 ];
 
 /// Runs the demo; `say` gets each narrated line. Returns the cell's id.
@@ -145,13 +146,17 @@ fn drive(
             let Ok(e) = serde_json::from_slice::<Event>(line) else {
                 continue;
             };
-            if e.kind == "task.completed" {
+            // The log is open to other tools' kinds; pas's own are the ones told.
+            let Some(kind) = EventKind::parse(&e.kind) else {
+                continue;
+            };
+            if kind == EventKind::TaskCompleted {
                 completed_before += 1;
             }
-            if e.kind == "cell.status" && e.message.contains("-> completed") {
+            if kind == EventKind::CellStatus && e.message.contains("-> completed") {
                 completion_told = true;
             }
-            if TOLD.contains(&e.kind.as_str()) {
+            if TOLD.contains(&kind) {
                 say(stamp(&format!("{:<24} {}", e.kind, e.message)));
             }
         }
@@ -159,20 +164,19 @@ fn drive(
         // (After the first completion when possible, but never so late that the victim
         // has no task left to be killed in: a loaded machine reorders the agents' work.)
         if !killed && (completed_before >= 1 || started.elapsed() > Duration::from_secs(4)) {
-            let doc = crate::ops::agent::read(store, cell, VICTIM)?;
-            let mid_task = doc.get("current_task").is_some_and(|t| !t.is_null())
-                && doc
-                    .str("note")
-                    .is_some_and(|n| ["step 2", "step 3", "step 4"].iter().any(|s| n.contains(s)));
-            if let (true, Some(pid)) = (mid_task, doc.get("pid").and_then(Value::as_i64)) {
-                process::kill_pid(pid as i32)
+            let victim = crate::ops::agent::load(store, cell, VICTIM)?;
+            let working = victim
+                .note
+                .as_deref()
+                .is_some_and(|n| ["step 2", "step 3", "step 4"].iter().any(|s| n.contains(s)));
+            if let (true, Some(task), Some(pid)) = (working, &victim.current_task, victim.pid) {
+                process::kill_pid(pid)
                     .map_err(|e| Error::failure(format!("cannot kill {VICTIM}: {e}")))?;
                 killed = true;
                 say(stamp(&format!(
-                    "{:<24} killed {VICTIM} (pid {pid}) with SIGKILL in the middle of {} ({})",
+                    "{:<24} killed {VICTIM} (pid {pid}) with SIGKILL in the middle of {task} ({})",
                     "demo.kill",
-                    doc.str("current_task").unwrap_or("?"),
-                    doc.str("note").unwrap_or("")
+                    victim.note.as_deref().unwrap_or("")
                 )));
             }
         }
@@ -180,8 +184,9 @@ fn drive(
             "[{:5.1}s] working: {completed_before} of {total_tasks} tasks completed",
             started.elapsed().as_secs_f64(),
         ));
-        let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
-        if cell_doc.str("status") == Some("completed") {
+        let cell_status =
+            Cell::from_doc(&crate::store::read_required(store, cell, FileKey::Cell)?)?.status;
+        if cell_status == CellStatus::Completed {
             // The status change is logged right after cell.json is written: narrate it too
             // (waiting at most 2 s for it).
             let since = *completed_at.get_or_insert_with(Instant::now);
@@ -190,7 +195,7 @@ fn drive(
                 return Ok(());
             }
         }
-        if cell_doc.str("status") == Some("failed") {
+        if cell_status == CellStatus::Failed {
             return Err(Error::failure("the demo's cell failed").hint(format!(
                 "look at {}",
                 store.describe_log(cell, crate::store::LogFile::Mission)

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::doc::Doc;
 use crate::error::Result;
-use crate::model::{AutoRevive, RestartPolicy};
+use crate::model::{Agent, AutoRevive, Cell, Policies, Record, RestartPolicy};
 use crate::store::{ConfigFile, FileKey, Store};
 
 /// Where a policy value came from.
@@ -161,15 +161,51 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Resolves the layers; any layer may be missing.
-    /// `root` is the root-wide layer (`pas.toml` `[policies]`), which travels with the
-    /// store ([`Store::root_policies`]).
+    /// Resolves the layers as documents (`cell.json`, `config/policies.json`, an agent
+    /// file); any layer may be missing. `root` is the root-wide layer (`pas.toml`
+    /// `[policies]`), which travels with the store ([`Store::root_policies`]). For callers
+    /// that hold documents rather than typed views; [`Policy::of`] is the typed form.
     pub fn resolve(
         root: &Map<String, Value>,
         cell: Option<&Doc>,
         file: Option<&Doc>,
         agent: Option<&Doc>,
     ) -> Policy {
+        let cell_layer = cell
+            .and_then(|c| c.get("policies"))
+            .and_then(Value::as_object);
+        let agent_layer = agent
+            .and_then(|a| a.get("policies"))
+            .and_then(Value::as_object);
+        Policy::from_layers([
+            (Some(root), Source::RootConfig),
+            (cell_layer, Source::CellJson),
+            (file.map(Doc::map), Source::PoliciesFile),
+            (agent_layer, Source::Agent),
+        ])
+    }
+
+    /// Resolves typed layers: `cell.json`'s `policies`, `config/policies.json` and the
+    /// agent file's `policies`, over the root-wide layer `root`; any may be missing.
+    pub fn of(
+        root: &Map<String, Value>,
+        cell: Option<&Policies>,
+        file: Option<&Policies>,
+        agent: Option<&Policies>,
+    ) -> Policy {
+        let cell_layer = cell.map(layer_map);
+        let file_layer = file.map(layer_map);
+        let agent_layer = agent.map(layer_map);
+        Policy::from_layers([
+            (Some(root), Source::RootConfig),
+            (cell_layer.as_ref(), Source::CellJson),
+            (file_layer.as_ref(), Source::PoliciesFile),
+            (agent_layer.as_ref(), Source::Agent),
+        ])
+    }
+
+    /// The defaults overridden by each layer in turn, highest last.
+    fn from_layers(layers: [(Option<&Map<String, Value>>, Source); 4]) -> Policy {
         let mut settings: Vec<Setting> = defaults()
             .into_iter()
             .map(|(key, value, _)| Setting {
@@ -178,19 +214,7 @@ impl Policy {
                 source: Source::Default,
             })
             .collect();
-        let cell_layer = cell
-            .and_then(|c| c.get("policies"))
-            .and_then(Value::as_object);
-        let file_layer = file.map(Doc::map);
-        let agent_layer = agent
-            .and_then(|a| a.get("policies"))
-            .and_then(Value::as_object);
-        for (layer, source) in [
-            (Some(root), Source::RootConfig),
-            (cell_layer, Source::CellJson),
-            (file_layer, Source::PoliciesFile),
-            (agent_layer, Source::Agent),
-        ] {
+        for (layer, source) in layers {
             let Some(layer) = layer else { continue };
             for (key, value) in layer {
                 match settings.iter_mut().find(|s| &s.key == key) {
@@ -212,6 +236,19 @@ impl Policy {
     /// Every setting, defaults first in their documented order, then other keys.
     pub fn settings(&self) -> &[Setting] {
         &self.settings
+    }
+
+    /// A setting's value for people: strings as they are, a `null` `heartbeat_ttl` as the
+    /// silence it stands for, anything else as JSON.
+    pub fn shown(&self, setting: &Setting) -> String {
+        match &setting.value {
+            Value::String(v) => v.clone(),
+            Value::Null if setting.key == "heartbeat_ttl" => format!(
+                "{} (misses_dead x heartbeat_interval)",
+                self.heartbeat_ttl()
+            ),
+            other => other.to_string(),
+        }
     }
 
     /// The effective value of `key`.
@@ -318,9 +355,137 @@ impl Policy {
     pub fn down_after(&self) -> f64 {
         self.positive("misses_down") * self.heartbeat_interval()
     }
+
+    /// How long a started agent has for its first beat before heartbeats judge it.
+    pub fn startup_grace(&self) -> f64 {
+        self.positive("startup_grace")
+    }
+
+    /// Failures in a row that make a beating agent unhealthy. A fraction such as 0.5
+    /// truncates to 0, which would make every agent unhealthy: one failure is the least
+    /// that counts.
+    pub fn failure_threshold(&self) -> u64 {
+        (self.positive("failure_threshold") as u64).max(1)
+    }
+
+    /// Checkpoint generations kept per agent (at least the one just saved).
+    pub fn checkpoint_keep(&self) -> usize {
+        self.positive("checkpoint_keep").max(1.0) as usize
+    }
+
+    /// Restarts in a row before an agent is failed (0: no limit); a value that is not a
+    /// whole number is the default.
+    pub fn max_restarts(&self) -> u64 {
+        self.whole("max_restarts")
+    }
+
+    /// Context use from which an agent is warned; a value that is not a number is the
+    /// default.
+    pub fn target_ratio(&self) -> f64 {
+        self.number("target_ratio")
+    }
+
+    /// Context use from which the context budget is breached.
+    pub fn hard_max_ratio(&self) -> f64 {
+        self.number("hard_max_ratio")
+    }
+
+    /// Seconds at least between two compactions of one agent.
+    pub fn compact_min_interval(&self) -> f64 {
+        self.non_negative("compact_min_interval")
+    }
+
+    /// Compactions in an hour after which the next breach is thrashing.
+    pub fn compact_max_per_hour(&self) -> u64 {
+        self.whole("compact_max_per_hour")
+    }
+
+    /// Dollars an agent may spend before a warning; `None`: no limit.
+    pub fn cost_soft_usd(&self) -> Option<f64> {
+        self.limit("cost_soft_usd")
+    }
+
+    /// Dollars an agent may spend before it is told to stop.
+    pub fn cost_hard_usd(&self) -> Option<f64> {
+        self.limit("cost_hard_usd")
+    }
+
+    /// Tokens an agent may use before a warning.
+    pub fn tokens_soft(&self) -> Option<f64> {
+        self.limit("tokens_soft")
+    }
+
+    /// Tokens an agent may use before it is told to stop.
+    pub fn tokens_hard(&self) -> Option<f64> {
+        self.limit("tokens_hard")
+    }
+
+    /// Dollars all agents of the cell may spend together.
+    pub fn cell_cost_hard_usd(&self) -> Option<f64> {
+        self.limit("cell_cost_hard_usd")
+    }
+
+    /// Tokens all agents of the cell may use together.
+    pub fn cell_tokens_hard(&self) -> Option<f64> {
+        self.limit("cell_tokens_hard")
+    }
+
+    /// Any number, or the built-in default when the value is not one.
+    fn number(&self, key: &str) -> f64 {
+        self.get(key)
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| Self::default_f64(key))
+    }
+
+    /// A whole number of 0 or more, or the built-in default when the value is not one.
+    fn whole(&self, key: &str) -> u64 {
+        self.get(key)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| Self::default_f64(key) as u64)
+    }
+
+    /// A limit: `None` when it is unset, `null`, not a number or negative.
+    fn limit(&self, key: &str) -> Option<f64> {
+        self.get(key).and_then(Value::as_f64).filter(|v| *v >= 0.0)
+    }
 }
 
-/// Reads the layers of a cell (and optionally an agent) and resolves them.
+/// A policy layer as the resolver reads it: the usable values as pas writes them, then
+/// the unusable ones as written (they override lower layers, and the getters fall back to
+/// the built-in default for them).
+fn layer_map(layer: &Policies) -> Map<String, Value> {
+    let mut map = layer.to_map();
+    for u in &layer.unusable {
+        map.insert(u.key.clone(), u.value.clone());
+    }
+    map
+}
+
+/// `config/policies.json` of a cell, typed; `None` when the cell has none.
+pub fn read_file_layer(store: &dyn Store, cell: &str) -> Result<Option<Policies>> {
+    store
+        .read(cell, FileKey::Config(ConfigFile::Policies))?
+        .map(|doc| Policies::from_doc(&doc))
+        .transpose()
+}
+
+/// The effective policy of a cell (and of `agent`, when given): its layers read typed.
+pub fn load_for(store: &dyn Store, cell: &str, agent: Option<&Agent>) -> Result<Policy> {
+    let cell_doc = store
+        .read(cell, FileKey::Cell)?
+        .map(|doc| Cell::from_doc(&doc))
+        .transpose()?;
+    let file = read_file_layer(store, cell)?;
+    Ok(Policy::of(
+        store.root_policies(),
+        cell_doc.as_ref().map(|c| &c.policies),
+        file.as_ref(),
+        agent.map(|a| &a.policies),
+    ))
+}
+
+/// Reads the layers of a cell (and optionally an agent file) and resolves them; for
+/// callers that hold the agent as a document ([`load_for`] is the typed form).
 pub fn load(store: &dyn Store, cell: &str, agent: Option<&Doc>) -> Result<Policy> {
     let cell_doc = store.read(cell, FileKey::Cell)?;
     let file = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
@@ -369,6 +534,46 @@ mod tests {
         assert_eq!(p.heartbeat_interval(), 30.0);
         assert_eq!(p.down_after(), 60.0);
         assert_eq!(p.heartbeat_ttl(), 90.0);
+    }
+
+    #[test]
+    fn typed_layers_resolve_as_the_documents_do() {
+        let cell = doc(
+            r#"{"cell_id": "c", "mission_name": "m", "created_at": "2026-01-01T00:00:00Z",
+                "status": "active",
+                "policies": {"auto_revive": "ask", "heartbeat_interval": 10, "x_team": "ops"}}"#,
+        );
+        let file = doc(
+            r#"{"heartbeat_interval": "soon", "misses_down": -1, "custom": 1,
+                "cost_hard_usd": null, "failure_threshold": 2.9, "on_failure": "echo"}"#,
+        );
+        let agent = doc(r#"{"agent_id": "a", "policies": {"heartbeat_ttl": 600}}"#);
+        let mut root = serde_json::Map::new();
+        root.insert("stop_grace".into(), json!(3));
+        let raw = Policy::resolve(&root, Some(&cell), Some(&file), Some(&agent));
+        let typed = Policy::of(
+            &root,
+            Some(&Cell::from_doc(&cell).unwrap().policies),
+            Some(&Policies::from_doc(&file).unwrap()),
+            Some(&Agent::from_doc(&agent).unwrap().policies),
+        );
+        assert_eq!(typed, raw);
+        // Nonsense overrides the lower layers, shown as written, and reads as the default.
+        let find = |k: &str| {
+            typed
+                .settings()
+                .iter()
+                .find(|s| s.key == k)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(find("heartbeat_interval").value, json!("soon"));
+        assert_eq!(find("heartbeat_interval").source, Source::PoliciesFile);
+        assert_eq!(typed.heartbeat_interval(), 30.0);
+        assert_eq!(typed.failure_threshold(), 2);
+        assert_eq!(typed.cost_hard_usd(), None);
+        assert_eq!(find("x_team").source, Source::CellJson);
+        assert_eq!(typed.stop_grace(), std::time::Duration::from_secs(3));
     }
 
     #[test]

@@ -13,11 +13,13 @@ use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::model::{AgentStatus, Cell, CellStatus, ReportedStatus, Role, Task, TaskStatus};
+use crate::ops::budget::State;
 use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, Observed};
-use crate::ops::task;
+use crate::ops::policy;
 use crate::store::events;
-use crate::store::{self, FileKey, LogFile, Store};
+use crate::store::{self, Collection, FileKey, LogFile, Store};
 
 /// One agent in a status view.
 #[derive(Debug, Clone, Serialize)]
@@ -27,13 +29,13 @@ pub struct AgentView {
     /// Its readable name.
     pub name: Option<String>,
     /// Its role.
-    pub role: Option<String>,
+    pub role: Role,
     /// Its gateway.
     pub gateway: Option<String>,
     /// Its capabilities.
     pub capabilities: Vec<String>,
     /// The recorded status (`idle`, `active`, `paused`, `failed`).
-    pub status: Option<String>,
+    pub status: AgentStatus,
     /// Health now.
     pub health: Health,
     /// Seconds since the last beat.
@@ -43,7 +45,7 @@ pub struct AgentView {
     /// Beats so far.
     pub heartbeat_count: u64,
     /// What the agent reported (`ACTIVE`, `DEGRADED`, `OFFLINE`).
-    pub reported_status: Option<String>,
+    pub reported_status: Option<ReportedStatus>,
     /// Reported progress, 0 to 1.
     pub progress: Option<f64>,
     /// Context tokens in use.
@@ -67,7 +69,7 @@ pub struct AgentView {
     /// The waits before the next restarts, in seconds, by policy (up to `max_restarts`).
     pub backoff_schedule: Vec<f64>,
     /// The context budget state (`ok`, `warning`, `breach`).
-    pub ctx_state: Option<String>,
+    pub ctx_state: Option<State>,
     /// The context ratios of `warning` and `breach` by policy (for bars; not in `--json`).
     #[serde(skip)]
     pub ctx_thresholds: (f64, f64),
@@ -83,40 +85,35 @@ impl AgentView {
         policy: &crate::ops::policy::Policy,
         schedule: &[f64],
     ) -> AgentView {
-        let d = &o.doc;
-        let text = |k: &str| d.str(k).map(str::to_string);
+        let a = &o.agent;
+        let ctx = crate::ops::budget::context_state(a.ctx_used, a.ctx_limit, policy);
         AgentView {
-            id: text("agent_id").unwrap_or_default(),
-            name: text("name"),
-            role: text("role"),
-            gateway: text("gateway"),
-            capabilities: d.strings("capabilities"),
-            status: text("status"),
+            id: a.agent_id.clone(),
+            name: a.name.clone(),
+            role: a.role,
+            gateway: a.gateway.clone(),
+            capabilities: a.capabilities.clone(),
+            status: a.status,
             health: o.assessment.health,
             heartbeat_age_seconds: o.assessment.age.map(|a| (a * 1000.0).round() / 1000.0),
-            last_heartbeat: text("last_heartbeat"),
-            heartbeat_count: d.u64("heartbeat_count").unwrap_or(0),
-            reported_status: text("reported_status"),
-            progress: d.f64("progress"),
-            ctx_used: d.u64("ctx_used"),
-            ctx_limit: d.u64("ctx_limit"),
-            current_task: text("current_task"),
+            last_heartbeat: a.last_heartbeat.map(clock::stamp),
+            heartbeat_count: a.heartbeat_count,
+            reported_status: a.reported_status,
+            progress: a.progress,
+            ctx_used: a.ctx_used,
+            ctx_limit: a.ctx_limit,
+            current_task: a.current_task.clone(),
             next_change: o.assessment.next_change,
-            process: crate::ops::supervisor::state(d).as_str(),
-            restart_count: d.u64("restart_count").unwrap_or(0),
-            restart_attempts: d.u64("restart_attempts").unwrap_or(0),
-            next_restart_at: text("next_restart_at"),
-            cooldown_until: text("cooldown_until"),
+            process: crate::ops::supervisor::state(&o.doc).as_str(),
+            restart_count: a.restart_count,
+            restart_attempts: a.restart_attempts,
+            next_restart_at: a.next_restart_at.map(clock::stamp),
+            cooldown_until: a.cooldown_until.map(clock::stamp),
             backoff_schedule: schedule.to_vec(),
-            ctx_state: crate::ops::budget::context_state(
-                d.u64("ctx_used"),
-                d.u64("ctx_limit"),
-                policy,
-            )
-            .map(|c| c.0.as_str().to_string()),
+            ctx_state: ctx.map(|c| c.0),
             ctx_thresholds: crate::ops::budget::context_thresholds(policy),
-            cost_usd: d.f64("cost_usd"),
-            tokens_used: d.f64("tokens_used"),
+            cost_usd: a.cost_usd,
+            tokens_used: a.tokens_used,
         }
     }
 }
@@ -124,10 +121,7 @@ impl AgentView {
 /// The waits before the next restarts, in seconds, by policy (up to `max_restarts`, at
 /// most 8).
 fn backoff_schedule(policy: &crate::ops::policy::Policy) -> Vec<f64> {
-    let max = policy
-        .get("max_restarts")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(5);
+    let max = policy.max_restarts();
     let n = if max == 0 { 5 } else { max.min(8) };
     (1..=n)
         .map(|k| crate::ops::revive::rules::backoff_delay(policy, k))
@@ -151,6 +145,34 @@ pub struct TaskCounts {
     pub failed: usize,
 }
 
+impl TaskCounts {
+    /// Counts `tasks` by the state they are shown in: a pending task waiting on a
+    /// dependency that is not completed (or not there) is blocked.
+    fn of(tasks: &BTreeMap<String, Task>) -> TaskCounts {
+        let mut counts = TaskCounts {
+            total: tasks.len(),
+            ..TaskCounts::default()
+        };
+        for t in tasks.values() {
+            let waiting = || {
+                t.dependencies.iter().any(|d| {
+                    tasks
+                        .get(d)
+                        .is_none_or(|dep| dep.status != TaskStatus::Completed)
+                })
+            };
+            match t.status {
+                TaskStatus::Completed => counts.completed += 1,
+                TaskStatus::InProgress => counts.in_progress += 1,
+                TaskStatus::Failed => counts.failed += 1,
+                TaskStatus::Pending if waiting() => counts.blocked += 1,
+                TaskStatus::Pending => counts.pending += 1,
+            }
+        }
+        counts
+    }
+}
+
 /// One cell in a status view.
 #[derive(Debug, Clone, Serialize)]
 pub struct CellView {
@@ -159,7 +181,7 @@ pub struct CellView {
     /// `mission_name`.
     pub name: String,
     /// The cell's status.
-    pub status: String,
+    pub status: CellStatus,
     /// Its agents.
     pub agents: Vec<AgentView>,
     /// Agents by health.
@@ -181,18 +203,19 @@ pub fn cell_view(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<CellView> {
-    let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    if record && crate::ops::budget::enforce_time_with(store, cell, &cell_doc, now)? {
-        cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
+    let mut cell_doc = read_cell()?;
+    if record && crate::ops::budget::enforce_time_of(store, cell, &cell_doc, now)? {
+        cell_doc = read_cell()?;
     }
-    let status = cell_doc.str("status").unwrap_or("unknown").to_string();
-    let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
-    let (observed, errors) = heartbeat::observe_cell_with(
+    let status = cell_doc.status;
+    let file = policy::read_file_layer(store, cell)?;
+    let (observed, errors) = heartbeat::observe_cell_of(
         store,
         cell,
         &cell_doc,
-        policies.as_ref(),
-        record && status == "active",
+        file.as_ref(),
+        record && status == CellStatus::Active,
         now,
     )?;
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
@@ -218,29 +241,22 @@ pub fn cell_view(
             .entry(a.health.as_str().to_string())
             .or_insert(0) += 1;
     }
-    let (tasks_by_id, task_errors) = task::read_all(store, cell)?;
-    problems.extend(task_errors.into_iter().map(|e| e.message));
-    let mut tasks = TaskCounts {
-        total: tasks_by_id.len(),
-        ..TaskCounts::default()
-    };
-    for t in tasks_by_id.values() {
-        match task::shown_state(t, &tasks_by_id).as_str() {
-            "completed" => tasks.completed += 1,
-            "pending" => tasks.pending += 1,
-            "blocked" => tasks.blocked += 1,
-            "in_progress" => tasks.in_progress += 1,
-            "failed" => tasks.failed += 1,
-            _ => {}
+    let mut tasks = BTreeMap::new();
+    for (id, doc) in store.read_collection(cell, Collection::Tasks)? {
+        match doc.and_then(|d| Task::from_doc_at(&d, &format!("tasks/{id}.json"))) {
+            Ok(t) => {
+                tasks.insert(id, t);
+            }
+            Err(e) => problems.push(e.message),
         }
     }
     Ok(CellView {
         id: cell.to_string(),
-        name: cell_doc.str("mission_name").unwrap_or("").to_string(),
+        name: cell_doc.mission_name,
         status,
         agents,
         health_counts,
-        tasks,
+        tasks: TaskCounts::of(&tasks),
         time_used,
         timeout,
         problems,
@@ -291,7 +307,7 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     let mut worst = 0u8;
     let mut named: Vec<String> = Vec::new();
     let mut judged_agents = 0;
-    for v in views.iter().filter(|v| v.status == "active") {
+    for v in views.iter().filter(|v| v.status == CellStatus::Active) {
         for a in &v.agents {
             judged_agents += 1;
             *counts.entry(a.health).or_insert(0) += 1;
@@ -320,7 +336,10 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     let summary = if let Some(first) = unreadable.first() {
         format!("cannot read: {first}{}", more(unreadable.len()))
     } else if named.is_empty() {
-        let active = views.iter().filter(|v| v.status == "active").count();
+        let active = views
+            .iter()
+            .filter(|v| v.status == CellStatus::Active)
+            .count();
         format!("{active} active cell(s), {judged_agents} agent(s), none late, down or dead")
     } else {
         named.sort();
@@ -396,7 +415,7 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
             .iter()
             .map(|v| {
                 (
-                    format!("{},status=\"{}\"", cell_labels(v), label(&v.status)),
+                    format!("{},status=\"{}\"", cell_labels(v), v.status.as_str()),
                     "1".into(),
                 )
             })

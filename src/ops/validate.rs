@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
+use crate::doc::Doc;
 use crate::error::Result;
+use crate::model::{Agent, Cell, Isolation, Permissions, Policies, Reservations, Task};
 use crate::ops::task;
 use crate::store::schema;
 use crate::store::{Collection, ConfigFile, FileKey, Store};
@@ -54,12 +56,22 @@ impl Report<'_> {
         });
     }
 
-    /// Reads and schema-checks one document; `None` when missing or unreadable.
-    fn check_doc(&mut self, store: &dyn Store, key: FileKey<'_>) -> Option<crate::doc::Doc> {
+    /// Reads and schema-checks one document; `None` when missing or unreadable. A document
+    /// that follows its schema but that pas's commands would still refuse (a word or a time
+    /// in a field pas keeps for itself) is reported too, as they would say it.
+    fn check_doc(&mut self, store: &dyn Store, key: FileKey<'_>) -> Option<Doc> {
         let file = key.relative();
         match store.read(self.cell, key) {
             Ok(Some(doc)) => {
-                for v in schema::validate(key.schema(), &doc.to_value()) {
+                let violations = schema::validate(key.schema(), &doc.to_value());
+                if violations.is_empty() {
+                    if let Err(e) = typed_read(key, &doc, &file) {
+                        let prefix = format!("{file} ");
+                        let reason = e.message.strip_prefix(&prefix).unwrap_or(&e.message);
+                        self.add(Severity::Error, &file, "", reason);
+                    }
+                }
+                for v in violations {
                     self.add(Severity::Error, &file, &v.path, v.reason);
                 }
                 Some(doc)
@@ -73,6 +85,19 @@ impl Report<'_> {
                 None
             }
         }
+    }
+}
+
+/// Reads `doc` as the typed document `key` holds, as every command does.
+fn typed_read(key: FileKey<'_>, doc: &Doc, file: &str) -> Result<()> {
+    match key {
+        FileKey::Cell => Cell::from_doc_at(doc, file).map(drop),
+        FileKey::Agent(_) => Agent::from_doc_at(doc, file).map(drop),
+        FileKey::Task(_) => Task::from_doc_at(doc, file).map(drop),
+        FileKey::Config(ConfigFile::Isolation) => Isolation::from_doc_at(doc, file).map(drop),
+        FileKey::Config(ConfigFile::Policies) => Policies::from_doc_at(doc, file).map(drop),
+        FileKey::Config(ConfigFile::Permissions) => Permissions::from_doc_at(doc, file).map(drop),
+        FileKey::Reservations => Reservations::from_doc_at(doc, file).map(drop),
     }
 }
 

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock;
 use crate::error::Result;
+use crate::model::{At, CellStatus, Field, Reservation, ReservationStatus};
 use crate::ops::health::Health;
 use crate::ops::reservation::{self, Amounts};
 use crate::ops::status::{self, AgentView, CellView};
@@ -65,11 +66,15 @@ impl Snapshot {
                 errors.push(e.message);
                 [None; 4]
             });
-            let active = reservation::list(store, &view.id, Some("active")).unwrap_or_default();
+            let active =
+                reservation::list(store, &view.id, Some(ReservationStatus::Active.as_str()))
+                    .unwrap_or_default();
             let mut by_agent: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+            let at = At::file("reservations.json");
             for r in &active {
-                if let Some(a) = r.get("agent").and_then(serde_json::Value::as_str) {
-                    by_agent.entry(a.to_string()).or_default().push(r.clone());
+                match Reservation::decode(r, &at) {
+                    Ok(typed) => by_agent.entry(typed.agent).or_default().push(r.clone()),
+                    Err(e) => errors.push(e.message),
                 }
             }
             cells.push(CellSnap {
@@ -279,7 +284,7 @@ fn contains(hay: &str, needle: &str) -> bool {
 fn agent_matches(a: &AgentView, needle: &str) -> bool {
     contains(&a.id, needle)
         || a.name.as_deref().is_some_and(|n| contains(n, needle))
-        || a.role.as_deref().is_some_and(|r| contains(r, needle))
+        || contains(a.role.as_str(), needle)
         || a.current_task
             .as_deref()
             .is_some_and(|t| contains(t, needle))
@@ -362,7 +367,7 @@ impl Model {
                     || (health.is_none()
                         && (contains(&v.id, &needle)
                             || contains(&v.name, &needle)
-                            || v.status == needle));
+                            || v.status.as_str() == needle));
                 let agents: Vec<usize> = v
                     .agents
                     .iter()
@@ -542,9 +547,9 @@ impl Model {
             return;
         };
         let id = cell.view.id.clone();
-        match cell.view.status.as_str() {
-            "active" => self.mode = Mode::Confirm(Action::Pause { cell: id }),
-            "paused" => self.mode = Mode::Confirm(Action::Resume { cell: id }),
+        match cell.view.status {
+            CellStatus::Active => self.mode = Mode::Confirm(Action::Pause { cell: id }),
+            CellStatus::Paused => self.mode = Mode::Confirm(Action::Resume { cell: id }),
             other => {
                 self.message = Some((
                     format!(
@@ -618,21 +623,23 @@ pub fn next_restart(agent: &AgentView, now: DateTime<Utc>) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::model::{AgentStatus, ReportedStatus, Role};
+    use crate::ops::budget::State;
 
     /// A fixed fleet for the model and rendering tests: two cells, five agents.
     pub(crate) fn fleet(now: DateTime<Utc>) -> Snapshot {
         let agent = |id: &str, health: Health, age: Option<f64>, task: Option<&str>| AgentView {
             id: id.into(),
             name: None,
-            role: Some("write".into()),
+            role: Role::Write,
             gateway: None,
             capabilities: Vec::new(),
-            status: Some("active".into()),
+            status: AgentStatus::Active,
             health,
             heartbeat_age_seconds: age,
             last_heartbeat: None,
             heartbeat_count: 12,
-            reported_status: Some("ACTIVE".into()),
+            reported_status: Some(ReportedStatus::Active),
             progress: Some(0.4),
             ctx_used: Some(42_000),
             ctx_limit: Some(100_000),
@@ -644,7 +651,7 @@ pub(crate) mod tests {
             next_restart_at: None,
             cooldown_until: None,
             backoff_schedule: Vec::new(),
-            ctx_state: Some("ok".into()),
+            ctx_state: Some(State::Ok),
             ctx_thresholds: (0.5, 0.75),
             cost_usd: None,
             tokens_used: None,
@@ -653,14 +660,14 @@ pub(crate) mod tests {
         dead.restart_count = 2;
         dead.next_restart_at = Some(clock::stamp(now + chrono::Duration::seconds(20)));
         dead.ctx_used = Some(80_000);
-        dead.ctx_state = Some("breach".into());
+        dead.ctx_state = Some(State::Breach);
         let mut late = agent("reviewer", Health::Late, Some(41.0), Some("review"));
         late.ctx_used = Some(55_000);
-        late.ctx_state = Some("warning".into());
+        late.ctx_state = Some(State::Warning);
         let docs = CellView {
             id: "3f2a1b2c-0000-4000-8000-000000000001".into(),
             name: "Docs sprint".into(),
-            status: "active".into(),
+            status: CellStatus::Active,
             agents: vec![
                 agent("lead", Health::Healthy, Some(3.0), Some("outline")),
                 agent("writer_1", Health::Healthy, Some(7.5), Some("draft")),
@@ -682,7 +689,7 @@ pub(crate) mod tests {
         let audit = CellView {
             id: "9c8d7e6f-0000-4000-8000-000000000002".into(),
             name: "Audit".into(),
-            status: "paused".into(),
+            status: CellStatus::Paused,
             agents: vec![late, agent("auditor", Health::Unknown, None, None)],
             health_counts: BTreeMap::new(),
             tasks: status::TaskCounts {

@@ -14,6 +14,8 @@ use ratatui::Frame;
 
 use super::model::{self, CellSnap, Level, Mode, Model, Row};
 use crate::clock;
+use crate::model::CellStatus;
+use crate::ops::budget::State;
 use crate::ops::health::Health;
 use crate::ops::reservation::RESOURCES;
 use crate::ops::status::AgentView;
@@ -29,7 +31,7 @@ pub struct Palette {
     /// The tone of a health.
     pub health: fn(Health) -> Tone,
     /// The tone of a cell status.
-    pub cell: fn(&str) -> Tone,
+    pub cell: fn(CellStatus) -> Tone,
 }
 
 impl Palette {
@@ -63,12 +65,11 @@ impl Palette {
         }
     }
 
-    fn state(&self, state: &str) -> Style {
-        self.tone(match state {
-            "ok" => Tone::Good,
-            "warning" => Tone::Warn,
-            "breach" => Tone::Bad,
-            _ => Tone::Plain,
+    fn state(&self, state: Option<State>) -> Style {
+        self.tone(match state.unwrap_or(State::Ok) {
+            State::Ok => Tone::Good,
+            State::Warning => Tone::Warn,
+            State::Breach => Tone::Bad,
         })
     }
 }
@@ -304,8 +305,8 @@ fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
         Span::styled(v.name.clone(), palette.bold()),
         Span::raw(format!(" {} ", short(&v.id))),
         Span::styled(
-            format!("{:<9}", v.status),
-            palette.tone((palette.cell)(&v.status)),
+            format!("{:<9}", v.status.as_str()),
+            palette.tone((palette.cell)(v.status)),
         ),
         Span::raw(format!(" {}/{} done  ", t.completed, t.total)),
         Span::styled(
@@ -361,7 +362,7 @@ fn agent_line<'a>(
                 bar(r, CTX_BAR_W, &[a.ctx_thresholds.0, a.ctx_thresholds.1]),
                 percent(r)
             ),
-            palette.state(a.ctx_state.as_deref().unwrap_or("ok")),
+            palette.state(a.ctx_state),
         ),
         None => Span::raw(format!("{:<w$}", "-", w = CTX_BAR_W + 7)),
     };
@@ -447,7 +448,7 @@ fn draw_detail(
                 Span::raw("context  "),
                 Span::styled(
                     bar(r, width, &[a.ctx_thresholds.0, a.ctx_thresholds.1]),
-                    palette.state(a.ctx_state.as_deref().unwrap_or("ok")),
+                    palette.state(a.ctx_state),
                 ),
                 Span::raw(format!(
                     " {:>4}  {} of {} tokens, warn {} breach {}",
@@ -473,7 +474,7 @@ fn draw_detail(
         });
         lines.push(Line::from(format!(
             "state    {} · process {} · last beat {age} · {} beats · restarts {} · next {}",
-            a.status.as_deref().unwrap_or("-"),
+            a.status.as_str(),
             a.process,
             a.heartbeat_count,
             a.restart_count,
@@ -483,7 +484,7 @@ fn draw_detail(
             format!(
                 " agent {} · {} · cell {} ",
                 a.id,
-                a.role.as_deref().unwrap_or("-"),
+                a.role.as_str(),
                 cell.view.name
             ),
             lines,

@@ -334,3 +334,48 @@ fn a_hard_spend_limit_stops_the_agent_until_it_is_raised() {
         "{kinds:?}"
     );
 }
+
+#[test]
+fn the_tables_show_what_the_json_holds() {
+    let root = Root::new();
+    let cell = root.cell("Tables");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&[
+        "agent",
+        "beat",
+        &cell,
+        "a1",
+        "--ctx-used",
+        "80",
+        "--ctx-limit",
+        "100",
+    ]);
+    let history = root.ok(&["budget", "history", &cell]);
+    let row = history.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains(" a1 ") && row.contains(" 80 ") && row.contains("context budget breached"),
+        "{history}"
+    );
+    root.ok(&[
+        "reserve", &cell, "--job", "j1", "--agent", "a1", "--cpu", "2", "--port", "8080",
+    ]);
+    let table = root.ok(&["reservations", &cell, "--status", "active"]);
+    let row = table.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.starts_with("j1")
+            && row.contains("2 cores")
+            && row.contains("8080")
+            && row.ends_with("active"),
+        "{table}"
+    );
+    assert!(!root
+        .ok(&["reservations", &cell, "--status", "killed"])
+        .contains("j1"));
+    let shown = root.ok(&["checkpoint", "show", &cell, "a1"]);
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("reason") && l.ends_with("context budget breach")),
+        "{shown}"
+    );
+}

@@ -635,3 +635,96 @@ fn metrics_are_valid_prometheus_text() {
     assert!(run.status.success() && run.stdout.is_empty());
     assert_prometheus_text(&std::fs::read_to_string(&out).unwrap());
 }
+
+#[test]
+fn an_agent_file_pas_cannot_read_is_refused_in_one_line_and_named_by_validate() {
+    let root = Root::new();
+    let cell = root.cell("Hand edits");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["agent", "beat", &cell, "a1"]);
+    let path = root.cell_dir(&cell).join("agents/a1.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    // A field pas keeps for itself, edited by hand into a shape the schema allows but pas
+    // cannot deliver: it is refused, never delivered as something else.
+    let mut doc: Value = serde_json::from_str(&original).unwrap();
+    doc["pending_directive"] = serde_json::json!({"action": "restart"});
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let why = "agents/a1.json pending_directive.action: \"restart\" is not one of stop, summarize";
+    let before = root.snapshot();
+    root.run(&["agent", "beat", &cell, "a1"]).refused(5, why);
+    root.run(&["agent", "fail", &cell, "a1", "--reason", "x"])
+        .refused(5, why);
+    root.run(&["agent", "show", &cell, "a1"]).refused(5, why);
+    root.run(&["budget", "track", &cell, "a1", "--used", "5"])
+        .refused(5, why);
+    root.run(&["agent", "set", &cell, "a1", "--status", "paused"])
+        .refused(5, why);
+    assert_eq!(before, root.snapshot(), "a refusal changes nothing");
+    // The fleet views name it as a file they cannot read.
+    assert_eq!(root.run(&["check", &cell]).code, 3);
+    let status = root.json(&["status", &cell]);
+    assert!(
+        status["cells"][0]["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains(why),
+        "{status}"
+    );
+    // validate names it too, though it follows the schema.
+    let run = root.run(&["--json", "validate", &cell]);
+    assert_eq!(run.code, 5, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert!(
+        report["problems"].as_array().unwrap().iter().any(|p| {
+            p["file"] == "agents/a1.json"
+                && p["reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("pending_directive.action: \"restart\"")
+        }),
+        "{report:#}"
+    );
+    // Fixed by hand, the agent beats again.
+    std::fs::write(&path, original).unwrap();
+    assert_eq!(
+        root.json(&["agent", "beat", &cell, "a1"])["heartbeat_count"],
+        2
+    );
+    root.ok(&["validate", "--strict", &cell]);
+}
+
+#[test]
+fn agent_set_and_show_speak_the_documented_words() {
+    let root = Root::new();
+    let cell = root.cell("Words");
+    root.ok(&["agent", "add", &cell, "a1", "--role", "audit"]);
+    root.run(&["agent", "set", &cell, "a1", "--status", "failed"])
+        .refused(2, "failed");
+    root.ok(&["agent", "set", &cell, "a1", "--status", "paused"]);
+    assert_eq!(root.agent(&cell, "a1")["status"], "paused");
+    assert_eq!(root.event_kinds(&cell).last().unwrap(), "agent.status");
+    let shown = root.ok(&["agent", "show", &cell, "a1"]);
+    for line in ["role", "status"] {
+        let value = shown
+            .lines()
+            .find(|l| l.trim_start().starts_with(line))
+            .unwrap();
+        assert!(
+            value.ends_with(if line == "role" { "audit" } else { "paused" }),
+            "{shown}"
+        );
+    }
+    // A paused agent is told to stop; a file without role or status reads as the
+    // documented defaults (write, idle) and a beat makes it active.
+    assert_eq!(
+        root.json(&["agent", "beat", &cell, "a1", "--status", "DEGRADED"])["directive"],
+        "stop"
+    );
+    let path = root.cell_dir(&cell).join("agents/a2.json");
+    std::fs::write(&path, r#"{"agent_id": "a2"}"#).unwrap();
+    let list = root.json(&["agent", "list", &cell, "--role", "write"]);
+    assert_eq!(list[0]["id"], "a2", "{list}");
+    assert_eq!(list[0]["status"], "idle");
+    root.ok(&["agent", "beat", &cell, "a2"]);
+    assert_eq!(root.agent(&cell, "a2")["status"], "active");
+}

@@ -6,9 +6,10 @@ use serde_json::{json, Value};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::model::{AgentStatus, ExitCause};
 use crate::ops::agent::{self, NewAgent, Role};
 use crate::ops::cell;
-use crate::ops::health::{self, Health};
+use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, BeatReport, Reported};
 use crate::ops::policy;
 use crate::ops::status::{self, AgentView};
@@ -162,8 +163,8 @@ pub struct SetArgs {
     #[arg(long = "unset-env", value_name = "KEY")]
     pub unset_env: Vec<String>,
     /// Pause (`paused`: told to stop, not revived) or resume (`active`) the agent.
-    #[arg(long, value_parser = ["idle", "active", "paused"])]
-    pub status: Option<String>,
+    #[arg(long, value_parser = crate::cli::words::settable_status())]
+    pub status: Option<AgentStatus>,
     /// The command that runs the agent (after `--`).
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -306,13 +307,12 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
 }
 
 /// The tone of an agent's recorded status.
-fn status_tone(status: &str) -> Tone {
+pub fn status_tone(status: AgentStatus) -> Tone {
     match status {
-        "active" => Tone::Good,
-        "paused" => Tone::Warn,
-        "failed" => Tone::Bad,
-        "idle" => Tone::Dim,
-        _ => Tone::Plain,
+        AgentStatus::Active => Tone::Good,
+        AgentStatus::Paused => Tone::Warn,
+        AgentStatus::Failed => Tone::Bad,
+        AgentStatus::Idle => Tone::Dim,
     }
 }
 
@@ -354,7 +354,7 @@ fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
             ctx.out.note(&format!("pas: skipped: {p}"));
         }
         for a in view.agents {
-            let keep = role.is_none_or(|r| a.role.as_deref() == Some(r.as_str()))
+            let keep = role.is_none_or(|r| a.role == r)
                 && cap.as_ref().is_none_or(|c| a.capabilities.contains(c))
                 && health.is_none_or(|h| a.health == h)
                 && gateway
@@ -395,14 +395,13 @@ fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
     let table = rows
         .iter()
         .map(|(cell, a)| {
-            let status = a.status.clone().unwrap_or_else(|| "-".into());
             let mut row = vec![
                 Styled::from(a.id.as_str()),
                 Styled::from(a.name.clone().unwrap_or_else(|| "-".into())),
-                Styled::from(a.role.clone().unwrap_or_else(|| "-".into())),
+                Styled::from(a.role.as_str()),
                 Styled::new(a.health.as_str(), health_tone(a.health)),
                 Styled::from(status::beat_age(a)),
-                Styled::new(status.as_str(), status_tone(&status)),
+                Styled::new(a.status.as_str(), status_tone(a.status)),
                 Styled::from(a.current_task.clone().unwrap_or_else(|| "-".into())),
                 Styled::from(a.capabilities.join(",")),
             ];
@@ -430,9 +429,11 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let doc = agent::read(&ctx.store, &cell_id, agent_id)?;
-    let policy = policy::load(&ctx.store, &cell_id, Some(&doc))?;
+    let a = agent::typed(agent_id, &doc)?;
+    let policy = policy::load_for(&ctx.store, &cell_id, Some(&a))?;
     let now = clock::now();
-    let assessed = health::assess(&doc, &policy, now);
+    let assessed = heartbeat::assess(&a, &policy, now);
+    let process = supervisor::state(&doc);
     if ctx.out.is_json() {
         let mut value = doc.to_value();
         if let Value::Object(m) = &mut value {
@@ -442,91 +443,79 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
                 "next_health_change".into(),
                 json!(assessed.next_change.map(clock::stamp)),
             );
-            m.insert("process".into(), json!(supervisor::state(&doc)));
+            m.insert("process".into(), json!(process));
         }
         ctx.out.json(&value);
         return Ok(());
     }
-    let status = or_dash(doc.str("status"));
-    let ctx_use = match (doc.u64("ctx_used"), doc.u64("ctx_limit")) {
+    let ctx_use = match (a.ctx_used, a.ctx_limit) {
         (Some(u), Some(l)) => format!("{u} / {l} ({:.0}%)", 100.0 * u as f64 / l.max(1) as f64),
         (Some(u), None) => u.to_string(),
         _ => "-".to_string(),
     };
+    let stamp_or_dash =
+        |t: Option<chrono::DateTime<chrono::Utc>>| or_dash(t.map(clock::stamp).as_deref());
+    let number_or_dash = |n: Option<i64>| n.map_or("-".into(), |n| n.to_string());
     ctx.out.fields(vec![
-        ("id", Styled::from(or_dash(doc.str("agent_id")))),
+        ("id", Styled::from(a.agent_id.as_str())),
         ("cell", Styled::from(cell_id.as_str())),
-        ("name", Styled::from(or_dash(doc.str("name")))),
-        ("role", Styled::from(or_dash(doc.str("role")))),
-        ("status", Styled::new(status.as_str(), status_tone(&status))),
+        ("name", Styled::from(or_dash(a.name.as_deref()))),
+        ("role", Styled::from(a.role.as_str())),
+        (
+            "status",
+            Styled::new(a.status.as_str(), status_tone(a.status)),
+        ),
         (
             "health",
             Styled::new(assessed.health.as_str(), health_tone(assessed.health)),
         ),
-        (
-            "last beat",
-            Styled::from(clock::ago(health::last_heartbeat(&doc), now)),
-        ),
-        (
-            "beats",
-            Styled::from(doc.u64("heartbeat_count").unwrap_or(0).to_string()),
-        ),
+        ("last beat", Styled::from(clock::ago(a.last_heartbeat, now))),
+        ("beats", Styled::from(a.heartbeat_count.to_string())),
         (
             "reported",
-            Styled::from(or_dash(doc.str("reported_status"))),
+            Styled::from(or_dash(a.reported_status.map(Reported::as_str))),
         ),
         (
             "progress",
             Styled::from(
-                doc.f64("progress")
+                a.progress
                     .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
             ),
         ),
         ("context", Styled::from(ctx_use)),
-        ("note", Styled::from(or_dash(doc.str("note")))),
+        ("note", Styled::from(or_dash(a.note.as_deref()))),
         (
             "process",
-            Styled::from(match doc.get("pid").and_then(Value::as_i64) {
-                Some(pid) => format!("{} (pid {pid})", supervisor::state(&doc).as_str()),
-                None => supervisor::state(&doc).as_str().to_string(),
+            Styled::from(match a.pid {
+                Some(pid) => format!("{} (pid {pid})", process.as_str()),
+                None => process.as_str().to_string(),
             }),
         ),
-        (
-            "restarts",
-            Styled::from(doc.u64("restart_count").unwrap_or(0).to_string()),
-        ),
+        ("restarts", Styled::from(a.restart_count.to_string())),
         (
             "last exit",
-            Styled::from(match doc.get("exit") {
-                Some(Value::Object(e)) => format!(
+            Styled::from(match &a.exit {
+                Some(e) => format!(
                     "{} code={} signal={} at {}",
-                    e.get("cause").and_then(Value::as_str).unwrap_or("-"),
-                    e.get("code").map_or("-".into(), Value::to_string),
-                    e.get("signal").map_or("-".into(), Value::to_string),
-                    e.get("at").and_then(Value::as_str).unwrap_or("-")
+                    or_dash(e.cause.map(ExitCause::as_str)),
+                    number_or_dash(e.code),
+                    number_or_dash(e.signal),
+                    stamp_or_dash(e.at)
                 ),
-                _ => "-".to_string(),
+                None => "-".to_string(),
             }),
         ),
-        (
-            "failures",
-            Styled::from(doc.u64("failures").unwrap_or(0).to_string()),
-        ),
-        (
-            "capabilities",
-            Styled::from(doc.strings("capabilities").join(", ")),
-        ),
-        ("gateway", Styled::from(or_dash(doc.str("gateway")))),
+        ("failures", Styled::from(a.failures.to_string())),
+        ("capabilities", Styled::from(a.capabilities.join(", "))),
+        ("gateway", Styled::from(or_dash(a.gateway.as_deref()))),
         (
             "current task",
-            Styled::from(or_dash(doc.str("current_task"))),
+            Styled::from(or_dash(a.current_task.as_deref())),
         ),
         (
             "last checkpoint",
-            Styled::from(or_dash(
-                doc.get("checkpoint")
-                    .and_then(|c| c.get("last_checkpoint"))
-                    .and_then(Value::as_str),
+            Styled::from(stamp_or_dash(
+                a.checkpoint.as_ref().and_then(|c| c.last_checkpoint),
             )),
         ),
     ]);
@@ -582,8 +571,8 @@ fn beat(ctx: &Ctx, args: BeatArgs) -> Result<()> {
         ctx.out
             .json(&serde_json::to_value(&reply).unwrap_or_default());
     } else if ctx.out.is_quiet() {
-        if let Some(d) = &reply.directive {
-            ctx.out.line(d);
+        if let Some(d) = reply.directive {
+            ctx.out.line(d.as_str());
         }
     } else {
         let mut line = format!(

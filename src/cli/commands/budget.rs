@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::model::{At, Field, Reservation, ReservationStatus};
 use crate::ops::budget::{self, State};
 use crate::ops::cell;
 use crate::ops::reservation::{self, Request};
@@ -141,8 +142,8 @@ pub struct ReservationsArgs {
     /// Cell id, unique id prefix, or mission name.
     pub cell: String,
     /// Only reservations with this status.
-    #[arg(long, value_parser = ["active", "released", "killed"])]
-    pub status: Option<String>,
+    #[arg(long, value_enum)]
+    pub status: Option<ReservationStatus>,
 }
 
 // Arguments of `pas quota`.
@@ -263,7 +264,7 @@ fn show(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
                     Styled::new(a.spend_state.as_str(), state_tone(a.spend_state)),
                     Styled::from(a.compactions_last_hour.to_string()),
                     Styled::new(
-                        a.flag.clone().unwrap_or_else(|| "-".into()),
+                        a.flag.map_or("-", |f| f.as_str()),
                         if a.flag.is_some() {
                             Tone::Bad
                         } else {
@@ -351,23 +352,22 @@ fn history(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let list = budget::history(&ctx.store, &cell_id, agent)?;
     if ctx.out.is_json() {
-        ctx.out.json(&Value::from(list));
+        ctx.out.json(&Value::from(
+            list.into_iter().map(|e| e.shown).collect::<Vec<_>>(),
+        ));
         return Ok(());
     }
-    let text = |v: &Value, k: &str| match v.get(k) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(other) => other.to_string(),
-    };
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     let rows = list
         .iter()
-        .map(|v| {
+        .map(|e| {
+            let s = &e.summary;
             vec![
-                Styled::from(text(v, "time")),
-                Styled::from(text(v, "agent")),
-                Styled::from(text(v, "ctx_used_before")),
-                Styled::from(text(v, "checkpoint_generation")),
-                Styled::from(text(v, "reason")),
+                Styled::from(or_dash(s.time.clone())),
+                Styled::from(e.agent.as_str()),
+                Styled::from(or_dash(s.ctx_used_before.map(|n| n.to_string()))),
+                Styled::from(or_dash(s.checkpoint_generation.map(|n| n.to_string()))),
+                Styled::from(or_dash(s.reason.clone())),
             ]
         })
         .collect();
@@ -525,36 +525,39 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
 pub fn list(ctx: &Ctx, args: ReservationsArgs) -> Result<()> {
     let ReservationsArgs { cell, status } = args;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
-    let items = reservation::list(&ctx.store, &cell_id, status.as_deref())?;
+    let items = reservation::list(&ctx.store, &cell_id, status.map(ReservationStatus::as_str))?;
     if ctx.out.is_json() {
         ctx.out.json(&Value::from(items));
         return Ok(());
     }
-    let num = |v: &Value, k: &str, unit: Unit| {
-        v.get(k)
-            .and_then(Value::as_f64)
-            .filter(|n| *n > 0.0)
-            .map_or("-".into(), |n| units::show(n, unit))
+    let at = At::file("reservations.json");
+    let typed = items
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Reservation::decode(r, &at.key("reservations").index(i)))
+        .collect::<Result<Vec<_>>>()?;
+    let num = |n: f64, unit: Unit| {
+        if n > 0.0 {
+            units::show(n, unit)
+        } else {
+            "-".into()
+        }
     };
-    let rows = items
+    let rows = typed
         .iter()
         .map(|r| {
-            let status = r.get("status").and_then(Value::as_str).unwrap_or("?");
+            let [cpu, memory, gpu, gpu_memory] = r.amounts();
             vec![
-                Styled::from(r.get("job").and_then(Value::as_str).unwrap_or("?")),
-                Styled::from(r.get("agent").and_then(Value::as_str).unwrap_or("?")),
-                Styled::from(num(r, "cpu", Unit::Cores)),
-                Styled::from(num(r, "memory", Unit::Bytes)),
-                Styled::from(num(r, "gpu", Unit::Count)),
-                Styled::from(num(r, "gpu_memory", Unit::Bytes)),
-                Styled::from(
-                    r.get("port")
-                        .and_then(Value::as_u64)
-                        .map_or("-".into(), |p| p.to_string()),
-                ),
+                Styled::from(r.job.as_str()),
+                Styled::from(r.agent.as_str()),
+                Styled::from(num(cpu, Unit::Cores)),
+                Styled::from(num(memory, Unit::Bytes)),
+                Styled::from(num(gpu, Unit::Count)),
+                Styled::from(num(gpu_memory, Unit::Bytes)),
+                Styled::from(r.port.map_or("-".into(), |p| p.to_string())),
                 Styled::new(
-                    status,
-                    if status == "active" {
+                    r.status.as_str(),
+                    if r.status == ReservationStatus::Active {
                         Tone::Good
                     } else {
                         Tone::Dim
@@ -591,14 +594,10 @@ pub fn quota(ctx: &Ctx, args: QuotaArgs) -> Result<()> {
     })) = command
     {
         let mut values = Vec::new();
-        for (key, v) in [
-            ("cpu", cpu),
-            ("memory", mem),
-            ("gpu", gpu),
-            ("gpu_memory", gpu_mem),
-        ] {
+        // The resources in `RESOURCES` order: cpu, memory, gpu, gpu_memory.
+        for ((key, _, _), v) in reservation::RESOURCES.iter().zip([cpu, mem, gpu, gpu_mem]) {
             if let Some(v) = v {
-                values.push((key, v));
+                values.push((*key, v));
             }
         }
         if values.is_empty() {

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::Result;
+use crate::model::{self, Cell, TaskStatus};
 use crate::ops::cell::{self, CellStatus, IsolationLevel, NewCell};
 use crate::ops::mission;
 use crate::output::{Styled, Tone};
@@ -160,19 +161,22 @@ fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 }
 
 /// The tone of a cell status.
-pub fn status_tone(status: &str) -> Tone {
+pub fn status_tone(status: model::CellStatus) -> Tone {
     match status {
-        "active" => Tone::Good,
-        "paused" => Tone::Warn,
-        "failed" => Tone::Bad,
-        "completed" => Tone::Dim,
-        _ => Tone::Plain,
+        model::CellStatus::Active => Tone::Good,
+        model::CellStatus::Paused => Tone::Warn,
+        model::CellStatus::Failed => Tone::Bad,
+        model::CellStatus::Completed => Tone::Dim,
     }
 }
 
 fn task_progress(summary: &cell::CellSummary) -> String {
     let total: usize = summary.tasks.values().sum();
-    let done = summary.tasks.get("completed").copied().unwrap_or(0);
+    let done = summary
+        .tasks
+        .get(TaskStatus::Completed.as_str())
+        .copied()
+        .unwrap_or(0);
     format!("{done}/{total}")
 }
 
@@ -181,7 +185,7 @@ fn list(ctx: &Ctx) -> Result<()> {
     let mut summaries = Vec::new();
     let mut broken = Vec::new();
     for id in crate::store::Store::cell_ids(&ctx.store)? {
-        match cell::summary(&ctx.store, &id) {
+        match cell::summary(&ctx.store, &id).and_then(|s| Ok((Cell::from_doc(&s.doc)?, s))) {
             Ok(s) => summaries.push(s),
             Err(e) => broken.push(e),
         }
@@ -190,21 +194,23 @@ fn list(ctx: &Ctx) -> Result<()> {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
     if ctx.out.is_json() {
-        let items: Vec<Value> = summaries.iter().map(|s| s.to_json(&ctx.store)).collect();
+        let items: Vec<Value> = summaries
+            .iter()
+            .map(|(_, s)| s.to_json(&ctx.store))
+            .collect();
         ctx.out.json(&Value::from(items));
         return Ok(());
     }
     let rows = summaries
         .iter()
-        .map(|s| {
-            let status = s.doc.str("status").unwrap_or("?");
+        .map(|(c, s)| {
             vec![
                 Styled::from(s.id.as_str()),
-                Styled::from(s.doc.str("mission_name").unwrap_or("")),
-                Styled::new(status, status_tone(status)),
+                Styled::from(c.mission_name.as_str()),
+                Styled::new(c.status.as_str(), status_tone(c.status)),
                 Styled::from(s.agents.to_string()),
                 Styled::from(task_progress(s)),
-                Styled::from(clock::ago(s.doc.time("created_at"), now)),
+                Styled::from(clock::ago(Some(c.created_at), now)),
             ]
         })
         .collect();
@@ -218,18 +224,12 @@ fn list(ctx: &Ctx) -> Result<()> {
 fn show(ctx: &Ctx, query: &str) -> Result<()> {
     let id = cell::resolve(&ctx.store, query)?;
     let s = cell::summary(&ctx.store, &id)?;
+    let c = Cell::from_doc(&s.doc)?;
     if ctx.out.is_json() {
         ctx.out.json(&s.to_json(&ctx.store));
         return Ok(());
     }
-    let text = |key: &str| -> String {
-        match s.doc.get(key) {
-            None | Some(Value::Null) => "-".to_string(),
-            Some(Value::String(v)) => v.clone(),
-            Some(other) => other.to_string(),
-        }
-    };
-    let status = text("status");
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
     let tasks = if s.tasks.is_empty() {
         "none".to_string()
     } else {
@@ -241,13 +241,22 @@ fn show(ctx: &Ctx, query: &str) -> Result<()> {
     };
     ctx.out.fields(vec![
         ("id", Styled::from(s.id.as_str())),
-        ("name", Styled::from(text("mission_name"))),
-        ("status", Styled::new(status.as_str(), status_tone(&status))),
-        ("isolation", Styled::from(text("isolation_level"))),
-        ("max agents", Styled::from(text("max_agents"))),
-        ("timeout", Styled::from(text("timeout"))),
-        ("created", Styled::from(text("created_at"))),
-        ("created by", Styled::from(text("created_by"))),
+        ("name", Styled::from(c.mission_name.as_str())),
+        (
+            "status",
+            Styled::new(c.status.as_str(), status_tone(c.status)),
+        ),
+        ("isolation", Styled::from(c.isolation_level.as_str())),
+        (
+            "max agents",
+            Styled::from(or_dash(c.max_agents.map(|m| m.to_string()))),
+        ),
+        (
+            "timeout",
+            Styled::from(or_dash(c.timeout.map(|t| t.to_string()))),
+        ),
+        ("created", Styled::from(clock::stamp(c.created_at))),
+        ("created by", Styled::from(or_dash(c.created_by.clone()))),
         (
             "path",
             Styled::from(crate::store::Store::describe_cell(&ctx.store, &id)),

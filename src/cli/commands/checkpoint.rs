@@ -224,6 +224,7 @@ fn show(ctx: &Ctx, cell: &str, agent: &str, generation: Option<u64>) -> Result<(
     let (g, files) = checkpoint::load(&ctx.store, &cell_id, agent, generation)?;
     let state: Value = serde_json::from_slice(&files.state).unwrap_or(Value::Null);
     let manifest: Value = serde_json::from_slice(&files.manifest).unwrap_or(Value::Null);
+    let typed = checkpoint::Manifest::of(&files).ok();
     if ctx.out.is_json() {
         ctx.out.json(&json!({
             "generation": g,
@@ -244,30 +245,15 @@ fn show(ctx: &Ctx, cell: &str, agent: &str, generation: Option<u64>) -> Result<(
         ),
         (
             "saved",
-            Styled::from(
-                manifest
-                    .get("created_at")
-                    .and_then(Value::as_str)
-                    .unwrap_or("-"),
-            ),
+            Styled::from(typed.as_ref().map_or("-", |m| m.created_at.as_str())),
         ),
         (
             "reason",
-            Styled::from(
-                manifest
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .unwrap_or("-"),
-            ),
+            Styled::from(typed.as_ref().map_or("-", |m| m.reason.as_str())),
         ),
         (
             "context hash",
-            Styled::from(
-                manifest
-                    .get("context_sha256")
-                    .and_then(Value::as_str)
-                    .unwrap_or("-"),
-            ),
+            Styled::from(typed.as_ref().map_or("-", |m| m.context_sha256.as_str())),
         ),
         (
             "artifacts",

@@ -1,7 +1,7 @@
 //! `pas policy ...`
 
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::cli::Ctx;
 use crate::error::Result;
@@ -38,11 +38,11 @@ pub fn run(ctx: &Ctx, command: PolicyCommand) -> Result<()> {
 
 fn show(ctx: &Ctx, cell: &str, agent_id: Option<&str>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let agent_doc = match agent_id {
-        Some(a) => Some(agent::read(&ctx.store, &cell_id, a)?),
+    let agent = match agent_id {
+        Some(a) => Some(agent::load(&ctx.store, &cell_id, a)?),
         None => None,
     };
-    let effective = policy::load(&ctx.store, &cell_id, agent_doc.as_ref())?;
+    let effective = policy::load_for(&ctx.store, &cell_id, agent.as_ref())?;
     if ctx.out.is_json() {
         ctx.out
             .json(&json!({ "cell": cell_id, "agent": agent_id, "settings": effective.settings() }));
@@ -52,14 +52,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: Option<&str>) -> Result<()> {
         .settings()
         .iter()
         .map(|s| {
-            let value = match &s.value {
-                Value::String(v) => v.clone(),
-                Value::Null if s.key == "heartbeat_ttl" => format!(
-                    "{} (misses_dead x heartbeat_interval)",
-                    effective.heartbeat_ttl()
-                ),
-                other => other.to_string(),
-            };
+            let value = effective.shown(s);
             let tone = if s.source == Source::Default {
                 Tone::Dim
             } else {

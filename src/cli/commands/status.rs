@@ -14,6 +14,7 @@ use super::agent::health_tone;
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::budget::State;
 use crate::ops::cell;
 use crate::ops::status::{self, CellView};
 use crate::output::Styled;
@@ -226,7 +227,7 @@ fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
         if i > 0 {
             text.push('\n');
         }
-        let status = Styled::new(v.status.as_str(), super::cell::status_tone(&v.status));
+        let status = Styled::new(v.status.as_str(), super::cell::status_tone(v.status));
         text.push_str(&format!(
             "cell {}  {}  {}  {}; {}",
             v.id,
@@ -251,13 +252,15 @@ fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
                     Styled::new(a.health.as_str(), health_tone(a.health)),
                     Styled::from(status::beat_age(a)),
                     Styled::from(a.heartbeat_count.to_string()),
-                    Styled::from(a.reported_status.clone().unwrap_or_else(|| "-".into())),
+                    Styled::from(a.reported_status.map_or("-", |r| r.as_str())),
                     Styled::from(
                         a.progress
                             .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
                     ),
-                    Styled::from(match &a.ctx_state {
-                        Some(s) if s != "ok" => format!("{} {s}", percent(a.ctx_used, a.ctx_limit)),
+                    Styled::from(match a.ctx_state {
+                        Some(s) if s != State::Ok => {
+                            format!("{} {s}", percent(a.ctx_used, a.ctx_limit))
+                        }
                         _ => percent(a.ctx_used, a.ctx_limit),
                     }),
                     Styled::from(a.current_task.clone().unwrap_or_else(|| "-".into())),

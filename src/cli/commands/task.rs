@@ -5,7 +5,9 @@ use serde_json::{json, Value};
 
 use crate::cli::Ctx;
 use crate::clock;
+use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
+use crate::model::{Task, TaskStatus};
 use crate::ops::cell;
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::queue::{self, HandoffOutcome};
@@ -246,16 +248,31 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
     Ok(())
 }
 
-/// The tone of a task's shown state.
+/// The tone of a task's shown state: its status, or `blocked`.
 pub fn state_tone(state: &str) -> Tone {
-    match state {
-        "completed" => Tone::Good,
-        "in_progress" => Tone::Plain,
-        "blocked" => Tone::Warn,
-        "failed" => Tone::Bad,
-        "pending" => Tone::Dim,
-        _ => Tone::Plain,
+    match TaskStatus::parse(state) {
+        Some(TaskStatus::Completed) => Tone::Good,
+        Some(TaskStatus::InProgress) => Tone::Plain,
+        Some(TaskStatus::Failed) => Tone::Bad,
+        Some(TaskStatus::Pending) => Tone::Dim,
+        // Not a status: `blocked`, a pending task waiting on its dependencies.
+        None => Tone::Warn,
     }
+}
+
+/// The typed view of task `id`'s file; errors name the file by the id it is stored under.
+fn typed(id: &str, doc: &Doc) -> Result<Task> {
+    Task::from_doc_at(doc, &format!("tasks/{id}.json"))
+}
+
+/// A task's row of `task list` and `task ready`: id, title, priority, assignee.
+fn row(t: &Task) -> [Styled; 4] {
+    [
+        Styled::from(t.task_id.as_str()),
+        Styled::from(t.title.as_str()),
+        Styled::from(t.priority.as_str()),
+        Styled::from(t.assigned_to.as_deref().unwrap_or("-")),
+    ]
 }
 
 fn with_state(doc: &crate::doc::Doc, state: &str) -> Value {
@@ -273,32 +290,38 @@ fn list(ctx: &Ctx, cell: &str, filter: Option<StatusFilter>) -> Result<()> {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
     let shown: Vec<_> = tasks
-        .values()
-        .filter(|t| filter.is_none_or(|f| task::matches(f, t, &tasks)))
-        .map(|t| (t, task::shown_state(t, &tasks)))
+        .iter()
+        .filter(|(_, t)| filter.is_none_or(|f| task::matches(f, t, &tasks)))
+        .map(|(id, t)| (id, t, task::shown_state(t, &tasks)))
         .collect();
     if ctx.out.is_json() {
         ctx.out.json(&Value::from(
             shown
                 .iter()
-                .map(|(t, s)| with_state(t, s))
+                .map(|(_, t, s)| with_state(t, s))
                 .collect::<Vec<_>>(),
         ));
         return Ok(());
     }
-    let rows = shown
-        .iter()
-        .map(|(t, state)| {
-            vec![
-                Styled::from(t.str("task_id").unwrap_or("-")),
-                Styled::from(t.str("title").unwrap_or("")),
-                Styled::new(state.as_str(), state_tone(state)),
-                Styled::from(t.str("priority").unwrap_or("-")),
-                Styled::from(t.str("assigned_to").unwrap_or("-")),
-                Styled::from(t.strings("dependencies").join(",")),
-            ]
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for (id, doc, state) in &shown {
+        let t = match typed(id, doc) {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.out.note(&format!("pas: skipped: {}", e.message));
+                continue;
+            }
+        };
+        let [id, title, priority, assigned] = row(&t);
+        rows.push(vec![
+            id,
+            title,
+            Styled::new(state.as_str(), state_tone(state)),
+            priority,
+            assigned,
+            Styled::from(t.dependencies.join(",")),
+        ]);
+    }
     ctx.out.table(
         &["ID", "TITLE", "STATE", "PRIORITY", "ASSIGNED", "DEPENDS ON"],
         rows,
@@ -320,28 +343,36 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
         return Ok(());
     }
     let open = task::open_dependencies(&doc, &all);
-    let text = |key: &str| match doc.get(key) {
-        None | Some(Value::Null) => "-".to_string(),
-        Some(Value::String(s)) if s.is_empty() => "-".to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
+    let t = typed(task_id, &doc)?;
+    let text = |v: Option<String>| match v {
+        Some(s) if !s.is_empty() => s,
+        _ => "-".to_string(),
     };
     ctx.out.fields(vec![
-        ("id", Styled::from(text("task_id"))),
+        ("id", Styled::from(text(Some(t.task_id.clone())))),
         ("cell", Styled::from(cell_id.as_str())),
-        ("title", Styled::from(text("title"))),
-        ("description", Styled::from(text("description"))),
-        ("state", Styled::new(state.as_str(), state_tone(&state))),
-        ("priority", Styled::from(text("priority"))),
-        ("assigned to", Styled::from(text("assigned_to"))),
+        ("title", Styled::from(text(Some(t.title.clone())))),
         (
-            "depends on",
-            Styled::from(doc.strings("dependencies").join(", ")),
+            "description",
+            Styled::from(text(Some(t.description.clone()))),
         ),
+        ("state", Styled::new(state.as_str(), state_tone(&state))),
+        ("priority", Styled::from(t.priority.as_str())),
+        ("assigned to", Styled::from(text(t.assigned_to.clone()))),
+        ("depends on", Styled::from(t.dependencies.join(", "))),
         ("waiting for", Styled::from(open.join(", "))),
-        ("timeout", Styled::from(text("timeout"))),
-        ("created", Styled::from(text("created_at"))),
-        ("completed", Styled::from(text("completed_at"))),
+        (
+            "timeout",
+            Styled::from(text(t.timeout.map(|s| s.to_string()))),
+        ),
+        (
+            "created",
+            Styled::from(text(t.created_at.map(clock::stamp))),
+        ),
+        (
+            "completed",
+            Styled::from(text(t.completed_at.map(clock::stamp))),
+        ),
     ]);
     Ok(())
 }
@@ -365,18 +396,12 @@ fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
         ));
         return Ok(());
     }
-    let rows = list
-        .iter()
-        .map(|t| {
-            vec![
-                Styled::from(t.str("task_id").unwrap_or("-")),
-                Styled::from(t.str("title").unwrap_or("")),
-                Styled::from(t.str("priority").unwrap_or("-")),
-                Styled::from(t.str("assigned_to").unwrap_or("-")),
-                Styled::from(crate::clock::ago(t.time("created_at"), now)),
-            ]
-        })
-        .collect();
+    let mut rows = Vec::new();
+    for doc in &list {
+        let t = Task::from_doc(doc)?;
+        let created = Styled::from(crate::clock::ago(t.created_at, now));
+        rows.push(row(&t).into_iter().chain([created]).collect());
+    }
     ctx.out
         .table(&["ID", "TITLE", "PRIORITY", "ASSIGNED", "CREATED"], rows);
     Ok(())
@@ -404,12 +429,12 @@ fn claim(ctx: &Ctx, cell: Option<String>, agent: Option<String>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, &cell)?;
     match queue::claim(&ctx.store, &cell_id, &agent, clock::now())? {
         Some(t) => {
-            let id = t.str("task_id").unwrap_or_default();
+            let id = Task::from_doc(&t)?.task_id;
             ctx.out.changed(format!("task {id} was claimed by {agent}"));
             if ctx.out.is_json() {
                 ctx.out.json(&t.to_value());
             } else {
-                ctx.out.line(id);
+                ctx.out.line(&id);
             }
             Ok(())
         }

@@ -15,21 +15,23 @@
 pub mod rules;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::EventKind;
+use crate::model::{
+    Agent, BudgetFlag, Cell, CellStatus, Directive, EventKind, PendingDirective, Policies,
+};
 use crate::ops::budget::rules::{
     BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
 };
-use crate::ops::cell::{self, CellStatus};
+use crate::ops::cell;
 use crate::ops::checkpoint::{self, SaveRequest};
-use crate::ops::policy::Policy;
+use crate::ops::policy::{self, Policy};
 use crate::store::events::{Level, NewEvent};
-use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
+use crate::store::{self, check_id, FileKey, IdKind, Store, Txn};
 
 pub use crate::ops::budget::rules::State;
 
@@ -51,9 +53,9 @@ pub fn context_state(
 
 /// The money-and-tokens state of an agent, with the reason when it is not ok. `cell_totals`
 /// is what all agents of the cell spent together.
-pub fn spend_state(agent: &Doc, policy: &Policy, cell_totals: Spent) -> (State, Option<String>) {
+pub fn spend_state(agent: &Agent, policy: &Policy, cell_totals: Spent) -> (State, Option<String>) {
     rules::spend_state(
-        Spent::of_agent(agent),
+        Spent::of(agent),
         cell_totals,
         &SpendLimits::from_policy(policy),
     )
@@ -61,7 +63,7 @@ pub fn spend_state(agent: &Doc, policy: &Policy, cell_totals: Spent) -> (State, 
 
 /// What all agents of a cell spent together.
 pub fn cell_spend(store: &dyn Store, cell: &str) -> Result<Spent> {
-    let (agents, _) = crate::ops::agent::read_all(store, cell)?;
+    let (agents, _) = crate::ops::agent::load_all(store, cell)?;
     Ok(Spent::total(&agents))
 }
 
@@ -76,23 +78,71 @@ pub struct Compaction {
     pub ctx_used_before: u64,
 }
 
-/// An agent's file in a transaction, or the error `pas` gives for an agent that is not
-/// there.
-fn read_agent(txn: &mut Txn<'_>, agent: &str) -> Result<Doc> {
-    let cell = txn.cell().to_string();
-    txn.read(FileKey::Agent(agent))?.ok_or_else(|| {
-        Error::not_found(format!("no agent {agent} in cell {cell}"))
-            .hint(format!("`pas agent list {cell}` shows its agents"))
-    })
+/// A compaction summary (`checkpoints/<agent>/summaries/<time>.json`): where the agent was
+/// when its context was cleared, to resume from. Written by a compaction, read back by
+/// `pas budget history`; its keys are spelled here only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// When the context was cleared.
+    pub time: Option<String>,
+    /// The agent.
+    pub agent_id: Option<String>,
+    /// Its restarts so far: which run of the agent it was.
+    pub run: Option<u64>,
+    /// Why.
+    pub reason: Option<String>,
+    /// Context tokens in use before the reset.
+    pub ctx_used_before: Option<u64>,
+    /// Its context window.
+    pub ctx_limit: Option<u64>,
+    /// Its last note.
+    pub last_note: Option<String>,
+    /// Its reported progress.
+    pub progress: Option<f64>,
+    /// The task it worked on.
+    pub current_task: Option<String>,
+    /// The checkpoint generation saved before the reset.
+    pub checkpoint_generation: Option<u64>,
 }
 
-/// The policy layers of a cell that do not depend on the agent: `cell.json` and
+/// An agent's file in a transaction with its typed view, or the error `pas` gives for an
+/// agent that is not there.
+fn read_agent(txn: &mut Txn<'_>, agent: &str) -> Result<(Doc, Agent)> {
+    let cell = txn.cell().to_string();
+    let doc = txn.read(FileKey::Agent(agent))?.ok_or_else(|| {
+        Error::not_found(format!("no agent {agent} in cell {cell}"))
+            .hint(format!("`pas agent list {cell}` shows its agents"))
+    })?;
+    let typed = crate::ops::agent::typed(agent, &doc)?;
+    Ok((doc, typed))
+}
+
+/// The policy layers of a cell that do not depend on the agent: `cell.json`'s policies and
 /// `config/policies.json`, read before a transaction resolves them with the agent's own.
-fn policy_layers(store: &dyn Store, cell: &str) -> Result<(Option<Doc>, Option<Doc>)> {
+fn policy_layers(store: &dyn Store, cell: &str) -> Result<(Option<Policies>, Option<Policies>)> {
+    let cell_doc = store
+        .read(cell, FileKey::Cell)?
+        .map(|doc| Cell::from_doc(&doc))
+        .transpose()?;
     Ok((
-        store.read(cell, FileKey::Cell)?,
-        store.read(cell, FileKey::Config(ConfigFile::Policies))?,
+        cell_doc.map(|c| c.policies),
+        policy::read_file_layer(store, cell)?,
     ))
+}
+
+/// The effective policy of `agent` over the cell's layers.
+fn agent_policy(
+    store: &dyn Store,
+    layers: &(Option<Policies>, Option<Policies>),
+    agent: &Agent,
+) -> Policy {
+    Policy::of(
+        store.root_policies(),
+        layers.0.as_ref(),
+        layers.1.as_ref(),
+        Some(&agent.policies),
+    )
 }
 
 /// Reacts to a new context reading: the state change and a new thrashing flag with their
@@ -105,42 +155,38 @@ pub fn context_changed(
     now: DateTime<Utc>,
 ) -> Result<Option<Compaction>> {
     check_id(IdKind::Agent, agent)?;
-    let (cell_doc, policies) = policy_layers(store, cell)?;
-    let (decision, doc) = store::transact(store, cell, now, |txn| {
-        let mut doc = read_agent(txn, agent)?;
-        let policy = Policy::resolve(
-            store.root_policies(),
-            cell_doc.as_ref(),
-            policies.as_ref(),
-            Some(&doc),
-        );
+    let layers = policy_layers(store, cell)?;
+    let (decision, typed) = store::transact(store, cell, now, |txn| {
+        let (mut doc, mut typed) = read_agent(txn, agent)?;
+        let policy = agent_policy(store, &layers, &typed);
         let Some(decision) = rules::decide_context(
-            &ContextFacts::from_doc(&doc),
+            &ContextFacts::of(&typed),
             &ContextPolicy::from_policy(&policy),
             now,
         ) else {
-            return Ok((None, doc));
+            return Ok((None, typed));
         };
         let mut changed = false;
         if let Some(t) = &decision.transition {
-            doc.set("ctx_state", t.to.as_str());
+            typed.ctx_state = Some(t.to);
             changed = true;
         }
         if let BreachAction::Thrashing { flag: true, .. } = decision.action {
-            doc.set("budget_flag", "thrashing");
+            typed.budget_flag = Some(BudgetFlag::Thrashing);
             changed = true;
         }
         if changed {
-            txn.put(FileKey::Agent(agent), doc.clone());
+            typed.write_into(&mut doc);
+            txn.put(FileKey::Agent(agent), doc);
         }
         for event in decision.events(agent) {
             txn.event(event);
         }
-        Ok((Some(decision), doc))
+        Ok((Some(decision), typed))
     })?;
     match decision {
         Some(d) if d.action == BreachAction::Compact => {
-            compact(store, cell, agent, &doc, d.ratio, now).map(Some)
+            compact(store, cell, agent, &typed, d.ratio, now).map(Some)
         }
         _ => Ok(None),
     }
@@ -153,11 +199,11 @@ fn compact(
     store: &dyn Store,
     cell: &str,
     agent: &str,
-    doc: &Doc,
+    typed: &Agent,
     ratio: f64,
     now: DateTime<Utc>,
 ) -> Result<Compaction> {
-    let used = doc.u64("ctx_used").unwrap_or(0);
+    let used = typed.ctx_used.unwrap_or(0);
     let saved = checkpoint::save(
         store,
         cell,
@@ -168,36 +214,41 @@ fn compact(
         },
         now,
     )?;
-    let summary = json!({
-        "time": clock::stamp(now),
-        "agent_id": agent,
-        "run": doc.u64("restart_count").unwrap_or(0),
-        "reason": format!("context budget breached at {:.0}% of the window", ratio * 100.0),
-        "ctx_used_before": used,
-        "ctx_limit": doc.u64("ctx_limit"),
-        "last_note": doc.get("note"),
-        "progress": doc.get("progress"),
-        "current_task": doc.get("current_task"),
-        "checkpoint_generation": saved.generation,
-    });
+    let summary = Summary {
+        time: Some(clock::stamp(now)),
+        agent_id: Some(agent.to_string()),
+        run: Some(typed.restart_count),
+        reason: Some(format!(
+            "context budget breached at {:.0}% of the window",
+            ratio * 100.0
+        )),
+        ctx_used_before: Some(used),
+        ctx_limit: typed.ctx_limit,
+        last_note: typed.note.clone(),
+        progress: typed.progress,
+        current_task: typed.current_task.clone(),
+        checkpoint_generation: Some(saved.generation),
+    };
     let mut bytes = serde_json::to_vec_pretty(&summary).unwrap_or_default();
     bytes.push(b'\n');
     let name = format!("{}.json", now.format("%Y%m%dT%H%M%S%.6fZ"));
     let path = store.write_summary(cell, agent, &name, &bytes)?;
     store::transact(store, cell, now, |txn| {
-        let mut d = txn.read_required(FileKey::Agent(agent))?;
-        d.set("ctx_used", 0);
-        d.set("ctx_state", "ok");
-        d.remove("budget_flag");
-        let mut list: Vec<String> =
-            rules::compactions_last_hour(&ContextFacts::from_doc(&d).compactions, now)
-                .into_iter()
-                .map(clock::stamp)
-                .collect();
-        list.push(clock::stamp(now));
-        d.set("compactions", json!(list));
-        d.set("pending_directive", json!({ "action": "summarize", "reason": "context_budget", "summary": path, "at": clock::stamp(now) }));
-        txn.put(FileKey::Agent(agent), d);
+        let (mut doc, mut a) = read_agent(txn, agent)?;
+        a.ctx_used = Some(0);
+        a.ctx_state = Some(State::Ok);
+        a.budget_flag = None;
+        a.compactions = rules::compactions_last_hour(&a.compactions, now);
+        a.compactions.push(now);
+        a.pending_directive = Some(PendingDirective {
+            action: Some(Directive::Summarize),
+            reason: Some("context_budget".into()),
+            summary: Some(path.clone()),
+            at: Some(now),
+            extra: Map::new(),
+        });
+        a.write_into(&mut doc);
+        txn.put(FileKey::Agent(agent), doc);
         txn.event(
             NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
                 .agent(agent)
@@ -220,24 +271,20 @@ pub fn spend_changed(
     now: DateTime<Utc>,
 ) -> Result<(State, Option<String>)> {
     check_id(IdKind::Agent, agent)?;
-    let (cell_doc, policies) = policy_layers(store, cell)?;
+    let layers = policy_layers(store, cell)?;
     let totals = cell_spend(store, cell)?;
     let decision = store::transact(store, cell, now, |txn| {
-        let mut doc = read_agent(txn, agent)?;
-        let policy = Policy::resolve(
-            store.root_policies(),
-            cell_doc.as_ref(),
-            policies.as_ref(),
-            Some(&doc),
-        );
+        let (mut doc, mut typed) = read_agent(txn, agent)?;
+        let policy = agent_policy(store, &layers, &typed);
         let decision = rules::decide_spend(
-            Spent::of_agent(&doc),
-            doc.str("spend_state").unwrap_or("ok"),
+            Spent::of(&typed),
+            typed.spend_state.unwrap_or(State::Ok),
             totals,
             &SpendLimits::from_policy(&policy),
         );
         if let Some(event) = decision.event(agent) {
-            doc.set("spend_state", decision.state.as_str());
+            typed.spend_state = Some(decision.state);
+            typed.write_into(&mut doc);
             txn.put(FileKey::Agent(agent), doc);
             txn.event(event);
         }
@@ -268,18 +315,20 @@ pub fn track(
     }
     crate::ops::agent::read(store, cell, agent)?;
     store::update_agent(store, cell, agent, &mut |d| {
-        if let Some(u) = used {
-            d.set("ctx_used", u);
+        let mut a = crate::ops::agent::typed(agent, d)?;
+        if used.is_some() {
+            a.ctx_used = used;
         }
-        if let Some(l) = limit {
-            d.set("ctx_limit", l);
+        if limit.is_some() {
+            a.ctx_limit = limit;
         }
-        if let Some(c) = cost {
-            d.set("cost_usd", c);
+        if cost.is_some() {
+            a.cost_usd = cost;
         }
         if let Some(t) = tokens {
-            d.set("tokens_used", t);
+            a.tokens_used = Some(t as f64);
         }
+        a.write_into(d);
         Ok(())
     })?;
     let compaction = context_changed(store, cell, agent, now)?;
@@ -287,8 +336,20 @@ pub fn track(
     Ok((compaction, spend))
 }
 
-/// The summaries (compaction history) of one agent or of every agent of a cell.
-pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec<Value>> {
+/// One compaction of `pas budget history`.
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    /// The agent whose summary it is.
+    pub agent: String,
+    /// The summary as `--json` shows it: the file as written, with `agent` and `file`.
+    pub shown: Value,
+    /// The summary, typed (empty when the file does not read as one).
+    pub summary: Summary,
+}
+
+/// The summaries (compaction history) of one agent or of every agent of a cell, oldest
+/// first.
+pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec<HistoryEntry>> {
     let agents = match agent {
         Some(a) => vec![a.to_string()],
         None => store.list(cell, crate::store::Collection::Agents)?,
@@ -296,28 +357,29 @@ pub fn history(store: &dyn Store, cell: &str, agent: Option<&str>) -> Result<Vec
     let mut out = Vec::new();
     for a in agents {
         for (name, bytes) in store.summaries(cell, &a)? {
-            let mut v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            if let Value::Object(m) = &mut v {
+            let mut shown: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let summary = serde_json::from_value(shown.clone()).unwrap_or_default();
+            if let Value::Object(m) = &mut shown {
                 m.insert("agent".into(), json!(a));
                 m.insert(
                     "file".into(),
                     json!(store.describe_summary(cell, &a, &name)),
                 );
             }
-            out.push(v);
+            out.push(HistoryEntry {
+                agent: a.clone(),
+                shown,
+                summary,
+            });
         }
     }
-    out.sort_by(|x, y| {
-        x.get("time")
-            .and_then(Value::as_str)
-            .cmp(&y.get("time").and_then(Value::as_str))
-    });
+    out.sort_by(|x, y| x.summary.time.cmp(&y.summary.time));
     Ok(out)
 }
 
 /// Seconds a cell has run against its timeout: (used, timeout).
-pub fn cell_time(cell_doc: &Doc, now: DateTime<Utc>) -> (Option<f64>, Option<f64>) {
-    let clock = CellClock::from_doc(cell_doc);
+pub fn cell_time(cell: &Cell, now: DateTime<Utc>) -> (Option<f64>, Option<f64>) {
+    let clock = CellClock::of(cell);
     (clock.used(now), clock.timeout)
 }
 
@@ -335,30 +397,46 @@ pub fn enforce_time_with(
     doc: &Doc,
     now: DateTime<Utc>,
 ) -> Result<bool> {
+    enforce_time_of(store, cell, &Cell::from_doc(doc)?, now)
+}
+
+/// [`enforce_time`] with `cell.json` already read, typed; true when it failed the cell.
+pub fn enforce_time_of(
+    store: &dyn Store,
+    cell: &str,
+    typed: &Cell,
+    now: DateTime<Utc>,
+) -> Result<bool> {
     // Most passes end here, on the document the caller read, without a transaction.
     if !matches!(
-        rules::decide_time(&CellClock::from_doc(doc), now),
+        rules::decide_time(&CellClock::of(typed), now),
         TimeDecision::TimedOut { .. }
     ) {
         return Ok(false);
     }
     store::transact(store, cell, now, |txn| {
         let decision = rules::decide_time(
-            &CellClock::from_doc(&txn.read_required(FileKey::Cell)?),
+            &CellClock::of(&Cell::from_doc(&txn.read_required(FileKey::Cell)?)?),
             now,
         );
         let Some(event) = decision.event() else {
             return Ok(false);
         };
-        cell::set_status_in(txn, CellStatus::Failed)?;
+        cell::set_status_in(txn, cell::CellStatus::Failed)?;
         txn.event(event);
         Ok(true)
     })
 }
 
-/// When a cell's time budget runs out.
+/// When a cell's time budget runs out; `None` without a timeout, or for a `cell.json`
+/// that does not read (the commands that read it typed report that).
 pub fn cell_deadline(cell_doc: &Doc) -> Option<DateTime<Utc>> {
-    let clock = CellClock::from_doc(cell_doc);
+    deadline(&Cell::from_doc(cell_doc).ok()?)
+}
+
+/// When a cell's time budget runs out; `None` without a timeout.
+pub fn deadline(cell: &Cell) -> Option<DateTime<Utc>> {
+    let clock = CellClock::of(cell);
     let timeout = clock.timeout?;
     Some(clock.started? + chrono::Duration::milliseconds((timeout * 1000.0) as i64))
 }
@@ -385,7 +463,7 @@ pub struct AgentBudget {
     /// Why, when not ok.
     pub spend_reason: Option<String>,
     /// `thrashing` when compactions come too often.
-    pub flag: Option<String>,
+    pub flag: Option<BudgetFlag>,
     /// Compactions in the last hour.
     pub compactions_last_hour: usize,
 }
@@ -396,7 +474,7 @@ pub struct CellBudget {
     /// The cell.
     pub cell: String,
     /// Its status.
-    pub status: String,
+    pub status: CellStatus,
     /// Per agent.
     pub agents: Vec<AgentBudget>,
     /// Quota lines.
@@ -411,49 +489,45 @@ pub struct CellBudget {
 
 /// Every budget of a cell.
 pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<CellBudget> {
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    let policies = store.read(cell, FileKey::Config(crate::store::ConfigFile::Policies))?;
-    let (agents, _) = crate::ops::agent::read_all(store, cell)?;
+    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
+    let file = policy::read_file_layer(store, cell)?;
+    let (agents, _) = crate::ops::agent::load_all(store, cell)?;
     let totals = Spent::total(&agents);
     let mut worst = State::Ok;
     let mut rows = Vec::new();
     for a in &agents {
-        let policy = Policy::resolve(
+        let policy = Policy::of(
             store.root_policies(),
-            Some(&cell_doc),
-            policies.as_ref(),
-            Some(a),
+            Some(&cell_doc.policies),
+            file.as_ref(),
+            Some(&a.policies),
         );
-        let ctx = context_state(a.u64("ctx_used"), a.u64("ctx_limit"), &policy);
+        let ctx = context_state(a.ctx_used, a.ctx_limit, &policy);
         let (spend, reason) = spend_state(a, &policy, totals);
-        let flag = a.str("budget_flag").map(str::to_string);
+        let flag = a.budget_flag;
         worst = worst.max(spend).max(ctx.map_or(State::Ok, |c| c.0));
         if flag.is_some() {
             worst = worst.max(State::Warning);
         }
         rows.push(AgentBudget {
-            agent: a.str("agent_id").unwrap_or_default().to_string(),
-            ctx_used: a.u64("ctx_used"),
-            ctx_limit: a.u64("ctx_limit"),
+            agent: a.agent_id.clone(),
+            ctx_used: a.ctx_used,
+            ctx_limit: a.ctx_limit,
             ctx_ratio: ctx.map(|c| c.1),
             ctx_state: ctx.map(|c| c.0),
-            cost_usd: a.f64("cost_usd"),
-            tokens_used: a.f64("tokens_used"),
+            cost_usd: a.cost_usd,
+            tokens_used: a.tokens_used,
             spend_state: spend,
             spend_reason: reason,
             flag,
-            compactions_last_hour: rules::compactions_last_hour(
-                &ContextFacts::from_doc(a).compactions,
-                now,
-            )
-            .len(),
+            compactions_last_hour: rules::compactions_last_hour(&a.compactions, now).len(),
         });
     }
     let quota = crate::ops::reservation::quota(store, cell)?;
     let (time_used, timeout) = cell_time(&cell_doc, now);
-    let status = cell_doc.str("status").unwrap_or("?").to_string();
+    let status = cell_doc.status;
     if let (Some(u), Some(t)) = (time_used, timeout) {
-        if status == "active" {
+        if status == CellStatus::Active {
             if u > t {
                 worst = State::Breach;
             } else if u >= 0.75 * t {
@@ -461,8 +535,8 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
             }
         }
     }
-    if status == "failed"
-        && cell_doc.str("status_changed_at").is_some()
+    if status == CellStatus::Failed
+        && cell_doc.status_changed_at.is_some()
         && timeout.is_some_and(|t| time_used.is_some_and(|u| u > t))
     {
         worst = State::Breach;

@@ -8,43 +8,23 @@
 //! also saves a checkpoint and a summary first, which are not documents).
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::clock;
-use crate::doc::Doc;
-use crate::model::EventKind;
+use crate::model::{Agent, BudgetFlag, Cell, CellStatus, EventKind};
 use crate::ops::policy::Policy;
 use crate::store::events::{Level, NewEvent};
 
-/// A budget's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// Within budget.
-    Ok,
-    /// Past the soft threshold.
-    Warning,
-    /// Past the hard threshold.
-    Breach,
-}
+/// A budget's state (`ok`, `warning`, `breach`): the model's words, ordered from best to
+/// worst.
+pub use crate::model::BudgetState as State;
 
-impl State {
-    /// The spelling in files and output.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Ok => "ok",
-            State::Warning => "warning",
-            State::Breach => "breach",
-        }
-    }
-
-    fn level(self) -> Level {
-        match self {
-            State::Ok => Level::Info,
-            State::Warning => Level::Warn,
-            State::Breach => Level::Error,
-        }
+/// How loud an event about `state` is.
+fn level(state: State) -> Level {
+    match state {
+        State::Ok => Level::Info,
+        State::Warning => Level::Warn,
+        State::Breach => Level::Error,
     }
 }
 
@@ -66,19 +46,10 @@ impl ContextPolicy {
     /// The settings of an effective policy (a missing or non-numeric value is the default).
     pub fn from_policy(policy: &Policy) -> ContextPolicy {
         ContextPolicy {
-            target_ratio: policy
-                .get("target_ratio")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.5),
-            hard_max_ratio: policy
-                .get("hard_max_ratio")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.75),
-            compact_min_interval: policy.non_negative("compact_min_interval"),
-            compact_max_per_hour: policy
-                .get("compact_max_per_hour")
-                .and_then(Value::as_u64)
-                .unwrap_or(4),
+            target_ratio: policy.target_ratio(),
+            hard_max_ratio: policy.hard_max_ratio(),
+            compact_min_interval: policy.compact_min_interval(),
+            compact_max_per_hour: policy.compact_max_per_hour(),
         }
     }
 }
@@ -103,33 +74,29 @@ pub fn context_state(
 }
 
 /// The fields of an agent file the context rules read.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ContextFacts {
     /// `ctx_used`.
     pub used: Option<u64>,
     /// `ctx_limit`.
     pub limit: Option<u64>,
-    /// `ctx_state` as recorded, verbatim (`ok` when missing).
-    pub recorded: String,
+    /// `ctx_state` as recorded (`ok` when not recorded).
+    pub recorded: State,
     /// `budget_flag` is `thrashing`.
     pub thrashing: bool,
-    /// `compactions`: when the agent was compacted (unreadable stamps left out).
+    /// `compactions`: when the agent was compacted.
     pub compactions: Vec<DateTime<Utc>>,
 }
 
 impl ContextFacts {
-    /// Reads the fields from an agent file.
-    pub fn from_doc(doc: &Doc) -> ContextFacts {
+    /// The fields of a typed agent.
+    pub fn of(agent: &Agent) -> ContextFacts {
         ContextFacts {
-            used: doc.u64("ctx_used"),
-            limit: doc.u64("ctx_limit"),
-            recorded: doc.str("ctx_state").unwrap_or("ok").to_string(),
-            thrashing: doc.str("budget_flag") == Some("thrashing"),
-            compactions: doc
-                .strings("compactions")
-                .iter()
-                .filter_map(|s| clock::parse(s))
-                .collect(),
+            used: agent.ctx_used,
+            limit: agent.ctx_limit,
+            recorded: agent.ctx_state.unwrap_or(State::Ok),
+            thrashing: agent.budget_flag == Some(BudgetFlag::Thrashing),
+            compactions: agent.compactions.clone(),
         }
     }
 }
@@ -150,8 +117,8 @@ pub fn compactions_last_hour(
 /// A context state change to record (`ctx_state`) with its event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContextTransition {
-    /// The recorded state, verbatim.
-    pub from: String,
+    /// The recorded state.
+    pub from: State,
     /// The new state.
     pub to: State,
 }
@@ -208,16 +175,12 @@ impl ContextDecision {
         if let Some(t) = &self.transition {
             out.push(
                 NewEvent::new(
-                    t.to.level(),
-                    match t.to {
-                        State::Ok => EventKind::BudgetContextOk,
-                        State::Warning => EventKind::BudgetContextWarning,
-                        State::Breach => EventKind::BudgetContextBreach,
-                    },
+                    level(t.to),
+                    EventKind::context(t.to),
                     format!(
                         "agent {agent} uses {:.0}% of its context ({} -> {})",
                         self.ratio * 100.0,
-                        t.from,
+                        t.from.as_str(),
                         t.to.as_str()
                     ),
                 )
@@ -256,8 +219,8 @@ pub fn decide_context(
     now: DateTime<Utc>,
 ) -> Option<ContextDecision> {
     let (state, ratio) = context_state(agent.used, agent.limit, policy)?;
-    let transition = (agent.recorded != state.as_str()).then(|| ContextTransition {
-        from: agent.recorded.clone(),
+    let transition = (agent.recorded != state).then_some(ContextTransition {
+        from: agent.recorded,
         to: state,
     });
     let action = if state != State::Breach {
@@ -310,17 +273,17 @@ pub struct Spent {
 
 impl Spent {
     /// An agent's spend (`cost_usd`, `tokens_used`; missing is 0).
-    pub fn of_agent(doc: &Doc) -> Spent {
+    pub fn of(agent: &Agent) -> Spent {
         Spent {
-            cost_usd: doc.f64("cost_usd").unwrap_or(0.0),
-            tokens: doc.f64("tokens_used").unwrap_or(0.0),
+            cost_usd: agent.cost_usd.unwrap_or(0.0),
+            tokens: agent.tokens_used.unwrap_or(0.0),
         }
     }
 
     /// What several agents spent together, added in the order given.
-    pub fn total<'a>(agents: impl IntoIterator<Item = &'a Doc>) -> Spent {
+    pub fn total<'a>(agents: impl IntoIterator<Item = &'a Agent>) -> Spent {
         agents.into_iter().fold(Spent::default(), |sum, a| {
-            let one = Spent::of_agent(a);
+            let one = Spent::of(a);
             Spent {
                 cost_usd: sum.cost_usd + one.cost_usd,
                 tokens: sum.tokens + one.tokens,
@@ -349,19 +312,13 @@ pub struct SpendLimits {
 impl SpendLimits {
     /// The limits of an effective policy.
     pub fn from_policy(policy: &Policy) -> SpendLimits {
-        let limit = |key: &str| {
-            policy
-                .get(key)
-                .and_then(Value::as_f64)
-                .filter(|v| *v >= 0.0)
-        };
         SpendLimits {
-            cost_soft: limit("cost_soft_usd"),
-            cost_hard: limit("cost_hard_usd"),
-            tokens_soft: limit("tokens_soft"),
-            tokens_hard: limit("tokens_hard"),
-            cell_cost_hard: limit("cell_cost_hard_usd"),
-            cell_tokens_hard: limit("cell_tokens_hard"),
+            cost_soft: policy.cost_soft_usd(),
+            cost_hard: policy.cost_hard_usd(),
+            tokens_soft: policy.tokens_soft(),
+            tokens_hard: policy.tokens_hard(),
+            cell_cost_hard: policy.cell_cost_hard_usd(),
+            cell_tokens_hard: policy.cell_tokens_hard(),
         }
     }
 
@@ -421,20 +378,17 @@ impl SpendDecision {
         if !self.changed {
             return None;
         }
-        let kind = match self.state {
-            State::Ok => EventKind::BudgetSpendOk,
-            State::Warning => EventKind::BudgetSpendWarning,
-            State::Breach => EventKind::BudgetReached,
-        };
+        let kind = EventKind::spend(self.state);
         let why = self.why.as_deref().unwrap_or("spend within budget");
-        Some(NewEvent::new(self.state.level(), kind, format!("agent {agent}: {why}")).agent(agent))
+        Some(NewEvent::new(level(self.state), kind, format!("agent {agent}: {why}")).agent(agent))
     }
 }
 
-/// What the spend of an agent (recorded state `recorded`, `ok` when missing) leads to.
+/// What the spend of an agent (recorded state `recorded`, `ok` when not recorded) leads
+/// to.
 pub fn decide_spend(
     agent: Spent,
-    recorded: &str,
+    recorded: State,
     cell: Spent,
     limits: &SpendLimits,
 ) -> SpendDecision {
@@ -442,7 +396,7 @@ pub fn decide_spend(
     SpendDecision {
         state,
         why,
-        changed: recorded != state.as_str(),
+        changed: recorded != state,
     }
 }
 
@@ -458,15 +412,12 @@ pub struct CellClock {
 }
 
 impl CellClock {
-    /// Reads the fields from `cell.json`.
-    pub fn from_doc(cell: &Doc) -> CellClock {
+    /// The fields of a typed `cell.json`.
+    pub fn of(cell: &Cell) -> CellClock {
         CellClock {
-            active: cell.str("status") == Some("active"),
-            started: cell
-                .str("activated_at")
-                .and_then(clock::parse)
-                .or_else(|| cell.time("created_at")),
-            timeout: cell.f64("timeout").filter(|t| *t > 0.0),
+            active: cell.status == CellStatus::Active,
+            started: Some(cell.clock_start()),
+            timeout: cell.timeout.filter(|t| *t > 0.0),
         }
     }
 
@@ -540,6 +491,7 @@ mod tests {
     #![allow(clippy::type_complexity)]
 
     use super::*;
+    use crate::doc::Doc;
     use std::path::Path;
 
     use State::{Breach, Ok as Fine, Warning};
@@ -643,7 +595,7 @@ mod tests {
         ContextFacts {
             used: Some(used),
             limit: Some(100),
-            recorded: recorded.into(),
+            recorded: recorded.parse().unwrap(),
             thrashing: false,
             compactions: compacted.iter().map(|s| at(*s)).collect(),
         }
@@ -691,7 +643,6 @@ mod tests {
             ("flagged, the guard lets it compact", flagged(reading(80, "breach", &[-400.0])), "{}", None, Act::Compact, true),
             ("no minimum interval", reading(80, "breach", &[-1.0]), no_gap, None, Act::Compact, true),
             ("no compaction allowed per hour", reading(80, "breach", &[]), never, None, Act::TooMany, true),
-            ("a state pas does not know", reading(40, "weird", &[]), "{}", Some(("weird", Fine)), Act::None, true),
         ];
         for (why, facts, json, transition, act, work) in rows {
             let d = decide_context(&facts, &context(json), t0()).unwrap();
@@ -712,7 +663,11 @@ mod tests {
         }
         // Nothing to judge without use and window.
         for facts in [
-            ContextFacts::default(),
+            ContextFacts {
+                used: None,
+                limit: None,
+                ..reading(0, "ok", &[])
+            },
             ContextFacts {
                 limit: None,
                 ..reading(80, "ok", &[])
@@ -793,24 +748,54 @@ mod tests {
         );
     }
 
+    /// An agent file's typed view.
+    fn agent(json: &str) -> crate::error::Result<Agent> {
+        Agent::from_doc(&doc(json))
+    }
+
     #[test]
     fn context_facts_are_read_from_the_agent_file() {
-        let f = ContextFacts::from_doc(&doc(
-            r#"{"ctx_used": 5, "ctx_limit": 10, "ctx_state": "warning", "budget_flag": "thrashing",
-                "compactions": ["2026-11-23T10:00:00Z", "not a time", 7]}"#,
-        ));
+        let f = ContextFacts::of(
+            &agent(
+                r#"{"agent_id": "a1", "ctx_used": 5, "ctx_limit": 10, "ctx_state": "warning",
+                    "budget_flag": "thrashing", "compactions": ["2026-11-23T10:00:00Z"]}"#,
+            )
+            .unwrap(),
+        );
         assert_eq!(
             f,
             ContextFacts {
                 used: Some(5),
                 limit: Some(10),
-                recorded: "warning".into(),
+                recorded: Warning,
                 thrashing: true,
                 compactions: vec![t0()],
             }
         );
-        let f = ContextFacts::from_doc(&doc(r#"{"budget_flag": "other"}"#));
-        assert_eq!((f.recorded.as_str(), f.thrashing), ("ok", false));
+        let f = ContextFacts::of(&agent(r#"{"agent_id": "a1"}"#).unwrap());
+        assert_eq!((f.recorded, f.thrashing), (Fine, false));
+        // pas's own record of the state is recomputed: one it cannot read is not recorded,
+        // and is written again with the next change.
+        let f = ContextFacts::of(&agent(r#"{"agent_id": "a1", "ctx_state": "weird"}"#).unwrap());
+        assert_eq!(f.recorded, Fine);
+        // A flag or a compaction time pas cannot read is refused naming the field, not
+        // taken for no flag or left out.
+        for (written, field) in [
+            (r#""budget_flag": "other""#, "budget_flag"),
+            (
+                r#""compactions": ["2026-11-23T10:00:00Z", "not a time"]"#,
+                "compactions[1]",
+            ),
+            (r#""compactions": [7e20]"#, "compactions[0]"),
+        ] {
+            let err = agent(&format!(r#"{{"agent_id": "a1", {written}}}"#)).unwrap_err();
+            assert!(
+                err.message
+                    .starts_with(&format!("agents/a1.json {field}: ")),
+                "{written}: {}",
+                err.message
+            );
+        }
     }
 
     fn spent(cost_usd: f64, tokens: f64) -> Spent {
@@ -889,9 +874,9 @@ mod tests {
             ("ok", 5.5, Breach, Some((Level::Error, "budget.reached", "agent a1: cost_usd 5.5 reached the limit 5"))),
             ("breach", 6.0, Breach, None),
             ("breach", 0.5, Fine, Some((Level::Info, "budget.spend_ok", "agent a1: spend within budget"))),
-            ("weird", 0.5, Fine, Some((Level::Info, "budget.spend_ok", "agent a1: spend within budget"))),
         ];
         for &(recorded, cost, state, event) in rows {
+            let recorded = recorded.parse().unwrap();
             let d = decide_spend(spent(cost, 0.0), recorded, spent(cost, 0.0), &limits);
             assert_eq!(d.state, state, "{recorded} {cost}");
             assert_eq!(d.changed, event.is_some(), "{recorded} {cost}");
@@ -906,9 +891,9 @@ mod tests {
         }
         // Spend adds up in the order given.
         let agents = [
-            doc(r#"{"cost_usd": 1.5, "tokens_used": 10}"#),
-            doc(r#"{"tokens_used": 5}"#),
-            doc(r#"{"cost_usd": 2}"#),
+            agent(r#"{"agent_id": "a1", "cost_usd": 1.5, "tokens_used": 10}"#).unwrap(),
+            agent(r#"{"agent_id": "a2", "tokens_used": 5}"#).unwrap(),
+            agent(r#"{"agent_id": "a3", "cost_usd": 2}"#).unwrap(),
         ];
         assert_eq!(Spent::total(&agents), spent(3.5, 15.0));
         assert_eq!(Spent::total(&[]), Spent::default());
@@ -916,7 +901,11 @@ mod tests {
 
     #[test]
     fn an_active_cell_past_its_timeout_fails() {
-        let cell = |json: &str| CellClock::from_doc(&doc(json));
+        let read = |json: &str| {
+            let ids = r#""cell_id": "c", "mission_name": "m", "#;
+            Cell::from_doc(&doc(&json.replacen('{', &format!("{{{ids}"), 1)))
+        };
+        let cell = |json: &str| CellClock::of(&read(json).unwrap());
         let created = r#""created_at": "2026-11-23T10:00:00Z""#;
         let active = |extra: &str| cell(&format!(r#"{{"status": "active", {created}{extra}}}"#));
         // (why, cell, seconds after t0, decision)
@@ -926,14 +915,32 @@ mod tests {
             ("the timeout itself", active(r#", "timeout": 3600"#), 3600.0, TimeDecision::Within { used: 3600.0, timeout: 3600.0 }),
             ("past the timeout", active(r#", "timeout": 3600"#), 3600.001, TimeDecision::TimedOut { used: 3600.001, timeout: 3600.0 }),
             ("activation restarts the clock", active(r#", "timeout": 3600, "activated_at": "2026-11-23T11:00:00Z""#), 4000.0, TimeDecision::Within { used: 400.0, timeout: 3600.0 }),
-            ("an unreadable activation: from creation", active(r#", "timeout": 3600, "activated_at": "soon""#), 4000.0, TimeDecision::TimedOut { used: 4000.0, timeout: 3600.0 }),
+            ("no activation: from creation", active(r#", "timeout": 3600, "activated_at": null"#), 4000.0, TimeDecision::TimedOut { used: 4000.0, timeout: 3600.0 }),
             ("no timeout", active(""), 1e6, TimeDecision::Unlimited),
             ("a zero timeout is none", active(r#", "timeout": 0"#), 1e6, TimeDecision::Unlimited),
             ("a negative timeout is none", active(r#", "timeout": -5"#), 1e6, TimeDecision::Unlimited),
-            ("no start", cell(r#"{"status": "active", "timeout": 10}"#), 1e6, TimeDecision::Unlimited),
+            ("no start", CellClock { active: true, started: None, timeout: Some(10.0) }, 1e6, TimeDecision::Unlimited),
             ("a paused cell's time does not run out", cell(&format!(r#"{{"status": "paused", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
             ("nor a failed one's", cell(&format!(r#"{{"status": "failed", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
         ];
+        // A start or a timeout pas cannot read is refused naming the field, not taken for
+        // none.
+        for (written, field) in [
+            (r#""activated_at": "soon""#, "activated_at"),
+            (r#""timeout": "long""#, "timeout"),
+        ] {
+            let json = format!(r#"{{"status": "active", {created}, {written}}}"#);
+            let err = read(&json).unwrap_err();
+            assert!(
+                err.message.starts_with(&format!("cell.json {field}: ")),
+                "{written}: {}",
+                err.message
+            );
+        }
+        assert!(
+            read(r#"{"status": "active"}"#).is_err(),
+            "created_at is required"
+        );
         for (why, clock, t, decision) in rows {
             assert_eq!(decide_time(&clock, at(t)), decision, "{why}");
             assert_eq!(

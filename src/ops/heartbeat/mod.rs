@@ -14,21 +14,22 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
-use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
+use crate::model::{self, Agent, AgentStatus, Cell, Failure, Policies};
+use crate::ops::agent::typed;
 use crate::ops::budget;
 use crate::ops::budget::rules::{
-    decide_context, decide_spend, ContextFacts, ContextPolicy, SpendLimits, Spent,
+    decide_context, decide_spend, ContextFacts, ContextPolicy, SpendLimits, Spent, State,
 };
 use crate::ops::health::{Assessment, Health};
 use crate::ops::heartbeat::rules::{
     BeatDecision, Directive, HealthChange, HealthPolicy, ReplyState, Vitals,
 };
-use crate::ops::policy::Policy;
-use crate::store::{self, Collection, ConfigFile, Durability, FileKey, Store, Txn};
+use crate::ops::policy::{self, Policy};
+use crate::store::{self, Collection, Durability, FileKey, Store, Txn};
 
 pub use crate::ops::heartbeat::rules::Reported;
 
@@ -100,80 +101,76 @@ pub struct BeatReply {
     /// The agent's health after this beat.
     pub health: Health,
     /// What pas wants from the agent: `stop`, `summarize`, or nothing.
-    pub directive: Option<String>,
+    pub directive: Option<model::Directive>,
     /// Why (for `stop`: `cell_paused`, `cell_completed`, `agent_paused`, ...).
     pub reason: Option<String>,
 }
 
-/// Writes a health change into an agent file and its event into the transaction.
+/// Writes a health change into an agent and its event into the transaction.
 fn apply_health(
     txn: &mut Txn<'_>,
-    doc: &mut Doc,
+    agent: &mut Agent,
     agent_id: &str,
     change: &HealthChange,
     now: DateTime<Utc>,
 ) {
     if let Some(health) = change.record {
-        doc.set("health", health.as_str());
-        doc.set("health_changed_at", clock::stamp(now));
+        agent.health = Some(rules::recorded(health));
+        agent.health_changed_at = Some(now);
     }
     if let Some(t) = &change.transition {
         txn.event(t.event(agent_id));
     }
 }
 
-/// Writes what a beat reports and what [`rules::decide_beat`] decided into the agent file,
-/// in the order the fields have always been added (a new field goes at the end of the
-/// file, so the order is visible).
+/// Writes what a beat reports and what [`rules::decide_beat`] decided into the agent (a
+/// field the file did not have yet goes at its end, in the model's field order).
 fn apply_beat(
     txn: &mut Txn<'_>,
-    doc: &mut Doc,
+    agent: &mut Agent,
     agent_id: &str,
     report: &BeatReport,
     decision: &BeatDecision,
     now: DateTime<Utc>,
 ) {
-    doc.set("last_heartbeat", clock::stamp(now));
-    doc.set("heartbeat_count", decision.heartbeat_count);
-    if let Some(reported) = decision.reported {
-        doc.set("reported_status", reported.as_str());
+    agent.last_heartbeat = Some(now);
+    agent.heartbeat_count = decision.heartbeat_count;
+    if decision.reported.is_some() {
+        agent.reported_status = decision.reported;
     }
     if decision.reset_failures {
-        doc.set("failures", 0);
+        agent.failures = 0;
     }
-    if let Some(p) = report.progress {
-        doc.set("progress", p);
+    if report.progress.is_some() {
+        agent.progress = report.progress;
     }
-    if let Some(used) = report.ctx_used {
-        doc.set("ctx_used", used);
+    if report.ctx_used.is_some() {
+        agent.ctx_used = report.ctx_used;
     }
-    if let Some(limit) = report.ctx_limit {
-        doc.set("ctx_limit", limit);
+    if report.ctx_limit.is_some() {
+        agent.ctx_limit = report.ctx_limit;
     }
-    if !report.meta.is_empty() {
-        let mut meta = doc
-            .get("metadata")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_else(Map::new);
-        for (k, v) in &report.meta {
-            meta.insert(k.clone(), Value::from(v.as_str()));
-        }
-        doc.set("metadata", Value::Object(meta));
+    for (k, v) in &report.meta {
+        agent.metadata.insert(k.clone(), Value::from(v.as_str()));
     }
-    if let Some(note) = &report.note {
-        doc.set("note", note.as_str());
+    if report.note.is_some() {
+        agent.note.clone_from(&report.note);
     }
-    if let Some(cost) = report.cost_usd {
-        doc.set("cost_usd", cost);
+    if report.cost_usd.is_some() {
+        agent.cost_usd = report.cost_usd;
     }
     if let Some(tokens) = report.tokens {
-        doc.set("tokens_used", tokens);
+        agent.tokens_used = Some(tokens as f64);
     }
     if decision.activate {
-        doc.set("status", "active");
+        agent.status = AgentStatus::Active;
     }
-    apply_health(txn, doc, agent_id, &decision.change, now);
+    apply_health(txn, agent, agent_id, &decision.change, now);
+}
+
+/// The error for a beat or failure of an agent the cell does not have.
+fn no_agent(cell: &str, agent_id: &str) -> Error {
+    Error::not_found(format!("no agent {agent_id} in cell {cell}"))
 }
 
 /// Records a beat.
@@ -185,44 +182,45 @@ pub fn beat(
     now: DateTime<Utc>,
 ) -> Result<BeatReply> {
     report.check()?;
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
+    let file = policy::read_file_layer(store, cell)?;
     // The beat and the health transition it causes are one transaction.
-    let (doc, pending, policy, decision) = store::transact(store, cell, now, |txn| {
+    let (agent, pending, policy, decision) = store::transact(store, cell, now, |txn| {
         let mut doc = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
-            Error::not_found(format!("no agent {agent_id} in cell {cell}"))
-                .hint(format!("add it with `pas agent add {cell} {agent_id}`"))
+            no_agent(cell, agent_id).hint(format!("add it with `pas agent add {cell} {agent_id}`"))
         })?;
-        let policy = Policy::resolve(
+        let mut agent = typed(agent_id, &doc)?;
+        let policy = Policy::of(
             store.root_policies(),
-            Some(&cell_doc),
-            policies.as_ref(),
-            Some(&doc),
+            Some(&cell_doc.policies),
+            file.as_ref(),
+            Some(&agent.policies),
         );
         let decision = rules::decide_beat(
-            &Vitals::from_doc(&doc),
+            &Vitals::of(&agent),
             report.status,
             &HealthPolicy::from_policy(&policy),
             now,
         );
-        apply_beat(txn, &mut doc, agent_id, report, &decision, now);
+        apply_beat(txn, &mut agent, agent_id, report, &decision, now);
         // The beat delivers a directive left for the agent, so it is taken out.
-        let pending = doc.remove("pending_directive");
+        let pending = agent.pending_directive.take();
+        agent.write_into(&mut doc);
         // A lost stamp on power loss is harmless; a commit with an event is durable anyway.
         txn.relaxed();
-        txn.put(FileKey::Agent(agent_id), doc.clone());
-        Ok((doc, pending, policy, decision))
+        txn.put(FileKey::Agent(agent_id), doc);
+        Ok((agent, pending, policy, decision))
     })?;
     // Budgets: a context breach compacts (and asks the agent to summarize); spend limits
     // may stop it. Both only cost something when the beat reports them or limits are set:
-    // the rules are asked first on the document just written, and the budget code (which
+    // the rules are asked first on the agent just written, and the budget code (which
     // reads files again, and for spend all agents of the cell) runs only when applying
     // their decision changes something.
-    let mut pending = pending.as_ref().and_then(Directive::from_pending);
+    let mut pending = pending.as_ref().map(Directive::from_pending);
     let context_reported = report.ctx_used.is_some() || report.ctx_limit.is_some();
     let context_work = context_reported
         && decide_context(
-            &ContextFacts::from_doc(&doc),
+            &ContextFacts::of(&agent),
             &ContextPolicy::from_policy(&policy),
             now,
         )
@@ -235,7 +233,9 @@ pub fn beat(
             FileKey::Agent(agent_id),
             Durability::Relaxed,
             &mut |d| {
-                d.remove("pending_directive");
+                let mut a = typed(agent_id, d)?;
+                a.pending_directive = None;
+                a.write_into(d);
                 Ok(())
             },
         )?;
@@ -248,8 +248,8 @@ pub fn beat(
         Spent::default()
     };
     let spend_reported = report.cost_usd.is_some() || report.tokens.is_some();
-    let recorded_spend = doc.str("spend_state").unwrap_or("ok");
-    let seen = decide_spend(Spent::of_agent(&doc), recorded_spend, totals, &limits);
+    let recorded_spend = agent.spend_state.unwrap_or(State::Ok);
+    let seen = decide_spend(Spent::of(&agent), recorded_spend, totals, &limits);
     let spend = if spend_reported && seen.changed {
         budget::spend_changed(store, cell, agent_id, now)?.0
     } else {
@@ -257,10 +257,10 @@ pub fn beat(
     };
 
     let directive = rules::decide_reply(&ReplyState {
-        cell_status: cell_doc.str("status").unwrap_or("active").to_string(),
+        cell_status: cell_doc.status,
         spend,
         pending,
-        agent_paused: doc.str("status") == Some("paused"),
+        agent_paused: agent.status == AgentStatus::Paused,
     });
     Ok(BeatReply {
         ack: true,
@@ -274,11 +274,18 @@ pub fn beat(
     })
 }
 
+/// An agent's health at `now` by the rules of [`rules::assess`].
+pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
+    rules::assess(&Vitals::of(agent), &HealthPolicy::from_policy(policy), now)
+}
+
 /// An agent as an observer sees it.
 #[derive(Debug, Clone)]
 pub struct Observed {
     /// The agent file.
     pub doc: Doc,
+    /// Its typed view.
+    pub agent: Agent,
     /// Its health now.
     pub assessment: Assessment,
     /// Its effective policy (shared by every agent of the cell without policies of its own).
@@ -293,9 +300,9 @@ pub fn observe_cell(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Observed>, Vec<Error>)> {
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    observe_cell_with(store, cell, &cell_doc, policies.as_ref(), record, now)
+    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
+    let file = policy::read_file_layer(store, cell)?;
+    observe_cell_of(store, cell, &cell_doc, file.as_ref(), record, now)
 }
 
 /// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read.
@@ -307,39 +314,69 @@ pub fn observe_cell_with(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<(Vec<Observed>, Vec<Error>)> {
+    let file = policies.map(Policies::from_doc).transpose()?;
+    observe_cell_of(
+        store,
+        cell,
+        &Cell::from_doc(cell_doc)?,
+        file.as_ref(),
+        record,
+        now,
+    )
+}
+
+/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read,
+/// typed.
+pub fn observe_cell_of(
+    store: &dyn Store,
+    cell: &str,
+    cell_doc: &Cell,
+    file: Option<&Policies>,
+    record: bool,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Observed>, Vec<Error>)> {
+    let resolve = |agent: &Agent| {
+        Policy::of(
+            store.root_policies(),
+            Some(&cell_doc.policies),
+            file,
+            Some(&agent.policies),
+        )
+    };
     // Most agents have no policies of their own: they share the cell's, resolved once.
-    let cell_policy = Arc::new(Policy::resolve(
+    let cell_policy = Arc::new(Policy::of(
         store.root_policies(),
-        Some(cell_doc),
-        policies,
+        Some(&cell_doc.policies),
+        file,
         None,
     ));
     let cell_rules = HealthPolicy::from_policy(&cell_policy);
+    let no_policies = Policies::default();
     let mut observed = Vec::new();
     let mut errors = Vec::new();
     let mut changed = Vec::new();
     for (id, doc) in store.read_collection(cell, Collection::Agents)? {
-        let doc = match doc {
-            Ok(doc) => doc,
+        let (doc, agent) = match doc.and_then(|d| typed(&id, &d).map(|a| (d, a))) {
+            Ok(read) => read,
             Err(e) => {
                 errors.push(e);
                 continue;
             }
         };
-        let (policy, rules_of) = if doc.get("policies").is_some_and(Value::is_object) {
-            let policy =
-                Policy::resolve(store.root_policies(), Some(cell_doc), policies, Some(&doc));
+        let (policy, rules_of) = if agent.policies != no_policies {
+            let policy = resolve(&agent);
             let r = HealthPolicy::from_policy(&policy);
             (Arc::new(policy), r)
         } else {
             (Arc::clone(&cell_policy), cell_rules)
         };
-        let seen = rules::decide_observe(&Vitals::from_doc(&doc), &rules_of, now);
+        let seen = rules::decide_observe(&Vitals::of(&agent), &rules_of, now);
         if record && !seen.change.is_empty() {
             changed.push((observed.len(), id));
         }
         observed.push(Observed {
             doc,
+            agent,
             assessment: seen.assessment,
             policy,
         });
@@ -353,27 +390,29 @@ pub fn observe_cell_with(
                 let Some(mut doc) = txn.read(FileKey::Agent(id))? else {
                     continue;
                 };
-                let policy =
-                    Policy::resolve(store.root_policies(), Some(cell_doc), policies, Some(&doc));
+                let mut agent = typed(id, &doc)?;
+                let policy = resolve(&agent);
                 let seen = rules::decide_observe(
-                    &Vitals::from_doc(&doc),
+                    &Vitals::of(&agent),
                     &HealthPolicy::from_policy(&policy),
                     now,
                 );
                 if seen.change.is_empty() {
                     continue;
                 }
-                apply_health(txn, &mut doc, id, &seen.change, now);
+                apply_health(txn, &mut agent, id, &seen.change, now);
+                agent.write_into(&mut doc);
                 txn.put(FileKey::Agent(id), doc.clone());
-                out.push((*at, doc, seen.assessment, policy));
+                out.push((*at, doc, agent, seen.assessment, policy));
             }
             Ok(out)
         });
         match recorded {
             Ok(out) => {
-                for (at, doc, assessment, policy) in out {
+                for (at, doc, agent, assessment, policy) in out {
                     observed[at] = Observed {
                         doc,
+                        agent,
                         assessment,
                         policy: Arc::new(policy),
                     };
@@ -398,30 +437,33 @@ pub fn record_failure(
             Error::usage("the failure reason is empty").hint("pass --reason \"what went wrong\"")
         );
     }
-    let cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
+    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
+    let file = policy::read_file_layer(store, cell)?;
     store::transact(store, cell, now, |txn| {
         let mut doc = txn
             .read(FileKey::Agent(agent_id))?
-            .ok_or_else(|| Error::not_found(format!("no agent {agent_id} in cell {cell}")))?;
-        let policy = Policy::resolve(
+            .ok_or_else(|| no_agent(cell, agent_id))?;
+        let mut agent = typed(agent_id, &doc)?;
+        let policy = Policy::of(
             store.root_policies(),
-            Some(&cell_doc),
-            policies.as_ref(),
-            Some(&doc),
+            Some(&cell_doc.policies),
+            file.as_ref(),
+            Some(&agent.policies),
         );
         let decision = rules::decide_failure(
-            &Vitals::from_doc(&doc),
+            &Vitals::of(&agent),
             &HealthPolicy::from_policy(&policy),
             now,
         );
-        doc.set("failures", decision.consecutive);
-        doc.set(
-            "last_failure",
-            json!({ "at": clock::stamp(now), "reason": reason }),
-        );
+        agent.failures = decision.consecutive;
+        agent.last_failure = Some(Failure {
+            at: now,
+            reason: reason.to_string(),
+            extra: Map::new(),
+        });
         txn.event(decision.event(agent_id, reason));
-        apply_health(txn, &mut doc, agent_id, &decision.change, now);
+        apply_health(txn, &mut agent, agent_id, &decision.change, now);
+        agent.write_into(&mut doc);
         txn.put(FileKey::Agent(agent_id), doc);
         Ok(decision.consecutive)
     })

@@ -7,72 +7,33 @@
 //! change and the event that describes it. [`crate::ops::heartbeat`] reads the agent file in a
 //! store transaction, asks here, and applies the decision in the same transaction.
 //!
-//! The inputs are typed rather than the agent's `Doc`: a rule can then only depend on what
-//! it declares, a table row states exactly that and nothing else, and typed agent
-//! documents can fill the same structs later without the rules changing.
+//! The inputs are narrower than the typed [`Agent`]: a rule can then only depend on what it
+//! declares, and a table row states exactly that and nothing else. [`Vitals::of`] fills
+//! them from the agent.
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::clock;
 use crate::doc::Doc;
-use crate::model::EventKind;
+use crate::model::{self, Agent, AgentStatus, CellStatus, EventKind, PendingDirective};
 use crate::ops::budget::rules::State;
 use crate::ops::health::{Assessment, Health};
 use crate::ops::policy::Policy;
 use crate::store::events::{Level, NewEvent};
 
-/// What an agent may report about itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "UPPER")]
-pub enum Reported {
-    /// Working normally.
-    Active,
-    /// Working, but impaired.
-    Degraded,
-    /// Deliberately not working; not judged by heartbeats.
-    Offline,
-}
-
-impl Reported {
-    /// The on-disk spelling (`reported_status`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reported::Active => "ACTIVE",
-            Reported::Degraded => "DEGRADED",
-            Reported::Offline => "OFFLINE",
-        }
-    }
-
-    /// Parses the on-disk spelling (exactly; other text is not a report pas knows).
-    pub fn parse(text: &str) -> Option<Reported> {
-        [Reported::Active, Reported::Degraded, Reported::Offline]
-            .into_iter()
-            .find(|r| r.as_str() == text)
-    }
-}
-
-/// `reported_status` as the agent file has it. A beat without `--status` fills in `ACTIVE`
-/// only when the field is missing, so a value pas does not know is kept, not overwritten.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ReportedField {
-    /// Absent or `null`.
-    #[default]
-    Missing,
-    /// One of the three spellings.
-    Is(Reported),
-    /// Anything else (judged like `ACTIVE`).
-    Other,
-}
+/// What an agent may report about itself: the model's words (`ACTIVE`, `DEGRADED`,
+/// `OFFLINE`).
+pub use crate::model::ReportedStatus as Reported;
 
 /// The fields of an agent file that liveness depends on.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Vitals {
-    /// `status`: `failed` is final for health; `idle`, `failed` or none become `active` on
-    /// a beat; `paused` gets a stop directive.
-    pub status: Option<String>,
-    /// `reported_status`.
-    pub reported: ReportedField,
+    /// `status`: `failed` is final for health; `idle` and `failed` become `active` on a
+    /// beat; `paused` gets a stop directive.
+    pub status: AgentStatus,
+    /// `reported_status`; `None` when the agent never said.
+    pub reported: Option<Reported>,
     /// `last_heartbeat`.
     pub last_heartbeat: Option<DateTime<Utc>>,
     /// `started_at`: a started agent has `startup_grace` for its first beat.
@@ -86,24 +47,67 @@ pub struct Vitals {
 }
 
 impl Vitals {
-    /// Reads the fields from an agent file.
-    pub fn from_doc(doc: &Doc) -> Vitals {
-        let reported = match doc.get("reported_status") {
-            None | Some(Value::Null) => ReportedField::Missing,
-            Some(v) => v
-                .as_str()
-                .and_then(Reported::parse)
-                .map_or(ReportedField::Other, ReportedField::Is),
-        };
+    /// The fields of a typed agent.
+    pub fn of(agent: &Agent) -> Vitals {
         Vitals {
-            status: doc.str("status").map(str::to_string),
-            reported,
+            status: agent.status,
+            reported: agent.reported_status,
+            last_heartbeat: agent.last_heartbeat,
+            started_at: agent.started_at,
+            failures: agent.failures,
+            heartbeat_count: agent.heartbeat_count,
+            recorded: agent.health.map(computed),
+        }
+    }
+
+    /// The fields of an agent file, for callers that still hold it as a document
+    /// (`ops::health::assess`): read leniently as they always were, a value of the wrong
+    /// shape as absent (so a status or report pas does not know judges like `idle` or
+    /// `ACTIVE`). pas's own commands read the agent typed and use [`Vitals::of`]; this goes
+    /// when the last document caller does.
+    pub fn from_doc(doc: &Doc) -> Vitals {
+        Vitals {
+            status: doc
+                .str("status")
+                .and_then(AgentStatus::parse)
+                .unwrap_or_default(),
+            reported: doc.str("reported_status").and_then(Reported::parse),
             last_heartbeat: doc.time("last_heartbeat"),
             started_at: doc.time("started_at"),
             failures: doc.u64("failures").unwrap_or(0),
             heartbeat_count: doc.u64("heartbeat_count").unwrap_or(0),
             recorded: doc.str("health").and_then(Health::parse),
         }
+    }
+}
+
+/// A health as the rules compute it, from the word the agent file records.
+pub fn computed(h: model::Health) -> Health {
+    match h {
+        model::Health::Healthy => Health::Healthy,
+        model::Health::Degraded => Health::Degraded,
+        model::Health::Unhealthy => Health::Unhealthy,
+        model::Health::Late => Health::Late,
+        model::Health::Down => Health::Down,
+        model::Health::Dead => Health::Dead,
+        model::Health::Unknown => Health::Unknown,
+        model::Health::Offline => Health::Offline,
+        model::Health::Failed => Health::Failed,
+    }
+}
+
+/// A computed health as the agent file records it.
+pub fn recorded(h: Health) -> model::Health {
+    match h {
+        Health::Healthy => model::Health::Healthy,
+        Health::Degraded => model::Health::Degraded,
+        Health::Unhealthy => model::Health::Unhealthy,
+        Health::Late => model::Health::Late,
+        Health::Down => model::Health::Down,
+        Health::Dead => model::Health::Dead,
+        Health::Unknown => model::Health::Unknown,
+        Health::Offline => model::Health::Offline,
+        Health::Failed => model::Health::Failed,
     }
 }
 
@@ -132,10 +136,8 @@ impl HealthPolicy {
             interval: policy.heartbeat_interval(),
             down_after: policy.down_after(),
             dead_after: policy.heartbeat_ttl(),
-            startup_grace: policy.positive("startup_grace"),
-            // A fraction such as 0.5 truncates to 0, which would make every agent
-            // unhealthy: one failure is the least that counts.
-            failure_threshold: (policy.positive("failure_threshold") as u64).max(1),
+            startup_grace: policy.startup_grace(),
+            failure_threshold: policy.failure_threshold(),
         }
     }
 }
@@ -173,9 +175,9 @@ pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Asse
         Some(s) if last.is_none_or(|l| l < s) => Some(s),
         _ => None,
     };
-    let health = if agent.status.as_deref() == Some("failed") {
+    let health = if agent.status == AgentStatus::Failed {
         Health::Failed
-    } else if agent.reported == ReportedField::Is(Reported::Offline) {
+    } else if agent.reported == Some(Reported::Offline) {
         Health::Offline
     } else if let Some(s) = starting {
         if elapsed(s, now) <= policy.startup_grace {
@@ -190,7 +192,7 @@ pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Asse
             Some(a) if a > policy.down_after => Health::Down,
             Some(a) if a > policy.interval => Health::Late,
             Some(_) if agent.failures >= policy.failure_threshold => Health::Unhealthy,
-            Some(_) if agent.reported == ReportedField::Is(Reported::Degraded) => Health::Degraded,
+            Some(_) if agent.reported == Some(Reported::Degraded) => Health::Degraded,
             Some(_) => Health::Healthy,
         }
     };
@@ -392,21 +394,18 @@ pub fn decide_beat(
     let before = assess(agent, policy, now);
     let write_reported = match (reported, agent.reported) {
         (Some(r), _) => Some(r),
-        (None, ReportedField::Missing) => Some(Reported::Active),
-        (None, _) => None,
+        (None, None) => Some(Reported::Active),
+        (None, Some(_)) => None,
     };
     let reset_failures = reported == Some(Reported::Active);
-    let activate = matches!(
-        agent.status.as_deref(),
-        Some("idle") | Some("failed") | None
-    );
+    let activate = matches!(agent.status, AgentStatus::Idle | AgentStatus::Failed);
     let beaten = Vitals {
         status: if activate {
-            Some("active".to_string())
+            AgentStatus::Active
         } else {
-            agent.status.clone()
+            agent.status
         },
-        reported: write_reported.map_or(agent.reported, ReportedField::Is),
+        reported: write_reported.or(agent.reported),
         last_heartbeat: Some(now),
         failures: if reset_failures { 0 } else { agent.failures },
         heartbeat_count: agent.heartbeat_count + 1,
@@ -511,45 +510,40 @@ pub fn decide_failure(
 /// What pas asks of an agent in a beat's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Directive {
-    /// `stop`, `summarize`, or whatever a `pending_directive` names.
-    pub action: String,
+    /// `stop` or `summarize`.
+    pub action: model::Directive,
     /// Why: `cell_paused`, `budget_reached`, `context_budget`, `agent_paused`, ...
     pub reason: Option<String>,
 }
 
 impl Directive {
-    fn new(action: &str, reason: &str) -> Directive {
+    fn new(action: model::Directive, reason: &str) -> Directive {
         Directive {
-            action: action.to_string(),
+            action,
             reason: Some(reason.to_string()),
         }
     }
 
     /// The `summarize` a context compaction asks for.
     pub fn summarize_context() -> Directive {
-        Directive::new("summarize", "context_budget")
+        Directive::new(model::Directive::Summarize, "context_budget")
     }
 
-    /// A `pending_directive` left in the agent file (by a compaction, or by hand); an
-    /// object without `action` means `summarize`, anything but an object means nothing.
-    pub fn from_pending(pending: &Value) -> Option<Directive> {
-        let d = pending.as_object()?;
-        Some(Directive {
-            action: d
-                .get("action")
-                .and_then(Value::as_str)
-                .unwrap_or("summarize")
-                .to_string(),
-            reason: d.get("reason").and_then(Value::as_str).map(str::to_string),
-        })
+    /// A `pending_directive` left in the agent file (by a compaction, or by hand); one
+    /// without `action` means `summarize`.
+    pub fn from_pending(pending: &PendingDirective) -> Directive {
+        Directive {
+            action: pending.action.unwrap_or(model::Directive::Summarize),
+            reason: pending.reason.clone(),
+        }
     }
 }
 
 /// What the reply to a beat depends on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplyState {
-    /// The cell's `status` (`active` when missing).
-    pub cell_status: String,
+    /// The cell's `status`.
+    pub cell_status: CellStatus,
     /// The agent's spend state after the beat.
     pub spend: State,
     /// A directive waiting for the agent (taken from its file by this beat, or a
@@ -563,17 +557,15 @@ pub struct ReplyState {
 /// stop at a hard spend limit, the pending directive, stop for a paused agent; else
 /// nothing.
 pub fn decide_reply(state: &ReplyState) -> Option<Directive> {
-    if state.cell_status != "active" {
-        Some(Directive::new(
-            "stop",
-            &format!("cell_{}", state.cell_status),
-        ))
+    let stop = |why: &str| Some(Directive::new(model::Directive::Stop, why));
+    if state.cell_status != CellStatus::Active {
+        stop(&format!("cell_{}", state.cell_status.as_str()))
     } else if state.spend == State::Breach {
-        Some(Directive::new("stop", "budget_reached"))
+        stop("budget_reached")
     } else if let Some(pending) = &state.pending {
         Some(pending.clone())
     } else if state.agent_paused {
-        Some(Directive::new("stop", "agent_paused"))
+        stop("agent_paused")
     } else {
         None
     }
@@ -586,6 +578,7 @@ mod tests {
     #![allow(clippy::type_complexity)]
 
     use super::*;
+    use serde_json::Value;
     use std::path::Path;
 
     use Health::*;
@@ -622,8 +615,8 @@ mod tests {
     /// An active agent that reported ACTIVE, last beat at [`t0`], recorded healthy.
     fn beating() -> Vitals {
         Vitals {
-            status: Some("active".into()),
-            reported: ReportedField::Is(Reported::Active),
+            status: AgentStatus::Active,
+            reported: Some(Reported::Active),
             last_heartbeat: Some(t0()),
             heartbeat_count: 1,
             recorded: Some(Healthy),
@@ -634,7 +627,7 @@ mod tests {
     /// A freshly added agent (`status: idle`, nothing else).
     fn added() -> Vitals {
         Vitals {
-            status: Some("idle".into()),
+            status: AgentStatus::Idle,
             ..Vitals::default()
         }
     }
@@ -796,13 +789,13 @@ mod tests {
             reported: r,
             ..beating()
         };
-        let status = |s: &str| Vitals {
-            status: Some(s.into()),
+        let status = |s: AgentStatus| Vitals {
+            status: s,
             ..beating()
         };
-        let active = ReportedField::Is(Reported::Active);
-        let degraded = ReportedField::Is(Reported::Degraded);
-        let offline = ReportedField::Is(Reported::Offline);
+        let active = Some(Reported::Active);
+        let degraded = Some(Reported::Degraded);
+        let offline = Some(Reported::Offline);
         let one = r#"{"failure_threshold": 1}"#;
         let five = r#"{"failure_threshold": 5}"#;
         // (why, agent, policies.json, seconds after t0, health, next change after t0)
@@ -812,8 +805,7 @@ mod tests {
             ("DEGRADED and silent: silence wins", reported(degraded), "{}", 45.0, Late, Some(60.0)),
             ("OFFLINE: not judged by silence", reported(offline), "{}", 5.0, Offline, None),
             ("OFFLINE and long silent", reported(offline), "{}", 1000.0, Offline, None),
-            ("an unknown report is ACTIVE", reported(ReportedField::Other), "{}", 5.0, Healthy, Some(30.0)),
-            ("no report at all", reported(ReportedField::Missing), "{}", 5.0, Healthy, Some(30.0)),
+            ("no report at all", reported(None), "{}", 5.0, Healthy, Some(30.0)),
             ("failures below the threshold", failing(2, active), "{}", 5.0, Healthy, Some(30.0)),
             ("failures at the threshold", failing(3, active), "{}", 5.0, Unhealthy, Some(30.0)),
             ("failures past the threshold", failing(7, active), "{}", 5.0, Unhealthy, Some(30.0)),
@@ -821,10 +813,10 @@ mod tests {
             ("failing and silent: silence wins", failing(3, active), "{}", 45.0, Late, Some(60.0)),
             ("a threshold of one failure", failing(1, active), one, 5.0, Unhealthy, Some(30.0)),
             ("a higher threshold", failing(3, active), five, 5.0, Healthy, Some(30.0)),
-            ("failed is final", status("failed"), "{}", 5.0, Failed, None),
-            ("failed before offline", Vitals { reported: offline, ..status("failed") }, "{}", 5.0, Failed, None),
-            ("failed, never beat", Vitals { last_heartbeat: None, ..status("failed") }, "{}", 5.0, Failed, None),
-            ("paused is not a health", status("paused"), "{}", 5.0, Healthy, Some(30.0)),
+            ("failed is final", status(AgentStatus::Failed), "{}", 5.0, Failed, None),
+            ("failed before offline", Vitals { reported: offline, ..status(AgentStatus::Failed) }, "{}", 5.0, Failed, None),
+            ("failed, never beat", Vitals { last_heartbeat: None, ..status(AgentStatus::Failed) }, "{}", 5.0, Failed, None),
+            ("paused is not a health", status(AgentStatus::Paused), "{}", 5.0, Healthy, Some(30.0)),
             ("never beat", added(), "{}", 5.0, Unknown, None),
         ];
         for (why, agent, json, t, health, next) in rows {
@@ -836,13 +828,13 @@ mod tests {
     #[test]
     fn a_started_agent_has_a_startup_grace() {
         let started = |last: Option<f64>| Vitals {
-            status: Some("active".into()),
+            status: AgentStatus::Active,
             last_heartbeat: last.map(at),
             started_at: Some(t0()),
             ..Vitals::default()
         };
         let offline = Vitals {
-            reported: ReportedField::Is(Reported::Offline),
+            reported: Some(Reported::Offline),
             ..started(None)
         };
         let short = r#"{"startup_grace": 5}"#;
@@ -868,33 +860,32 @@ mod tests {
 
     #[test]
     fn vitals_are_read_from_the_agent_file() {
-        assert_eq!(
-            Vitals::from_doc(&doc(r#"{"agent_id": "a"}"#)),
-            Vitals::default()
-        );
+        let read = |json: &str| Agent::from_doc(&doc(json)).map(|a| Vitals::of(&a));
+        assert_eq!(read(r#"{"agent_id": "a"}"#).unwrap(), Vitals::default());
         // (reported_status as written, as read)
-        let rows: &[(&str, ReportedField)] = &[
-            ("null", ReportedField::Missing),
-            (r#""ACTIVE""#, ReportedField::Is(Reported::Active)),
-            (r#""DEGRADED""#, ReportedField::Is(Reported::Degraded)),
-            (r#""OFFLINE""#, ReportedField::Is(Reported::Offline)),
-            (r#""degraded""#, ReportedField::Other),
-            (r#""BUSY""#, ReportedField::Other),
-            ("5", ReportedField::Other),
+        let rows: &[(&str, Option<Reported>)] = &[
+            ("null", None),
+            (r#""ACTIVE""#, Some(Reported::Active)),
+            (r#""DEGRADED""#, Some(Reported::Degraded)),
+            (r#""OFFLINE""#, Some(Reported::Offline)),
         ];
-        for &(written, read) in rows {
-            let v = Vitals::from_doc(&doc(&format!(r#"{{"reported_status": {written}}}"#)));
-            assert_eq!(v.reported, read, "{written}");
+        for &(written, expected) in rows {
+            let v = read(&format!(
+                r#"{{"agent_id": "a", "reported_status": {written}}}"#
+            ))
+            .unwrap();
+            assert_eq!(v.reported, expected, "{written}");
         }
-        let v = Vitals::from_doc(&doc(
-            r#"{"status": "active", "health": "late", "failures": 2, "heartbeat_count": 9,
-                "last_heartbeat": "2026-11-23T10:00:00Z", "started_at": "yesterday"}"#,
-        ));
+        let v = read(
+            r#"{"agent_id": "a", "status": "active", "health": "late", "failures": 2,
+                "heartbeat_count": 9, "last_heartbeat": "2026-11-23T10:00:00Z"}"#,
+        )
+        .unwrap();
         assert_eq!(
             v,
             Vitals {
-                status: Some("active".into()),
-                reported: ReportedField::Missing,
+                status: AgentStatus::Active,
+                reported: None,
                 last_heartbeat: Some(t0()),
                 started_at: None,
                 failures: 2,
@@ -902,10 +893,52 @@ mod tests {
                 recorded: Some(Late),
             }
         );
+        // pas's own record of the health is recomputed: one it cannot read is not recorded.
         assert_eq!(
-            Vitals::from_doc(&doc(r#"{"health": "zombie"}"#)).recorded,
+            read(r#"{"agent_id": "a", "health": "zombie"}"#)
+                .unwrap()
+                .recorded,
             None
         );
+        // A word or a time the model does not know is refused naming the field, never
+        // judged as something else.
+        for (written, field) in [
+            (r#""reported_status": "degraded""#, "reported_status"),
+            (r#""reported_status": "BUSY""#, "reported_status"),
+            (r#""reported_status": 5"#, "reported_status"),
+            (r#""status": "stopped""#, "status"),
+            (r#""started_at": "yesterday""#, "started_at"),
+        ] {
+            let err = read(&format!(r#"{{"agent_id": "a", {written}}}"#)).unwrap_err();
+            assert!(
+                err.message.starts_with(&format!("agents/a.json {field}: ")),
+                "{written}: {}",
+                err.message
+            );
+        }
+        // Callers that hold only the document read it as they always did: what they
+        // cannot read is absent.
+        let legacy = Vitals::from_doc(&doc(
+            r#"{"status": "stopped", "reported_status": "BUSY", "health": "late",
+                "failures": 2, "last_heartbeat": "2026-11-23T10:00:00Z", "started_at": "x"}"#,
+        ));
+        assert_eq!(
+            legacy,
+            Vitals {
+                status: AgentStatus::Idle,
+                reported: None,
+                last_heartbeat: Some(t0()),
+                started_at: None,
+                failures: 2,
+                heartbeat_count: 0,
+                recorded: Some(Late),
+            }
+        );
+        // The words the file records and the healths the rules compute are the same.
+        for h in Health::ALL {
+            assert_eq!(computed(recorded(h)), h);
+            assert_eq!(recorded(h).as_str(), h.as_str());
+        }
     }
 
     #[test]
@@ -989,7 +1022,7 @@ mod tests {
             ..beating()
         };
         let starting = Vitals {
-            status: Some("active".into()),
+            status: AgentStatus::Active,
             started_at: Some(t0()),
             recorded: Some(Unknown),
             ..Vitals::default()
@@ -1025,16 +1058,14 @@ mod tests {
                 fields: nothing, health: Unhealthy, record: Some(Unhealthy), event: Some((K::Unhealthy, Healthy)) },
             BeatRow { why: "reporting OFFLINE", agent: beating(), report: Some(Reported::Offline), at: 5.0,
                 fields: (Some(Reported::Offline), false, false), health: Offline, record: Some(Offline), event: Some((K::Offline, Healthy)) },
-            BeatRow { why: "an offline agent stays offline", agent: Vitals { reported: ReportedField::Is(Reported::Offline), ..recorded(Offline) }, report: None, at: 500.0,
+            BeatRow { why: "an offline agent stays offline", agent: Vitals { reported: Some(Reported::Offline), ..recorded(Offline) }, report: None, at: 500.0,
                 fields: nothing, health: Offline, record: None, event: None },
-            BeatRow { why: "a failed agent that beats is active", agent: Vitals { status: Some("failed".into()), ..recorded(Failed) }, report: None, at: 5.0,
+            BeatRow { why: "a failed agent that beats is active", agent: Vitals { status: AgentStatus::Failed, ..recorded(Failed) }, report: None, at: 5.0,
                 fields: (None, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Failed)) },
-            BeatRow { why: "a paused agent stays paused", agent: Vitals { status: Some("paused".into()), ..beating() }, report: None, at: 5.0,
+            BeatRow { why: "a paused agent stays paused", agent: Vitals { status: AgentStatus::Paused, ..beating() }, report: None, at: 5.0,
                 fields: nothing, health: Healthy, record: None, event: None },
-            BeatRow { why: "another status is kept", agent: Vitals { status: Some("stopped".into()), ..beating() }, report: None, at: 5.0,
-                fields: nothing, health: Healthy, record: None, event: None },
-            BeatRow { why: "an unknown report is kept", agent: Vitals { reported: ReportedField::Other, ..beating() }, report: None, at: 5.0,
-                fields: nothing, health: Healthy, record: None, event: None },
+            BeatRow { why: "a report is kept", agent: Vitals { reported: Some(Reported::Degraded), failures: 0, ..recorded(Degraded) }, report: None, at: 5.0,
+                fields: nothing, health: Degraded, record: None, event: None },
             BeatRow { why: "started, first beat in the grace", agent: starting.clone(), report: None, at: 10.0,
                 fields: (active, false, false), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
             BeatRow { why: "started, first beat after the grace", agent: starting.clone(), report: None, at: 100.0,
@@ -1079,7 +1110,7 @@ mod tests {
             ..recorded(Unhealthy)
         };
         let given_up = Vitals {
-            status: Some("failed".into()),
+            status: AgentStatus::Failed,
             ..recorded(Dead)
         };
         let unknown = Vitals {
@@ -1159,27 +1190,28 @@ mod tests {
 
     #[test]
     fn the_reply_asks_for_the_most_urgent_thing() {
+        use CellStatus::{Active, Completed, Paused};
         let summarize = Some(Directive::summarize_context());
-        let custom = Some(Directive {
-            action: "restart".into(),
-            reason: None,
+        let by_hand = Some(Directive {
+            action: model::Directive::Stop,
+            reason: Some("operator".into()),
         });
         let stop = |why| Some(("stop", Some(why)));
         // (why, cell status, spend, pending, agent paused, (directive, reason))
         #[rustfmt::skip]
-        let rows: Vec<(&str, &str, State, Option<Directive>, bool, Option<(&str, Option<&str>)>)> = vec![
-            ("nothing to ask", "active", State::Ok, None, false, None),
-            ("a paused cell", "paused", State::Ok, None, false, stop("cell_paused")),
-            ("a completed cell first", "completed", State::Breach, summarize.clone(), true, stop("cell_completed")),
-            ("a spend breach before a summary", "active", State::Breach, summarize.clone(), true, stop("budget_reached")),
-            ("a spend warning does not stop", "active", State::Warning, None, false, None),
-            ("a compaction's summary", "active", State::Warning, summarize.clone(), false, Some(("summarize", Some("context_budget")))),
-            ("a pending directive before a paused agent", "active", State::Ok, custom, true, Some(("restart", None))),
-            ("a paused agent", "active", State::Ok, None, true, stop("agent_paused")),
+        let rows: Vec<(&str, CellStatus, State, Option<Directive>, bool, Option<(&str, Option<&str>)>)> = vec![
+            ("nothing to ask", Active, State::Ok, None, false, None),
+            ("a paused cell", Paused, State::Ok, None, false, stop("cell_paused")),
+            ("a completed cell first", Completed, State::Breach, summarize.clone(), true, stop("cell_completed")),
+            ("a spend breach before a summary", Active, State::Breach, summarize.clone(), true, stop("budget_reached")),
+            ("a spend warning does not stop", Active, State::Warning, None, false, None),
+            ("a compaction's summary", Active, State::Warning, summarize.clone(), false, Some(("summarize", Some("context_budget")))),
+            ("a pending directive before a paused agent", Active, State::Ok, by_hand, true, Some(("stop", Some("operator")))),
+            ("a paused agent", Active, State::Ok, None, true, stop("agent_paused")),
         ];
         for (why, cell, spend, pending, paused, expected) in rows {
             let d = decide_reply(&ReplyState {
-                cell_status: cell.into(),
+                cell_status: cell,
                 spend,
                 pending,
                 agent_paused: paused,
@@ -1191,21 +1223,39 @@ mod tests {
             );
         }
         // A pending directive as the agent file holds it.
+        let pending = |v: &Value| {
+            Agent::from_doc(&doc(
+                &json!({"agent_id": "a", "pending_directive": v}).to_string()
+            ))
+            .map(|a| a.pending_directive.as_ref().map(Directive::from_pending))
+        };
         #[rustfmt::skip]
         let rows: &[(Value, Option<(&str, Option<&str>)>)] = &[
             (json!({"action": "summarize", "reason": "context_budget", "summary": "s"}), Some(("summarize", Some("context_budget")))),
             (json!({"reason": "operator"}), Some(("summarize", Some("operator")))),
-            (json!({"action": "stop", "reason": 5}), Some(("stop", None))),
+            (json!({"action": "stop"}), Some(("stop", None))),
             (json!({}), Some(("summarize", None))),
-            (json!("summarize"), None),
             (Value::Null, None),
         ];
-        for (pending, expected) in rows {
-            let d = Directive::from_pending(pending);
+        for (written, expected) in rows {
+            let d = pending(written).unwrap();
             assert_eq!(
                 d.as_ref().map(|d| (d.action.as_str(), d.reason.as_deref())),
                 *expected,
-                "{pending}"
+                "{written}"
+            );
+        }
+        // One pas cannot deliver as written is refused, never delivered as something else.
+        for written in [
+            json!({"action": "stop", "reason": 5}),
+            json!({"action": "restart"}),
+            json!("summarize"),
+        ] {
+            let err = pending(&written).unwrap_err();
+            assert!(
+                err.message.contains("pending_directive"),
+                "{written}: {}",
+                err.message
             );
         }
     }
