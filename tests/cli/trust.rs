@@ -511,3 +511,67 @@ fn a_held_lock_costs_its_cell_one_pass_and_never_stalls_the_others() {
         root.ok(&["agent", "stop", cell, "a1"]);
     }
 }
+
+#[test]
+fn an_agent_acts_for_itself_unless_permissions_grant_more() {
+    let root = Root::new();
+    let cell = root.cell("acting");
+    let other = root.cell("other");
+    for agent in ["a1", "a2", "lead"] {
+        root.ok(&["agent", "add", &cell, agent, "--", "true"]);
+    }
+    std::fs::write(
+        root.cell_dir(&cell).join("config/permissions.json"),
+        r#"{"lead": {"manage": ["a2"]}}"#,
+    )
+    .unwrap();
+    let as_a1 = |args: &[&str]| {
+        let mut all = vec!["--as", "a1"];
+        all.extend_from_slice(args);
+        root.run(&all)
+    };
+    // Its own record: fine.
+    assert_eq!(as_a1(&["agent", "beat", &cell, "a1"]).code, 0);
+    assert_eq!(
+        as_a1(&["agent", "fail", &cell, "a1", "--reason", "x"]).code,
+        0
+    );
+    // Another agent's record, process or checkpoint, or any cell: refused, nothing changed.
+    let before = root.snapshot();
+    let refusals: [&[&str]; 9] = [
+        &["agent", "beat", &cell, "a2"],
+        &["agent", "fail", &cell, "a2", "--reason", "x"],
+        &["agent", "set", &cell, "a2", "--status", "paused"],
+        &["agent", "set", &cell, "a2", "--", "id"],
+        &["agent", "stop", &cell, "a2"],
+        &["agent", "rm", &cell, "a2"],
+        &["agent", "add", &cell, "a3"],
+        &["checkpoint", "save", &cell, "a2"],
+        &["agent", "reset", &cell, "a2"],
+    ];
+    for args in refusals {
+        let target = if args[1] == "add" { "a3" } else { "a2" };
+        as_a1(args).refused(9, &format!("agent a1 may not change agent {target}"));
+    }
+    as_a1(&["cell", "set", &cell, "--status", "paused"]).refused(9, "agent a1 may not change cell");
+    as_a1(&["cell", "rm", &other]).refused(9, "agent a1 may not change cell");
+    // PAS_AGENT is the same as --as.
+    let mut cmd = root.cmd(&["agent", "beat", &cell, "a2"]);
+    cmd.env("PAS_AGENT", "a1");
+    Run::from(cmd.output().unwrap()).refused(9, "agent a1 may not change agent a2");
+    assert_eq!(root.snapshot(), before, "a refusal changes nothing");
+    // A grant: lead manages a2, and only a2.
+    let lead = |args: &[&str]| {
+        let mut all = vec!["--as", "lead"];
+        all.extend_from_slice(args);
+        root.run(&all)
+    };
+    assert_eq!(
+        lead(&["agent", "set", &cell, "a2", "--status", "paused"]).code,
+        0
+    );
+    lead(&["agent", "set", &cell, "a1", "--status", "paused"])
+        .refused(9, "agent lead may not change agent a1");
+    // The operator may do anything.
+    root.ok(&["agent", "set", &cell, "a1", "--status", "paused"]);
+}

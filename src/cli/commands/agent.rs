@@ -269,6 +269,7 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
         AgentCommand::Reset(StartArgs { cell, agent }) => {
             crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
             let cell_id = cell::resolve(&ctx.store, &cell)?;
+            super::may_change_agent(ctx, &cell_id, &agent)?;
             crate::ops::revive::reset(&ctx.store, &cell_id, &agent, clock::now())?;
             ctx.out
                 .info(&format!("agent {agent}: restart tally cleared"));
@@ -289,6 +290,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
     } = args;
     crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
+    super::may_change_agent(ctx, &cell_id, &agent)?;
     let spec = NewAgent {
         id: agent,
         name,
@@ -535,7 +537,9 @@ fn cell_and_agent(
         );
     };
     crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
-    Ok((cell::resolve(&ctx.store, &cell)?, agent))
+    let cell_id = cell::resolve(&ctx.store, &cell)?;
+    super::may_change_agent(ctx, &cell_id, &agent)?;
+    Ok((cell_id, agent))
 }
 
 fn beat(ctx: &Ctx, args: BeatArgs) -> Result<()> {
@@ -610,6 +614,7 @@ fn fail(ctx: &Ctx, cell: Option<String>, agent: Option<String>, reason: &str) ->
 fn rm(ctx: &Ctx, cell: &str, agent_id: &str, force: bool) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
+    super::may_change_agent(ctx, &cell_id, agent_id)?;
     let released = agent::remove(&ctx.store, &cell_id, agent_id, force, clock::now())?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "cell": cell_id, "id": agent_id, "removed": true, "released_tasks": released }));
@@ -641,6 +646,7 @@ fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
         .map(|e| heartbeat::parse_meta(e))
         .collect::<Result<Vec<_>>>()?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
+    super::may_change_agent(ctx, &cell_id, &agent)?;
     let change = agent::AgentChange {
         name,
         cwd,
@@ -661,6 +667,7 @@ fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
 fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
+    super::may_change_agent(ctx, &cell_id, agent_id)?;
     let started = supervisor::start(&ctx.store, &cell_id, agent_id, &ctx.launch)?;
     if ctx.out.is_json() {
         ctx.out
@@ -679,6 +686,7 @@ fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()>
         )));
     }
     let cell_id = cell::resolve(&ctx.store, cell)?;
+    super::may_change_agent(ctx, &cell_id, agent_id)?;
     let outcome = supervisor::stop(
         &ctx.store,
         &cell_id,

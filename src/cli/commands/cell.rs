@@ -269,6 +269,7 @@ fn show(ctx: &Ctx, query: &str) -> Result<()> {
 
 fn set(ctx: &Ctx, query: &str, status: CellStatus) -> Result<()> {
     let id = cell::resolve(&ctx.store, query)?;
+    super::may_change_cell(ctx, &id)?;
     let previous = cell::set_status(&ctx.store, &id, status, clock::now())?;
     if ctx.out.is_json() {
         ctx.out
@@ -285,6 +286,7 @@ fn set(ctx: &Ctx, query: &str, status: CellStatus) -> Result<()> {
 
 fn rm(ctx: &Ctx, query: &str, force: bool) -> Result<()> {
     let id = cell::resolve(&ctx.store, query)?;
+    super::may_change_cell(ctx, &id)?;
     cell::remove(&ctx.store, &id, force)?;
     if ctx.out.is_json() {
         ctx.out.json(&json!({ "id": id, "removed": true }));

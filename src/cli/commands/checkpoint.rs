@@ -137,6 +137,7 @@ fn save(ctx: &Ctx, args: SaveArgs) -> Result<()> {
             .hint("put one of them in a file"));
     }
     let cell_id = target(ctx, &cell, &agent)?;
+    super::may_change_agent(ctx, &cell_id, &agent)?;
     let state = state
         .map(|s| read_input(&s, "state"))
         .transpose()?
@@ -279,6 +280,10 @@ fn restore(
     to: Option<PathBuf>,
 ) -> Result<()> {
     let cell_id = target(ctx, cell, agent)?;
+    if to.is_none() {
+        // Restoring as the current checkpoint changes the agent; --to only reads it.
+        super::may_change_agent(ctx, &cell_id, agent)?;
+    }
     let restored = checkpoint::restore(
         &ctx.store,
         &cell_id,

@@ -13,3 +13,21 @@ pub(super) mod status;
 pub(super) mod task;
 pub(super) mod top;
 pub(super) mod validate;
+
+use crate::cli::Ctx;
+use crate::error::Result;
+use crate::ops::permissions::Permissions;
+
+/// Refuses an acting agent (`--as`, `PAS_AGENT`) that may not change `agent` of `cell`:
+/// agents act for themselves unless `permissions.json` grants more. An operator may.
+pub(super) fn may_change_agent(ctx: &Ctx, cell: &str, agent: &str) -> Result<()> {
+    match ctx.acting.as_deref() {
+        None => Ok(()),
+        actor => Permissions::load(&ctx.store, cell)?.check_agent(actor, agent),
+    }
+}
+
+/// Refuses an acting agent: changing a cell is an operator's act.
+pub(super) fn may_change_cell(ctx: &Ctx, cell: &str) -> Result<()> {
+    Permissions::check_cell(ctx.acting.as_deref(), cell)
+}
