@@ -300,8 +300,9 @@ fn state_name(code: u8) -> &'static str {
     }
 }
 
-/// Judges the views: the worst health of an agent in an active cell decides; anything that
-/// could not be read makes the verdict UNKNOWN.
+/// Judges the views: the worst health of an agent in an active cell decides; a document
+/// that could not be read (an agent pas cannot look after) makes it at least CRITICAL, and a
+/// cell that could not be opened makes it UNKNOWN.
 pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     let mut counts: BTreeMap<Health, usize> = BTreeMap::new();
     let mut worst = 0u8;
@@ -323,7 +324,15 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
         .map(|e| e.message.clone())
         .chain(views.iter().flat_map(|v| v.problems.iter().cloned()))
         .collect();
-    let code = if unreadable.is_empty() { worst } else { 3 };
+    // A cell that cannot be opened cannot be judged (UNKNOWN); a document inside a cell
+    // that cannot be read is an agent or task pas cannot look after (CRITICAL).
+    let code = if !errors.is_empty() {
+        3
+    } else if unreadable.is_empty() {
+        worst
+    } else {
+        worst.max(2)
+    };
     let mut perf = format!("cells={} agents={judged_agents}", views.len());
     for h in Health::ALL {
         let _ = write!(

@@ -423,8 +423,10 @@ pub fn rename_noreplace(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result
 /// files (links, directories) are skipped.
 pub fn list_names(dir: BorrowedFd<'_>, suffix: &str) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
+    // Every name, whatever it is: a FIFO, a directory or a link named like a document
+    // must be read (and refused, loudly), not vanish from listings.
     for entry in list_entries(dir)? {
-        if entry.is_file && !entry.name.starts_with('.') {
+        if !entry.name.starts_with('.') {
             if let Some(stem) = entry.name.strip_suffix(suffix) {
                 names.push(stem.to_string());
             }

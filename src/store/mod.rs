@@ -646,8 +646,11 @@ impl Store for FsStore {
             atomic::list_entries(root.as_fd()).map_err(|e| self.io_error("list", &self.root, e))?;
         let mut ids: Vec<String> = entries
             .into_iter()
-            .filter(|e| e.is_dir && layout::is_valid_id(&e.name))
-            .filter(|e| self.root.join(&e.name).join("cell.json").is_file())
+            .filter(|e| layout::is_valid_id(&e.name))
+            // A link in place of a cell is listed so that reading it is refused, loudly.
+            .filter(|e| {
+                e.is_symlink || (e.is_dir && self.root.join(&e.name).join("cell.json").is_file())
+            })
             .map(|e| e.name)
             .collect();
         ids.sort();

@@ -318,12 +318,13 @@ fn check_speaks_the_nagios_convention() {
     root.ok(&["cell", "set", &cell, "--status", "active"]);
 
     std::fs::write(root.cell_dir(&cell).join("agents/a1.json"), "{ torn").unwrap();
-    let unknown = root.run(&["check"]);
-    assert_eq!(unknown.code, 3);
+    // An agent pas cannot read is one it cannot look after: CRITICAL, named.
+    let broken = root.run(&["check"]);
+    assert_eq!(broken.code, 2);
     assert!(
-        unknown.stdout.starts_with("PAS UNKNOWN - cannot read"),
+        broken.stdout.starts_with("PAS CRITICAL - cannot read"),
         "{}",
-        unknown.stdout
+        broken.stdout
     );
 
     let missing = std::process::Command::new(crate::harness::pas_bin())
@@ -661,7 +662,13 @@ fn an_agent_file_pas_cannot_read_is_refused_in_one_line_and_named_by_validate() 
         .refused(5, why);
     assert_eq!(before, root.snapshot(), "a refusal changes nothing");
     // The fleet views name it as a file they cannot read.
-    assert_eq!(root.run(&["check", &cell]).code, 3);
+    assert_eq!(root.run(&["check", &cell]).code, 2);
+    let text = root.run(&["status", &cell]);
+    assert!(
+        text.stdout.contains("BROKEN  ") && text.stdout.contains(why),
+        "{}",
+        text.stdout
+    );
     let status = root.json(&["status", &cell]);
     assert!(
         status["cells"][0]["problems"][0]

@@ -129,33 +129,59 @@ pub fn run(ctx: &Ctx, args: ReviveArgs) -> Result<()> {
         agent,
         launch: ctx.launch,
     };
-    let mut failures = Vec::new();
+    // Each cell, and each agent in it, on its own: what could not be handled is reported
+    // and the rest is still done.
+    let mut failures: Vec<Error> = Vec::new();
     let mut all = Vec::new();
     for id in cells {
-        match revive::pass_cell(&ctx.store, &id, &opts, clock::now()) {
-            Ok(pass) => all.extend(pass.actions),
-            Err(e) => failures.push(format!("cell {id}: {}", e.message)),
+        match revive::pass_cell_each(&ctx.store, &id, &opts, clock::now()) {
+            Ok(pass) => {
+                all.extend(pass.actions);
+                failures.extend(pass.errors.into_iter().map(|e| in_cell(&id, e)));
+            }
+            Err(e) => failures.push(in_cell(&id, e)),
         }
     }
     if ctx.out.is_json() {
-        ctx.out.json(&json!({ "actions": all, "errors": failures }));
+        let errors: Vec<&str> = failures.iter().map(|e| e.message.as_str()).collect();
+        ctx.out.json(&json!({ "actions": all, "errors": errors }));
     } else {
         for a in &all {
             print_action(ctx, a);
         }
-        if all.is_empty() {
+        if all.is_empty() && failures.is_empty() {
             ctx.out.info("nothing to revive");
         }
     }
     crate::process::reap_children();
-    match failures.first() {
-        Some(first) => Err(Error::data(format!(
-            "{} cell(s) could not be handled; first: {first}",
-            failures.len()
-        ))
-        .hint("run `pas validate` on them")),
-        None => Ok(()),
+    let Some(first) = failures.first() else {
+        return Ok(());
+    };
+    if !ctx.out.is_json() {
+        for e in failures.iter().skip(1) {
+            ctx.out.note(&format!("pas: {}", e.message));
+        }
     }
+    // The first problem decides the exit code (busy 6, denied 9, bad data 5, ...).
+    let message = if failures.len() == 1 {
+        first.message.clone()
+    } else {
+        format!(
+            "{} (and {} more problem(s) above)",
+            first.message,
+            failures.len() - 1
+        )
+    };
+    Err(Error {
+        message,
+        ..first.clone()
+    })
+}
+
+/// Names the cell in an error of its pass.
+fn in_cell(cell: &str, e: Error) -> Error {
+    let message = format!("cell {cell}: {}", e.message);
+    Error { message, ..e }
 }
 
 fn requests(ctx: &Ctx, cell: Option<&str>) -> Result<()> {

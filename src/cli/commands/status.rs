@@ -17,7 +17,7 @@ use crate::error::{Error, Kind, Result};
 use crate::ops::budget::State;
 use crate::ops::cell;
 use crate::ops::status::{self, CellView};
-use crate::output::Styled;
+use crate::output::{Styled, Tone};
 use crate::store::Store;
 
 // Arguments of `pas status`.
@@ -239,6 +239,8 @@ fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
         text.push('\n');
         for p in &v.problems {
             ctx.out.note(&format!("pas: cannot read: {p}"));
+            let broken = Styled::new("BROKEN", Tone::Bad);
+            text.push_str(&format!("  {}  {p}\n", ctx.out.paint(&broken)));
         }
         if v.agents.is_empty() {
             continue;
