@@ -125,6 +125,9 @@ kinds! {
     BudgetThrashing = "budget.thrashing",
     /// A cell was created (by `pas cell create`, or from a mission file).
     CellCreated = "cell.created",
+    /// The watch could not handle something in the cell (an unreadable document, a command
+    /// it may not run, a lock held too long); recorded once while it lasts.
+    CellProblem = "cell.problem",
     /// A cell's status changed.
     CellStatus = "cell.status",
     /// A checkpoint generation was saved.

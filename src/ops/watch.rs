@@ -204,6 +204,7 @@ pub fn run(
                                 cell,
                                 message: &e.message,
                             });
+                            record_problem(store, cell, e);
                         }
                     }
                     let mut known: Vec<u64> = store
@@ -222,6 +223,7 @@ pub fn run(
                             cell,
                             message: &e.message,
                         });
+                        record_problem(store, cell, &e);
                     }
                     state.due = Some(clock::now() + interval);
                 }
@@ -292,4 +294,17 @@ pub fn run(
     signal_handle.close();
     report(Report::Note("pas watch: stopped".into()));
     Ok(())
+}
+
+/// Records a problem of a cell in its events log, once per watch while it lasts. Best
+/// effort: the problem may be the log itself or the cell's lock, and the watch has
+/// reported it already.
+fn record_problem(store: &dyn Store, cell: &str, e: &crate::error::Error) {
+    let event = crate::store::events::NewEvent::new(
+        crate::store::events::Level::Error,
+        crate::model::EventKind::CellProblem,
+        e.message.clone(),
+    )
+    .details(serde_json::json!({ "fix": e.hint }));
+    let _ = crate::store::events::record_one(store, cell, event, clock::now());
 }

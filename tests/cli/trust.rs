@@ -575,3 +575,74 @@ fn an_agent_acts_for_itself_unless_permissions_grant_more() {
     // The operator may do anything.
     root.ok(&["agent", "set", &cell, "a1", "--status", "paused"]);
 }
+
+#[test]
+fn one_broken_cell_never_stops_the_revival_of_another() {
+    type Break = fn(&Root, &str);
+    let mut breakages: Vec<(&str, Break)> = vec![
+        ("a FIFO policies.json", |root, cell| {
+            let file = root.cell_dir(cell).join("config/policies.json");
+            std::fs::remove_file(&file).unwrap();
+            mkfifo(&file);
+        }),
+        ("a FIFO agent file", |root, cell| {
+            let file = root.cell_dir(cell).join("agents/a1.json");
+            std::fs::remove_file(&file).unwrap();
+            mkfifo(&file);
+        }),
+        ("a malformed agent file", |root, cell| {
+            std::fs::write(root.cell_dir(cell).join("agents/a1.json"), "{ torn").unwrap();
+        }),
+        ("a directory as an agent file", |root, cell| {
+            let file = root.cell_dir(cell).join("agents/a1.json");
+            std::fs::remove_file(&file).unwrap();
+            std::fs::create_dir(&file).unwrap();
+        }),
+    ];
+    if rustix::process::geteuid().is_root() {
+        breakages.push(("a device agent file", |root, cell| {
+            let file = root.cell_dir(cell).join("agents/a1.json");
+            std::fs::remove_file(&file).unwrap();
+            let status = Command::new("mknod")
+                .arg(&file)
+                .args(["c", "1", "5"])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }));
+    }
+    for (why, break_it) in breakages {
+        let root = Root::new();
+        let broken = dead_agent_cell(&root, "broken");
+        let healthy = dead_agent_cell(&root, "healthy");
+        break_it(&root, &broken);
+        let run = run_within(root.cmd(&["--json", "revive"]), 15);
+        assert_eq!(
+            root.agent(&healthy, "a1")["restart_count"],
+            1,
+            "{why}: {}",
+            run.stdout
+        );
+        assert_eq!(run.code, 5, "{why}: {}", run.stderr);
+        let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let errors = out["errors"].to_string();
+        assert!(
+            errors.contains(&broken),
+            "{why}: the broken cell is named: {errors}"
+        );
+        // The watch serves the healthy cell too, and names the broken one.
+        root.ok(&["agent", "stop", &healthy, "a1"]);
+        let watch = run_within(root.cmd(&["watch", "--once"]), 15);
+        assert!(
+            watch.stdout.contains(&broken) || watch.stderr.contains(&broken),
+            "{why}: the watch names the broken cell: {} / {}",
+            watch.stdout,
+            watch.stderr
+        );
+        assert!(
+            root.event_kinds(&broken).contains(&"cell.problem".to_string()),
+            "{why}: the watch records the problem in the cell's events"
+        );
+        root.ok(&["agent", "stop", &healthy, "a1"]);
+    }
+}
