@@ -640,9 +640,63 @@ fn one_broken_cell_never_stops_the_revival_of_another() {
             watch.stderr
         );
         assert!(
-            root.event_kinds(&broken).contains(&"cell.problem".to_string()),
+            root.event_kinds(&broken)
+                .contains(&"cell.problem".to_string()),
             "{why}: the watch records the problem in the cell's events"
         );
         root.ok(&["agent", "stop", &healthy, "a1"]);
+    }
+}
+
+#[test]
+fn events_verify_notices_a_tail_cut_emptied_edited_or_forged() {
+    type Tamper = fn(&str) -> String;
+    let ways: [(&str, Tamper, &str); 5] = [
+        (
+            "the last line deleted",
+            |log| {
+                let lines: Vec<&str> = log.lines().collect();
+                lines[..lines.len() - 1].join("\n") + "\n"
+            },
+            "seq 3 to 3 are missing",
+        ),
+        (
+            "truncated mid-line",
+            |log| log[..log.len() - 20].to_string(),
+            "seq 3 to 3 are missing",
+        ),
+        ("emptied", |_| String::new(), "seq 1 to 3 are missing"),
+        (
+            "the last event edited",
+            |log| {
+                let mut lines: Vec<String> = log.lines().map(str::to_string).collect();
+                let last = lines.len() - 1;
+                lines[last] = lines[last].replace("\"info\"", "\"warn\"");
+                lines.join("\n") + "\n"
+            },
+            "seq 3 is not the event pas wrote",
+        ),
+        (
+            "a forged copy of an earlier event appended",
+            |log| {
+                let first = log.lines().next().unwrap().to_string();
+                format!("{log}{first}\n")
+            },
+            "line 4",
+        ),
+    ];
+    for (why, tamper, needle) in ways {
+        let root = Root::new();
+        let cell = root.cell("chain");
+        root.ok(&["task", "add", &cell, "t1", "--title", "one"]);
+        root.ok(&["task", "add", &cell, "t2", "--title", "two"]);
+        root.ok(&["events", "verify", &cell]);
+        let log = root.cell_dir(&cell).join("logs/events.jsonl");
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 3, "cell.created and two task.added");
+        std::fs::write(&log, tamper(&text)).unwrap();
+        let run = root.run(&["events", "verify", &cell]);
+        assert_eq!(run.code, 5, "{why}: {}", run.stdout);
+        assert!(run.stdout.contains(needle), "{why}: {}", run.stdout);
     }
 }

@@ -206,7 +206,9 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
         // part of the chain.
         crate::store::settle(&ctx.store, &id)?;
         let bytes = ctx.store.read_log(&id, LogFile::Events, 0)?;
-        results.push((id, events::verify(&bytes)));
+        // The head pas recorded shows a log cut, emptied or edited at its end.
+        let head = ctx.store.events_head(&id)?;
+        results.push((id, events::verify_against(&bytes, head.as_ref())));
     }
     let broken = results
         .iter()
@@ -215,7 +217,7 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
     if ctx.out.is_json() {
         let items: Vec<Value> = results
             .iter()
-            .map(|(id, v)| json!({ "cell": id, "ok": v.first_break.is_none(), "lines": v.lines, "first_break": v.first_break, "torn_tail": v.torn_tail }))
+            .map(|(id, v)| json!({ "cell": id, "ok": v.first_break.is_none(), "lines": v.lines, "first_break": v.first_break, "torn_tail": v.torn_tail, "past_head": v.past_head }))
             .collect();
         ctx.out.json(&json!({ "ok": broken == 0, "cells": items }));
     } else {
@@ -223,13 +225,21 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
             let path = ctx.store.describe_log(id, LogFile::Events);
             match &v.first_break {
                 None => ctx.out.info(&format!(
-                    "ok: {} ({} events{})",
+                    "ok: {} ({} events{}{})",
                     path,
                     v.lines,
                     if v.torn_tail {
                         ", torn last line ignored"
                     } else {
                         ""
+                    },
+                    if v.past_head > 0 {
+                        format!(
+                            ", {} past the recorded head (taken in by the next change)",
+                            v.past_head
+                        )
+                    } else {
+                        String::new()
                     }
                 )),
                 Some(b) => ctx.out.line(&format!("broken: {}: {}", path, b.reason)),
@@ -239,7 +249,7 @@ fn verify(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
     if broken > 0 {
         return Err(
             Error::data(format!("{broken} events log(s) have a broken chain"))
-                .hint("the log was edited or lines were removed; keep the file as evidence"),
+                .hint("the log was edited, cut or had lines removed; keep the file as evidence"),
         );
     }
     Ok(())
