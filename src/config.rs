@@ -84,6 +84,18 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             config.policies.insert(key, value);
         }
     }
+    // Each value must be of its policy's type: read as a policies layer, a wrong type
+    // would only fall back to the default unseen, in every cell of the root.
+    use crate::model::field::Record;
+    let at = crate::model::At::file("pas.toml [policies]");
+    match crate::model::Policies::read_map(&config.policies, &at) {
+        Err(e) => return Err((None, e.message)),
+        Ok(layer) => {
+            if let Some(bad) = layer.unusable.first() {
+                return Err((find_line(&bad.key), bad.reason.clone()));
+            }
+        }
+    }
     Ok(config)
 }
 
@@ -110,6 +122,34 @@ mod tests {
         assert_eq!(config.policies["auto_revive"], json!("ask"));
         assert_eq!(config.policies["backoff_multiplier"], json!(1.5));
         assert_eq!(config.policies["substitute_agents"], json!(["b"]));
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_refused_naming_their_line() {
+        let cases: [(&[u8], usize, &str); 3] = [
+            (
+                b"[policies]\nheartbeat_interval = \"soon\"\n",
+                2,
+                "heartbeat_interval",
+            ),
+            (
+                b"[policies]\nmax_restarts = 3\nauto_revive = \"maybe\"\n",
+                3,
+                "auto_revive",
+            ),
+            (
+                b"[policies]\nsubstitute_agents = 5\n",
+                2,
+                "substitute_agents",
+            ),
+        ];
+        for (text, line, key) in cases {
+            let (at, what) = parse(text).unwrap_err();
+            assert!(what.contains(key), "{what}");
+            if key != "auto_revive" {
+                assert_eq!(at, Some(line), "{what}");
+            }
+        }
     }
 
     #[test]

@@ -241,6 +241,12 @@ pub fn run() -> ExitCode {
     if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
         match crate::config::load(&store) {
             Ok(config) => store = store.with_root_policies(config.policies),
+            // Monitoring speaks its own convention: a root it cannot use is UNKNOWN.
+            Err(e) if matches!(cli.command, Command::Check(_)) => {
+                let outcome = crate::ops::status::check(&[], &[e]);
+                out.line(&outcome.line);
+                return ExitCode::from(outcome.code);
+            }
             Err(e) => return report(&with_outcome(e, 0)),
         }
     }

@@ -69,10 +69,16 @@ fn a_fifo_pas_toml_does_not_hang_any_command() {
     for args in [vec!["check"], vec!["status"], vec!["agent", "list", &cell]] {
         let run = run_within(root.cmd(&args), 10);
         assert_ne!(run.code, 0, "pas {args:?}: {}", run.stdout);
+        // check speaks on stdout (UNKNOWN); the others on stderr.
+        let said = if args == ["check"] {
+            &run.stdout
+        } else {
+            &run.stderr
+        };
         assert!(
-            run.stderr
-                .contains("pas.toml is a FIFO, not a regular file"),
-            "pas {args:?}: {}",
+            said.contains("pas.toml is a FIFO, not a regular file"),
+            "pas {args:?}: {} / {}",
+            run.stdout,
             run.stderr
         );
     }
@@ -699,4 +705,33 @@ fn events_verify_notices_a_tail_cut_emptied_edited_or_forged() {
         assert_eq!(run.code, 5, "{why}: {}", run.stdout);
         assert!(run.stdout.contains(needle), "{why}: {}", run.stdout);
     }
+}
+
+#[test]
+fn a_wrong_typed_pas_toml_value_is_refused_by_validate_and_every_command() {
+    let root = Root::new();
+    root.cell("typed");
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "[policies]\nheartbeat_interval = \"soon\"\n",
+    )
+    .unwrap();
+    for args in [vec!["validate"], vec!["status"]] {
+        let run = root.run(&args);
+        assert_eq!(run.code, 5, "pas {args:?}: {}", run.stdout);
+        assert!(
+            run.stderr.contains("pas.toml line 2") && run.stderr.contains("heartbeat_interval"),
+            "pas {args:?}: {}",
+            run.stderr
+        );
+    }
+    // Monitoring: UNKNOWN, on stdout, in one line.
+    let check = root.run(&["check"]);
+    assert_eq!(check.code, 3, "{}", check.stderr);
+    assert!(
+        check.stdout.starts_with("PAS UNKNOWN - cannot read: ")
+            && check.stdout.contains("pas.toml line 2"),
+        "{}",
+        check.stdout
+    );
 }
