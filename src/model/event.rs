@@ -224,7 +224,7 @@ mod tests {
             assert_eq!(kind.subject(), subject);
             assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(EventKind::ALL.len(), 54);
+        assert_eq!(EventKind::ALL.len(), 55);
         assert_eq!(EventKind::parse("agent.nonsense"), None);
         assert_eq!(EventKind::parse("test.event"), None);
     }
