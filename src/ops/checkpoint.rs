@@ -28,6 +28,8 @@ pub struct SaveRequest {
     pub context: Option<Vec<u8>>,
     /// Files to keep with the checkpoint: name and bytes.
     pub artifacts: Vec<(String, Vec<u8>)>,
+    /// Their permission bits by name (absent: 0644).
+    pub modes: std::collections::BTreeMap<String, u32>,
     /// Why: `manual`, `breach`, `revival`, ...
     pub reason: String,
 }
@@ -170,6 +172,7 @@ pub fn save(
         context,
         manifest: manifest_bytes,
         artifacts: req.artifacts,
+        modes: req.modes,
     };
     // A generation newer than the agent's record was left by a save that never committed.
     for orphan in gens.iter().filter(|g| **g > recorded) {
@@ -405,6 +408,7 @@ pub fn restore(
             state: Some(files.state),
             context: Some(files.context),
             artifacts: files.artifacts,
+            modes: files.modes,
             reason: format!("restore of generation {g}"),
         },
         now,

@@ -20,11 +20,26 @@ use crate::error::{Error, Result};
 
 const HISTORY: &str = "history";
 
+/// The mode an artifact is written with: its own permission bits (never set-id or sticky
+/// bits), 0644 when none were given.
+fn artifact_mode(files: &CheckpointFiles, name: &str) -> u32 {
+    files
+        .modes
+        .get(name)
+        .map_or(atomic::FILE_MODE, |m| m & 0o777)
+}
+
 fn write_files(dir: BorrowedFd<'_>, files: &CheckpointFiles, manifest: bool) -> io::Result<()> {
     atomic::replace_at(dir, "context.json", &files.context, Durability::Durable)?;
     let artifacts = atomic::ensure_subdir(dir, "artifacts")?;
     for (name, bytes) in &files.artifacts {
-        atomic::replace_at(artifacts.as_fd(), name, bytes, Durability::Durable)?;
+        atomic::replace_at_mode(
+            artifacts.as_fd(),
+            name,
+            bytes,
+            Durability::Durable,
+            artifact_mode(files, name),
+        )?;
     }
     rfs::fsync(&artifacts)?;
     atomic::replace_at(dir, "state.json", &files.state, Durability::Durable)?;
@@ -43,6 +58,7 @@ fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
     let manifest =
         atomic::read_at(dir, "manifest.json", CHECKPOINT_FILE_LIMIT)?.unwrap_or_default();
     let mut artifacts = Vec::new();
+    let mut modes = std::collections::BTreeMap::new();
     if let Ok(a) = atomic::open_subdir(dir, "artifacts") {
         for name in atomic::list_entries(a.as_fd())?
             .into_iter()
@@ -50,6 +66,9 @@ fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
             .map(|e| e.name)
         {
             if let Some(bytes) = atomic::read_at(a.as_fd(), &name, CHECKPOINT_FILE_LIMIT)? {
+                if let Ok(stat) = rfs::statat(&a, name.as_str(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
+                    modes.insert(name.clone(), stat.st_mode & 0o777);
+                }
                 artifacts.push((name, bytes));
             }
         }
@@ -60,6 +79,7 @@ fn read_files(dir: BorrowedFd<'_>) -> io::Result<Option<CheckpointFiles>> {
         context,
         manifest,
         artifacts,
+        modes,
     }))
 }
 
@@ -181,7 +201,13 @@ impl FsStore {
             let _ = std::fs::remove_dir_all(base.join(&fresh));
             let fresh_fd = atomic::ensure_subdir(agent_fd.as_fd(), &fresh)?;
             for (name, bytes) in &files.artifacts {
-                atomic::replace_at(fresh_fd.as_fd(), name, bytes, Durability::Durable)?;
+                atomic::replace_at_mode(
+                    fresh_fd.as_fd(),
+                    name,
+                    bytes,
+                    Durability::Durable,
+                    artifact_mode(files, name),
+                )?;
             }
             match rfs::renameat_with(
                 &agent_fd,

@@ -67,6 +67,9 @@ pub struct CheckpointFiles {
     pub manifest: Vec<u8>,
     /// `artifacts/<name>` files.
     pub artifacts: Vec<(String, Vec<u8>)>,
+    /// The permission bits of artifacts by name, kept as they were (a 0600 file stays
+    /// 0600); an artifact not named here is 0644.
+    pub modes: std::collections::BTreeMap<String, u32>,
 }
 
 /// The documents of a collection with their revisions (an unreadable one as its error).
@@ -250,6 +253,16 @@ pub fn read_input(spec: &str, what: &str) -> Result<(Vec<u8>, PathBuf)> {
             "cannot read the {what} {spec}: {e}"
         ))),
     }
+}
+
+/// The permission bits of a file the user names (an artifact to keep with a checkpoint), so
+/// a private file stays private; `None` for stdin or when it cannot be read.
+pub fn input_mode(spec: &str) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    (spec != "-")
+        .then(|| std::fs::metadata(spec).ok())
+        .flatten()
+        .map(|m| m.permissions().mode() & 0o777)
 }
 
 /// Finds an artifact a task produced (relative to the cell, else to the current directory)

@@ -735,3 +735,48 @@ fn a_wrong_typed_pas_toml_value_is_refused_by_validate_and_every_command() {
         check.stdout
     );
 }
+
+#[test]
+fn a_private_artifact_stays_private_in_the_checkpoint_and_when_restored() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Root::new();
+    let cell = root.cell("modes");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    let secret = root.path.join("creds.txt");
+    let public = root.path.join("notes.md");
+    std::fs::write(&secret, "token").unwrap();
+    std::fs::write(&public, "notes").unwrap();
+    chmod(&secret, 0o600);
+    chmod(&public, 0o644);
+    root.ok(&[
+        "checkpoint",
+        "save",
+        &cell,
+        "a1",
+        "--artifact",
+        &secret.display().to_string(),
+        "--artifact",
+        &public.display().to_string(),
+    ]);
+    let target = root.path.join("restored");
+    root.ok(&[
+        "checkpoint",
+        "restore",
+        &cell,
+        "a1",
+        "--to",
+        &target.display().to_string(),
+    ]);
+    let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let saved = root.cell_dir(&cell).join("checkpoints/a1");
+    let stored: Vec<u32> = ["creds.txt", "notes.md"]
+        .iter()
+        .map(|n| mode(saved.join("artifacts").join(n)))
+        .collect();
+    assert_eq!(stored, [0o600, 0o644], "in the checkpoint");
+    let restored: Vec<u32> = ["creds.txt", "notes.md"]
+        .iter()
+        .map(|n| mode(target.join("artifacts").join(n)))
+        .collect();
+    assert_eq!(restored, [0o600, 0o644], "restored with --to");
+}

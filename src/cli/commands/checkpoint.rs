@@ -147,6 +147,7 @@ fn save(ctx: &Ctx, args: SaveArgs) -> Result<()> {
         .transpose()?
         .map(|(b, _)| b);
     let mut files = Vec::new();
+    let mut modes = std::collections::BTreeMap::new();
     for path in &artifacts {
         let name = path
             .file_name()
@@ -157,7 +158,11 @@ fn save(ctx: &Ctx, args: SaveArgs) -> Result<()> {
             return Err(Error::usage(format!("two artifacts are named {name}"))
                 .hint("artifacts are kept by file name; rename one"));
         }
-        let (bytes, _) = read_input(&path.display().to_string(), "artifact")?;
+        let spec = path.display().to_string();
+        let (bytes, _) = read_input(&spec, "artifact")?;
+        if let Some(mode) = crate::store::input_mode(&spec) {
+            modes.insert(name.clone(), mode);
+        }
         files.push((name, bytes));
     }
     let saved = checkpoint::save(
@@ -168,6 +173,7 @@ fn save(ctx: &Ctx, args: SaveArgs) -> Result<()> {
             state,
             context,
             artifacts: files,
+            modes,
             reason,
         },
         clock::now(),
