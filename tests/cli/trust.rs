@@ -780,3 +780,41 @@ fn a_private_artifact_stays_private_in_the_checkpoint_and_when_restored() {
         .collect();
     assert_eq!(restored, [0o600, 0o644], "restored with --to");
 }
+
+#[test]
+fn an_append_only_log_is_appended_to_and_a_torn_end_it_keeps_is_refused_up_front() {
+    let root = Root::new();
+    let cell = root.cell("chattr");
+    root.ok(&["task", "add", &cell, "t1", "--title", "one"]);
+    let log = root.cell_dir(&cell).join("logs/events.jsonl");
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&log)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !chattr("+a") {
+        // tmpfs and some overlay filesystems have no append-only flag.
+        println!("skipped: chattr +a does not work on this filesystem");
+        return;
+    }
+    // Appends work on an append-only log.
+    let appended = root.run(&["task", "add", &cell, "t2", "--title", "two"]);
+    // A torn end (a writer killed mid-append) cannot be cut there: refused before any change.
+    chattr("-a");
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str("{\"seq\": 99, \"tor");
+    std::fs::write(&log, &text).unwrap();
+    chattr("+a");
+    let before = root.snapshot();
+    let torn = root.run(&["task", "add", &cell, "t3", "--title", "three"]);
+    let after = root.snapshot();
+    chattr("-a");
+    assert_eq!(appended.code, 0, "{}", appended.stderr);
+    torn.refused(5, "is append-only (chattr +a)");
+    assert_eq!(before, after, "nothing was changed");
+    // Without the flag the next writer cuts the torn line and goes on.
+    root.ok(&["task", "add", &cell, "t3", "--title", "three"]);
+    root.ok(&["events", "verify", &cell]);
+}
