@@ -7,7 +7,7 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, man, policy, revive, status, task, top, validate,
+    agent, budget, cell, checkpoint, events, logs, man, policy, revive, status, task, top, validate,
 };
 
 use std::path::PathBuf;
@@ -114,6 +114,10 @@ pub enum Command {
     ///
     /// Example: pas events 3f2a --since 10m --level warn --follow
     Events(events::EventsArgs),
+    /// An agent's output, journalctl style: stamped lines, a marker per run, rotated files too.
+    ///
+    /// Example: pas logs 3f2a agent_001 --follow --lines 20
+    Logs(logs::LogsArgs),
     /// Save, list, show and restore agents' checkpoints.
     ///
     /// Example: pas checkpoint save 3f2a agent_001 --state state.json
@@ -279,6 +283,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Metrics(a) => status::run_metrics(ctx, a),
         Command::Policy(c) => policy::run(ctx, c),
         Command::Events(a) => events::run(ctx, a),
+        Command::Logs(a) => logs::run(ctx, a),
         Command::Checkpoint(c) => checkpoint::run(ctx, c),
         Command::Budget(a) => budget::run(ctx, a),
         Command::Reserve(a) => budget::reserve(ctx, a),

@@ -57,3 +57,13 @@ impl ValueEnum for ReservationStatus {
         Some(PossibleValue::new(self.as_str()))
     }
 }
+
+/// A number of seconds on the command line: a plain number (any sign, so a range check
+/// can name it), or a duration like `90s`, `1h30m`, `2d` ([`crate::clock::parse_duration`]).
+pub fn seconds(text: &str) -> Result<f64, String> {
+    if let Ok(n) = text.trim().parse::<f64>() {
+        return Ok(n);
+    }
+    crate::clock::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (write 30, 90s, 10m, 1h30m or 2d)"))
+}

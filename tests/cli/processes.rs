@@ -304,7 +304,9 @@ wait"#;
     let child: i64 = text
         .lines()
         .find_map(|l| {
-            l.strip_prefix("grandchild ")
+            l.split_once(" | ")?
+                .1
+                .strip_prefix("grandchild ")
                 .and_then(|p| p.trim().parse().ok())
         })
         .unwrap();

@@ -141,7 +141,7 @@ fn watch_revives_a_killed_agent_from_its_checkpoint() {
     let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
     let starts: Vec<u64> = log
         .lines()
-        .filter_map(|l| l.strip_prefix("starting at "))
+        .filter_map(|l| l.split_once(" | ")?.1.strip_prefix("starting at "))
         .map(|n| n.parse().unwrap())
         .collect();
     assert_eq!(starts.len(), 2, "{log}");

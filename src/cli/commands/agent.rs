@@ -187,7 +187,7 @@ pub struct StopArgs {
     /// The agent's id.
     pub agent: String,
     /// Seconds between SIGTERM and SIGKILL (default: the agent's stop_grace policy, 10 s).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub grace: Option<f64>,
 }
 
@@ -202,7 +202,7 @@ pub struct WaitArgs {
     #[arg(long = "for", value_enum)]
     pub state: supervisor::WaitFor,
     /// Give up after this many seconds (exit 8).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub timeout: Option<f64>,
 }
 

@@ -132,7 +132,7 @@ pub struct KillArgs {
     /// The job's id.
     pub job: String,
     /// Seconds between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub grace: f64,
 }
 

@@ -34,7 +34,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub watch: bool,
     /// Seconds between redraws with --watch (default 2).
-    #[arg(long, requires = "watch", value_name = "SECS")]
+    #[arg(long, requires = "watch", value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub interval: Option<f64>,
 }
 
