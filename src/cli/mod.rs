@@ -334,6 +334,7 @@ fn demo(ctx: &Ctx) -> Result<()> {
             all: false,
             watch: false,
             interval: None,
+            health: Vec::new(),
         },
     )?;
     ctx.out.line("");

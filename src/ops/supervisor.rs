@@ -32,9 +32,9 @@ use crate::process::{self, StopOutcome};
 use crate::store::events::{self, Level, NewEvent};
 use crate::store::{self, ConfigFile, FileKey, Store};
 
-/// Where an agent's process is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where an agent's process is. In JSON, a string, or `null` for an agent pas never
+/// started (the one spelling of "no value").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     /// Never started by pas.
     None,
@@ -44,6 +44,15 @@ pub enum ProcState {
     Exited,
     /// Gone without anyone seeing how.
     Vanished,
+}
+
+impl Serialize for ProcState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ProcState::None => s.serialize_none(),
+            other => s.serialize_str(other.as_str()),
+        }
+    }
 }
 
 impl ProcState {
@@ -293,6 +302,39 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
         Error::failure(format!("cannot start agent {agent}: {reason}"))
             .hint(format!("see {}", workspace.log_name)),
     )
+}
+
+/// The pid of the agent's process when it runs (the one pas started), else `None`.
+pub fn running_pid(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<i32>> {
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+    Ok((state_of(&on_file) == ProcState::Running)
+        .then(|| usable_pid(on_file.pid))
+        .flatten())
+}
+
+/// Stops the agent's process when it runs (an operator's stop, `grace` as in [`stop_for`])
+/// and starts it again: `pas agent restart`.
+pub fn restart(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    grace: Option<Duration>,
+    launch: &Launch,
+    now: DateTime<Utc>,
+) -> Result<(StopOutcome, Started)> {
+    // Checked first, so a restart that cannot start never stops a running agent.
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+    if on_file.command.is_empty() {
+        return Err(
+            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
+                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
+            )),
+        );
+    }
+    vet(store, cell, &[FileKey::Agent(agent)], launch)?;
+    let stopped = stop_for(store, cell, agent, grace, StopCause::Stopped, now)?;
+    let started = start(store, cell, agent, launch)?;
+    Ok((stopped, started))
 }
 
 fn checkpoint_dir(store: &dyn Store, cell: &str, agent: &str) -> Option<String> {

@@ -2,12 +2,12 @@
 //! the shell's details (completion of a spaced name in a real bash).
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use serde_json::json;
 
-use crate::harness::{wait_until, Root};
+use crate::harness::{pas_bin, tool_available, wait_until, Root};
 
 /// A cell with agent `a1` running a script that prints `$COUNT` numbered lines and exits 3.
 fn counting_agent(root: &Root) -> String {
@@ -217,4 +217,342 @@ fn events_take_a_tail_and_durations_with_units() {
         .refused(2, "outside 0..86400 seconds");
     root.run(&["agent", "stop", &cell, "a1", "--grace", "soon"])
         .refused(2, "is not a duration");
+}
+
+/// A tmux server of its own (a private socket) with one detached session of the given
+/// size running `sh`, killed when dropped; `None` (the test is skipped) without tmux.
+struct Pane {
+    socket: String,
+}
+
+impl Pane {
+    fn start(width: u16, height: u16, root: &Root) -> Option<Pane> {
+        if !tool_available(
+            "tmux",
+            &["-V"],
+            "terminal tests drive the real binary in a tmux pane; install it \
+             (apt-get install -y tmux)",
+        ) {
+            return None;
+        }
+        let pane = Pane {
+            socket: format!("pas-ux-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let bin_dir = std::path::Path::new(pas_bin())
+            .parent()
+            .unwrap()
+            .display()
+            .to_string();
+        let (w, h) = (width.to_string(), height.to_string());
+        pane.run(&[
+            "new-session",
+            "-d",
+            "-x",
+            &w,
+            "-y",
+            &h,
+            "-s",
+            "ux",
+            "env",
+            "-i",
+            &format!("PATH={bin_dir}:/usr/bin:/bin"),
+            "TERM=xterm-256color",
+            "LANG=C.UTF-8",
+            "NO_COLOR=1",
+            "PAS_AGENTS_AS_ROOT=1",
+            &format!("PAS_ROOT={}", root.path.display()),
+            "PS1=$ ",
+            "sh",
+        ]);
+        pane.wait_for("the shell's prompt", |s| s.trim_end().ends_with('$'));
+        Some(pane)
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Types `text` and, unless `enter` is false, presses Enter.
+    fn type_line(&self, text: &str, enter: bool) {
+        self.run(&["send-keys", "-t", "ux", "-l", text]);
+        if enter {
+            self.run(&["send-keys", "-t", "ux", "Enter"]);
+        }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "ux"];
+        args.extend_from_slice(keys);
+        self.run(&args);
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "ux"])
+    }
+
+    fn wait_for(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        let mut last = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            last = self.screen();
+            if f(&last) {
+                return last;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}; the screen:\n{last}");
+    }
+}
+
+impl Drop for Pane {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// Rewrites an agent file the way pas's revival would have left it.
+fn edit_agent(root: &Root, cell: &str, agent: &str, f: impl FnOnce(&mut serde_json::Value)) {
+    let path = root.cell_dir(cell).join(format!("agents/{agent}.json"));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut doc);
+    std::fs::write(&path, doc.to_string()).unwrap();
+}
+
+/// A fleet with an agent in each state: running, backing off, failed, never started.
+fn a_fleet_in_every_state(root: &Root) -> (String, i64) {
+    let cell = root.cell("A mission with a rather long name");
+    let sleeper = root.script("sleeper.sh", "exec sleep 60");
+    root.ok(&[
+        "agent",
+        "add",
+        &cell,
+        "runner_with_a_long_id",
+        "--",
+        &sleeper,
+    ]);
+    let pid: i64 = root
+        .ok(&["agent", "start", &cell, "runner_with_a_long_id"])
+        .parse()
+        .unwrap();
+    root.ok(&["agent", "add", &cell, "crasher", "--", &sleeper]);
+    let soon = chrono::Utc::now() + chrono::Duration::seconds(90);
+    edit_agent(root, &cell, "crasher", |d| {
+        d["status"] = json!("active");
+        d["restart_count"] = json!(3);
+        d["exit"] = json!({"at": chrono::Utc::now().to_rfc3339(), "cause": "exit", "code": 1});
+        d["next_restart_at"] = json!(soon.to_rfc3339());
+    });
+    root.ok(&["agent", "add", &cell, "quitter", "--", &sleeper]);
+    edit_agent(root, &cell, "quitter", |d| {
+        d["status"] = json!("failed");
+        d["failed_reason"] = json!("5 restarts in a row");
+    });
+    root.ok(&["agent", "add", &cell, "newcomer"]);
+    (cell, pid)
+}
+
+#[test]
+fn status_is_a_process_manager_glance_that_fits_80_columns() {
+    let root = Root::new();
+    let (cell, pid) = a_fleet_in_every_state(&root);
+    // The data, in JSON: state, pid, uptime, the next restart in seconds; null for none.
+    let json = root.json(&["status", &cell]);
+    let agents = json["cells"][0]["agents"].as_array().unwrap().clone();
+    let agent = |id: &str| agents.iter().find(|a| a["id"] == id).unwrap().clone();
+    let runner = agent("runner_with_a_long_id");
+    assert_eq!(
+        (runner["state"].as_str(), runner["pid"].as_i64()),
+        (Some("running"), Some(pid))
+    );
+    assert!(runner["uptime_seconds"].as_f64().is_some(), "{runner}");
+    let crasher = agent("crasher");
+    assert_eq!(crasher["state"], "backoff");
+    let wait = crasher["next_restart_in_seconds"].as_f64().unwrap();
+    assert!(wait > 60.0 && wait <= 90.0, "{crasher}");
+    assert_eq!(agent("quitter")["state"], "failed");
+    let newcomer = agent("newcomer");
+    assert!(
+        newcomer["state"].is_null() && newcomer["process"].is_null() && newcomer["pid"].is_null(),
+        "{newcomer}"
+    );
+
+    // On an 80-column terminal: nothing wraps, the states and the countdown are there.
+    if tool_available("script", &["-V"], "the status table is checked on a pseudo-terminal made by `script` (apt-get install -y bsdutils)") {
+        let out = Command::new("script")
+            .args(["-q", "-e", "-c", &format!("stty cols 80 rows 24; {} status", pas_bin()), "/dev/null"])
+            .env("PAS_ROOT", &root.path)
+            .env("TERM", "xterm")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        for line in screen.lines() {
+            assert!(line.chars().count() <= 80, "wider than 80 columns: {line:?}\n{screen}");
+        }
+        let row = |id: &str| {
+            screen
+                .lines()
+                .find(|l| l.trim_start().starts_with(id))
+                .unwrap_or_else(|| panic!("{id} in {screen}"))
+                .to_string()
+        };
+        assert!(screen.contains("STATE") && screen.contains("NEXT"), "{screen}");
+        assert!(row("runner_with_a_long_id").contains(&format!(" running  {pid} ")), "{screen}");
+        let crasher = row("crasher");
+        assert!(crasher.contains("backoff") && crasher.contains(" in 1m"), "{crasher}");
+        assert!(row("quitter").contains("failed"), "{screen}");
+    }
+    // In a pipe, every column.
+    let piped = root.ok(&["status", &cell]);
+    assert!(
+        piped.contains("REPORTED") && piped.contains("BEATS"),
+        "{piped}"
+    );
+    // --health keeps the agents in those healths, and a bad one is refused.
+    let failed = root.ok(&["status", "--health", "failed,dead"]);
+    assert!(
+        failed.contains("quitter") && !failed.contains("crasher"),
+        "{failed}"
+    );
+    assert_eq!(
+        root.ok(&["status", "--health", "offline"]),
+        "no agent in that health"
+    );
+    root.run(&["status", "--health", "sleepy"])
+        .refused(2, "invalid value 'sleepy'");
+    root.ok(&[
+        "agent",
+        "stop",
+        &cell,
+        "runner_with_a_long_id",
+        "--grace",
+        "1",
+    ]);
+}
+
+#[test]
+fn status_watch_never_wraps_and_keeps_its_header_in_view() {
+    let root = Root::new();
+    let cell = root.cell("Crowded");
+    for i in 0..10 {
+        root.ok(&[
+            "agent",
+            "add",
+            &cell,
+            &format!("agent_with_a_long_name_{i:02}"),
+        ]);
+    }
+    let Some(pane) = Pane::start(60, 12, &root) else {
+        return;
+    };
+    pane.type_line("pas status --watch --interval 0.3", true);
+    let screen = pane.wait_for("a frame", |s| {
+        s.contains("agent_with_a_long_name_00") && s.contains("more line(s)")
+    });
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(
+        lines[0].starts_with("pas status --watch: every 0.3s"),
+        "the header stays: {screen}"
+    );
+    assert!(lines.iter().all(|l| l.chars().count() <= 60), "{screen}");
+    pane.keys(&["C-c"]);
+    pane.wait_for("the prompt again", |s| s.trim_end().ends_with('$'));
+}
+
+#[test]
+fn agents_start_once_restart_and_describe_themselves() {
+    let root = Root::new();
+    let cell = root.cell("Describe");
+    let script = root.script("worker.sh", "echo working; exec sleep 60");
+    root.ok(&[
+        "agent",
+        "add",
+        &cell,
+        "w1",
+        "--",
+        &script,
+        "--token=hunter2",
+    ]);
+    root.ok(&["agent", "set", &cell, "w1", "--env", "API_KEY=secret-value"]);
+    let first: i64 = root.ok(&["agent", "start", &cell, "w1"]).parse().unwrap();
+    wait_until(15.0, "the first run's output", || {
+        root.ok(&["logs", &cell, "w1"]).contains("working")
+    });
+    // A start of a running agent changes nothing and says so; exit 0.
+    let before = root.snapshot();
+    let again = root.run(&["agent", "start", &cell, "w1"]);
+    assert_eq!(
+        (again.code, again.stdout.trim()),
+        (0, first.to_string().as_str()),
+        "{}",
+        again.stderr
+    );
+    assert!(again.stderr.contains("already running"), "{}", again.stderr);
+    assert!(
+        root.snapshot() == before,
+        "a start of a running agent changed files"
+    );
+    // A restart: a new process, a second run in the log.
+    let second: i64 = root
+        .ok(&["agent", "restart", &cell, "w1", "--grace", "2"])
+        .parse()
+        .unwrap();
+    assert_ne!(first, second);
+    wait_until(15.0, "the second run's output", || {
+        root.ok(&["logs", &cell, "w1", "--run", "2"])
+            .contains("working")
+    });
+    let shown = root.ok(&["agent", "show", &cell, "w1"]);
+    for needle in [
+        "state            running".to_string(),
+        format!("process          running, pid {second}, up "),
+        "runs             2".to_string(),
+        "env              API_KEY".to_string(),
+        format!(
+            "log              {}",
+            root.cell_dir(&cell).join("logs/w1.log").display()
+        ),
+        "--token=***".to_string(),
+        "recent events:".to_string(),
+        "agent.started".to_string(),
+    ] {
+        assert!(shown.contains(&needle), "{needle:?} in:\n{shown}");
+    }
+    assert!(
+        !shown.contains("secret-value") && !shown.contains("hunter2"),
+        "{shown}"
+    );
+    let json = root.json(&["agent", "show", &cell, "w1"]);
+    assert_eq!(
+        (json["state"].as_str(), json["process"].as_str()),
+        (Some("running"), Some("running"))
+    );
+    assert!(
+        json["recent_events"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty()),
+        "{json}"
+    );
+    root.ok(&["agent", "stop", &cell, "w1", "--grace", "2"]);
+    let stopped = root.json(&["agent", "show", &cell, "w1"]);
+    assert_eq!(stopped["state"], "stopped");
+    // A restart of an agent without a command is refused before anything is stopped.
+    root.ok(&["agent", "add", &cell, "bare"]);
+    root.run(&["agent", "restart", &cell, "bare"])
+        .refused(2, "no command");
 }
