@@ -267,6 +267,12 @@ impl Printer {
     /// With `--quiet` only the first column is printed (the ids), like `docker ps -q`. An
     /// empty table prints nothing on stdout, so `| wc -l` counts rows, and `(none)` on stderr.
     pub fn table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) {
+        self.table_keyed(headers, rows, Some(0));
+    }
+
+    /// [`Printer::table`] whose ids, the one thing `--quiet` prints, are in column `key`;
+    /// `None` for a table without ids (a history), of which `--quiet` prints nothing.
+    pub fn table_keyed(&self, headers: &[&str], rows: Vec<Vec<Styled>>, key: Option<usize>) {
         if rows.is_empty() {
             self.note("(none)");
             return;
@@ -274,8 +280,8 @@ impl Printer {
         if self.quiet {
             let mut ids = String::new();
             for row in rows {
-                if let Some(first) = row.into_iter().next() {
-                    ids.push_str(&first.text);
+                if let Some(id) = key.and_then(|k| row.into_iter().nth(k)) {
+                    ids.push_str(id.text.trim());
                     ids.push('\n');
                 }
             }

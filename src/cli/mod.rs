@@ -209,6 +209,11 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
+    if cli.json {
+        if let Some(e) = no_json_form(&cli.command) {
+            return report(&e);
+        }
+    }
     let out = Printer::new(cli.json, cli.quiet, cli.color);
     // The demo runs in a fresh temporary root unless --root is given on its command line.
     let explicit_root =
@@ -343,6 +348,33 @@ fn demo(ctx: &Ctx) -> Result<()> {
         crate::store::Store::location(&ctx.store)
     ));
     Ok(())
+}
+
+/// The refusal of `--json` for a command that has no JSON form (rather than text that a
+/// script would fail to parse); `None` for the others.
+fn no_json_form(command: &Command) -> Option<Error> {
+    let (name, instead) = match command {
+        Command::Metrics(_) => (
+            "metrics",
+            "its output is the Prometheus text format; `pas status --json` has the same numbers",
+        ),
+        Command::Completions(_) => ("completions", "it prints a shell script"),
+        Command::Top(_) => (
+            "top",
+            "it is a full-screen view; poll `pas status --json` from a script",
+        ),
+        Command::Demo => (
+            "demo",
+            "it narrates for people; explore its root with `pas --json status` afterwards",
+        ),
+        _ => return None,
+    };
+    Some(
+        Error::usage(format!(
+            "`pas {name}` has no JSON form, so --json is refused"
+        ))
+        .hint(instead),
+    )
 }
 
 /// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed

@@ -227,6 +227,10 @@ struct Pane {
 
 impl Pane {
     fn start(width: u16, height: u16, root: &Root) -> Option<Pane> {
+        Pane::start_shell(width, height, root, &["sh"])
+    }
+
+    fn start_shell(width: u16, height: u16, root: &Root, shell: &[&str]) -> Option<Pane> {
         if !tool_available(
             "tmux",
             &["-V"],
@@ -244,7 +248,9 @@ impl Pane {
             .display()
             .to_string();
         let (w, h) = (width.to_string(), height.to_string());
-        pane.run(&[
+        let path = format!("PATH={bin_dir}:/usr/bin:/bin");
+        let pas_root = format!("PAS_ROOT={}", root.path.display());
+        let mut args = vec![
             "new-session",
             "-d",
             "-x",
@@ -255,15 +261,16 @@ impl Pane {
             "ux",
             "env",
             "-i",
-            &format!("PATH={bin_dir}:/usr/bin:/bin"),
+            &path,
             "TERM=xterm-256color",
             "LANG=C.UTF-8",
             "NO_COLOR=1",
             "PAS_AGENTS_AS_ROOT=1",
-            &format!("PAS_ROOT={}", root.path.display()),
+            &pas_root,
             "PS1=$ ",
-            "sh",
-        ]);
+        ];
+        args.extend_from_slice(shell);
+        pane.run(&args);
         pane.wait_for("the shell's prompt", |s| s.trim_end().ends_with('$'));
         Some(pane)
     }
@@ -555,4 +562,120 @@ fn agents_start_once_restart_and_describe_themselves() {
     root.ok(&["agent", "add", &cell, "bare"]);
     root.run(&["agent", "restart", &cell, "bare"])
         .refused(2, "no command");
+}
+
+#[test]
+fn bash_completes_a_spaced_cell_name_escaped_in_a_real_bash() {
+    let root = Root::new();
+    let cell = root.cell("Docs sprint");
+    root.ok(&["agent", "add", &cell, "writer"]);
+    if !tool_available(
+        "bash",
+        &["--version"],
+        "completion is checked in a real bash",
+    ) {
+        return;
+    }
+    let Some(pane) = Pane::start_shell(100, 20, &root, &["bash", "--norc", "--noprofile"]) else {
+        return;
+    };
+    pane.type_line("source <(pas completions bash)", true);
+    pane.wait_for("the script sourced", |s| {
+        s.lines().filter(|l| l.starts_with('$')).count() >= 2
+    });
+    // Unquoted: the name comes back escaped, and the line runs as it reads.
+    pane.type_line("pas cell show Docs", false);
+    pane.keys(&["Tab"]);
+    pane.wait_for("the escaped name", |s| {
+        s.contains("$ pas cell show Docs\\ sprint")
+    });
+    pane.keys(&["Enter"]);
+    pane.wait_for("the cell shown", |s| {
+        s.contains(&cell) && s.contains("active")
+    });
+    pane.keys(&["C-l"]);
+    // In an open quote: bash closes it; the agent then completes from that cell.
+    pane.type_line("pas agent show \"Docs sp", false);
+    pane.keys(&["Tab"]);
+    // (and a space after it, which the screen capture trims)
+    pane.wait_for("the quoted name, closed", |s| {
+        s.contains("$ pas agent show \"Docs sprint\"")
+    });
+    pane.type_line("wr", false);
+    pane.keys(&["Tab"]);
+    pane.wait_for("the agent", |s| {
+        s.contains("$ pas agent show \"Docs sprint\" writer")
+    });
+    pane.keys(&["Enter"]);
+    pane.wait_for("the agent shown", |s| s.contains("agent writer added"));
+}
+
+#[test]
+fn man_pages_install_where_man_finds_them_with_exit_status_and_environment() {
+    let root = Root::new();
+    let dir = root.path.join("share/man");
+    let out = root.ok(&["man", "--install", dir.to_str().unwrap()]);
+    assert!(
+        out.ends_with(&format!("{}", dir.join("man1").display())),
+        "{out}"
+    );
+    let page = std::fs::read_to_string(dir.join("man1/pas-logs.1")).unwrap();
+    let exit = page
+        .find(".SH \"EXIT STATUS\"")
+        .expect("an EXIT STATUS section");
+    let env = page
+        .find(".SH \"ENVIRONMENT\"")
+        .expect("an ENVIRONMENT section");
+    assert!(exit < env && page.contains("\\fBPAS_ROOT\\fR"), "{page}");
+    root.run(&["man"]).refused(2, "--install");
+    if tool_available(
+        "man",
+        &["--version"],
+        "installed pages are looked up with man(1)",
+    ) {
+        let found = Command::new("man")
+            .args(["-w", "pas-agent-restart"])
+            .env("MANPATH", &dir)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&found.stdout).trim(),
+            dir.join("man1/pas-agent-restart.1").display().to_string()
+        );
+    }
+}
+
+#[test]
+fn quiet_prints_ids_and_json_is_json_or_refused() {
+    let root = Root::new();
+    let a = root.cell("First");
+    let b = root.cell("Second");
+    root.ok(&["agent", "add", &a, "alpha"]);
+    root.ok(&["agent", "add", &b, "beta"]);
+    // -q: the agents' ids, not the cells' prefixes that lead the --all table.
+    let mut ids: Vec<String> = root
+        .ok(&["-q", "agent", "list", "--all"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["alpha", "beta"]);
+    // One spelling of "no value" in JSON: null, in every command.
+    let shown = root.json(&["agent", "show", &a, "alpha"]);
+    assert!(
+        shown["process"].is_null() && shown["state"].is_null(),
+        "{shown}"
+    );
+    let listed = root.json(&["agent", "list", &a]);
+    assert!(listed[0]["process"].is_null(), "{listed}");
+    // A command without a JSON form refuses --json rather than print text.
+    for (args, name) in [
+        (vec!["--json", "metrics"], "pas metrics"),
+        (vec!["--json", "completions", "bash"], "pas completions"),
+        (vec!["--json", "top"], "pas top"),
+        (vec!["--json", "demo"], "pas demo"),
+    ] {
+        root.run(&args)
+            .refused(2, &format!("`{name}` has no JSON form"));
+    }
 }

@@ -423,7 +423,8 @@ fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
             row
         })
         .collect();
-    ctx.out.table(&headers, table);
+    // `-q` prints the agents' ids, not the cells' prefixes.
+    ctx.out.table_keyed(&headers, table, Some(usize::from(all)));
     Ok(())
 }
 

@@ -371,9 +371,10 @@ fn history(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
             ]
         })
         .collect();
-    ctx.out.table(
+    ctx.out.table_keyed(
         &["TIME", "AGENT", "CONTEXT BEFORE", "CHECKPOINT", "REASON"],
         rows,
+        None,
     );
     Ok(())
 }
