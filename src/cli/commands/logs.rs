@@ -94,10 +94,15 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         run,
         tail: lines.or(follow.then_some(FOLLOW_TAIL)),
     };
+    let mut shown = 0usize;
     let mut cursors = logs::read(&ctx.store, &cell_id, &agents, &query, &mut |line| {
+        shown += 1;
         print_line(ctx, &cell_id, line)
     })?;
     if !follow {
+        if shown == 0 {
+            ctx.out.note("(no log lines)");
+        }
         return Ok(());
     }
     while !ctx.out.is_closed() {
