@@ -78,6 +78,48 @@ pub fn precise_duration(seconds: f64) -> String {
     human_duration(seconds)
 }
 
+/// Parses a duration as people write one: a number of seconds (`90`, `1.5`), or numbers
+/// with units, largest first and optionally spaced: `500ms`, `90s`, `10m`, `2h`, `1d`,
+/// `1w`, `1h30m`, `2d 4h`. Returns seconds; `None` for anything else (an empty text, a
+/// unit pas does not know, units out of order or repeated, a negative amount).
+pub fn parse_duration(text: &str) -> Option<f64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then_some(seconds);
+    }
+    const UNITS: [(&str, f64); 6] = [
+        ("w", 604_800.0),
+        ("d", 86_400.0),
+        ("h", 3600.0),
+        ("m", 60.0),
+        ("s", 1.0),
+        ("ms", 0.001),
+    ];
+    let mut rest = text;
+    let mut total = 0.0;
+    // Units must come largest first, each at most once: `1h30m`, not `30m1h`.
+    let mut next_unit = 0;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let amount: f64 = rest[..digits].parse().ok()?;
+        rest = rest[digits..].trim_start();
+        let letters = rest
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(rest.len());
+        let unit = &rest[..letters];
+        let at = UNITS.iter().position(|(name, _)| *name == unit)?;
+        if at < next_unit {
+            return None;
+        }
+        next_unit = at + 1;
+        total += amount * UNITS[at].1;
+        rest = rest[letters..].trim_start();
+    }
+    (total.is_finite() && !text.is_empty()).then_some(total)
+}
+
 /// How long ago `then` was, humanly: `42s ago`; `-` when unknown.
 pub fn ago(then: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     match then {
@@ -108,6 +150,37 @@ mod tests {
         assert_eq!(human_duration(192.0), "3m12s");
         assert_eq!(human_duration(7500.0), "2h05m");
         assert_eq!(human_duration(3.0 * 86_400.0 + 4.0 * 3600.0), "3d04h");
+    }
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        let cases: [(&str, Option<f64>); 22] = [
+            ("90", Some(90.0)),
+            ("1.5", Some(1.5)),
+            ("0", Some(0.0)),
+            ("90s", Some(90.0)),
+            ("500ms", Some(0.5)),
+            ("10m", Some(600.0)),
+            ("2h", Some(7200.0)),
+            ("1d", Some(86_400.0)),
+            ("1w", Some(604_800.0)),
+            ("1h30m", Some(5400.0)),
+            ("1h 30m", Some(5400.0)),
+            ("2d4h", Some(187_200.0)),
+            ("1m30s", Some(90.0)),
+            ("1.5h", Some(5400.0)),
+            ("1s500ms", Some(1.5)),
+            ("", None),
+            ("-5", None),
+            ("30m1h", None),
+            ("1h1h", None),
+            ("5 parsecs", None),
+            ("h", None),
+            ("yesterday", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_duration(text), want, "{text:?}");
+        }
     }
 
     #[test]

@@ -136,6 +136,18 @@ impl Printer {
         self.color
     }
 
+    /// The size of the terminal stdout is, as (columns, rows): tables are fitted to it. `None`
+    /// when stdout is not a terminal (a pipe gets every column) or its size is unknown.
+    pub fn terminal_size(&self) -> Option<(usize, usize)> {
+        if !io::stdout().is_terminal() {
+            return None;
+        }
+        match ratatui::crossterm::terminal::size() {
+            Ok((cols, rows)) if cols > 0 && rows > 0 => Some((cols.into(), rows.into())),
+            _ => None,
+        }
+    }
+
     /// Whether stdout was closed by the reader (stop producing output).
     pub fn is_closed(&self) -> bool {
         self.closed.get()
@@ -255,6 +267,12 @@ impl Printer {
     /// With `--quiet` only the first column is printed (the ids), like `docker ps -q`. An
     /// empty table prints nothing on stdout, so `| wc -l` counts rows, and `(none)` on stderr.
     pub fn table(&self, headers: &[&str], rows: Vec<Vec<Styled>>) {
+        self.table_keyed(headers, rows, Some(0));
+    }
+
+    /// [`Printer::table`] whose ids, the one thing `--quiet` prints, are in column `key`;
+    /// `None` for a table without ids (a history), of which `--quiet` prints nothing.
+    pub fn table_keyed(&self, headers: &[&str], rows: Vec<Vec<Styled>>, key: Option<usize>) {
         if rows.is_empty() {
             self.note("(none)");
             return;
@@ -262,8 +280,8 @@ impl Printer {
         if self.quiet {
             let mut ids = String::new();
             for row in rows {
-                if let Some(first) = row.into_iter().next() {
-                    ids.push_str(&first.text);
+                if let Some(id) = key.and_then(|k| row.into_iter().nth(k)) {
+                    ids.push_str(id.text.trim());
                     ids.push('\n');
                 }
             }
@@ -348,5 +366,82 @@ impl Printer {
             Tone::Dim => "2",
         };
         format!("\x1b[{code}m{}\x1b[0m", styled.text)
+    }
+}
+
+/// `line` cut to `width` visible characters, its last one an ellipsis when it was cut;
+/// colour codes are kept and not counted (a colour cut off is reset).
+pub fn clip(line: &str, width: usize) -> String {
+    let mut visible = 0;
+    let mut escaped = false;
+    let mut chars = line.chars().peekable();
+    let mut out = String::with_capacity(line.len().min(width * 4));
+    let total = visible_width(line);
+    if total <= width {
+        return line.to_string();
+    }
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            escaped = true;
+            out.push(c);
+            // CSI: ESC [ parameters, ended by a letter.
+            if chars.peek() == Some(&'[') {
+                for e in chars.by_ref() {
+                    out.push(e);
+                    if e.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        if visible + 1 >= width {
+            break;
+        }
+        out.push(c);
+        visible += 1;
+    }
+    if width > 0 {
+        out.push('…');
+    }
+    if escaped {
+        out.push_str("\x1b[0m");
+    }
+    out
+}
+
+/// The characters of `line` a terminal shows (colour codes left out).
+pub fn visible_width(line: &str) -> usize {
+    let mut n = 0;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            if chars.peek() == Some(&'[') {
+                for e in chars.by_ref() {
+                    if e.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_clipped_to_the_visible_width_keeping_colours() {
+        assert_eq!(clip("short", 10), "short");
+        assert_eq!(clip("exactly10!", 10), "exactly10!");
+        assert_eq!(clip("a line that is too long", 10), "a line th…");
+        let red = "\x1b[31mdead\x1b[0m and more text";
+        assert_eq!(visible_width(red), 18);
+        assert_eq!(clip(red, 6), "\x1b[31mdead\x1b[0m …\x1b[0m");
+        assert_eq!(clip("abc", 0), "");
     }
 }

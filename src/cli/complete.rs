@@ -56,8 +56,71 @@ pub fn answer_if_asked() {
         .complete();
 }
 
+/// The bash script: clap's, but the word being completed reaches pas as plain text (a
+/// leading quote or backslashes the user typed removed), and the answers are escaped for
+/// the shell (`Docs\ sprint`) unless the user opened a quote, which readline then closes.
+const BASH_SCRIPT: &str = r#"
+_clap_complete_pas() {
+    local IFS=$'\013'
+    local _CLAP_COMPLETE_INDEX=${COMP_CWORD}
+    local _CLAP_COMPLETE_COMP_TYPE=${COMP_TYPE}
+    if compopt +o nospace 2> /dev/null; then
+        local _CLAP_COMPLETE_SPACE=false
+    else
+        local _CLAP_COMPLETE_SPACE=true
+    fi
+    local words=("${COMP_WORDS[@]}")
+    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+        words[COMP_CWORD]="$2"
+    fi
+    # pas matches plain text: "Docs sprint", 'Docs sprint' and Docs\ sprint are all
+    # Docs sprint (bash passes the word being completed without its opening quote).
+    local _pas_i _pas_w _pas_quoted=
+    case "${COMP_WORDS[COMP_CWORD]}" in
+        \"*|\'*) _pas_quoted=1 ;;
+    esac
+    for _pas_i in "${!words[@]}"; do
+        _pas_w="${words[_pas_i]}"
+        case "$_pas_w" in
+            \"*\"|\'*\') words[_pas_i]="${_pas_w:1:${#_pas_w}-2}" ;;
+            \"*|\'*) words[_pas_i]="${_pas_w:1}" ;;
+            *) words[_pas_i]="${_pas_w//\\/}" ;;
+        esac
+    done
+    COMPREPLY=( $( \
+        _CLAP_IFS="$IFS" \
+        _CLAP_COMPLETE_INDEX="$_CLAP_COMPLETE_INDEX" \
+        _CLAP_COMPLETE_COMP_TYPE="$_CLAP_COMPLETE_COMP_TYPE" \
+        _CLAP_COMPLETE_SPACE="$_CLAP_COMPLETE_SPACE" \
+        PAS_COMPLETE="bash" \
+        "pas" -- "${words[@]}" \
+    ) )
+    if [[ $? != 0 ]]; then
+        unset COMPREPLY
+        return
+    fi
+    if [[ -z $_pas_quoted ]]; then
+        for _pas_i in "${!COMPREPLY[@]}"; do
+            printf -v 'COMPREPLY[_pas_i]' '%q' "${COMPREPLY[_pas_i]}"
+        done
+    fi
+    if [[ $_CLAP_COMPLETE_SPACE == false ]] && [[ "${COMPREPLY-}" =~ [=/:]$ ]]; then
+        compopt -o nospace
+    fi
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -o nospace -o bashdefault -o nosort -F _clap_complete_pas pas
+else
+    complete -o nospace -o bashdefault -F _clap_complete_pas pas
+fi
+"#;
+
 /// Prints the script that registers pas's completions with `shell`.
 pub fn run(ctx: &Ctx, args: CompletionsArgs) -> Result<()> {
+    if args.shell == Shell::Bash {
+        ctx.out.raw(BASH_SCRIPT);
+        return Ok(());
+    }
     let name = match args.shell {
         Shell::Bash => "bash",
         Shell::Zsh => "zsh",

@@ -7,7 +7,7 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, man, policy, revive, status, task, top, validate,
+    agent, budget, cell, checkpoint, events, logs, man, policy, revive, status, task, top, validate,
 };
 
 use std::path::PathBuf;
@@ -114,6 +114,10 @@ pub enum Command {
     ///
     /// Example: pas events 3f2a --since 10m --level warn --follow
     Events(events::EventsArgs),
+    /// An agent's output, journalctl style: stamped lines, a marker per run, rotated files too.
+    ///
+    /// Example: pas logs 3f2a agent_001 --follow --lines 20
+    Logs(logs::LogsArgs),
     /// Save, list, show and restore agents' checkpoints.
     ///
     /// Example: pas checkpoint save 3f2a agent_001 --state state.json
@@ -205,6 +209,11 @@ pub fn run() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
     };
+    if cli.json {
+        if let Some(e) = no_json_form(&cli.command) {
+            return report(&e);
+        }
+    }
     let out = Printer::new(cli.json, cli.quiet, cli.color);
     // The demo runs in a fresh temporary root unless --root is given on its command line.
     let explicit_root =
@@ -279,6 +288,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Metrics(a) => status::run_metrics(ctx, a),
         Command::Policy(c) => policy::run(ctx, c),
         Command::Events(a) => events::run(ctx, a),
+        Command::Logs(a) => logs::run(ctx, a),
         Command::Checkpoint(c) => checkpoint::run(ctx, c),
         Command::Budget(a) => budget::run(ctx, a),
         Command::Reserve(a) => budget::reserve(ctx, a),
@@ -329,6 +339,7 @@ fn demo(ctx: &Ctx) -> Result<()> {
             all: false,
             watch: false,
             interval: None,
+            health: Vec::new(),
         },
     )?;
     ctx.out.line("");
@@ -337,6 +348,33 @@ fn demo(ctx: &Ctx) -> Result<()> {
         crate::store::Store::location(&ctx.store)
     ));
     Ok(())
+}
+
+/// The refusal of `--json` for a command that has no JSON form (rather than text that a
+/// script would fail to parse); `None` for the others.
+fn no_json_form(command: &Command) -> Option<Error> {
+    let (name, instead) = match command {
+        Command::Metrics(_) => (
+            "metrics",
+            "its output is the Prometheus text format; `pas status --json` has the same numbers",
+        ),
+        Command::Completions(_) => ("completions", "it prints a shell script"),
+        Command::Top(_) => (
+            "top",
+            "it is a full-screen view; poll `pas status --json` from a script",
+        ),
+        Command::Demo => (
+            "demo",
+            "it narrates for people; explore its root with `pas --json status` afterwards",
+        ),
+        _ => return None,
+    };
+    Some(
+        Error::usage(format!(
+            "`pas {name}` has no JSON form, so --json is refused"
+        ))
+        .hint(instead),
+    )
 }
 
 /// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed

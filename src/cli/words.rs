@@ -57,3 +57,47 @@ impl ValueEnum for ReservationStatus {
         Some(PossibleValue::new(self.as_str()))
     }
 }
+
+/// A number of seconds on the command line: a plain number (any sign, so a range check
+/// can name it), or a duration like `90s`, `1h30m`, `2d` ([`crate::clock::parse_duration`]).
+pub fn seconds(text: &str) -> Result<f64, String> {
+    if let Ok(n) = text.trim().parse::<f64>() {
+        return Ok(n);
+    }
+    crate::clock::parse_duration(text)
+        .ok_or_else(|| format!("{text:?} is not a duration (write 30, 90s, 10m, 1h30m or 2d)"))
+}
+
+/// A whole number of seconds 0 or more on the command line: `3600`, or a duration like
+/// `1h30m` ([`seconds`]) that comes to whole seconds.
+pub fn whole_seconds(text: &str) -> Result<u64, String> {
+    let n = seconds(text)?;
+    if n < 0.0 || n.fract() != 0.0 || n > 1e15 {
+        return Err(format!(
+            "{text:?} is not a whole number of seconds 0 or more"
+        ));
+    }
+    Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_read_numbers_and_durations() {
+        assert_eq!(seconds("90"), Ok(90.0));
+        assert_eq!(
+            seconds("-1"),
+            Ok(-1.0),
+            "a sign is left for the range check"
+        );
+        assert_eq!(seconds("1m30s"), Ok(90.0));
+        assert!(seconds("soon").is_err());
+        assert_eq!(whole_seconds("2h"), Ok(7200));
+        assert_eq!(whole_seconds("0"), Ok(0));
+        for bad in ["1.5", "-1", "500ms", "soon"] {
+            assert!(whole_seconds(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -101,6 +101,8 @@ record! {
         /// When its process was last started; heartbeats do not judge it for
         /// `startup_grace` after.
         started_at: Option<DateTime<Utc>> = optional,
+        /// Times its command was started: the run numbers of its log's markers.
+        runs: Option<u64> = optional,
         /// Restarts ever.
         restart_count: u64 = or_default,
         /// Restarts in a row, toward `max_restarts`; reset after `restart_reset_after` of
@@ -177,6 +179,7 @@ impl Agent {
             pid_start_time: None,
             supervisor_pid: None,
             started_at: None,
+            runs: None,
             restart_count: 0,
             restart_attempts: 0,
             exit: None,

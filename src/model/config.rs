@@ -141,6 +141,10 @@ layer_record! {
         checkpoint_interval: Option<f64> = lenient,
         /// Checkpoint generations kept per agent.
         checkpoint_keep: Option<u64> = lenient,
+        /// Bytes an agent's log grows to before it is rotated; 0: never.
+        log_max_bytes: Option<u64> = lenient,
+        /// Rotated files kept per agent log.
+        log_keep: Option<u64> = lenient,
         /// Attempts of a task before it stays failed.
         max_retries: Option<u64> = lenient,
         /// Context use (ctx_used / ctx_limit) from which an agent is warned.

@@ -155,6 +155,7 @@ const FULL_AGENT: &str = r#"{
   "pid_start_time": 123456,
   "supervisor_pid": 4241,
   "started_at": "2026-11-23T09:59:00.000000Z",
+  "runs": 3,
   "restart_count": 2,
   "last_heartbeat": "2026-11-23T10:00:05.000000Z",
   "heartbeat_count": 17,

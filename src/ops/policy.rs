@@ -111,6 +111,16 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
             "checkpoint generations kept per agent (older ones are pruned)",
         ),
         (
+            "log_max_bytes",
+            json!(10_000_000),
+            "bytes an agent's log grows to before it is rotated (0: never rotated)",
+        ),
+        (
+            "log_keep",
+            json!(5),
+            "rotated files kept per agent log (older ones are removed)",
+        ),
+        (
             "max_retries",
             json!(3),
             "attempts of a task before it stays failed",
@@ -371,6 +381,16 @@ impl Policy {
     /// Checkpoint generations kept per agent (at least the one just saved).
     pub fn checkpoint_keep(&self) -> usize {
         self.positive("checkpoint_keep").max(1.0) as usize
+    }
+
+    /// Bytes an agent's log grows to before its supervisor rotates it; 0: never.
+    pub fn log_max_bytes(&self) -> u64 {
+        self.whole("log_max_bytes")
+    }
+
+    /// Rotated files kept per agent log.
+    pub fn log_keep(&self) -> usize {
+        usize::try_from(self.whole("log_keep")).unwrap_or(usize::MAX)
     }
 
     /// Restarts in a row before an agent is failed (0: no limit); a value that is not a

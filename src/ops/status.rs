@@ -18,6 +18,7 @@ use crate::ops::budget::State;
 use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, Observed};
 use crate::ops::policy;
+use crate::ops::supervisor::ProcState;
 use crate::store::events;
 use crate::store::{self, Collection, FileKey, LogFile, Store};
 
@@ -56,8 +57,20 @@ pub struct AgentView {
     pub current_task: Option<String>,
     /// When its health changes next without a beat.
     pub next_change: Option<DateTime<Utc>>,
-    /// Where its process is (`running`, `exited`, `vanished`, or `-`).
-    pub process: &'static str,
+    /// Where its process is (`running`, `exited`, `vanished`; `null` when pas never
+    /// started it).
+    pub process: ProcState,
+    /// Its process id, while it runs.
+    pub pid: Option<i32>,
+    /// Seconds its process has run, while it runs.
+    pub uptime_seconds: Option<f64>,
+    /// Where it is in its life as a process manager tells it: `running`, `backoff` (a
+    /// restart is waiting), `crashloop` (resting after a restart storm), `approval` (a
+    /// revival waits for an operator), `exited` (meant to run, not running), `stopped`,
+    /// `paused`, `failed`; `null` when pas never started it.
+    pub state: Option<RunState>,
+    /// Seconds until its next restart (0: due now), while it backs off or rests.
+    pub next_restart_in_seconds: Option<f64>,
     /// Restarts so far.
     pub restart_count: u64,
     /// Restarts in a row (toward `max_restarts`).
@@ -79,14 +92,91 @@ pub struct AgentView {
     pub tokens_used: Option<f64>,
 }
 
+/// An agent's place in its life, as a process manager shows it (`pas status` STATE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Its process runs.
+    Running,
+    /// Meant to run; a restart waits for its backoff delay.
+    Backoff,
+    /// Meant to run; resting after a restart storm before it is tried again.
+    Crashloop,
+    /// Meant to run; its revival waits for an operator (`auto_revive: ask`).
+    Approval,
+    /// Meant to run, not running, and no restart planned yet.
+    Exited,
+    /// Not meant to run, and not running (stopped, or finished).
+    Stopped,
+    /// Paused by an operator.
+    Paused,
+    /// pas gave up on it.
+    Failed,
+}
+
+impl RunState {
+    /// The spelling everywhere.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Backoff => "backoff",
+            RunState::Crashloop => "crashloop",
+            RunState::Approval => "approval",
+            RunState::Exited => "exited",
+            RunState::Stopped => "stopped",
+            RunState::Paused => "paused",
+            RunState::Failed => "failed",
+        }
+    }
+
+    /// The state of `agent` whose process is `process`, at `now`, with the seconds until
+    /// its next restart when one waits.
+    pub fn of(
+        agent: &crate::model::Agent,
+        process: ProcState,
+        now: DateTime<Utc>,
+    ) -> (Option<RunState>, Option<f64>) {
+        let until = |t: DateTime<Utc>| ((t - now).num_milliseconds() as f64 / 1000.0).max(0.0);
+        if agent.status == AgentStatus::Failed {
+            return (Some(RunState::Failed), None);
+        }
+        if process == ProcState::Running {
+            return (Some(RunState::Running), None);
+        }
+        if agent.status == AgentStatus::Paused {
+            return (Some(RunState::Paused), None);
+        }
+        if let Some(t) = agent.cooldown_until.filter(|t| *t > now) {
+            return (Some(RunState::Crashloop), Some(until(t)));
+        }
+        if agent.status == AgentStatus::Active {
+            if let Some(t) = agent.next_restart_at {
+                return (Some(RunState::Backoff), Some(until(t)));
+            }
+            if agent.revive_request.as_ref().is_some_and(|r| !r.approved) {
+                return (Some(RunState::Approval), None);
+            }
+        }
+        match process {
+            ProcState::None => (None, None),
+            _ if agent.status == AgentStatus::Active => (Some(RunState::Exited), None),
+            _ => (Some(RunState::Stopped), None),
+        }
+    }
+}
+
 impl AgentView {
     fn from_observed(
         o: &Observed,
         policy: &crate::ops::policy::Policy,
         schedule: &[f64],
+        now: DateTime<Utc>,
     ) -> AgentView {
         let a = &o.agent;
         let ctx = crate::ops::budget::context_state(a.ctx_used, a.ctx_limit, policy);
+        let process = crate::ops::supervisor::state(&o.doc);
+        let running = process == ProcState::Running;
+        let (state, next_restart_in_seconds) = RunState::of(a, process, now);
         AgentView {
             id: a.agent_id.clone(),
             name: a.name.clone(),
@@ -104,7 +194,14 @@ impl AgentView {
             ctx_limit: a.ctx_limit,
             current_task: a.current_task.clone(),
             next_change: o.assessment.next_change,
-            process: crate::ops::supervisor::state(&o.doc).as_str(),
+            process,
+            pid: a.pid.filter(|_| running),
+            uptime_seconds: a
+                .started_at
+                .filter(|_| running)
+                .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+            state,
+            next_restart_in_seconds,
             restart_count: a.restart_count,
             restart_attempts: a.restart_attempts,
             next_restart_at: a.next_restart_at.map(clock::stamp),
@@ -231,7 +328,7 @@ pub fn cell_view(
                     &schedules[schedules.len() - 1].1
                 }
             };
-            AgentView::from_observed(o, &o.policy, schedule)
+            AgentView::from_observed(o, &o.policy, schedule, now)
         })
         .collect();
     let (time_used, timeout) = crate::ops::budget::cell_time(&cell_doc, now);
@@ -604,6 +701,22 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
         vec![(String::new(), format!("{}", now.timestamp()))],
     );
     Ok(out)
+}
+
+/// The last `n` events about `agent` in its cell's log, oldest first.
+pub fn recent_events(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    n: usize,
+) -> Result<Vec<events::Event>> {
+    let bytes = store.read_log(cell, LogFile::Events, 0)?;
+    let mut about: Vec<events::Event> = events::parse_all(&bytes)
+        .into_iter()
+        .filter(|e| e.agent.as_deref() == Some(agent))
+        .collect();
+    about.drain(..about.len().saturating_sub(n));
+    Ok(about)
 }
 
 /// A health as JSON.

@@ -26,14 +26,15 @@ use crate::model::{
     StopCause, StopRequest,
 };
 use crate::ops::checkpoint;
+use crate::ops::logs::LogSink;
 use crate::ops::trust::{self, RunAs};
 use crate::process::{self, StopOutcome};
 use crate::store::events::{self, Level, NewEvent};
 use crate::store::{self, ConfigFile, FileKey, Store};
 
-/// Where an agent's process is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where an agent's process is. In JSON, a string, or `null` for an agent pas never
+/// started (the one spelling of "no value").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     /// Never started by pas.
     None,
@@ -43,6 +44,15 @@ pub enum ProcState {
     Exited,
     /// Gone without anyone seeing how.
     Vanished,
+}
+
+impl Serialize for ProcState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ProcState::None => s.serialize_none(),
+            other => s.serialize_str(other.as_str()),
+        }
+    }
 }
 
 impl ProcState {
@@ -294,6 +304,39 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
     )
 }
 
+/// The pid of the agent's process when it runs (the one pas started), else `None`.
+pub fn running_pid(store: &dyn Store, cell: &str, agent: &str) -> Result<Option<i32>> {
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+    Ok((state_of(&on_file) == ProcState::Running)
+        .then(|| usable_pid(on_file.pid))
+        .flatten())
+}
+
+/// Stops the agent's process when it runs (an operator's stop, `grace` as in [`stop_for`])
+/// and starts it again: `pas agent restart`.
+pub fn restart(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    grace: Option<Duration>,
+    launch: &Launch,
+    now: DateTime<Utc>,
+) -> Result<(StopOutcome, Started)> {
+    // Checked first, so a restart that cannot start never stops a running agent.
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+    if on_file.command.is_empty() {
+        return Err(
+            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
+                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
+            )),
+        );
+    }
+    vet(store, cell, &[FileKey::Agent(agent)], launch)?;
+    let stopped = stop_for(store, cell, agent, grace, StopCause::Stopped, now)?;
+    let started = start(store, cell, agent, launch)?;
+    Ok((stopped, started))
+}
+
 fn checkpoint_dir(store: &dyn Store, cell: &str, agent: &str) -> Option<String> {
     checkpoint::latest_generation(store, cell, agent)
         .ok()
@@ -380,9 +423,15 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
     let log = workspace
         .log
         .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| fail(Error::failure(format!("cannot open the agent log: {e}"))))?;
+    let policy = crate::ops::policy::load_for(store, cell, Some(&on_file)).map_err(fail)?;
+    let mut sink = LogSink::new(store, cell, agent, log, workspace.log_len, &policy);
+    // The agent's stdout and stderr both go into one pipe the supervisor reads, as
+    // `exec 2>&1` does under s6 and runit: one stream, in the order it was written.
+    let pipe_error = |e: std::io::Error| {
+        Error::failure(format!("cannot make a pipe for the agent's output: {e}"))
+    };
+    let (output, stdout) = std::io::pipe().map_err(|e| fail(pipe_error(e)))?;
+    let stderr = stdout.try_clone().map_err(|e| fail(pipe_error(e)))?;
     let mut path = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -397,8 +446,8 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
     cmd.args(args)
         .current_dir(&cwd)
         .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
+        .stdout(stdout)
+        .stderr(stderr)
         .process_group(0)
         .envs(
             workspace
@@ -418,11 +467,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
             cmd.env(k, v);
         }
     }
-    let mut child = match cmd.spawn() {
+    let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             let now = clock::now();
             let reason = format!("cannot run {program:?}: {e}");
+            sink.marker(&format!("cannot start: {reason}"), now);
             let _ = update_agent(store, cell, agent, &mut |a, _| {
                 a.exit = Some(model::Exit {
                     at: Some(now),
@@ -438,10 +488,16 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
             return Err(fail(Error::failure(reason)));
         }
     };
+    // The command keeps its copies of the pipe's writing end until it is dropped: the
+    // output reaches its end only once the agent (and what inherited them) closed theirs.
+    drop(cmd);
     let pid = child.id() as i32;
     let start_time = process::start_time(pid);
     let now = clock::now();
+    let mut run = 1;
     let mut started = |a: &mut Agent, events: &mut Vec<NewEvent>| {
+        run = a.runs.unwrap_or(0) + 1;
+        a.runs = Some(run);
         a.pid = Some(pid);
         a.pgid = Some(pid);
         a.pid_start_time = start_time;
@@ -465,9 +521,8 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
     update_agent_writing(store, cell, agent, Agent::write_start_into, &mut started)
         .map_err(fail)?;
     say(&format!("ok {pid}"));
-
-    let status = child
-        .wait()
+    sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), now);
+    let status = pump(&mut sink, output, child)
         .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
     let now = clock::now();
     let (cause, code, signal) = match (status.code(), status.signal()) {
@@ -485,6 +540,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         (_, Some(s)) => format!("signal {s}"),
         _ => "unknown".to_string(),
     };
+    sink.marker(&format!("run {run} exited (pid {pid}): {how}"), now);
     update_agent(store, cell, agent, &mut |a, events| {
         if usable_pid(a.pid) != Some(pid) {
             return false; // a newer start owns the file now
@@ -518,6 +574,85 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         );
         true
     })
+}
+
+/// Copies the agent's output into its log, line by line, until the agent has exited and its
+/// output is drained; returns how it exited. The pipe is always read, whatever happens to
+/// the log, so the agent never blocks on a full pipe. Output still written after the agent
+/// exited, by processes it left behind, is read for a moment more, then left: they get
+/// `EPIPE` once the supervisor is gone.
+fn pump(
+    sink: &mut LogSink<'_>,
+    mut output: std::io::PipeReader,
+    mut child: std::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    use std::io::Read;
+    // The waiting thread closes `done` when the agent exited, which wakes the poll below.
+    let (done, done_end) = std::io::pipe()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+        drop(done_end);
+    });
+    let mut lines = crate::ops::logs::LineSplitter::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut exited: Option<(
+        std::io::Result<std::process::ExitStatus>,
+        std::time::Instant,
+    )> = None;
+    // Once the agent exited, what it wrote is in the pipe already: a short wait for more.
+    let linger = Timespec {
+        tv_sec: 0,
+        tv_nsec: 50_000_000,
+    };
+    loop {
+        let (ready, finished) = {
+            let mut fds = [
+                PollFd::new(&output, PollFlags::IN),
+                PollFd::new(&done, PollFlags::IN),
+            ];
+            let watched = if exited.is_some() { 1 } else { 2 };
+            let timeout = exited.as_ref().map(|_| &linger);
+            match poll(&mut fds[..watched], timeout) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            (
+                !fds[0].revents().is_empty(),
+                watched == 2 && !fds[1].revents().is_empty(),
+            )
+        };
+        if ready {
+            match output.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let now = clock::now();
+                    lines.feed(&buf[..n], &mut |line| sink.output(line, now));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if finished {
+            if let Ok(status) = rx.recv() {
+                exited = Some((status, std::time::Instant::now()));
+            }
+        }
+        if let Some((_, at)) = &exited {
+            if !ready || at.elapsed() > Duration::from_secs(1) {
+                break;
+            }
+        }
+    }
+    lines.finish(&mut |line| sink.output(line, clock::now()));
+    match exited {
+        Some((status, _)) => status,
+        None => rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread ended"))),
+    }
 }
 
 /// Resource limits for the agent, set on the supervisor before the spawn so the agent

@@ -207,17 +207,30 @@ pub enum LogFile<'a> {
     Events,
     /// `logs/mission.log`: the same events as human lines.
     Mission,
-    /// `logs/<agent>.log`: an agent's stdout and stderr.
+    /// `logs/<agent>.log`: an agent's stdout and stderr, each line stamped by its
+    /// supervisor.
     Agent(&'a str),
+    /// `logs/<agent>.log.<n>`: an older part of an agent's log, moved aside when the
+    /// current file reached `log_max_bytes`; a higher `n` is newer.
+    AgentRotated(&'a str, u64),
 }
 
 impl LogFile<'_> {
+    /// The agent whose log this is, if it is one.
+    pub fn agent(&self) -> Option<&str> {
+        match self {
+            LogFile::Agent(id) | LogFile::AgentRotated(id, _) => Some(id),
+            LogFile::Events | LogFile::Mission => None,
+        }
+    }
+
     /// The file name under `logs/`.
     pub fn file_name(&self) -> String {
         match self {
             LogFile::Events => EVENTS_LOG.to_string(),
             LogFile::Mission => "mission.log".to_string(),
             LogFile::Agent(id) => format!("{id}.log"),
+            LogFile::AgentRotated(id, n) => format!("{id}.log.{n}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! Writers follow one discipline: take the lock, read, change, write atomically, unlock.
 //! Readers take no lock: atomic replacement means they always see a whole file.
 
+mod agent_logs;
 pub mod atomic;
 pub mod changes;
 mod checkpoints;
@@ -72,6 +73,40 @@ pub struct CheckpointFiles {
     pub modes: std::collections::BTreeMap<String, u32>,
 }
 
+/// One file of an agent's log ([`Store::log_segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSegment {
+    /// `None` for the current file ([`LogFile::Agent`]); `Some(n)` for a file moved aside
+    /// by rotation ([`LogFile::AgentRotated`]), a higher `n` being newer.
+    pub rotated: Option<u64>,
+    /// Its size when it was listed.
+    pub len: u64,
+    /// Which file it is, the same after a rotation moved it aside: a follower finds the
+    /// file it was reading by it.
+    pub id: (u64, u64),
+    /// When it was last written.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl LogSegment {
+    /// The log file this segment is, of `agent`.
+    pub fn log<'a>(&self, agent: &'a str) -> LogFile<'a> {
+        match self.rotated {
+            Some(n) => LogFile::AgentRotated(agent, n),
+            None => LogFile::Agent(agent),
+        }
+    }
+}
+
+/// A piece of one log file ([`Store::read_log_chunk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// Which file they came from ([`LogSegment::id`]).
+    pub id: (u64, u64),
+}
+
 /// The documents of a collection with their revisions (an unreadable one as its error).
 pub type RevisionedDocs = Vec<(String, Result<(Doc, Revision)>)>;
 
@@ -82,6 +117,8 @@ pub struct Workspace {
     pub dir: PathBuf,
     /// The agent's log, open for appending (its stdout and stderr), when an agent was named.
     pub log: Option<std::fs::File>,
+    /// That log's size when it was opened (the supervisor rotates it at `log_max_bytes`).
+    pub log_len: u64,
     /// Where that log is, for messages.
     pub log_name: String,
     /// Arguments that make a `pas` child use this store (`--root DIR`).
@@ -175,6 +212,22 @@ pub trait Store {
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
     /// The bytes of a log from `offset` to its end; empty when it does not exist yet.
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;
+    /// The files of an agent's log, oldest first: the rotated ones, then the current one
+    /// (when it exists). Empty for an agent that never ran.
+    fn log_segments(&self, cell: &str, agent: &str) -> Result<Vec<LogSegment>>;
+    /// Up to `max` bytes of one log file from `offset`, with the file's identity; `None`
+    /// when the file does not exist (any more).
+    fn read_log_chunk(
+        &self,
+        cell: &str,
+        log: LogFile<'_>,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<LogChunk>>;
+    /// Moves an agent's current log aside as its newest rotated file, removes all but the
+    /// `keep` newest rotated files (with 0, the current file itself), and opens a fresh
+    /// current file for appending. Only the agent's supervisor calls it.
+    fn rotate_log(&self, cell: &str, agent: &str, keep: usize) -> Result<std::fs::File>;
     /// Who could have written the document `key` and everything above it, from the root
     /// down (the root's `pas.toml` included when there is one): for the trust check before
     /// pas runs a command from it.
@@ -627,9 +680,14 @@ impl Store for FsStore {
             Some(agent) => Some(self.open_log(cell, LogFile::Agent(agent))?),
             None => None,
         };
+        let log_len = log
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
         Ok(Workspace {
             dir: root.join(cell),
             log,
+            log_len,
             log_name: agent
                 .map_or_else(String::new, |a| self.describe_log(cell, LogFile::Agent(a))),
             store_args: vec!["--root".into(), root.clone().into_os_string()],
@@ -932,7 +990,7 @@ impl Store for FsStore {
     }
 
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>> {
-        if let LogFile::Agent(id) = log {
+        if let Some(id) = log.agent() {
             check_id(IdKind::Agent, id)?;
         }
         let cell_fd = self.cell_fd(cell)?;
@@ -945,6 +1003,24 @@ impl Store for FsStore {
         let name = log.file_name();
         atomic::read_from(logs.as_fd(), &name, offset)
             .map_err(|e| self.io_error("read", &logs_path.join(&name), e))
+    }
+
+    fn log_segments(&self, cell: &str, agent: &str) -> Result<Vec<LogSegment>> {
+        self.agent_log_segments(cell, agent)
+    }
+
+    fn read_log_chunk(
+        &self,
+        cell: &str,
+        log: LogFile<'_>,
+        offset: u64,
+        max: usize,
+    ) -> Result<Option<LogChunk>> {
+        self.read_log_piece(cell, log, offset, max)
+    }
+
+    fn rotate_log(&self, cell: &str, agent: &str, keep: usize) -> Result<std::fs::File> {
+        self.rotate_agent_log(cell, agent, keep)
     }
 
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
@@ -1147,7 +1223,7 @@ impl FsStore {
 
     /// Opens a log for appending (an agent's stdout and stderr go there).
     pub(crate) fn open_log(&self, cell: &str, log: LogFile<'_>) -> Result<std::fs::File> {
-        if let LogFile::Agent(id) = log {
+        if let Some(id) = log.agent() {
             check_id(IdKind::Agent, id)?;
         }
         let cell_fd = self.cell_fd(cell)?;
@@ -1156,8 +1232,8 @@ impl FsStore {
             .map_err(|e| self.io_error("open", &logs_path, e))?;
         let name = log.file_name();
         let mode = match log {
-            LogFile::Agent(_) => atomic::LOG_MODE,
-            _ => atomic::FILE_MODE,
+            LogFile::Agent(_) | LogFile::AgentRotated(..) => atomic::LOG_MODE,
+            LogFile::Events | LogFile::Mission => atomic::FILE_MODE,
         };
         atomic::open_append(logs.as_fd(), &name, mode)
             .map_err(|e| self.io_error("open", &logs_path.join(&name), e))

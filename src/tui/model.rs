@@ -16,6 +16,7 @@ use crate::model::{At, CellStatus, Field, Reservation, ReservationStatus};
 use crate::ops::health::Health;
 use crate::ops::reservation::{self, Amounts};
 use crate::ops::status::{self, AgentView, CellView};
+use crate::ops::supervisor::ProcState;
 use crate::store::events::Event;
 use crate::store::{ConfigFile, FileKey, Store};
 
@@ -615,7 +616,7 @@ pub fn next_restart(agent: &AgentView, now: DateTime<Utc>) -> String {
     match until(&agent.next_restart_at) {
         Some(s) if s > 0.0 => format!("in {}", clock::human_duration(s)),
         // A past restart time of a running agent is history, not news.
-        Some(_) if agent.process != "running" => "due".into(),
+        Some(_) if agent.process != ProcState::Running => "due".into(),
         _ => "-".into(),
     }
 }
@@ -645,7 +646,11 @@ pub(crate) mod tests {
             ctx_limit: Some(100_000),
             current_task: task.map(str::to_string),
             next_change: None,
-            process: "running",
+            process: ProcState::Running,
+            pid: Some(4242),
+            uptime_seconds: Some(300.0),
+            state: Some(crate::ops::status::RunState::Running),
+            next_restart_in_seconds: None,
             restart_count: 0,
             restart_attempts: 0,
             next_restart_at: None,
@@ -664,6 +669,13 @@ pub(crate) mod tests {
         let mut late = agent("reviewer", Health::Late, Some(41.0), Some("review"));
         late.ctx_used = Some(55_000);
         late.ctx_state = Some(State::Warning);
+        let counts = |agents: &[AgentView]| {
+            let mut counts = BTreeMap::new();
+            for a in agents {
+                *counts.entry(a.health.as_str().to_string()).or_insert(0) += 1;
+            }
+            counts
+        };
         let docs = CellView {
             id: "3f2a1b2c-0000-4000-8000-000000000001".into(),
             name: "Docs sprint".into(),
@@ -704,6 +716,9 @@ pub(crate) mod tests {
             timeout: None,
             problems: Vec::new(),
         };
+        let (mut docs, mut audit) = (docs, audit);
+        docs.health_counts = counts(&docs.agents);
+        audit.health_counts = counts(&audit.agents);
         let mut held = BTreeMap::new();
         held.insert("writer_1".to_string(), [2.0, 4e9, 0.0, 0.0]);
         Snapshot {
@@ -825,7 +840,7 @@ pub(crate) mod tests {
         let dead = &s.cells[0].view.agents[2];
         assert_eq!(next_restart(dead, now()), "in 20s");
         let mut gone = dead.clone();
-        gone.process = "exited";
+        gone.process = ProcState::Exited;
         let later = now() + chrono::Duration::seconds(30);
         assert_eq!(next_restart(&gone, later), "due");
         assert_eq!(next_restart(dead, later), "-", "it runs again");

@@ -168,10 +168,9 @@ fn draw_header(
     palette: &Palette,
     now: DateTime<Utc>,
 ) {
-    let mut spans = vec![
-        Span::styled(" pas top ", palette.bold()),
-        Span::raw(model.root.clone()),
-    ];
+    // The counts first and the root last: on a narrow terminal the path is cut, not the
+    // number of dead agents.
+    let mut spans = vec![Span::styled(" pas top ", palette.bold())];
     if let Some(s) = &model.snapshot {
         let mut counts = std::collections::BTreeMap::new();
         for c in &s.cells {
@@ -180,7 +179,7 @@ fn draw_header(
             }
         }
         spans.push(Span::raw(format!(
-            "  {} cell(s), {} agent(s):",
+            " {} cell(s), {} agent(s):",
             s.cells.len(),
             s.agent_count()
         )));
@@ -197,8 +196,14 @@ fn draw_header(
                 palette.tone(Tone::Bad),
             ));
         }
+        spans.push(Span::raw("  "));
     }
-    let clock_text = format!("{} ", now.format("%H:%M:%S"));
+    let clock_text = format!(" {} ", now.format("%H:%M:%S"));
+    // The root only when it fits whole.
+    let used: usize = spans.iter().map(Span::width).sum();
+    if used + model.root.chars().count() + clock_text.len() <= area.width as usize {
+        spans.push(Span::raw(model.root.clone()));
+    }
     let [left, right] = Layout::horizontal([
         Constraint::Min(1),
         Constraint::Length(clock_text.len() as u16),
@@ -300,7 +305,7 @@ fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
         _ => "-".into(),
     };
     let t = &v.tasks;
-    Line::from(vec![
+    let mut spans = vec![
         Span::raw(format!("{arrow} ")),
         Span::styled(v.name.clone(), palette.bold()),
         Span::raw(format!(" {} ", short(&v.id))),
@@ -308,6 +313,22 @@ fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
             format!("{:<9}", v.status.as_str()),
             palette.tone((palette.cell)(v.status)),
         ),
+    ];
+    // A closed cell says how its agents are, before the tasks, so a large fleet reads at
+    // a glance with every cell collapsed.
+    if !open && !v.agents.is_empty() {
+        for h in Health::ALL {
+            if let Some(n) = v.health_counts.get(h.as_str()) {
+                spans.push(Span::raw(" "));
+                spans.push(Span::styled(
+                    format!("{n} {}", h.as_str()),
+                    palette.tone((palette.health)(h)),
+                ));
+            }
+        }
+        spans.push(Span::raw(" ·"));
+    }
+    spans.extend([
         Span::raw(format!(" {}/{} done  ", t.completed, t.total)),
         Span::styled(
             format!("{} blocked", t.blocked),
@@ -323,7 +344,8 @@ fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
             palette.tone(if t.failed > 0 { Tone::Bad } else { Tone::Plain }),
         ),
         Span::raw(format!("  {time}")),
-    ])
+    ]);
+    Line::from(spans)
 }
 
 /// Whether no later agent of the same cell follows row `i`.
@@ -475,7 +497,7 @@ fn draw_detail(
         lines.push(Line::from(format!(
             "state    {} · process {} · last beat {age} · {} beats · restarts {} · next {}",
             a.status.as_str(),
-            a.process,
+            a.process.as_str(),
             a.heartbeat_count,
             a.restart_count,
             model::next_restart(a, now)
@@ -763,6 +785,21 @@ mod tests {
     fn the_tree_at_80x24() {
         let mut m = model();
         assert_screen("tree-80x24", &render(&mut m, 80, 24));
+    }
+
+    #[test]
+    fn collapsed_cells_count_their_agents_by_health() {
+        let mut m = model();
+        // Close the first cell, then the second (the row under the first).
+        m.key(Input::Enter);
+        m.key(Input::Down);
+        m.key(Input::Enter);
+        let screen = render(&mut m, 80, 24);
+        assert!(
+            screen.contains("▸ Audit 9c8d7e6f paused    1 late 1 unknown ·"),
+            "{screen}"
+        );
+        assert_screen("collapsed-80x24", &screen);
     }
 
     #[test]

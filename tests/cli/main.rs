@@ -19,3 +19,4 @@ mod shell;
 mod tasks;
 mod top;
 mod trust;
+mod ux;

@@ -12,9 +12,10 @@ use crate::ops::cell;
 use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, BeatReport, Reported};
 use crate::ops::policy;
-use crate::ops::status::{self, AgentView};
+use crate::ops::status::{self, AgentView, RunState};
 use crate::ops::supervisor;
 use crate::output::{Styled, Tone};
+use crate::store::Store;
 
 /// Agent commands.
 #[derive(Debug, Subcommand)]
@@ -29,7 +30,7 @@ pub enum AgentCommand {
     /// Example: pas agent list 3f2a
     #[command(visible_alias = "ls")]
     List(ListArgs),
-    /// Show one agent.
+    /// Describe one agent: its command, process, restarts, health and recent events.
     ///
     /// Example: pas agent show 3f2a agent_001 --json
     Show(AgentArgs),
@@ -54,12 +55,18 @@ pub enum AgentCommand {
     Set(SetArgs),
     /// Start the agent's command, detached, supervised, output to logs/<agent>.log.
     ///
+    /// An agent that already runs is left alone: its pid is printed, with a note (exit 0).
+    ///
     /// Example: pas agent start 3f2a agent_001
     Start(StartArgs),
     /// Stop the agent's process group: SIGTERM, then SIGKILL after the grace period.
     ///
     /// Example: pas agent stop 3f2a agent_001 --grace 5
     Stop(StopArgs),
+    /// Stop the agent's process (when it runs) and start it again; prints the new pid.
+    ///
+    /// Example: pas agent restart 3f2a agent_001 --grace 5
+    Restart(StopArgs),
     /// Clear the agent's restart tally (restarts in a row, recent deaths, cooldown) and un-fail it.
     ///
     /// Example: pas agent reset 3f2a agent_001
@@ -187,7 +194,7 @@ pub struct StopArgs {
     /// The agent's id.
     pub agent: String,
     /// Seconds between SIGTERM and SIGKILL (default: the agent's stop_grace policy, 10 s).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub grace: Option<f64>,
 }
 
@@ -202,7 +209,7 @@ pub struct WaitArgs {
     #[arg(long = "for", value_enum)]
     pub state: supervisor::WaitFor,
     /// Give up after this many seconds (exit 8).
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub timeout: Option<f64>,
 }
 
@@ -265,6 +272,9 @@ pub fn run(ctx: &Ctx, command: AgentCommand) -> Result<()> {
         AgentCommand::Set(args) => set(ctx, args),
         AgentCommand::Start(StartArgs { cell, agent }) => start(ctx, &cell, &agent),
         AgentCommand::Stop(StopArgs { cell, agent, grace }) => stop(ctx, &cell, &agent, grace),
+        AgentCommand::Restart(StopArgs { cell, agent, grace }) => {
+            restart(ctx, &cell, &agent, grace)
+        }
         AgentCommand::Wait(args) => wait(ctx, args),
         AgentCommand::Reset(StartArgs { cell, agent }) => {
             crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
@@ -413,7 +423,8 @@ fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
             row
         })
         .collect();
-    ctx.out.table(&headers, table);
+    // `-q` prints the agents' ids, not the cells' prefixes.
+    ctx.out.table_keyed(&headers, table, Some(usize::from(all)));
     Ok(())
 }
 
@@ -436,6 +447,16 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     let now = clock::now();
     let assessed = heartbeat::assess(&a, &policy, now);
     let process = supervisor::state(&doc);
+    let running = process == supervisor::ProcState::Running;
+    let (state, next_in) = RunState::of(&a, process, now);
+    let uptime = a
+        .started_at
+        .filter(|_| running)
+        .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0));
+    let log = ctx
+        .store
+        .describe_log(&cell_id, crate::store::LogFile::Agent(agent_id));
+    let recent = status::recent_events(&ctx.store, &cell_id, agent_id, 5)?;
     if ctx.out.is_json() {
         let mut value = doc.to_value();
         if let Value::Object(m) = &mut value {
@@ -446,6 +467,11 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
                 json!(assessed.next_change.map(clock::stamp)),
             );
             m.insert("process".into(), json!(process));
+            m.insert("state".into(), json!(state));
+            m.insert("uptime_seconds".into(), json!(uptime));
+            m.insert("next_restart_in_seconds".into(), json!(next_in));
+            m.insert("log".into(), json!(log));
+            m.insert("recent_events".into(), json!(recent));
         }
         ctx.out.json(&value);
         return Ok(());
@@ -458,7 +484,56 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     let stamp_or_dash =
         |t: Option<chrono::DateTime<chrono::Utc>>| or_dash(t.map(clock::stamp).as_deref());
     let number_or_dash = |n: Option<i64>| n.map_or("-".into(), |n| n.to_string());
-    ctx.out.fields(vec![
+    let command = if a.command.is_empty() {
+        "- (none: `pas agent set CELL AGENT -- CMD ARGS`)".to_string()
+    } else {
+        crate::ops::trust::redact_argv(&a.command).join(" ")
+    };
+    let cwd = a.cwd.clone().unwrap_or_else(|| {
+        format!(
+            "{} (the cell's directory)",
+            ctx.store.describe_cell(&cell_id)
+        )
+    });
+    let env: Vec<&str> = a.env.keys().map(String::as_str).collect();
+    let process_line = match (process, a.pid) {
+        (supervisor::ProcState::Running, Some(pid)) => format!(
+            "running, pid {pid}, up {} (since {})",
+            uptime.map_or("-".into(), clock::human_duration),
+            stamp_or_dash(a.started_at)
+        ),
+        (p, _) => p.as_str().to_string(),
+    };
+    let max = policy.max_restarts();
+    let restarts = format!(
+        "{} in all, {} in a row (of {})",
+        a.restart_count,
+        a.restart_attempts,
+        if max == 0 {
+            "no limit".to_string()
+        } else {
+            max.to_string()
+        }
+    );
+    let waits: Vec<String> = (a.restart_attempts + 1..a.restart_attempts + 4)
+        .map(|k| clock::precise_duration(crate::ops::revive::rules::backoff_delay(&policy, k)))
+        .collect();
+    let next = match (state, next_in) {
+        (Some(RunState::Crashloop), Some(s)) => format!(
+            "cooling down after a restart storm, tried again in {} (until {})",
+            clock::human_duration(s.ceil()),
+            stamp_or_dash(a.cooldown_until)
+        ),
+        (_, Some(s)) if s > 0.0 => format!(
+            "in {} (at {}); the waits after it: {}",
+            clock::human_duration(s.ceil()),
+            stamp_or_dash(a.next_restart_at),
+            waits[1..].join(", ")
+        ),
+        (_, Some(_)) => "due now".to_string(),
+        (_, None) => format!("- (the next waits: {})", waits.join(", ")),
+    };
+    let mut fields = vec![
         ("id", Styled::from(a.agent_id.as_str())),
         ("cell", Styled::from(cell_id.as_str())),
         ("name", Styled::from(or_dash(a.name.as_deref()))),
@@ -468,8 +543,48 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
             Styled::new(a.status.as_str(), status_tone(a.status)),
         ),
         (
+            "state",
+            Styled::new(
+                state.map_or("-", RunState::as_str),
+                match state {
+                    Some(RunState::Running) => Tone::Good,
+                    Some(RunState::Failed | RunState::Crashloop | RunState::Exited) => Tone::Bad,
+                    Some(RunState::Backoff | RunState::Approval | RunState::Paused) => Tone::Warn,
+                    Some(RunState::Stopped) | None => Tone::Dim,
+                },
+            ),
+        ),
+        (
             "health",
             Styled::new(assessed.health.as_str(), health_tone(assessed.health)),
+        ),
+        ("command", Styled::from(command)),
+        ("cwd", Styled::from(cwd)),
+        (
+            "env",
+            Styled::from(if env.is_empty() {
+                "-".to_string()
+            } else {
+                env.join(", ")
+            }),
+        ),
+        ("log", Styled::from(log)),
+        ("process", Styled::from(process_line)),
+        ("runs", Styled::from(a.runs.unwrap_or(0).to_string())),
+        ("restarts", Styled::from(restarts)),
+        ("next restart", Styled::from(next)),
+        (
+            "last exit",
+            Styled::from(match &a.exit {
+                Some(e) => format!(
+                    "{} code={} signal={} at {}",
+                    or_dash(e.cause.map(ExitCause::as_str)),
+                    number_or_dash(e.code),
+                    number_or_dash(e.signal),
+                    stamp_or_dash(e.at)
+                ),
+                None => "-".to_string(),
+            }),
         ),
         ("last beat", Styled::from(clock::ago(a.last_heartbeat, now))),
         ("beats", Styled::from(a.heartbeat_count.to_string())),
@@ -486,29 +601,15 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         ),
         ("context", Styled::from(ctx_use)),
         ("note", Styled::from(or_dash(a.note.as_deref()))),
-        (
-            "process",
-            Styled::from(match a.pid {
-                Some(pid) => format!("{} (pid {pid})", process.as_str()),
-                None => process.as_str().to_string(),
-            }),
-        ),
-        ("restarts", Styled::from(a.restart_count.to_string())),
-        (
-            "last exit",
-            Styled::from(match &a.exit {
-                Some(e) => format!(
-                    "{} code={} signal={} at {}",
-                    or_dash(e.cause.map(ExitCause::as_str)),
-                    number_or_dash(e.code),
-                    number_or_dash(e.signal),
-                    stamp_or_dash(e.at)
-                ),
-                None => "-".to_string(),
-            }),
-        ),
         ("failures", Styled::from(a.failures.to_string())),
-        ("capabilities", Styled::from(a.capabilities.join(", "))),
+        (
+            "capabilities",
+            Styled::from(if a.capabilities.is_empty() {
+                "-".to_string()
+            } else {
+                a.capabilities.join(", ")
+            }),
+        ),
         ("gateway", Styled::from(or_dash(a.gateway.as_deref()))),
         (
             "current task",
@@ -520,7 +621,23 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
                 a.checkpoint.as_ref().and_then(|c| c.last_checkpoint),
             )),
         ),
-    ]);
+    ];
+    if let Some(why) = &a.failed_reason {
+        fields.insert(7, ("failed because", Styled::new(why.as_str(), Tone::Bad)));
+    }
+    ctx.out.fields(fields);
+    if !recent.is_empty() {
+        ctx.out.info("recent events:");
+        for e in &recent {
+            ctx.out.info(&format!(
+                "  {} {:<5} {:<16} {}",
+                e.time,
+                e.level.as_str(),
+                e.kind,
+                e.message
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -668,6 +785,19 @@ fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     let cell_id = cell::resolve(&ctx.store, cell)?;
     super::may_change_agent(ctx, &cell_id, agent_id)?;
+    // Like `systemctl start`: starting what runs is done already.
+    if let Some(pid) = supervisor::running_pid(&ctx.store, &cell_id, agent_id)? {
+        ctx.out.note(&format!(
+            "pas: agent {agent_id} is already running (pid {pid}); nothing to do (`pas agent restart` restarts it)"
+        ));
+        if ctx.out.is_json() {
+            ctx.out
+                .json(&json!({ "agent": agent_id, "pid": pid, "already_running": true }));
+        } else {
+            ctx.out.line(&pid.to_string());
+        }
+        return Ok(());
+    }
     let started = supervisor::start(&ctx.store, &cell_id, agent_id, &ctx.launch)?;
     if ctx.out.is_json() {
         ctx.out
@@ -705,6 +835,37 @@ fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()>
             crate::process::StopOutcome::Killed => "killed (SIGKILL after the grace period)",
         };
         ctx.out.info(&format!("agent {agent_id} {text}"));
+    }
+    Ok(())
+}
+
+fn restart(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()> {
+    crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
+    if let Some(grace) = grace.filter(|g| !(0.0..=86_400.0).contains(g)) {
+        return Err(Error::usage(format!(
+            "--grace {grace} is outside 0..86400 seconds"
+        )));
+    }
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    super::may_change_agent(ctx, &cell_id, agent_id)?;
+    let (stopped, started) = supervisor::restart(
+        &ctx.store,
+        &cell_id,
+        agent_id,
+        grace.map(std::time::Duration::from_secs_f64),
+        &ctx.launch,
+        clock::now(),
+    )?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({
+            "cell": cell_id,
+            "agent": agent_id,
+            "stopped": stopped,
+            "pid": started.pid,
+            "checkpoint": started.checkpoint,
+        }));
+    } else {
+        ctx.out.line(&started.pid.to_string());
     }
     Ok(())
 }

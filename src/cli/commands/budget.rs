@@ -132,7 +132,7 @@ pub struct KillArgs {
     /// The job's id.
     pub job: String,
     /// Seconds between SIGTERM and SIGKILL.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub grace: f64,
 }
 
@@ -371,9 +371,10 @@ fn history(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
             ]
         })
         .collect();
-    ctx.out.table(
+    ctx.out.table_keyed(
         &["TIME", "AGENT", "CONTEXT BEFORE", "CHECKPOINT", "REASON"],
         rows,
+        None,
     );
     Ok(())
 }

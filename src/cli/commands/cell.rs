@@ -68,7 +68,7 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub max_agents: u64,
     /// Seconds the mission may run (0: no limit).
-    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    #[arg(long, default_value_t = 3600, value_name = "SECS", value_parser = crate::cli::words::whole_seconds)]
     pub timeout: u64,
     /// Who creates the cell (`created_by`); default $PAS_AGENT, else $USER.
     #[arg(long, value_name = "ID")]

@@ -37,9 +37,13 @@ pub struct EventsArgs {
     /// Only events of this kind (`agent.dead`), or kinds starting with a prefix ending in `.` (`agent.`).
     #[arg(long)]
     pub kind: Option<String>,
-    /// Keep printing new events as they are appended, like `tail -f`.
+    /// Keep printing new events as they are appended, like `tail -f` (after the last 10,
+    /// unless -n says how many).
     #[arg(long, short)]
     pub follow: bool,
+    /// Only the last N events (of those the filters select).
+    #[arg(long = "lines", short = 'n', value_name = "N")]
+    pub lines: Option<usize>,
 }
 
 // Subcommands of `pas events`.
@@ -59,28 +63,16 @@ pub struct VerifyArgs {
     pub cell: Option<String>,
 }
 
-/// Parses `--since`: a duration ago, or a time.
+/// Parses `--since`: a duration ago (`90s`, `1h30m`, `2d`), or a time.
 pub fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>> {
     if let Some(t) = clock::parse(text) {
         return Ok(t);
     }
-    let bad = || {
+    let seconds = clock::parse_duration(text).ok_or_else(|| {
         Error::usage(format!("--since {text:?} is neither a duration nor a time"))
-            .hint("use 90s, 10m, 2h, 1d, or an RFC 3339 time like 2026-11-23T10:00:00Z")
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86_400.0,
-        _ => return Err(bad()),
-    };
-    Ok(now - chrono::Duration::milliseconds((seconds * 1000.0) as i64))
+            .hint("use 90s, 10m, 1h30m, 2d, or an RFC 3339 time like 2026-11-23T10:00:00Z")
+    })?;
+    Ok(now - chrono::Duration::milliseconds((seconds * 1000.0).min(1e15) as i64))
 }
 
 fn cells(ctx: &Ctx, cell: Option<&str>) -> Result<Vec<String>> {
@@ -136,6 +128,7 @@ pub fn run(ctx: &Ctx, args: EventsArgs) -> Result<()> {
         agent,
         kind,
         follow,
+        lines,
     } = args;
     if let Some(EventsCommand::Verify(VerifyArgs { cell })) = command {
         return verify(ctx, cell.as_deref());
@@ -165,6 +158,10 @@ pub fn run(ctx: &Ctx, args: EventsArgs) -> Result<()> {
         );
     }
     all.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    // Following starts at the tail, as `tail -f` and `journalctl -f` do.
+    if let Some(n) = lines.or(follow.then_some(10)) {
+        all.drain(..all.len().saturating_sub(n));
+    }
     for (id, e) in &all {
         print_event(ctx, id, e, many);
     }

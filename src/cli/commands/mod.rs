@@ -6,6 +6,7 @@ pub(super) mod budget;
 pub(super) mod cell;
 pub(super) mod checkpoint;
 pub(super) mod events;
+pub(super) mod logs;
 pub(super) mod man;
 pub(super) mod policy;
 pub(super) mod revive;

@@ -69,7 +69,7 @@ pub struct IdArgs {
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Seconds between full reconciles of the root (events and deadlines wake it sooner).
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = 30.0, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub interval: f64,
     /// One pass over every cell, then exit.
     #[arg(long)]

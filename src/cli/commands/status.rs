@@ -16,7 +16,8 @@ use crate::clock;
 use crate::error::{Error, Kind, Result};
 use crate::ops::budget::State;
 use crate::ops::cell;
-use crate::ops::status::{self, CellView};
+use crate::ops::health::Health;
+use crate::ops::status::{self, AgentView, CellView, RunState};
 use crate::output::{Styled, Tone};
 use crate::store::Store;
 
@@ -34,8 +35,11 @@ pub struct StatusArgs {
     #[arg(long)]
     pub watch: bool,
     /// Seconds between redraws with --watch (default 2).
-    #[arg(long, requires = "watch", value_name = "SECS")]
+    #[arg(long, requires = "watch", value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub interval: Option<f64>,
+    /// Only agents in this health; repeat or separate with commas (`--health down,dead`).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "HEALTH")]
+    pub health: Vec<Health>,
 }
 
 // Arguments of `pas check`.
@@ -79,27 +83,39 @@ fn percent(part: Option<u64>, whole: Option<u64>) -> String {
     }
 }
 
-/// When the next restart is due and the waits that follow, or `-`.
-fn next_restart(a: &crate::ops::status::AgentView) -> String {
-    let schedule: Vec<String> = a
-        .backoff_schedule
-        .iter()
-        .skip(a.restart_attempts as usize)
-        .take(4)
-        .map(|s| clock::precise_duration(*s))
-        .collect();
-    let when = a
-        .cooldown_until
-        .as_deref()
-        .map(|c| format!("cooling down until {c}"))
-        .or_else(|| a.next_restart_at.clone());
-    match when {
-        Some(w) => format!("{w} (backoff {})", schedule.join(", ")),
-        None if a.restart_count > 0 || a.process != "-" => {
-            format!("- (backoff {})", schedule.join(", "))
-        }
+/// When the next restart is due, humanly: `in 3s`, `due`, or `-`.
+fn next_restart(a: &AgentView) -> String {
+    match a.next_restart_in_seconds {
+        Some(s) if s > 0.0 => format!("in {}", clock::human_duration(s.ceil())),
+        Some(_) => "due".to_string(),
         None => "-".to_string(),
     }
+}
+
+/// The tone of a run state.
+fn state_tone(state: Option<RunState>) -> Tone {
+    match state {
+        Some(RunState::Running) => Tone::Good,
+        Some(RunState::Backoff | RunState::Approval | RunState::Paused) => Tone::Warn,
+        Some(RunState::Crashloop | RunState::Failed | RunState::Exited) => Tone::Bad,
+        Some(RunState::Stopped) | None => Tone::Dim,
+    }
+}
+
+/// Keeps only the agents in one of `healths` (all when empty), and the cells that have one.
+fn keep_health(views: Vec<CellView>, healths: &[Health]) -> Vec<CellView> {
+    if healths.is_empty() {
+        return views;
+    }
+    views
+        .into_iter()
+        .filter_map(|mut v| {
+            v.agents.retain(|a| healths.contains(&a.health));
+            v.health_counts
+                .retain(|h, _| healths.iter().any(|w| w.as_str() == h));
+            (!v.agents.is_empty()).then_some(v)
+        })
+        .collect()
 }
 
 fn health_summary(v: &CellView) -> String {
@@ -133,6 +149,93 @@ fn task_summary(v: &CellView) -> String {
     )
 }
 
+/// A column of the agents' table: its header, how long it stays when the terminal is too
+/// narrow for all (a higher `keep` stays longer), and its cell in each row.
+struct Column {
+    header: &'static str,
+    keep: u8,
+    cells: Vec<Styled>,
+}
+
+/// The agents' table, its columns left to right.
+fn agent_columns(agents: &[AgentView]) -> Vec<Column> {
+    let column = |header, keep, cell: &dyn Fn(&AgentView) -> Styled| Column {
+        header,
+        keep,
+        cells: agents.iter().map(cell).collect(),
+    };
+    let dash = |v: Option<String>| Styled::from(v.unwrap_or_else(|| "-".into()));
+    vec![
+        column("  AGENT", 255, &|a| Styled::from(format!("  {}", a.id))),
+        column("HEALTH", 254, &|a| {
+            Styled::new(a.health.as_str(), health_tone(a.health))
+        }),
+        column("STATE", 253, &|a| {
+            Styled::new(a.state.map_or("-", RunState::as_str), state_tone(a.state))
+        }),
+        column("PID", 170, &|a| dash(a.pid.map(|p| p.to_string()))),
+        column("UPTIME", 150, &|a| {
+            dash(a.uptime_seconds.map(clock::human_duration))
+        }),
+        column("RESTARTS", 200, &|a| {
+            Styled::from(a.restart_count.to_string())
+        }),
+        column("NEXT", 210, &|a| Styled::from(next_restart(a))),
+        column("LAST BEAT", 190, &|a| Styled::from(status::beat_age(a))),
+        column("TASK", 120, &|a| dash(a.current_task.clone())),
+        column("CONTEXT", 100, &|a| {
+            Styled::from(match a.ctx_state {
+                Some(s) if s != State::Ok => format!("{} {s}", percent(a.ctx_used, a.ctx_limit)),
+                _ => percent(a.ctx_used, a.ctx_limit),
+            })
+        }),
+        column("PROGRESS", 90, &|a| {
+            dash(a.progress.map(|p| format!("{:.0}%", p * 100.0)))
+        }),
+        column("BEATS", 60, &|a| {
+            Styled::from(a.heartbeat_count.to_string())
+        }),
+        column("REPORTED", 50, &|a| {
+            Styled::from(a.reported_status.map_or("-", |r| r.as_str()))
+        }),
+    ]
+}
+
+/// Drops the columns that matter least until the table fits `width` (two spaces between
+/// columns, none after the last).
+fn fit(mut columns: Vec<Column>, width: Option<usize>) -> Vec<Column> {
+    let Some(width) = width else {
+        return columns;
+    };
+    let wide = |c: &Column| {
+        c.cells
+            .iter()
+            .map(|s| s.text.chars().count())
+            .chain([c.header.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    loop {
+        let total: usize = columns
+            .iter()
+            .map(|c| wide(c) + 2)
+            .sum::<usize>()
+            .saturating_sub(2);
+        if total <= width || columns.len() <= 3 {
+            return columns;
+        }
+        let Some(least) = columns
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.keep)
+            .map(|(i, _)| i)
+        else {
+            return columns;
+        };
+        columns.remove(least);
+    }
+}
+
 /// Runs `pas status`.
 pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     let StatusArgs {
@@ -140,14 +243,16 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
         all: _,
         watch,
         interval,
+        health,
     } = args;
     if watch {
-        return watch_status(ctx, cell.as_deref(), interval.unwrap_or(2.0));
+        return watch_status(ctx, cell.as_deref(), interval.unwrap_or(2.0), &health);
     }
     if ctx.out.is_json() && cell.is_none() {
-        return status_json_streamed(ctx);
+        return status_json_streamed(ctx, &health);
     }
     let (views, errors) = views(ctx, cell.as_deref(), true)?;
+    let views = keep_health(views, &health);
     for e in &errors {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
@@ -161,14 +266,16 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
         write_json(ctx, &doc);
         return Ok(());
     }
-    let text = status_text(ctx, &views);
+    let width = ctx.out.terminal_size().map(|(w, _)| w);
+    let text = status_text(ctx, &views, width, !health.is_empty());
     ctx.out.info(text.trim_end_matches('\n'));
     Ok(())
 }
 
 /// `pas status --watch`: the table again every `interval` seconds, redrawn in place on a
-/// terminal, until SIGINT or SIGTERM (exit 0).
-fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
+/// terminal, until SIGINT or SIGTERM (exit 0). On a terminal no line is longer than its
+/// width and the frame no taller than it, so nothing wraps and the header stays in view.
+fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64, health: &[Health]) -> Result<()> {
     if ctx.out.is_json() {
         return Err(
             Error::usage("--watch redraws a table for people and takes no --json")
@@ -185,11 +292,13 @@ fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
         signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))
             .map_err(|e| Error::failure(format!("cannot listen for signals: {e}")))?;
     }
-    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let pause = std::time::Duration::from_secs_f64(interval);
     let mut first = true;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) && !ctx.out.is_closed() {
         let (views, errors) = views(ctx, cell, true)?;
+        let views = keep_health(views, health);
+        // Asked each time: the terminal may have been resized.
+        let size = ctx.out.terminal_size();
         let mut text = format!(
             "pas status --watch: every {}s, {} (Ctrl-C stops)\n\n",
             interval,
@@ -198,14 +307,33 @@ fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
         for e in &errors {
             text.push_str(&format!("pas: skipped: {}\n", e.message));
         }
-        text.push_str(&status_text(ctx, &views));
-        let frame = if tty {
-            // Home, each line then clear to its end, clear below: no flicker.
-            let clear = if first { "\x1b[2J" } else { "" };
-            let body: String = text.lines().map(|l| format!("{l}\x1b[K\n")).collect();
-            format!("\x1b[H{clear}{body}\x1b[J")
-        } else {
-            format!("{text}\n")
+        text.push_str(&status_text(
+            ctx,
+            &views,
+            size.map(|(w, _)| w),
+            !health.is_empty(),
+        ));
+        let frame = match size {
+            Some((width, height)) => {
+                // Home, each line then clear to its end, clear below: no flicker.
+                let clear = if first { "\x1b[2J" } else { "" };
+                let lines: Vec<&str> = text.lines().collect();
+                let room = height.saturating_sub(1).max(1);
+                let mut body: String = lines
+                    .iter()
+                    .take(if lines.len() > room { room - 1 } else { room })
+                    .map(|l| format!("{}\x1b[K\n", crate::output::clip(l, width)))
+                    .collect();
+                if lines.len() > room {
+                    let more = format!(
+                        "... {} more line(s): name a CELL or pass --health to narrow it",
+                        lines.len() - (room - 1)
+                    );
+                    body.push_str(&format!("{}\x1b[K\n", crate::output::clip(&more, width)));
+                }
+                format!("\x1b[H{clear}{body}\x1b[J")
+            }
+            None => format!("{text}\n"),
         };
         first = false;
         ctx.out.raw(&frame);
@@ -217,77 +345,57 @@ fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64) -> Result<()> {
     Ok(())
 }
 
-/// The status table of `pas status` as text (problems noted on stderr).
-fn status_text(ctx: &Ctx, views: &[CellView]) -> String {
+/// The status table of `pas status` as text (problems noted on stderr), fitted to `width`
+/// when one is given.
+fn status_text(ctx: &Ctx, views: &[CellView], width: Option<usize>, filtered: bool) -> String {
     if views.is_empty() {
-        return format!("no cells under {}\n", ctx.store.location());
+        return if filtered {
+            "no agent in that health\n".to_string()
+        } else {
+            format!("no cells under {}\n", ctx.store.location())
+        };
     }
+    let fitted = |line: String| match width {
+        Some(w) => crate::output::clip(&line, w),
+        None => line,
+    };
     let mut text = String::new();
     for (i, v) in views.iter().enumerate() {
         if i > 0 {
             text.push('\n');
         }
         let status = Styled::new(v.status.as_str(), super::cell::status_tone(v.status));
-        text.push_str(&format!(
-            "cell {}  {}  {}  {}; {}",
-            v.id,
+        text.push_str(&fitted(format!(
+            "cell {}  {}  {}  {}",
+            v.id.get(..8).unwrap_or(&v.id),
             v.name,
             ctx.out.paint(&status),
             health_summary(v),
-            task_summary(v)
-        ));
+        )));
+        text.push('\n');
+        text.push_str(&fitted(format!("  {}", task_summary(v))));
         text.push('\n');
         for p in &v.problems {
             ctx.out.note(&format!("pas: cannot read: {p}"));
             let broken = Styled::new("BROKEN", Tone::Bad);
-            text.push_str(&format!("  {}  {p}\n", ctx.out.paint(&broken)));
+            text.push_str(&fitted(format!("  {}  {p}", ctx.out.paint(&broken))));
+            text.push('\n');
         }
         if v.agents.is_empty() {
             continue;
         }
-        let rows = v
-            .agents
-            .iter()
-            .map(|a| {
-                vec![
-                    Styled::from(format!("  {}", a.id)),
-                    Styled::new(a.health.as_str(), health_tone(a.health)),
-                    Styled::from(status::beat_age(a)),
-                    Styled::from(a.heartbeat_count.to_string()),
-                    Styled::from(a.reported_status.map_or("-", |r| r.as_str())),
-                    Styled::from(
-                        a.progress
-                            .map_or("-".into(), |p| format!("{:.0}%", p * 100.0)),
-                    ),
-                    Styled::from(match a.ctx_state {
-                        Some(s) if s != State::Ok => {
-                            format!("{} {s}", percent(a.ctx_used, a.ctx_limit))
-                        }
-                        _ => percent(a.ctx_used, a.ctx_limit),
-                    }),
-                    Styled::from(a.current_task.clone().unwrap_or_else(|| "-".into())),
-                    Styled::from(a.process),
-                    Styled::from(a.restart_count.to_string()),
-                    Styled::from(next_restart(a)),
-                ]
-            })
-            .collect();
-        text.push_str(&ctx.out.render_table(
-            &[
-                "  AGENT",
-                "HEALTH",
-                "LAST BEAT",
-                "BEATS",
-                "REPORTED",
-                "PROGRESS",
-                "CONTEXT",
-                "TASK",
-                "PROCESS",
-                "RESTARTS",
-                "NEXT RESTART (BACKOFF)",
-            ],
-            rows,
-        ));
+        let columns = fit(agent_columns(&v.agents), width);
+        let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+        let mut rows: Vec<Vec<Styled>> = vec![Vec::with_capacity(columns.len()); v.agents.len()];
+        for c in columns {
+            for (row, cell) in rows.iter_mut().zip(c.cells) {
+                row.push(cell);
+            }
+        }
+        for line in ctx.out.render_table(&headers, rows).lines() {
+            text.push_str(&fitted(line.to_string()));
+            text.push('\n');
+        }
     }
     text
 }
@@ -318,6 +426,7 @@ enum CellsOut<'a> {
         ctx: &'a Ctx,
         ids: Vec<String>,
         now: DateTime<Utc>,
+        health: &'a [Health],
     },
 }
 
@@ -343,12 +452,19 @@ impl Serialize for CellsField<'_, '_> {
                     seq.serialize_element(v)?;
                 }
             }
-            CellsOut::Root { ctx, ids, now } => {
+            CellsOut::Root {
+                ctx,
+                ids,
+                now,
+                health,
+            } => {
                 for id in ids {
                     match status::cell_view(&ctx.store, id, true, *now) {
                         Ok(v) => {
-                            doc.totals.borrow_mut().add(&v);
-                            seq.serialize_element(&v)?;
+                            for v in keep_health(vec![v], health) {
+                                doc.totals.borrow_mut().add(&v);
+                                seq.serialize_element(&v)?;
+                            }
                         }
                         Err(e) => doc.errors.borrow_mut().push(e.message),
                     }
@@ -420,13 +536,14 @@ fn write_json(ctx: &Ctx, doc: &StatusDoc<'_>) {
 
 /// `pas status --json` over the whole root: each cell is viewed (and its health changes
 /// recorded) as it is written, so memory stays that of one cell, not of the fleet.
-fn status_json_streamed(ctx: &Ctx) -> Result<()> {
+fn status_json_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
     let doc = StatusDoc {
         time: clock::stamp(clock::now()),
         cells: CellsOut::Root {
             ctx,
             ids: ctx.store.cell_ids()?,
             now: clock::now(),
+            health,
         },
         totals: RefCell::new(Totals::default()),
         errors: RefCell::new(Vec::new()),

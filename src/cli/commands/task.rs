@@ -174,7 +174,7 @@ pub struct AddArgs {
     #[arg(long = "dep", value_name = "TASK")]
     pub deps: Vec<String>,
     /// Seconds the task may stay in progress.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = crate::cli::words::whole_seconds)]
     pub timeout: Option<u64>,
 }
 
