@@ -3,14 +3,15 @@
 //! Context: below `target_ratio` of `ctx_limit` an agent is `ok`, from it `warning`, from
 //! `hard_max_ratio` `breach`; each change is an event. A breach runs Save-State → Clear →
 //! Resume: a checkpoint of the agent's state, a summary file under
-//! `checkpoints/<agent>/summaries/`, `ctx_used` reset to 0, and a `summarize` directive on the
-//! agent's beat reply. A thrash guard (`compact_min_interval`, `compact_max_per_hour`) flags an
-//! agent instead of compacting it again and again.
+//! `checkpoints/<agent>/summaries/`, and a `summarize` directive on the agent's beat reply.
+//! The clearing is the agent's to do: the breach lasts (in `budget check` too) until it
+//! reports use below `hard_max_ratio`. A thrash guard (`compact_min_interval`,
+//! `compact_max_per_hour`) flags an agent instead of compacting it again and again.
 //!
 //! Money and tokens: soft limits warn; hard limits answer beats with `stop` (reason
 //! `budget_reached`), keeping all state, so raising the limit lets the agent go on.
-//! Time: an active cell past its `timeout` (seconds from `activated_at`, else `created_at`)
-//! becomes `failed`.
+//! Time: an active cell past its `timeout` (seconds of active time from `activated_at`,
+//! else `created_at`; time paused does not count) becomes `failed`.
 
 pub mod rules;
 
@@ -235,8 +236,7 @@ fn compact(
     let path = store.write_summary(cell, agent, &name, &bytes)?;
     store::transact(store, cell, now, |txn| {
         let (mut doc, mut a) = read_agent(txn, agent)?;
-        a.ctx_used = Some(0);
-        a.ctx_state = Some(State::Ok);
+        // Its use stays as it reported it: the breach lasts until it reports less.
         a.budget_flag = None;
         a.compactions = rules::compactions_last_hour(&a.compactions, now);
         a.compactions.push(now);
@@ -250,7 +250,7 @@ fn compact(
         a.write_into(&mut doc);
         txn.put(FileKey::Agent(agent), doc);
         txn.event(
-            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
+            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), told to summarize its context ({used} tokens); the breach lasts until it reports less", saved.generation))
                 .agent(agent)
                 .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
         );
@@ -438,7 +438,8 @@ pub fn cell_deadline(cell_doc: &Doc) -> Option<DateTime<Utc>> {
 pub fn deadline(cell: &Cell) -> Option<DateTime<Utc>> {
     let clock = CellClock::of(cell);
     let timeout = clock.timeout?;
-    Some(clock.started? + chrono::Duration::milliseconds((timeout * 1000.0) as i64))
+    let counted = timeout + clock.paused;
+    Some(clock.started? + chrono::Duration::milliseconds((counted * 1000.0) as i64))
 }
 
 /// One agent's budgets.

@@ -212,7 +212,10 @@ impl ContextDecision {
 /// Each state change is recorded with an event. A breach compacts, unless the thrash guard
 /// holds: the last compaction was less than `compact_min_interval` ago, or
 /// `compact_max_per_hour` compactions happened in the last hour; then the agent is flagged
-/// `thrashing` (once) instead.
+/// `thrashing` (once) instead. A breach lasts until the agent reports use below
+/// `hard_max_ratio`: readings of the same breach within `compact_min_interval` of its
+/// compaction wait for the agent to summarize (nothing to do); one still breached after it
+/// is compacted again (the guard applies).
 pub fn decide_context(
     agent: &ContextFacts,
     policy: &ContextPolicy,
@@ -234,7 +237,10 @@ pub fn decide_context(
             .max()
             .is_some_and(|last| ((now - *last).num_milliseconds() as f64 / 1000.0) < min_interval);
         let too_many = recent.len() as u64 >= max_per_hour;
-        if too_soon {
+        if too_soon && agent.recorded == State::Breach {
+            // The same breach, compacted a moment ago: the agent was told to summarize.
+            BreachAction::None
+        } else if too_soon {
             BreachAction::Thrashing {
                 why: format!("the last compaction was less than {min_interval}s ago"),
                 flag: !agent.thrashing,
@@ -409,6 +415,11 @@ pub struct CellClock {
     pub started: Option<DateTime<Utc>>,
     /// `timeout` in seconds (`None`: none, or not positive).
     pub timeout: Option<f64>,
+    /// `paused_seconds`: time spent paused before, which does not count.
+    pub paused: f64,
+    /// When a cell that is not active stopped (`status_changed_at`): its clock stands
+    /// still from then on.
+    pub stopped: Option<DateTime<Utc>>,
 }
 
 impl CellClock {
@@ -418,13 +429,22 @@ impl CellClock {
             active: cell.status == CellStatus::Active,
             started: Some(cell.clock_start()),
             timeout: cell.timeout.filter(|t| *t > 0.0),
+            paused: cell.paused_seconds.filter(|p| *p > 0.0).unwrap_or(0.0),
+            stopped: cell
+                .status_changed_at
+                .filter(|_| cell.status != CellStatus::Active),
         }
     }
 
-    /// Seconds run at `now`, if the start is known.
+    /// Seconds run at `now` (active time: the pauses before, and the time since a cell
+    /// that is not active stopped, do not count), if the start is known.
     pub fn used(&self, now: DateTime<Utc>) -> Option<f64> {
+        let until = match self.stopped {
+            Some(stopped) if !self.active => stopped.min(now),
+            _ => now,
+        };
         self.started
-            .map(|s| (now - s).num_milliseconds() as f64 / 1000.0)
+            .map(|s| (until - s).num_milliseconds() as f64 / 1000.0 - self.paused)
     }
 }
 
@@ -636,9 +656,13 @@ mod tests {
             ("last compaction 300 s ago", reading(80, "ok", &[-300.0]), "{}", Some(("ok", Breach)), Act::Compact, true),
             ("four in the last hour", reading(80, "breach", &four_in_an_hour), "{}", None, Act::TooMany, true),
             ("three, and one a whole hour ago", reading(80, "breach", &three_and_an_old_one), "{}", None, Act::Compact, true),
-            ("too soon and too many: too soon", reading(80, "breach", &[-3000.0, -2000.0, -1000.0, -10.0]), "{}", None, Act::TooSoon, true),
-            ("a compaction stamped in the future is too soon", reading(80, "breach", &[60.0]), "{}", None, Act::TooSoon, true),
-            ("flagged already: not again", flagged(reading(80, "breach", &[-10.0])), "{}", None, Act::Flagged, false),
+            ("too soon and too many: too soon", reading(80, "ok", &[-3000.0, -2000.0, -1000.0, -10.0]), "{}", Some(("ok", Breach)), Act::TooSoon, true),
+            ("a compaction stamped in the future is too soon", reading(80, "warning", &[60.0]), "{}", Some(("warning", Breach)), Act::TooSoon, true),
+            ("the same breach, compacted 10 s ago: it lasts, waiting for the agent",
+                reading(80, "breach", &[-10.0]), "{}", None, Act::None, false),
+            ("the same breach, compacted 299 s ago: still waiting",
+                reading(80, "breach", &[-3000.0, -2000.0, -1000.0, -299.0]), "{}", None, Act::None, false),
+            ("flagged already, the same breach: not again", flagged(reading(80, "breach", &[-10.0])), "{}", None, Act::None, false),
             ("flagged, and the breach is new", flagged(reading(80, "warning", &[-10.0])), "{}", Some(("warning", Breach)), Act::Flagged, true),
             ("flagged, the guard lets it compact", flagged(reading(80, "breach", &[-400.0])), "{}", None, Act::Compact, true),
             ("no minimum interval", reading(80, "breach", &[-1.0]), no_gap, None, Act::Compact, true),
@@ -919,7 +943,9 @@ mod tests {
             ("no timeout", active(""), 1e6, TimeDecision::Unlimited),
             ("a zero timeout is none", active(r#", "timeout": 0"#), 1e6, TimeDecision::Unlimited),
             ("a negative timeout is none", active(r#", "timeout": -5"#), 1e6, TimeDecision::Unlimited),
-            ("no start", CellClock { active: true, started: None, timeout: Some(10.0) }, 1e6, TimeDecision::Unlimited),
+            ("no start", CellClock { active: true, started: None, timeout: Some(10.0), ..CellClock::default() }, 1e6, TimeDecision::Unlimited),
+            ("a resumed cell counts active time only", active(r#", "timeout": 3600, "paused_seconds": 1000"#), 4000.0, TimeDecision::Within { used: 3000.0, timeout: 3600.0 }),
+            ("its pauses are not all of its time", active(r#", "timeout": 3600, "paused_seconds": 300"#), 4000.0, TimeDecision::TimedOut { used: 3700.0, timeout: 3600.0 }),
             ("a paused cell's time does not run out", cell(&format!(r#"{{"status": "paused", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
             ("nor a failed one's", cell(&format!(r#"{{"status": "failed", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
         ];
