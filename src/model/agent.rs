@@ -101,6 +101,10 @@ record! {
         /// When its process was last started; heartbeats do not judge it for
         /// `startup_grace` after.
         started_at: Option<DateTime<Utc>> = optional,
+        /// When an operator last made it `active` without starting it (`pas agent set
+        /// --status active`, `pas agent reset`): a process that ended before is not a death,
+        /// and revival starts it.
+        activated_at: Option<DateTime<Utc>> = optional,
         /// Restarts ever.
         restart_count: u64 = or_default,
         /// Restarts in a row, toward `max_restarts`; reset after `restart_reset_after` of
@@ -177,6 +181,7 @@ impl Agent {
             pid_start_time: None,
             supervisor_pid: None,
             started_at: None,
+            activated_at: None,
             restart_count: 0,
             restart_attempts: 0,
             exit: None,

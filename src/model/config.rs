@@ -183,6 +183,9 @@ layer_record! {
         storm_cooldown: Option<f64> = lenient,
         /// Seconds a started agent has for its first beat.
         startup_grace: Option<f64> = lenient,
+        /// Whether an agent is judged by heartbeats from its start (else by its process
+        /// until its first beat).
+        heartbeat_required: Option<bool> = lenient,
         /// Whether an agent that runs but does not beat is stopped and restarted.
         watchdog: Option<bool> = lenient,
         /// Exit codes that mean: do not restart.
@@ -193,6 +196,10 @@ layer_record! {
         stop_grace: Option<f64> = lenient,
         /// A shell command run when an agent finally fails; `null`: none.
         on_failure: Option<Option<String>> = lenient,
+        /// A shell command run for each matching event; `null`: none.
+        on_event: Option<Option<String>> = lenient,
+        /// The events `on_event` runs for.
+        on_event_kinds: Option<Vec<String>> = lenient,
     }
 }
 

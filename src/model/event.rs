@@ -132,6 +132,12 @@ kinds! {
     CellStatus = "cell.status",
     /// A checkpoint generation was saved.
     CheckpointSaved = "checkpoint.saved",
+    /// The `on_event` hook ran for an event (or was refused, or failed).
+    HookOnEvent = "hook.on_event",
+    /// `pas policy set` set policy values of a cell or an agent.
+    PolicySet = "policy.set",
+    /// `pas policy unset` removed policy values of a cell or an agent.
+    PolicyUnset = "policy.unset",
     /// `pas quota set` changed the cell's quota.
     QuotaSet = "quota.set",
     /// A job reserved resources.
@@ -224,7 +230,7 @@ mod tests {
             assert_eq!(kind.subject(), subject);
             assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(EventKind::ALL.len(), 55);
+        assert_eq!(EventKind::ALL.len(), 58);
         assert_eq!(EventKind::parse("agent.nonsense"), None);
         assert_eq!(EventKind::parse("test.event"), None);
     }
