@@ -89,6 +89,9 @@ record! {
         compactions: Vec<DateTime<Utc>> = or_default,
         /// A directive for its next beat reply, removed when delivered.
         pending_directive: Option<PendingDirective> = optional,
+        /// A context breach waiting for an operator (`breach_action: ask`); the agent is
+        /// paused meanwhile.
+        budget_request: Option<BudgetRequest> = optional,
         /// Its running process (also its process group); `null` once it ended.
         pid: Option<i32> = nullable,
         /// The process group pas signals to stop it.
@@ -176,6 +179,7 @@ impl Agent {
             budget_flag: None,
             compactions: Vec::new(),
             pending_directive: None,
+            budget_request: None,
             pid: None,
             pgid: None,
             pid_start_time: None,
@@ -323,6 +327,18 @@ record! {
         attempt: Option<u64> = optional,
         /// The checkpoint generation it resumed from; `null`: none.
         generation: Option<u64> = nullable,
+    }
+}
+
+record! {
+    /// A context breach waiting for an operator (`breach_action: ask`).
+    pub struct BudgetRequest {
+        /// Its id, as `pas budget approve` takes it.
+        id: String = required,
+        /// When it was filed.
+        at: Option<DateTime<Utc>> = optional,
+        /// The context use (`ctx_used / ctx_limit`) at the breach.
+        ratio: Option<f64> = optional,
     }
 }
 

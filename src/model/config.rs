@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::error::Result;
 use crate::model::field::{shown, At, Field, Record};
-use crate::model::status::{AutoRevive, HandoffApproval, IsolationLevel, RestartPolicy};
+use crate::model::status::{
+    AutoRevive, BreachPolicy, HandoffApproval, IsolationLevel, RestartPolicy,
+};
 use crate::units::{self, Unit};
 
 record! {
@@ -151,6 +153,8 @@ layer_record! {
         compact_min_interval: Option<f64> = lenient,
         /// Compactions per hour before an agent is flagged as thrashing.
         compact_max_per_hour: Option<u64> = lenient,
+        /// What a context breach does: compact at once, or ask an operator.
+        breach_action: Option<BreachPolicy> = layer,
         /// Dollars an agent may spend before a warning; `null`: no limit.
         cost_soft_usd: Option<Option<f64>> = lenient,
         /// Dollars an agent may spend before it is told to stop.

@@ -182,6 +182,11 @@ const FULL_AGENT: &str = r#"{
     "summary": "/r/c/checkpoints/writer_1/summaries/s.json",
     "at": "2026-11-23T09:30:00.000000Z"
   },
+  "budget_request": {
+    "id": "b-0123abcd",
+    "at": "2026-11-23T09:31:00.000000Z",
+    "ratio": 0.8
+  },
   "last_failure": {
     "at": "2026-11-23T09:40:00.000000Z",
     "reason": "flaky"

@@ -121,6 +121,7 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
         ("hard_max_ratio", json!(0.75), "context use from which the budget is breached: save state, clear, resume with a summary"),
         ("compact_min_interval", json!(300), "seconds at least between two context compactions of one agent"),
         ("compact_max_per_hour", json!(4), "context compactions of one agent per hour before it is flagged as thrashing"),
+        ("breach_action", json!("compact"), "what a context breach does: compact (save state, clear, resume at once) or ask (pause the agent, file a request for pas budget approve or deny)"),
         ("cost_soft_usd", Value::Null, "money an agent may spend before a warning (null: no limit)"),
         ("cost_hard_usd", Value::Null, "money an agent may spend before it is told to stop (budget_reached)"),
         ("tokens_soft", Value::Null, "tokens an agent may use before a warning"),
@@ -404,6 +405,15 @@ impl Policy {
     /// Seconds at least between two compactions of one agent.
     pub fn compact_min_interval(&self) -> f64 {
         self.non_negative("compact_min_interval")
+    }
+
+    /// What a context breach does; a word pas does not know is the default, `compact`
+    /// (`pas validate` reports it).
+    pub fn breach_action(&self) -> crate::model::BreachPolicy {
+        self.get("breach_action")
+            .and_then(Value::as_str)
+            .and_then(crate::model::BreachPolicy::parse)
+            .unwrap_or_default()
     }
 
     /// Compactions in an hour after which the next breach is thrashing.

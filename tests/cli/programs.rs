@@ -514,3 +514,84 @@ fn a_resumed_cell_counts_only_its_active_time_against_its_timeout() {
     assert!(used < 60.0, "{used}");
     root.ok(&["budget", "check", &cell]);
 }
+
+#[test]
+fn a_breach_under_ask_pauses_the_agent_until_an_operator_decides() {
+    let root = Root::new();
+    let cell = root.cell("Asked");
+    root.ok(&["policy", "set", &cell, "breach_action=ask"]);
+    for agent in ["a1", "a2"] {
+        root.ok(&["agent", "add", &cell, agent]);
+        root.ok(&[
+            "agent",
+            "beat",
+            &cell,
+            agent,
+            "--ctx-used",
+            "20000",
+            "--ctx-limit",
+            "100000",
+        ]);
+        root.ok(&["budget", "track", &cell, agent, "--used", "80000"]);
+        assert_eq!(root.agent(&cell, agent)["status"], "paused");
+    }
+    let requests = root.json(&["budget", "requests"]);
+    let id = |agent: &str| {
+        requests
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["agent"] == agent)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (first, second) = (id("a1"), id("a2"));
+    // Paused: its beats are answered stop, and nothing was compacted yet.
+    let reply = root.json(&["agent", "beat", &cell, "a1", "--ctx-used", "81000"]);
+    assert_eq!(
+        (&reply["directive"], &reply["reason"]),
+        (&json!("stop"), &json!("agent_paused"))
+    );
+    assert_eq!(root.run(&["budget", "check", &cell]).code, 2);
+    assert!(root
+        .json(&["budget", "history", &cell])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    // Settling is an operator's act, and an unknown id is not found.
+    root.run(&["budget", "approve", &first, "--as", "a1"])
+        .refused(9, "only an operator");
+    root.run(&["budget", "approve", "b-00000000"])
+        .refused(3, "no pending budget request b-00000000");
+
+    root.ok(&["budget", "approve", &first]);
+    assert_eq!(root.agent(&cell, "a1")["status"], "active");
+    assert_eq!(
+        root.json(&["budget", "history", &cell, "a1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let reply = root.json(&["agent", "beat", &cell, "a1", "--ctx-used", "81000"]);
+    assert_eq!(reply["directive"], "summarize");
+    root.ok(&["budget", "deny", &second]);
+    assert_eq!(root.agent(&cell, "a2")["status"], "paused");
+    assert!(root
+        .json(&["budget", "requests"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+    root.run(&["budget", "deny", &second])
+        .refused(3, "no pending budget request");
+    let kinds = root.event_kinds(&cell);
+    for k in [
+        "budget.breach_requested",
+        "budget.breach_approved",
+        "budget.breach_denied",
+    ] {
+        assert!(kinds.iter().any(|x| x == k), "{k} missing from {kinds:?}");
+    }
+}

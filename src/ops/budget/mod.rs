@@ -23,7 +23,8 @@ use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::{
-    Agent, BudgetFlag, Cell, CellStatus, Directive, EventKind, PendingDirective, Policies,
+    Agent, AgentStatus, BudgetFlag, BudgetRequest, Cell, CellStatus, Directive, EventKind,
+    PendingDirective, Policies,
 };
 use crate::ops::budget::rules::{
     BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
@@ -176,12 +177,41 @@ pub fn context_changed(
             typed.budget_flag = Some(BudgetFlag::Thrashing);
             changed = true;
         }
+        let mut asked = None;
+        if decision.action == BreachAction::Ask {
+            let id = format!("b-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            typed.budget_request = Some(BudgetRequest {
+                id: id.clone(),
+                at: Some(now),
+                ratio: Some(decision.ratio),
+                extra: Map::new(),
+            });
+            if typed.status == AgentStatus::Active {
+                typed.status = AgentStatus::Paused;
+            }
+            asked = Some(id);
+            changed = true;
+        }
         if changed {
             typed.write_into(&mut doc);
             txn.put(FileKey::Agent(agent), doc);
         }
         for event in decision.events(agent) {
             txn.event(event);
+        }
+        if let Some(id) = asked {
+            txn.event(
+                NewEvent::new(
+                    Level::Warn,
+                    EventKind::BudgetBreachRequested,
+                    format!(
+                        "agent {agent} breached its context budget ({:.0}%) and is paused; `pas budget approve {id}` compacts and resumes it, `pas budget deny {id}` leaves it paused",
+                        decision.ratio * 100.0
+                    ),
+                )
+                .agent(agent)
+                .details(json!({ "request": id, "ratio": decision.ratio })),
+            );
         }
         Ok((Some(decision), typed))
     })?;
@@ -261,6 +291,103 @@ fn compact(
         summary: path.clone(),
         ctx_used_before: used,
     })
+}
+
+/// A context breach waiting for an operator (`breach_action: ask`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachRequest {
+    /// The request's id.
+    pub id: String,
+    /// The cell.
+    pub cell: String,
+    /// The agent, paused meanwhile.
+    pub agent: String,
+    /// When it was filed.
+    pub at: Option<String>,
+    /// The context use at the breach.
+    pub ratio: Option<f64>,
+}
+
+/// Every pending breach request of the given cells.
+pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<BreachRequest>> {
+    let mut out = Vec::new();
+    for cell in cells {
+        // A file that does not read holds no request pas could act on.
+        let (agents, _) = crate::ops::agent::load_all(store, cell)?;
+        for a in agents {
+            if let Some(r) = a.budget_request {
+                out.push(BreachRequest {
+                    id: r.id,
+                    cell: cell.clone(),
+                    agent: a.agent_id,
+                    at: r.at.map(clock::stamp),
+                    ratio: r.ratio,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Approves (compact now, then resume the agent) or denies (it stays paused) a pending
+/// breach request, found by id in any cell. Returns the request and, when approved, the
+/// compaction.
+pub fn settle(
+    store: &dyn Store,
+    id: &str,
+    approve: bool,
+    now: DateTime<Utc>,
+) -> Result<(BreachRequest, Option<Compaction>)> {
+    let found = requests(store, &store.cell_ids()?)?
+        .into_iter()
+        .find(|r| r.id == id);
+    let Some(req) = found else {
+        return Err(Error::not_found(format!("no pending budget request {id}"))
+            .hint("`pas budget requests` lists them"));
+    };
+    let (cell, agent) = (req.cell.as_str(), req.agent.as_str());
+    let compaction = if approve {
+        let typed = crate::ops::agent::load(store, cell, agent)?;
+        let ratio = req.ratio.unwrap_or(0.0);
+        Some(compact(store, cell, agent, &typed, ratio, now)?)
+    } else {
+        None
+    };
+    let (kind, level, message) = if approve {
+        (
+            EventKind::BudgetBreachApproved,
+            Level::Info,
+            format!("budget request {id} approved: agent {agent} compacted and resumed"),
+        )
+    } else {
+        (
+            EventKind::BudgetBreachDenied,
+            Level::Warn,
+            format!("budget request {id} denied: agent {agent} stays paused"),
+        )
+    };
+    store::transact(store, cell, now, |txn| {
+        let (mut doc, mut a) = read_agent(txn, agent)?;
+        if a.budget_request.as_ref().map(|r| r.id.as_str()) != Some(id) {
+            return Err(Error::conflict(format!(
+                "budget request {id} was settled meanwhile"
+            )));
+        }
+        a.budget_request = None;
+        if approve && a.status == AgentStatus::Paused {
+            a.status = AgentStatus::Active;
+            crate::ops::agent::activated(&mut a, AgentStatus::Paused, now);
+        }
+        a.write_into(&mut doc);
+        txn.put(FileKey::Agent(agent), doc);
+        txn.event(
+            NewEvent::new(level, kind, message.clone())
+                .agent(agent)
+                .details(json!({ "request": id })),
+        );
+        Ok(())
+    })?;
+    Ok((req, compaction))
 }
 
 /// Records the agent's spend state when it changed, with its event; returns the state.
