@@ -484,6 +484,22 @@ fn an_event_hook_gets_down_and_failed_as_json_on_stdin() {
         .filter(|k| *k == "hook.on_event")
         .count();
     assert_eq!(ran, got.len());
+
+    // A hook is a command like any other: from a file its group may change, it is refused.
+    root.ok(&["policy", "set", &cell, "on_event_kinds=reset"]);
+    let file = root.cell_dir(&cell).join("config/policies.json");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o664)).unwrap();
+    root.ok(&["agent", "reset", &cell, "a1"]);
+    root.ok(&["revive", &cell]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap_or_default(), text);
+    let events = std::fs::read_to_string(root.cell_dir(&cell).join("logs/events.jsonl")).unwrap();
+    assert!(
+        events.lines().any(|l| l.contains("\"hook.on_event\"")
+            && l.contains("was not run")
+            && l.contains("may be changed by its group")),
+        "{events}"
+    );
+    root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
 }
 
 #[test]

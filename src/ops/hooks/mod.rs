@@ -77,61 +77,46 @@ pub struct Ran {
     pub outcome: String,
 }
 
-/// Whether the cell or one of `agents` sets an `on_event` hook, with the cell's policy.
-fn hooked(store: &dyn Store, cell: &str, agents: &[Agent]) -> Result<(bool, Policy)> {
-    let cell_policy = policy::load_for(store, cell, None)?;
-    let has_hook = |p: &Policy| {
-        p.get("on_event")
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|c| !c.trim().is_empty())
-    };
-    let agent_hooks = agents.iter().any(|a| {
-        a.policies
-            .on_event
-            .as_ref()
-            .is_some_and(|c| c.as_ref().is_some_and(|c| !c.trim().is_empty()))
-    });
-    Ok((has_hook(&cell_policy) || agent_hooks, cell_policy))
+/// Whether an effective policy sets an `on_event` hook.
+pub fn has_hook(policy: &Policy) -> bool {
+    policy
+        .get("on_event")
+        .and_then(serde_json::Value::as_str)
+        .is_some_and(|c| !c.trim().is_empty())
 }
 
-/// Before a pass: when the cell has a hook and its hooks never looked, they start at the
-/// end of the log as it is now (history is not replayed, what the pass records is).
-pub fn prime(store: &dyn Store, cell: &str) -> Result<()> {
-    let (agents, _) = crate::ops::agent::load_all(store, cell)?;
-    if hooked(store, cell, &agents)?.0 && store.hook_cursor(cell)?.is_none() {
-        start_at_end(store, cell)?;
-    }
-    Ok(())
+/// Where the log ends now (its recorded head), as a cursor: where hooks that never looked
+/// start, taken before a pass so that what the pass records is dispatched. `None` for a
+/// log from before heads were kept.
+pub fn log_end(store: &dyn Store, cell: &str) -> Result<Option<Cursor>> {
+    Ok(store.events_head(cell)?.map(|h| Cursor {
+        seq: h.seq,
+        offset: h.size,
+    }))
 }
 
-fn start_at_end(store: &dyn Store, cell: &str) -> Result<()> {
-    let (seen, end) = events::read_new(store, cell, 0)?;
-    let seq = seen.last().map_or(0, |e| e.seq);
-    store.set_hook_cursor(cell, &Cursor { seq, offset: end })
-}
-
-/// Runs the `on_event` hooks of `cell` for the events appended since the last dispatch.
-/// Does nothing (and reads no log) when neither the cell nor any of its agents sets
-/// `on_event`.
+/// Runs the `on_event` hooks of `cell` for the events appended since the last dispatch
+/// (the caller knows a hook is set: see [`has_hook`]). Hooks that never looked start at
+/// `start` (the log's end before the pass), else at the end of the log now.
 pub fn dispatch(
     store: &dyn Store,
     cell: &str,
+    start: Option<Cursor>,
     launch: &supervisor::Launch,
     now: DateTime<Utc>,
 ) -> Result<Vec<Ran>> {
-    let (agents, _) = crate::ops::agent::load_all(store, cell)?;
-    let (hooked, cell_policy) = hooked(store, cell, &agents)?;
-    if !hooked {
-        return Ok(Vec::new());
-    }
-    let Some(mut cursor) = store.hook_cursor(cell)? else {
-        start_at_end(store, cell)?;
-        return Ok(Vec::new());
+    let mut cursor = match store.hook_cursor(cell)?.or(start) {
+        Some(c) => c,
+        None => {
+            let (seen, end) = events::read_new(store, cell, 0)?;
+            let seq = seen.last().map_or(0, |e| e.seq);
+            let at_end = Cursor { seq, offset: end };
+            store.set_hook_cursor(cell, &at_end)?;
+            return Ok(Vec::new());
+        }
     };
     let bytes = store.read_log(cell, LogFile::Events, cursor.offset)?;
-    let file = policy::read_file_layer(store, cell)?;
-    let cell_doc = crate::store::read_required(store, cell, FileKey::Cell)?;
-    let cell_layer = crate::model::Cell::from_doc(&cell_doc)?.policies;
+    let cell_policy = policy::load_for(store, cell, None)?;
     let mut ran = Vec::new();
     let mut offset = cursor.offset;
     for line in events::split_lines(&bytes).0 {
@@ -142,25 +127,30 @@ pub fn dispatch(
         if event.seq <= cursor.seq {
             continue;
         }
-        let agent = event
-            .agent
-            .as_deref()
-            .and_then(|id| agents.iter().find(|a| a.agent_id == id));
-        let effective = match agent {
-            Some(a) => Policy::of(
-                store.root_policies(),
-                Some(&cell_layer),
-                file.as_ref(),
-                Some(&a.policies),
-            ),
-            None => cell_policy.clone(),
-        };
         cursor = Cursor {
             seq: event.seq,
             offset,
         };
+        // The agent's own policies count for its events; one gone since is the cell's.
+        let agent = match event.agent.as_deref() {
+            Some(id) => crate::ops::agent::load(store, cell, id).ok(),
+            None => None,
+        };
+        let effective = match &agent {
+            Some(a) => policy::load_for(store, cell, Some(a))?,
+            None => cell_policy.clone(),
+        };
         if let Decision::Run { command } = rules::decide(&event.kind, &effective) {
-            let outcome = run(store, cell, agent, &command, &event, line, launch, now)?;
+            let outcome = run(
+                store,
+                cell,
+                agent.as_ref(),
+                &command,
+                &event,
+                line,
+                launch,
+                now,
+            )?;
             // Each run is remembered at once: a watch killed later does not run it again.
             store.set_hook_cursor(cell, &cursor)?;
             ran.push(Ran {

@@ -76,6 +76,8 @@ pub struct CellPass {
     /// The agents that could not be handled (a file that does not read, a step that
     /// failed), each error naming its agent or file; the cell's other agents were handled.
     pub errors: Vec<Error>,
+    /// Whether an agent the pass looked at has an `on_event` hook (its own, or the cell's).
+    pub hooked: bool,
 }
 
 impl CellPass {
@@ -185,30 +187,43 @@ pub fn pass_cell_each(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let _revive = store.lock(cell, LockKey::Revive)?;
-    let primed = match opts.dry_run {
-        true => Ok(()),
-        false => crate::ops::hooks::prime(store, cell),
+    let start = match opts.dry_run {
+        true => Ok(None),
+        false => crate::ops::hooks::log_end(store, cell),
     };
     let mut result = pass_locked(store, cell, opts, now)?;
+    if opts.dry_run {
+        return Ok(result);
+    }
     // Then the hooks, for what the pass (and everyone since the last one) recorded; a
     // cell the pass left alone (paused, finished, timed out just now) still has its events.
-    if let Err(e) = primed {
-        result.errors.push(e);
-    } else if !opts.dry_run {
-        match crate::ops::hooks::dispatch(store, cell, &opts.launch, clock::now()) {
-            Ok(ran) => {
-                for r in ran {
-                    result.actions.push(Action {
-                        time: clock::stamp(now),
-                        cell: cell.to_string(),
-                        agent: r.agent.unwrap_or_default(),
-                        action: "hook".to_string(),
-                        message: r.outcome,
-                        dry_run: false,
-                    });
-                }
+    let hooked = result.hooked
+        || match crate::ops::policy::load_for(store, cell, None) {
+            Ok(p) => crate::ops::hooks::has_hook(&p),
+            Err(e) => {
+                result.errors.push(e);
+                false
             }
-            Err(e) => result.errors.push(e),
+        };
+    match start {
+        Err(e) => result.errors.push(e),
+        Ok(_) if !hooked => {}
+        Ok(start) => {
+            match crate::ops::hooks::dispatch(store, cell, start, &opts.launch, clock::now()) {
+                Ok(ran) => {
+                    for r in ran {
+                        result.actions.push(Action {
+                            time: clock::stamp(now),
+                            cell: cell.to_string(),
+                            agent: r.agent.unwrap_or_default(),
+                            action: "hook".to_string(),
+                            message: r.outcome,
+                            dry_run: false,
+                        });
+                    }
+                }
+                Err(e) => result.errors.push(e),
+            }
         }
     }
     Ok(result)
@@ -241,6 +256,7 @@ fn pass_locked(
     )?;
     for o in &observed {
         result.next_due = earliest(result.next_due, o.assessment.next_change);
+        result.hooked |= crate::ops::hooks::has_hook(&o.policy);
     }
     if !opts.dry_run {
         queue::reap(store, cell, now)?;
