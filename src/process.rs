@@ -46,12 +46,40 @@ pub fn zombie(pid: i32, start_time: Option<u64>) -> bool {
     matches!(stat(pid), Some((start, 'Z')) if start_time.is_none_or(|t| t == start))
 }
 
-/// Whether any process is left in group `pgid`.
+/// Whether any process is left running in group `pgid`. Zombies do not count: nothing
+/// of theirs runs, and an orphan's zombie is reaped by init, which in a container may be
+/// slow to do it or never does.
 pub fn group_alive(pgid: i32) -> bool {
-    match Pid::from_raw(pgid) {
+    let signalable = match Pid::from_raw(pgid) {
         Some(p) => rproc::test_kill_process_group(p).is_ok(),
         None => false,
+    };
+    signalable && group_runs(pgid).unwrap_or(true)
+}
+
+/// Whether a process of group `pgid` that is not a zombie is in `/proc`; `None` when
+/// `/proc` cannot be read.
+fn group_runs(pgid: i32) -> Option<bool> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue; // gone meanwhile
+        };
+        // After the command name in parentheses: state, ppid, pgrp, ...
+        let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let state = fields.first().and_then(|s| s.chars().next());
+        let group = fields.get(2).and_then(|g| g.parse::<i32>().ok());
+        if group == Some(pgid) && !matches!(state, Some('Z') | Some('X')) {
+            return Some(true);
+        }
     }
+    Some(false)
 }
 
 /// Sends SIGTERM (or SIGKILL with `kill`) to every process of group `pgid`.

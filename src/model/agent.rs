@@ -89,6 +89,9 @@ record! {
         compactions: Vec<DateTime<Utc>> = or_default,
         /// A directive for its next beat reply, removed when delivered.
         pending_directive: Option<PendingDirective> = optional,
+        /// A context breach waiting for an operator (`breach_action: ask`); the agent is
+        /// paused meanwhile.
+        budget_request: Option<BudgetRequest> = optional,
         /// Its running process (also its process group); `null` once it ended.
         pid: Option<i32> = nullable,
         /// The process group pas signals to stop it.
@@ -103,6 +106,10 @@ record! {
         started_at: Option<DateTime<Utc>> = optional,
         /// Times its command was started: the run numbers of its log's markers.
         runs: Option<u64> = optional,
+        /// When an operator last made it `active` without starting it (`pas agent set
+        /// --status active`, `pas agent reset`): a process that ended before is not a death,
+        /// and revival starts it.
+        activated_at: Option<DateTime<Utc>> = optional,
         /// Restarts ever.
         restart_count: u64 = or_default,
         /// Restarts in a row, toward `max_restarts`; reset after `restart_reset_after` of
@@ -174,12 +181,14 @@ impl Agent {
             budget_flag: None,
             compactions: Vec::new(),
             pending_directive: None,
+            budget_request: None,
             pid: None,
             pgid: None,
             pid_start_time: None,
             supervisor_pid: None,
             started_at: None,
             runs: None,
+            activated_at: None,
             restart_count: 0,
             restart_attempts: 0,
             exit: None,
@@ -321,6 +330,18 @@ record! {
         attempt: Option<u64> = optional,
         /// The checkpoint generation it resumed from; `null`: none.
         generation: Option<u64> = nullable,
+    }
+}
+
+record! {
+    /// A context breach waiting for an operator (`breach_action: ask`).
+    pub struct BudgetRequest {
+        /// Its id, as `pas budget approve` takes it.
+        id: String = required,
+        /// When it was filed.
+        at: Option<DateTime<Utc>> = optional,
+        /// The context use (`ctx_used / ctx_limit`) at the breach.
+        ratio: Option<f64> = optional,
     }
 }
 

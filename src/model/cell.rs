@@ -32,6 +32,9 @@ record! {
         activated_at: Option<DateTime<Utc>> = nullable,
         /// When `status` last changed.
         status_changed_at: Option<DateTime<Utc>> = nullable,
+        /// Seconds the cell spent paused since its clock started: its time budget counts
+        /// active time only. Absent: never resumed from a pause.
+        paused_seconds: Option<f64> = optional,
     }
 }
 

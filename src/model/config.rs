@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::error::Result;
 use crate::model::field::{shown, At, Field, Record};
-use crate::model::status::{AutoRevive, HandoffApproval, IsolationLevel, RestartPolicy};
+use crate::model::status::{
+    AutoRevive, BreachPolicy, HandoffApproval, IsolationLevel, RestartPolicy,
+};
 use crate::units::{self, Unit};
 
 record! {
@@ -155,6 +157,8 @@ layer_record! {
         compact_min_interval: Option<f64> = lenient,
         /// Compactions per hour before an agent is flagged as thrashing.
         compact_max_per_hour: Option<u64> = lenient,
+        /// What a context breach does: compact at once, or ask an operator.
+        breach_action: Option<BreachPolicy> = layer,
         /// Dollars an agent may spend before a warning; `null`: no limit.
         cost_soft_usd: Option<Option<f64>> = lenient,
         /// Dollars an agent may spend before it is told to stop.
@@ -187,6 +191,9 @@ layer_record! {
         storm_cooldown: Option<f64> = lenient,
         /// Seconds a started agent has for its first beat.
         startup_grace: Option<f64> = lenient,
+        /// Whether an agent is judged by heartbeats from its start (else by its process
+        /// until its first beat).
+        heartbeat_required: Option<bool> = lenient,
         /// Whether an agent that runs but does not beat is stopped and restarted.
         watchdog: Option<bool> = lenient,
         /// Exit codes that mean: do not restart.
@@ -197,6 +204,10 @@ layer_record! {
         stop_grace: Option<f64> = lenient,
         /// A shell command run when an agent finally fails; `null`: none.
         on_failure: Option<Option<String>> = lenient,
+        /// A shell command run for each matching event; `null`: none.
+        on_event: Option<Option<String>> = lenient,
+        /// The events `on_event` runs for.
+        on_event_kinds: Option<Vec<String>> = lenient,
     }
 }
 

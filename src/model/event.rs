@@ -109,6 +109,12 @@ kinds! {
     BudgetCellTimeout = "budget.cell_timeout",
     /// An agent's context was compacted (Save-State, Clear, Resume).
     BudgetCompacted = "budget.compacted",
+    /// An operator approved a context breach request: the agent is compacted and resumed.
+    BudgetBreachApproved = "budget.breach_approved",
+    /// An operator denied a context breach request: the agent stays paused.
+    BudgetBreachDenied = "budget.breach_denied",
+    /// A context breach paused the agent and waits for an operator (`breach_action: ask`).
+    BudgetBreachRequested = "budget.breach_requested",
     /// An agent's context use fell below `target_ratio`.
     BudgetContextOk = "budget.context_ok",
     /// An agent's context use reached `target_ratio`.
@@ -132,6 +138,12 @@ kinds! {
     CellStatus = "cell.status",
     /// A checkpoint generation was saved.
     CheckpointSaved = "checkpoint.saved",
+    /// The `on_event` hook ran for an event (or was refused, or failed).
+    HookOnEvent = "hook.on_event",
+    /// `pas policy set` set policy values of a cell or an agent.
+    PolicySet = "policy.set",
+    /// `pas policy unset` removed policy values of a cell or an agent.
+    PolicyUnset = "policy.unset",
     /// `pas quota set` changed the cell's quota.
     QuotaSet = "quota.set",
     /// A job reserved resources.
@@ -224,7 +236,7 @@ mod tests {
             assert_eq!(kind.subject(), subject);
             assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(EventKind::ALL.len(), 55);
+        assert_eq!(EventKind::ALL.len(), 61);
         assert_eq!(EventKind::parse("agent.nonsense"), None);
         assert_eq!(EventKind::parse("test.event"), None);
     }

@@ -74,8 +74,8 @@ pub mod status;
 pub mod task;
 
 pub use agent::{
-    Agent, CheckpointRecord, Exit, Failure, PendingDirective, Revival, ReviveRequest, Rlimits,
-    StopRequest,
+    Agent, BudgetRequest, CheckpointRecord, Exit, Failure, PendingDirective, Revival,
+    ReviveRequest, Rlimits, StopRequest,
 };
 pub use cell::Cell;
 pub use config::{
@@ -85,9 +85,9 @@ pub use event::EventKind;
 pub use field::{At, Field, Record, Unusable};
 pub use reservation::{Reservation, Reservations};
 pub use status::{
-    AgentStatus, AutoRevive, BudgetFlag, BudgetState, CellStatus, Directive, ExitCause,
-    HandoffApproval, Health, IsolationLevel, Priority, ReportedStatus, ReservationStatus,
-    RestartPolicy, Role, StopCause, TaskStatus,
+    AgentStatus, AutoRevive, BreachPolicy, BudgetFlag, BudgetState, CellStatus, Directive,
+    ExitCause, HandoffApproval, Health, IsolationLevel, Priority, ReportedStatus,
+    ReservationStatus, RestartPolicy, Role, StopCause, TaskStatus,
 };
 pub use task::{HandoffRequest, Task};
 

@@ -263,6 +263,19 @@ words! {
 }
 
 words! {
+    /// What a context budget breach does (`breach_action` policy).
+    #[derive(Default)]
+    pub enum BreachPolicy {
+        /// Save-State → Clear → Resume at once; the built-in default.
+        #[default]
+        Compact = "compact",
+        /// Pause the agent and file a request for `pas budget approve` (compact and
+        /// resume) or `pas budget deny` (it stays paused).
+        Ask = "ask",
+    }
+}
+
+words! {
     /// Whether a handoff waits for an operator (`handoff_approval` policy).
     #[derive(Default)]
     pub enum HandoffApproval {
@@ -377,6 +390,7 @@ word_field!(
     IsolationLevel,
     RestartPolicy,
     HandoffApproval,
+    BreachPolicy,
     Health,
     BudgetState,
     BudgetFlag,
@@ -433,6 +447,7 @@ mod tests {
         check_words!(AutoRevive, ["yes", "no", "ask"]);
         check_words!(RestartPolicy, ["always", "on-failure", "never"]);
         check_words!(HandoffApproval, ["auto", "manual"]);
+        check_words!(BreachPolicy, ["compact", "ask"]);
         check_words!(
             Health,
             [

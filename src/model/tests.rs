@@ -75,9 +75,9 @@ fn every_template_round_trips_byte_for_byte() {
     assert_eq!(cell.status, CellStatus::Active);
     assert_eq!(cell.isolation_level, IsolationLevel::Level1);
     assert_eq!(cell.max_agents, Some(10));
-    assert_eq!(cell.policies.auto_revive, Some(AutoRevive::Yes));
-    assert_eq!(cell.policies.checkpoint_interval, Some(300.0));
-    assert!(cell.extra.is_empty() && cell.policies.extra.is_empty());
+    // A new cell sets no policy itself, so the root's pas.toml reaches it.
+    assert_eq!(cell.policies, Policies::default());
+    assert!(cell.extra.is_empty());
     let isolation = unchanged!(Isolation, doc(templates::ISOLATION));
     assert_eq!(
         isolation.resource_limits.memory,
@@ -85,9 +85,7 @@ fn every_template_round_trips_byte_for_byte() {
     );
     assert_eq!(isolation.security_context.group.as_deref(), Some("agents"));
     let policies = unchanged!(Policies, doc(templates::POLICIES));
-    assert_eq!(policies.handoff_approval, Some(HandoffApproval::Auto));
-    assert_eq!(policies.max_retries, Some(3));
-    assert!(policies.unusable.is_empty() && policies.extra.is_empty());
+    assert_eq!(policies, Policies::default());
     let permissions = unchanged!(Permissions, doc(templates::PERMISSIONS));
     assert!(permissions.grants.is_empty());
 }
@@ -156,6 +154,7 @@ const FULL_AGENT: &str = r#"{
   "supervisor_pid": 4241,
   "started_at": "2026-11-23T09:59:00.000000Z",
   "runs": 3,
+  "activated_at": "2026-11-23T09:58:30.000000Z",
   "restart_count": 2,
   "last_heartbeat": "2026-11-23T10:00:05.000000Z",
   "heartbeat_count": 17,
@@ -183,6 +182,11 @@ const FULL_AGENT: &str = r#"{
     "reason": "context_budget",
     "summary": "/r/c/checkpoints/writer_1/summaries/s.json",
     "at": "2026-11-23T09:30:00.000000Z"
+  },
+  "budget_request": {
+    "id": "b-0123abcd",
+    "at": "2026-11-23T09:31:00.000000Z",
+    "ratio": 0.8
   },
   "last_failure": {
     "at": "2026-11-23T09:40:00.000000Z",

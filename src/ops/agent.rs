@@ -3,6 +3,9 @@
 //! Adding takes the cell lock, so concurrent adds never exceed `max_agents`; the agent file
 //! itself is created with a no-replace rename, so two adds of one id never overwrite.
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -31,6 +34,8 @@ pub struct NewAgent {
     pub gateway: Option<String>,
     /// `command`: the argv that runs the agent (empty: none).
     pub command: Vec<String>,
+    /// `cwd`: the directory the command runs in (`None`: the cell's directory).
+    pub cwd: Option<String>,
 }
 
 /// What `pas agent set` changes.
@@ -73,6 +78,82 @@ impl AgentChange {
     }
 }
 
+/// Marks an agent made `active` by an operator at `now` (from another status): its process,
+/// when it is not running, is to be started, and how it last ended is no death.
+pub fn activated(a: &mut Agent, was: AgentStatus, now: DateTime<Utc>) {
+    if a.status == AgentStatus::Active && was != AgentStatus::Active {
+        a.activated_at = Some(now);
+    }
+}
+
+/// An agent's command as it is stored: a program named by a path (`./my-agent.sh`,
+/// `bin/run`) is made absolute against `base`, the directory the command was given in, and
+/// must be a file that can be executed; a bare name (`python3`) is looked up on `PATH` when
+/// it runs. Arguments are kept as given (they are read in the agent's `cwd`).
+pub fn resolve_command(mut command: Vec<String>, base: &Path) -> Result<Vec<String>> {
+    let Some(program) = command.first_mut() else {
+        return Ok(command);
+    };
+    if !program.contains('/') {
+        return Ok(command);
+    }
+    let path = base.join(program.as_str());
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        let what = match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            _ => format!("cannot be read ({e})"),
+        };
+        Error::not_found(format!(
+            "the agent's command {program}: {} {what} (a relative path is taken from {}, the current directory)",
+            absolute(&path),
+            base.display()
+        ))
+        .hint("give its path from this directory, or an absolute one")
+    })?;
+    if !meta.is_file() {
+        return Err(Error::usage(format!(
+            "the agent's command {} is not a file",
+            path.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return Err(Error::usage(format!(
+            "the agent's command {} is not executable",
+            path.display()
+        ))
+        .hint(format!(
+            "`chmod +x {}`, or run it through its interpreter (-- sh {})",
+            path.display(),
+            program
+        )));
+    }
+    *program = absolute(&path);
+    Ok(command)
+}
+
+/// An agent's `cwd` as it is stored: absolute (a relative one against `base`, the
+/// directory it was given in), and an existing directory.
+pub fn resolve_dir(dir: &str, base: &Path) -> Result<String> {
+    let path = base.join(dir);
+    if !path.is_dir() {
+        return Err(Error::not_found(format!(
+            "--cwd {dir}: {} is not a directory",
+            path.display()
+        ))
+        .hint("give an existing directory, absolute or from this one"));
+    }
+    Ok(absolute(&path))
+}
+
+/// `path` without `.` components (and with `..` kept: links may make them matter).
+fn absolute(path: &Path) -> String {
+    path.components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect::<std::path::PathBuf>()
+        .display()
+        .to_string()
+}
+
 /// The typed view of agent `id`'s file; errors name the file by the id it is stored under.
 pub fn typed(id: &str, doc: &Doc) -> Result<Agent> {
     Agent::from_doc_at(doc, &format!("agents/{id}.json"))
@@ -94,6 +175,7 @@ pub fn change(
         let mut agent = typed(agent_id, &doc)?;
         let old = agent.status;
         c.apply(&mut agent);
+        activated(&mut agent, old, now);
         agent.write_into(&mut doc);
         txn.put(FileKey::Agent(agent_id), doc.clone());
         if c.status.is_some() && agent.status != old {
@@ -121,6 +203,7 @@ pub fn new_agent_doc(spec: &NewAgent, now: DateTime<Utc>) -> Result<Doc> {
         a.capabilities = spec.capabilities.clone();
         a.gateway = spec.gateway.clone();
         a.command = spec.command.clone();
+        a.cwd = spec.cwd.clone();
         a.created_at = Some(now);
     })?;
     Ok(doc)

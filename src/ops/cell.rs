@@ -304,6 +304,13 @@ pub fn set_status_in(
     if previous == status {
         return Ok(Some(previous.as_str().to_string()));
     }
+    // A cell resumed from a pause does not count the pause against its time budget.
+    if let (model::CellStatus::Paused, model::CellStatus::Active, Some(since)) =
+        (previous, status, cell.status_changed_at)
+    {
+        let paused = ((now - since).num_milliseconds() as f64 / 1000.0).max(0.0);
+        cell.paused_seconds = Some(cell.paused_seconds.unwrap_or(0.0) + paused);
+    }
     cell.status = status;
     cell.status_changed_at = Some(now);
     cell.write_into(&mut doc);

@@ -5,9 +5,12 @@
 //!
 //! Silence longer than one `heartbeat_interval` makes an agent `late`, longer than
 //! `misses_down` intervals `down`, longer than `heartbeat_ttl` `dead`. An agent that never
-//! beat is `unknown`; one that reported `OFFLINE` is `offline`. A beating agent that
-//! reported `DEGRADED` is `degraded`, and one with `failure_threshold` consecutive recorded
-//! failures is `unhealthy`. An agent pas gave up on (`status: failed`) is `failed`.
+//! beat is judged by its process when it has one (running: alive; not running while
+//! `active`: `down`; unless `heartbeat_required`), else it is `unknown`; one that reported
+//! `OFFLINE` is `offline`. An agent alive that reported `DEGRADED` or has 1 to
+//! `failure_threshold` - 1 consecutive recorded failures is `degraded`, one with
+//! `failure_threshold` of them `unhealthy`. An agent pas gave up on (`status: failed`) is
+//! `failed`.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -104,10 +107,22 @@ pub fn last_heartbeat(agent: &Doc) -> Option<DateTime<Utc>> {
     agent.time("last_heartbeat")
 }
 
-/// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::rules::assess`].
+/// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::rules::assess`]. An
+/// agent that never beat and has a command is judged by its process, so that one is looked
+/// at in `/proc`.
 pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
+    let mut vitals = crate::ops::heartbeat::rules::Vitals::from_doc(agent);
+    let has_command = agent
+        .get("command")
+        .and_then(serde_json::Value::as_array)
+        .is_some_and(|c| !c.is_empty());
+    if vitals.last_heartbeat.is_none() && has_command {
+        vitals.running = Some(
+            crate::ops::supervisor::state(agent) == crate::ops::supervisor::ProcState::Running,
+        );
+    }
     crate::ops::heartbeat::rules::assess(
-        &crate::ops::heartbeat::rules::Vitals::from_doc(agent),
+        &vitals,
         &crate::ops::heartbeat::rules::HealthPolicy::from_policy(policy),
         now,
     )

@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod demo;
 pub mod health;
 pub mod heartbeat;
+pub mod hooks;
 pub mod logs;
 pub mod mission;
 pub mod permissions;

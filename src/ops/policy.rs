@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 
 use crate::doc::Doc;
 use crate::error::Result;
+use crate::model::EventKind;
 use crate::model::{Agent, AutoRevive, Cell, Policies, Record, RestartPolicy};
+use crate::store::events::{Level, NewEvent};
 use crate::store::{ConfigFile, FileKey, Store};
 
 /// Where a policy value came from.
@@ -129,6 +131,7 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
         ("hard_max_ratio", json!(0.75), "context use from which the budget is breached: save state, clear, resume with a summary"),
         ("compact_min_interval", json!(300), "seconds at least between two context compactions of one agent"),
         ("compact_max_per_hour", json!(4), "context compactions of one agent per hour before it is flagged as thrashing"),
+        ("breach_action", json!("compact"), "what a context breach does: compact (save state, clear, resume at once) or ask (pause the agent, file a request for pas budget approve or deny)"),
         ("cost_soft_usd", Value::Null, "money an agent may spend before a warning (null: no limit)"),
         ("cost_hard_usd", Value::Null, "money an agent may spend before it is told to stop (budget_reached)"),
         ("tokens_soft", Value::Null, "tokens an agent may use before a warning"),
@@ -136,20 +139,23 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
         ("cell_cost_hard_usd", Value::Null, "money all agents of the cell together may spend before each is told to stop"),
         ("cell_tokens_hard", Value::Null, "tokens all agents of the cell together may use before each is told to stop"),
         ("restart_policy", json!("on-failure"), "always, on-failure (not after a clean exit 0) or never"),
-        ("max_restarts", json!(5), "restarts in a row (without staying healthy for restart_reset_after) before the agent is failed"),
-        ("restart_delay_seconds", json!(5), "wait before the first restart"),
+        ("max_restarts", json!(0), "restarts in a row (without a stable run of restart_reset_after) before the agent is failed (0: no limit)"),
+        ("restart_delay_seconds", json!(0.5), "wait before the first restart"),
         ("backoff_multiplier", json!(2.0), "each further restart waits this many times longer"),
-        ("max_restart_delay_seconds", json!(300), "the longest wait between restarts"),
-        ("restart_reset_after", json!(600), "seconds of health after a restart that reset the restart count"),
-        ("storm_limit", json!(4), "deaths within storm_window that make the agent cool down"),
+        ("max_restart_delay_seconds", json!(60), "the longest wait between restarts"),
+        ("restart_reset_after", json!(60), "seconds of health after a restart that reset the restart count (and so the backoff)"),
+        ("storm_limit", json!(0), "deaths within storm_window that make the agent cool down (0: off; the backoff already slows a crash loop)"),
         ("storm_window", json!(300), "seconds over which deaths are counted for the storm limit"),
         ("storm_cooldown", json!(600), "seconds an agent rests after a restart storm before it is tried again"),
-        ("startup_grace", json!(60), "seconds a started agent has for its first beat before heartbeats judge it"),
-        ("watchdog", json!(true), "stop and restart an agent whose process runs but does not beat"),
+        ("startup_grace", json!(60), "seconds a restarted agent that beat before has for its first beat before heartbeats judge it"),
+        ("heartbeat_required", json!(false), "judge an agent by heartbeats from its start; false: an agent that never beat is judged by its process"),
+        ("watchdog", json!(true), "stop and restart an agent whose process runs but does not beat (once it has beaten, or with heartbeat_required)"),
         ("no_restart_exit_codes", json!([]), "exit codes that mean: do not restart"),
         ("always_restart_exit_codes", json!([]), "exit codes that mean: restart whatever restart_policy says"),
         ("stop_grace", json!(10), "seconds between SIGTERM and SIGKILL when pas stops an agent"),
         ("on_failure", Value::Null, "a shell command run when an agent finally fails (PAS_CELL, PAS_AGENT, PAS_CAUSE, PAS_EXIT_CODE, PAS_REASON set)"),
+        ("on_event", Value::Null, "a shell command run for each event whose kind on_event_kinds matches, the event as JSON on stdin"),
+        ("on_event_kinds", json!(["down", "dead", "failed", "breach", "reached", "cell_timeout"]), "the events on_event runs for: kinds, prefixes ending in '.', words such as down or breach, or *"),
     ]
 }
 
@@ -248,11 +254,17 @@ impl Policy {
         &self.settings
     }
 
-    /// A setting's value for people: strings as they are, a `null` `heartbeat_ttl` as the
-    /// silence it stands for, anything else as JSON.
+    /// A setting's value for people: strings as they are, a list of strings joined with
+    /// commas (as `pas policy set` takes it), a `null` `heartbeat_ttl` as the silence it
+    /// stands for, anything else as JSON.
     pub fn shown(&self, setting: &Setting) -> String {
         match &setting.value {
             Value::String(v) => v.clone(),
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_string) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             Value::Null if setting.key == "heartbeat_ttl" => format!(
                 "{} (misses_dead x heartbeat_interval)",
                 self.heartbeat_ttl()
@@ -415,6 +427,15 @@ impl Policy {
         self.non_negative("compact_min_interval")
     }
 
+    /// What a context breach does; a word pas does not know is the default, `compact`
+    /// (`pas validate` reports it).
+    pub fn breach_action(&self) -> crate::model::BreachPolicy {
+        self.get("breach_action")
+            .and_then(Value::as_str)
+            .and_then(crate::model::BreachPolicy::parse)
+            .unwrap_or_default()
+    }
+
     /// Compactions in an hour after which the next breach is thrashing.
     pub fn compact_max_per_hour(&self) -> u64 {
         self.whole("compact_max_per_hour")
@@ -515,6 +536,318 @@ pub fn load(store: &dyn Store, cell: &str, agent: Option<&Doc>) -> Result<Policy
         file.as_ref(),
         agent,
     ))
+}
+
+/// Where `pas policy set` and `pas policy unset` write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// The cell: `config/policies.json` (unset also clears `cell.json`'s `policies`).
+    Cell,
+    /// One agent: its file's `policies`.
+    Agent(&'a str),
+}
+
+/// One value `pas policy set` or `unset` changed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Changed {
+    /// The key.
+    pub key: String,
+    /// The file it was changed in (`config/policies.json`, `cell.json`, `agents/a1.json`).
+    pub file: String,
+    /// What the layer said before (`None`: it did not set the key).
+    pub was: Option<Value>,
+    /// What it says now (`None`: the key was removed).
+    pub now: Option<Value>,
+}
+
+/// Whether `key` is a policy pas knows.
+fn known(key: &str) -> bool {
+    defaults().iter().any(|(k, _, _)| *k == key)
+}
+
+fn unknown_key(key: &str) -> crate::error::Error {
+    crate::error::Error::usage(format!("unknown policy `{key}`"))
+        .hint("`pas policy show CELL` lists every key with its value")
+}
+
+/// Parses one `KEY=VALUE` of `pas policy set`. The value is read as JSON when it is JSON
+/// (`10`, `0.5`, `true`, `null`, `["a1"]`, `"text"`), else as text (`ask`, `on-failure`,
+/// `echo failed`); a list policy also takes text separated by commas (`a1,a2`, `1,2`).
+pub fn parse_assignment(text: &str) -> Result<(String, Value)> {
+    let Some((key, raw)) = text.split_once('=') else {
+        return Err(
+            crate::error::Error::usage(format!("{text:?} is not KEY=VALUE"))
+                .hint("for example `pas policy set CELL heartbeat_interval=10`"),
+        );
+    };
+    let key = key.trim();
+    if !known(key) {
+        return Err(unknown_key(key));
+    }
+    let list = defaults().iter().any(|(k, v, _)| *k == key && v.is_array());
+    let value = match serde_json::from_str::<Value>(raw.trim()) {
+        Ok(v) => v,
+        Err(_) if list => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| serde_json::from_str(part).unwrap_or_else(|_| Value::from(part)))
+                .collect(),
+        ),
+        Err(_) => Value::from(raw),
+    };
+    check_value(key, &value).map_err(|why| {
+        crate::error::Error::usage(format!("{key}={raw}: {why}"))
+            .hint(format!("`pas policy show CELL` shows what {key} holds now"))
+    })?;
+    Ok((key.to_string(), value))
+}
+
+/// The keys whose value must be above zero (a count or a period), and those that may be 0.
+const POSITIVE: &[&str] = &[
+    "heartbeat_interval",
+    "misses_down",
+    "misses_dead",
+    "failure_threshold",
+    "startup_grace",
+    "checkpoint_keep",
+    "backoff_multiplier",
+];
+
+/// Checks a value for `key` as every policy layer reads it: of the key's type, and for a
+/// number, finite and not below zero (above zero for counts and periods, at least 1 for
+/// `backoff_multiplier`). `Err` says why not.
+pub fn check_value(key: &str, value: &Value) -> std::result::Result<(), String> {
+    use crate::model::field::Record;
+    let mut one = Map::new();
+    one.insert(key.to_string(), value.clone());
+    let layer = crate::model::Policies::read_map(&one, &crate::model::At::file("policy"))
+        .map_err(|e| e.message)?;
+    if let Some(bad) = layer.unusable.first() {
+        return Err(bad.reason.clone());
+    }
+    if let Some(n) = value.as_f64() {
+        let least = match key {
+            "backoff_multiplier" => Some((1.0, "at least 1")),
+            _ if POSITIVE.contains(&key) => None,
+            _ => Some((0.0, "0 or more")),
+        };
+        let fine = match least {
+            Some((min, _)) => n >= min,
+            None => n > 0.0,
+        };
+        if !n.is_finite() || !fine {
+            return Err(format!(
+                "{n} is out of range; it must be {}",
+                least.map_or("above 0", |(_, words)| words)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A layer's `policies` object of a document (`cell.json`, an agent file).
+fn nested(doc: &Doc) -> Map<String, Value> {
+    doc.get("policies")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Sets policy values in one layer of a cell (see [`Target`]), atomically, with a
+/// `policy.set` event; values already set to the same thing change nothing. Values come
+/// from [`parse_assignment`]; a key given twice is refused.
+pub fn set(
+    store: &dyn Store,
+    cell: &str,
+    target: Target<'_>,
+    values: &[(String, Value)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Changed>> {
+    for (i, (key, value)) in values.iter().enumerate() {
+        if values[..i].iter().any(|(k, _)| k == key) {
+            return Err(crate::error::Error::usage(format!(
+                "policy `{key}` is given twice"
+            )));
+        }
+        if !known(key) {
+            return Err(unknown_key(key));
+        }
+        check_value(key, value)
+            .map_err(|why| crate::error::Error::usage(format!("{key}={value}: {why}")))?;
+    }
+    if let Target::Agent(agent) = target {
+        crate::ops::agent::read(store, cell, agent)?;
+    }
+    crate::store::transact(store, cell, now, |txn| {
+        let (key, file, mut layer, doc) = match target {
+            Target::Cell => {
+                let key = FileKey::Config(ConfigFile::Policies);
+                let doc = txn.read(key)?;
+                let layer = doc.as_ref().map(|d| d.map().clone()).unwrap_or_default();
+                (key, "config/policies.json".to_string(), layer, doc)
+            }
+            Target::Agent(agent) => {
+                let key = FileKey::Agent(agent);
+                let doc = txn.read_required(key)?;
+                (key, format!("agents/{agent}.json"), nested(&doc), Some(doc))
+            }
+        };
+        let mut changed = Vec::new();
+        for (k, v) in values {
+            let was = layer.get(k).cloned();
+            if was.as_ref() == Some(v) {
+                continue;
+            }
+            layer.insert(k.clone(), v.clone());
+            changed.push(Changed {
+                key: k.clone(),
+                file: file.clone(),
+                was,
+                now: Some(v.clone()),
+            });
+        }
+        if changed.is_empty() {
+            return Ok(changed);
+        }
+        let written = match (target, doc) {
+            (Target::Cell, _) => Doc::from_map(layer),
+            (Target::Agent(_), Some(mut d)) => {
+                d.set("policies", Value::Object(layer));
+                d
+            }
+            (Target::Agent(_), None) => return Ok(Vec::new()),
+        };
+        txn.put(key, written);
+        txn.event(policy_event(target, &changed, true));
+        Ok(changed)
+    })
+}
+
+/// A document of a policy layer, as `unset` changes it: its key, its name, the document,
+/// its policy map, and whether that map is the document's `policies` (else the document).
+type LayerDoc<'a> = (FileKey<'a>, String, Doc, Map<String, Value>, bool);
+
+/// Removes policy keys from one layer of a cell (for [`Target::Cell`]: from
+/// `config/policies.json` and from `cell.json`'s `policies`), atomically, with a
+/// `policy.unset` event, so the lower layers (`pas.toml`, the defaults) apply again. A key
+/// the layer does not set changes nothing; one pas does not know and the layer does not set
+/// either is refused as a typo.
+pub fn unset(
+    store: &dyn Store,
+    cell: &str,
+    target: Target<'_>,
+    keys: &[String],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Changed>> {
+    if let Target::Agent(agent) = target {
+        crate::ops::agent::read(store, cell, agent)?;
+    }
+    crate::store::transact(store, cell, now, |txn| {
+        // The documents of the layer, each with its policy map.
+        let mut docs: Vec<LayerDoc<'_>> = Vec::new();
+        match target {
+            Target::Cell => {
+                let cell_doc = txn.read_required(FileKey::Cell)?;
+                let cell_layer = nested(&cell_doc);
+                docs.push((
+                    FileKey::Cell,
+                    "cell.json".into(),
+                    cell_doc,
+                    cell_layer,
+                    true,
+                ));
+                if let Some(file) = txn.read(FileKey::Config(ConfigFile::Policies))? {
+                    let layer = file.map().clone();
+                    docs.push((
+                        FileKey::Config(ConfigFile::Policies),
+                        "config/policies.json".into(),
+                        file,
+                        layer,
+                        false,
+                    ));
+                }
+            }
+            Target::Agent(agent) => {
+                let doc = txn.read_required(FileKey::Agent(agent))?;
+                let layer = nested(&doc);
+                docs.push((
+                    FileKey::Agent(agent),
+                    format!("agents/{agent}.json"),
+                    doc,
+                    layer,
+                    true,
+                ));
+            }
+        }
+        for key in keys {
+            if !known(key)
+                && !docs
+                    .iter()
+                    .any(|(_, _, _, layer, _)| layer.contains_key(key))
+            {
+                return Err(unknown_key(key));
+            }
+        }
+        let mut changed = Vec::new();
+        for (file_key, file, mut doc, mut layer, in_policies) in docs {
+            let mut touched = false;
+            for key in keys {
+                if let Some(was) = layer.shift_remove(key) {
+                    touched = true;
+                    changed.push(Changed {
+                        key: key.clone(),
+                        file: file.clone(),
+                        was: Some(was),
+                        now: None,
+                    });
+                }
+            }
+            if !touched {
+                continue;
+            }
+            if in_policies {
+                doc.set("policies", Value::Object(layer));
+            } else {
+                doc = Doc::from_map(layer);
+            }
+            txn.put(file_key, doc);
+        }
+        if !changed.is_empty() {
+            txn.event(policy_event(target, &changed, false));
+        }
+        Ok(changed)
+    })
+}
+
+/// The `policy.set` or `policy.unset` event of a change.
+fn policy_event(target: Target<'_>, changed: &[Changed], set: bool) -> NewEvent {
+    let whose = match target {
+        Target::Cell => "the cell".to_string(),
+        Target::Agent(a) => format!("agent {a}"),
+    };
+    let words: Vec<String> = changed
+        .iter()
+        .map(|c| match &c.now {
+            Some(v) => format!("{}={v}", c.key),
+            None => c.key.clone(),
+        })
+        .collect();
+    let (kind, verb) = if set {
+        (EventKind::PolicySet, "set")
+    } else {
+        (EventKind::PolicyUnset, "unset")
+    };
+    let event = NewEvent::new(
+        Level::Info,
+        kind,
+        format!("policy {verb} for {whose}: {}", words.join(", ")),
+    )
+    .details(serde_json::json!({ "changes": changed }));
+    match target {
+        Target::Cell => event,
+        Target::Agent(a) => event.agent(a),
+    }
 }
 
 #[cfg(test)]

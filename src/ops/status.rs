@@ -397,16 +397,28 @@ fn state_name(code: u8) -> &'static str {
     }
 }
 
-/// Judges the views: the worst health of an agent in an active cell decides; a document
-/// that could not be read (an agent pas cannot look after) makes it at least CRITICAL, and a
-/// cell that could not be opened makes it UNKNOWN.
+/// Whether `pas check` judges an agent: one meant to run (`active`) or given up on
+/// (`failed`). One stopped, finished (`idle`) or `paused` on purpose is no problem.
+fn judged(status: AgentStatus) -> bool {
+    matches!(status, AgentStatus::Active | AgentStatus::Failed)
+}
+
+/// Judges the views: the worst health of an agent meant to run (or failed) in an active
+/// cell decides; a document that could not be read (an agent pas cannot look after) makes
+/// it at least CRITICAL, and a cell that could not be opened (or a root that cannot) makes
+/// it UNKNOWN. A root without cells is OK and says so.
 pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     let mut counts: BTreeMap<Health, usize> = BTreeMap::new();
     let mut worst = 0u8;
     let mut named: Vec<String> = Vec::new();
     let mut judged_agents = 0;
+    let mut not_judged = 0;
     for v in views.iter().filter(|v| v.status == CellStatus::Active) {
         for a in &v.agents {
+            if !judged(a.status) {
+                not_judged += 1;
+                continue;
+            }
             judged_agents += 1;
             *counts.entry(a.health).or_insert(0) += 1;
             let sev = a.health.severity();
@@ -430,7 +442,10 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     } else {
         worst.max(2)
     };
-    let mut perf = format!("cells={} agents={judged_agents}", views.len());
+    let mut perf = format!(
+        "cells={} agents={judged_agents} not_judged={not_judged}",
+        views.len()
+    );
     for h in Health::ALL {
         let _ = write!(
             perf,
@@ -441,12 +456,20 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
     }
     let summary = if let Some(first) = unreadable.first() {
         format!("cannot read: {first}{}", more(unreadable.len()))
+    } else if views.is_empty() {
+        "no cells in the missions root".to_string()
     } else if named.is_empty() {
         let active = views
             .iter()
             .filter(|v| v.status == CellStatus::Active)
             .count();
-        format!("{active} active cell(s), {judged_agents} agent(s), none late, down or dead")
+        let skipped = match not_judged {
+            0 => String::new(),
+            n => format!(" ({n} idle or paused, not judged)"),
+        };
+        format!(
+            "{active} active cell(s), {judged_agents} agent(s){skipped}, none late, down or dead"
+        )
     } else {
         named.sort();
         let shown: Vec<&str> = named.iter().take(5).map(String::as_str).collect();

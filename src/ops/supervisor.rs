@@ -471,7 +471,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         Ok(c) => c,
         Err(e) => {
             let now = clock::now();
-            let reason = format!("cannot run {program:?}: {e}");
+            let reason = format!("cannot run {program:?} from {}: {e}", cwd.display());
             sink.marker(&format!("cannot start: {reason}"), now);
             let _ = update_agent(store, cell, agent, &mut |a, _| {
                 a.exit = Some(model::Exit {

@@ -9,6 +9,10 @@
 //!   bytes or the new bytes, never a torn or empty file, even when the writer is killed;
 //! - a failed write or fsync leaves the old file in place and is reported;
 //! - modes are set explicitly with `fchmod`, so they do not depend on the umask;
+//! - a replaced file keeps its owner when the writer may keep it (root rewriting another
+//!   user's file), and the group and world write bits it had: a rewrite by pas never makes
+//!   a file look as if only pas could have written it, so the trust checks
+//!   (`crate::ops::trust`) still see who could have planted its content;
 //! - every descriptor is close-on-exec.
 
 use std::fs::File;
@@ -297,13 +301,36 @@ fn temp_name(name: &str) -> String {
     format!(".{name}.{}.{n}.tmp", std::process::id())
 }
 
-/// Writes `bytes` to a fresh temporary file in `dir` and returns its name.
+/// What a replacement keeps of the file it replaces.
+#[derive(Debug, Clone, Copy, Default)]
+struct Kept {
+    /// Its owner and group, when they are not the writer's.
+    owner: Option<(u32, u32)>,
+    /// Its group and world write bits.
+    loose: u32,
+}
+
+/// What replacing `name` in `dir` keeps of it (nothing when it does not exist).
+fn kept(dir: BorrowedFd<'_>, name: &str) -> Kept {
+    let Ok(st) = rfs::statat(dir, name, rfs::AtFlags::SYMLINK_NOFOLLOW) else {
+        return Kept::default();
+    };
+    let me = rustix::process::geteuid().as_raw();
+    Kept {
+        owner: (st.st_uid != me).then_some((st.st_uid, st.st_gid)),
+        loose: st.st_mode & 0o022,
+    }
+}
+
+/// Writes `bytes` to a fresh temporary file in `dir` and returns its name, with what it
+/// keeps of the file it replaces (the owner, when the writer may give it away).
 fn write_temp(
     dir: BorrowedFd<'_>,
     name: &str,
     bytes: &[u8],
     durability: Durability,
     file_mode: u32,
+    kept: Kept,
 ) -> io::Result<String> {
     let tmp = temp_name(name);
     let fd = rfs::openat(
@@ -313,7 +340,15 @@ fn write_temp(
         mode(file_mode & 0o600),
     )?;
     let result = (|| {
-        rfs::fchmod(&fd, mode(file_mode))?;
+        if let Some((uid, gid)) = kept.owner {
+            // Only root may give a file away; anyone else writes it as their own, as before.
+            let _ = rfs::fchown(
+                &fd,
+                Some(rustix::process::Uid::from_raw(uid)),
+                Some(rustix::process::Gid::from_raw(gid)),
+            );
+        }
+        rfs::fchmod(&fd, mode(file_mode | kept.loose))?;
         let mut file = File::from(fd);
         file.write_all(bytes)?;
         if durability == Durability::Durable {
@@ -348,7 +383,7 @@ pub fn replace_at_mode(
     durability: Durability,
     file_mode: u32,
 ) -> io::Result<()> {
-    let tmp = write_temp(dir, name, bytes, durability, file_mode)?;
+    let tmp = write_temp(dir, name, bytes, durability, file_mode, kept(dir, name))?;
     if let Err(e) = rfs::renameat(dir, tmp.as_str(), dir, name) {
         let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());
         return Err(e.into());
@@ -370,7 +405,7 @@ pub fn replace_via(
     durability: Durability,
     file_mode: u32,
 ) -> io::Result<()> {
-    let tmp = write_temp(tmp_dir, name, bytes, durability, file_mode)?;
+    let tmp = write_temp(tmp_dir, name, bytes, durability, file_mode, kept(dir, name))?;
     if let Err(e) = rfs::renameat(tmp_dir, tmp.as_str(), dir, name) {
         let _ = rfs::unlinkat(tmp_dir, tmp.as_str(), rfs::AtFlags::empty());
         return Err(e.into());
@@ -389,7 +424,14 @@ pub fn is_temp_name(name: &str) -> bool {
 /// Creates `name` in `dir` with `bytes`, atomically; fails with `AlreadyExists` when the name
 /// is taken (by a file, a directory or a link), so two creators never overwrite each other.
 pub fn create_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let tmp = write_temp(dir, name, bytes, Durability::Durable, FILE_MODE)?;
+    let tmp = write_temp(
+        dir,
+        name,
+        bytes,
+        Durability::Durable,
+        FILE_MODE,
+        Kept::default(),
+    )?;
     let renamed = rfs::renameat_with(dir, tmp.as_str(), dir, name, RenameFlags::NOREPLACE);
     if let Err(e) = renamed {
         let _ = rfs::unlinkat(dir, tmp.as_str(), rfs::AtFlags::empty());

@@ -37,6 +37,8 @@ pub(crate) const TMP_DIR: &str = "tmp";
 const CELL_LOCK: &str = "cell.lock";
 /// The events chain's head ([`events::Head`]), under the cell's `.pas/`.
 pub(crate) const EVENTS_HEAD: &str = "events-head.json";
+/// Where the cell's `on_event` hooks have got to in its events log, under `.pas/`.
+pub(crate) const HOOKS_CURSOR: &str = "hooks.json";
 
 /// One document write, ready to apply.
 struct Prepared {
@@ -370,6 +372,53 @@ impl FsStore {
             ))
             .hint("remove it: the next change records the head of the log as it is")
         })
+    }
+
+    /// Where the cell's hooks have got to; `None` before they first looked.
+    pub(crate) fn read_hook_cursor(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+    ) -> Result<Option<events::Cursor>> {
+        let path = self.pas_path(cell).join(HOOKS_CURSOR);
+        let pas = match atomic::open_subdir(cell_fd, PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("open", &self.pas_path(cell), e)),
+        };
+        let Some(bytes) = atomic::read_at(pas.as_fd(), HOOKS_CURSOR, 4096)
+            .map_err(|e| self.io_error("read", &path, e))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::data(format!(
+                "{} is not a readable hooks cursor ({e})",
+                path.display()
+            ))
+            .hint("remove it: the hooks then start at the end of the log")
+        })
+    }
+
+    /// Records where the cell's hooks have got to.
+    pub(crate) fn write_hook_cursor(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        cursor: &events::Cursor,
+    ) -> Result<()> {
+        let pas = self.pas_dir(cell, cell_fd)?;
+        let tmp = self.tmp_dir(cell, cell_fd)?;
+        let bytes = serde_json::to_vec(cursor).unwrap_or_default();
+        atomic::replace_via(
+            tmp.as_fd(),
+            pas.as_fd(),
+            HOOKS_CURSOR,
+            &bytes,
+            Durability::Durable,
+            FILE_MODE,
+        )
+        .map_err(|e| self.io_error("write", &self.pas_path(cell).join(HOOKS_CURSOR), e))
     }
 
     fn write_head(&self, cell: &str, cell_fd: BorrowedFd<'_>, head: &events::Head) -> Result<()> {

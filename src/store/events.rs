@@ -143,6 +143,16 @@ pub struct Head {
     pub size: u64,
 }
 
+/// How far the cell's `on_event` hooks have got in its log (`.pas/hooks.json`): the last
+/// event they looked at, and the byte just after its line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The `seq` of the last event looked at (0: none).
+    pub seq: u64,
+    /// The log's length just after that event's line.
+    pub offset: u64,
+}
+
 /// What a writer may do with a log, judged against its [`Head`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tail {

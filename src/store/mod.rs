@@ -171,8 +171,12 @@ pub trait Store {
     fn commits(&self) -> usize;
     /// The root-wide policy layer (`pas.toml` `[policies]`; empty without one).
     fn root_policies(&self) -> &serde_json::Map<String, serde_json::Value>;
-    /// Ids of all cells (directories holding `cell.json`), sorted.
+    /// Ids of all cells (directories holding `cell.json`), sorted; none when the root does
+    /// not exist (yet).
     fn cell_ids(&self) -> Result<Vec<String>>;
+    /// Checks that the missions root exists and can be listed: for monitoring, which must
+    /// not take a missing root (an unmounted volume, a typo) for an empty one.
+    fn check_root(&self) -> Result<()>;
     /// Whether `cell` exists (has a `cell.json`).
     fn has_cell(&self, cell: &str) -> bool;
     /// Creates a whole cell at once: all spec subdirectories, `files`, and its events log
@@ -235,6 +239,11 @@ pub trait Store {
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
+    /// Where the cell's `on_event` hooks have got to in its events log; `None` before
+    /// they first looked.
+    fn hook_cursor(&self, cell: &str) -> Result<Option<events::Cursor>>;
+    /// Records where the cell's `on_event` hooks have got to.
+    fn set_hook_cursor(&self, cell: &str, cursor: &events::Cursor) -> Result<()>;
     /// Checkpoint generations of an agent, oldest first.
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>>;
     /// Writes a checkpoint generation completely or not at all (built aside, then one
@@ -728,6 +737,12 @@ impl Store for FsStore {
         Ok(ids)
     }
 
+    fn check_root(&self) -> Result<()> {
+        let root = self.root_fd()?;
+        atomic::list_entries(root.as_fd()).map_err(|e| self.io_error("list", &self.root, e))?;
+        Ok(())
+    }
+
     fn has_cell(&self, cell: &str) -> bool {
         layout::is_valid_id(cell) && self.path_of(cell, FileKey::Cell).is_file()
     }
@@ -987,6 +1002,19 @@ impl Store for FsStore {
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {
         let cell_fd = self.cell_fd(cell)?;
         self.read_head(cell, cell_fd.as_fd())
+    }
+
+    fn hook_cursor(&self, cell: &str) -> Result<Option<events::Cursor>> {
+        let cell_fd = self.cell_fd(cell)?;
+        self.read_hook_cursor(cell, cell_fd.as_fd())
+    }
+
+    fn set_hook_cursor(&self, cell: &str, cursor: &events::Cursor) -> Result<()> {
+        // Its temporary file lives in .pas/tmp/, which the next holder of the cell lock
+        // clears: written under that lock, or another writer may remove it mid-write.
+        let _lock = self.cell_lock(cell)?;
+        let cell_fd = self.cell_fd(cell)?;
+        self.write_hook_cursor(cell, cell_fd.as_fd(), cursor)
     }
 
     fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>> {

@@ -37,7 +37,11 @@ fn an_agent_walks_ok_warning_breach_and_is_compacted() {
     // The breach comes from a tracker, so the directive arrives on the agent's next beat.
     root.ok(&["budget", "track", &cell, "a1", "--used", "80000"]);
     let doc = root.agent(&cell, "a1");
-    assert_eq!(doc["ctx_used"], 0, "context cleared");
+    assert_eq!(
+        doc["ctx_used"], 80000,
+        "the use as reported: clearing is the agent's"
+    );
+    assert_eq!(doc["ctx_state"], "breach");
     assert_eq!(doc["checkpoint"]["generation"], 1, "state saved");
     let summaries: Vec<_> =
         std::fs::read_dir(root.cell_dir(&cell).join("checkpoints/a1/summaries"))
@@ -61,6 +65,20 @@ fn an_agent_walks_ok_warning_breach_and_is_compacted() {
         Value::Null,
         "delivered once"
     );
+    // The breach is not over until the agent says its context is smaller.
+    assert_eq!(root.run(&["budget", "check", &cell]).code, 2);
+    root.ok(&["agent", "beat", &cell, "a1", "--ctx-used", "85000"]);
+    assert_eq!(
+        root.json(&["budget", "history", &cell, "a1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the same breach, just compacted: no second compaction, no thrashing"
+    );
+    assert_eq!(root.agent(&cell, "a1")["budget_flag"], Value::Null);
+    root.ok(&["agent", "beat", &cell, "a1", "--ctx-used", "6000"]);
+    assert_eq!(root.run(&["budget", "check", &cell]).code, 0);
     let history = root.json(&["budget", "history", &cell, "a1"]);
     assert_eq!(history.as_array().unwrap().len(), 1);
     assert_eq!(history[0]["checkpoint_generation"], 1);
@@ -78,7 +96,7 @@ fn an_agent_walks_ok_warning_breach_and_is_compacted() {
     ] {
         assert!(kinds.contains(&k.to_string()), "{k} missing from {kinds:?}");
     }
-    // A second breach right away is the thrash guard's business, not another compaction.
+    // A new breach right away is the thrash guard's business, not another compaction.
     root.ok(&["agent", "beat", &cell, "a1", "--ctx-used", "90000"]);
     assert_eq!(root.agent(&cell, "a1")["budget_flag"], "thrashing");
     assert_eq!(

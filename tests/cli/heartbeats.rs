@@ -289,7 +289,8 @@ fn check_speaks_the_nagios_convention() {
     assert!(ok.stdout.starts_with("PAS OK - "), "{}", ok.stdout);
     assert_eq!(ok.stdout.lines().count(), 1);
     assert!(
-        ok.stdout.contains("| cells=1 agents=1 healthy=1"),
+        ok.stdout
+            .contains("| cells=1 agents=1 not_judged=0 healthy=1"),
         "{}",
         ok.stdout
     );
@@ -537,6 +538,11 @@ fn policy_show_names_where_each_value_comes_from() {
     let mut doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     doc["policies"] = serde_json::json!({"heartbeat_ttl": 600});
     std::fs::write(&path, doc.to_string()).unwrap();
+    let cell_json = root.cell_dir(&cell).join("cell.json");
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cell_json).unwrap()).unwrap();
+    doc["policies"] = serde_json::json!({"auto_revive": "yes"});
+    std::fs::write(&cell_json, doc.to_string()).unwrap();
     let shown = root.json(&["policy", "show", &cell, "a1"]);
     let find = |k: &str| {
         shown["settings"]

@@ -12,6 +12,7 @@ mod hand_written;
 mod heartbeats;
 mod ids;
 mod processes;
+mod programs;
 mod queue;
 mod revival;
 mod schemas;

@@ -491,9 +491,9 @@ fn a_dry_run_reports_and_changes_nothing() {
         ],
         "{out}"
     );
-    assert!(root
-        .ok(&["revive", &cell, "--dry-run"])
-        .contains("agent now died (exit code 1); restart 1 from checkpoint none (dry run)"));
+    assert!(root.ok(&["revive", &cell, "--dry-run"]).contains(
+        "agent now died (exit code 1); restart 1 fresh (it has no checkpoint) (dry run)"
+    ));
     assert!(before == root.snapshot(), "a dry run wrote something");
 }
 

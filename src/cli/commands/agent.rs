@@ -145,7 +145,12 @@ pub struct AddArgs {
     /// The gateway host the agent runs behind.
     #[arg(long)]
     pub gateway: Option<String>,
-    /// The command that runs the agent (after `--`), for `pas agent start`.
+    /// The directory the command runs in (default: the cell's directory); a relative one is
+    /// taken from the current directory.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<String>,
+    /// The command that runs the agent (after `--`), for `pas agent start`; a program given
+    /// by a relative path (./my-agent.sh) is taken from the current directory.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -160,7 +165,8 @@ pub struct SetArgs {
     /// A readable name.
     #[arg(long)]
     pub name: Option<String>,
-    /// The directory the command runs in (default: the cell's directory).
+    /// The directory the command runs in (default: the cell's directory); a relative one is
+    /// taken from the current directory.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<String>,
     /// An environment variable for the command; repeat for more.
@@ -172,7 +178,8 @@ pub struct SetArgs {
     /// Pause (`paused`: told to stop, not revived) or resume (`active`) the agent.
     #[arg(long, value_parser = crate::cli::words::settable_status())]
     pub status: Option<AgentStatus>,
-    /// The command that runs the agent (after `--`).
+    /// The command that runs the agent (after `--`); a program given by a relative path
+    /// (./my-agent.sh) is taken from the current directory.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -296,9 +303,13 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
         role,
         caps,
         gateway,
+        cwd,
         command,
     } = args;
     crate::store::check_id(crate::store::IdKind::Agent, &agent)?;
+    let here = current_dir()?;
+    let command = agent::resolve_command(command, &here)?;
+    let cwd = cwd.map(|d| agent::resolve_dir(&d, &here)).transpose()?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
     super::may_change_agent(ctx, &cell_id, &agent)?;
     let spec = NewAgent {
@@ -308,6 +319,7 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
         capabilities: caps,
         gateway,
         command,
+        cwd,
     };
     agent::add(&ctx.store, &cell_id, &spec, clock::now())?;
     if ctx.out.is_json() {
@@ -641,6 +653,13 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The directory pas was run from: relative paths of an agent's command and `--cwd` are
+/// taken from it.
+fn current_dir() -> Result<std::path::PathBuf> {
+    std::env::current_dir()
+        .map_err(|e| Error::failure(format!("cannot tell the current directory: {e}")))
+}
+
 /// CELL and AGENT from the arguments or `$PAS_CELL` / `$PAS_AGENT`.
 fn cell_and_agent(
     ctx: &Ctx,
@@ -762,6 +781,9 @@ fn set(ctx: &Ctx, args: SetArgs) -> Result<()> {
         .iter()
         .map(|e| heartbeat::parse_meta(e))
         .collect::<Result<Vec<_>>>()?;
+    let here = current_dir()?;
+    let command = agent::resolve_command(command, &here)?;
+    let cwd = cwd.map(|d| agent::resolve_dir(&d, &here)).transpose()?;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
     super::may_change_agent(ctx, &cell_id, &agent)?;
     let change = agent::AgentChange {

@@ -43,6 +43,25 @@ pub enum BudgetCommand {
     ///
     /// Example: pas budget check 3f2a || exit 1
     Check(CheckArgs),
+    /// Context breaches waiting for an operator (breach_action: ask).
+    ///
+    /// Example: pas budget requests
+    Requests(CheckArgs),
+    /// Approve a breach request: compact the agent's context now and resume it.
+    ///
+    /// Example: pas budget approve b-1a2b3c4d
+    Approve(RequestArgs),
+    /// Deny a breach request: the agent stays paused.
+    ///
+    /// Example: pas budget deny b-1a2b3c4d
+    Deny(RequestArgs),
+}
+
+// A budget request.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The request's id (`pas budget requests` lists them).
+    pub id: String,
 }
 
 // Arguments of `pas budget track`.
@@ -210,8 +229,63 @@ pub fn run(ctx: &Ctx, args: BudgetArgs) -> Result<()> {
             history(ctx, &cell, agent.as_deref())
         }
         Some(BudgetCommand::Check(CheckArgs { cell })) => check(ctx, cell.as_deref()),
+        Some(BudgetCommand::Requests(CheckArgs { cell })) => requests(ctx, cell.as_deref()),
+        Some(BudgetCommand::Approve(RequestArgs { id })) => settle(ctx, &id, true),
+        Some(BudgetCommand::Deny(RequestArgs { id })) => settle(ctx, &id, false),
         None => show(ctx, cell.as_deref()),
     }
+}
+
+fn requests(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
+    let list = budget::requests(&ctx.store, &cells(ctx, cell)?)?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&serde_json::to_value(&list).unwrap_or(Value::Null));
+        return Ok(());
+    }
+    let rows = list
+        .iter()
+        .map(|r| {
+            vec![
+                Styled::from(r.id.as_str()),
+                Styled::from(r.cell.get(..8).unwrap_or(&r.cell)),
+                Styled::from(r.agent.as_str()),
+                Styled::from(r.ratio.map_or("-".into(), |x| format!("{:.0}%", x * 100.0))),
+                Styled::from(r.at.clone().unwrap_or_else(|| "-".into())),
+            ]
+        })
+        .collect();
+    ctx.out
+        .table(&["ID", "CELL", "AGENT", "CONTEXT", "SINCE"], rows);
+    Ok(())
+}
+
+fn settle(ctx: &Ctx, id: &str, approve: bool) -> Result<()> {
+    if ctx.acting.is_some() {
+        return Err(Error::new(
+            Kind::Denied,
+            format!("only an operator may settle budget request {id}"),
+        )
+        .hint("run it without --as and with PAS_AGENT unset"));
+    }
+    let (req, compaction) = budget::settle(&ctx.store, id, approve, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!({
+            "id": id,
+            "cell": req.cell,
+            "agent": req.agent,
+            "approved": approve,
+            "compaction": compaction,
+        }));
+    } else if let Some(c) = compaction {
+        ctx.out.info(&format!(
+            "agent {}: state saved (checkpoint {}), told to summarize, resumed",
+            req.agent, c.generation
+        ));
+    } else {
+        ctx.out.info(&format!("agent {} stays paused", req.agent));
+    }
+    Ok(())
 }
 
 fn show(ctx: &Ctx, cell: Option<&str>) -> Result<()> {

@@ -558,7 +558,12 @@ fn status_json_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
 /// Runs `pas check`: one line on stdout, the Nagios exit code.
 pub fn run_check(ctx: &Ctx, args: CheckArgs) -> Result<()> {
     let CheckArgs { cell } = args;
-    let outcome = match views(ctx, cell.as_deref(), true) {
+    // A missing or unreadable root is UNKNOWN, never an empty fleet that is OK.
+    let root = match cell {
+        None => ctx.store.check_root(),
+        Some(_) => Ok(()),
+    };
+    let outcome = match root.and_then(|()| views(ctx, cell.as_deref(), true)) {
         Ok((views, errors)) => status::check(&views, &errors),
         Err(e) => status::check(&[], &[e]),
     };

@@ -3,14 +3,15 @@
 //! Context: below `target_ratio` of `ctx_limit` an agent is `ok`, from it `warning`, from
 //! `hard_max_ratio` `breach`; each change is an event. A breach runs Save-State → Clear →
 //! Resume: a checkpoint of the agent's state, a summary file under
-//! `checkpoints/<agent>/summaries/`, `ctx_used` reset to 0, and a `summarize` directive on the
-//! agent's beat reply. A thrash guard (`compact_min_interval`, `compact_max_per_hour`) flags an
-//! agent instead of compacting it again and again.
+//! `checkpoints/<agent>/summaries/`, and a `summarize` directive on the agent's beat reply.
+//! The clearing is the agent's to do: the breach lasts (in `budget check` too) until it
+//! reports use below `hard_max_ratio`. A thrash guard (`compact_min_interval`,
+//! `compact_max_per_hour`) flags an agent instead of compacting it again and again.
 //!
 //! Money and tokens: soft limits warn; hard limits answer beats with `stop` (reason
 //! `budget_reached`), keeping all state, so raising the limit lets the agent go on.
-//! Time: an active cell past its `timeout` (seconds from `activated_at`, else `created_at`)
-//! becomes `failed`.
+//! Time: an active cell past its `timeout` (seconds of active time from `activated_at`,
+//! else `created_at`; time paused does not count) becomes `failed`.
 
 pub mod rules;
 
@@ -22,7 +23,8 @@ use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::{
-    Agent, BudgetFlag, Cell, CellStatus, Directive, EventKind, PendingDirective, Policies,
+    Agent, AgentStatus, BudgetFlag, BudgetRequest, Cell, CellStatus, Directive, EventKind,
+    PendingDirective, Policies,
 };
 use crate::ops::budget::rules::{
     BreachAction, CellClock, ContextFacts, ContextPolicy, SpendLimits, Spent, TimeDecision,
@@ -175,12 +177,41 @@ pub fn context_changed(
             typed.budget_flag = Some(BudgetFlag::Thrashing);
             changed = true;
         }
+        let mut asked = None;
+        if decision.action == BreachAction::Ask {
+            let id = format!("b-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+            typed.budget_request = Some(BudgetRequest {
+                id: id.clone(),
+                at: Some(now),
+                ratio: Some(decision.ratio),
+                extra: Map::new(),
+            });
+            if typed.status == AgentStatus::Active {
+                typed.status = AgentStatus::Paused;
+            }
+            asked = Some(id);
+            changed = true;
+        }
         if changed {
             typed.write_into(&mut doc);
             txn.put(FileKey::Agent(agent), doc);
         }
         for event in decision.events(agent) {
             txn.event(event);
+        }
+        if let Some(id) = asked {
+            txn.event(
+                NewEvent::new(
+                    Level::Warn,
+                    EventKind::BudgetBreachRequested,
+                    format!(
+                        "agent {agent} breached its context budget ({:.0}%) and is paused; `pas budget approve {id}` compacts and resumes it, `pas budget deny {id}` leaves it paused",
+                        decision.ratio * 100.0
+                    ),
+                )
+                .agent(agent)
+                .details(json!({ "request": id, "ratio": decision.ratio })),
+            );
         }
         Ok((Some(decision), typed))
     })?;
@@ -235,8 +266,7 @@ fn compact(
     let path = store.write_summary(cell, agent, &name, &bytes)?;
     store::transact(store, cell, now, |txn| {
         let (mut doc, mut a) = read_agent(txn, agent)?;
-        a.ctx_used = Some(0);
-        a.ctx_state = Some(State::Ok);
+        // Its use stays as it reported it: the breach lasts until it reports less.
         a.budget_flag = None;
         a.compactions = rules::compactions_last_hour(&a.compactions, now);
         a.compactions.push(now);
@@ -250,7 +280,7 @@ fn compact(
         a.write_into(&mut doc);
         txn.put(FileKey::Agent(agent), doc);
         txn.event(
-            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), context cleared ({used} tokens), told to summarize", saved.generation))
+            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), told to summarize its context ({used} tokens); the breach lasts until it reports less", saved.generation))
                 .agent(agent)
                 .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
         );
@@ -261,6 +291,103 @@ fn compact(
         summary: path.clone(),
         ctx_used_before: used,
     })
+}
+
+/// A context breach waiting for an operator (`breach_action: ask`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BreachRequest {
+    /// The request's id.
+    pub id: String,
+    /// The cell.
+    pub cell: String,
+    /// The agent, paused meanwhile.
+    pub agent: String,
+    /// When it was filed.
+    pub at: Option<String>,
+    /// The context use at the breach.
+    pub ratio: Option<f64>,
+}
+
+/// Every pending breach request of the given cells.
+pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<BreachRequest>> {
+    let mut out = Vec::new();
+    for cell in cells {
+        // A file that does not read holds no request pas could act on.
+        let (agents, _) = crate::ops::agent::load_all(store, cell)?;
+        for a in agents {
+            if let Some(r) = a.budget_request {
+                out.push(BreachRequest {
+                    id: r.id,
+                    cell: cell.clone(),
+                    agent: a.agent_id,
+                    at: r.at.map(clock::stamp),
+                    ratio: r.ratio,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Approves (compact now, then resume the agent) or denies (it stays paused) a pending
+/// breach request, found by id in any cell. Returns the request and, when approved, the
+/// compaction.
+pub fn settle(
+    store: &dyn Store,
+    id: &str,
+    approve: bool,
+    now: DateTime<Utc>,
+) -> Result<(BreachRequest, Option<Compaction>)> {
+    let found = requests(store, &store.cell_ids()?)?
+        .into_iter()
+        .find(|r| r.id == id);
+    let Some(req) = found else {
+        return Err(Error::not_found(format!("no pending budget request {id}"))
+            .hint("`pas budget requests` lists them"));
+    };
+    let (cell, agent) = (req.cell.as_str(), req.agent.as_str());
+    let compaction = if approve {
+        let typed = crate::ops::agent::load(store, cell, agent)?;
+        let ratio = req.ratio.unwrap_or(0.0);
+        Some(compact(store, cell, agent, &typed, ratio, now)?)
+    } else {
+        None
+    };
+    let (kind, level, message) = if approve {
+        (
+            EventKind::BudgetBreachApproved,
+            Level::Info,
+            format!("budget request {id} approved: agent {agent} compacted and resumed"),
+        )
+    } else {
+        (
+            EventKind::BudgetBreachDenied,
+            Level::Warn,
+            format!("budget request {id} denied: agent {agent} stays paused"),
+        )
+    };
+    store::transact(store, cell, now, |txn| {
+        let (mut doc, mut a) = read_agent(txn, agent)?;
+        if a.budget_request.as_ref().map(|r| r.id.as_str()) != Some(id) {
+            return Err(Error::conflict(format!(
+                "budget request {id} was settled meanwhile"
+            )));
+        }
+        a.budget_request = None;
+        if approve && a.status == AgentStatus::Paused {
+            a.status = AgentStatus::Active;
+            crate::ops::agent::activated(&mut a, AgentStatus::Paused, now);
+        }
+        a.write_into(&mut doc);
+        txn.put(FileKey::Agent(agent), doc);
+        txn.event(
+            NewEvent::new(level, kind, message.clone())
+                .agent(agent)
+                .details(json!({ "request": id })),
+        );
+        Ok(())
+    })?;
+    Ok((req, compaction))
 }
 
 /// Records the agent's spend state when it changed, with its event; returns the state.
@@ -438,7 +565,8 @@ pub fn cell_deadline(cell_doc: &Doc) -> Option<DateTime<Utc>> {
 pub fn deadline(cell: &Cell) -> Option<DateTime<Utc>> {
     let clock = CellClock::of(cell);
     let timeout = clock.timeout?;
-    Some(clock.started? + chrono::Duration::milliseconds((timeout * 1000.0) as i64))
+    let counted = timeout + clock.paused;
+    Some(clock.started? + chrono::Duration::milliseconds((counted * 1000.0) as i64))
 }
 
 /// One agent's budgets.

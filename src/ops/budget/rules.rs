@@ -40,6 +40,8 @@ pub struct ContextPolicy {
     /// `compact_max_per_hour`: compactions in the last hour that make the next breach
     /// thrashing instead.
     pub compact_max_per_hour: u64,
+    /// `breach_action: ask`: a breach pauses the agent and asks an operator instead.
+    pub ask: bool,
 }
 
 impl ContextPolicy {
@@ -50,6 +52,7 @@ impl ContextPolicy {
             hard_max_ratio: policy.hard_max_ratio(),
             compact_min_interval: policy.compact_min_interval(),
             compact_max_per_hour: policy.compact_max_per_hour(),
+            ask: policy.breach_action() == crate::model::BreachPolicy::Ask,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct ContextFacts {
     pub thrashing: bool,
     /// `compactions`: when the agent was compacted.
     pub compactions: Vec<DateTime<Utc>>,
+    /// `budget_request`: a breach waits for an operator already.
+    pub requested: bool,
 }
 
 impl ContextFacts {
@@ -97,6 +102,7 @@ impl ContextFacts {
             recorded: agent.ctx_state.unwrap_or(State::Ok),
             thrashing: agent.budget_flag == Some(BudgetFlag::Thrashing),
             compactions: agent.compactions.clone(),
+            requested: agent.budget_request.is_some(),
         }
     }
 }
@@ -130,6 +136,8 @@ pub enum BreachAction {
     None,
     /// Save-State → Clear → Resume.
     Compact,
+    /// `breach_action: ask`: pause the agent and file a request for an operator.
+    Ask,
     /// The thrash guard holds: no compaction. `flag`: the agent is not flagged yet, so set
     /// `budget_flag: thrashing` and log it (once).
     Thrashing {
@@ -163,7 +171,7 @@ impl ContextDecision {
         self.transition.is_some()
             || match &self.action {
                 BreachAction::None => false,
-                BreachAction::Compact => true,
+                BreachAction::Compact | BreachAction::Ask => true,
                 BreachAction::Thrashing { flag, .. } => *flag,
             }
     }
@@ -212,7 +220,11 @@ impl ContextDecision {
 /// Each state change is recorded with an event. A breach compacts, unless the thrash guard
 /// holds: the last compaction was less than `compact_min_interval` ago, or
 /// `compact_max_per_hour` compactions happened in the last hour; then the agent is flagged
-/// `thrashing` (once) instead.
+/// `thrashing` (once) instead. A breach lasts until the agent reports use below
+/// `hard_max_ratio`: readings of the same breach within `compact_min_interval` of its
+/// compaction wait for the agent to summarize (nothing to do); one still breached after it
+/// is compacted again (the guard applies). With `breach_action: ask`, a breach that would
+/// be compacted asks an operator instead (once: not while a request waits).
 pub fn decide_context(
     agent: &ContextFacts,
     policy: &ContextPolicy,
@@ -234,7 +246,13 @@ pub fn decide_context(
             .max()
             .is_some_and(|last| ((now - *last).num_milliseconds() as f64 / 1000.0) < min_interval);
         let too_many = recent.len() as u64 >= max_per_hour;
-        if too_soon {
+        if agent.requested || (too_soon && agent.recorded == State::Breach) {
+            // Asked about already, or the same breach compacted a moment ago: the agent (or
+            // an operator) has it.
+            BreachAction::None
+        } else if policy.ask {
+            BreachAction::Ask
+        } else if too_soon {
             BreachAction::Thrashing {
                 why: format!("the last compaction was less than {min_interval}s ago"),
                 flag: !agent.thrashing,
@@ -409,6 +427,11 @@ pub struct CellClock {
     pub started: Option<DateTime<Utc>>,
     /// `timeout` in seconds (`None`: none, or not positive).
     pub timeout: Option<f64>,
+    /// `paused_seconds`: time spent paused before, which does not count.
+    pub paused: f64,
+    /// When a cell that is not active stopped (`status_changed_at`): its clock stands
+    /// still from then on.
+    pub stopped: Option<DateTime<Utc>>,
 }
 
 impl CellClock {
@@ -418,13 +441,22 @@ impl CellClock {
             active: cell.status == CellStatus::Active,
             started: Some(cell.clock_start()),
             timeout: cell.timeout.filter(|t| *t > 0.0),
+            paused: cell.paused_seconds.filter(|p| *p > 0.0).unwrap_or(0.0),
+            stopped: cell
+                .status_changed_at
+                .filter(|_| cell.status != CellStatus::Active),
         }
     }
 
-    /// Seconds run at `now`, if the start is known.
+    /// Seconds run at `now` (active time: the pauses before, and the time since a cell
+    /// that is not active stopped, do not count), if the start is known.
     pub fn used(&self, now: DateTime<Utc>) -> Option<f64> {
+        let until = match self.stopped {
+            Some(stopped) if !self.active => stopped.min(now),
+            _ => now,
+        };
         self.started
-            .map(|s| (now - s).num_milliseconds() as f64 / 1000.0)
+            .map(|s| (until - s).num_milliseconds() as f64 / 1000.0 - self.paused)
     }
 }
 
@@ -538,10 +570,13 @@ mod tests {
                     hard_max_ratio: hard,
                     compact_min_interval: min,
                     compact_max_per_hour: max,
+                    ask: false,
                 },
                 "{json}"
             );
         }
+        assert!(context(r#"{"breach_action": "ask"}"#).ask);
+        assert!(!context(r#"{"breach_action": "sometimes"}"#).ask);
     }
 
     #[test]
@@ -598,6 +633,7 @@ mod tests {
             recorded: recorded.parse().unwrap(),
             thrashing: false,
             compactions: compacted.iter().map(|s| at(*s)).collect(),
+            requested: false,
         }
     }
 
@@ -606,6 +642,7 @@ mod tests {
     enum Act {
         None,
         Compact,
+        Ask,
         TooSoon,
         TooMany,
         Flagged,
@@ -621,6 +658,11 @@ mod tests {
         let three_and_an_old_one = [-3600.0, -2000.0, -1000.0, -400.0];
         let no_gap = r#"{"compact_min_interval": 0}"#;
         let never = r#"{"compact_max_per_hour": 0}"#;
+        let ask = r#"{"breach_action": "ask"}"#;
+        let asked = |f: ContextFacts| ContextFacts {
+            requested: true,
+            ..f
+        };
         // (why, reading, policies.json, transition (from, to), breach action, needs work)
         #[rustfmt::skip]
         let rows: Vec<(&str, ContextFacts, &str, Option<(&str, State)>, Act, bool)> = vec![
@@ -636,13 +678,23 @@ mod tests {
             ("last compaction 300 s ago", reading(80, "ok", &[-300.0]), "{}", Some(("ok", Breach)), Act::Compact, true),
             ("four in the last hour", reading(80, "breach", &four_in_an_hour), "{}", None, Act::TooMany, true),
             ("three, and one a whole hour ago", reading(80, "breach", &three_and_an_old_one), "{}", None, Act::Compact, true),
-            ("too soon and too many: too soon", reading(80, "breach", &[-3000.0, -2000.0, -1000.0, -10.0]), "{}", None, Act::TooSoon, true),
-            ("a compaction stamped in the future is too soon", reading(80, "breach", &[60.0]), "{}", None, Act::TooSoon, true),
-            ("flagged already: not again", flagged(reading(80, "breach", &[-10.0])), "{}", None, Act::Flagged, false),
+            ("too soon and too many: too soon", reading(80, "ok", &[-3000.0, -2000.0, -1000.0, -10.0]), "{}", Some(("ok", Breach)), Act::TooSoon, true),
+            ("a compaction stamped in the future is too soon", reading(80, "warning", &[60.0]), "{}", Some(("warning", Breach)), Act::TooSoon, true),
+            ("the same breach, compacted 10 s ago: it lasts, waiting for the agent",
+                reading(80, "breach", &[-10.0]), "{}", None, Act::None, false),
+            ("the same breach, compacted 299 s ago: still waiting",
+                reading(80, "breach", &[-3000.0, -2000.0, -1000.0, -299.0]), "{}", None, Act::None, false),
+            ("flagged already, the same breach: not again", flagged(reading(80, "breach", &[-10.0])), "{}", None, Act::None, false),
             ("flagged, and the breach is new", flagged(reading(80, "warning", &[-10.0])), "{}", Some(("warning", Breach)), Act::Flagged, true),
             ("flagged, the guard lets it compact", flagged(reading(80, "breach", &[-400.0])), "{}", None, Act::Compact, true),
             ("no minimum interval", reading(80, "breach", &[-1.0]), no_gap, None, Act::Compact, true),
             ("no compaction allowed per hour", reading(80, "breach", &[]), never, None, Act::TooMany, true),
+            ("ask: a breach asks an operator", reading(80, "warning", &[]), ask, Some(("warning", Breach)), Act::Ask, true),
+            ("ask: whatever the thrash guard says", reading(80, "ok", &[-10.0]), ask, Some(("ok", Breach)), Act::Ask, true),
+            ("ask, a request waiting: nothing more", asked(reading(80, "breach", &[])), ask, None, Act::None, false),
+            ("ask, a request waiting, use falls: the state moves, nothing else", asked(reading(20, "breach", &[])), ask, Some(("breach", Fine)), Act::None, true),
+            ("ask, approved (compacted) 10 s ago, the same breach: waiting for the agent", reading(80, "breach", &[-10.0]), ask, None, Act::None, false),
+            ("ask, still breached long after the approval: asks again", reading(80, "breach", &[-400.0]), ask, None, Act::Ask, true),
         ];
         for (why, facts, json, transition, act, work) in rows {
             let d = decide_context(&facts, &context(json), t0()).unwrap();
@@ -654,6 +706,7 @@ mod tests {
             let got = match &d.action {
                 BreachAction::None => Act::None,
                 BreachAction::Compact => Act::Compact,
+                BreachAction::Ask => Act::Ask,
                 BreachAction::Thrashing { flag: false, .. } => Act::Flagged,
                 BreachAction::Thrashing { why, .. } if why.contains("less than") => Act::TooSoon,
                 BreachAction::Thrashing { .. } => Act::TooMany,
@@ -770,6 +823,7 @@ mod tests {
                 recorded: Warning,
                 thrashing: true,
                 compactions: vec![t0()],
+                requested: false,
             }
         );
         let f = ContextFacts::of(&agent(r#"{"agent_id": "a1"}"#).unwrap());
@@ -919,7 +973,9 @@ mod tests {
             ("no timeout", active(""), 1e6, TimeDecision::Unlimited),
             ("a zero timeout is none", active(r#", "timeout": 0"#), 1e6, TimeDecision::Unlimited),
             ("a negative timeout is none", active(r#", "timeout": -5"#), 1e6, TimeDecision::Unlimited),
-            ("no start", CellClock { active: true, started: None, timeout: Some(10.0) }, 1e6, TimeDecision::Unlimited),
+            ("no start", CellClock { active: true, started: None, timeout: Some(10.0), ..CellClock::default() }, 1e6, TimeDecision::Unlimited),
+            ("a resumed cell counts active time only", active(r#", "timeout": 3600, "paused_seconds": 1000"#), 4000.0, TimeDecision::Within { used: 3000.0, timeout: 3600.0 }),
+            ("its pauses are not all of its time", active(r#", "timeout": 3600, "paused_seconds": 300"#), 4000.0, TimeDecision::TimedOut { used: 3700.0, timeout: 3600.0 }),
             ("a paused cell's time does not run out", cell(&format!(r#"{{"status": "paused", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
             ("nor a failed one's", cell(&format!(r#"{{"status": "failed", "timeout": 10, {created}}}"#)), 1e6, TimeDecision::NotActive),
         ];

@@ -29,6 +29,7 @@ use crate::ops::heartbeat::rules::{
     BeatDecision, Directive, HealthChange, HealthPolicy, ReplyState, Vitals,
 };
 use crate::ops::policy::{self, Policy};
+use crate::ops::supervisor::{self, ProcState};
 use crate::store::{self, Collection, Durability, FileKey, Store, Txn};
 
 pub use crate::ops::heartbeat::rules::Reported;
@@ -197,7 +198,7 @@ pub fn beat(
             Some(&agent.policies),
         );
         let decision = rules::decide_beat(
-            &Vitals::of(&agent),
+            &vitals(&agent),
             report.status,
             &HealthPolicy::from_policy(&policy),
             now,
@@ -276,7 +277,17 @@ pub fn beat(
 
 /// An agent's health at `now` by the rules of [`rules::assess`].
 pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    rules::assess(&Vitals::of(agent), &HealthPolicy::from_policy(policy), now)
+    rules::assess(&vitals(agent), &HealthPolicy::from_policy(policy), now)
+}
+
+/// What the rules read of an agent: its file's fields and, when it never beat and pas has
+/// a command to run for it, whether its process runs (such an agent is judged by it).
+pub fn vitals(agent: &Agent) -> Vitals {
+    let mut v = Vitals::of(agent);
+    if agent.last_heartbeat.is_none() && !agent.command.is_empty() {
+        v.running = Some(supervisor::state_of(agent) == ProcState::Running);
+    }
+    v
 }
 
 /// An agent as an observer sees it.
@@ -370,7 +381,7 @@ pub fn observe_cell_of(
         } else {
             (Arc::clone(&cell_policy), cell_rules)
         };
-        let seen = rules::decide_observe(&Vitals::of(&agent), &rules_of, now);
+        let seen = rules::decide_observe(&vitals(&agent), &rules_of, now);
         if record && !seen.change.is_empty() {
             changed.push((observed.len(), id));
         }
@@ -393,7 +404,7 @@ pub fn observe_cell_of(
                 let mut agent = typed(id, &doc)?;
                 let policy = resolve(&agent);
                 let seen = rules::decide_observe(
-                    &Vitals::of(&agent),
+                    &vitals(&agent),
                     &HealthPolicy::from_policy(&policy),
                     now,
                 );
@@ -450,11 +461,8 @@ pub fn record_failure(
             file.as_ref(),
             Some(&agent.policies),
         );
-        let decision = rules::decide_failure(
-            &Vitals::of(&agent),
-            &HealthPolicy::from_policy(&policy),
-            now,
-        );
+        let decision =
+            rules::decide_failure(&vitals(&agent), &HealthPolicy::from_policy(&policy), now);
         agent.failures = decision.consecutive;
         agent.last_failure = Some(Failure {
             at: now,

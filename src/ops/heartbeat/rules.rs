@@ -44,6 +44,10 @@ pub struct Vitals {
     pub heartbeat_count: u64,
     /// `health` as last recorded (`None`: missing or not a health pas knows).
     pub recorded: Option<Health>,
+    /// Whether the process pas started for it runs, as the caller observed it; `None`
+    /// when not looked at (it beat already, or pas has no command to run for it). An
+    /// agent that never beat is judged by it.
+    pub running: Option<bool>,
 }
 
 impl Vitals {
@@ -57,6 +61,7 @@ impl Vitals {
             failures: agent.failures,
             heartbeat_count: agent.heartbeat_count,
             recorded: agent.health.map(computed),
+            running: None,
         }
     }
 
@@ -77,7 +82,14 @@ impl Vitals {
             failures: doc.u64("failures").unwrap_or(0),
             heartbeat_count: doc.u64("heartbeat_count").unwrap_or(0),
             recorded: doc.str("health").and_then(Health::parse),
+            running: None,
         }
+    }
+
+    /// Whether the agent is judged by its process rather than by heartbeats: it never
+    /// beat, its process was looked at, and the policy does not demand beats from the start.
+    pub fn process_judged(&self, policy: &HealthPolicy) -> bool {
+        self.last_heartbeat.is_none() && self.running.is_some() && !policy.heartbeat_required
     }
 }
 
@@ -124,8 +136,11 @@ pub struct HealthPolicy {
     /// `startup_grace`: how long a started agent has for its first beat.
     pub startup_grace: f64,
     /// `failure_threshold` (at least 1): consecutive failures that make a beating agent
-    /// `unhealthy`.
+    /// `unhealthy` (fewer, but at least one, make it `degraded`).
     pub failure_threshold: u64,
+    /// `heartbeat_required`: judge an agent by heartbeats from its start, even before its
+    /// first beat; else one that never beat is judged by its process.
+    pub heartbeat_required: bool,
 }
 
 impl HealthPolicy {
@@ -138,6 +153,7 @@ impl HealthPolicy {
             dead_after: policy.heartbeat_ttl(),
             startup_grace: policy.startup_grace(),
             failure_threshold: policy.failure_threshold(),
+            heartbeat_required: policy.flag("heartbeat_required", false),
         }
     }
 }
@@ -150,14 +166,29 @@ fn elapsed(since: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
     (now - since).num_milliseconds() as f64 / 1000.0
 }
 
+/// How an agent that is alive is doing: `unhealthy` at `failure_threshold` failures in a
+/// row, `degraded` with fewer (at least one) or when it reported so, else `healthy`.
+fn alive(agent: &Vitals, policy: &HealthPolicy) -> Health {
+    if agent.failures >= policy.failure_threshold {
+        Health::Unhealthy
+    } else if agent.failures > 0 || agent.reported == Some(Reported::Degraded) {
+        Health::Degraded
+    } else {
+        Health::Healthy
+    }
+}
+
 /// An agent's health at `now`.
 ///
 /// In order: `failed` (pas gave up) and `offline` (it said so) are not judged by silence;
-/// a started agent that has not beaten since its start is `unknown` for `startup_grace`,
-/// then `dead`; otherwise silence beyond `dead_after` is `dead`, beyond `down_after`
-/// `down`, beyond `interval` `late` (each limit itself still counts as the milder state);
-/// a beating agent is `unhealthy` at `failure_threshold` failures, else `degraded` when it
-/// reported so, else `healthy`. Never beaten: `unknown`.
+/// an agent that never beat and whose process was looked at is judged by its process
+/// (unless `heartbeat_required`): running is alive, not running is `down` when it is meant
+/// to run (`active`), else `unknown`; a started agent that has not beaten since its start
+/// is `unknown` for `startup_grace`, then `dead`; otherwise silence beyond `dead_after` is
+/// `dead`, beyond `down_after` `down`, beyond `interval` `late` (each limit itself still
+/// counts as the milder state); an agent alive is `unhealthy` at `failure_threshold`
+/// failures, `degraded` with fewer or when it reported so, else `healthy`. Never beaten,
+/// process not looked at: `unknown`.
 pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Assessment {
     let last = agent.last_heartbeat;
     let age = last.map(|t| elapsed(t, now).max(0.0));
@@ -179,6 +210,12 @@ pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Asse
         Health::Failed
     } else if agent.reported == Some(Reported::Offline) {
         Health::Offline
+    } else if agent.process_judged(policy) {
+        match agent.running {
+            Some(true) => alive(agent, policy),
+            _ if agent.status == AgentStatus::Active => Health::Down,
+            _ => Health::Unknown,
+        }
     } else if let Some(s) = starting {
         if elapsed(s, now) <= policy.startup_grace {
             Health::Unknown
@@ -191,20 +228,19 @@ pub fn assess(agent: &Vitals, policy: &HealthPolicy, now: DateTime<Utc>) -> Asse
             Some(a) if a > policy.dead_after => Health::Dead,
             Some(a) if a > policy.down_after => Health::Down,
             Some(a) if a > policy.interval => Health::Late,
-            Some(_) if agent.failures >= policy.failure_threshold => Health::Unhealthy,
-            Some(_) if agent.reported == Some(Reported::Degraded) => Health::Degraded,
-            Some(_) => Health::Healthy,
+            Some(_) => alive(agent, policy),
         }
     };
-    let next_change = if matches!(health, Health::Failed | Health::Offline) {
-        None
-    } else if let (Some(s), Health::Unknown) = (starting, health) {
-        Some(s + seconds(policy.startup_grace))
-    } else if starting.is_some() {
-        None
-    } else {
-        next_change
-    };
+    let next_change =
+        if matches!(health, Health::Failed | Health::Offline) || agent.process_judged(policy) {
+            None
+        } else if let (Some(s), Health::Unknown) = (starting, health) {
+            Some(s + seconds(policy.startup_grace))
+        } else if starting.is_some() {
+            None
+        } else {
+            next_change
+        };
     Assessment {
         health,
         age,
@@ -266,6 +302,8 @@ pub struct Transition {
     pub to: Health,
     /// Seconds of silence at the change, when the agent ever beat.
     pub silent_for: Option<f64>,
+    /// Judged by its process (it never beat): the words speak of the process.
+    pub by_process: bool,
 }
 
 impl Transition {
@@ -295,7 +333,13 @@ impl Transition {
             from,
             to,
             silent_for,
+            by_process: false,
         })
+    }
+
+    /// The same change, judged by the agent's process.
+    fn by_process(self, by_process: bool) -> Transition {
+        Transition { by_process, ..self }
     }
 
     /// The event that records it.
@@ -306,6 +350,21 @@ impl Transition {
             .unwrap_or_else(|| "-".into());
         let was = self.from.as_str();
         let (level, message) = match self.kind {
+            TransitionKind::Recovered if self.by_process => (
+                Level::Info,
+                format!("agent {agent_id} is running again (was {was})"),
+            ),
+            TransitionKind::Alive if self.by_process => {
+                (Level::Info, format!("agent {agent_id} is running"))
+            }
+            TransitionKind::Healthy if self.by_process => (
+                Level::Info,
+                format!("agent {agent_id} is running, healthy again (was {was})"),
+            ),
+            TransitionKind::Down if self.by_process => (
+                Level::Error,
+                format!("agent {agent_id} is down: its process is not running"),
+            ),
             TransitionKind::Recovered => (
                 Level::Info,
                 format!("agent {agent_id} is beating again (was {was})"),
@@ -327,7 +386,10 @@ impl Transition {
                 Level::Error,
                 format!("agent {agent_id} is dead ({silent_for} silent)"),
             ),
-            TransitionKind::Degraded => (Level::Warn, format!("agent {agent_id} reports DEGRADED")),
+            TransitionKind::Degraded => (
+                Level::Warn,
+                format!("agent {agent_id} is degraded (reported DEGRADED, or failures in a row)"),
+            ),
             TransitionKind::Unhealthy => (
                 Level::Error,
                 format!("agent {agent_id} failed too often in a row"),
@@ -340,9 +402,12 @@ impl Transition {
         };
         NewEvent::new(level, self.kind.event_kind(), message)
             .agent(agent_id)
-            .details(
-                json!({ "from": was, "to": self.to.as_str(), "silent_seconds": self.silent_for }),
-            )
+            .details(json!({
+                "from": was,
+                "to": self.to.as_str(),
+                "silent_seconds": self.silent_for,
+                "by": if self.by_process { "process" } else { "heartbeat" },
+            }))
     }
 }
 
@@ -367,10 +432,10 @@ impl HealthChange {
 pub struct BeatDecision {
     /// `heartbeat_count` after the beat.
     pub heartbeat_count: u64,
-    /// The `reported_status` to write: the report's, or `ACTIVE` when the file has none;
-    /// `None`: keep the file's.
+    /// The `reported_status` to write: the report's (a plain beat reports `ACTIVE`);
+    /// `None`: the file says it already.
     pub reported: Option<Reported>,
-    /// `failures` goes back to 0: the agent reported `ACTIVE`.
+    /// `failures` goes back to 0: the agent reported `ACTIVE` (a plain beat does).
     pub reset_failures: bool,
     /// `status` becomes `active` (it was `idle`, `failed` or missing).
     pub activate: bool,
@@ -392,12 +457,10 @@ pub fn decide_beat(
     now: DateTime<Utc>,
 ) -> BeatDecision {
     let before = assess(agent, policy, now);
-    let write_reported = match (reported, agent.reported) {
-        (Some(r), _) => Some(r),
-        (None, None) => Some(Reported::Active),
-        (None, Some(_)) => None,
-    };
-    let reset_failures = reported == Some(Reported::Active);
+    // A plain beat says the agent is fine: it reports ACTIVE, which clears failures.
+    let report = reported.unwrap_or(Reported::Active);
+    let write_reported = (agent.reported != Some(report)).then_some(report);
+    let reset_failures = report == Reported::Active;
     let activate = matches!(agent.status, AgentStatus::Idle | AgentStatus::Failed);
     let beaten = Vitals {
         status: if activate {
@@ -405,7 +468,7 @@ pub fn decide_beat(
         } else {
             agent.status
         },
-        reported: write_reported.or(agent.reported),
+        reported: Some(report),
         last_heartbeat: Some(now),
         failures: if reset_failures { 0 } else { agent.failures },
         heartbeat_count: agent.heartbeat_count + 1,
@@ -458,7 +521,8 @@ pub fn decide_observe(
     } else {
         HealthChange {
             record: Some(assessment.health),
-            transition: Transition::between(agent.recorded, assessment.health, assessment.age),
+            transition: Transition::between(agent.recorded, assessment.health, assessment.age)
+                .map(|t| t.by_process(agent.process_judged(policy))),
         }
     };
     ObserveDecision { assessment, change }
@@ -668,6 +732,7 @@ mod tests {
                     dead_after: dead,
                     startup_grace: grace,
                     failure_threshold: threshold,
+                    heartbeat_required: false,
                 },
                 "{json}"
             );
@@ -806,13 +871,15 @@ mod tests {
             ("OFFLINE: not judged by silence", reported(offline), "{}", 5.0, Offline, None),
             ("OFFLINE and long silent", reported(offline), "{}", 1000.0, Offline, None),
             ("no report at all", reported(None), "{}", 5.0, Healthy, Some(30.0)),
-            ("failures below the threshold", failing(2, active), "{}", 5.0, Healthy, Some(30.0)),
+            ("no failures", failing(0, active), "{}", 5.0, Healthy, Some(30.0)),
+            ("one failure: degraded", failing(1, active), "{}", 5.0, Degraded, Some(30.0)),
+            ("failures below the threshold: degraded", failing(2, active), "{}", 5.0, Degraded, Some(30.0)),
             ("failures at the threshold", failing(3, active), "{}", 5.0, Unhealthy, Some(30.0)),
             ("failures past the threshold", failing(7, active), "{}", 5.0, Unhealthy, Some(30.0)),
             ("unhealthy before degraded", failing(3, degraded), "{}", 5.0, Unhealthy, Some(30.0)),
             ("failing and silent: silence wins", failing(3, active), "{}", 45.0, Late, Some(60.0)),
             ("a threshold of one failure", failing(1, active), one, 5.0, Unhealthy, Some(30.0)),
-            ("a higher threshold", failing(3, active), five, 5.0, Healthy, Some(30.0)),
+            ("a higher threshold", failing(3, active), five, 5.0, Degraded, Some(30.0)),
             ("failed is final", status(AgentStatus::Failed), "{}", 5.0, Failed, None),
             ("failed before offline", Vitals { reported: offline, ..status(AgentStatus::Failed) }, "{}", 5.0, Failed, None),
             ("failed, never beat", Vitals { last_heartbeat: None, ..status(AgentStatus::Failed) }, "{}", 5.0, Failed, None),
@@ -859,6 +926,50 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_that_never_beat_is_judged_by_its_process() {
+        let never = |status: AgentStatus, running: Option<bool>| Vitals {
+            status,
+            started_at: Some(t0()),
+            running,
+            ..Vitals::default()
+        };
+        let active = AgentStatus::Active;
+        let required = r#"{"heartbeat_required": true, "startup_grace": 5}"#;
+        // (why, agent, policies.json, seconds after the start, health, next change)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, Vitals, &str, f64, Health, Option<f64>)> = vec![
+            ("runs: healthy, however long", never(active, Some(true)), "{}", 86_400.0, Healthy, None),
+            ("runs, one failure: degraded", Vitals { failures: 1, ..never(active, Some(true)) }, "{}", 5.0, Degraded, None),
+            ("runs, failures at the threshold: unhealthy", Vitals { failures: 3, ..never(active, Some(true)) }, "{}", 5.0, Unhealthy, None),
+            ("meant to run, not running: down", never(active, Some(false)), "{}", 5.0, Down, None),
+            ("never started at all, meant to run: down", Vitals { started_at: None, ..never(active, Some(false)) }, "{}", 5.0, Down, None),
+            ("paused, not running: not judged", never(AgentStatus::Paused, Some(false)), "{}", 5.0, Unknown, None),
+            ("idle, not running: not judged", never(AgentStatus::Idle, Some(false)), "{}", 5.0, Unknown, None),
+            ("paused, still running: alive", never(AgentStatus::Paused, Some(true)), "{}", 5.0, Healthy, None),
+            ("failed is final", never(AgentStatus::Failed, Some(false)), "{}", 5.0, Failed, None),
+            ("heartbeat_required: the startup grace", never(active, Some(true)), required, 5.0, Unknown, Some(5.0)),
+            ("heartbeat_required: dead past it, though it runs", never(active, Some(true)), required, 5.001, Dead, None),
+            ("its process not looked at: as before", never(active, None), "{}", 5.0, Unknown, Some(60.0)),
+            ("it beat since: heartbeats judge", Vitals { last_heartbeat: Some(t0()), ..never(active, Some(true)) }, "{}", 45.0, Late, Some(60.0)),
+        ];
+        for (why, agent, json, t, health, next) in rows {
+            let a = assess(&agent, &policy(json), at(t));
+            assert_eq!((a.health, a.next_change), (health, next.map(at)), "{why}");
+        }
+        // The change an observer records speaks of the process.
+        let seen = decide_observe(
+            &Vitals {
+                recorded: Some(Healthy),
+                ..never(active, Some(false))
+            },
+            &defaults(),
+            at(1.0),
+        );
+        let t = seen.change.transition.unwrap();
+        assert_eq!((t.kind, t.by_process), (K::Down, true));
+    }
+
+    #[test]
     fn vitals_are_read_from_the_agent_file() {
         let read = |json: &str| Agent::from_doc(&doc(json)).map(|a| Vitals::of(&a));
         assert_eq!(read(r#"{"agent_id": "a"}"#).unwrap(), Vitals::default());
@@ -891,6 +1002,7 @@ mod tests {
                 failures: 2,
                 heartbeat_count: 9,
                 recorded: Some(Late),
+                running: None,
             }
         );
         // pas's own record of the health is recomputed: one it cannot read is not recorded.
@@ -932,6 +1044,7 @@ mod tests {
                 failures: 2,
                 heartbeat_count: 0,
                 recorded: Some(Late),
+                running: None,
             }
         );
         // The words the file records and the healths the rules compute are the same.
@@ -958,7 +1071,7 @@ mod tests {
             (Some(Late), Down, Some(75.0), Some((K::Down, Error, "agent a1 is down (1m15s silent)"))),
             (Some(Down), Dead, Some(100.5), Some((K::Dead, Error, "agent a1 is dead (1m40s silent)"))),
             (None, Dead, None, Some((K::Dead, Error, "agent a1 is dead (- silent)"))),
-            (Some(Healthy), Degraded, Some(1.0), Some((K::Degraded, Warn, "agent a1 reports DEGRADED"))),
+            (Some(Healthy), Degraded, Some(1.0), Some((K::Degraded, Warn, "agent a1 is degraded (reported DEGRADED, or failures in a row)"))),
             (Some(Healthy), Unhealthy, Some(1.0), Some((K::Unhealthy, Error, "agent a1 failed too often in a row"))),
             (Some(Healthy), Offline, Some(1.0), Some((K::Offline, Info, "agent a1 reports OFFLINE"))),
             (Some(Healthy), Failed, Some(1.0), Some((K::Failed, Error, "agent a1 has failed for good"))),
@@ -987,15 +1100,34 @@ mod tests {
             (
                 "agent.down",
                 Some("a1"),
-                json!({"from": "late", "to": "down", "silent_seconds": 75.0})
+                json!({"from": "late", "to": "down", "silent_seconds": 75.0, "by": "heartbeat"})
             )
         );
+        // Judged by its process (it never beat): the words speak of the process.
+        #[rustfmt::skip]
+        let rows: &[(Option<Health>, Health, K, Level, &str)] = &[
+            (None, Healthy, K::Alive, Info, "agent a1 is running"),
+            (Some(Healthy), Down, K::Down, Error, "agent a1 is down: its process is not running"),
+            (Some(Down), Healthy, K::Recovered, Info, "agent a1 is running again (was down)"),
+            (Some(Degraded), Healthy, K::Healthy, Info, "agent a1 is running, healthy again (was degraded)"),
+        ];
+        for &(from, to, kind, level, message) in rows {
+            let t = Transition::between(from, to, None)
+                .unwrap()
+                .by_process(true);
+            let e = t.event("a1");
+            assert_eq!(
+                (t.kind, e.level, e.message.as_str()),
+                (kind, level, message)
+            );
+            assert_eq!(e.details["by"], "process");
+        }
         let e = Transition::between(None, Healthy, None)
             .unwrap()
             .event("a1");
         assert_eq!(
             e.details,
-            json!({"from": "unknown", "to": "healthy", "silent_seconds": null})
+            json!({"from": "unknown", "to": "healthy", "silent_seconds": null, "by": "heartbeat"})
         );
     }
 
@@ -1027,51 +1159,58 @@ mod tests {
             recorded: Some(Unknown),
             ..Vitals::default()
         };
-        let nothing = (None, false, false);
+        // A plain beat reports ACTIVE: written when the file says otherwise; failures reset.
+        let plain = (None, true, false);
         #[rustfmt::skip]
         let rows = vec![
             BeatRow { why: "the first beat of a new agent", agent: added(), report: None, at: 0.0,
-                fields: (active, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+                fields: (active, true, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
             BeatRow { why: "a file without status or health", agent: Vitals::default(), report: None, at: 0.0,
-                fields: (active, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+                fields: (active, true, true), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
             BeatRow { why: "on time: no health change", agent: beating(), report: None, at: 20.0,
-                fields: nothing, health: Healthy, record: None, event: None },
+                fields: plain, health: Healthy, record: None, event: None },
             BeatRow { why: "late, unobserved: nothing to log", agent: beating(), report: None, at: 45.0,
-                fields: nothing, health: Healthy, record: None, event: None },
+                fields: plain, health: Healthy, record: None, event: None },
             BeatRow { why: "down, unobserved: the recovery is logged", agent: beating(), report: None, at: 75.0,
-                fields: nothing, health: Healthy, record: None, event: Some((K::Recovered, Down)) },
+                fields: plain, health: Healthy, record: None, event: Some((K::Recovered, Down)) },
             BeatRow { why: "dead, unobserved: the recovery is logged", agent: beating(), report: None, at: 300.0,
-                fields: nothing, health: Healthy, record: None, event: Some((K::Recovered, Dead)) },
+                fields: plain, health: Healthy, record: None, event: Some((K::Recovered, Dead)) },
             BeatRow { why: "observed late: healthy again", agent: recorded(Late), report: None, at: 45.0,
-                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Late)) },
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Late)) },
             BeatRow { why: "observed down: recovered", agent: recorded(Down), report: None, at: 75.0,
-                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Down)) },
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Down)) },
             BeatRow { why: "recorded dead, a recent beat: recovered", agent: recorded(Dead), report: None, at: 5.0,
-                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
             BeatRow { why: "reporting DEGRADED", agent: beating(), report: Some(Reported::Degraded), at: 5.0,
                 fields: (Some(Reported::Degraded), false, false), health: Degraded, record: Some(Degraded), event: Some((K::Degraded, Healthy)) },
             BeatRow { why: "reporting ACTIVE resets failures", agent: Vitals { failures: 3, ..recorded(Unhealthy) }, report: active, at: 5.0,
-                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Unhealthy)) },
-            BeatRow { why: "a plain beat keeps failures", agent: Vitals { failures: 3, ..recorded(Unhealthy) }, report: None, at: 5.0,
-                fields: nothing, health: Unhealthy, record: None, event: None },
-            BeatRow { why: "unrecorded failures show on a beat", agent: Vitals { failures: 3, ..beating() }, report: None, at: 5.0,
-                fields: nothing, health: Unhealthy, record: Some(Unhealthy), event: Some((K::Unhealthy, Healthy)) },
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Unhealthy)) },
+            BeatRow { why: "a plain beat resets failures too", agent: Vitals { failures: 3, ..recorded(Unhealthy) }, report: None, at: 5.0,
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Unhealthy)) },
+            BeatRow { why: "a DEGRADED beat keeps failures, and unrecorded ones show", agent: Vitals { failures: 3, ..beating() }, report: Some(Reported::Degraded), at: 5.0,
+                fields: (Some(Reported::Degraded), false, false), health: Unhealthy, record: Some(Unhealthy), event: Some((K::Unhealthy, Healthy)) },
+            BeatRow { why: "a DEGRADED beat with one failure: degraded", agent: Vitals { failures: 1, ..beating() }, report: Some(Reported::Degraded), at: 5.0,
+                fields: (Some(Reported::Degraded), false, false), health: Degraded, record: Some(Degraded), event: Some((K::Degraded, Healthy)) },
             BeatRow { why: "reporting OFFLINE", agent: beating(), report: Some(Reported::Offline), at: 5.0,
                 fields: (Some(Reported::Offline), false, false), health: Offline, record: Some(Offline), event: Some((K::Offline, Healthy)) },
-            BeatRow { why: "an offline agent stays offline", agent: Vitals { reported: Some(Reported::Offline), ..recorded(Offline) }, report: None, at: 500.0,
-                fields: nothing, health: Offline, record: None, event: None },
+            BeatRow { why: "OFFLINE again: stays offline", agent: Vitals { reported: Some(Reported::Offline), ..recorded(Offline) }, report: Some(Reported::Offline), at: 500.0,
+                fields: (None, false, false), health: Offline, record: None, event: None },
+            BeatRow { why: "a plain beat brings an offline agent back", agent: Vitals { reported: Some(Reported::Offline), ..recorded(Offline) }, report: None, at: 500.0,
+                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Offline)) },
             BeatRow { why: "a failed agent that beats is active", agent: Vitals { status: AgentStatus::Failed, ..recorded(Failed) }, report: None, at: 5.0,
-                fields: (None, false, true), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Failed)) },
+                fields: (None, true, true), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Failed)) },
             BeatRow { why: "a paused agent stays paused", agent: Vitals { status: AgentStatus::Paused, ..beating() }, report: None, at: 5.0,
-                fields: nothing, health: Healthy, record: None, event: None },
-            BeatRow { why: "a report is kept", agent: Vitals { reported: Some(Reported::Degraded), failures: 0, ..recorded(Degraded) }, report: None, at: 5.0,
-                fields: nothing, health: Degraded, record: None, event: None },
+                fields: plain, health: Healthy, record: None, event: None },
+            BeatRow { why: "a plain beat restores ACTIVE after DEGRADED", agent: Vitals { reported: Some(Reported::Degraded), ..recorded(Degraded) }, report: None, at: 5.0,
+                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Healthy, Degraded)) },
             BeatRow { why: "started, first beat in the grace", agent: starting.clone(), report: None, at: 10.0,
-                fields: (active, false, false), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
             BeatRow { why: "started, first beat after the grace", agent: starting.clone(), report: None, at: 100.0,
-                fields: (active, false, false), health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
+                fields: (active, true, false), health: Healthy, record: Some(Healthy), event: Some((K::Recovered, Dead)) },
             BeatRow { why: "a file that lost its health", agent: Vitals { recorded: None, ..beating() }, report: None, at: 5.0,
-                fields: nothing, health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+                fields: plain, health: Healthy, record: Some(Healthy), event: Some((K::Alive, Unknown)) },
+            BeatRow { why: "judged by its process until now: its first beat changes nothing", agent: Vitals { running: Some(true), ..Vitals { recorded: Some(Healthy), ..starting.clone() } }, report: None, at: 100.0,
+                fields: (active, true, false), health: Healthy, record: None, event: None },
         ];
         for row in rows {
             let d = decide_beat(&row.agent, row.report, &defaults(), at(row.at));
@@ -1156,9 +1295,9 @@ mod tests {
         // consecutive after, health to record, event kind)
         #[rustfmt::skip]
         let rows: &[(&str, u64, &str, Option<f64>, Health, f64, u64, Option<Health>, Option<K>)] = &[
-            ("a first failure", 0, "{}", Some(0.0), Healthy, 5.0, 1, None, None),
-            ("one short of the threshold", 1, "{}", Some(0.0), Healthy, 5.0, 2, None, None),
-            ("at the threshold", 2, "{}", Some(0.0), Healthy, 5.0, 3, Some(Unhealthy), Some(K::Unhealthy)),
+            ("a first failure: degraded", 0, "{}", Some(0.0), Healthy, 5.0, 1, Some(Degraded), Some(K::Degraded)),
+            ("one short of the threshold: still degraded", 1, "{}", Some(0.0), Degraded, 5.0, 2, None, None),
+            ("at the threshold", 2, "{}", Some(0.0), Degraded, 5.0, 3, Some(Unhealthy), Some(K::Unhealthy)),
             ("past it, recorded", 3, "{}", Some(0.0), Unhealthy, 5.0, 4, None, None),
             ("a threshold of one", 0, one, Some(0.0), Healthy, 5.0, 1, Some(Unhealthy), Some(K::Unhealthy)),
             ("never beat: stays unknown", 2, "{}", None, Unknown, 5.0, 3, None, None),

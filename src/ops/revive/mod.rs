@@ -56,8 +56,9 @@ pub struct Action {
     pub cell: String,
     /// The agent.
     pub agent: String,
-    /// What: `revived`, `backing_off`, `cooling_down`, `requested`, `failed`, `idle`,
-    /// `hung`, `stopped_hung`, `revival_succeeded`, `revival_timed_out`, `reset`.
+    /// What: `started`, `revived`, `backing_off`, `cooling_down`, `requested`, `failed`, `idle`,
+    /// `hung`, `stopped_hung`, `revival_succeeded`, `revival_timed_out`, `reset`, `hook` (an
+    /// `on_event` hook ran; `agent` is empty for an event of the cell).
     pub action: String,
     /// One human sentence.
     pub message: String,
@@ -75,6 +76,8 @@ pub struct CellPass {
     /// The agents that could not be handled (a file that does not read, a step that
     /// failed), each error naming its agent or file; the cell's other agents were handled.
     pub errors: Vec<Error>,
+    /// Whether an agent the pass looked at has an `on_event` hook (its own, or the cell's).
+    pub hooked: bool,
 }
 
 impl CellPass {
@@ -184,6 +187,55 @@ pub fn pass_cell_each(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let _revive = store.lock(cell, LockKey::Revive)?;
+    let start = match opts.dry_run {
+        true => Ok(None),
+        false => crate::ops::hooks::log_end(store, cell),
+    };
+    let mut result = pass_locked(store, cell, opts, now)?;
+    if opts.dry_run {
+        return Ok(result);
+    }
+    // Then the hooks, for what the pass (and everyone since the last one) recorded; a
+    // cell the pass left alone (paused, finished, timed out just now) still has its events.
+    let hooked = result.hooked
+        || match crate::ops::policy::load_for(store, cell, None) {
+            Ok(p) => crate::ops::hooks::has_hook(&p),
+            Err(e) => {
+                result.errors.push(e);
+                false
+            }
+        };
+    match start {
+        Err(e) => result.errors.push(e),
+        Ok(_) if !hooked => {}
+        Ok(start) => {
+            match crate::ops::hooks::dispatch(store, cell, start, &opts.launch, clock::now()) {
+                Ok(ran) => {
+                    for r in ran {
+                        result.actions.push(Action {
+                            time: clock::stamp(now),
+                            cell: cell.to_string(),
+                            agent: r.agent.unwrap_or_default(),
+                            action: "hook".to_string(),
+                            message: r.outcome,
+                            dry_run: false,
+                        });
+                    }
+                }
+                Err(e) => result.errors.push(e),
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// [`pass_cell_each`] under the revive lock, without the hooks.
+fn pass_locked(
+    store: &dyn Store,
+    cell: &str,
+    opts: &Options,
+    now: DateTime<Utc>,
+) -> Result<CellPass> {
     let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
     if !opts.dry_run && crate::ops::budget::enforce_time_with(store, cell, &cell_doc, now)? {
         cell_doc = store::read_required(store, cell, FileKey::Cell)?;
@@ -204,6 +256,7 @@ pub fn pass_cell_each(
     )?;
     for o in &observed {
         result.next_due = earliest(result.next_due, o.assessment.next_change);
+        result.hooked |= crate::ops::hooks::has_hook(&o.policy);
     }
     if !opts.dry_run {
         queue::reap(store, cell, now)?;
@@ -323,8 +376,14 @@ fn revive_agent(
         policies,
         Some(&doc),
     );
+    let heartbeat_required = policy.flag("heartbeat_required", false);
     let assess = |doc: &Doc, agent: &Agent, process: Process, now: DateTime<Utc>| {
-        State::from_agent(agent, process, &health::assess(doc, &policy, now))
+        State::from_agent(
+            agent,
+            process,
+            &health::assess(doc, &policy, now),
+            heartbeat_required,
+        )
     };
     let mut state = assess(&doc, &agent, process_of(&agent), ctx.now);
     let mut stopped_hung = false;
@@ -474,6 +533,7 @@ fn apply(
             Ok(Applied::Changed { stopped: false })
         }
         Decision::Inspect => Ok(Applied::Learned(inspect(ctx, state)?)),
+        Decision::Start { retry_at } => start(ctx, *retry_at),
         Decision::Idle { why } => {
             ctx.act("idle", format!("agent {agent} is not restarted: {why}"));
             if !ctx.dry_run {
@@ -584,6 +644,7 @@ fn apply(
         Decision::Revive {
             attempt,
             checkpoint,
+            fresh,
             how,
             dropped_task,
             deadline,
@@ -594,6 +655,7 @@ fn apply(
             Restart {
                 attempt: *attempt,
                 generation: *checkpoint,
+                fresh: fresh.as_deref(),
                 how,
                 dropped_task: dropped_task.as_deref(),
                 deadline: *deadline,
@@ -624,8 +686,15 @@ fn watchdog_stop(ctx: &mut Ctx<'_>, policy: &Policy) -> Result<()> {
 /// its open work; one that does not read is an error, not a guess.
 fn inspect(ctx: &Ctx<'_>, state: &State) -> Result<RestartFacts> {
     let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
+    let recorded = crate::ops::agent::load(store, cell, agent)?
+        .checkpoint
+        .is_some();
     let checkpoint = match checkpoint::load(store, cell, agent, None) {
         Ok((generation, _)) => Checkpoint::Usable(generation),
+        // Nothing on disk and nothing recorded: it never saved one.
+        Err(_) if !recorded && checkpoint::latest_generation(store, cell, agent)?.is_none() => {
+            Checkpoint::Absent
+        }
         Err(e) => Checkpoint::Unusable(e.message),
     };
     let task_open = match state.current_task.as_deref() {
@@ -649,6 +718,7 @@ fn inspect(ctx: &Ctx<'_>, state: &State) -> Result<RestartFacts> {
 struct Restart<'a> {
     attempt: u64,
     generation: Option<u64>,
+    fresh: Option<&'a str>,
     how: &'a str,
     dropped_task: Option<&'a str>,
     deadline: DateTime<Utc>,
@@ -665,12 +735,16 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
     let task_note = r.dropped_task.map_or(String::new(), |task_id| {
         format!("; task {task_id} is no longer its open work and is not resumed")
     });
+    let from = match (generation, r.fresh) {
+        (Some(g), _) => format!("from checkpoint {g}"),
+        (None, Some(why)) => format!("fresh ({why})"),
+        (None, None) => "fresh".to_string(),
+    };
     ctx.act(
         "revived",
         format!(
-            "agent {agent} died ({}); restart {attempt} from checkpoint {}{task_note}",
-            r.how,
-            generation.map_or("none".into(), |g| g.to_string())
+            "agent {agent} died ({}); restart {attempt} {from}{task_note}",
+            r.how
         ),
     );
     if ctx.dry_run {
@@ -706,8 +780,8 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
             ctx.event(
                 Level::Warn,
                 EventKind::AgentRevived,
-                format!("agent {agent} restarted (attempt {attempt}, pid {}, checkpoint {}){task_note}", started.pid, generation.map_or("none".into(), |g| g.to_string())),
-                json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "cause": r.how }),
+                format!("agent {agent} restarted (attempt {attempt}, pid {}, {from}){task_note}", started.pid),
+                json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "fresh": r.fresh, "cause": r.how }),
             )?;
             Ok(Applied::Done(Some(r.deadline)))
         }
@@ -722,6 +796,36 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
                 )),
             )?;
             Ok(Applied::Done(Some(r.retry_at)))
+        }
+    }
+}
+
+/// Starts an agent that is meant to run and has not been started since it was made
+/// active. Not a revival: no restart is counted, nothing waits for a first beat. When the
+/// process cannot be started, the next try is at `retry_at`.
+fn start(ctx: &mut Ctx<'_>, retry_at: DateTime<Utc>) -> Result<Applied> {
+    let agent = ctx.agent.to_string();
+    ctx.act(
+        "started",
+        format!("agent {agent} is meant to run and is not running; starting it"),
+    );
+    if ctx.dry_run {
+        return Ok(Applied::Done(None));
+    }
+    match supervisor::start(ctx.store, ctx.cell, &agent, &ctx.launch) {
+        // The supervisor records the start (`agent.started`) and, later, the end.
+        Ok(_) => Ok(Applied::Done(None)),
+        Err(e) => {
+            ctx.commit(
+                &mut |a| a.next_restart_at = Some(retry_at),
+                Some(ctx.about(
+                    Level::Error,
+                    EventKind::AgentReviveFailed,
+                    format!("agent {agent} could not be started: {}", e.message),
+                    Value::Null,
+                )),
+            )?;
+            Ok(Applied::Done(Some(retry_at)))
         }
     }
 }
@@ -790,13 +894,9 @@ pub fn fail_for_good(
     Ok(())
 }
 
-/// How long an `on_failure` hook may run before it is killed: a hook that hangs must not
-/// stop the watch from looking after everything else.
-const HOOK_TIME_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// Runs the `on_failure` hook, if pas may (see [`crate::ops::trust`]): as the agent's user,
-/// in a clean environment, for at most [`HOOK_TIME_LIMIT`]. A refusal is recorded as the
-/// hook's event, and nothing runs.
+/// in a clean environment, for at most [`crate::ops::hooks::HOOK_TIME_LIMIT`]. A refusal is
+/// recorded as the hook's event, and nothing runs.
 fn run_hook(
     store: &dyn Store,
     cell: &str,
@@ -839,14 +939,12 @@ fn run_hook(
         .try_clone()
         .map_err(|e| Error::failure(format!("cannot open the agent log: {e}")))?;
     let mut cmd = std::process::Command::new("sh");
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     supervisor::prepare(
         &mut cmd,
         &run_as,
         &std::env::var_os("PATH").unwrap_or_default(),
     );
-    let child = cmd
-        .arg("-c")
+    cmd.arg("-c")
         .arg(hook)
         .current_dir(&workspace.dir)
         .envs(
@@ -870,25 +968,8 @@ fn run_hook(
         .env("PAS_REASON", reason)
         .stdin(std::process::Stdio::null())
         .stdout(log)
-        .stderr(log_err)
-        .spawn();
-    let status = child.and_then(|mut child| {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = child.try_wait()? {
-                return Ok(status);
-            }
-            if started.elapsed() > HOOK_TIME_LIMIT {
-                let _ = crate::process::signal_group(child.id() as i32, true);
-                let _ = child.wait();
-                return Err(std::io::Error::other(format!(
-                    "it ran longer than {}s and was killed",
-                    HOOK_TIME_LIMIT.as_secs()
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    });
+        .stderr(log_err);
+    let status = crate::ops::hooks::run_limited(cmd, None, crate::ops::hooks::HOOK_TIME_LIMIT);
     let (level, message) = match status {
         Ok(s) if s.success() => (
             Level::Info,
@@ -1066,6 +1147,7 @@ pub fn reset(store: &dyn Store, cell: &str, agent: &str, now: DateTime<Utc>) -> 
             a.revival = None;
             if a.status == AgentStatus::Failed {
                 a.status = AgentStatus::Active;
+                crate::ops::agent::activated(a, AgentStatus::Failed, now);
             }
         })
     })?;

@@ -10,9 +10,14 @@
 //!
 //! The order of the rules is the order of the questions: is it ours to revive (active, with
 //! a command)? is a revival in flight? does it run (then: hung, or healthy long enough to
-//! reset its count)? and for a dead one: exit-code lists, `restart_policy`, `auto_revive`,
+//! reset its count)? has it not been started since it was made active (then: start it, no
+//! death)? and for a dead one: exit-code lists, `restart_policy`, `auto_revive`,
 //! `max_restarts`, a running cooldown, the restart storm, the backoff, and last the
-//! checkpoint.
+//! checkpoint (none at all: a fresh start; one that cannot be used: failed when
+//! `checkpoint_required`).
+//!
+//! An agent that never beat is judged by its process (unless `heartbeat_required`): its
+//! revival succeeds once its process runs, and it is never hung.
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -100,7 +105,9 @@ pub enum RequestState {
 pub enum Checkpoint {
     /// This generation loads and verifies.
     Usable(u64),
-    /// None loads, and why (missing, damaged).
+    /// It never saved one (none on disk, none recorded): it starts fresh.
+    Absent,
+    /// One exists (on disk or recorded) but none loads, and why (missing, damaged).
     Unusable(String),
 }
 
@@ -124,6 +131,12 @@ pub struct State {
     pub has_command: bool,
     /// Its process.
     pub process: Process,
+    /// Not started since it was made active: never started at all, or its last process
+    /// ended before `activated_at`. Its end (if any) is not a death.
+    pub waiting_start: bool,
+    /// It never beat and `heartbeat_required` is off: its process, not heartbeats, says
+    /// whether it lives.
+    pub process_judged: bool,
     /// How it last ended.
     pub exit: Exit,
     /// Its health now (from heartbeats).
@@ -159,17 +172,31 @@ pub struct State {
 
 impl State {
     /// The state of an agent as its file has it, with its process as the caller observed
-    /// it and its health as assessed.
-    pub fn from_agent(agent: &Agent, process: Process, health: &Assessment) -> State {
+    /// it, its health as assessed and the `heartbeat_required` policy.
+    pub fn from_agent(
+        agent: &Agent,
+        process: Process,
+        health: &Assessment,
+        heartbeat_required: bool,
+    ) -> State {
         let request = match &agent.revive_request {
             None => RequestState::None,
             Some(r) if r.approved => RequestState::Approved,
             Some(_) => RequestState::Pending,
         };
+        let waiting_start = match &agent.exit {
+            None => agent.started_at.is_none() && agent.pid.is_none(),
+            Some(exit) => match (exit.at, agent.activated_at) {
+                (Some(ended), Some(activated)) => ended < activated,
+                _ => false,
+            },
+        };
         State {
             status: agent.status,
             has_command: !agent.command.is_empty(),
             process,
+            waiting_start,
+            process_judged: agent.last_heartbeat.is_none() && !heartbeat_required,
             exit: Exit::from_record(agent.exit.as_ref()),
             health: health.health,
             health_changes_at: health.next_change,
@@ -253,6 +280,12 @@ pub enum Decision {
     },
     /// Step: a restart is due; look up its checkpoint and task ([`RestartFacts`]).
     Inspect,
+    /// It is meant to run and has not been started since it was made active: start it
+    /// (not a revival: nothing died).
+    Start {
+        /// When to try again if the process cannot be started.
+        retry_at: DateTime<Utc>,
+    },
     /// It ended and is not restarted: it goes `idle`.
     Idle {
         /// Why, for the messages.
@@ -290,6 +323,9 @@ pub enum Decision {
         attempt: u64,
         /// The checkpoint generation it resumes from; `None`: fresh.
         checkpoint: Option<u64>,
+        /// Why it starts fresh (no checkpoint, or one that cannot be used and is not
+        /// required); `None` when it resumes from one.
+        fresh: Option<String>,
         /// How it died.
         how: String,
         /// Its `current_task`, when that is no longer its open work and is not resumed.
@@ -352,11 +388,30 @@ pub fn decide(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     if state.process == Process::Running {
         return running(state, policy, now);
     }
+    if state.waiting_start {
+        return match state.next_restart_at.filter(|t| *t > now) {
+            Some(t) => Decision::Nothing { until: Some(t) },
+            None => Decision::Start {
+                retry_at: now + secs(backoff_delay(policy, 1)),
+            },
+        };
+    }
     dead(state, policy, now)
 }
 
-/// A restart waits for its first beat.
+/// A restart waits for its first beat (for an agent judged by its process: for its
+/// process to run).
 fn in_revival(state: &State, revival: &Revival, now: DateTime<Utc>) -> Decision {
+    if state.process_judged {
+        return if state.process == Process::Running {
+            Decision::RevivalSucceeded {
+                details: revival.details.clone(),
+                next: state.health_changes_at,
+            }
+        } else {
+            Decision::RevivalEnded
+        };
+    }
     let beat_since = match (state.last_heartbeat, revival.started_at) {
         (Some(beat), Some(start)) => beat >= start,
         _ => false,
@@ -461,10 +516,7 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
         _ => {}
     }
     let attempts = state.restart_attempts;
-    let max = policy
-        .get("max_restarts")
-        .and_then(Value::as_u64)
-        .unwrap_or(5);
+    let max = policy.max_restarts();
     if max > 0 && attempts >= max {
         return Decision::Fail {
             reason: format!(
@@ -478,7 +530,7 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     let storm_limit = policy
         .get("storm_limit")
         .and_then(Value::as_u64)
-        .unwrap_or(4);
+        .unwrap_or(0);
     let deaths = deaths_in_window(
         &state.recent_deaths,
         policy.non_negative("storm_window"),
@@ -516,18 +568,23 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     let Some(facts) = &state.restart else {
         return Decision::Inspect;
     };
-    let checkpoint = match &facts.checkpoint {
-        Checkpoint::Usable(generation) => Some(*generation),
+    let (checkpoint, fresh) = match &facts.checkpoint {
+        Checkpoint::Usable(generation) => (Some(*generation), None),
+        Checkpoint::Absent => (None, Some("it has no checkpoint".to_string())),
         Checkpoint::Unusable(why) if policy.flag("checkpoint_required", true) => {
             return Decision::Fail {
                 reason: format!("it cannot be revived: {why}"),
             }
         }
-        Checkpoint::Unusable(_) => None,
+        Checkpoint::Unusable(why) => (
+            None,
+            Some(format!("{why}, and checkpoint_required is false")),
+        ),
     };
     Decision::Revive {
         attempt,
         checkpoint,
+        fresh,
         how,
         dropped_task: state.current_task.clone().filter(|_| !facts.task_open),
         deadline: now + secs(policy.non_negative("revive_timeout")),
@@ -587,6 +644,8 @@ mod tests {
             status: AgentStatus::Active,
             has_command: true,
             process: Process::Ended,
+            waiting_start: false,
+            process_judged: false,
             exit: code(1),
             health: Health::Dead,
             health_changes_at: None,
@@ -652,6 +711,7 @@ mod tests {
         Decision::Revive {
             attempt,
             checkpoint: Some(3),
+            fresh: None,
             how: how.into(),
             dropped_task: None,
             deadline: t(now + 300.0),
@@ -773,7 +833,7 @@ mod tests {
     #[rustfmt::skip]
     fn restart_policy_and_the_exit_code_lists() {
         let died = |e: Exit| dead().with(move |s| s.exit = e);
-        let restart = |how: &str| revive(how, 1, 10.0, 10.0);
+        let restart = |how: &str| revive(how, 1, 10.0, 1.0);
         let clean = "it exited cleanly (code 0) and restart_policy is on-failure";
         check(vec![
             ("on-failure, exit 1: restart",
@@ -835,7 +895,7 @@ mod tests {
     #[rustfmt::skip]
     fn auto_revive_yes_no_and_ask() {
         let asked = |q: RequestState| dead().with(move |s| s.request = q);
-        let restart = revive("exit code 1", 1, 10.0, 10.0);
+        let restart = revive("exit code 1", 1, 10.0, 1.0);
         let ask = json!({"auto_revive": "ask"});
         check(vec![
             ("yes: restart",
@@ -864,7 +924,7 @@ mod tests {
             ("ask, approved: restart",
                 ask.clone(), asked(RequestState::Approved), 10.0, restart.clone()),
             ("ask, approved, still inside the backoff: back off",
-                ask.clone(), asked(RequestState::Approved), 1.0, back_off(1, 5.0, "exit code 1")),
+                ask.clone(), asked(RequestState::Approved), 0.2, back_off(1, 0.5, "exit code 1")),
             ("ask, approved, max_restarts reached: failed",
                 and(ask.clone(), "max_restarts", json!(1)),
                 asked(RequestState::Approved).with(|s| s.restart_attempts = 1), 10.0,
@@ -887,10 +947,12 @@ mod tests {
         let failed = |n: u64, max: u64| fail(&format!(
             "it died (exit code 1) after {n} restarts in a row; max_restarts is {max}"));
         check(vec![
-            ("4 of 5 (the default): restart 5",
-                quick.clone(), after(4), 10.0, revive("exit code 1", 5, 10.0, 0.0)),
-            ("5 of 5 (the default): failed",
-                quick.clone(), after(5), 10.0, failed(5, 5)),
+            ("no limit by default: restart 101",
+                quick.clone(), after(100), 10.0, revive("exit code 1", 101, 10.0, 0.0)),
+            ("4 of 5: restart 5",
+                max(json!(5)), after(4), 10.0, revive("exit code 1", 5, 10.0, 0.0)),
+            ("5 of 5: failed",
+                max(json!(5)), after(5), 10.0, failed(5, 5)),
             ("1 of 2: restart 2",
                 max(json!(2)), after(1), 10.0, revive("exit code 1", 2, 10.0, 0.0)),
             ("2 of 2: failed",
@@ -899,8 +961,8 @@ mod tests {
                 max(json!(2)), after(7), 10.0, failed(7, 2)),
             ("0 means no limit",
                 max(json!(0)), after(1000), 10.0, revive("exit code 1", 1001, 10.0, 0.0)),
-            ("a limit that is not a count is the default 5",
-                max(json!("two")), after(5), 10.0, failed(5, 5)),
+            ("a limit that is not a count is the default, no limit",
+                max(json!("two")), after(5), 10.0, revive("exit code 1", 6, 10.0, 0.0)),
             ("checked before a running cooldown",
                 max(json!(2)), after(2).with(|s| s.cooldown_until = Some(t(100.0))), 10.0,
                 failed(2, 2)),
@@ -917,7 +979,8 @@ mod tests {
             dead().with(move |s| s.recent_deaths = d)
         };
         let cooling = |until: f64| move |s: &mut State| s.cooldown_until = Some(t(until));
-        let storm = json!({"storm_limit": 2, "storm_window": 60, "storm_cooldown": 5, "max_restarts": 0});
+        let storm = json!({"storm_limit": 2, "storm_window": 60, "storm_cooldown": 5,
+            "restart_delay_seconds": 5});
         let restart = |now: f64| revive("exit code 1", 1, now, 10.0);
         check(vec![
             ("2 deaths within 60 s, limit 2: cool down for storm_cooldown",
@@ -925,14 +988,18 @@ mod tests {
                 Decision::CoolDown { until: t(15.0), deaths: 2 }),
             ("1 death within the window: no storm",
                 storm.clone(), deaths(&[-100.0, 0.0]), 10.0, restart(10.0)),
-            ("the default limit: 4 deaths within 300 s, 600 s of rest",
-                json!({}), deaths(&[-200.0, -100.0, -50.0, 0.0]), 10.0,
+            ("no storm limit by default: the backoff slows a crash loop",
+                json!({}), deaths(&[-4.0, -3.0, -2.0, -1.0, 0.0]), 10.0,
+                revive("exit code 1", 1, 10.0, 1.0)),
+            ("storm_limit 4: 4 deaths within the default 300 s, the default 600 s of rest",
+                json!({"storm_limit": 4}), deaths(&[-200.0, -100.0, -50.0, 0.0]), 10.0,
                 Decision::CoolDown { until: t(610.0), deaths: 4 }),
-            ("3 deaths are not a storm by default",
-                json!({}), deaths(&[-100.0, -50.0, 0.0]), 10.0, restart(10.0)),
+            ("storm_limit 4: 3 deaths are not a storm",
+                json!({"storm_limit": 4}), deaths(&[-100.0, -50.0, 0.0]), 10.0,
+                revive("exit code 1", 1, 10.0, 1.0)),
             ("storm_limit 0: never a storm",
                 json!({"storm_limit": 0}), deaths(&[-4.0, -3.0, -2.0, -1.0, 0.0]), 10.0,
-                restart(10.0)),
+                revive("exit code 1", 1, 10.0, 1.0)),
             ("cooling down: nothing until its end",
                 storm.clone(), deaths(&[]).with(cooling(15.0)), 10.0, nothing(Some(15.0))),
             ("cooling down: a storm is not counted again",
@@ -989,38 +1056,46 @@ mod tests {
             s.restart = Some(RestartFacts { checkpoint, task_open });
             s.current_task = Some("t1".into());
         });
-        let missing = || Checkpoint::Unusable("agent a1 has no checkpoint".into());
-        let from = |checkpoint: Option<u64>, dropped: Option<&str>| Decision::Revive {
+        let damaged = || Checkpoint::Unusable("generation 3 of agent a1 is damaged".into());
+        // Restart 1 at T0+10: its first beat due by T0+310, a retry after the second delay.
+        let from = |checkpoint: Option<u64>, fresh: Option<&str>, dropped: Option<&str>| Decision::Revive {
             attempt: 1,
             checkpoint,
+            fresh: fresh.map(str::to_string),
             how: "exit code 1".into(),
             dropped_task: dropped.map(str::to_string),
             deadline: t(310.0),
-            retry_at: t(20.0),
+            retry_at: t(11.0),
         };
         check(vec![
             ("due, not looked up yet: look up the checkpoint",
                 json!({}), dead().with(|s| s.restart = None), 10.0, Decision::Inspect),
             ("usable: resume from it",
-                json!({}), facts(Checkpoint::Usable(3), true), 10.0, from(Some(3), None)),
-            ("none usable, checkpoint_required (the default): failed",
-                json!({}), facts(missing(), true), 10.0,
-                fail("it cannot be revived: agent a1 has no checkpoint")),
-            ("none usable, not required: fresh",
-                json!({"checkpoint_required": false}), facts(missing(), true), 10.0,
-                from(None, None)),
+                json!({}), facts(Checkpoint::Usable(3), true), 10.0, from(Some(3), None, None)),
+            ("never saved one: fresh, whatever checkpoint_required says",
+                json!({}), facts(Checkpoint::Absent, true), 10.0,
+                from(None, Some("it has no checkpoint"), None)),
+            ("never saved one, checkpoint_required said out loud: fresh",
+                json!({"checkpoint_required": true}), facts(Checkpoint::Absent, true), 10.0,
+                from(None, Some("it has no checkpoint"), None)),
+            ("one that cannot be used, checkpoint_required (the default): failed closed",
+                json!({}), facts(damaged(), true), 10.0,
+                fail("it cannot be revived: generation 3 of agent a1 is damaged")),
+            ("one that cannot be used, not required: fresh, saying why",
+                json!({"checkpoint_required": false}), facts(damaged(), true), 10.0,
+                from(None, Some("generation 3 of agent a1 is damaged, and checkpoint_required is false"), None)),
             ("usable and not required: still resumes from it",
                 json!({"checkpoint_required": false}), facts(Checkpoint::Usable(7), true), 10.0,
-                from(Some(7), None)),
+                from(Some(7), None, None)),
             ("its task is no longer its open work: not resumed",
-                json!({}), facts(Checkpoint::Usable(3), false), 10.0, from(Some(3), Some("t1"))),
+                json!({}), facts(Checkpoint::Usable(3), false), 10.0, from(Some(3), None, Some("t1"))),
             ("no current task: nothing dropped",
                 json!({}), facts(Checkpoint::Usable(3), false).with(|s| s.current_task = None),
-                10.0, from(Some(3), None)),
+                10.0, from(Some(3), None, None)),
             ("revive_timeout sets the first beat's deadline",
                 json!({"revive_timeout": 30}), dead(), 10.0,
-                Decision::Revive { attempt: 1, checkpoint: Some(3), how: "exit code 1".into(),
-                    dropped_task: None, deadline: t(40.0), retry_at: t(20.0) }),
+                Decision::Revive { attempt: 1, checkpoint: Some(3), fresh: None, how: "exit code 1".into(),
+                    dropped_task: None, deadline: t(40.0), retry_at: t(11.0) }),
         ]);
     }
 
@@ -1076,6 +1151,76 @@ mod tests {
                 0.0, succeeded(50.0)),
             ("silent past heartbeat_ttl while in revival: the deadline decides, not the watchdog",
                 json!({}), in_flight(|s| s.health = Health::Dead), 0.0, nothing(Some(50.0))),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn an_agent_meant_to_run_that_was_not_started_is_started_not_revived() {
+        // Active, never started: no process, no end on file, nothing noted.
+        let never = || dead().with(|s| {
+            s.waiting_start = true;
+            s.exit = Exit::from_record(None);
+            s.last_death = None;
+            s.recent_deaths = vec![];
+            s.started_at = None;
+            s.last_heartbeat = None;
+            s.process_judged = true;
+            s.health = Health::Down;
+        });
+        let start = |at: f64| Decision::Start { retry_at: t(at) };
+        check(vec![
+            ("never started: start it (no death noted, no restart counted)",
+                json!({}), never(), 10.0, start(10.5)),
+            ("never started, a failed start waits for its retry",
+                json!({}), never().with(|s| s.next_restart_at = Some(t(12.0))), 10.0,
+                nothing(Some(12.0))),
+            ("never started, the retry is due: start it",
+                json!({}), never().with(|s| s.next_restart_at = Some(t(12.0))), 12.0, start(12.5)),
+            ("the retry follows restart_delay_seconds",
+                json!({"restart_delay_seconds": 3}), never(), 10.0, start(13.0)),
+            ("stopped, then made active again: its end is no death",
+                json!({}), dead().with(|s| { s.waiting_start = true; s.exit = signal(15); }), 10.0,
+                start(10.5)),
+            ("a clean exit, made active again: started, not left idle",
+                json!({}), dead().with(|s| { s.waiting_start = true; s.exit = code(0); }), 10.0,
+                start(10.5)),
+            ("made active, but its pid is gone unseen: recorded first",
+                json!({}), never().with(|s| s.process = Process::Vanished), 10.0,
+                Decision::RecordVanished),
+            ("made active while it runs: nothing to start",
+                json!({}), running().with(|s| s.waiting_start = true), 0.0, nothing(Some(30.0))),
+            ("not active: not started",
+                json!({}), never().with(|s| s.status = AgentStatus::Idle), 10.0, nothing(None)),
+            ("no command: nothing to start",
+                json!({}), never().with(|s| s.has_command = false), 10.0, nothing(None)),
+        ]);
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn an_agent_judged_by_its_process_is_revived_once_it_runs() {
+        // Never beat: its revival cannot wait for a first beat.
+        let in_flight = |process: Process| running().with(move |s| {
+            s.process = process;
+            s.process_judged = true;
+            s.last_heartbeat = None;
+            s.revival = Some(revival());
+            s.health = Health::Healthy;
+            s.health_changes_at = None;
+        });
+        check(vec![
+            ("runs: the revival succeeded",
+                json!({}), in_flight(Process::Running), 0.0,
+                Decision::RevivalSucceeded { details: json!({"attempt": 1}), next: None }),
+            ("runs past revive_timeout without a beat: still a success, never timed out",
+                json!({}), in_flight(Process::Running), 100.0,
+                Decision::RevivalSucceeded { details: json!({"attempt": 1}), next: None }),
+            ("ended: the revival is over, the death comes next",
+                json!({}), in_flight(Process::Ended), 0.0, Decision::RevivalEnded),
+            ("runs without beating, not in revival: never hung",
+                json!({}), running().with(|s| { s.process_judged = true; s.last_heartbeat = None; s.health_changes_at = None; }),
+                0.0, nothing(None)),
         ]);
     }
 
@@ -1142,8 +1287,8 @@ mod tests {
         let rows: Vec<(&str, Value, &[u64], &[f64])> = vec![
             ("doubles, then the cap",
                 five.clone(), &[1, 2, 3, 4, 5], &[5.0, 10.0, 20.0, 30.0, 30.0]),
-            ("the defaults: 5 s doubling up to 300 s",
-                json!({}), &[1, 2, 6, 7, 8], &[5.0, 10.0, 160.0, 300.0, 300.0]),
+            ("the defaults: 0.5 s doubling up to 60 s",
+                json!({}), &[1, 2, 3, 6, 7, 8, 9], &[0.5, 1.0, 2.0, 16.0, 32.0, 60.0, 60.0]),
             ("attempt 0 waits like the first",
                 five.clone(), &[0], &[5.0]),
             ("a huge attempt is the cap, not an overflow",
@@ -1165,8 +1310,8 @@ mod tests {
                 times(json!("fast")), &[2], &[10.0]),
             ("an enormous multiplier is the cap",
                 times(json!(1e300)), &[64], &[30.0]),
-            ("a negative delay is the default 5 s",
-                json!({"restart_delay_seconds": -1}), &[1], &[5.0]),
+            ("a negative delay is the default 0.5 s",
+                json!({"restart_delay_seconds": -1}), &[1], &[0.5]),
             ("fractions of a second",
                 json!({"restart_delay_seconds": 0.5}), &[1, 2, 3], &[0.5, 1.0, 2.0]),
         ];
@@ -1223,7 +1368,12 @@ mod tests {
     fn state_of(doc: &Doc) -> crate::error::Result<State> {
         let agent = Agent::from_doc(doc)?;
         let assessment = health::assess(doc, &policy(&json!({})), t(10.0));
-        Ok(State::from_agent(&agent, Process::Ended, &assessment))
+        Ok(State::from_agent(
+            &agent,
+            Process::Ended,
+            &assessment,
+            false,
+        ))
     }
 
     #[test]
@@ -1369,7 +1519,7 @@ mod tests {
             s.last_death = None;
             s.recent_deaths = vec![t(-10.0)];
         });
-        let storm = json!({"storm_limit": 2});
+        let storm = json!({"storm_limit": 2, "restart_delay_seconds": 5});
         let steps = dry_pass(unnoted.clone(), storm.clone(), 1.0);
         assert_eq!(steps[1..], [back_off(1, 5.0, "exit code 1")]);
         let Decision::NoteDeath { recent_deaths, .. } = &steps[0] else {
