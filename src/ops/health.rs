@@ -1,7 +1,7 @@
 //! The liveness model's words: an agent's [`Health`] and an [`Assessment`] of it at a given
 //! time, from its last heartbeat, what it reported and the effective policy. The rules
-//! themselves are [`crate::ops::heartbeat::rules::assess`]; [`assess`] applies them to an agent
-//! file. Pure; the time is a parameter.
+//! themselves are [`crate::ops::heartbeat::rules::assess`]; [`assess`] applies them to an
+//! agent. Pure; the time is a parameter.
 //!
 //! Silence longer than one `heartbeat_interval` makes an agent `late`, longer than
 //! `misses_down` intervals `down`, longer than `heartbeat_ttl` `dead`. An agent that never
@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::doc::Doc;
+use crate::model::Agent;
 use crate::ops::policy::Policy;
 
 /// An agent's health.
@@ -99,16 +99,8 @@ pub struct Assessment {
     pub next_change: Option<DateTime<Utc>>,
 }
 
-/// The agent's last heartbeat time.
-pub fn last_heartbeat(agent: &Doc) -> Option<DateTime<Utc>> {
-    agent.time("last_heartbeat")
-}
-
 /// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::rules::assess`].
-pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    crate::ops::heartbeat::rules::assess(
-        &crate::ops::heartbeat::rules::Vitals::from_doc(agent),
-        &crate::ops::heartbeat::rules::HealthPolicy::from_policy(policy),
-        now,
-    )
+pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
+    use crate::ops::heartbeat::rules::{self, HealthPolicy, Vitals};
+    rules::assess(&Vitals::of(agent), &HealthPolicy::from_policy(policy), now)
 }

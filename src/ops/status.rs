@@ -104,7 +104,7 @@ impl AgentView {
             ctx_limit: a.ctx_limit,
             current_task: a.current_task.clone(),
             next_change: o.assessment.next_change,
-            process: crate::ops::supervisor::state(&o.doc).as_str(),
+            process: crate::ops::supervisor::state_of(a).as_str(),
             restart_count: a.restart_count,
             restart_attempts: a.restart_attempts,
             next_restart_at: a.next_restart_at.map(clock::stamp),
@@ -205,7 +205,7 @@ pub fn cell_view(
 ) -> Result<CellView> {
     let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
     let mut cell_doc = read_cell()?;
-    if record && crate::ops::budget::enforce_time_of(store, cell, &cell_doc, now)? {
+    if record && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
         cell_doc = read_cell()?;
     }
     let status = cell_doc.status;

@@ -407,7 +407,14 @@ fn act(
             })
         }
         Action::Stop { cell, agent } => {
-            let outcome = crate::ops::supervisor::stop(store, cell, agent, None, "stopped", now)?;
+            let outcome = crate::ops::supervisor::stop_for(
+                store,
+                cell,
+                agent,
+                None,
+                crate::model::StopCause::Stopped,
+                now,
+            )?;
             Ok(format!(
                 "agent {agent} {}",
                 match outcome {

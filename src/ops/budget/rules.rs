@@ -510,7 +510,7 @@ mod tests {
     }
 
     fn policy(json: &str) -> Policy {
-        Policy::resolve(&serde_json::Map::new(), None, Some(&doc(json)), None)
+        crate::ops::policy::of_file(json)
     }
 
     fn context(json: &str) -> ContextPolicy {

@@ -274,11 +274,6 @@ pub fn beat(
     })
 }
 
-/// An agent's health at `now` by the rules of [`rules::assess`].
-pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    rules::assess(&Vitals::of(agent), &HealthPolicy::from_policy(policy), now)
-}
-
 /// An agent as an observer sees it.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -306,27 +301,6 @@ pub fn observe_cell(
 }
 
 /// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read.
-pub fn observe_cell_with(
-    store: &dyn Store,
-    cell: &str,
-    cell_doc: &Doc,
-    policies: Option<&Doc>,
-    record: bool,
-    now: DateTime<Utc>,
-) -> Result<(Vec<Observed>, Vec<Error>)> {
-    let file = policies.map(Policies::from_doc).transpose()?;
-    observe_cell_of(
-        store,
-        cell,
-        &Cell::from_doc(cell_doc)?,
-        file.as_ref(),
-        record,
-        now,
-    )
-}
-
-/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read,
-/// typed.
 pub fn observe_cell_of(
     store: &dyn Store,
     cell: &str,

@@ -542,7 +542,7 @@ mod tests {
             (r#"{"max_retries": "many"}"#, 3),
         ];
         for &(json, max) in rows {
-            let p = Policy::resolve(&serde_json::Map::new(), None, Some(&doc(json)), None);
+            let p = crate::ops::policy::of_file(json);
             assert_eq!(max_retries(&p), max, "{json}");
         }
     }

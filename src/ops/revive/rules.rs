@@ -552,9 +552,10 @@ mod tests {
         clock::parse("2026-11-23T10:00:00Z").unwrap() + secs(s)
     }
 
+    /// The policy of a root whose `pas.toml` `[policies]` is `layer`: read as it is, so a
+    /// word pas does not know reaches the rules (a policy file would be refused).
     fn policy(layer: &Value) -> Policy {
-        let doc = Doc::from_map(layer.as_object().unwrap().clone());
-        Policy::resolve(&serde_json::Map::new(), None, Some(&doc), None)
+        Policy::of(layer.as_object().unwrap(), None, None, None)
     }
 
     /// `layer` with `key` set.
@@ -1222,7 +1223,7 @@ mod tests {
     /// The state of the agent file `doc`, at T0+10 under the default policy.
     fn state_of(doc: &Doc) -> crate::error::Result<State> {
         let agent = Agent::from_doc(doc)?;
-        let assessment = health::assess(doc, &policy(&json!({})), t(10.0));
+        let assessment = health::assess(&agent, &policy(&json!({})), t(10.0));
         Ok(State::from_agent(&agent, Process::Ended, &assessment))
     }
 
