@@ -286,7 +286,7 @@ pub fn set_status(
     id: &str,
     status: impl Into<model::CellStatus>,
     now: DateTime<Utc>,
-) -> Result<Option<String>> {
+) -> Result<model::CellStatus> {
     let status = status.into();
     store::transact(store, id, now, |txn| set_status_in(txn, status))
 }
@@ -295,14 +295,14 @@ pub fn set_status(
 pub fn set_status_in(
     txn: &mut store::Txn<'_>,
     status: impl Into<model::CellStatus>,
-) -> Result<Option<String>> {
+) -> Result<model::CellStatus> {
     let status = status.into();
     let now = txn.now();
     let mut doc = txn.read_required(FileKey::Cell)?;
     let mut cell = Cell::from_doc(&doc)?;
     let previous = cell.status;
     if previous == status {
-        return Ok(Some(previous.as_str().to_string()));
+        return Ok(previous);
     }
     cell.status = status;
     cell.status_changed_at = Some(now);
@@ -321,7 +321,7 @@ pub fn set_status_in(
         )
         .details(json!({ "from": previous.as_str(), "to": status.as_str() })),
     );
-    Ok(Some(previous.as_str().to_string()))
+    Ok(previous)
 }
 
 /// Removes a cell; an active cell only with `force` (which removes one whose `cell.json`
@@ -339,11 +339,4 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<()> {
         }
     }
     store.remove_cell(id)
-}
-
-/// The cell's `max_agents`, when it sets one, for a caller that holds the document; a
-/// `cell.json` that does not read sets none here (`pas validate` names the problem), so a
-/// caller that can refuse should read [`Cell`] itself.
-pub fn max_agents(cell: &Doc) -> Option<u64> {
-    Cell::from_doc(cell).ok().and_then(|c| c.max_agents)
 }

@@ -354,6 +354,34 @@ impl Policy {
         self.whole("max_restarts")
     }
 
+    /// How many times longer each further restart waits; a value below 1 (which would
+    /// shorten the waits) or not a number is the default.
+    pub fn backoff_multiplier(&self) -> f64 {
+        self.get("backoff_multiplier")
+            .and_then(Value::as_f64)
+            .filter(|m| *m >= 1.0)
+            .unwrap_or_else(|| Self::default_f64("backoff_multiplier"))
+    }
+
+    /// Deaths within `storm_window` that make an agent cool down (0: no limit); a value
+    /// that is not a whole number is the default.
+    pub fn storm_limit(&self) -> u64 {
+        self.whole("storm_limit")
+    }
+
+    /// Attempts of a task before it stays failed: at least 1; a value that is not a whole
+    /// number is the default.
+    pub fn max_retries(&self) -> u64 {
+        self.whole("max_retries").max(1)
+    }
+
+    /// The shell command run when an agent finally fails; `None` when unset or blank.
+    pub fn on_failure(&self) -> Option<&str> {
+        self.get("on_failure")
+            .and_then(Value::as_str)
+            .filter(|h| !h.trim().is_empty())
+    }
+
     /// Context use from which an agent is warned; a value that is not a number is the
     /// default.
     pub fn target_ratio(&self) -> f64 {

@@ -18,6 +18,7 @@ use crate::ops::budget::State;
 use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, Observed};
 use crate::ops::policy;
+use crate::ops::task::{self, State as TaskState};
 use crate::store::events;
 use crate::store::{self, Collection, FileKey, LogFile, Store};
 
@@ -146,27 +147,19 @@ pub struct TaskCounts {
 }
 
 impl TaskCounts {
-    /// Counts `tasks` by the state they are shown in: a pending task waiting on a
-    /// dependency that is not completed (or not there) is blocked.
+    /// Counts `tasks` by the state they are shown in ([`task::state`]).
     fn of(tasks: &BTreeMap<String, Task>) -> TaskCounts {
         let mut counts = TaskCounts {
             total: tasks.len(),
             ..TaskCounts::default()
         };
         for t in tasks.values() {
-            let waiting = || {
-                t.dependencies.iter().any(|d| {
-                    tasks
-                        .get(d)
-                        .is_none_or(|dep| dep.status != TaskStatus::Completed)
-                })
-            };
-            match t.status {
-                TaskStatus::Completed => counts.completed += 1,
-                TaskStatus::InProgress => counts.in_progress += 1,
-                TaskStatus::Failed => counts.failed += 1,
-                TaskStatus::Pending if waiting() => counts.blocked += 1,
-                TaskStatus::Pending => counts.pending += 1,
+            match task::state(t, tasks) {
+                TaskState::Status(TaskStatus::Completed) => counts.completed += 1,
+                TaskState::Status(TaskStatus::InProgress) => counts.in_progress += 1,
+                TaskState::Status(TaskStatus::Failed) => counts.failed += 1,
+                TaskState::Status(TaskStatus::Pending) => counts.pending += 1,
+                TaskState::Blocked => counts.blocked += 1,
             }
         }
         counts

@@ -391,7 +391,7 @@ fn act(
             Ok(format!(
                 "cell {}: {} -> {}",
                 short(cell),
-                previous.as_deref().unwrap_or("-"),
+                previous.as_str(),
                 to.as_str()
             ))
         }

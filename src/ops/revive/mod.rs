@@ -770,11 +770,7 @@ pub fn fail_for_good(
         now,
     )?;
     crate::ops::reservation::release_agent(store, cell, agent, "agent failed", now)?;
-    if let Some(hook) = policy
-        .get("on_failure")
-        .and_then(Value::as_str)
-        .filter(|h| !h.trim().is_empty())
-    {
+    if let Some(hook) = policy.on_failure() {
         run_hook(store, cell, &failed, hook, reason, launch, now)?;
     }
     Ok(())

@@ -319,11 +319,7 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
 /// `backoff_multiplier`^(attempt-1), capped at `max_restart_delay_seconds`.
 pub fn backoff_delay(policy: &Policy, attempt: u64) -> f64 {
     let base = policy.non_negative("restart_delay_seconds");
-    let multiplier = policy
-        .get("backoff_multiplier")
-        .and_then(Value::as_f64)
-        .filter(|m| *m >= 1.0)
-        .unwrap_or(2.0);
+    let multiplier = policy.backoff_multiplier();
     let cap = policy.non_negative("max_restart_delay_seconds");
     let exponent = attempt.saturating_sub(1).min(64) as i32;
     (base * multiplier.powi(exponent)).min(cap)
@@ -461,10 +457,7 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
         _ => {}
     }
     let attempts = state.restart_attempts;
-    let max = policy
-        .get("max_restarts")
-        .and_then(Value::as_u64)
-        .unwrap_or(5);
+    let max = policy.max_restarts();
     if max > 0 && attempts >= max {
         return Decision::Fail {
             reason: format!(
@@ -475,10 +468,7 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     if let Some(until) = state.cooldown_until.filter(|u| *u > now) {
         return Decision::Nothing { until: Some(until) };
     }
-    let storm_limit = policy
-        .get("storm_limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(4);
+    let storm_limit = policy.storm_limit();
     let deaths = deaths_in_window(
         &state.recent_deaths,
         policy.non_negative("storm_window"),
