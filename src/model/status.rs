@@ -391,8 +391,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn at() -> At {
-        At::file("agents/a1.json").key("status")
+    static FILE: At<'static> = At::file("agents/a1.json");
+
+    fn at() -> At<'static> {
+        FILE.key("status")
     }
 
     /// Every word of every enum: `as_str`, `parse`, serde, `Display` and `FromStr` agree,

@@ -81,19 +81,16 @@ pub struct AgentView {
 }
 
 impl AgentView {
-    fn from_observed(
-        o: &Observed,
-        policy: &crate::ops::policy::Policy,
-        schedule: &[f64],
-    ) -> AgentView {
-        let a = &o.agent;
+    fn from_observed(o: Observed, schedule: &[f64]) -> AgentView {
+        let (a, policy) = (o.agent, &o.policy);
         let ctx = crate::ops::budget::context_state(a.ctx_used, a.ctx_limit, policy);
         AgentView {
-            id: a.agent_id.clone(),
-            name: a.name.clone(),
+            process: crate::ops::supervisor::state_of(&a).as_str(),
+            id: a.agent_id,
+            name: a.name,
             role: a.role,
-            gateway: a.gateway.clone(),
-            capabilities: a.capabilities.clone(),
+            gateway: a.gateway,
+            capabilities: a.capabilities,
             status: a.status,
             health: o.assessment.health,
             heartbeat_age_seconds: o.assessment.age.map(|a| (a * 1000.0).round() / 1000.0),
@@ -103,9 +100,8 @@ impl AgentView {
             progress: a.progress,
             ctx_used: a.ctx_used,
             ctx_limit: a.ctx_limit,
-            current_task: a.current_task.clone(),
+            current_task: a.current_task,
             next_change: o.assessment.next_change,
-            process: crate::ops::supervisor::state_of(a).as_str(),
             restart_count: a.restart_count,
             restart_attempts: a.restart_attempts,
             next_restart_at: a.next_restart_at.map(clock::stamp),
@@ -214,7 +210,7 @@ pub fn cell_view(
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
     let mut schedules: Vec<(Arc<crate::ops::policy::Policy>, Vec<f64>)> = Vec::new();
     let agents: Vec<AgentView> = observed
-        .iter()
+        .into_iter()
         .map(|o| {
             // Agents sharing the cell's policy share its schedule: computed once per policy.
             let schedule = match schedules.iter().find(|(p, _)| Arc::ptr_eq(p, &o.policy)) {
@@ -224,7 +220,7 @@ pub fn cell_view(
                     &schedules[schedules.len() - 1].1
                 }
             };
-            AgentView::from_observed(o, &o.policy, schedule)
+            AgentView::from_observed(o, schedule)
         })
         .collect();
     let (time_used, timeout) = crate::ops::budget::cell_time(&cell_doc, now);

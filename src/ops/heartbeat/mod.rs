@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::{self, Agent, AgentStatus, Cell, Failure, Policies};
 use crate::ops::agent::typed;
@@ -277,9 +276,7 @@ pub fn beat(
 /// An agent as an observer sees it.
 #[derive(Debug, Clone)]
 pub struct Observed {
-    /// The agent file.
-    pub doc: Doc,
-    /// Its typed view.
+    /// The agent file, typed.
     pub agent: Agent,
     /// Its health now.
     pub assessment: Assessment,
@@ -330,8 +327,8 @@ pub fn observe_cell_of(
     let mut errors = Vec::new();
     let mut changed = Vec::new();
     for (id, doc) in store.read_collection(cell, Collection::Agents)? {
-        let (doc, agent) = match doc.and_then(|d| typed(&id, &d).map(|a| (d, a))) {
-            Ok(read) => read,
+        let agent = match doc.and_then(|d| typed(&id, &d)) {
+            Ok(agent) => agent,
             Err(e) => {
                 errors.push(e);
                 continue;
@@ -349,7 +346,6 @@ pub fn observe_cell_of(
             changed.push((observed.len(), id));
         }
         observed.push(Observed {
-            doc,
             agent,
             assessment: seen.assessment,
             policy,
@@ -376,16 +372,15 @@ pub fn observe_cell_of(
                 }
                 apply_health(txn, &mut agent, id, &seen.change, now);
                 agent.write_into(&mut doc);
-                txn.put(FileKey::Agent(id), doc.clone());
-                out.push((*at, doc, agent, seen.assessment, policy));
+                txn.put(FileKey::Agent(id), doc);
+                out.push((*at, agent, seen.assessment, policy));
             }
             Ok(out)
         });
         match recorded {
             Ok(out) => {
-                for (at, doc, agent, assessment, policy) in out {
+                for (at, agent, assessment, policy) in out {
                     observed[at] = Observed {
-                        doc,
                         agent,
                         assessment,
                         policy: Arc::new(policy),

@@ -26,6 +26,7 @@ use crate::model::{
 };
 use crate::ops::checkpoint;
 use crate::ops::health::{self, Health};
+use crate::ops::heartbeat::Observed;
 use crate::ops::policy::Policy;
 use crate::ops::queue;
 use crate::ops::revive::rules::{
@@ -212,16 +213,7 @@ pub fn pass_cell_each(
     if opts.agent.is_none() {
         result.errors = unreadable;
     }
-    for o in observed {
-        let agent = match Agent::from_doc(&o.doc) {
-            Ok(agent) => agent,
-            Err(e) => {
-                if opts.agent.is_none() {
-                    result.errors.push(e);
-                }
-                continue;
-            }
-        };
+    for Observed { agent, .. } in observed {
         if opts.agent.as_deref().is_some_and(|a| a != agent.agent_id) {
             continue;
         }
