@@ -398,14 +398,6 @@ pub fn append_extra(map: &mut Map<String, Value>, extra: &Map<String, Value>, kn
     }
 }
 
-/// The unknown keys of `map`, in order.
-pub fn extra(map: &Map<String, Value>, known: &[&str]) -> Map<String, Value> {
-    map.iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 /// Writes `extra` into `map`: changed unknown keys in place, new ones last, and unknown
 /// keys the caller dropped from `extra` removed. A known key in `extra` is ignored: the
 /// typed field owns it.
@@ -922,9 +914,11 @@ macro_rules! layer_record {
 
 /// Gives a top-level record its document methods: `from_doc`, `from_doc_at`, `write_into`,
 /// `edit` and `to_doc`. `$file` names the file in errors, from the document's own content
-/// (`agents/<agent_id>.json`), for callers that do not know the path.
+/// (`agents/<agent_id>.json`), for callers that do not know the path. Every document gets
+/// all five, whether or not pas uses each on it.
 macro_rules! document {
     ($name:ident, $file:expr) => {
+        #[allow(dead_code)]
         impl $name {
             /// The typed view of `doc`; a field of the wrong shape or an unknown word is a
             /// data error naming the file (as the document's own id places it) and the

@@ -63,13 +63,6 @@ pub enum IsolationLevel {
     Level3,
 }
 
-impl IsolationLevel {
-    /// The on-disk spelling.
-    pub fn as_str(self) -> &'static str {
-        model::IsolationLevel::from(self).as_str()
-    }
-}
-
 impl From<IsolationLevel> for model::IsolationLevel {
     fn from(l: IsolationLevel) -> model::IsolationLevel {
         match l {

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
@@ -199,7 +198,7 @@ pub fn cell_view(
     }
     let status = cell_doc.status;
     let file = policy::read_file_layer(store, cell)?;
-    let (observed, errors) = heartbeat::observe_cell_of(
+    let (observed, errors) = heartbeat::observe_cell(
         store,
         cell,
         &cell_doc,
@@ -584,11 +583,6 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
         vec![(String::new(), format!("{}", now.timestamp()))],
     );
     Ok(out)
-}
-
-/// A health as JSON.
-pub fn health_value(h: Health) -> Value {
-    Value::from(h.as_str())
 }
 
 /// "42s ago" or "-" for an agent view.

@@ -760,6 +760,22 @@ mod tests {
     }
 
     #[test]
+    fn only_positive_32_bit_pids_are_taken_from_a_file() {
+        let pid = |json: &str| {
+            Agent::from_doc(&doc(&format!(r#"{{"agent_id": "a1", "pid": {json}}}"#)))
+                .map(|a| usable_pid(a.pid))
+        };
+        assert_eq!(pid("4242").unwrap(), Some(4242));
+        for never in ["0", "-1", "null"] {
+            assert_eq!(pid(never).unwrap(), None, "{never}");
+        }
+        // Not a pid at all: the file is refused naming the field, never signalled.
+        for bad in ["1099511627776", r#""12""#] {
+            assert!(pid(bad).unwrap_err().message.contains(" pid: "), "{bad}");
+        }
+    }
+
+    #[test]
     fn waits_end_on_the_documented_states() {
         let now = clock::parse("2026-01-01T00:01:00Z").unwrap();
         let policy = Policy::of(&serde_json::Map::new(), None, None, None);

@@ -26,13 +26,6 @@ pub enum Priority {
     Low,
 }
 
-impl Priority {
-    /// The on-disk spelling.
-    pub fn as_str(self) -> &'static str {
-        model::Priority::from(self).as_str()
-    }
-}
-
 impl From<Priority> for model::Priority {
     fn from(p: Priority) -> model::Priority {
         match p {

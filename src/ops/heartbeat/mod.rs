@@ -284,21 +284,10 @@ pub struct Observed {
     pub policy: Arc<Policy>,
 }
 
-/// Assesses every agent of a cell at `now` and records the health changes it sees (each
+/// Assesses every agent of a cell at `now` (`cell_doc` and `file` are its `cell.json` and
+/// `config/policies.json`) and, with `record`, records the health changes it sees (each
 /// once: the change is decided again in the transaction that writes it).
 pub fn observe_cell(
-    store: &dyn Store,
-    cell: &str,
-    record: bool,
-    now: DateTime<Utc>,
-) -> Result<(Vec<Observed>, Vec<Error>)> {
-    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
-    let file = policy::read_file_layer(store, cell)?;
-    observe_cell_of(store, cell, &cell_doc, file.as_ref(), record, now)
-}
-
-/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read.
-pub fn observe_cell_of(
     store: &dyn Store,
     cell: &str,
     cell_doc: &Cell,

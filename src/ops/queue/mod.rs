@@ -28,7 +28,7 @@ use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
 
-pub use crate::ops::queue::rules::{eligible, ready};
+pub use crate::ops::queue::rules::ready;
 
 /// Every task of the cell by file id, as documents and as typed views; the first that
 /// does not read is an error (a claim must not skip a task it cannot read).

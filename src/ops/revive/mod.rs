@@ -194,7 +194,7 @@ pub fn pass_cell_each(
     }
     result.next_due = crate::ops::budget::deadline(&cell_doc);
     let policies = crate::ops::policy::read_file_layer(store, cell)?;
-    let (observed, unreadable) = crate::ops::heartbeat::observe_cell_of(
+    let (observed, unreadable) = crate::ops::heartbeat::observe_cell(
         store,
         cell,
         &cell_doc,
