@@ -230,16 +230,11 @@ mod tests {
 
     #[test]
     fn the_kinds_built_from_states_are_the_ones_the_code_formats() {
-        use crate::ops::budget::State;
-        for (ours, theirs) in [
-            (BudgetState::Ok, State::Ok),
-            (BudgetState::Warning, State::Warning),
-            (BudgetState::Breach, State::Breach),
-        ] {
-            // budget.rs writes format!("budget.context_{}", state.as_str()).
+        // A context event's kind is its state's word after `budget.context_`.
+        for state in BudgetState::ALL {
             assert_eq!(
-                EventKind::context(ours).as_str(),
-                format!("budget.context_{}", theirs.as_str())
+                EventKind::context(*state).as_str(),
+                format!("budget.context_{}", state.as_str())
             );
         }
         assert_eq!(

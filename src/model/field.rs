@@ -588,7 +588,7 @@ pub mod flag {
 
 /// pas's own record of something it computes again (the agent's `health`, `ctx_state`):
 /// a value it cannot read counts as not recorded and is overwritten with the next change,
-/// as the stringly code always did.
+/// so a damaged record never stops a command.
 pub mod cache {
     use super::*;
 
