@@ -87,7 +87,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
     // Each value must be of its policy's type: read as a policies layer, a wrong type
     // would only fall back to the default unseen, in every cell of the root.
     use crate::model::field::Record;
-    let at = crate::model::At::file("pas.toml [policies]");
+    let at = crate::model::field::At::file("pas.toml [policies]");
     match crate::model::Policies::read_map(&config.policies, &at) {
         Err(e) => return Err((None, e.message)),
         Ok(layer) => {

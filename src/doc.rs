@@ -44,7 +44,7 @@ impl Doc {
 
     /// The document in `bytes` when they hold a JSON object, else `None` (then
     /// [`Doc::parse`] says what is wrong): the quick path for reading many documents.
-    pub fn parse_object(bytes: &[u8]) -> Option<Doc> {
+    pub(crate) fn parse_object(bytes: &[u8]) -> Option<Doc> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let map = serde::Deserializer::deserialize_map(&mut de, ObjectVisitor).ok()?;
         de.end().ok()?;
@@ -52,17 +52,17 @@ impl Doc {
     }
 
     /// Parses an embedded template; templates are checked by tests to be JSON objects.
-    pub fn from_template(text: &str, name: &str) -> Result<Doc> {
+    pub(crate) fn from_template(text: &str, name: &str) -> Result<Doc> {
         Doc::parse(text.as_bytes(), Path::new(name))
     }
 
     /// A document from an object value.
-    pub fn from_map(map: Map<String, Value>) -> Doc {
+    pub(crate) fn from_map(map: Map<String, Value>) -> Doc {
         Doc { map }
     }
 
     /// Pretty JSON, two-space indented, with a trailing newline: the on-disk form.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // Serialising a map of JSON values cannot fail (all keys are strings).
         let mut bytes = serde_json::to_vec_pretty(&self.map).unwrap_or_default();
         bytes.push(b'\n');
@@ -70,50 +70,40 @@ impl Doc {
     }
 
     /// The whole object.
-    pub fn map(&self) -> &Map<String, Value> {
+    pub(crate) fn map(&self) -> &Map<String, Value> {
         &self.map
     }
 
     /// The whole object, to change in place (the typed views of `crate::model` write their
     /// changed fields through it). Remove keys with `shift_remove`, which keeps the order of
     /// the rest; `remove` would move the last key into the hole.
-    pub fn map_mut(&mut self) -> &mut Map<String, Value> {
+    pub(crate) fn map_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.map
     }
 
     /// The document as a JSON value (a copy), for output.
-    pub fn to_value(&self) -> Value {
+    pub(crate) fn to_value(&self) -> Value {
         Value::Object(self.map.clone())
     }
 
-    /// The value at `key`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    /// The value at `key` (for code that edits a layer as raw JSON: `policy set`).
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key)
     }
 
-    /// A timestamp field in any form hand-written files use (RFC 3339, a naive ISO
-    /// date-time read as UTC, epoch seconds); `None` when absent or unreadable.
-    pub fn time(&self, key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.map.get(key).and_then(crate::clock::from_value)
-    }
-
     /// The string at `key`, if it is one.
-    pub fn str(&self, key: &str) -> Option<&str> {
+    pub(crate) fn str(&self, key: &str) -> Option<&str> {
         self.map.get(key).and_then(Value::as_str)
     }
 
-    /// The number at `key`, if it is one.
-    pub fn f64(&self, key: &str) -> Option<f64> {
-        self.map.get(key).and_then(Value::as_f64)
-    }
-
     /// The non-negative integer at `key`, if it is one.
-    pub fn u64(&self, key: &str) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn u64(&self, key: &str) -> Option<u64> {
         self.map.get(key).and_then(Value::as_u64)
     }
 
     /// The strings of the array at `key` (other items are skipped).
-    pub fn strings(&self, key: &str) -> Vec<String> {
+    pub(crate) fn strings(&self, key: &str) -> Vec<String> {
         match self.map.get(key) {
             Some(Value::Array(items)) => items
                 .iter()
@@ -124,7 +114,7 @@ impl Doc {
     }
 
     /// Sets `key`, keeping its position when it already exists.
-    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
+    pub(crate) fn set(&mut self, key: &str, value: impl Into<Value>) {
         let value = value.into();
         match self.map.get_mut(key) {
             Some(slot) => *slot = value,
@@ -135,7 +125,8 @@ impl Doc {
     }
 
     /// Removes `key`, keeping the order of the rest.
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    #[cfg(test)]
+    pub(crate) fn remove(&mut self, key: &str) -> Option<Value> {
         self.map.shift_remove(key)
     }
 }

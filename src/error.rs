@@ -2,7 +2,7 @@
 //!
 //! Every failure a user can cause becomes an [`Error`] with a [`Kind`]; the CLI prints
 //! `pas: <message>` (and a hint line when there is one) on stderr and exits with
-//! [`Kind::exit_code`]. The codes are documented in `docs/cli.md`; keep both in step.
+//! `Kind::exit_code`. The codes are documented in `docs/cli.md`; keep both in step.
 
 use std::fmt;
 use std::path::Path;
@@ -36,7 +36,7 @@ pub enum Kind {
 
 impl Kind {
     /// The process exit status for this kind of error (see `docs/cli.md`).
-    pub fn exit_code(self) -> u8 {
+    pub(crate) fn exit_code(self) -> u8 {
         match self {
             Kind::Failure => 1,
             Kind::Usage => 2,
@@ -71,7 +71,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// An error of `kind` with `message`.
-    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: Kind, message: impl Into<String>) -> Self {
         Error {
             kind,
             message: message.into(),
@@ -81,13 +81,13 @@ impl Error {
     }
 
     /// Adds the hint line shown under the message.
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }
 
     /// Says whether the change the command was making happened, in the message too.
-    pub fn outcome(mut self, committed: bool) -> Self {
+    pub(crate) fn outcome(mut self, committed: bool) -> Self {
         self.message = if committed {
             format!("{}; the change was made", self.message)
         } else {
@@ -98,37 +98,37 @@ impl Error {
     }
 
     /// A usage error (exit 2).
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Error::new(Kind::Usage, message)
     }
 
     /// A not-found error (exit 3).
-    pub fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Error::new(Kind::NotFound, message)
     }
 
     /// A conflict error (exit 4).
-    pub fn conflict(message: impl Into<String>) -> Self {
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
         Error::new(Kind::Conflict, message)
     }
 
     /// A data error (exit 5).
-    pub fn data(message: impl Into<String>) -> Self {
+    pub(crate) fn data(message: impl Into<String>) -> Self {
         Error::new(Kind::Data, message)
     }
 
     /// Busy: another process holds what is needed (exit 6).
-    pub fn busy(message: impl Into<String>) -> Self {
+    pub(crate) fn busy(message: impl Into<String>) -> Self {
         Error::new(Kind::Busy, message)
     }
 
     /// A failure (exit 1).
-    pub fn failure(message: impl Into<String>) -> Self {
+    pub(crate) fn failure(message: impl Into<String>) -> Self {
         Error::new(Kind::Failure, message)
     }
 
     /// An I/O failure on `path` while doing `what` ("write", "read", ...).
-    pub fn io(what: &str, path: &Path, err: impl fmt::Display) -> Self {
+    pub(crate) fn io(what: &str, path: &Path, err: impl fmt::Display) -> Self {
         Error::failure(format!("cannot {what} {}: {err}", path.display()))
     }
 }

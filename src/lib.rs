@@ -6,9 +6,9 @@
 //! keeps fields it does not know, and takes a lock for every read-modify-write.
 //!
 //! Layers, top to bottom; each uses only those below it:
-//! - [`cli`]: clap definitions, one file per command, and rendering through one printer;
-//!   no rules. [`tui`] is `pas top`.
-//! - [`ops`]: the operations (revive, watch, heartbeat, queue, budget, checkpoint,
+//! - `cli`: clap definitions, one file per command, and rendering through one printer;
+//!   no rules. `tui` is `pas top`.
+//! - `ops`: the operations (revive, watch, heartbeat, queue, budget, checkpoint,
 //!   supervise, status, ...). Each reads a cell in one store transaction, asks a pure rule
 //!   `decide(state, policy, now)` what to do, and applies the answer in that transaction.
 //! - [`model`]: the typed documents (cell, agent, task, reservations, config files, event
@@ -16,26 +16,29 @@
 //! - [`store`]: the only code that touches files: layout, ids, atomic commits, locks, the
 //!   events chain, blobs, change notification, behind a trait with no paths in it.
 //!
-//! Beside them, small shared pieces: [`error`] (the error type and exit codes), [`output`]
-//! (the printer), [`doc`] (a JSON document that keeps key order), [`clock`], [`units`],
-//! [`config`] (the root's `pas.toml`), [`process`] (OS processes), [`accounts`] (users and
-//! groups by name), [`templates`].
+//! Beside them, small shared pieces: [`error`] (the error type and exit codes), `output`
+//! (the printer), [`doc`] (a JSON document that keeps key order), `clock`, `units`,
+//! `config` (the root's `pas.toml`), `process` (OS processes), `accounts` (users and
+//! groups by name), `templates`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod accounts;
-pub mod cli;
-pub mod clock;
-pub mod config;
+// Public: what the binary, the integration tests (`pas::store`) and the model's doc test
+// use. Everything else is the crate's own, so the compiler reports what nothing uses.
 pub mod doc;
 pub mod error;
 pub mod model;
-pub mod ops;
-pub mod output;
-pub mod process;
 pub mod store;
-pub mod templates;
-pub mod tui;
-pub mod units;
+
+mod accounts;
+mod cli;
+mod clock;
+mod config;
+mod ops;
+mod output;
+mod process;
+mod templates;
+mod tui;
+mod units;
 
 pub use cli::run;

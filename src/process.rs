@@ -6,16 +6,6 @@ use std::time::{Duration, Instant};
 
 use rustix::process::{self as rproc, Pid, Signal};
 
-/// A pid or process group recorded in a file (`pid`, `pgid`, `supervisor_pid`): a positive
-/// 32-bit number, else `None`. Zero or a negative number would signal the caller's own
-/// group, or every process it may signal, so a hand-edited file must never yield one.
-pub fn recorded_pid(value: Option<&serde_json::Value>) -> Option<i32> {
-    value
-        .and_then(serde_json::Value::as_i64)
-        .and_then(|p| i32::try_from(p).ok())
-        .filter(|p| *p > 0)
-}
-
 /// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), and
 /// its state letter; `None` when there is no such process.
 pub fn stat(pid: i32) -> Option<(u64, char)> {
@@ -154,22 +144,6 @@ pub fn reap_children() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_positive_32_bit_pids_are_taken_from_a_file() {
-        use serde_json::json;
-        assert_eq!(recorded_pid(Some(&json!(4242))), Some(4242));
-        for bad in [
-            json!(0),
-            json!(-1),
-            json!(1_i64 << 40),
-            json!("12"),
-            json!(null),
-        ] {
-            assert_eq!(recorded_pid(Some(&bad)), None, "{bad}");
-        }
-        assert_eq!(recorded_pid(None), None);
-    }
 
     #[test]
     fn this_process_is_alive_and_a_wrong_start_time_is_not_it() {

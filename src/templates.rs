@@ -18,10 +18,9 @@ pub const ISOLATION: &str = include_str!("../templates/isolation.json");
 pub const POLICIES: &str = include_str!("../templates/policies.json");
 /// `templates/permissions.json`
 pub const PERMISSIONS: &str = include_str!("../templates/permissions.json");
-/// `templates/mission.json`: an example mission file.
+/// `templates/mission.json`: an example mission file, which the tests plan.
+#[cfg(test)]
 pub const MISSION: &str = include_str!("../templates/mission.json");
-/// `templates/mission-proposal.md`
-pub const MISSION_PROPOSAL: &str = include_str!("../templates/mission-proposal.md");
 
 /// A template as a document.
 pub fn doc(template: &'static str, name: &str) -> Result<Doc> {

@@ -144,9 +144,10 @@ document!(Agent, |map| match crate::model::id_in(map, "agent_id") {
 });
 
 impl Agent {
-    /// A new agent with every field at its default: for tests and tools; pas itself starts
-    /// from `templates/agent.json`.
-    pub fn new(agent_id: impl Into<String>) -> Agent {
+    /// A new agent with every field at its default, for tests: pas itself starts from
+    /// `templates/agent.json`.
+    #[cfg(test)]
+    pub(crate) fn new(agent_id: impl Into<String>) -> Agent {
         Agent {
             agent_id: agent_id.into(),
             name: None,
@@ -208,7 +209,7 @@ impl Agent {
     /// The keys a person writes to define an agent (a mission file's agent entry, what
     /// `pas agent add` and `pas agent set` set); the others are pas's records of the run,
     /// which `pas cell export` leaves out.
-    pub const DEFINITION: &'static [&'static str] = &[
+    pub(crate) const DEFINITION: &'static [&'static str] = &[
         "agent_id",
         "name",
         "role",
@@ -222,14 +223,15 @@ impl Agent {
     ];
 
     /// The readable name: `name`, else the id.
-    pub fn display_name(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.agent_id)
     }
 
     /// [`Agent::write_into`] for a start of its process: a file without `restart_count`
     /// also gets it spelled out (0 on the first start), as pas has always written it, so
     /// every started agent's file shows its count.
-    pub fn write_start_into(&self, doc: &mut crate::doc::Doc) {
+    pub(crate) fn write_start_into(&self, doc: &mut crate::doc::Doc) {
         self.write_into(doc);
         let map = doc.map_mut();
         if !map.contains_key("restart_count") {

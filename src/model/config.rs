@@ -232,6 +232,7 @@ impl Permissions {
     }
 
     /// Sets the grant of `agent`: in place when it has one, else last.
+    #[cfg(test)]
     pub fn set(&mut self, agent: &str, grant: Grant) {
         match self.grants.iter_mut().find(|(id, _)| id == agent) {
             Some((_, g)) => *g = grant,

@@ -26,17 +26,18 @@ macro_rules! kinds {
 
         impl EventKind {
             /// Every kind, grouped by subject.
-            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),*];
+            #[cfg(test)]
+            pub(crate) const ALL: &'static [EventKind] = &[$(EventKind::$variant),*];
 
             /// The dotted spelling in the log: `agent.late`, `cell.status`, ...
-            pub fn as_str(self) -> &'static str {
+            pub(crate) fn as_str(self) -> &'static str {
                 match self {
                     $(EventKind::$variant => $text,)*
                 }
             }
 
             /// The kind a spelling names; `None` for kinds pas does not write.
-            pub fn parse(text: &str) -> Option<EventKind> {
+            pub(crate) fn parse(text: &str) -> Option<EventKind> {
                 match text {
                     $($text => Some(EventKind::$variant),)*
                     _ => None,
@@ -174,7 +175,7 @@ kinds! {
 
 impl EventKind {
     /// The kind for a new context-budget state (`budget.context_<state>`).
-    pub fn context(state: BudgetState) -> EventKind {
+    pub(crate) fn context(state: BudgetState) -> EventKind {
         match state {
             BudgetState::Ok => EventKind::BudgetContextOk,
             BudgetState::Warning => EventKind::BudgetContextWarning,
@@ -183,7 +184,7 @@ impl EventKind {
     }
 
     /// The kind for a spend-budget state.
-    pub fn spend(state: BudgetState) -> EventKind {
+    pub(crate) fn spend(state: BudgetState) -> EventKind {
         match state {
             BudgetState::Ok => EventKind::BudgetSpendOk,
             BudgetState::Warning => EventKind::BudgetSpendWarning,
@@ -192,7 +193,7 @@ impl EventKind {
     }
 
     /// The kind for a reservation's new status (`reservation.<status>`).
-    pub fn reservation(status: ReservationStatus) -> EventKind {
+    pub(crate) fn reservation(status: ReservationStatus) -> EventKind {
         match status {
             ReservationStatus::Active => EventKind::ReservationMade,
             ReservationStatus::Released => EventKind::ReservationReleased,
@@ -201,7 +202,8 @@ impl EventKind {
     }
 
     /// The subject before the dot: `agent`, `task`, `cell`, `budget`, ...
-    pub fn subject(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) fn subject(self) -> &'static str {
         let text = self.as_str();
         text.split_once('.').map_or(text, |(subject, _)| subject)
     }
@@ -243,16 +245,11 @@ mod tests {
 
     #[test]
     fn the_kinds_built_from_states_are_the_ones_the_code_formats() {
-        use crate::ops::budget::State;
-        for (ours, theirs) in [
-            (BudgetState::Ok, State::Ok),
-            (BudgetState::Warning, State::Warning),
-            (BudgetState::Breach, State::Breach),
-        ] {
-            // budget.rs writes format!("budget.context_{}", state.as_str()).
+        // A context event's kind is its state's word after `budget.context_`.
+        for state in BudgetState::ALL {
             assert_eq!(
-                EventKind::context(ours).as_str(),
-                format!("budget.context_{}", theirs.as_str())
+                EventKind::context(*state).as_str(),
+                format!("budget.context_{}", state.as_str())
             );
         }
         assert_eq!(

@@ -35,56 +35,88 @@ use crate::error::{Error, Result};
 
 /// Where a value sits, for error messages: the file (as a path inside the cell, such as
 /// `agents/a1.json`) and the field's path inside it (`checkpoint.last_checkpoint`).
-#[derive(Debug, Clone)]
-pub struct At {
-    file: String,
-    path: String,
+///
+/// A place borrows the place above it, so going down a key costs nothing: every field of
+/// every file read goes through one, and the path is spelled out only for an error.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    file: &'a str,
+    up: Option<&'a At<'a>>,
+    step: Step<'a>,
 }
 
-impl At {
+/// The last step of a place's path.
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Top,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> At<'a> {
     /// The top of `file`.
-    pub fn file(file: impl Into<String>) -> At {
+    pub const fn file(file: &'a str) -> At<'a> {
         At {
-            file: file.into(),
-            path: String::new(),
+            file,
+            up: None,
+            step: Step::Top,
         }
     }
 
     /// A key below this place.
-    pub fn key(&self, key: &str) -> At {
+    pub fn key<'b>(&'b self, key: &'b str) -> At<'b> {
         At {
-            file: self.file.clone(),
-            path: if self.path.is_empty() {
-                key.to_string()
-            } else {
-                format!("{}.{key}", self.path)
-            },
+            file: self.file,
+            up: Some(self),
+            step: Step::Key(key),
         }
     }
 
     /// An array item below this place.
-    pub fn index(&self, i: usize) -> At {
+    pub fn index(&self, i: usize) -> At<'_> {
         At {
-            file: self.file.clone(),
-            path: format!("{}[{i}]", self.path),
+            file: self.file,
+            up: Some(self),
+            step: Step::Index(i),
         }
     }
 
     /// The data error for a value here: `agents/a1.json status: "running" is not one of
     /// idle, active, paused, failed`.
     pub fn error(&self, what: impl std::fmt::Display) -> Error {
-        let place = if self.path.is_empty() {
-            self.file.clone()
+        let path = self.path();
+        let place = if path.is_empty() {
+            self.file.to_string()
         } else {
-            format!("{} {}", self.file, self.path)
+            format!("{} {path}", self.file)
         };
         Error::data(format!("{place}: {what}"))
             .hint("fix the file by hand, then run `pas validate`")
     }
 
-    /// The field's path inside its file (empty at the top).
-    pub fn path(&self) -> &str {
-        &self.path
+    /// The field's path inside its file (empty at the top): `checkpoint.artifacts[0]`.
+    pub fn path(&self) -> String {
+        let mut steps = Vec::new();
+        let mut at = Some(self);
+        while let Some(here) = at {
+            steps.push(here.step);
+            at = here.up;
+        }
+        let mut path = String::new();
+        for step in steps.into_iter().rev() {
+            match step {
+                Step::Top => {}
+                Step::Key(key) if path.is_empty() => path.push_str(key),
+                Step::Key(key) => {
+                    path.push('.');
+                    path.push_str(key);
+                }
+                Step::Index(i) => {
+                    let _ = std::fmt::Write::write_fmt(&mut path, format_args!("[{i}]"));
+                }
+            }
+        }
+        path
     }
 }
 
@@ -366,14 +398,6 @@ pub fn append_extra(map: &mut Map<String, Value>, extra: &Map<String, Value>, kn
     }
 }
 
-/// The unknown keys of `map`, in order.
-pub fn extra(map: &Map<String, Value>, known: &[&str]) -> Map<String, Value> {
-    map.iter()
-        .filter(|(k, _)| !known.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
-}
-
 /// Writes `extra` into `map`: changed unknown keys in place, new ones last, and unknown
 /// keys the caller dropped from `extra` removed. A known key in `extra` is ignored: the
 /// typed field owns it.
@@ -405,22 +429,28 @@ fn put<T: Field>(map: &mut Map<String, Value>, key: &str, value: &T) {
 }
 
 /// An `At` for decoding what is on disk while writing: its errors are never shown.
-fn scratch() -> At {
-    At::file("")
+static SCRATCH: At<'static> = At::file("");
+
+fn scratch() -> &'static At<'static> {
+    &SCRATCH
 }
 
-fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).filter(|v| !v.is_null())
+/// The value at a key, unless it is `null`.
+fn present(value: Option<&Value>) -> Option<&Value> {
+    value.filter(|v| !v.is_null())
 }
+
+// Each mode reads the value found at its key (`None`: the key is absent), so a record reads
+// all its keys in one pass over the object, and writes through its key.
 
 /// A key the file must have.
 pub mod required {
     use super::*;
 
-    /// Reads `key`; absent or `null` is an error.
-    pub fn read<T: Field>(map: &Map<String, Value>, key: &str, at: &At) -> Result<T> {
+    /// Reads `value`, found at `key`; absent or `null` is an error.
+    pub fn read<T: Field>(value: Option<&Value>, key: &str, at: &At) -> Result<T> {
         let at = at.key(key);
-        match present(map, key) {
+        match present(value) {
             Some(v) => T::decode(v, &at),
             None => Err(at.error("is missing; the file must have it")),
         }
@@ -428,7 +458,7 @@ pub mod required {
 
     /// Writes `value` unless `key` already holds it.
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &T) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() != Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() != Some(value) {
             put(map, key, value);
         }
     }
@@ -443,9 +473,9 @@ pub mod required {
 pub mod or_default {
     use super::*;
 
-    /// Reads `key`; absent or `null` is `T::default()`.
-    pub fn read<T: Field + Default>(map: &Map<String, Value>, key: &str, at: &At) -> Result<T> {
-        match present(map, key) {
+    /// Reads `value`, found at `key`; absent or `null` is `T::default()`.
+    pub fn read<T: Field + Default>(value: Option<&Value>, key: &str, at: &At) -> Result<T> {
+        match present(value) {
             Some(v) => T::decode(v, &at.key(key)),
             None => Ok(T::default()),
         }
@@ -454,7 +484,7 @@ pub mod or_default {
     /// Writes `value` unless `key` already means it (an absent key meaning the default
     /// stays absent).
     pub fn write<T: Field + Default>(map: &mut Map<String, Value>, key: &str, value: &T) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() != Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() != Some(value) {
             put(map, key, value);
         }
     }
@@ -469,9 +499,9 @@ pub mod or_default {
 pub mod optional {
     use super::*;
 
-    /// Reads `key`; absent or `null` is `None`.
-    pub fn read<T: Field>(map: &Map<String, Value>, key: &str, at: &At) -> Result<Option<T>> {
-        present(map, key)
+    /// Reads `value`, found at `key`; absent or `null` is `None`.
+    pub fn read<T: Field>(value: Option<&Value>, key: &str, at: &At) -> Result<Option<T>> {
+        present(value)
             .map(|v| T::decode(v, &at.key(key)))
             .transpose()
     }
@@ -479,7 +509,7 @@ pub mod optional {
     /// Writes `value`; `None` removes the key (a `null` on disk already means `None` and
     /// stays).
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() == Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() == Some(value) {
             return;
         }
         match value {
@@ -503,14 +533,14 @@ pub mod optional {
 pub mod nullable {
     use super::*;
 
-    /// Reads `key`; absent or `null` is `None`.
-    pub fn read<T: Field>(map: &Map<String, Value>, key: &str, at: &At) -> Result<Option<T>> {
-        optional::read(map, key, at)
+    /// Reads `value`, found at `key`; absent or `null` is `None`.
+    pub fn read<T: Field>(value: Option<&Value>, key: &str, at: &At) -> Result<Option<T>> {
+        optional::read(value, key, at)
     }
 
     /// Writes `value`; `None` writes `null`.
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() == Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() == Some(value) {
             return;
         }
         match value {
@@ -531,14 +561,14 @@ pub mod nullable {
 pub mod flag {
     use super::*;
 
-    /// Reads `key`; absent or `null` is `false`.
-    pub fn read(map: &Map<String, Value>, key: &str, at: &At) -> Result<bool> {
-        or_default::read(map, key, at)
+    /// Reads `value`, found at `key`; absent or `null` is `false`.
+    pub fn read(value: Option<&Value>, key: &str, at: &At) -> Result<bool> {
+        or_default::read(value, key, at)
     }
 
     /// Writes `true`, or removes the key for `false`.
     pub fn write(map: &mut Map<String, Value>, key: &str, value: &bool) {
-        if read(map, key, &scratch()).ok() == Some(*value) {
+        if read(map.get(key), key, scratch()).ok() == Some(*value) {
             return;
         }
         if *value {
@@ -558,18 +588,18 @@ pub mod flag {
 
 /// pas's own record of something it computes again (the agent's `health`, `ctx_state`):
 /// a value it cannot read counts as not recorded and is overwritten with the next change,
-/// as the stringly code always did.
+/// so a damaged record never stops a command.
 pub mod cache {
     use super::*;
 
-    /// Reads `key`; absent, `null` or unreadable is `None`.
-    pub fn read<T: Field>(map: &Map<String, Value>, key: &str, at: &At) -> Result<Option<T>> {
-        Ok(optional::read(map, key, at).ok().flatten())
+    /// Reads `value`, found at `key`; absent, `null` or unreadable is `None`.
+    pub fn read<T: Field>(value: Option<&Value>, key: &str, at: &At) -> Result<Option<T>> {
+        Ok(optional::read(value, key, at).ok().flatten())
     }
 
     /// Writes `value`; `None` removes the key.
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() == Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() == Some(value) {
             return;
         }
         match value {
@@ -591,14 +621,14 @@ pub mod cache {
 pub mod layer {
     use super::*;
 
-    /// Reads `key`; absent is `None`, anything else goes to `T`.
-    pub fn read<T: Field>(map: &Map<String, Value>, key: &str, at: &At) -> Result<Option<T>> {
-        map.get(key).map(|v| T::decode(v, &at.key(key))).transpose()
+    /// Reads `value`, found at `key`; absent is `None`, anything else goes to `T`.
+    pub fn read<T: Field>(value: Option<&Value>, key: &str, at: &At) -> Result<Option<T>> {
+        value.map(|v| T::decode(v, &at.key(key))).transpose()
     }
 
     /// Writes `value`; `None` removes the key.
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-        if read::<T>(map, key, &scratch()).ok().as_ref() == Some(value) {
+        if read::<T>(map.get(key), key, scratch()).ok().as_ref() == Some(value) {
             return;
         }
         match value {
@@ -622,21 +652,21 @@ pub mod layer {
 pub mod lenient {
     use super::*;
 
-    /// Reads `key` like [`layer::read`]; a value that does not decode is `None`, its
-    /// reason pushed on `unusable`.
+    /// Reads `value`, found at `key`, like [`layer::read`]; a value that does not decode
+    /// is `None`, its reason pushed on `unusable`.
     pub fn read<T: Field>(
-        map: &Map<String, Value>,
+        value: Option<&Value>,
         key: &str,
         at: &At,
         unusable: &mut Vec<Unusable>,
     ) -> Option<T> {
-        match layer::read(map, key, at) {
+        match layer::read(value, key, at) {
             Ok(v) => v,
             Err(e) => {
                 unusable.push(Unusable {
                     key: key.to_string(),
                     reason: e.message,
-                    value: map.get(key).cloned().unwrap_or(Value::Null),
+                    value: value.cloned().unwrap_or(Value::Null),
                 });
                 None
             }
@@ -646,7 +676,7 @@ pub mod lenient {
     /// Writes `value`; `None` removes the key, unless the key holds a value that does not
     /// decode (which also reads as `None`, and is left as it is).
     pub fn write<T: Field>(map: &mut Map<String, Value>, key: &str, value: &Option<T>) {
-        let on_disk = read::<T>(map, key, &scratch(), &mut Vec::new());
+        let on_disk = read::<T>(map.get(key), key, scratch(), &mut Vec::new());
         if &on_disk == value {
             return;
         }
@@ -708,9 +738,21 @@ macro_rules! record {
                 map: &serde_json::Map<String, serde_json::Value>,
                 at: &$crate::model::field::At,
             ) -> $crate::error::Result<Self> {
+                // One pass over the object finds every key; the fields are then read in
+                // declaration order, so the first bad one is the one named.
+                $(let mut $field: Option<&serde_json::Value> = None;)*
+                let mut extra = serde_json::Map::new();
+                for (key, value) in map {
+                    match key.as_str() {
+                        $(stringify!($field) => $field = Some(value),)*
+                        _ => {
+                            extra.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
                 Ok($name {
-                    $($field: record!(@read $mode, map, stringify!($field), at),)*
-                    extra: $crate::model::field::extra(map, Self::KEYS),
+                    $($field: record!(@read $mode, $field, stringify!($field), at),)*
+                    extra,
                 })
             }
 
@@ -754,8 +796,8 @@ macro_rules! record {
             }
         }
     };
-    (@read $mode:ident, $map:ident, $key:expr, $at:ident) => {
-        $crate::model::field::$mode::read($map, $key, $at)?
+    (@read $mode:ident, $value:ident, $key:expr, $at:ident) => {
+        $crate::model::field::$mode::read($value, $key, $at)?
     };
 }
 
@@ -794,10 +836,21 @@ macro_rules! layer_record {
                 map: &serde_json::Map<String, serde_json::Value>,
                 at: &$crate::model::field::At,
             ) -> $crate::error::Result<Self> {
+                // As `record!`: one pass finds the keys, then each is read in order.
+                $(let mut $field: Option<&serde_json::Value> = None;)*
+                let mut extra = serde_json::Map::new();
+                for (key, value) in map {
+                    match key.as_str() {
+                        $(stringify!($field) => $field = Some(value),)*
+                        _ => {
+                            extra.insert(key.clone(), value.clone());
+                        }
+                    }
+                }
                 let mut unusable = Vec::new();
                 Ok($name {
-                    $($field: layer_record!(@read $mode, map, stringify!($field), at, unusable),)*
-                    extra: $crate::model::field::extra(map, Self::KEYS),
+                    $($field: layer_record!(@read $mode, $field, stringify!($field), at, unusable),)*
+                    extra,
                     unusable,
                 })
             }
@@ -851,19 +904,21 @@ macro_rules! layer_record {
             }
         }
     };
-    (@read lenient, $map:ident, $key:expr, $at:ident, $unusable:ident) => {
-        $crate::model::field::lenient::read($map, $key, $at, &mut $unusable)
+    (@read lenient, $value:ident, $key:expr, $at:ident, $unusable:ident) => {
+        $crate::model::field::lenient::read($value, $key, $at, &mut $unusable)
     };
-    (@read layer, $map:ident, $key:expr, $at:ident, $unusable:ident) => {
-        $crate::model::field::layer::read($map, $key, $at)?
+    (@read layer, $value:ident, $key:expr, $at:ident, $unusable:ident) => {
+        $crate::model::field::layer::read($value, $key, $at)?
     };
 }
 
 /// Gives a top-level record its document methods: `from_doc`, `from_doc_at`, `write_into`,
 /// `edit` and `to_doc`. `$file` names the file in errors, from the document's own content
-/// (`agents/<agent_id>.json`), for callers that do not know the path.
+/// (`agents/<agent_id>.json`), for callers that do not know the path. Every document gets
+/// all five, whether or not pas uses each on it.
 macro_rules! document {
     ($name:ident, $file:expr) => {
+        #[allow(dead_code)]
         impl $name {
             /// The typed view of `doc`; a field of the wrong shape or an unknown word is a
             /// data error naming the file (as the document's own id places it) and the

@@ -1,9 +1,9 @@
 //! Typed documents: each field named once; unknown fields and key order survive every
 //! rewrite.
 //!
-//! Every file of a cell has a type here: [`Cell`], [`Agent`], [`Task`], [`Reservations`],
-//! and the config files [`Isolation`], [`Policies`], [`Permissions`]; the statuses and other
-//! closed sets of words are enums ([`status`]), and so is every kind of event pas writes
+//! Every file of a cell has a type here: `Cell`, [`Agent`], `Task`, `Reservations`, and the
+//! config files `Isolation`, [`Policies`], `Permissions`; the statuses and other closed sets
+//! of words are enums (`status.rs`), and so is every kind of event pas writes
 //! ([`EventKind`]). A field's Rust name is its JSON key, declared once in a `record!`, so no
 //! key is spelled in two places.
 //!
@@ -44,9 +44,9 @@
 //! writes known fields in struct order (reordering a hand-written file), cannot tell an
 //! absent key from a `null` one when writing, and its errors do not name the field; a
 //! wrapper with a getter and setter per key spells every key twice and re-parses on every
-//! read. The `record!` macro (in [`field`]) gives each field a *mode* saying what absence
+//! read. The `record!` macro (in `field.rs`) gives each field a *mode* saying what absence
 //! and `null` mean and whether `None` writes `null` or removes the key; the table is in
-//! [`field`]'s header.
+//! `field.rs`'s header.
 //!
 //! # What is read leniently
 //!
@@ -64,32 +64,35 @@
 //! silently change what happens to a dead agent.
 
 #[macro_use]
-pub mod field;
-pub mod agent;
-pub mod cell;
-pub mod config;
-pub mod event;
-pub mod reservation;
-pub mod status;
-pub mod task;
+pub(crate) mod field;
+pub(crate) mod agent;
+pub(crate) mod cell;
+pub(crate) mod config;
+pub(crate) mod event;
+pub(crate) mod reservation;
+pub(crate) mod status;
+pub(crate) mod task;
 
+// Public: the agent file (the doc test above reads one), what its fields hold, and the
+// event kinds the store's events take. The other documents are the crate's own.
 pub use agent::{
     Agent, BudgetRequest, CheckpointRecord, Exit, Failure, PendingDirective, Revival,
     ReviveRequest, Rlimits, StopRequest,
 };
-pub use cell::Cell;
-pub use config::{
-    Grant, Isolation, Permissions, Policies, Quantity, ResourceLimits, SecurityContext,
-};
+pub use config::Policies;
 pub use event::EventKind;
-pub use field::{At, Field, Record, Unusable};
-pub use reservation::{Reservation, Reservations};
+pub use field::Unusable;
 pub use status::{
-    AgentStatus, AutoRevive, BreachPolicy, BudgetFlag, BudgetState, CellStatus, Directive,
-    ExitCause, HandoffApproval, Health, IsolationLevel, Priority, ReportedStatus,
-    ReservationStatus, RestartPolicy, Role, StopCause, TaskStatus,
+    AgentStatus, AutoRevive, BreachPolicy, BudgetFlag, BudgetState, Directive, ExitCause,
+    HandoffApproval, Health, ReportedStatus, ReservationStatus, RestartPolicy, Role, StopCause,
 };
-pub use task::{HandoffRequest, Task};
+
+pub(crate) use cell::Cell;
+pub(crate) use config::{Grant, Isolation, Permissions, Quantity, ResourceLimits, SecurityContext};
+pub(crate) use field::{Field, Record};
+pub(crate) use reservation::{Reservation, Reservations};
+pub(crate) use status::{CellStatus, IsolationLevel, Priority, TaskStatus};
+pub(crate) use task::{HandoffRequest, Task};
 
 /// The string at `key` of `map`, when it is a usable id (for naming a file in errors).
 pub(crate) fn id_in(map: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {

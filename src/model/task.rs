@@ -2,7 +2,6 @@
 //! for it (claims, attempts, handoff requests).
 
 use chrono::{DateTime, Utc};
-use serde_json::Map;
 
 use crate::model::status::{Priority, TaskStatus};
 
@@ -54,8 +53,9 @@ document!(Task, |map| match crate::model::id_in(map, "task_id") {
 });
 
 impl Task {
-    /// A new pending task with every other field at its default: for tests and tools; pas
-    /// itself starts from `templates/task.json`.
+    /// A new pending task with every other field at its default, for tests: pas itself
+    /// starts from `templates/task.json`.
+    #[cfg(test)]
     pub fn new(task_id: impl Into<String>, title: impl Into<String>) -> Task {
         Task {
             task_id: task_id.into(),
@@ -76,7 +76,7 @@ impl Task {
             required_capabilities: Vec::new(),
             queue_assigned: false,
             handoff_request: None,
-            extra: Map::new(),
+            extra: serde_json::Map::new(),
         }
     }
 

@@ -63,13 +63,6 @@ pub enum IsolationLevel {
     Level3,
 }
 
-impl IsolationLevel {
-    /// The on-disk spelling.
-    pub fn as_str(self) -> &'static str {
-        model::IsolationLevel::from(self).as_str()
-    }
-}
-
 impl From<IsolationLevel> for model::IsolationLevel {
     fn from(l: IsolationLevel) -> model::IsolationLevel {
         match l {
@@ -286,7 +279,7 @@ pub fn set_status(
     id: &str,
     status: impl Into<model::CellStatus>,
     now: DateTime<Utc>,
-) -> Result<Option<String>> {
+) -> Result<model::CellStatus> {
     let status = status.into();
     store::transact(store, id, now, |txn| set_status_in(txn, status))
 }
@@ -295,14 +288,14 @@ pub fn set_status(
 pub fn set_status_in(
     txn: &mut store::Txn<'_>,
     status: impl Into<model::CellStatus>,
-) -> Result<Option<String>> {
+) -> Result<model::CellStatus> {
     let status = status.into();
     let now = txn.now();
     let mut doc = txn.read_required(FileKey::Cell)?;
     let mut cell = Cell::from_doc(&doc)?;
     let previous = cell.status;
     if previous == status {
-        return Ok(Some(previous.as_str().to_string()));
+        return Ok(previous);
     }
     // A cell resumed from a pause does not count the pause against its time budget.
     if let (model::CellStatus::Paused, model::CellStatus::Active, Some(since)) =
@@ -328,7 +321,7 @@ pub fn set_status_in(
         )
         .details(json!({ "from": previous.as_str(), "to": status.as_str() })),
     );
-    Ok(Some(previous.as_str().to_string()))
+    Ok(previous)
 }
 
 /// Removes a cell; an active cell only with `force` (which removes one whose `cell.json`
@@ -346,11 +339,4 @@ pub fn remove(store: &dyn Store, id: &str, force: bool) -> Result<()> {
         }
     }
     store.remove_cell(id)
-}
-
-/// The cell's `max_agents`, when it sets one, for a caller that holds the document; a
-/// `cell.json` that does not read sets none here (`pas validate` names the problem), so a
-/// caller that can refuse should read [`Cell`] itself.
-pub fn max_agents(cell: &Doc) -> Option<u64> {
-    Cell::from_doc(cell).ok().and_then(|c| c.max_agents)
 }

@@ -137,7 +137,7 @@ pub fn save(
     };
     let context = req.context.unwrap_or_else(|| b"{}\n".to_vec());
     let context_hash = hash_line(&context);
-    let keep = policy::load_for(store, cell, Some(&typed))?.checkpoint_keep();
+    let keep = policy::load(store, cell, Some(&typed))?.checkpoint_keep();
 
     let _save = store.lock(cell, LockKey::Checkpoint(agent))?;
     let gens = store.checkpoint_generations(cell, agent)?;

@@ -93,12 +93,12 @@ pub fn run(
     let _ = process::terminate_pid(watch.id() as i32);
     let _ = watch.wait();
     for a in &agents {
-        let _ = crate::ops::supervisor::stop(
+        let _ = crate::ops::supervisor::stop_for(
             store,
             &cell,
             a,
             Some(Duration::from_secs(2)),
-            "stopped",
+            crate::model::StopCause::Stopped,
             clock::now(),
         );
     }

@@ -1,7 +1,7 @@
 //! The liveness model's words: an agent's [`Health`] and an [`Assessment`] of it at a given
 //! time, from its last heartbeat, what it reported and the effective policy. The rules
-//! themselves are [`crate::ops::heartbeat::rules::assess`]; [`assess`] applies them to an agent
-//! file. Pure; the time is a parameter.
+//! themselves are [`crate::ops::heartbeat::rules::assess`]; [`assess`] applies them to an
+//! agent. Pure; the time is a parameter.
 //!
 //! Silence longer than one `heartbeat_interval` makes an agent `late`, longer than
 //! `misses_down` intervals `down`, longer than `heartbeat_ttl` `dead`. An agent that never
@@ -15,7 +15,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::doc::Doc;
+use crate::model::Agent;
 use crate::ops::policy::Policy;
 
 /// An agent's health.
@@ -102,28 +102,13 @@ pub struct Assessment {
     pub next_change: Option<DateTime<Utc>>,
 }
 
-/// The agent's last heartbeat time.
-pub fn last_heartbeat(agent: &Doc) -> Option<DateTime<Utc>> {
-    agent.time("last_heartbeat")
-}
-
 /// Assesses an agent at `now` by the rules of [`crate::ops::heartbeat::rules::assess`]. An
-/// agent that never beat and has a command is judged by its process, so that one is looked
-/// at in `/proc`.
-pub fn assess(agent: &Doc, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    let mut vitals = crate::ops::heartbeat::rules::Vitals::from_doc(agent);
-    let has_command = agent
-        .get("command")
-        .and_then(serde_json::Value::as_array)
-        .is_some_and(|c| !c.is_empty());
-    if vitals.last_heartbeat.is_none() && has_command {
-        vitals.running = Some(
-            crate::ops::supervisor::state(agent) == crate::ops::supervisor::ProcState::Running,
-        );
-    }
-    crate::ops::heartbeat::rules::assess(
-        &vitals,
-        &crate::ops::heartbeat::rules::HealthPolicy::from_policy(policy),
+/// agent that never beat and has a command is judged by its process.
+pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
+    use crate::ops::heartbeat::rules::{self, HealthPolicy};
+    rules::assess(
+        &crate::ops::heartbeat::vitals(agent),
+        &HealthPolicy::from_policy(policy),
         now,
     )
 }

@@ -646,7 +646,7 @@ mod tests {
         let mut layer = serde_json::Map::new();
         layer.insert("log_max_bytes".into(), serde_json::json!(300));
         layer.insert("log_keep".into(), serde_json::json!(1));
-        let policy = Policy::resolve(&layer, None, None, None);
+        let policy = Policy::of(&layer, None, None, None);
         // Opened for reading only: every write fails, as on a full disk.
         let broken = std::fs::File::open(&current).unwrap();
         let mut sink = LogSink::new(&store, "c1", "a1", broken, 0, &policy);

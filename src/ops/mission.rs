@@ -432,34 +432,28 @@ pub fn export(store: &dyn Store, cell: &str) -> Result<Value> {
                 .collect::<Vec<_>>(),
         ),
     );
-    let (tasks, errors) = task::read_all_typed(store, cell)?;
-    if let Some(e) = errors.into_iter().next() {
+    let files = task::read_all(store, cell)?;
+    if let Some(e) = files.errors.into_iter().next() {
         return Err(e);
     }
+    let tasks = &files.tasks;
     // Dependencies first, so the file reads in the order work happens.
-    let mut ordered: Vec<&(Doc, Task)> = Vec::new();
+    let mut ordered: Vec<(&String, &Task)> = Vec::new();
     let mut placed = BTreeSet::new();
     while ordered.len() < tasks.len() {
         let before = ordered.len();
-        for (id, entry) in &tasks {
+        for (id, t) in tasks {
             if !placed.contains(id)
-                && entry
-                    .1
-                    .dependencies
+                && t.dependencies
                     .iter()
                     .all(|d| placed.contains(d) || !tasks.contains_key(d))
             {
-                ordered.push(entry);
+                ordered.push((id, t));
                 placed.insert(id.clone());
             }
         }
         if ordered.len() == before {
-            ordered.extend(
-                tasks
-                    .iter()
-                    .filter(|(id, _)| !placed.contains(*id))
-                    .map(|(_, entry)| entry),
-            );
+            ordered.extend(tasks.iter().filter(|(id, _)| !placed.contains(*id)));
             break;
         }
     }
@@ -468,7 +462,7 @@ pub fn export(store: &dyn Store, cell: &str) -> Result<Value> {
         Value::from(
             ordered
                 .into_iter()
-                .map(|(doc, t)| Value::Object(task_definition(doc, t)))
+                .filter_map(|(id, t)| Some(Value::Object(task_definition(files.docs.get(id)?, t))))
                 .collect::<Vec<_>>(),
         ),
     );

@@ -177,30 +177,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// Resolves the layers as documents (`cell.json`, `config/policies.json`, an agent
-    /// file); any layer may be missing. `root` is the root-wide layer (`pas.toml`
-    /// `[policies]`), which travels with the store ([`Store::root_policies`]). For callers
-    /// that hold documents rather than typed views; [`Policy::of`] is the typed form.
-    pub fn resolve(
-        root: &Map<String, Value>,
-        cell: Option<&Doc>,
-        file: Option<&Doc>,
-        agent: Option<&Doc>,
-    ) -> Policy {
-        let cell_layer = cell
-            .and_then(|c| c.get("policies"))
-            .and_then(Value::as_object);
-        let agent_layer = agent
-            .and_then(|a| a.get("policies"))
-            .and_then(Value::as_object);
-        Policy::from_layers([
-            (Some(root), Source::RootConfig),
-            (cell_layer, Source::CellJson),
-            (file.map(Doc::map), Source::PoliciesFile),
-            (agent_layer, Source::Agent),
-        ])
-    }
-
     /// Resolves typed layers: `cell.json`'s `policies`, `config/policies.json` and the
     /// agent file's `policies`, over the root-wide layer `root`; any may be missing.
     pub fn of(
@@ -411,6 +387,34 @@ impl Policy {
         self.whole("max_restarts")
     }
 
+    /// How many times longer each further restart waits; a value below 1 (which would
+    /// shorten the waits) or not a number is the default.
+    pub fn backoff_multiplier(&self) -> f64 {
+        self.get("backoff_multiplier")
+            .and_then(Value::as_f64)
+            .filter(|m| *m >= 1.0)
+            .unwrap_or_else(|| Self::default_f64("backoff_multiplier"))
+    }
+
+    /// Deaths within `storm_window` that make an agent cool down (0: no limit); a value
+    /// that is not a whole number is the default.
+    pub fn storm_limit(&self) -> u64 {
+        self.whole("storm_limit")
+    }
+
+    /// Attempts of a task before it stays failed: at least 1; a value that is not a whole
+    /// number is the default.
+    pub fn max_retries(&self) -> u64 {
+        self.whole("max_retries").max(1)
+    }
+
+    /// The shell command run when an agent finally fails; `None` when unset or blank.
+    pub fn on_failure(&self) -> Option<&str> {
+        self.get("on_failure")
+            .and_then(Value::as_str)
+            .filter(|h| !h.trim().is_empty())
+    }
+
     /// Context use from which an agent is warned; a value that is not a number is the
     /// default.
     pub fn target_ratio(&self) -> f64 {
@@ -511,7 +515,7 @@ pub fn read_file_layer(store: &dyn Store, cell: &str) -> Result<Option<Policies>
 }
 
 /// The effective policy of a cell (and of `agent`, when given): its layers read typed.
-pub fn load_for(store: &dyn Store, cell: &str, agent: Option<&Agent>) -> Result<Policy> {
+pub fn load(store: &dyn Store, cell: &str, agent: Option<&Agent>) -> Result<Policy> {
     let cell_doc = store
         .read(cell, FileKey::Cell)?
         .map(|doc| Cell::from_doc(&doc))
@@ -525,17 +529,17 @@ pub fn load_for(store: &dyn Store, cell: &str, agent: Option<&Agent>) -> Result<
     ))
 }
 
-/// Reads the layers of a cell (and optionally an agent file) and resolves them; for
-/// callers that hold the agent as a document ([`load_for`] is the typed form).
-pub fn load(store: &dyn Store, cell: &str, agent: Option<&Doc>) -> Result<Policy> {
-    let cell_doc = store.read(cell, FileKey::Cell)?;
-    let file = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    Ok(Policy::resolve(
-        store.root_policies(),
-        cell_doc.as_ref(),
-        file.as_ref(),
-        agent,
-    ))
+/// The policy of a cell whose `config/policies.json` is `json` and that has no other
+/// layer: the rules' tables state their policies this way.
+#[cfg(test)]
+pub(crate) fn of_file(json: &str) -> Policy {
+    let file = crate::doc::Doc::parse(
+        json.as_bytes(),
+        std::path::Path::new("config/policies.json"),
+    )
+    .and_then(|doc| Policies::from_doc(&doc))
+    .unwrap();
+    Policy::of(&Map::new(), None, Some(&file), None)
 }
 
 /// Where `pas policy set` and `pas policy unset` write.
@@ -621,7 +625,7 @@ pub fn check_value(key: &str, value: &Value) -> std::result::Result<(), String> 
     use crate::model::field::Record;
     let mut one = Map::new();
     one.insert(key.to_string(), value.clone());
-    let layer = crate::model::Policies::read_map(&one, &crate::model::At::file("policy"))
+    let layer = crate::model::Policies::read_map(&one, &crate::model::field::At::file("policy"))
         .map_err(|e| e.message)?;
     if let Some(bad) = layer.unusable.first() {
         return Err(bad.reason.clone());
@@ -853,6 +857,7 @@ fn policy_event(target: Target<'_>, changed: &[Changed], set: bool) -> NewEvent 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::doc::Doc;
     use std::path::Path;
 
     fn doc(text: &str) -> Doc {
@@ -861,10 +866,11 @@ mod tests {
 
     #[test]
     fn layers_override_in_order_and_remember_their_source() {
-        let cell = doc(r#"{"policies": {"auto_revive": "ask", "heartbeat_interval": 10}}"#);
-        let file = doc(r#"{"heartbeat_interval": 5, "custom": 1}"#);
-        let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
-        let p = Policy::resolve(
+        let layer = |json: &str| Policies::from_doc(&doc(json)).unwrap();
+        let cell = layer(r#"{"auto_revive": "ask", "heartbeat_interval": 10}"#);
+        let file = layer(r#"{"heartbeat_interval": 5, "custom": 1}"#);
+        let agent = layer(r#"{"heartbeat_ttl": 600}"#);
+        let p = Policy::of(
             &serde_json::Map::new(),
             Some(&cell),
             Some(&file),
@@ -883,7 +889,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_seeds_numbers() {
-        let p = Policy::resolve(&serde_json::Map::new(), None, None, None);
+        let p = Policy::of(&serde_json::Map::new(), None, None, None);
         assert_eq!(p.heartbeat_interval(), 30.0);
         assert_eq!(p.down_after(), 60.0);
         assert_eq!(p.heartbeat_ttl(), 90.0);
@@ -903,7 +909,14 @@ mod tests {
         let agent = doc(r#"{"agent_id": "a", "policies": {"heartbeat_ttl": 600}}"#);
         let mut root = serde_json::Map::new();
         root.insert("stop_grace".into(), json!(3));
-        let raw = Policy::resolve(&root, Some(&cell), Some(&file), Some(&agent));
+        // The layers as the documents hold them, resolved as they are.
+        let policies = |d: &Doc| d.map()["policies"].as_object().cloned();
+        let raw = Policy::from_layers([
+            (Some(&root), Source::RootConfig),
+            (policies(&cell).as_ref(), Source::CellJson),
+            (Some(file.map()), Source::PoliciesFile),
+            (policies(&agent).as_ref(), Source::Agent),
+        ]);
         let typed = Policy::of(
             &root,
             Some(&Cell::from_doc(&cell).unwrap().policies),
@@ -931,8 +944,7 @@ mod tests {
 
     #[test]
     fn nonsense_values_fall_back_to_defaults() {
-        let file = doc(r#"{"heartbeat_interval": "soon", "misses_down": -1}"#);
-        let p = Policy::resolve(&serde_json::Map::new(), None, Some(&file), None);
+        let p = of_file(r#"{"heartbeat_interval": "soon", "misses_down": -1}"#);
         assert_eq!(p.heartbeat_interval(), 30.0);
         assert_eq!(p.down_after(), 60.0);
     }

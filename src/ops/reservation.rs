@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::doc::Doc;
 use crate::error::{Error, Result};
-use crate::model::field::{At, Field};
+use crate::model::field::Field;
 use crate::model::{
     EventKind, Isolation, Quantity, Reservation, ReservationStatus, Reservations, ResourceLimits,
 };
@@ -99,8 +99,8 @@ fn save_in(txn: &mut Txn<'_>, mut doc: Doc, list: &Reservations) {
     txn.put(FileKey::Reservations, doc);
 }
 
-/// What `list` holds, by resource.
-fn held<'a>(list: impl IntoIterator<Item = &'a Reservation>) -> Amounts {
+/// What the reservations of `list` hold, by resource (ended ones too: filter them first).
+pub fn held<'a>(list: impl IntoIterator<Item = &'a Reservation>) -> Amounts {
     let mut sum = [0.0; 4];
     for r in list {
         for (i, v) in r.amounts().iter().enumerate() {
@@ -108,20 +108,6 @@ fn held<'a>(list: impl IntoIterator<Item = &'a Reservation>) -> Amounts {
         }
     }
     sum
-}
-
-/// What is reserved now by the reservations `list` (as [`list`] gives them), by resource;
-/// an entry that does not read holds nothing.
-pub fn reserved(list: &[Value]) -> Amounts {
-    let at = At::file("reservations.json");
-    let read: Vec<Reservation> = list
-        .iter()
-        .filter_map(|v| Reservation::decode(v, &at).ok())
-        .collect();
-    held(
-        read.iter()
-            .filter(|r| r.status == ReservationStatus::Active),
-    )
 }
 
 /// Reserves, or refuses naming every resource that is short.
@@ -211,7 +197,7 @@ fn end(
     status: ReservationStatus,
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Reservation>> {
     store::transact(store, cell, now, |txn| {
         let (doc, mut list) = load_in(txn)?;
         let mut ended = Vec::new();
@@ -239,7 +225,7 @@ fn end(
                 .details(r.encode()),
             );
         }
-        Ok(ended.iter().map(Field::encode).collect())
+        Ok(ended)
     })
 }
 
@@ -303,7 +289,7 @@ pub fn release_agent(
     agent: &str,
     reason: &str,
     now: DateTime<Utc>,
-) -> Result<Vec<Value>> {
+) -> Result<Vec<Reservation>> {
     end(
         store,
         cell,
@@ -314,16 +300,15 @@ pub fn release_agent(
     )
 }
 
-/// Reservations, optionally only those with a status (a word that is no status matches
-/// none).
-pub fn list(store: &dyn Store, cell: &str, status: Option<&str>) -> Result<Vec<Value>> {
-    let want = status.map(ReservationStatus::parse);
-    Ok(load(store, cell)?
-        .reservations
-        .iter()
-        .filter(|r| want.is_none_or(|w| w == Some(r.status)))
-        .map(Field::encode)
-        .collect())
+/// Reservations, optionally only those with a status.
+pub fn list(
+    store: &dyn Store,
+    cell: &str,
+    status: Option<ReservationStatus>,
+) -> Result<Vec<Reservation>> {
+    let mut all = load(store, cell)?.reservations;
+    all.retain(|r| status.is_none_or(|s| s == r.status));
+    Ok(all)
 }
 
 /// One resource of a quota.

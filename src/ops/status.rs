@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::clock;
 use crate::error::{Error, Result};
@@ -19,6 +18,7 @@ use crate::ops::health::Health;
 use crate::ops::heartbeat::{self, Observed};
 use crate::ops::policy;
 use crate::ops::supervisor::ProcState;
+use crate::ops::task::{self, State as TaskState};
 use crate::store::events;
 use crate::store::{self, Collection, FileKey, LogFile, Store};
 
@@ -166,23 +166,23 @@ impl RunState {
 }
 
 impl AgentView {
-    fn from_observed(
-        o: &Observed,
-        policy: &crate::ops::policy::Policy,
-        schedule: &[f64],
-        now: DateTime<Utc>,
-    ) -> AgentView {
-        let a = &o.agent;
+    fn from_observed(o: Observed, schedule: &[f64], now: DateTime<Utc>) -> AgentView {
+        let (a, policy) = (o.agent, &o.policy);
         let ctx = crate::ops::budget::context_state(a.ctx_used, a.ctx_limit, policy);
-        let process = crate::ops::supervisor::state(&o.doc);
+        let process = crate::ops::supervisor::state_of(&a);
         let running = process == ProcState::Running;
-        let (state, next_restart_in_seconds) = RunState::of(a, process, now);
+        let (state, next_restart_in_seconds) = RunState::of(&a, process, now);
+        let pid = a.pid.filter(|_| running);
+        let uptime_seconds = a
+            .started_at
+            .filter(|_| running)
+            .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0));
         AgentView {
-            id: a.agent_id.clone(),
-            name: a.name.clone(),
+            id: a.agent_id,
+            name: a.name,
             role: a.role,
-            gateway: a.gateway.clone(),
-            capabilities: a.capabilities.clone(),
+            gateway: a.gateway,
+            capabilities: a.capabilities,
             status: a.status,
             health: o.assessment.health,
             heartbeat_age_seconds: o.assessment.age.map(|a| (a * 1000.0).round() / 1000.0),
@@ -192,14 +192,11 @@ impl AgentView {
             progress: a.progress,
             ctx_used: a.ctx_used,
             ctx_limit: a.ctx_limit,
-            current_task: a.current_task.clone(),
+            current_task: a.current_task,
             next_change: o.assessment.next_change,
             process,
-            pid: a.pid.filter(|_| running),
-            uptime_seconds: a
-                .started_at
-                .filter(|_| running)
-                .map(|t| ((now - t).num_milliseconds() as f64 / 1000.0).max(0.0)),
+            pid,
+            uptime_seconds,
             state,
             next_restart_in_seconds,
             restart_count: a.restart_count,
@@ -243,27 +240,19 @@ pub struct TaskCounts {
 }
 
 impl TaskCounts {
-    /// Counts `tasks` by the state they are shown in: a pending task waiting on a
-    /// dependency that is not completed (or not there) is blocked.
+    /// Counts `tasks` by the state they are shown in ([`task::state`]).
     fn of(tasks: &BTreeMap<String, Task>) -> TaskCounts {
         let mut counts = TaskCounts {
             total: tasks.len(),
             ..TaskCounts::default()
         };
         for t in tasks.values() {
-            let waiting = || {
-                t.dependencies.iter().any(|d| {
-                    tasks
-                        .get(d)
-                        .is_none_or(|dep| dep.status != TaskStatus::Completed)
-                })
-            };
-            match t.status {
-                TaskStatus::Completed => counts.completed += 1,
-                TaskStatus::InProgress => counts.in_progress += 1,
-                TaskStatus::Failed => counts.failed += 1,
-                TaskStatus::Pending if waiting() => counts.blocked += 1,
-                TaskStatus::Pending => counts.pending += 1,
+            match task::state(t, tasks) {
+                TaskState::Status(TaskStatus::Completed) => counts.completed += 1,
+                TaskState::Status(TaskStatus::InProgress) => counts.in_progress += 1,
+                TaskState::Status(TaskStatus::Failed) => counts.failed += 1,
+                TaskState::Status(TaskStatus::Pending) => counts.pending += 1,
+                TaskState::Blocked => counts.blocked += 1,
             }
         }
         counts
@@ -302,12 +291,12 @@ pub fn cell_view(
 ) -> Result<CellView> {
     let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
     let mut cell_doc = read_cell()?;
-    if record && crate::ops::budget::enforce_time_of(store, cell, &cell_doc, now)? {
+    if record && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
         cell_doc = read_cell()?;
     }
     let status = cell_doc.status;
     let file = policy::read_file_layer(store, cell)?;
-    let (observed, errors) = heartbeat::observe_cell_of(
+    let (observed, errors) = heartbeat::observe_cell(
         store,
         cell,
         &cell_doc,
@@ -318,7 +307,7 @@ pub fn cell_view(
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
     let mut schedules: Vec<(Arc<crate::ops::policy::Policy>, Vec<f64>)> = Vec::new();
     let agents: Vec<AgentView> = observed
-        .iter()
+        .into_iter()
         .map(|o| {
             // Agents sharing the cell's policy share its schedule: computed once per policy.
             let schedule = match schedules.iter().find(|(p, _)| Arc::ptr_eq(p, &o.policy)) {
@@ -328,7 +317,7 @@ pub fn cell_view(
                     &schedules[schedules.len() - 1].1
                 }
             };
-            AgentView::from_observed(o, &o.policy, schedule, now)
+            AgentView::from_observed(o, schedule, now)
         })
         .collect();
     let (time_used, timeout) = crate::ops::budget::cell_time(&cell_doc, now);
@@ -740,11 +729,6 @@ pub fn recent_events(
         .collect();
     about.drain(..about.len().saturating_sub(n));
     Ok(about)
-}
-
-/// A health as JSON.
-pub fn health_value(h: Health) -> Value {
-    Value::from(h.as_str())
 }
 
 /// "42s ago" or "-" for an agent view.

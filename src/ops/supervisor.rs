@@ -109,18 +109,6 @@ pub fn state_of(agent: &Agent) -> ProcState {
     )
 }
 
-/// [`state_of`] for the callers that still hold the agent file as a `Doc` (`pas status`,
-/// `pas agent show`): read as leniently as they read the rest of the file, so a table row
-/// does not change with this module. Goes when they read typed agents.
-pub fn state(doc: &Doc) -> ProcState {
-    state_from(
-        process::recorded_pid(doc.get("pid")),
-        doc.u64("pid_start_time"),
-        process::recorded_pid(doc.get("supervisor_pid")),
-        doc.get("exit").is_some_and(|e| !e.is_null()),
-    )
-}
-
 /// Refuses isolation levels this host cannot provide.
 pub fn check_isolation(cell: &Cell) -> Result<()> {
     match cell.isolation_level {
@@ -423,7 +411,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
     let log = workspace
         .log
         .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
-    let policy = crate::ops::policy::load_for(store, cell, Some(&on_file)).map_err(fail)?;
+    let policy = crate::ops::policy::load(store, cell, Some(&on_file)).map_err(fail)?;
     let mut sink = LogSink::new(store, cell, agent, log, workspace.log_len, &policy);
     // The agent's stdout and stderr both go into one pipe the supervisor reads, as
     // `exec 2>&1` does under s6 and runit: one stream, in the order it was written.
@@ -730,20 +718,6 @@ pub fn record_vanished(
     Ok(vanished.is_some())
 }
 
-/// [`stop_for`] with the cause as its word (`stopped`, `watchdog`), for the callers that
-/// still spell it; goes when they pass a [`StopCause`].
-pub fn stop(
-    store: &dyn Store,
-    cell: &str,
-    agent: &str,
-    grace: Option<Duration>,
-    cause: &str,
-    now: DateTime<Utc>,
-) -> Result<StopOutcome> {
-    let cause = cause.parse::<StopCause>().map_err(Error::usage)?;
-    stop_for(store, cell, agent, grace, cause, now)
-}
-
 /// Stops an agent's process group: SIGTERM, then SIGKILL after `grace` (`None`: the agent's
 /// `stop_grace` policy). An operator's stop (`stopped`) makes the agent idle, and it is not
 /// revived; the watchdog's is restarted by the revival rules.
@@ -755,11 +729,10 @@ pub fn stop_for(
     cause: StopCause,
     now: DateTime<Utc>,
 ) -> Result<StopOutcome> {
-    let doc = crate::ops::agent::read(store, cell, agent)?;
-    let on_file = Agent::from_doc(&doc)?;
+    let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
     let grace = match grace {
         Some(g) => g,
-        None => crate::ops::policy::load(store, cell, Some(&doc))?.stop_grace(),
+        None => crate::ops::policy::load(store, cell, Some(&on_file))?.stop_grace(),
     };
     let pgid = usable_pid(on_file.pgid).or(usable_pid(on_file.pid));
     let running = state_of(&on_file) == ProcState::Running;
@@ -872,10 +845,9 @@ pub fn wait_for(
 ) -> Result<Reached> {
     let started = std::time::Instant::now();
     loop {
-        let doc = crate::ops::agent::read(store, cell, agent)?;
-        let on_file = Agent::from_doc(&doc)?;
-        let policy = crate::ops::policy::load(store, cell, Some(&doc))?;
-        let health = crate::ops::health::assess(&doc, &policy, clock::now()).health;
+        let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
+        let policy = crate::ops::policy::load(store, cell, Some(&on_file))?;
+        let health = crate::ops::health::assess(&on_file, &policy, clock::now()).health;
         let (reached, process) = has_reached(&on_file, health, want);
         if reached {
             return Ok(Reached {
@@ -916,15 +888,32 @@ mod tests {
         want: WaitFor,
         now: DateTime<Utc>,
     ) -> (bool, crate::ops::health::Health, ProcState) {
-        let health = crate::ops::health::assess(doc, policy, now).health;
-        let (reached, process) = super::has_reached(&Agent::from_doc(doc).unwrap(), health, want);
+        let agent = Agent::from_doc(doc).unwrap();
+        let health = crate::ops::health::assess(&agent, policy, now).health;
+        let (reached, process) = super::has_reached(&agent, health, want);
         (reached, health, process)
+    }
+
+    #[test]
+    fn only_positive_32_bit_pids_are_taken_from_a_file() {
+        let pid = |json: &str| {
+            Agent::from_doc(&doc(&format!(r#"{{"agent_id": "a1", "pid": {json}}}"#)))
+                .map(|a| usable_pid(a.pid))
+        };
+        assert_eq!(pid("4242").unwrap(), Some(4242));
+        for never in ["0", "-1", "null"] {
+            assert_eq!(pid(never).unwrap(), None, "{never}");
+        }
+        // Not a pid at all: the file is refused naming the field, never signalled.
+        for bad in ["1099511627776", r#""12""#] {
+            assert!(pid(bad).unwrap_err().message.contains(" pid: "), "{bad}");
+        }
     }
 
     #[test]
     fn waits_end_on_the_documented_states() {
         let now = clock::parse("2026-01-01T00:01:00Z").unwrap();
-        let policy = Policy::resolve(&serde_json::Map::new(), None, None, None);
+        let policy = Policy::of(&serde_json::Map::new(), None, None, None);
         let exited_active = doc(
             r#"{"agent_id": "a1", "status": "active", "pid": null, "last_heartbeat": "2026-01-01T00:00:50Z", "exit": {"cause": "exit", "code": 1}}"#,
         );

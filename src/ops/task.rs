@@ -26,13 +26,6 @@ pub enum Priority {
     Low,
 }
 
-impl Priority {
-    /// The on-disk spelling.
-    pub fn as_str(self) -> &'static str {
-        model::Priority::from(self).as_str()
-    }
-}
-
 impl From<Priority> for model::Priority {
     fn from(p: Priority) -> model::Priority {
         match p {
@@ -158,32 +151,31 @@ pub fn view(id: &str, doc: &Doc) -> Result<Task> {
     Task::from_doc_at(doc, &FileKey::Task(id).relative())
 }
 
-/// The tasks of a cell that read, by id, and the errors of those that do not.
-pub type TaskFiles<T> = (BTreeMap<String, T>, Vec<Error>);
+/// The tasks of a cell, as [`read_all`] reads them.
+#[derive(Debug, Default)]
+pub struct TaskFiles {
+    /// The files that read, by id, as they are on disk (what `--json` shows).
+    pub docs: BTreeMap<String, Doc>,
+    /// Their typed views, by the same ids (what the rules take).
+    pub tasks: BTreeMap<String, Task>,
+    /// The files that do not read: a task with a field of the wrong shape is one of these,
+    /// named, not a task shown with a guess.
+    pub errors: Vec<Error>,
+}
 
-/// Every task of a cell that reads, by id, as document and typed view, with the errors of
-/// those that do not.
-pub fn read_all_typed(store: &dyn Store, cell_id: &str) -> Result<TaskFiles<(Doc, Task)>> {
-    let mut tasks = BTreeMap::new();
-    let mut errors = Vec::new();
+/// Every task of a cell.
+pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<TaskFiles> {
+    let mut files = TaskFiles::default();
     for (id, doc) in store.read_collection(cell_id, Collection::Tasks)? {
         match doc.and_then(|doc| Ok((view(&id, &doc)?, doc))) {
             Ok((task, doc)) => {
-                tasks.insert(id, (doc, task));
+                files.tasks.insert(id.clone(), task);
+                files.docs.insert(id, doc);
             }
-            Err(e) => errors.push(e),
+            Err(e) => files.errors.push(e),
         }
     }
-    Ok((tasks, errors))
-}
-
-/// Every task of a cell that reads (as [`read_all_typed`]), by id, with the errors of
-/// those that do not: a task with a field of the wrong shape is one of those, named, not a
-/// task shown with a guess.
-pub fn read_all(store: &dyn Store, cell_id: &str) -> Result<TaskFiles<Doc>> {
-    let (tasks, errors) = read_all_typed(store, cell_id)?;
-    let docs = tasks.into_iter().map(|(id, (doc, _))| (id, doc)).collect();
-    Ok((docs, errors))
+    Ok(files)
 }
 
 /// What the dependency checks read of a task.
@@ -308,28 +300,25 @@ impl State {
     }
 }
 
-/// The dependencies that are not completed, by `status_of` (missing ones count as
-/// unfinished).
-fn open_in(deps: &[String], status_of: impl Fn(&str) -> Option<TaskStatus>) -> Vec<String> {
-    deps.iter()
-        .filter(|d| status_of(d) != Some(TaskStatus::Completed))
-        .cloned()
-        .collect()
+/// Whether dependency `id` is not done: not completed, or not there at all.
+fn open(id: &str, all: &BTreeMap<String, Task>) -> bool {
+    all.get(id)
+        .is_none_or(|t| t.status != TaskStatus::Completed)
 }
 
 /// The unfinished dependencies of a task (missing ones count as unfinished).
 pub fn unfinished(task: &Task, all: &BTreeMap<String, Task>) -> Vec<String> {
-    open_in(&task.dependencies, |id| all.get(id).map(|t| t.status))
+    task.dependencies
+        .iter()
+        .filter(|d| open(d, all))
+        .cloned()
+        .collect()
 }
 
 /// A task's state: its status, or blocked for a pending task waiting on unfinished
 /// dependencies.
 pub fn state(task: &Task, all: &BTreeMap<String, Task>) -> State {
-    state_by(task, |id| all.get(id).map(|t| t.status))
-}
-
-fn state_by(task: &Task, status_of: impl Fn(&str) -> Option<TaskStatus>) -> State {
-    if task.status == TaskStatus::Pending && !open_in(&task.dependencies, status_of).is_empty() {
+    if task.status == TaskStatus::Pending && task.dependencies.iter().any(|d| open(d, all)) {
         State::Blocked
     } else {
         State::Status(task.status)
@@ -347,31 +336,6 @@ impl StatusFilter {
             StatusFilter::Failed => task.status == TaskStatus::Failed,
         }
     }
-}
-
-/// The status of task `id` of documents `all`, when it is there and reads.
-fn status_in(all: &BTreeMap<String, Doc>) -> impl Fn(&str) -> Option<TaskStatus> + '_ {
-    |id| all.get(id).and_then(|d| view(id, d).ok()).map(|t| t.status)
-}
-
-/// [`unfinished`], for a caller that holds documents (as [`read_all`] gives them).
-pub fn open_dependencies(task: &Doc, all: &BTreeMap<String, Doc>) -> Vec<String> {
-    open_in(&task.dependency_ids(), status_in(all))
-}
-
-/// [`state`]'s word, for a caller that holds documents (as [`read_all`] gives them); a
-/// task that does not read is `unreadable`.
-pub fn shown_state(task: &Doc, all: &BTreeMap<String, Doc>) -> String {
-    match Task::from_doc(task) {
-        Ok(t) => state_by(&t, status_in(all)).as_str().to_string(),
-        Err(_) => "unreadable".to_string(),
-    }
-}
-
-/// [`StatusFilter::admits`], for a caller that holds documents; a task that does not read
-/// passes no filter.
-pub fn matches(filter: StatusFilter, task: &Doc, all: &BTreeMap<String, Doc>) -> bool {
-    Task::from_doc(task).is_ok_and(|t| filter.admits(&t, state_by(&t, status_in(all))))
 }
 
 /// Ids that appear as dependencies but are not tasks of the set.

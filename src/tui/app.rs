@@ -391,7 +391,7 @@ fn act(
             Ok(format!(
                 "cell {}: {} -> {}",
                 short(cell),
-                previous.as_deref().unwrap_or("-"),
+                previous.as_str(),
                 to.as_str()
             ))
         }
@@ -407,7 +407,14 @@ fn act(
             })
         }
         Action::Stop { cell, agent } => {
-            let outcome = crate::ops::supervisor::stop(store, cell, agent, None, "stopped", now)?;
+            let outcome = crate::ops::supervisor::stop_for(
+                store,
+                cell,
+                agent,
+                None,
+                crate::model::StopCause::Stopped,
+                now,
+            )?;
             Ok(format!(
                 "agent {agent} {}",
                 match outcome {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::clock;
 use crate::error::Result;
-use crate::model::{At, CellStatus, Field, Reservation, ReservationStatus};
+use crate::model::{CellStatus, Reservation, ReservationStatus};
 use crate::ops::health::Health;
 use crate::ops::reservation::{self, Amounts};
 use crate::ops::status::{self, AgentView, CellView};
@@ -67,23 +67,21 @@ impl Snapshot {
                 errors.push(e.message);
                 [None; 4]
             });
-            let active =
-                reservation::list(store, &view.id, Some(ReservationStatus::Active.as_str()))
-                    .unwrap_or_default();
-            let mut by_agent: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-            let at = At::file("reservations.json");
+            let active = reservation::list(store, &view.id, Some(ReservationStatus::Active))
+                .unwrap_or_else(|e| {
+                    errors.push(e.message);
+                    Vec::new()
+                });
+            let mut by_agent: BTreeMap<&str, Vec<&Reservation>> = BTreeMap::new();
             for r in &active {
-                match Reservation::decode(r, &at) {
-                    Ok(typed) => by_agent.entry(typed.agent).or_default().push(r.clone()),
-                    Err(e) => errors.push(e.message),
-                }
+                by_agent.entry(&r.agent).or_default().push(r);
             }
             cells.push(CellSnap {
                 capacity,
-                reserved: reservation::reserved(&active),
+                reserved: reservation::held(&active),
                 reserved_by_agent: by_agent
                     .into_iter()
-                    .map(|(a, list)| (a, reservation::reserved(&list)))
+                    .map(|(a, list)| (a.to_string(), reservation::held(list)))
                     .collect(),
                 view,
             });

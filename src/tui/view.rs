@@ -35,7 +35,8 @@ pub struct Palette {
 }
 
 impl Palette {
-    /// No colour (tests, `NO_COLOR`); emphasis by reverse video only.
+    /// No colour; emphasis by reverse video only.
+    #[cfg(test)]
     pub fn plain() -> Palette {
         Palette {
             color: false,

@@ -6,10 +6,10 @@ use serde_json::{json, Value};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::model::{AgentStatus, ExitCause};
+use crate::model::{AgentStatus, ExitCause, StopCause};
 use crate::ops::agent::{self, NewAgent, Role};
 use crate::ops::cell;
-use crate::ops::health::Health;
+use crate::ops::health::{self, Health};
 use crate::ops::heartbeat::{self, BeatReport, Reported};
 use crate::ops::policy;
 use crate::ops::status::{self, AgentView, RunState};
@@ -455,10 +455,10 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
     let doc = agent::read(&ctx.store, &cell_id, agent_id)?;
     let a = agent::typed(agent_id, &doc)?;
-    let policy = policy::load_for(&ctx.store, &cell_id, Some(&a))?;
+    let policy = policy::load(&ctx.store, &cell_id, Some(&a))?;
     let now = clock::now();
-    let assessed = heartbeat::assess(&a, &policy, now);
-    let process = supervisor::state(&doc);
+    let assessed = health::assess(&a, &policy, now);
+    let process = supervisor::state_of(&a);
     let running = process == supervisor::ProcState::Running;
     let (state, next_in) = RunState::of(&a, process, now);
     let uptime = a
@@ -839,12 +839,12 @@ fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()>
     }
     let cell_id = cell::resolve(&ctx.store, cell)?;
     super::may_change_agent(ctx, &cell_id, agent_id)?;
-    let outcome = supervisor::stop(
+    let outcome = supervisor::stop_for(
         &ctx.store,
         &cell_id,
         agent_id,
         grace.map(std::time::Duration::from_secs_f64),
-        "stopped",
+        StopCause::Stopped,
         clock::now(),
     )?;
     if ctx.out.is_json() {

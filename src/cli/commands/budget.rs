@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::cli::Ctx;
 use crate::clock;
 use crate::error::{Error, Kind, Result};
-use crate::model::{At, Field, Reservation, ReservationStatus};
+use crate::model::{Field, ReservationStatus};
 use crate::ops::budget::{self, State};
 use crate::ops::cell;
 use crate::ops::reservation::{self, Request};
@@ -600,17 +600,13 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
 pub fn list(ctx: &Ctx, args: ReservationsArgs) -> Result<()> {
     let ReservationsArgs { cell, status } = args;
     let cell_id = cell::resolve(&ctx.store, &cell)?;
-    let items = reservation::list(&ctx.store, &cell_id, status.map(ReservationStatus::as_str))?;
+    let typed = reservation::list(&ctx.store, &cell_id, status)?;
     if ctx.out.is_json() {
-        ctx.out.json(&Value::from(items));
+        ctx.out.json(&Value::from(
+            typed.iter().map(Field::encode).collect::<Vec<_>>(),
+        ));
         return Ok(());
     }
-    let at = At::file("reservations.json");
-    let typed = items
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Reservation::decode(r, &at.key("reservations").index(i)))
-        .collect::<Result<Vec<_>>>()?;
     let num = |n: f64, unit: Unit| {
         if n > 0.0 {
             units::show(n, unit)

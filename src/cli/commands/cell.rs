@@ -277,7 +277,7 @@ fn set(ctx: &Ctx, query: &str, status: CellStatus) -> Result<()> {
     } else {
         ctx.out.info(&format!(
             "cell {id}: {} -> {}",
-            previous.as_deref().unwrap_or("-"),
+            previous.as_str(),
             status.as_str()
         ));
     }

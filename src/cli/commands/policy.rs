@@ -143,7 +143,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: Option<&str>) -> Result<()> {
         Some(a) => Some(agent::load(&ctx.store, &cell_id, a)?),
         None => None,
     };
-    let effective = policy::load_for(&ctx.store, &cell_id, agent.as_ref())?;
+    let effective = policy::load(&ctx.store, &cell_id, agent.as_ref())?;
     if ctx.out.is_json() {
         ctx.out
             .json(&json!({ "cell": cell_id, "agent": agent_id, "settings": effective.settings() }));

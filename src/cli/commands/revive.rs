@@ -189,7 +189,10 @@ fn requests(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
         Some(q) => vec![cell::resolve(&ctx.store, q)?],
         None => ctx.store.cell_ids()?,
     };
-    let list = revive::requests(&ctx.store, &cells)?;
+    let (list, unreadable) = revive::requests(&ctx.store, &cells)?;
+    for e in &unreadable {
+        ctx.out.note(&format!("pas: skipped: {}", e.message));
+    }
     if ctx.out.is_json() {
         ctx.out
             .json(&serde_json::to_value(&list).unwrap_or(Value::Null));

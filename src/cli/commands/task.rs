@@ -11,7 +11,7 @@ use crate::model::{Task, TaskStatus};
 use crate::ops::cell;
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::queue::{self, HandoffOutcome};
-use crate::ops::task::{self, NewTask, Priority, StatusFilter};
+use crate::ops::task::{self, NewTask, Priority, State, StatusFilter};
 use crate::output::{Styled, Tone};
 
 /// Task commands.
@@ -249,14 +249,13 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<()> {
 }
 
 /// The tone of a task's shown state: its status, or `blocked`.
-pub fn state_tone(state: &str) -> Tone {
-    match TaskStatus::parse(state) {
-        Some(TaskStatus::Completed) => Tone::Good,
-        Some(TaskStatus::InProgress) => Tone::Plain,
-        Some(TaskStatus::Failed) => Tone::Bad,
-        Some(TaskStatus::Pending) => Tone::Dim,
-        // Not a status: `blocked`, a pending task waiting on its dependencies.
-        None => Tone::Warn,
+fn state_tone(state: State) -> Tone {
+    match state {
+        State::Status(TaskStatus::Completed) => Tone::Good,
+        State::Status(TaskStatus::InProgress) => Tone::Plain,
+        State::Status(TaskStatus::Failed) => Tone::Bad,
+        State::Status(TaskStatus::Pending) => Tone::Dim,
+        State::Blocked => Tone::Warn,
     }
 }
 
@@ -275,44 +274,38 @@ fn row(t: &Task) -> [Styled; 4] {
     ]
 }
 
-fn with_state(doc: &crate::doc::Doc, state: &str) -> Value {
+fn with_state(doc: &Doc, state: State) -> Value {
     let mut value = doc.to_value();
     if let Value::Object(map) = &mut value {
-        map.insert("state".into(), json!(state));
+        map.insert("state".into(), json!(state.as_str()));
     }
     value
 }
 
 fn list(ctx: &Ctx, cell: &str, filter: Option<StatusFilter>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let (tasks, errors) = task::read_all(&ctx.store, &cell_id)?;
-    for e in &errors {
+    let files = task::read_all(&ctx.store, &cell_id)?;
+    for e in &files.errors {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
-    let shown: Vec<_> = tasks
+    let shown: Vec<(&Doc, &Task, State)> = files
+        .tasks
         .iter()
-        .filter(|(_, t)| filter.is_none_or(|f| task::matches(f, t, &tasks)))
-        .map(|(id, t)| (id, t, task::shown_state(t, &tasks)))
+        .filter_map(|(id, t)| Some((files.docs.get(id)?, t, task::state(t, &files.tasks))))
+        .filter(|(_, t, state)| filter.is_none_or(|f| f.admits(t, *state)))
         .collect();
     if ctx.out.is_json() {
         ctx.out.json(&Value::from(
             shown
                 .iter()
-                .map(|(_, t, s)| with_state(t, s))
+                .map(|(doc, _, state)| with_state(doc, *state))
                 .collect::<Vec<_>>(),
         ));
         return Ok(());
     }
     let mut rows = Vec::new();
-    for (id, doc, state) in &shown {
-        let t = match typed(id, doc) {
-            Ok(t) => t,
-            Err(e) => {
-                ctx.out.note(&format!("pas: skipped: {}", e.message));
-                continue;
-            }
-        };
-        let [id, title, priority, assigned] = row(&t);
+    for (_, t, state) in shown {
+        let [id, title, priority, assigned] = row(t);
         rows.push(vec![
             id,
             title,
@@ -336,14 +329,14 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
     if let Some(agent) = &ctx.acting {
         Permissions::load(&ctx.store, &cell_id)?.check(agent, Perm::Read, task_id)?;
     }
-    let (all, _) = task::read_all(&ctx.store, &cell_id)?;
-    let state = task::shown_state(&doc, &all);
+    let t = typed(task_id, &doc)?;
+    let all = task::read_all(&ctx.store, &cell_id)?.tasks;
+    let state = task::state(&t, &all);
     if ctx.out.is_json() {
-        ctx.out.json(&with_state(&doc, &state));
+        ctx.out.json(&with_state(&doc, state));
         return Ok(());
     }
-    let open = task::open_dependencies(&doc, &all);
-    let t = typed(task_id, &doc)?;
+    let open = task::unfinished(&t, &all);
     let text = |v: Option<String>| match v {
         Some(s) if !s.is_empty() => s,
         _ => "-".to_string(),
@@ -356,7 +349,7 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
             "description",
             Styled::from(text(Some(t.description.clone()))),
         ),
-        ("state", Styled::new(state.as_str(), state_tone(&state))),
+        ("state", Styled::new(state.as_str(), state_tone(state))),
         ("priority", Styled::from(t.priority.as_str())),
         ("assigned to", Styled::from(text(t.assigned_to.clone()))),
         ("depends on", Styled::from(t.dependencies.join(", "))),
@@ -379,28 +372,29 @@ fn show(ctx: &Ctx, cell: &str, task_id: &str) -> Result<()> {
 
 fn ready(ctx: &Ctx, cell: &str, agent: Option<&str>) -> Result<()> {
     let cell_id = cell::resolve(&ctx.store, cell)?;
-    let agent_doc = match agent {
-        Some(a) => Some(crate::ops::agent::read(&ctx.store, &cell_id, a)?),
+    let agent = match agent {
+        Some(a) => Some(crate::ops::agent::load(&ctx.store, &cell_id, a)?),
         None => None,
     };
     let perms = Permissions::load(&ctx.store, &cell_id)?;
-    let (all, errors) = task::read_all(&ctx.store, &cell_id)?;
-    for e in &errors {
+    let files = task::read_all(&ctx.store, &cell_id)?;
+    for e in &files.errors {
         ctx.out.note(&format!("pas: skipped: {}", e.message));
     }
-    let list = queue::ready(&all, agent_doc.as_ref(), &perms);
+    let list = queue::ready(&files.tasks, agent.as_ref(), &perms);
     let now = crate::clock::now();
     if ctx.out.is_json() {
         ctx.out.json(&Value::from(
-            list.iter().map(|t| t.to_value()).collect::<Vec<_>>(),
+            list.iter()
+                .filter_map(|(id, _)| files.docs.get(*id).map(Doc::to_value))
+                .collect::<Vec<_>>(),
         ));
         return Ok(());
     }
     let mut rows = Vec::new();
-    for doc in &list {
-        let t = Task::from_doc(doc)?;
+    for (_, t) in &list {
         let created = Styled::from(crate::clock::ago(t.created_at, now));
-        rows.push(row(&t).into_iter().chain([created]).collect());
+        rows.push(row(t).into_iter().chain([created]).collect());
     }
     ctx.out
         .table(&["ID", "TITLE", "PRIORITY", "ASSIGNED", "CREATED"], rows);

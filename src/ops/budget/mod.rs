@@ -510,25 +510,9 @@ pub fn cell_time(cell: &Cell, now: DateTime<Utc>) -> (Option<f64>, Option<f64>) 
     (clock.used(now), clock.timeout)
 }
 
-/// Fails an active cell past its timeout; true when it did.
-pub fn enforce_time(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<bool> {
-    let doc = store::read_required(store, cell, FileKey::Cell)?;
-    enforce_time_with(store, cell, &doc, now)
-}
-
-/// [`enforce_time`] with `cell.json` already read (`doc`); true when it failed the cell
-/// (then `cell.json` has changed and `doc` is out of date).
-pub fn enforce_time_with(
-    store: &dyn Store,
-    cell: &str,
-    doc: &Doc,
-    now: DateTime<Utc>,
-) -> Result<bool> {
-    enforce_time_of(store, cell, &Cell::from_doc(doc)?, now)
-}
-
-/// [`enforce_time`] with `cell.json` already read, typed; true when it failed the cell.
-pub fn enforce_time_of(
+/// Fails an active cell past its timeout, `typed` being its `cell.json` as the caller read
+/// it; true when it did (then `cell.json` has changed and `typed` is out of date).
+pub fn enforce_time(
     store: &dyn Store,
     cell: &str,
     typed: &Cell,
@@ -553,12 +537,6 @@ pub fn enforce_time_of(
         txn.event(event);
         Ok(true)
     })
-}
-
-/// When a cell's time budget runs out; `None` without a timeout, or for a `cell.json`
-/// that does not read (the commands that read it typed report that).
-pub fn cell_deadline(cell_doc: &Doc) -> Option<DateTime<Utc>> {
-    deadline(&Cell::from_doc(cell_doc).ok()?)
 }
 
 /// When a cell's time budget runs out; `None` without a timeout.

@@ -542,7 +542,7 @@ mod tests {
     }
 
     fn policy(json: &str) -> Policy {
-        Policy::resolve(&serde_json::Map::new(), None, Some(&doc(json)), None)
+        crate::ops::policy::of_file(json)
     }
 
     fn context(json: &str) -> ContextPolicy {
@@ -576,7 +576,14 @@ mod tests {
             );
         }
         assert!(context(r#"{"breach_action": "ask"}"#).ask);
-        assert!(!context(r#"{"breach_action": "sometimes"}"#).ask);
+        // A word pas does not know is refused when the file is read, naming it.
+        let doc = crate::doc::Doc::parse(
+            br#"{"breach_action": "sometimes"}"#,
+            std::path::Path::new("config/policies.json"),
+        )
+        .unwrap();
+        let err = crate::model::Policies::from_doc(&doc).unwrap_err();
+        assert!(err.message.contains("breach_action"), "{}", err.message);
     }
 
     #[test]

@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::{self, Agent, AgentStatus, Cell, Failure, Policies};
 use crate::ops::agent::typed;
@@ -275,11 +274,6 @@ pub fn beat(
     })
 }
 
-/// An agent's health at `now` by the rules of [`rules::assess`].
-pub fn assess(agent: &Agent, policy: &Policy, now: DateTime<Utc>) -> Assessment {
-    rules::assess(&vitals(agent), &HealthPolicy::from_policy(policy), now)
-}
-
 /// What the rules read of an agent: its file's fields and, when it never beat and pas has
 /// a command to run for it, whether its process runs (such an agent is judged by it).
 pub fn vitals(agent: &Agent) -> Vitals {
@@ -293,9 +287,7 @@ pub fn vitals(agent: &Agent) -> Vitals {
 /// An agent as an observer sees it.
 #[derive(Debug, Clone)]
 pub struct Observed {
-    /// The agent file.
-    pub doc: Doc,
-    /// Its typed view.
+    /// The agent file, typed.
     pub agent: Agent,
     /// Its health now.
     pub assessment: Assessment,
@@ -303,42 +295,10 @@ pub struct Observed {
     pub policy: Arc<Policy>,
 }
 
-/// Assesses every agent of a cell at `now` and records the health changes it sees (each
+/// Assesses every agent of a cell at `now` (`cell_doc` and `file` are its `cell.json` and
+/// `config/policies.json`) and, with `record`, records the health changes it sees (each
 /// once: the change is decided again in the transaction that writes it).
 pub fn observe_cell(
-    store: &dyn Store,
-    cell: &str,
-    record: bool,
-    now: DateTime<Utc>,
-) -> Result<(Vec<Observed>, Vec<Error>)> {
-    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
-    let file = policy::read_file_layer(store, cell)?;
-    observe_cell_of(store, cell, &cell_doc, file.as_ref(), record, now)
-}
-
-/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read.
-pub fn observe_cell_with(
-    store: &dyn Store,
-    cell: &str,
-    cell_doc: &Doc,
-    policies: Option<&Doc>,
-    record: bool,
-    now: DateTime<Utc>,
-) -> Result<(Vec<Observed>, Vec<Error>)> {
-    let file = policies.map(Policies::from_doc).transpose()?;
-    observe_cell_of(
-        store,
-        cell,
-        &Cell::from_doc(cell_doc)?,
-        file.as_ref(),
-        record,
-        now,
-    )
-}
-
-/// [`observe_cell`] with the cell's `cell.json` and `config/policies.json` already read,
-/// typed.
-pub fn observe_cell_of(
     store: &dyn Store,
     cell: &str,
     cell_doc: &Cell,
@@ -367,8 +327,8 @@ pub fn observe_cell_of(
     let mut errors = Vec::new();
     let mut changed = Vec::new();
     for (id, doc) in store.read_collection(cell, Collection::Agents)? {
-        let (doc, agent) = match doc.and_then(|d| typed(&id, &d).map(|a| (d, a))) {
-            Ok(read) => read,
+        let agent = match doc.and_then(|d| typed(&id, &d)) {
+            Ok(agent) => agent,
             Err(e) => {
                 errors.push(e);
                 continue;
@@ -386,7 +346,6 @@ pub fn observe_cell_of(
             changed.push((observed.len(), id));
         }
         observed.push(Observed {
-            doc,
             agent,
             assessment: seen.assessment,
             policy,
@@ -413,16 +372,15 @@ pub fn observe_cell_of(
                 }
                 apply_health(txn, &mut agent, id, &seen.change, now);
                 agent.write_into(&mut doc);
-                txn.put(FileKey::Agent(id), doc.clone());
-                out.push((*at, doc, agent, seen.assessment, policy));
+                txn.put(FileKey::Agent(id), doc);
+                out.push((*at, agent, seen.assessment, policy));
             }
             Ok(out)
         });
         match recorded {
             Ok(out) => {
-                for (at, doc, agent, assessment, policy) in out {
+                for (at, agent, assessment, policy) in out {
                     observed[at] = Observed {
-                        doc,
                         agent,
                         assessment,
                         policy: Arc::new(policy),

@@ -15,7 +15,6 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
 use crate::clock;
-use crate::doc::Doc;
 use crate::model::{self, Agent, AgentStatus, CellStatus, EventKind, PendingDirective};
 use crate::ops::budget::rules::State;
 use crate::ops::health::{Assessment, Health};
@@ -61,27 +60,6 @@ impl Vitals {
             failures: agent.failures,
             heartbeat_count: agent.heartbeat_count,
             recorded: agent.health.map(computed),
-            running: None,
-        }
-    }
-
-    /// The fields of an agent file, for callers that still hold it as a document
-    /// (`ops::health::assess`): read leniently as they always were, a value of the wrong
-    /// shape as absent (so a status or report pas does not know judges like `idle` or
-    /// `ACTIVE`). pas's own commands read the agent typed and use [`Vitals::of`]; this goes
-    /// when the last document caller does.
-    pub fn from_doc(doc: &Doc) -> Vitals {
-        Vitals {
-            status: doc
-                .str("status")
-                .and_then(AgentStatus::parse)
-                .unwrap_or_default(),
-            reported: doc.str("reported_status").and_then(Reported::parse),
-            last_heartbeat: doc.time("last_heartbeat"),
-            started_at: doc.time("started_at"),
-            failures: doc.u64("failures").unwrap_or(0),
-            heartbeat_count: doc.u64("heartbeat_count").unwrap_or(0),
-            recorded: doc.str("health").and_then(Health::parse),
             running: None,
         }
     }
@@ -642,6 +620,8 @@ mod tests {
     #![allow(clippy::type_complexity)]
 
     use super::*;
+    use crate::doc::Doc;
+    use crate::model::Policies;
     use serde_json::Value;
     use std::path::Path;
 
@@ -664,12 +644,7 @@ mod tests {
 
     /// The health policy of a `config/policies.json`.
     fn policy(json: &str) -> HealthPolicy {
-        HealthPolicy::from_policy(&Policy::resolve(
-            &serde_json::Map::new(),
-            None,
-            Some(&doc(json)),
-            None,
-        ))
+        HealthPolicy::from_policy(&crate::ops::policy::of_file(json))
     }
 
     fn defaults() -> HealthPolicy {
@@ -738,13 +713,16 @@ mod tests {
             );
         }
         // An agent's own policies override the cell's.
-        let agent = doc(r#"{"policies": {"heartbeat_ttl": 600}}"#);
-        let cell = doc(r#"{"heartbeat_interval": 10}"#);
-        let p = HealthPolicy::from_policy(&Policy::resolve(
+        let agent = Agent::from_doc(&doc(
+            r#"{"agent_id": "a1", "policies": {"heartbeat_ttl": 600}}"#,
+        ))
+        .unwrap();
+        let cell = Policies::from_doc(&doc(r#"{"heartbeat_interval": 10}"#)).unwrap();
+        let p = HealthPolicy::from_policy(&Policy::of(
             &serde_json::Map::new(),
             None,
             Some(&cell),
-            Some(&agent),
+            Some(&agent.policies),
         ));
         assert_eq!(
             (p.interval, p.down_after, p.dead_after),
@@ -1028,25 +1006,6 @@ mod tests {
                 err.message
             );
         }
-        // Callers that hold only the document read it as they always did: what they
-        // cannot read is absent.
-        let legacy = Vitals::from_doc(&doc(
-            r#"{"status": "stopped", "reported_status": "BUSY", "health": "late",
-                "failures": 2, "last_heartbeat": "2026-11-23T10:00:00Z", "started_at": "x"}"#,
-        ));
-        assert_eq!(
-            legacy,
-            Vitals {
-                status: AgentStatus::Idle,
-                reported: None,
-                last_heartbeat: Some(t0()),
-                started_at: None,
-                failures: 2,
-                heartbeat_count: 0,
-                recorded: Some(Late),
-                running: None,
-            }
-        );
         // The words the file records and the healths the rules compute are the same.
         for h in Health::ALL {
             assert_eq!(computed(recorded(h)), h);

@@ -67,10 +67,6 @@ pub fn run_limited(
 /// One hook run by a dispatch.
 #[derive(Debug, Clone)]
 pub struct Ran {
-    /// The event's `seq`.
-    pub seq: u64,
-    /// The event's kind.
-    pub kind: String,
     /// The event's agent, if any.
     pub agent: Option<String>,
     /// How it went, in words.
@@ -116,7 +112,7 @@ pub fn dispatch(
         }
     };
     let bytes = store.read_log(cell, LogFile::Events, cursor.offset)?;
-    let cell_policy = policy::load_for(store, cell, None)?;
+    let cell_policy = policy::load(store, cell, None)?;
     let mut ran = Vec::new();
     let mut offset = cursor.offset;
     for line in events::split_lines(&bytes).0 {
@@ -137,7 +133,7 @@ pub fn dispatch(
             None => None,
         };
         let effective = match &agent {
-            Some(a) => policy::load_for(store, cell, Some(a))?,
+            Some(a) => policy::load(store, cell, Some(a))?,
             None => cell_policy.clone(),
         };
         if let Decision::Run { command } = rules::decide(&event.kind, &effective) {
@@ -154,8 +150,6 @@ pub fn dispatch(
             // Each run is remembered at once: a watch killed later does not run it again.
             store.set_hook_cursor(cell, &cursor)?;
             ran.push(Ran {
-                seq: event.seq,
-                kind: event.kind.clone(),
                 agent: event.agent.clone(),
                 outcome,
             });

@@ -58,12 +58,10 @@ pub fn decide(kind: &str, policy: &Policy) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::doc::Doc;
     use serde_json::{json, Value};
 
     fn policy(layer: Value) -> Policy {
-        let doc = Doc::from_map(layer.as_object().unwrap().clone());
-        Policy::resolve(&serde_json::Map::new(), None, Some(&doc), None)
+        Policy::of(layer.as_object().unwrap(), None, None, None)
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 use crate::store::{self, check_id, Collection, FileKey, IdKind, Store, Txn};
 
-pub use crate::ops::queue::rules::eligible;
+pub use crate::ops::queue::rules::ready;
 
 /// Every task of the cell by file id, as documents and as typed views; the first that
 /// does not read is an error (a claim must not skip a task it cannot read).
@@ -49,27 +49,6 @@ fn put_task(txn: &mut Txn<'_>, id: &str, mut doc: Doc, t: &Task) -> Doc {
     t.write_into(&mut doc);
     txn.put(FileKey::Task(id), doc.clone());
     doc
-}
-
-/// [`rules::ready`] for a caller that holds documents (`pas task ready`, with the tasks
-/// [`task::read_all`] gives): the ready ones, best first. A task that does not read is not
-/// ready; for an agent whose file does not read, nothing is.
-pub fn ready<'a>(
-    all: &'a BTreeMap<String, Doc>,
-    agent: Option<&Doc>,
-    perms: &Permissions,
-) -> Vec<&'a Doc> {
-    let Ok(agent) = agent.map(Agent::from_doc).transpose() else {
-        return Vec::new();
-    };
-    let tasks: BTreeMap<String, Task> = all
-        .iter()
-        .filter_map(|(id, doc)| Some((id.clone(), task::view(id, doc).ok()?)))
-        .collect();
-    rules::ready(&tasks, agent.as_ref(), perms)
-        .into_iter()
-        .filter_map(|(id, _)| all.get(id))
-        .collect()
 }
 
 /// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
@@ -317,7 +296,7 @@ fn fail_in(
 }
 
 fn max_retries(store: &dyn Store, cell: &str) -> Result<u64> {
-    Ok(rules::max_retries(&policy::load(store, cell, None)?))
+    Ok(policy::load(store, cell, None)?.max_retries())
 }
 
 /// Reports a claimed task failed.

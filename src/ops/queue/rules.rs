@@ -13,7 +13,6 @@ use serde_json::json;
 
 use crate::model::{Agent, AgentStatus, EventKind, Task, TaskStatus};
 use crate::ops::permissions::{Perm, Permissions};
-use crate::ops::policy::Policy;
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
 
@@ -38,7 +37,7 @@ pub fn ready<'a>(
 ) -> Vec<(&'a str, &'a Task)> {
     let mut out: Vec<(&str, &Task)> = all
         .iter()
-        .filter(|(_, t)| t.status == TaskStatus::Pending && task::unfinished(t, all).is_empty())
+        .filter(|(_, t)| task::state(t, all) == task::State::Status(TaskStatus::Pending))
         .filter(|(_, t)| agent.is_none_or(|a| eligible(t, a, perms)))
         .map(|(id, t)| (id.as_str(), t))
         .collect();
@@ -114,16 +113,6 @@ pub fn decide_claim<'a>(
             queue_assigned: task.assigned_to.is_none(),
         },
     }
-}
-
-/// The policy's `max_retries`: attempts of a task before it stays failed (at least 1; a
-/// missing or non-integer value is 3).
-pub fn max_retries(policy: &Policy) -> u64 {
-    policy
-        .get("max_retries")
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(3)
-        .max(1)
 }
 
 /// The fields of a claimed task its failure rule reads.
@@ -542,8 +531,8 @@ mod tests {
             (r#"{"max_retries": "many"}"#, 3),
         ];
         for &(json, max) in rows {
-            let p = Policy::resolve(&serde_json::Map::new(), None, Some(&doc(json)), None);
-            assert_eq!(max_retries(&p), max, "{json}");
+            let p = crate::ops::policy::of_file(json);
+            assert_eq!(p.max_retries(), max, "{json}");
         }
     }
 

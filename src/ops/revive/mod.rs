@@ -21,11 +21,12 @@ use crate::clock;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::model::{
-    Agent, AgentStatus, Cell, CellStatus, EventKind, Revival, ReviveRequest, StopCause, Task,
-    TaskStatus,
+    Agent, AgentStatus, Cell, CellStatus, EventKind, Policies, Revival, ReviveRequest, StopCause,
+    Task, TaskStatus,
 };
 use crate::ops::checkpoint;
 use crate::ops::health::{self, Health};
+use crate::ops::heartbeat::Observed;
 use crate::ops::policy::Policy;
 use crate::ops::queue;
 use crate::ops::revive::rules::{
@@ -157,11 +158,9 @@ impl Ctx<'_> {
         )
     }
 
-    /// The agent file as it is now, and its typed view.
-    fn reread(&self) -> Result<(Doc, Agent)> {
-        let doc = crate::ops::agent::read(self.store, self.cell, self.agent)?;
-        let agent = Agent::from_doc(&doc)?;
-        Ok((doc, agent))
+    /// The agent file as it is now.
+    fn reread(&self) -> Result<Agent> {
+        crate::ops::agent::load(self.store, self.cell, self.agent)
     }
 }
 
@@ -198,7 +197,7 @@ pub fn pass_cell_each(
     // Then the hooks, for what the pass (and everyone since the last one) recorded; a
     // cell the pass left alone (paused, finished, timed out just now) still has its events.
     let hooked = result.hooked
-        || match crate::ops::policy::load_for(store, cell, None) {
+        || match crate::ops::policy::load(store, cell, None) {
             Ok(p) => crate::ops::hooks::has_hook(&p),
             Err(e) => {
                 result.errors.push(e);
@@ -236,17 +235,18 @@ fn pass_locked(
     opts: &Options,
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
-    let mut cell_doc = store::read_required(store, cell, FileKey::Cell)?;
-    if !opts.dry_run && crate::ops::budget::enforce_time_with(store, cell, &cell_doc, now)? {
-        cell_doc = store::read_required(store, cell, FileKey::Cell)?;
+    let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
+    let mut cell_doc = read_cell()?;
+    if !opts.dry_run && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
+        cell_doc = read_cell()?;
     }
     let mut result = CellPass::default();
-    if Cell::from_doc(&cell_doc)?.status != CellStatus::Active {
+    if cell_doc.status != CellStatus::Active {
         return Ok(result);
     }
-    result.next_due = crate::ops::budget::cell_deadline(&cell_doc);
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    let (observed, unreadable) = crate::ops::heartbeat::observe_cell_with(
+    result.next_due = crate::ops::budget::deadline(&cell_doc);
+    let policies = crate::ops::policy::read_file_layer(store, cell)?;
+    let (observed, unreadable) = crate::ops::heartbeat::observe_cell(
         store,
         cell,
         &cell_doc,
@@ -266,16 +266,7 @@ fn pass_locked(
     if opts.agent.is_none() {
         result.errors = unreadable;
     }
-    for o in observed {
-        let agent = match Agent::from_doc(&o.doc) {
-            Ok(agent) => agent,
-            Err(e) => {
-                if opts.agent.is_none() {
-                    result.errors.push(e);
-                }
-                continue;
-            }
-        };
+    for Observed { agent, .. } in observed {
         if opts.agent.as_deref().is_some_and(|a| a != agent.agent_id) {
             continue;
         }
@@ -346,8 +337,8 @@ fn process_of(agent: &Agent) -> Process {
 /// look.
 fn revive_agent(
     ctx: &mut Ctx<'_>,
-    cell_doc: &Doc,
-    policies: Option<&Doc>,
+    cell_doc: &Cell,
+    policies: Option<&Policies>,
     observed: &Agent,
 ) -> Result<Option<DateTime<Utc>>> {
     // The observation has just read the file, under the revive lock: an agent pas cannot
@@ -355,7 +346,7 @@ fn revive_agent(
     if observed.status != AgentStatus::Active || observed.command.is_empty() {
         return Ok(None);
     }
-    let (doc, agent) = ctx.reread()?;
+    let agent = ctx.reread()?;
     // Before anything here rewrites the file (which would make it root's): an agent whose
     // command pas may not run is an error of this agent, with nothing changed.
     if !ctx.dry_run && process_of(&agent) != Process::Running {
@@ -370,22 +361,22 @@ fn revive_agent(
             Error { message, ..e }
         })?;
     }
-    let policy = Policy::resolve(
+    let policy = Policy::of(
         ctx.store.root_policies(),
-        Some(cell_doc),
+        Some(&cell_doc.policies),
         policies,
-        Some(&doc),
+        Some(&agent.policies),
     );
     let heartbeat_required = policy.flag("heartbeat_required", false);
-    let assess = |doc: &Doc, agent: &Agent, process: Process, now: DateTime<Utc>| {
+    let assess = |agent: &Agent, process: Process, now: DateTime<Utc>| {
         State::from_agent(
             agent,
             process,
-            &health::assess(doc, &policy, now),
+            &health::assess(agent, &policy, now),
             heartbeat_required,
         )
     };
-    let mut state = assess(&doc, &agent, process_of(&agent), ctx.now);
+    let mut state = assess(&agent, process_of(&agent), ctx.now);
     let mut stopped_hung = false;
     for _ in 0..MAX_STEPS {
         let decision = ops::decide(&state, &policy, ctx.now);
@@ -395,12 +386,12 @@ fn revive_agent(
             Applied::Changed { .. } if ctx.dry_run => state.assume(&decision),
             Applied::Changed { stopped } => {
                 stopped_hung |= stopped;
-                let (doc, agent) = ctx.reread()?;
+                let agent = ctx.reread()?;
                 let mut process = process_of(&agent);
                 if stopped_hung && process == Process::Running {
                     process = Process::Ended;
                 }
-                state = assess(&doc, &agent, process, ctx.now);
+                state = assess(&agent, process, ctx.now);
             }
         }
     }
@@ -750,7 +741,7 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied
     if ctx.dry_run {
         return Ok(Applied::Done(None));
     }
-    let (_, on_file) = ctx.reread()?;
+    let on_file = ctx.reread()?;
     if let Some(pgid) = supervisor::usable_pid(on_file.pgid) {
         if process::group_alive(pgid) {
             let grace = policy.stop_grace();
@@ -857,23 +848,14 @@ pub fn fail_for_good(
         })
     })?;
     let failed = Agent::from_doc(&doc)?;
-    let cell_doc = store.read(cell, FileKey::Cell)?;
-    let policies = store.read(cell, FileKey::Config(ConfigFile::Policies))?;
-    // A substitute whose file does not read is not one to hand work to.
+    // A substitute whose file (or whose policy) does not read is not one to hand work to.
     let healthy = |id: &str| -> bool {
-        match store.read(cell, FileKey::Agent(id)) {
-            Ok(Some(d)) => {
-                let p = Policy::resolve(
-                    store.root_policies(),
-                    cell_doc.as_ref(),
-                    policies.as_ref(),
-                    Some(&d),
-                );
-                Agent::from_doc(&d).is_ok_and(|a| a.status != AgentStatus::Failed)
-                    && health::assess(&d, &p, now).health == Health::Healthy
-            }
-            _ => false,
-        }
+        let Ok(a) = crate::ops::agent::load(store, cell, id) else {
+            return false;
+        };
+        crate::ops::policy::load(store, cell, Some(&a)).is_ok_and(|p| {
+            a.status != AgentStatus::Failed && health::assess(&a, &p, now).health == Health::Healthy
+        })
     };
     queue::release_tasks(
         store,
@@ -884,11 +866,7 @@ pub fn fail_for_good(
         now,
     )?;
     crate::ops::reservation::release_agent(store, cell, agent, "agent failed", now)?;
-    if let Some(hook) = policy
-        .get("on_failure")
-        .and_then(Value::as_str)
-        .filter(|h| !h.trim().is_empty())
-    {
+    if let Some(hook) = policy.on_failure() {
         run_hook(store, cell, &failed, hook, reason, launch, now)?;
     }
     Ok(())
@@ -1009,13 +987,15 @@ pub struct Request {
     pub cause: Option<String>,
 }
 
-/// Every pending request of the given cells.
-pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<Request>> {
+/// Every pending request of the given cells, and the agent files that do not read (whose
+/// requests, if any, cannot be seen), as the revive pass reports them.
+pub fn requests(store: &dyn Store, cells: &[String]) -> Result<(Vec<Request>, Vec<Error>)> {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for cell in cells {
-        // A file that does not read files no request; the revive pass reports it.
-        let (docs, _) = crate::ops::agent::read_all(store, cell)?;
-        for a in docs.iter().filter_map(|d| Agent::from_doc(d).ok()) {
+        let (agents, errors) = crate::ops::agent::load_all(store, cell)?;
+        unreadable.extend(errors);
+        for a in agents {
             let Some(r) = a.revive_request.filter(|r| !r.approved) else {
                 continue;
             };
@@ -1028,7 +1008,7 @@ pub fn requests(store: &dyn Store, cells: &[String]) -> Result<Vec<Request>> {
             });
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 /// An operator's "revive this agent" (`pas top`'s `r`): a pending request (auto_revive:
@@ -1042,6 +1022,7 @@ pub fn revive_on_request(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let pending = requests(store, &[cell.to_string()])?
+        .0
         .into_iter()
         .find(|r| r.agent == agent);
     match pending {
@@ -1069,10 +1050,17 @@ pub fn decide(
     now: DateTime<Utc>,
 ) -> Result<CellPass> {
     let cells = store.cell_ids()?;
-    let found = requests(store, &cells)?.into_iter().find(|r| r.id == id);
-    let Some(req) = found else {
-        return Err(Error::not_found(format!("no pending revival request {id}"))
-            .hint("`pas revive requests` lists them"));
+    let (pending, unreadable) = requests(store, &cells)?;
+    let Some(req) = pending.into_iter().find(|r| r.id == id) else {
+        let hint = match unreadable.first() {
+            Some(e) => format!(
+                "`pas revive requests` lists them; {} agent file(s) could not be read, the first: {}",
+                unreadable.len(),
+                e.message
+            ),
+            None => "`pas revive requests` lists them".to_string(),
+        };
+        return Err(Error::not_found(format!("no pending revival request {id}")).hint(hint));
     };
     settle(store, req, approve, launch, now)
 }

@@ -355,11 +355,7 @@ pub fn earliest(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<Da
 /// `backoff_multiplier`^(attempt-1), capped at `max_restart_delay_seconds`.
 pub fn backoff_delay(policy: &Policy, attempt: u64) -> f64 {
     let base = policy.non_negative("restart_delay_seconds");
-    let multiplier = policy
-        .get("backoff_multiplier")
-        .and_then(Value::as_f64)
-        .filter(|m| *m >= 1.0)
-        .unwrap_or(2.0);
+    let multiplier = policy.backoff_multiplier();
     let cap = policy.non_negative("max_restart_delay_seconds");
     let exponent = attempt.saturating_sub(1).min(64) as i32;
     (base * multiplier.powi(exponent)).min(cap)
@@ -527,10 +523,7 @@ fn dead(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     if let Some(until) = state.cooldown_until.filter(|u| *u > now) {
         return Decision::Nothing { until: Some(until) };
     }
-    let storm_limit = policy
-        .get("storm_limit")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let storm_limit = policy.storm_limit();
     let deaths = deaths_in_window(
         &state.recent_deaths,
         policy.non_negative("storm_window"),
@@ -609,9 +602,10 @@ mod tests {
         clock::parse("2026-11-23T10:00:00Z").unwrap() + secs(s)
     }
 
+    /// The policy of a root whose `pas.toml` `[policies]` is `layer`: read as it is, so a
+    /// word pas does not know reaches the rules (a policy file would be refused).
     fn policy(layer: &Value) -> Policy {
-        let doc = Doc::from_map(layer.as_object().unwrap().clone());
-        Policy::resolve(&serde_json::Map::new(), None, Some(&doc), None)
+        Policy::of(layer.as_object().unwrap(), None, None, None)
     }
 
     /// `layer` with `key` set.
@@ -1367,7 +1361,7 @@ mod tests {
     /// The state of the agent file `doc`, at T0+10 under the default policy.
     fn state_of(doc: &Doc) -> crate::error::Result<State> {
         let agent = Agent::from_doc(doc)?;
-        let assessment = health::assess(doc, &policy(&json!({})), t(10.0));
+        let assessment = health::assess(&agent, &policy(&json!({})), t(10.0));
         Ok(State::from_agent(
             &agent,
             Process::Ended,
