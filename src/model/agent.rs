@@ -139,7 +139,7 @@ record! {
 }
 
 document!(Agent, |map| match crate::model::id_in(map, "agent_id") {
-    Some(id) => format!("agents/{id}.json"),
+    Some(id) => crate::store::FileKey::Agent(&id).relative(),
     None => "agent file".to_string(),
 });
 

@@ -38,7 +38,7 @@ record! {
     }
 }
 
-document!(Cell, |_| "cell.json".to_string());
+document!(Cell, |_| crate::store::FileKey::Cell.relative());
 
 impl Cell {
     /// The keys a person writes to define a cell (a mission file's settings); the others

@@ -31,7 +31,10 @@ record! {
     }
 }
 
-document!(Isolation, |_| "config/isolation.json".to_string());
+document!(Isolation, |_| crate::store::FileKey::Config(
+    crate::store::ConfigFile::Isolation
+)
+.relative());
 
 record! {
     /// The quota of `isolation.json`. Other resources are kept in `extra`.
@@ -211,7 +214,10 @@ layer_record! {
     }
 }
 
-document!(Policies, |_| "config/policies.json".to_string());
+document!(Policies, |_| crate::store::FileKey::Config(
+    crate::store::ConfigFile::Policies
+)
+.relative());
 
 /// `config/permissions.json`: for each agent id, what it may touch. An agent without an
 /// entry may do everything. Every key of the file is an agent id, so there is no `extra`:
@@ -283,7 +289,10 @@ impl Record for Permissions {
     }
 }
 
-document!(Permissions, |_| "config/permissions.json".to_string());
+document!(Permissions, |_| crate::store::FileKey::Config(
+    crate::store::ConfigFile::Permissions
+)
+.relative());
 
 record! {
     /// What one agent may do. Each list holds ids, or `*` for all; an absent list grants

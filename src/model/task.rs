@@ -48,7 +48,7 @@ record! {
 }
 
 document!(Task, |map| match crate::model::id_in(map, "task_id") {
-    Some(id) => format!("tasks/{id}.json"),
+    Some(id) => crate::store::FileKey::Task(&id).relative(),
     None => "task file".to_string(),
 });
 

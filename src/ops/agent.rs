@@ -156,7 +156,7 @@ fn absolute(path: &Path) -> String {
 
 /// The typed view of agent `id`'s file; errors name the file by the id it is stored under.
 pub fn typed(id: &str, doc: &Doc) -> Result<Agent> {
-    Agent::from_doc_at(doc, &format!("agents/{id}.json"))
+    Agent::from_doc_at(doc, &crate::store::FileKey::Agent(id).relative())
 }
 
 /// Applies a change to an agent under its lock; returns the new document.
@@ -301,7 +301,7 @@ pub fn remove(
         let mut assigned = Vec::new();
         for (task_id, doc) in txn.read_collection(Collection::Tasks)? {
             let doc = doc?;
-            let task = Task::from_doc_at(&doc, &format!("tasks/{task_id}.json"))?;
+            let task = Task::from_doc_at(&doc, &crate::store::FileKey::Task(&task_id).relative())?;
             if !task.is_finished() && task.assigned_to.as_deref() == Some(agent_id) {
                 assigned.push((task_id, doc, task));
             }

@@ -344,13 +344,26 @@ pub fn plan(mission: &Value, created_by: &str, now: DateTime<Utc>) -> Result<Pla
 }
 
 fn kind_of(rel: &str) -> SchemaKind {
-    match rel {
-        "cell.json" => SchemaKind::Cell,
-        "config/isolation.json" => SchemaKind::Isolation,
-        "config/policies.json" => SchemaKind::Policies,
-        "config/permissions.json" => SchemaKind::Permissions,
-        r if r.starts_with("agents/") => SchemaKind::Agent,
-        _ => SchemaKind::Task,
+    key_of(rel).schema()
+}
+
+/// The document a planned file's relative path names (the paths come from `FileKey`s).
+fn key_of(rel: &str) -> FileKey<'_> {
+    let fixed = [
+        FileKey::Cell,
+        FileKey::Config(ConfigFile::Isolation),
+        FileKey::Config(ConfigFile::Policies),
+        FileKey::Config(ConfigFile::Permissions),
+    ];
+    if let Some(key) = fixed.into_iter().find(|k| k.relative() == rel) {
+        return key;
+    }
+    let file = rel.rsplit_once('/').map_or(rel, |(_, file)| file);
+    let id = file.rsplit_once('.').map_or(file, |(stem, _)| stem);
+    if FileKey::Agent(id).relative() == rel {
+        FileKey::Agent(id)
+    } else {
+        FileKey::Task(id)
     }
 }
 
@@ -372,24 +385,7 @@ pub fn create(
     let keys: Vec<(FileKey<'_>, Doc)> = planned
         .files
         .iter()
-        .map(|(rel, doc)| {
-            let key = match rel.as_str() {
-                "cell.json" => FileKey::Cell,
-                "config/isolation.json" => FileKey::Config(ConfigFile::Isolation),
-                "config/policies.json" => FileKey::Config(ConfigFile::Policies),
-                "config/permissions.json" => FileKey::Config(ConfigFile::Permissions),
-                r => {
-                    let (dir, file) = r.split_once('/').unwrap_or(("tasks", r));
-                    let id = file.trim_end_matches(".json");
-                    if dir == "agents" {
-                        FileKey::Agent(id)
-                    } else {
-                        FileKey::Task(id)
-                    }
-                }
-            };
-            (key, doc.clone())
-        })
+        .map(|(rel, doc)| (key_of(rel), doc.clone()))
         .collect();
     let name = &planned.mission_name;
     let event = NewEvent::new(

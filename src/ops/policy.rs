@@ -689,12 +689,12 @@ pub fn set(
                 let key = FileKey::Config(ConfigFile::Policies);
                 let doc = txn.read(key)?;
                 let layer = doc.as_ref().map(|d| d.map().clone()).unwrap_or_default();
-                (key, "config/policies.json".to_string(), layer, doc)
+                (key, key.relative(), layer, doc)
             }
             Target::Agent(agent) => {
                 let key = FileKey::Agent(agent);
                 let doc = txn.read_required(key)?;
-                (key, format!("agents/{agent}.json"), nested(&doc), Some(doc))
+                (key, key.relative(), nested(&doc), Some(doc))
             }
         };
         let mut changed = Vec::new();
@@ -756,7 +756,7 @@ pub fn unset(
                 let cell_layer = nested(&cell_doc);
                 docs.push((
                     FileKey::Cell,
-                    "cell.json".into(),
+                    FileKey::Cell.relative(),
                     cell_doc,
                     cell_layer,
                     true,

@@ -329,7 +329,8 @@ pub fn cell_view(
     }
     let mut tasks = BTreeMap::new();
     for (id, doc) in store.read_collection(cell, Collection::Tasks)? {
-        match doc.and_then(|d| Task::from_doc_at(&d, &format!("tasks/{id}.json"))) {
+        match doc.and_then(|d| Task::from_doc_at(&d, &crate::store::FileKey::Task(&id).relative()))
+        {
             Ok(t) => {
                 tasks.insert(id, t);
             }

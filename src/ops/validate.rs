@@ -158,7 +158,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
                 if inner != cell {
                     r.add(
                         Severity::Warning,
-                        "cell.json",
+                        &FileKey::Cell.relative(),
                         "/cell_id",
                         format!("cell_id {inner:?} differs from the directory name {cell:?}; pas knows the cell by its directory name"),
                     );
@@ -167,7 +167,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
         }
         None => r.add(
             Severity::Error,
-            "cell.json",
+            &FileKey::Cell.relative(),
             "",
             "cell.json is missing or unreadable",
         ),
@@ -235,7 +235,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
     for (id, dep) in task::dangling_dependencies(&tasks) {
         r.add(
             Severity::Error,
-            &format!("tasks/{id}.json"),
+            &crate::store::FileKey::Task(&id).relative(),
             "/dependencies",
             format!("depends on unknown task {dep:?}"),
         );
@@ -244,7 +244,7 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
         let first = cycle.first().cloned().unwrap_or_default();
         r.add(
             Severity::Error,
-            &format!("tasks/{first}.json"),
+            &crate::store::FileKey::Task(&first).relative(),
             "/dependencies",
             format!("dependency cycle: {}", cycle.join(" -> ")),
         );
