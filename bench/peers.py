@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import statistics
@@ -700,7 +702,6 @@ def strace_revival(ctx: Ctx, t: Tree, base: Path, lst: pe.Listener) -> list[str]
     pids: set[str] = set()
     exec_done: set[str] = set()
     total = 0
-    import re
     pat = re.compile(r"^(\d+)\s+(?:<\.\.\. )?([a-z_0-9]+)[( ]")
     for line in out.read_text(errors="replace").splitlines():
         m = pat.match(line)
@@ -876,7 +877,6 @@ def run_claimers(argvs: list[list[str]], base: Path, stop: Path, window: float,
     """Starts the workers together, creates STOP after `window` s, waits for all. With
     `storm_every`, SIGKILLs a random worker's claim in flight that often. Returns the wall
     time, each worker's claimed ids, the failed claims and the claims killed."""
-    import random
     rng = random.Random(17)
     killed = 0
     outs = [base / f"w{i:02d}.out" for i in range(len(argvs))]
