@@ -83,11 +83,13 @@ def render(sections: list[Section], info: dict[str, str], run: dict) -> str:
     w = out.append
     w("# Benchmarks")
     w("")
-    w("How fast `pas` is at what it does most: agents sending heartbeats, and monitors "
-      "reading the whole fleet. Every figure is a ratio against a baseline measured in "
-      "the same run, interleaved with it, so both share the machine's noise. This file "
-      "and `bench-status.svg` are written by the benchmark suite; do not edit them by "
-      "hand, run it again.")
+    w("How fast `pas` is at what it does most: agents sending heartbeats, monitors "
+      "reading the whole fleet, claims from the work queue, and reviving agents that die; "
+      "and how it compares with real peers installed on the same machine (s6, runit, and a "
+      "shell queue of files), measured in the same run. Every figure is a ratio against a "
+      "baseline or peer measured in the same run, interleaved with it, so both share the "
+      "machine's noise. This file and `bench-status.svg` are written by the benchmark "
+      "suite; do not edit them by hand, run it again.")
     w("")
     w("## How to run")
     w("")
@@ -95,17 +97,24 @@ def render(sections: list[Section], info: dict[str, str], run: dict) -> str:
     w("python3 bench/run.py                 # the full suite, writes this file")
     w("python3 bench/run.py --quick         # a smoke run: fewer repetitions, no 100,000")
     w("python3 bench/run.py --sizes 10,1000 --out /tmp/bench.md")
+    w("python3 bench/run.py --only revival,footprint,claims --sizes 10   # the peers only")
     w("```")
     w("")
     w("Python 3.11 standard library only. It builds `pas` as deployed, the plain release "
       "build (`cargo build --release`, into `$CARGO_TARGET_DIR` when it is set), "
       "generates fixture roots as plain files in a temporary directory (removed at the "
       "end, also on error or Ctrl-C), checks a cell of each with `pas validate --strict`, "
-      "measures, and writes this report and the chart. The full run takes well under 10 "
+      "measures, and writes this report and the chart. The full run takes about 10-15 "
       "minutes on a 2-core machine (the run that wrote this file: "
       f"{run['elapsed']}, of which {run['build']} building, {run['fixtures']} "
-      f"writing fixtures and {run['cleanup']} removing them); `--quick` takes under a minute plus the build. Other flags: `--no-build` (use "
-      "the existing `target/release/pas`), `--json FILE` (raw timings), `--tmpdir DIR`.")
+      f"writing fixtures and {run['cleanup']} removing them); `--quick` takes a few "
+      "minutes plus the build. Other flags: `--no-build` (use the existing "
+      "`target/release/pas`), `--json FILE` (raw timings), `--tmpdir DIR`, `--no-peers` "
+      "(leave out the comparisons with s6, runit and the shell queue), `--only NAMES`. "
+      "The peers are the Debian packages `s6` and `runit` (`apt-get install s6 runit`; "
+      "the suite installs them itself when it runs as root and they are missing, and "
+      "reports a comparison as skipped, with the reason, when it cannot); the revival "
+      "timings need root (the kernel's process events).")
     w("")
     w("## This run")
     w("")

@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 
 import fixtures  # noqa: E402
+import peers  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
 from proc import ENV, BenchError  # noqa: E402
@@ -58,6 +59,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="skip the build and use the binary built last (target/release/pas)")
     p.add_argument("--json", metavar="FILE", help="also write the raw timings as JSON")
     p.add_argument("--tmpdir", help="where to create the fixtures (default: $TMPDIR or /tmp)")
+    p.add_argument("--no-peers", action="store_true",
+                   help="skip the comparisons with s6, runit and the shell queue "
+                   "(bench/peers.py)")
+    p.add_argument("--only", metavar="NAMES",
+                   help="run only the measurements whose names contain one of these "
+                   "comma-separated words (e.g. revival,claims; names: "
+                   + ", ".join(f.__name__.replace("measure_", "") for f in
+                               scenarios.SCENARIOS + peers.SCENARIOS) + ")")
     a = p.parse_args(argv)
     if a.sizes:
         try:
@@ -134,8 +143,12 @@ def main(argv: list[str]) -> int:
                                  f"\n{p.stdout}{p.stderr}")
         t_fixtures = time.perf_counter() - t0
 
-        ctx = scenarios.Ctx(repo=REPO, pas=pas, roots=roots, quick=args.quick)
-        for measure in scenarios.SCENARIOS:
+        ctx = scenarios.Ctx(repo=REPO, pas=pas, roots=roots, quick=args.quick, tmp=tmp)
+        todo = scenarios.SCENARIOS + ([] if args.no_peers else peers.SCENARIOS)
+        if args.only:
+            words = [w.strip() for w in args.only.split(",") if w.strip()]
+            todo = [m for m in todo if any(w in m.__name__ for w in words)]
+        for measure in todo:
             name = measure.__name__
             log(name)
             t0 = time.perf_counter()
