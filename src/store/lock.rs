@@ -164,28 +164,51 @@ pub fn busy(err: &io::Error) -> Option<&Busy> {
     err.get_ref().and_then(|inner| inner.downcast_ref::<Busy>())
 }
 
-/// Takes `file`'s flock, polling with a growing pause (1 ms up to 50 ms) until `wait` has
-/// passed. flock has no timeout of its own; a blocked `flock` in a helper thread could
-/// not be abandoned.
+/// Takes `file`'s flock, waiting at most `wait`. flock has no timeout of its own, and
+/// polling `try_lock` is unfair under contention (the kernel hands a released lock to a
+/// blocked waiter, never to a poller between its naps), so a contended lock is waited for
+/// by a blocking `flock` on a helper thread, on a second descriptor of the same open file
+/// description; the caller gives up at the deadline. A helper that gets the lock after its
+/// caller gave up closes its descriptor, and the lock goes with the caller's.
 fn lock_within(file: &File, name: &str, wait: Duration) -> io::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
     let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match file.try_lock() {
-            Ok(()) => return Ok(()),
-            Err(std::fs::TryLockError::Error(e)) => return Err(e),
-            Err(std::fs::TryLockError::WouldBlock) => {}
+    match file.try_lock() {
+        Ok(()) => return Ok(()),
+        Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        Err(std::fs::TryLockError::WouldBlock) => {}
+    }
+    let busy = |waited| {
+        io::Error::other(Busy {
+            name: name.to_string(),
+            holder: holder_of(file),
+            waited,
+        })
+    };
+    if wait.is_zero() {
+        return Err(busy(start.elapsed()));
+    }
+    let waiter = file.try_clone()?;
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let gave_up = Arc::clone(&abandoned);
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("pas-lock-wait".into())
+        .spawn(move || {
+            let got = waiter.lock();
+            if !gave_up.load(Ordering::SeqCst) {
+                let _ = tx.send(got);
+            }
+            // Dropping `waiter` closes this descriptor only; the lock stays with the
+            // caller's descriptor while it is open, and goes when both are closed.
+        })?;
+    match rx.recv_timeout(wait.saturating_sub(start.elapsed())) {
+        Ok(got) => got,
+        Err(_) => {
+            abandoned.store(true, Ordering::SeqCst);
+            Err(busy(start.elapsed()))
         }
-        let waited = start.elapsed();
-        if waited >= wait {
-            return Err(io::Error::other(Busy {
-                name: name.to_string(),
-                holder: holder_of(file),
-                waited,
-            }));
-        }
-        std::thread::sleep(pause.min(wait - waited));
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
