@@ -591,6 +591,19 @@ pub fn parse_assignment(text: &str) -> Result<(String, Value)> {
     let list = defaults().iter().any(|(k, v, _)| *k == key && v.is_array());
     let value = match serde_json::from_str::<Value>(raw.trim()) {
         Ok(v) => v,
+        // A period may be written as people write durations: `90s`, `1h30m`, `500ms`.
+        Err(_) if DURATIONS.contains(&key) => match crate::clock::parse_duration(raw) {
+            Some(seconds) if seconds.fract() == 0.0 && seconds <= u32::MAX as f64 => {
+                Value::from(seconds as u64)
+            }
+            Some(seconds) => Value::from(seconds),
+            None => {
+                return Err(
+                    crate::error::Error::usage(format!("{key}={raw}: not a duration"))
+                        .hint("write seconds (`90`) or a duration (`90s`, `1h30m`, `500ms`)"),
+                )
+            }
+        },
         Err(_) if list => Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -606,6 +619,22 @@ pub fn parse_assignment(text: &str) -> Result<(String, Value)> {
     })?;
     Ok((key.to_string(), value))
 }
+
+/// The keys that are periods in seconds: `policy set` also takes them as durations.
+const DURATIONS: &[&str] = &[
+    "heartbeat_interval",
+    "heartbeat_ttl",
+    "revive_timeout",
+    "checkpoint_interval",
+    "compact_min_interval",
+    "restart_delay_seconds",
+    "max_restart_delay_seconds",
+    "restart_reset_after",
+    "storm_window",
+    "storm_cooldown",
+    "startup_grace",
+    "stop_grace",
+];
 
 /// The keys whose value must be above zero (a count or a period), and those that may be 0.
 const POSITIVE: &[&str] = &[
@@ -858,10 +887,49 @@ fn policy_event(target: Target<'_>, changed: &[Changed], set: bool) -> NewEvent 
 mod tests {
     use super::*;
     use crate::doc::Doc;
+    use serde_json::json;
     use std::path::Path;
 
     fn doc(text: &str) -> Doc {
         Doc::parse(text.as_bytes(), Path::new("t")).unwrap()
+    }
+
+    #[test]
+    fn assignments_read_values_and_periods_as_people_write_them() {
+        type Want = Result<(&'static str, Value), &'static str>;
+        let cases: [(&str, Want); 9] = [
+            (
+                "heartbeat_interval=10",
+                Ok(("heartbeat_interval", json!(10))),
+            ),
+            (
+                "heartbeat_interval=1h30m",
+                Ok(("heartbeat_interval", json!(5400))),
+            ),
+            (
+                "restart_delay_seconds=500ms",
+                Ok(("restart_delay_seconds", json!(0.5))),
+            ),
+            ("stop_grace = 2m", Ok(("stop_grace", json!(120)))),
+            ("auto_revive=ask", Ok(("auto_revive", json!("ask")))),
+            (
+                "substitute_agents=a,b",
+                Ok(("substitute_agents", json!(["a", "b"]))),
+            ),
+            ("heartbeat_interval=soon", Err("not a duration")),
+            ("max_restarts=1h", Err("max_restarts=1h")),
+            ("heartbeat_intervl=10", Err("heartbeat_intervl")),
+        ];
+        for (text, want) in cases {
+            let got = parse_assignment(text);
+            match (want, got) {
+                (Ok((k, v)), Ok((gk, gv))) => assert_eq!((gk.as_str(), gv), (k, v), "{text}"),
+                (Err(needle), Err(e)) => {
+                    assert!(e.message.contains(needle), "{text}: {}", e.message)
+                }
+                (want, got) => panic!("{text}: wanted {want:?}, got {got:?}"),
+            }
+        }
     }
 
     #[test]
