@@ -17,9 +17,6 @@ pub mod heartbeat;
 pub mod hooks;
 pub mod logs;
 pub mod mission;
-// `Permissions::check_agent` and `check_cell` have no caller yet: the permissions work
-// wires them into the commands.
-#[allow(dead_code)]
 pub mod permissions;
 pub mod policy;
 pub mod queue;
