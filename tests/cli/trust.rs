@@ -818,3 +818,22 @@ fn an_append_only_log_is_appended_to_and_a_torn_end_it_keeps_is_refused_up_front
     root.ok(&["task", "add", &cell, "t3", "--title", "three"]);
     root.ok(&["events", "verify", &cell]);
 }
+
+#[test]
+fn budget_check_is_unknown_when_an_agents_spend_cannot_be_read() {
+    let root = Root::new();
+    let cell = root.cell("spend");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["agent", "add", &cell, "a2"]);
+    assert_eq!(root.run(&["budget", "check", &cell]).code, 0);
+    std::fs::write(root.cell_dir(&cell).join("agents/a2.json"), "{ torn").unwrap();
+    let run = root.run(&["budget", "check", &cell]);
+    assert_eq!(run.code, 3, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("cannot read") && run.stdout.contains("a2.json"),
+        "{}",
+        run.stdout
+    );
+    let shown = root.run(&["budget", &cell]);
+    assert!(shown.stderr.contains("a2.json"), "{}", shown.stderr);
+}

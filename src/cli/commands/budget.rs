@@ -302,6 +302,9 @@ fn show(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
         if i > 0 {
             ctx.out.info("");
         }
+        for p in &b.problems {
+            ctx.out.note(&format!("pas: cannot read: {p}"));
+        }
         let time = match (b.time_used, b.timeout) {
             (Some(u), Some(t)) => format!(
                 "time {} of {} ({:.0}%)",
@@ -463,6 +466,10 @@ fn check(ctx: &Ctx, cell: Option<&str>) -> Result<()> {
             for id in ids {
                 match budget::cell_budget(&ctx.store, &id, now) {
                     Ok(b) => {
+                        // An agent whose spend cannot be read leaves the verdict unknown.
+                        if let Some(p) = b.problems.first() {
+                            unreadable = Some(p.clone());
+                        }
                         worst = worst.max(b.state);
                         if b.state != State::Ok {
                             lines.push(format!(

@@ -591,13 +591,16 @@ pub struct CellBudget {
     pub timeout: Option<f64>,
     /// The worst state of all.
     pub state: State,
+    /// Agent files that could not be read: their spend is unknown, so the cell's totals
+    /// and its state are not the whole truth.
+    pub problems: Vec<String>,
 }
 
 /// Every budget of a cell.
 pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<CellBudget> {
     let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
     let file = policy::read_file_layer(store, cell)?;
-    let (agents, _) = crate::ops::agent::load_all(store, cell)?;
+    let (agents, unreadable) = crate::ops::agent::load_all(store, cell)?;
     let totals = Spent::total(&agents);
     let mut worst = State::Ok;
     let mut rows = Vec::new();
@@ -655,5 +658,6 @@ pub fn cell_budget(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<
         time_used,
         timeout,
         state: worst,
+        problems: unreadable.into_iter().map(|e| e.message).collect(),
     })
 }
