@@ -4,7 +4,7 @@
 use clap::builder::{PossibleValue, TypedValueParser};
 use clap::ValueEnum;
 
-use crate::model::{AgentStatus, ReportedStatus, ReservationStatus, Role};
+use crate::model::{AgentStatus, Health, ReportedStatus, ReservationStatus, Role};
 
 impl ValueEnum for Role {
     fn value_variants<'a>() -> &'a [Self] {
@@ -17,6 +17,27 @@ impl ValueEnum for Role {
             Role::Write => "Writes (code, documents)",
             Role::Read => "Reads only",
             Role::Audit => "Reviews",
+        };
+        Some(PossibleValue::new(self.as_str()).help(help))
+    }
+}
+
+impl ValueEnum for Health {
+    fn value_variants<'a>() -> &'a [Self] {
+        Health::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Health::Healthy => "Beating on time",
+            Health::Degraded => "Beating, but reported DEGRADED",
+            Health::Unhealthy => "Beating, but failing again and again",
+            Health::Late => "One interval missed",
+            Health::Down => "`misses_down` intervals missed",
+            Health::Dead => "Silent past `heartbeat_ttl`",
+            Health::Unknown => "Never beat",
+            Health::Offline => "Said it is offline",
+            Health::Failed => "pas gave up on it",
         };
         Some(PossibleValue::new(self.as_str()).help(help))
     }

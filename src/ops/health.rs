@@ -18,78 +18,9 @@ use serde::Serialize;
 use crate::model::Agent;
 use crate::ops::policy::Policy;
 
-/// An agent's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Beating on time.
-    Healthy,
-    /// Beating, but reported DEGRADED.
-    Degraded,
-    /// Beating, but failing again and again.
-    Unhealthy,
-    /// One interval missed.
-    Late,
-    /// `misses_down` intervals missed.
-    Down,
-    /// Silent past `heartbeat_ttl`.
-    Dead,
-    /// Never beat.
-    Unknown,
-    /// Said it is offline.
-    Offline,
-    /// pas gave up on it.
-    Failed,
-}
-
-impl Health {
-    /// Every health, in display order.
-    pub const ALL: [Health; 9] = [
-        Health::Healthy,
-        Health::Degraded,
-        Health::Unhealthy,
-        Health::Late,
-        Health::Down,
-        Health::Dead,
-        Health::Unknown,
-        Health::Offline,
-        Health::Failed,
-    ];
-
-    /// The spelling everywhere (tables, `--json`, the agent file's `health`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Healthy => "healthy",
-            Health::Degraded => "degraded",
-            Health::Unhealthy => "unhealthy",
-            Health::Late => "late",
-            Health::Down => "down",
-            Health::Dead => "dead",
-            Health::Unknown => "unknown",
-            Health::Offline => "offline",
-            Health::Failed => "failed",
-        }
-    }
-
-    /// Parses the spelling.
-    pub fn parse(text: &str) -> Option<Health> {
-        Health::ALL.into_iter().find(|h| h.as_str() == text)
-    }
-
-    /// How serious for monitoring: 0 ok, 1 warning, 2 critical.
-    pub fn severity(self) -> u8 {
-        match self {
-            Health::Healthy | Health::Unknown | Health::Offline => 0,
-            Health::Late | Health::Degraded => 1,
-            Health::Down | Health::Dead | Health::Unhealthy | Health::Failed => 2,
-        }
-    }
-
-    /// Whether the agent has stopped answering (a beat from here on is a recovery).
-    pub fn is_silent(self) -> bool {
-        matches!(self, Health::Down | Health::Dead)
-    }
-}
+/// An agent's health: the model's word, which the rules compute and the agent file
+/// records (one enum for both).
+pub use crate::model::Health;
 
 /// An agent's health at one moment.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -444,7 +444,7 @@ pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
             perf,
             " {}={}",
             h.as_str(),
-            counts.get(&h).copied().unwrap_or(0)
+            counts.get(h).copied().unwrap_or(0)
         );
     }
     let summary = if let Some(first) = unreadable.first() {
@@ -549,7 +549,7 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
         "Agents by health.",
         views
             .iter()
-            .flat_map(|v| Health::ALL.into_iter().map(move |h| (v, h)))
+            .flat_map(|v| Health::ALL.iter().map(move |h| (v, h)))
             .map(|(v, h)| {
                 let n = v.health_counts.get(h.as_str()).copied().unwrap_or(0);
                 (

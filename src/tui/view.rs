@@ -323,7 +323,7 @@ fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
                 spans.push(Span::raw(" "));
                 spans.push(Span::styled(
                     format!("{n} {}", h.as_str()),
-                    palette.tone((palette.health)(h)),
+                    palette.tone((palette.health)(*h)),
                 ));
             }
         }

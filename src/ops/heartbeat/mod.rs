@@ -115,7 +115,7 @@ fn apply_health(
     now: DateTime<Utc>,
 ) {
     if let Some(health) = change.record {
-        agent.health = Some(rules::recorded(health));
+        agent.health = Some(health);
         agent.health_changed_at = Some(now);
     }
     if let Some(t) = &change.transition {
