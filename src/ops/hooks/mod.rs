@@ -64,6 +64,54 @@ pub fn run_limited(
     }
 }
 
+/// A hook's command, ready for [`run_limited`]: `sh -c COMMAND` as `run_as` in a clean
+/// environment ([`supervisor::prepare`]) with the cell's workspace variables, `PAS_CELL`,
+/// `PAS_AGENT` and `env`, in the cell's directory, its output appended to the agent's log
+/// (nowhere for an event of the cell). Both hooks (`on_failure`, `on_event`) run this way.
+pub fn shell(
+    store: &dyn Store,
+    cell: &str,
+    agent: Option<&str>,
+    command: &str,
+    run_as: &crate::ops::trust::RunAs,
+    env: &[(&str, String)],
+) -> crate::error::Result<Command> {
+    let workspace = store.workspace(cell, agent)?;
+    let mut cmd = Command::new("sh");
+    supervisor::prepare(
+        &mut cmd,
+        run_as,
+        &std::env::var_os("PATH").unwrap_or_default(),
+    );
+    cmd.arg("-c")
+        .arg(command)
+        .current_dir(&workspace.dir)
+        .envs(
+            workspace
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_os_str())),
+        )
+        .env("PAS_CELL", cell)
+        .env("PAS_AGENT", agent.unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null());
+    match workspace.log {
+        Some(log) => {
+            let err = log.try_clone();
+            cmd.stdout(log);
+            match err {
+                Ok(err) => cmd.stderr(err),
+                Err(_) => cmd.stderr(Stdio::null()),
+            };
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    Ok(cmd)
+}
+
 /// One hook run by a dispatch.
 #[derive(Debug, Clone)]
 pub struct Ran {
@@ -205,40 +253,17 @@ fn run(
             return Ok(message);
         }
     };
-    let workspace = store.workspace(cell, agent_id)?;
-    let mut cmd = Command::new("sh");
-    supervisor::prepare(
-        &mut cmd,
+    let cmd = shell(
+        store,
+        cell,
+        agent_id,
+        command,
         &run_as,
-        &std::env::var_os("PATH").unwrap_or_default(),
-    );
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(&workspace.dir)
-        .envs(
-            workspace
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_os_str())),
-        )
-        .env("PAS_CELL", cell)
-        .env("PAS_AGENT", agent_id.unwrap_or_default())
-        .env("PAS_EVENT_KIND", &event.kind)
-        .env("PAS_EVENT_SEQ", event.seq.to_string());
-    // Its output goes to the agent's log (nowhere for an event of the cell).
-    match workspace.log {
-        Some(log) => {
-            let err = log.try_clone();
-            cmd.stdout(log);
-            match err {
-                Ok(err) => cmd.stderr(err),
-                Err(_) => cmd.stderr(Stdio::null()),
-            };
-        }
-        None => {
-            cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        }
-    }
+        &[
+            ("PAS_EVENT_KIND", event.kind.clone()),
+            ("PAS_EVENT_SEQ", event.seq.to_string()),
+        ],
+    )?;
     let mut input = line.to_vec();
     input.push(b'\n');
     let status = run_limited(cmd, Some(&input), HOOK_TIME_LIMIT);

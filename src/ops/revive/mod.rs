@@ -909,44 +909,23 @@ fn run_hook(
             );
         }
     };
-    let workspace = store.workspace(cell, Some(agent))?;
-    let log = workspace
-        .log
-        .ok_or_else(|| Error::failure("the agent log is not open"))?;
-    let log_err = log
-        .try_clone()
-        .map_err(|e| Error::failure(format!("cannot open the agent log: {e}")))?;
-    let mut cmd = std::process::Command::new("sh");
-    supervisor::prepare(
-        &mut cmd,
+    let cause = exit.and_then(|e| e.cause).map_or("unknown", |c| c.as_str());
+    let code = exit
+        .and_then(|e| e.code)
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    let cmd = crate::ops::hooks::shell(
+        store,
+        cell,
+        Some(agent),
+        hook,
         &run_as,
-        &std::env::var_os("PATH").unwrap_or_default(),
-    );
-    cmd.arg("-c")
-        .arg(hook)
-        .current_dir(&workspace.dir)
-        .envs(
-            workspace
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_os_str())),
-        )
-        .env("PAS_CELL", cell)
-        .env("PAS_AGENT", agent)
-        .env(
-            "PAS_CAUSE",
-            exit.and_then(|e| e.cause).map_or("unknown", |c| c.as_str()),
-        )
-        .env(
-            "PAS_EXIT_CODE",
-            exit.and_then(|e| e.code)
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
-        )
-        .env("PAS_REASON", reason)
-        .stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
+        &[
+            ("PAS_CAUSE", cause.to_string()),
+            ("PAS_EXIT_CODE", code),
+            ("PAS_REASON", reason.to_string()),
+        ],
+    )?;
     let status = crate::ops::hooks::run_limited(cmd, None, crate::ops::hooks::HOOK_TIME_LIMIT);
     let (level, message) = match status {
         Ok(s) if s.success() => (
