@@ -47,13 +47,15 @@ pub struct Cli {
     /// When to colour tables.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
     pub color: ColorChoice,
-    /// Seconds to wait for a lock another process holds before giving up with exit 6.
+    /// Seconds (or a duration: 500ms, 1m) to wait for a lock another process holds before
+    /// giving up with exit 6.
     #[arg(
         long,
         global = true,
         value_name = "SECONDS",
         env = "PAS_LOCK_TIMEOUT",
-        default_value_t = 10.0
+        default_value_t = 10.0,
+        value_parser = crate::cli::words::seconds
     )]
     pub lock_timeout: f64,
     /// When pas runs as root, let agents of cells that name no security_context.user run

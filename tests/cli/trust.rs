@@ -837,3 +837,19 @@ fn budget_check_is_unknown_when_an_agents_spend_cannot_be_read() {
     let shown = root.run(&["budget", &cell]);
     assert!(shown.stderr.contains("a2.json"), "{}", shown.stderr);
 }
+
+#[test]
+fn a_lock_timeout_that_is_not_a_number_of_seconds_is_refused() {
+    let root = Root::new();
+    root.cell("flags");
+    let before = root.snapshot();
+    root.run(&["--lock-timeout=-1", "status"])
+        .refused(2, "--lock-timeout -1 is not a number of seconds");
+    root.run(&["--lock-timeout", "NaN", "status"])
+        .refused(2, "--lock-timeout NaN is not a number of seconds");
+    root.run(&["--lock-timeout", "soon", "status"])
+        .refused(2, "\"soon\" is not a duration");
+    // A duration is read as people write it.
+    assert_eq!(root.run(&["--lock-timeout", "500ms", "status"]).code, 0);
+    assert_eq!(root.snapshot(), before);
+}
