@@ -206,6 +206,9 @@ pub struct Ctx {
 
 /// Parses the command line, runs the command, and returns the process's exit status.
 pub fn run() -> ExitCode {
+    if let Some(code) = supervise_if_asked() {
+        return code;
+    }
     complete::answer_if_asked();
     let cli = match parse_args() {
         Ok(cli) => cli,
@@ -277,6 +280,57 @@ pub fn run() -> ExitCode {
         },
         Err(e) => report(&with_outcome(e, crate::store::Store::commits(&ctx.store))),
     }
+}
+
+/// `pas --root DIR __supervise CELL AGENT`, the command line `pas agent start` gives a
+/// supervisor, runs before clap builds anything: a supervisor lives as long as its agent,
+/// and this way it holds no argument tree. Anything else (another spelling, a lock timeout
+/// or `PAS_AGENTS_AS_ROOT` value this does not read) goes through clap as any command.
+fn supervise_if_asked() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let (Some(flag), Some(root), Some(word), Some(cell), Some(agent), None) = (
+        args.next(),
+        args.next(),
+        args.next(),
+        args.next(),
+        args.next(),
+        args.next(),
+    ) else {
+        return None;
+    };
+    if flag != "--root" || word != "__supervise" {
+        return None;
+    }
+    let (Some(cell), Some(agent)) = (cell.to_str(), agent.to_str()) else {
+        return None;
+    };
+    let lock_timeout = match std::env::var("PAS_LOCK_TIMEOUT") {
+        Err(std::env::VarError::NotPresent) => 10.0,
+        Ok(text) => match words::seconds(&text) {
+            Ok(t) if t.is_finite() && t >= 0.0 => t,
+            _ => return None,
+        },
+        Err(_) => return None,
+    };
+    let agents_as_root = match std::env::var_os(crate::ops::supervisor::Launch::AGENTS_AS_ROOT_ENV)
+    {
+        None => false,
+        Some(v) if v == "1" => true,
+        Some(_) => return None,
+    };
+    let store = FsStore::new(PathBuf::from(root))
+        .with_lock_wait(std::time::Duration::from_secs_f64(lock_timeout));
+    let store = match crate::config::load(&store) {
+        Ok(config) => store.with_root_policies(config.policies),
+        Err(e) => return Some(report(&with_outcome(e, 0))),
+    };
+    let launch = crate::ops::supervisor::Launch { agents_as_root };
+    Some(
+        match crate::ops::supervisor::supervise(&store, cell, agent, &launch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&with_outcome(e, crate::store::Store::commits(&store))),
+        },
+    )
 }
 
 fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {

@@ -101,6 +101,9 @@ record! {
         pid_start_time: Option<u64> = nullable,
         /// The supervisor (`pas __supervise`) that waits for the process.
         supervisor_pid: Option<u32> = optional,
+        /// Its supervisor's start time (clock ticks since boot, as `pid_start_time`): while
+        /// that process lives, it alone restarts the agent (see `ops::supervisor`).
+        supervisor_start_time: Option<u64> = optional,
         /// When its process was last started; heartbeats do not judge it for
         /// `startup_grace` after.
         started_at: Option<DateTime<Utc>> = optional,
@@ -187,6 +190,7 @@ impl Agent {
             pgid: None,
             pid_start_time: None,
             supervisor_pid: None,
+            supervisor_start_time: None,
             started_at: None,
             runs: None,
             activated_at: None,

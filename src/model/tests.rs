@@ -152,6 +152,7 @@ const FULL_AGENT: &str = r#"{
   "pgid": 4242,
   "pid_start_time": 123456,
   "supervisor_pid": 4241,
+  "supervisor_start_time": 123400,
   "started_at": "2026-11-23T09:59:00.000000Z",
   "runs": 3,
   "activated_at": "2026-11-23T09:58:30.000000Z",

@@ -368,8 +368,267 @@ fn update_agent_writing(
     })
 }
 
-/// The supervisor's life (`pas __supervise`): spawn, record, wait, record. Prints
-/// `ok <pid>` or `error <reason>` on stdout for `start`.
+/// A supervisor as the agent file names it: its pid and start time, so a reused pid is
+/// never taken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Supervisor {
+    /// Its process id.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (`None` when `/proc` could not tell).
+    pub start_time: Option<u64>,
+}
+
+impl Supervisor {
+    /// This process.
+    fn me() -> Supervisor {
+        let pid = std::process::id();
+        Supervisor {
+            pid,
+            start_time: i32::try_from(pid).ok().and_then(process::start_time),
+        }
+    }
+
+    /// Whether the agent file names this supervisor as its own.
+    pub fn owns(&self, agent: &Agent) -> bool {
+        agent.supervisor_pid == Some(self.pid) && agent.supervisor_start_time == self.start_time
+    }
+
+    /// Writes this supervisor into the agent's view.
+    pub fn claim(&self, agent: &mut Agent) {
+        agent.supervisor_pid = Some(self.pid);
+        agent.supervisor_start_time = self.start_time;
+    }
+}
+
+/// The supervisor that is restarting the agent, when one is: its process is dead (no pid
+/// recorded) and the supervisor the file names is alive (pid and start time). Nobody else
+/// starts the agent then; when that supervisor dies, the agent is an orphan again and the
+/// watch's path takes over.
+pub fn restarting(agent: &Agent) -> Option<i32> {
+    if agent.pid.is_some() {
+        return None;
+    }
+    let pid = usable_pid(agent.supervisor_pid.and_then(|s| i32::try_from(s).ok()))?;
+    let start_time = agent.supervisor_start_time?;
+    process::alive(pid, Some(start_time)).then_some(pid)
+}
+
+/// How one run of the agent ended, as its supervisor saw it.
+#[derive(Debug, Clone)]
+pub struct Death {
+    /// The process that ended.
+    pub pid: i32,
+    /// When the supervisor saw it.
+    pub at: DateTime<Utc>,
+    /// How: `exit` or `signal` (a stop's cause is added when recorded).
+    pub cause: ExitCause,
+    /// The exit code.
+    pub code: Option<i32>,
+    /// The signal that ended it.
+    pub signal: Option<i32>,
+}
+
+impl Death {
+    fn of(pid: i32, status: std::process::ExitStatus, at: DateTime<Utc>) -> Death {
+        let (cause, code, signal) = match (status.code(), status.signal()) {
+            (Some(code), _) => (ExitCause::Exit, Some(code), None),
+            (None, Some(sig)) => (ExitCause::Signal, None, Some(sig)),
+            (None, None) => (ExitCause::Vanished, None, None),
+        };
+        Death {
+            pid,
+            at,
+            cause,
+            code,
+            signal,
+        }
+    }
+
+    /// "exit code 3", "signal 9".
+    fn how(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (_, Some(s)) => format!("signal {s}"),
+            _ => "unknown".to_string(),
+        }
+    }
+}
+
+/// Records `death` in the agent's view (no pid, the `exit` record, the stop it answered
+/// cleared) and returns its `agent.exited` event; `None`, changing nothing, when the file
+/// names another process (a newer start owns it).
+pub fn record_death(a: &mut Agent, agent: &str, death: &Death) -> Option<NewEvent> {
+    let pid = death.pid;
+    if usable_pid(a.pid) != Some(pid) {
+        return None;
+    }
+    let requested = a.stop_requested.as_ref().map(|r| r.cause);
+    let cause = if requested == Some(StopCause::Watchdog) {
+        ExitCause::Watchdog
+    } else {
+        death.cause
+    };
+    let (code, signal) = (death.code, death.signal);
+    a.pid = None;
+    a.exit = Some(model::Exit {
+        at: Some(death.at),
+        cause: Some(cause),
+        code: code.map(i64::from),
+        signal: signal.map(i64::from),
+        requested: requested.is_some(),
+        error: None,
+        extra: Default::default(),
+    });
+    a.stop_requested = None;
+    let level = if code == Some(0) {
+        Level::Info
+    } else {
+        Level::Warn
+    };
+    let how = death.how();
+    Some(
+        NewEvent::new(
+            level,
+            EventKind::AgentExited,
+            format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
+        )
+        .agent(agent)
+        .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal })),
+    )
+}
+
+/// Stops what is left of a dead agent's process group (processes it started that outlived
+/// it) before it is started again.
+pub fn stop_leftovers(agent: &str, pgid: Option<i32>, grace: Duration) -> Result<()> {
+    if let Some(pgid) = usable_pid(pgid) {
+        if process::group_alive(pgid) {
+            process::stop_group(pgid, grace).map_err(|e| {
+                Error::failure(format!("cannot stop the leftovers of agent {agent}: {e}"))
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// What the supervisor keeps between the runs of its agent: what it learned once at its
+/// start (the working directory, the environment that leads back to the store, `PATH`).
+struct Runner<'a> {
+    store: &'a dyn Store,
+    cell: &'a str,
+    agent: &'a str,
+    launch: &'a Launch,
+    dir: std::path::PathBuf,
+    env: Vec<(String, std::ffi::OsString)>,
+    path: std::ffi::OsString,
+}
+
+impl Runner<'_> {
+    /// Vets the agent's command, sets the resource limits and spawns it, its output into
+    /// a pipe; returns the child and the pipe's reading end. An error names what failed.
+    fn spawn(
+        &self,
+        on_file: &Agent,
+    ) -> std::result::Result<(std::process::Child, std::io::PipeReader), Spawn> {
+        let (store, cell, agent) = (self.store, self.cell, self.agent);
+        let Some((program, args)) = on_file.command.split_first() else {
+            return Err(Spawn::Refused(Error::usage("no command")));
+        };
+        let run_as =
+            vet(store, cell, &[FileKey::Agent(agent)], self.launch).map_err(Spawn::Refused)?;
+        // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
+        let reservations = match store
+            .read(cell, FileKey::Reservations)
+            .map_err(Spawn::Refused)?
+        {
+            Some(doc) => Reservations::from_doc(&doc).map_err(Spawn::Refused)?,
+            None => Reservations::default(),
+        };
+        let reserved_memory: f64 = reservations
+            .active()
+            .filter(|r| r.agent == agent)
+            .map(|r| r.memory)
+            .sum();
+        apply_rlimits(on_file.rlimits.as_ref(), reserved_memory);
+        let cwd = on_file
+            .cwd
+            .as_deref()
+            .map(Path::new)
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.dir.clone());
+        // The agent's stdout and stderr both go into one pipe the supervisor reads, as
+        // `exec 2>&1` does under s6 and runit: one stream, in the order it was written.
+        let pipe_error = |e: std::io::Error| {
+            Spawn::Refused(Error::failure(format!(
+                "cannot make a pipe for the agent's output: {e}"
+            )))
+        };
+        let (output, stdout) = std::io::pipe().map_err(pipe_error)?;
+        let stderr = stdout.try_clone().map_err(pipe_error)?;
+        let mut cmd = Command::new(program);
+        prepare(&mut cmd, &run_as, &self.path);
+        cmd.args(args)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())))
+            .env("PAS_CELL", cell)
+            .env("PAS_AGENT", agent)
+            .env(
+                "PAS_CHECKPOINT",
+                checkpoint_dir(store, cell, agent).unwrap_or_default(),
+            );
+        // Values are strings; anything else is left out, as it always was.
+        for (k, v) in &on_file.env {
+            if let Some(v) = v.as_str() {
+                cmd.env(k, v);
+            }
+        }
+        let child = cmd.spawn().map_err(|e| {
+            Spawn::Failed(format!(
+                "cannot run {program:?} from {}: {e}",
+                cwd.display()
+            ))
+        })?;
+        // The command keeps its copies of the pipe's writing end until it is dropped: the
+        // output reaches its end only once the agent (and what inherited them) closed theirs.
+        drop(cmd);
+        Ok((child, output))
+    }
+}
+
+/// Why a run could not be started.
+enum Spawn {
+    /// Before the spawn: a refusal or a file that does not read.
+    Refused(Error),
+    /// The command could not be run (recorded as exit code 127 with this reason).
+    Failed(String),
+}
+
+/// The `exit` record of a command that could not be run at all.
+fn not_run(reason: &str, now: DateTime<Utc>) -> model::Exit {
+    model::Exit {
+        at: Some(now),
+        cause: Some(ExitCause::Exit),
+        code: Some(127),
+        signal: None,
+        requested: false,
+        error: Some(reason.to_string()),
+        extra: Default::default(),
+    }
+}
+
+/// The supervisor's life (`pas __supervise`): spawn, record, wait, and on each death decide
+/// by the revival rules ([`crate::ops::revive::after_death`]) whether to restart the agent
+/// here, wait for its backoff first, or leave it. Prints `ok <pid>` or `error <reason>` on
+/// stdout for `start` after the first spawn.
+///
+/// Who may start the agent: the commit that records a new process is the arbiter. It
+/// records the process only if no live one is recorded and, for a restart, the file still
+/// names this supervisor and the agent is still meant to run; the loser stops the child it
+/// has just spawned. Between a death and its restart the file names this supervisor and no
+/// pid ([`restarting`]), which keeps the watch and `pas revive` away from the agent.
 pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<()> {
     // A session of its own: no terminal hangup reaches the supervisor or the agent.
     let _ = rustix::process::setsid();
@@ -382,44 +641,18 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         say(&format!("error {}", e.message));
         e
     };
-    let on_file = crate::ops::agent::read(store, cell, agent)
+    let me = Supervisor::me();
+    let mut on_file = crate::ops::agent::read(store, cell, agent)
         .and_then(|d| Agent::from_doc(&d))
         .map_err(fail)?;
-    let argv = on_file.command.clone();
-    let Some((program, args)) = argv.split_first() else {
-        return Err(fail(Error::usage("no command")));
-    };
-    let run_as = vet(store, cell, &[FileKey::Agent(agent)], launch).map_err(fail)?;
-    // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
-    let reservations = match store.read(cell, FileKey::Reservations).map_err(fail)? {
-        Some(doc) => Reservations::from_doc(&doc).map_err(fail)?,
-        None => Reservations::default(),
-    };
-    let reserved_memory: f64 = reservations
-        .active()
-        .filter(|r| r.agent == agent)
-        .map(|r| r.memory)
-        .sum();
-    apply_rlimits(on_file.rlimits.as_ref(), reserved_memory);
     let workspace = store.workspace(cell, Some(agent)).map_err(fail)?;
-    let cwd = on_file
-        .cwd
-        .as_deref()
-        .map(Path::new)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| workspace.dir.clone());
     let log = workspace
         .log
         .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
-    let policy = crate::ops::policy::load(store, cell, Some(&on_file)).map_err(fail)?;
-    let mut sink = LogSink::new(store, cell, agent, log, workspace.log_len, &policy);
-    // The agent's stdout and stderr both go into one pipe the supervisor reads, as
-    // `exec 2>&1` does under s6 and runit: one stream, in the order it was written.
-    let pipe_error = |e: std::io::Error| {
-        Error::failure(format!("cannot make a pipe for the agent's output: {e}"))
+    let mut sink = {
+        let policy = crate::ops::policy::load(store, cell, Some(&on_file)).map_err(fail)?;
+        LogSink::new(store, cell, agent, log, workspace.log_len, &policy)
     };
-    let (output, stdout) = std::io::pipe().map_err(|e| fail(pipe_error(e)))?;
-    let stderr = stdout.try_clone().map_err(|e| fail(pipe_error(e)))?;
     let mut path = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -429,139 +662,188 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         path.push(":");
         path.push(old);
     }
-    let mut cmd = Command::new(program);
-    prepare(&mut cmd, &run_as, &path);
-    cmd.args(args)
-        .current_dir(&cwd)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .process_group(0)
-        .envs(
-            workspace
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_os_str())),
-        )
-        .env("PAS_CELL", cell)
-        .env("PAS_AGENT", agent)
-        .env(
-            "PAS_CHECKPOINT",
-            checkpoint_dir(store, cell, agent).unwrap_or_default(),
+    let runner = Runner {
+        store,
+        cell,
+        agent,
+        launch,
+        dir: workspace.dir,
+        env: workspace.env,
+        path,
+    };
+    // The restart this run is, once the agent has died here and the rules restarted it.
+    let mut restart: Option<crate::ops::revive::Restarting> = None;
+    loop {
+        let argv = on_file.command.clone();
+        let (child, output) = match runner.spawn(&on_file) {
+            Ok(spawned) => spawned,
+            Err(why) => {
+                let now = clock::now();
+                let (error, exit) = match why {
+                    Spawn::Refused(e) => (e, None),
+                    Spawn::Failed(reason) => {
+                        sink.marker(&format!("cannot start: {reason}"), now);
+                        let exit = not_run(&reason, now);
+                        (Error::failure(reason), Some(exit))
+                    }
+                };
+                return Err(match &restart {
+                    None => {
+                        if let Some(exit) = exit {
+                            let _ = update_agent(store, cell, agent, &mut |a, _| {
+                                a.exit = Some(exit.clone());
+                                true
+                            });
+                        }
+                        fail(error)
+                    }
+                    Some(_) => {
+                        crate::ops::revive::restart_failed(
+                            store,
+                            cell,
+                            agent,
+                            &me,
+                            exit,
+                            &error.message,
+                            now,
+                        )?;
+                        error
+                    }
+                });
+            }
+        };
+        let pid = child.id() as i32;
+        let start_time = process::start_time(pid);
+        let now = clock::now();
+        let mut run = 1;
+        let mut lost = None;
+        let mut started = |a: &mut Agent, events: &mut Vec<NewEvent>| {
+            // A live process on file, or (for a restart) a file that no longer names this
+            // supervisor or an agent no longer meant to run: this start lost.
+            if state_of(a) == ProcState::Running {
+                lost = Some(format!(
+                    "agent {agent} is already running (pid {})",
+                    usable_pid(a.pid).unwrap_or(0)
+                ));
+                return false;
+            }
+            if restart.is_some()
+                && (!me.owns(a) || !matches!(a.status, AgentStatus::Active | AgentStatus::Paused))
+            {
+                lost = Some(format!(
+                    "agent {agent} was stopped or taken over before its restart ran"
+                ));
+                return false;
+            }
+            run = a.runs.unwrap_or(0) + 1;
+            a.runs = Some(run);
+            a.pid = Some(pid);
+            a.pgid = Some(pid);
+            a.pid_start_time = start_time;
+            me.claim(a);
+            a.started_at = Some(now);
+            if a.status != AgentStatus::Paused {
+                a.status = AgentStatus::Active;
+            }
+            a.stop_requested = None;
+            events.push(
+                NewEvent::new(
+                    Level::Info,
+                    EventKind::AgentStarted,
+                    format!("agent {agent} started (pid {pid})"),
+                )
+                .agent(agent)
+                .details(json!({ "pid": pid, "command": trust::redact_argv(&argv) })),
+            );
+            if let Some(r) = &restart {
+                events.push(r.revived_event(agent, pid));
+            }
+            true
+        };
+        let recorded =
+            update_agent_writing(store, cell, agent, Agent::write_start_into, &mut started);
+        if let Err(e) = recorded {
+            let _ = process::stop_group(pid, Duration::from_secs(1));
+            return Err(match restart {
+                None => fail(e),
+                Some(_) => e,
+            });
+        }
+        if let Some(why) = lost {
+            sink.marker(&format!("not started: {why}"), clock::now());
+            let _ = process::stop_group(pid, Duration::from_secs(1));
+            drop(output);
+            let _ = reap(child);
+            return Err(match restart {
+                None => fail(Error::conflict(why)),
+                Some(_) => Error::conflict(why),
+            });
+        }
+        if restart.is_none() {
+            say(&format!("ok {pid}"));
+        }
+        sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), now);
+        let status = pump(&mut sink, output, child)
+            .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
+        let death = Death::of(pid, status, clock::now());
+        sink.marker(
+            &format!("run {run} exited (pid {pid}): {}", death.how()),
+            death.at,
         );
-    // Values are strings; anything else is left out, as it always was.
-    for (k, v) in &on_file.env {
-        if let Some(v) = v.as_str() {
-            cmd.env(k, v);
+        let mut next =
+            crate::ops::revive::after_death(store, cell, agent, &me, Some(&death), launch)?;
+        loop {
+            use crate::ops::revive::Next;
+            match next {
+                Next::Restart(r) => {
+                    stop_leftovers(agent, r.agent.pgid, r.grace)?;
+                    on_file = r.agent.clone();
+                    restart = Some(*r);
+                    break;
+                }
+                Next::Wait(until) => {
+                    if !wait_turn(store, cell, agent, &me, until) {
+                        return Ok(());
+                    }
+                    next = crate::ops::revive::after_death(store, cell, agent, &me, None, launch)?;
+                }
+                Next::Done => return Ok(()),
+            }
         }
     }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let now = clock::now();
-            let reason = format!("cannot run {program:?} from {}: {e}", cwd.display());
-            sink.marker(&format!("cannot start: {reason}"), now);
-            let _ = update_agent(store, cell, agent, &mut |a, _| {
-                a.exit = Some(model::Exit {
-                    at: Some(now),
-                    cause: Some(ExitCause::Exit),
-                    code: Some(127),
-                    signal: None,
-                    requested: false,
-                    error: Some(reason.clone()),
-                    extra: Default::default(),
-                });
-                true
-            });
-            return Err(fail(Error::failure(reason)));
+}
+
+/// Reaps a child that was stopped.
+fn reap(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    child.wait()
+}
+
+/// Waits until `until` for a restart this supervisor decided to delay (backoff, cooldown),
+/// looking at the agent file every 200 ms: false, ending the wait, as soon as the agent is
+/// no longer this supervisor's to restart (stopped, paused, started by someone else, gone)
+/// or its file cannot be read. Stop and pause win over a pending restart this way.
+fn wait_turn(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    me: &Supervisor,
+    until: DateTime<Utc>,
+) -> bool {
+    loop {
+        let left = (until - clock::now()).num_milliseconds();
+        if left <= 0 {
+            return true;
         }
-    };
-    // The command keeps its copies of the pipe's writing end until it is dropped: the
-    // output reaches its end only once the agent (and what inherited them) closed theirs.
-    drop(cmd);
-    let pid = child.id() as i32;
-    let start_time = process::start_time(pid);
-    let now = clock::now();
-    let mut run = 1;
-    let mut started = |a: &mut Agent, events: &mut Vec<NewEvent>| {
-        run = a.runs.unwrap_or(0) + 1;
-        a.runs = Some(run);
-        a.pid = Some(pid);
-        a.pgid = Some(pid);
-        a.pid_start_time = start_time;
-        a.supervisor_pid = Some(std::process::id());
-        a.started_at = Some(now);
-        if a.status != AgentStatus::Paused {
-            a.status = AgentStatus::Active;
-        }
-        a.stop_requested = None;
-        events.push(
-            NewEvent::new(
-                Level::Info,
-                EventKind::AgentStarted,
-                format!("agent {agent} started (pid {pid})"),
-            )
-            .agent(agent)
-            .details(json!({ "pid": pid, "command": trust::redact_argv(&argv) })),
-        );
-        true
-    };
-    update_agent_writing(store, cell, agent, Agent::write_start_into, &mut started)
-        .map_err(fail)?;
-    say(&format!("ok {pid}"));
-    sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), now);
-    let status = pump(&mut sink, output, child)
-        .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
-    let now = clock::now();
-    let (cause, code, signal) = match (status.code(), status.signal()) {
-        (Some(code), _) => (ExitCause::Exit, Some(code), None),
-        (None, Some(sig)) => (ExitCause::Signal, None, Some(sig)),
-        (None, None) => (ExitCause::Vanished, None, None),
-    };
-    let level = if code == Some(0) {
-        Level::Info
-    } else {
-        Level::Warn
-    };
-    let how = match (code, signal) {
-        (Some(c), _) => format!("exit code {c}"),
-        (_, Some(s)) => format!("signal {s}"),
-        _ => "unknown".to_string(),
-    };
-    sink.marker(&format!("run {run} exited (pid {pid}): {how}"), now);
-    update_agent(store, cell, agent, &mut |a, events| {
-        if usable_pid(a.pid) != Some(pid) {
-            return false; // a newer start owns the file now
-        }
-        let requested = a.stop_requested.as_ref().map(|r| r.cause);
-        let cause = if requested == Some(StopCause::Watchdog) {
-            ExitCause::Watchdog
-        } else {
-            cause
+        std::thread::sleep(Duration::from_millis(left.clamp(1, 200) as u64));
+        let still_mine = match store.read(cell, FileKey::Agent(agent)) {
+            Ok(Some(doc)) => Agent::from_doc(&doc)
+                .is_ok_and(|a| me.owns(&a) && a.pid.is_none() && a.status == AgentStatus::Active),
+            _ => false,
         };
-        a.pid = None;
-        a.exit = Some(model::Exit {
-            at: Some(now),
-            cause: Some(cause),
-            code: code.map(i64::from),
-            signal: signal.map(i64::from),
-            requested: requested.is_some(),
-            error: None,
-            extra: Default::default(),
-        });
-        a.stop_requested = None;
-        // In the same commit as the death, so a reviver can only log the revival after it.
-        events.push(
-            NewEvent::new(
-                level,
-                EventKind::AgentExited,
-                format!("agent {agent} (pid {pid}) ended: {how} ({cause})"),
-            )
-            .agent(agent)
-            .details(json!({ "pid": pid, "cause": cause, "code": code, "signal": signal })),
-        );
-        true
-    })
+        if !still_mine {
+            return false;
+        }
+    }
 }
 
 /// Copies the agent's output into its log, line by line, until the agent has exited and its
@@ -576,19 +858,16 @@ fn pump(
 ) -> std::io::Result<std::process::ExitStatus> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
     use std::io::Read;
-    // The waiting thread closes `done` when the agent exited, which wakes the poll below.
-    let (done, done_end) = std::io::pipe()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-        drop(done_end);
-    });
+    // The child's pidfd becomes readable when it exits: one poll waits for output and death
+    // together, with no waiting thread (its stack and its malloc arena) in the supervisor.
+    let pid = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| std::io::Error::other("the agent has no pid"))?;
+    let done = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     let mut lines = crate::ops::logs::LineSplitter::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut exited: Option<(
-        std::io::Result<std::process::ExitStatus>,
-        std::time::Instant,
-    )> = None;
+    // Pipes hold 64 KiB; reading a quarter at a time costs a few more reads for a chatty
+    // agent and keeps the supervisor's private memory small.
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut exited: Option<(std::process::ExitStatus, std::time::Instant)> = None;
     // Once the agent exited, what it wrote is in the pipe already: a short wait for more.
     let linger = Timespec {
         tv_sec: 0,
@@ -624,9 +903,7 @@ fn pump(
             }
         }
         if finished {
-            if let Ok(status) = rx.recv() {
-                exited = Some((status, std::time::Instant::now()));
-            }
+            exited = Some((child.wait()?, std::time::Instant::now()));
         }
         if let Some((_, at)) = &exited {
             if !ready || at.elapsed() > Duration::from_secs(1) {
@@ -636,10 +913,8 @@ fn pump(
     }
     lines.finish(&mut |line| sink.output(line, clock::now()));
     match exited {
-        Some((status, _)) => status,
-        None => rx
-            .recv()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the waiting thread ended"))),
+        Some((status, _)) => Ok(status),
+        None => child.wait(),
     }
 }
 
@@ -755,10 +1030,12 @@ pub fn stop_for(
         _ => StopOutcome::NotRunning,
     };
     if running {
-        // Give the supervisor a moment to record the death; if it is gone too, record it.
+        // Give the supervisor a moment to record the death (and, for the watchdog, maybe
+        // restart it in place: another pid); if it is gone too, record it.
+        let stopped = usable_pid(on_file.pid);
         for _ in 0..50 {
             let d = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
-            if usable_pid(d.pid).is_none() {
+            if usable_pid(d.pid) != stopped {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -359,6 +359,9 @@ fn a_reused_pid_is_not_taken_for_the_agent() {
 fn exit_codes_and_signals_are_recorded_and_wait_times_out() {
     let root = Root::new();
     let cell = root.cell("Deaths");
+    // How deaths are recorded, not revival: their supervisors must not restart them (with
+    // `ask` they file a request and leave them active and dead).
+    root.policies(&cell, json!({"auto_revive": "ask"}));
     let exits = root.script("exits.sh", "sleep 0.2; exit 3");
     let killed = root.script("killed.sh", "sleep 0.2; kill -9 $$");
     let sleeper = root.script("sleeper.sh", "sleep 30");

@@ -113,10 +113,11 @@ fn count(kinds: &[String], kind: &str) -> usize {
     kinds.iter().filter(|k| *k == kind).count()
 }
 
-#[test]
-fn watch_revives_a_killed_agent_from_its_checkpoint() {
+/// A cell named `name` whose agent `a1` (a [`COUNTER`]) was started and has beaten three
+/// times.
+fn beating_counter(name: &str) -> (Root, String) {
     let root = Root::new();
-    let cell = root.cell("Lazarus");
+    let cell = root.cell(name);
     quick_policies(&root, &cell, json!({}));
     let counter = root.script("counter.sh", COUNTER);
     root.ok(&["agent", "add", &cell, "a1", "--", &counter]);
@@ -127,6 +128,220 @@ fn watch_revives_a_killed_agent_from_its_checkpoint() {
             .unwrap_or(0)
             >= 3
     });
+    (root, cell)
+}
+
+/// The live `pas __supervise CELL AGENT` processes, from `/proc`.
+fn supervisors_of(root: &Root, cell: &str, agent: &str) -> Vec<i64> {
+    let _ = root;
+    let wanted = format!("__supervise\0{cell}\0{agent}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = status
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !zombie && String::from_utf8_lossy(&cmdline).ends_with(&wanted)
+        })
+        .collect()
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: i64) -> Option<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// The events of a cell, parsed.
+fn events(root: &Root, cell: &str) -> Vec<Value> {
+    std::fs::read_to_string(root.cell_dir(cell).join("logs/events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn its_supervisor_revives_a_killed_agent_in_place_without_the_watch() {
+    let (root, cell) = beating_counter("InPlace");
+    let before = root.agent(&cell, "a1");
+    let first = before["pid"].as_i64().unwrap();
+    let supervisor = before["supervisor_pid"].as_i64().unwrap();
+    kill9(first);
+    wait_until(10.0, "a new pid", || {
+        pid_of(&root, &cell, "a1").is_some_and(|p| p != first)
+    });
+    let doc = root.agent(&cell, "a1");
+    let second = doc["pid"].as_i64().unwrap();
+    // The same supervisor restarted it: no new supervisor process, the agent its child.
+    assert_eq!(doc["supervisor_pid"].as_i64(), Some(supervisor));
+    assert_eq!(supervisors_of(&root, &cell, "a1"), vec![supervisor]);
+    assert_eq!(parent_of(second), Some(supervisor));
+    assert_eq!(doc["restart_count"], 1);
+    assert_eq!(doc["runs"], 2);
+    assert_eq!(doc["exit"]["signal"], 9);
+    assert!(doc["revival"]["started_at"].is_string(), "{doc}");
+    // The death, then the start and the revival, as a pass records them.
+    let kinds = root.event_kinds(&cell);
+    let at = |k: &str| kinds.iter().rposition(|x| x == k).unwrap();
+    assert!(at("agent.exited") < at("agent.started"), "{kinds:?}");
+    assert!(at("agent.started") < at("agent.revived"), "{kinds:?}");
+    let revived = events(&root, &cell)
+        .into_iter()
+        .rfind(|e| e["kind"] == "agent.revived")
+        .unwrap();
+    assert_eq!(revived["details"]["pid"], second);
+    assert_eq!(revived["details"]["attempt"], 1);
+    assert!(revived["details"]["generation"].is_u64(), "{revived}");
+    wait_until(10.0, "the revived agent's output", || {
+        let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
+        log.lines().filter(|l| l.contains("| starting at ")).count() == 2
+    });
+    let log = std::fs::read_to_string(root.cell_dir(&cell).join("logs/a1.log")).unwrap();
+    let resumed = log
+        .lines()
+        .filter_map(|l| l.split_once("| starting at "))
+        .next_back()
+        .unwrap()
+        .1;
+    assert!(
+        resumed.trim().parse::<u64>().unwrap() >= 3,
+        "from its checkpoint: {log}"
+    );
+    stop_agents(&root, &cell);
+    wait_until(10.0, "the supervisor to end with its stopped agent", || {
+        supervisors_of(&root, &cell, "a1").is_empty()
+    });
+}
+
+#[test]
+fn its_supervisor_keeps_the_backoff_and_max_restarts_without_the_watch() {
+    let root = Root::new();
+    let cell = root.cell("Budgeted");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"restart_delay_seconds": 0.2, "backoff_multiplier": 2, "max_restarts": 2, "checkpoint_required": false}),
+    );
+    let dies = root.script("dies.sh", "exit 1");
+    root.ok(&["agent", "add", &cell, "a1", "--", &dies]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    // The event is appended after the file is replaced: wait for the event.
+    wait_until(10.0, "the agent to fail for good", || {
+        count(&root.event_kinds(&cell), "agent.failed") == 1
+    });
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["status"], "failed");
+    assert_eq!(doc["restart_count"], 2);
+    assert_eq!(doc["runs"], 3);
+    let all = events(&root, &cell);
+    let kinds: Vec<&str> = all.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "agent.revived").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "agent.failed").count(),
+        1,
+        "{kinds:?}"
+    );
+    // Each restart came no earlier than its backoff after the death before it (0.2 s,
+    // then 0.4 s): a lower bound the rules guarantee, not a measure of speed.
+    let time =
+        |e: &Value| chrono::DateTime::parse_from_rfc3339(e["time"].as_str().unwrap()).unwrap();
+    let mut last_exit = None;
+    let mut delays = Vec::new();
+    for e in &all {
+        match e["kind"].as_str().unwrap() {
+            "agent.exited" => last_exit = Some(time(e)),
+            "agent.revived" => delays.push((time(e) - last_exit.unwrap()).num_milliseconds()),
+            _ => {}
+        }
+    }
+    assert_eq!(delays.len(), 2);
+    assert!(delays[0] >= 200 && delays[1] >= 400, "{delays:?}");
+    wait_until(10.0, "its supervisor to end", || {
+        supervisors_of(&root, &cell, "a1").is_empty()
+    });
+}
+
+#[test]
+fn the_watch_revives_an_agent_whose_supervisor_was_killed_too() {
+    let root = Root::new();
+    let cell = root.cell("Orphan");
+    quick_policies(&root, &cell, json!({"checkpoint_required": false}));
+    let sleeper = root.script("sleeper.sh", "exec sleep 30");
+    root.ok(&["agent", "add", &cell, "a1", "--", &sleeper]);
+    root.ok(&["agent", "start", &cell, "a1"]);
+    let before = root.agent(&cell, "a1");
+    let (first, supervisor) = (
+        before["pid"].as_i64().unwrap(),
+        before["supervisor_pid"].as_i64().unwrap(),
+    );
+    let mut watch = spawn_watch(&root);
+    kill9(supervisor);
+    kill9(first);
+    wait_until(10.0, "a new pid", || {
+        pid_of(&root, &cell, "a1").is_some_and(|p| p != first)
+    });
+    let doc = root.agent(&cell, "a1");
+    let second = doc["pid"].as_i64().unwrap();
+    let new_supervisor = doc["supervisor_pid"].as_i64().unwrap();
+    assert_ne!(new_supervisor, supervisor);
+    assert_eq!(parent_of(second), Some(new_supervisor));
+    assert_eq!(supervisors_of(&root, &cell, "a1"), vec![new_supervisor]);
+    assert_eq!(doc["restart_count"], 1);
+    assert_eq!(doc["exit"]["cause"], "vanished");
+    assert!(stop(&mut watch).success());
+    stop_agents(&root, &cell);
+}
+
+#[test]
+fn a_stop_or_a_pause_during_a_pending_restart_wins() {
+    let root = Root::new();
+    let cell = root.cell("Pending");
+    quick_policies(
+        &root,
+        &cell,
+        json!({"restart_delay_seconds": 30, "checkpoint_required": false}),
+    );
+    let sleeper = root.script("sleeper.sh", "exec sleep 30");
+    for (agent, how) in [("a1", "stop"), ("a2", "pause")] {
+        root.ok(&["agent", "add", &cell, agent, "--", &sleeper]);
+        root.ok(&["agent", "start", &cell, agent]);
+        let supervisor = root.agent(&cell, agent)["supervisor_pid"].as_i64().unwrap();
+        kill9(pid_of(&root, &cell, agent).unwrap());
+        // Its supervisor records the death and waits out the backoff.
+        wait_until(10.0, "the backoff written down", || {
+            !root.agent(&cell, agent)["next_restart_at"].is_null()
+        });
+        assert_eq!(supervisors_of(&root, &cell, agent), vec![supervisor]);
+        match how {
+            "stop" => root.ok(&["agent", "stop", &cell, agent]),
+            _ => root.ok(&["agent", "set", &cell, agent, "--status", "paused"]),
+        };
+        wait_until(10.0, "the waiting supervisor to give up", || {
+            supervisors_of(&root, &cell, agent).is_empty()
+        });
+        let doc = root.agent(&cell, agent);
+        assert!(doc["pid"].is_null(), "{doc}");
+        assert_eq!(doc["restart_count"], 0);
+        assert_eq!(doc["status"], if how == "stop" { "idle" } else { "paused" });
+    }
+    assert_eq!(count(&root.event_kinds(&cell), "agent.revived"), 0);
+}
+
+#[test]
+fn watch_revives_a_killed_agent_from_its_checkpoint() {
+    let (root, cell) = beating_counter("Lazarus");
     let mut watch = spawn_watch(&root);
     let first = pid_of(&root, &cell, "a1").unwrap();
     kill9(first);
@@ -182,10 +397,13 @@ fn a_hung_agent_is_stopped_and_restarted_in_one_pass() {
         out = root.json(&["revive", &cell]);
         actions(&out).contains(&"stopped_hung")
     });
-    assert!(actions(&out).contains(&"revived"), "{out}");
+    // The pass stops it; its supervisor sees the death and restarts it in place.
+    wait_until(10.0, "the restart by its supervisor", || {
+        root.agent(&cell, "a1")["restart_count"] == 1 && !root.agent(&cell, "a1")["pid"].is_null()
+    });
     let doc = root.agent(&cell, "a1");
-    assert_eq!(doc["restart_count"], 1);
     assert_eq!(doc["exit"]["cause"], "watchdog");
+    assert_eq!(count(&root.event_kinds(&cell), "agent.revived"), 1);
     stop_agents(&root, &cell);
 }
 
@@ -200,10 +418,15 @@ fn two_racing_revivers_restart_a_dead_agent_exactly_once() {
     wait_until(10.0, "a checkpoint", || {
         !root.agent(&cell, "a1")["checkpoint"].is_null()
     });
+    // Its supervisor would restart it in place; killed first, it leaves an orphan whose
+    // death nobody saw, which only the revivers' own path handles.
+    let supervisor = root.agent(&cell, "a1")["supervisor_pid"].as_i64().unwrap();
+    kill9(supervisor);
     let pid = pid_of(&root, &cell, "a1").unwrap();
     kill9(pid);
-    wait_until(10.0, "the death to be recorded", || {
-        root.agent(&cell, "a1")["pid"].is_null()
+    wait_until(10.0, "the orphan to be gone", || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            && !std::path::Path::new(&format!("/proc/{supervisor}")).exists()
     });
     let racers: Vec<Child> = (0..4)
         .map(|_| {
@@ -223,6 +446,11 @@ fn two_racing_revivers_restart_a_dead_agent_exactly_once() {
             .filter(|k| *k == "agent.revived")
             .count(),
         1
+    );
+    assert_eq!(
+        supervisors_of(&root, &cell, "a1").len(),
+        1,
+        "one supervisor"
     );
     stop_agents(&root, &cell);
 }
@@ -346,6 +574,12 @@ fn restart_policy_decides_after_a_clean_exit() {
             json!({"restart_policy": "always", "no_restart_exit_codes": [0]}),
         ),
     ];
+    // What restarts must stay up: its supervisor restarts in place what dies again.
+    let sleeper = root.script("sleeper.sh", "exec sleep 30");
+    let agents = agents.map(|(a, command, code, policies)| match a {
+        "always" => (a, &sleeper, code, policies),
+        _ => (a, command, code, policies),
+    });
     for (a, command, code, policies) in agents {
         died(&root, &cell, a, command, exited(code, 0.5));
         edit_agent(&root, &cell, a, |d| d["policies"] = policies);
@@ -362,6 +596,7 @@ fn restart_policy_decides_after_a_clean_exit() {
     assert_eq!(count(&kinds, "agent.completed"), 2, "{kinds:?}");
     assert_eq!(count(&kinds, "agent.failed"), 2, "{kinds:?}");
     assert_eq!(count(&kinds, "agent.revived"), 1, "{kinds:?}");
+    stop_agents(&root, &cell);
 }
 
 #[test]
@@ -420,9 +655,10 @@ fn a_restart_storm_cools_down_then_retries_and_reset_clears_it() {
         &cell,
         json!({"checkpoint_required": false, "storm_limit": 2, "storm_window": 60, "storm_cooldown": 600, "max_restarts": 0}),
     );
-    let dies = root.script("dies.sh", "exit 1");
+    // What it restarts stays up: its supervisor would restart (then cool down) what dies.
+    let sleeper = root.script("sleeper.sh", "exec sleep 30");
     // Its second death within the window, not noted yet.
-    died(&root, &cell, "a1", &dies, exited(1, 0.5));
+    died(&root, &cell, "a1", &sleeper, exited(1, 0.5));
     edit_agent(&root, &cell, "a1", |d| {
         d["restart_count"] = json!(1);
         d["restart_attempts"] = json!(1);

@@ -33,7 +33,6 @@ use crate::ops::revive::rules::{
     self as ops, earliest, Checkpoint, Decision, Process, RestartFacts, State,
 };
 use crate::ops::supervisor::{self, ProcState};
-use crate::process;
 use crate::store::events::{self, Level, NewEvent};
 use crate::store::{self, ConfigFile, FileKey, LockKey, Store};
 
@@ -332,6 +331,18 @@ fn process_of(agent: &Agent) -> Process {
     }
 }
 
+/// When its supervisor is restarting the agent (now, or after a backoff or cooldown), it
+/// is not a pass's to start: the time to look again, when that wait ends. A supervisor that
+/// dies meanwhile leaves an orphan, which the rules handle then.
+fn left_to_its_supervisor(agent: &Agent, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    supervisor::restarting(agent)?;
+    Some(
+        earliest(agent.next_restart_at, agent.cooldown_until)
+            .filter(|t| *t > now)
+            .unwrap_or(now + chrono::Duration::seconds(1)),
+    )
+}
+
 /// One agent's turn in a pass: read its state, ask the rules, apply the answer, and again
 /// after a step that changed the state, until it is settled. Returns when it next needs a
 /// look.
@@ -347,6 +358,9 @@ fn revive_agent(
         return Ok(None);
     }
     let agent = ctx.reread()?;
+    if let Some(due) = left_to_its_supervisor(&agent, ctx.now) {
+        return Ok(Some(due));
+    }
     // Before anything here rewrites the file (which would make it root's): an agent whose
     // command pas may not run is an error of this agent, with nothing changed.
     if !ctx.dry_run && process_of(&agent) != Process::Running {
@@ -377,7 +391,9 @@ fn revive_agent(
         )
     };
     let mut state = assess(&agent, process_of(&agent), ctx.now);
-    let mut stopped_hung = false;
+    // The process the watchdog stopped, if it did: only that one counts as dead after.
+    let mut stopped_hung: Option<i32> = None;
+    let mut pid_now = supervisor::usable_pid(agent.pid);
     for _ in 0..MAX_STEPS {
         let decision = ops::decide(&state, &policy, ctx.now);
         match apply(ctx, &policy, &state, &decision)? {
@@ -385,10 +401,18 @@ fn revive_agent(
             Applied::Learned(facts) => state.restart = Some(facts),
             Applied::Changed { .. } if ctx.dry_run => state.assume(&decision),
             Applied::Changed { stopped } => {
-                stopped_hung |= stopped;
+                if stopped {
+                    stopped_hung = pid_now;
+                }
                 let agent = ctx.reread()?;
+                if let Some(due) = left_to_its_supervisor(&agent, ctx.now) {
+                    return Ok(Some(due));
+                }
+                pid_now = supervisor::usable_pid(agent.pid);
                 let mut process = process_of(&agent);
-                if stopped_hung && process == Process::Running {
+                // Not a process its supervisor started since in place of the stopped one.
+                if stopped_hung.is_some() && stopped_hung == pid_now && process == Process::Running
+                {
                     process = Process::Ended;
                 }
                 state = assess(&agent, process, ctx.now);
@@ -454,7 +478,14 @@ fn apply(
                 details.clone(),
             )?;
             watchdog_stop(ctx, policy)?;
-            ctx.update(&mut |a| a.revival = None)?;
+            // Only the revival that timed out: its supervisor may have restarted it since,
+            // with a revival of its own.
+            let timed_out = state.revival.as_ref().and_then(|r| r.started_at);
+            ctx.update(&mut |a| {
+                if a.revival.as_ref().map(|r| r.started_at) == timed_out {
+                    a.revival = None;
+                }
+            })?;
             Ok(Applied::Changed { stopped: false })
         }
         Decision::RevivalEnded => {
@@ -515,11 +546,7 @@ fn apply(
         }
         Decision::NoteDeath { at, recent_deaths } => {
             if !ctx.dry_run {
-                ctx.update(&mut |a| {
-                    a.recent_deaths = recent_deaths.clone();
-                    a.last_death = Some(*at);
-                    a.next_restart_at = None;
-                })?;
+                ctx.update(&mut |a| note_death(a, *at, recent_deaths))?;
             }
             Ok(Applied::Changed { stopped: false })
         }
@@ -632,27 +659,10 @@ fn apply(
             );
             done(Some(*until))
         }
-        Decision::Revive {
-            attempt,
-            checkpoint,
-            fresh,
-            how,
-            dropped_task,
-            deadline,
-            retry_at,
-        } => restart(
-            ctx,
-            policy,
-            Restart {
-                attempt: *attempt,
-                generation: *checkpoint,
-                fresh: fresh.as_deref(),
-                how,
-                dropped_task: dropped_task.as_deref(),
-                deadline: *deadline,
-                retry_at: *retry_at,
-            },
-        ),
+        Decision::Revive { .. } => match Restart::of(decision) {
+            Some(r) => restart(ctx, policy, r),
+            None => done(None),
+        },
     }
 }
 
@@ -676,10 +686,18 @@ fn watchdog_stop(ctx: &mut Ctx<'_>, policy: &Policy) -> Result<()> {
 /// whether the agent's current task is still its open work. A task file that is gone is not
 /// its open work; one that does not read is an error, not a guess.
 fn inspect(ctx: &Ctx<'_>, state: &State) -> Result<RestartFacts> {
-    let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
-    let recorded = crate::ops::agent::load(store, cell, agent)?
-        .checkpoint
-        .is_some();
+    let recorded = ctx.reread()?.checkpoint.is_some();
+    restart_facts(ctx.store, ctx.cell, ctx.agent, recorded, state)
+}
+
+/// [`inspect`] for an agent whose file records a checkpoint (`recorded`) or not.
+fn restart_facts(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    recorded: bool,
+    state: &State,
+) -> Result<RestartFacts> {
     let checkpoint = match checkpoint::load(store, cell, agent, None) {
         Ok((generation, _)) => Checkpoint::Usable(generation),
         // Nothing on disk and nothing recorded: it never saved one.
@@ -705,90 +723,344 @@ fn inspect(ctx: &Ctx<'_>, state: &State) -> Result<RestartFacts> {
     })
 }
 
-/// A restart the rules decided on.
-struct Restart<'a> {
+/// A restart the rules decided on ([`Decision::Revive`]).
+#[derive(Debug, Clone)]
+struct Restart {
     attempt: u64,
     generation: Option<u64>,
-    fresh: Option<&'a str>,
-    how: &'a str,
-    dropped_task: Option<&'a str>,
+    fresh: Option<String>,
+    how: String,
+    dropped_task: Option<String>,
     deadline: DateTime<Utc>,
     retry_at: DateTime<Utc>,
 }
 
+impl Restart {
+    /// The restart a [`Decision::Revive`] is.
+    fn of(decision: &Decision) -> Option<Restart> {
+        let Decision::Revive {
+            attempt,
+            checkpoint,
+            fresh,
+            how,
+            dropped_task,
+            deadline,
+            retry_at,
+        } = decision
+        else {
+            return None;
+        };
+        Some(Restart {
+            attempt: *attempt,
+            generation: *checkpoint,
+            fresh: fresh.clone(),
+            how: how.clone(),
+            dropped_task: dropped_task.clone(),
+            deadline: *deadline,
+            retry_at: *retry_at,
+        })
+    }
+
+    /// "from checkpoint 3", "fresh (it has no checkpoint)".
+    fn from(&self) -> String {
+        match (self.generation, &self.fresh) {
+            (Some(g), _) => format!("from checkpoint {g}"),
+            (None, Some(why)) => format!("fresh ({why})"),
+            (None, None) => "fresh".to_string(),
+        }
+    }
+
+    fn task_note(&self) -> String {
+        self.dropped_task
+            .as_deref()
+            .map_or(String::new(), |task_id| {
+                format!("; task {task_id} is no longer its open work and is not resumed")
+            })
+    }
+
+    /// Writes the restart down in the agent's view: counted, a revival waiting for the
+    /// first beat, the request it answered and a task no longer its work forgotten.
+    fn mark(&self, a: &mut Agent, now: DateTime<Utc>) {
+        a.restart_count += 1;
+        a.restart_attempts = self.attempt;
+        a.next_restart_at = None;
+        a.revival = Some(Revival {
+            started_at: now,
+            deadline: Some(self.deadline),
+            attempt: Some(self.attempt),
+            generation: self.generation,
+            extra: Default::default(),
+        });
+        a.revive_request = None;
+        if self.dropped_task.is_some() {
+            a.current_task = None;
+        }
+    }
+
+    /// The `agent.revived` event, once process `pid` runs.
+    fn revived_event(&self, agent: &str, pid: i32) -> NewEvent {
+        let attempt = self.attempt;
+        NewEvent::new(
+            Level::Warn,
+            EventKind::AgentRevived,
+            format!(
+                "agent {agent} restarted (attempt {attempt}, pid {pid}, {}){}",
+                self.from(),
+                self.task_note()
+            ),
+        )
+        .agent(agent)
+        .details(json!({ "attempt": attempt, "pid": pid, "generation": self.generation, "fresh": self.fresh, "cause": self.how }))
+    }
+}
+
+/// The `agent.revive_failed` event of a restart that could not start the process.
+fn revive_failed(agent: &str, reason: &str) -> NewEvent {
+    NewEvent::new(
+        Level::Error,
+        EventKind::AgentReviveFailed,
+        format!("agent {agent} could not be restarted: {reason}"),
+    )
+    .agent(agent)
+}
+
+/// Notes a death in the storm tally ([`Decision::NoteDeath`]).
+fn note_death(a: &mut Agent, at: DateTime<Utc>, recent_deaths: &[DateTime<Utc>]) {
+    a.recent_deaths = recent_deaths.to_vec();
+    a.last_death = Some(at);
+    a.next_restart_at = None;
+}
+
 /// Restarts the agent: leftovers of its process group stopped, the restart written down
 /// (a revival waiting for the first beat), the process started.
-fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart<'_>) -> Result<Applied> {
+fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart) -> Result<Applied> {
     let now = ctx.now;
     let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
-    let attempt = r.attempt;
-    let generation = r.generation;
-    let task_note = r.dropped_task.map_or(String::new(), |task_id| {
-        format!("; task {task_id} is no longer its open work and is not resumed")
-    });
-    let from = match (generation, r.fresh) {
-        (Some(g), _) => format!("from checkpoint {g}"),
-        (None, Some(why)) => format!("fresh ({why})"),
-        (None, None) => "fresh".to_string(),
-    };
     ctx.act(
         "revived",
         format!(
-            "agent {agent} died ({}); restart {attempt} {from}{task_note}",
-            r.how
+            "agent {agent} died ({}); restart {} {}{}",
+            r.how,
+            r.attempt,
+            r.from(),
+            r.task_note()
         ),
     );
     if ctx.dry_run {
         return Ok(Applied::Done(None));
     }
     let on_file = ctx.reread()?;
-    if let Some(pgid) = supervisor::usable_pid(on_file.pgid) {
-        if process::group_alive(pgid) {
-            let grace = policy.stop_grace();
-            process::stop_group(pgid, grace).map_err(|e| {
-                Error::failure(format!("cannot stop the leftovers of agent {agent}: {e}"))
-            })?;
-        }
-    }
-    ctx.update(&mut |a| {
-        a.restart_count += 1;
-        a.restart_attempts = attempt;
-        a.next_restart_at = None;
-        a.revival = Some(Revival {
-            started_at: now,
-            deadline: Some(r.deadline),
-            attempt: Some(attempt),
-            generation,
-            extra: Default::default(),
-        });
-        a.revive_request = None;
-        if r.dropped_task.is_some() {
-            a.current_task = None;
-        }
-    })?;
+    supervisor::stop_leftovers(agent, on_file.pgid, policy.stop_grace())?;
+    ctx.update(&mut |a| r.mark(a, now))?;
     match supervisor::start(store, cell, agent, &ctx.launch) {
         Ok(started) => {
-            ctx.event(
-                Level::Warn,
-                EventKind::AgentRevived,
-                format!("agent {agent} restarted (attempt {attempt}, pid {}, {from}){task_note}", started.pid),
-                json!({ "attempt": attempt, "pid": started.pid, "generation": generation, "fresh": r.fresh, "cause": r.how }),
-            )?;
+            events::record_one(store, cell, r.revived_event(agent, started.pid), ctx.now)?;
             Ok(Applied::Done(Some(r.deadline)))
         }
         Err(e) => {
             ctx.commit(
                 &mut |a| a.revival = None,
-                Some(ctx.about(
-                    Level::Error,
-                    EventKind::AgentReviveFailed,
-                    format!("agent {agent} could not be restarted: {}", e.message),
-                    Value::Null,
-                )),
+                Some(revive_failed(agent, &e.message)),
             )?;
             Ok(Applied::Done(Some(r.retry_at)))
         }
     }
+}
+
+/// What an agent's supervisor does next after its agent died ([`after_death`]).
+pub enum Next {
+    /// Start it again at once, here.
+    Restart(Box<Restarting>),
+    /// Wait until then (backoff, cooldown), then ask again.
+    Wait(DateTime<Utc>),
+    /// Nothing more: the agent is not to be restarted by this supervisor.
+    Done,
+}
+
+/// A restart the supervisor carries out in place.
+pub struct Restarting {
+    /// The agent file as committed with the death and the restart.
+    pub agent: Agent,
+    /// How long leftovers of its last process group get to stop (`stop_grace`).
+    pub grace: std::time::Duration,
+    restart: Restart,
+}
+
+impl Restarting {
+    /// The `agent.revived` event, recorded with the new process.
+    pub fn revived_event(&self, agent: &str, pid: i32) -> NewEvent {
+        self.restart.revived_event(agent, pid)
+    }
+}
+
+/// What one transaction of the supervisor decides.
+enum InPlace {
+    Next(Next),
+    /// A decision with effects beyond the agent file (idle, failed and its hook, a request,
+    /// a cooldown...): left to the watch's own pass, run here for this agent.
+    Pass,
+}
+
+/// The supervisor's turn after its agent died (`death`), or after a wait it decided
+/// (`None`): in ONE transaction the death is recorded and the revival rules
+/// ([`ops::decide`], as a pass would apply them: the death noted, the checkpoint and task
+/// looked up, the backoff written down, the restart counted) decide; a restart or a wait
+/// keeps the file naming this supervisor. Decisions with other effects are applied by
+/// this agent's revive pass ([`pass_cell`]), exactly as the watch applies them.
+pub fn after_death(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    me: &supervisor::Supervisor,
+    death: Option<&supervisor::Death>,
+    launch: &supervisor::Launch,
+) -> Result<Next> {
+    let now = clock::now();
+    let decided = store::transact(store, cell, now, |txn| {
+        let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
+            return Ok(InPlace::Next(Next::Done));
+        };
+        let mut a = Agent::from_doc(&doc)?;
+        let mut exited = None;
+        match death {
+            Some(d) => match supervisor::record_death(&mut a, agent, d) {
+                Some(event) => exited = Some(event),
+                None => return Ok(InPlace::Next(Next::Done)),
+            },
+            None if !me.owns(&a) || a.pid.is_some() => return Ok(InPlace::Next(Next::Done)),
+            None => {}
+        }
+        let decided = decide_in_place(store, cell, agent, &mut a, now)?;
+        match &decided {
+            InPlace::Next(Next::Restart(_) | Next::Wait(_)) => me.claim(&mut a),
+            // Nobody restarts it here: the file names no supervisor.
+            _ if me.owns(&a) => {
+                a.supervisor_pid = None;
+                a.supervisor_start_time = None;
+            }
+            _ => {}
+        }
+        let decided = match decided {
+            InPlace::Next(Next::Restart(mut r)) => {
+                r.agent = a.clone();
+                InPlace::Next(Next::Restart(r))
+            }
+            other => other,
+        };
+        a.write_into(&mut doc);
+        txn.put(FileKey::Agent(agent), doc);
+        if let Some(event) = exited {
+            txn.event(event);
+        }
+        Ok(decided)
+    })?;
+    match decided {
+        InPlace::Next(next) => Ok(next),
+        InPlace::Pass => {
+            let opts = Options {
+                dry_run: false,
+                agent: Some(agent.to_string()),
+                launch: *launch,
+            };
+            pass_cell(store, cell, &opts, clock::now())?;
+            Ok(Next::Done)
+        }
+    }
+}
+
+/// The rules' steps on the agent's view `a`, just dead, as [`revive_agent`] takes them
+/// (the same decisions, applied to the view instead of one commit each), up to a restart,
+/// a wait, or a decision for the pass.
+fn decide_in_place(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    a: &mut Agent,
+    now: DateTime<Utc>,
+) -> Result<InPlace> {
+    let policy = crate::ops::policy::load(store, cell, Some(a))?;
+    let heartbeat_required = policy.flag("heartbeat_required", false);
+    let mut facts = None;
+    for _ in 0..MAX_STEPS {
+        let assessment = health::assess(a, &policy, now);
+        let mut state = State::from_agent(a, Process::Ended, &assessment, heartbeat_required);
+        state.restart = facts.clone();
+        match ops::decide(&state, &policy, now) {
+            Decision::Nothing { .. }
+                if state.status != AgentStatus::Active || !state.has_command =>
+            {
+                return Ok(InPlace::Next(Next::Done))
+            }
+            Decision::Nothing { until: Some(until) } => {
+                return Ok(InPlace::Next(Next::Wait(until)))
+            }
+            Decision::RevivalEnded => a.revival = None,
+            Decision::HungRecovered => a.hung_reported = None,
+            Decision::NoteDeath { at, recent_deaths } => note_death(a, at, &recent_deaths),
+            Decision::Inspect => {
+                facts = Some(restart_facts(
+                    store,
+                    cell,
+                    agent,
+                    a.checkpoint.is_some(),
+                    &state,
+                )?)
+            }
+            Decision::BackOff { until, .. } => {
+                a.next_restart_at = Some(until);
+                return Ok(InPlace::Next(Next::Wait(until)));
+            }
+            decision @ Decision::Revive { .. } => {
+                let Some(restart) = Restart::of(&decision) else {
+                    return Ok(InPlace::Pass);
+                };
+                restart.mark(a, now);
+                return Ok(InPlace::Next(Next::Restart(Box::new(Restarting {
+                    agent: a.clone(),
+                    grace: policy.stop_grace(),
+                    restart,
+                }))));
+            }
+            _ => return Ok(InPlace::Pass),
+        }
+    }
+    Err(Error::failure(format!(
+        "the revival of agent {agent} did not settle in {MAX_STEPS} steps"
+    )))
+}
+
+/// Records that the supervisor could not start the restart it decided (`exit`: the command
+/// could not be run), as a pass records a failed restart; the file names no supervisor
+/// after it, so the next pass tries again.
+pub fn restart_failed(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    me: &supervisor::Supervisor,
+    exit: Option<crate::model::Exit>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    store::update_agent_with(
+        store,
+        cell,
+        agent,
+        now,
+        vec![revive_failed(agent, reason)],
+        &mut |d| {
+            Agent::edit(d, |a| {
+                a.revival = None;
+                if let Some(exit) = &exit {
+                    a.exit = Some(exit.clone());
+                }
+                if me.owns(a) {
+                    a.supervisor_pid = None;
+                    a.supervisor_start_time = None;
+                }
+            })
+        },
+    )?;
+    Ok(())
 }
 
 /// Starts an agent that is meant to run and has not been started since it was made
