@@ -75,21 +75,26 @@ pub fn usable_pid(pid: Option<i32>) -> Option<i32> {
 }
 
 /// The process state from what an agent file records: its pid and that pid's start time,
-/// its supervisor's pid, and whether an end is recorded.
+/// its supervisor's pid and start time, and whether an end is recorded.
 fn state_from(
     pid: Option<i32>,
     start_time: Option<u64>,
     supervisor: Option<i32>,
+    supervisor_start_time: Option<u64>,
     exited: bool,
 ) -> ProcState {
+    let supervisor_alive =
+        |known: Option<u64>| usable_pid(supervisor).is_some_and(|s| process::alive(s, known));
     match usable_pid(pid) {
         Some(pid) if process::alive(pid, start_time) => ProcState::Running,
         // Exited, and its supervisor (alive, its parent) is about to reap it and record
         // how: not vanished yet, or a reviver would race the supervisor to the record.
-        Some(pid)
-            if process::zombie(pid, start_time)
-                && usable_pid(supervisor).is_some_and(|s| process::alive(s, None)) =>
-        {
+        Some(pid) if process::zombie(pid, start_time) && supervisor_alive(None) => {
+            ProcState::Running
+        }
+        // Reaped by a supervisor that records its start time (so is one that restarts in
+        // place): it is deciding, restarting and recording, all in one commit to come.
+        Some(_) if supervisor_start_time.is_some() && supervisor_alive(supervisor_start_time) => {
             ProcState::Running
         }
         Some(_) => ProcState::Vanished,
@@ -105,6 +110,7 @@ pub fn state_of(agent: &Agent) -> ProcState {
         agent.pid,
         agent.pid_start_time,
         supervisor,
+        agent.supervisor_start_time,
         agent.exit.is_some(),
     )
 }
@@ -528,19 +534,19 @@ impl Runner<'_> {
     fn spawn(
         &self,
         on_file: &Agent,
-    ) -> std::result::Result<(std::process::Child, std::io::PipeReader), Spawn> {
+    ) -> std::result::Result<(std::process::Child, std::io::PipeReader), NotStarted> {
         let (store, cell, agent) = (self.store, self.cell, self.agent);
         let Some((program, args)) = on_file.command.split_first() else {
-            return Err(Spawn::Refused(Error::usage("no command")));
+            return Err(NotStarted::Refused(Error::usage("no command")));
         };
         let run_as =
-            vet(store, cell, &[FileKey::Agent(agent)], self.launch).map_err(Spawn::Refused)?;
+            vet(store, cell, &[FileKey::Agent(agent)], self.launch).map_err(NotStarted::Refused)?;
         // The memory the agent's jobs reserved bounds its address space (level_1 isolation).
         let reservations = match store
             .read(cell, FileKey::Reservations)
-            .map_err(Spawn::Refused)?
+            .map_err(NotStarted::Refused)?
         {
-            Some(doc) => Reservations::from_doc(&doc).map_err(Spawn::Refused)?,
+            Some(doc) => Reservations::from_doc(&doc).map_err(NotStarted::Refused)?,
             None => Reservations::default(),
         };
         let reserved_memory: f64 = reservations
@@ -558,7 +564,7 @@ impl Runner<'_> {
         // The agent's stdout and stderr both go into one pipe the supervisor reads, as
         // `exec 2>&1` does under s6 and runit: one stream, in the order it was written.
         let pipe_error = |e: std::io::Error| {
-            Spawn::Refused(Error::failure(format!(
+            NotStarted::Refused(Error::failure(format!(
                 "cannot make a pipe for the agent's output: {e}"
             )))
         };
@@ -586,7 +592,7 @@ impl Runner<'_> {
             }
         }
         let child = cmd.spawn().map_err(|e| {
-            Spawn::Failed(format!(
+            NotStarted::Failed(format!(
                 "cannot run {program:?} from {}: {e}",
                 cwd.display()
             ))
@@ -599,7 +605,7 @@ impl Runner<'_> {
 }
 
 /// Why a run could not be started.
-enum Spawn {
+enum NotStarted {
     /// Before the spawn: a refusal or a file that does not read.
     Refused(Error),
     /// The command could not be run (recorded as exit code 127 with this reason).
@@ -607,7 +613,7 @@ enum Spawn {
 }
 
 /// The `exit` record of a command that could not be run at all.
-fn not_run(reason: &str, now: DateTime<Utc>) -> model::Exit {
+pub(crate) fn not_run(reason: &str, now: DateTime<Utc>) -> model::Exit {
     model::Exit {
         at: Some(now),
         cause: Some(ExitCause::Exit),
@@ -619,17 +625,70 @@ fn not_run(reason: &str, now: DateTime<Utc>) -> model::Exit {
     }
 }
 
+/// A process the supervisor has just spawned for its agent.
+pub struct NewRun<'a> {
+    /// Its pid (and process group).
+    pub pid: i32,
+    /// Its start time from `/proc`.
+    pub start_time: Option<u64>,
+    /// When it was spawned.
+    pub at: DateTime<Utc>,
+    /// The command it runs, for the event.
+    pub argv: &'a [String],
+}
+
+/// Records the start of `run` in the agent's view (pid, process group, start time, this
+/// supervisor, the run counted, `active` unless paused) and pushes `agent.started`;
+/// returns the run's number.
+pub fn record_start(
+    a: &mut Agent,
+    agent: &str,
+    me: &Supervisor,
+    run: &NewRun<'_>,
+    events: &mut Vec<NewEvent>,
+) -> u64 {
+    let pid = run.pid;
+    let number = a.runs.unwrap_or(0) + 1;
+    a.runs = Some(number);
+    a.pid = Some(pid);
+    a.pgid = Some(pid);
+    a.pid_start_time = run.start_time;
+    me.claim(a);
+    a.started_at = Some(run.at);
+    if a.status != AgentStatus::Paused {
+        a.status = AgentStatus::Active;
+    }
+    a.stop_requested = None;
+    events.push(
+        NewEvent::new(
+            Level::Info,
+            EventKind::AgentStarted,
+            format!("agent {agent} started (pid {pid})"),
+        )
+        .agent(agent)
+        .details(json!({ "pid": pid, "command": trust::redact_argv(run.argv) })),
+    );
+    number
+}
+
 /// The supervisor's life (`pas __supervise`): spawn, record, wait, and on each death decide
-/// by the revival rules ([`crate::ops::revive::after_death`]) whether to restart the agent
-/// here, wait for its backoff first, or leave it. Prints `ok <pid>` or `error <reason>` on
-/// stdout for `start` after the first spawn.
+/// by the revival rules whether to restart the agent here at once, wait for its backoff
+/// first, or leave it ([`crate::ops::revive::plan`]). Prints `ok <pid>` or `error <reason>`
+/// on stdout for `start` after the first spawn.
+///
+/// A restart reads the agent file, decides, spawns the replacement and only then commits,
+/// once: the death, the rules' steps, the restart and the new process (`agent.exited`,
+/// `agent.started`, `agent.revived`). Until that commit the file still names the dead
+/// process and this live supervisor, which [`state_of`] takes for a running agent: no
+/// pass starts it meanwhile. The commit looks again if the file changed since the read;
+/// when the restart no longer stands (stopped, paused), the new process is stopped.
 ///
 /// Who may start the agent: the commit that records a new process is the arbiter. It
-/// records the process only if no live one is recorded and, for a restart, the file still
-/// names this supervisor and the agent is still meant to run; the loser stops the child it
-/// has just spawned. Between a death and its restart the file names this supervisor and no
-/// pid ([`restarting`]), which keeps the watch and `pas revive` away from the agent.
+/// records the process only if no live one is recorded; the loser stops the child it has
+/// just spawned. While a restart waits out its backoff, the file names this supervisor and
+/// no pid ([`restarting`]), which keeps the watch and `pas revive` away from the agent.
 pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<()> {
+    use crate::ops::revive::{self, Next, Outcome, Spawn};
     // A session of its own: no terminal hangup reaches the supervisor or the agent.
     let _ = rustix::process::setsid();
     let say = |text: &str| {
@@ -642,7 +701,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         e
     };
     let me = Supervisor::me();
-    let mut on_file = crate::ops::agent::read(store, cell, agent)
+    let on_file = crate::ops::agent::read(store, cell, agent)
         .and_then(|d| Agent::from_doc(&d))
         .map_err(fail)?;
     let workspace = store.workspace(cell, Some(agent)).map_err(fail)?;
@@ -671,55 +730,37 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         env: workspace.env,
         path,
     };
-    // The restart this run is, once the agent has died here and the rules restarted it.
-    let mut restart: Option<crate::ops::revive::Restarting> = None;
-    loop {
-        let argv = on_file.command.clone();
-        let (child, output) = match runner.spawn(&on_file) {
-            Ok(spawned) => spawned,
-            Err(why) => {
-                let now = clock::now();
-                let (error, exit) = match why {
-                    Spawn::Refused(e) => (e, None),
-                    Spawn::Failed(reason) => {
-                        sink.marker(&format!("cannot start: {reason}"), now);
-                        let exit = not_run(&reason, now);
-                        (Error::failure(reason), Some(exit))
-                    }
-                };
-                return Err(match &restart {
-                    None => {
-                        if let Some(exit) = exit {
-                            let _ = update_agent(store, cell, agent, &mut |a, _| {
-                                a.exit = Some(exit.clone());
-                                true
-                            });
-                        }
-                        fail(error)
-                    }
-                    Some(_) => {
-                        crate::ops::revive::restart_failed(
-                            store,
-                            cell,
-                            agent,
-                            &me,
-                            exit,
-                            &error.message,
-                            now,
-                        )?;
-                        error
-                    }
-                });
-            }
-        };
-        let pid = child.id() as i32;
-        let start_time = process::start_time(pid);
-        let now = clock::now();
-        let mut run = 1;
-        let mut lost = None;
-        let mut started = |a: &mut Agent, events: &mut Vec<NewEvent>| {
-            // A live process on file, or (for a restart) a file that no longer names this
-            // supervisor or an agent no longer meant to run: this start lost.
+    // The first run: spawned, then recorded.
+    let mut argv = on_file.command.clone();
+    let (mut child, mut output) = match runner.spawn(&on_file) {
+        Ok(spawned) => spawned,
+        Err(NotStarted::Refused(e)) => return Err(fail(e)),
+        Err(NotStarted::Failed(reason)) => {
+            let now = clock::now();
+            sink.marker(&format!("cannot start: {reason}"), now);
+            let _ = update_agent(store, cell, agent, &mut |a, _| {
+                a.exit = Some(not_run(&reason, now));
+                true
+            });
+            return Err(fail(Error::failure(reason)));
+        }
+    };
+    let mut pid = child.id() as i32;
+    let mut run = 1;
+    let first = NewRun {
+        pid,
+        start_time: process::start_time(pid),
+        at: clock::now(),
+        argv: &argv,
+    };
+    let mut lost = None;
+    let recorded = update_agent_writing(
+        store,
+        cell,
+        agent,
+        Agent::write_start_into,
+        &mut |a, events| {
+            // A live process on file: another start won, this one stops its child.
             if state_of(a) == ProcState::Running {
                 lost = Some(format!(
                     "agent {agent} is already running (pid {})",
@@ -727,62 +768,19 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
                 ));
                 return false;
             }
-            if restart.is_some()
-                && (!me.owns(a) || !matches!(a.status, AgentStatus::Active | AgentStatus::Paused))
-            {
-                lost = Some(format!(
-                    "agent {agent} was stopped or taken over before its restart ran"
-                ));
-                return false;
-            }
-            run = a.runs.unwrap_or(0) + 1;
-            a.runs = Some(run);
-            a.pid = Some(pid);
-            a.pgid = Some(pid);
-            a.pid_start_time = start_time;
-            me.claim(a);
-            a.started_at = Some(now);
-            if a.status != AgentStatus::Paused {
-                a.status = AgentStatus::Active;
-            }
-            a.stop_requested = None;
-            events.push(
-                NewEvent::new(
-                    Level::Info,
-                    EventKind::AgentStarted,
-                    format!("agent {agent} started (pid {pid})"),
-                )
-                .agent(agent)
-                .details(json!({ "pid": pid, "command": trust::redact_argv(&argv) })),
-            );
-            if let Some(r) = &restart {
-                events.push(r.revived_event(agent, pid));
-            }
+            run = record_start(a, agent, &me, &first, events);
             true
-        };
-        let recorded =
-            update_agent_writing(store, cell, agent, Agent::write_start_into, &mut started);
-        if let Err(e) = recorded {
-            let _ = process::stop_group(pid, Duration::from_secs(1));
-            return Err(match restart {
-                None => fail(e),
-                Some(_) => e,
-            });
-        }
-        if let Some(why) = lost {
-            sink.marker(&format!("not started: {why}"), clock::now());
-            let _ = process::stop_group(pid, Duration::from_secs(1));
-            drop(output);
-            let _ = reap(child);
-            return Err(match restart {
-                None => fail(Error::conflict(why)),
-                Some(_) => Error::conflict(why),
-            });
-        }
-        if restart.is_none() {
-            say(&format!("ok {pid}"));
-        }
-        sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), now);
+        },
+    );
+    if let Some(e) = recorded.err().or_else(|| lost.map(Error::conflict)) {
+        sink.marker(&format!("not started: {}", e.message), clock::now());
+        drop(output);
+        abandon(child);
+        return Err(fail(e));
+    }
+    say(&format!("ok {pid}"));
+    loop {
+        sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), clock::now());
         let status = pump(&mut sink, output, child)
             .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
         let death = Death::of(pid, status, clock::now());
@@ -790,32 +788,110 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
             &format!("run {run} exited (pid {pid}): {}", death.how()),
             death.at,
         );
-        let mut next =
-            crate::ops::revive::after_death(store, cell, agent, &me, Some(&death), launch)?;
-        loop {
-            use crate::ops::revive::Next;
-            match next {
-                Next::Restart(r) => {
-                    stop_leftovers(agent, r.agent.pgid, r.grace)?;
-                    on_file = r.agent.clone();
-                    restart = Some(*r);
-                    break;
+        // Decide, spawn, commit; again after a wait, or when the file changed under a plan.
+        let supervised = revive::Supervised {
+            store,
+            cell,
+            agent,
+            me: &me,
+            launch,
+        };
+        let mut dead = Some(&death);
+        let restarted = loop {
+            let Some(plan) = revive::plan(&supervised, dead)? else {
+                return Ok(());
+            };
+            let mut spawned = None;
+            let mut refused = None;
+            if let Some(r) = plan.restart() {
+                stop_leftovers(agent, r.agent.pgid, r.grace)?;
+                match runner.spawn(&r.agent) {
+                    Ok((c, o)) => {
+                        let new_pid = c.id() as i32;
+                        spawned = Some((
+                            c,
+                            o,
+                            new_pid,
+                            process::start_time(new_pid),
+                            clock::now(),
+                            r.agent.command.clone(),
+                        ));
+                    }
+                    Err(NotStarted::Refused(e)) => refused = Some(e.message),
+                    Err(NotStarted::Failed(reason)) => {
+                        sink.marker(&format!("cannot start: {reason}"), clock::now());
+                        refused = Some(reason);
+                    }
                 }
-                Next::Wait(until) => {
+            }
+            let new_run = spawned
+                .as_ref()
+                .map(|(_, _, pid, start_time, at, argv)| NewRun {
+                    pid: *pid,
+                    start_time: *start_time,
+                    at: *at,
+                    argv,
+                });
+            let spawn = match (&new_run, &refused) {
+                (Some(run), _) => Spawn::Ran(run),
+                (None, Some(reason)) => Spawn::Failed(reason),
+                (None, None) => Spawn::NotTried,
+            };
+            let outcome = revive::commit(&supervised, dead, Some(&plan), &spawn);
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    if let Some((c, o, ..)) = spawned {
+                        drop(o);
+                        abandon(c);
+                    }
+                    return Err(e);
+                }
+            };
+            if let Outcome::Restarted(number) = outcome {
+                if let Some(s) = spawned {
+                    break (s, number);
+                }
+                return Ok(());
+            }
+            if let Some((c, o, ..)) = spawned {
+                // The restart no longer stands: its process is not wanted.
+                sink.marker(
+                    "not started: the agent was stopped or changed before its restart was recorded",
+                    clock::now(),
+                );
+                drop(o);
+                abandon(c);
+            }
+            if let Some(reason) = refused {
+                return Err(Error::failure(format!(
+                    "cannot restart agent {agent}: {reason}"
+                )));
+            }
+            match outcome {
+                Outcome::Again => {}
+                Outcome::Next(Next::Wait(until)) => {
                     if !wait_turn(store, cell, agent, &me, until) {
                         return Ok(());
                     }
-                    next = crate::ops::revive::after_death(store, cell, agent, &me, None, launch)?;
+                    dead = None;
                 }
-                Next::Done => return Ok(()),
+                Outcome::Next(_) | Outcome::Restarted(_) => return Ok(()),
             }
-        }
+        };
+        let ((c, o, new_pid, _, _, new_argv), number) = restarted;
+        child = c;
+        output = o;
+        pid = new_pid;
+        run = number;
+        argv = new_argv;
     }
 }
 
-/// Reaps a child that was stopped.
-fn reap(mut child: std::process::Child) -> std::io::Result<std::process::ExitStatus> {
-    child.wait()
+/// Stops a child this supervisor spawned but may not keep, and reaps it.
+fn abandon(mut child: std::process::Child) {
+    let _ = process::stop_group(child.id() as i32, Duration::from_secs(1));
+    let _ = child.wait();
 }
 
 /// Waits until `until` for a restart this supervisor decided to delay (backoff, cooldown),

@@ -867,7 +867,8 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart) -> Result<Applied> {
     }
 }
 
-/// What an agent's supervisor does next after its agent died ([`after_death`]).
+/// What an agent's supervisor does next after its agent died ([`plan`], [`commit`]).
+#[derive(Debug, Clone)]
 pub enum Next {
     /// Start it again at once, here.
     Restart(Box<Restarting>),
@@ -878,22 +879,17 @@ pub enum Next {
 }
 
 /// A restart the supervisor carries out in place.
+#[derive(Debug, Clone)]
 pub struct Restarting {
-    /// The agent file as committed with the death and the restart.
+    /// The agent's view with the death and the restart written down: what to start.
     pub agent: Agent,
     /// How long leftovers of its last process group get to stop (`stop_grace`).
     pub grace: std::time::Duration,
     restart: Restart,
 }
 
-impl Restarting {
-    /// The `agent.revived` event, recorded with the new process.
-    pub fn revived_event(&self, agent: &str, pid: i32) -> NewEvent {
-        self.restart.revived_event(agent, pid)
-    }
-}
-
-/// What one transaction of the supervisor decides.
+/// What one look of the supervisor decides.
+#[derive(Debug, Clone)]
 enum InPlace {
     Next(Next),
     /// A decision with effects beyond the agent file (idle, failed and its hook, a request,
@@ -901,69 +897,184 @@ enum InPlace {
     Pass,
 }
 
-/// The supervisor's turn after its agent died (`death`), or after a wait it decided
-/// (`None`): in ONE transaction the death is recorded and the revival rules
-/// ([`ops::decide`], as a pass would apply them: the death noted, the checkpoint and task
-/// looked up, the backoff written down, the restart counted) decide; a restart or a wait
-/// keeps the file naming this supervisor. Decisions with other effects are applied by
-/// this agent's revive pass ([`pass_cell`]), exactly as the watch applies them.
-pub fn after_death(
-    store: &dyn Store,
-    cell: &str,
-    agent: &str,
-    me: &supervisor::Supervisor,
+/// What the supervisor's look at its dead agent decided, before anything is written: the
+/// file as read, the agent's view with the death recorded and the rules' steps applied,
+/// and the decision.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    read: Doc,
+    view: Agent,
+    exited: Option<NewEvent>,
+    decided: InPlace,
+}
+
+impl Plan {
+    /// The restart it decided on, if it did.
+    pub fn restart(&self) -> Option<&Restarting> {
+        match &self.decided {
+            InPlace::Next(Next::Restart(r)) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// The supervisor's look after its agent died (`death`), or after a wait it decided
+/// (`None`), from a plain read: the death recorded in the view and the revival rules
+/// ([`ops::decide`]) applied as a pass applies them (the death noted, the checkpoint and
+/// task looked up, the backoff written down, the restart counted). Nothing is written, so
+/// the replacement can be spawned before the one commit ([`commit`]). `None`: not this
+/// supervisor's agent any more (gone, another process recorded, taken over).
+pub fn plan(at: &Supervised<'_>, death: Option<&supervisor::Death>) -> Result<Option<Plan>> {
+    let Some(doc) = at.store.read(at.cell, FileKey::Agent(at.agent))? else {
+        return Ok(None);
+    };
+    look(at, death, doc, clock::now())
+}
+
+/// An agent and the supervisor that looks after it.
+pub struct Supervised<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// The cell.
+    pub cell: &'a str,
+    /// The agent.
+    pub agent: &'a str,
+    /// Its supervisor: this process.
+    pub me: &'a supervisor::Supervisor,
+    /// What the operator allowed it.
+    pub launch: &'a supervisor::Launch,
+}
+
+fn look(
+    at: &Supervised<'_>,
     death: Option<&supervisor::Death>,
-    launch: &supervisor::Launch,
-) -> Result<Next> {
+    doc: Doc,
+    now: DateTime<Utc>,
+) -> Result<Option<Plan>> {
+    let (store, cell, agent, me) = (at.store, at.cell, at.agent, at.me);
+    let mut a = Agent::from_doc(&doc)?;
+    let exited = match death {
+        Some(d) => match supervisor::record_death(&mut a, agent, d) {
+            Some(event) => Some(event),
+            None => return Ok(None),
+        },
+        None if !me.owns(&a) || a.pid.is_some() => return Ok(None),
+        None => None,
+    };
+    let mut decided = decide_in_place(store, cell, agent, &mut a, now)?;
+    match &decided {
+        InPlace::Next(Next::Restart(_) | Next::Wait(_)) => me.claim(&mut a),
+        // Nobody restarts it here: the file names no supervisor.
+        _ if me.owns(&a) => {
+            a.supervisor_pid = None;
+            a.supervisor_start_time = None;
+        }
+        _ => {}
+    }
+    if let InPlace::Next(Next::Restart(r)) = &mut decided {
+        r.agent = a.clone();
+    }
+    Ok(Some(Plan {
+        read: doc,
+        view: a,
+        exited,
+        decided,
+    }))
+}
+
+/// What the supervisor did about a planned restart before committing.
+pub enum Spawn<'a> {
+    /// No restart was planned, nothing was spawned.
+    NotTried,
+    /// The replacement runs.
+    Ran(&'a supervisor::NewRun<'a>),
+    /// It could not be run, for this reason.
+    Failed(&'a str),
+}
+
+/// What the commit recorded.
+pub enum Outcome {
+    /// The death, the restart and the new process (run number given), with `agent.exited`,
+    /// `agent.started` and `agent.revived`, in one commit.
+    Restarted(u64),
+    /// The death and the decision; a process spawned for a restart must be stopped, since
+    /// the file changed under the plan and the restart no longer stands.
+    Next(Next),
+    /// The file changed under the plan and now wants a restart nothing was spawned for:
+    /// nothing was written; plan again.
+    Again,
+}
+
+/// Records the supervisor's [`plan`] in ONE transaction: the death, the rules' steps and,
+/// when it restarted the agent, the restart and the new process. The transaction looks
+/// again when the agent file changed since the plan, so a stop or a pause committed
+/// meanwhile wins (then [`Outcome::Next`] says the spawned process is not wanted).
+/// Decisions with effects beyond the file are then applied by this agent's revive pass
+/// ([`pass_cell`]), exactly as the watch applies them.
+pub fn commit(
+    at: &Supervised<'_>,
+    death: Option<&supervisor::Death>,
+    planned: Option<&Plan>,
+    spawn: &Spawn<'_>,
+) -> Result<Outcome> {
+    let (store, cell, agent, me) = (at.store, at.cell, at.agent, at.me);
     let now = clock::now();
-    let decided = store::transact(store, cell, now, |txn| {
+    let outcome = store::transact(store, cell, now, |txn| {
         let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
-            return Ok(InPlace::Next(Next::Done));
+            return Ok(Some(Outcome::Next(Next::Done)));
         };
-        let mut a = Agent::from_doc(&doc)?;
-        let mut exited = None;
-        match death {
-            Some(d) => match supervisor::record_death(&mut a, agent, d) {
-                Some(event) => exited = Some(event),
-                None => return Ok(InPlace::Next(Next::Done)),
+        let plan = match planned {
+            Some(p) if p.read == doc => p.clone(),
+            _ => match look(at, death, doc.clone(), now)? {
+                Some(p) => p,
+                None => return Ok(Some(Outcome::Next(Next::Done))),
             },
-            None if !me.owns(&a) || a.pid.is_some() => return Ok(InPlace::Next(Next::Done)),
-            None => {}
-        }
-        let decided = decide_in_place(store, cell, agent, &mut a, now)?;
-        match &decided {
-            InPlace::Next(Next::Restart(_) | Next::Wait(_)) => me.claim(&mut a),
-            // Nobody restarts it here: the file names no supervisor.
-            _ if me.owns(&a) => {
-                a.supervisor_pid = None;
-                a.supervisor_start_time = None;
-            }
-            _ => {}
-        }
-        let decided = match decided {
-            InPlace::Next(Next::Restart(mut r)) => {
-                r.agent = a.clone();
-                InPlace::Next(Next::Restart(r))
-            }
-            other => other,
         };
-        a.write_into(&mut doc);
+        let Plan {
+            mut view,
+            exited,
+            decided,
+            ..
+        } = plan;
+        let mut events: Vec<NewEvent> = exited.into_iter().collect();
+        let mut write: fn(&Agent, &mut Doc) = Agent::write_into;
+        let outcome = match (decided, spawn) {
+            (InPlace::Next(Next::Restart(r)), Spawn::Ran(run)) => {
+                let number = supervisor::record_start(&mut view, agent, me, run, &mut events);
+                events.push(r.restart.revived_event(agent, run.pid));
+                write = Agent::write_start_into;
+                Some(Outcome::Restarted(number))
+            }
+            (InPlace::Next(Next::Restart(_)), Spawn::Failed(reason)) => {
+                // As a pass records a restart that could not start: counted, not in flight.
+                view.revival = None;
+                view.exit = Some(supervisor::not_run(reason, now));
+                view.supervisor_pid = None;
+                view.supervisor_start_time = None;
+                events.push(revive_failed(agent, reason));
+                Some(Outcome::Next(Next::Done))
+            }
+            (InPlace::Next(Next::Restart(_)), Spawn::NotTried) => return Ok(Some(Outcome::Again)),
+            (InPlace::Next(next), _) => Some(Outcome::Next(next)),
+            (InPlace::Pass, _) => None,
+        };
+        write(&view, &mut doc);
         txn.put(FileKey::Agent(agent), doc);
-        if let Some(event) = exited {
-            txn.event(event);
+        for e in events {
+            txn.event(e);
         }
-        Ok(decided)
+        Ok(outcome)
     })?;
-    match decided {
-        InPlace::Next(next) => Ok(next),
-        InPlace::Pass => {
+    match outcome {
+        Some(outcome) => Ok(outcome),
+        None => {
             let opts = Options {
                 dry_run: false,
                 agent: Some(agent.to_string()),
-                launch: *launch,
+                launch: *at.launch,
             };
             pass_cell(store, cell, &opts, clock::now())?;
-            Ok(Next::Done)
+            Ok(Outcome::Next(Next::Done))
         }
     }
 }
@@ -1027,40 +1138,6 @@ fn decide_in_place(
     Err(Error::failure(format!(
         "the revival of agent {agent} did not settle in {MAX_STEPS} steps"
     )))
-}
-
-/// Records that the supervisor could not start the restart it decided (`exit`: the command
-/// could not be run), as a pass records a failed restart; the file names no supervisor
-/// after it, so the next pass tries again.
-pub fn restart_failed(
-    store: &dyn Store,
-    cell: &str,
-    agent: &str,
-    me: &supervisor::Supervisor,
-    exit: Option<crate::model::Exit>,
-    reason: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    store::update_agent_with(
-        store,
-        cell,
-        agent,
-        now,
-        vec![revive_failed(agent, reason)],
-        &mut |d| {
-            Agent::edit(d, |a| {
-                a.revival = None;
-                if let Some(exit) = &exit {
-                    a.exit = Some(exit.clone());
-                }
-                if me.owns(a) {
-                    a.supervisor_pid = None;
-                    a.supervisor_start_time = None;
-                }
-            })
-        },
-    )?;
-    Ok(())
 }
 
 /// Starts an agent that is meant to run and has not been started since it was made
