@@ -403,11 +403,14 @@ class Sample:
 
 
 def time_revival(lst: pe.Listener, victim: int, root: int, depth: int,
-                 watch_for: dict[int, str], limit_s: float) -> Sample:
+                 watch_for: dict[int, str], limit_s: float,
+                 parent: Optional[int] = None) -> Sample:
     """SIGKILL `victim`; the replacement is the first process `depth` levels under `root`
-    that execs. `watch_for` names pids whose exit is a phase (e.g. the old supervisor)."""
+    that execs, or (when `parent` is given) the first child of `parent` that execs: pas's
+    supervisor restarts its agent itself, the watch only when the supervisor is gone.
+    `watch_for` names pids whose exit is a phase (e.g. the old supervisor)."""
     lst.drain()
-    tree = pe.Tree({root})
+    tree = pe.Tree({root} | ({parent} if parent else set()))
     phases: dict[str, float] = {}
     t0 = time.monotonic_ns()
     os.kill(victim, signal.SIGKILL)
@@ -431,7 +434,7 @@ def time_revival(lst: pe.Listener, victim: int, root: int, depth: int,
                 phases.setdefault(f"fork{d}", rel)
         elif ev.what == pe.EXEC:
             d = tree.depth_under(ev.pid, root)
-            if d == depth:
+            if d == depth or (parent and tree.depth_under(ev.pid, parent) == 1):
                 return Sample(rel, phases)
             if d is not None:
                 phases.setdefault(f"exec{d}", rel)
@@ -494,7 +497,8 @@ def measure_revival(ctx: Ctx) -> Section:
             if not victim:
                 raise BenchError(f"{name}: no running service to kill")
             if name == "pas":
-                s = time_revival(lst, victim, t.top, 2, {sup: "old supervisor exited"}, 30)
+                s = time_revival(lst, victim, t.top, 2, {sup: "old supervisor exited"}, 30,
+                                 parent=sup)
                 wait_until(lambda: t.service_pid(svc_name) not in (0, victim)
                            and comm(t.service_pid(svc_name)) == "sleep", 10,
                            "pas to record the new pid")
@@ -528,7 +532,7 @@ def measure_revival(ctx: Ctx) -> Section:
             victim = pas_tree.service_pid(agent, dcell)
             sup = pas_tree.supervisor_of(agent, dcell)
             defaults.append(time_revival(lst, victim, pas_tree.top, 2,
-                                         {sup: "old supervisor exited"}, 60))
+                                         {sup: "old supervisor exited"}, 60, parent=sup))
         log(f"pas defaults: " + ", ".join(fmt_time(s.total) for s in defaults))
 
         # System calls of one revival, each tree under strace (slow: counts only).
@@ -616,9 +620,12 @@ def measure_revival(ctx: Ctx) -> Section:
     sec.body += [
         "",
         "*dead*: the killed process's exit; *forkN* / *execN*: the first fork / exec N "
-        "levels under the tool's top process (for pas the watch: 1 is the new "
-        "`pas __supervise`, 2 the agent; for s6 and runit the service's own supervisor: "
-        "1 is `./finish` (s6 forks it even when there is none) and then the new `./run`).",
+        "levels under the tool's top process (for pas the watch: 1 is a new "
+        "`pas __supervise`, 2 the agent, the path of a pas whose supervisors do not "
+        "restart in place or of an orphan; a pas supervisor that restarts its agent in "
+        "place forks it as its own child, which is the replacement; for s6 and runit the "
+        "service's own supervisor: 1 is `./finish` (s6 forks it even when there is none) "
+        "and then the new `./run`).",
         "",
     ]
     checks = []
@@ -687,7 +694,7 @@ def strace_revival(ctx: Ctx, t: Tree, base: Path, lst: pe.Listener) -> list[str]
     try:
         time.sleep(1.3)  # attached, and past s6's and runit's once-a-second rule
         if t.name == "pas":
-            time_revival(lst, victim, t.top, 2, {}, 60)
+            time_revival(lst, victim, t.top, 2, {}, 60, parent=sup)
         else:
             time_revival(lst, victim, sup, 1, {}, 60)
         time.sleep(0.3)

@@ -17,7 +17,11 @@ fn counting_agent(root: &Root) -> String {
         r#"i=0; while [ "$i" -lt "$COUNT" ]; do echo "line $i of a run that writes a lot"; i=$((i+1)); done; exit 3"#,
     );
     root.ok(&["agent", "add", &cell, "a1", "--", &script]);
-    root.policies(&cell, json!({"log_max_bytes": 1000, "log_keep": 2}));
+    // One run per start: its supervisor files a revival request instead of restarting it.
+    root.policies(
+        &cell,
+        json!({"log_max_bytes": 1000, "log_keep": 2, "auto_revive": "ask"}),
+    );
     cell
 }
 
@@ -155,7 +159,10 @@ fn logs_are_stamped_marked_rotated_tailed_and_followed() {
     assert!(followed[0].contains("-- run 1 exited"), "{followed:?}");
     followed.clear();
     // Six rotations in a blink: kept long enough for the follower, which polls every 200 ms.
-    root.policies(&cell, json!({"log_max_bytes": 1000, "log_keep": 20}));
+    root.policies(
+        &cell,
+        json!({"log_max_bytes": 1000, "log_keep": 20, "auto_revive": "ask"}),
+    );
     run_once(&root, &cell, 100, 2);
     wait_until(15.0, "the follower to see run 2 end", || {
         followed.extend(rx.try_iter());
