@@ -36,10 +36,18 @@ fn run_once(root: &Root, cell: &str, count: u32, run: u64) {
         &format!("COUNT={count}"),
     ]);
     root.ok(&["agent", "start", cell, "a1"]);
+    let supervisor = root.agent(cell, "a1")["supervisor_pid"].as_i64().unwrap();
     wait_until(15.0, "the run's end", || {
         let a = root.agent(cell, "a1");
         // The end of an earlier run stays recorded until this one's replaces it.
         a["runs"] == run && a["pid"].is_null() && a["exit"]["code"] == 3
+    });
+    // Its supervisor applies the rules after recording the end (a revival request): done
+    // once it is gone.
+    wait_until(15.0, "its supervisor to end", || {
+        std::fs::read_to_string(format!("/proc/{supervisor}/stat")).map_or(true, |s| {
+            s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+        })
     });
 }
 
