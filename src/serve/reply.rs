@@ -228,8 +228,9 @@ pub async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     response
 }
 
-/// Whether the request carries the token: `Authorization: Bearer <token>`. A mismatch
-/// reads the token file again, so `pas serve token --rotate` takes effect at once.
+/// Whether the request carries the token: `Authorization: Bearer <token>`. The token file
+/// is looked at (a stat) on each such request and read again when it changed, so `pas
+/// serve token --rotate` takes effect at once and the old token is refused.
 async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -250,22 +251,25 @@ async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError>
             ),
         ));
     };
-    if same(given, &current_token(app)) {
+    let version = app.store.serve_token_version();
+    let cached = app.token.read().map(|t| t.clone()).ok();
+    let token = match cached {
+        Some((token, seen)) if seen == version => token,
+        _ => {
+            let app2 = Arc::clone(app);
+            let fresh = tokio::task::spawn_blocking(move || app2.store().serve_token(false))
+                .await
+                .map_err(|e| Error::failure(format!("cannot read the token: {e}")))?
+                .map_err(ApiError::from)?
+                .0;
+            if let Ok(mut cached) = app.token.write() {
+                *cached = (fresh.clone(), app.store.serve_token_version());
+            }
+            fresh
+        }
+    };
+    if same(given, &token) {
         return Ok(());
-    }
-    let app2 = Arc::clone(app);
-    let fresh = tokio::task::spawn_blocking(move || app2.store().serve_token(false))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    if let Some((token, _)) = fresh {
-        let matches = same(given, &token);
-        if let Ok(mut cached) = app.token.write() {
-            *cached = token;
-        }
-        if matches {
-            return Ok(());
-        }
     }
     Err(with_status(
         StatusCode::UNAUTHORIZED,
@@ -273,10 +277,6 @@ async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError>
         "the bearer token is wrong".into(),
         "`pas serve token` prints the current one",
     ))
-}
-
-fn current_token(app: &App) -> String {
-    app.token.read().map(|t| t.clone()).unwrap_or_default()
 }
 
 /// Compares in time independent of where the strings differ.

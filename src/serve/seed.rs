@@ -102,8 +102,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ains/agents/{id}/heartbeat", post(ains_heartbeat))
         .route("/ains/agents/{id}/tasks", get(ains_poll).post(ains_poll))
         .route("/ains/tasks", post(ains_add_task))
-        .route("/ains/tasks/{task}/complete", post(ains_complete))
-        .route("/ains/tasks/{task}/fail", post(ains_fail))
+        .route("/ains/tasks/{task}/{end}", post(ains_task_end))
         // Prometheus
         .route("/metrics", get(metrics))
 }
@@ -917,38 +916,29 @@ async fn ains_add_task(
     cli(&app, acting(&headers)?, args).await
 }
 
-/// `POST /ains/tasks/{task}/complete`: `{"agent_id"}`, as `pas task done CELL TASK --as AGENT`.
-async fn ains_complete(
+/// `POST /ains/tasks/{task}/complete` (`{"agent_id"}`, as `pas task done CELL TASK --as
+/// AGENT`) and `POST /ains/tasks/{task}/fail` (`{"agent_id", "reason"}`, as `pas task fail`).
+async fn ains_task_end(
     AxState(app): AxState<Arc<App>>,
     headers: HeaderMap,
-    Path(task): Path<String>,
+    Path((task, end)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    task_end(&app, &headers, &task, body, "done").await
-}
-
-/// `POST /ains/tasks/{task}/fail`: `{"agent_id", "reason"}`, as `pas task fail`.
-async fn ains_fail(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    Path(task): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    task_end(&app, &headers, &task, body, "fail").await
-}
-
-async fn task_end(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    task: &str,
-    body: Result<Bytes, BytesRejection>,
-    how: &str,
-) -> Reply {
-    check_id(IdKind::Task, task)?;
+    let (app, headers) = (&app, &headers);
+    let how = match end.as_str() {
+        "complete" => "done",
+        "fail" => "fail",
+        other => {
+            return Err(Error::not_found(format!("no task ending {other:?}"))
+                .hint("end a task with complete or fail")
+                .into())
+        }
+    };
+    check_id(IdKind::Task, &task)?;
     let body = reply::body_object(body)?;
     let agent = id_field(&body, "agent_id", IdKind::Agent)?;
     let cell = cell(app, headers).await?;
-    let mut args = vec!["task".to_string(), how.into(), cell, task.to_string()];
+    let mut args = vec!["task".to_string(), how.into(), cell, task];
     if how == "fail" {
         let reason = body
             .get("reason")
