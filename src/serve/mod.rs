@@ -199,7 +199,8 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let service = router.clone().map_request(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            move |req: axum::extract::Request<hyper::body::Incoming>| {
+                let mut req = reply::route_cell_prefix(req);
                 req.extensions_mut().insert(reply::Peer(peer));
                 req
             },

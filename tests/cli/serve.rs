@@ -620,6 +620,24 @@ fn the_monitor_marks_a_silent_service_down_then_deregisters_it() {
     assert!(kinds.contains(&"removed".to_string()), "{alerts}");
     let stats = server.ok("GET", "/stats", None);
     assert_eq!(stats["deregistered"], 1, "{stats}");
+    // With two cells a request names its own: header, path prefix, or neither (refused).
+    let other = root.cell("other");
+    refused(server.call("GET", "/services", None), 400, 2, "names none");
+    let prefixed = format!("/cells/{other}/register");
+    server.ok(
+        "POST",
+        &prefixed,
+        Some(&json!({"service_id": "elsewhere", "name": "elsewhere"})),
+    );
+    assert_eq!(root.agent(&other, "elsewhere")["name"], "elsewhere");
+    let (_, listed) = http(
+        server.port,
+        "GET",
+        "/services",
+        &[("X-Pas-Cell", "other")],
+        None,
+    );
+    assert!(listed.contains("\"elsewhere\""), "{listed}");
 }
 
 #[test]
