@@ -42,4 +42,4 @@ mod templates;
 mod tui;
 mod units;
 
-pub use cli::run;
+pub use cli::{run, run_server};

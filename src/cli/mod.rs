@@ -213,10 +213,27 @@ pub struct Ctx {
     pub acting: Option<String>,
     /// What the operator allowed agents started by this command.
     pub launch: crate::ops::supervisor::Launch,
+    /// The HTTP server, in the `pas-serve` binary only (see [`run_server`]).
+    pub server: Option<Server>,
 }
 
+/// Starts the HTTP server: `crate::serve::run`, linked into `pas-serve` only.
+pub type Server = fn(crate::serve::Options<'_>) -> Result<()>;
+
 /// Parses the command line, runs the command, and returns the process's exit status.
+/// `pas serve` is handed to the `pas-serve` program next to this one, so the HTTP server
+/// (tokio, axum) is not even loaded by the short commands.
 pub fn run() -> ExitCode {
+    run_with(None)
+}
+
+/// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
+/// executes with the same arguments.
+pub fn run_server() -> ExitCode {
+    run_with(Some(crate::serve::run))
+}
+
+fn run_with(server: Option<Server>) -> ExitCode {
     complete::answer_if_asked();
     let cli = match parse_args() {
         Ok(cli) => cli,
@@ -280,6 +297,7 @@ pub fn run() -> ExitCode {
         out,
         acting,
         launch,
+        server,
     };
     match dispatch(&ctx, cli.command) {
         Ok(()) => match ctx.out.output_error() {
@@ -427,7 +445,9 @@ pub(crate) fn run_captured_text(
     run_in_process(store, None, launch, args, false)
 }
 
-fn run_in_process(
+/// Runs one command in this process (as `pas [--json] ARGS...`) and returns what it
+/// printed on stdout, as [`run_captured`] does without parsing it.
+pub(crate) fn run_in_process(
     store: FsStore,
     acting: Option<String>,
     launch: crate::ops::supervisor::Launch,
@@ -467,6 +487,7 @@ fn run_in_process(
         out: Printer::capture(json),
         acting,
         launch,
+        server: None,
     };
     if let Err(e) = dispatch(&ctx, cli.command) {
         return Err(with_outcome(e, crate::store::Store::commits(&ctx.store)));

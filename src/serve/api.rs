@@ -8,6 +8,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use serde_json::{json, Value};
@@ -67,14 +68,22 @@ pub async fn cli(app: &Arc<App>, as_agent: Option<String>, args: Vec<String>) ->
     ok(run_cli(app, as_agent, args).await?)
 }
 
-/// `GET /api/status`: `pas status --all --json`.
+/// `GET /api/status`: `pas status --all --json`, its text passed on as it was printed
+/// (the CLI writes it cell by cell; not parsing it again keeps a big fleet's answer at
+/// the size of its text).
 async fn status(State(app): State<Arc<App>>, headers: HeaderMap) -> Reply {
-    cli(
-        &app,
-        acting(&headers)?,
-        vec!["status".into(), "--all".into()],
+    let as_agent = acting(&headers)?;
+    let store = app.store();
+    let launch = app.launch;
+    let text = blocking(move || {
+        crate::cli::run_in_process(store, as_agent, launch, &["status", "--all"], true)
+    })
+    .await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
     )
-    .await
+        .into_response())
 }
 
 /// Checks the ids of a path before anything is built from them.

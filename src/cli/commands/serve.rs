@@ -1,5 +1,7 @@
 //! `pas serve`: the HTTP server (see `crate::serve` and docs/http.md). This file only reads
-//! the options; tokio and axum start inside `crate::serve`, so no other command pays for them.
+//! the options. The server itself is linked into the `pas-serve` program only, which `pas
+//! serve` executes with the same arguments: the `pas` binary carries no tokio or axum, so
+//! no other command pays for them, not even in page faults at start.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -7,6 +9,9 @@ use serde_json::json;
 use crate::cli::Ctx;
 use crate::error::{Error, Result};
 use crate::ops::cell;
+
+/// The program that runs the server, installed next to `pas`.
+pub const SERVER_PROGRAM: &str = "pas-serve";
 
 /// The address `pas serve` listens on when no --listen is given: loopback, on the port
 /// the seed planned for its dashboard (HMI, 6101).
@@ -87,8 +92,12 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         addrs.push(addr);
     }
     let default_cell = cell.map(|q| cell::resolve(&ctx.store, &q)).transpose()?;
+    let Some(serve) = ctx.server else {
+        // Checked above first, so a bad address or cell is refused by `pas` itself.
+        return crate::process::exec_sibling(SERVER_PROGRAM);
+    };
     let (token, token_path) = ctx.store.serve_token(rotate_token)?;
-    crate::serve::run(crate::serve::Options {
+    serve(crate::serve::Options {
         store: ctx.store.fresh(),
         addrs,
         default_cell,
