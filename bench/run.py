@@ -31,6 +31,7 @@ import fixtures  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 import scenarios  # noqa: E402
+import serve  # noqa: E402
 from proc import ENV, BenchError  # noqa: E402
 
 REPO = HERE.parent
@@ -66,7 +67,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run only the measurements whose names contain one of these "
                    "comma-separated words (e.g. revival,claims; names: "
                    + ", ".join(f.__name__.replace("measure_", "") for f in
-                               scenarios.SCENARIOS + peers.SCENARIOS) + ")")
+                               scenarios.SCENARIOS + serve.SCENARIOS + peers.SCENARIOS) + ")")
     a = p.parse_args(argv)
     if a.sizes:
         try:
@@ -144,7 +145,7 @@ def main(argv: list[str]) -> int:
         t_fixtures = time.perf_counter() - t0
 
         ctx = scenarios.Ctx(repo=REPO, pas=pas, roots=roots, quick=args.quick, tmp=tmp)
-        todo = scenarios.SCENARIOS + ([] if args.no_peers else peers.SCENARIOS)
+        todo = scenarios.SCENARIOS + serve.SCENARIOS + ([] if args.no_peers else peers.SCENARIOS)
         if args.only:
             words = [w.strip() for w in args.only.split(",") if w.strip()]
             todo = [m for m in todo if any(w in m.__name__ for w in words)]

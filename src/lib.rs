@@ -37,8 +37,9 @@ mod config;
 mod ops;
 mod output;
 mod process;
+mod serve;
 mod templates;
 mod tui;
 mod units;
 
-pub use cli::run;
+pub use cli::{run, run_server};

@@ -136,6 +136,27 @@ pub fn stop_group(pgid: i32, grace: Duration) -> io::Result<StopOutcome> {
     Ok(StopOutcome::Killed)
 }
 
+/// Replaces this process with `program` from the directory of the running executable,
+/// given this process's own arguments (`pas serve ...` becomes `pas-serve serve ...`).
+/// Returns only when it cannot.
+pub fn exec_sibling(program: &str) -> crate::error::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().map_err(|e| {
+        crate::error::Error::failure(format!("cannot find the pas executable: {e}"))
+    })?;
+    let path = me.with_file_name(program);
+    let err = std::process::Command::new(&path)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Err(crate::error::Error::failure(format!(
+        "cannot run {}: {err}",
+        path.display()
+    ))
+    .hint(format!(
+        "`pas serve` runs the {program} program installed next to pas; install both (cargo install --path . does)"
+    )))
+}
+
 /// Collects exited children so they do not linger as zombies (for long-running commands).
 pub fn reap_children() {
     while let Ok(Some(_)) = rproc::waitpid(None, rproc::WaitOptions::NOHANG) {}

@@ -7,8 +7,11 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, logs, man, policy, revive, status, task, top, validate,
+    agent, budget, cell, checkpoint, events, logs, man, policy, revive, serve, status, task, top,
+    validate,
 };
+
+pub(crate) use commands::events::parse_since;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -170,6 +173,14 @@ pub enum Command {
     ///
     /// Example: pas demo
     Demo,
+    /// Serve the root over HTTP: the dashboard, a JSON API, the seed's registry, monitor,
+    /// resource manager, token governor and AINS endpoints, events as server-sent events.
+    ///
+    /// Listens on 127.0.0.1:6101 unless --listen says otherwise; writes need the bearer
+    /// token kept in ROOT/.pas/serve-token (`pas serve token` prints it). See docs/http.md.
+    ///
+    /// Example: pas serve --listen 127.0.0.1:6101 --cell 3f2a
+    Serve(serve::ServeArgs),
     /// Print the script that gives a shell Tab-completion of commands, flags, cells and agents.
     ///
     /// Example: source <(pas completions bash)
@@ -202,13 +213,30 @@ pub struct Ctx {
     pub acting: Option<String>,
     /// What the operator allowed agents started by this command.
     pub launch: crate::ops::supervisor::Launch,
+    /// The HTTP server, in the `pas-serve` binary only (see [`run_server`]).
+    pub server: Option<Server>,
 }
 
+/// Starts the HTTP server: `crate::serve::run`, linked into `pas-serve` only.
+pub type Server = fn(crate::serve::Options<'_>) -> Result<()>;
+
 /// Parses the command line, runs the command, and returns the process's exit status.
+/// `pas serve` is handed to the `pas-serve` program next to this one, so the HTTP server
+/// (tokio, axum) is not even loaded by the short commands.
 pub fn run() -> ExitCode {
     if let Some(code) = supervise_if_asked() {
         return code;
     }
+    run_with(None)
+}
+
+/// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
+/// executes with the same arguments.
+pub fn run_server() -> ExitCode {
+    run_with(Some(crate::serve::run))
+}
+
+fn run_with(server: Option<Server>) -> ExitCode {
     complete::answer_if_asked();
     let cli = match parse_args() {
         Ok(cli) => cli,
@@ -272,6 +300,7 @@ pub fn run() -> ExitCode {
         out,
         acting,
         launch,
+        server,
     };
     match dispatch(&ctx, cli.command) {
         Ok(()) => match ctx.out.output_error() {
@@ -358,6 +387,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Completions(a) => complete::run(ctx, a),
         Command::Man(a) => man::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
+        Command::Serve(a) => serve::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::ops::supervisor::supervise(&ctx.store, &cell, &agent, &ctx.launch)
         }
@@ -419,6 +449,10 @@ fn no_json_form(command: &Command) -> Option<Error> {
             "top",
             "it is a full-screen view; poll `pas status --json` from a script",
         ),
+        Command::Serve(serve::ServeArgs { command: None, .. }) => (
+            "serve",
+            "it is a server; its API answers in JSON (docs/http.md)",
+        ),
         Command::Demo => (
             "demo",
             "it narrates for people; explore its root with `pas --json status` afterwards",
@@ -431,6 +465,88 @@ fn no_json_form(command: &Command) -> Option<Error> {
         ))
         .hint(instead),
     )
+}
+
+/// Runs one command in this process as `pas --json ARGS...` would, over `store` and as
+/// `acting`, and returns its JSON result (several JSON lines become an array, no output
+/// `null`). This is how `pas serve` makes an HTTP control do exactly what the CLI command
+/// does: the same parsing, checks, permissions, operations, events and result. Long-running
+/// commands (serve, watch, top, follow modes) are refused.
+pub(crate) fn run_captured(
+    store: FsStore,
+    acting: Option<String>,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+) -> Result<serde_json::Value> {
+    let text = run_in_process(store, acting, launch, args, true)?;
+    let mut docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::failure(format!("pas {} printed no JSON: {e}", args.join(" "))))?;
+    Ok(match docs.len() {
+        0 => serde_json::Value::Null,
+        1 => docs.remove(0),
+        _ => serde_json::Value::Array(docs),
+    })
+}
+
+/// [`run_captured`] for a command whose output is text (`pas metrics`), as an operator.
+pub(crate) fn run_captured_text(
+    store: FsStore,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+) -> Result<String> {
+    run_in_process(store, None, launch, args, false)
+}
+
+/// Runs one command in this process (as `pas [--json] ARGS...`) and returns what it
+/// printed on stdout, as [`run_captured`] does without parsing it.
+pub(crate) fn run_in_process(
+    store: FsStore,
+    acting: Option<String>,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+    json: bool,
+) -> Result<String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let argv = ["pas"]
+        .into_iter()
+        .chain(json.then_some("--json"))
+        .chain(args.iter().copied());
+    let cli = command
+        .try_get_matches_from_mut(argv)
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
+        .map_err(|e| Error::usage(e.kind().to_string()))?;
+    if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Watch(_)
+            | Command::Top(_)
+            | Command::Demo
+            | Command::Supervise(_)
+            | Command::Man(_)
+            | Command::Completions(_)
+    ) || args
+        .iter()
+        .any(|a| matches!(*a, "--follow" | "-f" | "--watch"))
+    {
+        return Err(Error::usage(format!(
+            "`pas {}` cannot run inside the server",
+            args.first().copied().unwrap_or_default()
+        )));
+    }
+    let ctx = Ctx {
+        store,
+        out: Printer::capture(json),
+        acting,
+        launch,
+        server: None,
+    };
+    if let Err(e) = dispatch(&ctx, cli.command) {
+        return Err(with_outcome(e, crate::store::Store::commits(&ctx.store)));
+    }
+    Ok(ctx.out.take_captured())
 }
 
 /// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed
