@@ -16,6 +16,7 @@
   const DEBOUNCE_MS = 250;
   const EVENTS_KEPT = 100;
   const SHOWN_MAX = 300;
+  const HISTORY = "5m";
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, attrs, ...kids) => {
@@ -572,6 +573,7 @@
   // ---- the events stream --------------------------------------------------------------
 
   let lastEventId = null;
+  let streamed = false;
   let retryMs = 1000;
 
   function setConn(s, text) {
@@ -588,9 +590,13 @@
     try {
       const headers = { Accept: "text/event-stream" };
       if (lastEventId !== null) headers["Last-Event-ID"] = lastEventId;
-      const res = await fetch("events", { headers, cache: "no-store" });
+      // The first connection shows the last minutes too; a reconnection resumes after
+      // the last event seen.
+      const url = lastEventId === null && !streamed ? `events?since=${HISTORY}` : "events";
+      const res = await fetch(url, { headers, cache: "no-store" });
       if (!res.ok || !res.body) throw new Error(`events: ${res.status}`);
       setConn("live", "live");
+      streamed = true;
       retryMs = 1000;
       soon(0); // what happened while disconnected
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
