@@ -50,6 +50,21 @@ impl Kind {
             Kind::Verdict(code) => code,
         }
     }
+
+    /// The HTTP status `pas serve` answers this kind of error with (see `docs/http.md`):
+    /// the caller's mistakes are 4xx, the server's trouble 5xx.
+    pub(crate) fn http_status(self) -> u16 {
+        match self {
+            Kind::Usage => 400,
+            Kind::Denied => 403,
+            Kind::NotFound | Kind::Empty => 404,
+            Kind::Conflict => 409,
+            Kind::Data => 422,
+            Kind::Failure | Kind::Verdict(_) => 500,
+            Kind::Busy => 503,
+            Kind::Timeout => 504,
+        }
+    }
 }
 
 /// An error that knows its exit code and, where useful, how to fix it.
@@ -163,5 +178,24 @@ mod tests {
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());
         assert!(!codes.contains(&0));
+    }
+
+    #[test]
+    fn http_statuses_are_4xx_for_the_callers_mistakes_and_5xx_for_the_servers() {
+        let table = [
+            (Kind::Usage, 400),
+            (Kind::Denied, 403),
+            (Kind::NotFound, 404),
+            (Kind::Empty, 404),
+            (Kind::Conflict, 409),
+            (Kind::Data, 422),
+            (Kind::Failure, 500),
+            (Kind::Verdict(2), 500),
+            (Kind::Busy, 503),
+            (Kind::Timeout, 504),
+        ];
+        for (kind, status) in table {
+            assert_eq!(kind.http_status(), status, "{kind:?}");
+        }
     }
 }

@@ -37,6 +37,7 @@ mod config;
 mod ops;
 mod output;
 mod process;
+mod serve;
 mod templates;
 mod tui;
 mod units;

@@ -80,6 +80,8 @@ pub struct Printer {
     /// What the command changed, in words, for the message when its output is lost.
     changed: std::cell::RefCell<Option<String>>,
     progress: Progress,
+    /// When set, stdout text is kept here instead of written (see [`Printer::capture`]).
+    captured: Option<std::cell::RefCell<String>>,
 }
 
 /// The state of the transient progress line on stderr.
@@ -118,7 +120,26 @@ impl Printer {
             failed: std::cell::RefCell::new(None),
             changed: std::cell::RefCell::new(None),
             progress: Progress::default(),
+            captured: None,
         }
+    }
+
+    /// A `--json` printer that keeps what a command would print on stdout, for
+    /// [`Printer::take_captured`], and drops messages meant for a person on stderr: `pas
+    /// serve` runs commands in-process and answers with their JSON result.
+    pub fn capture() -> Printer {
+        Printer {
+            captured: Some(std::cell::RefCell::new(String::new())),
+            ..Printer::new(true, false, ColorChoice::Never)
+        }
+    }
+
+    /// What a capturing printer kept (empty for one that writes to stdout).
+    pub fn take_captured(&self) -> String {
+        self.captured
+            .as_ref()
+            .map(|c| std::mem::take(&mut *c.borrow_mut()))
+            .unwrap_or_default()
     }
 
     /// Whether `--json` was asked for.
@@ -192,6 +213,10 @@ impl Printer {
     }
 
     fn write_stdout(&self, text: &str) {
+        if let Some(captured) = &self.captured {
+            captured.borrow_mut().push_str(text);
+            return;
+        }
         self.progress_done();
         if self.closed.get() {
             return;
@@ -250,7 +275,7 @@ impl Printer {
 
     /// A message for the person on stderr (progress, warnings), left out with `--quiet`.
     pub fn note(&self, text: &str) {
-        if !self.quiet {
+        if !self.quiet && self.captured.is_none() {
             self.progress_done();
             eprintln!("{text}");
         }

@@ -7,8 +7,11 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, logs, man, policy, revive, status, task, top, validate,
+    agent, budget, cell, checkpoint, events, logs, man, policy, revive, serve, status, task, top,
+    validate,
 };
+
+pub(crate) use commands::events::parse_since;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -170,6 +173,14 @@ pub enum Command {
     ///
     /// Example: pas demo
     Demo,
+    /// Serve the root over HTTP: the dashboard, a JSON API, the seed's registry, monitor,
+    /// resource manager, token governor and AINS endpoints, events as server-sent events.
+    ///
+    /// Listens on 127.0.0.1:6101 unless --listen says otherwise; writes need the bearer
+    /// token kept in ROOT/.pas/serve-token (`pas serve token` prints it). See docs/http.md.
+    ///
+    /// Example: pas serve --listen 127.0.0.1:6101 --cell 3f2a
+    Serve(serve::ServeArgs),
     /// Print the script that gives a shell Tab-completion of commands, flags, cells and agents.
     ///
     /// Example: source <(pas completions bash)
@@ -304,6 +315,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Completions(a) => complete::run(ctx, a),
         Command::Man(a) => man::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
+        Command::Serve(a) => serve::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::ops::supervisor::supervise(&ctx.store, &cell, &agent, &ctx.launch)
         }
@@ -365,6 +377,10 @@ fn no_json_form(command: &Command) -> Option<Error> {
             "top",
             "it is a full-screen view; poll `pas status --json` from a script",
         ),
+        Command::Serve(serve::ServeArgs { command: None, .. }) => (
+            "serve",
+            "it is a server; its API answers in JSON (docs/http.md)",
+        ),
         Command::Demo => (
             "demo",
             "it narrates for people; explore its root with `pas --json status` afterwards",
@@ -377,6 +393,62 @@ fn no_json_form(command: &Command) -> Option<Error> {
         ))
         .hint(instead),
     )
+}
+
+/// Runs one command in this process as `pas --json ARGS...` would, over `store` and as
+/// `acting`, and returns its JSON result (several JSON lines become an array, no output
+/// `null`). This is how `pas serve` makes an HTTP control do exactly what the CLI command
+/// does: the same parsing, checks, permissions, operations, events and result. Long-running
+/// commands (serve, watch, top, follow modes) are refused.
+pub(crate) fn run_captured(
+    store: FsStore,
+    acting: Option<String>,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+) -> Result<serde_json::Value> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut command = Cli::command();
+    let cli = command
+        .try_get_matches_from_mut(["pas", "--json"].iter().chain(args))
+        .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
+        .map_err(|e| Error::usage(e.kind().to_string()))?;
+    if matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::Watch(_)
+            | Command::Top(_)
+            | Command::Demo
+            | Command::Supervise(_)
+            | Command::Man(_)
+            | Command::Completions(_)
+    ) || args
+        .iter()
+        .any(|a| matches!(*a, "--follow" | "-f" | "--watch"))
+    {
+        return Err(Error::usage(format!(
+            "`pas {}` cannot run inside the server",
+            args.first().copied().unwrap_or_default()
+        )));
+    }
+    let ctx = Ctx {
+        store,
+        out: Printer::capture(),
+        acting,
+        launch,
+    };
+    if let Err(e) = dispatch(&ctx, cli.command) {
+        return Err(with_outcome(e, crate::store::Store::commits(&ctx.store)));
+    }
+    let text = ctx.out.take_captured();
+    let mut docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::failure(format!("pas {} printed no JSON: {e}", args.join(" "))))?;
+    Ok(match docs.len() {
+        0 => serde_json::Value::Null,
+        1 => docs.remove(0),
+        _ => serde_json::Value::Array(docs),
+    })
 }
 
 /// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed

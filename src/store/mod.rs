@@ -18,6 +18,7 @@ pub mod events;
 pub mod layout;
 pub mod lock;
 pub mod schema;
+mod secret;
 pub mod txn;
 
 use std::io;
@@ -476,6 +477,14 @@ impl FsStore {
     /// How long this store waits for a lock.
     pub(crate) fn lock_wait(&self) -> std::time::Duration {
         self.lock_wait
+    }
+
+    /// A new store over the same root with the same lock wait and root policies, counting
+    /// its own commits: `pas serve` gives each request one, as each CLI command has one.
+    pub(crate) fn fresh(&self) -> FsStore {
+        FsStore::new(self.root.clone())
+            .with_lock_wait(self.lock_wait)
+            .with_root_policies(self.root_policies.clone())
     }
 
     /// This store with the root-wide policy layer read from its `pas.toml`.

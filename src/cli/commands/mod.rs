@@ -10,6 +10,7 @@ pub(super) mod logs;
 pub(super) mod man;
 pub(super) mod policy;
 pub(super) mod revive;
+pub(super) mod serve;
 pub(super) mod status;
 pub(super) mod task;
 pub(super) mod top;

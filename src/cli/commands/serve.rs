@@ -1,0 +1,101 @@
+//! `pas serve`: the HTTP server (see `crate::serve` and docs/http.md). This file only reads
+//! the options; tokio and axum start inside `crate::serve`, so no other command pays for them.
+
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use crate::cli::Ctx;
+use crate::error::{Error, Result};
+use crate::ops::cell;
+
+/// The address `pas serve` listens on when no --listen is given: loopback, on the port
+/// the seed planned for its dashboard (HMI, 6101).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:6101";
+
+// Arguments of `pas serve` (its help text is on `Command::Serve`: the variant's doc wins).
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServeArgs {
+    /// The bearer token instead of serving.
+    #[command(subcommand)]
+    pub command: Option<ServeCommand>,
+    /// Address and port to listen on; repeat for more (default 127.0.0.1:6101). Port 0
+    /// picks a free port; the addresses are printed when listening.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+    /// The cell the seed's endpoints use when a request names none (default: the only
+    /// cell, when the root has one).
+    #[arg(long, value_name = "CELL")]
+    pub cell: Option<String>,
+    /// Replace the bearer token before serving (clients holding the old one are refused).
+    #[arg(long)]
+    pub rotate_token: bool,
+    /// Seconds (or a duration: 500ms, 1m) one request may take, from its first byte to the
+    /// answer's head; a slower client gets 408 and its connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = crate::cli::words::seconds)]
+    pub request_timeout: f64,
+}
+
+// Subcommands of `pas serve`.
+#[derive(Debug, Subcommand)]
+#[command(defer = true)]
+pub enum ServeCommand {
+    /// Print the bearer token writes need (creating it, 0600, when there is none).
+    ///
+    /// Example: curl -H "Authorization: Bearer $(pas serve token)" -X POST http://127.0.0.1:6101/register -d @svc.json
+    Token(TokenArgs),
+}
+
+// Arguments of `pas serve token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Replace the token with a new random one first.
+    #[arg(long)]
+    pub rotate: bool,
+}
+
+/// Runs `pas serve`.
+pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
+    let ServeArgs {
+        command,
+        listen,
+        cell,
+        rotate_token,
+        request_timeout,
+    } = args;
+    if let Some(ServeCommand::Token(TokenArgs { rotate })) = command {
+        let (token, path) = ctx.store.serve_token(rotate)?;
+        if ctx.out.is_json() {
+            ctx.out
+                .json(&json!({ "token": token, "path": path, "rotated": rotate }));
+        } else {
+            ctx.out.line(&token);
+        }
+        return Ok(());
+    }
+    let listen = if listen.is_empty() {
+        vec![DEFAULT_LISTEN.to_string()]
+    } else {
+        listen
+    };
+    let mut addrs = Vec::new();
+    for text in &listen {
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            Error::usage(format!("--listen {text:?} is not an address and port"))
+                .hint("write it as 127.0.0.1:6101 or [::1]:6101")
+        })?;
+        addrs.push(addr);
+    }
+    let default_cell = cell.map(|q| cell::resolve(&ctx.store, &q)).transpose()?;
+    let (token, token_path) = ctx.store.serve_token(rotate_token)?;
+    crate::serve::run(crate::serve::Options {
+        store: ctx.store.fresh(),
+        addrs,
+        default_cell,
+        token,
+        token_path,
+        launch: ctx.launch,
+        request_timeout: std::time::Duration::from_secs_f64(request_timeout.clamp(0.001, 86_400.0)),
+        announce: &|line| ctx.out.line(line),
+    })
+}
