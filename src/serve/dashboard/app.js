@@ -49,6 +49,8 @@
     offline: "h-unknown",
   };
   const healthClass = (h) => HEALTH_CLASS[h] || "h-unknown";
+  // Kinds of `GET api/cells/{cell}/requests` items.
+  const REQUEST_WORDS = { revive: "revival", budget: "context breach" };
   const CELL_CLASS = { active: "c-active", completed: "c-completed", failed: "c-failed" };
 
   const state = {
@@ -212,7 +214,7 @@
         cells.map((c) =>
           api("GET", `api/cells/${encodeURIComponent(c.id)}/requests`).then(
             (body) => [c.id, requestList(body)],
-            (err) => [c.id, [{ failed: err.message }]],
+            (err) => [c.id, [{ readError: err.message }]],
           ),
         ),
       );
@@ -511,25 +513,29 @@
     const items = [];
     for (const cell of status.cells || []) {
       for (const r of state.requests.get(cell.id) || []) {
-        if (r.failed) {
-          items.push(el("li", { class: "failed", text: `cell ${cell.name}: requests cannot be read: ${r.failed}` }));
+        if (r.readError) {
+          items.push(el("li", { class: "failed", text: `cell ${cell.name}: requests cannot be read: ${r.readError}` }));
           continue;
         }
-        const id = r.id ?? r.request ?? r.request_id;
-        const what = [r.kind || r.type, r.agent ? `agent ${r.agent}` : null, r.task ? `task ${r.task}` : null]
+        const id = r.id;
+        const what = `${REQUEST_WORDS[r.kind] || r.kind || "request"}${r.agent ? ` of ${r.agent}` : ""}`;
+        const why = [
+          r.cause,
+          typeof r.ratio === "number" ? `context at ${pct(r.ratio)}` : null,
+          r.at ? `filed ${time(r.at)}` : null,
+        ]
           .filter(Boolean)
           .join(" · ");
-        const why = r.message || r.reason || r.detail || "";
         const base = `api/cells/${encodeURIComponent(cell.id)}/requests/${encodeURIComponent(id)}`;
-        const approve = el("button", { type: "button", "data-action": "approve", "aria-label": `Approve request ${id}`, text: "Approve" });
-        const deny = el("button", { type: "button", class: "danger", "data-action": "deny", "aria-label": `Deny request ${id}`, text: "Deny" });
+        const approve = el("button", { type: "button", "data-action": "approve", "aria-label": `Approve ${what}`, text: "Approve" });
+        const deny = el("button", { type: "button", class: "danger", "data-action": "deny", "aria-label": `Deny ${what}`, text: "Deny" });
         approve.addEventListener("click", () => act(approve, `${base}/approve`, `approve ${id}`));
         deny.addEventListener("click", () => act(deny, `${base}/deny`, `deny ${id}`));
         items.push(
           el(
             "li",
-            { "data-request": id },
-            el("div", {}, el("strong", { text: what || "request" }), el("span", { class: "muted", text: ` ${cell.name} · ${id}` })),
+            { "data-request": id, "data-agent": r.agent || "" },
+            el("div", {}, el("strong", { text: what }), el("span", { class: "muted", text: ` · cell ${cell.name} · ${id}` })),
             why ? el("p", { text: why }) : "",
             el("div", { class: "controls" }, approve, deny),
           ),
