@@ -124,13 +124,13 @@ impl Printer {
         }
     }
 
-    /// A `--json` printer that keeps what a command would print on stdout, for
+    /// A printer (`--json` or not) that keeps what a command would print on stdout, for
     /// [`Printer::take_captured`], and drops messages meant for a person on stderr: `pas
     /// serve` runs commands in-process and answers with their JSON result.
-    pub fn capture() -> Printer {
+    pub fn capture(json: bool) -> Printer {
         Printer {
             captured: Some(std::cell::RefCell::new(String::new())),
-            ..Printer::new(true, false, ColorChoice::Never)
+            ..Printer::new(json, false, ColorChoice::Never)
         }
     }
 

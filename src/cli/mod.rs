@@ -406,10 +406,42 @@ pub(crate) fn run_captured(
     launch: crate::ops::supervisor::Launch,
     args: &[&str],
 ) -> Result<serde_json::Value> {
+    let text = run_in_process(store, acting, launch, args, true)?;
+    let mut docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::failure(format!("pas {} printed no JSON: {e}", args.join(" "))))?;
+    Ok(match docs.len() {
+        0 => serde_json::Value::Null,
+        1 => docs.remove(0),
+        _ => serde_json::Value::Array(docs),
+    })
+}
+
+/// [`run_captured`] for a command whose output is text (`pas metrics`), as an operator.
+pub(crate) fn run_captured_text(
+    store: FsStore,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+) -> Result<String> {
+    run_in_process(store, None, launch, args, false)
+}
+
+fn run_in_process(
+    store: FsStore,
+    acting: Option<String>,
+    launch: crate::ops::supervisor::Launch,
+    args: &[&str],
+    json: bool,
+) -> Result<String> {
     use clap::{CommandFactory, FromArgMatches};
     let mut command = Cli::command();
+    let argv = ["pas"]
+        .into_iter()
+        .chain(json.then_some("--json"))
+        .chain(args.iter().copied());
     let cli = command
-        .try_get_matches_from_mut(["pas", "--json"].iter().chain(args))
+        .try_get_matches_from_mut(argv)
         .and_then(|mut matches| Cli::from_arg_matches_mut(&mut matches))
         .map_err(|e| Error::usage(e.kind().to_string()))?;
     if matches!(
@@ -432,23 +464,14 @@ pub(crate) fn run_captured(
     }
     let ctx = Ctx {
         store,
-        out: Printer::capture(),
+        out: Printer::capture(json),
         acting,
         launch,
     };
     if let Err(e) = dispatch(&ctx, cli.command) {
         return Err(with_outcome(e, crate::store::Store::commits(&ctx.store)));
     }
-    let text = ctx.out.take_captured();
-    let mut docs: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
-        .into_iter()
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::failure(format!("pas {} printed no JSON: {e}", args.join(" "))))?;
-    Ok(match docs.len() {
-        0 => serde_json::Value::Null,
-        1 => docs.remove(0),
-        _ => serde_json::Value::Array(docs),
-    })
+    Ok(ctx.out.take_captured())
 }
 
 /// `Cli::try_parse`, without freeing clap's command tree afterwards: the tree is only needed

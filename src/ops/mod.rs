@@ -20,6 +20,7 @@ pub mod mission;
 pub mod permissions;
 pub mod policy;
 pub mod queue;
+pub mod registry;
 pub mod reservation;
 pub mod revive;
 pub mod status;

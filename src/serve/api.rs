@@ -44,19 +44,27 @@ async fn health(State(app): State<Arc<App>>) -> Reply {
     }))
 }
 
-/// Runs `pas --json ARGS` in-process as `as_agent` and answers with its result.
-pub async fn cli(app: &Arc<App>, as_agent: Option<String>, args: Vec<String>) -> Reply {
+/// Runs `pas --json ARGS` in-process as `as_agent` and returns its JSON result.
+pub async fn run_cli(
+    app: &Arc<App>,
+    as_agent: Option<String>,
+    args: Vec<String>,
+) -> Result<Value, ApiError> {
     let store = app.store();
     let launch = app.launch;
-    let value = blocking(move || {
+    blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let result = crate::cli::run_captured(store, as_agent, launch, &args);
         // Supervisors a start, restart or revival forked are this process's children.
         crate::process::reap_children();
         result
     })
-    .await?;
-    ok(value)
+    .await
+}
+
+/// Runs `pas --json ARGS` in-process as `as_agent` and answers with its result.
+pub async fn cli(app: &Arc<App>, as_agent: Option<String>, args: Vec<String>) -> Reply {
+    ok(run_cli(app, as_agent, args).await?)
 }
 
 /// `GET /api/status`: `pas status --all --json`.
@@ -152,13 +160,8 @@ async fn pending_revival(
 async fn cell_requests(app: &Arc<App>, cell: &str) -> Result<Vec<Value>, ApiError> {
     let mut items = Vec::new();
     for kind in ["revive", "budget"] {
-        let store = app.store();
-        let launch = app.launch;
-        let cell = cell.to_string();
-        let list = blocking(move || {
-            crate::cli::run_captured(store, None, launch, &[kind, "requests", &cell])
-        })
-        .await?;
+        let args = vec![kind.to_string(), "requests".into(), cell.to_string()];
+        let list = run_cli(app, None, args).await?;
         if let Value::Array(list) = list {
             for mut r in list {
                 r["kind"] = json!(kind);

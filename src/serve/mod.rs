@@ -16,6 +16,7 @@
 
 mod api;
 mod assets;
+mod openapi;
 mod reply;
 mod seed;
 mod sse;
@@ -236,6 +237,7 @@ fn routes(app: Arc<App>, timeout: Duration) -> Router {
     Router::new()
         .merge(api::routes())
         .merge(assets::routes())
+        .merge(openapi::routes())
         .merge(sse::routes())
         .merge(seed::routes())
         .fallback(reply::no_route)

@@ -46,6 +46,11 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
+    /// What kind of error it is.
+    pub fn kind(&self) -> Kind {
+        self.error.kind
+    }
+
     /// An error answered with `status` instead of its kind's.
     pub fn with_status(status: StatusCode, error: Error) -> ApiError {
         ApiError {
@@ -176,6 +181,11 @@ fn open_to_all(path: &str) -> bool {
     path == "/health"
 }
 
+/// GETs that change something (an AINS poll claims a task), so they need the token too.
+fn changes_on_get(path: &str) -> bool {
+    path.starts_with("/ains/agents/") && path.ends_with("/tasks")
+}
+
 /// Runs before every route: moves a `/cells/{cell}` prefix into `X-Pas-Cell`, checks the
 /// bearer token (every write; reads from other hosts than loopback), counts the request.
 pub async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
@@ -204,7 +214,8 @@ pub async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
         .extensions()
         .get::<Peer>()
         .is_some_and(|p| p.0.ip().is_loopback());
-    let needs_token = !(open_to_all(req.uri().path()) || read && loopback);
+    let path = req.uri().path();
+    let needs_token = !(open_to_all(path) || read && loopback && !changes_on_get(path));
     if needs_token {
         if let Err(refusal) = authorized(&app, req.headers()).await {
             let refusal = refusal.into_response();
@@ -316,6 +327,19 @@ mod tests {
         ];
         for (a, b, want) in table {
             assert_eq!(same(a, b), want, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn an_ains_poll_changes_and_other_gets_do_not() {
+        let table = [
+            ("/ains/agents/a1/tasks", true),
+            ("/ains/agents/a1", false),
+            ("/ains/agents", false),
+            ("/services", false),
+        ];
+        for (path, changes) in table {
+            assert_eq!(changes_on_get(path), changes, "{path}");
         }
     }
 

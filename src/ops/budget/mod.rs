@@ -223,6 +223,22 @@ pub fn context_changed(
     }
 }
 
+/// Save-State → Clear → Resume on request (the seed Token Governor's `POST /summarize`),
+/// whatever the agent's context use: the same compaction a breach runs.
+pub fn compact_now(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    now: DateTime<Utc>,
+) -> Result<Compaction> {
+    let typed = crate::ops::agent::load(store, cell, agent)?;
+    let ratio = match (typed.ctx_used, typed.ctx_limit) {
+        (Some(used), Some(limit)) if limit > 0 => used as f64 / limit as f64,
+        _ => 0.0,
+    };
+    compact(store, cell, agent, &typed, ratio, now)
+}
+
 /// Save-State → Clear → Resume: a checkpoint generation and a summary file (not documents:
 /// written first, outside any transaction), then the agent's context reset, its compaction
 /// noted and a `summarize` directive left for it, with the event, in one transaction.
