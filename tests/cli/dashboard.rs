@@ -380,6 +380,7 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
     root.policies(&audit, ask);
     let worker = root.script("worker.sh", WORKER);
     root.ok(&["task", "add", &notes, "outline", "--title", "Outline"]);
+    root.ok(&["quota", "set", &notes, "--cpu", "8", "--mem", "16GB"]);
     let mut fleet = Fleet {
         root: &root,
         agents: Vec::new(),
@@ -389,6 +390,9 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
     }
     fleet.start(&audit, "auditor", &worker);
     root.ok(&["task", "claim", &notes, "--agent", "lead"]);
+    root.ok(&[
+        "reserve", &notes, "--job", "build-1", "--agent", "writer_1", "--cpu", "2",
+    ]);
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -404,7 +408,8 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e));
 
-    // The fleet: every agent healthy, the lead's task in the tree, the events stream live.
+    // The fleet: every agent healthy, the lead's task in the tree, a reservation, the events
+    // stream live.
     browser.open(&format!("http://{listen}/"));
     wait_until(15.0, "the page to show every agent healthy", || {
         browser.js("return [...document.querySelectorAll('.card')]
@@ -428,6 +433,15 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
     }
     let nodes = browser.js("return document.querySelectorAll('#tree svg .node.agent').length;");
     assert_eq!(nodes, 4, "one tree node per agent");
+    // writer_1's reservation against the cell's quota, as a bar on its card.
+    let bars = browser.js(
+        "return document.querySelector('.card[data-agent=\"writer_1\"] .resources').innerText;",
+    );
+    assert!(
+        bars.as_str()
+            .is_some_and(|t| t.contains("2 cores of 8 cores")),
+        "{bars}"
+    );
     wait_until(10.0, "the events stream to be live", || {
         browser.js("return document.getElementById('conn').dataset.state;") == "live"
     });

@@ -56,7 +56,7 @@
   const state = {
     status: null,
     fetchedAt: 0, // performance.now() when `status` arrived: ages tick on from there
-    requests: new Map(), // cell id -> [request]
+    cells: new Map(), // cell id -> {requests, quotas, reservations}
     beats: new Map(), // "cell/agent" -> heartbeat_count last shown
     pulses: new Map(), // "cell/agent" -> performance.now() of its last event
     cards: new Map(), // "cell/agent" -> card parts
@@ -83,6 +83,19 @@
     a.ctx_limit > 0 && a.ctx_used !== null && a.ctx_used !== undefined
       ? clamp01(a.ctx_used / a.ctx_limit)
       : null;
+  const bytes = (n) => {
+    for (const [f, unit] of [[1e12, "TB"], [1e9, "GB"], [1e6, "MB"], [1e3, "kB"]]) {
+      if (n >= f) return `${+(n / f).toFixed(1)} ${unit}`;
+    }
+    return n ? `${n} B` : "0";
+  };
+  // Resources as `pas quota` names them (memory in bytes), with how to write an amount.
+  const RESOURCES = [
+    ["cpu", "cpu", (n) => `${+n.toFixed(2)} core${n === 1 ? "" : "s"}`],
+    ["memory", "memory", bytes],
+    ["gpu", "gpu", (n) => `${n}`],
+    ["gpu_memory", "gpu memory", bytes],
+  ];
   const elapsed = () => (performance.now() - state.fetchedAt) / 1000;
   const beatAge = (a) =>
     a.heartbeat_age_seconds === null || a.heartbeat_age_seconds === undefined
@@ -161,8 +174,8 @@
   // ---- HTTP -------------------------------------------------------------------------
 
   /** Calls the server; resolves to the parsed JSON body, rejects with its `error`. */
-  async function api(method, path) {
-    const headers = { Accept: "application/json" };
+  async function api(method, path, extra) {
+    const headers = { Accept: "application/json", ...extra };
     if (method !== "GET") {
       const token = storedToken() || (await askToken());
       if (!token) throw new Error("not sent: controls need the server's token (Token…)");
@@ -210,15 +223,22 @@
     try {
       const status = await api("GET", "api/status");
       const cells = (status && status.cells) || [];
-      const lists = await Promise.all(
-        cells.map((c) =>
-          api("GET", `api/cells/${encodeURIComponent(c.id)}/requests`).then(
-            (body) => [c.id, requestList(body)],
-            (err) => [c.id, [{ readError: err.message }]],
-          ),
-        ),
+      // Per cell: the requests waiting, and the quota and active reservations (the
+      // Resource Manager's endpoints) for the resource bars.
+      const perCell = await Promise.all(
+        cells.map(async (c) => {
+          const one = { "X-Pas-Cell": c.id };
+          const [requests, quotas, reservations] = await Promise.all([
+            api("GET", `api/cells/${encodeURIComponent(c.id)}/requests`).then(items, (err) => [
+              { readError: err.message },
+            ]),
+            api("GET", "quotas", one).then(items, () => []),
+            api("GET", "reservations?status=active", one).then(items, () => []),
+          ]);
+          return [c.id, { requests, quotas, reservations }];
+        }),
       );
-      state.requests = new Map(lists);
+      state.cells = new Map(perCell);
       state.status = status;
       state.fetchedAt = performance.now();
       render();
@@ -241,8 +261,7 @@
     setTimeout(poll, Math.max(POLL_MS, lastReadMs * 4));
   }
 
-  const requestList = (body) =>
-    Array.isArray(body) ? body : (body && (body.items || body.requests)) || [];
+  const items = (body) => (Array.isArray(body) ? body : (body && body.items) || []);
 
   // ---- rendering --------------------------------------------------------------------
 
@@ -401,6 +420,7 @@
     const task = el("p", { class: "task" });
     const progress = bar("progress", null, "", "b-progress");
     const context = bar("context", null, "", "b-context");
+    const resources = el("div", { class: "resources" });
     const spend = el("p", { class: "spend" });
     const pauseBtn = control("Pause", "pause", cell.id, agent.id);
     const resumeBtn = control("Resume", "resume", cell.id, agent.id);
@@ -422,10 +442,11 @@
       task,
       progress.row,
       context.row,
+      resources,
       spend,
       controls,
     );
-    return { card, dot, title, badge, meta, facts: factParts, task, progress, context, spend, pauseBtn, resumeBtn };
+    return { card, dot, title, badge, meta, facts: factParts, task, progress, context, resources, spend, pauseBtn, resumeBtn };
   }
 
   function renderCards(status) {
@@ -493,6 +514,7 @@
       frac === null ? "-" : `${pct(frac)} · ${tokens(a.ctx_used)}/${tokens(a.ctx_limit)}` + (a.ctx_state && a.ctx_state !== "ok" ? ` ${a.ctx_state}` : ""),
     );
     p.context.outer.dataset.state = a.ctx_state || "ok";
+    p.resources.replaceChildren(...resourceBars(state.cells.get(cell.id) || {}, a.id));
     const spend = [];
     if (a.tokens_used !== null && a.tokens_used !== undefined) spend.push(`${tokens(a.tokens_used)} tokens`);
     if (a.cost_usd !== null && a.cost_usd !== undefined) spend.push(`$${a.cost_usd.toFixed(2)}`);
@@ -501,6 +523,26 @@
     const paused = a.status === "paused";
     p.pauseBtn.hidden = paused;
     p.resumeBtn.hidden = !paused;
+  }
+
+  /** What the agent's active reservations hold of each resource the cell has a quota for
+   *  (or that it holds without one). */
+  function resourceBars(info, agent) {
+    const held = {};
+    for (const r of info.reservations || []) {
+      if (r.agent !== agent) continue;
+      for (const [res] of RESOURCES) held[res] = (held[res] || 0) + (Number(r[res]) || 0);
+    }
+    const rows = [];
+    for (const [res, label, fmt] of RESOURCES) {
+      const quota = (info.quotas || []).find((q) => q.resource === res);
+      const cap = quota && quota.capacity > 0 ? quota.capacity : null;
+      const mine = held[res] || 0;
+      if (cap === null && !mine) continue;
+      const text = cap === null ? `${fmt(mine)}, no quota` : `${fmt(mine)} of ${fmt(cap)}`;
+      rows.push(bar(label, cap === null ? null : clamp01(mine / cap), text, "b-resource").row);
+    }
+    return rows;
   }
 
   function beatText(a) {
@@ -512,7 +554,7 @@
     const list = $("requests");
     const items = [];
     for (const cell of status.cells || []) {
-      for (const r of state.requests.get(cell.id) || []) {
+      for (const r of (state.cells.get(cell.id) || {}).requests || []) {
         if (r.readError) {
           items.push(el("li", { class: "failed", text: `cell ${cell.name}: requests cannot be read: ${r.readError}` }));
           continue;
