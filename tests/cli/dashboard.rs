@@ -478,6 +478,11 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
     wait_until(20.0, "the page to show auditor's revival request", || {
         browser.js("return document.querySelectorAll('#requests li[data-agent=auditor] button[data-action=approve]').length;") == 1
     });
+    if let Ok(path) = std::env::var("PAS_DASHBOARD_SCREENSHOT") {
+        // A moment worth showing: one agent revived, another waiting for approval.
+        browser.resize(1280, 1150);
+        std::fs::write(&path, browser.screenshot()).unwrap();
+    }
     let token = std::fs::read_to_string(root.path.join(".pas/serve-token")).unwrap();
     browser.click("#requests li[data-agent=auditor] button[data-action=approve]");
     wait_until(5.0, "the token dialog", || {
@@ -529,10 +534,6 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
                 .is_some_and(|v| v[0].as_i64() <= Some(400) && v[1].as_i64() <= v[0].as_i64())
         },
     );
-    if let Ok(path) = std::env::var("PAS_DASHBOARD_SCREENSHOT") {
-        browser.resize(1280, 1200);
-        std::fs::write(&path, browser.screenshot()).unwrap();
-    }
 
     let severe = browser.severe_logs();
     assert!(severe.is_empty(), "console errors: {severe:#?}");
