@@ -1,9 +1,10 @@
 //! The dashboard of `pas serve` in a real headless Chromium, driven through chromedriver
 //! (WebDriver: JSON over HTTP, spoken here with a plain `TcpStream`): it loads without a
-//! console error, shows the root's fleet, follows an agent killed with SIGKILL and revived
-//! by `pas watch`, and its Pause button (with the token typed into its dialog) pauses the
-//! agent file. Set `PAS_DASHBOARD_SCREENSHOT=FILE` to save what it shows (docs/dashboard.png
-//! is made this way).
+//! console error, shows the root's fleet (tree, cards, a task, a reservation), follows an
+//! agent killed with SIGKILL and revived by `pas watch`, shows the server's refusal of a
+//! wrong token, approves a revival request and pauses an agent with its buttons (checked in
+//! the agent files), and fits a phone's 360 px. Set `PAS_DASHBOARD_SCREENSHOT=FILE` to save
+//! what it shows (docs/dashboard.png is made this way).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -484,10 +485,26 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
         std::fs::write(&path, browser.screenshot()).unwrap();
     }
     let token = std::fs::read_to_string(root.path.join(".pas/serve-token")).unwrap();
-    browser.click("#requests li[data-agent=auditor] button[data-action=approve]");
-    wait_until(5.0, "the token dialog", || {
-        browser.js("return document.getElementById('token-dialog').open;") == true
+    let dialog_open = || browser.js("return document.getElementById('token-dialog').open;");
+    let approve = "#requests li[data-agent=auditor] button[data-action=approve]";
+    // A wrong token first: the server's error is shown, the token forgotten, nothing done.
+    browser.click(approve);
+    wait_until(5.0, "the token dialog", || dialog_open() == true);
+    browser.type_into("#token-input", "not-the-token");
+    browser.click("#token-form button[value=save]");
+    wait_until(10.0, "the server's refusal shown", || {
+        browser
+            .js("return document.getElementById('notice').textContent;")
+            .as_str()
+            .is_some_and(|t| t.contains("the bearer token is wrong"))
     });
+    assert_eq!(
+        fleet.pid("auditor"),
+        0,
+        "a refused approval revives nothing"
+    );
+    browser.click(approve);
+    wait_until(5.0, "the token dialog again", || dialog_open() == true);
     browser.type_into("#token-input", token.trim());
     browser.click("#token-form button[value=save]");
     // Pause at once, with the token kept: the agent file says paused, the card offers
@@ -509,11 +526,7 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
     wait_until(10.0, "writer_2 paused in its file", || {
         root.json(&["agent", "show", &notes, "writer_2"])["status"] == "paused"
     });
-    assert_eq!(
-        browser.js("return document.getElementById('token-dialog').open;"),
-        false,
-        "the token is asked once"
-    );
+    assert_eq!(dialog_open(), false, "a kept token is not asked for again");
     wait_until(10.0, "the page to offer Resume for writer_2", || {
         browser.js(
             "const c = document.querySelector('.card[data-agent=\"writer_2\"]');
@@ -535,6 +548,12 @@ fn the_dashboard_shows_the_fleet_follows_revivals_and_its_controls_work() {
         },
     );
 
+    // Nothing but the browser's own line for the refused request.
     let severe = browser.severe_logs();
-    assert!(severe.is_empty(), "console errors: {severe:#?}");
+    let unexpected: Vec<&String> = severe
+        .iter()
+        .filter(|l| !l.contains("status of 401"))
+        .collect();
+    assert!(unexpected.is_empty(), "console errors: {severe:#?}");
+    assert_eq!(severe.len(), 1, "the refused request: {severe:#?}");
 }

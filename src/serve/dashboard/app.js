@@ -5,9 +5,12 @@
 //   GET  api/cells/{cell}/requests       requests waiting for an operator
 //   POST api/cells/{cell}/agents/{agent}/{pause|resume|revive|stop|restart}
 //   POST api/cells/{cell}/requests/{id}/{approve|deny}
+//   GET  quotas, reservations?status=active   with X-Pas-Cell: the Resource Manager's
 // Writes carry `Authorization: Bearer <token>`; errors are `{"error": "..."}` and are shown
 // as they come. Beats are not events, so the status is also polled (every POLL_MS, slower
-// when a read takes long); events only make the next read come sooner.
+// when a read takes long, never while the tab is hidden); events only make the next read
+// come sooner. Per cell, requests, quota and reservations are read for the cells drawn
+// only, when an event came from the cell or every EXTRAS_MS.
 "use strict";
 (() => {
   const SVG = "http://www.w3.org/2000/svg";
@@ -17,6 +20,7 @@
   const EVENTS_KEPT = 100;
   const SHOWN_MAX = 300;
   const HISTORY = "5m";
+  const EXTRAS_MS = 30000;
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, attrs, ...kids) => {
@@ -56,7 +60,8 @@
   const state = {
     status: null,
     fetchedAt: 0, // performance.now() when `status` arrived: ages tick on from there
-    cells: new Map(), // cell id -> {requests, quotas, reservations}
+    cells: new Map(), // cell id -> {at, requests, quotas, reservations}
+    dirty: new Set(), // cells with events since their requests were read
     beats: new Map(), // "cell/agent" -> heartbeat_count last shown
     pulses: new Map(), // "cell/agent" -> performance.now() of its last event
     cards: new Map(), // "cell/agent" -> card parts
@@ -222,23 +227,21 @@
     const started = performance.now();
     try {
       const status = await api("GET", "api/status");
-      const cells = (status && status.cells) || [];
-      // Per cell: the requests waiting, and the quota and active reservations (the
-      // Resource Manager's endpoints) for the resource bars.
-      const perCell = await Promise.all(
-        cells.map(async (c) => {
-          const one = { "X-Pas-Cell": c.id };
-          const [requests, quotas, reservations] = await Promise.all([
-            api("GET", `api/cells/${encodeURIComponent(c.id)}/requests`).then(items, (err) => [
-              { readError: err.message },
-            ]),
-            api("GET", "quotas", one).then(items, () => []),
-            api("GET", "reservations?status=active", one).then(items, () => []),
-          ]);
-          return [c.id, { requests, quotas, reservations }];
-        }),
-      );
-      state.cells = new Map(perCell);
+      // Per cell drawn: the requests waiting, and the quota and active reservations (the
+      // Resource Manager's endpoints) for the resource bars; read again when an event
+      // came from the cell, else every EXTRAS_MS, so a big root costs a bounded number of
+      // requests per read.
+      const now = performance.now();
+      const due = visible(status).cells.map((v) => v.cell.id).filter((id) => {
+        const had = state.cells.get(id);
+        return !had || state.dirty.has(id) || now - had.at > EXTRAS_MS;
+      });
+      due.forEach((id) => state.dirty.delete(id));
+      const fresh = await Promise.all(due.map(extras));
+      const cells = new Map();
+      for (const c of status.cells || []) if (state.cells.has(c.id)) cells.set(c.id, state.cells.get(c.id));
+      for (const [id, info] of fresh) cells.set(id, info);
+      state.cells = cells;
       state.status = status;
       state.fetchedAt = performance.now();
       render();
@@ -255,9 +258,21 @@
     }
   }
 
+  /** One cell's requests, quota and active reservations. */
+  async function extras(id) {
+    const one = { "X-Pas-Cell": id };
+    const [requests, quotas, reservations] = await Promise.all([
+      api("GET", `api/cells/${encodeURIComponent(id)}/requests`).then(items, (err) => [{ readError: err.message }]),
+      api("GET", "quotas", one).then(items, () => []),
+      api("GET", "reservations?status=active", one).then(items, () => []),
+    ]);
+    return [id, { at: performance.now(), requests, quotas, reservations }];
+  }
+
   function poll() {
-    // A slow read (a big fleet, a busy machine) is not repeated back to back.
-    soon(0);
+    // A slow read (a big fleet, a busy machine) is not repeated back to back; a tab out
+    // of sight reads nothing until it is seen again.
+    if (!document.hidden) soon(0);
     setTimeout(poll, Math.max(POLL_MS, lastReadMs * 4));
   }
 
@@ -271,6 +286,23 @@
     return [agent.id, agent.name, agent.role, agent.health, agent.current_task, cell.name, cell.id]
       .filter(Boolean)
       .some((s) => String(s).toLowerCase().includes(f));
+  }
+
+  /** The cells and agents drawn: those the filter keeps, up to SHOWN_MAX agents (a big
+   *  fleet is narrowed with the filter rather than drawn whole). */
+  function visible(status) {
+    const cells = [];
+    let count = 0;
+    let hidden = 0;
+    for (const cell of status.cells || []) {
+      const agents = (cell.agents || []).filter((a) => shown(cell, a));
+      const kept = agents.slice(0, Math.max(0, SHOWN_MAX - count));
+      hidden += agents.length - kept.length;
+      count += kept.length;
+      const named = [cell.name, cell.id].some((w) => String(w || "").toLowerCase().includes(state.filter));
+      if (kept.length || (!agents.length && named && count < SHOWN_MAX)) cells.push({ cell, agents: kept });
+    }
+    return { cells, hidden };
   }
 
   function render() {
@@ -294,15 +326,10 @@
    *  context used. */
   function renderTree(status) {
     const rows = [];
-    let hidden = 0;
-    for (const cell of status.cells || []) {
+    const { cells, hidden } = visible(status);
+    for (const { cell, agents } of cells) {
       rows.push({ kind: "cell", depth: 0, cell });
-      for (const agent of cell.agents || []) {
-        if (!shown(cell, agent)) continue;
-        if (rows.length >= SHOWN_MAX) {
-          hidden += 1;
-          continue;
-        }
+      for (const agent of agents) {
         rows.push({ kind: "agent", depth: 1, cell, agent });
         if (agent.current_task) rows.push({ kind: "task", depth: 2, cell, agent });
       }
@@ -454,9 +481,8 @@
     const seen = new Set();
     let count = 0;
     let previous = null;
-    for (const cell of status.cells || []) {
-      for (const a of cell.agents || []) {
-        if (!shown(cell, a) || count >= SHOWN_MAX) continue;
+    for (const { cell, agents } of visible(status).cells) {
+      for (const a of agents) {
         count += 1;
         const k = key(cell.id, a.id);
         seen.add(k);
@@ -691,6 +717,7 @@
       return;
     }
     const kind = ev.kind || data.kind || "event";
+    if (data.cell) state.dirty.add(data.cell);
     if (data.cell && data.agent) state.pulses.set(key(data.cell, data.agent), performance.now());
     const list = $("events");
     const li = el(
@@ -720,6 +747,7 @@
       render();
     });
     $("agents-title").after(filter);
+    document.addEventListener("visibilitychange", () => document.hidden || soon(0));
     setInterval(tick, 1000);
     poll();
     stream();
