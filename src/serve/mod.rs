@@ -47,8 +47,8 @@ pub struct Options<'a> {
     pub addrs: Vec<SocketAddr>,
     /// The cell of requests that name none.
     pub default_cell: Option<String>,
-    /// The bearer token writes need, as read at start (the file is read again on a
-    /// mismatch, so a rotation takes effect without a restart).
+    /// The bearer token writes need, as read at start (the file is read again when it
+    /// changes, so a rotation takes effect without a restart).
     pub token: String,
     /// Where the token is kept.
     pub token_path: PathBuf,
@@ -64,7 +64,8 @@ pub struct Options<'a> {
 pub(crate) struct App {
     store: FsStore,
     default_cell: Option<String>,
-    token: std::sync::RwLock<String>,
+    /// The token as last read, and which file it was read from.
+    token: std::sync::RwLock<(String, crate::store::TokenVersion)>,
     token_path: PathBuf,
     launch: crate::ops::supervisor::Launch,
     events: sse::Hub,
@@ -99,10 +100,11 @@ pub fn run(opts: Options<'_>) -> Result<()> {
         .build()
         .map_err(|e| Error::failure(format!("cannot start the server's runtime: {e}")))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let token_version = opts.store.serve_token_version();
     let app = Arc::new(App {
         store: opts.store,
         default_cell: opts.default_cell,
-        token: std::sync::RwLock::new(opts.token),
+        token: std::sync::RwLock::new((opts.token, token_version)),
         token_path: opts.token_path,
         launch: opts.launch,
         events: sse::Hub::new(),
@@ -197,7 +199,8 @@ async fn accept(
         };
         let _ = stream.set_nodelay(true);
         let service = router.clone().map_request(
-            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            move |req: axum::extract::Request<hyper::body::Incoming>| {
+                let mut req = reply::route_cell_prefix(req);
                 req.extensions_mut().insert(reply::Peer(peer));
                 req
             },

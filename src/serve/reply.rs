@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Request, State};
+use axum::extract::State;
+use axum::http::Request as HttpRequest;
+
+type Request<B = axum::body::Body> = HttpRequest<B>;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -138,6 +141,35 @@ pub fn body_object(
     }
 }
 
+/// A seed endpoint's request: its body as a JSON object (empty when there is none), its
+/// cell (see [`cell_of`]) and its headers. Refused as [`body_object`] and [`cell_of`] say.
+pub struct SeedRequest {
+    /// The body.
+    pub body: serde_json::Map<String, Value>,
+    /// The cell it works on.
+    pub cell: String,
+    /// Its headers (`X-Pas-As`).
+    pub headers: HeaderMap,
+}
+
+impl axum::extract::FromRequest<Arc<App>> for SeedRequest {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<SeedRequest, ApiError> {
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, app).await;
+        let body = body_object(bytes)?;
+        let app2 = Arc::clone(app);
+        let chosen = headers.clone();
+        let cell = blocking(move || cell_of(&app2, &chosen)).await?;
+        Ok(SeedRequest {
+            body,
+            cell,
+            headers,
+        })
+    }
+}
+
 /// The agent a request acts as (`X-Pas-As`), checked as `--as` is; `None` for an operator.
 pub fn acting(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(AS_HEADER) else {
@@ -186,28 +218,48 @@ fn changes_on_get(path: &str) -> bool {
     path.starts_with("/ains/agents/") && path.ends_with("/tasks")
 }
 
-/// Runs before every route: moves a `/cells/{cell}` prefix into `X-Pas-Cell`, checks the
-/// bearer token (every write; reads from other hosts than loopback), counts the request.
-pub async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    if let Some(rest) = req.uri().path().strip_prefix("/cells/") {
-        let (cell, tail) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Err(e) = check_id(IdKind::Cell, cell) {
-            return ApiError::from(e).into_response();
-        }
-        let cell = cell.to_string();
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
-        let Ok(uri) = format!("/{tail}{query}").parse() else {
-            return ApiError::from(Error::usage("the request's path cannot be read"))
-                .into_response();
-        };
-        *req.uri_mut() = uri;
-        if let Ok(value) = HeaderValue::from_str(&cell) {
-            req.headers_mut().insert(CELL_HEADER, value);
-        }
+/// A `/cells/{cell}` prefix whose cell is not an id: the request is refused with this.
+#[derive(Clone)]
+struct BadCellPrefix(Error);
+
+/// Moves a `/cells/{cell}` prefix into `X-Pas-Cell` before the request is routed:
+/// `/cells/3f2a/register` is `/register` for cell 3f2a. A cell that is not an id is kept
+/// for [`guard`] to refuse.
+pub fn route_cell_prefix(
+    mut req: Request<hyper::body::Incoming>,
+) -> Request<hyper::body::Incoming> {
+    let Some(rest) = req.uri().path().strip_prefix("/cells/") else {
+        return req;
+    };
+    let (cell, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    if let Err(e) = check_id(IdKind::Cell, cell) {
+        req.extensions_mut().insert(BadCellPrefix(e));
+        return req;
+    }
+    let cell = cell.to_string();
+    let query = req
+        .uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let (Ok(uri), Ok(value)) = (
+        format!("/{tail}{query}").parse(),
+        HeaderValue::from_str(&cell),
+    ) else {
+        return req;
+    };
+    *req.uri_mut() = uri;
+    req.headers_mut().insert(CELL_HEADER, value);
+    req
+}
+
+/// Runs before every handler: refuses a bad `/cells/{cell}` prefix, checks the bearer
+/// token (every write; reads from other hosts than loopback), counts the request.
+pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if let Some(BadCellPrefix(e)) = req.extensions().get::<BadCellPrefix>() {
+        let refusal = ApiError::from(e.clone()).into_response();
+        app.seed.count_request(refusal.status().as_u16());
+        return refusal;
     }
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
     let loopback = req
@@ -228,8 +280,9 @@ pub async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) ->
     response
 }
 
-/// Whether the request carries the token: `Authorization: Bearer <token>`. A mismatch
-/// reads the token file again, so `pas serve token --rotate` takes effect at once.
+/// Whether the request carries the token: `Authorization: Bearer <token>`. The token file
+/// is looked at (a stat) on each such request and read again when it changed, so `pas
+/// serve token --rotate` takes effect at once and the old token is refused.
 async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -250,22 +303,25 @@ async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError>
             ),
         ));
     };
-    if same(given, &current_token(app)) {
+    let version = app.store.serve_token_version();
+    let cached = app.token.read().map(|t| t.clone()).ok();
+    let token = match cached {
+        Some((token, seen)) if seen == version => token,
+        _ => {
+            let app2 = Arc::clone(app);
+            let fresh = tokio::task::spawn_blocking(move || app2.store().serve_token(false))
+                .await
+                .map_err(|e| Error::failure(format!("cannot read the token: {e}")))?
+                .map_err(ApiError::from)?
+                .0;
+            if let Ok(mut cached) = app.token.write() {
+                *cached = (fresh.clone(), app.store.serve_token_version());
+            }
+            fresh
+        }
+    };
+    if same(given, &token) {
         return Ok(());
-    }
-    let app2 = Arc::clone(app);
-    let fresh = tokio::task::spawn_blocking(move || app2.store().serve_token(false))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    if let Some((token, _)) = fresh {
-        let matches = same(given, &token);
-        if let Ok(mut cached) = app.token.write() {
-            *cached = token;
-        }
-        if matches {
-            return Ok(());
-        }
     }
     Err(with_status(
         StatusCode::UNAUTHORIZED,
@@ -273,10 +329,6 @@ async fn authorized(app: &Arc<App>, headers: &HeaderMap) -> Result<(), ApiError>
         "the bearer token is wrong".into(),
         "`pas serve token` prints the current one",
     ))
-}
-
-fn current_token(app: &App) -> String {
-    app.token.read().map(|t| t.clone()).unwrap_or_default()
 }
 
 /// Compares in time independent of where the strings differ.

@@ -7,8 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +15,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 
 use super::api::{cli, run_cli};
-use super::reply::{self, acting, blocking, cell_of, ok, ApiError, Reply};
+use super::reply::{acting, blocking, cell_of, ok, ApiError, Reply, SeedRequest};
 use super::App;
 use crate::clock;
 use crate::error::{Error, Kind};
@@ -102,8 +100,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/ains/agents/{id}/heartbeat", post(ains_heartbeat))
         .route("/ains/agents/{id}/tasks", get(ains_poll).post(ains_poll))
         .route("/ains/tasks", post(ains_add_task))
-        .route("/ains/tasks/{task}/complete", post(ains_complete))
-        .route("/ains/tasks/{task}/fail", post(ains_fail))
+        .route("/ains/tasks/{task}/{end}", post(ains_task_end))
         // Prometheus
         .route("/metrics", get(metrics))
 }
@@ -177,14 +174,13 @@ pub async fn service_info(app: &Arc<App>, headers: &HeaderMap) -> Response {
 }
 
 /// `POST /register`.
-async fn register(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn register(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers: _,
+    } = req;
     let reg = registry::rules::registration(&body)?;
-    let cell = cell(&app, &headers).await?;
     let store = app.store();
     let (id, view) = blocking(move || {
         let now = clock::now();
@@ -198,15 +194,14 @@ async fn register(
 }
 
 /// `PUT /heartbeat`: `{"service_id": ..., "status"?: ..., ...}`.
-async fn heartbeat(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn heartbeat(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let id = id_field(&body, "service_id", IdKind::Agent)?;
     let report = registry::beat_report(&body)?;
-    let cell = cell(&app, &headers).await?;
     may_act_for(&app, &headers, &cell, &id).await?;
     let store = app.store();
     let beat_id = id.clone();
@@ -237,9 +232,8 @@ async fn may_act_for(
     .await
 }
 
-/// Every service of the request's cell.
-async fn all_services(app: &Arc<App>, headers: &HeaderMap) -> Result<Vec<Value>, ApiError> {
-    let cell = cell(app, headers).await?;
+/// Every service of `cell`.
+async fn all_services(app: &Arc<App>, cell: String) -> Result<Vec<Value>, ApiError> {
     let store = app.store();
     blocking(move || registry::services(&store, &cell, clock::now())).await
 }
@@ -247,8 +241,8 @@ async fn all_services(app: &Arc<App>, headers: &HeaderMap) -> Result<Vec<Value>,
 /// `GET /discover?type=&role=&cap=&name=&status=`.
 async fn discover(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
     const FILTERS: [&str; 5] = ["type", "role", "cap", "name", "status"];
     if let Some(unknown) = query.keys().find(|k| !FILTERS.contains(&k.as_str())) {
@@ -256,7 +250,7 @@ async fn discover(
             .hint("filter by type, role, cap, name or status")
             .into());
     }
-    let list = all_services(&app, &headers).await?;
+    let list = all_services(&app, cell).await?;
     let kept: Vec<Value> = list
         .into_iter()
         .filter(|s| {
@@ -272,32 +266,30 @@ async fn discover(
 }
 
 /// `GET /services`.
-async fn services(AxState(app): AxState<Arc<App>>, headers: HeaderMap) -> Reply {
-    ok(json!({ "items": all_services(&app, &headers).await? }))
+async fn services(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    ok(json!({ "items": all_services(&app, req.cell).await? }))
 }
 
 /// `GET /services/{id}`.
 async fn one_service(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
     check_id(IdKind::Agent, &id)?;
-    let cell = cell(&app, &headers).await?;
     let store = app.store();
     ok(blocking(move || registry::service(&store, &cell, &id, clock::now())).await?)
 }
 
 /// `POST /promote`: `{"service_id": ..., "role": ...}`.
-async fn promote(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn promote(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers: _,
+    } = req;
     let id = id_field(&body, "service_id", IdKind::Agent)?;
     let role = field(&body, "role")?;
-    let cell = cell(&app, &headers).await?;
     let store = app.store();
     ok(blocking(move || {
         let now = clock::now();
@@ -308,14 +300,13 @@ async fn promote(
 }
 
 /// `POST /deregister`: `{"service_id": ...}`, as `pas agent rm CELL ID --force`.
-async fn deregister(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn deregister(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let id = id_field(&body, "service_id", IdKind::Agent)?;
-    let cell = cell(&app, &headers).await?;
     let args = vec![
         "agent".into(),
         "rm".into(),
@@ -376,8 +367,8 @@ pub async fn monitor(app: Arc<App>, mut stop: tokio::sync::watch::Receiver<bool>
 }
 
 /// `GET /stats`.
-async fn stats(AxState(app): AxState<Arc<App>>, headers: HeaderMap) -> Reply {
-    let list = all_services(&app, &headers).await?;
+async fn stats(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let list = all_services(&app, req.cell).await?;
     let count = |word: &str| list.iter().filter(|s| s["status"] == word).count();
     let last = app.seed.last_check.lock().ok().and_then(|l| l.clone());
     ok(json!({
@@ -397,8 +388,8 @@ async fn stats(AxState(app): AxState<Arc<App>>, headers: HeaderMap) -> Reply {
 /// `GET /alerts[?limit=N]`: the cell's liveness events, one JSON object a line, newest last.
 async fn alerts(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
     let limit = match query.get("limit") {
         None => 100,
@@ -406,7 +397,6 @@ async fn alerts(
             .parse::<usize>()
             .map_err(|_| Error::usage(format!("limit {n:?} is not a whole number")))?,
     };
-    let cell = cell(&app, &headers).await?;
     let store = app.store();
     let lines = blocking(move || {
         let bytes = store.read_log(&cell, LogFile::Events, 0)?;
@@ -469,15 +459,14 @@ fn resource_flags(body: &Map<String, Value>) -> Result<Vec<String>, ApiError> {
 
 /// `POST /reserve`: `{"job_id", "agent", "cpu", "mem_mb", "gpu", "gpu_mem_mb", "port"?}`,
 /// as `pas reserve`; over quota is 409 with the shortfall.
-async fn reserve(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn reserve(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let job = field(&body, "job_id")?;
     let agent = id_field(&body, "agent", IdKind::Agent)?;
-    let cell = cell(&app, &headers).await?;
     let mut args = vec![
         "reserve".to_string(),
         cell,
@@ -491,53 +480,42 @@ async fn reserve(
     cli(&app, acting(&headers)?, args).await
 }
 
-/// `POST /release` and `POST /kill`: `{"job_id"}`.
-async fn job_command(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-    command: &str,
-) -> Reply {
-    let body = reply::body_object(body)?;
-    let job = field(&body, "job_id")?;
+/// `POST /release` and `POST /kill`: `{"job_id"}`, as `pas release|kill CELL JOB`.
+async fn job_command(app: Arc<App>, command: &str, req: SeedRequest) -> Reply {
+    let job = field(&req.body, "job_id")?;
     check_id(IdKind::Task, &job).map_err(|_| {
         Error::usage(format!("job_id {job:?} is not an id"))
             .hint("ids are 1-128 characters of [A-Za-z0-9._-], not starting with '-' or '.'")
     })?;
-    let cell = cell(app, headers).await?;
-    cli(app, acting(headers)?, vec![command.into(), cell, job]).await
+    cli(
+        &app,
+        acting(&req.headers)?,
+        vec![command.into(), req.cell, job],
+    )
+    .await
 }
 
-async fn release(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    job_command(&app, &headers, body, "release").await
+async fn release(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    job_command(app, "release", req).await
 }
 
-async fn kill(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    job_command(&app, &headers, body, "kill").await
+async fn kill(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    job_command(app, "kill", req).await
 }
 
 /// `GET /quotas`: `pas quota CELL` as `{"items": [...]}`.
-async fn quotas(AxState(app): AxState<Arc<App>>, headers: HeaderMap) -> Reply {
-    let cell = cell(&app, &headers).await?;
+async fn quotas(AxState(app): AxState<Arc<App>>, SeedRequest { cell, .. }: SeedRequest) -> Reply {
     items(run_cli(&app, None, vec!["quota".into(), cell]).await?)
 }
 
 /// `POST /quotas/update`: `{"cpu", "mem_mb", "gpu", "gpu_mem_mb"}` or `{"resource",
 /// "capacity"}`, as `pas quota set`.
-async fn update_quotas(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let mut body = reply::body_object(body)?;
+async fn update_quotas(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        mut body,
+        cell,
+        headers,
+    } = req;
     if let (Some(resource), Some(capacity)) =
         (body.get("resource").cloned(), body.get("capacity").cloned())
     {
@@ -555,7 +533,6 @@ async fn update_quotas(
             .hint("send {\"cpu\": 8} (or mem_mb, gpu, gpu_mem_mb), or {\"resource\": \"cpu\", \"capacity\": 8}")
             .into());
     }
-    let cell = cell(&app, &headers).await?;
     let mut args = vec!["quota".to_string(), "set".into(), cell];
     args.extend(flags);
     cli(&app, acting(&headers)?, args).await
@@ -564,10 +541,9 @@ async fn update_quotas(
 /// `GET /reservations[?status=]`: `pas reservations CELL [--status S]`.
 async fn reservations(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
-    let cell = cell(&app, &headers).await?;
     let mut args = vec!["reservations".to_string(), cell];
     if let Some(status) = query.get("status") {
         args.push(format!("--status={status}"));
@@ -606,14 +582,13 @@ async fn context_lines(
 
 /// `POST /track`: `{"agent", "run_id"?, "ctx_used", "ctx_limit"}`, as `pas budget track`;
 /// answers with the agent's context state (ok, warning, breach).
-async fn track(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn track(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let agent = id_field(&body, "agent", IdKind::Agent)?;
-    let cell = cell(&app, &headers).await?;
     let mut args = vec![
         "budget".to_string(),
         "track".into(),
@@ -647,10 +622,9 @@ async fn track(
 /// `GET /status[?agent=]`.
 async fn token_status(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
-    let cell = cell(&app, &headers).await?;
     let agent = query.get("agent").cloned();
     if let Some(a) = &agent {
         check_id(IdKind::Agent, a)?;
@@ -667,14 +641,13 @@ async fn token_status(
 
 /// `POST /summarize`: `{"agent", "run_id"?, "trigger_reason"?}`: Save-State → Clear →
 /// Resume now (a checkpoint, a summary, a `summarize` directive on the next beat).
-async fn summarize(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn summarize(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let agent = id_field(&body, "agent", IdKind::Agent)?;
-    let cell = cell(&app, &headers).await?;
     if acting(&headers)?.is_some() {
         return Err(Error::new(
             Kind::Denied,
@@ -700,10 +673,9 @@ async fn summarize(
 /// `GET /summaries[?agent=]`: `pas budget history CELL [AGENT]`.
 async fn summaries(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
+    SeedRequest { cell, .. }: SeedRequest,
 ) -> Reply {
-    let cell = cell(&app, &headers).await?;
     let mut args = vec!["budget".to_string(), "history".into(), cell];
     if let Some(a) = query.get("agent") {
         check_id(IdKind::Agent, a)?;
@@ -713,14 +685,13 @@ async fn summaries(
 }
 
 /// `POST /clear`: `{"agent"}`: the agent's context use set to 0 (`pas budget track --used 0`).
-async fn clear(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn clear(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let agent = id_field(&body, "agent", IdKind::Agent)?;
-    let cell = cell(&app, &headers).await?;
     let args = vec![
         "budget".into(),
         "track".into(),
@@ -739,12 +710,12 @@ async fn clear(
 // ---------------------------------------------------------------- AINS
 
 /// `POST /ains/agents`: `{"agent_id"?, "display_name"|"name", "capabilities"?, ...}`.
-async fn ains_register(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn ains_register(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers: _,
+    } = req;
     let mut seed = Map::new();
     let name = body
         .get("display_name")
@@ -777,7 +748,6 @@ async fn ains_register(
         seed.insert("caps".into(), Value::Array(names));
     }
     let reg = registry::rules::registration(&seed)?;
-    let cell = cell(&app, &headers).await?;
     let store = app.store();
     let (id, view) = blocking(move || {
         let now = clock::now();
@@ -792,26 +762,28 @@ async fn ains_register(
 }
 
 /// `GET /ains/agents`.
-async fn ains_agents(AxState(app): AxState<Arc<App>>, headers: HeaderMap) -> Reply {
-    ok(json!({ "items": all_services(&app, &headers).await? }))
+async fn ains_agents(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    ok(json!({ "items": all_services(&app, req.cell).await? }))
 }
 
 /// `GET /ains/agents/{id}`.
-async fn ains_agent(app: AxState<Arc<App>>, headers: HeaderMap, id: Path<String>) -> Reply {
-    one_service(app, headers, id).await
+async fn ains_agent(app: AxState<Arc<App>>, id: Path<String>, req: SeedRequest) -> Reply {
+    one_service(app, id, req).await
 }
 
 /// `POST /ains/agents/{id}/capabilities`: `{"name", "description"?, "input_schema"?,
 /// "output_schema"?, "pricing_model"?, ...}`.
 async fn ains_capability(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    req: SeedRequest,
 ) -> Reply {
     check_id(IdKind::Agent, &id)?;
-    let body = reply::body_object(body)?;
-    let cell = cell(&app, &headers).await?;
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     may_act_for(&app, &headers, &cell, &id).await?;
     let store = app.store();
     let agent = id.clone();
@@ -825,12 +797,15 @@ async fn ains_capability(
 /// "uptime_ms", "metrics"?}`.
 async fn ains_heartbeat(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    req: SeedRequest,
 ) -> Reply {
     check_id(IdKind::Agent, &id)?;
-    let body = reply::body_object(body)?;
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     for key in ["timestamp", "status", "uptime_ms"] {
         if !body.contains_key(key) {
             return Err(Error::usage(format!("an AINS heartbeat needs \"{key}\""))
@@ -850,7 +825,6 @@ async fn ains_heartbeat(
         .into());
     }
     let report = registry::beat_report(&body)?;
-    let cell = cell(&app, &headers).await?;
     may_act_for(&app, &headers, &cell, &id).await?;
     let store = app.store();
     let agent = id.clone();
@@ -872,11 +846,10 @@ async fn ains_heartbeat(
 /// CELL --agent ID`; `{"tasks": [task]}`, or `{"tasks": []}` when none is ready.
 async fn ains_poll(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    SeedRequest { cell, headers, .. }: SeedRequest,
 ) -> Reply {
     check_id(IdKind::Agent, &id)?;
-    let cell = cell(&app, &headers).await?;
     let args = vec!["task".into(), "claim".into(), cell, format!("--agent={id}")];
     // Polling claims work, so it acts as the agent: permissions apply as to `--as ID`.
     let as_agent = acting(&headers)?.or(Some(id));
@@ -889,15 +862,14 @@ async fn ains_poll(
 
 /// `POST /ains/tasks`: `{"task_id", "title", "description"?, "priority"?, "assign"?}`, as
 /// `pas task add`.
-async fn ains_add_task(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    let body = reply::body_object(body)?;
+async fn ains_add_task(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
     let task = id_field(&body, "task_id", IdKind::Task)?;
     let title = field(&body, "title")?;
-    let cell = cell(&app, &headers).await?;
     let mut args = vec![
         "task".to_string(),
         "add".into(),
@@ -917,38 +889,31 @@ async fn ains_add_task(
     cli(&app, acting(&headers)?, args).await
 }
 
-/// `POST /ains/tasks/{task}/complete`: `{"agent_id"}`, as `pas task done CELL TASK --as AGENT`.
-async fn ains_complete(
+/// `POST /ains/tasks/{task}/complete` (`{"agent_id"}`, as `pas task done CELL TASK --as
+/// AGENT`) and `POST /ains/tasks/{task}/fail` (`{"agent_id", "reason"}`, as `pas task fail`).
+async fn ains_task_end(
     AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    Path(task): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    Path((task, end)): Path<(String, String)>,
+    req: SeedRequest,
 ) -> Reply {
-    task_end(&app, &headers, &task, body, "done").await
-}
-
-/// `POST /ains/tasks/{task}/fail`: `{"agent_id", "reason"}`, as `pas task fail`.
-async fn ains_fail(
-    AxState(app): AxState<Arc<App>>,
-    headers: HeaderMap,
-    Path(task): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    task_end(&app, &headers, &task, body, "fail").await
-}
-
-async fn task_end(
-    app: &Arc<App>,
-    headers: &HeaderMap,
-    task: &str,
-    body: Result<Bytes, BytesRejection>,
-    how: &str,
-) -> Reply {
-    check_id(IdKind::Task, task)?;
-    let body = reply::body_object(body)?;
+    let SeedRequest {
+        body,
+        cell,
+        headers,
+    } = req;
+    let (app, headers) = (&app, &headers);
+    let how = match end.as_str() {
+        "complete" => "done",
+        "fail" => "fail",
+        other => {
+            return Err(Error::not_found(format!("no task ending {other:?}"))
+                .hint("end a task with complete or fail")
+                .into())
+        }
+    };
+    check_id(IdKind::Task, &task)?;
     let agent = id_field(&body, "agent_id", IdKind::Agent)?;
-    let cell = cell(app, headers).await?;
-    let mut args = vec!["task".to_string(), how.into(), cell, task.to_string()];
+    let mut args = vec!["task".to_string(), how.into(), cell, task];
     if how == "fail" {
         let reason = body
             .get("reason")

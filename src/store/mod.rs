@@ -31,6 +31,7 @@ pub use layout::{
     check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, LogFile, CELL_SUBDIRS,
 };
 pub use lock::LockGuard;
+pub(crate) use secret::TokenVersion;
 pub use txn::{transact, DocKey, Revision, Txn};
 
 use crate::doc::Doc;

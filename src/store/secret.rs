@@ -15,7 +15,19 @@ pub const TOKEN_FILE: &str = "serve-token";
 /// A token file is one line; anything bigger is not ours.
 const TOKEN_LIMIT: u64 = 4096;
 
+/// Which token file is on disk (inode and change time): when it differs from the one a
+/// server read, the token was rotated.
+pub type TokenVersion = Option<(u64, i64, i64)>;
+
 impl FsStore {
+    /// The [`TokenVersion`] of the token file now (`None` when it cannot be seen). A stat,
+    /// cheap enough for every request that needs the token.
+    pub(crate) fn serve_token_version(&self) -> TokenVersion {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.root().join(PAS_DIR).join(TOKEN_FILE)).ok()?;
+        Some((meta.ino(), meta.ctime(), meta.ctime_nsec()))
+    }
+
     /// The server's bearer token: the one on disk, or a new random one written 0600 when
     /// there is none or `rotate` asks for a new one. Returns the token and the file's path.
     pub(crate) fn serve_token(&self, rotate: bool) -> Result<(String, std::path::PathBuf)> {

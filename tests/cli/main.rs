@@ -17,6 +17,7 @@ mod programs;
 mod queue;
 mod revival;
 mod schemas;
+mod serve;
 mod shell;
 mod tasks;
 mod top;
