@@ -227,6 +227,7 @@
     const started = performance.now();
     try {
       const status = await api("GET", "api/status");
+      const arrived = performance.now(); // the ages in it count on from here
       // Per cell drawn: the requests waiting, and the quota and active reservations (the
       // Resource Manager's endpoints) for the resource bars; read again when an event
       // came from the cell, else every EXTRAS_MS, so a big root costs a bounded number of
@@ -243,9 +244,10 @@
       for (const [id, info] of fresh) cells.set(id, info);
       state.cells = cells;
       state.status = status;
-      state.fetchedAt = performance.now();
-      render();
+      state.fetchedAt = arrived;
+      // A read that worked clears the last one's complaint (render may make a new one).
       if ($("notice").dataset.kind === "read") $("notice").hidden = true;
+      render();
     } catch (err) {
       notice(`cannot read the fleet: ${err.message}`, "read");
     } finally {
