@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 
+import dashboard  # noqa: E402
 import fixtures  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
@@ -67,7 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="run only the measurements whose names contain one of these "
                    "comma-separated words (e.g. revival,claims; names: "
                    + ", ".join(f.__name__.replace("measure_", "") for f in
-                               scenarios.SCENARIOS + serve.SCENARIOS + peers.SCENARIOS) + ")")
+                               scenarios.SCENARIOS + serve.SCENARIOS + dashboard.SCENARIOS
+                               + peers.SCENARIOS) + ")")
     a = p.parse_args(argv)
     if a.sizes:
         try:
@@ -145,7 +147,8 @@ def main(argv: list[str]) -> int:
         t_fixtures = time.perf_counter() - t0
 
         ctx = scenarios.Ctx(repo=REPO, pas=pas, roots=roots, quick=args.quick, tmp=tmp)
-        todo = scenarios.SCENARIOS + serve.SCENARIOS + ([] if args.no_peers else peers.SCENARIOS)
+        todo = (scenarios.SCENARIOS + serve.SCENARIOS + dashboard.SCENARIOS
+                + ([] if args.no_peers else peers.SCENARIOS))
         if args.only:
             words = [w.strip() for w in args.only.split(",") if w.strip()]
             todo = [m for m in todo if any(w in m.__name__ for w in words)]

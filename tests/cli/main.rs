@@ -5,6 +5,7 @@ mod harness;
 mod budgets;
 mod cells;
 mod concurrency;
+mod dashboard;
 mod demo;
 mod docs;
 mod faults;
