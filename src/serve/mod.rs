@@ -56,6 +56,8 @@ pub struct Options<'a> {
     pub launch: crate::ops::supervisor::Launch,
     /// Longest time for one request, from its first byte to its response head.
     pub request_timeout: Duration,
+    /// Writes from loopback need no token (`--trust-loopback`).
+    pub trust_loopback: bool,
     /// Says where the server listens (one line per address, on stdout).
     pub announce: &'a dyn Fn(&str),
 }
@@ -68,6 +70,8 @@ pub(crate) struct App {
     token: std::sync::RwLock<(String, crate::store::TokenVersion)>,
     token_path: PathBuf,
     launch: crate::ops::supervisor::Launch,
+    /// Writes from loopback need no token (`--trust-loopback`).
+    trust_loopback: bool,
     events: sse::Hub,
     seed: seed::State,
     started: std::time::Instant,
@@ -107,6 +111,7 @@ pub fn run(opts: Options<'_>) -> Result<()> {
         token: std::sync::RwLock::new((opts.token, token_version)),
         token_path: opts.token_path,
         launch: opts.launch,
+        trust_loopback: opts.trust_loopback,
         events: sse::Hub::new(),
         seed: seed::State::default(),
         started: std::time::Instant::now(),
@@ -124,10 +129,17 @@ pub fn run(opts: Options<'_>) -> Result<()> {
             (opts.announce)(&format!("pas serve: listening on http://{local}"));
             bound.push(l);
         }
-        (opts.announce)(&format!(
-            "pas serve: writes need the token in {}",
-            app.token_path.display()
-        ));
+        (opts.announce)(&if app.trust_loopback {
+            format!(
+                "pas serve: writes from loopback need no token (--trust-loopback); from elsewhere, the token in {}",
+                app.token_path.display()
+            )
+        } else {
+            format!(
+                "pas serve: writes need the token in {}",
+                app.token_path.display()
+            )
+        });
         let router = routes(Arc::clone(&app), timeout);
         tokio::spawn(sse::tail(Arc::clone(&app), stop_rx.clone()));
         tokio::spawn(seed::monitor(Arc::clone(&app), stop_rx.clone()));

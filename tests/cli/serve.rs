@@ -326,6 +326,125 @@ fn the_seeds_curl_examples_change_the_cell_as_the_cli_sees_it() {
     assert_eq!(found["items"].as_array().unwrap().len(), 1, "{found}");
 }
 
+/// The seed's examples (seed 000, "Register a Service" to "Trigger Summarization"), as
+/// written there but for the port: each service's port becomes the server's.
+const SEED_EXAMPLES: &str = r#"set -e
+curl http://localhost:6121
+curl http://localhost:6104/health
+curl -X POST http://localhost:6121/register \
+  -H "Content-Type: application/json" \
+  -d '{
+    "name": "llama-3.1-8b",
+    "type": "model",
+    "role": "production",
+    "url": "http://127.0.0.1:8050",
+    "caps": ["infer", "classify"],
+    "labels": {"space": "local", "tier": "2"},
+    "ctx_limit": 32768
+  }'
+curl -X POST http://localhost:6104/reserve \
+  -H "Content-Type: application/json" \
+  -d '{
+    "job_id": "J-TRAIN-001",
+    "agent": "Q-Tower-Trainer",
+    "cpu": 4.0,
+    "mem_mb": 8192,
+    "gpu": 1,
+    "gpu_mem_mb": 4096
+  }'
+curl -X POST http://localhost:6105/track \
+  -H "Content-Type: application/json" \
+  -d '{
+    "agent": "Architect",
+    "run_id": "R-001",
+    "ctx_used": 8000,
+    "ctx_limit": 16000
+  }'
+curl -X POST http://localhost:6105/summarize \
+  -H "Content-Type: application/json" \
+  -d '{
+    "agent": "Architect",
+    "run_id": "R-001",
+    "trigger_reason": "hard_max_breach"
+  }'
+"#;
+
+#[test]
+fn the_seeds_examples_run_unchanged_but_for_the_port_with_trust_loopback() {
+    if !tool_available(
+        "curl",
+        &["--version"],
+        "the seed's examples are curl commands",
+    ) {
+        return;
+    }
+    let root = Root::new();
+    let cell = root.cell("seed");
+    root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
+    root.ok(&["agent", "add", &cell, "Architect"]);
+    root.ok(&[
+        "quota",
+        "set",
+        &cell,
+        "--cpu",
+        "10",
+        "--mem",
+        "32768MiB",
+        "--gpu",
+        "1",
+        "--gpu-mem",
+        "8192MiB",
+    ]);
+    let script = |port: u16| {
+        ["6121", "6109", "6104", "6105"]
+            .iter()
+            .fold(SEED_EXAMPLES.to_string(), |s, seed_port| {
+                s.replace(
+                    &format!("localhost:{seed_port}"),
+                    &format!("localhost:{port}"),
+                )
+            })
+    };
+    let run = |port: u16| {
+        Command::new("sh")
+            .args(["-c", &script(port)])
+            .output()
+            .unwrap()
+    };
+    // Without --trust-loopback the writes are refused (curl itself succeeds: a 401 is an
+    // answer) and nothing changes.
+    let guarded = Server::start(&root, &[]);
+    let before = root.snapshot();
+    let out = run(guarded.port);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("needs the server's bearer token"),
+        "{out:?}"
+    );
+    assert_eq!(root.snapshot(), before);
+    guarded.stop();
+    // With it, the same script changes the cell as the CLI sees it.
+    let trusting = Server::start(&root, &["--trust-loopback"]);
+    let out = run(trusting.port);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!stdout.contains("\"error\""), "{stdout}");
+    let services = root.json(&["agent", "list", &cell]);
+    assert!(
+        services
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "llama-3.1-8b"),
+        "{services}"
+    );
+    let reservations = root.json(&["reservations", &cell]);
+    assert_eq!(reservations[0]["job"], "J-TRAIN-001", "{reservations}");
+    let history = root.json(&["budget", "history", &cell, "Architect"]);
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    trusting.stop();
+}
+
 /// A client written like the seed's registry heartbeat utility, with urllib only.
 const PY_CLIENT: &str = r#"
 import json, sys, time, urllib.request

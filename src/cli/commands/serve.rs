@@ -39,6 +39,11 @@ pub struct ServeArgs {
     /// answer's head; a slower client gets 408 and its connection is closed.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0, value_parser = crate::cli::words::seconds)]
     pub request_timeout: f64,
+    /// Writes from loopback (127.0.0.1, ::1) need no token, so the seed's clients and
+    /// curl examples work unchanged. Only for a machine whose local users you all trust:
+    /// any of them can then change the root through this server, as the server's user.
+    #[arg(long)]
+    pub trust_loopback: bool,
 }
 
 // Subcommands of `pas serve`.
@@ -67,6 +72,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         cell,
         rotate_token,
         request_timeout,
+        trust_loopback,
     } = args;
     if let Some(ServeCommand::Token(TokenArgs { rotate })) = command {
         let (token, path) = ctx.store.serve_token(rotate)?;
@@ -104,6 +110,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         token,
         token_path,
         launch: ctx.launch,
+        trust_loopback,
         request_timeout: std::time::Duration::from_secs_f64(request_timeout.clamp(0.001, 86_400.0)),
         announce: &|line| ctx.out.line(line),
     })
