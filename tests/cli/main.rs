@@ -21,3 +21,4 @@ mod tasks;
 mod top;
 mod trust;
 mod ux;
+mod views;
