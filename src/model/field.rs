@@ -387,6 +387,15 @@ pub trait Record: Sized + Clone + PartialEq {
     /// records: known keys in declaration order, `nullable` ones as `null` when unset,
     /// defaults spelled out, unset `optional` ones left out; then `extra`.
     fn to_map(&self) -> Map<String, Value>;
+
+    /// Reads the record straight from a whole document's JSON text, without building the
+    /// document's object first: the fast path of fleet views, which read many files and
+    /// write none of them. The same record as `read_map` gives (unknown keys in `extra`);
+    /// `None` when the text is not a plain JSON object or a field does not read: then read
+    /// the document the usual way, whose error names the problem.
+    fn from_text(_bytes: &[u8]) -> Option<Self> {
+        None
+    }
 }
 
 /// `extra`'s keys appended to a new object (a known key in `extra` is ignored).
@@ -766,6 +775,54 @@ macro_rules! record {
                 $($crate::model::field::$mode::fresh(&mut map, stringify!($field), &self.$field);)*
                 $crate::model::field::append_extra(&mut map, &self.extra, Self::KEYS);
                 map
+            }
+
+            fn from_text(bytes: &[u8]) -> Option<Self> {
+                /// The value of each known key (the last one, as in an object), and the
+                /// unknown keys in file order.
+                #[derive(Default)]
+                struct Found {
+                    $($field: Option<serde_json::Value>,)*
+                    extra: serde_json::Map<String, serde_json::Value>,
+                }
+                struct Fields;
+                impl<'de> ::serde::de::Visitor<'de> for Fields {
+                    type Value = Found;
+
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+
+                    fn visit_map<A: ::serde::de::MapAccess<'de>>(
+                        self,
+                        mut access: A,
+                    ) -> std::result::Result<Found, A::Error> {
+                        let mut found = Found::default();
+                        // A key with escapes is no borrowed text: the usual way reads it.
+                        while let Some(key) = access.next_key::<&'de str>()? {
+                            match key {
+                                $(stringify!($field) => found.$field = Some(access.next_value()?),)*
+                                _ => {
+                                    found.extra.insert(key.to_string(), access.next_value()?);
+                                }
+                            }
+                        }
+                        Ok(found)
+                    }
+                }
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                let found = ::serde::Deserializer::deserialize_map(&mut de, Fields).ok()?;
+                de.end().ok()?;
+                let Found { $($field,)* extra } = found;
+                $(let $field = $field.as_ref();)*
+                let at = &$crate::model::field::At::file("");
+                let read = || -> $crate::error::Result<Self> {
+                    Ok($name {
+                        $($field: record!(@read $mode, $field, stringify!($field), at),)*
+                        extra,
+                    })
+                };
+                read().ok()
             }
         }
 

@@ -1052,3 +1052,43 @@ fn the_spec_cell_of_the_hand_written_tests_reads() {
     assert_eq!(agent.gateway.as_deref(), Some("gateway_1"));
     assert_eq!(agent.role, Role::Lead);
 }
+
+/// `Record::from_text`, the fast path of fleet views, reads what the document path reads,
+/// and gives up (for the document path to say why) wherever that path fails or the text
+/// is anything but a plain object.
+#[test]
+fn an_agent_read_from_its_text_is_the_agent_read_from_its_document() {
+    use crate::model::field::Record;
+    let same = [
+        r#"{"agent_id": "a1", "status": "idle"}"#,
+        r#"{"agent_id": "a1", "status": "active", "last_heartbeat": "2026-01-01T00:00:00Z",
+            "heartbeat_count": 3, "ctx_used": 5, "ctx_limit": 10, "progress": 0.5,
+            "capabilities": ["x", "y"], "policies": {"heartbeat_interval": 60},
+            "x_custom": {"k": [1, 2]}, "z": null}"#,
+        // A key twice: the last value counts, as in an object.
+        r#"{"agent_id": "a1", "status": "idle", "status": "paused"}"#,
+        // An epoch heartbeat, as shell scripts write it.
+        r#"{"agent_id": "a1", "last_heartbeat": 1767225600.5}"#,
+        // A value that does not decode in a `cache` field reads as absent either way.
+        r#"{"agent_id": "a1", "ctx_state": 42}"#,
+    ];
+    for text in same {
+        let fast = Agent::from_text(text.as_bytes());
+        let slow = Agent::from_doc_at(&doc(text), "agents/a1.json").unwrap();
+        assert_eq!(fast.as_ref(), Some(&slow), "{text}");
+    }
+    let refused = [
+        "",
+        "  ",
+        "[1]",
+        r#"{"agent_id": "a1""#,
+        r#"{"agent_id": "a1"} trailing"#,
+        r#"{"status": "idle"}"#,
+        r#"{"agent_id": "a1", "status": "running"}"#,
+        r#"{"agent_id": 7}"#,
+        r#"{"agent\u005fid": "a1"}"#,
+    ];
+    for text in refused {
+        assert_eq!(Agent::from_text(text.as_bytes()), None, "{text}");
+    }
+}

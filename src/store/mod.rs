@@ -213,6 +213,17 @@ pub trait Store {
     /// then `read` of each (a document removed in between is left out), in one pass over
     /// the directory.
     fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>>;
+    /// [`Store::read_collection`] leaving each document as its bytes: for read-only views
+    /// that type only what they need (`Record::from_text`) and parse a document with
+    /// [`Store::parse_doc`] only when that fails.
+    fn read_collection_bytes(
+        &self,
+        cell: &str,
+        what: Collection,
+    ) -> Result<Vec<(String, Result<Vec<u8>>)>>;
+    /// Parses `bytes` read for `key` as [`Store::read`] does: a document that is not a JSON
+    /// object is an error naming its file.
+    fn parse_doc(&self, cell: &str, key: FileKey<'_>, bytes: &[u8]) -> Result<Doc>;
     /// Takes an operation lock of the cell ([`LockKey`]), waiting for it. Documents need
     /// none: transactions lock inside the store.
     fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
@@ -585,10 +596,7 @@ impl FsStore {
         match atomic::read_at(dir, name, key.size_limit()) {
             Ok(None) => Ok(None),
             Ok(Some(bytes)) => {
-                let doc = match Doc::parse_object(&bytes) {
-                    Some(doc) => doc,
-                    None => Doc::parse(&bytes, &self.path_of(cell, key))?,
-                };
+                let doc = self.parse_doc(cell, key, &bytes)?;
                 // Hashing is for transactions only: a fleet view reads 100,000 documents.
                 let revision = if with_revision {
                     Revision::of_bytes(&bytes)
@@ -635,6 +643,19 @@ impl FsStore {
         what: Collection,
         with_revision: bool,
     ) -> Result<RevisionedDocs> {
+        self.each_in_collection(cell, what, |dir, key, name| {
+            self.read_in(dir, cell, key, name, with_revision)
+        })
+    }
+
+    /// `read` of every file of a collection (its directory, key and file name) in one pass
+    /// over the directory, by id in [`Store::list`] order; files gone are left out.
+    fn each_in_collection<T>(
+        &self,
+        cell: &str,
+        what: Collection,
+        mut read: impl FnMut(std::os::fd::BorrowedFd<'_>, FileKey<'_>, &str) -> Result<Option<T>>,
+    ) -> Result<Vec<(String, Result<T>)>> {
         let cell_fd = self.cell_fd(cell)?;
         let dir = match atomic::open_subdir(cell_fd.as_fd(), what.dir()) {
             Ok(fd) => fd,
@@ -651,7 +672,7 @@ impl FsStore {
                 Collection::Tasks => FileKey::Task(&id),
             };
             let (_, name) = key.dir_and_name();
-            match self.read_in(dir.as_fd(), cell, key, &name, with_revision) {
+            match read(dir.as_fd(), key, &name) {
                 Ok(None) => {}
                 Ok(Some(doc)) => docs.push((id, Ok(doc))),
                 Err(e) => docs.push((id, Err(e))),
@@ -897,6 +918,24 @@ impl Store for FsStore {
 
     fn read_collection_revisions(&self, cell: &str, what: Collection) -> Result<RevisionedDocs> {
         self.read_collection_inner(cell, what, true)
+    }
+
+    fn read_collection_bytes(
+        &self,
+        cell: &str,
+        what: Collection,
+    ) -> Result<Vec<(String, Result<Vec<u8>>)>> {
+        self.each_in_collection(cell, what, |dir, key, name| {
+            atomic::read_at(dir, name, key.size_limit())
+                .map_err(|e| self.io_error("read", &self.path_of(cell, key), e))
+        })
+    }
+
+    fn parse_doc(&self, cell: &str, key: FileKey<'_>, bytes: &[u8]) -> Result<Doc> {
+        match Doc::parse_object(bytes) {
+            Some(doc) => Ok(doc),
+            None => Doc::parse(bytes, &self.path_of(cell, key)),
+        }
     }
 
     fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>> {

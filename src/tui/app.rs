@@ -1,16 +1,19 @@
 //! The running `pas top`: terminal setup and restore, the event loop, the background loader
 //! and the actions.
 //!
-//! The screen thread never touches the disk. A loader thread reads snapshots (when the
-//! store's change notifications say something changed, at most about twice a second and
-//! never faster than twice the last read took, and every few seconds anyway so that health
-//! and ages move on, and so that a root without file events still shows the fleet) and
-//! follows the selected cell's `logs/events.jsonl`; actions run on threads of their own. So a
-//! slow disk or a 10,000-agent root slows what is shown, never the keys.
+//! The screen thread never touches the disk. A loader thread reads the fleet once, then
+//! reads again only the cells the store's change notifications name (at most about twice a
+//! second and never faster than twice the last read took), the cells whose health or
+//! restart is due by the clock (looked at every few seconds; ages count on from each
+//! cell's read), and, once a minute, every cell; without change notifications every read is
+//! of the whole fleet. It also follows the selected cell's `logs/events.jsonl`; actions run
+//! on threads of their own. So a slow disk or a 10,000-agent root slows what is shown,
+//! never the keys, and one agent's beat reads one cell, not the fleet.
 //!
 //! The terminal is restored on every way out: `q`, Ctrl-C, SIGTERM/SIGINT/SIGHUP (checked
 //! between frames), an error (a guard's `Drop`) and a panic (a hook that restores first).
 
+use std::collections::BTreeSet;
 use std::io::{self, IsTerminal};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +26,7 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind,
 use ratatui::crossterm::{cursor, execute, terminal};
 use ratatui::Terminal;
 
-use super::model::{Action, Input, Level, Model, Outcome, Snapshot};
+use super::model::{Action, Cells, Input, Level, Model, Outcome, Snapshot};
 use super::view::{self, Palette};
 use crate::clock;
 use crate::error::{Error, Result};
@@ -34,8 +37,12 @@ use crate::store::changes::{CellId, Change, ChangeFeed};
 use crate::store::events::{self, Event};
 use crate::store::{FsStore, Store};
 
-/// Full re-reads at least this often, so ages and health move on without file events.
+/// The clock's turn this often: cells whose health or restart is due by now are read again
+/// (ages count on from each cell's read without one).
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
+/// Every cell is read again this often anyway: the one change no file event reports is a
+/// process that died with no supervisor left to write it down.
+const FULL_EVERY: Duration = Duration::from_secs(60);
 /// Re-reads after file events no more often than this.
 const MIN_GAP: Duration = Duration::from_millis(500);
 /// Redraws at least this often (heartbeat ages tick).
@@ -255,9 +262,18 @@ fn load_loop(
     changes: &dyn ChangeFeed,
 ) {
     changes.watch_root();
+    let mut cells = Cells::default();
     let mut last_load: Option<Instant> = None;
+    let mut last_full: Option<Instant> = None;
     let mut gap = MIN_GAP;
     let mut stale = true;
+    // What the next read must cover: every cell, or the cells in `dirty` (and the list of
+    // cells itself with `relist`).
+    let mut full = true;
+    let mut relist = false;
+    let mut dirty: BTreeSet<String> = BTreeSet::new();
+    // Without change events (none on this system, or they stopped), every read is full.
+    let mut polling = false;
     let mut follow: Option<String> = None;
     let mut offset = 0u64;
     let mut events_stale = false;
@@ -276,14 +292,28 @@ fn load_loop(
         for message in first.into_iter().chain(rx.try_iter()) {
             match message {
                 ToLoader::Changed(change) => {
-                    // Anything may show on the screen; a reload is cheap next to a stale view.
-                    stale = true;
                     events_stale |= match &change {
                         Change::Events { cell } => follow.as_deref() == Some(&**cell),
                         // Events may have been missed: read the followed log again.
                         Change::Rescan | Change::Lost { .. } => true,
                         _ => false,
                     };
+                    match change {
+                        Change::Root | Change::Rescan => full = true,
+                        Change::Lost { .. } => (full, polling) = (true, true),
+                        Change::Cell { cell } => {
+                            relist = true;
+                            dirty.insert(cell.to_string());
+                        }
+                        Change::Agent { cell, .. }
+                        | Change::Task { cell, .. }
+                        | Change::Reservations { cell } => {
+                            dirty.insert(cell.to_string());
+                        }
+                        // The log is not part of the view.
+                        Change::Events { .. } => continue,
+                    }
+                    stale = true;
                 }
                 ToLoader::Follow(cell) => {
                     follow = cell;
@@ -293,6 +323,7 @@ fn load_loop(
                 }
                 ToLoader::Reload => {
                     stale = true;
+                    full = true;
                     last_load = None;
                     events_stale = true;
                 }
@@ -325,24 +356,44 @@ fn load_loop(
         if !ready {
             continue;
         }
+        let now = clock::now();
+        if !stale {
+            // The clock's turn: cells whose health or restart is due by now, and, seldom,
+            // everything (a process that died with no one left to write it down).
+            full |= polling || last_full.is_none_or(|t| t.elapsed() >= FULL_EVERY);
+            dirty.extend(cells.due(now));
+            if !full && dirty.is_empty() {
+                last_load = Some(Instant::now());
+                continue;
+            }
+        }
         let started = Instant::now();
-        let message = match Snapshot::load(store, only, clock::now()) {
-            Ok(s) => {
+        let read = if full {
+            cells.load(store, only, now)
+        } else {
+            cells.reload(store, only, &dirty, relist, now)
+        };
+        let message = match read {
+            Ok(()) => {
                 // Cells made since the last read are followed from now on.
                 changes.watch_root();
-                for c in &s.cells {
-                    changes.watch_cell(&CellId::from(c.view.id.as_str()));
+                for id in cells.ids() {
+                    changes.watch_cell(&CellId::from(id));
                 }
-                FromBackground::Snapshot(s)
+                FromBackground::Snapshot(cells.snapshot())
             }
             Err(e) => FromBackground::Failed(format!("cannot read the fleet: {}", e.message)),
         };
         if out.send(message).is_err() {
             return;
         }
+        if full {
+            last_full = Some(Instant::now());
+        }
         last_load = Some(Instant::now());
         gap = (started.elapsed() * 2).max(MIN_GAP);
-        stale = false;
+        (stale, full, relist) = (false, false, false);
+        dirty.clear();
     }
 }
 

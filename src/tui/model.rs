@@ -6,7 +6,7 @@
 //! Rows are rebuilt only when the snapshot, the filter or an expansion changes, never per
 //! frame, and the selection is kept by key (cell, agent), so a reload does not move it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -36,13 +36,86 @@ pub struct CellSnap {
     pub reserved_by_agent: BTreeMap<String, Amounts>,
     /// What active reservations hold in all.
     pub reserved: Amounts,
+    /// When the cell was read: its ages count on from here (cells are read again only when
+    /// their files change, or their health is due to change by the clock).
+    pub taken: DateTime<Utc>,
+    /// Its files that could not be read (the quota, reservations).
+    pub errors: Vec<String>,
+}
+
+impl CellSnap {
+    /// Reads one cell through the store, recording nothing: a viewer must not write.
+    pub fn load(store: &dyn Store, id: &str, now: DateTime<Utc>) -> Result<CellSnap> {
+        let view = status::cell_view(store, id, false, now)?;
+        let mut errors = Vec::new();
+        let isolation = store
+            .read(&view.id, FileKey::Config(ConfigFile::Isolation))
+            .unwrap_or(None);
+        let capacity = reservation::capacity(isolation.as_ref()).unwrap_or_else(|e| {
+            errors.push(e.message);
+            [None; 4]
+        });
+        let active = reservation::list(store, &view.id, Some(ReservationStatus::Active))
+            .unwrap_or_else(|e| {
+                errors.push(e.message);
+                Vec::new()
+            });
+        let mut by_agent: BTreeMap<&str, Vec<&Reservation>> = BTreeMap::new();
+        for r in &active {
+            by_agent.entry(&r.agent).or_default().push(r);
+        }
+        Ok(CellSnap {
+            capacity,
+            reserved: reservation::held(&active),
+            reserved_by_agent: by_agent
+                .into_iter()
+                .map(|(a, list)| (a.to_string(), reservation::held(list)))
+                .collect(),
+            view,
+            taken: now,
+            errors,
+        })
+    }
+
+    /// Seconds from when the cell was read to `now` (never negative).
+    fn drift(&self, now: DateTime<Utc>) -> f64 {
+        ((now - self.taken).num_milliseconds() as f64 / 1000.0).max(0.0)
+    }
+
+    /// Seconds since an agent's last beat at `now`, counting on from the read.
+    pub fn beat_age(&self, agent: &AgentView, now: DateTime<Utc>) -> Option<f64> {
+        agent.heartbeat_age_seconds.map(|a| a + self.drift(now))
+    }
+
+    /// Seconds the cell has run at `now`: an active cell's time counts on from the read.
+    pub fn time_used(&self, now: DateTime<Utc>) -> Option<f64> {
+        let v = &self.view;
+        match v.status {
+            CellStatus::Active => v.time_used.map(|u| u + self.drift(now)),
+            _ => v.time_used,
+        }
+    }
+
+    /// Whether what the cell shows may have changed by `now` with no file written: an
+    /// agent's health is due to change (late, down, dead) or its restart or cool-down is
+    /// due. Such a cell is read again; the others stay as they were read.
+    pub fn due(&self, now: DateTime<Utc>) -> bool {
+        let passed = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(clock::parse)
+                .is_some_and(|t| t <= now)
+        };
+        self.view.agents.iter().any(|a| {
+            a.next_change.is_some_and(|t| t <= now)
+                || passed(&a.next_restart_at)
+                || passed(&a.cooldown_until)
+        })
+    }
 }
 
 /// The fleet at one moment.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// When it was read (ages shown are counted on from here).
-    pub taken: DateTime<Utc>,
     /// The cells.
     pub cells: Vec<CellSnap>,
     /// Cells or files that could not be read.
@@ -50,52 +123,108 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the fleet (one cell with `only`) through the store, recording nothing: a
-    /// viewer must not write.
-    pub fn load(store: &dyn Store, only: Option<&str>, now: DateTime<Utc>) -> Result<Snapshot> {
-        let (views, errors) = match only {
-            Some(id) => (vec![status::cell_view(store, id, false, now)?], Vec::new()),
-            None => status::root_views(store, false, now)?,
-        };
-        let mut errors: Vec<String> = errors.into_iter().map(|e| e.message).collect();
-        let mut cells = Vec::with_capacity(views.len());
-        for view in views {
-            let isolation = store
-                .read(&view.id, FileKey::Config(ConfigFile::Isolation))
-                .unwrap_or(None);
-            let capacity = reservation::capacity(isolation.as_ref()).unwrap_or_else(|e| {
-                errors.push(e.message);
-                [None; 4]
-            });
-            let active = reservation::list(store, &view.id, Some(ReservationStatus::Active))
-                .unwrap_or_else(|e| {
-                    errors.push(e.message);
-                    Vec::new()
-                });
-            let mut by_agent: BTreeMap<&str, Vec<&Reservation>> = BTreeMap::new();
-            for r in &active {
-                by_agent.entry(&r.agent).or_default().push(r);
-            }
-            cells.push(CellSnap {
-                capacity,
-                reserved: reservation::held(&active),
-                reserved_by_agent: by_agent
-                    .into_iter()
-                    .map(|(a, list)| (a.to_string(), reservation::held(list)))
-                    .collect(),
-                view,
-            });
-        }
-        Ok(Snapshot {
-            taken: now,
-            cells,
-            errors,
-        })
-    }
-
     /// Every agent in the snapshot.
     pub fn agent_count(&self) -> usize {
         self.cells.iter().map(|c| c.view.agents.len()).sum()
+    }
+}
+
+/// The cells as last read, by id, each read again on its own: what the loader of `pas top`
+/// keeps between reads, so that a change reads the cell it touched, not the fleet.
+#[derive(Debug, Default)]
+pub struct Cells {
+    read: BTreeMap<String, std::result::Result<CellSnap, String>>,
+}
+
+impl Cells {
+    /// Reads every cell of the root again (only `only` when given; a cell that cannot be
+    /// read is then an error, as it is for `pas status CELL`).
+    pub fn load(
+        &mut self,
+        store: &dyn Store,
+        only: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        self.read.clear();
+        match only {
+            Some(id) => {
+                self.read
+                    .insert(id.to_string(), Ok(CellSnap::load(store, id, now)?));
+            }
+            None => {
+                for id in store.cell_ids()? {
+                    self.read_one(store, id, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads again the cells in `dirty` that are in the root; with `relist`, the list of
+    /// cells may have changed too: cells gone are dropped and new ones read.
+    pub fn reload(
+        &mut self,
+        store: &dyn Store,
+        only: Option<&str>,
+        dirty: &BTreeSet<String>,
+        relist: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if only.is_some() {
+            return self.load(store, only, now);
+        }
+        if relist {
+            let ids = store.cell_ids()?;
+            self.read.retain(|id, _| ids.binary_search(id).is_ok());
+            for id in ids {
+                if !self.read.contains_key(&id) {
+                    self.read_one(store, id, now);
+                }
+            }
+        }
+        for id in dirty {
+            if self.read.contains_key(id) {
+                self.read_one(store, id.clone(), now);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_one(&mut self, store: &dyn Store, id: String, now: DateTime<Utc>) {
+        let snap = CellSnap::load(store, &id, now).map_err(|e| e.message);
+        self.read.insert(id, snap);
+    }
+
+    /// The cells whose view may have changed by `now` without a file event ([`CellSnap::due`]).
+    pub fn due(&self, now: DateTime<Utc>) -> BTreeSet<String> {
+        self.read
+            .iter()
+            .filter(|(_, snap)| snap.as_ref().is_ok_and(|s| s.due(now)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The ids of the cells read (readable or not).
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.read.keys().map(String::as_str)
+    }
+
+    /// The fleet as read: the cells in id order; the errors of cells that could not be
+    /// read, then those of files inside readable cells.
+    pub fn snapshot(&self) -> Snapshot {
+        let cells: Vec<CellSnap> = self
+            .read
+            .values()
+            .filter_map(|s| s.as_ref().ok())
+            .cloned()
+            .collect();
+        let errors = self
+            .read
+            .values()
+            .filter_map(|s| s.as_ref().err().cloned())
+            .chain(cells.iter().flat_map(|c| c.errors.iter().cloned()))
+            .collect();
+        Snapshot { cells, errors }
     }
 }
 
@@ -578,6 +707,16 @@ impl Model {
         self.rebuild();
     }
 
+    /// Seconds since an agent of cell `cell` (an index into the snapshot) last beat, at
+    /// `now`, counting on from the cell's read.
+    pub fn beat_age(&self, cell: usize, agent: &AgentView, now: DateTime<Utc>) -> Option<f64> {
+        self.snapshot
+            .as_ref()?
+            .cells
+            .get(cell)?
+            .beat_age(agent, now)
+    }
+
     /// Keeps the selection within `height` rows on screen, scrolling as little as possible.
     pub fn scroll_into_view(&mut self, height: usize) {
         self.page = height.saturating_sub(1).max(1);
@@ -591,13 +730,6 @@ impl Model {
         }
         let max_offset = self.rows.len().saturating_sub(height);
         self.offset = self.offset.min(max_offset);
-    }
-
-    /// Seconds since an agent's last beat at `now`, counting on from the snapshot.
-    pub fn beat_age(&self, agent: &AgentView, now: DateTime<Utc>) -> Option<f64> {
-        let taken = self.snapshot.as_ref()?.taken;
-        let drift = ((now - taken).num_milliseconds() as f64 / 1000.0).max(0.0);
-        agent.heartbeat_age_seconds.map(|a| a + drift)
     }
 }
 
@@ -720,19 +852,22 @@ pub(crate) mod tests {
         let mut held = BTreeMap::new();
         held.insert("writer_1".to_string(), [2.0, 4e9, 0.0, 0.0]);
         Snapshot {
-            taken: now,
             cells: vec![
                 CellSnap {
                     view: docs,
                     capacity: [Some(8.0), Some(16e9), Some(1.0), None],
                     reserved_by_agent: held,
                     reserved: [2.0, 4e9, 0.0, 0.0],
+                    taken: now,
+                    errors: Vec::new(),
                 },
                 CellSnap {
                     view: audit,
                     capacity: [None; 4],
                     reserved_by_agent: BTreeMap::new(),
                     reserved: [0.0; 4],
+                    taken: now,
+                    errors: Vec::new(),
                 },
             ],
             errors: Vec::new(),
@@ -830,6 +965,58 @@ pub(crate) mod tests {
         m.key(Input::End);
         m.key(Input::Char('p'));
         assert!(matches!(m.mode, Mode::Confirm(Action::Resume { .. })));
+    }
+
+    #[test]
+    fn a_cell_is_read_again_by_the_clock_only_when_a_change_is_due() {
+        let now = now();
+        let at = |secs: i64| Some(now + chrono::Duration::seconds(secs));
+        let stamp = |secs: i64| at(secs).map(clock::stamp);
+        // (next_change, next_restart_at, cooldown_until) of one agent -> due.
+        let cases = [
+            ((None, None, None), false),
+            ((at(-1), None, None), true),
+            ((at(0), None, None), true),
+            ((at(1), None, None), false),
+            ((None, stamp(-1), None), true),
+            ((None, stamp(30), None), false),
+            ((None, None, stamp(-1)), true),
+            ((None, None, stamp(30)), false),
+        ];
+        for ((change, restart, cooldown), due) in cases {
+            let mut cell = fleet(now).cells.remove(0);
+            for a in &mut cell.view.agents {
+                (a.next_change, a.next_restart_at, a.cooldown_until) = (None, None, None);
+            }
+            let a = &mut cell.view.agents[0];
+            (a.next_change, a.next_restart_at, a.cooldown_until) =
+                (change, restart.clone(), cooldown.clone());
+            assert_eq!(cell.due(now), due, "{change:?} {restart:?} {cooldown:?}");
+        }
+    }
+
+    #[test]
+    fn ages_and_an_active_cells_time_count_on_from_its_read() {
+        let now = now();
+        let later = now + chrono::Duration::seconds(7);
+        let cells = fleet(now).cells;
+        let (active, paused) = (&cells[0], &cells[1]);
+        let beaten = active
+            .view
+            .agents
+            .iter()
+            .find(|a| a.heartbeat_age_seconds.is_some())
+            .unwrap();
+        let age = beaten.heartbeat_age_seconds.unwrap();
+        assert_eq!(active.beat_age(beaten, later), Some(age + 7.0));
+        // A clock behind the read does not make ages younger.
+        let earlier = now - chrono::Duration::seconds(3);
+        assert_eq!(active.beat_age(beaten, earlier), Some(age));
+        assert_eq!(
+            active.time_used(later),
+            active.view.time_used.map(|u| u + 7.0)
+        );
+        assert_eq!(paused.time_used(later), paused.view.time_used);
     }
 
     #[test]

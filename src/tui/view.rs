@@ -271,7 +271,7 @@ fn draw_tree(
         let mut line = match row {
             Row::Cell(c) => {
                 let open = matches!(model.rows.get(i + 1), Some(Row::Agent(o, _)) if *o == c);
-                cell_line(&snapshot.cells[c], open, palette)
+                cell_line(&snapshot.cells[c], open, palette, now)
             }
             Row::Agent(c, a) => {
                 agent_line(model, i, c, &snapshot.cells[c].view.agents[a], palette, now)
@@ -293,14 +293,14 @@ fn draw_tree(
     frame.render_widget(Paragraph::new(lines), body);
 }
 
-fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette) -> Line<'a> {
+fn cell_line<'a>(cell: &CellSnap, open: bool, palette: &Palette, now: DateTime<Utc>) -> Line<'a> {
     let v = &cell.view;
     let arrow = if open || v.agents.is_empty() {
         "▾"
     } else {
         "▸"
     };
-    let time = match (v.time_used, v.timeout) {
+    let time = match (cell.time_used(now), v.timeout) {
         (Some(u), Some(t)) => format!("{}/{}", clock::human_duration(u), clock::human_duration(t)),
         (Some(u), None) => clock::human_duration(u),
         _ => "-".into(),
@@ -376,7 +376,7 @@ fn agent_line<'a>(
     };
     let health = palette.tone((palette.health)(a.health));
     let age = model
-        .beat_age(a, now)
+        .beat_age(cell, a, now)
         .map_or("never".to_string(), clock::human_duration);
     let ctx = match ctx_ratio(a) {
         Some(r) => Span::styled(
@@ -492,7 +492,7 @@ fn draw_detail(
             .copied()
             .unwrap_or([0.0; 4]);
         lines.extend(quota_lines(cell, &held, width, palette, " by it"));
-        let age = model.beat_age(a, now).map_or("never".into(), |s| {
+        let age = cell.beat_age(a, now).map_or("never".into(), |s| {
             format!("{} ago", clock::human_duration(s))
         });
         lines.push(Line::from(format!(
@@ -537,7 +537,7 @@ fn draw_detail(
                 t.pending
             )),
         ])];
-        lines.push(match (v.time_used, v.timeout) {
+        lines.push(match (cell.time_used(now), v.timeout) {
             (Some(u), Some(limit)) => {
                 let r = u / limit;
                 let tone = fill_tone(r, 0.75);

@@ -23,3 +23,4 @@ mod tasks;
 mod top;
 mod trust;
 mod ux;
+mod views;

@@ -201,6 +201,53 @@ fn top_shows_filters_pauses_and_restores_the_terminal() {
 }
 
 #[test]
+fn top_reads_again_only_the_cell_whose_files_changed() {
+    if !tool_available(
+        "strace",
+        &["-V"],
+        "this test counts the files `pas top` opens; install it (apt-get install -y strace)",
+    ) {
+        return;
+    }
+    let root = Root::new();
+    let alpha = root.cell("Alpha");
+    let beta = root.cell("Beta");
+    root.ok(&["agent", "add", &alpha, "alpha_1"]);
+    root.ok(&["agent", "add", &beta, "beta_1"]);
+    let Some(tmux) = Tmux::start() else {
+        return;
+    };
+    // Outside the root: the log's writes must not be changes in it.
+    let log = std::env::temp_dir().join(format!("pas-top-opens-{}.log", uuid::Uuid::new_v4()));
+    tmux.enter(&format!(
+        "strace -f -qq -e trace=openat -o {} {} --root {} top; echo TOP-EXITED $?",
+        log.display(),
+        pas_bin(),
+        root.path.display()
+    ));
+    let opened = || std::fs::read_to_string(&log).unwrap_or_default();
+    tmux.wait_for("both cells", |s| {
+        s.contains("alpha_1") && s.contains("beta_1") && s.contains("never")
+    });
+    assert!(opened().contains("\"beta_1.json\""), "{}", opened());
+    let before = opened().len();
+
+    root.ok(&["agent", "beat", &alpha, "alpha_1"]);
+    tmux.wait_for("the beat to show", |s| {
+        s.lines()
+            .any(|l| l.contains("alpha_1") && l.contains("healthy"))
+    });
+    let after = opened();
+    let since = &after[before..];
+    assert!(since.contains("\"alpha_1.json\""), "{since}");
+    // The other cell was left as it was read.
+    assert!(!since.contains("\"beta_1.json\""), "{since}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("pas top to exit", |s| s.contains("TOP-EXITED 0"));
+    let _ = std::fs::remove_file(&log);
+}
+
+#[test]
 fn top_restores_the_terminal_on_sigterm() {
     let root = Root::new();
     let cell = root.cell("Solo");

@@ -248,8 +248,12 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     if watch {
         return watch_status(ctx, cell.as_deref(), interval.unwrap_or(2.0), &health);
     }
-    if ctx.out.is_json() && cell.is_none() {
-        return status_json_streamed(ctx, &health);
+    if cell.is_none() {
+        return if ctx.out.is_json() {
+            status_json_streamed(ctx, &health)
+        } else {
+            status_table_streamed(ctx, &health)
+        };
     }
     let (views, errors) = views(ctx, cell.as_deref(), true)?;
     let views = keep_health(views, &health);
@@ -349,55 +353,109 @@ fn watch_status(ctx: &Ctx, cell: Option<&str>, interval: f64, health: &[Health])
 /// when one is given.
 fn status_text(ctx: &Ctx, views: &[CellView], width: Option<usize>, filtered: bool) -> String {
     if views.is_empty() {
-        return if filtered {
-            "no agent in that health\n".to_string()
-        } else {
-            format!("no cells under {}\n", ctx.store.location())
-        };
+        return nothing_text(ctx, filtered);
     }
-    let fitted = |line: String| match width {
-        Some(w) => crate::output::clip(&line, w),
-        None => line,
-    };
     let mut text = String::new();
     for (i, v) in views.iter().enumerate() {
         if i > 0 {
             text.push('\n');
         }
-        let status = Styled::new(v.status.as_str(), super::cell::status_tone(v.status));
-        text.push_str(&fitted(format!(
-            "cell {}  {}  {}  {}",
-            v.id.get(..8).unwrap_or(&v.id),
-            v.name,
-            ctx.out.paint(&status),
-            health_summary(v),
-        )));
-        text.push('\n');
-        text.push_str(&fitted(format!("  {}", task_summary(v))));
-        text.push('\n');
-        for p in &v.problems {
-            ctx.out.note(&format!("pas: cannot read: {p}"));
-            let broken = Styled::new("BROKEN", Tone::Bad);
-            text.push_str(&fitted(format!("  {}  {p}", ctx.out.paint(&broken))));
-            text.push('\n');
-        }
-        if v.agents.is_empty() {
-            continue;
-        }
-        let columns = fit(agent_columns(&v.agents), width);
-        let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
-        let mut rows: Vec<Vec<Styled>> = vec![Vec::with_capacity(columns.len()); v.agents.len()];
-        for c in columns {
-            for (row, cell) in rows.iter_mut().zip(c.cells) {
-                row.push(cell);
-            }
-        }
-        for line in ctx.out.render_table(&headers, rows).lines() {
-            text.push_str(&fitted(line.to_string()));
-            text.push('\n');
-        }
+        cell_text(ctx, v, width, &mut text);
     }
     text
+}
+
+/// What the table says when it has no cell to show.
+fn nothing_text(ctx: &Ctx, filtered: bool) -> String {
+    if filtered {
+        "no agent in that health\n".to_string()
+    } else {
+        format!("no cells under {}\n", ctx.store.location())
+    }
+}
+
+/// Appends one cell of the status table to `text`: its line, its tasks, its unreadable
+/// files (also noted on stderr) and its agents' table.
+fn cell_text(ctx: &Ctx, v: &CellView, width: Option<usize>, text: &mut String) {
+    let fitted = |line: String| match width {
+        Some(w) => crate::output::clip(&line, w),
+        None => line,
+    };
+    let status = Styled::new(v.status.as_str(), super::cell::status_tone(v.status));
+    text.push_str(&fitted(format!(
+        "cell {}  {}  {}  {}",
+        v.id.get(..8).unwrap_or(&v.id),
+        v.name,
+        ctx.out.paint(&status),
+        health_summary(v),
+    )));
+    text.push('\n');
+    text.push_str(&fitted(format!("  {}", task_summary(v))));
+    text.push('\n');
+    for p in &v.problems {
+        ctx.out.note(&format!("pas: cannot read: {p}"));
+        let broken = Styled::new("BROKEN", Tone::Bad);
+        text.push_str(&fitted(format!("  {}  {p}", ctx.out.paint(&broken))));
+        text.push('\n');
+    }
+    if v.agents.is_empty() {
+        return;
+    }
+    let columns = fit(agent_columns(&v.agents), width);
+    let headers: Vec<&str> = columns.iter().map(|c| c.header).collect();
+    let mut rows: Vec<Vec<Styled>> = vec![Vec::with_capacity(columns.len()); v.agents.len()];
+    for c in columns {
+        for (row, cell) in rows.iter_mut().zip(c.cells) {
+            row.push(cell);
+        }
+    }
+    match width {
+        None => ctx.out.render_table_into(text, &headers, &rows),
+        Some(_) => {
+            for line in ctx.out.render_table(&headers, rows).lines() {
+                text.push_str(&fitted(line.to_string()));
+                text.push('\n');
+            }
+        }
+    }
+}
+
+/// `pas status` over the whole root as a table: each cell is viewed (and its health
+/// changes recorded) and written out in turn, in pieces of about 64 KiB, so neither the
+/// views nor the text of the fleet are ever held whole. The same text as [`status_text`].
+fn status_table_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
+    let ids = ctx.store.cell_ids()?;
+    let now = clock::now();
+    let width = ctx.out.terminal_size().map(|(w, _)| w);
+    let mut text = String::with_capacity(80 * 1024);
+    let mut shown = 0usize;
+    for id in &ids {
+        let view = match status::cell_view(&ctx.store, id, true, now) {
+            Ok(v) => v,
+            Err(e) => {
+                ctx.out.note(&format!("pas: skipped: {}", e.message));
+                continue;
+            }
+        };
+        for v in keep_health(vec![view], health) {
+            if shown > 0 {
+                text.push('\n');
+            }
+            cell_text(ctx, &v, width, &mut text);
+            shown += 1;
+        }
+        if text.len() >= 64 * 1024 {
+            // Trailing newlines wait: the end of the table has exactly one.
+            let body = text.trim_end_matches('\n').len();
+            ctx.out.info_text(&text[..body]);
+            text.drain(..body);
+        }
+    }
+    if shown == 0 {
+        text = nothing_text(ctx, !health.is_empty());
+    }
+    ctx.out.info(text.trim_end_matches('\n'));
+    Ok(())
 }
 
 /// The totals of `pas status --json`.

@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::model::field::Record as _;
 use crate::model::{self, Agent, AgentStatus, Cell, Failure, Policies};
 use crate::ops::agent::typed;
 use crate::ops::budget;
@@ -326,8 +327,14 @@ pub fn observe_cell(
     let mut observed = Vec::new();
     let mut errors = Vec::new();
     let mut changed = Vec::new();
-    for (id, doc) in store.read_collection(cell, Collection::Agents)? {
-        let agent = match doc.and_then(|d| typed(&id, &d)) {
+    // Each agent file is typed straight from its text; one that does not read that way is
+    // read as a document, whose error names the problem.
+    let agent_of = |id: &str, bytes: Vec<u8>| match Agent::from_text(&bytes) {
+        Some(agent) => Ok(agent),
+        None => typed(id, &store.parse_doc(cell, FileKey::Agent(id), &bytes)?),
+    };
+    for (id, bytes) in store.read_collection_bytes(cell, Collection::Agents)? {
+        let agent = match bytes.and_then(|b| agent_of(&id, b)) {
             Ok(agent) => agent,
             Err(e) => {
                 errors.push(e);
