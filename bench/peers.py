@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import procevents as pe
 from fixtures import Generator, agent_id
 from proc import ENV, BenchError
-from scenarios import Check, Ctx, Section, fmt_n, fmt_time, table
+from scenarios import Check, Ctx, Section, fmt_n, fmt_time, index_queue, table
 
 # ---------------------------------------------------------------------------- plumbing
 
@@ -1057,6 +1057,7 @@ def measure_claims(ctx: Ctx) -> Section:
                 t0 = time.perf_counter()
                 if name == "pas":
                     root, cell = gen.claim_root(d / "root", workers, n)
+                    index_queue(ctx, root, cell)
                     argvs = [[sh, str(base / "worker.sh"), str(stop),
                               *ctx.pas_cmd(root, "task", "claim", cell, "--agent",
                                            agent_id(i))] for i in range(1, workers + 1)]
@@ -1088,6 +1089,7 @@ def measure_claims(ctx: Ctx) -> Section:
         stop = d / "STOP"
         if name == "pas":
             root, cell = gen.claim_root(d / "root", workers, n)
+            index_queue(ctx, root, cell)
             argvs = [[sh, str(base / "worker.sh"), str(stop),
                       *ctx.pas_cmd(root, "task", "claim", cell, "--agent", agent_id(i))]
                      for i in range(1, workers + 1)]

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::model::{Agent, AgentStatus, EventKind, Task, TaskStatus};
+use crate::model::{Agent, AgentStatus, EventKind, Priority, Task, TaskStatus};
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
@@ -106,13 +106,109 @@ pub fn decide_claim<'a>(
     }
     match ready(all, Some(agent), perms).into_iter().next() {
         None => ClaimDecision::NothingReady,
-        Some((id, task)) => ClaimDecision::Claim {
-            id,
-            task,
-            attempt: task.attempts + 1,
-            queue_assigned: task.assigned_to.is_none(),
-        },
+        Some((id, task)) => claim_of(id, task),
     }
+}
+
+/// The claim of the ready task `task` (file id `id`).
+pub fn claim_of<'a>(id: &'a str, task: &'a Task) -> ClaimDecision<'a> {
+    ClaimDecision::Claim {
+        id,
+        task,
+        attempt: task.attempts + 1,
+        queue_assigned: task.assigned_to.is_none(),
+    }
+}
+
+/// The ready-index entry of the task file `tasks/<id>.json` (see `store::ready`): pending
+/// tasks have one, others none. Entries sort bytewise as [`ready`] orders tasks: the
+/// priority's rank, then `0` for no `created_at` or `1` and the time (seconds offset to be
+/// unsigned, 20 digits, then 9 digits of nanoseconds), `-`, the id, then `+` (below every
+/// id character, so a shorter id sorts first) and the assignee, when there is one and the
+/// name stays within 255 bytes (a claim reads the task to check it anyway).
+pub fn entry_name(id: &str, t: &Task) -> Option<String> {
+    if t.status != TaskStatus::Pending || !crate::store::layout::is_valid_id(id) {
+        return None;
+    }
+    let rank = Priority::ALL
+        .iter()
+        .position(|p| *p == t.priority)
+        .unwrap_or(0);
+    let when = match t.created_at {
+        None => "0".to_string(),
+        Some(at) => {
+            let secs = (i128::from(at.timestamp()) - i128::from(i64::MIN)) as u64;
+            format!("1{secs:020}{:09}", at.timestamp_subsec_nanos())
+        }
+    };
+    let name = format!("{rank}{when}-{id}+");
+    match t.assigned_to.as_deref() {
+        Some(a) if !crate::store::layout::is_valid_id(a) => None,
+        Some(a) if name.len() + a.len() <= 255 => Some(format!("{name}{a}")),
+        _ => Some(name),
+    }
+}
+
+/// What an entry name says without reading the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The task's file id.
+    pub task: &'a str,
+    /// The agent it is assigned to, when the name says.
+    pub assignee: Option<&'a str>,
+}
+
+/// Reads an entry name made by [`entry_name`]; `None` for anything else.
+pub fn parse_entry(name: &str) -> Option<Entry<'_>> {
+    let rest = name.get(1..)?;
+    let rest = match rest.strip_prefix('0') {
+        Some(undated) => undated,
+        None => rest.strip_prefix('1').and_then(|r| r.get(29..))?,
+    };
+    let (task, assignee) = rest.strip_prefix('-')?.split_once('+')?;
+    let valid = crate::store::layout::is_valid_id;
+    (name.as_bytes()[0].is_ascii_digit() && valid(task) && (assignee.is_empty() || valid(assignee)))
+        .then_some(Entry {
+            task,
+            assignee: Some(assignee).filter(|a| !a.is_empty()),
+        })
+}
+
+/// What a claim does with one entry of the ready index, its task as read (`None`: no such
+/// file) and that task's dependencies as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// Claim it.
+    Take,
+    /// Not for this agent now (assigned to another, blocked, missing a capability, not
+    /// allowed): the next entry.
+    Skip,
+    /// The entry does not match its task file (changed behind pas's back): read every
+    /// task instead, which rebuilds the index.
+    Stale,
+}
+
+/// Judges one entry of the ready index for `agent`.
+pub fn judge_candidate(
+    name: &str,
+    id: &str,
+    task: Option<&Task>,
+    deps: &BTreeMap<String, Task>,
+    agent: &Agent,
+    perms: &Permissions,
+) -> Candidate {
+    let Some(t) = task else {
+        return Candidate::Stale;
+    };
+    if entry_name(id, t).as_deref() != Some(name) {
+        return Candidate::Stale;
+    }
+    if task::state(t, deps) != task::State::Status(TaskStatus::Pending)
+        || !eligible(t, agent, perms)
+    {
+        return Candidate::Skip;
+    }
+    Candidate::Take
 }
 
 /// The fields of a claimed task its failure rule reads.
