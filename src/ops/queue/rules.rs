@@ -547,6 +547,121 @@ mod tests {
     }
 
     #[test]
+    fn entry_names_sort_as_the_queue_orders_tasks() {
+        let old = r#""created_at": "2026-11-23T09:00:00Z""#;
+        let new = r#""created_at": "2026-11-23T10:00:00.5Z""#;
+        let pre_epoch = r#""created_at": "1960-01-01T00:00:00Z""#;
+        let all = tasks(&[
+            ("low_old", &format!(r#""priority": "low", {old}"#)),
+            ("mid_new", &format!(r#""priority": "medium", {new}"#)),
+            ("mid_old", &format!(r#""priority": "medium", {old}"#)),
+            ("mid_1960", &format!(r#""priority": "medium", {pre_epoch}"#)),
+            ("high_new", &format!(r#""priority": "high", {new}"#)),
+            ("high_undated", r#""priority": "high""#),
+            ("a", &format!(r#""priority": "high", {old}"#)),
+            ("a-b", &format!(r#""priority": "high", {old}"#)),
+            ("a.b", &format!(r#""priority": "high", {old}"#)),
+            ("mine", &format!(r#""assigned_to": "a1", {old}"#)),
+        ]);
+        // Every pending task with its dependencies done is ready, so the rule's order is
+        // the order of all of them; the names must sort the same way.
+        let by_rule: Vec<&str> = ready(&all, None, &perms(None))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut names: Vec<String> = all
+            .iter()
+            .map(|(id, t)| entry_name(id, t).unwrap())
+            .collect();
+        names.sort();
+        let by_name: Vec<&str> = names.iter().map(|n| parse_entry(n).unwrap().task).collect();
+        assert_eq!(by_name, by_rule);
+    }
+
+    #[test]
+    fn entries_name_pending_tasks_and_read_back() {
+        let long_agent = "x".repeat(128);
+        // (why, id, task fields, entry read back as (task, assignee); None: no entry)
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, String, Option<(&str, Option<&str>)>)] = &[
+            ("pending, unassigned", "t1", String::new(), Some(("t1", None))),
+            ("pending, assigned", "t1", r#""assigned_to": "a1""#.into(), Some(("t1", Some("a1")))),
+            ("blocked tasks are pending too", "t1", r#""dependencies": ["t0"]"#.into(), Some(("t1", None))),
+            ("in progress", "t1", r#""status": "in_progress""#.into(), None),
+            ("completed", "t1", r#""status": "completed""#.into(), None),
+            ("failed", "t1", r#""status": "failed""#.into(), None),
+            ("an assignee no agent can be", "t1", r#""assigned_to": "../x""#.into(), None),
+            ("a name past 255 bytes drops the assignee", &"t".repeat(128),
+             format!(r#""created_at": "2026-11-23T09:00:00Z", "assigned_to": "{long_agent}""#),
+             Some((&"t".repeat(128), None))),
+        ];
+        for (why, id, fields, expected) in rows {
+            let t = &tasks(&[(id, fields)])[*id];
+            let name = entry_name(id, t);
+            let read = name.as_deref().map(|n| {
+                let e = parse_entry(n).unwrap_or_else(|| panic!("{why}: {n} does not read"));
+                (e.task, e.assignee)
+            });
+            assert_eq!(read, *expected, "{why}: {name:?}");
+            if let Some(n) = &name {
+                assert!(crate::store::ready::is_entry_name(n), "{why}: {n}");
+            }
+        }
+        // Anything else is not an entry.
+        for odd in [
+            "",
+            "x",
+            "1",
+            "10",
+            "10-+",
+            "10-.t+",
+            "1x-t+",
+            "10-t",
+            "9abc-t+",
+            "10-t+../a",
+        ] {
+            assert_eq!(parse_entry(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_judges_each_entry_against_its_task() {
+        let a1 = agent(r#"{"agent_id": "a1", "capabilities": ["rust"]}"#);
+        let all = tasks(&[
+            ("t1", ""),
+            ("dep_done", r#""status": "completed""#),
+            ("dep_open", ""),
+            ("waits", r#""dependencies": ["dep_open"]"#),
+            ("free", r#""dependencies": ["dep_done"]"#),
+            ("missing_dep", r#""dependencies": ["nowhere"]"#),
+            ("theirs", r#""assigned_to": "a2""#),
+            ("needs_go", r#""required_capabilities": ["go"]"#),
+            ("running", r#""status": "in_progress""#),
+        ]);
+        let name = |id: &str| entry_name(id, &all[id]).unwrap_or_else(|| format!("10-{id}+"));
+        // (why, task id, entry name, task as read, outcome)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, &str, String, Option<&Task>, Candidate)> = vec![
+            ("ready and eligible", "t1", name("t1"), Some(&all["t1"]), Candidate::Take),
+            ("its dependency is done", "free", name("free"), Some(&all["free"]), Candidate::Take),
+            ("its dependency is open", "waits", name("waits"), Some(&all["waits"]), Candidate::Skip),
+            ("its dependency is missing", "missing_dep", name("missing_dep"), Some(&all["missing_dep"]), Candidate::Skip),
+            ("another agent's", "theirs", name("theirs"), Some(&all["theirs"]), Candidate::Skip),
+            ("a capability missing", "needs_go", name("needs_go"), Some(&all["needs_go"]), Candidate::Skip),
+            ("no such task file", "t1", name("t1"), None, Candidate::Stale),
+            ("no longer pending", "running", name("running"), Some(&all["running"]), Candidate::Stale),
+            ("the name is another task's", "t1", name("free"), Some(&all["t1"]), Candidate::Stale),
+        ];
+        for (why, id, entry, task, expected) in rows {
+            assert_eq!(
+                judge_candidate(&entry, id, task, &all, &a1, &perms(None)),
+                expected,
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
     fn a_claim_takes_the_best_ready_task() {
         let all = tasks(&[
             ("t1", r#""priority": "low""#),
