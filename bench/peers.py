@@ -1116,8 +1116,10 @@ def measure_claims(ctx: Ctx) -> Section:
         "made / that time. A fresh queue for every run; runs alternate pas / shell.",
         "",
         "- **pas**: `pas task claim CELL --agent AGENT` (one agent per claimer) on a cell "
-        "of N pending, unassigned tasks without dependencies. Each claim writes the task, "
-        "the agent's `current_task` and a `task.claimed` event, fsync'd.",
+        "of N pending, unassigned tasks without dependencies, written as files and indexed "
+        "with `pas task reindex` before the clock starts. Each claim reads the ready index "
+        "and writes the task, the agent's `current_task`, the index and a `task.claimed` "
+        "event, fsync'd.",
         "- **shell queue**: one file per task in `ready/`; a claim (`bench/peers.py`, "
         "`CLAIM_SH`) takes `flock` on the queue's lock file, picks the first entry "
         "`find -print -quit` returns (directory order, no priorities; GNU find still reads the "

@@ -739,9 +739,11 @@ def measure_task_claim(ctx: Ctx) -> Section:
         f"One cell with {workers} agents and {fmt_n(n_tasks)} pending tasks (no dependencies, "
         f"unassigned). {workers} worker processes (`sh` loops), one per agent, each run "
         "`pas task claim CELL --agent AGENT` until it exits 7 (nothing ready), all started "
-        "together; the time is from the first start to the last exit. Every claim takes the "
-        "cell's tasks lock, reads every task file, writes the claimed task, the agent's "
-        "`current_task` and a `task.claimed` event (all durable: fsync'd).",
+        "together; the time is from the first start to the last exit. The queue, written as "
+        "files, is indexed (`pas task reindex`) before the clock starts. Every claim takes "
+        "the cell lock, reads the ready index and the task it takes, writes the claimed "
+        "task, the agent's `current_task`, the index and a `task.claimed` event (all "
+        "durable: fsync'd).",
         "",
         "*Claimed once* is checked from the task files afterwards (every task `in_progress`, "
         "`claimed_by` set, `attempts` 1) and from the events log (one `task.claimed` per "

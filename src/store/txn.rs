@@ -360,16 +360,7 @@ impl<'a> Txn<'a> {
         self.load_ready()?;
         let dry = self.ready.head.as_ref().is_some_and(Head::dry);
         if dry {
-            let mut all: BTreeSet<String> =
-                self.store.ready_entries(self.cell)?.into_iter().collect();
-            for (name, present) in &self.ready.entries {
-                if *present {
-                    all.insert(name.clone());
-                } else {
-                    all.remove(name);
-                }
-            }
-            let all: Vec<String> = all.into_iter().collect();
+            let all = self.ready_all()?;
             self.ready.head = Some(Head::of_sorted(&all));
             self.ready.head_changed = true;
         }
@@ -377,6 +368,20 @@ impl<'a> Txn<'a> {
             entries: h.head.clone(),
             complete: h.bound.is_none(),
         }))
+    }
+
+    /// Every entry of the ready index with this transaction's changes, sorted: one listing
+    /// of the index (for a claim that found nothing in the head).
+    pub fn ready_all(&mut self) -> Result<Vec<String>> {
+        let mut all: BTreeSet<String> = self.store.ready_entries(self.cell)?.into_iter().collect();
+        for (name, present) in &self.ready.entries {
+            if *present {
+                all.insert(name.clone());
+            } else {
+                all.remove(name);
+            }
+        }
+        Ok(all.into_iter().collect())
     }
 
     /// Keeps the ready index in step with a write of task `id` in this transaction: its

@@ -728,3 +728,33 @@ fn a_task_written_by_hand_is_claimed_in_its_place_and_a_broken_index_is_reported
     index_matches(&root, &cell, "a reindex");
     assert_eq!(claim(&root, &cell, "a1"), "t4");
 }
+
+#[test]
+fn a_claim_looks_past_a_head_full_of_other_agents_tasks() {
+    let root = Root::new();
+    let cell = root.cell("Crowded head");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["agent", "add", &cell, "a2"]);
+    // More of a2's tasks than the index's head holds (64), all older than a1's one.
+    for i in 0..70 {
+        write_task_by_hand(
+            &root,
+            &cell,
+            &format!("x{i:02}"),
+            json!({"task_id": format!("x{i:02}"), "title": "a2's", "status": "pending",
+                   "assigned_to": "a2", "created_at": format!("2020-01-01T{:02}:{:02}:00Z", i / 60, i % 60)}),
+        );
+    }
+    write_task_by_hand(
+        &root,
+        &cell,
+        "free",
+        json!({"task_id": "free", "title": "anyone's", "status": "pending",
+               "created_at": "2021-01-01T00:00:00Z"}),
+    );
+    root.ok(&["task", "reindex", &cell]);
+    assert_eq!(claim(&root, &cell, "a1"), "free");
+    assert_eq!(claim(&root, &cell, "a1"), "nothing");
+    assert_eq!(claim(&root, &cell, "a2"), "x00");
+    index_matches(&root, &cell, "claims past the head");
+}

@@ -71,30 +71,54 @@ enum Indexed {
     Take(String, Doc, Box<Task>),
     /// Nothing is ready for the agent.
     NothingReady,
-    /// The index cannot answer (stale, or nothing taken from an incomplete head): read
+    /// The index cannot answer (stale, or an entry that does not match its task): read
     /// every task.
     ReadAll,
 }
 
-/// Asks the ready index for the best task for `agent`, reading only the entries' tasks
-/// (and their dependencies) in order until one is taken.
+/// Asks the ready index for the best task for `agent`: the head first, then (when nothing
+/// in it fits and more lies behind it) one listing of the rest. Only the tasks named (and
+/// their dependencies) are read, in order, until one is taken.
 fn claim_from_index(txn: &mut Txn<'_>, agent: &Agent, perms: &Permissions) -> Result<Indexed> {
     let Some(view) = txn.ready()? else {
         return Ok(Indexed::ReadAll);
     };
-    for name in &view.entries {
+    if let Some(found) = first_fit(txn, &view.entries, agent, perms)? {
+        return Ok(found);
+    }
+    if view.complete {
+        return Ok(Indexed::NothingReady);
+    }
+    let last = view.entries.last().cloned();
+    let rest: Vec<String> = txn
+        .ready_all()?
+        .into_iter()
+        .filter(|n| last.as_ref().is_none_or(|l| n > l))
+        .collect();
+    Ok(first_fit(txn, &rest, agent, perms)?.unwrap_or(Indexed::NothingReady))
+}
+
+/// The first of `entries` (in order) that `agent` may take, or `ReadAll` at the first that
+/// does not match its task; `None` when none fits.
+fn first_fit(
+    txn: &mut Txn<'_>,
+    entries: &[String],
+    agent: &Agent,
+    perms: &Permissions,
+) -> Result<Option<Indexed>> {
+    for name in entries {
         let Some(entry) = rules::parse_entry(name) else {
-            return Ok(Indexed::ReadAll);
+            return Ok(Some(Indexed::ReadAll));
         };
         if entry.assignee.is_some_and(|a| a != agent.agent_id) {
             continue;
         }
         let id = entry.task;
         let Some(doc) = txn.read(FileKey::Task(id))? else {
-            return Ok(Indexed::ReadAll);
+            return Ok(Some(Indexed::ReadAll));
         };
         let Ok(t) = task::view(id, &doc) else {
-            return Ok(Indexed::ReadAll);
+            return Ok(Some(Indexed::ReadAll));
         };
         let mut deps = BTreeMap::new();
         if t.status == TaskStatus::Pending {
@@ -109,16 +133,14 @@ fn claim_from_index(txn: &mut Txn<'_>, agent: &Agent, perms: &Permissions) -> Re
             }
         }
         match rules::judge_candidate(name, id, Some(&t), &deps, agent, perms) {
-            rules::Candidate::Take => return Ok(Indexed::Take(id.to_string(), doc, Box::new(t))),
+            rules::Candidate::Take => {
+                return Ok(Some(Indexed::Take(id.to_string(), doc, Box::new(t))))
+            }
             rules::Candidate::Skip => {}
-            rules::Candidate::Stale => return Ok(Indexed::ReadAll),
+            rules::Candidate::Stale => return Ok(Some(Indexed::ReadAll)),
         }
     }
-    Ok(if view.complete {
-        Indexed::NothingReady
-    } else {
-        Indexed::ReadAll
-    })
+    Ok(None)
 }
 
 /// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
