@@ -33,7 +33,7 @@ from typing import Callable, Optional
 import procevents as pe
 from fixtures import Generator, agent_id
 from proc import ENV, BenchError
-from scenarios import Check, Ctx, Section, fmt_n, fmt_time, table
+from scenarios import Check, Ctx, Section, fmt_n, fmt_time, index_queue, table
 
 # ---------------------------------------------------------------------------- plumbing
 
@@ -1064,6 +1064,7 @@ def measure_claims(ctx: Ctx) -> Section:
                 t0 = time.perf_counter()
                 if name == "pas":
                     root, cell = gen.claim_root(d / "root", workers, n)
+                    index_queue(ctx, root, cell)
                     argvs = [[sh, str(base / "worker.sh"), str(stop),
                               *ctx.pas_cmd(root, "task", "claim", cell, "--agent",
                                            agent_id(i))] for i in range(1, workers + 1)]
@@ -1095,6 +1096,7 @@ def measure_claims(ctx: Ctx) -> Section:
         stop = d / "STOP"
         if name == "pas":
             root, cell = gen.claim_root(d / "root", workers, n)
+            index_queue(ctx, root, cell)
             argvs = [[sh, str(base / "worker.sh"), str(stop),
                       *ctx.pas_cmd(root, "task", "claim", cell, "--agent", agent_id(i))]
                      for i in range(1, workers + 1)]
@@ -1121,8 +1123,10 @@ def measure_claims(ctx: Ctx) -> Section:
         "made / that time. A fresh queue for every run; runs alternate pas / shell.",
         "",
         "- **pas**: `pas task claim CELL --agent AGENT` (one agent per claimer) on a cell "
-        "of N pending, unassigned tasks without dependencies. Each claim writes the task, "
-        "the agent's `current_task` and a `task.claimed` event, fsync'd.",
+        "of N pending, unassigned tasks without dependencies, written as files and indexed "
+        "with `pas task reindex` before the clock starts. Each claim reads the ready index "
+        "and writes the task, the agent's `current_task`, the index and a `task.claimed` "
+        "event, fsync'd.",
         "- **shell queue**: one file per task in `ready/`; a claim (`bench/peers.py`, "
         "`CLAIM_SH`) takes `flock` on the queue's lock file, picks the first entry "
         "`find -print -quit` returns (directory order, no priorities; GNU find still reads the "

@@ -665,6 +665,16 @@ CLAIM_LOOP = ('f=$1; shift; busy=0; while :; do "$@" 2>>"$f.err"; rc=$?; '
               '[ "$rc" -eq 0 ] || break; done; echo "$busy" > "$f"; [ "$rc" -eq 7 ]')
 
 
+def index_queue(ctx: Ctx, root, cell: str) -> None:
+    """Builds the ready index of a queue written as plain files (`pas task reindex`), before
+    the clock starts: otherwise the first claim builds it (reading every task once). A pas
+    from before the index has no such command and reads every task on every claim."""
+    p = subprocess.run(ctx.pas_cmd(root, "task", "reindex", cell), env=ENV,
+                       capture_output=True, text=True)
+    if p.returncode != 0 and "unrecognized subcommand" not in p.stderr:
+        raise BenchError(f"`pas task reindex` failed: {p.stderr.strip()}")
+
+
 def measure_task_claim(ctx: Ctx) -> Section:
     """N processes each loop `pas task claim` (one agent each) until it exits 7 (nothing
     ready) on one cell's queue of pending tasks; claims/s over the whole run, and every task
@@ -683,6 +693,7 @@ def measure_task_claim(ctx: Ctx) -> Section:
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise BenchError(f"the claim fixture does not validate: {p.stdout}{p.stderr}")
+    index_queue(ctx, root, cell)
     busy_files = [base / f"claim-busy-{i}" for i in range(1, workers + 1)]
     argvs = [[sh, "-c", CLAIM_LOOP, "sh", str(busy_files[i - 1]),
               *ctx.pas_cmd(root, "task", "claim", cell, "--agent", agent_id(i))]
@@ -728,9 +739,11 @@ def measure_task_claim(ctx: Ctx) -> Section:
         f"One cell with {workers} agents and {fmt_n(n_tasks)} pending tasks (no dependencies, "
         f"unassigned). {workers} worker processes (`sh` loops), one per agent, each run "
         "`pas task claim CELL --agent AGENT` until it exits 7 (nothing ready), all started "
-        "together; the time is from the first start to the last exit. Every claim takes the "
-        "cell's tasks lock, reads every task file, writes the claimed task, the agent's "
-        "`current_task` and a `task.claimed` event (all durable: fsync'd).",
+        "together; the time is from the first start to the last exit. The queue, written as "
+        "files, is indexed (`pas task reindex`) before the clock starts. Every claim takes "
+        "the cell lock, reads the ready index and the task it takes, writes the claimed "
+        "task, the agent's `current_task`, the index and a `task.claimed` event (all "
+        "durable: fsync'd).",
         "",
         "*Claimed once* is checked from the task files afterwards (every task `in_progress`, "
         "`claimed_by` set, `attempts` 1) and from the events log (one `task.claimed` per "

@@ -315,13 +315,12 @@ pub fn remove(
             .hint("reassign them, or pass --force to hand them back to the queue"));
         }
         let mut released = Vec::new();
-        for (task_id, mut doc, mut task) in assigned {
+        for (task_id, doc, mut task) in assigned {
             task.assigned_to = None;
             if task.status == TaskStatus::InProgress {
                 task.status = TaskStatus::Pending;
             }
-            task.write_into(&mut doc);
-            txn.put(FileKey::Task(&task_id), doc);
+            crate::ops::queue::put_task(txn, &task_id, doc, &task)?;
             released.push(task_id);
         }
         if txn.read(FileKey::Agent(agent_id))?.is_none() {

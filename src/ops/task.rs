@@ -254,6 +254,10 @@ pub fn add(store: &dyn Store, cell_id: &str, spec: &NewTask, now: DateTime<Utc>)
                     .hint("a task cannot depend, directly or not, on itself"),
             );
         }
+        let entry = view(&spec.id, &doc)
+            .ok()
+            .and_then(|t| crate::ops::queue::rules::entry_name(&spec.id, &t));
+        txn.index_task(&spec.id, None, entry)?;
         txn.create(FileKey::Task(&spec.id), doc.clone());
         txn.event(
             NewEvent::new(

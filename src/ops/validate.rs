@@ -12,6 +12,7 @@ use crate::doc::Doc;
 use crate::error::Result;
 use crate::model::{Agent, Cell, Isolation, Permissions, Policies, Reservations, Task};
 use crate::ops::task;
+use crate::store::ready::ReadyIndex;
 use crate::store::schema;
 use crate::store::{Collection, ConfigFile, FileKey, Store};
 
@@ -206,9 +207,12 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
     } else {
         store.list(cell, Collection::Tasks)?
     };
+    let mut all_tasks_read = true;
     for id in task_ids {
         let key = FileKey::Task(&id);
-        if let Some(doc) = r.check_doc(store, key) {
+        let read = r.check_doc(store, key);
+        all_tasks_read &= read.is_some();
+        if let Some(doc) = read {
             if let Some(inner) = doc.str("task_id") {
                 if inner != id {
                     r.add(
@@ -249,7 +253,55 @@ pub fn validate_cell(store: &dyn Store, cell: &str) -> Result<Vec<Problem>> {
             format!("dependency cycle: {}", cycle.join(" -> ")),
         );
     }
+    if all_tasks_read {
+        if let Some(reason) = stale_ready_index(store, cell, &tasks)? {
+            r.add(Severity::Warning, ".pas/ready", "", reason);
+        }
+    }
     Ok(r.problems)
+}
+
+/// Why the cell's ready index, while it claims to match `tasks/`, does not match the task
+/// files `tasks` (every one of them, as read); `None` when it does or is already marked
+/// stale (then the next claim rebuilds it).
+fn stale_ready_index(
+    store: &dyn Store,
+    cell: &str,
+    tasks: &std::collections::BTreeMap<String, Doc>,
+) -> Result<Option<String>> {
+    let ReadyIndex::Fresh { head, .. } = store.ready_index(cell)? else {
+        return Ok(None);
+    };
+    let mut want: Vec<String> = tasks
+        .iter()
+        .filter_map(|(id, doc)| {
+            task::view(id, doc)
+                .ok()
+                .and_then(|t| crate::ops::queue::rules::entry_name(id, &t))
+        })
+        .collect();
+    want.sort_unstable();
+    let have = store.ready_entries(cell)?;
+    let missing = want
+        .iter()
+        .filter(|w| have.binary_search(w).is_err())
+        .count();
+    let extra = have
+        .iter()
+        .filter(|h| want.binary_search(h).is_err())
+        .count();
+    let head_ok = head.head.iter().all(|h| have.binary_search(h).is_ok())
+        && have
+            .iter()
+            .take_while(|h| head.bound.as_ref().is_none_or(|b| *h <= b))
+            .eq(head.head.iter());
+    if missing == 0 && extra == 0 && head_ok {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "the ready index does not match the task files ({missing} pending task(s) without an entry, {extra} entr(ies) for no pending task{}): claims may take tasks out of order; run `pas task reindex {cell}`",
+        if head_ok { "" } else { ", its head is out of step" }
+    )))
 }
 
 /// Problems of every cell and of the root; `progress(done, total)` is told after each cell.

@@ -437,14 +437,33 @@ pub fn create_at(dir: BorrowedFd<'_>, name: &str, bytes: &[u8]) -> io::Result<()
 
 /// Removes the file `name` from `dir`; `Ok(false)` when it was not there.
 pub fn remove_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
+    let removed = unlink_at(dir, name)?;
+    if removed {
+        rfs::fsync(dir)?;
+    }
+    Ok(removed)
+}
+
+/// Removes the file `name` from `dir` without syncing the directory; `Ok(false)` when it
+/// was not there.
+pub fn unlink_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
     match rfs::unlinkat(dir, name, rfs::AtFlags::empty()) {
-        Ok(()) => {
-            rfs::fsync(dir)?;
-            Ok(true)
-        }
+        Ok(()) => Ok(true),
         Err(Errno::NOENT) => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// fsyncs the file or directory `name` (a relative path, links refused) under `dir`.
+pub fn sync_file_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let fd = rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    rfs::fsync(&fd)?;
+    Ok(())
 }
 
 /// Renames directory entry `from` to `to` inside `dir` (both names plain), refusing to

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use super::atomic::{self, Durability, FILE_MODE};
 use super::layout::{ConfigFile, FileKey, LogFile, PAS_DIR};
 use super::lock::{self, LockGuard};
-use super::txn::{ChangeSet, CommitError, DocKey, Expect, Op, Revision};
+use super::txn::{ChangeSet, CommitError, DocKey, Expect, Op, ReadyChanges, Revision};
 use super::{FsStore, Store};
 use crate::error::{Error, Result};
 use crate::store::events;
@@ -78,6 +78,31 @@ fn key_from_json(v: &Value) -> Option<DocKey> {
     }
 }
 
+/// The ready index's part of an intent record.
+fn ready_to_json(ready: &ReadyChanges) -> Value {
+    json!({
+        "entries": ready.entries.iter().map(|(n, p)| json!([n, p])).collect::<Vec<_>>(),
+        "head": ready.head,
+    })
+}
+
+fn ready_from_json(v: &Value) -> Option<ReadyChanges> {
+    let mut entries = Vec::new();
+    for e in v.get("entries")?.as_array()? {
+        let pair = e.as_array()?;
+        entries.push((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_bool()?));
+    }
+    let head = match v.get("head") {
+        None | Some(Value::Null) => None,
+        Some(h) => Some(serde_json::from_value(h.clone()).ok()?),
+    };
+    Some(ReadyChanges {
+        entries,
+        head,
+        ..ReadyChanges::default()
+    })
+}
+
 fn seq_of(line: &str) -> u64 {
     serde_json::from_str::<Value>(line)
         .ok()
@@ -114,7 +139,7 @@ impl FsStore {
         self.cell_path(cell).join(PAS_DIR)
     }
 
-    fn pas_dir(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<OwnedFd> {
+    pub(crate) fn pas_dir(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<OwnedFd> {
         atomic::ensure_subdir(cell_fd, PAS_DIR)
             .map_err(|e| self.io_error("open", &self.pas_path(cell), e))
     }
@@ -204,9 +229,19 @@ impl FsStore {
             mission: strings("mission"),
         };
         let tmp = self.tmp_dir(cell, cell_fd)?;
+        // Every replacement first, unsynced, then one pass of fsyncs: the first forces the
+        // journal commit that carries all of them, so the rest find little left to do (one
+        // commit instead of two per document). Nothing is durable until the pass ends, and
+        // the intent stays until then, so a crash before it only means a replay.
         for w in &writes {
-            self.apply_write(cell, cell_fd, tmp.as_fd(), w, Durability::Durable)?;
+            self.apply_write(cell, cell_fd, tmp.as_fd(), w, Durability::Relaxed)?;
         }
+        let ready = match intent.get("ready") {
+            Some(r) => ready_from_json(r).ok_or_else(bad)?,
+            None => ReadyChanges::default(),
+        };
+        self.apply_ready(cell, cell_fd, &ready, Durability::Relaxed)?;
+        self.sync_applied(cell, cell_fd, &writes, &ready)?;
         self.append_lines(cell, cell_fd, &lines, true)?;
         match rfs::unlinkat(pas, INTENT, rfs::AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
@@ -245,9 +280,59 @@ impl FsStore {
                 super::layout::doc_mode(key, bytes),
             )
             .map_err(|e| self.io_error("write", &path, e)),
-            None => atomic::remove_at(dir_fd, &name)
-                .map(|_| ())
-                .map_err(|e| self.io_error("remove", &path, e)),
+            None => match durability {
+                Durability::Durable => atomic::remove_at(dir_fd, &name).map(|_| ()),
+                Durability::Relaxed => atomic::unlink_at(dir_fd, &name).map(|_| ()),
+            }
+            .map_err(|e| self.io_error("remove", &path, e)),
+        }
+    }
+
+    /// Makes the documents and index changes an intent applied unsynced durable: each file
+    /// written, then each directory changed.
+    fn sync_applied(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        writes: &[Prepared],
+        ready: &ReadyChanges,
+    ) -> Result<()> {
+        let mut dirs: Vec<Option<&'static str>> = Vec::new();
+        for w in writes {
+            let key = w.key.file_key();
+            let (sub, name) = Self::key_name(key)?;
+            if w.bytes.is_some() {
+                let file = match sub {
+                    None => name,
+                    Some(sub) => format!("{sub}/{name}"),
+                };
+                atomic::sync_file_at(cell_fd, &file)
+                    .map_err(|e| self.io_error("sync", &self.path_of(cell, key), e))?;
+            }
+            if !dirs.contains(&sub) {
+                dirs.push(sub);
+            }
+        }
+        for sub in dirs {
+            let path = self.cell_path(cell).join(sub.unwrap_or(""));
+            atomic::sync_file_at(cell_fd, sub.unwrap_or("."))
+                .map_err(|e| self.io_error("sync", &path, e))?;
+        }
+        self.sync_ready(cell, cell_fd, ready)
+    }
+
+    /// Writes the ready index's part of a commit: entries, then the head.
+    fn apply_ready(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        ready: &ReadyChanges,
+        durability: Durability,
+    ) -> Result<()> {
+        self.write_ready_entries(cell, cell_fd, &ready.entries, durability)?;
+        match &ready.head {
+            Some(head) => self.write_ready_head(cell, cell_fd, head, durability),
+            None => Ok(()),
         }
     }
 
@@ -407,33 +492,28 @@ impl FsStore {
         cell_fd: BorrowedFd<'_>,
         cursor: &events::Cursor,
     ) -> Result<()> {
+        let bytes = serde_json::to_vec(cursor).unwrap_or_default();
+        self.write_pas_file(cell, cell_fd, HOOKS_CURSOR, &bytes, Durability::Durable)
+    }
+
+    /// Replaces the file `name` of the cell's `.pas/` with `bytes`, atomically.
+    pub(crate) fn write_pas_file(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        name: &str,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<()> {
         let pas = self.pas_dir(cell, cell_fd)?;
         let tmp = self.tmp_dir(cell, cell_fd)?;
-        let bytes = serde_json::to_vec(cursor).unwrap_or_default();
-        atomic::replace_via(
-            tmp.as_fd(),
-            pas.as_fd(),
-            HOOKS_CURSOR,
-            &bytes,
-            Durability::Durable,
-            FILE_MODE,
-        )
-        .map_err(|e| self.io_error("write", &self.pas_path(cell).join(HOOKS_CURSOR), e))
+        atomic::replace_via(tmp.as_fd(), pas.as_fd(), name, bytes, durability, FILE_MODE)
+            .map_err(|e| self.io_error("write", &self.pas_path(cell).join(name), e))
     }
 
     fn write_head(&self, cell: &str, cell_fd: BorrowedFd<'_>, head: &events::Head) -> Result<()> {
-        let pas = self.pas_dir(cell, cell_fd)?;
-        let tmp = self.tmp_dir(cell, cell_fd)?;
         let bytes = serde_json::to_vec(head).unwrap_or_default();
-        atomic::replace_via(
-            tmp.as_fd(),
-            pas.as_fd(),
-            EVENTS_HEAD,
-            &bytes,
-            Durability::Relaxed,
-            FILE_MODE,
-        )
-        .map_err(|e| self.io_error("write", &self.pas_path(cell).join(EVENTS_HEAD), e))
+        self.write_pas_file(cell, cell_fd, EVENTS_HEAD, &bytes, Durability::Relaxed)
     }
 
     /// The log's last complete line, after checking that the log still ends where pas left
@@ -538,6 +618,20 @@ impl FsStore {
             }
         }
         let nothing = |e: Error| CommitError::Failed(e.outcome(false));
+        let mut ready = cs.ready.clone();
+        if ready.kept && self.ready_version(cell).map_err(nothing)? != ready.version {
+            // tasks/ changed behind pas's back while the transaction ran.
+            ready = ReadyChanges {
+                kept: false,
+                ..ReadyChanges::default()
+            };
+            ready.tasks_written = cs.ready.tasks_written;
+        }
+        if ready.tasks_written && !ready.kept {
+            // Tasks change without their index entries: the index goes stale first.
+            self.ready_invalidate(cell).map_err(nothing)?;
+        }
+        let ready = &ready;
         let cell_fd = self.cell_fd(cell).map_err(nothing)?;
         let tmp = self.tmp_dir(cell, cell_fd.as_fd()).map_err(nothing)?;
         let prepared: Vec<Prepared> = cs
@@ -555,19 +649,34 @@ impl FsStore {
             .chain_events(cell, cell_fd.as_fd(), &cs)
             .map_err(nothing)?;
 
-        // One atomic step: no intent needed.
-        if lines.events.is_empty() && prepared.len() == 1 {
+        let index = ready.writes_index();
+        let done = |r: Result<(), CommitError>| {
+            if r.is_ok() && ready.kept && ready.tasks_written {
+                // A stamp that fails to be written leaves the index stale: rebuilt later.
+                let _ = self.ready_stamp(cell);
+            }
+            r
+        };
+        if prepared.is_empty() && lines.events.is_empty() {
+            // Only the index's head (a refill): a cache, written on its own.
             return self
-                .apply_write(
+                .apply_ready(cell, cell_fd.as_fd(), ready, Durability::Durable)
+                .map_err(nothing);
+        }
+        // One atomic step: no intent needed.
+        if lines.events.is_empty() && prepared.len() == 1 && !index {
+            return done(
+                self.apply_write(
                     cell,
                     cell_fd.as_fd(),
                     tmp.as_fd(),
                     &prepared[0],
                     cs.durability,
                 )
-                .map_err(|e| CommitError::Failed(self.maybe_applied(cell, &prepared[0], e)));
+                .map_err(|e| CommitError::Failed(self.maybe_applied(cell, &prepared[0], e))),
+            );
         }
-        if prepared.is_empty() {
+        if prepared.is_empty() && !index {
             // An append either reached the log (its line is whole) or it did not; a torn
             // line is cut by the next writer.
             return self
@@ -575,7 +684,7 @@ impl FsStore {
                 .map_err(|e| CommitError::Failed(self.maybe_appended(cell, &lines, e)));
         }
 
-        let intent = json!({
+        let mut intent = json!({
             "writes": prepared.iter().map(|w| {
                 let mut v = key_to_json(&w.key);
                 match &w.bytes {
@@ -587,6 +696,9 @@ impl FsStore {
             "events": lines.events,
             "mission": lines.mission,
         });
+        if index {
+            intent["ready"] = ready_to_json(ready);
+        }
         let pas = self.pas_dir(cell, cell_fd.as_fd()).map_err(nothing)?;
         let intent_path = self.pas_path(cell).join(INTENT);
         let intent_bytes = serde_json::to_vec(&intent).unwrap_or_default();
@@ -609,7 +721,7 @@ impl FsStore {
                 }));
             }
         }
-        Ok(())
+        done(Ok(()))
     }
 
     /// The error of a failed append of events, saying whether they are in the log.

@@ -17,6 +17,7 @@ mod contract;
 pub mod events;
 pub mod layout;
 pub mod lock;
+pub mod ready;
 pub mod schema;
 mod secret;
 pub mod txn;
@@ -209,6 +210,15 @@ pub trait Store {
     ) -> Result<()>;
     /// Ids of the documents of a collection, sorted.
     fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>>;
+    /// The cell's ready index ([`ready`]): its head, or stale when `tasks/` changed since
+    /// it was kept. Inside a transaction for an answer that holds until the commit.
+    fn ready_index(&self, cell: &str) -> Result<ready::ReadyIndex>;
+    /// Every entry of the ready index, sorted.
+    fn ready_entries(&self, cell: &str) -> Result<Vec<String>>;
+    /// Makes the ready index exactly `entries` (sorted, made from every task file as read
+    /// in the calling transaction), at once; returns its head. Inside a transaction only.
+    /// The version is `None` when the index could not be stamped (it then stays stale).
+    fn rebuild_ready(&self, cell: &str, entries: &[String]) -> Result<(ready::Head, Option<u64>)>;
     /// Every document of a collection, by id in [`Store::list`] order: the same as `list`
     /// then `read` of each (a document removed in between is left out), in one pass over
     /// the directory.
@@ -951,6 +961,19 @@ impl Store for FsStore {
             .into_iter()
             .filter(|n| layout::is_valid_id(n))
             .collect())
+    }
+
+    fn ready_index(&self, cell: &str) -> Result<ready::ReadyIndex> {
+        self.ready_state(cell)
+    }
+
+    fn ready_entries(&self, cell: &str) -> Result<Vec<String>> {
+        self.ready_list(cell)
+    }
+
+    fn rebuild_ready(&self, cell: &str, entries: &[String]) -> Result<(ready::Head, Option<u64>)> {
+        let _guard = self.cell_lock(cell)?;
+        self.ready_rebuild(cell, entries)
     }
 
     fn transact(

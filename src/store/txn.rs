@@ -14,12 +14,13 @@
 //! The body may run more than once (after a conflict), so it must have no effect other than
 //! through the transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 
 use super::layout::{Collection, ConfigFile, FileKey};
+use super::ready::{Head, ReadyIndex};
 use super::{Durability, Store};
 use crate::doc::Doc;
 use crate::error::{Error, Result};
@@ -129,13 +130,66 @@ pub struct ChangeSet {
     pub durability: Durability,
     /// The time the events are stamped with.
     pub now: DateTime<Utc>,
+    /// What the commit does to the ready index.
+    pub ready: ReadyChanges,
 }
 
 impl ChangeSet {
     /// Whether there is nothing to commit.
     pub fn is_empty(&self) -> bool {
-        self.writes.is_empty() && self.events.is_empty()
+        self.writes.is_empty() && self.events.is_empty() && !self.ready.writes_index()
     }
+}
+
+/// What a commit does to the ready index ([`super::ready`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadyChanges {
+    /// Entries to create (`true`) or remove, in name order.
+    pub entries: Vec<(String, bool)>,
+    /// The new head, when it changed.
+    pub head: Option<Head>,
+    /// The commit writes task documents.
+    pub tasks_written: bool,
+    /// The index was fresh and every task written had its entries kept: it stays fresh.
+    /// Otherwise a commit that writes tasks leaves it stale (rebuilt before its next use).
+    pub kept: bool,
+    /// The index's version when the transaction looked (see
+    /// [`ReadyIndex::Fresh`]): the commit keeps it only if it is still that.
+    pub version: Option<u64>,
+}
+
+impl ReadyChanges {
+    /// Whether entries or the head change.
+    pub fn writes_index(&self) -> bool {
+        !self.entries.is_empty() || self.head.is_some()
+    }
+}
+
+/// The ready index as a transaction found it and changes it.
+#[derive(Debug, Default)]
+struct ReadyTxn {
+    /// Its head as this transaction sees it (`None`: stale); not looked at when `loaded`
+    /// is false.
+    head: Option<Head>,
+    loaded: bool,
+    /// Its version when looked at (`None`: stale, or rebuilt but not stamped).
+    version: Option<u64>,
+    head_changed: bool,
+    /// Entries to create (`true`) or remove.
+    entries: BTreeMap<String, bool>,
+    /// Tasks whose entries this transaction kept.
+    indexed: HashSet<String>,
+    /// Tasks this transaction writes.
+    written: HashSet<String>,
+}
+
+/// The first entries of the ready index, as a transaction sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyView {
+    /// The first entries, in order.
+    pub entries: Vec<String>,
+    /// They are all of the index's entries.
+    pub complete: bool,
 }
 
 /// Why a commit did not happen.
@@ -165,6 +219,7 @@ pub struct Txn<'a> {
     events: Vec<NewEvent>,
     durability: Durability,
     now: DateTime<Utc>,
+    ready: ReadyTxn,
 }
 
 impl<'a> Txn<'a> {
@@ -178,6 +233,7 @@ impl<'a> Txn<'a> {
             events: Vec::new(),
             durability: Durability::Durable,
             now,
+            ready: ReadyTxn::default(),
         }
     }
 
@@ -249,6 +305,9 @@ impl<'a> Txn<'a> {
     }
 
     fn stage(&mut self, key: DocKey, op: Op, expect: Option<Expect>) {
+        if let DocKey::Task(id) = &key {
+            self.ready.written.insert(id.clone());
+        }
         let expect = expect.unwrap_or_else(|| match self.seen.get(&key) {
             Some(r) => Expect::Revision(*r),
             None => Expect::Any,
@@ -280,6 +339,88 @@ impl<'a> Txn<'a> {
         self.stage(DocKey::of(key), Op::Remove, None);
     }
 
+    fn load_ready(&mut self) -> Result<()> {
+        if !self.ready.loaded {
+            match self.store.ready_index(self.cell)? {
+                ReadyIndex::Stale => self.ready.head = None,
+                ReadyIndex::Fresh { head, version } => {
+                    self.ready.head = Some(head);
+                    self.ready.version = Some(version);
+                }
+            }
+            self.ready.loaded = true;
+        }
+        Ok(())
+    }
+
+    /// The first entries of the cell's ready index with this transaction's changes;
+    /// `None` when the index is stale (rebuild it with [`Txn::rebuild_ready`]). A head
+    /// that ran dry is refilled from the full list here.
+    pub fn ready(&mut self) -> Result<Option<ReadyView>> {
+        self.load_ready()?;
+        let dry = self.ready.head.as_ref().is_some_and(Head::dry);
+        if dry {
+            let all = self.ready_all()?;
+            self.ready.head = Some(Head::of_sorted(&all));
+            self.ready.head_changed = true;
+        }
+        Ok(self.ready.head.as_ref().map(|h| ReadyView {
+            entries: h.head.clone(),
+            complete: h.bound.is_none(),
+        }))
+    }
+
+    /// Every entry of the ready index with this transaction's changes, sorted: one listing
+    /// of the index (for a claim that found nothing in the head).
+    pub fn ready_all(&mut self) -> Result<Vec<String>> {
+        let mut all: BTreeSet<String> = self.store.ready_entries(self.cell)?.into_iter().collect();
+        for (name, present) in &self.ready.entries {
+            if *present {
+                all.insert(name.clone());
+            } else {
+                all.remove(name);
+            }
+        }
+        Ok(all.into_iter().collect())
+    }
+
+    /// Keeps the ready index in step with a write of task `id` in this transaction: its
+    /// entry was `old` and becomes `new` (`None`: it has none). A transaction that writes a
+    /// task without this leaves the index stale.
+    pub fn index_task(&mut self, id: &str, old: Option<String>, new: Option<String>) -> Result<()> {
+        self.ready.indexed.insert(id.to_string());
+        self.load_ready()?;
+        if old == new {
+            return Ok(());
+        }
+        let Some(head) = self.ready.head.as_mut() else {
+            return Ok(());
+        };
+        for (name, present) in [(old, false), (new, true)] {
+            if let Some(name) = name {
+                head.apply(&name, present);
+                self.ready.entries.insert(name, present);
+            }
+        }
+        self.ready.head_changed = true;
+        Ok(())
+    }
+
+    /// Rebuilds the ready index at once from `entries`, every entry of the cell's task
+    /// files as this transaction read them (sorted); changes staged with
+    /// [`Txn::index_task`] then apply on top.
+    pub fn rebuild_ready(&mut self, entries: &[String]) -> Result<()> {
+        let (mut head, version) = self.store.rebuild_ready(self.cell, entries)?;
+        for (name, present) in &self.ready.entries {
+            head.apply(name, *present);
+        }
+        self.ready.head_changed = !self.ready.entries.is_empty();
+        self.ready.head = Some(head);
+        self.ready.version = version;
+        self.ready.loaded = true;
+        Ok(())
+    }
+
     /// Records an event in the same commit as the writes.
     pub fn event(&mut self, event: NewEvent) {
         self.events.push(event);
@@ -298,7 +439,23 @@ impl<'a> Txn<'a> {
 
     /// What to commit.
     pub fn into_changes(self) -> ChangeSet {
+        let r = self.ready;
+        let kept = r.head.is_some()
+            && r.version.is_some()
+            && r.written.iter().all(|id| r.indexed.contains(id));
+        let ready = ReadyChanges {
+            entries: if kept {
+                r.entries.into_iter().collect()
+            } else {
+                Vec::new()
+            },
+            head: r.head.filter(|_| kept && r.head_changed),
+            tasks_written: !r.written.is_empty(),
+            kept,
+            version: r.version,
+        };
         ChangeSet {
+            ready,
             writes: self.writes,
             events: self.events,
             durability: self.durability,

@@ -576,3 +576,185 @@ fn a_mission_file_creates_everything_or_nothing_and_round_trips() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The task ids of the cell's ready index (`.pas/ready/`): what its entry names say.
+fn index_ids(root: &Root, cell: &str) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(root.cell_dir(cell).join(".pas/ready"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                // `<rank><0 | 1 and the time>-<task id>+<assignee>`: the time has no '-'.
+                .filter_map(|n| Some(n.split_once('-')?.1.rsplit_once('+')?.0.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The index holds exactly the pending tasks and `pas validate --strict` finds nothing.
+fn index_matches(root: &Root, cell: &str, step: &str) {
+    let pending: std::collections::BTreeSet<String> =
+        ids(&root.json(&["task", "list", cell, "--status", "pending"]))
+            .into_iter()
+            .collect();
+    assert_eq!(index_ids(root, cell), pending, "after {step}");
+    let run = root.run(&["validate", "--strict", cell]);
+    assert_eq!(run.code, 0, "after {step}: {}{}", run.stdout, run.stderr);
+}
+
+fn claim(root: &Root, cell: &str, agent: &str) -> String {
+    let run = as_agent(root, agent, &["task", "claim", cell]);
+    if run.code == 7 {
+        return "nothing".to_string();
+    }
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    run.stdout.trim().to_string()
+}
+
+#[test]
+fn the_ready_index_follows_every_task_change_and_dependency_chains() {
+    let root = Root::new();
+    let cell = root.cell("Index");
+    for a in ["a1", "a2", "a3"] {
+        root.ok(&["agent", "add", &cell, a]);
+    }
+    root.ok(&["task", "reindex", &cell]);
+    index_matches(&root, &cell, "an empty reindex");
+    let add = |args: &[&str]| {
+        let mut all = vec!["task", "add", &cell];
+        all.extend_from_slice(args);
+        root.ok(&all);
+    };
+    add(&["t1", "--title", "first of a chain"]);
+    add(&["t2", "--title", "second", "--dep", "t1"]);
+    add(&["t3", "--title", "third", "--dep", "t2"]);
+    add(&["low", "--title", "low", "--priority", "low"]);
+    add(&["mine", "--title", "for a2", "--assign", "a2"]);
+    add(&["urgent", "--title", "urgent", "--priority", "high"]);
+    add(&["gone", "--title", "for a3", "--assign", "a3"]);
+    index_matches(&root, &cell, "adds");
+    assert!(
+        index_ids(&root, &cell).contains("t3"),
+        "blocked tasks are indexed too"
+    );
+
+    // Priority, then age; blocked and other agents' tasks are passed over.
+    assert_eq!(claim(&root, &cell, "a1"), "urgent");
+    assert_eq!(claim(&root, &cell, "a1"), "t1");
+    assert_eq!(claim(&root, &cell, "a1"), "low");
+    index_matches(&root, &cell, "claims");
+    assert_eq!(
+        claim(&root, &cell, "a1"),
+        "nothing",
+        "t2 waits for t1; the rest are not a1's"
+    );
+    assert_eq!(claim(&root, &cell, "a2"), "mine");
+
+    // A finished dependency makes its dependant claimable.
+    as_agent(&root, "a1", &["task", "done", &cell, "t1"]);
+    assert_eq!(claim(&root, &cell, "a2"), "t2");
+    // A failed attempt puts it back (with its entry).
+    as_agent(
+        &root,
+        "a2",
+        &["task", "fail", &cell, "t2", "--reason", "flaky"],
+    );
+    index_matches(&root, &cell, "a requeue");
+    assert_eq!(claim(&root, &cell, "a1"), "t2");
+    as_agent(&root, "a1", &["task", "done", &cell, "t2"]);
+    assert_eq!(claim(&root, &cell, "a1"), "t3");
+
+    // Removing an agent hands its pending task back to the queue, unassigned.
+    root.ok(&["agent", "rm", &cell, "a3", "--force"]);
+    index_matches(&root, &cell, "an agent's removal");
+    assert_eq!(claim(&root, &cell, "a2"), "gone");
+    // A handoff of a claimed task keeps it out of the index.
+    root.ok(&["task", "handoff", &cell, "gone", "--to", "a1"]);
+    index_matches(&root, &cell, "a handoff");
+    assert_eq!(claim(&root, &cell, "a2"), "nothing");
+}
+
+/// Writes a task file as a script should: a temporary name, then a rename into tasks/.
+fn write_task_by_hand(root: &Root, cell: &str, id: &str, value: Value) {
+    let tmp = root.cell_dir(cell).join(format!(".{id}.json.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+    std::fs::rename(&tmp, root.cell_dir(cell).join(format!("tasks/{id}.json"))).unwrap();
+}
+
+#[test]
+fn a_task_written_by_hand_is_claimed_in_its_place_and_a_broken_index_is_reported() {
+    let root = Root::new();
+    let cell = root.cell("By hand");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    for t in ["t1", "t2", "t3"] {
+        root.ok(&["task", "add", &cell, t, "--title", t]);
+    }
+    assert_eq!(
+        claim(&root, &cell, "a1"),
+        "t1",
+        "the first claim builds the index"
+    );
+    // Right after pas's commit, a script adds an urgent task, older than the rest.
+    write_task_by_hand(
+        &root,
+        &cell,
+        "hand",
+        json!({"task_id": "hand", "title": "by hand", "status": "pending",
+               "priority": "high", "created_at": "2020-01-01T00:00:00Z"}),
+    );
+    assert_eq!(claim(&root, &cell, "a1"), "hand");
+    index_matches(&root, &cell, "a task written by hand");
+    // And one that takes a pending task out of the queue (rewritten as completed).
+    let mut t2 = root.read_json(format!("{cell}/tasks/t2.json"));
+    t2["status"] = json!("completed");
+    write_task_by_hand(&root, &cell, "t2", t2);
+    assert_eq!(claim(&root, &cell, "a1"), "t3");
+    index_matches(&root, &cell, "a task rewritten by hand");
+
+    // An index broken behind pas's back (an entry deleted, tasks/ untouched) is reported,
+    // and `pas task reindex` repairs it.
+    root.ok(&["task", "add", &cell, "t4", "--title", "t4"]);
+    let ready = root.cell_dir(&cell).join(".pas/ready");
+    for e in std::fs::read_dir(&ready).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let run = root.run(&["validate", "--strict", &cell]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stdout.contains("ready index") && run.stdout.contains("pas task reindex"),
+        "{}",
+        run.stdout
+    );
+    let out = root.ok(&["task", "reindex", &cell]);
+    assert!(out.contains("1 pending"), "{out}");
+    index_matches(&root, &cell, "a reindex");
+    assert_eq!(claim(&root, &cell, "a1"), "t4");
+}
+
+#[test]
+fn a_claim_looks_past_a_head_full_of_other_agents_tasks() {
+    let root = Root::new();
+    let cell = root.cell("Crowded head");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    root.ok(&["agent", "add", &cell, "a2"]);
+    // More of a2's tasks than the index's head holds (64), all older than a1's one.
+    for i in 0..70 {
+        write_task_by_hand(
+            &root,
+            &cell,
+            &format!("x{i:02}"),
+            json!({"task_id": format!("x{i:02}"), "title": "a2's", "status": "pending",
+                   "assigned_to": "a2", "created_at": format!("2020-01-01T{:02}:{:02}:00Z", i / 60, i % 60)}),
+        );
+    }
+    write_task_by_hand(
+        &root,
+        &cell,
+        "free",
+        json!({"task_id": "free", "title": "anyone's", "status": "pending",
+               "created_at": "2021-01-01T00:00:00Z"}),
+    );
+    root.ok(&["task", "reindex", &cell]);
+    assert_eq!(claim(&root, &cell, "a1"), "free");
+    assert_eq!(claim(&root, &cell, "a1"), "nothing");
+    assert_eq!(claim(&root, &cell, "a2"), "x00");
+    index_matches(&root, &cell, "claims past the head");
+}

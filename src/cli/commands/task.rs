@@ -51,6 +51,14 @@ pub enum TaskCommand {
     ///
     /// Example: pas task reap 3f2a
     Reap(CellOnly),
+    /// Rebuild the cell's ready index from every task file and print how many are pending.
+    ///
+    /// Claims keep the index (.pas/ready/) themselves and rebuild it when tasks/ changed
+    /// behind pas's back; run this after writing many task files by hand, so the first
+    /// claim does not pay for reading them, or when `pas validate` says the index is stale.
+    ///
+    /// Example: pas task reindex 3f2a
+    Reindex(CellOnly),
     /// Hand a task to another agent (policy and permissions permitting).
     ///
     /// Example: pas task handoff 3f2a task_002 --to agent_002
@@ -212,6 +220,7 @@ pub fn run(ctx: &Ctx, command: TaskCommand) -> Result<()> {
         }) => done(ctx, &cell, &task, &artifacts),
         TaskCommand::Fail(FailArgs { cell, task, reason }) => fail(ctx, &cell, &task, &reason),
         TaskCommand::Reap(CellOnly { cell }) => reap(ctx, &cell),
+        TaskCommand::Reindex(CellOnly { cell }) => reindex(ctx, &cell),
         TaskCommand::Handoff(args) => handoff(ctx, args),
     }
 }
@@ -518,6 +527,20 @@ fn reap(ctx: &Ctx, cell: &str) -> Result<()> {
                 o.task, o.attempts, o.max_retries
             ));
         }
+    }
+    Ok(())
+}
+
+fn reindex(ctx: &Ctx, cell: &str) -> Result<()> {
+    let cell_id = cell::resolve(&ctx.store, cell)?;
+    let pending = queue::reindex(&ctx.store, &cell_id, clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out
+            .json(&json!({ "cell": cell_id, "pending": pending }));
+    } else {
+        ctx.out.info(&format!(
+            "ready index of cell {cell_id} rebuilt: {pending} pending task(s)"
+        ));
     }
     Ok(())
 }

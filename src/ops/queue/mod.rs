@@ -44,11 +44,103 @@ fn tasks_strict(txn: &mut Txn<'_>) -> Result<(BTreeMap<String, Doc>, BTreeMap<St
 }
 
 /// Writes `t` into `doc`, the file `tasks/<id>.json` as read (only changed keys), and
-/// stages it; returns the document written.
-fn put_task(txn: &mut Txn<'_>, id: &str, mut doc: Doc, t: &Task) -> Doc {
+/// stages it with its ready-index entry; returns the document written.
+pub(crate) fn put_task(txn: &mut Txn<'_>, id: &str, mut doc: Doc, t: &Task) -> Result<Doc> {
+    let old = task::view(id, &doc)
+        .ok()
+        .and_then(|was| rules::entry_name(id, &was));
     t.write_into(&mut doc);
+    txn.index_task(id, old, rules::entry_name(id, t))?;
     txn.put(FileKey::Task(id), doc.clone());
-    doc
+    Ok(doc)
+}
+
+/// Every ready-index entry of the tasks `all`, sorted.
+fn entries_of(all: &BTreeMap<String, Task>) -> Vec<String> {
+    let mut entries: Vec<String> = all
+        .iter()
+        .filter_map(|(id, t)| rules::entry_name(id, t))
+        .collect();
+    entries.sort_unstable();
+    entries
+}
+
+/// What the ready index answers for a claim.
+enum Indexed {
+    /// The task `tasks/<id>.json`, as document and typed view.
+    Take(String, Doc, Box<Task>),
+    /// Nothing is ready for the agent.
+    NothingReady,
+    /// The index cannot answer (stale, or an entry that does not match its task): read
+    /// every task.
+    ReadAll,
+}
+
+/// Asks the ready index for the best task for `agent`: the head first, then (when nothing
+/// in it fits and more lies behind it) one listing of the rest. Only the tasks named (and
+/// their dependencies) are read, in order, until one is taken.
+fn claim_from_index(txn: &mut Txn<'_>, agent: &Agent, perms: &Permissions) -> Result<Indexed> {
+    let Some(view) = txn.ready()? else {
+        return Ok(Indexed::ReadAll);
+    };
+    if let Some(found) = first_fit(txn, &view.entries, agent, perms)? {
+        return Ok(found);
+    }
+    if view.complete {
+        return Ok(Indexed::NothingReady);
+    }
+    let last = view.entries.last().cloned();
+    let rest: Vec<String> = txn
+        .ready_all()?
+        .into_iter()
+        .filter(|n| last.as_ref().is_none_or(|l| n > l))
+        .collect();
+    Ok(first_fit(txn, &rest, agent, perms)?.unwrap_or(Indexed::NothingReady))
+}
+
+/// The first of `entries` (in order) that `agent` may take, or `ReadAll` at the first that
+/// does not match its task; `None` when none fits.
+fn first_fit(
+    txn: &mut Txn<'_>,
+    entries: &[String],
+    agent: &Agent,
+    perms: &Permissions,
+) -> Result<Option<Indexed>> {
+    for name in entries {
+        let Some(entry) = rules::parse_entry(name) else {
+            return Ok(Some(Indexed::ReadAll));
+        };
+        if entry.assignee.is_some_and(|a| a != agent.agent_id) {
+            continue;
+        }
+        let id = entry.task;
+        let Some(doc) = txn.read(FileKey::Task(id))? else {
+            return Ok(Some(Indexed::ReadAll));
+        };
+        let Ok(t) = task::view(id, &doc) else {
+            return Ok(Some(Indexed::ReadAll));
+        };
+        let mut deps = BTreeMap::new();
+        if t.status == TaskStatus::Pending {
+            for dep in &t.dependencies {
+                if crate::store::layout::is_valid_id(dep) {
+                    if let Some(d) = txn.read(FileKey::Task(dep))? {
+                        if let Ok(d) = task::view(dep, &d) {
+                            deps.insert(dep.clone(), d);
+                        }
+                    }
+                }
+            }
+        }
+        match rules::judge_candidate(name, id, Some(&t), &deps, agent, perms) {
+            rules::Candidate::Take => {
+                return Ok(Some(Indexed::Take(id.to_string(), doc, Box::new(t))))
+            }
+            rules::Candidate::Skip => {}
+            rules::Candidate::Stale => return Ok(Some(Indexed::ReadAll)),
+        }
+    }
+    Ok(None)
 }
 
 /// Sets or clears (when it still points at `task_id`) an agent's `current_task`.
@@ -95,25 +187,40 @@ pub fn claim(
         if let Some(status) = rules::claim_refused(&agent) {
             return Err(refused(status));
         }
-        let (mut docs, tasks) = tasks_strict(txn)?;
-        let decision = rules::decide_claim(&agent, &tasks, &perms);
-        let (id, task, attempt, queue_assigned) = match &decision {
-            ClaimDecision::Refused(status) => return Err(refused(*status)),
-            ClaimDecision::NothingReady => return Ok(None),
-            ClaimDecision::Claim {
-                id,
-                task,
-                attempt,
-                queue_assigned,
-            } => (*id, *task, *attempt, *queue_assigned),
+        // The index first; every task file only when it cannot answer (and then the index
+        // is rebuilt from them).
+        let mut all = None;
+        let picked = match claim_from_index(txn, &agent, &perms)? {
+            Indexed::Take(id, doc, t) => Some((id, doc, *t)),
+            Indexed::NothingReady => None,
+            Indexed::ReadAll => {
+                let (docs, tasks) = tasks_strict(txn)?;
+                txn.rebuild_ready(&entries_of(&tasks))?;
+                all = Some((docs, tasks));
+                None
+            }
         };
-        let Some(doc) = docs.remove(id) else {
-            return Err(Error::failure(format!(
-                "task {id} was read without its file"
-            )));
+        let picked = match (picked, &mut all) {
+            (Some(p), _) => p,
+            (None, None) => return Ok(None),
+            (None, Some((docs, tasks))) => match rules::decide_claim(&agent, tasks, &perms) {
+                ClaimDecision::Refused(status) => return Err(refused(status)),
+                ClaimDecision::NothingReady => return Ok(None),
+                ClaimDecision::Claim { id, task, .. } => {
+                    let Some(doc) = docs.remove(id) else {
+                        return Err(Error::failure(format!(
+                            "task {id} was read without its file"
+                        )));
+                    };
+                    (id.to_string(), doc, task.clone())
+                }
+            },
         };
+        let (id, doc, task) = (&picked.0, picked.1.clone(), &picked.2);
+        let decision = rules::claim_of(id, task);
+        let attempt = task.attempts + 1;
         let mut t = task.clone();
-        if queue_assigned {
+        if task.assigned_to.is_none() {
             t.queue_assigned = true;
         }
         t.status = TaskStatus::InProgress;
@@ -124,11 +231,22 @@ pub fn claim(
         if let Some(event) = decision.event(agent_id) {
             txn.event(event);
         }
-        let claimed = put_task(txn, id, doc, &t);
+        let claimed = put_task(txn, id, doc, &t)?;
         agent.current_task = Some(id.to_string());
         agent.write_into(&mut agent_doc);
         txn.put(FileKey::Agent(agent_id), agent_doc);
         Ok(Some(claimed))
+    })
+}
+
+/// Rebuilds the cell's ready index from every task file (which must all read); returns
+/// how many tasks are pending.
+pub fn reindex(store: &dyn Store, cell: &str, now: DateTime<Utc>) -> Result<usize> {
+    store::transact(store, cell, now, |txn| {
+        let (_, tasks) = tasks_strict(txn)?;
+        let entries = entries_of(&tasks);
+        txn.rebuild_ready(&entries)?;
+        Ok(entries.len())
     })
 }
 
@@ -198,7 +316,7 @@ pub fn done(
         t.status = TaskStatus::Completed;
         t.completed_at = Some(now);
         t.last_error = None;
-        put_task(txn, task_id, doc, &t);
+        put_task(txn, task_id, doc, &t)?;
         let mut event = NewEvent::new(
             Level::Info,
             EventKind::TaskCompleted,
@@ -282,7 +400,7 @@ fn fail_in(
             attempts
         }
     };
-    put_task(txn, id, doc, &t);
+    put_task(txn, id, doc, &t)?;
     if let Some(agent) = &claimer {
         set_current_task(txn, agent, id, false)?;
     }
@@ -412,7 +530,7 @@ fn move_task(
     if in_progress {
         t.claimed_by = Some(to.to_string());
     }
-    put_task(txn, task_id, doc, &t);
+    put_task(txn, task_id, doc, &t)?;
     set_current_task(txn, from, task_id, false)?;
     if in_progress {
         set_current_task(txn, to, task_id, true)?;
@@ -493,7 +611,7 @@ pub fn handoff(
                 requested_at: Some(now),
                 extra: Map::new(),
             });
-            put_task(txn, task_id, doc, &t);
+            put_task(txn, task_id, doc, &t)?;
             txn.event(
                 NewEvent::new(
                     Level::Warn, EventKind::TaskHandoffRequested,
@@ -553,7 +671,7 @@ pub fn decide_handoff(
             });
         }
         t.handoff_request = None;
-        put_task(txn, &task_id, doc, &t);
+        put_task(txn, &task_id, doc, &t)?;
         txn.event(
             NewEvent::new(
                 Level::Info,
@@ -616,7 +734,7 @@ pub fn release_tasks(
                     t.assigned_to = None;
                     t.started_at = None;
                     t.queue_assigned = false;
-                    put_task(txn, &task_id, doc, &t);
+                    put_task(txn, &task_id, doc, &t)?;
                     txn.event(
                         NewEvent::new(
                             Level::Warn,

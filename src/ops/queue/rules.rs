@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::model::{Agent, AgentStatus, EventKind, Task, TaskStatus};
+use crate::model::{Agent, AgentStatus, EventKind, Priority, Task, TaskStatus};
 use crate::ops::permissions::{Perm, Permissions};
 use crate::ops::task;
 use crate::store::events::{Level, NewEvent};
@@ -106,13 +106,109 @@ pub fn decide_claim<'a>(
     }
     match ready(all, Some(agent), perms).into_iter().next() {
         None => ClaimDecision::NothingReady,
-        Some((id, task)) => ClaimDecision::Claim {
-            id,
-            task,
-            attempt: task.attempts + 1,
-            queue_assigned: task.assigned_to.is_none(),
-        },
+        Some((id, task)) => claim_of(id, task),
     }
+}
+
+/// The claim of the ready task `task` (file id `id`).
+pub fn claim_of<'a>(id: &'a str, task: &'a Task) -> ClaimDecision<'a> {
+    ClaimDecision::Claim {
+        id,
+        task,
+        attempt: task.attempts + 1,
+        queue_assigned: task.assigned_to.is_none(),
+    }
+}
+
+/// The ready-index entry of the task file `tasks/<id>.json` (see `store::ready`): pending
+/// tasks have one, others none. Entries sort bytewise as [`ready`] orders tasks: the
+/// priority's rank, then `0` for no `created_at` or `1` and the time (seconds offset to be
+/// unsigned, 20 digits, then 9 digits of nanoseconds), `-`, the id, then `+` (below every
+/// id character, so a shorter id sorts first) and the assignee, when there is one and the
+/// name stays within 255 bytes (a claim reads the task to check it anyway).
+pub fn entry_name(id: &str, t: &Task) -> Option<String> {
+    if t.status != TaskStatus::Pending || !crate::store::layout::is_valid_id(id) {
+        return None;
+    }
+    let rank = Priority::ALL
+        .iter()
+        .position(|p| *p == t.priority)
+        .unwrap_or(0);
+    let when = match t.created_at {
+        None => "0".to_string(),
+        Some(at) => {
+            let secs = (i128::from(at.timestamp()) - i128::from(i64::MIN)) as u64;
+            format!("1{secs:020}{:09}", at.timestamp_subsec_nanos())
+        }
+    };
+    let name = format!("{rank}{when}-{id}+");
+    match t.assigned_to.as_deref() {
+        Some(a) if !crate::store::layout::is_valid_id(a) => None,
+        Some(a) if name.len() + a.len() <= 255 => Some(format!("{name}{a}")),
+        _ => Some(name),
+    }
+}
+
+/// What an entry name says without reading the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The task's file id.
+    pub task: &'a str,
+    /// The agent it is assigned to, when the name says.
+    pub assignee: Option<&'a str>,
+}
+
+/// Reads an entry name made by [`entry_name`]; `None` for anything else.
+pub fn parse_entry(name: &str) -> Option<Entry<'_>> {
+    let rest = name.get(1..)?;
+    let rest = match rest.strip_prefix('0') {
+        Some(undated) => undated,
+        None => rest.strip_prefix('1').and_then(|r| r.get(29..))?,
+    };
+    let (task, assignee) = rest.strip_prefix('-')?.split_once('+')?;
+    let valid = crate::store::layout::is_valid_id;
+    (name.as_bytes()[0].is_ascii_digit() && valid(task) && (assignee.is_empty() || valid(assignee)))
+        .then_some(Entry {
+            task,
+            assignee: Some(assignee).filter(|a| !a.is_empty()),
+        })
+}
+
+/// What a claim does with one entry of the ready index, its task as read (`None`: no such
+/// file) and that task's dependencies as read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// Claim it.
+    Take,
+    /// Not for this agent now (assigned to another, blocked, missing a capability, not
+    /// allowed): the next entry.
+    Skip,
+    /// The entry does not match its task file (changed behind pas's back): read every
+    /// task instead, which rebuilds the index.
+    Stale,
+}
+
+/// Judges one entry of the ready index for `agent`.
+pub fn judge_candidate(
+    name: &str,
+    id: &str,
+    task: Option<&Task>,
+    deps: &BTreeMap<String, Task>,
+    agent: &Agent,
+    perms: &Permissions,
+) -> Candidate {
+    let Some(t) = task else {
+        return Candidate::Stale;
+    };
+    if entry_name(id, t).as_deref() != Some(name) {
+        return Candidate::Stale;
+    }
+    if task::state(t, deps) != task::State::Status(TaskStatus::Pending)
+        || !eligible(t, agent, perms)
+    {
+        return Candidate::Skip;
+    }
+    Candidate::Take
 }
 
 /// The fields of a claimed task its failure rule reads.
@@ -448,6 +544,121 @@ mod tests {
             message.contains("tasks/odd.json priority") && message.contains("high, medium, low"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn entry_names_sort_as_the_queue_orders_tasks() {
+        let old = r#""created_at": "2026-11-23T09:00:00Z""#;
+        let new = r#""created_at": "2026-11-23T10:00:00.5Z""#;
+        let pre_epoch = r#""created_at": "1960-01-01T00:00:00Z""#;
+        let all = tasks(&[
+            ("low_old", &format!(r#""priority": "low", {old}"#)),
+            ("mid_new", &format!(r#""priority": "medium", {new}"#)),
+            ("mid_old", &format!(r#""priority": "medium", {old}"#)),
+            ("mid_1960", &format!(r#""priority": "medium", {pre_epoch}"#)),
+            ("high_new", &format!(r#""priority": "high", {new}"#)),
+            ("high_undated", r#""priority": "high""#),
+            ("a", &format!(r#""priority": "high", {old}"#)),
+            ("a-b", &format!(r#""priority": "high", {old}"#)),
+            ("a.b", &format!(r#""priority": "high", {old}"#)),
+            ("mine", &format!(r#""assigned_to": "a1", {old}"#)),
+        ]);
+        // Every pending task with its dependencies done is ready, so the rule's order is
+        // the order of all of them; the names must sort the same way.
+        let by_rule: Vec<&str> = ready(&all, None, &perms(None))
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut names: Vec<String> = all
+            .iter()
+            .map(|(id, t)| entry_name(id, t).unwrap())
+            .collect();
+        names.sort();
+        let by_name: Vec<&str> = names.iter().map(|n| parse_entry(n).unwrap().task).collect();
+        assert_eq!(by_name, by_rule);
+    }
+
+    #[test]
+    fn entries_name_pending_tasks_and_read_back() {
+        let long_agent = "x".repeat(128);
+        // (why, id, task fields, entry read back as (task, assignee); None: no entry)
+        #[rustfmt::skip]
+        let rows: &[(&str, &str, String, Option<(&str, Option<&str>)>)] = &[
+            ("pending, unassigned", "t1", String::new(), Some(("t1", None))),
+            ("pending, assigned", "t1", r#""assigned_to": "a1""#.into(), Some(("t1", Some("a1")))),
+            ("blocked tasks are pending too", "t1", r#""dependencies": ["t0"]"#.into(), Some(("t1", None))),
+            ("in progress", "t1", r#""status": "in_progress""#.into(), None),
+            ("completed", "t1", r#""status": "completed""#.into(), None),
+            ("failed", "t1", r#""status": "failed""#.into(), None),
+            ("an assignee no agent can be", "t1", r#""assigned_to": "../x""#.into(), None),
+            ("a name past 255 bytes drops the assignee", &"t".repeat(128),
+             format!(r#""created_at": "2026-11-23T09:00:00Z", "assigned_to": "{long_agent}""#),
+             Some((&"t".repeat(128), None))),
+        ];
+        for (why, id, fields, expected) in rows {
+            let t = &tasks(&[(id, fields)])[*id];
+            let name = entry_name(id, t);
+            let read = name.as_deref().map(|n| {
+                let e = parse_entry(n).unwrap_or_else(|| panic!("{why}: {n} does not read"));
+                (e.task, e.assignee)
+            });
+            assert_eq!(read, *expected, "{why}: {name:?}");
+            if let Some(n) = &name {
+                assert!(crate::store::ready::is_entry_name(n), "{why}: {n}");
+            }
+        }
+        // Anything else is not an entry.
+        for odd in [
+            "",
+            "x",
+            "1",
+            "10",
+            "10-+",
+            "10-.t+",
+            "1x-t+",
+            "10-t",
+            "9abc-t+",
+            "10-t+../a",
+        ] {
+            assert_eq!(parse_entry(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn a_claim_judges_each_entry_against_its_task() {
+        let a1 = agent(r#"{"agent_id": "a1", "capabilities": ["rust"]}"#);
+        let all = tasks(&[
+            ("t1", ""),
+            ("dep_done", r#""status": "completed""#),
+            ("dep_open", ""),
+            ("waits", r#""dependencies": ["dep_open"]"#),
+            ("free", r#""dependencies": ["dep_done"]"#),
+            ("missing_dep", r#""dependencies": ["nowhere"]"#),
+            ("theirs", r#""assigned_to": "a2""#),
+            ("needs_go", r#""required_capabilities": ["go"]"#),
+            ("running", r#""status": "in_progress""#),
+        ]);
+        let name = |id: &str| entry_name(id, &all[id]).unwrap_or_else(|| format!("10-{id}+"));
+        // (why, task id, entry name, task as read, outcome)
+        #[rustfmt::skip]
+        let rows: Vec<(&str, &str, String, Option<&Task>, Candidate)> = vec![
+            ("ready and eligible", "t1", name("t1"), Some(&all["t1"]), Candidate::Take),
+            ("its dependency is done", "free", name("free"), Some(&all["free"]), Candidate::Take),
+            ("its dependency is open", "waits", name("waits"), Some(&all["waits"]), Candidate::Skip),
+            ("its dependency is missing", "missing_dep", name("missing_dep"), Some(&all["missing_dep"]), Candidate::Skip),
+            ("another agent's", "theirs", name("theirs"), Some(&all["theirs"]), Candidate::Skip),
+            ("a capability missing", "needs_go", name("needs_go"), Some(&all["needs_go"]), Candidate::Skip),
+            ("no such task file", "t1", name("t1"), None, Candidate::Stale),
+            ("no longer pending", "running", name("running"), Some(&all["running"]), Candidate::Stale),
+            ("the name is another task's", "t1", name("free"), Some(&all["t1"]), Candidate::Stale),
+        ];
+        for (why, id, entry, task, expected) in rows {
+            assert_eq!(
+                judge_candidate(&entry, id, task, &all, &a1, &perms(None)),
+                expected,
+                "{why}"
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,436 @@
+//! The ready index of a cell: a cache that lets a claim find the best pending task without
+//! reading every task file.
+//!
+//! On disk, under the cell's `.pas/`:
+//! - `ready/`: one empty file per pending task, named by an *entry* that sorts as the
+//!   queue does (the names are made and read by `ops::queue::rules`; here they are opaque
+//!   strings ordered bytewise);
+//! - `ready.json` (the [`Head`]): the first entries in order, so a claim reads one small
+//!   document instead of listing `ready/`; every entry up to `bound` is in it (no bound:
+//!   all are). When it runs dry the next claim lists `ready/` once and takes the next
+//!   [`HEAD_LEN`];
+//! - `ready-stamp.json` (the [`Stamp`]): the modification time of `tasks/` when the index
+//!   last matched it. Every file renamed into `tasks/` (pas renames, and the cell format
+//!   asks the same of scripts) changes that time, so a task written behind pas's back makes
+//!   the stamp differ and the index is rebuilt from the task files before it is used. File
+//!   times move at the kernel's tick (4-10 ms), so a second rename within one tick could
+//!   leave the time as it was: when pas stamps, it first sets `tasks/`'s time itself to the
+//!   current time to the nanosecond, a value no later rename can leave behind.
+//!
+//! Entries and the head change in the same commit as the tasks they describe (they are part
+//! of the intent record), so a crash leaves them consistent or finished by the next writer.
+//! The stamp is written after the commit and removed before a commit that changes tasks
+//! without keeping the index (or that saw `tasks/` change while it ran): a crash in between
+//! leaves it stale (rebuilt), never wrong.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use serde::{Deserialize, Serialize};
+
+use super::atomic::{self, Durability, FILE_MODE};
+use super::layout::{PAS_DIR, TASKS_DIR};
+use super::FsStore;
+use crate::error::Result;
+
+/// The entries directory, under the cell's `.pas/`.
+pub(crate) const READY_DIR: &str = "ready";
+/// The head document, under the cell's `.pas/`.
+pub(crate) const READY_HEAD: &str = "ready.json";
+/// The freshness stamp, under the cell's `.pas/`.
+pub(crate) const READY_STAMP: &str = "ready-stamp.json";
+/// How many entries a refilled head holds (it is cut back to this when it grows to twice
+/// as many): a refill lists `ready/` once per this many claims.
+pub const HEAD_LEN: usize = 64;
+
+/// The first entries of the index, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    /// The smallest entries, sorted.
+    pub head: Vec<String>,
+    /// Every entry up to this one is in `head`; `None`: every entry is.
+    pub bound: Option<String>,
+}
+
+impl Head {
+    /// The head of a complete sorted list of entries.
+    pub fn of_sorted(entries: &[String]) -> Head {
+        let head: Vec<String> = entries.iter().take(HEAD_LEN).cloned().collect();
+        let bound = (entries.len() > HEAD_LEN)
+            .then(|| head.last().cloned())
+            .flatten();
+        Head { head, bound }
+    }
+
+    /// Takes the entry `name` in (`present`) or out.
+    pub fn apply(&mut self, name: &str, present: bool) {
+        let at = self.head.binary_search_by(|e| e.as_str().cmp(name));
+        match (at, present) {
+            (Ok(i), false) => {
+                self.head.remove(i);
+            }
+            (Err(i), true) if self.bound.as_deref().is_none_or(|b| name <= b) => {
+                self.head.insert(i, name.to_string());
+                if self.head.len() >= 2 * HEAD_LEN {
+                    self.head.truncate(HEAD_LEN);
+                    self.bound = self.head.last().cloned();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the head must be refilled from the full list before it can answer.
+    pub fn dry(&self) -> bool {
+        self.head.is_empty() && self.bound.is_some()
+    }
+}
+
+/// When the index last matched `tasks/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Stamp {
+    /// `tasks/`'s modification time then, in nanoseconds since the epoch (set by pas).
+    tasks_mtime_ns: u64,
+}
+
+/// The index as a transaction finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyIndex {
+    /// Missing, or `tasks/` changed since it was kept: rebuild it before use.
+    Stale,
+    /// It matches `tasks/`.
+    Fresh {
+        /// Its head.
+        head: Head,
+        /// What it was checked against (`tasks/`'s time): a commit that finds another
+        /// leaves the index stale.
+        version: u64,
+    },
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Whether `name` can be an entry: a plain, visible file name.
+pub fn is_entry_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'+'))
+}
+
+impl FsStore {
+    fn ready_path(&self, cell: &str, name: &str) -> std::path::PathBuf {
+        self.cell_path(cell).join(PAS_DIR).join(name)
+    }
+
+    fn tasks_mtime_ns(&self, cell: &str, cell_fd: BorrowedFd<'_>) -> Result<Option<u64>> {
+        match rfs::statat(cell_fd, TASKS_DIR, rfs::AtFlags::empty()) {
+            Ok(st) => Ok(Some(
+                (st.st_mtime as u64)
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(st.st_mtime_nsec),
+            )),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(self.io_error("stat", &self.cell_path(cell).join(TASKS_DIR), e.into())),
+        }
+    }
+
+    /// The index as it is now. Caller holds the cell lock.
+    pub(crate) fn ready_state(&self, cell: &str) -> Result<ReadyIndex> {
+        let cell_fd = self.cell_fd(cell)?;
+        let pas = match atomic::open_subdir(cell_fd.as_fd(), PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ReadyIndex::Stale),
+            Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(PAS_DIR), e)),
+        };
+        let read = |name: &str| {
+            atomic::read_at(pas.as_fd(), name, 1 << 20)
+                .map_err(|e| self.io_error("read", &self.ready_path(cell, name), e))
+        };
+        let Some(stamp) = read(READY_STAMP)?.and_then(|b| serde_json::from_slice::<Stamp>(&b).ok())
+        else {
+            return Ok(ReadyIndex::Stale);
+        };
+        if self.tasks_mtime_ns(cell, cell_fd.as_fd())? != Some(stamp.tasks_mtime_ns) {
+            return Ok(ReadyIndex::Stale);
+        }
+        let Some(head) = read(READY_HEAD)?.and_then(|b| serde_json::from_slice::<Head>(&b).ok())
+        else {
+            return Ok(ReadyIndex::Stale);
+        };
+        Ok(ReadyIndex::Fresh {
+            head,
+            version: stamp.tasks_mtime_ns,
+        })
+    }
+
+    /// `tasks/`'s modification time, the index's version; `None` without `tasks/`.
+    pub(crate) fn ready_version(&self, cell: &str) -> Result<Option<u64>> {
+        let cell_fd = self.cell_fd(cell)?;
+        self.tasks_mtime_ns(cell, cell_fd.as_fd())
+    }
+
+    /// Every entry of the index, sorted.
+    pub(crate) fn ready_list(&self, cell: &str) -> Result<Vec<String>> {
+        let cell_fd = self.cell_fd(cell)?;
+        let path = self.ready_path(cell, READY_DIR);
+        let dir = match atomic::open_subdir(cell_fd.as_fd(), &format!("{PAS_DIR}/{READY_DIR}")) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_error("open", &path, e)),
+        };
+        let mut names: Vec<String> = atomic::list_entries(dir.as_fd())
+            .map_err(|e| self.io_error("list", &path, e))?
+            .into_iter()
+            .filter(|e| is_entry_name(&e.name))
+            .map(|e| e.name)
+            .collect();
+        names.sort_unstable();
+        Ok(names)
+    }
+
+    /// Makes the index exactly `entries` (sorted), taken from every task file. Caller holds
+    /// the cell lock.
+    pub(crate) fn ready_rebuild(
+        &self,
+        cell: &str,
+        entries: &[String],
+    ) -> Result<(Head, Option<u64>)> {
+        let cell_fd = self.cell_fd(cell)?;
+        let pas = self.pas_dir(cell, cell_fd.as_fd())?;
+        // First the stamp goes: a rebuild cut short leaves the index stale, not trusted.
+        self.ready_invalidate(cell)?;
+        let existing = self.ready_list(cell)?;
+        let path = self.ready_path(cell, READY_DIR);
+        let dir = atomic::ensure_subdir(pas.as_fd(), READY_DIR)
+            .map_err(|e| self.io_error("open", &path, e))?;
+        let mut changes: Vec<(&str, bool)> = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < existing.len() || j < entries.len() {
+            match (existing.get(i), entries.get(j)) {
+                (Some(a), Some(b)) if a == b => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), b) if b.is_none_or(|b| a < b) => {
+                    changes.push((a, false));
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    changes.push((b, true));
+                    j += 1;
+                }
+                _ => break,
+            }
+        }
+        apply_entries(dir.as_fd(), changes.into_iter())
+            .and_then(|()| rfs::fsync(&dir).map_err(io::Error::from))
+            .map_err(|e| self.io_error("write", &path, e))?;
+        let head = Head::of_sorted(entries);
+        self.write_ready_head(cell, cell_fd.as_fd(), &head, Durability::Durable)?;
+        let version = self.ready_stamp(cell)?;
+        Ok((head, version))
+    }
+
+    /// Removes the stamp: the index is stale until rebuilt.
+    pub(crate) fn ready_invalidate(&self, cell: &str) -> Result<()> {
+        let cell_fd = self.cell_fd(cell)?;
+        let pas = match atomic::open_subdir(cell_fd.as_fd(), PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(PAS_DIR), e)),
+        };
+        match rfs::unlinkat(&pas, READY_STAMP, rfs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.io_error("remove", &self.ready_path(cell, READY_STAMP), e.into())),
+        }
+    }
+
+    /// Records that the index matches `tasks/` as it is now; returns the version stamped
+    /// (`None`: not stamped, the index stays stale).
+    pub(crate) fn ready_stamp(&self, cell: &str) -> Result<Option<u64>> {
+        let cell_fd = self.cell_fd(cell)?;
+        // A time of pas's own, to the nanosecond: a later rename into tasks/ sets the
+        // kernel's (tick-grained) time, which cannot be this one. When the time cannot be
+        // set (tasks/ belongs to someone else) nothing is stamped: claims read every task.
+        let now = now_ns();
+        let at = rfs::Timestamps {
+            last_access: rfs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rfs::UTIME_OMIT,
+            },
+            last_modification: rfs::Timespec {
+                tv_sec: (now / 1_000_000_000) as i64,
+                tv_nsec: (now % 1_000_000_000) as _,
+            },
+        };
+        if rfs::utimensat(cell_fd.as_fd(), TASKS_DIR, &at, rfs::AtFlags::empty()).is_err() {
+            return Ok(None);
+        }
+        let Some(tasks_mtime_ns) = self.tasks_mtime_ns(cell, cell_fd.as_fd())? else {
+            return Ok(None);
+        };
+        let bytes = serde_json::to_vec(&Stamp { tasks_mtime_ns }).unwrap_or_default();
+        // Not fsynced: it is written after what it vouches for, and a lost stamp only
+        // costs a rebuild.
+        self.write_pas_file(
+            cell,
+            cell_fd.as_fd(),
+            READY_STAMP,
+            &bytes,
+            Durability::Relaxed,
+        )?;
+        Ok(Some(tasks_mtime_ns))
+    }
+
+    /// Writes the head document (unsynced within a commit, which syncs it after: see
+    /// [`FsStore::sync_ready`]).
+    pub(crate) fn write_ready_head(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        head: &Head,
+        durability: Durability,
+    ) -> Result<()> {
+        let bytes = serde_json::to_vec(head).unwrap_or_default();
+        self.write_pas_file(cell, cell_fd, READY_HEAD, &bytes, durability)
+    }
+
+    /// Creates and removes entries (`true`: present), then (when durable) syncs the
+    /// directory once.
+    pub(crate) fn write_ready_entries(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        entries: &[(String, bool)],
+        durability: Durability,
+    ) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let path = self.ready_path(cell, READY_DIR);
+        let pas = self.pas_dir(cell, cell_fd)?;
+        let dir = atomic::ensure_subdir(pas.as_fd(), READY_DIR)
+            .map_err(|e| self.io_error("open", &path, e))?;
+        apply_entries(dir.as_fd(), entries.iter().map(|(n, p)| (n.as_str(), *p)))
+            .map_err(|e| self.io_error("write", &path, e))?;
+        if durability == Durability::Durable {
+            rfs::fsync(&dir).map_err(|e| self.io_error("sync", &path, e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a commit's unsynced index changes durable: the entries' directory, the head
+    /// and `.pas/`.
+    pub(crate) fn sync_ready(
+        &self,
+        cell: &str,
+        cell_fd: BorrowedFd<'_>,
+        ready: &super::txn::ReadyChanges,
+    ) -> Result<()> {
+        let sync = |rel: &str| {
+            atomic::sync_file_at(cell_fd, &format!("{PAS_DIR}/{rel}"))
+                .map_err(|e| self.io_error("sync", &self.ready_path(cell, rel), e))
+        };
+        if !ready.entries.is_empty() {
+            sync(READY_DIR)?;
+        }
+        if ready.head.is_some() {
+            sync(READY_HEAD)?;
+            sync(".")?;
+        }
+        Ok(())
+    }
+}
+
+/// Creates (`true`) or removes each entry (unsynced). Entries are empty files: creating one
+/// is atomic, and what it holds is its name.
+fn apply_entries<'a>(
+    dir: BorrowedFd<'_>,
+    entries: impl Iterator<Item = (&'a str, bool)>,
+) -> io::Result<()> {
+    for (name, present) in entries {
+        if !is_entry_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{name:?} is not a ready-index entry name"),
+            ));
+        }
+        if present {
+            let fd = rfs::openat(
+                dir,
+                name,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from_raw_mode(FILE_MODE),
+            )?;
+            drop(fd);
+        } else {
+            match rfs::unlinkat(dir, name, rfs::AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("1-{i:05}+")).collect()
+    }
+
+    #[test]
+    fn a_head_keeps_every_entry_up_to_its_bound() {
+        let all = names(HEAD_LEN + 10);
+        let mut head = Head::of_sorted(&all);
+        assert_eq!(head.head.len(), HEAD_LEN);
+        assert_eq!(head.bound.as_deref(), Some(all[HEAD_LEN - 1].as_str()));
+        // Past the bound: stays out (it is in the directory).
+        head.apply(&all[HEAD_LEN + 5], true);
+        assert_eq!(head.head.len(), HEAD_LEN);
+        // Before the bound: comes in, in order.
+        head.apply("0-first+", true);
+        assert_eq!(head.head[0], "0-first+");
+        // Out again.
+        head.apply("0-first+", false);
+        assert_eq!(head.head[0], all[0]);
+        // Grown to twice the length: cut back, bound moved down.
+        let mut small = Head::default();
+        for n in names(2 * HEAD_LEN) {
+            small.apply(&n, true);
+        }
+        assert_eq!(small.head.len(), HEAD_LEN);
+        assert_eq!(
+            small.bound.as_deref(),
+            Some(names(HEAD_LEN)[HEAD_LEN - 1].as_str())
+        );
+        // Drained: dry until refilled.
+        let mut h = Head::of_sorted(&all);
+        for n in all.iter().take(HEAD_LEN) {
+            h.apply(n, false);
+        }
+        assert!(h.dry());
+        assert!(!Head::of_sorted(&names(3)).dry());
+    }
+
+    #[test]
+    fn entry_names_are_plain_file_names() {
+        for ok in ["110-job_1+", "2000-a.b+agent-1"] {
+            assert!(is_entry_name(ok), "{ok}");
+        }
+        for bad in ["", ".hidden", "a/b", "..", "a b", &"x".repeat(256)] {
+            assert!(!is_entry_name(bad), "{bad:?}");
+        }
+    }
+}
