@@ -142,7 +142,71 @@ fn snapshot_into(base: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
 
 impl Drop for Root {
     fn drop(&mut self) {
+        // A supervisor restarts its agent in place and outlives a test that failed before
+        // stopping it: end every process the root started, so none runs on after its files.
+        kill_processes_of(&self.path);
         let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// SIGKILLs every process whose command line names `root` (`pas --root ROOT ...`: watches,
+/// supervisors, servers), then the agents the root's agent files name with a pid.
+fn kill_processes_of(root: &Path) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let needle = root.as_os_str().as_encoded_bytes();
+    let kill = |pid: i64| {
+        if pid as u32 == std::process::id() {
+            return;
+        }
+        if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+    };
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            if cmdline.split(|b| *b == 0).any(|arg| arg == needle) {
+                kill(pid);
+            }
+        }
+    }
+    let Ok(cells) = std::fs::read_dir(root) else {
+        return;
+    };
+    for cell in cells.flatten() {
+        let Ok(agents) = std::fs::read_dir(cell.path().join("agents")) else {
+            continue;
+        };
+        for agent in agents.flatten() {
+            // Only small regular files: tests plant devices and huge files as agent files.
+            let plain = std::fs::symlink_metadata(agent.path())
+                .is_ok_and(|m| m.is_file() && m.len() < 1 << 20);
+            let doc: Option<Value> = plain
+                .then(|| std::fs::read_to_string(agent.path()).ok())
+                .flatten()
+                .and_then(|text| serde_json::from_str(&text).ok());
+            if let Some(pid) = doc.as_ref().and_then(|d| d["pid"].as_i64()) {
+                // Only a process still in this root's workspace: a pid in a file may have
+                // been reused by now.
+                let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+                if cwd.starts_with(root) {
+                    // An agent leads its own process group (its children go with it).
+                    if let Some(group) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                        let _ = rustix::process::kill_process_group(group, Signal::KILL);
+                    }
+                    kill(pid);
+                }
+            }
+        }
     }
 }
 
