@@ -656,9 +656,25 @@ async fn summarize(AxState(app): AxState<Arc<App>>, req: SeedRequest) -> Reply {
         .hint("send the request without X-Pas-As")
         .into());
     }
+    let trigger = match body.get("trigger_reason") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t.len() <= 200 && !t.chars().any(char::is_control) => {
+            Some(t.clone())
+        }
+        Some(_) => {
+            return Err(Error::usage(
+                "trigger_reason must be a string of at most 200 printable characters",
+            )
+            .hint("for example \"hard_max_breach\"")
+            .into())
+        }
+    };
     let store = app.store();
     let who = agent.clone();
-    let done = blocking(move || budget::compact_now(&store, &cell, &who, clock::now())).await?;
+    let done = blocking(move || {
+        budget::compact_now(&store, &cell, &who, trigger.as_deref(), clock::now())
+    })
+    .await?;
     ok(json!({
         "agent": agent,
         "run_id": body.get("run_id"),

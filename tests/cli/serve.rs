@@ -315,6 +315,19 @@ fn the_seeds_curl_examples_change_the_cell_as_the_cli_sees_it() {
     assert_eq!(summarized["status"], "summarized");
     let history = root.json(&["budget", "history", &cell, "Architect"]);
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+    // Asked for, not a breach: the summary says so, with the caller's trigger.
+    assert_eq!(
+        history[0]["reason"], "summary requested at 50% of the window (trigger: hard_max_breach)",
+        "{history}"
+    );
+    // A trigger that is not a short printable string is refused and changes nothing.
+    let before = root.snapshot();
+    let bad = post(
+        "/summarize",
+        r#"{"agent": "Architect", "trigger_reason": ["not", "a", "string"]}"#,
+    );
+    assert_eq!(bad["code"], 2, "{bad}");
+    assert_eq!(root.snapshot(), before);
     // The lists the HMI reads are {"items": [...]}.
     let services = curl(&[&server.url("/services")]);
     assert!(services["items"]

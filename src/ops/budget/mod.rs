@@ -216,19 +216,27 @@ pub fn context_changed(
         Ok((Some(decision), typed))
     })?;
     match decision {
-        Some(d) if d.action == BreachAction::Compact => {
-            compact(store, cell, agent, &typed, d.ratio, now).map(Some)
-        }
+        Some(d) if d.action == BreachAction::Compact => compact(
+            store,
+            cell,
+            agent,
+            &typed,
+            &Why::Breach { ratio: d.ratio },
+            now,
+        )
+        .map(Some),
         _ => Ok(None),
     }
 }
 
 /// Save-State → Clear → Resume on request (the seed Token Governor's `POST /summarize`),
-/// whatever the agent's context use: the same compaction a breach runs.
+/// whatever the agent's context use: the same compaction a breach runs, recorded as asked
+/// for (with the caller's `trigger`, when it gave one) rather than as a breach.
 pub fn compact_now(
     store: &dyn Store,
     cell: &str,
     agent: &str,
+    trigger: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Compaction> {
     let typed = crate::ops::agent::load(store, cell, agent)?;
@@ -236,7 +244,47 @@ pub fn compact_now(
         (Some(used), Some(limit)) if limit > 0 => used as f64 / limit as f64,
         _ => 0.0,
     };
-    compact(store, cell, agent, &typed, ratio, now)
+    let why = Why::Asked {
+        ratio,
+        trigger: trigger.map(str::to_string),
+    };
+    compact(store, cell, agent, &typed, &why, now)
+}
+
+/// Why a compaction runs: what its checkpoint, summary and event say.
+enum Why {
+    /// The context budget was breached at this share of the window.
+    Breach { ratio: f64 },
+    /// Someone asked for it (`POST /summarize`), at this share of the window.
+    Asked { ratio: f64, trigger: Option<String> },
+}
+
+impl Why {
+    /// The checkpoint's reason.
+    fn checkpoint(&self) -> String {
+        match self {
+            Why::Breach { .. } => "context budget breach".into(),
+            Why::Asked { .. } => "summary requested".into(),
+        }
+    }
+
+    /// The summary's reason.
+    fn summary(&self) -> String {
+        match self {
+            Why::Breach { ratio } => format!(
+                "context budget breached at {:.0}% of the window",
+                ratio * 100.0
+            ),
+            Why::Asked { ratio, trigger } => format!(
+                "summary requested at {:.0}% of the window{}",
+                ratio * 100.0,
+                trigger
+                    .as_deref()
+                    .map(|t| format!(" (trigger: {t})"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
 }
 
 /// Save-State → Clear → Resume: a checkpoint generation and a summary file (not documents:
@@ -247,7 +295,7 @@ fn compact(
     cell: &str,
     agent: &str,
     typed: &Agent,
-    ratio: f64,
+    why: &Why,
     now: DateTime<Utc>,
 ) -> Result<Compaction> {
     let used = typed.ctx_used.unwrap_or(0);
@@ -256,7 +304,7 @@ fn compact(
         cell,
         agent,
         SaveRequest {
-            reason: "context budget breach".into(),
+            reason: why.checkpoint(),
             ..SaveRequest::default()
         },
         now,
@@ -265,10 +313,7 @@ fn compact(
         time: Some(clock::stamp(now)),
         agent_id: Some(agent.to_string()),
         run: Some(typed.restart_count),
-        reason: Some(format!(
-            "context budget breached at {:.0}% of the window",
-            ratio * 100.0
-        )),
+        reason: Some(why.summary()),
         ctx_used_before: Some(used),
         ctx_limit: typed.ctx_limit,
         last_note: typed.note.clone(),
@@ -288,7 +333,10 @@ fn compact(
         a.compactions.push(now);
         a.pending_directive = Some(PendingDirective {
             action: Some(Directive::Summarize),
-            reason: Some("context_budget".into()),
+            reason: Some(match why {
+                Why::Breach { .. } => "context_budget".into(),
+                Why::Asked { .. } => "requested".into(),
+            }),
             summary: Some(path.clone()),
             at: Some(now),
             extra: Map::new(),
@@ -296,7 +344,10 @@ fn compact(
         a.write_into(&mut doc);
         txn.put(FileKey::Agent(agent), doc);
         txn.event(
-            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, format!("agent {agent}: state saved (checkpoint {}), told to summarize its context ({used} tokens); the breach lasts until it reports less", saved.generation))
+            NewEvent::new(Level::Warn, EventKind::BudgetCompacted, match why {
+                Why::Breach { .. } => format!("agent {agent}: state saved (checkpoint {}), told to summarize its context ({used} tokens); the breach lasts until it reports less", saved.generation),
+                Why::Asked { .. } => format!("agent {agent}: state saved (checkpoint {}), told to summarize its context ({used} tokens), as requested", saved.generation),
+            })
                 .agent(agent)
                 .details(json!({ "generation": saved.generation, "summary": path, "ctx_used_before": used })),
         );
@@ -365,7 +416,14 @@ pub fn settle(
     let compaction = if approve {
         let typed = crate::ops::agent::load(store, cell, agent)?;
         let ratio = req.ratio.unwrap_or(0.0);
-        Some(compact(store, cell, agent, &typed, ratio, now)?)
+        Some(compact(
+            store,
+            cell,
+            agent,
+            &typed,
+            &Why::Breach { ratio },
+            now,
+        )?)
     } else {
         None
     };
