@@ -56,8 +56,8 @@ pub struct Cli {
         long,
         global = true,
         value_name = "SECONDS",
-        env = "PAS_LOCK_TIMEOUT",
-        default_value_t = 10.0,
+        env = LOCK_TIMEOUT_ENV,
+        default_value_t = DEFAULT_LOCK_TIMEOUT,
         value_parser = crate::cli::words::seconds
     )]
     pub lock_timeout: f64,
@@ -66,7 +66,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
-        env = "PAS_AGENTS_AS_ROOT",
+        env = crate::ops::supervisor::Launch::AGENTS_AS_ROOT_ENV,
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub agents_as_root: bool,
@@ -220,6 +220,11 @@ pub struct Ctx {
 /// Starts the HTTP server: `crate::serve::run`, linked into `pas-serve` only.
 pub type Server = fn(crate::serve::Options<'_>) -> Result<()>;
 
+/// Where `--lock-timeout` is read from when not given, and its default in seconds: shared
+/// by clap and the supervisor's fast path (`supervise_if_asked`), which reads no clap.
+const LOCK_TIMEOUT_ENV: &str = "PAS_LOCK_TIMEOUT";
+const DEFAULT_LOCK_TIMEOUT: f64 = 10.0;
+
 /// Parses the command line, runs the command, and returns the process's exit status.
 /// `pas serve` is handed to the `pas-serve` program next to this one, so the HTTP server
 /// (tokio, axum) is not even loaded by the short commands.
@@ -333,8 +338,8 @@ fn supervise_if_asked() -> Option<ExitCode> {
     let (Some(cell), Some(agent)) = (cell.to_str(), agent.to_str()) else {
         return None;
     };
-    let lock_timeout = match std::env::var("PAS_LOCK_TIMEOUT") {
-        Err(std::env::VarError::NotPresent) => 10.0,
+    let lock_timeout = match std::env::var(LOCK_TIMEOUT_ENV) {
+        Err(std::env::VarError::NotPresent) => DEFAULT_LOCK_TIMEOUT,
         Ok(text) => match words::seconds(&text) {
             Ok(t) if t.is_finite() && t >= 0.0 => t,
             _ => return None,

@@ -131,7 +131,7 @@ pub fn run(opts: Options<'_>) -> Result<()> {
         }
         (opts.announce)(&if app.trust_loopback {
             format!(
-                "pas serve: writes from loopback need no token (--trust-loopback); from elsewhere, the token in {}",
+                "pas serve: loopback writes need no token; others need {}",
                 app.token_path.display()
             )
         } else {

@@ -830,20 +830,33 @@ fn start(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
     Ok(())
 }
 
-fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()> {
+/// What `stop` and `restart` check first: the agent's id, `--grace`, the cell, and that
+/// the caller may change the agent. The cell's id and the grace period.
+fn stop_target(
+    ctx: &Ctx,
+    cell: &str,
+    agent_id: &str,
+    grace: Option<f64>,
+) -> Result<(String, Option<std::time::Duration>)> {
     crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
     if let Some(grace) = grace.filter(|g| !(0.0..=86_400.0).contains(g)) {
-        return Err(Error::usage(format!(
-            "--grace {grace} is outside 0..86400 seconds"
-        )));
+        return Err(
+            Error::usage(format!("--grace {grace} is outside 0..86400 seconds"))
+                .hint("give the seconds to wait after SIGTERM, for example --grace 10"),
+        );
     }
     let cell_id = cell::resolve(&ctx.store, cell)?;
     super::may_change_agent(ctx, &cell_id, agent_id)?;
+    Ok((cell_id, grace.map(std::time::Duration::from_secs_f64)))
+}
+
+fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()> {
+    let (cell_id, grace) = stop_target(ctx, cell, agent_id, grace)?;
     let outcome = supervisor::stop_for(
         &ctx.store,
         &cell_id,
         agent_id,
-        grace.map(std::time::Duration::from_secs_f64),
+        grace,
         StopCause::Stopped,
         clock::now(),
     )?;
@@ -862,19 +875,12 @@ fn stop(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()>
 }
 
 fn restart(ctx: &Ctx, cell: &str, agent_id: &str, grace: Option<f64>) -> Result<()> {
-    crate::store::check_id(crate::store::IdKind::Agent, agent_id)?;
-    if let Some(grace) = grace.filter(|g| !(0.0..=86_400.0).contains(g)) {
-        return Err(Error::usage(format!(
-            "--grace {grace} is outside 0..86400 seconds"
-        )));
-    }
-    let cell_id = cell::resolve(&ctx.store, cell)?;
-    super::may_change_agent(ctx, &cell_id, agent_id)?;
+    let (cell_id, grace) = stop_target(ctx, cell, agent_id, grace)?;
     let (stopped, started) = supervisor::restart(
         &ctx.store,
         &cell_id,
         agent_id,
-        grace.map(std::time::Duration::from_secs_f64),
+        grace,
         &ctx.launch,
         clock::now(),
     )?;
