@@ -142,6 +142,15 @@ impl Error {
         Error::new(Kind::Failure, message)
     }
 
+    /// The message with its hint, as one line (`MESSAGE; HINT`): what `pas serve` and
+    /// `pas mcp` answer with, where the CLI prints the two on stderr.
+    pub(crate) fn line(&self) -> String {
+        match &self.hint {
+            Some(hint) => format!("{}; {hint}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
     /// An I/O failure on `path` while doing `what` ("write", "read", ...).
     pub(crate) fn io(what: &str, path: &Path, err: impl fmt::Display) -> Self {
         Error::failure(format!("cannot {what} {}: {err}", path.display()))

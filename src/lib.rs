@@ -34,6 +34,7 @@ mod accounts;
 mod cli;
 mod clock;
 mod config;
+mod mcp;
 mod ops;
 mod output;
 mod process;

@@ -7,8 +7,8 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, logs, man, policy, revive, serve, status, task, top,
-    validate,
+    agent, budget, cell, checkpoint, events, logs, man, mcp, policy, revive, serve, status, task,
+    top, validate,
 };
 
 pub(crate) use commands::events::parse_since;
@@ -181,6 +181,15 @@ pub enum Command {
     ///
     /// Example: pas serve --listen 127.0.0.1:6101 --cell 3f2a
     Serve(serve::ServeArgs),
+    /// Serve MCP (the Model Context Protocol) on stdin and stdout, for agent runtimes:
+    /// tools to beat, claim and finish tasks, save and load checkpoints, report context use;
+    /// the cells, agents and events as resources. See docs/mcp.md.
+    ///
+    /// With PAS_CELL and PAS_AGENT set (as in every agent pas starts) the tools act as that
+    /// agent, under its permissions. `pas serve` offers the same server at /mcp.
+    ///
+    /// Example: pas mcp --cell 3f2a --agent agent_001
+    Mcp(mcp::McpArgs),
     /// Print the script that gives a shell Tab-completion of commands, flags, cells and agents.
     ///
     /// Example: source <(pas completions bash)
@@ -217,8 +226,15 @@ pub struct Ctx {
     pub server: Option<Server>,
 }
 
-/// Starts the HTTP server: `crate::serve::run`, linked into `pas-serve` only.
-pub type Server = fn(crate::serve::Options<'_>) -> Result<()>;
+/// The servers linked into `pas-serve` only: HTTP (`crate::serve::run`) and MCP on stdio
+/// (`crate::mcp::run_stdio`).
+#[derive(Clone, Copy)]
+pub struct Server {
+    /// `pas serve`.
+    pub http: fn(crate::serve::Options<'_>) -> Result<()>,
+    /// `pas mcp`.
+    pub mcp: fn(crate::mcp::Options) -> Result<()>,
+}
 
 /// Where `--lock-timeout` is read from when not given, and its default in seconds: shared
 /// by clap and the supervisor's fast path (`supervise_if_asked`), which reads no clap.
@@ -238,7 +254,10 @@ pub fn run() -> ExitCode {
 /// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
 /// executes with the same arguments.
 pub fn run_server() -> ExitCode {
-    run_with(Some(crate::serve::run))
+    run_with(Some(Server {
+        http: crate::serve::run,
+        mcp: crate::mcp::run_stdio,
+    }))
 }
 
 fn run_with(server: Option<Server>) -> ExitCode {
@@ -393,6 +412,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Man(a) => man::run(ctx, a),
         Command::Top(a) => top::run(ctx, a),
         Command::Serve(a) => serve::run(ctx, a),
+        Command::Mcp(a) => mcp::run(ctx, a),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::ops::supervisor::supervise(&ctx.store, &cell, &agent, &ctx.launch)
         }
@@ -526,6 +546,7 @@ pub(crate) fn run_in_process(
     if matches!(
         cli.command,
         Command::Serve(_)
+            | Command::Mcp(_)
             | Command::Watch(_)
             | Command::Top(_)
             | Command::Demo

@@ -21,28 +21,10 @@ use crate::store::{check_id, IdKind};
 /// The routes of this file.
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
-        .route("/health", get(health))
         .route("/api/status", get(status))
         .route("/api/cells/{cell}/agents/{agent}/{action}", post(control))
         .route("/api/cells/{cell}/requests", get(requests))
         .route("/api/cells/{cell}/requests/{id}/{decision}", post(decide))
-}
-
-/// `GET /health`: the server answers and can read its root.
-async fn health(State(app): State<Arc<App>>) -> Reply {
-    let store = app.store();
-    let cells = blocking(move || crate::store::Store::cell_ids(&store).map(|c| c.len())).await;
-    let (status, cells) = match cells {
-        Ok(n) => ("ok", json!(n)),
-        Err(_) => ("degraded", Value::Null),
-    };
-    ok(json!({
-        "status": status,
-        "service": "pas",
-        "version": env!("CARGO_PKG_VERSION"),
-        "cells": cells,
-        "uptime_s": app.started.elapsed().as_secs(),
-    }))
 }
 
 /// Runs `pas --json ARGS` in-process as `as_agent` and returns its JSON result.

@@ -16,6 +16,7 @@
 
 mod api;
 mod assets;
+mod heartbeat;
 mod openapi;
 mod reply;
 mod seed;
@@ -140,7 +141,8 @@ pub fn run(opts: Options<'_>) -> Result<()> {
                 app.token_path.display()
             )
         });
-        let router = routes(Arc::clone(&app), timeout);
+        let any_host = opts.addrs.iter().any(|a| !a.ip().is_loopback());
+        let router = routes(Arc::clone(&app), timeout, any_host);
         tokio::spawn(sse::tail(Arc::clone(&app), stop_rx.clone()));
         tokio::spawn(seed::monitor(Arc::clone(&app), stop_rx.clone()));
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
@@ -247,14 +249,24 @@ async fn wait_for_signal() {
     }
 }
 
-/// Every route, with the body limit and request timeout.
-fn routes(app: Arc<App>, timeout: Duration) -> Router {
+/// Every route, with the body limit and request timeout; `/mcp` is the MCP server on
+/// streamable HTTP (docs/mcp.md), behind the same token guard.
+fn routes(app: Arc<App>, timeout: Duration, any_host: bool) -> Router {
+    let mcp = crate::mcp::http_service(
+        app.store(),
+        app.launch,
+        app.default_cell.clone(),
+        any_host,
+        app.stop.clone(),
+    );
     Router::new()
+        .route_service("/mcp", mcp)
         .merge(api::routes())
         .merge(assets::routes())
         .merge(openapi::routes())
         .merge(sse::routes())
         .merge(seed::routes())
+        .merge(heartbeat::routes())
         .fallback(reply::no_route)
         .method_not_allowed_fallback(reply::wrong_method)
         .layer(axum::middleware::from_fn_with_state(

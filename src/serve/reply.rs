@@ -69,11 +69,7 @@ impl IntoResponse for ApiError {
         let status = self.status.unwrap_or_else(|| {
             StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
         });
-        let message = match &e.hint {
-            Some(hint) => format!("{}; {hint}", e.message),
-            None => e.message.clone(),
-        };
-        let mut body = json!({ "error": message, "code": e.kind.exit_code() });
+        let mut body = json!({ "error": e.line(), "code": e.kind.exit_code() });
         if let Some(committed) = e.committed {
             body["committed"] = json!(committed);
         }

@@ -55,6 +55,11 @@ pub struct State {
 }
 
 impl State {
+    /// Counts a beat received (`pas_serve_beats_total`).
+    pub fn count_beat(&self) {
+        self.beats.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts a request by its answer's status.
     pub fn count_request(&self, status: u16) {
         self.requests.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ pub(super) mod checkpoint;
 pub(super) mod events;
 pub(super) mod logs;
 pub(super) mod man;
+pub(super) mod mcp;
 pub(super) mod policy;
 pub(super) mod revive;
 pub(super) mod serve;

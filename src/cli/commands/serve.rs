@@ -98,12 +98,12 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         addrs.push(addr);
     }
     let default_cell = cell.map(|q| cell::resolve(&ctx.store, &q)).transpose()?;
-    let Some(serve) = ctx.server else {
+    let Some(server) = ctx.server else {
         // Checked above first, so a bad address or cell is refused by `pas` itself.
         return crate::process::exec_sibling(SERVER_PROGRAM);
     };
     let (token, token_path) = ctx.store.serve_token(rotate_token)?;
-    serve(crate::serve::Options {
+    (server.http)(crate::serve::Options {
         store: ctx.store.fresh(),
         addrs,
         default_cell,

@@ -46,7 +46,8 @@ pub struct Registration {
     pub ttl_s: Option<f64>,
 }
 
-fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+/// A string field of a body (absent or null: none); anything else is a usage error.
+pub(crate) fn text(body: &Map<String, Value>, key: &str) -> Result<Option<String>> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
