@@ -12,6 +12,7 @@ mod faults;
 mod hand_written;
 mod heartbeats;
 mod ids;
+mod mcp;
 mod processes;
 mod programs;
 mod queue;

@@ -76,16 +76,11 @@ async def main():
         import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        headers = {"X-Pas-As": agent, "X-Pas-Cell": cell}
-        if b:
-            headers["Authorization"] = f"Bearer {b}"
+        headers = {"X-Pas-As": agent, "X-Pas-Cell": cell, "Authorization": f"Bearer {b}"}
         async with httpx2.AsyncClient(headers=headers, timeout=10) as http:
-            try:
-                async with streamable_http_client(a, http_client=http) as (read, write):
-                    async with ClientSession(read, write) as session:
-                        await loop(session, cell, agent, out, None)
-            except BaseException as e:  # the refusal without a token
-                out["failed"] = repr(e)[:500]
+            async with streamable_http_client(a, http_client=http) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await loop(session, cell, agent, out, None)
     print(json.dumps(out))
 
 

@@ -13,14 +13,14 @@ use serde_json::{json, Value};
 use crate::harness::{tool_available, wait_until, Root};
 
 /// A `pas serve` this test started on a free loopback port; stopped (SIGTERM) when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
-    token: String,
+    pub(crate) port: u16,
+    pub(crate) token: String,
 }
 
 impl Server {
-    fn start(root: &Root, extra: &[&str]) -> Server {
+    pub(crate) fn start(root: &Root, extra: &[&str]) -> Server {
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--request-timeout", "1"];
         args.extend_from_slice(extra);
         let mut child = root
@@ -58,7 +58,7 @@ impl Server {
     }
 
     /// One request with the token; (status, body).
-    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    pub(crate) fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
         let auth = format!("Bearer {}", self.token);
         http(
             self.port,
@@ -107,7 +107,7 @@ fn wait_exit(child: &mut Child, seconds: f64) -> std::process::ExitStatus {
 }
 
 /// A whole HTTP/1.1 exchange on a fresh connection (`Connection: close`).
-fn http(
+pub(crate) fn http(
     port: u16,
     method: &str,
     path: &str,
