@@ -49,7 +49,10 @@ const fn write(
 
 const ENDPOINTS: &[Endpoint] = &[
     read("/", "dashboard", "The dashboard for browsers (Accept: text/html); the server's information as JSON for everyone else"),
-    read("/health", "dashboard", "Liveness: open to every peer, no token"),
+    read("/health", "dashboard", "Liveness, open to every peer, no token: pas's status, version, cells, uptime_s and seed 001's timestamp, total_agents, healthy, degraded, unhealthy (the agents map for loopback peers)"),
+    write("post", "/heartbeat/{agent_id}", "heartbeat", "Seed 001's heartbeat: `pas agent beat` of the agent with each metadata entry as --meta; {\"status\": \"ok\", \"agent_id\", \"timestamp\", \"next_heartbeat\"} and pas's beat reply", r#"{"metadata": {"status": "active"}}"#),
+    read("/agent/{agent_id}", "heartbeat", "Seed 001's health record of an agent (status healthy|degraded|unhealthy, last_heartbeat, consecutive_failures, metadata) with pas's health"),
+    write("post", "/mcp", "mcp", "The MCP server (streamable HTTP, JSON-RPC): the tools and resources of `pas mcp`, acting as X-Pas-As; see docs/mcp.md", r#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#),
     read("/api/status", "dashboard", "The fleet: the same JSON as `pas status --all --json`"),
     read("/events", "dashboard", "Server-sent events of every cell's events log from now (Last-Event-ID, ?since=, ?cell=)"),
     write("post", "/api/cells/{cell}/agents/{agent}/{action}", "dashboard", "pause, resume, revive, stop or restart an agent, as the CLI command; answers with its --json result", r#"{"grace": 5}"#),
