@@ -1,7 +1,7 @@
 //! `pas demo`: a complete mission in a temporary root, narrated as it happens.
 //!
-//! A cell from a mission file, three agents running `examples/demo-agent.sh`, `pas watch`
-//! looking after them; one agent is killed with SIGKILL midway and revived from its
+//! A cell from a mission file, three agents running `examples/demo-agent.sh` (one of them
+//! through `pas mcp`, with plain JSON-RPC lines), `pas watch` looking after them; one agent is killed with SIGKILL midway and revived from its
 //! checkpoint, a context budget breach is handled, and every task completes. Nothing is
 //! simulated: the narration is the cell's own events log.
 
@@ -25,6 +25,8 @@ pub const MISSION: &str = include_str!("../../examples/demo-mission.json");
 
 /// The agent the demo kills.
 const VICTIM: &str = "writer_1";
+/// The agent that works through `pas mcp` instead of the CLI.
+const MCP_AGENT: &str = "writer_2";
 /// How long the demo may take before it gives up.
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -72,11 +74,20 @@ pub fn run(
     let script = work.join("demo-agent.sh").display().to_string();
     let agents: Vec<String> = store.list(&cell, crate::store::Collection::Agents)?;
     for a in &agents {
+        let mut command = vec!["sh".to_string(), script.clone()];
+        if a == MCP_AGENT {
+            command.push("mcp".into());
+        }
         let change = crate::ops::agent::AgentChange {
-            command: Some(vec!["sh".into(), script.clone()]),
+            command: Some(command),
             ..Default::default()
         };
         crate::ops::agent::change(store, &cell, a, &change, clock::now())?;
+    }
+    if agents.iter().any(|a| a == MCP_AGENT) {
+        say(stamp(&format!(
+            "{MCP_AGENT} works through `pas mcp` (MCP tool calls, JSON-RPC lines from printf); the others through the CLI"
+        )));
     }
     let workspace = store.workspace(&cell, None)?;
     let mut watch = Command::new(exe)

@@ -40,6 +40,17 @@ fn the_demo_completes_a_mission_with_a_kill_a_revival_and_a_breach() {
         .unwrap();
     let log = std::fs::read_to_string(demo_root.join(&cell).join("logs/writer_1.log")).unwrap();
     assert!(log.contains("resuming from checkpoint: task="), "{log}");
+    // writer_2 worked through `pas mcp`: its claims, beats, checkpoints and completions were
+    // MCP tool calls, and they count as the CLI's would.
+    assert!(
+        run.stdout.contains("writer_2 works through `pas mcp`"),
+        "{}",
+        run.stdout
+    );
+    let log = std::fs::read_to_string(demo_root.join(&cell).join("logs/writer_2.log")).unwrap();
+    assert!(!log.contains("pas mcp "), "a tool call failed: {log}");
+    let doc = root.read_json(format!("demo/{cell}/agents/writer_2.json"));
+    assert!(doc["heartbeat_count"].as_u64().unwrap_or(0) > 0, "{doc}");
     // Nothing is left running.
     for a in ["lead", "writer_1", "writer_2"] {
         let doc = root.read_json(format!("demo/{cell}/agents/{a}.json"));
