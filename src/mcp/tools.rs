@@ -490,8 +490,8 @@ pub fn health_view(agent: &Value) -> Value {
         "last_heartbeat": agent["last_heartbeat"],
         "heartbeat_age_seconds": agent["heartbeat_age_seconds"],
         "heartbeat_count": agent["heartbeat_count"],
-        "consecutive_failures": agent.get("consecutive_failures").cloned().unwrap_or(json!(0)),
-        "error_message": agent.get("last_failure").cloned().unwrap_or(Value::Null),
+        "consecutive_failures": agent.get("failures").cloned().unwrap_or(json!(0)),
+        "error_message": agent["last_failure"]["reason"],
         "metadata": agent.get("metadata").cloned().unwrap_or_else(|| json!({})),
         "progress": agent["progress"],
         "current_task": agent["current_task"],
@@ -740,6 +740,32 @@ mod tests {
         ];
         for (pas, seed) in cases {
             assert_eq!(seed_status(pas), seed, "{pas}");
+        }
+    }
+
+    #[test]
+    fn health_records() {
+        let shown = json!({"agent_id": "a1", "health": "late", "failures": 2,
+            "last_failure": {"at": "t", "reason": "tool timed out"}, "metadata": {"k": "v"}});
+        let listed = json!({"id": "a2", "health": "dead"});
+        let cases = [
+            (
+                shown,
+                "a1",
+                "degraded",
+                json!(2),
+                json!("tool timed out"),
+                json!({"k": "v"}),
+            ),
+            (listed, "a2", "unhealthy", json!(0), Value::Null, json!({})),
+        ];
+        for (agent, id, status, failures, error, metadata) in cases {
+            let r = health_view(&agent);
+            assert_eq!(r["agent_id"], id);
+            assert_eq!(r["status"], status);
+            assert_eq!(r["consecutive_failures"], failures);
+            assert_eq!(r["error_message"], error);
+            assert_eq!(r["metadata"], metadata);
         }
     }
 
