@@ -28,14 +28,7 @@ pub enum Frame {
 /// than [`MAX_MESSAGE`] (it was not kept, so its id cannot be known).
 pub fn judge(line: &[u8], oversized: bool) -> Frame {
     if oversized {
-        return Frame::Refuse(error(
-            Value::Null,
-            INVALID_REQUEST,
-            &format!(
-                "the message is larger than {MAX_MESSAGE} bytes; send smaller ones (a \
-                 checkpoint's state belongs in files: `pas checkpoint save --state FILE`)"
-            ),
-        ));
+        return Frame::Refuse(too_large());
     }
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().all(u8::is_ascii_whitespace) {
@@ -78,7 +71,19 @@ pub fn judge(line: &[u8], oversized: bool) -> Frame {
     Frame::Forward
 }
 
-/// A JSON-RPC error reply, as one line (with its newline).
+/// The reply to a message over [`MAX_MESSAGE`] (its id is unknown: it was not kept).
+pub fn too_large() -> Value {
+    error(
+        Value::Null,
+        INVALID_REQUEST,
+        &format!(
+            "the message is larger than {MAX_MESSAGE} bytes; send smaller ones (a \
+             checkpoint's state belongs in files: `pas checkpoint save --state FILE`)"
+        ),
+    )
+}
+
+/// A JSON-RPC error reply.
 pub fn error(id: Value, code: i64, message: &str) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "error": { "code": code, "message": message } })
 }

@@ -17,6 +17,7 @@
 mod api;
 mod assets;
 mod heartbeat;
+mod mcp;
 mod openapi;
 mod reply;
 mod seed;
@@ -252,15 +253,8 @@ async fn wait_for_signal() {
 /// Every route, with the body limit and request timeout; `/mcp` is the MCP server on
 /// streamable HTTP (docs/mcp.md), behind the same token guard.
 fn routes(app: Arc<App>, timeout: Duration, any_host: bool) -> Router {
-    let mcp = crate::mcp::http_service(
-        app.store(),
-        app.launch,
-        app.default_cell.clone(),
-        any_host,
-        app.stop.clone(),
-    );
     Router::new()
-        .route_service("/mcp", mcp)
+        .merge(mcp::routes(&app, any_host))
         .merge(api::routes())
         .merge(assets::routes())
         .merge(openapi::routes())

@@ -287,6 +287,24 @@ fn over_http_mcp_needs_the_token_and_the_seed_heartbeat_endpoints_answer() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"serverInfo\""), "{body}");
 
+    // Malformed and oversized bodies: JSON-RPC errors, nothing written.
+    let before = root.snapshot();
+    let big = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "beat", "arguments": {"agent": "a1", "cell": cell, "note": "x".repeat(1 << 20)}}})
+    .to_string();
+    for (body, status, code) in [
+        ("{not json".to_string(), 400, -32700),
+        ("[]".to_string(), 400, -32600),
+        (r#"{"jsonrpc": "2.0", "id": 3}"#.to_string(), 400, -32600),
+        (big, 413, -32600),
+    ] {
+        let (got, text) = http(server.port, "POST", "/mcp", &with_token, Some(&body));
+        assert_eq!(got, status, "{text}");
+        let reply: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(reply["error"]["code"], code, "{text}");
+    }
+    assert_eq!(root.snapshot(), before);
+
     if let Some(python) = sdk_python() {
         let out = client(&python, &["http", &url, &server.token, &cell, "a1"]);
         check_loop(&root, &cell, &out);
