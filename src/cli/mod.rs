@@ -226,15 +226,18 @@ pub struct Ctx {
     pub server: Option<Server>,
 }
 
-/// The servers linked into `pas-serve` only: HTTP (`crate::serve::run`) and MCP on stdio
-/// (`crate::mcp::run_stdio`).
-#[derive(Clone, Copy)]
-pub struct Server {
-    /// `pas serve`.
-    pub http: fn(crate::serve::Options<'_>) -> Result<()>,
-    /// `pas mcp`.
-    pub mcp: fn(crate::mcp::Options) -> Result<()>,
+/// What the `pas-serve` program runs: `pas serve` or `pas mcp`.
+pub enum Serving<'a> {
+    /// The HTTP server.
+    Http(crate::serve::Options<'a>),
+    /// The MCP server on stdio.
+    Mcp(crate::mcp::Options),
 }
+
+/// Starts a server (see [`Serving`]), linked into `pas-serve` only: one function pointer,
+/// set by [`run_server`] alone, as before `pas mcp` existed. (A struct of two pointers
+/// made the fat-LTO release `pas` keep `mcp::run_stdio`, tokio and rmcp.)
+pub type Server = fn(Serving<'_>) -> Result<()>;
 
 /// Where `--lock-timeout` is read from when not given, and its default in seconds: shared
 /// by clap and the supervisor's fast path (`supervise_if_asked`), which reads no clap.
@@ -254,10 +257,15 @@ pub fn run() -> ExitCode {
 /// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
 /// executes with the same arguments.
 pub fn run_server() -> ExitCode {
-    run_with(Some(Server {
-        http: crate::serve::run,
-        mcp: crate::mcp::run_stdio,
-    }))
+    run_with(Some(serve_or_mcp))
+}
+
+/// The [`Server`] of `pas-serve`.
+fn serve_or_mcp(serving: Serving<'_>) -> Result<()> {
+    match serving {
+        Serving::Http(opts) => crate::serve::run(opts),
+        Serving::Mcp(opts) => crate::mcp::run_stdio(opts),
+    }
 }
 
 fn run_with(server: Option<Server>) -> ExitCode {

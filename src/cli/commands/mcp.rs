@@ -37,9 +37,9 @@ pub fn run(ctx: &Ctx, args: McpArgs) -> Result<()> {
     let Some(server) = ctx.server else {
         return crate::process::exec_sibling(super::serve::SERVER_PROGRAM);
     };
-    (server.mcp)(crate::mcp::Options {
+    server(crate::cli::Serving::Mcp(crate::mcp::Options {
         store: ctx.store.fresh(),
         launch: ctx.launch,
         defaults: crate::mcp::tools::Defaults { cell, agent },
-    })
+    }))
 }

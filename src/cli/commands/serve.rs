@@ -103,7 +103,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         return crate::process::exec_sibling(SERVER_PROGRAM);
     };
     let (token, token_path) = ctx.store.serve_token(rotate_token)?;
-    (server.http)(crate::serve::Options {
+    server(crate::cli::Serving::Http(crate::serve::Options {
         store: ctx.store.fresh(),
         addrs,
         default_cell,
@@ -113,5 +113,5 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         trust_loopback,
         request_timeout: std::time::Duration::from_secs_f64(request_timeout.clamp(0.001, 86_400.0)),
         announce: &|line| ctx.out.line(line),
-    })
+    }))
 }
