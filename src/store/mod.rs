@@ -13,7 +13,8 @@ pub mod changes;
 mod checkpoints;
 mod commit;
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
+pub mod etcd;
 pub mod events;
 pub mod layout;
 pub mod lock;
