@@ -21,6 +21,7 @@ pub mod lock;
 pub mod ready;
 pub mod schema;
 mod secret;
+pub mod select;
 pub mod txn;
 
 use std::io;
@@ -34,6 +35,7 @@ pub use layout::{
 };
 pub use lock::LockGuard;
 pub(crate) use secret::TokenVersion;
+pub use select::Selected;
 pub use txn::{transact, DocKey, Revision, Txn};
 
 use crate::doc::Doc;

@@ -16,9 +16,47 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     /// `host:port` of each member's client URL.
     pub members: Vec<String>,
+    /// The command line of each member, to start it again.
+    commands: Vec<Vec<String>>,
+    /// The directory of the members' data and logs.
+    dir: std::path::PathBuf,
+    /// The process of each member, as last started.
+    pids: std::sync::Mutex<Vec<u32>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.commands.len() {
+            self.kill(i);
+        }
+    }
 }
 
 impl Cluster {
+    /// SIGKILLs member `i` (and waits for it to be gone).
+    pub fn kill(&self, i: usize) {
+        let pid = self.pids.lock().map(|p| p[i]).unwrap_or(0);
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| !s.contains("State:\tZ"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts member `i` again on its data directory (after [`Cluster::kill`]).
+    pub fn restart(&self, i: usize) -> Result<(), String> {
+        let pid = spawn(&self.commands[i], &self.dir, i)?;
+        if let Ok(mut pids) = self.pids.lock() {
+            pids[i] = pid;
+        }
+        // The guard kills the members it was told of: this one gets a guard of its own.
+        guard(&[pid.to_string()], None)
+    }
+
     /// A store URL on this cluster with a prefix no other test uses.
     pub fn url(&self) -> String {
         format!("etcd://{}/{}", self.members.join(","), unique_prefix())
@@ -45,6 +83,25 @@ enum NoCluster {
     Failed(String),
 }
 
+/// A cluster of its own for a test that kills members; `None` as for [`shared`].
+pub fn private() -> Option<Cluster> {
+    start().map_err(|e| skip_or_fail(&e)).ok()
+}
+
+/// Prints the one `skipped:` line for a missing etcd, or fails the test (a cluster that
+/// did not start, or `PAS_TEST_REQUIRE_ALL=1`).
+fn skip_or_fail(why: &NoCluster) {
+    match why {
+        NoCluster::Failed(problem) => panic!("{problem}"),
+        NoCluster::Missing(problem) => {
+            if std::env::var("PAS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
+                panic!("{problem} (PAS_TEST_REQUIRE_ALL=1 makes a missing tool a failure)");
+            }
+            println!("skipped: {problem}");
+        }
+    }
+}
+
 /// The shared cluster, started on first use; `None` (after one `skipped:` line) when etcd
 /// is not installed, unless `PAS_TEST_REQUIRE_ALL=1`, where that fails the test. A cluster
 /// that does not start fails the test.
@@ -52,12 +109,8 @@ pub fn shared() -> Option<&'static Cluster> {
     static CLUSTER: OnceLock<Result<Cluster, NoCluster>> = OnceLock::new();
     match CLUSTER.get_or_init(start) {
         Ok(c) => Some(c),
-        Err(NoCluster::Failed(problem)) => panic!("{problem}"),
-        Err(NoCluster::Missing(problem)) => {
-            if std::env::var("PAS_TEST_REQUIRE_ALL").as_deref() == Ok("1") {
-                panic!("{problem} (PAS_TEST_REQUIRE_ALL=1 makes a missing tool a failure)");
-            }
-            println!("skipped: {problem}");
+        Err(why) => {
+            skip_or_fail(why);
             None
         }
     }
@@ -103,48 +156,44 @@ fn launch() -> Result<Cluster, String> {
         .collect();
     let token = unique_prefix();
     let mut pids = Vec::new();
+    let mut commands = Vec::new();
     for i in 0..3 {
-        let log = std::fs::File::create(dir.join(format!("m{i}.log")))
-            .map_err(|e| format!("cannot create the etcd log: {e}"))?;
-        let err = log
-            .try_clone()
-            .map_err(|e| format!("cannot create the etcd log: {e}"))?;
         let client = format!("http://127.0.0.1:{}", clients[i]);
         let peer = format!("http://127.0.0.1:{}", peers[i]);
-        let child = Command::new("etcd")
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(dir.join(format!("m{i}")))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &initial.join(",")])
-            .args(["--initial-cluster-state", "new"])
-            .args(["--initial-cluster-token", &token])
-            .args(["--max-txn-ops", "10000"])
-            .args(["--logger", "zap", "--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| format!("cannot start etcd: {e}"))?;
-        pids.push(child.id().to_string());
+        let data = dir.join(format!("m{i}")).display().to_string();
+        let args: Vec<String> = [
+            "--name",
+            &format!("m{i}"),
+            "--data-dir",
+            &data,
+            "--listen-client-urls",
+            &client,
+            "--advertise-client-urls",
+            &client,
+            "--listen-peer-urls",
+            &peer,
+            "--initial-advertise-peer-urls",
+            &peer,
+            "--initial-cluster",
+            &initial.join(","),
+            "--initial-cluster-state",
+            "new",
+            "--initial-cluster-token",
+            &token,
+            "--max-txn-ops",
+            "10000",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        pids.push(spawn(&args, &dir, i)?.to_string());
+        commands.push(args);
     }
-    // The guard outlives this process by a moment: when it is gone, the members go too.
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -9 {pids} 2>/dev/null; rm -rf '{dir}'",
-        me = std::process::id(),
-        pids = pids.join(" "),
-        dir = dir.display()
-    );
-    Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the etcd guard: {e}"))?;
+    guard(&pids, Some(&dir))?;
     let members: Vec<String> = clients.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !members.iter().all(|m| healthy(m)) {
@@ -156,7 +205,53 @@ fn launch() -> Result<Cluster, String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(Cluster { members })
+    let pids = pids.iter().filter_map(|p| p.parse().ok()).collect();
+    Ok(Cluster {
+        members,
+        commands,
+        dir,
+        pids: std::sync::Mutex::new(pids),
+    })
+}
+
+/// Starts one member with `args`, its output appended to `m<i>.log` in `dir`.
+fn spawn(args: &[String], dir: &std::path::Path, i: usize) -> Result<u32, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("m{i}.log")))
+        .map_err(|e| format!("cannot create the etcd log: {e}"))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| format!("cannot create the etcd log: {e}"))?;
+    Command::new("etcd")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map(|c| c.id())
+        .map_err(|e| format!("cannot start etcd: {e}"))
+}
+
+/// A process that waits for this one to end, then kills `pids` (and removes `dir`).
+fn guard(pids: &[String], dir: Option<&std::path::Path>) -> Result<(), String> {
+    let remove = dir
+        .map(|d| format!("; rm -rf '{}'", d.display()))
+        .unwrap_or_default();
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 0.2; done; kill -9 {pids} 2>/dev/null{remove}",
+        me = std::process::id(),
+        pids = pids.join(" "),
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(|_| ())
+        .map_err(|e| format!("cannot start the etcd guard: {e}"))
 }
 
 /// Whether the member at `addr` says it is healthy (`GET /health`).

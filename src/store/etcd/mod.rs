@@ -94,6 +94,7 @@ pub struct EtcdStore {
     commits: AtomicUsize,
     lease: OnceLock<i64>,
     lock_wait: Duration,
+    availability_wait: Duration,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -160,6 +161,7 @@ impl EtcdStore {
             commits: AtomicUsize::new(0),
             lease: OnceLock::new(),
             lock_wait: Duration::from_secs(10),
+            availability_wait: AVAILABILITY_WAIT,
         })
     }
 
@@ -167,6 +169,12 @@ impl EtcdStore {
     pub fn with_lock_wait(mut self, wait: Duration) -> EtcdStore {
         self.blobs = self.blobs.with_lock_wait(wait);
         self.lock_wait = wait;
+        self
+    }
+
+    /// How long requests are retried while the cluster has no leader or does not answer.
+    pub fn with_availability_wait(mut self, wait: Duration) -> EtcdStore {
+        self.availability_wait = wait;
         self
     }
 
@@ -225,7 +233,8 @@ impl EtcdStore {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let deadline = Instant::now() + AVAILABILITY_WAIT;
+        let deadline = Instant::now() + self.availability_wait;
+        let mut quorum: Option<Error> = None;
         loop {
             let fut = make(self.client.clone());
             let answer = self
@@ -236,8 +245,17 @@ impl EtcdStore {
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
             };
-            if err.kind != Kind::Unavailable || Instant::now() >= deadline {
+            if err.kind != Kind::Unavailable {
                 return Err(err);
+            }
+            // A live member saying there is no leader says more than a dead one's silence.
+            if err.message.contains(NO_QUORUM) || quorum.is_none() {
+                quorum = Some(err);
+            }
+            if Instant::now() >= deadline {
+                return Err(
+                    quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"))
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -330,8 +348,9 @@ impl EtcdStore {
     /// until etcd answers or the wait runs out, when the outcome is unknown and the error
     /// says how to find it out.
     fn send_commit(&self, txn: EtcdTxn, token_key: &str) -> Result<TxnResponse> {
-        let deadline = Instant::now() + AVAILABILITY_WAIT;
+        let deadline = Instant::now() + self.availability_wait;
         let mut uncertain = false;
+        let mut quorum: Option<Error> = None;
         loop {
             let fut = {
                 let mut c = self.client.clone();
@@ -346,8 +365,9 @@ impl EtcdStore {
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
                     // A refusal for want of a leader happens before the request is
-                    // proposed; anything else at the transport may have been applied.
-                    if !is_no_leader(&e) && err.kind == Kind::Unavailable {
+                    // proposed, and a refused connection sends nothing; anything else at
+                    // the transport may have been applied.
+                    if !never_sent(&e) && err.kind == Kind::Unavailable {
                         uncertain = true;
                     }
                     err
@@ -360,7 +380,11 @@ impl EtcdStore {
             if err.kind != Kind::Unavailable {
                 return Err(err.outcome(false));
             }
+            if err.message.contains(NO_QUORUM) || quorum.is_none() {
+                quorum = Some(err);
+            }
             if Instant::now() >= deadline {
+                let err = quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"));
                 if uncertain {
                     return Err(Error {
                         message: format!(
@@ -374,7 +398,10 @@ impl EtcdStore {
                         "once the cluster answers, `etcdctl get {token_key}` prints the key if the change was made (kept 10 minutes); `pas events` shows it too"
                     )));
                 }
-                return Err(err);
+                return Err(Error {
+                    committed: Some(false),
+                    ..err
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -524,6 +551,9 @@ impl EtcdStore {
         } else if ready.tasks_written {
             ops.push(TxnOp::put(gen_key, "", None));
         }
+        if std::env::var_os("PAS_DEBUG_ETCD").is_some() {
+            eprintln!("OPS {ops:?}");
+        }
         let txn = EtcdTxn::new().when(when).and_then(ops).or_else(checks);
         let resp = self.send_commit(txn, &token_key)?;
         if resp.succeeded() {
@@ -658,6 +688,16 @@ fn is_no_leader(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("no leader"))
 }
 
+/// What the error for a cluster without a leader says.
+const NO_QUORUM: &str = "has no quorum; nothing was written";
+
+/// Whether the request certainly never reached etcd's log: refused for want of a leader,
+/// or its connection was refused.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let chain = format!("{e:?}");
+    is_no_leader(e) || chain.contains("Connection refused") || chain.contains("ConnectError")
+}
+
 fn unreachable_error(url: &EtcdUrl, why: &str) -> Error {
     Error::new(
         Kind::Unavailable,
@@ -677,13 +717,14 @@ fn classify(url: &EtcdUrl, e: &etcd_client::Error) -> Error {
         etcd_client::Error::GRpcStatus(s) => match i32::from(s.code()) {
             _ if is_no_leader(e) => Error::new(
                 Kind::Unavailable,
-                format!(
-                    "etcd at {} has no quorum; nothing was written",
-                    url.members.join(",")
-                ),
+                format!("etcd at {} {NO_QUORUM}", url.members.join(",")),
             )
             .hint("bring a majority of the members back; pas retried for a few seconds"),
-            4 | 10 | 14 => {
+            4 | 10 | 14 | 1 => {
+                unreachable_error(url, &format!("cannot be used ({})", s.message()))
+            }
+            // tonic reports a broken connection as an unknown status.
+            2 if s.message().contains("transport") => {
                 unreachable_error(url, &format!("cannot be used ({})", s.message()))
             }
             7 | 16 => Error::new(
@@ -1004,11 +1045,19 @@ impl Store for EtcdStore {
             return Ok((head, None));
         }
         let head_key = self.meta_key(cell, "ready-head");
-        let mut ops = vec![TxnOp::delete(
-            self.meta_key(cell, "ready/"),
-            Some(DeleteOptions::new().with_prefix()),
-        )];
-        for e in entries {
+        // etcd refuses a put under a range the same transaction deletes: the entries that
+        // go are deleted one by one (any change to them since moves the head, compared below).
+        let old: std::collections::BTreeSet<String> =
+            self.ready_entries(cell)?.into_iter().collect();
+        let new: std::collections::BTreeSet<&String> = entries.iter().collect();
+        let mut ops = Vec::new();
+        for e in old.iter().filter(|e| !new.contains(e)) {
+            ops.push(TxnOp::delete(
+                self.meta_key(cell, &format!("ready/{e}")),
+                None,
+            ));
+        }
+        for e in entries.iter().filter(|e| !old.contains(*e)) {
             ops.push(TxnOp::put(
                 self.meta_key(cell, &format!("ready/{e}")),
                 "",
@@ -1232,16 +1281,30 @@ mod tests {
     use super::*;
     use crate::store::contract;
 
+    /// A local directory for logs and checkpoints, removed when dropped (also on a panic).
+    struct Blobs(PathBuf);
+
+    impl Blobs {
+        fn new() -> Blobs {
+            Blobs(std::env::temp_dir().join(format!("pas-etcd-blobs-{}", cluster::unique_prefix())))
+        }
+    }
+
+    impl Drop for Blobs {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn the_etcd_store_keeps_the_contract() {
         let Some(cluster) = cluster::shared() else {
             return;
         };
-        let blobs =
-            std::env::temp_dir().join(format!("pas-etcd-blobs-{}", cluster::unique_prefix()));
+        let blobs = Blobs::new();
         contract::run_all(&|| {
             let url = parse_url(&cluster.url()).expect("url");
-            let store = Arc::new(EtcdStore::open(&url, blobs.join(&url.prefix)).expect("open"));
+            let store = Arc::new(EtcdStore::open(&url, blobs.0.join(&url.prefix)).expect("open"));
             let raw = Arc::clone(&store);
             let foreign: contract::ForeignWrite = Box::new(move |cell, key, doc| {
                 raw.put_raw(cell, key, doc.to_bytes())
@@ -1249,6 +1312,80 @@ mod tests {
             });
             (store as Arc<dyn Store + Send + Sync>, foreign)
         });
-        let _ = std::fs::remove_dir_all(&blobs);
+    }
+
+    fn now() -> DateTime<Utc> {
+        crate::clock::parse("2026-12-01T10:00:00Z").expect("time")
+    }
+
+    fn agent(id: &str) -> Doc {
+        Doc::parse_object(format!(r#"{{"agent_id":"{id}"}}"#).as_bytes()).expect("doc")
+    }
+
+    #[test]
+    fn without_quorum_a_change_fails_with_exit_10_writes_nothing_and_the_data_comes_back() {
+        let Some(cluster) = cluster::private() else {
+            return;
+        };
+        let blobs = Blobs::new();
+        let url = parse_url(&cluster.url()).expect("url");
+        let store = EtcdStore::open(&url, &blobs.0)
+            .expect("open")
+            .with_availability_wait(Duration::from_secs(1));
+        let cell_doc = Doc::parse_object(br#"{"cell_id":"c1"}"#).expect("doc");
+        store
+            .create_cell("c1", &[(FileKey::Cell, cell_doc)], &[], now())
+            .expect("cell");
+        txn::transact(&store, "c1", now(), |t| {
+            t.create(FileKey::Agent("a1"), agent("a1"));
+            t.event(NewEvent::new(
+                events::Level::Info,
+                crate::model::EventKind::AgentAdded,
+                "a1 added",
+            ));
+            Ok(())
+        })
+        .expect("a1");
+        cluster.kill(1);
+        cluster.kill(2);
+        // Until the survivor notices it is alone, a request may go unanswered (and a change
+        // then has an unknown outcome): wait until it says there is no leader.
+        let mut said = String::new();
+        for _ in 0..20 {
+            match store.check_root() {
+                Err(e) if e.message.contains(NO_QUORUM) => break,
+                Err(e) => said = e.message,
+                Ok(()) => said = "it still answers".to_string(),
+            }
+        }
+        assert!(
+            store
+                .check_root()
+                .is_err_and(|e| e.message.contains(NO_QUORUM)),
+            "the survivor never said it had no leader: {said}"
+        );
+        let err = txn::transact(&store, "c1", now(), |t| {
+            t.create(FileKey::Agent("a2"), agent("a2"));
+            Ok(())
+        })
+        .expect_err("no quorum, no change");
+        assert_eq!(err.kind, Kind::Unavailable, "{}", err.message);
+        assert_eq!(err.kind.exit_code(), 10);
+        assert!(err.message.contains(NO_QUORUM), "{}", err.message);
+        assert_eq!(err.committed, Some(false));
+        cluster.restart(1).expect("restart m1");
+        cluster.restart(2).expect("restart m2");
+        let store = store.with_availability_wait(Duration::from_secs(10));
+        assert!(store
+            .read("c1", FileKey::Agent("a1"))
+            .expect("read")
+            .is_some());
+        assert!(store
+            .read("c1", FileKey::Agent("a2"))
+            .expect("read")
+            .is_none());
+        let log = store.read_log("c1", LogFile::Events, 0).expect("log");
+        let v = events::verify_against(&log, store.events_head("c1").expect("head").as_ref());
+        assert_eq!((v.first_break, events::parse_all(&log).len()), (None, 1));
     }
 }
