@@ -463,7 +463,10 @@ impl EtcdStore {
         Ok(out)
     }
 
-    /// Commits a change set in one etcd transaction.
+    /// Commits a change set in one etcd transaction. When only the events head moved (a
+    /// concurrent commit appended events) the events are chained again onto the new head
+    /// and the commit is sent again without running the body: what the body read still
+    /// holds.
     fn commit(&self, cell: &str, cs: txn::ChangeSet) -> std::result::Result<(), Retry> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let token_key = format!("{}/commits/{token}", self.p());
@@ -479,9 +482,12 @@ impl EtcdStore {
             cell,
             Some(PutOptions::new().with_lease(lease)),
         )];
+        let ready_head_key = self.meta_key(cell, "ready-head");
         let mut checks = vec![
             TxnOp::get(cell_key, keys_only()),
             TxnOp::get(token_key.clone(), keys_only()),
+            TxnOp::get(ready_head_key.clone(), keys_only()),
+            TxnOp::get(self.meta_key(cell, "tasks-gen"), keys_only()),
         ];
         let mut expected = Vec::new();
         for w in &cs.writes {
@@ -499,35 +505,13 @@ impl EtcdStore {
                 Op::Remove => TxnOp::delete(k, None),
             });
         }
-        if !cs.events.is_empty() {
-            let (stored, head_rev) = self.stored_head(cell)?;
-            let head_key = self.meta_key(cell, "events-head");
-            when.push(Compare::mod_revision(
-                head_key.clone(),
-                CompareOp::Equal,
-                head_rev,
-            ));
-            let (head, last) = match stored {
-                Some(s) => (s.head, s.last),
-                None => (
-                    events::Head {
-                        seq: 0,
-                        hash: events::GENESIS.to_string(),
-                        size: 0,
-                    },
-                    None,
-                ),
-            };
-            let lines = events::chain(&cs.events, last.as_deref().map(str::as_bytes), cs.now);
-            ops.extend(self.event_ops(cell, &lines, head)?);
-        }
         let ready = &cs.ready;
-        let head_key = self.meta_key(cell, "ready-head");
         let gen_key = self.meta_key(cell, "tasks-gen");
+        let ready_version = ready.version.filter(|_| ready.kept);
         if ready.kept {
-            if let Some(v) = ready.version {
+            if let Some(v) = ready_version {
                 when.push(Compare::mod_revision(
-                    head_key.clone(),
+                    ready_head_key.clone(),
                     CompareOp::Equal,
                     v as i64,
                 ));
@@ -546,56 +530,92 @@ impl EtcdStore {
                 });
             }
             if let Some(h) = &ready.head {
-                ops.push(TxnOp::put(head_key, to_json(h), None));
+                ops.push(TxnOp::put(ready_head_key, to_json(h), None));
             }
         } else if ready.tasks_written {
             ops.push(TxnOp::put(gen_key, "", None));
         }
-        if std::env::var_os("PAS_DEBUG_ETCD").is_some() {
-            eprintln!("OPS {ops:?}");
-        }
-        let txn = EtcdTxn::new().when(when).and_then(ops).or_else(checks);
-        let resp = self.send_commit(txn, &token_key)?;
-        if resp.succeeded() {
-            return Ok(());
-        }
-        let found: Vec<Option<i64>> = resp
-            .op_responses()
-            .into_iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(g) => g.kvs().first().map(KeyValue::mod_revision),
-                _ => None,
-            })
-            .collect();
-        if found.first() == Some(&None) {
-            return Err(Retry::Failed(Error::not_found(format!(
-                "cell {cell} does not exist ({})",
-                self.describe_key(&self.cell_id_key(cell))
-            ))));
-        }
-        if found.get(1).is_some_and(Option::is_some) {
-            // An earlier send of this very commit was applied; its answer was lost.
-            return Ok(());
-        }
-        for ((key, r), now) in expected.iter().zip(found.iter().skip(2)) {
-            let same = match (r.number(), now) {
-                (None, None) => true,
-                (Some(n), Some(m)) => n as i64 == *m,
-                _ => false,
-            };
-            if !same {
-                let what = self.describe_key(key);
-                return Err(match (r.exists(), now.is_some()) {
-                    (false, true) => Retry::Conflict(format!("{what} already exists"), true),
-                    (true, false) => Retry::Conflict(format!("{what} was removed"), false),
-                    _ => Retry::Conflict(what, false),
-                });
+        let deadline = Instant::now() + self.lock_wait.max(Duration::from_secs(1));
+        loop {
+            let (mut when, mut ops) = (when.clone(), ops.clone());
+            if !cs.events.is_empty() {
+                let (stored, head_rev) = self.stored_head(cell)?;
+                when.push(Compare::mod_revision(
+                    self.meta_key(cell, "events-head"),
+                    CompareOp::Equal,
+                    head_rev,
+                ));
+                let (head, last) = match stored {
+                    Some(s) => (s.head, s.last),
+                    None => (
+                        events::Head {
+                            seq: 0,
+                            hash: events::GENESIS.to_string(),
+                            size: 0,
+                        },
+                        None,
+                    ),
+                };
+                let lines = events::chain(&cs.events, last.as_deref().map(str::as_bytes), cs.now);
+                ops.extend(self.event_ops(cell, &lines, head)?);
             }
+            let txn = EtcdTxn::new()
+                .when(when)
+                .and_then(ops)
+                .or_else(checks.clone());
+            let resp = self.send_commit(txn, &token_key)?;
+            if resp.succeeded() {
+                return Ok(());
+            }
+            let found: Vec<Option<i64>> = resp
+                .op_responses()
+                .into_iter()
+                .map(|r| match r {
+                    TxnOpResponse::Get(g) => g.kvs().first().map(KeyValue::mod_revision),
+                    _ => None,
+                })
+                .collect();
+            if found.first() == Some(&None) {
+                return Err(Retry::Failed(Error::not_found(format!(
+                    "cell {cell} does not exist ({})",
+                    self.describe_key(&self.cell_id_key(cell))
+                ))));
+            }
+            if found.get(1).is_some_and(Option::is_some) {
+                // An earlier send of this very commit was applied; its answer was lost.
+                return Ok(());
+            }
+            for ((key, r), now) in expected.iter().zip(found.iter().skip(4)) {
+                let same = match (r.number(), now) {
+                    (None, None) => true,
+                    (Some(n), Some(m)) => n as i64 == *m,
+                    _ => false,
+                };
+                if !same {
+                    let what = self.describe_key(key);
+                    return Err(match (r.exists(), now.is_some()) {
+                        (false, true) => Retry::Conflict(format!("{what} already exists"), true),
+                        (true, false) => Retry::Conflict(format!("{what} was removed"), false),
+                        _ => Retry::Conflict(what, false),
+                    });
+                }
+            }
+            let ready_moved = ready_version.is_some_and(|v| {
+                found.get(2).copied().flatten() != Some(v as i64)
+                    || found.get(3).copied().flatten().unwrap_or(0) > v as i64
+            });
+            if ready_moved || cs.events.is_empty() || Instant::now() >= deadline {
+                // The ready index changed (or a tasks-gen bump made it stale): the body
+                // decides again on it.
+                return Err(Retry::Conflict(
+                    format!("the events log or ready index of cell {cell}"),
+                    false,
+                ));
+            }
+            // Another commit appended events: chain onto it after a short random pause.
+            let ms = uuid::Uuid::new_v4().as_u128() % 4;
+            std::thread::sleep(Duration::from_millis(ms as u64));
         }
-        Err(Retry::Conflict(
-            format!("the events log or ready index of cell {cell}"),
-            false,
-        ))
     }
 
     /// The puts of event `lines` chained after `head`, and of the new head.
