@@ -42,4 +42,4 @@ mod templates;
 mod tui;
 mod units;
 
-pub use cli::{run, run_server};
+pub use cli::{run, run_etcd, run_server};

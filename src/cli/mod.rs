@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Kind, Result};
 use crate::output::{ColorChoice, Printer};
-use crate::store::select::{self, Selected, Source};
+use crate::store::select::{self, EtcdOpener, Opened, Selected, Source};
 use crate::store::FsStore;
 
 /// The default missions root.
@@ -238,18 +238,40 @@ pub fn run() -> ExitCode {
     if let Some(code) = supervise_if_asked() {
         return code;
     }
-    run_with(None)
+    run_with(None, None)
 }
 
 /// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
 /// executes with the same arguments.
 pub fn run_server() -> ExitCode {
-    run_with(Some(crate::serve::run))
+    run_with(Some(crate::serve::run), None)
 }
 
-fn run_with(server: Option<Server>) -> ExitCode {
+/// [`run`] with the etcd store linked in: the `pas-etcd` binary, which `pas` executes with
+/// the same arguments when the command line selects an etcd store (`store::select`).
+pub fn run_etcd() -> ExitCode {
+    run_with(None, Some(select::open_etcd))
+}
+
+/// The program that links the etcd store, installed next to `pas`.
+const ETCD_PROGRAM: &str = "pas-etcd";
+
+/// Runs `pas-etcd` with this command line (it does not return when that works).
+fn exec_etcd() -> ExitCode {
+    let err = crate::process::exec_sibling(ETCD_PROGRAM).err().map(|e| {
+        e.hint(format!(
+            "the etcd store is in the {ETCD_PROGRAM} program installed next to pas; install both (cargo install --path . does)"
+        ))
+    });
+    match err {
+        Some(e) => report(&e),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn run_with(server: Option<Server>, etcd: Option<EtcdOpener>) -> ExitCode {
     complete::answer_if_asked();
-    if let Some(code) = version_verbose() {
+    if let Some(code) = version_verbose(etcd) {
         return code;
     }
     let cli = match parse_args() {
@@ -298,12 +320,15 @@ fn run_with(server: Option<Server>) -> ExitCode {
         cli.command,
         Command::Completions(_) | Command::Man(_) | Command::Demo
     ) {
-        Ok(Selected::File(FsStore::new(root).with_lock_wait(lock_wait)))
+        Ok(Opened::Store(Selected::File(
+            FsStore::new(root).with_lock_wait(lock_wait),
+        )))
     } else {
-        open_store(cli.store.as_deref(), root, lock_wait)
+        open_store(cli.store.as_deref(), root, lock_wait, etcd)
     };
     let store = match store {
-        Ok(store) => store,
+        Ok(Opened::Store(store)) => store,
+        Ok(Opened::NeedsEtcd) => return exec_etcd(),
         // Monitoring speaks its own convention: a root it cannot use is UNKNOWN.
         Err(e) if matches!(cli.command, Command::Check(_)) => {
             let outcome = crate::ops::status::check(&[], &[e]);
@@ -337,7 +362,8 @@ fn open_store(
     flag: Option<&str>,
     root: PathBuf,
     lock_wait: std::time::Duration,
-) -> Result<Selected> {
+    etcd: Option<EtcdOpener>,
+) -> Result<Opened> {
     let files = FsStore::new(root.clone()).with_lock_wait(lock_wait);
     let config = crate::config::load(&files)?;
     let env = std::env::var(crate::store::etcd::STORE_ENV).ok();
@@ -346,15 +372,17 @@ fn open_store(
         .or(env.as_deref().map(|s| (s, Source::Env)))
         .or(config.store.as_deref().map(|s| (s, Source::Config)));
     if spec.is_none_or(|(s, _)| s.is_empty()) {
-        return Ok(Selected::File(files.with_root_policies(config.policies)));
+        return Ok(Opened::Store(Selected::File(
+            files.with_root_policies(config.policies),
+        )));
     }
-    select::open(spec, root, lock_wait, config.policies)
+    select::open(spec, root, lock_wait, config.policies, etcd)
 }
 
 /// `pas --version --verbose`: the version and the store this command line would use
 /// (`--store`, `--root`, `$PAS_STORE`, `pas.toml`), before clap, which answers `--version`
 /// on its own.
-fn version_verbose() -> Option<ExitCode> {
+fn version_verbose(etcd: Option<EtcdOpener>) -> Option<ExitCode> {
     let args: Vec<String> = std::env::args_os()
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
@@ -382,11 +410,13 @@ fn version_verbose() -> Option<ExitCode> {
         value("--store").as_deref(),
         PathBuf::from(root),
         std::time::Duration::from_secs_f64(DEFAULT_LOCK_TIMEOUT),
+        etcd,
     ) {
-        Ok(store) => {
+        Ok(Opened::Store(store)) => {
             println!("store: {}", store.describe());
             Some(ExitCode::SUCCESS)
         }
+        Ok(Opened::NeedsEtcd) => Some(exec_etcd()),
         Err(e) => Some(report(&e)),
     }
 }

@@ -1,12 +1,15 @@
 //! Which store a command uses: `--store URL`, else `$PAS_STORE`, else `store = "URL"` in
-//! the root's `pas.toml`; none of them, the file store at the root. The etcd store (and its
-//! gRPC client and runtime) is built only when selected, so the short commands on the file
-//! store pay nothing for it but the page faults of a bigger binary.
+//! the root's `pas.toml`; none of them, the file store at the root.
+//!
+//! The etcd store (its gRPC client, tokio, TLS) is linked into the `pas-etcd` program only,
+//! which hands [`open_etcd`] to the CLI; `pas` itself, without it, executes `pas-etcd` with
+//! the same arguments when etcd is selected. So the short commands on the file store do not
+//! load that code (the relocations and page faults of a much bigger binary at every start).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::etcd::{self, EtcdStore};
+use super::etcd::{self, EtcdStore, EtcdUrl};
 use super::layout::{Collection, FileKey, LockKey, LogFile};
 use super::{
     changes, events, ready, CellListing, CheckpointFiles, FsStore, LockGuard, LogChunk, LogSegment,
@@ -16,12 +19,48 @@ use crate::doc::Doc;
 use crate::error::{Error, Result};
 
 /// The store a command runs on.
-#[derive(Debug)]
 pub enum Selected {
     /// Mission cells as directories under the root.
     File(FsStore),
-    /// Mission cells in an etcd cluster; logs and checkpoints under the root.
-    Etcd(Box<EtcdStore>),
+    /// Mission cells in an etcd cluster; logs and checkpoints under the root. Built by
+    /// [`open_etcd`] (in `pas-etcd` only), kept as a trait object so that nothing else
+    /// names the etcd store's code.
+    Etcd {
+        /// The store.
+        store: Box<dyn Store + Send + Sync>,
+        /// Its URL.
+        url: EtcdUrl,
+        /// The local directory of its logs and checkpoints.
+        blobs: PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Selected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Builds the etcd store: [`open_etcd`], passed in by the program that links it.
+pub type EtcdOpener = fn(
+    &EtcdUrl,
+    PathBuf,
+    Duration,
+    serde_json::Map<String, serde_json::Value>,
+) -> Result<Box<dyn Store + Send + Sync>>;
+
+/// Opens the etcd store at `url` with `root` for its logs and checkpoints.
+pub fn open_etcd(
+    url: &EtcdUrl,
+    root: PathBuf,
+    lock_wait: Duration,
+    policies: serde_json::Map<String, serde_json::Value>,
+) -> Result<Box<dyn Store + Send + Sync>> {
+    Ok(Box::new(
+        EtcdStore::open(url, root)?
+            .with_lock_wait(lock_wait)
+            .with_root_policies(policies),
+    ))
 }
 
 impl std::ops::Deref for Selected {
@@ -30,7 +69,7 @@ impl std::ops::Deref for Selected {
     fn deref(&self) -> &Self::Target {
         match self {
             Selected::File(s) => s,
-            Selected::Etcd(s) => &**s,
+            Selected::Etcd { store, .. } => &**store,
         }
     }
 }
@@ -101,9 +140,9 @@ impl Selected {
     pub fn file(&self, what: &str) -> Result<&FsStore> {
         match self {
             Selected::File(s) => Ok(s),
-            Selected::Etcd(s) => Err(Error::usage(format!(
+            Selected::Etcd { url, .. } => Err(Error::usage(format!(
                 "{what} works on the file store only for now, and this command uses {}",
-                s.url().display()
+                url.display()
             ))
             .hint("run it without --store (and without PAS_STORE or store= in pas.toml)")),
         }
@@ -113,10 +152,10 @@ impl Selected {
     pub fn describe(&self) -> String {
         match self {
             Selected::File(s) => format!("file store at {}", s.root().display()),
-            Selected::Etcd(s) => format!(
+            Selected::Etcd { url, blobs, .. } => format!(
                 "etcd store at {} (logs and checkpoints under {})",
-                s.url().display(),
-                s.blob_root().display()
+                url.display(),
+                blobs.display()
             ),
         }
     }
@@ -125,7 +164,7 @@ impl Selected {
     pub fn to_json(&self) -> serde_json::Value {
         let kind = match self {
             Selected::File(_) => "file",
-            Selected::Etcd(_) => "etcd",
+            Selected::Etcd { .. } => "etcd",
         };
         serde_json::json!({ "kind": kind, "location": self.location() })
     }
@@ -142,6 +181,15 @@ pub enum Source {
     Config,
 }
 
+/// What [`open`] found.
+#[derive(Debug)]
+pub enum Opened {
+    /// The store.
+    Store(Selected),
+    /// The etcd store, which this program does not link: run `pas-etcd` instead.
+    NeedsEtcd,
+}
+
 /// Opens the store `spec` names (an `etcd://` URL), with `root` for its logs and
 /// checkpoints; `None` opens the file store at `root`. A bad URL is one usage error naming
 /// where it came from.
@@ -150,13 +198,14 @@ pub fn open(
     root: PathBuf,
     lock_wait: Duration,
     policies: serde_json::Map<String, serde_json::Value>,
-) -> Result<Selected> {
+    opener: Option<EtcdOpener>,
+) -> Result<Opened> {
     let Some((spec, source)) = spec.filter(|(s, _)| !s.is_empty()) else {
-        return Ok(Selected::File(
+        return Ok(Opened::Store(Selected::File(
             FsStore::new(root)
                 .with_lock_wait(lock_wait)
                 .with_root_policies(policies),
-        ));
+        )));
     };
     let from = match source {
         Source::Flag => "--store",
@@ -167,8 +216,13 @@ pub fn open(
         message: format!("{from}: {}", e.message),
         ..e
     })?;
-    let store = EtcdStore::open(&url, root)?
-        .with_lock_wait(lock_wait)
-        .with_root_policies(policies);
-    Ok(Selected::Etcd(Box::new(store)))
+    let Some(opener) = opener else {
+        return Ok(Opened::NeedsEtcd);
+    };
+    let store = opener(&url, root.clone(), lock_wait, policies)?;
+    Ok(Opened::Store(Selected::Etcd {
+        store,
+        url,
+        blobs: root,
+    }))
 }
