@@ -23,6 +23,8 @@ use crate::store::Store;
 pub struct RootConfig {
     /// `[policies]`: key to value, as JSON values so they layer like the JSON files.
     pub policies: Map<String, Value>,
+    /// `store = "etcd://..."`: the store this root's commands use (see `store::select`).
+    pub store: Option<String>,
 }
 
 /// Reads and checks the root's `pas.toml`; a missing file is an empty configuration.
@@ -59,10 +61,23 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
     };
     let mut config = RootConfig::default();
     for (name, value) in table {
+        if name == "store" {
+            let toml::Value::String(url) = value else {
+                return Err((
+                    find_line(&name),
+                    "`store` must be a string such as \"etcd://h1:2379,h2:2379,h3:2379/pas\""
+                        .to_string(),
+                ));
+            };
+            config.store = Some(url);
+            continue;
+        }
         if name != "policies" {
             return Err((
                 find_line(&format!("[{name}")).or_else(|| find_line(&name)),
-                format!("unknown setting `{name}`; the file has one table, [policies]"),
+                format!(
+                    "unknown setting `{name}`; the file has `store = \"URL\"` and one table, [policies]"
+                ),
             ));
         }
         let toml::Value::Table(policies) = value else {
@@ -168,5 +183,31 @@ mod tests {
         let syntax = parse(b"[policies]\nheartbeat_interval = \n").unwrap_err();
         assert_eq!(syntax.0, Some(2));
         assert!(parse(b"").unwrap().policies.is_empty());
+    }
+
+    #[test]
+    fn the_store_is_a_url_string() {
+        // (text, Ok(store) or Err(line, part of the message))
+        type Want = std::result::Result<Option<&'static str>, (usize, &'static str)>;
+        let cases: [(&[u8], Want); 4] = [
+            (b"", Ok(None)),
+            (
+                b"store = \"etcd://h1:2379/pas\"\n[policies]\nheartbeat_interval = 5\n",
+                Ok(Some("etcd://h1:2379/pas")),
+            ),
+            (b"\nstore = 5\n", Err((2, "must be a string"))),
+            (b"stor = \"x\"\n", Err((1, "unknown setting `stor`"))),
+        ];
+        for (text, want) in cases {
+            let got = parse(text);
+            match (got, want) {
+                (Ok(c), Ok(store)) => assert_eq!(c.store.as_deref(), store),
+                (Err((line, what)), Err((want_line, part))) => {
+                    assert_eq!(line, Some(want_line), "{what}");
+                    assert!(what.contains(part), "{what}");
+                }
+                (got, want) => panic!("{got:?} vs {want:?}"),
+            }
+        }
     }
 }

@@ -28,6 +28,9 @@ pub enum Kind {
     Timeout,
     /// `config/permissions.json` or a policy does not allow the action.
     Denied,
+    /// The store cannot be reached or has no quorum (the etcd store): nothing was written,
+    /// or the message says the outcome is unknown and how to check it.
+    Unavailable,
     /// A monitoring verdict (`pas check`, `pas budget check`): the exit code is the
     /// verdict itself (Nagios convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), already
     /// printed on stdout.
@@ -47,6 +50,7 @@ impl Kind {
             Kind::Empty => 7,
             Kind::Timeout => 8,
             Kind::Denied => 9,
+            Kind::Unavailable => 10,
             Kind::Verdict(code) => code,
         }
     }
@@ -61,7 +65,7 @@ impl Kind {
             Kind::Conflict => 409,
             Kind::Data => 422,
             Kind::Failure | Kind::Verdict(_) => 500,
-            Kind::Busy => 503,
+            Kind::Busy | Kind::Unavailable => 503,
             Kind::Timeout => 504,
         }
     }

@@ -43,4 +43,6 @@ mod templates;
 mod tui;
 mod units;
 
+#[cfg(feature = "etcd")]
+pub use cli::run_etcd;
 pub use cli::{run, run_server};

@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Kind, Result};
 use crate::output::{ColorChoice, Printer};
+use crate::store::select::{self, EtcdOpener, Opened, Selected, Source};
 use crate::store::FsStore;
 
 /// The default missions root.
@@ -32,12 +33,17 @@ pub const DEFAULT_ROOT: &str = "/var/missions";
     version,
     about,
     max_term_width = 100,
-    after_help = "Examples:\n  pas demo                                   a narrated mission in a temporary root\n  cell=$(pas cell create --name review)      create a mission cell, print its id\n  pas status --all                           the fleet at a glance\n  pas watch                                  revive agents as they die (run as a service)\n\nDocs: docs/cli.md; man pas; exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 conflict,\n5 bad data, 6 busy, 7 nothing to do, 8 timeout, 9 denied."
+    after_help = "Examples:\n  pas demo                                   a narrated mission in a temporary root\n  cell=$(pas cell create --name review)      create a mission cell, print its id\n  pas status --all                           the fleet at a glance\n  pas watch                                  revive agents as they die (run as a service)\n\nDocs: docs/cli.md; man pas; exit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 conflict,\n5 bad data, 6 busy, 7 nothing to do, 8 timeout, 9 denied, 10 store unavailable."
 )]
 pub struct Cli {
     /// Missions root (default: $PAS_ROOT, else /var/missions).
     #[arg(long, global = true, value_name = "DIR", env = "PAS_ROOT")]
     pub root: Option<PathBuf>,
+    /// Keep cells in this store instead of files under the root: etcd://HOST:PORT[,...]/PREFIX
+    /// (default: $PAS_STORE, else `store` in the root's pas.toml; see docs/etcd.md). Logs
+    /// and checkpoints stay under the root.
+    #[arg(long, global = true, value_name = "URL")]
+    pub store: Option<String>,
     /// Print one JSON document on stdout instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
@@ -214,8 +220,8 @@ pub struct SuperviseArgs {
 
 /// What every command gets: the store, the printer, and who is acting.
 pub struct Ctx {
-    /// The missions root.
-    pub store: FsStore,
+    /// The store (the file store at the missions root unless another was selected).
+    pub store: Selected,
     /// Where output goes.
     pub out: Printer,
     /// The acting agent (`--as`, else `$PAS_AGENT`); `None` for an operator.
@@ -251,13 +257,13 @@ pub fn run() -> ExitCode {
     if let Some(code) = supervise_if_asked() {
         return code;
     }
-    run_with(None)
+    run_with(None, None)
 }
 
 /// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
 /// executes with the same arguments.
 pub fn run_server() -> ExitCode {
-    run_with(Some(serve_or_mcp))
+    run_with(Some(serve_or_mcp), None)
 }
 
 /// The [`Server`] of `pas-serve`.
@@ -268,8 +274,34 @@ fn serve_or_mcp(serving: Serving<'_>) -> Result<()> {
     }
 }
 
-fn run_with(server: Option<Server>) -> ExitCode {
+/// [`run`] with the etcd store linked in: the `pas-etcd` binary, which `pas` executes with
+/// the same arguments when the command line selects an etcd store (`store::select`).
+#[cfg(feature = "etcd")]
+pub fn run_etcd() -> ExitCode {
+    run_with(None, Some(select::open_etcd))
+}
+
+/// The program that links the etcd store, installed next to `pas`.
+const ETCD_PROGRAM: &str = "pas-etcd";
+
+/// Runs `pas-etcd` with this command line (it does not return when that works).
+fn exec_etcd() -> ExitCode {
+    let err = crate::process::exec_sibling(ETCD_PROGRAM).err().map(|e| {
+        e.hint(format!(
+            "the etcd store is in the {ETCD_PROGRAM} program installed next to pas; build both with `cargo install --path . --features etcd` (needs protoc)"
+        ))
+    });
+    match err {
+        Some(e) => report(&e),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+fn run_with(server: Option<Server>, etcd: Option<EtcdOpener>) -> ExitCode {
     complete::answer_if_asked();
+    if let Some(code) = version_verbose(etcd) {
+        return code;
+    }
     let cli = match parse_args() {
         Ok(cli) => cli,
         Err(e) => return clap_exit(e),
@@ -309,21 +341,30 @@ fn run_with(server: Option<Server>) -> ExitCode {
             cli.lock_timeout
         )));
     }
-    let mut store =
-        FsStore::new(root).with_lock_wait(std::time::Duration::from_secs_f64(cli.lock_timeout));
-    // Writing scripts and man pages needs no policy, so a broken pas.toml cannot block them.
-    if !matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
-        match crate::config::load(&store) {
-            Ok(config) => store = store.with_root_policies(config.policies),
-            // Monitoring speaks its own convention: a root it cannot use is UNKNOWN.
-            Err(e) if matches!(cli.command, Command::Check(_)) => {
-                let outcome = crate::ops::status::check(&[], &[e]);
-                out.line(&outcome.line);
-                return ExitCode::from(outcome.code);
-            }
-            Err(e) => return report(&with_outcome(e, 0)),
+    let lock_wait = std::time::Duration::from_secs_f64(cli.lock_timeout);
+    // Writing scripts and man pages needs no policy and no store, so a broken pas.toml or
+    // an unreachable cluster cannot block them; the demo runs on files in its own root.
+    let store = if matches!(
+        cli.command,
+        Command::Completions(_) | Command::Man(_) | Command::Demo
+    ) {
+        Ok(Opened::Store(Selected::File(
+            FsStore::new(root).with_lock_wait(lock_wait),
+        )))
+    } else {
+        open_store(cli.store.as_deref(), root, lock_wait, etcd)
+    };
+    let store = match store {
+        Ok(Opened::Store(store)) => store,
+        Ok(Opened::NeedsEtcd) => return exec_etcd(),
+        // Monitoring speaks its own convention: a root it cannot use is UNKNOWN.
+        Err(e) if matches!(cli.command, Command::Check(_)) => {
+            let outcome = crate::ops::status::check(&[], &[e]);
+            out.line(&outcome.line);
+            return ExitCode::from(outcome.code);
         }
-    }
+        Err(e) => return report(&with_outcome(e, 0)),
+    };
     let launch = crate::ops::supervisor::Launch {
         agents_as_root: cli.agents_as_root,
     };
@@ -339,7 +380,72 @@ fn run_with(server: Option<Server>) -> ExitCode {
             Some(e) => report(&e),
             None => ExitCode::SUCCESS,
         },
-        Err(e) => report(&with_outcome(e, crate::store::Store::commits(&ctx.store))),
+        Err(e) => report(&with_outcome(e, ctx.store.commits())),
+    }
+}
+
+/// The store a command uses: `--store`, else `$PAS_STORE`, else `store` in the root's
+/// `pas.toml`, else the file store at `root`; with the `pas.toml` policy layer.
+fn open_store(
+    flag: Option<&str>,
+    root: PathBuf,
+    lock_wait: std::time::Duration,
+    etcd: Option<EtcdOpener>,
+) -> Result<Opened> {
+    let files = FsStore::new(root.clone()).with_lock_wait(lock_wait);
+    let config = crate::config::load(&files)?;
+    let env = std::env::var(crate::store::etcd::STORE_ENV).ok();
+    let spec = flag
+        .map(|s| (s, Source::Flag))
+        .or(env.as_deref().map(|s| (s, Source::Env)))
+        .or(config.store.as_deref().map(|s| (s, Source::Config)));
+    if spec.is_none_or(|(s, _)| s.is_empty()) {
+        return Ok(Opened::Store(Selected::File(
+            files.with_root_policies(config.policies),
+        )));
+    }
+    select::open(spec, root, lock_wait, config.policies, etcd)
+}
+
+/// `pas --version --verbose`: the version and the store this command line would use
+/// (`--store`, `--root`, `$PAS_STORE`, `pas.toml`), before clap, which answers `--version`
+/// on its own.
+fn version_verbose(etcd: Option<EtcdOpener>) -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if !(args.iter().any(|a| a == "--version" || a == "-V")
+        && args.iter().any(|a| a == "--verbose"))
+    {
+        return None;
+    }
+    let value = |name: &str| -> Option<String> {
+        let eq = format!("{name}=");
+        args.iter().enumerate().find_map(|(i, a)| {
+            if a == name {
+                args.get(i + 1).cloned()
+            } else {
+                a.strip_prefix(&eq).map(str::to_string)
+            }
+        })
+    };
+    let root = value("--root")
+        .or_else(|| std::env::var("PAS_ROOT").ok())
+        .unwrap_or_else(|| DEFAULT_ROOT.to_string());
+    println!("pas {}", env!("CARGO_PKG_VERSION"));
+    match open_store(
+        value("--store").as_deref(),
+        PathBuf::from(root),
+        std::time::Duration::from_secs_f64(DEFAULT_LOCK_TIMEOUT),
+        etcd,
+    ) {
+        Ok(Opened::Store(store)) => {
+            println!("store: {}", store.describe());
+            Some(ExitCode::SUCCESS)
+        }
+        Ok(Opened::NeedsEtcd) => Some(exec_etcd()),
+        Err(e) => Some(report(&e)),
     }
 }
 
@@ -436,7 +542,7 @@ fn demo(ctx: &Ctx) -> Result<()> {
         crate::store::Store::location(&ctx.store)
     ));
     // The demo's agent script and mission file go next to its cells.
-    let work = ctx.store.root().join(".demo");
+    let work = ctx.store.file("pas demo")?.root().join(".demo");
     let cell = crate::ops::demo::run(
         &ctx.store,
         &work,
@@ -571,7 +677,7 @@ pub(crate) fn run_in_process(
         )));
     }
     let ctx = Ctx {
-        store,
+        store: Selected::File(store),
         out: Printer::capture(json),
         acting,
         launch,

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::layout::{Collection, FileKey, LogFile};
+use super::ready::ReadyIndex;
 use super::txn::transact;
 use super::Store;
 use crate::doc::Doc;
@@ -69,7 +70,62 @@ pub fn run_all(make: MakeStore<'_>) {
     writes_and_events_commit_together(&*make().0);
     let (store, foreign) = make();
     a_conflict_runs_the_body_again(&*store, &foreign);
+    ready_index_follows_tasks(&*make().0);
     concurrent_claims_are_exactly_once(make().0);
+}
+
+/// The ready index: rebuilt at once from the tasks a transaction read (replacing what was
+/// there), kept fresh by commits that say how their tasks' entries change, stale after a
+/// commit that writes a task without saying.
+pub fn ready_index_follows_tasks(store: &dyn Store) {
+    new_cell(store);
+    transact(store, CELL, now(), |t| {
+        for id in ["t1", "t2", "t3"] {
+            t.create(FileKey::Task(id), doc(json!({ "task_id": id })));
+        }
+        Ok(())
+    })
+    .expect("tasks");
+    assert_eq!(store.ready_index(CELL).expect("index"), ReadyIndex::Stale);
+    let rebuild = |entries: &[&str]| {
+        transact(store, CELL, now(), |t| {
+            t.read_collection(Collection::Tasks)?;
+            let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+            t.rebuild_ready(&entries)
+        })
+        .expect("rebuild");
+    };
+    let fresh_head = || match store.ready_index(CELL).expect("index") {
+        ReadyIndex::Fresh { head, .. } => head.head,
+        ReadyIndex::Stale => panic!("the index should be fresh"),
+    };
+    rebuild(&["a-t1", "b-t2"]);
+    assert_eq!(
+        store.ready_entries(CELL).expect("entries"),
+        ["a-t1", "b-t2"]
+    );
+    assert_eq!(fresh_head(), ["a-t1", "b-t2"]);
+    rebuild(&["b-t2", "c-t3"]);
+    assert_eq!(
+        store.ready_entries(CELL).expect("entries"),
+        ["b-t2", "c-t3"]
+    );
+    transact(store, CELL, now(), |t| {
+        let d = t.read_required(FileKey::Task("t2"))?;
+        t.index_task("t2", Some("b-t2".to_string()), None)?;
+        t.put(FileKey::Task("t2"), d);
+        Ok(())
+    })
+    .expect("a commit that keeps the index");
+    assert_eq!(store.ready_entries(CELL).expect("entries"), ["c-t3"]);
+    assert_eq!(fresh_head(), ["c-t3"]);
+    transact(store, CELL, now(), |t| {
+        let d = t.read_required(FileKey::Task("t3"))?;
+        t.put(FileKey::Task("t3"), d);
+        Ok(())
+    })
+    .expect("a commit that does not");
+    assert_eq!(store.ready_index(CELL).expect("index"), ReadyIndex::Stale);
 }
 
 /// Create, read, replace and remove a document, keeping fields pas does not know.

@@ -13,13 +13,15 @@ pub mod changes;
 mod checkpoints;
 mod commit;
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
+pub mod etcd;
 pub mod events;
 pub mod layout;
 pub mod lock;
 pub mod ready;
 pub mod schema;
 mod secret;
+pub mod select;
 pub mod txn;
 
 use std::io;
@@ -33,6 +35,7 @@ pub use layout::{
 };
 pub use lock::LockGuard;
 pub(crate) use secret::TokenVersion;
+pub use select::Selected;
 pub use txn::{transact, DocKey, Revision, Txn};
 
 use crate::doc::Doc;

@@ -84,6 +84,18 @@ impl Revision {
         Revision(Some(h.finish()))
     }
 
+    /// A revision a backend numbers itself (etcd's mod revision).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn of_number(n: u64) -> Revision {
+        Revision(Some(n))
+    }
+
+    /// The number of a revision a backend numbered (`None`: absent).
+    #[cfg(feature = "etcd")]
+    pub(crate) fn number(self) -> Option<u64> {
+        self.0
+    }
+
     /// Whether the document existed.
     pub fn exists(self) -> bool {
         self.0.is_some()

@@ -42,6 +42,7 @@ impl Root {
         cmd.arg("--root").arg(&self.path).args(args);
         // Tests run as root in CI; a test of the root refusal removes this again.
         cmd.env_remove("PAS_ROOT")
+            .env_remove("PAS_STORE")
             .env_remove("PAS_CELL")
             .env_remove("PAS_AGENT")
             .env("PAS_AGENTS_AS_ROOT", "1")

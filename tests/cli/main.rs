@@ -8,6 +8,7 @@ mod concurrency;
 mod dashboard;
 mod demo;
 mod docs;
+mod etcd;
 mod faults;
 mod hand_written;
 mod heartbeats;

@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, args: McpArgs) -> Result<()> {
         return crate::process::exec_sibling(super::serve::SERVER_PROGRAM);
     };
     server(crate::cli::Serving::Mcp(crate::mcp::Options {
-        store: ctx.store.fresh(),
+        store: ctx.store.file("pas mcp")?.fresh(),
         launch: ctx.launch,
         defaults: crate::mcp::tools::Defaults { cell, agent },
     }))

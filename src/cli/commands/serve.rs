@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         trust_loopback,
     } = args;
     if let Some(ServeCommand::Token(TokenArgs { rotate })) = command {
-        let (token, path) = ctx.store.serve_token(rotate)?;
+        let (token, path) = ctx.store.file("pas serve")?.serve_token(rotate)?;
         if ctx.out.is_json() {
             ctx.out
                 .json(&json!({ "token": token, "path": path, "rotated": rotate }));
@@ -102,9 +102,10 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<()> {
         // Checked above first, so a bad address or cell is refused by `pas` itself.
         return crate::process::exec_sibling(SERVER_PROGRAM);
     };
-    let (token, token_path) = ctx.store.serve_token(rotate_token)?;
+    let files = ctx.store.file("pas serve")?;
+    let (token, token_path) = files.serve_token(rotate_token)?;
     server(crate::cli::Serving::Http(crate::serve::Options {
-        store: ctx.store.fresh(),
+        store: files.fresh(),
         addrs,
         default_cell,
         token,

@@ -263,6 +263,7 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     if ctx.out.is_json() {
         let doc = StatusDoc {
             time: clock::stamp(clock::now()),
+            store: ctx.store.to_json(),
             cells: CellsOut::Views(&views),
             totals: RefCell::new(Totals::default()),
             errors: RefCell::new(errors.iter().map(|e| e.message.clone()).collect()),
@@ -273,7 +274,15 @@ pub fn run_status(ctx: &Ctx, args: StatusArgs) -> Result<()> {
     let width = ctx.out.terminal_size().map(|(w, _)| w);
     let text = status_text(ctx, &views, width, !health.is_empty());
     ctx.out.info(text.trim_end_matches('\n'));
+    store_line(ctx);
     Ok(())
+}
+
+/// Under the table, the store, when it is not the file store at the root (`--store`).
+fn store_line(ctx: &Ctx) {
+    if !matches!(ctx.store, crate::store::Selected::File(_)) {
+        ctx.out.info(&format!("store: {}", ctx.store.describe()));
+    }
 }
 
 /// `pas status --watch`: the table again every `interval` seconds, redrawn in place on a
@@ -455,6 +464,7 @@ fn status_table_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
         text = nothing_text(ctx, !health.is_empty());
     }
     ctx.out.info(text.trim_end_matches('\n'));
+    store_line(ctx);
     Ok(())
 }
 
@@ -492,6 +502,8 @@ enum CellsOut<'a> {
 /// written) and `errors`, in that order.
 struct StatusDoc<'a> {
     time: String,
+    /// Which store the cells are in (`{"kind": "file"|"etcd", "location": ...}`).
+    store: serde_json::Value,
     cells: CellsOut<'a>,
     totals: RefCell<Totals>,
     errors: RefCell<Vec<String>>,
@@ -535,8 +547,9 @@ impl Serialize for CellsField<'_, '_> {
 
 impl Serialize for StatusDoc<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut map = s.serialize_struct("Status", 4)?;
+        let mut map = s.serialize_struct("Status", 5)?;
         map.serialize_field("time", &self.time)?;
+        map.serialize_field("store", &self.store)?;
         map.serialize_field("cells", &CellsField(self))?;
         map.serialize_field("totals", &*self.totals.borrow())?;
         map.serialize_field("errors", &*self.errors.borrow())?;
@@ -597,6 +610,7 @@ fn write_json(ctx: &Ctx, doc: &StatusDoc<'_>) {
 fn status_json_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
     let doc = StatusDoc {
         time: clock::stamp(clock::now()),
+        store: ctx.store.to_json(),
         cells: CellsOut::Root {
             ctx,
             ids: ctx.store.cell_ids()?,

@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
         }
     };
     app::run(app::Options {
-        root: ctx.store.root().to_path_buf(),
+        root: ctx.store.file("pas top")?.root().to_path_buf(),
         only,
         palette: Palette {
             color: ctx.out.colors(),
