@@ -41,5 +41,6 @@ mod serve;
 mod templates;
 mod tui;
 mod units;
+mod usage;
 
 pub use cli::{run, run_server};

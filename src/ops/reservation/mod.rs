@@ -1,9 +1,21 @@
 //! Resource quotas and reservations: leases of CPU, memory, GPU, GPU memory and ports that
 //! agents' jobs hold against the cell's `config/isolation.json` `resource_limits`.
 //!
-//! Reserving holds the cell lock while it adds up what is active, so 50 concurrent
-//! reservations never exceed the quota. A reservation is a lease of its agent: when the agent
-//! finally fails or is removed, its reservations are released (with an event).
+//! A reservation must fit two levels: its cell's quota and the machine's capacity
+//! (`pas.toml` `[capacity]`, else what the machine has), which all cells share. The machine
+//! level is kept in a root-level ledger (the store's [`RootDoc::Machine`]): every active
+//! reservation of every cell, changed only under the root-wide `machine` lock, which every
+//! reserve and release holds around its cell transaction (lock order: machine, then cell).
+//! So concurrent reservers from many cells are granted exactly what fits.
+//!
+//! The ledger is written before the cell when reserving and after it when releasing, so a
+//! crash between the two leaves the ledger holding too much, never too little; when it
+//! would refuse, entries whose cell no longer holds them are dropped first.
+//!
+//! A reservation is a lease of its agent: when the agent finally fails or is removed, its
+//! reservations are released (with an event).
+
+pub mod rules;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -15,11 +27,11 @@ use crate::model::field::Field;
 use crate::model::{
     EventKind, Isolation, Quantity, Reservation, ReservationStatus, Reservations, ResourceLimits,
 };
-use crate::process::{self, StopOutcome};
 use crate::store::events::{Level, NewEvent};
-use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, Store, Txn};
+use crate::store::{self, check_id, ConfigFile, FileKey, IdKind, RootDoc, Store, Txn};
 use crate::templates;
 use crate::units::{self, Unit};
+use crate::usage::{self, Ended};
 
 /// The resources a quota limits: name (in `resource_limits`, in a reservation, in `pas
 /// quota`'s output), unit, label.
@@ -56,6 +68,8 @@ pub struct Request {
     pub port: Option<u16>,
     /// The job's process group.
     pub pgid: Option<i32>,
+    /// The job's process (it and its descendants are what `pas kill` ends).
+    pub pid: Option<i32>,
 }
 
 /// The capacity in `config/isolation.json` (`None`: no limit for that resource); a file
@@ -110,71 +124,232 @@ pub fn held<'a>(list: impl IntoIterator<Item = &'a Reservation>) -> Amounts {
     sum
 }
 
-/// Reserves, or refuses naming every resource that is short.
+/// The machine's capacity: what `pas.toml` `[capacity]` sets, else what the machine has.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Machine {
+    /// Per resource, `RESOURCES` order (`None`: unknown, so unlimited).
+    pub capacity: [Option<f64>; 4],
+    /// Which of them were measured rather than set in `pas.toml`.
+    pub measured: [bool; 4],
+    /// The ports reservations may hold (`None`: any).
+    pub ports: Option<(u16, u16)>,
+}
+
+/// The machine's capacity for the root of `store`.
+pub fn machine(store: &dyn Store) -> Result<Machine> {
+    let set = crate::config::load(store)?.capacity;
+    let mb = |v: Option<f64>| v.map(|m| m * 1e6);
+    let configured = [set.cpu, mb(set.mem_mb), set.gpu, mb(set.gpu_mem_mb)];
+    let measured = if configured.iter().all(Option::is_some) {
+        [None; 4]
+    } else {
+        usage::machine()
+    };
+    let mut m = Machine {
+        capacity: [None; 4],
+        measured: [false; 4],
+        ports: set.ports,
+    };
+    for i in 0..4 {
+        m.capacity[i] = configured[i].or(measured[i]);
+        m.measured[i] = configured[i].is_none();
+    }
+    Ok(m)
+}
+
+/// The machine ledger: one entry per active reservation of any cell.
+struct Ledger {
+    doc: Doc,
+    entries: Vec<Value>,
+}
+
+impl Ledger {
+    /// Reads it; the caller holds the `machine` lock.
+    fn read(store: &dyn Store) -> Result<Ledger> {
+        let doc = store.read_root_doc(RootDoc::Machine)?.unwrap_or_default();
+        let entries = match doc.get("reservations") {
+            None => Vec::new(),
+            Some(Value::Array(list)) => list.clone(),
+            Some(_) => {
+                return Err(Error::data(
+                    "the machine ledger's reservations is not a list".to_string(),
+                )
+                .hint("remove .pas/machine.json under the missions root; pas rebuilds it from the cells when it refuses"))
+            }
+        };
+        Ok(Ledger { doc, entries })
+    }
+
+    fn write(&mut self, store: &dyn Store) -> Result<()> {
+        self.doc
+            .set("reservations", Value::Array(self.entries.clone()));
+        store.write_root_doc(RootDoc::Machine, &self.doc)
+    }
+
+    fn names(e: &Value) -> (&str, &str) {
+        (
+            e.get("cell").and_then(Value::as_str).unwrap_or_default(),
+            e.get("job").and_then(Value::as_str).unwrap_or_default(),
+        )
+    }
+
+    /// What every entry holds, `RESOURCES` order.
+    fn held(&self) -> Amounts {
+        let mut sum = [0.0; 4];
+        for e in &self.entries {
+            for (i, (key, _, _)) in RESOURCES.iter().enumerate() {
+                sum[i] += e.get(*key).and_then(Value::as_f64).unwrap_or(0.0);
+            }
+        }
+        sum
+    }
+
+    /// The `(cell, job)` holding `port`.
+    fn port_holder(&self, port: u16) -> Option<(&str, &str)> {
+        self.entries
+            .iter()
+            .find(|e| e.get("port").and_then(Value::as_u64) == Some(u64::from(port)))
+            .map(Self::names)
+    }
+
+    fn remove(&mut self, cell: &str, jobs: &[&str]) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|e| {
+            let (c, j) = Self::names(e);
+            !(c == cell && jobs.contains(&j))
+        });
+        self.entries.len() != before
+    }
+
+    /// Drops entries whose cell does not hold them (left by a crash between the ledger's
+    /// write and the cell's, or by a cell removed meanwhile); `true` when any went.
+    fn heal(&mut self, store: &dyn Store) -> Result<bool> {
+        let mut cells: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| Self::names(e).0.to_string())
+            .collect();
+        cells.sort();
+        cells.dedup();
+        let mut held: std::collections::HashSet<(String, String)> = Default::default();
+        for cell in &cells {
+            if !store.has_cell(cell) {
+                continue;
+            }
+            for r in load(store, cell)?.active() {
+                held.insert((cell.clone(), r.job.clone()));
+            }
+        }
+        let before = self.entries.len();
+        self.entries.retain(|e| {
+            let (c, j) = Self::names(e);
+            held.contains(&(c.to_string(), j.to_string()))
+        });
+        Ok(self.entries.len() != before)
+    }
+}
+
+/// Refuses `req` at the machine level, healing the ledger once before saying no.
+fn fits_machine(
+    store: &dyn Store,
+    ledger: &mut Ledger,
+    machine: &Machine,
+    req: &Request,
+) -> Result<()> {
+    let refusal = |ledger: &Ledger| -> Option<String> {
+        if let Some(port) = req.port {
+            if let Some(r) = rules::port_refusal(port, machine.ports, ledger.port_holder(port)) {
+                return Some(r);
+            }
+        }
+        let level = rules::Level {
+            name: "machine",
+            capacity: machine.capacity,
+            held: ledger.held(),
+        };
+        rules::decide(&[level], &req.amounts).err()
+    };
+    let Some(mut why) = refusal(ledger) else {
+        return Ok(());
+    };
+    if ledger.heal(store)? {
+        ledger.write(store)?;
+        match refusal(ledger) {
+            None => return Ok(()),
+            Some(w) => why = w,
+        }
+    }
+    Err(Error::conflict(format!("reservation {} refused, {why}", req.job)).hint(
+        "release something, ask for less, or raise the capacity in pas.toml [capacity] (see `pas quota`)",
+    ))
+}
+
+/// Reserves, or refuses naming every resource that is short at the cell's level and the
+/// machine's.
 pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>) -> Result<Value> {
     check_id(IdKind::Job, &req.job)?;
     check_id(IdKind::Agent, &req.agent)?;
     crate::ops::agent::read(store, cell, &req.agent)?;
-    store::transact(store, cell, now, |txn| {
+    let machine = machine(store)?;
+    let pid_start_time = match req.pid {
+        None => None,
+        Some(pid) => Some(crate::process::start_time(pid).ok_or_else(|| {
+            Error::not_found(format!("--pid {pid}: no such process"))
+                .hint("give the pid of the job's running process")
+        })?),
+    };
+    let _machine_lock = store.lock_root(RootDoc::Machine.lock_name())?;
+    let mut ledger = Ledger::read(store)?;
+    let cell_held = || -> Result<Option<String>> {
+        let cap = capacity(
+            store
+                .read(cell, FileKey::Config(ConfigFile::Isolation))?
+                .as_ref(),
+        )?;
+        let list = load(store, cell)?;
+        Ok(refuse_in_cell(&list, &cap, req))
+    };
+    if let Some(why) = cell_held()? {
+        return Err(cell_refusal(why, req));
+    }
+    fits_machine(store, &mut ledger, &machine, req)?;
+    let [cpu, memory, gpu, gpu_memory] = req.amounts;
+    let entry = Reservation {
+        job: req.job.clone(),
+        agent: req.agent.clone(),
+        cpu,
+        memory,
+        gpu,
+        gpu_memory,
+        port: req.port,
+        pgid: req.pgid,
+        pid: req.pid,
+        pid_start_time,
+        status: ReservationStatus::Active,
+        reserved_at: now,
+        ended_at: None,
+        end_reason: None,
+        extra: Map::new(),
+    };
+    let shown = entry.encode();
+    // The ledger first: a crash before the cell's write leaves it holding too much.
+    let mut line = json!({ "cell": cell, "job": req.job, "agent": req.agent });
+    for (i, (key, _, _)) in RESOURCES.iter().enumerate() {
+        line[*key] = json!(req.amounts[i]);
+    }
+    if let Some(port) = req.port {
+        line["port"] = json!(port);
+    }
+    line["reserved_at"] = json!(crate::clock::stamp(now));
+    ledger.entries.push(line);
+    ledger.write(store)?;
+    let made = store::transact(store, cell, now, |txn| {
         let cap = capacity(txn.read(FileKey::Config(ConfigFile::Isolation))?.as_ref())?;
         let (doc, mut list) = load_in(txn)?;
-        if list.active().any(|r| r.job == req.job) {
-            return Err(Error::conflict(format!(
-                "job {} already holds a reservation in cell {cell}",
-                req.job
-            ))
-            .hint("release it first, or pick another job id"));
+        if let Some(why) = refuse_in_cell(&list, &cap, req) {
+            return Err(cell_refusal(why, req));
         }
-        if let Some(port) = req.port {
-            if let Some(holder) = list.active().find(|r| r.port == Some(port)) {
-                return Err(Error::conflict(format!(
-                    "port {port} is already reserved by job {}",
-                    holder.job
-                )));
-            }
-        }
-        let held = held(list.active());
-        let mut short = Vec::new();
-        for (i, (_, unit, label)) in RESOURCES.iter().enumerate() {
-            if let Some(c) = cap[i] {
-                let free = (c - held[i]).max(0.0);
-                if req.amounts[i] > free + 1e-9 {
-                    short.push(format!(
-                        "{label}: {} asked, {} free of {} (short by {})",
-                        units::show(req.amounts[i], *unit),
-                        units::show(free, *unit),
-                        units::show(c, *unit),
-                        units::show(req.amounts[i] - free, *unit)
-                    ));
-                }
-            }
-        }
-        if !short.is_empty() {
-            return Err(Error::conflict(format!(
-                "reservation {} refused, over quota: {}",
-                req.job,
-                short.join("; ")
-            ))
-            .hint("release something, ask for less, or raise the quota with `pas quota set`"));
-        }
-        let [cpu, memory, gpu, gpu_memory] = req.amounts;
-        let entry = Reservation {
-            job: req.job.clone(),
-            agent: req.agent.clone(),
-            cpu,
-            memory,
-            gpu,
-            gpu_memory,
-            port: req.port,
-            pgid: req.pgid,
-            status: ReservationStatus::Active,
-            reserved_at: now,
-            ended_at: None,
-            end_reason: None,
-            extra: Map::new(),
-        };
-        let shown = entry.encode();
-        list.reservations.push(entry);
+        list.reservations.push(entry.clone());
         save_in(txn, doc, &list);
         txn.event(
             NewEvent::new(
@@ -185,11 +360,51 @@ pub fn reserve(store: &dyn Store, cell: &str, req: &Request, now: DateTime<Utc>)
             .agent(&req.agent)
             .details(shown.clone()),
         );
-        Ok(shown)
-    })
+        Ok(())
+    });
+    if let Err(e) = made {
+        ledger.remove(cell, &[req.job.as_str()]);
+        ledger.write(store)?;
+        return Err(e);
+    }
+    Ok(shown)
 }
 
-/// Ends the active reservations matching `which`; returns them.
+/// Why the cell refuses `req`, if it does: the job or port is taken, or the quota is short.
+fn refuse_in_cell(list: &Reservations, cap: &[Option<f64>; 4], req: &Request) -> Option<String> {
+    if list.active().any(|r| r.job == req.job) {
+        return Some(format!("job {} already holds a reservation", req.job));
+    }
+    if let Some(port) = req.port {
+        if let Some(holder) = list.active().find(|r| r.port == Some(port)) {
+            return Some(format!(
+                "port {port} is already reserved by job {}",
+                holder.job
+            ));
+        }
+    }
+    let level = rules::Level {
+        name: "quota",
+        capacity: *cap,
+        held: held(list.active()),
+    };
+    rules::decide(&[level], &req.amounts)
+        .err()
+        .map(|why| format!("reservation {} refused, {why}", req.job))
+}
+
+fn cell_refusal(why: String, req: &Request) -> Error {
+    let hint = if why.contains("over quota") {
+        "release something, ask for less, or raise the quota with `pas quota set`"
+    } else {
+        "release it first, or pick another job id or port"
+    };
+    let _ = req;
+    Error::conflict(why).hint(hint)
+}
+
+/// Ends the active reservations matching `which` (under the machine lock, returning their
+/// capacity to the cell and the machine); returns them.
 fn end(
     store: &dyn Store,
     cell: &str,
@@ -198,7 +413,11 @@ fn end(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Reservation>> {
-    store::transact(store, cell, now, |txn| {
+    if !load(store, cell)?.active().any(which) {
+        return Ok(Vec::new());
+    }
+    let _machine_lock = store.lock_root(RootDoc::Machine.lock_name())?;
+    let ended = store::transact(store, cell, now, |txn| {
         let (doc, mut list) = load_in(txn)?;
         let mut ended = Vec::new();
         for r in list
@@ -226,7 +445,14 @@ fn end(
             );
         }
         Ok(ended)
-    })
+    })?;
+    // The ledger after the cell: a crash between leaves it holding too much.
+    let mut ledger = Ledger::read(store)?;
+    let jobs: Vec<&str> = ended.iter().map(|r| r.job.as_str()).collect();
+    if ledger.remove(cell, &jobs) {
+        ledger.write(store)?;
+    }
+    Ok(ended)
 }
 
 /// Releases a job's reservation; releasing twice is harmless (`false` the second time).
@@ -250,14 +476,19 @@ pub fn release(store: &dyn Store, cell: &str, job: &str, now: DateTime<Utc>) -> 
     .is_empty())
 }
 
-/// Stops a job's process group (if it has one) and ends its reservation as killed.
+/// How long `pas kill` waits after SIGKILL for the processes to be gone.
+pub const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Ends a job's processes (its process group's members and its pid, with all their
+/// descendants) and only then ends its reservation as killed. A process that cannot be
+/// signalled or survives is an error, and the reservation stays.
 pub fn kill(
     store: &dyn Store,
     cell: &str,
     job: &str,
     grace: std::time::Duration,
     now: DateTime<Utc>,
-) -> Result<(StopOutcome, bool)> {
+) -> Result<(Ended, bool)> {
     check_id(IdKind::Job, job)?;
     let list = load(store, cell)?;
     let Some(r) = list.reservations.iter().rev().find(|r| r.job == job) else {
@@ -265,11 +496,27 @@ pub fn kill(
             "no reservation for job {job} in cell {cell}"
         )));
     };
-    // Only a positive pgid names one process group (0 and -1 mean others to kill(2)).
-    let outcome = match r.pgid.filter(|p| *p > 0) {
-        Some(pgid) if r.status == ReservationStatus::Active => process::stop_group(pgid, grace)
-            .map_err(|e| Error::failure(format!("cannot signal job {job}: {e}")))?,
-        _ => StopOutcome::NotRunning,
+    let outcome = if r.status == ReservationStatus::Active {
+        let snap = usage::Snapshot::take()
+            .map_err(|e| Error::failure(format!("cannot read /proc to find job {job}: {e}")))?;
+        // A pid whose start time no longer matches is another process now: not the job.
+        let pid = r.pid.filter(|p| {
+            r.pid_start_time
+                .is_none_or(|t| snap.procs.get(p).is_some_and(|pr| pr.start == t))
+        });
+        let targets = usage::job_processes(&snap, r.pgid, pid);
+        usage::stop_tree(targets, grace, KILL_WAIT).map_err(|e| {
+            Error::failure(format!("job {job} was not killed: {e}")).hint(match e {
+                usage::StopError::Signal { .. } => {
+                    "run pas kill as the user who owns the job's processes (or as root); the reservation stays active"
+                }
+                usage::StopError::Survived(_) => {
+                    "a process in uninterruptible sleep (state D) ignores SIGKILL until its IO ends; try again, the reservation stays active"
+                }
+            })
+        })?
+    } else {
+        Ended::NotRunning
     };
     let ended = end(
         store,
@@ -311,22 +558,59 @@ pub fn list(
     Ok(all)
 }
 
-/// One resource of a quota.
+/// Capacity, reserved and free of one level.
 #[derive(Debug, Clone, Serialize)]
-pub struct QuotaLine {
-    /// The resource.
-    pub resource: &'static str,
+pub struct LevelLine {
     /// The capacity (`None`: unlimited).
     pub capacity: Option<f64>,
     /// Reserved now.
     pub reserved: f64,
     /// Free now (`None`: unlimited).
     pub free: Option<f64>,
-    /// For people.
-    pub shown: [String; 3],
 }
 
-/// Capacity, reserved and free, per resource.
+impl LevelLine {
+    fn new(capacity: Option<f64>, reserved: f64) -> LevelLine {
+        LevelLine {
+            capacity,
+            reserved,
+            free: capacity.map(|c| (c - reserved).max(0.0)),
+        }
+    }
+
+    fn shown(&self, unit: Unit) -> [String; 3] {
+        [
+            self.capacity
+                .map_or("unlimited".into(), |c| units::show(c, unit)),
+            units::show(self.reserved, unit),
+            self.free
+                .map_or("unlimited".into(), |f| units::show(f, unit)),
+        ]
+    }
+}
+
+/// One resource of a quota: the cell's level (flat, as before) and the machine's.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuotaLine {
+    /// The resource.
+    pub resource: &'static str,
+    /// The cell's capacity (`None`: unlimited).
+    pub capacity: Option<f64>,
+    /// Reserved in the cell now.
+    pub reserved: f64,
+    /// Free in the cell now (`None`: unlimited).
+    pub free: Option<f64>,
+    /// For people: the cell's capacity, reserved, free.
+    pub shown: [String; 3],
+    /// The machine's level (all cells together), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<LevelLine>,
+    /// For people: the machine's capacity, reserved, free.
+    #[serde(skip)]
+    pub machine_shown: [String; 3],
+}
+
+/// Capacity, reserved and free, per resource, of the cell only.
 pub fn quota(store: &dyn Store, cell: &str) -> Result<Vec<QuotaLine>> {
     let cap = capacity(
         store
@@ -338,20 +622,31 @@ pub fn quota(store: &dyn Store, cell: &str) -> Result<Vec<QuotaLine>> {
         .iter()
         .enumerate()
         .map(|(i, (key, unit, _))| {
-            let free = cap[i].map(|c| (c - held[i]).max(0.0));
+            let level = LevelLine::new(cap[i], held[i]);
             QuotaLine {
                 resource: key,
-                capacity: cap[i],
-                reserved: held[i],
-                free,
-                shown: [
-                    cap[i].map_or("unlimited".into(), |c| units::show(c, *unit)),
-                    units::show(held[i], *unit),
-                    free.map_or("unlimited".into(), |f| units::show(f, *unit)),
-                ],
+                capacity: level.capacity,
+                reserved: level.reserved,
+                free: level.free,
+                shown: level.shown(*unit),
+                machine: None,
+                machine_shown: Default::default(),
             }
         })
         .collect())
+}
+
+/// [`quota`] with the machine's level: its capacity and what all cells hold (the ledger).
+pub fn quota_with_machine(store: &dyn Store, cell: &str) -> Result<(Vec<QuotaLine>, Machine)> {
+    let mut lines = quota(store, cell)?;
+    let machine = machine(store)?;
+    let held = Ledger::read(store)?.held();
+    for (i, line) in lines.iter_mut().enumerate() {
+        let level = LevelLine::new(machine.capacity[i], held[i]);
+        line.machine_shown = level.shown(RESOURCES[i].1);
+        line.machine = Some(level);
+    }
+    Ok((lines, machine))
 }
 
 /// Sets quota values (as typed: `"4 cores"`, `"8GB"`) in `config/isolation.json`.
