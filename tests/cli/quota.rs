@@ -5,7 +5,7 @@ use std::process::{Child, Stdio};
 
 use serde_json::Value;
 
-use crate::harness::{wait_until, Root};
+use crate::harness::{tool_available, wait_until, Root};
 
 fn capacity(root: &Root, toml: &str) {
     std::fs::write(root.path.join("pas.toml"), format!("[capacity]\n{toml}")).unwrap();
@@ -280,21 +280,58 @@ fn kill_that_cannot_signal_fails_and_keeps_the_reservation() {
     let root = Root::new();
     let cell = root.cell("KillDenied");
     root.ok(&["agent", "add", &cell, "a1"]);
-    // Process 1 belongs to root: as another user pas may not signal it. As root it may,
-    // and this test must not kill init.
-    if rustix_is_root() {
-        println!("skipped: running as root, which may signal every process");
-        return;
-    }
+    // A job pas may not signal: as root, pas kill runs as nobody (setpriv) against this
+    // test's own sleep; as another user, against init.
+    let mut job = std::process::Command::new("sleep")
+        .arg("300")
+        .spawn()
+        .unwrap();
+    let as_root = is_root();
+    let target = if as_root { job.id() as i32 } else { 1 };
     root.ok(&[
-        "reserve", &cell, "--job", "init", "--agent", "a1", "--pid", "1",
+        "reserve",
+        &cell,
+        "--job",
+        "held",
+        "--agent",
+        "a1",
+        "--pid",
+        &target.to_string(),
     ]);
-    root.run(&["kill", &cell, "init", "--grace", "0"])
-        .refused(1, "job init was not killed: cannot signal process 1");
+    let run = if as_root {
+        if !tool_available(
+            "setpriv",
+            &["--version"],
+            "pas kill runs as nobody to meet EPERM",
+        ) {
+            job.kill().unwrap();
+            job.wait().unwrap();
+            return;
+        }
+        let mut cmd = root.cmd_via(
+            &[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ],
+            &["kill", &cell, "held", "--grace", "0"],
+        );
+        crate::harness::Run::from(cmd.output().unwrap())
+    } else {
+        root.run(&["kill", &cell, "held", "--grace", "0"])
+    };
+    run.refused(
+        1,
+        &format!("job held was not killed: cannot signal process {target}"),
+    );
+    assert!(running(target), "the job was not touched");
     assert_eq!(root.json(&["reservations", &cell])[0]["status"], "active");
+    job.kill().unwrap();
+    job.wait().unwrap();
 }
 
-fn rustix_is_root() -> bool {
+fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             s.lines()
