@@ -408,26 +408,41 @@ pub enum Ended {
     Killed,
 }
 
+/// What `pas kill` ends: whole process groups (signalled at once, as `kill -- -PGID` does,
+/// so a shell and its children get the signal together) and single processes with their
+/// start times (so a reused pid is never signalled).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Targets {
+    /// Process groups.
+    pub groups: Vec<i32>,
+    /// Processes: pid and start time.
+    pub procs: Vec<(i32, u64)>,
+}
+
 /// The processes a job names: the members of group `pgid` (or, when no group has that id,
 /// the process with that pid: a job's pid given as its group) and `pid`, with all their
-/// descendants; each with its start time, so a reused pid is never signalled.
-pub fn job_processes(snap: &Snapshot, pgid: Option<i32>, pid: Option<i32>) -> Vec<(i32, u64)> {
+/// descendants.
+pub fn job_processes(snap: &Snapshot, pgid: Option<i32>, pid: Option<i32>) -> Targets {
     let mut roots = Vec::new();
+    let mut groups = Vec::new();
     if let Some(g) = pgid.filter(|g| *g > 0) {
         let members = snap.group(g);
         if members.is_empty() {
             roots.push(g);
         } else {
+            groups.push(g);
             roots.extend(members);
         }
     }
     roots.extend(pid.filter(|p| *p > 0));
-    snap.tree(&roots)
+    let procs = snap
+        .tree(&roots)
         .into_iter()
         .filter_map(|p| snap.procs.get(&p))
         .filter(|p| !p.exited())
         .map(|p| (p.pid, p.start))
-        .collect()
+        .collect();
+    Targets { groups, procs }
 }
 
 /// The processes of `targets` still running (same pid and start time, not exited), with
@@ -461,7 +476,21 @@ fn still_running(targets: &mut Vec<(i32, u64)>) -> io::Result<Vec<(i32, u64)>> {
         .collect())
 }
 
-fn signal_all(procs: &[(i32, u64)], sig: Signal) -> Result<(), StopError> {
+fn signal_all(groups: &[i32], procs: &[(i32, u64)], sig: Signal) -> Result<(), StopError> {
+    for g in groups {
+        let Some(p) = Pid::from_raw(*g) else {
+            continue;
+        };
+        match rproc::kill_process_group(p, sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => {
+                return Err(StopError::Signal {
+                    pid: *g,
+                    err: e.into(),
+                })
+            }
+        }
+    }
     for (pid, _) in procs {
         let Some(p) = Pid::from_raw(*pid) else {
             continue;
@@ -479,25 +508,23 @@ fn signal_all(procs: &[(i32, u64)], sig: Signal) -> Result<(), StopError> {
     Ok(())
 }
 
-/// Ends `targets` (pid and start time) and whatever they start meanwhile: SIGTERM to each,
-/// up to `grace` for them to leave, SIGKILL to what is left, then up to `wait` until none
-/// runs. Fails, rather than report an end that did not happen, when a signal is refused or
-/// a process is still there.
-pub fn stop_tree(
-    mut targets: Vec<(i32, u64)>,
-    grace: Duration,
-    wait: Duration,
-) -> Result<Ended, StopError> {
+/// Ends `job`'s processes and whatever they start meanwhile: SIGTERM to its groups and each
+/// process, up to `grace` for them to leave, SIGKILL to what is left, then up to `wait`
+/// until none runs. Fails, rather than report an end that did not happen, when a signal is
+/// refused or a process is still there.
+pub fn stop_tree(job: Targets, grace: Duration, wait: Duration) -> Result<Ended, StopError> {
+    let Targets { groups, mut procs } = job;
+    let targets = &mut procs;
     let proc_error = |e: io::Error| StopError::Signal { pid: 0, err: e };
-    let running = still_running(&mut targets).map_err(proc_error)?;
+    let running = still_running(targets).map_err(proc_error)?;
     if running.is_empty() {
         return Ok(Ended::NotRunning);
     }
-    signal_all(&running, Signal::TERM)?;
+    signal_all(&groups, &running, Signal::TERM)?;
     let deadline = Instant::now() + grace;
     loop {
         crate::process::reap_children();
-        let running = still_running(&mut targets).map_err(proc_error)?;
+        let running = still_running(targets).map_err(proc_error)?;
         if running.is_empty() {
             return Ok(Ended::Terminated);
         }
@@ -509,7 +536,7 @@ pub fn stop_tree(
     let deadline = Instant::now() + wait;
     let mut killed = false;
     loop {
-        let running = still_running(&mut targets).map_err(proc_error)?;
+        let running = still_running(targets).map_err(proc_error)?;
         if running.is_empty() {
             return Ok(if killed {
                 Ended::Killed
@@ -522,7 +549,7 @@ pub fn stop_tree(
                 running.iter().map(|(p, _)| *p).collect(),
             ));
         }
-        signal_all(&running, Signal::KILL)?;
+        signal_all(&groups, &running, Signal::KILL)?;
         killed = true;
         crate::process::reap_children();
         std::thread::sleep(Duration::from_millis(10));
@@ -591,16 +618,20 @@ mod tests {
             v.sort_unstable();
             v
         };
-        let pids = |v: Vec<(i32, u64)>| sorted(v.into_iter().map(|(p, _)| p).collect());
-        let cases: [(Option<i32>, Option<i32>, Vec<i32>); 7] = [
-            (Some(10), None, vec![10, 11, 12, 13]),
+        let pids = |t: Targets| {
+            let procs = sorted(t.procs.into_iter().map(|(p, _)| p).collect());
+            (t.groups, procs)
+        };
+        type Case = (Option<i32>, Option<i32>, (Vec<i32>, Vec<i32>));
+        let cases: [Case; 7] = [
+            (Some(10), None, (vec![10], vec![10, 11, 12, 13])),
             // 11 is no group leader: taken as a pid, with its children.
-            (Some(11), None, vec![11, 12, 13]),
-            (None, Some(11), vec![11, 12, 13]),
-            (None, Some(12), vec![12]),
-            (None, Some(99), vec![]),
-            (Some(0), Some(-1), vec![]),
-            (Some(20), Some(12), vec![12, 20]),
+            (Some(11), None, (vec![], vec![11, 12, 13])),
+            (None, Some(11), (vec![], vec![11, 12, 13])),
+            (None, Some(12), (vec![], vec![12])),
+            (None, Some(99), (vec![], vec![])),
+            (Some(0), Some(-1), (vec![], vec![])),
+            (Some(20), Some(12), (vec![20], vec![12, 20])),
         ];
         for (pgid, pid, want) in cases {
             assert_eq!(
