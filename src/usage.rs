@@ -2,14 +2,16 @@
 //! never from the store.
 //!
 //! An agent's usage is that of its whole process tree: its pid and every descendant, found
-//! by following the parent links of one pass over `/proc/*/stat` ([`Snapshot`]). CPU time
+//! through the children files of `/proc/PID/task/*/` ([`Snapshot::trees_of`]: the cost is
+//! the tree's size, not the machine's process count). CPU time
 //! adds each live member's own and waited-for children's time, so a child that already
 //! exited is still counted once (in the parent that reaped it). One-shot commands report
 //! CPU seconds and the percent since the agent's process started ([`Usage::cpu_percent`]);
 //! `pas top` turns two successive samples into the percent of the last interval
 //! ([`cpu_percent_between`]).
 //!
-//! The same snapshot finds the processes `pas kill` must end ([`Snapshot::tree`]), and
+//! One pass over every `/proc/*/stat` ([`Snapshot::take`]) finds the processes `pas kill`
+//! must end (a group's members need not descend from one another, [`job_processes`]), and
 //! [`stop_tree`] ends them: SIGTERM, a grace, SIGKILL, and a bounded wait until they are
 //! gone.
 
@@ -75,6 +77,8 @@ impl Proc {
 pub struct Snapshot {
     /// The processes, by pid.
     pub procs: HashMap<i32, Proc>,
+    /// Seconds since boot when it was taken (`/proc/uptime`).
+    pub uptime: Option<f64>,
 }
 
 impl Snapshot {
@@ -93,7 +97,53 @@ impl Snapshot {
                 procs.insert(pid, p);
             }
         }
-        Ok(Snapshot { procs })
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok());
+        Ok(Snapshot { procs, uptime })
+    }
+
+    /// The processes of the trees under `roots` only, found through each process's
+    /// `/proc/PID/task/TID/children` files: its cost is the trees' size, not the machine's
+    /// process count. Where the kernel has no children files, every process is read.
+    pub fn trees_of(roots: &[i32]) -> io::Result<Snapshot> {
+        if !std::path::Path::new("/proc/self/task")
+            .join(std::process::id().to_string())
+            .join("children")
+            .exists()
+        {
+            return Snapshot::take();
+        }
+        let mut procs = HashMap::new();
+        let mut todo: Vec<i32> = roots.to_vec();
+        while let Some(pid) = todo.pop() {
+            if procs.contains_key(&pid) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue; // gone meanwhile
+            };
+            let Some(p) = Proc::parse(&text) else {
+                continue;
+            };
+            procs.insert(pid, p);
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let Ok(kids) = std::fs::read_to_string(task.path().join("children")) else {
+                    continue;
+                };
+                todo.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<i32>().ok()),
+                );
+            }
+        }
+        let uptime = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse().ok());
+        Ok(Snapshot { procs, uptime })
     }
 
     /// `roots` (those that exist) and all their descendants, roots first.
@@ -146,8 +196,8 @@ impl Snapshot {
             .filter(|p| !p.exited())
             .map(|p| Sample::read(p, host))
             .collect();
-        let elapsed = host
-            .uptime_seconds()
+        let elapsed = self
+            .uptime
             .map(|up| up - root.start as f64 / host.ticks_per_second);
         Some(aggregate(&samples, elapsed))
     }
@@ -186,12 +236,6 @@ impl Host {
             }
         }
         host
-    }
-
-    /// Seconds since boot (`/proc/uptime`).
-    pub fn uptime_seconds(&self) -> Option<f64> {
-        let text = std::fs::read_to_string("/proc/uptime").ok()?;
-        text.split_whitespace().next()?.parse().ok()
     }
 }
 
@@ -576,6 +620,7 @@ mod tests {
     fn snap(procs: &[Proc]) -> Snapshot {
         Snapshot {
             procs: procs.iter().map(|p| (p.pid, *p)).collect(),
+            uptime: None,
         }
     }
 
@@ -743,6 +788,24 @@ mod tests {
         let snap = Snapshot::take().unwrap();
         let me = std::process::id() as i32;
         let u = snap.usage_of(me, None, &host).unwrap();
+        // The tree alone gives the same processes as the whole machine's snapshot.
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let (whole, trees) = (
+            Snapshot::take().unwrap(),
+            Snapshot::trees_of(&[me]).unwrap(),
+        );
+        let mut a = whole.tree(&[me]);
+        let mut b = trees.tree(&[me]);
+        a.sort_unstable();
+        b.sort_unstable();
+        assert!(b.contains(&(child.id() as i32)), "{b:?}");
+        assert_eq!(a, b);
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
         assert!(u.rss_bytes > 0 && u.threads >= 1 && u.processes >= 1);
         assert!(u.open_files.is_some_and(|n| n >= 3));
         let wrong_start = snap.procs[&me].start + 1;

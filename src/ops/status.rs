@@ -91,12 +91,16 @@ pub struct AgentView {
     /// Tokens used.
     pub tokens_used: Option<f64>,
     /// What its process tree uses, while it runs on this host (`crate::usage`: CPU
-    /// percent since it started); `null` otherwise.
+    /// percent since it started); left out otherwise (10,000 stopped agents print nothing
+    /// more).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::usage::Usage>,
     /// Its cell's resource limits (`config/isolation.json` `resource_limits`: cpu cores,
     /// memory bytes, gpu, gpu_memory bytes; `null` for no limit), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
     /// What its active reservations hold (same units), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved: Option<Reserved>,
     /// Its process's start time (to tell a reused pid), for reading its usage.
     #[serde(skip)]
@@ -271,35 +275,39 @@ pub type Limits = BTreeMap<&'static str, Option<f64>>;
 /// Reserved amounts by resource name.
 pub type Reserved = BTreeMap<&'static str, f64>;
 
-/// A `/proc` snapshot and the host's units, read once for a whole view.
+/// The last cell's process trees and the host's units (read once per view).
 type ProcView = Option<(crate::usage::Snapshot, crate::usage::Host)>;
 
-fn proc_view(snap: &mut ProcView) -> Option<&(crate::usage::Snapshot, crate::usage::Host)> {
-    if snap.is_none() {
-        // No /proc: nothing to show.
-        *snap = crate::usage::Snapshot::take()
-            .ok()
-            .map(|s| (s, crate::usage::Host::read()));
-    }
-    snap.as_ref()
+/// The process trees of `roots`, with the host's units (`None`: no `/proc`).
+fn proc_view(roots: &[i32]) -> ProcView {
+    crate::usage::Snapshot::trees_of(roots)
+        .ok()
+        .map(|s| (s, crate::usage::Host::read()))
 }
 
 /// Fills in usage, limits and reservations of the agents of a cell that run on this host.
-/// `/proc` is read (once, into `snap`, shared by the cells of one view) only when one does,
-/// and the cell's isolation and reservations only then: a fleet of stopped agents costs
-/// nothing more.
+/// `/proc` is read only for the process trees of those agents (the host's units once per
+/// view, kept in `snap`), and the cell's isolation and reservations only when one runs: a
+/// fleet of stopped agents costs nothing more.
 fn attach_usage(
     store: &dyn Store,
     cell: &str,
     agents: &mut [AgentView],
     snap: &mut ProcView,
 ) -> Result<()> {
-    if !agents.iter().any(|a| a.pid.is_some()) {
+    let roots: Vec<i32> = agents.iter().filter_map(|a| a.pid).collect();
+    if roots.is_empty() {
         return Ok(());
     }
-    let Some((snap, host)) = proc_view(snap) else {
-        return Ok(());
+    // One read of the cell's trees; the host's units once per view.
+    let host = match snap {
+        Some((_, host)) => *host,
+        None => crate::usage::Host::read(),
     };
+    let Ok(trees) = crate::usage::Snapshot::trees_of(&roots) else {
+        return Ok(()); // no /proc: nothing to show
+    };
+    let (snap, host) = &*snap.insert((trees, host));
     let facts = CellResources::read(store, cell)?;
     for a in agents.iter_mut() {
         let Some(pid) = a.pid else { continue };
@@ -320,7 +328,7 @@ pub fn agent_resources(
     pid: i32,
     start: Option<u64>,
 ) -> Result<(Option<crate::usage::Usage>, Limits, Reserved)> {
-    let usage = proc_view(&mut None).and_then(|(snap, host)| snap.usage_of(pid, start, host));
+    let usage = proc_view(&[pid]).and_then(|(snap, host)| snap.usage_of(pid, start, &host));
     let (limits, reserved) = CellResources::read(store, cell)?.of(agent);
     Ok((usage, limits, reserved))
 }
