@@ -521,29 +521,22 @@ fn still_running(targets: &mut Vec<(i32, u64)>) -> io::Result<Vec<(i32, u64)>> {
 }
 
 fn signal_all(groups: &[i32], procs: &[(i32, u64)], sig: Signal) -> Result<(), StopError> {
-    for g in groups {
-        let Some(p) = Pid::from_raw(*g) else {
+    let whole = groups.iter().map(|g| (*g, true));
+    let single = procs.iter().map(|(pid, _)| (*pid, false));
+    for (id, group) in whole.chain(single) {
+        let Some(p) = Pid::from_raw(id) else {
             continue;
         };
-        match rproc::kill_process_group(p, sig) {
+        let sent = if group {
+            rproc::kill_process_group(p, sig)
+        } else {
+            rproc::kill_process(p, sig)
+        };
+        match sent {
             Ok(()) | Err(rustix::io::Errno::SRCH) => {}
             Err(e) => {
                 return Err(StopError::Signal {
-                    pid: *g,
-                    err: e.into(),
-                })
-            }
-        }
-    }
-    for (pid, _) in procs {
-        let Some(p) = Pid::from_raw(*pid) else {
-            continue;
-        };
-        match rproc::kill_process(p, sig) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-            Err(e) => {
-                return Err(StopError::Signal {
-                    pid: *pid,
+                    pid: id,
                     err: e.into(),
                 })
             }
