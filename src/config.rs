@@ -10,6 +10,18 @@
 //! auto_revive = "ask"
 //! ```
 //!
+//! A `[capacity]` table sets what the machine offers to the reservations of all cells
+//! together (see [`Capacity`]; what is not set is measured from the machine):
+//!
+//! ```toml
+//! [capacity]
+//! cpu = 8
+//! mem_mb = 16000
+//! gpu = 1
+//! gpu_mem_mb = 8000
+//! ports = "8000-8999"
+//! ```
+//!
 //! Unknown tables and unknown policy names are refused, naming the line: a typo in a file
 //! that changes every cell should not pass silently.
 
@@ -25,6 +37,69 @@ pub struct RootConfig {
     pub policies: Map<String, Value>,
     /// `store = "etcd://..."`: the store this root's commands use (see `store::select`).
     pub store: Option<String>,
+    /// `[capacity]`: the machine's capacity as set by the operator.
+    pub capacity: Capacity,
+}
+
+/// The `[capacity]` table: what the machine offers to all cells' reservations. A value
+/// left out is measured (see `crate::usage::machine`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity {
+    /// CPU cores.
+    pub cpu: Option<f64>,
+    /// Memory in MB (10⁶ bytes, as `pas reserve --mem 4GB` counts).
+    pub mem_mb: Option<f64>,
+    /// GPUs.
+    pub gpu: Option<f64>,
+    /// GPU memory in MB.
+    pub gpu_mem_mb: Option<f64>,
+    /// The ports reservations may hold, first and last.
+    pub ports: Option<(u16, u16)>,
+}
+
+/// The keys of `[capacity]`.
+pub const CAPACITY_KEYS: [&str; 5] = ["cpu", "mem_mb", "gpu", "gpu_mem_mb", "ports"];
+
+/// Reads one `[capacity]` value; an error says what is wrong.
+fn capacity_value(
+    capacity: &mut Capacity,
+    key: &str,
+    value: &toml::Value,
+) -> std::result::Result<(), String> {
+    if key == "ports" {
+        let range = value
+            .as_str()
+            .and_then(|t| t.split_once('-'))
+            .and_then(|(a, b)| Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?)))
+            .filter(|(a, b)| *a >= 1 && a <= b);
+        return match range {
+            Some(r) => {
+                capacity.ports = Some(r);
+                Ok(())
+            }
+            None => Err(format!(
+                "[capacity] ports must be a range like \"8000-8999\" (1 to 65535), not {value}"
+            )),
+        };
+    }
+    let n = match value {
+        toml::Value::Integer(i) => *i as f64,
+        toml::Value::Float(f) => *f,
+        _ => f64::NAN,
+    };
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(format!(
+            "[capacity] {key} must be a number of at least 0, not {value}"
+        ));
+    }
+    let slot = match key {
+        "cpu" => &mut capacity.cpu,
+        "mem_mb" => &mut capacity.mem_mb,
+        "gpu" => &mut capacity.gpu,
+        _ => &mut capacity.gpu_mem_mb,
+    };
+    *slot = Some(n);
+    Ok(())
 }
 
 /// Reads and checks the root's `pas.toml`; a missing file is an empty configuration.
@@ -72,11 +147,30 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             config.store = Some(url);
             continue;
         }
+        if name == "capacity" {
+            let toml::Value::Table(table) = value else {
+                return Err((find_line(&name), "`capacity` must be a table".to_string()));
+            };
+            for (key, value) in table {
+                if !CAPACITY_KEYS.contains(&key.as_str()) {
+                    return Err((
+                        find_line(&key),
+                        format!(
+                            "unknown key `{key}` in [capacity]; it has {}",
+                            CAPACITY_KEYS.join(", ")
+                        ),
+                    ));
+                }
+                capacity_value(&mut config.capacity, &key, &value)
+                    .map_err(|what| (find_line(&key), what))?;
+            }
+            continue;
+        }
         if name != "policies" {
             return Err((
                 find_line(&format!("[{name}")).or_else(|| find_line(&name)),
                 format!(
-                    "unknown setting `{name}`; the file has `store = \"URL\"` and one table, [policies]"
+                    "unknown setting `{name}`; the file has `store = \"URL\"` and two tables, [policies] and [capacity]"
                 ),
             ));
         }
@@ -208,6 +302,50 @@ mod tests {
                 }
                 (got, want) => panic!("{got:?} vs {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn capacity_values_are_read_or_refused_naming_their_line() {
+        let ok = parse(
+            b"[capacity]\ncpu = 8\nmem_mb = 1500.5\ngpu = 1\ngpu_mem_mb = 8000\nports = \"8000-8099\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.capacity,
+            Capacity {
+                cpu: Some(8.0),
+                mem_mb: Some(1500.5),
+                gpu: Some(1.0),
+                gpu_mem_mb: Some(8000.0),
+                ports: Some((8000, 8099)),
+            }
+        );
+        assert_eq!(parse(b"").unwrap().capacity, Capacity::default());
+        let cases: [(&[u8], usize, &str); 6] = [
+            (b"[capacity]\ngpus = 1\n", 2, "unknown key `gpus`"),
+            (b"[capacity]\ncpu = -1\n", 2, "at least 0"),
+            (
+                b"[capacity]\n\nmem_mb = \"lots\"\n",
+                3,
+                "mem_mb must be a number",
+            ),
+            (
+                b"[capacity]\nports = \"9000-8000\"\n",
+                2,
+                "ports must be a range",
+            ),
+            (
+                b"[capacity]\nports = \"0-10\"\n",
+                2,
+                "ports must be a range",
+            ),
+            (b"[capacity]\nports = 80\n", 2, "ports must be a range"),
+        ];
+        for (text, line, what) in cases {
+            let (at, msg) = parse(text).unwrap_err();
+            assert_eq!(at, Some(line), "{msg}");
+            assert!(msg.contains(what), "{msg}");
         }
     }
 }

@@ -42,6 +42,7 @@ mod serve;
 mod templates;
 mod tui;
 mod units;
+mod usage;
 
 #[cfg(feature = "etcd")]
 pub use cli::run_etcd;

@@ -45,8 +45,12 @@ record! {
         gpu_memory: f64 = or_default,
         /// A TCP port, held by one active reservation at a time.
         port: Option<u16> = nullable,
-        /// The job's process group, which `pas kill` stops.
+        /// The job's process group, which `pas kill` ends with its members' descendants.
         pgid: Option<i32> = nullable,
+        /// The job's process, which `pas kill` ends with its descendants.
+        pid: Option<i32> = optional,
+        /// The start time of `pid` (clock ticks since boot): a reused pid is not the job.
+        pid_start_time: Option<u64> = optional,
         /// Whether the lease still holds.
         status: ReservationStatus = required,
         /// When it was made.

@@ -832,6 +832,8 @@ fn reservations_merge_entry_by_entry() {
             gpu_memory: 0.0,
             port: None,
             pgid: Some(99),
+            pid: None,
+            pid_start_time: None,
             status: ReservationStatus::Active,
             reserved_at: end,
             ended_at: None,

@@ -90,6 +90,21 @@ pub struct AgentView {
     pub cost_usd: Option<f64>,
     /// Tokens used.
     pub tokens_used: Option<f64>,
+    /// What its process tree uses, while it runs on this host (`crate::usage`: CPU
+    /// percent since it started); left out otherwise (10,000 stopped agents print nothing
+    /// more).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<crate::usage::Usage>,
+    /// Its cell's resource limits (`config/isolation.json` `resource_limits`: cpu cores,
+    /// memory bytes, gpu, gpu_memory bytes; `null` for no limit), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limits: Option<Limits>,
+    /// What its active reservations hold (same units), while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Reserved>,
+    /// Its process's start time (to tell a reused pid), for reading its usage.
+    #[serde(skip)]
+    pub pid_start_time: Option<u64>,
 }
 
 /// An agent's place in its life, as a process manager shows it (`pas status` STATE).
@@ -211,8 +226,111 @@ impl AgentView {
             ctx_thresholds: crate::ops::budget::context_thresholds(policy),
             cost_usd: a.cost_usd,
             tokens_used: a.tokens_used,
+            usage: None,
+            limits: None,
+            reserved: None,
+            pid_start_time: a.pid_start_time.filter(|_| running),
         }
     }
+}
+
+/// Resource facts of a cell, for its running agents: limits and active reservations.
+struct CellResources {
+    limits: [Option<f64>; 4],
+    active: Vec<crate::model::Reservation>,
+}
+
+impl CellResources {
+    fn read(store: &dyn Store, cell: &str) -> Result<CellResources> {
+        use crate::ops::reservation;
+        let isolation = store.read(cell, FileKey::Config(crate::store::ConfigFile::Isolation))?;
+        Ok(CellResources {
+            limits: reservation::capacity(isolation.as_ref()).unwrap_or([None; 4]),
+            active: reservation::list(store, cell, Some(crate::model::ReservationStatus::Active))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The limits and what `agent` holds, by resource name.
+    fn of(&self, agent: &str) -> (Limits, Reserved) {
+        use crate::ops::reservation::{self, RESOURCES};
+        let held = reservation::held(self.active.iter().filter(|r| r.agent == agent));
+        (
+            RESOURCES
+                .iter()
+                .zip(self.limits)
+                .map(|((k, _, _), v)| (*k, v))
+                .collect(),
+            RESOURCES
+                .iter()
+                .zip(held)
+                .map(|((k, _, _), v)| (*k, v))
+                .collect(),
+        )
+    }
+}
+
+/// Limits by resource name (`None`: no limit).
+pub type Limits = BTreeMap<&'static str, Option<f64>>;
+/// Reserved amounts by resource name.
+pub type Reserved = BTreeMap<&'static str, f64>;
+
+/// The last cell's process trees and the host's units (read once per view).
+type ProcView = Option<(crate::usage::Snapshot, crate::usage::Host)>;
+
+/// The process trees of `roots`, with the host's units (`None`: no `/proc`).
+fn proc_view(roots: &[i32]) -> ProcView {
+    crate::usage::Snapshot::trees_of(roots)
+        .ok()
+        .map(|s| (s, crate::usage::Host::read()))
+}
+
+/// Fills in usage, limits and reservations of the agents of a cell that run on this host.
+/// `/proc` is read only for the process trees of those agents (the host's units once per
+/// view, kept in `snap`), and the cell's isolation and reservations only when one runs: a
+/// fleet of stopped agents costs nothing more.
+fn attach_usage(
+    store: &dyn Store,
+    cell: &str,
+    agents: &mut [AgentView],
+    snap: &mut ProcView,
+) -> Result<()> {
+    let roots: Vec<i32> = agents.iter().filter_map(|a| a.pid).collect();
+    if roots.is_empty() {
+        return Ok(());
+    }
+    // One read of the cell's trees; the host's units once per view.
+    let host = match snap {
+        Some((_, host)) => *host,
+        None => crate::usage::Host::read(),
+    };
+    let Ok(trees) = crate::usage::Snapshot::trees_of(&roots) else {
+        return Ok(()); // no /proc: nothing to show
+    };
+    let (snap, host) = &*snap.insert((trees, host));
+    let facts = CellResources::read(store, cell)?;
+    for a in agents.iter_mut() {
+        let Some(pid) = a.pid else { continue };
+        a.usage = snap.usage_of(pid, a.pid_start_time, host);
+        let (limits, reserved) = facts.of(&a.id);
+        a.limits = Some(limits);
+        a.reserved = Some(reserved);
+    }
+    Ok(())
+}
+
+/// What one running agent (`pid`, started at `start`) uses, with its limits and what it
+/// has reserved.
+pub fn agent_resources(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    pid: i32,
+    start: Option<u64>,
+) -> Result<(Option<crate::usage::Usage>, Limits, Reserved)> {
+    let usage = proc_view(&[pid]).and_then(|(snap, host)| snap.usage_of(pid, start, &host));
+    let (limits, reserved) = CellResources::read(store, cell)?.of(agent);
+    Ok((usage, limits, reserved))
 }
 
 /// The waits before the next restarts, in seconds, by policy (up to `max_restarts`, at
@@ -292,6 +410,17 @@ pub fn cell_view(
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<CellView> {
+    cell_view_sharing(store, cell, record, now, &mut None)
+}
+
+/// [`cell_view`] reading `/proc` at most once for all the cells that share `snap`.
+fn cell_view_sharing(
+    store: &dyn Store,
+    cell: &str,
+    record: bool,
+    now: DateTime<Utc>,
+    snap: &mut ProcView,
+) -> Result<CellView> {
     let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
     let mut cell_doc = read_cell()?;
     if record && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
@@ -309,7 +438,7 @@ pub fn cell_view(
     )?;
     let mut problems: Vec<String> = errors.into_iter().map(|e| e.message).collect();
     let mut schedules: Vec<(Arc<crate::ops::policy::Policy>, Vec<f64>)> = Vec::new();
-    let agents: Vec<AgentView> = observed
+    let mut agents: Vec<AgentView> = observed
         .iter()
         .map(|o| {
             // Agents sharing the cell's policy share its schedule: computed once per policy.
@@ -323,6 +452,7 @@ pub fn cell_view(
             AgentView::from_observed(o, schedule, now)
         })
         .collect();
+    attach_usage(store, cell, &mut agents, snap)?;
     let (time_used, timeout) = crate::ops::budget::cell_time(&cell_doc, now);
     let mut health_counts = BTreeMap::new();
     for a in &agents {
@@ -361,8 +491,9 @@ pub fn root_views(
 ) -> Result<(Vec<CellView>, Vec<Error>)> {
     let mut views = Vec::new();
     let mut errors = Vec::new();
+    let mut snap = None;
     for id in store.cell_ids()? {
-        match cell_view(store, &id, record, now) {
+        match cell_view_sharing(store, &id, record, now, &mut snap) {
             Ok(v) => views.push(v),
             Err(e) => errors.push(e),
         }
@@ -591,6 +722,40 @@ pub fn metrics(store: &dyn Store, views: &[CellView], now: DateTime<Utc>) -> Res
             })
             .collect(),
     );
+    let running: Vec<(&CellView, &AgentView, &crate::usage::Usage)> = views
+        .iter()
+        .flat_map(|v| v.agents.iter().map(move |a| (v, a)))
+        .filter_map(|(v, a)| a.usage.as_ref().map(|u| (v, a, u)))
+        .collect();
+    type Pick = fn(&crate::usage::Usage) -> Option<String>;
+    let usage_families: [(&str, &str, &str, Pick); 8] = [
+        ("pas_agent_processes", "gauge", "Live processes in each running agent's process tree.", |u| Some(u.processes.to_string())),
+        ("pas_agent_rss_bytes", "gauge", "Resident memory of each running agent's process tree, bytes.", |u| Some(u.rss_bytes.to_string())),
+        ("pas_agent_cpu_seconds_total", "counter", "CPU seconds used by each running agent's process tree (its live processes and the children they reaped).", |u| Some(format!("{}", u.cpu_seconds))),
+        ("pas_agent_threads", "gauge", "Threads of each running agent's process tree.", |u| Some(u.threads.to_string())),
+        ("pas_agent_open_files", "gauge", "Open file descriptors of each running agent's process tree.", |u| u.open_files.map(|n| n.to_string())),
+        ("pas_agent_io_read_bytes_total", "counter", "Bytes each running agent's process tree fetched from storage (/proc/PID/io read_bytes).", |u| u.io.map(|io| io.read_bytes.to_string())),
+        ("pas_agent_io_write_bytes_total", "counter", "Bytes each running agent's process tree sent to storage (/proc/PID/io write_bytes).", |u| u.io.map(|io| io.write_bytes.to_string())),
+        ("pas_agent_io_write_chars_total", "counter", "Bytes each running agent's process tree passed to write calls (/proc/PID/io wchar).", |u| u.io.map(|io| io.write_chars.to_string())),
+    ];
+    for (name, kind, help, pick) in usage_families {
+        family(
+            name,
+            kind,
+            help,
+            running
+                .iter()
+                .filter_map(|(v, a, u)| {
+                    pick(u).map(|value| {
+                        (
+                            format!("cell=\"{}\",agent=\"{}\"", label(&v.id), label(&a.id)),
+                            value,
+                        )
+                    })
+                })
+                .collect(),
+        );
+    }
     family(
         "pas_tasks",
         "gauge",

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::layout::{Collection, FileKey, LogFile};
+use super::layout::{Collection, FileKey, LogFile, RootDoc};
 use super::ready::ReadyIndex;
 use super::txn::transact;
 use super::Store;
@@ -72,6 +72,53 @@ pub fn run_all(make: MakeStore<'_>) {
     a_conflict_runs_the_body_again(&*store, &foreign);
     ready_index_follows_tasks(&*make().0);
     concurrent_claims_are_exactly_once(make().0);
+    root_docs_round_trip(&*make().0);
+    root_lock_makes_updates_exactly_once(make().0);
+}
+
+/// A root document is absent until written, then reads back whole, unknown keys and
+/// key order kept.
+pub fn root_docs_round_trip(store: &dyn Store) {
+    let key = RootDoc::Machine;
+    assert!(store.read_root_doc(key).expect("read").is_none());
+    let written = doc(json!({ "zz": 1, "entries": [{ "cell": "c", "job": "j" }], "aa": true }));
+    {
+        let _guard = store.lock_root(key.lock_name()).expect("lock");
+        store.write_root_doc(key, &written).expect("write");
+    }
+    let read = store.read_root_doc(key).expect("read").expect("exists");
+    assert_eq!(read, written);
+    let keys: Vec<&String> = read.map().keys().collect();
+    assert_eq!(keys, ["zz", "entries", "aa"], "key order kept");
+}
+
+/// Read-modify-write under the root lock from many threads loses no update.
+pub fn root_lock_makes_updates_exactly_once(store: Arc<dyn Store + Send + Sync>) {
+    let key = RootDoc::Machine;
+    let (threads, rounds) = (8, 25);
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for _ in 0..rounds {
+                    let _guard = store.lock_root(key.lock_name()).expect("lock");
+                    let mut d = store.read_root_doc(key).expect("read").unwrap_or_default();
+                    let n = d.get("count").and_then(|v| v.as_u64()).unwrap_or(0);
+                    d.set("count", n + 1);
+                    store.write_root_doc(key, &d).expect("write");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let d = store.read_root_doc(key).expect("read").expect("exists");
+    assert_eq!(
+        d.get("count").and_then(|v| v.as_u64()),
+        Some(threads * rounds),
+        "every update counted once"
+    );
 }
 
 /// The ready index: rebuilt at once from the tasks a transaction read (replacing what was

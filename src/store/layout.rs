@@ -43,6 +43,30 @@ pub const ROOT_CONFIG: &str = "pas.toml";
 /// Lock files live here, below [`PAS_DIR`].
 pub const LOCKS_DIR: &str = "locks";
 
+/// A document that belongs to the whole root rather than to a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RootDoc {
+    /// The machine ledger: every active reservation of every cell, against the machine's
+    /// capacity (`<root>/.pas/machine.json`).
+    Machine,
+}
+
+impl RootDoc {
+    /// Its file name below the root's [`PAS_DIR`].
+    pub fn file_name(self) -> &'static str {
+        match self {
+            RootDoc::Machine => "machine.json",
+        }
+    }
+
+    /// The root-wide lock that guards it (see [`super::Store::lock_root`]).
+    pub fn lock_name(self) -> &'static str {
+        match self {
+            RootDoc::Machine => "machine",
+        }
+    }
+}
+
 /// The mode of a document's file: an agent file that holds environment values (`--env`,
 /// often tokens) is readable by its owner only; every other document is 0644. Decided from
 /// the bytes, so intent replays get the same mode, and without parsing them (this is on

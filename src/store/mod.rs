@@ -31,7 +31,7 @@ use std::sync::OnceLock;
 
 pub use atomic::Durability;
 pub use layout::{
-    check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, LogFile, CELL_SUBDIRS,
+    check_id, Collection, ConfigFile, FileKey, IdKind, LockKey, LogFile, RootDoc, CELL_SUBDIRS,
 };
 pub use lock::LockGuard;
 pub(crate) use secret::TokenVersion;
@@ -302,6 +302,15 @@ pub trait Store {
     /// Takes a root-wide lock (`<root>/.pas/locks/<name>.lock`) if it is free, recording this
     /// process's pid in it; otherwise returns the holder's pid. Creates the root if missing.
     fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>>;
+    /// Takes a root-wide lock, waiting for another holder as long as the cell locks do (then
+    /// an error naming the lock). Root-wide locks come before any cell lock.
+    fn lock_root(&self, name: &str) -> Result<LockGuard>;
+    /// A root-level document; `None` when it does not exist. Change it only while holding
+    /// its lock ([`RootDoc::lock_name`]).
+    fn read_root_doc(&self, key: RootDoc) -> Result<Option<Doc>>;
+    /// Replaces a root-level document atomically (readers see the old or the new one).
+    /// The caller holds its lock.
+    fn write_root_doc(&self, key: RootDoc, doc: &Doc) -> Result<()>;
     /// Directory facts of one cell, for validation.
     fn inspect(&self, cell: &str) -> Result<CellListing>;
     /// Root entries that look like broken cells, for validation.
@@ -572,6 +581,28 @@ impl FsStore {
             })?;
         }
         self.root_fd()
+    }
+
+    /// Runs `take` on the root-wide lock file `name` (creating the root), naming the file
+    /// in an error.
+    fn with_root_lock_file<T>(
+        &self,
+        name: &str,
+        take: impl FnOnce(std::os::fd::BorrowedFd<'_>, &str) -> io::Result<T>,
+    ) -> Result<T> {
+        let root = self.ensure_root()?;
+        let file = format!("{name}.lock");
+        take(root.as_fd(), &file).map_err(|e| {
+            self.io_error(
+                "lock",
+                &self
+                    .root
+                    .join(layout::PAS_DIR)
+                    .join(layout::LOCKS_DIR)
+                    .join(&file),
+                e,
+            )
+        })
     }
 
     pub(crate) fn cell_fd(&self, cell: &str) -> Result<OwnedFd> {
@@ -1167,19 +1198,42 @@ impl Store for FsStore {
     }
 
     fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>> {
+        self.with_root_lock_file(name, lock::try_lock_recording_pid)
+    }
+
+    fn lock_root(&self, name: &str) -> Result<LockGuard> {
+        self.with_root_lock_file(name, |root, file| lock::lock(root, file, self.lock_wait))
+    }
+
+    fn read_root_doc(&self, key: RootDoc) -> Result<Option<Doc>> {
+        let Ok(root) = self.root_fd() else {
+            return Ok(None);
+        };
+        let path = self.root.join(layout::PAS_DIR).join(key.file_name());
+        let pas = match atomic::open_subdir(root.as_fd(), layout::PAS_DIR) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error("open", &path, e)),
+        };
+        match atomic::read_at(pas.as_fd(), key.file_name(), layout::RESERVATIONS_LIMIT) {
+            Ok(Some(bytes)) => Doc::parse(&bytes, &path).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.io_error("read", &path, e)),
+        }
+    }
+
+    fn write_root_doc(&self, key: RootDoc, doc: &Doc) -> Result<()> {
         let root = self.ensure_root()?;
-        let file = format!("{name}.lock");
-        lock::try_lock_recording_pid(root.as_fd(), &file).map_err(|e| {
-            self.io_error(
-                "lock",
-                &self
-                    .root
-                    .join(layout::PAS_DIR)
-                    .join(layout::LOCKS_DIR)
-                    .join(&file),
-                e,
-            )
-        })
+        let path = self.root.join(layout::PAS_DIR).join(key.file_name());
+        let pas = atomic::ensure_subdir(root.as_fd(), layout::PAS_DIR)
+            .map_err(|e| self.io_error("create", &path, e))?;
+        atomic::replace_at(
+            pas.as_fd(),
+            key.file_name(),
+            &doc.to_bytes(),
+            Durability::Durable,
+        )
+        .map_err(|e| self.io_error("write", &path, e))
     }
 
     fn inspect(&self, cell: &str) -> Result<CellListing> {

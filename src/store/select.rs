@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::etcd::{self, EtcdUrl};
-use super::layout::{Collection, FileKey, LockKey, LogFile};
+use super::layout::{Collection, FileKey, LockKey, LogFile, RootDoc};
 use super::{
     changes, events, ready, CellListing, CheckpointFiles, FsStore, LockGuard, LogChunk, LogSegment,
     Origin, Revision, RevisionedDocs, RootOddity, Store, Txn, Workspace,
@@ -131,6 +131,9 @@ delegate! {
         fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<String>;
         fn summaries(&self, cell: &str, agent: &str) -> Result<Vec<(String, Vec<u8>)>>;
         fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>>;
+        fn lock_root(&self, name: &str) -> Result<LockGuard>;
+        fn read_root_doc(&self, key: RootDoc) -> Result<Option<Doc>>;
+        fn write_root_doc(&self, key: RootDoc, doc: &Doc) -> Result<()>;
         fn inspect(&self, cell: &str) -> Result<CellListing>;
         fn root_oddities(&self) -> Result<Vec<RootOddity>>;
         fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>>;

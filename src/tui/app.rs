@@ -362,6 +362,8 @@ fn load_loop(
             // everything (a process that died with no one left to write it down).
             full |= polling || last_full.is_none_or(|t| t.elapsed() >= FULL_EVERY);
             dirty.extend(cells.due(now));
+            // Running agents' usage changes with no file written.
+            dirty.extend(cells.running());
             if !full && dirty.is_empty() {
                 last_load = Some(Instant::now());
                 continue;

@@ -129,6 +129,26 @@ impl Snapshot {
     }
 }
 
+/// Turns each running agent's CPU percent in `snap` into the percent between `prev`'s read
+/// and this one (same pid); an agent not in `prev` keeps its percent since start.
+pub fn rate_cpu(snap: &mut CellSnap, prev: &CellSnap) {
+    let wall = (snap.taken - prev.taken).num_milliseconds() as f64 / 1000.0;
+    for a in &mut snap.view.agents {
+        let before = prev
+            .view
+            .agents
+            .iter()
+            .find(|p| p.id == a.id && p.pid == a.pid)
+            .and_then(|p| p.usage.as_ref());
+        if let (Some(u), Some(b)) = (a.usage.as_mut(), before) {
+            if let Some(pct) = crate::usage::cpu_percent_between(b.cpu_seconds, u.cpu_seconds, wall)
+            {
+                u.cpu_percent = Some(pct);
+            }
+        }
+    }
+}
+
 /// The cells as last read, by id, each read again on its own: what the loader of `pas top`
 /// keeps between reads, so that a change reads the cell it touched, not the fleet.
 #[derive(Debug, Default)]
@@ -145,15 +165,19 @@ impl Cells {
         only: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        self.read.clear();
+        let before = std::mem::take(&mut self.read);
         match only {
             Some(id) => {
-                self.read
-                    .insert(id.to_string(), Ok(CellSnap::load(store, id, now)?));
+                let mut snap = CellSnap::load(store, id, now)?;
+                if let Some(Ok(prev)) = before.get(id) {
+                    rate_cpu(&mut snap, prev);
+                }
+                self.read.insert(id.to_string(), Ok(snap));
             }
             None => {
                 for id in store.cell_ids()? {
-                    self.read_one(store, id, now);
+                    let prev = before.get(&id).and_then(|p| p.as_ref().ok());
+                    self.read_one(store, id, now, prev);
                 }
             }
         }
@@ -178,21 +202,43 @@ impl Cells {
             self.read.retain(|id, _| ids.binary_search(id).is_ok());
             for id in ids {
                 if !self.read.contains_key(&id) {
-                    self.read_one(store, id, now);
+                    self.read_one(store, id, now, None);
                 }
             }
         }
         for id in dirty {
-            if self.read.contains_key(id) {
-                self.read_one(store, id.clone(), now);
+            if let Some(prev) = self.read.remove(id) {
+                self.read_one(store, id.clone(), now, prev.as_ref().ok());
             }
         }
         Ok(())
     }
 
-    fn read_one(&mut self, store: &dyn Store, id: String, now: DateTime<Utc>) {
-        let snap = CellSnap::load(store, &id, now).map_err(|e| e.message);
+    fn read_one(
+        &mut self,
+        store: &dyn Store,
+        id: String,
+        now: DateTime<Utc>,
+        prev: Option<&CellSnap>,
+    ) {
+        let mut snap = CellSnap::load(store, &id, now).map_err(|e| e.message);
+        if let (Ok(snap), Some(prev)) = (&mut snap, prev) {
+            rate_cpu(snap, prev);
+        }
         self.read.insert(id, snap);
+    }
+
+    /// The cells with an agent running on this host: read again on the clock's turn, so
+    /// their usage (and CPU percent over the last interval) stays current.
+    pub fn running(&self) -> BTreeSet<String> {
+        self.read
+            .iter()
+            .filter(|(_, snap)| {
+                snap.as_ref()
+                    .is_ok_and(|s| s.view.agents.iter().any(|a| a.usage.is_some()))
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The cells whose view may have changed by `now` without a file event ([`CellSnap::due`]).
@@ -790,6 +836,10 @@ pub(crate) mod tests {
             ctx_thresholds: (0.5, 0.75),
             cost_usd: None,
             tokens_used: None,
+            usage: None,
+            limits: None,
+            reserved: None,
+            pid_start_time: None,
         };
         let mut dead = agent("writer_2", Health::Dead, Some(95.0), None);
         dead.restart_count = 2;
@@ -876,6 +926,41 @@ pub(crate) mod tests {
 
     pub(crate) fn now() -> DateTime<Utc> {
         clock::parse("2026-11-23T10:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn cpu_percent_in_top_is_over_the_last_refresh() {
+        let cell = |taken: DateTime<Utc>, pid: i32, cpu: Option<f64>| {
+            let mut c = fleet(now()).cells.remove(0);
+            c.taken = taken;
+            c.view.agents.truncate(1);
+            c.view.agents[0].pid = Some(pid);
+            c.view.agents[0].usage = cpu.map(|s| crate::usage::Usage {
+                cpu_seconds: s,
+                cpu_percent: Some(1.0),
+                ..Default::default()
+            });
+            c
+        };
+        let later = now() + chrono::Duration::seconds(5);
+        // (before: pid, cpu seconds; after: time, pid, cpu seconds; percent shown)
+        let cases = [
+            ((7, Some(10.0)), (later, 7, Some(12.5)), Some(50.0)),
+            ((7, Some(10.0)), (later, 7, Some(10.0)), Some(0.0)),
+            // Another process now (a restart): its percent since start stays.
+            ((6, Some(10.0)), (later, 7, Some(1.0)), Some(1.0)),
+            // Not running before.
+            ((7, None), (later, 7, Some(1.0)), Some(1.0)),
+            // No time passed.
+            ((7, Some(1.0)), (now(), 7, Some(2.0)), Some(1.0)),
+        ];
+        for ((pid0, cpu0), (t1, pid1, cpu1), want) in cases {
+            let prev = cell(now(), pid0, cpu0);
+            let mut snap = cell(t1, pid1, cpu1);
+            rate_cpu(&mut snap, &prev);
+            let got = snap.view.agents[0].usage.and_then(|u| u.cpu_percent);
+            assert_eq!(got, want, "{pid0} {cpu0:?} -> {pid1} {cpu1:?}");
+        }
     }
 
     fn model() -> Model {

@@ -401,7 +401,21 @@ fn agent_line<'a>(
             format!(" {next}"),
             palette.tone(if next == "-" { Tone::Dim } else { Tone::Warn }),
         ),
+        Span::styled(usage_text(a), palette.tone(Tone::Dim)),
     ])
+}
+
+/// A running agent's RSS and CPU percent (over the last refresh), after its row: ` 52 MB
+/// 3.1%`; nothing for an agent that does not run here.
+fn usage_text(a: &AgentView) -> String {
+    match &a.usage {
+        Some(u) => format!(
+            "  {} {}",
+            crate::units::show(u.rss_bytes as f64, crate::units::Unit::Bytes),
+            u.cpu_percent.map_or("-".into(), |p| format!("{p}% cpu"))
+        ),
+        None => String::new(),
+    }
 }
 
 fn task_line<'a>(model: &Model, i: usize, cell: usize, a: &AgentView) -> Line<'a> {

@@ -116,6 +116,12 @@ fn an_agent_walks_ok_warning_breach_and_is_compacted() {
 fn fifty_concurrent_reservations_never_exceed_the_quota() {
     let root = Root::new();
     let cell = root.cell("Quota");
+    // The machine's capacity above the cell's quota, so the quota is what refuses.
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "[capacity]\ncpu = 64\nmem_mb = 64000\n",
+    )
+    .unwrap();
     root.ok(&["agent", "add", &cell, "a1"]);
     root.ok(&["quota", "set", &cell, "--cpu", "10 cores", "--mem", "10GB"]);
     let children: Vec<Child> = (0..50)
@@ -210,6 +216,7 @@ fn releasing_twice_is_harmless_and_leases_end_with_their_agent() {
 fn kill_stops_the_jobs_process_group_and_ends_the_lease() {
     let root = Root::new();
     let cell = root.cell("Kill");
+    std::fs::write(root.path.join("pas.toml"), "[capacity]\ngpu = 1\n").unwrap();
     root.ok(&["agent", "add", &cell, "a1"]);
     // A group of two: the shell and its sleep. On SIGTERM the shell collects its sleep and
     // dies of the signal itself, so no zombie of the group is left for a reaper to find.

@@ -190,6 +190,7 @@ fn the_seeds_curl_examples_change_the_cell_as_the_cli_sees_it() {
         return;
     }
     let root = Root::new();
+    seed_machine(&root);
     let cell = root.cell("seed");
     // The agents the examples name, and the seed's default quotas.
     root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
@@ -392,6 +393,7 @@ fn the_seeds_examples_run_unchanged_but_for_the_port_with_trust_loopback() {
         return;
     }
     let root = Root::new();
+    seed_machine(&root);
     let cell = root.cell("seed");
     root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
     root.ok(&["agent", "add", &cell, "Architect"]);
@@ -959,4 +961,15 @@ fn the_token_is_private_rotates_at_once_and_sigterm_stops_the_server() {
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).unwrap();
     assert!(server.stop().success());
+}
+
+/// The machine the seed's resource manager assumed (10 cores, 32 GB, 1 GPU, 8 GB of GPU
+/// memory) as the root's capacity: reservations must fit the machine too, and this one may
+/// have fewer cores and no GPU.
+fn seed_machine(root: &Root) {
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "[capacity]\ncpu = 10\nmem_mb = 32000\ngpu = 1\ngpu_mem_mb = 8000\n",
+    )
+    .unwrap();
 }

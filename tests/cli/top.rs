@@ -308,6 +308,11 @@ fn top_approves_a_revival_request_and_stops_an_agent() {
     tmux.wait_for("both agents", |s| {
         s.contains("asked") && s.contains("runner")
     });
+    // A running agent's memory and CPU follow its row.
+    tmux.wait_for("runner's usage", |s| {
+        s.lines()
+            .any(|l| l.contains("runner") && l.contains("B ") && l.contains("% cpu"))
+    });
 
     // The first agent under the cell: `r` approves its request, as `pas revive approve`.
     tmux.keys(&["j", "r"]);

@@ -469,6 +469,16 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         .store
         .describe_log(&cell_id, crate::store::LogFile::Agent(agent_id));
     let recent = status::recent_events(&ctx.store, &cell_id, agent_id, 5)?;
+    let resources = match a.pid.filter(|_| running) {
+        Some(pid) => Some(status::agent_resources(
+            &ctx.store,
+            &cell_id,
+            agent_id,
+            pid,
+            a.pid_start_time,
+        )?),
+        None => None,
+    };
     if ctx.out.is_json() {
         let mut value = doc.to_value();
         if let Value::Object(m) = &mut value {
@@ -481,6 +491,13 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
             m.insert("process".into(), json!(process));
             m.insert("state".into(), json!(state));
             m.insert("uptime_seconds".into(), json!(uptime));
+            let (usage, limits, reserved) = match &resources {
+                Some((u, l, r)) => (json!(u), json!(l), json!(r)),
+                None => (Value::Null, Value::Null, Value::Null),
+            };
+            m.insert("usage".into(), usage);
+            m.insert("limits".into(), limits);
+            m.insert("reserved".into(), reserved);
             m.insert("next_restart_in_seconds".into(), json!(next_in));
             m.insert("log".into(), json!(log));
             m.insert("recent_events".into(), json!(recent));
@@ -582,6 +599,21 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         ),
         ("log", Styled::from(log)),
         ("process", Styled::from(process_line)),
+        (
+            "usage",
+            Styled::from(match &resources {
+                Some((Some(u), _, _)) => usage_line(u),
+                Some((None, _, _)) => "- (its processes cannot be read)".to_string(),
+                None => "-".to_string(),
+            }),
+        ),
+        (
+            "limits",
+            Styled::from(match &resources {
+                Some((_, limits, reserved)) => limits_line(limits, reserved),
+                None => "-".to_string(),
+            }),
+        ),
         ("runs", Styled::from(a.runs.unwrap_or(0).to_string())),
         ("restarts", Styled::from(restarts)),
         ("next restart", Styled::from(next)),
@@ -924,4 +956,53 @@ fn wait(ctx: &Ctx, args: WaitArgs) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A process tree's usage in one line: `52.4 MB RSS, 3.2% CPU (1.5 s), 2 processes, 4
+/// threads, 12 open files, IO 0 B read / 1 kB written`.
+fn usage_line(u: &crate::usage::Usage) -> String {
+    use crate::units::{show, Unit};
+    let mut parts = vec![
+        format!("{} RSS", show(u.rss_bytes as f64, Unit::Bytes)),
+        format!(
+            "{} CPU since start ({} s)",
+            u.cpu_percent.map_or("-".into(), |p| format!("{p}%")),
+            (u.cpu_seconds * 100.0).round() / 100.0
+        ),
+        format!("{} processes, {} threads", u.processes, u.threads),
+    ];
+    if let Some(n) = u.open_files {
+        parts.push(format!("{n} open files"));
+    }
+    if let Some(io) = u.io {
+        parts.push(format!(
+            "IO {} read / {} written",
+            show(io.read_bytes as f64, Unit::Bytes),
+            show(io.write_bytes as f64, Unit::Bytes)
+        ));
+    }
+    parts.join(", ")
+}
+
+/// The cell's limits and what the agent reserved: `cpu 2 cores (reserved 1 core), memory
+/// unlimited`.
+fn limits_line(limits: &status::Limits, reserved: &status::Reserved) -> String {
+    crate::ops::reservation::RESOURCES
+        .iter()
+        .map(|(key, unit, label)| {
+            let limit = limits
+                .get(key)
+                .copied()
+                .flatten()
+                .map_or("unlimited".into(), |v| crate::units::show(v, *unit));
+            match reserved.get(key).copied().filter(|r| *r > 0.0) {
+                Some(r) => format!(
+                    "{label} {limit} (reserved {})",
+                    crate::units::show(r, *unit)
+                ),
+                None => format!("{label} {limit}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

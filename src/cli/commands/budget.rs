@@ -129,9 +129,13 @@ pub struct ReserveArgs {
     /// A TCP port.
     #[arg(long, value_name = "N")]
     pub port: Option<u16>,
-    /// The job's process group, stopped by `pas kill`.
+    /// The job's process group: `pas kill` ends its members and their descendants (a pid
+    /// that leads no group is taken as the job's process).
     #[arg(long, value_name = "PGID")]
     pub pgid: Option<i32>,
+    /// The job's process: `pas kill` ends it and its descendants.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<i32>,
 }
 
 // A cell and a job.
@@ -150,7 +154,8 @@ pub struct KillArgs {
     pub cell: String,
     /// The job's id.
     pub job: String,
-    /// Seconds between SIGTERM and SIGKILL.
+    /// Seconds between SIGTERM and SIGKILL (after SIGKILL pas waits up to 5 more seconds
+    /// for the processes to be gone before it fails, keeping the reservation).
     #[arg(long, default_value_t = 5.0, value_name = "SECS", value_parser = crate::cli::words::seconds)]
     pub grace: f64,
 }
@@ -522,8 +527,16 @@ pub fn reserve(ctx: &Ctx, args: ReserveArgs) -> Result<()> {
         gpu_mem,
         port,
         pgid,
+        pid,
     } = args;
     check_id(IdKind::Job, &job)?;
+    for (flag, v) in [("--pgid", pgid), ("--pid", pid)] {
+        if v.is_some_and(|v| v < 1) {
+            return Err(Error::usage(format!(
+                "{flag} must be a process id of at least 1"
+            )));
+        }
+    }
     check_id(IdKind::Agent, &agent)?;
     let amount = |v: &Option<String>, unit: Unit, flag: &str| -> Result<f64> {
         v.as_deref()
@@ -545,6 +558,7 @@ pub fn reserve(ctx: &Ctx, args: ReserveArgs) -> Result<()> {
             amounts,
             port,
             pgid,
+            pid,
         },
         clock::now(),
     )?;
@@ -591,8 +605,13 @@ pub fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
         ctx.out
             .json(&json!({ "job": job, "outcome": outcome, "released": ended }));
     } else {
+        let how = match outcome {
+            crate::usage::Ended::NotRunning => "no process was running",
+            crate::usage::Ended::Terminated => "its processes ended after SIGTERM",
+            crate::usage::Ended::Killed => "its processes were killed (SIGKILL after the grace)",
+        };
         ctx.out.info(&format!(
-            "job {job}: {outcome:?}; reservation {}",
+            "job {job}: {how}; reservation {}",
             if ended {
                 "ended (killed)"
             } else {
@@ -695,7 +714,7 @@ pub fn quota(ctx: &Ctx, args: QuotaArgs) -> Result<()> {
 }
 
 fn show_quota(ctx: &Ctx, cell_id: &str) -> Result<()> {
-    let lines = reservation::quota(&ctx.store, cell_id)?;
+    let (lines, machine) = reservation::quota_with_machine(&ctx.store, cell_id)?;
     if ctx.out.is_json() {
         ctx.out
             .json(&serde_json::to_value(&lines).unwrap_or(Value::Null));
@@ -709,10 +728,38 @@ fn show_quota(ctx: &Ctx, cell_id: &str) -> Result<()> {
                 Styled::from(q.shown[0].as_str()),
                 Styled::from(q.shown[1].as_str()),
                 Styled::from(q.shown[2].as_str()),
+                Styled::from(q.machine_shown[0].as_str()),
+                Styled::from(q.machine_shown[1].as_str()),
+                Styled::from(q.machine_shown[2].as_str()),
             ]
         })
         .collect();
-    ctx.out
-        .table(&["RESOURCE", "CAPACITY", "RESERVED", "FREE"], rows);
+    ctx.out.table(
+        &[
+            "RESOURCE",
+            "CAPACITY",
+            "RESERVED",
+            "FREE",
+            "MACHINE",
+            "ALL CELLS",
+            "MACHINE FREE",
+        ],
+        rows,
+    );
+    let measured: Vec<&str> = reservation::RESOURCES
+        .iter()
+        .zip(machine.measured)
+        .filter(|(_, m)| *m)
+        .map(|((k, _, _), _)| *k)
+        .collect();
+    if !measured.is_empty() {
+        ctx.out.note(&format!(
+            "machine capacity of {} measured on this host; set it in pas.toml [capacity]",
+            measured.join(", ")
+        ));
+    }
+    if let Some((lo, hi)) = machine.ports {
+        ctx.out.note(&format!("ports {lo}-{hi} may be reserved"));
+    }
     Ok(())
 }

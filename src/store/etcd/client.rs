@@ -21,7 +21,7 @@ use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::store::changes::{self, ChangeFeed};
 use crate::store::events::{self, NewEvent};
-use crate::store::layout::{check_id, Collection, FileKey, IdKind, LockKey, LogFile};
+use crate::store::layout::{check_id, Collection, FileKey, IdKind, LockKey, LogFile, RootDoc};
 use crate::store::ready::{Head as ReadyHead, ReadyIndex};
 use crate::store::txn::{self, CommitError, Expect, Op, Revision, Txn};
 use crate::store::{
@@ -1230,6 +1230,19 @@ impl Store for EtcdStore {
 
     fn try_lock_root(&self, name: &str) -> Result<std::result::Result<LockGuard, Option<u32>>> {
         self.blobs.try_lock_root(name)
+    }
+
+    // The machine's ledger is this host's, like its logs: kept in the local directory.
+    fn lock_root(&self, name: &str) -> Result<LockGuard> {
+        self.blobs.lock_root(name)
+    }
+
+    fn read_root_doc(&self, key: RootDoc) -> Result<Option<Doc>> {
+        self.blobs.read_root_doc(key)
+    }
+
+    fn write_root_doc(&self, key: RootDoc, doc: &Doc) -> Result<()> {
+        self.blobs.write_root_doc(key, doc)
     }
 
     fn inspect(&self, cell: &str) -> Result<CellListing> {
