@@ -31,9 +31,11 @@ pub mod model;
 pub mod store;
 
 mod accounts;
+mod cgroup;
 mod cli;
 mod clock;
 mod config;
+mod namespace;
 mod ops;
 mod output;
 mod process;

@@ -90,6 +90,9 @@ pub struct AgentView {
     pub cost_usd: Option<f64>,
     /// Tokens used.
     pub tokens_used: Option<f64>,
+    /// The limits in force on its process and how they are enforced (its file's
+    /// `limits`); `null` when none were set at its last start.
+    pub limits: Option<serde_json::Value>,
 }
 
 /// An agent's place in its life, as a process manager shows it (`pas status` STATE).
@@ -211,6 +214,7 @@ impl AgentView {
             ctx_thresholds: crate::ops::budget::context_thresholds(policy),
             cost_usd: a.cost_usd,
             tokens_used: a.tokens_used,
+            limits: a.limits.as_ref().map(crate::model::Field::encode),
         }
     }
 }

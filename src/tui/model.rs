@@ -790,6 +790,7 @@ pub(crate) mod tests {
             ctx_thresholds: (0.5, 0.75),
             cost_usd: None,
             tokens_used: None,
+            limits: None,
         };
         let mut dead = agent("writer_2", Health::Dead, Some(95.0), None);
         dead.restart_count = 2;

@@ -12,6 +12,7 @@ mod faults;
 mod hand_written;
 mod heartbeats;
 mod ids;
+mod limits;
 mod processes;
 mod programs;
 mod queue;

@@ -582,6 +582,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         ),
         ("log", Styled::from(log)),
         ("process", Styled::from(process_line)),
+        ("limits", Styled::from(limits_line(a.limits.as_ref()))),
         ("runs", Styled::from(a.runs.unwrap_or(0).to_string())),
         ("restarts", Styled::from(restarts)),
         ("next restart", Styled::from(next)),
@@ -651,6 +652,50 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The limits in force, for `agent show`: how, which, and what is not enforced.
+fn limits_line(limits: Option<&crate::model::Limits>) -> String {
+    use crate::units::{show, Unit};
+    let Some(l) = limits else {
+        return "- (none: isolation none, or not started since limits were enforced)".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("memory {}", show(m as f64, Unit::Bytes)));
+    }
+    if let Some(c) = l.cpu {
+        parts.push(format!("cpu {}", show(c, Unit::Cores)));
+    }
+    if let Some(s) = l.cpu_shares {
+        parts.push(format!("cpu_shares {s}"));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids {p}"));
+    }
+    if let Some(n) = l.nice {
+        parts.push(format!("nice {n}"));
+    }
+    if let Some(f) = l.open_files {
+        parts.push(format!("open files {f}"));
+    }
+    let mut line = match &l.group {
+        Some(g) => format!("{} (group {g})", l.mechanism),
+        None => l.mechanism.clone(),
+    };
+    line.push_str(": ");
+    line.push_str(&if parts.is_empty() {
+        "no limits set".to_string()
+    } else {
+        parts.join(", ")
+    });
+    if let Some(t) = &l.tmpdir {
+        line.push_str(&format!("; TMPDIR {t}"));
+    }
+    if !l.not_enforced.is_empty() {
+        line.push_str(&format!("; not enforced: {}", l.not_enforced.join("; ")));
+    }
+    line
 }
 
 /// The directory pas was run from: relative paths of an agent's command and `--cwd` are
