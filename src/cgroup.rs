@@ -132,8 +132,8 @@ pub fn group_name(cell_dir: &Path, cell: &str, agent: &str) -> String {
 #[derive(Debug)]
 pub struct Group {
     mechanism: Mechanism,
-    /// `(controller, directory)`; v2 has one entry named `unified`.
-    dirs: Vec<(String, PathBuf)>,
+    /// `(controller, directory, path in the hierarchy)`; v2 has one entry named `unified`.
+    dirs: Vec<(String, PathBuf, String)>,
     /// Where this process was before it joined, to go back: `(cgroup.procs file)`.
     home: Vec<PathBuf>,
     /// The group's path inside its hierarchy, as `/proc/<pid>/cgroup` shows it.
@@ -186,21 +186,24 @@ impl Group {
                     .find(|(cs, _)| cs.is_empty())
                     .map(|(_, p)| p)
                     .unwrap_or_else(|| "/".to_string());
+                let own = outside(&own, name);
                 home.push(root.join(own.trim_start_matches('/')).join("cgroup.procs"));
-                dirs.push(("unified".to_string(), dir));
                 path = format!("/{name}");
+                dirs.push(("unified".to_string(), dir, path.clone()));
             }
             Mechanism::CgroupV1 => {
                 let mut memory_path = None;
                 for (c, mount, own) in &host.v1 {
+                    let own = outside(own, name);
                     let base = mount.join(own.trim_start_matches('/'));
                     let dir = base.join(name);
                     std::fs::create_dir_all(&dir)?;
                     home.push(base.join("cgroup.procs"));
+                    let inside = format!("{}/{name}", own.trim_end_matches('/'));
                     if c == "memory" {
-                        memory_path = Some(format!("{}/{name}", own.trim_end_matches('/')));
+                        memory_path = Some(inside.clone());
                     }
-                    dirs.push((c.clone(), dir));
+                    dirs.push((c.clone(), dir, inside));
                 }
                 path = memory_path.unwrap_or_else(|| format!("/{name}"));
             }
@@ -225,8 +228,8 @@ impl Group {
         };
         self.dirs
             .iter()
-            .find(|(c, _)| c == want)
-            .map(|(_, d)| d.as_path())
+            .find(|(c, ..)| c == want)
+            .map(|(_, d, _)| d.as_path())
     }
 
     /// The group's path inside its hierarchy (`/proc/<pid>/cgroup` shows the same).
@@ -265,7 +268,8 @@ impl Group {
                 .group_shares
                 .map_or(100, |s| 1 + (s.saturating_sub(2) * 9999) / 262_142);
             write(dir, "cpu.weight", &weight.to_string())?;
-            write(dir, "pids.max", &max(plan.group_pids))?;
+            // One more process for the supervisor, which stays in the group.
+            write(dir, "pids.max", &max(plan.group_pids.map(|p| p + 1)))?;
             return Ok(());
         }
         let unlimited = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
@@ -298,21 +302,31 @@ impl Group {
             )?;
         }
         if let Some(dir) = self.dir("pids") {
+            // One more process for the supervisor, which stays in the group.
             write(
                 dir,
                 "pids.max",
-                &plan.group_pids.map_or("max".to_string(), |p| p.to_string()),
+                &plan
+                    .group_pids
+                    .map_or("max".to_string(), |p| (p + 1).to_string()),
             )?;
         }
         Ok(())
     }
 
-    /// Moves this process into the group: what it spawns now starts there. Undone by
-    /// [`Group::leave`].
+    /// Moves this process into the group, where it is not yet: what it spawns now starts
+    /// there. Undone by [`Group::leave`]. A move costs the kernel an RCU grace period
+    /// (milliseconds under v1), so the supervisor joins once and stays.
     pub fn join(&self) -> io::Result<()> {
         let me = std::process::id().to_string();
-        for (_, dir) in &self.dirs {
-            write(dir, "cgroup.procs", &me)?;
+        let now = own_groups();
+        for (c, dir, inside) in &self.dirs {
+            let there = now.iter().any(|(cs, p)| {
+                p == inside && (cs.iter().any(|x| x == c) || (cs.is_empty() && c == "unified"))
+            });
+            if !there {
+                write(dir, "cgroup.procs", &me)?;
+            }
         }
         Ok(())
     }
@@ -357,7 +371,7 @@ impl Group {
     /// The pids in the group.
     fn pids(&self) -> Vec<i32> {
         let mut all = Vec::new();
-        for (_, dir) in &self.dirs {
+        for (_, dir, _) in &self.dirs {
             let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
             for p in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
                 if !all.contains(&p) {
@@ -396,7 +410,7 @@ impl Group {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        for (_, dir) in &self.dirs {
+        for (_, dir, _) in &self.dirs {
             // A v1 group can be briefly busy after its last process left.
             let mut result = std::fs::remove_dir(dir);
             while result.is_err() && Instant::now() < deadline {
@@ -414,6 +428,16 @@ impl Group {
             }
         }
         Ok(())
+    }
+}
+
+/// The group `own` is in, or the one it is below when that is the agent's group `name`
+/// itself (a supervisor stays in its agent's group between runs).
+fn outside(own: &str, name: &str) -> String {
+    match own.strip_suffix(&format!("/{name}")) {
+        Some("") => "/".to_string(),
+        Some(base) => base.to_string(),
+        None => own.to_string(),
     }
 }
 
@@ -476,5 +500,55 @@ pub fn remove_tmpdir(dir: &Path) -> io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_differ_by_cell_directory_and_keep_the_ids() {
+        let a = group_name(Path::new("/r1/c1"), "c1", "a1");
+        let b = group_name(Path::new("/r2/c1"), "c1", "a1");
+        assert!(a.starts_with("pas/c1@") && a.ends_with("/a1"), "{a}");
+        assert_eq!(a.len(), "pas/c1@".len() + 8 + "/a1".len());
+        assert_ne!(a, b, "two roots with the same cell id never share a group");
+        assert_eq!(a, group_name(Path::new("/r1/c1"), "c1", "a1"));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn a_runs_counters_are_the_difference_of_two_readings() {
+        let r = |oom: Option<u64>, failcnt: Option<u64>, peak: Option<u64>, pids: u64| Reading {
+            oom_kills: oom, failcnt, peak, pids_refused: pids, limit: Some(64 << 20),
+        };
+        let cases = [
+            ("nothing happened", r(Some(2), Some(5), Some(1 << 20), 1), r(Some(2), Some(5), Some(1 << 20), 1),
+                Counters { oom_kills: Some(0), memory_at_limit: false, pids_refused: 0 }),
+            ("an oom kill during the run", r(Some(2), None, None, 0), r(Some(3), None, None, 0),
+                Counters { oom_kills: Some(1), memory_at_limit: false, pids_refused: 0 }),
+            ("not counted; the limit hit with the peak at it", r(None, Some(0), None, 0), r(None, Some(9), Some(64 << 20), 0),
+                Counters { oom_kills: None, memory_at_limit: true, pids_refused: 0 }),
+            ("the limit hit but the peak far below (reclaimed, not killed)", r(None, Some(0), None, 0), r(None, Some(9), Some(8 << 20), 0),
+                Counters { oom_kills: None, memory_at_limit: false, pids_refused: 0 }),
+            ("forks refused", r(None, None, None, 4), r(None, None, None, 7),
+                Counters { oom_kills: None, memory_at_limit: false, pids_refused: 3 }),
+        ];
+        for (name, start, end, want) in cases {
+            assert_eq!(end.since(&start), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let dir = std::env::temp_dir().join(format!("pas-keyed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("memory.oom_control");
+        std::fs::write(&file, "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n").unwrap();
+        assert_eq!(keyed(&file, "oom_kill"), Some(4));
+        assert_eq!(keyed(&file, "under_oom"), Some(0));
+        assert_eq!(keyed(&file, "max"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -298,6 +298,8 @@ record! {
     pub struct Limits {
         /// How they are enforced: `cgroup_v2`, `cgroup_v1` or `rlimit`.
         mechanism: String = required,
+        /// Why that mechanism and not a stronger one.
+        why: Option<String> = optional,
         /// Its control group under each controller's hierarchy (cgroups only).
         group: Option<String> = optional,
         /// Memory in bytes: the group's limit, or the address space (`RLIMIT_AS`).

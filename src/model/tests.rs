@@ -156,6 +156,7 @@ const FULL_AGENT: &str = r#"{
   },
   "limits": {
     "mechanism": "cgroup_v1",
+    "why": "the v1 controllers are mounted and writable",
     "group": "/pas/c1@0a1b2c3d/writer_1",
     "memory_bytes": 64000000,
     "cpu": 0.2,

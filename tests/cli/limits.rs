@@ -192,6 +192,7 @@ fn without_cgroups_rlimits_and_nice_reach_the_process() {
     assert_eq!(fields[16], "7", "{stat}");
     let recorded = &root.agent(&cell, "a1")["limits"];
     assert_eq!(recorded["mechanism"], "rlimit");
+    assert_eq!(recorded["why"], "cgroups are turned off (PAS_CGROUPS=off)");
     assert_eq!(recorded["nice"], 7);
     assert!(recorded["not_enforced"][0]
         .as_str()
@@ -205,7 +206,10 @@ fn without_cgroups_rlimits_and_nice_reach_the_process() {
         .any(|kv| kv == format!("TMPDIR={}", tmp.display()).as_bytes()));
     assert!(tmp.is_dir());
     let shown = root.ok(&["agent", "show", &cell, "a1"]);
-    assert!(shown.contains("rlimit"), "{shown}");
+    assert!(
+        shown.contains("rlimit (cgroups are turned off (PAS_CGROUPS=off))"),
+        "{shown}"
+    );
     assert!(shown.contains("not enforced: cpu"), "{shown}");
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
     wait_until(10.0, "its TMPDIR removed", || !tmp.exists());

@@ -679,9 +679,10 @@ fn limits_line(limits: Option<&crate::model::Limits>) -> String {
     if let Some(f) = l.open_files {
         parts.push(format!("open files {f}"));
     }
-    let mut line = match &l.group {
-        Some(g) => format!("{} (group {g})", l.mechanism),
-        None => l.mechanism.clone(),
+    let mut line = match (&l.group, &l.why) {
+        (Some(g), _) => format!("{} (group {g})", l.mechanism),
+        (None, Some(why)) => format!("{} ({why})", l.mechanism),
+        (None, None) => l.mechanism.clone(),
     };
     line.push_str(": ");
     line.push_str(&if parts.is_empty() {

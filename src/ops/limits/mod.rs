@@ -52,7 +52,7 @@ pub fn confine(
     }
     let wanted = rules::resolve(cell_limits, agent.resource_limits.as_ref())?;
     let (probe, host) = cgroup::probe();
-    let (mechanism, _why) = rules::mechanism(&probe);
+    let (mechanism, why) = rules::mechanism(&probe);
     let plan = rules::plan(mechanism, &wanted);
     let name = cgroup::group_name(cell_dir, cell, &agent.agent_id);
     let group = match mechanism {
@@ -77,6 +77,7 @@ pub fn confine(
     })?;
     let record = model::Limits {
         mechanism: mechanism.as_str().to_string(),
+        why: Some(why),
         group: group.as_ref().map(|g| g.path().to_string()),
         memory_bytes: plan.group_memory.or(plan.rlimit_as),
         cpu: plan.group_cpu,
@@ -106,8 +107,10 @@ impl Confinement {
     }
 
     /// Runs `spawn` so that what it starts is confined: this process takes the run's
-    /// nice value and rlimits (the child inherits them; so does this supervisor, which
-    /// keeps them) and joins the group for the moment of the spawn, then leaves it.
+    /// nice value and rlimits and joins the group (the child inherits all of it before its
+    /// first instruction). The supervisor stays in the group until [`Confinement::remove`]:
+    /// moving a process between groups waits for an RCU grace period, milliseconds under
+    /// cgroup v1, which a restart should not pay.
     pub fn spawn<T>(&self, spawn: impl FnOnce() -> T) -> Result<T> {
         set_rlimits(&self.plan)?;
         if let Some(group) = &self.group {
@@ -119,13 +122,7 @@ impl Confinement {
                 )));
             }
         }
-        let spawned = spawn();
-        if let Some(group) = &self.group {
-            group.leave().map_err(|e| {
-                Error::failure(format!("cannot leave the agent's control group: {e}"))
-            })?;
-        }
-        Ok(spawned)
+        Ok(spawn())
     }
 
     /// The cause to record for a death the supervisor saw as `cause`: `oom` or `limit`
@@ -151,6 +148,9 @@ impl Confinement {
         let mut left = Vec::new();
         if let Some(group) = self.group {
             let path = group.path().to_string();
+            if let Err(e) = group.leave() {
+                left.push(format!("cannot leave control group {path}: {e}"));
+            }
             if let Err(e) = group.remove(grace, Duration::from_secs(3)) {
                 left.push(format!("cannot remove control group {path}: {e}"));
             }
