@@ -302,7 +302,7 @@ record! {
         why: Option<String> = optional,
         /// Its control group under each controller's hierarchy (cgroups only).
         group: Option<String> = optional,
-        /// Memory in bytes: the group's limit, or the address space (`RLIMIT_AS`).
+        /// Memory in bytes: the group's limit, or `RLIMIT_DATA`.
         memory_bytes: Option<u64> = optional,
         /// CPU cores (a quota per period; cgroups only).
         cpu: Option<f64> = optional,

@@ -557,6 +557,8 @@ struct Runner<'a> {
     dir: std::path::PathBuf,
     env: Vec<(String, std::ffi::OsString)>,
     path: std::ffi::OsString,
+    /// The agent's group's reading at its last death (see [`limits::confine`]).
+    last_reading: std::cell::Cell<Option<crate::cgroup::Reading>>,
 }
 
 impl Runner<'_> {
@@ -681,7 +683,15 @@ impl Runner<'_> {
             RunAs::Myself => None,
             RunAs::User { uid, gid, .. } => Some((*uid, *gid)),
         };
-        limits::confine(level, &cell_limits, on_file, &self.dir, self.cell, owner)
+        limits::confine(
+            level,
+            &cell_limits,
+            on_file,
+            &self.dir,
+            self.cell,
+            owner,
+            self.last_reading.take(),
+        )
     }
 }
 
@@ -860,6 +870,7 @@ fn supervise_runs(
         dir: workspace.dir,
         env: workspace.env,
         path,
+        last_reading: std::cell::Cell::new(None),
     };
     // The first run: spawned, then recorded.
     let mut argv = on_file.command.clone();
@@ -918,7 +929,9 @@ fn supervise_runs(
             .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
         let mut death = Death::of(pid, status, clock::now());
         if let Some(c) = current.as_ref() {
-            death.cause = c.cause(death.cause, death.code, death.signal);
+            let (cause, reading) = c.cause(death.cause, death.code, death.signal);
+            death.cause = cause;
+            runner.last_reading.set(reading);
         }
         sink.marker(
             &format!("run {run} exited (pid {pid}): {}", death.how()),

@@ -183,7 +183,7 @@ fn without_cgroups_rlimits_and_nice_reach_the_process() {
     assert!(row("Max open files").contains("200 200"), "{limits}");
     assert!(row("Max processes").contains("4000 4000"), "{limits}");
     assert!(
-        row("Max address space").contains(&format!("{0} {0}", 256 << 20)),
+        row("Max data size").contains(&format!("{0} {0}", 256 << 20)),
         "{limits}"
     );
     // Field 19 of /proc/<pid>/stat is the nice value.

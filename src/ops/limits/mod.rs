@@ -37,7 +37,9 @@ pub struct Confinement {
 /// Sets up the confinement of the agent's next run at `level`: the limits of the cell's
 /// `resource_limits` under the agent's own, by the strongest mechanism the host allows, a
 /// group named for the cell's directory `cell_dir`, and a fresh `TMPDIR` owned by `owner`
-/// (uid, gid) when given. `None` at level `none`. Bad limits are refused naming the key;
+/// (uid, gid) when given; `last` is the group's reading at the end of the previous run,
+/// when this process saw it (the next run's counters start there: no reading on the
+/// restart path). `None` at level `none`. Bad limits are refused naming the key;
 /// a group that cannot be made is refused naming the way out (`PAS_CGROUPS=off`).
 pub fn confine(
     level: IsolationLevel,
@@ -46,6 +48,7 @@ pub fn confine(
     cell_dir: &Path,
     cell: &str,
     owner: Option<(u32, u32)>,
+    last: Option<Reading>,
 ) -> Result<Option<Confinement>> {
     if level == IsolationLevel::None {
         return Ok(None);
@@ -79,7 +82,7 @@ pub fn confine(
         mechanism: mechanism.as_str().to_string(),
         why: Some(why),
         group: group.as_ref().map(|g| g.path().to_string()),
-        memory_bytes: plan.group_memory.or(plan.rlimit_as),
+        memory_bytes: plan.group_memory.or(plan.rlimit_data),
         cpu: plan.group_cpu,
         cpu_shares: plan.group_shares,
         pids: plan.group_pids.or(plan.rlimit_nproc),
@@ -89,7 +92,11 @@ pub fn confine(
         tmpdir: Some(tmpdir.display().to_string()),
         extra: Default::default(),
     };
-    let baseline = group.as_ref().map(Group::read).unwrap_or_default();
+    let baseline = match (&group, last) {
+        (Some(_), Some(last)) => last,
+        (Some(g), None) => g.read(),
+        (None, _) => Reading::default(),
+    };
     Ok(Some(Confinement {
         group,
         baseline,
@@ -126,18 +133,18 @@ impl Confinement {
     }
 
     /// The cause to record for a death the supervisor saw as `cause`: `oom` or `limit`
-    /// when the group's counters show a limit did it ([`rules::classify`]).
-    pub fn cause(&self, cause: ExitCause, code: Option<i32>, signal: Option<i32>) -> ExitCause {
-        let Some(group) = &self.group else {
-            return rules::classify(
-                cause,
-                code.map(i64::from),
-                signal.map(i64::from),
-                &rules::Counters::default(),
-            );
-        };
-        let counters = group.read().since(&self.baseline);
-        rules::classify(cause, code.map(i64::from), signal.map(i64::from), &counters)
+    /// when the group's counters show a limit did it ([`rules::classify`]); and the
+    /// group's reading now, where the next run's counters start.
+    pub fn cause(
+        &self,
+        cause: ExitCause,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> (ExitCause, Option<Reading>) {
+        let now = self.group.as_ref().map(Group::read);
+        let counters = now.map(|n| n.since(&self.baseline)).unwrap_or_default();
+        let cause = rules::classify(cause, code.map(i64::from), signal.map(i64::from), &counters);
+        (cause, now)
     }
 
     /// Ends the confinement once the agent is gone: what is left in the group gets
@@ -168,7 +175,7 @@ impl Confinement {
 fn set_rlimits(plan: &Plan) -> Result<()> {
     use rustix::process::{setrlimit, Resource, Rlimit};
     for (limit, resource, name) in [
-        (plan.rlimit_as, Resource::As, "RLIMIT_AS"),
+        (plan.rlimit_data, Resource::Data, "RLIMIT_DATA"),
         (plan.rlimit_nproc, Resource::Nproc, "RLIMIT_NPROC"),
         (plan.rlimit_nofile, Resource::Nofile, "RLIMIT_NOFILE"),
     ] {

@@ -232,8 +232,8 @@ pub struct Plan {
     pub group_shares: Option<u64>,
     /// Process limit of the group.
     pub group_pids: Option<u64>,
-    /// `RLIMIT_AS`, bytes.
-    pub rlimit_as: Option<u64>,
+    /// `RLIMIT_DATA`, bytes.
+    pub rlimit_data: Option<u64>,
     /// `RLIMIT_NPROC`.
     pub rlimit_nproc: Option<u64>,
     /// `RLIMIT_NOFILE`.
@@ -245,8 +245,9 @@ pub struct Plan {
 }
 
 /// How `mechanism` enforces `wanted`. Nice and open files are per process under every
-/// mechanism. Without cgroups, memory becomes the address space (`RLIMIT_AS`: it counts
-/// mappings, not use), processes become `RLIMIT_NPROC` (which counts all the processes of
+/// mechanism. Without cgroups, memory becomes `RLIMIT_DATA` (private writable mappings and
+/// the heap: closer to use than `RLIMIT_AS`, which counts every mapping and breaks
+/// runtimes that reserve large address ranges), processes become `RLIMIT_NPROC` (which counts all the processes of
 /// the agent's user), and a CPU share or quota has no rlimit at all: `RLIMIT_CPU` caps
 /// CPU seconds in total, not a rate, so it is not used for it.
 pub fn plan(mechanism: Mechanism, wanted: &Wanted) -> Plan {
@@ -263,7 +264,7 @@ pub fn plan(mechanism: Mechanism, wanted: &Wanted) -> Plan {
             p.group_pids = wanted.pids;
         }
         Mechanism::Rlimit => {
-            p.rlimit_as = wanted.memory_bytes;
+            p.rlimit_data = wanted.memory_bytes;
             p.rlimit_nproc = wanted.pids;
             if wanted.cpu.is_some() {
                 p.not_enforced.push(
@@ -458,9 +459,9 @@ mod tests {
             ("v2 the same",
                 Mechanism::CgroupV2, all.clone(),
                 Plan { group_memory: Some(64 << 20), group_cpu: Some(0.2), group_shares: Some(512), group_pids: Some(16), rlimit_nofile: Some(128), nice: Some(5), ..Plan::default() }),
-            ("rlimits: address space, nproc; cpu and shares not enforced",
+            ("rlimits: data size, nproc; cpu and shares not enforced",
                 Mechanism::Rlimit, all.clone(),
-                Plan { rlimit_as: Some(64 << 20), rlimit_nproc: Some(16), rlimit_nofile: Some(128), nice: Some(5),
+                Plan { rlimit_data: Some(64 << 20), rlimit_nproc: Some(16), rlimit_nofile: Some(128), nice: Some(5),
                     not_enforced: vec![
                         "cpu: no rlimit caps a CPU rate (RLIMIT_CPU caps total seconds); needs cgroups".into(),
                         "cpu_shares: a CPU weight needs cgroups; use nice instead".into(),
