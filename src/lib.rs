@@ -31,10 +31,12 @@ pub mod model;
 pub mod store;
 
 mod accounts;
+mod cgroup;
 mod cli;
 mod clock;
 mod config;
 mod mcp;
+mod namespace;
 mod ops;
 mod output;
 mod process;

@@ -254,6 +254,9 @@ const DEFAULT_LOCK_TIMEOUT: f64 = 10.0;
 /// `pas serve` is handed to the `pas-serve` program next to this one, so the HTTP server
 /// (tokio, axum) is not even loaded by the short commands.
 pub fn run() -> ExitCode {
+    if let Some(problem) = crate::namespace::run_if_asked() {
+        return report(&Error::failure(problem));
+    }
     if let Some(code) = supervise_if_asked() {
         return code;
     }

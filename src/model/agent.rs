@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::model::config::Policies;
+use crate::model::config::{Policies, ResourceLimits};
 use crate::model::status::{
     AgentStatus, BudgetFlag, BudgetState, Directive, ExitCause, Health, ReportedStatus, Role,
     StopCause,
@@ -70,6 +70,13 @@ record! {
         env: Map<String, Value> = or_default,
         /// Resource limits set on its process.
         rlimits: Option<Rlimits> = optional,
+        /// Its own values of the cell's `config/isolation.json` `resource_limits` (memory,
+        /// cpu, cpu_shares, pids, nice, open_files), enforced at isolation level_1 and up;
+        /// each key set here wins over the cell's.
+        resource_limits: Option<ResourceLimits> = optional,
+        /// The limits in force on its process since its last start, and how they are
+        /// enforced; removed when a start applies none.
+        limits: Option<Limits> = optional,
         /// Its health as last recorded: observers compare it with the health they compute
         /// and record each change once. An unreadable one counts as not recorded.
         health: Option<Health> = cache,
@@ -176,6 +183,8 @@ impl Agent {
             cwd: None,
             env: Map::new(),
             rlimits: None,
+            resource_limits: None,
+            limits: None,
             health: None,
             health_changed_at: None,
             cost_usd: None,
@@ -224,6 +233,7 @@ impl Agent {
         "cwd",
         "env",
         "rlimits",
+        "resource_limits",
     ];
 
     /// The readable name: `name`, else the id.
@@ -279,6 +289,35 @@ record! {
         cpu_seconds: Option<u64> = optional,
         /// Open file descriptors.
         open_files: Option<u64> = optional,
+    }
+}
+
+record! {
+    /// The limits in force on the agent's process (`limits` in its file), as its
+    /// supervisor set them at its last start: see `docs/isolation.md`.
+    pub struct Limits {
+        /// How they are enforced: `cgroup_v2`, `cgroup_v1` or `rlimit`.
+        mechanism: String = required,
+        /// Why that mechanism and not a stronger one.
+        why: Option<String> = optional,
+        /// Its control group under each controller's hierarchy (cgroups only).
+        group: Option<String> = optional,
+        /// Memory in bytes: the group's limit, or `RLIMIT_DATA`.
+        memory_bytes: Option<u64> = optional,
+        /// CPU cores (a quota per period; cgroups only).
+        cpu: Option<f64> = optional,
+        /// CPU weight (`cpu.shares`).
+        cpu_shares: Option<u64> = optional,
+        /// Processes: the group's `pids.max`, or `RLIMIT_NPROC` (per user).
+        pids: Option<u64> = optional,
+        /// Its nice value.
+        nice: Option<i64> = optional,
+        /// Open files per process (`RLIMIT_NOFILE`).
+        open_files: Option<u64> = optional,
+        /// Limits asked for that this mechanism cannot enforce, with why.
+        not_enforced: Vec<String> = or_default,
+        /// Its private temporary directory (`TMPDIR`).
+        tmpdir: Option<String> = optional,
     }
 }
 

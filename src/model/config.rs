@@ -50,6 +50,15 @@ record! {
         gpu: Option<Quantity> = optional,
         /// GPU memory, such as `"16GB"`.
         gpu_memory: Option<Quantity> = optional,
+        /// CPU weight against other agents when the CPU is busy (cgroup `cpu.shares`, 1024
+        /// is one ordinary process; `cpu.weight` under cgroup v2).
+        cpu_shares: Option<u64> = optional,
+        /// Processes and threads the agent's group may hold at once (`pids.max`).
+        pids: Option<u64> = optional,
+        /// The agent's nice value, -20 (first) to 19 (last).
+        nice: Option<i64> = optional,
+        /// Open file descriptors per process (`RLIMIT_NOFILE`).
+        open_files: Option<u64> = optional,
     }
 }
 

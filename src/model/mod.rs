@@ -76,7 +76,7 @@ pub(crate) mod task;
 // Public: the agent file (the doc test above reads one), what its fields hold, and the
 // event kinds the store's events take. The other documents are the crate's own.
 pub use agent::{
-    Agent, BudgetRequest, CheckpointRecord, Exit, Failure, PendingDirective, Revival,
+    Agent, BudgetRequest, CheckpointRecord, Exit, Failure, Limits, PendingDirective, Revival,
     ReviveRequest, Rlimits, StopRequest,
 };
 pub use config::Policies;

@@ -211,9 +211,9 @@ words! {
         /// Own process session and resource limits; the documented default.
         #[default]
         Level1 = "level_1",
-        /// Mount namespaces (not set up by pas on this host; starting is refused).
+        /// Level 1 plus a mount namespace: the cell directory writable, the rest read-only.
         Level2 = "level_2",
-        /// Rootless containers (likewise refused).
+        /// A container runtime (refused: pas does not run agents in containers yet).
         Level3 = "level_3",
     }
 }
@@ -384,6 +384,11 @@ words! {
         Vanished = "vanished",
         /// pas's watchdog stopped it for not beating.
         Watchdog = "watchdog",
+        /// The kernel killed it for going over its memory limit (cgroup OOM kill).
+        Oom = "oom",
+        /// Another resource limit ended it: CPU time (`SIGXCPU`), file size (`SIGXFSZ`),
+        /// or a failed fork at its group's process limit.
+        Limit = "limit",
     }
 }
 
@@ -485,7 +490,10 @@ mod tests {
         check_words!(BudgetFlag, ["thrashing"]);
         check_words!(Directive, ["stop", "summarize"]);
         check_words!(ReservationStatus, ["active", "released", "killed"]);
-        check_words!(ExitCause, ["exit", "signal", "vanished", "watchdog"]);
+        check_words!(
+            ExitCause,
+            ["exit", "signal", "vanished", "watchdog", "oom", "limit"]
+        );
         check_words!(StopCause, ["stopped", "watchdog"]);
     }
 

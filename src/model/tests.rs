@@ -147,6 +147,25 @@ const FULL_AGENT: &str = r#"{
     "cpu_seconds": 60,
     "open_files": 256
   },
+  "resource_limits": {
+    "memory": "64MB",
+    "cpu": "200m",
+    "pids": 32,
+    "nice": 5,
+    "open_files": 128
+  },
+  "limits": {
+    "mechanism": "cgroup_v1",
+    "why": "the v1 controllers are mounted and writable",
+    "group": "/pas/c1@0a1b2c3d/writer_1",
+    "memory_bytes": 64000000,
+    "cpu": 0.2,
+    "pids": 32,
+    "nice": 5,
+    "open_files": 128,
+    "not_enforced": [],
+    "tmpdir": "/tmp/pas-c1@0a1b2c3d-writer_1.4241"
+  },
   "created_at": "2026-11-23T09:00:00.000000Z",
   "pid": null,
   "pgid": 4242,
@@ -613,7 +632,7 @@ fn unknown_words_and_wrong_types_are_refused_naming_the_field() {
         ),
         (
             r#"{"agent_id": "a1", "exit": {"cause": "crashed"}}"#,
-            "agents/a1.json exit.cause: \"crashed\" is not one of exit, signal, vanished, watchdog",
+            "agents/a1.json exit.cause: \"crashed\" is not one of exit, signal, vanished, watchdog, oom, limit",
         ),
         (
             r#"{"agent_id": "a1", "last_failure": {"at": "2026-01-01T00:00:00Z"}}"#,

@@ -50,15 +50,15 @@ impl From<CellStatus> for model::CellStatus {
 /// Isolation levels (the spec's), as `pas cell create --isolation` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum IsolationLevel {
-    /// No isolation.
+    /// No isolation: each agent in its own process group.
     None,
-    /// Process isolation: own session, resource limits.
+    /// Own session, cgroup, enforced resource_limits and TMPDIR.
     #[value(name = "level_1")]
     Level1,
-    /// Namespaces.
+    /// Level 1 plus a mount namespace where only the cell is writable (root).
     #[value(name = "level_2")]
     Level2,
-    /// Full sandbox.
+    /// Containers (refused: not provided yet).
     #[value(name = "level_3")]
     Level3,
 }

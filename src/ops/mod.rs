@@ -15,6 +15,7 @@ pub mod demo;
 pub mod health;
 pub mod heartbeat;
 pub mod hooks;
+pub mod limits;
 pub mod logs;
 pub mod mission;
 pub mod permissions;

@@ -95,16 +95,19 @@ pub struct AgentView {
     /// more).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<crate::usage::Usage>,
-    /// Its cell's resource limits (`config/isolation.json` `resource_limits`: cpu cores,
+    /// Its cell's quota (`config/isolation.json` `resource_limits`: cpu cores,
     /// memory bytes, gpu, gpu_memory bytes; `null` for no limit), while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub limits: Option<Limits>,
+    pub cell_quota: Option<Limits>,
     /// What its active reservations hold (same units), while it runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reserved: Option<Reserved>,
     /// Its process's start time (to tell a reused pid), for reading its usage.
     #[serde(skip)]
     pub pid_start_time: Option<u64>,
+    /// The limits in force on its process and how they are enforced (its file's
+    /// `limits`); `null` when none were set at its last start.
+    pub limits: Option<serde_json::Value>,
 }
 
 /// An agent's place in its life, as a process manager shows it (`pas status` STATE).
@@ -227,9 +230,10 @@ impl AgentView {
             cost_usd: a.cost_usd,
             tokens_used: a.tokens_used,
             usage: None,
-            limits: None,
+            cell_quota: None,
             reserved: None,
             pid_start_time: a.pid_start_time.filter(|_| running),
+            limits: a.limits.as_ref().map(crate::model::Field::encode),
         }
     }
 }
@@ -313,7 +317,7 @@ fn attach_usage(
         let Some(pid) = a.pid else { continue };
         a.usage = snap.usage_of(pid, a.pid_start_time, host);
         let (limits, reserved) = facts.of(&a.id);
-        a.limits = Some(limits);
+        a.cell_quota = Some(limits);
         a.reserved = Some(reserved);
     }
     Ok(())

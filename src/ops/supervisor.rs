@@ -26,6 +26,7 @@ use crate::model::{
     StopCause, StopRequest,
 };
 use crate::ops::checkpoint;
+use crate::ops::limits;
 use crate::ops::logs::LogSink;
 use crate::ops::trust::{self, RunAs};
 use crate::process::{self, StopOutcome};
@@ -115,16 +116,45 @@ pub fn state_of(agent: &Agent) -> ProcState {
     )
 }
 
-/// Refuses isolation levels this host cannot provide.
+/// Refuses isolation levels this host cannot provide: level_2 when pas is not root (a
+/// mount namespace takes `CAP_SYS_ADMIN`), level_3 always, naming the runtime to install
+/// when none works here.
 pub fn check_isolation(cell: &Cell) -> Result<()> {
+    let lower = "or run the cell at level_1 (own session, cgroup, limits, TMPDIR): cell.json isolation_level";
     match cell.isolation_level {
-        level @ (IsolationLevel::Level2 | IsolationLevel::Level3) => Err(Error::new(
-            Kind::Failure,
-            format!("isolation {level} needs mount and network namespaces, which pas does not set up on this host"),
+        IsolationLevel::Level2 if !rustix::process::geteuid().is_root() => Err(Error::new(
+            Kind::Denied,
+            format!(
+                "isolation level_2 needs root to make the agent's mount namespace, and pas runs as uid {}",
+                rustix::process::geteuid().as_raw()
+            ),
         )
-        .hint("run the cell at level_1 (own session and resource limits) or none: `pas cell` isolation_level")),
-        IsolationLevel::None | IsolationLevel::Level1 => Ok(()),
+        .hint(format!("start the agent (or the watch) as root, {lower}"))),
+        IsolationLevel::Level3 => Err(Error::new(
+            Kind::Failure,
+            match container_runtime() {
+                Some(runtime) => format!(
+                    "isolation level_3 runs agents in containers, which pas does not do yet ({runtime} is here)"
+                ),
+                None => "isolation level_3 needs a container runtime, and neither podman nor docker works here".to_string(),
+            },
+        )
+        .hint(format!("install rootless podman (apt-get install podman), {lower}"))),
+        IsolationLevel::None | IsolationLevel::Level1 | IsolationLevel::Level2 => Ok(()),
     }
+}
+
+/// A container runtime that answers here (`podman info`, `docker info` exit 0), by name.
+fn container_runtime() -> Option<&'static str> {
+    ["podman", "docker"].into_iter().find(|runtime| {
+        Command::new(runtime)
+            .arg("info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }
 
 /// How agents are launched in this run: what the operator allowed the watch, `revive` or
@@ -182,6 +212,15 @@ pub fn vet(
 /// the caller's environment (tokens, keys) reaches the agent or its log. Setting a uid
 /// makes std drop the supplementary groups before `setuid`.
 pub fn prepare(cmd: &mut Command, run_as: &RunAs, path: &std::ffi::OsStr) {
+    prepare_env(cmd, run_as, path);
+    if let RunAs::User { uid, gid, .. } = run_as {
+        cmd.uid(*uid).gid(*gid);
+    }
+}
+
+/// [`prepare`]'s environment alone: the ids are left to whoever execs the command (the
+/// level_2 trampoline, which needs root until its namespace is made).
+fn prepare_env(cmd: &mut Command, run_as: &RunAs, path: &std::ffi::OsStr) {
     cmd.env_clear().env("PATH", path);
     for key in ["LANG", "LANGUAGE", "TZ", "TERM"] {
         if let Some(v) = std::env::var_os(key) {
@@ -201,19 +240,28 @@ pub fn prepare(cmd: &mut Command, run_as: &RunAs, path: &std::ffi::OsStr) {
                 }
             }
         }
-        RunAs::User {
-            name,
-            uid,
-            gid,
-            home,
-        } => {
-            cmd.uid(*uid)
-                .gid(*gid)
-                .env("HOME", home)
-                .env("USER", name)
-                .env("LOGNAME", name);
+        RunAs::User { name, home, .. } => {
+            cmd.env("HOME", home).env("USER", name).env("LOGNAME", name);
         }
     }
+}
+
+/// Refuses to start an agent that cannot be started as its files say: no command, an
+/// isolation level this host cannot provide, limits that cannot be enforced.
+fn startable(store: &dyn Store, cell: &str, agent: &str, on_file: &Agent) -> Result<()> {
+    if on_file.command.is_empty() {
+        return Err(
+            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
+                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
+            )),
+        );
+    }
+    let cell_doc = Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?)?;
+    check_isolation(&cell_doc)?;
+    if cell_doc.isolation_level != IsolationLevel::None {
+        limits::rules::resolve(&cell_limits(store, cell)?, on_file.resource_limits.as_ref())?;
+    }
+    Ok(())
 }
 
 /// What a start did.
@@ -230,18 +278,7 @@ pub struct Started {
 /// Starts an agent's command under a supervisor; returns once its pid is recorded.
 pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<Started> {
     let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
-    if on_file.command.is_empty() {
-        return Err(
-            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
-                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
-            )),
-        );
-    }
-    check_isolation(&Cell::from_doc(&store::read_required(
-        store,
-        cell,
-        FileKey::Cell,
-    )?)?)?;
+    startable(store, cell, agent, &on_file)?;
     if state_of(&on_file) == ProcState::Running {
         return Err(Error::conflict(format!(
             "agent {agent} is already running (pid {})",
@@ -318,13 +355,7 @@ pub fn restart(
 ) -> Result<(StopOutcome, Started)> {
     // Checked first, so a restart that cannot start never stops a running agent.
     let on_file = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
-    if on_file.command.is_empty() {
-        return Err(
-            Error::usage(format!("agent {agent} has no command to start")).hint(format!(
-                "set one with `pas agent set {cell} {agent} -- CMD ARGS`"
-            )),
-        );
-    }
+    startable(store, cell, agent, &on_file)?;
     vet(store, cell, &[FileKey::Agent(agent)], launch)?;
     let stopped = stop_for(store, cell, agent, grace, StopCause::Stopped, now)?;
     let started = start(store, cell, agent, launch)?;
@@ -526,15 +557,15 @@ struct Runner<'a> {
     dir: std::path::PathBuf,
     env: Vec<(String, std::ffi::OsString)>,
     path: std::ffi::OsString,
+    /// The agent's group's reading at its last death (see [`limits::confine`]).
+    last_reading: std::cell::Cell<Option<crate::cgroup::Reading>>,
 }
 
 impl Runner<'_> {
     /// Vets the agent's command, sets the resource limits and spawns it, its output into
-    /// a pipe; returns the child and the pipe's reading end. An error names what failed.
-    fn spawn(
-        &self,
-        on_file: &Agent,
-    ) -> std::result::Result<(std::process::Child, std::io::PipeReader), NotStarted> {
+    /// a pipe; returns the child, the pipe's reading end and what confines the run (its
+    /// group, limits and `TMPDIR`, at isolation level_1 and up). An error names what failed.
+    fn spawn(&self, on_file: &Agent) -> std::result::Result<Spawned, NotStarted> {
         let (store, cell, agent) = (self.store, self.cell, self.agent);
         let Some((program, args)) = on_file.command.split_first() else {
             return Err(NotStarted::Refused(Error::usage("no command")));
@@ -555,6 +586,9 @@ impl Runner<'_> {
             .map(|r| r.memory)
             .sum();
         apply_rlimits(on_file.rlimits.as_ref(), reserved_memory);
+        let confinement = self
+            .confine(on_file, &run_as)
+            .map_err(NotStarted::Refused)?;
         let cwd = on_file
             .cwd
             .as_deref()
@@ -570,10 +604,36 @@ impl Runner<'_> {
         };
         let (output, stdout) = std::io::pipe().map_err(pipe_error)?;
         let stderr = stdout.try_clone().map_err(pipe_error)?;
-        let mut cmd = Command::new(program);
-        prepare(&mut cmd, &run_as, &self.path);
-        cmd.args(args)
-            .current_dir(&cwd)
+        let mut cmd = match confinement.as_ref().filter(|c| c.namespace) {
+            // Level_2: pas itself (`__isolate`) makes the namespace, then execs the command
+            // as the agent's user.
+            Some(c) => {
+                let exe = std::env::current_exe().map_err(|e| {
+                    NotStarted::Refused(Error::failure(format!(
+                        "cannot find the pas executable: {e}"
+                    )))
+                })?;
+                let ids = match &run_as {
+                    RunAs::Myself => (None, None),
+                    RunAs::User { uid, gid, .. } => (Some(*uid), Some(*gid)),
+                };
+                let mut writable = vec![self.dir.as_path()];
+                writable.extend(c.tmpdir());
+                let mut cmd = Command::new(exe);
+                cmd.args(crate::namespace::args(
+                    ids.0, ids.1, &writable, program, args,
+                ));
+                prepare_env(&mut cmd, &run_as, &self.path);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                prepare(&mut cmd, &run_as, &self.path);
+                cmd
+            }
+        };
+        cmd.current_dir(&cwd)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -585,13 +645,20 @@ impl Runner<'_> {
                 "PAS_CHECKPOINT",
                 checkpoint_dir(store, cell, agent).unwrap_or_default(),
             );
+        if let Some(dir) = confinement.as_ref().and_then(|c| c.tmpdir()) {
+            cmd.env("TMPDIR", dir);
+        }
         // Values are strings; anything else is left out, as it always was.
         for (k, v) in &on_file.env {
             if let Some(v) = v.as_str() {
                 cmd.env(k, v);
             }
         }
-        let child = cmd.spawn().map_err(|e| {
+        let spawned = match &confinement {
+            Some(c) => c.spawn(|| cmd.spawn()).map_err(NotStarted::Refused)?,
+            None => cmd.spawn(),
+        };
+        let child = spawned.map_err(|e| {
             NotStarted::Failed(format!(
                 "cannot run {program:?} from {}: {e}",
                 cwd.display()
@@ -600,8 +667,49 @@ impl Runner<'_> {
         // The command keeps its copies of the pipe's writing end until it is dropped: the
         // output reaches its end only once the agent (and what inherited them) closed theirs.
         drop(cmd);
-        Ok((child, output))
+        Ok(Spawned {
+            child,
+            output,
+            confinement,
+        })
     }
+
+    /// The confinement of the agent's next run, by the cell's isolation level and limits.
+    fn confine(&self, on_file: &Agent, run_as: &RunAs) -> Result<Option<limits::Confinement>> {
+        let level = Cell::from_doc(&store::read_required(self.store, self.cell, FileKey::Cell)?)?
+            .isolation_level;
+        let cell_limits = cell_limits(self.store, self.cell)?;
+        let owner = match run_as {
+            RunAs::Myself => None,
+            RunAs::User { uid, gid, .. } => Some((*uid, *gid)),
+        };
+        limits::confine(
+            level,
+            &cell_limits,
+            on_file,
+            &self.dir,
+            self.cell,
+            owner,
+            self.last_reading.take(),
+        )
+    }
+}
+
+/// The cell's `config/isolation.json` `resource_limits` (none without the file).
+fn cell_limits(store: &dyn Store, cell: &str) -> Result<model::ResourceLimits> {
+    Ok(
+        match store.read(cell, FileKey::Config(ConfigFile::Isolation))? {
+            Some(doc) => model::Isolation::from_doc(&doc)?.resource_limits,
+            None => model::ResourceLimits::default(),
+        },
+    )
+}
+
+/// A run just spawned: the child, its output pipe, what confines it.
+struct Spawned {
+    child: std::process::Child,
+    output: std::io::PipeReader,
+    confinement: Option<limits::Confinement>,
 }
 
 /// Why a run could not be started.
@@ -635,6 +743,8 @@ pub struct NewRun<'a> {
     pub at: DateTime<Utc>,
     /// The command it runs, for the event.
     pub argv: &'a [String],
+    /// The limits in force on it.
+    pub limits: Option<&'a model::Limits>,
 }
 
 /// Records the start of `run` in the agent's view (pid, process group, start time, this
@@ -655,6 +765,7 @@ pub fn record_start(
     a.pid_start_time = run.start_time;
     me.claim(a);
     a.started_at = Some(run.at);
+    a.limits = run.limits.cloned();
     if a.status != AgentStatus::Paused {
         a.status = AgentStatus::Active;
     }
@@ -687,7 +798,37 @@ pub fn record_start(
 /// records the process only if no live one is recorded; the loser stops the child it has
 /// just spawned. While a restart waits out its backoff, the file names this supervisor and
 /// no pid ([`restarting`]), which keeps the watch and `pas revive` away from the agent.
+///
+/// At isolation level_1 and up each run is confined ([`limits`]); a death by a limit is
+/// recorded as `oom` or `limit`, and when the supervisor ends, what is left in the agent's
+/// group is killed and the group and its `TMPDIR` removed.
 pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<()> {
+    let mut confinement = None;
+    let result = supervise_runs(store, cell, agent, launch, &mut confinement);
+    if let Some(c) = confinement {
+        // Leftovers get the stop's grace (and a second): a stop in progress ends them.
+        let grace = crate::ops::agent::read(store, cell, agent)
+            .and_then(|d| Agent::from_doc(&d))
+            .and_then(|a| crate::ops::policy::load(store, cell, Some(&a)))
+            .map(|p| p.stop_grace())
+            .unwrap_or(Duration::from_secs(10));
+        // The supervisor's stderr is the agent's log.
+        for problem in c.remove(grace + Duration::from_secs(1)) {
+            eprintln!("pas: {problem}");
+        }
+    }
+    result
+}
+
+/// [`supervise`]'s runs; `current` holds the confinement of the run this supervisor
+/// recorded last (none when it recorded none: another start's group is not its to remove).
+fn supervise_runs(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    launch: &Launch,
+    current: &mut Option<limits::Confinement>,
+) -> Result<()> {
     use crate::ops::revive::{self, Next, Outcome, Spawn};
     // A session of its own: no terminal hangup reaches the supervisor or the agent.
     let _ = rustix::process::setsid();
@@ -729,11 +870,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         dir: workspace.dir,
         env: workspace.env,
         path,
+        last_reading: std::cell::Cell::new(None),
     };
     // The first run: spawned, then recorded.
     let mut argv = on_file.command.clone();
-    let (mut child, mut output) = match runner.spawn(&on_file) {
-        Ok(spawned) => spawned,
+    let (mut child, mut output, confinement) = match runner.spawn(&on_file) {
+        Ok(s) => (s.child, s.output, s.confinement),
         Err(NotStarted::Refused(e)) => return Err(fail(e)),
         Err(NotStarted::Failed(reason)) => {
             let now = clock::now();
@@ -752,6 +894,7 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         start_time: process::start_time(pid),
         at: clock::now(),
         argv: &argv,
+        limits: confinement.as_ref().map(|c| &c.record),
     };
     let mut lost = None;
     let recorded = update_agent_writing(
@@ -778,12 +921,18 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
         abandon(child);
         return Err(fail(e));
     }
+    *current = confinement;
     say(&format!("ok {pid}"));
     loop {
         sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), clock::now());
         let status = pump(&mut sink, output, child)
             .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
-        let death = Death::of(pid, status, clock::now());
+        let mut death = Death::of(pid, status, clock::now());
+        if let Some(c) = current.as_ref() {
+            let (cause, reading) = c.cause(death.cause, death.code, death.signal);
+            death.cause = cause;
+            runner.last_reading.set(reading);
+        }
         sink.marker(
             &format!("run {run} exited (pid {pid}): {}", death.how()),
             death.at,
@@ -806,11 +955,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
             if let Some(r) = plan.restart() {
                 stop_leftovers(agent, r.agent.pgid, r.grace)?;
                 match runner.spawn(&r.agent) {
-                    Ok((c, o)) => {
-                        let new_pid = c.id() as i32;
+                    Ok(s) => {
+                        let new_pid = s.child.id() as i32;
                         spawned = Some((
-                            c,
-                            o,
+                            s.child,
+                            s.output,
+                            s.confinement,
                             new_pid,
                             process::start_time(new_pid),
                             clock::now(),
@@ -826,11 +976,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
             }
             let new_run = spawned
                 .as_ref()
-                .map(|(_, _, pid, start_time, at, argv)| NewRun {
+                .map(|(_, _, confined, pid, start_time, at, argv)| NewRun {
                     pid: *pid,
                     start_time: *start_time,
                     at: *at,
                     argv,
+                    limits: confined.as_ref().map(|c| &c.record),
                 });
             let spawn = match (&new_run, &refused) {
                 (Some(run), _) => Spawn::Ran(run),
@@ -879,9 +1030,12 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
                 Outcome::Next(_) | Outcome::Restarted(_) => return Ok(()),
             }
         };
-        let ((c, o, new_pid, _, _, new_argv), number) = restarted;
+        let ((c, o, confined, new_pid, _, _, new_argv), number) = restarted;
         child = c;
         output = o;
+        if confined.is_some() {
+            *current = confined;
+        }
         pid = new_pid;
         run = number;
         argv = new_argv;

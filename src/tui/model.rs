@@ -837,9 +837,10 @@ pub(crate) mod tests {
             cost_usd: None,
             tokens_used: None,
             usage: None,
-            limits: None,
+            cell_quota: None,
             reserved: None,
             pid_start_time: None,
+            limits: None,
         };
         let mut dead = agent("writer_2", Health::Dead, Some(95.0), None);
         dead.restart_count = 2;

@@ -13,6 +13,7 @@ mod faults;
 mod hand_written;
 mod heartbeats;
 mod ids;
+mod limits;
 mod mcp;
 mod processes;
 mod programs;

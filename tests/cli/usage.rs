@@ -69,7 +69,7 @@ wait"#,
     assert!(usage["cpu_seconds"].as_f64().unwrap() >= 0.0, "{usage}");
     assert!(usage["cpu_percent"].is_number(), "{usage}");
     assert!(usage["io"]["write_chars"].is_u64(), "{usage}");
-    assert_eq!(agent["limits"]["memory"], 1e9);
+    assert_eq!(agent["cell_quota"]["memory"], 1e9);
     assert_eq!(agent["reserved"]["memory"], 256e6);
 
     let shown = root.json(&["agent", "show", &cell, "a1"]);

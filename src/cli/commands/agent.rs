@@ -496,7 +496,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
                 None => (Value::Null, Value::Null, Value::Null),
             };
             m.insert("usage".into(), usage);
-            m.insert("limits".into(), limits);
+            m.insert("cell_quota".into(), limits);
             m.insert("reserved".into(), reserved);
             m.insert("next_restart_in_seconds".into(), json!(next_in));
             m.insert("log".into(), json!(log));
@@ -608,12 +608,13 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
             }),
         ),
         (
-            "limits",
+            "quota",
             Styled::from(match &resources {
-                Some((_, limits, reserved)) => limits_line(limits, reserved),
+                Some((_, quota, reserved)) => quota_line(quota, reserved),
                 None => "-".to_string(),
             }),
         ),
+        ("limits", Styled::from(limits_line(a.limits.as_ref()))),
         ("runs", Styled::from(a.runs.unwrap_or(0).to_string())),
         ("restarts", Styled::from(restarts)),
         ("next restart", Styled::from(next)),
@@ -683,6 +684,51 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The limits in force, for `agent show`: how, which, and what is not enforced.
+fn limits_line(limits: Option<&crate::model::Limits>) -> String {
+    use crate::units::{show, Unit};
+    let Some(l) = limits else {
+        return "- (none: isolation none, or not started since limits were enforced)".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(m) = l.memory_bytes {
+        parts.push(format!("memory {}", show(m as f64, Unit::Bytes)));
+    }
+    if let Some(c) = l.cpu {
+        parts.push(format!("cpu {}", show(c, Unit::Cores)));
+    }
+    if let Some(s) = l.cpu_shares {
+        parts.push(format!("cpu_shares {s}"));
+    }
+    if let Some(p) = l.pids {
+        parts.push(format!("pids {p}"));
+    }
+    if let Some(n) = l.nice {
+        parts.push(format!("nice {n}"));
+    }
+    if let Some(f) = l.open_files {
+        parts.push(format!("open files {f}"));
+    }
+    let mut line = match (&l.group, &l.why) {
+        (Some(g), _) => format!("{} (group {g})", l.mechanism),
+        (None, Some(why)) => format!("{} ({why})", l.mechanism),
+        (None, None) => l.mechanism.clone(),
+    };
+    line.push_str(": ");
+    line.push_str(&if parts.is_empty() {
+        "no limits set".to_string()
+    } else {
+        parts.join(", ")
+    });
+    if let Some(t) = &l.tmpdir {
+        line.push_str(&format!("; TMPDIR {t}"));
+    }
+    if !l.not_enforced.is_empty() {
+        line.push_str(&format!("; not enforced: {}", l.not_enforced.join("; ")));
+    }
+    line
 }
 
 /// The directory pas was run from: relative paths of an agent's command and `--cwd` are
@@ -984,13 +1030,13 @@ fn usage_line(u: &crate::usage::Usage) -> String {
     parts.join(", ")
 }
 
-/// The cell's limits and what the agent reserved: `cpu 2 cores (reserved 1 core), memory
+/// The cell's quota and what the agent reserved: `cpu 2 cores (reserved 1 core), memory
 /// unlimited`.
-fn limits_line(limits: &status::Limits, reserved: &status::Reserved) -> String {
+fn quota_line(quota: &status::Limits, reserved: &status::Reserved) -> String {
     crate::ops::reservation::RESOURCES
         .iter()
         .map(|(key, unit, label)| {
-            let limit = limits
+            let limit = quota
                 .get(key)
                 .copied()
                 .flatten()

@@ -1,0 +1,554 @@
+//! Control groups on this host: which hierarchies are mounted and writable (the input of
+//! `ops::limits::rules::mechanism`), and one agent's group: made, limited, joined, read
+//! and removed. Like `process`, this module talks to the kernel's files (`/proc`,
+//! `/sys/fs/cgroup`), not to a store.
+//!
+//! An agent's group is `pas/<cell>@<hash>/<agent>`, the hash that of the cell's directory so
+//! two missions roots with the same cell names never share one. Under cgroup v1 it is made
+//! below the group pas itself runs in, under each controller (so a pas confined by its
+//! service manager keeps its agents inside that confinement); under v2 below the root of the
+//! unified hierarchy, since a v2 group that holds processes cannot have controllers enabled
+//! for its children.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::ops::limits::rules::{Counters, Hierarchy, Mechanism, Plan, Probe};
+
+/// The environment variable that turns cgroups off for pas (`off`): rlimits and nice only.
+pub const CGROUPS_ENV: &str = "PAS_CGROUPS";
+
+/// The v1 controllers an agent's group is made under: those of
+/// [`crate::ops::limits::rules::CONTROLLERS`], and `cpuacct` (CPU use) when mounted.
+const V1: [&str; 4] = ["memory", "cpu", "cpuacct", "pids"];
+
+/// The cgroup mounts of this process's mount namespace: `(type, mount point, options)`.
+fn mounts() -> Vec<(String, PathBuf, Vec<String>)> {
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let (_, dir, kind, opts) = (f.next()?, f.next()?, f.next()?, f.next()?);
+            matches!(kind, "cgroup" | "cgroup2").then(|| {
+                (
+                    kind.to_string(),
+                    PathBuf::from(dir),
+                    opts.split(',').map(str::to_string).collect(),
+                )
+            })
+        })
+        .collect()
+}
+
+/// This process's groups from `/proc/self/cgroup`: `(controllers, path)`; v2's line has
+/// no controllers.
+fn own_groups() -> Vec<(Vec<String>, String)> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut f = line.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let controllers = controllers
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some((controllers, path.to_string()))
+        })
+        .collect()
+}
+
+fn writable(dir: &Path) -> bool {
+    rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+}
+
+/// Where each hierarchy is: for v1, the directory of the group pas runs in under each
+/// controller; for v2, the mount's root.
+#[derive(Debug, Clone, Default)]
+pub struct Host {
+    /// The unified hierarchy's mount point.
+    v2: Option<PathBuf>,
+    /// Each v1 controller's mount point and the group this process is in there.
+    v1: Vec<(String, PathBuf, String)>,
+}
+
+/// Looks at the host: what is mounted, what pas may write, and whether cgroups are turned
+/// off; returns the probe for the rules and where the hierarchies are.
+pub fn probe() -> (Probe, Host) {
+    let disabled = std::env::var(CGROUPS_ENV).is_ok_and(|v| v == "off");
+    let own = own_groups();
+    let mut probe = Probe {
+        disabled,
+        ..Probe::default()
+    };
+    let mut host = Host::default();
+    for (kind, dir, opts) in mounts() {
+        if kind == "cgroup2" {
+            let controllers = std::fs::read_to_string(dir.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            probe.v2 = Some(Hierarchy {
+                controllers,
+                writable: writable(&dir),
+            });
+            host.v2 = Some(dir);
+            continue;
+        }
+        for c in V1 {
+            if !opts.iter().any(|o| o == c) || host.v1.iter().any(|(n, ..)| n == c) {
+                continue;
+            }
+            let path = own
+                .iter()
+                .find(|(cs, _)| cs.iter().any(|x| x == c))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_else(|| "/".to_string());
+            let base = dir.join(path.trim_start_matches('/'));
+            probe.v1.push((
+                c.to_string(),
+                Hierarchy {
+                    controllers: vec![c.to_string()],
+                    writable: writable(&base),
+                },
+            ));
+            host.v1.push((c.to_string(), dir.clone(), path));
+        }
+    }
+    (probe, host)
+}
+
+/// The name of an agent's group below the base: `pas/<cell>@<hash>/<agent>`.
+pub fn group_name(cell_dir: &Path, cell: &str, agent: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(cell_dir.as_os_str().as_encoded_bytes());
+    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("pas/{cell}@{hash}/{agent}")
+}
+
+/// One agent's group: a directory per v1 controller, or one in the unified hierarchy.
+#[derive(Debug)]
+pub struct Group {
+    mechanism: Mechanism,
+    /// `(controller, directory, path in the hierarchy)`; v2 has one entry named `unified`.
+    dirs: Vec<(String, PathBuf, String)>,
+    /// Where this process was before it joined, to go back: `(cgroup.procs file)`.
+    home: Vec<PathBuf>,
+    /// The group's path inside its hierarchy, as `/proc/<pid>/cgroup` shows it.
+    path: String,
+    /// The memory limit set, to tell an OOM kill where the kernel does not count them.
+    memory_limit: Option<u64>,
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat keyed file (`memory.events`, `pids.events`,
+/// `memory.oom_control`).
+fn keyed(path: &Path, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl Group {
+    /// Makes (or reuses) the group `name` for `mechanism` (a cgroup one) and sets `plan`'s
+    /// group limits on it.
+    pub fn create(host: &Host, mechanism: Mechanism, name: &str, plan: &Plan) -> io::Result<Group> {
+        let mut dirs = Vec::new();
+        let mut home = Vec::new();
+        let path;
+        match mechanism {
+            Mechanism::CgroupV2 => {
+                let root = host
+                    .v2
+                    .clone()
+                    .ok_or_else(|| io::Error::other("no unified cgroup hierarchy"))?;
+                // Each level enables the controllers for the one below it.
+                let mut dir = root.clone();
+                for part in name.split('/') {
+                    write(&dir, "cgroup.subtree_control", "+memory +cpu +pids")?;
+                    dir = dir.join(part);
+                    std::fs::create_dir_all(&dir)?;
+                }
+                let own = own_groups()
+                    .into_iter()
+                    .find(|(cs, _)| cs.is_empty())
+                    .map(|(_, p)| p)
+                    .unwrap_or_else(|| "/".to_string());
+                let own = outside(&own, name);
+                home.push(root.join(own.trim_start_matches('/')).join("cgroup.procs"));
+                path = format!("/{name}");
+                dirs.push(("unified".to_string(), dir, path.clone()));
+            }
+            Mechanism::CgroupV1 => {
+                let mut memory_path = None;
+                for (c, mount, own) in &host.v1 {
+                    let own = outside(own, name);
+                    let base = mount.join(own.trim_start_matches('/'));
+                    let dir = base.join(name);
+                    std::fs::create_dir_all(&dir)?;
+                    home.push(base.join("cgroup.procs"));
+                    let inside = format!("{}/{name}", own.trim_end_matches('/'));
+                    if c == "memory" {
+                        memory_path = Some(inside.clone());
+                    }
+                    dirs.push((c.clone(), dir, inside));
+                }
+                path = memory_path.unwrap_or_else(|| format!("/{name}"));
+            }
+            Mechanism::Rlimit => return Err(io::Error::other("rlimits make no group")),
+        }
+        let group = Group {
+            mechanism,
+            dirs,
+            home,
+            path,
+            memory_limit: plan.group_memory,
+        };
+        group.limit(plan)?;
+        Ok(group)
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        let want = if self.mechanism == Mechanism::CgroupV2 {
+            "unified"
+        } else {
+            controller
+        };
+        self.dirs
+            .iter()
+            .find(|(c, ..)| c == want)
+            .map(|(_, d, _)| d.as_path())
+    }
+
+    /// The group's path inside its hierarchy (`/proc/<pid>/cgroup` shows the same).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Sets the group's limits; a limit not asked for is lifted ("max", -1), so a changed
+    /// file takes effect at the next start.
+    fn limit(&self, plan: &Plan) -> io::Result<()> {
+        const PERIOD: u64 = 100_000;
+        let quota = plan
+            .group_cpu
+            .map(|c| ((c * PERIOD as f64).round() as u64).max(1000));
+        if self.mechanism == Mechanism::CgroupV2 {
+            let Some(dir) = self.dir("") else {
+                return Ok(());
+            };
+            let max = |v: Option<u64>| v.map_or("max".to_string(), |v| v.to_string());
+            write(dir, "memory.max", &max(plan.group_memory))?;
+            if dir.join("memory.swap.max").exists() {
+                // The limit holds memory and swap together, as v1's memsw does.
+                write(
+                    dir,
+                    "memory.swap.max",
+                    if plan.group_memory.is_some() {
+                        "0"
+                    } else {
+                        "max"
+                    },
+                )?;
+            }
+            write(dir, "cpu.max", &format!("{} {PERIOD}", max(quota)))?;
+            // cpu.shares 2..262144 onto cpu.weight 1..10000, as systemd maps them.
+            let weight = plan
+                .group_shares
+                .map_or(100, |s| 1 + (s.saturating_sub(2) * 9999) / 262_142);
+            write(dir, "cpu.weight", &weight.to_string())?;
+            // One more process for the supervisor, which stays in the group.
+            write(dir, "pids.max", &max(plan.group_pids.map(|p| p + 1)))?;
+            return Ok(());
+        }
+        let unlimited = |v: Option<u64>| v.map_or("-1".to_string(), |v| v.to_string());
+        if let Some(dir) = self.dir("memory") {
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            // memsw must stay at or above the memory limit: lift it first, set it last.
+            if memsw.exists() {
+                let _ = write(dir, "memory.memsw.limit_in_bytes", "-1");
+            }
+            write(dir, "memory.limit_in_bytes", &unlimited(plan.group_memory))?;
+            if memsw.exists() {
+                let _ = write(
+                    dir,
+                    "memory.memsw.limit_in_bytes",
+                    &unlimited(plan.group_memory),
+                );
+            }
+        }
+        if let Some(dir) = self.dir("cpu") {
+            write(dir, "cpu.cfs_period_us", &PERIOD.to_string())?;
+            write(
+                dir,
+                "cpu.cfs_quota_us",
+                &quota.map_or("-1".to_string(), |q| q.to_string()),
+            )?;
+            write(
+                dir,
+                "cpu.shares",
+                &plan.group_shares.unwrap_or(1024).to_string(),
+            )?;
+        }
+        if let Some(dir) = self.dir("pids") {
+            // One more process for the supervisor, which stays in the group.
+            write(
+                dir,
+                "pids.max",
+                &plan
+                    .group_pids
+                    .map_or("max".to_string(), |p| (p + 1).to_string()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves this process into the group, where it is not yet: what it spawns now starts
+    /// there. Undone by [`Group::leave`]. A move costs the kernel an RCU grace period
+    /// (milliseconds under v1), so the supervisor joins once and stays.
+    pub fn join(&self) -> io::Result<()> {
+        let me = std::process::id().to_string();
+        let now = own_groups();
+        for (c, dir, inside) in &self.dirs {
+            let there = now.iter().any(|(cs, p)| {
+                p == inside && (cs.iter().any(|x| x == c) || (cs.is_empty() && c == "unified"))
+            });
+            if !there {
+                write(dir, "cgroup.procs", &me)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves this process back where it was before [`Group::join`].
+    pub fn leave(&self) -> io::Result<()> {
+        let me = std::process::id().to_string();
+        for procs in &self.home {
+            std::fs::write(procs, &me)?;
+        }
+        Ok(())
+    }
+
+    /// The counters a death is judged by, as they are now; [`Counters`] of a run are the
+    /// difference between two readings ([`Reading::since`]).
+    pub fn read(&self) -> Reading {
+        let memory = self.dir("memory");
+        let (oom_kills, failcnt, peak) = match (self.mechanism, memory) {
+            (Mechanism::CgroupV2, Some(d)) => {
+                (keyed(&d.join("memory.events"), "oom_kill"), None, None)
+            }
+            (_, Some(d)) => (
+                keyed(&d.join("memory.oom_control"), "oom_kill"),
+                read_u64(&d.join("memory.failcnt")),
+                read_u64(&d.join("memory.max_usage_in_bytes")),
+            ),
+            (_, None) => (None, None, None),
+        };
+        let pids_refused = self
+            .dir("pids")
+            .and_then(|d| keyed(&d.join("pids.events"), "max"))
+            .unwrap_or(0);
+        Reading {
+            oom_kills,
+            failcnt,
+            peak,
+            pids_refused,
+            limit: self.memory_limit,
+        }
+    }
+
+    /// The pids in the group.
+    fn pids(&self) -> Vec<i32> {
+        let mut all = Vec::new();
+        for (_, dir, _) in &self.dirs {
+            let text = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for p in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        all
+    }
+
+    /// Removes the group once it is empty, then its cell's group when no other agent's is
+    /// in it: what is left in it may end by itself (or by a stop in progress) for `linger`;
+    /// then it is killed (SIGKILL; processes that left the agent's process group too) and
+    /// waited for up to `wait`. An error names what is left.
+    pub fn remove(self, linger: Duration, wait: Duration) -> io::Result<()> {
+        let lingering = Instant::now() + linger;
+        while !self.pids().is_empty() && Instant::now() < lingering {
+            crate::process::reap_children();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let left = self.pids();
+            if left.is_empty() {
+                break;
+            }
+            for p in &left {
+                let _ = crate::process::kill_pid(*p);
+            }
+            crate::process::reap_children();
+            if Instant::now() >= deadline {
+                return Err(io::Error::other(format!(
+                    "processes {left:?} are still in {}",
+                    self.path
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        for (_, dir, _) in &self.dirs {
+            // A v1 group can be briefly busy after its last process left.
+            let mut result = std::fs::remove_dir(dir);
+            while result.is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                result = std::fs::remove_dir(dir);
+            }
+            if let Err(e) = result {
+                if e.kind() != io::ErrorKind::NotFound {
+                    return Err(e);
+                }
+            }
+            // The cell's group goes with its last agent's; busy means another is there.
+            if let Some(cell) = dir.parent() {
+                let _ = std::fs::remove_dir(cell);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The group `own` is in, or the one it is below when that is the agent's group `name`
+/// itself (a supervisor stays in its agent's group between runs).
+fn outside(own: &str, name: &str) -> String {
+    match own.strip_suffix(&format!("/{name}")) {
+        Some("") => "/".to_string(),
+        Some(base) => base.to_string(),
+        None => own.to_string(),
+    }
+}
+
+/// One reading of a group's counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reading {
+    oom_kills: Option<u64>,
+    failcnt: Option<u64>,
+    peak: Option<u64>,
+    pids_refused: u64,
+    limit: Option<u64>,
+}
+
+impl Reading {
+    /// What happened between `start` and this reading.
+    pub fn since(&self, start: &Reading) -> Counters {
+        let grew = |now: Option<u64>, then: Option<u64>| match (now, then) {
+            (Some(n), Some(t)) => Some(n.saturating_sub(t)),
+            (Some(n), None) => Some(n),
+            _ => None,
+        };
+        // Within a page per CPU of the limit counts as at it.
+        let at_limit = match (self.peak, self.limit) {
+            (Some(p), Some(l)) => p + (1 << 20) >= l,
+            _ => false,
+        };
+        Counters {
+            oom_kills: grew(self.oom_kills, start.oom_kills),
+            memory_at_limit: at_limit && grew(self.failcnt, start.failcnt).is_some_and(|n| n > 0),
+            pids_refused: self.pids_refused.saturating_sub(start.pids_refused),
+        }
+    }
+}
+
+/// The per-agent temporary directory (`TMPDIR`) of isolation level_1 and up:
+/// `<tmp>/pas-<cell>@<hash>-<agent>.<supervisor pid>` (two supervisors racing to start one
+/// agent never share one), made empty and owned by `owner` (uid, gid) when given.
+pub fn fresh_tmpdir(name: &str, owner: Option<(u32, u32)>) -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = std::env::temp_dir().join(format!(
+        "pas-{}.{}",
+        name.trim_start_matches("pas/").replace('/', "-"),
+        std::process::id()
+    ));
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+    }
+    Ok(dir)
+}
+
+/// Removes a temporary directory made by [`fresh_tmpdir`].
+pub fn remove_tmpdir(dir: &Path) -> io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names_differ_by_cell_directory_and_keep_the_ids() {
+        let a = group_name(Path::new("/r1/c1"), "c1", "a1");
+        let b = group_name(Path::new("/r2/c1"), "c1", "a1");
+        assert!(a.starts_with("pas/c1@") && a.ends_with("/a1"), "{a}");
+        assert_eq!(a.len(), "pas/c1@".len() + 8 + "/a1".len());
+        assert_ne!(a, b, "two roots with the same cell id never share a group");
+        assert_eq!(a, group_name(Path::new("/r1/c1"), "c1", "a1"));
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn a_runs_counters_are_the_difference_of_two_readings() {
+        let r = |oom: Option<u64>, failcnt: Option<u64>, peak: Option<u64>, pids: u64| Reading {
+            oom_kills: oom, failcnt, peak, pids_refused: pids, limit: Some(64 << 20),
+        };
+        let cases = [
+            ("nothing happened", r(Some(2), Some(5), Some(1 << 20), 1), r(Some(2), Some(5), Some(1 << 20), 1),
+                Counters { oom_kills: Some(0), memory_at_limit: false, pids_refused: 0 }),
+            ("an oom kill during the run", r(Some(2), None, None, 0), r(Some(3), None, None, 0),
+                Counters { oom_kills: Some(1), memory_at_limit: false, pids_refused: 0 }),
+            ("not counted; the limit hit with the peak at it", r(None, Some(0), None, 0), r(None, Some(9), Some(64 << 20), 0),
+                Counters { oom_kills: None, memory_at_limit: true, pids_refused: 0 }),
+            ("the limit hit but the peak far below (reclaimed, not killed)", r(None, Some(0), None, 0), r(None, Some(9), Some(8 << 20), 0),
+                Counters { oom_kills: None, memory_at_limit: false, pids_refused: 0 }),
+            ("forks refused", r(None, None, None, 4), r(None, None, None, 7),
+                Counters { oom_kills: None, memory_at_limit: false, pids_refused: 3 }),
+        ];
+        for (name, start, end, want) in cases {
+            assert_eq!(end.since(&start), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn keyed_files_are_read_by_key() {
+        let dir = std::env::temp_dir().join(format!("pas-keyed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("memory.oom_control");
+        std::fs::write(&file, "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n").unwrap();
+        assert_eq!(keyed(&file, "oom_kill"), Some(4));
+        assert_eq!(keyed(&file, "under_oom"), Some(0));
+        assert_eq!(keyed(&file, "max"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,204 @@
+//! Enforced limits and isolation of one agent's runs (isolation level_1 and up): the
+//! agent's own control group with its memory, CPU and process limits, or rlimits where pas
+//! may not make groups; its nice value and open-files limit; a private `TMPDIR`. The
+//! supervisor sets them up before each spawn ([`confine`]), tells a death by a limit from
+//! another by the group's counters ([`Confinement::cause`]), and removes the group and the
+//! directory when it ends ([`Confinement::remove`]). The rules are in [`rules`]; what each
+//! level protects is in `docs/isolation.md`.
+
+pub mod rules;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cgroup::{self, Group, Reading};
+use crate::error::{Error, Result};
+use crate::model::{self, Agent, ExitCause, IsolationLevel, ResourceLimits};
+use rules::{Mechanism, Plan};
+
+/// What a run of the agent is confined by; kept by its supervisor while the run lasts.
+#[derive(Debug)]
+pub struct Confinement {
+    /// Its group (cgroup mechanisms).
+    group: Option<Group>,
+    /// The group's counters when the run started.
+    baseline: Reading,
+    /// Its private temporary directory.
+    tmpdir: Option<PathBuf>,
+    /// The rlimits and nice to set on the spawning process.
+    plan: Plan,
+    /// What the agent file records (`limits`).
+    pub record: model::Limits,
+    /// Whether the run gets its own mount namespace (level_2): the cell's directory and
+    /// its `TMPDIR` writable, the rest read-only.
+    pub namespace: bool,
+}
+
+/// Sets up the confinement of the agent's next run at `level`: the limits of the cell's
+/// `resource_limits` under the agent's own, by the strongest mechanism the host allows, a
+/// group named for the cell's directory `cell_dir`, and a fresh `TMPDIR` owned by `owner`
+/// (uid, gid) when given; `last` is the group's reading at the end of the previous run,
+/// when this process saw it (the next run's counters start there: no reading on the
+/// restart path). `None` at level `none`. Bad limits are refused naming the key;
+/// a group that cannot be made is refused naming the way out (`PAS_CGROUPS=off`).
+pub fn confine(
+    level: IsolationLevel,
+    cell_limits: &ResourceLimits,
+    agent: &Agent,
+    cell_dir: &Path,
+    cell: &str,
+    owner: Option<(u32, u32)>,
+    last: Option<Reading>,
+) -> Result<Option<Confinement>> {
+    if level == IsolationLevel::None {
+        return Ok(None);
+    }
+    let wanted = rules::resolve(cell_limits, agent.resource_limits.as_ref())?;
+    let (probe, host) = cgroup::probe();
+    let (mechanism, why) = rules::mechanism(&probe);
+    let plan = rules::plan(mechanism, &wanted);
+    let name = cgroup::group_name(cell_dir, cell, &agent.agent_id);
+    let group = match mechanism {
+        Mechanism::Rlimit => None,
+        m => Some(Group::create(&host, m, &name, &plan).map_err(|e| {
+            Error::failure(format!(
+                "cannot set up the control group of agent {}: {e}",
+                agent.agent_id
+            ))
+            .hint(format!(
+                "fix the cgroup hierarchy, or set {}=off for pas to use rlimits instead",
+                cgroup::CGROUPS_ENV
+            ))
+        })?),
+    };
+    let tmpdir = cgroup::fresh_tmpdir(&name, owner).map_err(|e| {
+        Error::failure(format!(
+            "cannot make the temporary directory of agent {}: {e}",
+            agent.agent_id
+        ))
+        .hint("check that the temporary directory (TMPDIR, else /tmp) is writable")
+    })?;
+    let record = model::Limits {
+        mechanism: mechanism.as_str().to_string(),
+        why: Some(why),
+        group: group.as_ref().map(|g| g.path().to_string()),
+        memory_bytes: plan.group_memory.or(plan.rlimit_data),
+        cpu: plan.group_cpu,
+        cpu_shares: plan.group_shares,
+        pids: plan.group_pids.or(plan.rlimit_nproc),
+        nice: plan.nice,
+        open_files: plan.rlimit_nofile,
+        not_enforced: plan.not_enforced.clone(),
+        tmpdir: Some(tmpdir.display().to_string()),
+        extra: Default::default(),
+    };
+    let baseline = match (&group, last) {
+        (Some(_), Some(last)) => last,
+        (Some(g), None) => g.read(),
+        (None, _) => Reading::default(),
+    };
+    Ok(Some(Confinement {
+        group,
+        baseline,
+        tmpdir: Some(tmpdir),
+        plan,
+        record,
+        namespace: level == IsolationLevel::Level2,
+    }))
+}
+
+impl Confinement {
+    /// The private temporary directory, for `TMPDIR`.
+    pub fn tmpdir(&self) -> Option<&Path> {
+        self.tmpdir.as_deref()
+    }
+
+    /// Runs `spawn` so that what it starts is confined: this process takes the run's
+    /// nice value and rlimits and joins the group (the child inherits all of it before its
+    /// first instruction). The supervisor stays in the group until [`Confinement::remove`]:
+    /// moving a process between groups waits for an RCU grace period, milliseconds under
+    /// cgroup v1, which a restart should not pay.
+    pub fn spawn<T>(&self, spawn: impl FnOnce() -> T) -> Result<T> {
+        set_rlimits(&self.plan)?;
+        if let Some(group) = &self.group {
+            if let Err(e) = group.join() {
+                // Back out of the controllers it did join.
+                let _ = group.leave();
+                return Err(Error::failure(format!(
+                    "cannot enter the agent's control group: {e}"
+                )));
+            }
+        }
+        Ok(spawn())
+    }
+
+    /// The cause to record for a death the supervisor saw as `cause`: `oom` or `limit`
+    /// when the group's counters show a limit did it ([`rules::classify`]); and the
+    /// group's reading now, where the next run's counters start.
+    pub fn cause(
+        &self,
+        cause: ExitCause,
+        code: Option<i32>,
+        signal: Option<i32>,
+    ) -> (ExitCause, Option<Reading>) {
+        let now = self.group.as_ref().map(Group::read);
+        let counters = now.map(|n| n.since(&self.baseline)).unwrap_or_default();
+        let cause = rules::classify(cause, code.map(i64::from), signal.map(i64::from), &counters);
+        (cause, now)
+    }
+
+    /// Ends the confinement once the agent is gone: what is left in the group gets
+    /// `grace` to end (a stop in progress kills it by then), then is killed, and the group
+    /// is removed, and the temporary directory with it. Returns what could not be removed,
+    /// in words.
+    pub fn remove(self, grace: Duration) -> Vec<String> {
+        let mut left = Vec::new();
+        if let Some(group) = self.group {
+            let path = group.path().to_string();
+            if let Err(e) = group.leave() {
+                left.push(format!("cannot leave control group {path}: {e}"));
+            }
+            if let Err(e) = group.remove(grace, Duration::from_secs(3)) {
+                left.push(format!("cannot remove control group {path}: {e}"));
+            }
+        }
+        if let Some(dir) = self.tmpdir {
+            if let Err(e) = cgroup::remove_tmpdir(&dir) {
+                left.push(format!("cannot remove {}: {e}", dir.display()));
+            }
+        }
+        left
+    }
+}
+
+/// Sets `plan`'s rlimits and nice on this process.
+fn set_rlimits(plan: &Plan) -> Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    for (limit, resource, name) in [
+        (plan.rlimit_data, Resource::Data, "RLIMIT_DATA"),
+        (plan.rlimit_nproc, Resource::Nproc, "RLIMIT_NPROC"),
+        (plan.rlimit_nofile, Resource::Nofile, "RLIMIT_NOFILE"),
+    ] {
+        if let Some(v) = limit {
+            setrlimit(
+                resource,
+                Rlimit {
+                    current: Some(v),
+                    maximum: Some(v),
+                },
+            )
+            .map_err(|e| Error::failure(format!("cannot set {name} to {v}: {e}")))?;
+        }
+    }
+    if let Some(n) = plan.nice {
+        // The nice value of this process, as getpriority(2) counts it.
+        let now = rustix::process::getpriority_process(None).unwrap_or(0);
+        if now != n as i32 {
+            rustix::process::setpriority_process(None, n as i32).map_err(|e| {
+                Error::failure(format!("cannot set the nice value to {n}: {e}"))
+                    .hint("only root may lower a nice value")
+            })?;
+        }
+    }
+    Ok(())
+}
