@@ -12,7 +12,8 @@ mod cluster;
 /// Whether `pas-etcd` was built (`cargo test --features etcd`; its gRPC client needs
 /// `protoc`). When not, prints one `skipped:` line, unless `PAS_TEST_REQUIRE_ALL=1`.
 fn etcd_program_built() -> bool {
-    if option_env!("CARGO_BIN_EXE_pas-etcd").is_some() {
+    // Cargo names the program even when the feature is off; it exists only when built.
+    if option_env!("CARGO_BIN_EXE_pas-etcd").is_some_and(|p| std::path::Path::new(p).exists()) {
         return true;
     }
     let problem = "pas-etcd is not built (cargo test --features etcd, which needs protoc)";
