@@ -608,6 +608,13 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
             }),
         ),
         (
+            "files, io",
+            Styled::from(match &resources {
+                Some((Some(u), _, _)) => io_line(u),
+                _ => "-".to_string(),
+            }),
+        ),
+        (
             "quota",
             Styled::from(match &resources {
                 Some((_, quota, reserved)) => quota_line(quota, reserved),
@@ -615,6 +622,24 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
             }),
         ),
         ("limits", Styled::from(limits_line(a.limits.as_ref()))),
+        (
+            "cgroup",
+            Styled::from(
+                a.limits
+                    .as_ref()
+                    .and_then(|l| l.group.clone())
+                    .unwrap_or("-".into()),
+            ),
+        ),
+        (
+            "tmpdir",
+            Styled::from(
+                a.limits
+                    .as_ref()
+                    .and_then(|l| l.tmpdir.clone())
+                    .unwrap_or("-".into()),
+            ),
+        ),
         ("runs", Styled::from(a.runs.unwrap_or(0).to_string())),
         ("restarts", Styled::from(restarts)),
         ("next restart", Styled::from(next)),
@@ -690,7 +715,7 @@ fn show(ctx: &Ctx, cell: &str, agent_id: &str) -> Result<()> {
 fn limits_line(limits: Option<&crate::model::Limits>) -> String {
     use crate::units::{show, Unit};
     let Some(l) = limits else {
-        return "- (none: isolation none, or not started since limits were enforced)".into();
+        return "- (none at its last start)".into();
     };
     let mut parts = Vec::new();
     if let Some(m) = l.memory_bytes {
@@ -711,10 +736,10 @@ fn limits_line(limits: Option<&crate::model::Limits>) -> String {
     if let Some(f) = l.open_files {
         parts.push(format!("open files {f}"));
     }
+    // The group and TMPDIR have rows of their own (`cgroup`, `tmpdir`): long paths.
     let mut line = match (&l.group, &l.why) {
-        (Some(g), _) => format!("{} (group {g})", l.mechanism),
         (None, Some(why)) => format!("{} ({why})", l.mechanism),
-        (None, None) => l.mechanism.clone(),
+        _ => l.mechanism.clone(),
     };
     line.push_str(": ");
     line.push_str(&if parts.is_empty() {
@@ -722,9 +747,6 @@ fn limits_line(limits: Option<&crate::model::Limits>) -> String {
     } else {
         parts.join(", ")
     });
-    if let Some(t) = &l.tmpdir {
-        line.push_str(&format!("; TMPDIR {t}"));
-    }
     if !l.not_enforced.is_empty() {
         line.push_str(&format!("; not enforced: {}", l.not_enforced.join("; ")));
     }
@@ -1008,24 +1030,35 @@ fn wait(ctx: &Ctx, args: WaitArgs) -> Result<()> {
 /// threads, 12 open files, IO 0 B read / 1 kB written`.
 fn usage_line(u: &crate::usage::Usage) -> String {
     use crate::units::{show, Unit};
-    let mut parts = vec![
-        format!("{} RSS", show(u.rss_bytes as f64, Unit::Bytes)),
-        format!(
-            "{} CPU since start ({} s)",
-            u.cpu_percent.map_or("-".into(), |p| format!("{p}%")),
-            (u.cpu_seconds * 100.0).round() / 100.0
-        ),
-        format!("{} processes, {} threads", u.processes, u.threads),
-    ];
+    let plural = |n: u64, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "es" });
+    format!(
+        "{} RSS, CPU {} s ({} since start), {}, {} thread{}",
+        show(u.rss_bytes as f64, Unit::Bytes),
+        (u.cpu_seconds * 100.0).round() / 100.0,
+        u.cpu_percent.map_or("-".into(), |p| format!("{p}%")),
+        plural(u.processes, "process"),
+        u.threads,
+        if u.threads == 1 { "" } else { "s" }
+    )
+}
+
+/// The open files and IO of an agent's process tree: `5 open files, 1.2 MB read, 0 B
+/// written`.
+fn io_line(u: &crate::usage::Usage) -> String {
+    use crate::units::{show, Unit};
+    let mut parts = Vec::new();
     if let Some(n) = u.open_files {
-        parts.push(format!("{n} open files"));
+        parts.push(format!("{n} open file{}", if n == 1 { "" } else { "s" }));
     }
     if let Some(io) = u.io {
         parts.push(format!(
-            "IO {} read / {} written",
+            "{} read, {} written",
             show(io.read_bytes as f64, Unit::Bytes),
             show(io.write_bytes as f64, Unit::Bytes)
         ));
+    }
+    if parts.is_empty() {
+        return "- (not readable)".into();
     }
     parts.join(", ")
 }
