@@ -189,25 +189,7 @@ fn the_seeds_curl_examples_change_the_cell_as_the_cli_sees_it() {
     ) {
         return;
     }
-    let root = Root::new();
-    seed_machine(&root);
-    let cell = root.cell("seed");
-    // The agents the examples name, and the seed's default quotas.
-    root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
-    root.ok(&["agent", "add", &cell, "Architect"]);
-    root.ok(&[
-        "quota",
-        "set",
-        &cell,
-        "--cpu",
-        "10",
-        "--mem",
-        "32768MiB",
-        "--gpu",
-        "1",
-        "--gpu-mem",
-        "8192MiB",
-    ]);
+    let (root, cell) = seed_root();
     let server = Server::start(&root, &[]);
     let auth = format!("Authorization: Bearer {}", server.token);
     let curl = |args: &[&str]| -> Value {
@@ -392,24 +374,7 @@ fn the_seeds_examples_run_unchanged_but_for_the_port_with_trust_loopback() {
     ) {
         return;
     }
-    let root = Root::new();
-    seed_machine(&root);
-    let cell = root.cell("seed");
-    root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
-    root.ok(&["agent", "add", &cell, "Architect"]);
-    root.ok(&[
-        "quota",
-        "set",
-        &cell,
-        "--cpu",
-        "10",
-        "--mem",
-        "32768MiB",
-        "--gpu",
-        "1",
-        "--gpu-mem",
-        "8192MiB",
-    ]);
+    let (root, cell) = seed_root();
     let script = |port: u16| {
         ["6121", "6109", "6104", "6105"]
             .iter()
@@ -966,6 +931,30 @@ fn the_token_is_private_rotates_at_once_and_sigterm_stops_the_server() {
 /// The machine the seed's resource manager assumed (10 cores, 32 GB, 1 GPU, 8 GB of GPU
 /// memory) as the root's capacity: reservations must fit the machine too, and this one may
 /// have fewer cores and no GPU.
+/// A root on the seed's machine with one cell holding the agents the seed's examples name
+/// and the seed's default quotas.
+fn seed_root() -> (Root, String) {
+    let root = Root::new();
+    seed_machine(&root);
+    let cell = root.cell("seed");
+    root.ok(&["agent", "add", &cell, "Q-Tower-Trainer"]);
+    root.ok(&["agent", "add", &cell, "Architect"]);
+    root.ok(&[
+        "quota",
+        "set",
+        &cell,
+        "--cpu",
+        "10",
+        "--mem",
+        "32768MiB",
+        "--gpu",
+        "1",
+        "--gpu-mem",
+        "8192MiB",
+    ]);
+    (root, cell)
+}
+
 fn seed_machine(root: &Root) {
     std::fs::write(
         root.path.join("pas.toml"),
