@@ -9,6 +9,7 @@
 //! ends with its last process. It takes `CAP_SYS_ADMIN` (root); the caller refuses
 //! level_2 before it gets here when pas is not root.
 
+use std::convert::Infallible;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -42,20 +43,28 @@ pub fn args(
 /// namespace and replaces itself with the agent's command. Returns only on failure, with
 /// the message for stderr; `None` when the arguments are not the trampoline's.
 pub fn run_if_asked() -> Option<String> {
+    if_asked(WORD, "cannot isolate the agent (level_2)", trampoline)
+}
+
+/// Runs `trampoline` with the rest of the arguments when the first is `word`; it returns
+/// only on failure, as the message for stderr, `failed` in front.
+pub(crate) fn if_asked(
+    word: &str,
+    failed: &str,
+    trampoline: fn(&[OsString]) -> io::Result<Infallible>,
+) -> Option<String> {
     let mut argv = std::env::args_os().skip(1);
-    if argv.next()? != WORD {
+    if argv.next()? != word {
         return None;
     }
     let rest: Vec<OsString> = argv.collect();
     Some(match trampoline(&rest) {
         Ok(never) => match never {},
-        Err(e) => format!("cannot isolate the agent (level_2): {e}"),
+        Err(e) => format!("{failed}: {e}"),
     })
 }
 
-enum Never {}
-
-fn trampoline(args: &[OsString]) -> io::Result<Never> {
+fn trampoline(args: &[OsString]) -> io::Result<Infallible> {
     let bad = || io::Error::new(io::ErrorKind::InvalidInput, "bad __isolate arguments");
     let id = |a: Option<&OsString>| -> io::Result<Option<u32>> {
         match a.and_then(|a| a.to_str()).ok_or_else(bad)? {
@@ -111,7 +120,7 @@ fn mounts() -> io::Result<Vec<(PathBuf, Vec<String>)>> {
 }
 
 /// A mountinfo path: spaces, tabs, newlines and backslashes are written in octal.
-fn unescape(s: &str) -> String {
+pub(crate) fn unescape(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(i) = rest.find('\\') {
@@ -136,7 +145,7 @@ fn unescape(s: &str) -> String {
 
 /// Makes a mount namespace for this process: private propagation (nothing leaks back
 /// out), `writable` bound over themselves, then every mount remounted read-only but those.
-fn enter(writable: &[PathBuf]) -> io::Result<()> {
+pub(crate) fn enter(writable: &[PathBuf]) -> io::Result<()> {
     // unshare(2) with CLONE_NEWNS only: the reason rustix asks for `unshare_unsafe` is
     // CLONE_FILES (a file table other threads may still use), which is not asked for here,
     // and this process has a single thread.

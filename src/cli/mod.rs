@@ -257,6 +257,9 @@ pub fn run() -> ExitCode {
     if let Some(problem) = crate::namespace::run_if_asked() {
         return report(&Error::failure(problem));
     }
+    if let Some(problem) = crate::container::run_if_asked() {
+        return report(&Error::failure(problem));
+    }
     if let Some(code) = supervise_if_asked() {
         return code;
     }

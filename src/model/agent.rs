@@ -316,8 +316,11 @@ record! {
         open_files: Option<u64> = optional,
         /// Limits asked for that this mechanism cannot enforce, with why.
         not_enforced: Vec<String> = or_default,
-        /// Its private temporary directory (`TMPDIR`).
+        /// Its private temporary directory (`TMPDIR`; at level_3, the container's `/tmp`).
         tmpdir: Option<String> = optional,
+        /// The container it runs in (isolation level_3): the runtime and the container's
+        /// id, `crun <id>`.
+        container: Option<String> = optional,
     }
 }
 

@@ -213,7 +213,7 @@ words! {
         Level1 = "level_1",
         /// Level 1 plus a mount namespace: the cell directory writable, the rest read-only.
         Level2 = "level_2",
-        /// A container runtime (refused: pas does not run agents in containers yet).
+        /// Level 1 in a container (crun): own PID, IPC, UTS and mount namespaces.
         Level3 = "level_3",
     }
 }

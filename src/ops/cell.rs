@@ -58,7 +58,7 @@ pub enum IsolationLevel {
     /// Level 1 plus a mount namespace where only the cell is writable (root).
     #[value(name = "level_2")]
     Level2,
-    /// Containers (refused: not provided yet).
+    /// Level 1 in a crun container: own PID, IPC and mount namespaces, private /tmp (root).
     #[value(name = "level_3")]
     Level3,
 }

@@ -117,8 +117,8 @@ pub fn state_of(agent: &Agent) -> ProcState {
 }
 
 /// Refuses isolation levels this host cannot provide: level_2 when pas is not root (a
-/// mount namespace takes `CAP_SYS_ADMIN`), level_3 always, naming the runtime to install
-/// when none works here.
+/// mount namespace takes `CAP_SYS_ADMIN`), level_3 when pas is not root or its container
+/// runtime (crun) is not installed, naming what to do.
 pub fn check_isolation(cell: &Cell) -> Result<()> {
     let lower = "or run the cell at level_1 (own session, cgroup, limits, TMPDIR): cell.json isolation_level";
     match cell.isolation_level {
@@ -130,31 +130,16 @@ pub fn check_isolation(cell: &Cell) -> Result<()> {
             ),
         )
         .hint(format!("start the agent (or the watch) as root, {lower}"))),
-        IsolationLevel::Level3 => Err(Error::new(
-            Kind::Failure,
-            match container_runtime() {
-                Some(runtime) => format!(
-                    "isolation level_3 runs agents in containers, which pas does not do yet ({runtime} is here)"
-                ),
-                None => "isolation level_3 needs a container runtime, and neither podman nor docker works here".to_string(),
-            },
-        )
-        .hint(format!("install rootless podman (apt-get install podman), {lower}"))),
+        IsolationLevel::Level3 => match crate::container::unavailable() {
+            Some(why) => Err(Error::new(Kind::Failure, why).hint(format!(
+                "install {} (apt-get install {}) and start the agent as root, {lower}",
+                crate::container::RUNTIME,
+                crate::container::RUNTIME
+            ))),
+            None => Ok(()),
+        },
         IsolationLevel::None | IsolationLevel::Level1 | IsolationLevel::Level2 => Ok(()),
     }
-}
-
-/// A container runtime that answers here (`podman info`, `docker info` exit 0), by name.
-fn container_runtime() -> Option<&'static str> {
-    ["podman", "docker"].into_iter().find(|runtime| {
-        Command::new(runtime)
-            .arg("info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
 }
 
 /// How agents are launched in this run: what the operator allowed the watch, `revive` or
@@ -634,10 +619,6 @@ impl Runner<'_> {
             }
         };
         cmd.current_dir(&cwd)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_os_str())))
             .env("PAS_CELL", cell)
             .env("PAS_AGENT", agent)
@@ -654,6 +635,32 @@ impl Runner<'_> {
                 cmd.env(k, v);
             }
         }
+        if let Some(c) = &confinement {
+            // Level_3: the command and its environment go into the container's bundle.
+            if let (Some(bundle), Some(tmp)) = (&c.container, &c.record.tmpdir) {
+                let ids = match &run_as {
+                    RunAs::Myself => (None, None),
+                    RunAs::User { uid, gid, .. } => (Some(*uid), Some(*gid)),
+                };
+                let spec = crate::container::Spec {
+                    writable: &self.dir,
+                    tmp: Path::new(tmp),
+                    ids,
+                    no_network: c.no_network,
+                    hostname: agent,
+                    init: None,
+                };
+                cmd = crate::container::wrap(&cmd, &spec, bundle).map_err(|e| {
+                    NotStarted::Refused(Error::failure(format!(
+                        "cannot write the container bundle of agent {agent}: {e}"
+                    )))
+                })?;
+            }
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0);
         let spawned = match &confinement {
             Some(c) => c.spawn(|| cmd.spawn()).map_err(NotStarted::Refused)?,
             None => cmd.spawn(),
@@ -678,20 +685,30 @@ impl Runner<'_> {
     fn confine(&self, on_file: &Agent, run_as: &RunAs) -> Result<Option<limits::Confinement>> {
         let level = Cell::from_doc(&store::read_required(self.store, self.cell, FileKey::Cell)?)?
             .isolation_level;
-        let cell_limits = cell_limits(self.store, self.cell)?;
+        let isolation = match self
+            .store
+            .read(self.cell, FileKey::Config(ConfigFile::Isolation))?
+        {
+            Some(doc) => model::Isolation::from_doc(&doc)?,
+            None => model::Isolation::default(),
+        };
         let owner = match run_as {
             RunAs::Myself => None,
             RunAs::User { uid, gid, .. } => Some((*uid, *gid)),
         };
-        limits::confine(
+        let mut confinement = limits::confine(
             level,
-            &cell_limits,
+            &isolation.resource_limits,
             on_file,
             &self.dir,
             self.cell,
             owner,
             self.last_reading.take(),
-        )
+        )?;
+        if let Some(c) = confinement.as_mut() {
+            c.no_network = isolation.network_isolation;
+        }
+        Ok(confinement)
     }
 }
 

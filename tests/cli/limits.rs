@@ -279,19 +279,3 @@ sleep 30"#,
     assert!(root.cell_dir(&cell).join("inside.txt").exists());
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
 }
-
-#[test]
-fn level_3_is_refused_naming_what_to_install() {
-    let root = Root::new();
-    let cell = root.ok(&["cell", "create", "--name", "Box", "--isolation", "level_3"]);
-    root.ok(&["agent", "add", &cell, "a1", "--", "true"]);
-    let before = root.snapshot();
-    let run = root.run(&["agent", "start", &cell, "a1"]);
-    run.refused(1, "isolation level_3");
-    assert!(
-        run.stderr.contains("install rootless podman"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(root.snapshot(), before, "nothing changed");
-}

@@ -5,6 +5,7 @@ mod harness;
 mod budgets;
 mod cells;
 mod concurrency;
+mod containers;
 mod dashboard;
 mod demo;
 mod docs;

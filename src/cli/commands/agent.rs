@@ -741,6 +741,9 @@ fn limits_line(limits: Option<&crate::model::Limits>) -> String {
         (None, Some(why)) => format!("{} ({why})", l.mechanism),
         _ => l.mechanism.clone(),
     };
+    if let Some(runtime) = l.container.as_deref().and_then(|c| c.split(' ').next()) {
+        line.push_str(&format!(" in a {runtime} container"));
+    }
     line.push_str(": ");
     line.push_str(&if parts.is_empty() {
         "no limits set".to_string()

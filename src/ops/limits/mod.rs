@@ -32,6 +32,11 @@ pub struct Confinement {
     /// Whether the run gets its own mount namespace (level_2): the cell's directory and
     /// its `TMPDIR` writable, the rest read-only.
     pub namespace: bool,
+    /// The run's container bundle (level_3), in its temporary directory beside the
+    /// container's `/tmp`.
+    pub container: Option<crate::container::Bundle>,
+    /// Whether the container gets a network namespace of its own (`network_isolation`).
+    pub no_network: bool,
 }
 
 /// Sets up the confinement of the agent's next run at `level`: the limits of the cell's
@@ -71,13 +76,23 @@ pub fn confine(
             ))
         })?),
     };
-    let tmpdir = cgroup::fresh_tmpdir(&name, owner).map_err(|e| {
+    let level3 = level == IsolationLevel::Level3;
+    let tmp_error = |e: std::io::Error| {
         Error::failure(format!(
             "cannot make the temporary directory of agent {}: {e}",
             agent.agent_id
         ))
         .hint("check that the temporary directory (TMPDIR, else /tmp) is writable")
-    })?;
+    };
+    // Level_3: the directory holds the container's /tmp (the agent's) and its bundle.
+    let tmpdir =
+        cgroup::fresh_tmpdir(&name, if level3 { None } else { owner }).map_err(tmp_error)?;
+    let (agent_tmp, container) = if level3 {
+        let bundle = crate::container::prepare(&tmpdir, owner).map_err(tmp_error)?;
+        (tmpdir.join(crate::container::TMP), Some(bundle))
+    } else {
+        (tmpdir.clone(), None)
+    };
     let record = model::Limits {
         mechanism: mechanism.as_str().to_string(),
         why: Some(why),
@@ -89,7 +104,10 @@ pub fn confine(
         nice: plan.nice,
         open_files: plan.rlimit_nofile,
         not_enforced: plan.not_enforced.clone(),
-        tmpdir: Some(tmpdir.display().to_string()),
+        tmpdir: Some(agent_tmp.display().to_string()),
+        container: container
+            .as_ref()
+            .map(|b| format!("{} {}", crate::container::RUNTIME, b.id)),
         extra: Default::default(),
     };
     let baseline = match (&group, last) {
@@ -104,6 +122,8 @@ pub fn confine(
         plan,
         record,
         namespace: level == IsolationLevel::Level2,
+        container,
+        no_network: false,
     }))
 }
 
@@ -134,13 +154,21 @@ impl Confinement {
 
     /// The cause to record for a death the supervisor saw as `cause`: `oom` or `limit`
     /// when the group's counters show a limit did it ([`rules::classify`]); and the
-    /// group's reading now, where the next run's counters start.
+    /// group's reading now, where the next run's counters start. A container (level_3)
+    /// whose crun was killed is ended first, so that its processes do not outlive the
+    /// run nor meet the next one.
     pub fn cause(
         &self,
         cause: ExitCause,
         code: Option<i32>,
         signal: Option<i32>,
     ) -> (ExitCause, Option<Reading>) {
+        if let Some(bundle) = &self.container {
+            if let Err(e) = crate::container::end(bundle) {
+                // The supervisor's stderr is the agent's log.
+                eprintln!("pas: cannot end the container of the run: {e}");
+            }
+        }
         let now = self.group.as_ref().map(Group::read);
         let counters = now.map(|n| n.since(&self.baseline)).unwrap_or_default();
         let cause = rules::classify(cause, code.map(i64::from), signal.map(i64::from), &counters);
