@@ -129,7 +129,7 @@ pub fn group_name(cell_dir: &Path, cell: &str, agent: &str) -> String {
 }
 
 /// One agent's group: a directory per v1 controller, or one in the unified hierarchy.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Group {
     mechanism: Mechanism,
     /// `(controller, directory, path in the hierarchy)`; v2 has one entry named `unified`.
@@ -230,6 +230,11 @@ impl Group {
             .iter()
             .find(|(c, ..)| c == want)
             .map(|(_, d, _)| d.as_path())
+    }
+
+    /// Whether the group's (first) directory is there.
+    pub fn exists(&self) -> bool {
+        self.dirs.first().is_some_and(|(_, d, _)| d.is_dir())
     }
 
     /// The group's path inside its hierarchy (`/proc/<pid>/cgroup` shows the same).
@@ -472,17 +477,29 @@ impl Reading {
     }
 }
 
+/// The name of an agent's temporary directory in the temporary directory:
+/// `pas-<cell>@<hash>-<agent>.<supervisor pid>`, from its group's name.
+pub fn tmpdir_name(group: &str, pid: u32) -> String {
+    format!("{}.{pid}", tmpdir_prefix(group))
+}
+
+/// What the names of an agent's temporary directories start with, whichever supervisor
+/// made them: `pas-<cell>@<hash>-<agent>` (then `.` and the pid).
+pub fn tmpdir_prefix(group: &str) -> String {
+    format!("pas-{}", group.trim_start_matches("pas/").replace('/', "-"))
+}
+
 /// The per-agent temporary directory (`TMPDIR`) of isolation level_1 and up:
 /// `<tmp>/pas-<cell>@<hash>-<agent>.<supervisor pid>` (two supervisors racing to start one
-/// agent never share one), made empty and owned by `owner` (uid, gid) when given.
+/// agent never share one), made empty and owned by `owner` (uid, gid) when given. What
+/// was there under that name before is removed without following a symbolic link, and
+/// only when it is a directory of pas's user or of `owner`.
 pub fn fresh_tmpdir(name: &str, owner: Option<(u32, u32)>) -> io::Result<PathBuf> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = std::env::temp_dir().join(format!(
-        "pas-{}.{}",
-        name.trim_start_matches("pas/").replace('/', "-"),
-        std::process::id()
-    ));
-    match std::fs::remove_dir_all(&dir) {
+    let base = std::env::temp_dir();
+    let leaf = tmpdir_name(name, std::process::id());
+    let dir = base.join(&leaf);
+    match remove_owned_dir(&base, &leaf, &owners(owner)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
@@ -495,12 +512,115 @@ pub fn fresh_tmpdir(name: &str, owner: Option<(u32, u32)>) -> io::Result<PathBuf
     Ok(dir)
 }
 
-/// Removes a temporary directory made by [`fresh_tmpdir`].
-pub fn remove_tmpdir(dir: &Path) -> io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
+/// The uids a temporary directory of pas's may belong to: pas's own, and the agent's.
+fn owners(owner: Option<(u32, u32)>) -> Vec<u32> {
+    let mut uids = vec![rustix::process::geteuid().as_raw()];
+    uids.extend(owner.map(|(uid, _)| uid));
+    uids
+}
+
+/// Empties the temporary directory `dir` of a previous run for the next one, keeping the
+/// directory: false when it is not one to keep (gone, a symbolic link, not a directory,
+/// owned by a uid other than pas's or `owner`'s), for the caller to make a fresh one.
+pub fn renew_tmpdir(dir: &Path, owner: Option<(u32, u32)>) -> bool {
+    use rustix::fs::{fstat, openat, Mode, OFlags, CWD};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let Ok(fd) = openat(CWD, dir, flags, Mode::empty()) else {
+        return false;
+    };
+    let owned = fstat(&fd).is_ok_and(|st| owners(owner).contains(&st.st_uid));
+    owned && empty_dir(&fd, 0).is_ok()
+}
+
+/// Removes a temporary directory made by [`fresh_tmpdir`], and what is in it.
+pub fn remove_tmpdir(dir: &Path, owner: Option<(u32, u32)>) -> io::Result<()> {
+    let (Some(base), Some(leaf)) = (dir.parent(), dir.file_name()) else {
+        return Err(io::Error::other(format!("{} has no parent", dir.display())));
+    };
+    match remove_owned_dir(base, leaf, &owners(owner)) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
+}
+
+/// How deep [`empty_dir`] goes before it gives up: no directory pas makes is that deep.
+const MAX_DEPTH: usize = 64;
+
+/// Removes the directory `name` in `parent` and everything in it, when it is a directory
+/// (not a symbolic link: never followed) owned by one of `uids`; else an error saying
+/// which (`NotFound` when there is nothing of that name). The walk holds each directory
+/// open and works relative to it (`openat` with `O_NOFOLLOW`, `unlinkat`): a directory
+/// swapped for a link on the way is unlinked, never entered.
+pub fn remove_owned_dir(
+    parent: &Path,
+    name: impl AsRef<std::ffi::OsStr>,
+    uids: &[u32],
+) -> io::Result<()> {
+    use rustix::fs::{fstat, openat, unlinkat, AtFlags, Mode, OFlags, CWD};
+    let name = name.as_ref();
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let parent_fd = openat(CWD, parent, dir_flags, Mode::empty())?;
+    let fd = match openat(
+        &parent_fd,
+        name,
+        dir_flags | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::LOOP) | Err(rustix::io::Errno::NOTDIR) => {
+            return Err(io::Error::other(format!(
+                "{} is not a directory (a symbolic link or a file): left alone",
+                parent.join(name).display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let uid = fstat(&fd)?.st_uid;
+    if !uids.contains(&uid) {
+        return Err(io::Error::other(format!(
+            "{} belongs to uid {uid}, not to pas or the agent: left alone",
+            parent.join(name).display()
+        )));
+    }
+    empty_dir(&fd, 0)?;
+    unlinkat(&parent_fd, name, AtFlags::REMOVEDIR)?;
+    Ok(())
+}
+
+/// Removes everything in the open directory `fd`, depth first, never following a link.
+fn empty_dir(fd: &rustix::fd::OwnedFd, depth: usize) -> io::Result<()> {
+    use rustix::fs::{openat, unlinkat, AtFlags, Dir, Mode, OFlags};
+    if depth > MAX_DEPTH {
+        return Err(io::Error::other(format!(
+            "more than {MAX_DEPTH} directories deep"
+        )));
+    }
+    let mut names = Vec::new();
+    for entry in Dir::read_from(fd)? {
+        let name = entry?.file_name().to_owned();
+        if name.as_bytes() != b"." && name.as_bytes() != b".." {
+            names.push(name);
+        }
+    }
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    for name in names {
+        match openat(fd, name.as_c_str(), flags, Mode::empty()) {
+            Ok(sub) => {
+                empty_dir(&sub, depth + 1)?;
+                unlinkat(fd, name.as_c_str(), AtFlags::REMOVEDIR)?;
+            }
+            // A file, a link (not followed), a socket...: unlinked itself.
+            Err(rustix::io::Errno::NOTDIR) | Err(rustix::io::Errno::LOOP) => {
+                match unlinkat(fd, name.as_c_str(), AtFlags::empty()) {
+                    Err(rustix::io::Errno::NOENT) => {}
+                    other => other?,
+                }
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -550,5 +670,58 @@ mod tests {
         assert_eq!(keyed(&file, "under_oom"), Some(0));
         assert_eq!(keyed(&file, "max"), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn removing_a_temporary_directory_never_follows_a_link_nor_takes_anothers() {
+        use std::os::unix::fs::symlink;
+        let base = std::env::temp_dir().join(format!("pas-rm-{}", std::process::id()));
+        let outside = base.join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        std::fs::write(outside.join("keep/file"), "x").unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        // A tree with files, a subdirectory and links to the outside, inside and on top.
+        let tree = base.join("pas-c@1-a.1");
+        std::fs::create_dir_all(tree.join("sub/deeper")).unwrap();
+        std::fs::write(tree.join("sub/deeper/f"), "x").unwrap();
+        symlink(&outside, tree.join("link")).unwrap();
+        symlink(&outside, tree.join("sub/link")).unwrap();
+        symlink(&outside, base.join("pas-c@1-a.2")).unwrap();
+        std::fs::write(base.join("pas-c@1-a.3"), "a file").unwrap();
+        let cases: [(&str, &str, &[u32], bool); 4] = [
+            ("a link planted under the name", "pas-c@1-a.2", &[me], false),
+            ("a file under the name", "pas-c@1-a.3", &[me], false),
+            (
+                "a directory of another uid",
+                "pas-c@1-a.1",
+                &[me + 1],
+                false,
+            ),
+            ("pas's own directory", "pas-c@1-a.1", &[me], true),
+        ];
+        for (name, leaf, uids, removed) in cases {
+            let result = remove_owned_dir(&base, leaf, uids);
+            assert_eq!(result.is_ok(), removed, "{name}: {result:?}");
+            assert!(
+                outside.join("keep/file").exists(),
+                "{name}: the outside is intact"
+            );
+        }
+        assert!(!tree.exists());
+        assert!(
+            base.join("pas-c@1-a.2").symlink_metadata().is_ok(),
+            "the link stays"
+        );
+        let gone = remove_owned_dir(&base, "pas-c@1-a.9", &[me]).unwrap_err();
+        assert_eq!(gone.kind(), io::ErrorKind::NotFound);
+        // Renewing empties a directory in place; a link is not renewed.
+        std::fs::create_dir_all(tree.join("sub")).unwrap();
+        std::fs::write(tree.join("sub/f"), "x").unwrap();
+        symlink(&outside, tree.join("link")).unwrap();
+        assert!(renew_tmpdir(&tree, None));
+        assert_eq!(std::fs::read_dir(&tree).unwrap().count(), 0);
+        assert!(!renew_tmpdir(&base.join("pas-c@1-a.2"), None));
+        assert!(outside.join("keep/file").exists());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -544,6 +544,8 @@ struct Runner<'a> {
     path: std::ffi::OsString,
     /// The agent's group's reading at its last death (see [`limits::confine`]).
     last_reading: std::cell::Cell<Option<crate::cgroup::Reading>>,
+    /// What this supervisor keeps of its last run's confinement (see [`limits::Kept`]).
+    kept: std::cell::RefCell<Option<limits::Kept>>,
 }
 
 impl Runner<'_> {
@@ -704,10 +706,13 @@ impl Runner<'_> {
             self.cell,
             owner,
             self.last_reading.take(),
+            self.kept.take(),
         )?;
         if let Some(c) = confinement.as_mut() {
             c.no_network = isolation.network_isolation;
         }
+        self.kept
+            .replace(confinement.as_ref().and_then(|c| c.kept()));
         Ok(confinement)
     }
 }
@@ -888,6 +893,7 @@ fn supervise_runs(
         env: workspace.env,
         path,
         last_reading: std::cell::Cell::new(None),
+        kept: std::cell::RefCell::new(None),
     };
     // The first run: spawned, then recorded.
     let mut argv = on_file.command.clone();

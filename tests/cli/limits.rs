@@ -279,3 +279,69 @@ sleep 30"#,
     assert!(root.cell_dir(&cell).join("inside.txt").exists());
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
 }
+
+/// The memory limit of `pid`'s group, in bytes.
+fn memory_limit(pid: i64) -> u64 {
+    let group = group_dir(pid, "memory").expect("the agent is in a memory group");
+    std::fs::read_to_string(group.join("memory.limit_in_bytes"))
+        .or_else(|_| std::fs::read_to_string(group.join("memory.max")))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_restart_keeps_the_group_and_an_emptied_tmpdir_and_takes_a_changed_limit() {
+    let root = Root::new();
+    // Each run leaves a file in its TMPDIR and says whether the last run's was there.
+    let body = r#"if [ -e "$TMPDIR/left" ]; then echo "saw left"; else echo "tmp empty"; fi
+touch "$TMPDIR/left"
+exec sleep 300"#;
+    let Some((cell, first)) = started_in_a_group(&root, "Keep", body, json!({"memory": "64MB"}))
+    else {
+        return;
+    };
+    let tmpdir = root.agent(&cell, "a1")["limits"]["tmpdir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(memory_limit(first) / 4096, 64_000_000 / 4096);
+    let kill = |pid: i64| {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap()
+    };
+    let restarted = |after: i64| {
+        let mut pid = 0;
+        wait_until(10.0, "a restart", || {
+            pid = root.agent(&cell, "a1")["pid"].as_i64().unwrap_or(0);
+            pid > 0 && pid != after && std::path::Path::new(&tmpdir).join("left").exists()
+        });
+        pid
+    };
+    // The same limits: the same group and directory, emptied.
+    kill(first);
+    let second = restarted(first);
+    assert_eq!(memory_limit(second) / 4096, 64_000_000 / 4096);
+    assert_eq!(root.agent(&cell, "a1")["limits"]["tmpdir"], tmpdir.as_str());
+    // A changed limit: set up again, in force for the next run.
+    set_limits(&root, &cell, "a1", json!({"memory": "32MB"}));
+    kill(second);
+    let third = restarted(second);
+    assert_eq!(memory_limit(third) / 4096, 32_000_000 / 4096);
+    assert_eq!(
+        root.agent(&cell, "a1")["limits"]["memory_bytes"],
+        32_000_000
+    );
+    let log_file = root.cell_dir(&cell).join("logs/a1.log");
+    let mut log = String::new();
+    wait_until(10.0, "three runs' reports", || {
+        log = std::fs::read_to_string(&log_file).unwrap_or_default();
+        log.matches("tmp empty").count() + log.matches("saw left").count() >= 3
+    });
+    assert!(!log.contains("saw left"), "{log}");
+    root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
+}

@@ -16,9 +16,14 @@ use crate::error::{Error, Result};
 use crate::model::{self, Agent, ExitCause, IsolationLevel, ResourceLimits};
 use rules::{Mechanism, Plan};
 
-/// What a run of the agent is confined by; kept by its supervisor while the run lasts.
+/// What a run of the agent is confined by; kept by its supervisor while the run lasts,
+/// and for the next run of the same supervisor as [`Kept`].
 #[derive(Debug)]
 pub struct Confinement {
+    /// What it was made from.
+    basis: rules::Basis,
+    /// Who owns its temporary directory besides pas.
+    owner: Option<(u32, u32)>,
     /// Its group (cgroup mechanisms).
     group: Option<Group>,
     /// The group's counters when the run started.
@@ -39,13 +44,29 @@ pub struct Confinement {
     pub no_network: bool,
 }
 
+/// What a supervisor keeps of the confinement of its agent's last run for the next one
+/// ([`Confinement::kept`]): when the next is made from the same level, limits and owner
+/// ([`rules::keep`]), its group (which the supervisor never left), limit files, plan and
+/// temporary directory (emptied) are used again: no probe of the mounts, no writes.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    basis: rules::Basis,
+    group: Option<Group>,
+    plan: Plan,
+    record: model::Limits,
+    tmpdir: PathBuf,
+    container: Option<crate::container::Bundle>,
+}
+
 /// Sets up the confinement of the agent's next run at `level`: the limits of the cell's
 /// `resource_limits` under the agent's own, by the strongest mechanism the host allows, a
 /// group named for the cell's directory `cell_dir`, and a fresh `TMPDIR` owned by `owner`
 /// (uid, gid) when given; `last` is the group's reading at the end of the previous run,
 /// when this process saw it (the next run's counters start there: no reading on the
-/// restart path). `None` at level `none`. Bad limits are refused naming the key;
-/// a group that cannot be made is refused naming the way out (`PAS_CGROUPS=off`).
+/// restart path), and `kept` what this supervisor kept of that run's confinement.
+/// `None` at level `none`. Bad limits are refused naming the key; a group that cannot be
+/// made is refused naming the way out (`PAS_CGROUPS=off`).
+#[allow(clippy::too_many_arguments)]
 pub fn confine(
     level: IsolationLevel,
     cell_limits: &ResourceLimits,
@@ -54,14 +75,43 @@ pub fn confine(
     cell: &str,
     owner: Option<(u32, u32)>,
     last: Option<Reading>,
+    kept: Option<Kept>,
 ) -> Result<Option<Confinement>> {
     if level == IsolationLevel::None {
         return Ok(None);
     }
     let wanted = rules::resolve(cell_limits, agent.resource_limits.as_ref())?;
+    let basis = rules::Basis {
+        level,
+        wanted,
+        owner,
+    };
+    if let Some(k) = kept {
+        // The group is still there when its directory is (the supervisor is in it).
+        let there = k.group.as_ref().is_none_or(Group::exists);
+        let agent_tmp = k.record.tmpdir.as_deref().map(Path::new);
+        if rules::keep(Some(&k.basis), &basis, there)
+            && agent_tmp.is_some_and(|t| cgroup::renew_tmpdir(t, owner))
+        {
+            let baseline = baseline(k.group.as_ref(), last);
+            return Ok(Some(Confinement {
+                basis,
+                owner,
+                group: k.group,
+                baseline,
+                tmpdir: Some(k.tmpdir),
+                plan: k.plan,
+                record: k.record,
+                namespace: level == IsolationLevel::Level2,
+                container: k.container,
+                no_network: false,
+            }));
+        }
+    }
+    let wanted = &basis.wanted;
     let (probe, host) = cgroup::probe();
     let (mechanism, why) = rules::mechanism(&probe);
-    let plan = rules::plan(mechanism, &wanted);
+    let plan = rules::plan(mechanism, wanted);
     let name = cgroup::group_name(cell_dir, cell, &agent.agent_id);
     let group = match mechanism {
         Mechanism::Rlimit => None,
@@ -110,12 +160,10 @@ pub fn confine(
             .map(|b| format!("{} {}", crate::container::RUNTIME, b.id)),
         extra: Default::default(),
     };
-    let baseline = match (&group, last) {
-        (Some(_), Some(last)) => last,
-        (Some(g), None) => g.read(),
-        (None, _) => Reading::default(),
-    };
+    let baseline = baseline(group.as_ref(), last);
     Ok(Some(Confinement {
+        basis,
+        owner,
         group,
         baseline,
         tmpdir: Some(tmpdir),
@@ -127,7 +175,28 @@ pub fn confine(
     }))
 }
 
+/// Where a run's counters start: at the last run's end when this process read it, else now.
+fn baseline(group: Option<&Group>, last: Option<Reading>) -> Reading {
+    match (group, last) {
+        (Some(_), Some(last)) => last,
+        (Some(g), None) => g.read(),
+        (None, _) => Reading::default(),
+    }
+}
+
 impl Confinement {
+    /// What the supervisor keeps of it for its agent's next run.
+    pub fn kept(&self) -> Option<Kept> {
+        Some(Kept {
+            basis: self.basis.clone(),
+            group: self.group.clone(),
+            plan: self.plan.clone(),
+            record: self.record.clone(),
+            tmpdir: self.tmpdir.clone()?,
+            container: self.container.clone(),
+        })
+    }
+
     /// The private temporary directory, for `TMPDIR`.
     pub fn tmpdir(&self) -> Option<&Path> {
         self.tmpdir.as_deref()
@@ -191,7 +260,7 @@ impl Confinement {
             }
         }
         if let Some(dir) = self.tmpdir {
-            if let Err(e) = cgroup::remove_tmpdir(&dir) {
+            if let Err(e) = cgroup::remove_tmpdir(&dir, self.owner) {
                 left.push(format!("cannot remove {}: {e}", dir.display()));
             }
         }

@@ -6,7 +6,7 @@
 //! (`crate::cgroup::probe`) and reads the group's counters.
 
 use crate::error::{Error, Result};
-use crate::model::{ExitCause, Quantity, ResourceLimits};
+use crate::model::{ExitCause, IsolationLevel, Quantity, ResourceLimits};
 use crate::units::Unit;
 
 /// The cgroup controllers pas needs to enforce memory, CPU and process limits.
@@ -106,6 +106,26 @@ pub fn mechanism(probe: &Probe) -> (Mechanism, String) {
         format!("no cgroup controllers for {}", missing_v1.join(", "))
     };
     (Mechanism::Rlimit, why)
+}
+
+/// What one run's confinement is made from: the level, the limits and the owner of its
+/// temporary directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Basis {
+    /// The cell's isolation level.
+    pub level: IsolationLevel,
+    /// The limits asked for.
+    pub wanted: Wanted,
+    /// The uid and gid the agent runs as, when not pas's.
+    pub owner: Option<(u32, u32)>,
+}
+
+/// Whether the next run of a supervisor's agent keeps the confinement of the last one
+/// (its group, limit files and temporary directory, with no probe nor write): only when
+/// the last run's was made from the same `now` basis and its group is `there`. A change
+/// of level, limit or owner makes a new one, as a first start does.
+pub fn keep(last: Option<&Basis>, now: &Basis, there: bool) -> bool {
+    last == Some(now) && there
 }
 
 /// An agent's limits, read and checked: what it asks for, whatever the mechanism.
@@ -499,6 +519,31 @@ mod tests {
         ];
         for (name, cause, code, signal, counters, want) in cases {
             assert_eq!(classify(cause, code, signal, &counters), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_restart_keeps_the_last_runs_confinement_only_when_nothing_changed() {
+        let basis = |level, memory: Option<u64>, owner| Basis {
+            level,
+            wanted: Wanted {
+                memory_bytes: memory,
+                ..Wanted::default()
+            },
+            owner,
+        };
+        let now = basis(IsolationLevel::Level1, Some(64 << 20), None);
+        #[rustfmt::skip]
+        let cases = [
+            ("the same basis, the group there", Some(now.clone()), true, true),
+            ("the first run: nothing kept", None, true, false),
+            ("the group is gone", Some(now.clone()), false, false),
+            ("another level", Some(basis(IsolationLevel::Level2, Some(64 << 20), None)), true, false),
+            ("another limit", Some(basis(IsolationLevel::Level1, Some(32 << 20), None)), true, false),
+            ("another owner", Some(basis(IsolationLevel::Level1, Some(64 << 20), Some((1000, 1000)))), true, false),
+        ];
+        for (name, last, there, want) in cases {
+            assert_eq!(keep(last.as_ref(), &now, there), want, "{name}");
         }
     }
 }
