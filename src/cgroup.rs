@@ -131,6 +131,9 @@ pub fn group_name(cell_dir: &Path, cell: &str, agent: &str) -> String {
 /// One agent's group: a directory per v1 controller, or one in the unified hierarchy.
 #[derive(Debug, Clone)]
 pub struct Group {
+    /// Where it was made, and its name: to make it again ([`Group::remake`]).
+    host: Host,
+    name: String,
     mechanism: Mechanism,
     /// `(controller, directory, path in the hierarchy)`; v2 has one entry named `unified`.
     dirs: Vec<(String, PathBuf, String)>,
@@ -210,6 +213,8 @@ impl Group {
             Mechanism::Rlimit => return Err(io::Error::other("rlimits make no group")),
         }
         let group = Group {
+            host: host.clone(),
+            name: name.to_string(),
             mechanism,
             dirs,
             home,
@@ -230,6 +235,12 @@ impl Group {
             .iter()
             .find(|(c, ..)| c == want)
             .map(|(_, d, _)| d.as_path())
+    }
+
+    /// Makes the group again as it was made (after a sweep took it for stale while it was
+    /// empty, before its supervisor joined), with `plan`'s limits.
+    pub fn remake(&self, plan: &Plan) -> io::Result<Group> {
+        Group::create(&self.host, self.mechanism, &self.name, plan)
     }
 
     /// Whether the group's (first) directory is there.
@@ -436,6 +447,88 @@ impl Group {
     }
 }
 
+/// The directories of agents' groups on this host that hold no process and have not
+/// changed for `quiet`: `pas/<cell>@<hash>/<agent>` under each hierarchy's base (for v1,
+/// the group pas runs in under each controller). A group holds its supervisor for as long
+/// as the supervisor lives, so an empty one was left by a supervisor that was killed;
+/// `quiet` spares a group just made, whose supervisor has not joined it yet.
+pub fn stale_groups(host: &Host, quiet: Duration) -> Vec<PathBuf> {
+    let mut bases: Vec<PathBuf> = host.v2.iter().map(|d| d.join("pas")).collect();
+    for (_, mount, own) in &host.v1 {
+        let own = match own.find("/pas/") {
+            Some(i) => &own[..i],
+            None => own.as_str(),
+        };
+        bases.push(mount.join(own.trim_start_matches('/')).join("pas"));
+    }
+    let mut stale = Vec::new();
+    for base in bases {
+        let Ok(cells) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for cell in cells.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let Ok(agents) = std::fs::read_dir(&cell) else {
+                continue;
+            };
+            for dir in agents.filter_map(|e| e.ok()).map(|e| e.path()) {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs"));
+                let empty = procs.is_ok_and(|p| p.trim().is_empty());
+                let changed = std::fs::metadata(&dir).and_then(|m| m.modified());
+                let old = changed.is_ok_and(|t| t.elapsed().is_ok_and(|e| e >= quiet));
+                if empty && old {
+                    stale.push(dir);
+                }
+            }
+        }
+    }
+    stale
+}
+
+/// Removes an empty group's directory, and its cell's when no other agent's is left in it.
+pub fn remove_group_dir(dir: &Path) -> io::Result<()> {
+    std::fs::remove_dir(dir)?;
+    if let Some(cell) = dir.parent() {
+        let _ = std::fs::remove_dir(cell);
+    }
+    Ok(())
+}
+
+/// The temporary directories of agents whose supervisor is gone: in the temporary
+/// directory, `pas-<cell>@<8 hex digits>-<agent>.<pid>` whose pid is no process and that
+/// belong to one of `uids`: those of the agent whose names start with `agent`
+/// ([`tmpdir_prefix`]), or of any. Their names.
+pub fn stale_tmpdirs(agent: Option<&str>, uids: &[u32]) -> Vec<std::ffi::OsString> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        // Links are not followed here either: only directories are candidates, and only
+        // those of pas's user or the agent's (others are not pas's to judge).
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.metadata().is_ok_and(|m| uids.contains(&m.uid())))
+        .map(|e| e.file_name())
+        .filter(|name| {
+            let Some(name) = name.to_str() else {
+                return false;
+            };
+            let Some((stem, pid)) = name.rsplit_once('.') else {
+                return false;
+            };
+            let hashed = stem.split_once('@').is_some_and(|(_, rest)| {
+                rest.len() > 9
+                    && rest.as_bytes()[8] == b'-'
+                    && rest[..8].bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            let gone = pid.parse::<i32>().is_ok_and(|p| {
+                p > 0 && !crate::process::alive(p, None) && p as u32 != std::process::id()
+            });
+            agent.is_none_or(|a| a == stem) && name.starts_with("pas-") && hashed && gone
+        })
+        .collect()
+}
+
 /// The group `own` is in, or the one it is below when that is the agent's group `name`
 /// itself (a supervisor stays in its agent's group between runs).
 fn outside(own: &str, name: &str) -> String {
@@ -512,8 +605,9 @@ pub fn fresh_tmpdir(name: &str, owner: Option<(u32, u32)>) -> io::Result<PathBuf
     Ok(dir)
 }
 
-/// The uids a temporary directory of pas's may belong to: pas's own, and the agent's.
-fn owners(owner: Option<(u32, u32)>) -> Vec<u32> {
+/// The uids a temporary directory of pas's may belong to: pas's own, and the agent's
+/// (`owner`) when known.
+pub fn owners(owner: Option<(u32, u32)>) -> Vec<u32> {
     let mut uids = vec![rustix::process::geteuid().as_raw()];
     uids.extend(owner.map(|(uid, _)| uid));
     uids

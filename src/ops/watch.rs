@@ -155,6 +155,10 @@ pub fn run(
                 changes.watch_cell(&id);
                 todo.push(id);
             }
+            // What supervisors killed with SIGKILL left: empty groups, stale TMPDIRs.
+            for line in crate::ops::limits::sweep() {
+                report(Report::Note(line));
+            }
             let poll = if changes.polling() {
                 interval.min(Duration::seconds(2))
             } else {

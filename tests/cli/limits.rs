@@ -307,13 +307,6 @@ exec sleep 300"#;
         .unwrap()
         .to_string();
     assert_eq!(memory_limit(first) / 4096, 64_000_000 / 4096);
-    let kill = |pid: i64| {
-        rustix::process::kill_process(
-            rustix::process::Pid::from_raw(pid as i32).unwrap(),
-            rustix::process::Signal::KILL,
-        )
-        .unwrap()
-    };
     let restarted = |after: i64| {
         let mut pid = 0;
         wait_until(10.0, "a restart", || {
@@ -323,13 +316,13 @@ exec sleep 300"#;
         pid
     };
     // The same limits: the same group and directory, emptied.
-    kill(first);
+    kill9(first);
     let second = restarted(first);
     assert_eq!(memory_limit(second) / 4096, 64_000_000 / 4096);
     assert_eq!(root.agent(&cell, "a1")["limits"]["tmpdir"], tmpdir.as_str());
     // A changed limit: set up again, in force for the next run.
     set_limits(&root, &cell, "a1", json!({"memory": "32MB"}));
-    kill(second);
+    kill9(second);
     let third = restarted(second);
     assert_eq!(memory_limit(third) / 4096, 32_000_000 / 4096);
     assert_eq!(
@@ -344,4 +337,96 @@ exec sleep 300"#;
     });
     assert!(!log.contains("saw left"), "{log}");
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
+}
+
+/// A pid no process has now, for a planted directory's name.
+fn unused_pid() -> u32 {
+    (2000..32000)
+        .rev()
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap()
+}
+
+/// SIGKILL to `pid`, when it is still there.
+fn kill9(pid: i64) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+#[test]
+fn what_killed_supervisors_leave_is_swept_at_the_next_start_and_by_the_watch() {
+    let root = Root::new();
+    let Some((cell, pid)) =
+        started_in_a_group(&root, "Sweep", "exec sleep 300", json!({"pids": 16}))
+    else {
+        return;
+    };
+    let a = root.agent(&cell, "a1");
+    let first_tmp = PathBuf::from(a["limits"]["tmpdir"].as_str().unwrap());
+    // Under v1 the group is a directory per controller; under v2 one.
+    let mut groups: Vec<PathBuf> = ["memory", "cpu", "cpuacct", "pids"]
+        .iter()
+        .filter_map(|c| group_dir(pid, c))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    assert!(!groups.is_empty());
+    // A link planted under a name the sweep looks at, to a directory it must not empty.
+    let stem = first_tmp.file_name().unwrap().to_str().unwrap();
+    let stem = stem.rsplit_once('.').unwrap().0;
+    let outside = root.path.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "x").unwrap();
+    let planted = std::env::temp_dir().join(format!("{stem}.{}", unused_pid()));
+    std::os::unix::fs::symlink(&outside, &planted).unwrap();
+    let kill_both = || {
+        let a = root.agent(&cell, "a1");
+        kill9(a["supervisor_pid"].as_i64().unwrap());
+        kill9(a["pid"].as_i64().unwrap());
+        wait_until(10.0, "the group emptied", || {
+            groups.iter().all(|g| {
+                std::fs::read_to_string(g.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+            })
+        });
+    };
+    // A supervisor killed: its agent's next supervisor removes its TMPDIR.
+    kill_both();
+    assert!(first_tmp.exists());
+    root.ok(&["agent", "start", &cell, "a1"]);
+    wait_until(10.0, "the new run's limits", || {
+        root.agent(&cell, "a1")["limits"]["tmpdir"].as_str() != first_tmp.to_str()
+    });
+    assert!(
+        !first_tmp.exists(),
+        "the killed supervisor's TMPDIR is gone"
+    );
+    let second_tmp = PathBuf::from(
+        root.agent(&cell, "a1")["limits"]["tmpdir"]
+            .as_str()
+            .unwrap(),
+    );
+    // Killed again and not started: `pas watch` removes the empty group and the TMPDIR
+    // (a group quiet for 10 s: its time is set back rather than waited for).
+    kill_both();
+    root.ok(&["agent", "stop", &cell, "a1", "--grace", "1"]);
+    for g in &groups {
+        let status = std::process::Command::new("touch")
+            .args(["-d", "1 hour ago"])
+            .arg(g)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let watch = root.ok(&["watch", "--once"]);
+    assert!(watch.contains("removed the stale control group"), "{watch}");
+    for g in &groups {
+        assert!(!g.exists(), "{} is gone", g.display());
+        assert!(!g.parent().unwrap().exists(), "the cell's group too");
+    }
+    assert!(!second_tmp.exists(), "{watch}");
+    // The planted link was neither followed nor removed.
+    assert!(planted.symlink_metadata().is_ok());
+    assert!(outside.join("keep").exists());
+    std::fs::remove_file(&planted).unwrap();
 }

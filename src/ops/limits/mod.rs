@@ -110,9 +110,14 @@ pub fn confine(
     }
     let wanted = &basis.wanted;
     let (probe, host) = cgroup::probe();
+    let name = cgroup::group_name(cell_dir, cell, &agent.agent_id);
+    // A supervisor's first run: what earlier supervisors of the agent that were killed
+    // left in the temporary directory goes (the group itself is used again).
+    for problem in sweep_tmpdirs(Some(&cgroup::tmpdir_prefix(&name)), owner) {
+        eprintln!("pas: {problem}");
+    }
     let (mechanism, why) = rules::mechanism(&probe);
     let plan = rules::plan(mechanism, wanted);
-    let name = cgroup::group_name(cell_dir, cell, &agent.agent_id);
     let group = match mechanism {
         Mechanism::Rlimit => None,
         m => Some(Group::create(&host, m, &name, &plan).map_err(|e| {
@@ -175,6 +180,51 @@ pub fn confine(
     }))
 }
 
+/// How long an empty group is left alone by [`sweep`]: a supervisor joins the group it
+/// made within milliseconds.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// Removes what supervisors killed with SIGKILL left on this host: agents' groups that
+/// hold no process (a live supervisor stays in its agent's group) and have been quiet for
+/// 10 s, and agents' temporary directories whose supervisor's pid is no process and that
+/// belong to pas's user (never following a link). Run by `pas watch` at each reconcile of
+/// its root; returns what it removed and what it could not, in words.
+pub fn sweep() -> Vec<String> {
+    let mut said = Vec::new();
+    let (probe, host) = cgroup::probe();
+    if !probe.disabled {
+        for dir in cgroup::stale_groups(&host, QUIET) {
+            said.push(match cgroup::remove_group_dir(&dir) {
+                Ok(()) => format!("removed the stale control group {}", dir.display()),
+                Err(e) => format!(
+                    "cannot remove the stale control group {}: {e}",
+                    dir.display()
+                ),
+            });
+        }
+    }
+    said.extend(sweep_tmpdirs(None, None));
+    said
+}
+
+/// Removes the stale temporary directories of one agent (`agent`, the names' stem) or of
+/// any ([`cgroup::stale_tmpdirs`]) that belong to pas's user or `owner`; says what it
+/// removed and what it could not.
+fn sweep_tmpdirs(agent: Option<&str>, owner: Option<(u32, u32)>) -> Vec<String> {
+    let base = std::env::temp_dir();
+    let uids = cgroup::owners(owner);
+    let mut said = Vec::new();
+    for leaf in cgroup::stale_tmpdirs(agent, &uids) {
+        let path = base.join(&leaf);
+        match cgroup::remove_owned_dir(&base, &leaf, &uids) {
+            Ok(()) => said.push(format!("removed the stale directory {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => said.push(format!("cannot remove {}: {e}", path.display())),
+        }
+    }
+    said
+}
+
 /// Where a run's counters start: at the last run's end when this process read it, else now.
 fn baseline(group: Option<&Group>, last: Option<Reading>) -> Reading {
     match (group, last) {
@@ -210,7 +260,11 @@ impl Confinement {
     pub fn spawn<T>(&self, spawn: impl FnOnce() -> T) -> Result<T> {
         set_rlimits(&self.plan)?;
         if let Some(group) = &self.group {
-            if let Err(e) = group.join() {
+            // Swept as stale while empty, before this supervisor joined: made again once.
+            let joined = group
+                .join()
+                .or_else(|_| group.remake(&self.plan).and_then(|g| g.join()));
+            if let Err(e) = joined {
                 // Back out of the controllers it did join.
                 let _ = group.leave();
                 return Err(Error::failure(format!(
