@@ -82,7 +82,13 @@ exec sleep 30"#;
     let tmpdir = a["limits"]["tmpdir"].as_str().unwrap().to_string();
     assert!(std::path::Path::new(&tmpdir).join("t").exists(), "{a}");
     let shown = root.ok(&["agent", "show", &cell, "a1"]);
-    assert!(shown.contains("container"), "{shown}");
+    assert!(
+        shown.contains("in a crun container: memory 64 MB"),
+        "{shown}"
+    );
+    let status = root.ok(&["status", &cell]);
+    assert!(status.contains("\n  limits cgroup_v"), "{status}");
+    assert!(status.contains(" in a crun container: a1\n"), "{status}");
     root.ok(&["agent", "stop", &cell, "a1", "--grace", "2"]);
     wait_until(10.0, "the agent's temporary directory removed", || {
         !std::path::Path::new(&tmpdir).exists()

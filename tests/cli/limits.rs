@@ -307,6 +307,13 @@ exec sleep 300"#;
         .unwrap()
         .to_string();
     assert_eq!(memory_limit(first) / 4096, 64_000_000 / 4096);
+    // `status` says how the running agents' limits are enforced.
+    let status = root.ok(&["status", &cell]);
+    let mechanism = root.agent(&cell, "a1")["limits"]["mechanism"].clone();
+    assert!(
+        status.contains(&format!("\n  limits {}: a1\n", mechanism.as_str().unwrap())),
+        "{status}"
+    );
     let restarted = |after: i64| {
         let mut pid = 0;
         wait_until(10.0, "a restart", || {

@@ -149,6 +149,38 @@ fn task_summary(v: &CellView) -> String {
     )
 }
 
+/// How the limits of the cell's running agents are enforced, by mechanism (as their
+/// files' `limits` say, `agent show` in full): `limits cgroup_v1: a1, a2; cgroup_v1 in a
+/// crun container: a3`. `None` when no running agent has limits on file.
+fn limits_summary(v: &CellView) -> Option<String> {
+    let mut by: Vec<(String, Vec<&str>)> = Vec::new();
+    for a in v
+        .agents
+        .iter()
+        .filter(|a| a.state == Some(RunState::Running))
+    {
+        let Some(mechanism) = a.limits.as_ref().and_then(|l| l["mechanism"].as_str()) else {
+            continue;
+        };
+        let runtime = a.limits.as_ref().and_then(|l| l["container"].as_str());
+        let how = match runtime.and_then(|c| c.split(' ').next()) {
+            Some(r) => format!("{mechanism} in a {r} container"),
+            None => mechanism.to_string(),
+        };
+        match by.iter_mut().find(|(h, _)| *h == how) {
+            Some((_, agents)) => agents.push(&a.id),
+            None => by.push((how, vec![&a.id])),
+        }
+    }
+    (!by.is_empty()).then(|| {
+        let parts: Vec<String> = by
+            .iter()
+            .map(|(how, agents)| format!("{how}: {}", agents.join(", ")))
+            .collect();
+        format!("limits {}", parts.join("; "))
+    })
+}
+
 /// A column of the agents' table: its header, how long it stays when the terminal is too
 /// narrow for all (a higher `keep` stays longer), and its cell in each row.
 struct Column {
@@ -401,6 +433,10 @@ fn cell_text(ctx: &Ctx, v: &CellView, width: Option<usize>, text: &mut String) {
     text.push('\n');
     text.push_str(&fitted(format!("  {}", task_summary(v))));
     text.push('\n');
+    if let Some(limits) = limits_summary(v) {
+        text.push_str(&fitted(format!("  {limits}")));
+        text.push('\n');
+    }
     for p in &v.problems {
         ctx.out.note(&format!("pas: cannot read: {p}"));
         let broken = Styled::new("BROKEN", Tone::Bad);
