@@ -818,4 +818,123 @@ mod tests {
         assert!(outside.join("keep/file").exists());
         std::fs::remove_dir_all(&base).unwrap();
     }
+
+    #[test]
+    fn a_group_is_made_and_limited_in_a_hierarchy_laid_out_like_sys_fs_cgroup() {
+        let base = std::env::temp_dir().join(format!("pas-fakecg-{}", std::process::id()));
+        let plan = |memory: Option<u64>, cpu: Option<f64>, shares: Option<u64>, pids| Plan {
+            group_memory: memory,
+            group_cpu: cpu,
+            group_shares: shares,
+            group_pids: pids,
+            ..Plan::default()
+        };
+        let name = "pas/c1@0123abcd/a1";
+        #[rustfmt::skip]
+        type Case<'a> = (&'a str, Mechanism, Plan, &'a [(&'a str, &'a str)]);
+        let cases: [Case; 4] = [
+            (
+                "v2, every limit",
+                Mechanism::CgroupV2,
+                plan(Some(64 << 20), Some(0.5), Some(512), Some(10)),
+                &[
+                    ("memory.max", "67108864"),
+                    ("memory.swap.max", "0"),
+                    ("cpu.max", "50000 100000"),
+                    ("cpu.weight", "20"),
+                    ("pids.max", "11"),
+                ],
+            ),
+            (
+                "v2, none: lifted",
+                Mechanism::CgroupV2,
+                plan(None, None, None, None),
+                &[
+                    ("memory.max", "max"),
+                    ("memory.swap.max", "max"),
+                    ("cpu.max", "max 100000"),
+                    ("cpu.weight", "100"),
+                    ("pids.max", "max"),
+                ],
+            ),
+            (
+                "v1, every limit",
+                Mechanism::CgroupV1,
+                plan(Some(64 << 20), Some(0.2), Some(512), Some(10)),
+                &[
+                    ("memory/memory.limit_in_bytes", "67108864"),
+                    ("memory/memory.memsw.limit_in_bytes", "67108864"),
+                    ("cpu/cpu.cfs_quota_us", "20000"),
+                    ("cpu/cpu.cfs_period_us", "100000"),
+                    ("cpu/cpu.shares", "512"),
+                    ("pids/pids.max", "11"),
+                ],
+            ),
+            (
+                "v1, none: lifted",
+                Mechanism::CgroupV1,
+                plan(None, None, None, None),
+                &[
+                    ("memory/memory.limit_in_bytes", "-1"),
+                    ("memory/memory.memsw.limit_in_bytes", "-1"),
+                    ("cpu/cpu.cfs_quota_us", "-1"),
+                    ("cpu/cpu.shares", "1024"),
+                    ("pids/pids.max", "max"),
+                ],
+            ),
+        ];
+        for (case, mechanism, plan, want) in cases {
+            let _ = std::fs::remove_dir_all(&base);
+            let mut host = Host::default();
+            let group_dir = |controller: &str| match mechanism {
+                Mechanism::CgroupV2 => base.join(name),
+                _ => base.join(controller).join(name),
+            };
+            // What the kernel shows: the root's files, and the group's once it is made
+            // (made here in advance, as the kernel makes them with the directory).
+            match mechanism {
+                Mechanism::CgroupV2 => {
+                    std::fs::create_dir_all(group_dir("")).unwrap();
+                    std::fs::write(base.join("cgroup.controllers"), "cpu memory pids").unwrap();
+                    std::fs::write(group_dir("").join("memory.swap.max"), "max").unwrap();
+                    host.v2 = Some(base.clone());
+                }
+                _ => {
+                    for c in ["memory", "cpu", "pids"] {
+                        std::fs::create_dir_all(group_dir(c)).unwrap();
+                        host.v1.push((c.to_string(), base.join(c), "/".to_string()));
+                    }
+                    let memsw = group_dir("memory").join("memory.memsw.limit_in_bytes");
+                    std::fs::write(memsw, "-1").unwrap();
+                }
+            }
+            let group = Group::create(&host, mechanism, name, &plan).unwrap();
+            assert_eq!(group.path(), format!("/{name}"), "{case}");
+            assert!(group.exists(), "{case}");
+            for (file, value) in want {
+                let path = match mechanism {
+                    Mechanism::CgroupV2 => group_dir("").join(file),
+                    _ => {
+                        let (c, f) = file.split_once('/').unwrap();
+                        group_dir(c).join(f)
+                    }
+                };
+                let got = std::fs::read_to_string(&path).unwrap();
+                assert_eq!(got, *value, "{case}: {file}");
+            }
+            if mechanism == Mechanism::CgroupV2 {
+                // Each level enables the controllers for the one below it.
+                for dir in [base.clone(), base.join("pas"), base.join("pas/c1@0123abcd")] {
+                    let enabled = std::fs::read_to_string(dir.join("cgroup.subtree_control"));
+                    assert_eq!(
+                        enabled.unwrap(),
+                        "+memory +cpu +pids",
+                        "{case}: {}",
+                        dir.display()
+                    );
+                }
+            }
+        }
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
