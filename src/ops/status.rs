@@ -426,7 +426,15 @@ fn cell_view_sharing(
     now: DateTime<Utc>,
     snap: &mut ProcView,
 ) -> Result<CellView> {
-    let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
+    // Typed straight from its text when it reads that way, else as a document (whose error
+    // names the problem).
+    let read_cell = || match store.read_bytes(cell, FileKey::Cell)? {
+        Some(bytes) => match Cell::from_text(&bytes) {
+            Some(c) => Ok(c),
+            None => Cell::from_doc(&store.parse_doc(cell, FileKey::Cell, &bytes)?),
+        },
+        None => Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?),
+    };
     let mut cell_doc = read_cell()?;
     if record && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
         cell_doc = read_cell()?;
