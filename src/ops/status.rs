@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::model::field::Record as _;
 use crate::model::{AgentStatus, Cell, CellStatus, ReportedStatus, Role, Task, TaskStatus};
 use crate::ops::budget::State;
 use crate::ops::health::Health;
@@ -425,7 +426,15 @@ fn cell_view_sharing(
     now: DateTime<Utc>,
     snap: &mut ProcView,
 ) -> Result<CellView> {
-    let read_cell = || Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?);
+    // Typed straight from its text when it reads that way, else as a document (whose error
+    // names the problem).
+    let read_cell = || match store.read_bytes(cell, FileKey::Cell)? {
+        Some(bytes) => match Cell::from_text(&bytes) {
+            Some(c) => Ok(c),
+            None => Cell::from_doc(&store.parse_doc(cell, FileKey::Cell, &bytes)?),
+        },
+        None => Cell::from_doc(&store::read_required(store, cell, FileKey::Cell)?),
+    };
     let mut cell_doc = read_cell()?;
     if record && crate::ops::budget::enforce_time(store, cell, &cell_doc, now)? {
         cell_doc = read_cell()?;
@@ -465,9 +474,17 @@ fn cell_view_sharing(
             .or_insert(0) += 1;
     }
     let mut tasks = BTreeMap::new();
-    for (id, doc) in store.read_collection(cell, Collection::Tasks)? {
-        match doc.and_then(|d| Task::from_doc_at(&d, &crate::store::FileKey::Task(&id).relative()))
-        {
+    // As agents (heartbeat::observe_cell): each task typed straight from its text, and a
+    // file that does not read that way read as a document, whose error names the problem.
+    let task_of = |id: &str, bytes: Vec<u8>| match Task::from_text(&bytes) {
+        Some(t) => Ok(t),
+        None => {
+            let key = FileKey::Task(id);
+            Task::from_doc_at(&store.parse_doc(cell, key, &bytes)?, &key.relative())
+        }
+    };
+    for (id, bytes) in store.read_collection_bytes(cell, Collection::Tasks)? {
+        match bytes.and_then(|b| task_of(&id, b)) {
             Ok(t) => {
                 tasks.insert(id, t);
             }

@@ -660,7 +660,12 @@ impl FsStore {
         if prepared.is_empty() && lines.events.is_empty() {
             // Only the index's head (a refill): a cache, written on its own.
             return self
-                .apply_ready(cell, cell_fd.as_fd(), ready, Durability::Durable)
+                .apply_ready(
+                    cell,
+                    cell_fd.as_fd(),
+                    ready,
+                    super::ready::index_durability(),
+                )
                 .map_err(nothing);
         }
         // One atomic step: no intent needed.

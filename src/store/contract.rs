@@ -197,6 +197,14 @@ pub fn crud_round_trip(store: &dyn Store) {
     let read = store.read(CELL, key).expect("read").expect("exists");
     let keys: Vec<&String> = read.map().keys().collect();
     assert_eq!(keys, ["agent_id", "zz_unknown", "status"], "key order kept");
+    // Its bytes, as read-only views take them, are the same document.
+    let bytes = store.read_bytes(CELL, key).expect("bytes").expect("exists");
+    let parsed = store.parse_doc(CELL, key, &bytes).expect("parse");
+    assert_eq!(parsed.map(), read.map());
+    assert!(store
+        .read_bytes(CELL, FileKey::Agent("nobody"))
+        .expect("bytes")
+        .is_none());
     assert_eq!(
         store.list(CELL, Collection::Agents).expect("list"),
         ["a1".to_string()]
@@ -207,6 +215,7 @@ pub fn crud_round_trip(store: &dyn Store) {
     })
     .expect("remove");
     assert!(store.read(CELL, key).expect("read").is_none());
+    assert!(store.read_bytes(CELL, key).expect("bytes").is_none());
 }
 
 /// A create of an existing document is a conflict and changes nothing.

@@ -234,6 +234,12 @@ pub trait Store {
         cell: &str,
         what: Collection,
     ) -> Result<Vec<(String, Result<Vec<u8>>)>>;
+    /// [`Store::read`] leaving the document as its bytes (`None`: it does not exist), for
+    /// read-only views as [`Store::read_collection_bytes`]. By default the document is read
+    /// and written out again; a store that keeps bytes returns them as they are.
+    fn read_bytes(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(cell, key)?.map(|doc| doc.to_bytes()))
+    }
     /// Parses `bytes` read for `key` as [`Store::read`] does: a document that is not a JSON
     /// object is an error naming its file.
     fn parse_doc(&self, cell: &str, key: FileKey<'_>, bytes: &[u8]) -> Result<Doc>;
@@ -653,6 +659,22 @@ impl FsStore {
         }
     }
 
+    /// The opened directory of `key`'s file and the file's name; `None` when the
+    /// directory does not exist.
+    fn key_dir(&self, cell: &str, key: FileKey<'_>) -> Result<Option<(OwnedFd, String)>> {
+        let (sub, name) = Self::key_name(key)?;
+        let cell_fd = self.cell_fd(cell)?;
+        let dir = match sub {
+            None => cell_fd,
+            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
+            },
+        };
+        Ok(Some((dir, name)))
+    }
+
     /// Reads a document, with its revision when `with_revision`.
     fn read_doc(
         &self,
@@ -660,17 +682,8 @@ impl FsStore {
         key: FileKey<'_>,
         with_revision: bool,
     ) -> Result<(Option<Doc>, Revision)> {
-        let (sub, name) = Self::key_name(key)?;
-        let cell_fd = self.cell_fd(cell)?;
-        let dir = match sub {
-            None => cell_fd,
-            Some(sub) => match atomic::open_subdir(cell_fd.as_fd(), sub) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Ok((None, Revision::ABSENT))
-                }
-                Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(sub), e)),
-            },
+        let Some((dir, name)) = self.key_dir(cell, key)? else {
+            return Ok((None, Revision::ABSENT));
         };
         Ok(
             match self.read_in(dir.as_fd(), cell, key, &name, with_revision)? {
@@ -973,6 +986,14 @@ impl Store for FsStore {
             atomic::read_at(dir, name, key.size_limit())
                 .map_err(|e| self.io_error("read", &self.path_of(cell, key), e))
         })
+    }
+
+    fn read_bytes(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Vec<u8>>> {
+        let Some((dir, name)) = self.key_dir(cell, key)? else {
+            return Ok(None);
+        };
+        atomic::read_at(dir.as_fd(), &name, key.size_limit())
+            .map_err(|e| self.io_error("read", &self.path_of(cell, key), e))
     }
 
     fn parse_doc(&self, cell: &str, key: FileKey<'_>, bytes: &[u8]) -> Result<Doc> {

@@ -22,6 +22,14 @@
 //! The stamp is written after the commit and removed before a commit that changes tasks
 //! without keeping the index (or that saw `tasks/` change while it ran): a crash in between
 //! leaves it stale (rebuilt), never wrong.
+//!
+//! A commit does not fsync the index (its entries, its head, `.pas/` for the head's
+//! rename): the stamp names the boot it was written in (the kernel's `boot_id`), and an
+//! index stamped in another boot is stale. Only a crash of the whole machine can lose
+//! writes that were not synced, and after it the boot is another one, so the first claim
+//! rebuilds the index from the task files, which are synced. A killed process loses
+//! nothing (its writes are in the page cache), and within one boot every reader sees them.
+//! Where `boot_id` cannot be read the index is synced in every commit as before.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -56,11 +64,23 @@ pub struct Head {
 impl Head {
     /// The head of a complete sorted list of entries.
     pub fn of_sorted(entries: &[String]) -> Head {
-        let head: Vec<String> = entries.iter().take(HEAD_LEN).cloned().collect();
-        let bound = (entries.len() > HEAD_LEN)
+        Head::first(entries, HEAD_LEN)
+    }
+
+    /// The first `len` of `entries` (sorted), bounded when there are more.
+    fn first(entries: &[String], len: usize) -> Head {
+        let head: Vec<String> = entries.iter().take(len).cloned().collect();
+        let bound = (entries.len() > len)
             .then(|| head.last().cloned())
             .flatten();
         Head { head, bound }
+    }
+
+    /// The head a claim refills from the complete sorted list: [`HEAD_LEN`] entries, more
+    /// for a long queue (one per 256 entries, up to four times as many), so that the listing
+    /// of `ready/`, which grows with the queue, is made once per that many claims.
+    pub fn refill(entries: &[String]) -> Head {
+        Head::first(entries, (entries.len() / 256).clamp(HEAD_LEN, 4 * HEAD_LEN))
     }
 
     /// Takes the entry `name` in (`present`) or out.
@@ -88,10 +108,35 @@ impl Head {
 }
 
 /// When the index last matched `tasks/`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Stamp {
     /// `tasks/`'s modification time then, in nanoseconds since the epoch (set by pas).
     tasks_mtime_ns: u64,
+    /// The boot it was written in (`/proc/sys/kernel/random/boot_id`): an index stamped
+    /// in another boot may have lost unsynced writes in a crash, and is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot: Option<String>,
+}
+
+/// This boot's id (read once per process), `None` where the kernel does not say.
+pub(crate) fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = text.trim();
+        (!id.is_empty() && id.len() <= 64).then(|| id.to_string())
+    })
+    .as_deref()
+}
+
+/// How a commit writes the index: unsynced when the stamp can name the boot (see the
+/// module's header), else durably.
+pub(crate) fn index_durability() -> Durability {
+    if boot_id().is_some() {
+        Durability::Relaxed
+    } else {
+        Durability::Durable
+    }
 }
 
 /// The index as a transaction finds it.
@@ -159,7 +204,9 @@ impl FsStore {
         else {
             return Ok(ReadyIndex::Stale);
         };
-        if self.tasks_mtime_ns(cell, cell_fd.as_fd())? != Some(stamp.tasks_mtime_ns) {
+        if stamp.boot.as_deref() != boot_id()
+            || self.tasks_mtime_ns(cell, cell_fd.as_fd())? != Some(stamp.tasks_mtime_ns)
+        {
             return Ok(ReadyIndex::Stale);
         }
         let Some(head) = read(READY_HEAD)?.and_then(|b| serde_json::from_slice::<Head>(&b).ok())
@@ -278,7 +325,11 @@ impl FsStore {
         let Some(tasks_mtime_ns) = self.tasks_mtime_ns(cell, cell_fd.as_fd())? else {
             return Ok(None);
         };
-        let bytes = serde_json::to_vec(&Stamp { tasks_mtime_ns }).unwrap_or_default();
+        let stamp = Stamp {
+            tasks_mtime_ns,
+            boot: boot_id().map(str::to_string),
+        };
+        let bytes = serde_json::to_vec(&stamp).unwrap_or_default();
         // Not fsynced: it is written after what it vouches for, and a lost stamp only
         // costs a rebuild.
         self.write_pas_file(
@@ -329,13 +380,16 @@ impl FsStore {
     }
 
     /// Makes a commit's unsynced index changes durable: the entries' directory, the head
-    /// and `.pas/`.
+    /// and `.pas/`; nothing when the stamp names the boot ([`index_durability`]).
     pub(crate) fn sync_ready(
         &self,
         cell: &str,
         cell_fd: BorrowedFd<'_>,
         ready: &super::txn::ReadyChanges,
     ) -> Result<()> {
+        if index_durability() == Durability::Relaxed {
+            return Ok(());
+        }
         let sync = |rel: &str| {
             atomic::sync_file_at(cell_fd, &format!("{PAS_DIR}/{rel}"))
                 .map_err(|e| self.io_error("sync", &self.ready_path(cell, rel), e))
@@ -422,6 +476,51 @@ mod tests {
         }
         assert!(h.dry());
         assert!(!Head::of_sorted(&names(3)).dry());
+    }
+
+    #[test]
+    fn a_refill_takes_more_of_a_long_queue() {
+        // (entries, head length, bounded)
+        let table = [
+            (0, 0, false),
+            (3, 3, false),
+            (HEAD_LEN, HEAD_LEN, false),
+            (1_000, HEAD_LEN, true),
+            (10_000, HEAD_LEN, true),
+            (40_000, 156, true),
+            (100_000, 4 * HEAD_LEN, true),
+            (1_000_000, 4 * HEAD_LEN, true),
+        ];
+        for (n, len, bounded) in table {
+            let all = names(n);
+            let head = Head::refill(&all);
+            assert_eq!(head.head.len(), len, "{n}");
+            assert_eq!(head.head[..], all[..len], "{n}");
+            assert_eq!(head.bound.is_some(), bounded, "{n}");
+            if bounded {
+                assert_eq!(head.bound.as_deref(), Some(all[len - 1].as_str()), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stamp_of_another_boot_is_not_this_one() {
+        let stamp = |boot: Option<&str>| Stamp {
+            tasks_mtime_ns: 1,
+            boot: boot.map(str::to_string),
+        };
+        // A stamp written before stamps named the boot reads as bootless.
+        let old: Stamp = serde_json::from_str(r#"{"tasks_mtime_ns": 1}"#).expect("stamp");
+        assert_eq!(old, stamp(None));
+        let text = serde_json::to_string(&stamp(Some("b"))).expect("json");
+        assert_eq!(text, r#"{"tasks_mtime_ns":1,"boot":"b"}"#);
+        if let Some(now) = boot_id() {
+            assert_ne!(stamp(None).boot.as_deref(), Some(now));
+            assert_ne!(stamp(Some("another-boot")).boot.as_deref(), Some(now));
+            assert_eq!(index_durability(), Durability::Relaxed);
+        } else {
+            assert_eq!(index_durability(), Durability::Durable);
+        }
     }
 
     #[test]

@@ -113,6 +113,7 @@ delegate! {
         fn rebuild_ready(&self, cell: &str, entries: &[String]) -> Result<(ready::Head, Option<u64>)>;
         fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>>;
         fn read_collection_bytes(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Vec<u8>>)>>;
+        fn read_bytes(&self, cell: &str, key: FileKey<'_>) -> Result<Option<Vec<u8>>>;
         fn parse_doc(&self, cell: &str, key: FileKey<'_>, bytes: &[u8]) -> Result<Doc>;
         fn lock(&self, cell: &str, key: LockKey<'_>) -> Result<LockGuard>;
         fn read_log(&self, cell: &str, log: LogFile<'_>, offset: u64) -> Result<Vec<u8>>;

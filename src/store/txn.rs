@@ -14,7 +14,7 @@
 //! The body may run more than once (after a conflict), so it must have no effect other than
 //! through the transaction.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
@@ -373,7 +373,7 @@ impl<'a> Txn<'a> {
         let dry = self.ready.head.as_ref().is_some_and(Head::dry);
         if dry {
             let all = self.ready_all()?;
-            self.ready.head = Some(Head::of_sorted(&all));
+            self.ready.head = Some(Head::refill(&all));
             self.ready.head_changed = true;
         }
         Ok(self.ready.head.as_ref().map(|h| ReadyView {
@@ -385,15 +385,18 @@ impl<'a> Txn<'a> {
     /// Every entry of the ready index with this transaction's changes, sorted: one listing
     /// of the index (for a claim that found nothing in the head).
     pub fn ready_all(&mut self) -> Result<Vec<String>> {
-        let mut all: BTreeSet<String> = self.store.ready_entries(self.cell)?.into_iter().collect();
+        // The listing is sorted; this transaction's few changes are merged into it in
+        // place (no second copy of a list that may hold 100,000 names).
+        let mut all = self.store.ready_entries(self.cell)?;
+        if self.ready.entries.values().any(|present| !present) {
+            all.retain(|name| self.ready.entries.get(name) != Some(&false));
+        }
         for (name, present) in &self.ready.entries {
-            if *present {
-                all.insert(name.clone());
-            } else {
-                all.remove(name);
+            if let (true, Err(at)) = (*present, all.binary_search(name)) {
+                all.insert(at, name.clone());
             }
         }
-        Ok(all.into_iter().collect())
+        Ok(all)
     }
 
     /// Keeps the ready index in step with a write of task `id` in this transaction: its

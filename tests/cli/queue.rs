@@ -730,6 +730,51 @@ fn a_task_written_by_hand_is_claimed_in_its_place_and_a_broken_index_is_reported
 }
 
 #[test]
+fn an_index_stamped_in_another_boot_is_rebuilt_before_a_claim() {
+    // Commits do not fsync the ready index: its stamp names the boot, and after a machine
+    // crash (another boot) whatever the index lost is rebuilt from the task files.
+    let boot = match std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        Ok(text) => text.trim().to_string(),
+        Err(e) => {
+            eprintln!("skipped: no /proc/sys/kernel/random/boot_id ({e})");
+            return;
+        }
+    };
+    let root = Root::new();
+    let cell = root.cell("Crash");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    for t in ["t1", "t2", "t3"] {
+        root.ok(&["task", "add", &cell, t, "--title", t]);
+    }
+    assert_eq!(claim(&root, &cell, "a1"), "t1");
+    let pas = root.cell_dir(&cell).join(".pas");
+    let mut stamp = root.read_json(format!("{cell}/.pas/ready-stamp.json"));
+    assert_eq!(stamp["boot"], json!(boot), "the stamp names this boot");
+    // What a crash before the index reached the disk can leave: entries and head gone.
+    let empty_index = || {
+        for e in std::fs::read_dir(pas.join("ready")).unwrap() {
+            std::fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        std::fs::write(pas.join("ready.json"), r#"{"head":[],"bound":null}"#).unwrap();
+    };
+    empty_index();
+    stamp["boot"] = json!("another-boot");
+    std::fs::write(pas.join("ready-stamp.json"), stamp.to_string()).unwrap();
+    // Stale, so not reported; the next claim rebuilds it and takes the next task.
+    root.ok(&["validate", "--strict", &cell]);
+    assert_eq!(claim(&root, &cell, "a1"), "t2");
+    index_matches(&root, &cell, "a rebuild after another boot");
+    // The same loss with this boot's stamp would be trusted: nothing to claim.
+    empty_index();
+    let run = root.run(&["task", "claim", &cell, "--agent", "a1"]);
+    assert_eq!(
+        run.code, 7,
+        "an index of this boot is trusted: {}",
+        run.stderr
+    );
+}
+
+#[test]
 fn a_claim_looks_past_a_head_full_of_other_agents_tasks() {
     let root = Root::new();
     let cell = root.cell("Crowded head");
