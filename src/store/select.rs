@@ -29,7 +29,7 @@ pub enum Selected {
         /// The store.
         store: Box<dyn Store + Send + Sync>,
         /// Its URL.
-        url: EtcdUrl,
+        url: Box<EtcdUrl>,
         /// The local directory of its logs and checkpoints.
         blobs: PathBuf,
     },
@@ -137,6 +137,8 @@ delegate! {
         fn inspect(&self, cell: &str) -> Result<CellListing>;
         fn root_oddities(&self) -> Result<Vec<RootOddity>>;
         fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>>;
+        fn export_cell(&self, cell: &str) -> Result<super::image::CellImage>;
+        fn import_cell(&self, cell: &str, image: &super::image::CellImage) -> Result<()>;
 }
 
 impl Selected {
@@ -226,7 +228,7 @@ pub fn open(
     let store = opener(&url, root.clone(), lock_wait, policies)?;
     Ok(Opened::Store(Selected::Etcd {
         store,
-        url,
+        url: Box::new(url),
         blobs: root,
     }))
 }

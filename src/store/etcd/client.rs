@@ -16,6 +16,11 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 
 use super::url::{EtcdUrl, PASSWORD_ENV};
+
+#[path = "blobs.rs"]
+mod blobs;
+#[path = "copy.rs"]
+mod copy;
 use super::STORE_ENV;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
@@ -28,6 +33,7 @@ use crate::store::{
     CellListing, CheckpointFiles, FsStore, LockGuard, LogChunk, LogSegment, Origin, RevisionedDocs,
     RootOddity, Store, Workspace,
 };
+use blobs::BlobDir;
 
 /// How long one request may take before it is given up (and, for a commit, sent again).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,6 +65,8 @@ pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
     client: Client,
     blobs: FsStore,
+    /// Checkpoints' files, content-addressed (their manifests are in etcd).
+    blob_dir: BlobDir,
     commits: AtomicUsize,
     lease: OnceLock<i64>,
     lock_wait: Duration,
@@ -121,10 +129,12 @@ impl EtcdStore {
             })
             .map_err(|_| unreachable_error(url, "did not answer in time"))?
             .map_err(|e| classify(url, &e))?;
+        let blobs: PathBuf = blobs.into();
         Ok(EtcdStore {
             url: url.clone(),
             rt,
             client,
+            blob_dir: BlobDir::new(&blobs, url.blobs.as_deref()),
             blobs: FsStore::new(blobs),
             commits: AtomicUsize::new(0),
             lease: OnceLock::new(),
@@ -469,7 +479,11 @@ impl EtcdStore {
                 expected.push((k.clone(), r));
             }
             ops.push(match &w.op {
-                Op::Put(doc) => TxnOp::put(k, doc.to_bytes(), None),
+                Op::Put(doc) => {
+                    let bytes = doc.to_bytes();
+                    blobs::check_value(&self.describe_key(&k), bytes.len())?;
+                    TxnOp::put(k, bytes, None)
+                }
                 Op::Remove => TxnOp::delete(k, None),
             });
         }
@@ -780,7 +794,7 @@ impl Store for EtcdStore {
     }
 
     fn describe_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> String {
-        self.blobs.describe_checkpoint(cell, agent, generation)
+        self.describe_key(&self.checkpoint_key(cell, agent, generation))
     }
 
     fn workspace(&self, cell: &str, agent: Option<&str>) -> Result<Workspace> {
@@ -1183,8 +1197,7 @@ impl Store for EtcdStore {
     }
 
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
-        self.blob_cell(cell)?;
-        self.blobs.checkpoint_generations(cell, agent)
+        self.etcd_generations(cell, agent)
     }
 
     fn write_checkpoint(
@@ -1194,13 +1207,11 @@ impl Store for EtcdStore {
         generation: u64,
         files: &CheckpointFiles,
     ) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.write_checkpoint(cell, agent, generation, files)
+        self.put_checkpoint(cell, agent, generation, files, true)
     }
 
     fn mirror_checkpoint(&self, cell: &str, agent: &str, files: &CheckpointFiles) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.mirror_checkpoint(cell, agent, files)
+        self.put_checkpoint(cell, agent, 0, files, false)
     }
 
     fn read_checkpoint(
@@ -1209,13 +1220,11 @@ impl Store for EtcdStore {
         agent: &str,
         generation: u64,
     ) -> Result<Option<CheckpointFiles>> {
-        self.blob_cell(cell)?;
-        self.blobs.read_checkpoint(cell, agent, generation)
+        self.get_checkpoint(cell, agent, generation)
     }
 
     fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.remove_checkpoint(cell, agent, generation)
+        self.delete_checkpoint(cell, agent, generation)
     }
 
     fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<String> {
@@ -1272,6 +1281,14 @@ impl Store for EtcdStore {
 
     fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>> {
         self.blobs.read_root_config()
+    }
+
+    fn export_cell(&self, cell: &str) -> Result<crate::store::image::CellImage> {
+        self.export_image(cell)
+    }
+
+    fn import_cell(&self, cell: &str, image: &crate::store::image::CellImage) -> Result<()> {
+        self.import_image(cell, image)
     }
 }
 
