@@ -247,3 +247,172 @@ fn store_copy_moves_a_root_to_etcd_and_back_unchanged() {
         "{claim:?}"
     );
 }
+
+/// A cluster of this test's own, when `pas-etcd` is built and etcd installed.
+fn private_cluster() -> Option<cluster::Cluster> {
+    if !etcd_program_built() {
+        return None;
+    }
+    cluster::private()
+}
+
+/// Waits (bounded) until the cluster has a leader; which member it is.
+fn leader_of(c: &cluster::Cluster) -> usize {
+    let mut leader = None;
+    crate::harness::wait_until(15.0, "an etcd leader", || {
+        leader = c.leader();
+        leader.is_some()
+    });
+    leader.unwrap_or_default()
+}
+
+/// A cell on `url` with `agents` agents and `tasks` tasks, made in a file root and moved
+/// there by `pas store copy` (faster than a command per task on etcd).
+fn queue_on(root: &Root, url: &str, agents: usize, tasks: usize) -> String {
+    let staging = Root::new();
+    let cell = staging.ok(&[
+        "cell",
+        "create",
+        "--name",
+        "storm",
+        "--max-agents",
+        &agents.to_string(),
+    ]);
+    for i in 0..agents {
+        staging.ok(&["agent", "add", &cell, &format!("a{i:02}")]);
+    }
+    for i in 0..tasks {
+        let id = format!("t{i:03}");
+        staging.ok(&["task", "add", &cell, &id, "--title", &id]);
+    }
+    let from = staging.path.to_str().unwrap().to_string();
+    root.ok(&["store", "copy", "--from", &from, "--to", url]);
+    cell
+}
+
+#[test]
+fn claims_go_on_while_the_leader_and_then_a_follower_are_killed_and_each_task_is_claimed_once() {
+    const AGENTS: usize = 12;
+    const TASKS: usize = 50;
+    let Some(c) = private_cluster() else {
+        return;
+    };
+    let root = Root::new();
+    let url = c.url();
+    let cell = queue_on(&root, &url, AGENTS, TASKS);
+    let claimed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let problems = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let claimers: Vec<_> = (0..AGENTS)
+        .map(|i| {
+            let (url, cell) = (url.clone(), cell.clone());
+            let root_dir = root.path.clone();
+            let (claimed, problems) = (claimed.clone(), problems.clone());
+            std::thread::spawn(move || {
+                let agent = format!("a{i:02}");
+                while std::time::Instant::now() < deadline {
+                    let out = std::process::Command::new(crate::harness::pas_bin())
+                        .args(["--root", root_dir.to_str().unwrap(), "--store", &url])
+                        .args(["task", "claim", &cell, "--as", &agent])
+                        .output()
+                        .unwrap();
+                    match out.status.code() {
+                        Some(0) => claimed
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+                        Some(7) => return,
+                        // No quorum for a moment, or an outcome the election hid: the
+                        // task (if it was claimed) shows in the store; claim again.
+                        Some(4) | Some(10) => {}
+                        _ => problems.lock().unwrap().push(format!("{out:?}")),
+                    }
+                }
+                problems
+                    .lock()
+                    .unwrap()
+                    .push(format!("{agent} ran out of time"));
+            })
+        })
+        .collect();
+    let count = || claimed.lock().unwrap().len();
+    let all_done = || claimers.iter().all(|t| t.is_finished());
+    let wait_for = |n: usize| {
+        crate::harness::wait_until(60.0, &format!("{n} claims"), || count() >= n || all_done())
+    };
+    // The leader dies a few claims in, comes back; then a follower dies and comes back.
+    wait_for(8);
+    let leader = leader_of(&c);
+    let at_kill = count();
+    let started = std::time::Instant::now();
+    c.kill(leader);
+    wait_for(at_kill + 12);
+    c.restart(leader).unwrap();
+    let now_leader = leader_of(&c);
+    let follower = (0..3).find(|i| *i != now_leader).unwrap_or_default();
+    let at_second = count();
+    c.kill(follower);
+    wait_for(at_second + 12);
+    c.restart(follower).unwrap();
+    for t in claimers {
+        t.join().unwrap();
+    }
+    println!(
+        "{} claims by {AGENTS} processes, {:.1} s from the leader's death to the end",
+        count(),
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(problems.lock().unwrap().as_slice(), &[] as &[String]);
+    assert!(at_kill < TASKS, "the leader died while claims went on");
+    assert!(at_second < TASKS, "the follower died while claims went on");
+    // No task twice to the claimers, and in the store each task is claimed, by one agent.
+    let mut seen = claimed.lock().unwrap().clone();
+    let n = seen.len();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), n, "a task was handed out twice");
+    let tasks: serde_json::Value =
+        serde_json::from_str(&on(&root, &url, &["--json", "task", "list", &cell])).unwrap();
+    let tasks = tasks.as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), TASKS);
+    for t in &tasks {
+        assert!(t["claimed_by"].is_string(), "unclaimed: {t}");
+    }
+    let verified = on(&root, &url, &["events", "verify", &cell]);
+    assert!(verified.starts_with("ok: "), "{verified}");
+}
+
+#[test]
+fn without_quorum_a_command_exits_10_writes_nothing_and_restarted_members_have_all_data() {
+    let Some(c) = private_cluster() else {
+        return;
+    };
+    let root = Root::new();
+    let url = c.url();
+    let cell = on(&root, &url, &["cell", "create", "--name", "quorum"]);
+    on(
+        &root,
+        &url,
+        &["task", "add", &cell, "kept", "--title", "before"],
+    );
+    let before = on(&root, &url, &["--json", "task", "list", &cell]);
+    let leader = leader_of(&c);
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    c.kill(others[0]);
+    c.kill(leader);
+    let started = std::time::Instant::now();
+    root.run(&[
+        "--store", &url, "task", "add", &cell, "lost", "--title", "during",
+    ])
+    .refused(10, "has no quorum; nothing was written");
+    let took = started.elapsed();
+    // Nothing waits forever: the command gives up after its few seconds of retries.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    println!("quorum loss answered in {:.2} s", took.as_secs_f64());
+    c.restart(leader).unwrap();
+    c.restart(others[0]).unwrap();
+    leader_of(&c);
+    assert_eq!(on(&root, &url, &["--json", "task", "list", &cell]), before);
+    let verified = on(&root, &url, &["events", "verify", &cell]);
+    assert!(verified.starts_with("ok: "), "{verified}");
+}

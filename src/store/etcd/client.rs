@@ -71,6 +71,11 @@ pub struct EtcdStore {
     lease: OnceLock<i64>,
     lock_wait: Duration,
     availability_wait: Duration,
+    /// Set once a request ran out of [`Self::availability_wait`]: later requests of this
+    /// command try once, so a command of many requests says "no quorum" within one wait.
+    gave_up: std::sync::atomic::AtomicBool,
+    /// What the request that used up the wait was told: said again by the later ones.
+    unavailable: std::sync::Mutex<Option<Error>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -140,6 +145,8 @@ impl EtcdStore {
             lease: OnceLock::new(),
             lock_wait: Duration::from_secs(10),
             availability_wait: AVAILABILITY_WAIT,
+            gave_up: std::sync::atomic::AtomicBool::new(false),
+            unavailable: std::sync::Mutex::new(None),
         })
     }
 
@@ -153,6 +160,7 @@ impl EtcdStore {
     /// How long requests are retried while the cluster has no leader or does not answer.
     pub fn with_availability_wait(mut self, wait: Duration) -> EtcdStore {
         self.availability_wait = wait;
+        self.answered();
         self
     }
 
@@ -204,6 +212,45 @@ impl EtcdStore {
         format!("etcd://{}/{key}", self.url.members.join(","))
     }
 
+    /// Until when a request is retried while the cluster is unavailable: the availability
+    /// wait, or no retry once a request of this command has used it up.
+    fn availability_deadline(&self) -> Instant {
+        if self.gave_up.load(Ordering::SeqCst) {
+            Instant::now()
+        } else {
+            Instant::now() + self.availability_wait
+        }
+    }
+
+    /// Records that a request used up the availability wait with `err`; returns what to
+    /// say: a member's "no leader" once one said it (a dead member's silence says less).
+    fn give_up(&self, err: Error) -> Error {
+        self.gave_up.store(true, Ordering::SeqCst);
+        let Ok(mut said) = self.unavailable.lock() else {
+            return err;
+        };
+        match &*said {
+            Some(e) if !err.message.contains(NO_QUORUM) => Error {
+                message: e.message.clone(),
+                hint: e.hint.clone(),
+                ..err
+            },
+            _ => {
+                *said = Some(err.clone());
+                err
+            }
+        }
+    }
+
+    /// The cluster answered: requests wait for it again.
+    fn answered(&self) {
+        if self.gave_up.swap(false, Ordering::SeqCst) {
+            if let Ok(mut said) = self.unavailable.lock() {
+                *said = None;
+            }
+        }
+    }
+
     /// Runs one request with a bounded wait, retrying while the cluster has no leader or
     /// cannot be reached; reads and refused writes are safe to send again.
     fn request<T, F, Fut>(&self, mut make: F) -> Result<T>
@@ -211,7 +258,7 @@ impl EtcdStore {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let deadline = Instant::now() + self.availability_wait;
+        let deadline = self.availability_deadline();
         let mut quorum: Option<Error> = None;
         loop {
             let fut = make(self.client.clone());
@@ -219,7 +266,10 @@ impl EtcdStore {
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
             let err = match answer {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    self.answered();
+                    return Ok(v);
+                }
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
             };
@@ -231,9 +281,8 @@ impl EtcdStore {
                 quorum = Some(err);
             }
             if Instant::now() >= deadline {
-                return Err(
-                    quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"))
-                );
+                let err = quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"));
+                return Err(self.give_up(err));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -326,7 +375,7 @@ impl EtcdStore {
     /// until etcd answers or the wait runs out, when the outcome is unknown and the error
     /// says how to find it out.
     fn send_commit(&self, txn: EtcdTxn, token_key: &str) -> Result<TxnResponse> {
-        let deadline = Instant::now() + self.availability_wait;
+        let deadline = self.availability_deadline();
         let mut uncertain = false;
         let mut quorum: Option<Error> = None;
         loop {
@@ -339,7 +388,10 @@ impl EtcdStore {
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
             let err = match answer {
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => {
+                    self.answered();
+                    return Ok(resp);
+                }
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
                     // A refusal for want of a leader happens before the request is
@@ -362,7 +414,9 @@ impl EtcdStore {
                 quorum = Some(err);
             }
             if Instant::now() >= deadline {
-                let err = quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"));
+                let err = self.give_up(
+                    quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer")),
+                );
                 if uncertain {
                     return Err(Error {
                         message: format!(
@@ -1370,12 +1424,14 @@ mod tests {
         // Until the survivor notices it is alone, a request may go unanswered (and a change
         // then has an unknown outcome): wait until it says there is no leader.
         let mut said = String::new();
-        for _ in 0..20 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
             match store.check_root() {
                 Err(e) if e.message.contains(NO_QUORUM) => break,
                 Err(e) => said = e.message,
                 Ok(()) => said = "it still answers".to_string(),
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
             store
