@@ -156,6 +156,8 @@ def measure_etcd(ctx: Ctx) -> Section:
                     f"{failed} failed, {twice} twice, {lost} lost")
                 beat[name] += beat_times(pas, cell, beats)
                 if name == "etcd" and r == 0:
+                    subprocess.run([*pas, "agent", "set", cell, agent_id(1), "--", "sleep",
+                                    "600"], env=ENV, capture_output=True)
                     p = subprocess.run([*pas, "agent", "start", cell, agent_id(1)], env=ENV,
                                        capture_output=True, text=True)
                     if p.returncode != 0:
