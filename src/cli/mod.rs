@@ -431,7 +431,14 @@ fn open_store(
             files.with_root_policies(config.policies),
         )));
     }
-    select::open(spec, root, lock_wait, config.policies, etcd)
+    select::open(
+        spec,
+        root,
+        lock_wait,
+        config.policies,
+        config.blobs.as_deref(),
+        etcd,
+    )
 }
 
 /// `pas --version --verbose`: the version and the store this command line would use

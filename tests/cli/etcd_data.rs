@@ -29,6 +29,8 @@ fn a_3_mib_artifact_goes_to_the_blob_directory_and_a_corrupt_blob_is_refused_on_
     };
     let root = Root::new();
     let url = cluster.url();
+    // The blob directory as pas.toml sets it (relative to the root).
+    std::fs::write(root.path.join("pas.toml"), "blobs = \"shared-blobs\"\n").unwrap();
     let cell = on(&root, &url, &["cell", "create", "--name", "blobs"]);
     on(
         &root,
@@ -64,7 +66,7 @@ fn a_3_mib_artifact_goes_to_the_blob_directory_and_a_corrupt_blob_is_refused_on_
     };
     let blob = root
         .path
-        .join(".pas/blobs/sha256")
+        .join("shared-blobs/sha256")
         .join(&hash[..2])
         .join(&hash[2..]);
     assert_eq!(std::fs::read(&blob).unwrap(), big);
