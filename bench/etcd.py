@@ -162,7 +162,8 @@ def measure_etcd(ctx: Ctx) -> Section:
                                        capture_output=True, text=True)
                     if p.returncode != 0:
                         revival = (f"not measured: `pas agent start` on etcd exits "
-                                   f"{p.returncode} in this build ({p.stderr.strip()[:160]})")
+                                   f"{p.returncode} in this build: "
+                                   f"{p.stderr.strip().split(';')[0].split(' is ', 1)[-1]}")
                     else:
                         subprocess.run([*pas, "agent", "stop", cell, agent_id(1)], env=ENV,
                                        capture_output=True)
