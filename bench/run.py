@@ -28,6 +28,7 @@ sys.path.insert(0, str(HERE))
 sys.dont_write_bytecode = True  # leave no __pycache__ in the work tree
 
 import dashboard  # noqa: E402
+import etcd  # noqa: E402
 import fixtures  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
@@ -69,7 +70,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    "comma-separated words (e.g. revival,claims; names: "
                    + ", ".join(f.__name__.replace("measure_", "") for f in
                                scenarios.SCENARIOS + serve.SCENARIOS + dashboard.SCENARIOS
-                               + peers.SCENARIOS) + ")")
+                               + etcd.SCENARIOS + peers.SCENARIOS) + ")")
     a = p.parse_args(argv)
     if a.sizes:
         try:
@@ -147,7 +148,7 @@ def main(argv: list[str]) -> int:
         t_fixtures = time.perf_counter() - t0
 
         ctx = scenarios.Ctx(repo=REPO, pas=pas, roots=roots, quick=args.quick, tmp=tmp)
-        todo = (scenarios.SCENARIOS + serve.SCENARIOS + dashboard.SCENARIOS
+        todo = (scenarios.SCENARIOS + serve.SCENARIOS + dashboard.SCENARIOS + etcd.SCENARIOS
                 + ([] if args.no_peers else peers.SCENARIOS))
         if args.only:
             words = [w.strip() for w in args.only.split(",") if w.strip()]

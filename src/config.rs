@@ -37,6 +37,9 @@ pub struct RootConfig {
     pub policies: Map<String, Value>,
     /// `store = "etcd://..."`: the store this root's commands use (see `store::select`).
     pub store: Option<String>,
+    /// `blobs = "DIR"`: the etcd store's blob directory of checkpoints (relative to the
+    /// root); the URL's `blobs=` wins.
+    pub blobs: Option<String>,
     /// `[capacity]`: the machine's capacity as set by the operator.
     pub capacity: Capacity,
 }
@@ -147,6 +150,17 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             config.store = Some(url);
             continue;
         }
+        if name == "blobs" {
+            let toml::Value::String(dir) = value else {
+                return Err((
+                    find_line(&name),
+                    "`blobs` must be a string: the directory of checkpoint blobs, such as \"/srv/pas-blobs\""
+                        .to_string(),
+                ));
+            };
+            config.blobs = Some(dir);
+            continue;
+        }
         if name == "capacity" {
             let toml::Value::Table(table) = value else {
                 return Err((find_line(&name), "`capacity` must be a table".to_string()));
@@ -170,7 +184,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             return Err((
                 find_line(&format!("[{name}")).or_else(|| find_line(&name)),
                 format!(
-                    "unknown setting `{name}`; the file has `store = \"URL\"` and two tables, [policies] and [capacity]"
+                    "unknown setting `{name}`; the file has `store = \"URL\"`, `blobs = \"DIR\"` and two tables, [policies] and [capacity]"
                 ),
             ));
         }
@@ -277,6 +291,27 @@ mod tests {
         let syntax = parse(b"[policies]\nheartbeat_interval = \n").unwrap_err();
         assert_eq!(syntax.0, Some(2));
         assert!(parse(b"").unwrap().policies.is_empty());
+    }
+
+    #[test]
+    fn blobs_is_a_directory_string() {
+        // (text, Ok(blobs) or Err(line, part of the message))
+        type Want = std::result::Result<Option<&'static str>, (usize, &'static str)>;
+        let cases: [(&[u8], Want); 3] = [
+            (b"", Ok(None)),
+            (b"blobs = \"/srv/blobs\"\n", Ok(Some("/srv/blobs"))),
+            (b"\nblobs = [1]\n", Err((2, "`blobs` must be a string"))),
+        ];
+        for (text, want) in cases {
+            match (parse(text), want) {
+                (Ok(c), Ok(blobs)) => assert_eq!(c.blobs.as_deref(), blobs),
+                (Err((line, what)), Err((want_line, part))) => {
+                    assert_eq!(line, Some(want_line), "{what}");
+                    assert!(what.contains(part), "{what}");
+                }
+                (got, want) => panic!("{got:?} vs {want:?}"),
+            }
+        }
     }
 
     #[test]

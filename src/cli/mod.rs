@@ -7,8 +7,8 @@ mod complete;
 pub(crate) mod words;
 
 use commands::{
-    agent, budget, cell, checkpoint, events, logs, man, mcp, policy, revive, serve, status, task,
-    top, validate,
+    agent, budget, cell, checkpoint, events, logs, man, mcp, policy, revive, serve, status, store,
+    task, top, validate,
 };
 
 pub(crate) use commands::events::parse_since;
@@ -196,6 +196,11 @@ pub enum Command {
     ///
     /// Example: pas mcp --cell 3f2a --agent agent_001
     Mcp(mcp::McpArgs),
+    /// Move a whole root between stores: a directory to etcd and back (see docs/etcd.md).
+    ///
+    /// Example: pas store copy --from /var/missions --to etcd://h1:2379,h2:2379,h3:2379/pas
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Print the script that gives a shell Tab-completion of commands, flags, cells and agents.
     ///
     /// Example: source <(pas completions bash)
@@ -292,18 +297,37 @@ const ETCD_PROGRAM: &str = "pas-etcd";
 
 /// Runs `pas-etcd` with this command line (it does not return when that works).
 fn exec_etcd() -> ExitCode {
-    let err = crate::process::exec_sibling(ETCD_PROGRAM).err().map(|e| {
-        e.hint(format!(
-            "the etcd store is in the {ETCD_PROGRAM} program installed next to pas; build both with `cargo install --path . --features etcd` (needs protoc)"
-        ))
-    });
-    match err {
+    match exec_etcd_error() {
         Some(e) => report(&e),
         None => ExitCode::SUCCESS,
     }
 }
 
+/// Runs `pas-etcd` with this command line; the error when that fails.
+fn exec_etcd_error() -> Option<Error> {
+    crate::process::exec_sibling(ETCD_PROGRAM).err().map(|e| {
+        e.hint(format!(
+            "the etcd store is in the {ETCD_PROGRAM} program installed next to pas; build both with `cargo install --path . --features etcd` (needs protoc)"
+        ))
+    })
+}
+
+/// The etcd store's opener, set in `pas-etcd` only.
+static ETCD_OPENER: std::sync::OnceLock<EtcdOpener> = std::sync::OnceLock::new();
+
+/// Opens etcd stores other than the selected one (`pas store copy`): in `pas`, which does
+/// not link the etcd store, this runs `pas-etcd` with the same command line instead.
+pub(crate) fn etcd_opener() -> Result<EtcdOpener> {
+    if let Some(opener) = ETCD_OPENER.get() {
+        return Ok(*opener);
+    }
+    Err(exec_etcd_error().unwrap_or_else(|| Error::failure("pas-etcd did not start")))
+}
+
 fn run_with(server: Option<Server>, etcd: Option<EtcdOpener>) -> ExitCode {
+    if let Some(opener) = etcd {
+        let _ = ETCD_OPENER.set(opener);
+    }
     complete::answer_if_asked();
     if let Some(code) = version_verbose(etcd) {
         return code;
@@ -410,7 +434,14 @@ fn open_store(
             files.with_root_policies(config.policies),
         )));
     }
-    select::open(spec, root, lock_wait, config.policies, etcd)
+    select::open(
+        spec,
+        root,
+        lock_wait,
+        config.policies,
+        config.blobs.as_deref(),
+        etcd,
+    )
 }
 
 /// `pas --version --verbose`: the version and the store this command line would use
@@ -533,6 +564,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<()> {
         Command::Top(a) => top::run(ctx, a),
         Command::Serve(a) => serve::run(ctx, a),
         Command::Mcp(a) => mcp::run(ctx, a),
+        Command::Store(c) => store::run(ctx, c),
         Command::Supervise(SuperviseArgs { cell, agent }) => {
             crate::ops::supervisor::supervise(&ctx.store, &cell, &agent, &ctx.launch)
         }

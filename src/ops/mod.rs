@@ -25,6 +25,7 @@ pub mod registry;
 pub mod reservation;
 pub mod revive;
 pub mod status;
+pub mod store_copy;
 pub mod supervisor;
 pub mod task;
 pub mod trust;

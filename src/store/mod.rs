@@ -16,6 +16,7 @@ mod commit;
 pub(crate) mod contract;
 pub mod etcd;
 pub mod events;
+pub mod image;
 pub mod layout;
 pub mod lock;
 pub mod ready;
@@ -324,6 +325,12 @@ pub trait Store {
     /// The root-wide configuration file ([`layout::ROOT_CONFIG`]) as bytes with where it
     /// is; `None` when it (or the root) does not exist.
     fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>>;
+    /// A cell's documents byte for byte and its events log with its head (`pas store copy`).
+    fn export_cell(&self, cell: &str) -> Result<image::CellImage>;
+    /// Makes cell `cell` from an image, whole or not at all (refused when it exists): its
+    /// documents byte for byte, its events log with the same hash chain and head. The ready
+    /// index is rebuilt from the tasks on the first claim.
+    fn import_cell(&self, cell: &str, image: &image::CellImage) -> Result<()>;
 }
 
 /// Writes a file outside the root atomically (exports, man pages, metrics for
@@ -842,105 +849,26 @@ impl Store for FsStore {
         events: &[crate::store::events::NewEvent],
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
-        check_id(IdKind::Cell, cell)?;
-        let root = self.ensure_root()?;
-        self.clear_stale_staging(root.as_fd());
-        let staging = format!("{STAGING_PREFIX}{cell}-{}", std::process::id());
-        let staging_path = self.root.join(&staging);
-        let build = || -> io::Result<()> {
-            let dir = atomic::ensure_subdir(root.as_fd(), &staging)?;
-            for sub in CELL_SUBDIRS {
-                atomic::ensure_subdir(dir.as_fd(), sub)?;
+        let docs: Vec<(FileKey<'_>, Vec<u8>)> =
+            files.iter().map(|(k, d)| (*k, d.to_bytes())).collect();
+        let (log, head) = if events.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let lines = crate::store::events::chain(events, None, now);
+            let mut jsonl = String::new();
+            for line in &lines {
+                jsonl.push_str(line);
+                jsonl.push('\n');
             }
-            for (key, doc) in files {
-                let (sub, name) = key.dir_and_name();
-                match sub {
-                    None => atomic::replace_at(
-                        dir.as_fd(),
-                        &name,
-                        &doc.to_bytes(),
-                        Durability::Durable,
-                    )?,
-                    Some(sub) => {
-                        let sub_fd = atomic::open_subdir(dir.as_fd(), sub)?;
-                        atomic::replace_at(
-                            sub_fd.as_fd(),
-                            &name,
-                            &doc.to_bytes(),
-                            Durability::Durable,
-                        )?;
-                        rustix::fs::fsync(&sub_fd)?;
-                    }
-                }
-            }
-            if !events.is_empty() {
-                let logs = atomic::open_subdir(dir.as_fd(), "logs")?;
-                let lines = crate::store::events::chain(events, None, now);
-                let mut jsonl = String::new();
-                let mut human = String::new();
-                for line in &lines {
-                    jsonl.push_str(line);
-                    jsonl.push('\n');
-                    if let Ok(e) = serde_json::from_str::<crate::store::events::Event>(line) {
-                        human.push_str(&crate::store::events::human_line(&e));
-                        human.push('\n');
-                    }
-                }
-                let mut log = atomic::open_append(
-                    logs.as_fd(),
-                    &LogFile::Events.file_name(),
-                    atomic::FILE_MODE,
-                )?;
-                atomic::append(&mut log, jsonl.as_bytes(), Durability::Durable)?;
-                let mut mission = atomic::open_append(
-                    logs.as_fd(),
-                    &LogFile::Mission.file_name(),
-                    atomic::FILE_MODE,
-                )?;
-                atomic::append(&mut mission, human.as_bytes(), Durability::Durable)?;
-                rustix::fs::fsync(&logs)?;
-                let genesis = crate::store::events::Head {
-                    seq: 0,
-                    hash: crate::store::events::GENESIS.to_string(),
-                    size: 0,
-                };
-                let head = crate::store::events::head_after(&lines, 0, genesis);
-                let pas = atomic::ensure_subdir(dir.as_fd(), layout::PAS_DIR)?;
-                atomic::replace_at(
-                    pas.as_fd(),
-                    commit::EVENTS_HEAD,
-                    &serde_json::to_vec(&head).unwrap_or_default(),
-                    Durability::Durable,
-                )?;
-            }
-            rustix::fs::fsync(&dir)?;
-            rustix::fs::renameat_with(
-                root.as_fd(),
-                staging.as_str(),
-                root.as_fd(),
-                cell,
-                rustix::fs::RenameFlags::NOREPLACE,
-            )?;
-            Ok(())
+            let genesis = crate::store::events::Head {
+                seq: 0,
+                hash: crate::store::events::GENESIS.to_string(),
+                size: 0,
+            };
+            let head = crate::store::events::head_after(&lines, 0, genesis);
+            (jsonl.into_bytes(), Some(head))
         };
-        build().map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staging_path);
-            if e.kind() == io::ErrorKind::AlreadyExists
-                || e.raw_os_error() == Some(libc_enotempty())
-            {
-                Error::conflict(format!("cell {cell} already exists"))
-            } else {
-                self.io_error("create cell", &self.cell_path(cell), e)
-                    .outcome(false)
-            }
-        })?;
-        // The cell is there, whole, with its events: created.
-        self.committed();
-        rustix::fs::fsync(root).map_err(|e| {
-            self.io_error("sync", &self.root, io::Error::from(e))
-                .outcome(true)
-                .hint("the cell exists; it may not survive a power loss")
-        })
+        self.build_cell(cell, &docs, &log, head.as_ref())
     }
 
     fn remove_cell(&self, cell: &str) -> Result<()> {
@@ -1316,6 +1244,16 @@ impl Store for FsStore {
         }
     }
 
+    fn export_cell(&self, cell: &str) -> Result<image::CellImage> {
+        self.export_image(cell)
+    }
+
+    fn import_cell(&self, cell: &str, image: &image::CellImage) -> Result<()> {
+        let docs = image::doc_keys(image)?;
+        let head = image.head.clone().or_else(|| image::head_of(&image.events));
+        self.build_cell(cell, &docs, &image.events, head.as_ref())
+    }
+
     fn root_oddities(&self) -> Result<Vec<RootOddity>> {
         let root = match self.root_fd() {
             Ok(fd) => fd,
@@ -1457,6 +1395,96 @@ pub(crate) fn leftover_pid(name: &str) -> Option<i32> {
 /// ENOTEMPTY: what renaming a directory onto a non-empty one says.
 fn libc_enotempty() -> i32 {
     rustix::io::Errno::NOTEMPTY.raw_os_error()
+}
+
+impl FsStore {
+    /// Makes cell `cell` whole or not at all: `docs` as given, and the events `log` with
+    /// its `head` (none: no log yet), built in a staging directory renamed into place.
+    fn build_cell(
+        &self,
+        cell: &str,
+        docs: &[(FileKey<'_>, Vec<u8>)],
+        log: &[u8],
+        head: Option<&crate::store::events::Head>,
+    ) -> Result<()> {
+        check_id(IdKind::Cell, cell)?;
+        let root = self.ensure_root()?;
+        self.clear_stale_staging(root.as_fd());
+        let staging = format!("{STAGING_PREFIX}{cell}-{}", std::process::id());
+        let staging_path = self.root.join(&staging);
+        let build = || -> io::Result<()> {
+            let dir = atomic::ensure_subdir(root.as_fd(), &staging)?;
+            for sub in CELL_SUBDIRS {
+                atomic::ensure_subdir(dir.as_fd(), sub)?;
+            }
+            for (key, bytes) in docs {
+                let (sub, name) = key.dir_and_name();
+                match sub {
+                    None => atomic::replace_at(dir.as_fd(), &name, bytes, Durability::Durable)?,
+                    Some(sub) => {
+                        let sub_fd = atomic::open_subdir(dir.as_fd(), sub)?;
+                        atomic::replace_at(sub_fd.as_fd(), &name, bytes, Durability::Durable)?;
+                        rustix::fs::fsync(&sub_fd)?;
+                    }
+                }
+            }
+            if let Some(head) = head {
+                let logs = atomic::open_subdir(dir.as_fd(), "logs")?;
+                let mut human = String::new();
+                for e in crate::store::events::parse_all(log) {
+                    human.push_str(&crate::store::events::human_line(&e));
+                    human.push('\n');
+                }
+                let mut jsonl = atomic::open_append(
+                    logs.as_fd(),
+                    &LogFile::Events.file_name(),
+                    atomic::FILE_MODE,
+                )?;
+                atomic::append(&mut jsonl, log, Durability::Durable)?;
+                let mut mission = atomic::open_append(
+                    logs.as_fd(),
+                    &LogFile::Mission.file_name(),
+                    atomic::FILE_MODE,
+                )?;
+                atomic::append(&mut mission, human.as_bytes(), Durability::Durable)?;
+                rustix::fs::fsync(&logs)?;
+                let pas = atomic::ensure_subdir(dir.as_fd(), layout::PAS_DIR)?;
+                atomic::replace_at(
+                    pas.as_fd(),
+                    commit::EVENTS_HEAD,
+                    &serde_json::to_vec(head).unwrap_or_default(),
+                    Durability::Durable,
+                )?;
+            }
+            rustix::fs::fsync(&dir)?;
+            rustix::fs::renameat_with(
+                root.as_fd(),
+                staging.as_str(),
+                root.as_fd(),
+                cell,
+                rustix::fs::RenameFlags::NOREPLACE,
+            )?;
+            Ok(())
+        };
+        build().map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staging_path);
+            if e.kind() == io::ErrorKind::AlreadyExists
+                || e.raw_os_error() == Some(libc_enotempty())
+            {
+                Error::conflict(format!("cell {cell} already exists"))
+            } else {
+                self.io_error("create cell", &self.cell_path(cell), e)
+                    .outcome(false)
+            }
+        })?;
+        // The cell is there, whole, with its events: created.
+        self.committed();
+        rustix::fs::fsync(root).map_err(|e| {
+            self.io_error("sync", &self.root, io::Error::from(e))
+                .outcome(true)
+                .hint("the cell exists; it may not survive a power loss")
+        })
+    }
 }
 
 #[cfg(test)]

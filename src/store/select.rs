@@ -29,7 +29,7 @@ pub enum Selected {
         /// The store.
         store: Box<dyn Store + Send + Sync>,
         /// Its URL.
-        url: EtcdUrl,
+        url: Box<EtcdUrl>,
         /// The local directory of its logs and checkpoints.
         blobs: PathBuf,
     },
@@ -138,6 +138,8 @@ delegate! {
         fn inspect(&self, cell: &str) -> Result<CellListing>;
         fn root_oddities(&self) -> Result<Vec<RootOddity>>;
         fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>>;
+        fn export_cell(&self, cell: &str) -> Result<super::image::CellImage>;
+        fn import_cell(&self, cell: &str, image: &super::image::CellImage) -> Result<()>;
 }
 
 impl Selected {
@@ -196,13 +198,14 @@ pub enum Opened {
 }
 
 /// Opens the store `spec` names (an `etcd://` URL), with `root` for its logs and
-/// checkpoints; `None` opens the file store at `root`. A bad URL is one usage error naming
+/// checkpoints and `blobs` (`blobs` in pas.toml) for its blob directory unless the URL names one; `None` opens the file store at `root`. A bad URL is one usage error naming
 /// where it came from.
 pub fn open(
     spec: Option<(&str, Source)>,
     root: PathBuf,
     lock_wait: Duration,
     policies: serde_json::Map<String, serde_json::Value>,
+    blobs: Option<&str>,
     opener: Option<EtcdOpener>,
 ) -> Result<Opened> {
     let Some((spec, source)) = spec.filter(|(s, _)| !s.is_empty()) else {
@@ -217,17 +220,20 @@ pub fn open(
         Source::Env => "PAS_STORE",
         Source::Config => "store in pas.toml",
     };
-    let url = etcd::parse_url(spec).map_err(|e| Error {
+    let mut url = etcd::parse_url(spec).map_err(|e| Error {
         message: format!("{from}: {}", e.message),
         ..e
     })?;
+    if url.blobs.is_none() {
+        url.blobs = blobs.map(PathBuf::from);
+    }
     let Some(opener) = opener else {
         return Ok(Opened::NeedsEtcd);
     };
     let store = opener(&url, root.clone(), lock_wait, policies)?;
     Ok(Opened::Store(Selected::Etcd {
         store,
-        url,
+        url: Box::new(url),
         blobs: root,
     }))
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 mod docs;
 mod etcd;
+mod etcd_data;
 mod faults;
 mod hand_written;
 mod heartbeats;

@@ -13,6 +13,7 @@ pub(super) mod policy;
 pub(super) mod revive;
 pub(super) mod serve;
 pub(super) mod status;
+pub(super) mod store;
 pub(super) mod task;
 pub(super) mod top;
 pub(super) mod validate;

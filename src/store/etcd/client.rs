@@ -16,6 +16,11 @@ use etcd_client::{
 use serde::{Deserialize, Serialize};
 
 use super::url::{EtcdUrl, PASSWORD_ENV};
+
+#[path = "blobs.rs"]
+mod blobs;
+#[path = "copy.rs"]
+mod copy;
 use super::STORE_ENV;
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
@@ -28,6 +33,7 @@ use crate::store::{
     CellListing, CheckpointFiles, FsStore, LockGuard, LogChunk, LogSegment, Origin, RevisionedDocs,
     RootOddity, Store, Workspace,
 };
+use blobs::BlobDir;
 
 /// How long one request may take before it is given up (and, for a commit, sent again).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -59,10 +65,17 @@ pub struct EtcdStore {
     rt: tokio::runtime::Runtime,
     client: Client,
     blobs: FsStore,
+    /// Checkpoints' files, content-addressed (their manifests are in etcd).
+    blob_dir: BlobDir,
     commits: AtomicUsize,
     lease: OnceLock<i64>,
     lock_wait: Duration,
     availability_wait: Duration,
+    /// Set once a request ran out of [`Self::availability_wait`]: later requests of this
+    /// command try once, so a command of many requests says "no quorum" within one wait.
+    gave_up: std::sync::atomic::AtomicBool,
+    /// What the request that used up the wait was told: said again by the later ones.
+    unavailable: std::sync::Mutex<Option<Error>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -121,15 +134,19 @@ impl EtcdStore {
             })
             .map_err(|_| unreachable_error(url, "did not answer in time"))?
             .map_err(|e| classify(url, &e))?;
+        let blobs: PathBuf = blobs.into();
         Ok(EtcdStore {
             url: url.clone(),
             rt,
             client,
+            blob_dir: BlobDir::new(&blobs, url.blobs.as_deref()),
             blobs: FsStore::new(blobs),
             commits: AtomicUsize::new(0),
             lease: OnceLock::new(),
             lock_wait: Duration::from_secs(10),
             availability_wait: AVAILABILITY_WAIT,
+            gave_up: std::sync::atomic::AtomicBool::new(false),
+            unavailable: std::sync::Mutex::new(None),
         })
     }
 
@@ -143,6 +160,7 @@ impl EtcdStore {
     /// How long requests are retried while the cluster has no leader or does not answer.
     pub fn with_availability_wait(mut self, wait: Duration) -> EtcdStore {
         self.availability_wait = wait;
+        self.answered();
         self
     }
 
@@ -194,6 +212,45 @@ impl EtcdStore {
         format!("etcd://{}/{key}", self.url.members.join(","))
     }
 
+    /// Until when a request is retried while the cluster is unavailable: the availability
+    /// wait, or no retry once a request of this command has used it up.
+    fn availability_deadline(&self) -> Instant {
+        if self.gave_up.load(Ordering::SeqCst) {
+            Instant::now()
+        } else {
+            Instant::now() + self.availability_wait
+        }
+    }
+
+    /// Records that a request used up the availability wait with `err`; returns what to
+    /// say: a member's "no leader" once one said it (a dead member's silence says less).
+    fn give_up(&self, err: Error) -> Error {
+        self.gave_up.store(true, Ordering::SeqCst);
+        let Ok(mut said) = self.unavailable.lock() else {
+            return err;
+        };
+        match &*said {
+            Some(e) if !err.message.contains(NO_QUORUM) => Error {
+                message: e.message.clone(),
+                hint: e.hint.clone(),
+                ..err
+            },
+            _ => {
+                *said = Some(err.clone());
+                err
+            }
+        }
+    }
+
+    /// The cluster answered: requests wait for it again.
+    fn answered(&self) {
+        if self.gave_up.swap(false, Ordering::SeqCst) {
+            if let Ok(mut said) = self.unavailable.lock() {
+                *said = None;
+            }
+        }
+    }
+
     /// Runs one request with a bounded wait, retrying while the cluster has no leader or
     /// cannot be reached; reads and refused writes are safe to send again.
     fn request<T, F, Fut>(&self, mut make: F) -> Result<T>
@@ -201,7 +258,7 @@ impl EtcdStore {
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        let deadline = Instant::now() + self.availability_wait;
+        let deadline = self.availability_deadline();
         let mut quorum: Option<Error> = None;
         loop {
             let fut = make(self.client.clone());
@@ -209,7 +266,10 @@ impl EtcdStore {
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
             let err = match answer {
-                Ok(Ok(v)) => return Ok(v),
+                Ok(Ok(v)) => {
+                    self.answered();
+                    return Ok(v);
+                }
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
             };
@@ -221,9 +281,8 @@ impl EtcdStore {
                 quorum = Some(err);
             }
             if Instant::now() >= deadline {
-                return Err(
-                    quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"))
-                );
+                let err = quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"));
+                return Err(self.give_up(err));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -316,7 +375,7 @@ impl EtcdStore {
     /// until etcd answers or the wait runs out, when the outcome is unknown and the error
     /// says how to find it out.
     fn send_commit(&self, txn: EtcdTxn, token_key: &str) -> Result<TxnResponse> {
-        let deadline = Instant::now() + self.availability_wait;
+        let deadline = self.availability_deadline();
         let mut uncertain = false;
         let mut quorum: Option<Error> = None;
         loop {
@@ -329,7 +388,10 @@ impl EtcdStore {
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
             let err = match answer {
-                Ok(Ok(resp)) => return Ok(resp),
+                Ok(Ok(resp)) => {
+                    self.answered();
+                    return Ok(resp);
+                }
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
                     // A refusal for want of a leader happens before the request is
@@ -352,7 +414,9 @@ impl EtcdStore {
                 quorum = Some(err);
             }
             if Instant::now() >= deadline {
-                let err = quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer"));
+                let err = self.give_up(
+                    quorum.unwrap_or_else(|| unreachable_error(&self.url, "did not answer")),
+                );
                 if uncertain {
                     return Err(Error {
                         message: format!(
@@ -469,7 +533,11 @@ impl EtcdStore {
                 expected.push((k.clone(), r));
             }
             ops.push(match &w.op {
-                Op::Put(doc) => TxnOp::put(k, doc.to_bytes(), None),
+                Op::Put(doc) => {
+                    let bytes = doc.to_bytes();
+                    blobs::check_value(&self.describe_key(&k), bytes.len())?;
+                    TxnOp::put(k, bytes, None)
+                }
                 Op::Remove => TxnOp::delete(k, None),
             });
         }
@@ -780,7 +848,7 @@ impl Store for EtcdStore {
     }
 
     fn describe_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> String {
-        self.blobs.describe_checkpoint(cell, agent, generation)
+        self.describe_key(&self.checkpoint_key(cell, agent, generation))
     }
 
     fn workspace(&self, cell: &str, agent: Option<&str>) -> Result<Workspace> {
@@ -1183,8 +1251,7 @@ impl Store for EtcdStore {
     }
 
     fn checkpoint_generations(&self, cell: &str, agent: &str) -> Result<Vec<u64>> {
-        self.blob_cell(cell)?;
-        self.blobs.checkpoint_generations(cell, agent)
+        self.etcd_generations(cell, agent)
     }
 
     fn write_checkpoint(
@@ -1194,13 +1261,11 @@ impl Store for EtcdStore {
         generation: u64,
         files: &CheckpointFiles,
     ) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.write_checkpoint(cell, agent, generation, files)
+        self.put_checkpoint(cell, agent, generation, files, true)
     }
 
     fn mirror_checkpoint(&self, cell: &str, agent: &str, files: &CheckpointFiles) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.mirror_checkpoint(cell, agent, files)
+        self.put_checkpoint(cell, agent, 0, files, false)
     }
 
     fn read_checkpoint(
@@ -1209,13 +1274,11 @@ impl Store for EtcdStore {
         agent: &str,
         generation: u64,
     ) -> Result<Option<CheckpointFiles>> {
-        self.blob_cell(cell)?;
-        self.blobs.read_checkpoint(cell, agent, generation)
+        self.get_checkpoint(cell, agent, generation)
     }
 
     fn remove_checkpoint(&self, cell: &str, agent: &str, generation: u64) -> Result<()> {
-        self.blob_cell(cell)?;
-        self.blobs.remove_checkpoint(cell, agent, generation)
+        self.delete_checkpoint(cell, agent, generation)
     }
 
     fn write_summary(&self, cell: &str, agent: &str, name: &str, bytes: &[u8]) -> Result<String> {
@@ -1272,6 +1335,14 @@ impl Store for EtcdStore {
 
     fn read_root_config(&self) -> Result<Option<(Vec<u8>, String)>> {
         self.blobs.read_root_config()
+    }
+
+    fn export_cell(&self, cell: &str) -> Result<crate::store::image::CellImage> {
+        self.export_image(cell)
+    }
+
+    fn import_cell(&self, cell: &str, image: &crate::store::image::CellImage) -> Result<()> {
+        self.import_image(cell, image)
     }
 }
 
@@ -1353,12 +1424,14 @@ mod tests {
         // Until the survivor notices it is alone, a request may go unanswered (and a change
         // then has an unknown outcome): wait until it says there is no leader.
         let mut said = String::new();
-        for _ in 0..20 {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
             match store.check_root() {
                 Err(e) if e.message.contains(NO_QUORUM) => break,
                 Err(e) => said = e.message,
                 Ok(()) => said = "it still answers".to_string(),
             }
+            std::thread::sleep(Duration::from_millis(50));
         }
         assert!(
             store

@@ -254,18 +254,33 @@ fn guard(pids: &[String], dir: Option<&std::path::Path>) -> Result<(), String> {
         .map_err(|e| format!("cannot start the etcd guard: {e}"))
 }
 
-/// Whether the member at `addr` says it is healthy (`GET /health`).
-pub fn healthy(addr: &str) -> bool {
+impl Cluster {
+    /// Which member is the leader now (its `/metrics` say `etcd_server_is_leader 1`);
+    /// `None` while there is none or no member answers. (Used by `tests/cli`.)
+    #[allow(dead_code)]
+    pub fn leader(&self) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| get(m, "/metrics").contains("\netcd_server_is_leader 1"))
+    }
+}
+
+/// The answer of the member at `addr` to `GET path`, empty when it does not answer.
+fn get(addr: &str, path: &str) -> String {
     let Ok(mut s) = TcpStream::connect(addr) else {
-        return false;
+        return String::new();
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return String::new();
     }
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
-    body.contains("\"health\":\"true\"")
+    body
+}
+
+/// Whether the member at `addr` says it is healthy (`GET /health`).
+pub fn healthy(addr: &str) -> bool {
+    get(addr, "/health").contains("\"health\":\"true\"")
 }

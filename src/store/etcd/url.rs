@@ -4,7 +4,8 @@
 //! Options (query string, `&`-separated): `ca=FILE` (CA certificate, PEM; TLS), `cert=FILE`
 //! and `key=FILE` (client certificate and key, PEM; both or neither), `user=NAME` (etcd
 //! authentication; the password comes from `$PAS_ETCD_PASSWORD`, never from the URL, which
-//! is printed and may sit in `pas.toml`). `etcds://` is `etcd://` with TLS and the system's
+//! is printed and may sit in `pas.toml`), `blobs=DIR` (the directory of checkpoint blobs,
+//! `<root>/.pas/blobs` by default). `etcds://` is `etcd://` with TLS and the system's
 //! roots unless `ca=` names a CA.
 
 use std::path::PathBuf;
@@ -29,6 +30,8 @@ pub struct EtcdUrl {
     pub identity: Option<(PathBuf, PathBuf)>,
     /// The etcd user (its password from [`PASSWORD_ENV`]).
     pub user: Option<String>,
+    /// The directory of checkpoint blobs (`blobs=DIR`); `None`: `<root>/.pas/blobs`.
+    pub blobs: Option<PathBuf>,
 }
 
 impl EtcdUrl {
@@ -50,6 +53,9 @@ impl EtcdUrl {
         }
         if let Some(user) = &self.user {
             opts.push(format!("user={user}"));
+        }
+        if let Some(blobs) = &self.blobs {
+            opts.push(format!("blobs={}", blobs.display()));
         }
         let query = if opts.is_empty() {
             String::new()
@@ -149,6 +155,7 @@ pub fn parse(spec: &str) -> Result<EtcdUrl> {
         ca: None,
         identity: None,
         user: None,
+        blobs: None,
     };
     let (mut cert, mut key) = (None, None);
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
@@ -163,6 +170,7 @@ pub fn parse(spec: &str) -> Result<EtcdUrl> {
             "cert" => cert = Some(PathBuf::from(value)),
             "key" => key = Some(PathBuf::from(value)),
             "user" => url.user = Some(value.to_string()),
+            "blobs" => url.blobs = Some(PathBuf::from(value)),
             "password" => {
                 return Err(bad(
                     spec,
@@ -172,7 +180,7 @@ pub fn parse(spec: &str) -> Result<EtcdUrl> {
             other => {
                 return Err(bad(
                     spec,
-                    &format!("unknown option {other:?} (known: ca, cert, key, user)"),
+                    &format!("unknown option {other:?} (known: ca, cert, key, user, blobs)"),
                 ))
             }
         }
@@ -209,6 +217,10 @@ mod tests {
             ),
             ("etcd://h:2379/p?ca=/ca.pem", Ok((&["h:2379"], "p", true))),
             ("etcd://h:2379/p?user=ops", Ok((&["h:2379"], "p", false))),
+            (
+                "etcd://h:2379/p?blobs=/srv/blobs",
+                Ok((&["h:2379"], "p", false)),
+            ),
             ("http://h:2379/p", Err("scheme")),
             ("etcd://h:2379", Err("no key prefix")),
             ("etcd://h:2379/", Err("prefix is empty")),
