@@ -182,6 +182,12 @@ pub fn vet(
     let runner = rustix::process::geteuid().as_raw();
     let denied = |r: trust::Refusal| Error::new(Kind::Denied, r.why).hint(r.fix);
     let isolation_key = FileKey::Config(ConfigFile::Isolation);
+    // A store in the network records no writer: who may make pas run its commands is
+    // decided by the local pas.toml, whose own origins are checked next.
+    if let Some(remote) = store.remote() {
+        let writers = crate::config::load(store)?.etcd_root_writers;
+        trust::check_remote(&remote, runner, &writers).map_err(denied)?;
+    }
     // Whom it runs as is decided by isolation.json: only the runner or root may have
     // written that, whoever the agent runs as.
     trust::check_origins(&store.origins(cell, isolation_key)?, runner, None).map_err(denied)?;

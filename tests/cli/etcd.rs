@@ -7,11 +7,11 @@ use crate::harness::Root;
 
 #[path = "../../src/store/etcd/cluster.rs"]
 #[allow(dead_code)]
-mod cluster;
+pub(crate) mod cluster;
 
 /// Whether `pas-etcd` was built (`cargo test --features etcd`; its gRPC client needs
 /// `protoc`). When not, prints one `skipped:` line, unless `PAS_TEST_REQUIRE_ALL=1`.
-fn etcd_program_built() -> bool {
+pub(crate) fn etcd_program_built() -> bool {
     // Cargo names the program even when the feature is off; it exists only when built.
     if option_env!("CARGO_BIN_EXE_pas-etcd").is_some_and(|p| std::path::Path::new(p).exists()) {
         return true;

@@ -9,6 +9,7 @@ mod dashboard;
 mod demo;
 mod docs;
 mod etcd;
+mod etcd_live;
 mod faults;
 mod hand_written;
 mod heartbeats;

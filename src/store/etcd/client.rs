@@ -1140,15 +1140,18 @@ impl Store for EtcdStore {
         self.blobs.rotate_log(cell, agent, keep)
     }
 
-    fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>> {
-        Err(Error::new(
-            Kind::Denied,
-            format!(
-                "{} is in etcd, where pas cannot tell who wrote it; it does not run commands from it yet",
-                self.describe(cell, key)
-            ),
-        )
-        .hint("run agents from a file store for now (docs/etcd.md says what the etcd store does)"))
+    /// The local root and its `pas.toml` (which says whom pas trusts in etcd): the
+    /// documents themselves are in etcd, which records no writer ([`Store::remote`]).
+    fn origins(&self, cell: &str, _key: FileKey<'_>) -> Result<Vec<Origin>> {
+        self.blob_cell(cell)?;
+        self.blobs.root_origins()
+    }
+
+    fn remote(&self) -> Option<crate::store::Remote> {
+        Some(crate::store::Remote {
+            location: format!("etcd at {}", self.url.display()),
+            user: self.url.user.clone(),
+        })
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

@@ -1,0 +1,158 @@
+//! Agents on the etcd store: who may start them (the trust rule for a store that records no
+//! writer), supervision and revival, against test clusters (skipped without etcd).
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::etcd::{cluster, etcd_program_built};
+use crate::harness::{wait_until, Root};
+
+/// The password of the etcd users the authenticated cluster has.
+const PASSWORD: &str = "pw-for-tests";
+
+/// `etcdctl` on `cluster` as `user` (`None`: no authentication); panics when it fails.
+fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) {
+    let mut cmd = Command::new("etcdctl");
+    cmd.arg(format!("--endpoints={}", cluster.members.join(",")));
+    if let Some(user) = user {
+        cmd.arg(format!("--user={user}:{PASSWORD}"));
+    }
+    let out = cmd.args(args).output().expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Turns authentication on in `cluster`: users `root`, `pas` (read and write under
+/// `prefix`) and `eve` (the same), all with [`PASSWORD`].
+fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
+    let within = format!("{prefix}/");
+    for args in [
+        vec!["user", "add", &format!("root:{PASSWORD}")],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["role", "add", "writer"],
+        vec![
+            "role",
+            "grant-permission",
+            "writer",
+            "--prefix=true",
+            "readwrite",
+            &within,
+        ],
+    ] {
+        etcdctl(cluster, None, &args);
+    }
+    for user in ["pas", "eve"] {
+        etcdctl(
+            cluster,
+            None,
+            &["user", "add", &format!("{user}:{PASSWORD}")],
+        );
+        etcdctl(cluster, None, &["user", "grant-role", user, "writer"]);
+    }
+    etcdctl(cluster, None, &["auth", "enable"]);
+}
+
+/// `pas --store URL ARGS` in `root`, with the etcd password set.
+fn pas(root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
+    let mut all = vec!["--store", url];
+    all.extend_from_slice(args);
+    crate::harness::Run::from(
+        root.cmd(&all)
+            .env("PAS_ETCD_PASSWORD", PASSWORD)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn ok(root: &Root, url: &str, args: &[&str]) -> String {
+    let run = pas(root, url, args);
+    assert_eq!(run.code, 0, "pas {args:?} failed: {}", run.stderr);
+    run.stdout.trim().to_string()
+}
+
+fn agent(root: &Root, url: &str, cell: &str, agent: &str) -> Value {
+    serde_json::from_str(&ok(root, url, &["--json", "agent", "show", cell, agent])).unwrap()
+}
+
+fn kill9(pid: i64) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+}
+
+/// An agent command whose process names the root on its command line, so the harness
+/// kills it with the root even though its file is in etcd.
+fn sleeper(root: &Root) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        "sleep 60; :".into(),
+        root.path.display().to_string(),
+    ]
+}
+
+#[test]
+fn root_starts_agents_from_etcd_only_as_a_listed_authenticated_user() {
+    if !etcd_program_built() {
+        return;
+    }
+    let Some(cluster) = cluster::private() else {
+        return;
+    };
+    let root = Root::new();
+    let mut add = vec!["agent", "add", "CELL", "a1", "--"];
+    let command = sleeper(&root);
+    add.extend(command.iter().map(String::as_str));
+    // Without authentication: refused, one line, nothing started.
+    let open = format!(
+        "etcd://{}/{}",
+        cluster.members.join(","),
+        cluster::unique_prefix()
+    );
+    let cell = ok(&root, &open, &["cell", "create", "--name", "open"]);
+    add[2] = &cell;
+    ok(&root, &open, &add);
+    pas(&root, &open, &["agent", "start", &cell, "a1"])
+        .refused(9, "which pas reaches without a user");
+    assert_eq!(agent(&root, &open, &cell, "a1")["pid"], Value::Null);
+
+    // Authenticated as pas, which pas.toml lists: started, supervised, revived in place.
+    let prefix = cluster::unique_prefix();
+    authenticate(&cluster, &prefix);
+    let members = cluster.members.join(",");
+    let as_pas = format!("etcd://{members}/{prefix}?user=pas");
+    let as_eve = format!("etcd://{members}/{prefix}?user=eve");
+    let cell = ok(&root, &as_pas, &["cell", "create", "--name", "closed"]);
+    add[2] = &cell;
+    ok(&root, &as_pas, &add);
+    pas(&root, &as_pas, &["agent", "start", &cell, "a1"]).refused(
+        9,
+        "as etcd user pas, which pas.toml's etcd_root_writers does not name",
+    );
+    std::fs::write(
+        root.path.join("pas.toml"),
+        "etcd_root_writers = [\"pas\"]\n",
+    )
+    .unwrap();
+    pas(&root, &as_eve, &["agent", "start", &cell, "a1"]).refused(9, "as etcd user eve");
+    let pid: i64 = ok(&root, &as_pas, &["agent", "start", &cell, "a1"])
+        .parse()
+        .unwrap();
+    assert_eq!(agent(&root, &as_pas, &cell, "a1")["pid"], pid);
+    kill9(pid);
+    wait_until(10.0, "the supervisor restarts the agent", || {
+        agent(&root, &as_pas, &cell, "a1")["pid"]
+            .as_i64()
+            .is_some_and(|p| p != pid)
+    });
+    let events = ok(&root, &as_pas, &["--json", "events", &cell]);
+    assert!(events.contains("agent.revived"), "{events}");
+    ok(
+        &root,
+        &as_pas,
+        &["agent", "stop", &cell, "a1", "--grace", "1"],
+    );
+}
