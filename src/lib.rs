@@ -35,6 +35,7 @@ mod cgroup;
 mod cli;
 mod clock;
 mod config;
+mod host;
 mod mcp;
 mod namespace;
 mod ops;

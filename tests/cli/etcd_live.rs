@@ -56,13 +56,19 @@ fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
     etcdctl(cluster, None, &["auth", "enable"]);
 }
 
-/// `pas --store URL ARGS` in `root`, with the etcd password set.
+/// `pas --store URL ARGS` in `root` on host `a`, with the etcd password set.
 fn pas(root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
+    pas_on("a", root, url, args)
+}
+
+/// [`pas`] on host `host` (`PAS_HOST`).
+fn pas_on(host: &str, root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
     let mut all = vec!["--store", url];
     all.extend_from_slice(args);
     crate::harness::Run::from(
         root.cmd(&all)
             .env("PAS_ETCD_PASSWORD", PASSWORD)
+            .env("PAS_HOST", host)
             .output()
             .unwrap(),
     )
@@ -141,7 +147,19 @@ fn root_starts_agents_from_etcd_only_as_a_listed_authenticated_user() {
     let pid: i64 = ok(&root, &as_pas, &["agent", "start", &cell, "a1"])
         .parse()
         .unwrap();
-    assert_eq!(agent(&root, &as_pas, &cell, "a1")["pid"], pid);
+    let shown = agent(&root, &as_pas, &cell, "a1");
+    assert_eq!((&shown["pid"], &shown["host"]), (&pid.into(), &"a".into()));
+    // From host b: taken as running on the record alone, and never signalled from there.
+    let from_b = pas_on(
+        "b",
+        &root,
+        &as_pas,
+        &["--json", "agent", "show", &cell, "a1"],
+    );
+    let from_b: Value = serde_json::from_str(&from_b.stdout).unwrap();
+    assert_eq!(from_b["process"], "running");
+    pas_on("b", &root, &as_pas, &["agent", "stop", &cell, "a1"])
+        .refused(4, "agent a1 runs on host a, not on this one (b)");
     kill9(pid);
     wait_until(10.0, "the supervisor restarts the agent", || {
         agent(&root, &as_pas, &cell, "a1")["pid"]
