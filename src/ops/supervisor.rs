@@ -882,10 +882,15 @@ fn supervise_runs(
     let log = workspace
         .log
         .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
-    let mut sink = {
+    let (mut sink, ttl) = {
         let policy = crate::ops::policy::load(store, cell, Some(&on_file)).map_err(fail)?;
-        LogSink::new(store, cell, agent, log, workspace.log_len, &policy)
+        let sink = LogSink::new(store, cell, agent, log, workspace.log_len, &policy);
+        let ttl = Duration::try_from_secs_f64(policy.heartbeat_ttl()).unwrap_or(Duration::MAX);
+        (sink, ttl)
     };
+    // On a store with leases, the agent's alive key lives as long as this supervisor
+    // (or its lease's TTL, from heartbeat_ttl, after it dies): what watches see.
+    let _alive = store.keep_alive(cell, agent, ttl).map_err(fail)?;
     let mut path = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))

@@ -162,6 +162,9 @@ pub struct Remote {
     pub user: Option<String>,
 }
 
+/// What keeps an agent's liveness key alive while it is held (see [`Store::keep_alive`]).
+pub type AliveGuard = Box<dyn std::any::Any + Send>;
+
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
 pub trait Store {
@@ -276,6 +279,16 @@ pub trait Store {
     /// Where the documents come from when they are not local files (see [`Remote`]);
     /// `None` for the file store, whose [`Store::origins`] say who could have written them.
     fn remote(&self) -> Option<Remote>;
+    /// Keeps a liveness key of the agent while the guard is held, on a store with leases
+    /// (etcd: `cells/<cell>/alive/<agent>` on a lease of `ttl`, renewed on an open stream;
+    /// it goes when the guard is dropped, or when the lease expires because the holder
+    /// died). `None` on the file store, where the pid in `/proc` is the liveness.
+    fn keep_alive(
+        &self,
+        cell: &str,
+        agent: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<AliveGuard>>;
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
@@ -1136,6 +1149,15 @@ impl Store for FsStore {
 
     fn remote(&self) -> Option<Remote> {
         None
+    }
+
+    fn keep_alive(
+        &self,
+        _cell: &str,
+        _agent: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<AliveGuard>> {
+        Ok(None)
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

@@ -56,6 +56,23 @@ fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
     etcdctl(cluster, None, &["auth", "enable"]);
 }
 
+/// The value of `key` in `cluster` as etcd user pas (`None`: no such key).
+fn get(cluster: &cluster::Cluster, key: &str) -> Option<String> {
+    let out = Command::new("etcdctl")
+        .arg(format!("--endpoints={}", cluster.members.join(",")))
+        .arg(format!("--user=pas:{PASSWORD}"))
+        .args(["get", "--print-value-only", key])
+        .output()
+        .expect("etcdctl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!text.is_empty()).then_some(text)
+}
+
 /// `pas --store URL ARGS` in `root` on host `a`, with the etcd password set.
 fn pas(root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
     pas_on("a", root, url, args)
@@ -168,9 +185,35 @@ fn root_starts_agents_from_etcd_only_as_a_listed_authenticated_user() {
     });
     let events = ok(&root, &as_pas, &["--json", "events", &cell]);
     assert!(events.contains("agent.revived"), "{events}");
+
+    // Its supervisor holds the alive key on a lease: a stop revokes it at once...
+    let alive = format!("{prefix}/cells/{cell}/alive/a1");
+    assert_eq!(get(&cluster, &alive).as_deref(), Some("a"));
     ok(
         &root,
         &as_pas,
         &["agent", "stop", &cell, "a1", "--grace", "1"],
     );
+    wait_until(5.0, "the stop revokes the alive lease", || {
+        get(&cluster, &alive).is_none()
+    });
+    // ...and a supervisor that dies leaves it to expire after heartbeat_ttl.
+    ok(&root, &as_pas, &["policy", "set", &cell, "heartbeat_ttl=2"]);
+    let pid: i64 = ok(&root, &as_pas, &["agent", "start", &cell, "a1"])
+        .parse()
+        .unwrap();
+    // Renewed on its stream: still there well past its TTL while the supervisor lives.
+    let started = std::time::Instant::now();
+    wait_until(10.0, "3 s with the alive key renewed", || {
+        assert_eq!(get(&cluster, &alive).as_deref(), Some("a"), "renewed");
+        started.elapsed().as_secs_f64() > 3.0
+    });
+    let supervisor = agent(&root, &as_pas, &cell, "a1")["supervisor_pid"]
+        .as_i64()
+        .unwrap();
+    kill9(supervisor);
+    wait_until(10.0, "the lease of a dead supervisor expires", || {
+        get(&cluster, &alive).is_none()
+    });
+    kill9(pid);
 }

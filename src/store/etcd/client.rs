@@ -63,6 +63,9 @@ pub struct EtcdStore {
     lease: OnceLock<i64>,
     lock_wait: Duration,
     availability_wait: Duration,
+    /// How [`Client::connect`] was called: a lease keeper connects again on its own thread
+    /// (a client's channel is served by the runtime that made it).
+    connect: ConnectOptions,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -111,6 +114,7 @@ impl EtcdStore {
             options = options.with_user(user.clone(), password);
         }
         let endpoints = url.endpoints();
+        let connect = options.clone();
         let client = rt
             .block_on(async {
                 tokio::time::timeout(
@@ -130,6 +134,7 @@ impl EtcdStore {
             lease: OnceLock::new(),
             lock_wait: Duration::from_secs(10),
             availability_wait: AVAILABILITY_WAIT,
+            connect,
         })
     }
 
@@ -1145,6 +1150,31 @@ impl Store for EtcdStore {
     fn origins(&self, cell: &str, _key: FileKey<'_>) -> Result<Vec<Origin>> {
         self.blob_cell(cell)?;
         self.blobs.root_origins()
+    }
+
+    fn keep_alive(
+        &self,
+        cell: &str,
+        agent: &str,
+        ttl: Duration,
+    ) -> Result<Option<crate::store::AliveGuard>> {
+        check_id(IdKind::Cell, cell)?;
+        check_id(IdKind::Agent, agent)?;
+        let key = format!("{}alive/{agent}", self.cell_prefix(cell));
+        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
+        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
+        let keeper = super::lease::Keeper {
+            endpoints: self.url.endpoints(),
+            options: self.connect.clone(),
+            key,
+            value: crate::host::name(),
+            ttl,
+        };
+        match keeper.start(self.availability_wait) {
+            Ok(alive) => Ok(Some(Box::new(alive))),
+            Err(Some(e)) => Err(classify(&self.url, &e)),
+            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
+        }
     }
 
     fn remote(&self) -> Option<crate::store::Remote> {
