@@ -11,8 +11,9 @@ use crate::harness::{wait_until, Root};
 /// The password of the etcd users the authenticated cluster has.
 const PASSWORD: &str = "pw-for-tests";
 
-/// `etcdctl` on `cluster` as `user` (`None`: no authentication); panics when it fails.
-fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) {
+/// `etcdctl` on `cluster` as `user` (`None`: no authentication): its output; panics when
+/// it fails.
+fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
     let mut cmd = Command::new("etcdctl");
     cmd.arg(format!("--endpoints={}", cluster.members.join(",")));
     if let Some(user) = user {
@@ -24,6 +25,7 @@ fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) {
         "etcdctl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// Turns authentication on in `cluster`: users `root`, `pas` (read and write under
@@ -58,18 +60,8 @@ fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
 
 /// The value of `key` in `cluster` as etcd user pas (`None`: no such key).
 fn get(cluster: &cluster::Cluster, key: &str) -> Option<String> {
-    let out = Command::new("etcdctl")
-        .arg(format!("--endpoints={}", cluster.members.join(",")))
-        .arg(format!("--user=pas:{PASSWORD}"))
-        .args(["get", "--print-value-only", key])
-        .output()
-        .expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = etcdctl(cluster, Some("pas"), &["get", "--print-value-only", key]);
+    let text = String::from_utf8_lossy(&out).trim().to_string();
     (!text.is_empty()).then_some(text)
 }
 
@@ -216,4 +208,75 @@ fn root_starts_agents_from_etcd_only_as_a_listed_authenticated_user() {
         get(&cluster, &alive).is_none()
     });
     kill9(pid);
+}
+
+/// The mod revision of `key` in `cluster` (no authentication), `None` when it is absent.
+fn mod_revision(cluster: &cluster::Cluster, key: &str) -> Option<i64> {
+    let out = etcdctl(cluster, None, &["get", key, "-w", "json"]);
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    got["kvs"][0]["mod_revision"].as_i64()
+}
+
+#[test]
+fn a_beat_on_etcd_writes_only_news_or_a_stamp_a_third_of_the_interval_old() {
+    if !etcd_program_built() {
+        return;
+    }
+    let Some(cluster) = cluster::shared() else {
+        return;
+    };
+    let root = Root::new();
+    let prefix = cluster::unique_prefix();
+    let url = format!("etcd://{}/{prefix}", cluster.members.join(","));
+    let cell = ok(&root, &url, &["cell", "create", "--name", "beats"]);
+    ok(&root, &url, &["agent", "add", &cell, "a1"]);
+    let key = format!("{prefix}/cells/{cell}/agents/a1.json");
+    let beat = |args: &[&str]| -> Value {
+        let mut all = vec!["--json", "agent", "beat", &cell, "a1"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&ok(&root, &url, &all)).unwrap()
+    };
+    // The first beat is news (it activates the agent); the next ones within a third of
+    // heartbeat_interval (30 s by default) change nothing the document shows.
+    assert_eq!(beat(&[])["heartbeat_count"], 1);
+    let written = mod_revision(cluster, &key).unwrap();
+    for _ in 0..5 {
+        let reply = beat(&[]);
+        assert_eq!(
+            (&reply["ack"], &reply["heartbeat_count"]),
+            (&true.into(), &1.into())
+        );
+    }
+    assert_eq!(
+        mod_revision(cluster, &key),
+        Some(written),
+        "idle beats wrote"
+    );
+    // The reply still carries what pas wants: a paused cell stops the agent.
+    ok(&root, &url, &["cell", "set", &cell, "--status", "paused"]);
+    let before = mod_revision(cluster, &key);
+    let reply = beat(&[]);
+    assert_eq!(
+        (&reply["directive"], &reply["reason"]),
+        (&"stop".into(), &"cell_paused".into())
+    );
+    assert_eq!(
+        mod_revision(cluster, &key),
+        before,
+        "a paused cell's beat wrote"
+    );
+    ok(&root, &url, &["cell", "set", &cell, "--status", "active"]);
+    // Progress is news: written at once, with the count.
+    let reply = beat(&["--progress", "0.5"]);
+    assert_eq!(reply["heartbeat_count"], 2);
+    assert_eq!(agent(&root, &url, &cell, "a1")["progress"], 0.5);
+    // A stamp a third of the interval old is written again, so health keeps its resolution.
+    ok(
+        &root,
+        &url,
+        &["policy", "set", &cell, "heartbeat_interval=1"],
+    );
+    wait_until(10.0, "an idle beat rewrites an old stamp", || {
+        beat(&[])["heartbeat_count"] == 3
+    });
 }
