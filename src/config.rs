@@ -42,6 +42,9 @@ pub struct RootConfig {
     pub blobs: Option<String>,
     /// `[capacity]`: the machine's capacity as set by the operator.
     pub capacity: Capacity,
+    /// `etcd_root_writers = ["NAME", ...]`: the etcd users a root pas runs commands from
+    /// etcd for, when it connects as one of them (see `ops::trust::check_remote`).
+    pub etcd_root_writers: Vec<String>,
 }
 
 /// The `[capacity]` table: what the machine offers to all cells' reservations. A value
@@ -161,6 +164,24 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             config.blobs = Some(dir);
             continue;
         }
+        if name == "etcd_root_writers" {
+            let names = match &value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string).filter(|n| !n.is_empty()))
+                    .collect::<Option<Vec<String>>>(),
+                _ => None,
+            };
+            let Some(names) = names else {
+                return Err((
+                    find_line(&name),
+                    "`etcd_root_writers` must be a list of etcd user names such as [\"pas\"]"
+                        .to_string(),
+                ));
+            };
+            config.etcd_root_writers = names;
+            continue;
+        }
         if name == "capacity" {
             let toml::Value::Table(table) = value else {
                 return Err((find_line(&name), "`capacity` must be a table".to_string()));
@@ -184,7 +205,7 @@ pub fn parse(bytes: &[u8]) -> std::result::Result<RootConfig, (Option<usize>, St
             return Err((
                 find_line(&format!("[{name}")).or_else(|| find_line(&name)),
                 format!(
-                    "unknown setting `{name}`; the file has `store = \"URL\"`, `blobs = \"DIR\"` and two tables, [policies] and [capacity]"
+                    "unknown setting `{name}`; the file has `store = \"URL\"`, `blobs = \"DIR\"`, `etcd_root_writers = [...]` and two tables, [policies] and [capacity]"
                 ),
             ));
         }
@@ -310,6 +331,36 @@ mod tests {
                     assert!(what.contains(part), "{what}");
                 }
                 (got, want) => panic!("{got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn etcd_root_writers_are_a_list_of_names() {
+        // (text, Ok(names) or Err(line))
+        type Want = std::result::Result<&'static [&'static str], usize>;
+        let cases: [(&[u8], Want); 5] = [
+            (b"", Ok(&[])),
+            (
+                b"etcd_root_writers = [\"pas\", \"ops\"]\n",
+                Ok(&["pas", "ops"]),
+            ),
+            (
+                b"store = \"etcd://h:1/p\"\netcd_root_writers = \"pas\"\n",
+                Err(2),
+            ),
+            (b"etcd_root_writers = [\"\"]\n", Err(1)),
+            (b"etcd_root_writers = [1]\n", Err(1)),
+        ];
+        for (text, want) in cases {
+            let got = parse(text);
+            match want {
+                Ok(names) => assert_eq!(got.unwrap().etcd_root_writers, names),
+                Err(line) => {
+                    let (at, what) = got.unwrap_err();
+                    assert_eq!(at, Some(line), "{what}");
+                    assert!(what.contains("etcd_root_writers"), "{what}");
+                }
             }
         }
     }

@@ -36,6 +36,7 @@ mod cli;
 mod clock;
 mod config;
 mod container;
+mod host;
 mod mcp;
 mod namespace;
 mod ops;

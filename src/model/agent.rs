@@ -111,6 +111,9 @@ record! {
         /// Its supervisor's start time (clock ticks since boot, as `pid_start_time`): while
         /// that process lives, it alone restarts the agent (see `ops::supervisor`).
         supervisor_start_time: Option<u64> = optional,
+        /// The host its process runs on (`$PAS_HOST`, else the host name), recorded with
+        /// every start: only there does pas look at its pids in `/proc` or signal them.
+        host: Option<String> = optional,
         /// When its process was last started; heartbeats do not judge it for
         /// `startup_grace` after.
         started_at: Option<DateTime<Utc>> = optional,
@@ -200,6 +203,7 @@ impl Agent {
             pid_start_time: None,
             supervisor_pid: None,
             supervisor_start_time: None,
+            host: None,
             started_at: None,
             runs: None,
             activated_at: None,

@@ -172,6 +172,7 @@ const FULL_AGENT: &str = r#"{
   "pid_start_time": 123456,
   "supervisor_pid": 4241,
   "supervisor_start_time": 123400,
+  "host": "node-a",
   "started_at": "2026-11-23T09:59:00.000000Z",
   "runs": 3,
   "activated_at": "2026-11-23T09:58:30.000000Z",

@@ -104,8 +104,33 @@ fn state_from(
     }
 }
 
-/// The process state of an agent, from its file and `/proc`.
+/// Whether the agent's process runs on this host (or records no host: an agent started
+/// before pas recorded hosts, on a file store of one machine).
+pub fn on_this_host(agent: &Agent) -> bool {
+    on_host(agent, &crate::host::name())
+}
+
+/// Whether the agent's process runs on host `here` (or records no host).
+fn on_host(agent: &Agent, here: &str) -> bool {
+    agent.host.as_deref().is_none_or(|h| h == here)
+}
+
+/// The process state of an agent on another host, from its file alone: a recorded pid is
+/// taken as running (only its host can look in `/proc`).
+fn recorded_state(agent: &Agent) -> ProcState {
+    match usable_pid(agent.pid) {
+        Some(_) => ProcState::Running,
+        None if agent.exit.is_some() => ProcState::Exited,
+        None => ProcState::None,
+    }
+}
+
+/// The process state of an agent, from its file and `/proc`; for an agent on another host,
+/// from its file alone ([`recorded_state`]).
 pub fn state_of(agent: &Agent) -> ProcState {
+    if !on_this_host(agent) {
+        return recorded_state(agent);
+    }
     let supervisor = agent.supervisor_pid.and_then(|s| i32::try_from(s).ok());
     state_from(
         agent.pid,
@@ -167,6 +192,12 @@ pub fn vet(
     let runner = rustix::process::geteuid().as_raw();
     let denied = |r: trust::Refusal| Error::new(Kind::Denied, r.why).hint(r.fix);
     let isolation_key = FileKey::Config(ConfigFile::Isolation);
+    // A store in the network records no writer: who may make pas run its commands is
+    // decided by the local pas.toml, whose own origins are checked next.
+    if let Some(remote) = store.remote() {
+        let writers = crate::config::load(store)?.etcd_root_writers;
+        trust::check_remote(&remote, runner, &writers).map_err(denied)?;
+    }
     // Whom it runs as is decided by isolation.json: only the runner or root may have
     // written that, whoever the agent runs as.
     trust::check_origins(&store.origins(cell, isolation_key)?, runner, None).map_err(denied)?;
@@ -419,6 +450,7 @@ impl Supervisor {
     pub fn claim(&self, agent: &mut Agent) {
         agent.supervisor_pid = Some(self.pid);
         agent.supervisor_start_time = self.start_time;
+        agent.host = Some(crate::host::name());
     }
 }
 
@@ -432,7 +464,8 @@ pub fn restarting(agent: &Agent) -> Option<i32> {
     }
     let pid = usable_pid(agent.supervisor_pid.and_then(|s| i32::try_from(s).ok()))?;
     let start_time = agent.supervisor_start_time?;
-    process::alive(pid, Some(start_time)).then_some(pid)
+    // On another host, as the file says: only that host can look.
+    (!on_this_host(agent) || process::alive(pid, Some(start_time))).then_some(pid)
 }
 
 /// How one run of the agent ended, as its supervisor saw it.
@@ -871,10 +904,15 @@ fn supervise_runs(
     let log = workspace
         .log
         .ok_or_else(|| fail(Error::failure("the agent log is not open")))?;
-    let mut sink = {
+    let (mut sink, ttl) = {
         let policy = crate::ops::policy::load(store, cell, Some(&on_file)).map_err(fail)?;
-        LogSink::new(store, cell, agent, log, workspace.log_len, &policy)
+        let sink = LogSink::new(store, cell, agent, log, workspace.log_len, &policy);
+        let ttl = Duration::try_from_secs_f64(policy.heartbeat_ttl()).unwrap_or(Duration::MAX);
+        (sink, ttl)
     };
+    // On a store with leases, the agent's alive key lives as long as this supervisor
+    // (or its lease's TTL, from heartbeat_ttl, after it dies): what watches see.
+    let _alive = store.keep_alive(cell, agent, ttl).map_err(fail)?;
     let mut path = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -1264,6 +1302,14 @@ pub fn stop_for(
     };
     let pgid = usable_pid(on_file.pgid).or(usable_pid(on_file.pid));
     let running = state_of(&on_file) == ProcState::Running;
+    if running && !on_this_host(&on_file) {
+        let host = on_file.host.as_deref().unwrap_or_default();
+        return Err(Error::conflict(format!(
+            "agent {agent} runs on host {host}, not on this one ({}): pas signals a process only on its own host",
+            crate::host::name()
+        ))
+        .hint(format!("run the command on {host} (its PAS_HOST or host name)")));
+    }
     update_agent(store, cell, agent, &mut |a, _| {
         if cause == StopCause::Stopped && a.status != AgentStatus::Paused {
             a.status = AgentStatus::Idle;
@@ -1422,6 +1468,55 @@ mod tests {
         let health = crate::ops::health::assess(&agent, policy, now).health;
         let (reached, process) = super::has_reached(&agent, health, want);
         (reached, health, process)
+    }
+
+    #[test]
+    fn only_an_agents_own_host_looks_at_its_pid() {
+        // (why, the agent file's run fields, on host "a", the state seen from host "b")
+        let cases: [(&str, &str, bool, ProcState); 6] = [
+            (
+                "no host recorded",
+                r#""pid": 4242"#,
+                true,
+                ProcState::Running,
+            ),
+            (
+                "its own host",
+                r#""host": "a", "pid": 4242"#,
+                true,
+                ProcState::Running,
+            ),
+            (
+                "another host, a pid",
+                r#""host": "b", "pid": 4242"#,
+                false,
+                ProcState::Running,
+            ),
+            (
+                "another host, no pid yet",
+                r#""host": "b", "pid": null"#,
+                false,
+                ProcState::None,
+            ),
+            (
+                "another host, ended",
+                r#""host": "b", "pid": null, "exit": {"cause": "exit", "code": 0}"#,
+                false,
+                ProcState::Exited,
+            ),
+            (
+                "another host, pid 0",
+                r#""host": "b", "pid": 0"#,
+                false,
+                ProcState::None,
+            ),
+        ];
+        for (why, fields, on_a, seen) in cases {
+            let agent =
+                Agent::from_doc(&doc(&format!(r#"{{"agent_id": "a1", {fields}}}"#))).unwrap();
+            assert_eq!(on_host(&agent, "a"), on_a, "{why}");
+            assert_eq!(recorded_state(&agent), seen, "{why}");
+        }
     }
 
     #[test]

@@ -12,11 +12,18 @@
 //! group), with supplementary groups dropped. Running agents as root needs an explicit
 //! opt-in: `"user": "root"` in that file, or `--agents-as-root` for the whole run.
 //!
-//! Both rules are pure: the facts (owners and modes, the accounts) are parameters.
+//! On a store in the network (etcd) nothing records who wrote a document, so the owners
+//! and modes say nothing: [`check_remote`] decides instead. A pas that is not root runs
+//! commands from there as itself only (whoever may write the prefix may already run
+//! commands as that user through it); a root pas only when it authenticates to the store
+//! as a user the local, root-owned `pas.toml` names in `etcd_root_writers`: the operator
+//! vouches that only trusted people may write the prefix as that user.
+//!
+//! The rules are pure: the facts (owners and modes, the accounts) are parameters.
 
 use crate::accounts::User;
 use crate::model::SecurityContext;
-use crate::store::Origin;
+use crate::store::{Origin, Remote};
 
 /// Why pas will not run a command: one sentence, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +71,36 @@ pub fn check_origins(origins: &[Origin], runner: u32, runs_as: Option<u32>) -> R
         }
     }
     Ok(())
+}
+
+/// Checks that pas, running as `runner`, may run a command read from the network store
+/// `remote`: always when it is not root (the command runs as `runner`, see [`run_as`]);
+/// as root only when it authenticates as a user listed in `root_writers`
+/// (`etcd_root_writers` in the local `pas.toml`, itself checked by [`check_origins`]).
+pub fn check_remote(remote: &Remote, runner: u32, root_writers: &[String]) -> Result<(), Refusal> {
+    if runner != 0 {
+        return Ok(());
+    }
+    let listed = "list it in the root's pas.toml, etcd_root_writers = [\"NAME\"], if only people you trust may write the prefix as NAME";
+    match &remote.user {
+        None => Err(Refusal {
+            why: format!(
+                "pas runs as root and the command comes from {}, which records no writer and which pas reaches without a user, so anyone who can reach it could have written it",
+                remote.location
+            ),
+            fix: format!(
+                "run pas as a non-root user, or connect as an etcd user (user=NAME in the store URL, an etcd with authentication on) and {listed}"
+            ),
+        }),
+        Some(user) if root_writers.iter().any(|w| w == user) => Ok(()),
+        Some(user) => Err(Refusal {
+            why: format!(
+                "pas runs as root and the command comes from {}, as etcd user {user}, which pas.toml's etcd_root_writers does not name",
+                remote.location
+            ),
+            fix: listed.replace("NAME", user),
+        }),
+    }
 }
 
 /// Whom an agent's process runs as.
@@ -340,6 +377,53 @@ mod tests {
                     let refusal = got.expect_err(why);
                     assert!(refusal.why.contains(needle), "{why}: {}", refusal.why);
                     assert!(!refusal.fix.is_empty(), "{why}: a fix");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn commands_from_the_network_run_as_root_only_for_listed_authenticated_users() {
+        let remote = |user: Option<&str>| Remote {
+            location: "etcd at etcd://h:2379/p".to_string(),
+            user: user.map(str::to_string),
+        };
+        let listed = ["pas".to_string(), "ops".to_string()];
+        // (why, user, runner, root_writers, None or the refusal's needle)
+        type Case<'a> = (&'a str, Option<&'a str>, u32, &'a [String], Option<&'a str>);
+        let cases: [Case; 7] = [
+            ("alice, no user", None, 1000, &[], None),
+            ("alice, a user nobody listed", Some("x"), 1000, &[], None),
+            ("root, no user", None, 0, &listed, Some("without a user")),
+            (
+                "root, a user, empty list",
+                Some("pas"),
+                0,
+                &[],
+                Some("etcd user pas"),
+            ),
+            (
+                "root, an unlisted user",
+                Some("eve"),
+                0,
+                &listed,
+                Some("etcd user eve"),
+            ),
+            ("root, a listed user", Some("pas"), 0, &listed, None),
+            ("root, another listed user", Some("ops"), 0, &listed, None),
+        ];
+        for (why, user, runner, writers, want) in cases {
+            let got = check_remote(&remote(user), runner, writers);
+            match want {
+                None => assert_eq!(got, Ok(()), "{why}"),
+                Some(needle) => {
+                    let refusal = got.expect_err(why);
+                    assert!(refusal.why.contains(needle), "{why}: {}", refusal.why);
+                    assert!(
+                        refusal.fix.contains("etcd_root_writers"),
+                        "{why}: {}",
+                        refusal.fix
+                    );
                 }
             }
         }

@@ -152,6 +152,20 @@ pub struct Origin {
     pub near: bool,
 }
 
+/// Where a store's documents come from when owners and modes cannot tell who wrote them:
+/// a store on the network (etcd), which records no writer. What pas checks instead before
+/// it runs a command from there is [`crate::ops::trust::check_remote`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remote {
+    /// The store, for messages (`etcd at h1:2379,h2:2379/prefix`).
+    pub location: String,
+    /// The user pas authenticates as (`user=` in the store URL), when it does.
+    pub user: Option<String>,
+}
+
+/// What keeps an agent's liveness key alive while it is held (see [`Store::keep_alive`]).
+pub type AliveGuard = Box<dyn std::any::Any + Send>;
+
 /// Everything commands may do to cells. Ids must have passed [`check_id`]; implementations
 /// check again and refuse anything else before building a path.
 pub trait Store {
@@ -269,6 +283,19 @@ pub trait Store {
     /// down (the root's `pas.toml` included when there is one): for the trust check before
     /// pas runs a command from it.
     fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>>;
+    /// Where the documents come from when they are not local files (see [`Remote`]);
+    /// `None` for the file store, whose [`Store::origins`] say who could have written them.
+    fn remote(&self) -> Option<Remote>;
+    /// Keeps a liveness key of the agent while the guard is held, on a store with leases
+    /// (etcd: `cells/<cell>/alive/<agent>` on a lease of `ttl`, renewed on an open stream;
+    /// it goes when the guard is dropped, or when the lease expires because the holder
+    /// died). `None` on the file store, where the pid in `/proc` is the liveness.
+    fn keep_alive(
+        &self,
+        cell: &str,
+        agent: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Option<AliveGuard>>;
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
@@ -565,6 +592,25 @@ impl FsStore {
         }
     }
 
+    /// Who could have written the root directory and its `pas.toml` (the first steps of
+    /// [`Store::origins`]; all of them for a store whose documents are elsewhere).
+    pub fn root_origins(&self) -> Result<Vec<Origin>> {
+        use rustix::fs::{fstat, statat, AtFlags};
+        let stat_err = |path: &Path, e: rustix::io::Errno| self.io_error("inspect", path, e.into());
+        let root = self.root_fd()?;
+        let mut out = vec![origin_of(
+            &self.root,
+            fstat(root).map_err(|e| stat_err(&self.root, e))?,
+        )];
+        let config = self.root.join(layout::ROOT_CONFIG);
+        match statat(root, layout::ROOT_CONFIG, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => out.push(origin_of(&config, stat)),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(stat_err(&config, e)),
+        }
+        Ok(out)
+    }
+
     fn root_fd(&self) -> Result<&OwnedFd> {
         if let Some(fd) = self.root_fd.get() {
             return Ok(fd);
@@ -743,6 +789,18 @@ impl FsStore {
             }
         }
         Ok(docs)
+    }
+}
+
+/// One step of [`Store::origins`] from its `stat`.
+fn origin_of(what: &Path, stat: rustix::fs::Stat) -> Origin {
+    Origin {
+        what: what.display().to_string(),
+        owner: stat.st_uid,
+        mode: stat.st_mode & 0o7777,
+        is_dir: rustix::fs::FileType::from_raw_mode(stat.st_mode)
+            == rustix::fs::FileType::Directory,
+        near: false,
     }
 }
 
@@ -1004,28 +1062,12 @@ impl Store for FsStore {
     }
 
     fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>> {
-        use rustix::fs::{fstat, statat, AtFlags, FileType, Stat};
+        use rustix::fs::{fstat, statat, AtFlags};
         let (sub, name) = Self::key_name(key)?;
-        let origin = |what: &Path, stat: Stat| Origin {
-            what: what.display().to_string(),
-            owner: stat.st_uid,
-            mode: stat.st_mode & 0o7777,
-            is_dir: FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
-            near: false,
-        };
+        let origin = origin_of;
         let near = |o: Origin| Origin { near: true, ..o };
         let stat_err = |path: &Path, e: rustix::io::Errno| self.io_error("inspect", path, e.into());
-        let root = self.root_fd()?;
-        let mut out = vec![origin(
-            &self.root,
-            fstat(root).map_err(|e| stat_err(&self.root, e))?,
-        )];
-        let config = self.root.join(layout::ROOT_CONFIG);
-        match statat(root, layout::ROOT_CONFIG, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) => out.push(origin(&config, stat)),
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(stat_err(&config, e)),
-        }
+        let mut out = self.root_origins()?;
         let cell_fd = self.cell_fd(cell)?;
         let cell_path = self.cell_path(cell);
         out.push(origin(
@@ -1052,6 +1094,19 @@ impl Store for FsStore {
             Err(e) => return Err(stat_err(&file, e)),
         }
         Ok(out)
+    }
+
+    fn remote(&self) -> Option<Remote> {
+        None
+    }
+
+    fn keep_alive(
+        &self,
+        _cell: &str,
+        _agent: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<Option<AliveGuard>> {
+        Ok(None)
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

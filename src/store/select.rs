@@ -121,6 +121,8 @@ delegate! {
         fn read_log_chunk(&self, cell: &str, log: LogFile<'_>, offset: u64, max: usize) -> Result<Option<LogChunk>>;
         fn rotate_log(&self, cell: &str, agent: &str, keep: usize) -> Result<std::fs::File>;
         fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>>;
+        fn remote(&self) -> Option<super::Remote>;
+        fn keep_alive(&self, cell: &str, agent: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;
         fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
         fn hook_cursor(&self, cell: &str) -> Result<Option<events::Cursor>>;
         fn set_hook_cursor(&self, cell: &str, cursor: &events::Cursor) -> Result<()>;

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::doc::Doc;
 use crate::error::{Error, Result};
 use crate::model::field::Record as _;
 use crate::model::{self, Agent, AgentStatus, Cell, Failure, Policies};
@@ -169,6 +170,17 @@ fn apply_beat(
     apply_health(txn, agent, agent_id, &decision.change, now);
 }
 
+/// Whether two versions of an agent document differ at most in the beat's stamp
+/// (`last_heartbeat`, `heartbeat_count`).
+fn same_but_stamp(a: &Doc, b: &Doc) -> bool {
+    fn shown(d: &Doc) -> impl Iterator<Item = (&String, &Value)> {
+        d.map()
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "last_heartbeat" | "heartbeat_count"))
+    }
+    shown(a).eq(shown(b))
+}
+
 /// The error for a beat or failure of an agent the cell does not have.
 fn no_agent(cell: &str, agent_id: &str) -> Error {
     Error::not_found(format!("no agent {agent_id} in cell {cell}"))
@@ -190,26 +202,32 @@ pub fn beat(
         let mut doc = txn.read(FileKey::Agent(agent_id))?.ok_or_else(|| {
             no_agent(cell, agent_id).hint(format!("add it with `pas agent add {cell} {agent_id}`"))
         })?;
+        let before = doc.clone();
         let mut agent = typed(agent_id, &doc)?;
+        let stored = (agent.last_heartbeat, agent.heartbeat_count);
         let policy = Policy::of(
             store.root_policies(),
             Some(&cell_doc.policies),
             file.as_ref(),
             Some(&agent.policies),
         );
-        let decision = rules::decide_beat(
-            &vitals(&agent),
-            report.status,
-            &HealthPolicy::from_policy(&policy),
-            now,
-        );
+        let health = HealthPolicy::from_policy(&policy);
+        let mut decision = rules::decide_beat(&vitals(&agent), report.status, &health, now);
         apply_beat(txn, &mut agent, agent_id, report, &decision, now);
         // The beat delivers a directive left for the agent, so it is taken out.
         let pending = agent.pending_directive.take();
         agent.write_into(&mut doc);
-        // A lost stamp on power loss is harmless; a commit with an event is durable anyway.
-        txn.relaxed();
-        txn.put(FileKey::Agent(agent_id), doc);
+        let shown_changed = !txn.is_empty() || !same_but_stamp(&before, &doc);
+        let leased = store.remote().is_some();
+        if rules::decide_beat_write(leased, shown_changed, stored.0, &health, now) {
+            // A lost stamp on power loss is harmless; a commit with an event is durable
+            // anyway.
+            txn.relaxed();
+            txn.put(FileKey::Agent(agent_id), doc);
+        } else {
+            // Nothing is written: the count the reply shows is the stored one.
+            decision.heartbeat_count = stored.1;
+        }
         Ok((agent, pending, policy, decision))
     })?;
     // Budgets: a context breach compacts (and asks the agent to summarize); spend limits

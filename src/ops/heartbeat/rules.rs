@@ -445,6 +445,44 @@ pub fn decide_beat(
     }
 }
 
+/// The share of the shortest health threshold (`heartbeat_interval`, the silence that makes
+/// an agent `late`) a stored `last_heartbeat` may age before a beat that changes nothing
+/// else writes it again (see [`decide_beat_write`]).
+pub const STAMP_REFRESH_SHARE: f64 = 1.0 / 3.0;
+
+/// Whether a beat writes the agent's document.
+///
+/// On the file store (`leased` false) every beat writes its stamp: the write is a cheap
+/// local file. On a store with leases (etcd, where the supervisor's lease is the liveness
+/// and every write is a cluster revision) a beat writes when something the document shows
+/// changed besides `last_heartbeat` and `heartbeat_count` (`shown_changed`: progress,
+/// status, context, directives, errors, health, notes, spend), when it never beat, or when
+/// the stored stamp is at least [`STAMP_REFRESH_SHARE`] of the shortest health threshold
+/// old; so the health the stamp is judged by is never staler than that share plus one beat
+/// period, and an idle agent beating 10 times a second writes once per third of its
+/// `heartbeat_interval`.
+pub fn decide_beat_write(
+    leased: bool,
+    shown_changed: bool,
+    stored: Option<DateTime<Utc>>,
+    policy: &HealthPolicy,
+    now: DateTime<Utc>,
+) -> bool {
+    if !leased || shown_changed {
+        return true;
+    }
+    let Some(stored) = stored else {
+        return true;
+    };
+    let shortest = policy
+        .interval
+        .min(policy.down_after)
+        .min(policy.dead_after);
+    // A stamp from the future (a clock stepped back) is rewritten, not trusted.
+    let age = elapsed(stored, now);
+    !(0.0..shortest * STAMP_REFRESH_SHARE).contains(&age)
+}
+
 /// What an observer (`status`, `check`, `watch`, `top`, a revive pass) records about an
 /// agent: its health now and, when the file says otherwise, the change.
 #[derive(Debug, Clone, PartialEq)]
@@ -700,6 +738,68 @@ mod tests {
         );
         // So five minutes of silence leave it down, not dead.
         assert_eq!(assess(&beating(), &p, at(300.0)).health, Down);
+    }
+
+    #[test]
+    fn a_beat_on_a_leased_store_writes_only_news_or_an_old_stamp() {
+        // SHORT: interval 10 s, down 30 s, dead 50 s, so a stamp is refreshed at 3.333 s.
+        let p = policy(SHORT);
+        let rows: &[(&str, bool, bool, Option<f64>, f64, bool)] = &[
+            // (case, leased, shown_changed, stored stamp, now, writes)
+            (
+                "the file store writes every beat",
+                false,
+                false,
+                Some(0.0),
+                0.1,
+                true,
+            ),
+            ("news are written at once", true, true, Some(0.0), 0.1, true),
+            ("a first beat is written", true, false, None, 0.1, true),
+            ("a fresh stamp is kept", true, false, Some(0.0), 0.1, false),
+            (
+                "just under a third of the interval",
+                true,
+                false,
+                Some(0.0),
+                3.3,
+                false,
+            ),
+            (
+                "a third of the interval rewrites",
+                true,
+                false,
+                Some(0.0),
+                3.34,
+                true,
+            ),
+            ("an old stamp rewrites", true, false, Some(0.0), 40.0, true),
+            (
+                "a stamp from the future rewrites",
+                true,
+                false,
+                Some(5.0),
+                0.0,
+                true,
+            ),
+        ];
+        for (case, leased, changed, stored, now, writes) in rows {
+            assert_eq!(
+                decide_beat_write(*leased, *changed, stored.map(at), &p, at(*now)),
+                *writes,
+                "{case}"
+            );
+        }
+        // The shortest threshold counts, whichever it is.
+        let ttl = policy(r#"{"heartbeat_interval": 30, "heartbeat_ttl": 3}"#);
+        assert!(!decide_beat_write(
+            true,
+            false,
+            Some(at(0.0)),
+            &ttl,
+            at(0.9)
+        ));
+        assert!(decide_beat_write(true, false, Some(at(0.0)), &ttl, at(1.0)));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct EtcdStore {
     gave_up: std::sync::atomic::AtomicBool,
     /// What the request that used up the wait was told: said again by the later ones.
     unavailable: std::sync::Mutex<Option<Error>>,
+    /// How [`Client::connect`] was called: a lease keeper connects again on its own thread
+    /// (a client's channel is served by the runtime that made it).
+    connect: ConnectOptions,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -124,6 +127,7 @@ impl EtcdStore {
             options = options.with_user(user.clone(), password);
         }
         let endpoints = url.endpoints();
+        let connect = options.clone();
         let client = rt
             .block_on(async {
                 tokio::time::timeout(
@@ -147,6 +151,7 @@ impl EtcdStore {
             availability_wait: AVAILABILITY_WAIT,
             gave_up: std::sync::atomic::AtomicBool::new(false),
             unavailable: std::sync::Mutex::new(None),
+            connect,
         })
     }
 
@@ -1208,15 +1213,43 @@ impl Store for EtcdStore {
         self.blobs.rotate_log(cell, agent, keep)
     }
 
-    fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>> {
-        Err(Error::new(
-            Kind::Denied,
-            format!(
-                "{} is in etcd, where pas cannot tell who wrote it; it does not run commands from it yet",
-                self.describe(cell, key)
-            ),
-        )
-        .hint("run agents from a file store for now (docs/etcd.md says what the etcd store does)"))
+    /// The local root and its `pas.toml` (which says whom pas trusts in etcd): the
+    /// documents themselves are in etcd, which records no writer ([`Store::remote`]).
+    fn origins(&self, cell: &str, _key: FileKey<'_>) -> Result<Vec<Origin>> {
+        self.blob_cell(cell)?;
+        self.blobs.root_origins()
+    }
+
+    fn keep_alive(
+        &self,
+        cell: &str,
+        agent: &str,
+        ttl: Duration,
+    ) -> Result<Option<crate::store::AliveGuard>> {
+        check_id(IdKind::Cell, cell)?;
+        check_id(IdKind::Agent, agent)?;
+        let key = format!("{}alive/{agent}", self.cell_prefix(cell));
+        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
+        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
+        let keeper = super::lease::Keeper {
+            endpoints: self.url.endpoints(),
+            options: self.connect.clone(),
+            key,
+            value: crate::host::name(),
+            ttl,
+        };
+        match keeper.start(self.availability_wait) {
+            Ok(alive) => Ok(Some(Box::new(alive))),
+            Err(Some(e)) => Err(classify(&self.url, &e)),
+            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
+        }
+    }
+
+    fn remote(&self) -> Option<crate::store::Remote> {
+        Some(crate::store::Remote {
+            location: format!("etcd at {}", self.url.display()),
+            user: self.url.user.clone(),
+        })
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

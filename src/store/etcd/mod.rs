@@ -35,6 +35,9 @@ pub(crate) mod cluster;
 mod client;
 
 #[cfg(feature = "etcd")]
+mod lease;
+
+#[cfg(feature = "etcd")]
 pub use client::EtcdStore;
 pub use url::{is_etcd, parse as parse_url, EtcdUrl, PASSWORD_ENV};
 
