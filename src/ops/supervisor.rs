@@ -1114,9 +1114,11 @@ fn pump(
         .ok_or_else(|| std::io::Error::other("the agent has no pid"))?;
     let done = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     let mut lines = crate::ops::logs::LineSplitter::default();
-    // Pipes hold 64 KiB; reading a quarter at a time costs a few more reads for a chatty
-    // agent and keeps the supervisor's private memory small.
-    let mut buf = vec![0u8; 16 * 1024];
+    // Pipes hold 64 KiB; reading 8 KiB at a time costs a few more reads for a chatty agent.
+    // On the stack: the start-up's deeper calls (the spawn, the first commit) already made
+    // these pages resident, where a buffer on the heap would grow it by its size for as
+    // long as the supervisor lives.
+    let mut buf = [0u8; 8 * 1024];
     let mut exited: Option<(std::process::ExitStatus, std::time::Instant)> = None;
     // Once the agent exited, what it wrote is in the pipe already: a short wait for more.
     let linger = Timespec {
