@@ -377,7 +377,8 @@ class PasTree(Tree):
                     continue
                 for key in ("supervisor_pid", "pid"):
                     pid = d.get(key)
-                    if isinstance(pid, int) and pid > 0 and comm(pid) in ("pas", "sleep", "sh"):
+                    ours = ("pas", "pas-supervise", "sleep", "sh")
+                    if isinstance(pid, int) and pid > 0 and comm(pid) in ours:
                         try:
                             os.kill(pid, signal.SIGKILL)
                         except ProcessLookupError:
