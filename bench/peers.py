@@ -377,7 +377,8 @@ class PasTree(Tree):
                     continue
                 for key in ("supervisor_pid", "pid"):
                     pid = d.get(key)
-                    if isinstance(pid, int) and pid > 0 and comm(pid) in ("pas", "sleep", "sh"):
+                    ours = ("pas", "pas-supervise", "sleep", "sh")
+                    if isinstance(pid, int) and pid > 0 and comm(pid) in ours:
                         try:
                             os.kill(pid, signal.SIGKILL)
                         except ProcessLookupError:
@@ -555,7 +556,7 @@ def measure_revival(ctx: Ctx) -> Section:
 
     sec.body += [
         "One service per tool, all three running side by side: a cell with one agent under "
-        "`pas watch` (its supervisor `pas __supervise`), an s6 scan directory under "
+        "`pas watch` (its supervisor `pas-supervise`), an s6 scan directory under "
         "`s6-svscan` (`s6-supervise`), and a runit one under `runsvdir -P` (`runsv`). "
         "Every service runs the same file, `#!/bin/sh` + `exec sleep 100000`. "
         f"Each round SIGKILLs each tool's service once, in rotating order ({rounds} "
@@ -621,7 +622,7 @@ def measure_revival(ctx: Ctx) -> Section:
         "",
         "*dead*: the killed process's exit; *forkN* / *execN*: the first fork / exec N "
         "levels under the tool's top process (for pas the watch: 1 is a new "
-        "`pas __supervise`, 2 the agent, the path of a pas whose supervisors do not "
+        "`pas-supervise`, 2 the agent, the path of a pas whose supervisors do not "
         "restart in place or of an orphan; a pas supervisor that restarts its agent in "
         "place forks it as its own child, which is the replacement; for s6 and runit the "
         "service's own supervisor: 1 is `./finish` (s6 forks it even when there is none) "
@@ -788,7 +789,7 @@ def measure_footprint(ctx: Ctx) -> Section:
     ver = ", ".join(peer_version(p) for p in names if p != "pas")
     sec.body += [
         "N services per tool (the same `sleep` script), started and left to settle; then "
-        "for every supervisor process (`pas __supervise`, `s6-supervise`, `runsv`) "
+        "for every supervisor process (`pas-supervise`, `s6-supervise`, `runsv`) "
         "`/proc/PID/smaps_rollup` is read: *private* is Private_Clean + Private_Dirty "
         "(memory no other process shares: what each further agent really costs), *RSS* "
         "counts the shared library and binary pages too, *PSS* shares them out. The "

@@ -50,4 +50,4 @@ mod usage;
 
 #[cfg(feature = "etcd")]
 pub use cli::run_etcd;
-pub use cli::{run, run_server};
+pub use cli::{run, run_server, run_supervisor};

@@ -285,6 +285,30 @@ fn serve_or_mcp(serving: Serving<'_>) -> Result<()> {
     }
 }
 
+/// The `pas-supervise` program: the supervisor of one agent (`pas-supervise --root DIR
+/// __supervise CELL AGENT`, what `pas agent start` runs when it is installed next to `pas`)
+/// and the trampolines of level_2 (`__isolate`) and level_3 (`__contain`), which it runs in
+/// turn. Its `main` reaches nothing else, so the fat-LTO build keeps only this code: fewer
+/// relocations and dirty pages in every supervisor (docs/design.md, Processes and revival).
+/// Any other command line is handed to the `pas` next to it.
+pub fn run_supervisor() -> ExitCode {
+    if let Some(problem) = crate::namespace::run_if_asked() {
+        return report(&Error::failure(problem));
+    }
+    if let Some(problem) = crate::container::run_if_asked() {
+        return report(&Error::failure(problem));
+    }
+    if let Some(code) = supervise_if_asked() {
+        return code;
+    }
+    match crate::process::exec_sibling("pas") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => report(&e.hint(
+            "pas-supervise runs only the supervisor's command line; install pas next to it (cargo install --path . does)",
+        )),
+    }
+}
+
 /// [`run`] with the etcd store linked in: the `pas-etcd` binary, which `pas` executes with
 /// the same arguments when the command line selects an etcd store (`store::select`).
 #[cfg(feature = "etcd")]

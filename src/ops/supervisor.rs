@@ -311,7 +311,7 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
     let log = workspace
         .log
         .ok_or_else(|| Error::failure("the agent log is not open"))?;
-    let mut supervisor = Command::new(exe);
+    let mut supervisor = Command::new(supervisor_program(exe, &workspace.store_args));
     if launch.agents_as_root {
         supervisor.env(Launch::AGENTS_AS_ROOT_ENV, "1");
     } else {
@@ -349,6 +349,26 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
         Error::failure(format!("cannot start agent {agent}: {reason}"))
             .hint(format!("see {}", workspace.log_name)),
     )
+}
+
+/// The program that supervises one agent, installed next to `pas` (`src/bin/pas-supervise.rs`).
+pub const SUPERVISOR_PROGRAM: &str = "pas-supervise";
+
+/// What runs an agent's supervisor: [`SUPERVISOR_PROGRAM`] next to `exe` when it is there
+/// and the store is the file store (its only command line is `--root DIR`), else `exe`
+/// itself (`pas __supervise`, the same supervisor in the full program: the etcd store's
+/// `pas-etcd`, or a `pas` copied somewhere alone).
+fn supervisor_program(
+    exe: std::path::PathBuf,
+    store_args: &[std::ffi::OsString],
+) -> std::path::PathBuf {
+    let lean = exe.with_file_name(SUPERVISOR_PROGRAM);
+    let file_store = matches!(store_args, [flag, _] if flag == "--root");
+    if file_store && lean.is_file() {
+        lean
+    } else {
+        exe
+    }
 }
 
 /// The pid of the agent's process when it runs (the one pas started), else `None`.
@@ -1155,9 +1175,11 @@ fn pump(
         .ok_or_else(|| std::io::Error::other("the agent has no pid"))?;
     let done = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
     let mut lines = crate::ops::logs::LineSplitter::default();
-    // Pipes hold 64 KiB; reading a quarter at a time costs a few more reads for a chatty
-    // agent and keeps the supervisor's private memory small.
-    let mut buf = vec![0u8; 16 * 1024];
+    // Pipes hold 64 KiB; reading 8 KiB at a time costs a few more reads for a chatty agent.
+    // On the stack: the start-up's deeper calls (the spawn, the first commit) already made
+    // these pages resident, where a buffer on the heap would grow it by its size for as
+    // long as the supervisor lives.
+    let mut buf = [0u8; 8 * 1024];
     let mut exited: Option<(std::process::ExitStatus, std::time::Instant)> = None;
     // Once the agent exited, what it wrote is in the pipe already: a short wait for more.
     let linger = Timespec {
@@ -1517,6 +1539,38 @@ mod tests {
             assert_eq!(on_host(&agent, "a"), on_a, "{why}");
             assert_eq!(recorded_state(&agent), seen, "{why}");
         }
+    }
+
+    #[test]
+    fn pas_supervise_runs_the_supervisor_of_the_file_store_when_it_is_installed() {
+        let dir = std::env::temp_dir().join(format!("pas-lean-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("pas");
+        let lean = dir.join(SUPERVISOR_PROGRAM);
+        let file: Vec<std::ffi::OsString> = vec!["--root".into(), "/r".into()];
+        let etcd: Vec<std::ffi::OsString> = ["--store", "etcd://h:2379", "--root", "/r"]
+            .map(Into::into)
+            .to_vec();
+        // (pas-supervise installed, store arguments, what runs the supervisor)
+        let table = [
+            (true, &file, &lean),
+            (true, &etcd, &exe),
+            (false, &file, &exe),
+            (false, &etcd, &exe),
+        ];
+        for (installed, args, expected) in table {
+            if installed {
+                std::fs::write(&lean, b"").unwrap();
+            } else {
+                let _ = std::fs::remove_file(&lean);
+            }
+            assert_eq!(
+                &supervisor_program(exe.clone(), args),
+                expected,
+                "{installed} {args:?}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -287,6 +287,70 @@ sleep 30"#;
     assert_eq!(doc["exit"]["signal"], 15);
 }
 
+/// The program running as `pid`, from `/proc/PID/exe`.
+fn program_of(pid: i64) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/exe")).unwrap()
+}
+
+#[test]
+fn agents_are_supervised_by_pas_supervise_and_by_pas_where_it_is_missing() {
+    let root = Root::new();
+    let cell = root.cell("Lean");
+    let path = root.script("agent.sh", "echo up\nexec sleep 30");
+    // `pas` alone in a directory (a hard link: /proc/PID/exe names the path it ran as).
+    let alone = root.path.join("alone");
+    std::fs::create_dir(&alone).unwrap();
+    let lone_pas = alone.join("pas");
+    if std::fs::hard_link(crate::harness::pas_bin(), &lone_pas).is_err() {
+        std::fs::copy(crate::harness::pas_bin(), &lone_pas).unwrap();
+    }
+    for (agent, via) in [("a1", None), ("a2", Some(&lone_pas))] {
+        root.ok(&["agent", "add", &cell, agent, "--", &path]);
+        let args = ["agent", "start", &cell, agent];
+        let out = match via {
+            None => root.cmd(&args).output(),
+            Some(pas) => std::process::Command::new(pas)
+                .arg("--root")
+                .arg(&root.path)
+                .args(args)
+                .env("PAS_AGENTS_AS_ROOT", "1")
+                .env_remove("PAS_ROOT")
+                .env_remove("PAS_STORE")
+                .stdin(Stdio::null())
+                .output(),
+        }
+        .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let doc = root.agent(&cell, agent);
+        let supervisor = program_of(doc["supervisor_pid"].as_i64().unwrap());
+        let expected = match via {
+            None => std::path::Path::new(crate::harness::pas_bin()).with_file_name("pas-supervise"),
+            Some(pas) => pas.clone(),
+        };
+        assert_eq!(supervisor, expected, "{agent}");
+        // Either way the agent runs, logs and stops as before.
+        let log = root.cell_dir(&cell).join(format!("logs/{agent}.log"));
+        wait_until(15.0, "the agent's first line", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("| up"))
+        });
+        root.ok(&["agent", "stop", &cell, agent, "--grace", "2"]);
+        assert_eq!(root.agent(&cell, agent)["exit"]["signal"], 15);
+    }
+    // The supervisor's program refuses any other command line, as pas would.
+    let lean = std::path::Path::new(crate::harness::pas_bin()).with_file_name("pas-supervise");
+    let out = std::process::Command::new(&lean)
+        .args([
+            "--root",
+            root.path.to_str().unwrap(),
+            "agent",
+            "list",
+            "--nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}
+
 #[test]
 fn stop_kills_the_whole_group_after_the_grace_period() {
     let root = Root::new();
