@@ -259,16 +259,23 @@ const DEFAULT_LOCK_TIMEOUT: f64 = 10.0;
 /// `pas serve` is handed to the `pas-serve` program next to this one, so the HTTP server
 /// (tokio, axum) is not even loaded by the short commands.
 pub fn run() -> ExitCode {
-    if let Some(problem) = crate::namespace::run_if_asked() {
-        return report(&Error::failure(problem));
-    }
-    if let Some(problem) = crate::container::run_if_asked() {
-        return report(&Error::failure(problem));
-    }
-    if let Some(code) = supervise_if_asked() {
+    if let Some(code) = supervisor_side_if_asked() {
         return code;
     }
     run_with(None, None)
+}
+
+/// The command lines of an agent's supervisor side, which both `pas` and `pas-supervise`
+/// answer: level_2's and level_3's trampolines (`__isolate`, `__contain`) and the
+/// supervisor itself (`__supervise`); `None` for any other command line.
+fn supervisor_side_if_asked() -> Option<ExitCode> {
+    if let Some(problem) = crate::namespace::run_if_asked() {
+        return Some(report(&Error::failure(problem)));
+    }
+    if let Some(problem) = crate::container::run_if_asked() {
+        return Some(report(&Error::failure(problem)));
+    }
+    supervise_if_asked()
 }
 
 /// [`run`] with the HTTP server linked in: the `pas-serve` binary, which `pas serve`
@@ -292,13 +299,7 @@ fn serve_or_mcp(serving: Serving<'_>) -> Result<()> {
 /// relocations and dirty pages in every supervisor (docs/design.md, Processes and revival).
 /// Any other command line is handed to the `pas` next to it.
 pub fn run_supervisor() -> ExitCode {
-    if let Some(problem) = crate::namespace::run_if_asked() {
-        return report(&Error::failure(problem));
-    }
-    if let Some(problem) = crate::container::run_if_asked() {
-        return report(&Error::failure(problem));
-    }
-    if let Some(code) = supervise_if_asked() {
+    if let Some(code) = supervisor_side_if_asked() {
         return code;
     }
     match crate::process::exec_sibling("pas") {

@@ -150,8 +150,11 @@ exec sleep $(( 3000 + n ))"#;
         rustix::process::Signal::KILL,
     )
     .unwrap();
-    wait_until(15.0, "the second run's sleep", || {
-        !processes(&["sleep", "3002"]).is_empty()
+    // Until its supervisor has recorded the second run: a stop between the restart's spawn
+    // and that record is lost (a known race, docs/isolation.md).
+    wait_until(15.0, "the second run's sleep, recorded", || {
+        let now = root.agent(&cell, "a1")["pid"].as_i64().unwrap_or(0);
+        now > 0 && now != pid && !processes(&["sleep", "3002"]).is_empty()
     });
     assert!(
         processes(&["sleep", "3001"]).is_empty(),
