@@ -53,14 +53,7 @@ echo t > "$TMPDIR/t" && echo "tmp $TMPDIR ok"
 echo done
 exec sleep 30"#;
     let cell = contained(&root, "Box", body, json!({"memory": "64MB", "pids": 32}));
-    root.ok(&["agent", "start", &cell, "a1"]);
-    let log = root.cell_dir(&cell).join("logs/a1.log");
-    wait_until(10.0, "the agent's report", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("done")
-    });
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = root.start_for_report(&cell, "a1");
     for line in ["inside ok", "usr refused", "tmp /tmp ok"] {
         assert!(text.contains(line), "{line:?} in {text}");
     }

@@ -80,6 +80,16 @@ impl Root {
         self.path.join(cell)
     }
 
+    /// Starts `agent`, whose script prints a report ending in a line `done`, and returns
+    /// its log once that line is there (within 10 s).
+    pub fn start_for_report(&self, cell: &str, agent: &str) -> String {
+        self.ok(&["agent", "start", cell, agent]);
+        let log = self.cell_dir(cell).join(format!("logs/{agent}.log"));
+        let read = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_until(10.0, "the agent's report", || read().contains("done"));
+        read()
+    }
+
     /// A JSON file under the root, parsed.
     pub fn read_json(&self, rel: impl AsRef<Path>) -> Value {
         let path = self.path.join(rel);

@@ -263,14 +263,7 @@ sleep 30"#,
         ),
     );
     root.ok(&["agent", "add", &cell, "a1", "--", &script]);
-    root.ok(&["agent", "start", &cell, "a1"]);
-    let log = root.cell_dir(&cell).join("logs/a1.log");
-    wait_until(10.0, "the agent's report", || {
-        std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("done")
-    });
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = root.start_for_report(&cell, "a1");
     for line in ["inside ok", "tmp ok", "outside refused", "other refused"] {
         assert!(text.contains(line), "{line:?} in {text}");
     }
