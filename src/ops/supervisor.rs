@@ -1306,6 +1306,30 @@ pub fn record_vanished(
     Ok(vanished.is_some())
 }
 
+/// The process a stop is aimed at, as one version of the agent's document names it.
+struct Target {
+    running: bool,
+    pid: Option<i32>,
+    pgid: Option<i32>,
+    /// The host it runs on when that is not this one, where pas may not signal it.
+    elsewhere: Option<String>,
+}
+
+impl Target {
+    fn of(a: &Agent) -> Self {
+        let running = state_of(a) == ProcState::Running;
+        Target {
+            running,
+            pid: usable_pid(a.pid),
+            pgid: usable_pid(a.pgid).or(usable_pid(a.pid)),
+            elsewhere: match running && !on_this_host(a) {
+                true => a.host.clone(),
+                false => None,
+            },
+        }
+    }
+}
+
 /// Stops an agent's process group: SIGTERM, then SIGKILL after `grace` (`None`: the agent's
 /// `stop_grace` policy). An operator's stop (`stopped`) makes the agent idle, and it is not
 /// revived; the watchdog's is restarted by the revival rules.
@@ -1322,21 +1346,20 @@ pub fn stop_for(
         Some(g) => g,
         None => crate::ops::policy::load(store, cell, Some(&on_file))?.stop_grace(),
     };
-    let pgid = usable_pid(on_file.pgid).or(usable_pid(on_file.pid));
-    let running = state_of(&on_file) == ProcState::Running;
-    if running && !on_this_host(&on_file) {
-        let host = on_file.host.as_deref().unwrap_or_default();
-        return Err(Error::conflict(format!(
-            "agent {agent} runs on host {host}, not on this one ({}): pas signals a process only on its own host",
-            crate::host::name()
-        ))
-        .hint(format!("run the command on {host} (its PAS_HOST or host name)")));
-    }
+    // What to signal is read from the document the request is written to, in the same
+    // transaction, not from the read above: a restart committed in between (its
+    // supervisor spawned the replacement and recorded it while this command read) names
+    // the new process, and that is the one to stop.
+    let mut target = Target::of(&on_file);
     update_agent(store, cell, agent, &mut |a, _| {
+        target = Target::of(a);
+        if target.elsewhere.is_some() {
+            return false;
+        }
         if cause == StopCause::Stopped && a.status != AgentStatus::Paused {
             a.status = AgentStatus::Idle;
         }
-        if running {
+        if target.running {
             a.stop_requested = Some(StopRequest {
                 at: now,
                 cause,
@@ -1345,6 +1368,16 @@ pub fn stop_for(
         }
         true
     })?;
+    if let Some(host) = target.elsewhere {
+        return Err(Error::conflict(format!(
+            "agent {agent} runs on host {host}, not on this one ({}): pas signals a process only on its own host",
+            crate::host::name()
+        ))
+        .hint(format!("run the command on {host} (its PAS_HOST or host name)")));
+    }
+    let Target {
+        running, pgid, pid, ..
+    } = target;
     let outcome = match (running, pgid) {
         (true, Some(pgid)) => process::stop_group(pgid, grace)
             .map_err(|e| Error::failure(format!("cannot signal agent {agent}: {e}")))?,
@@ -1353,7 +1386,7 @@ pub fn stop_for(
     if running {
         // Give the supervisor a moment to record the death (and, for the watchdog, maybe
         // restart it in place: another pid); if it is gone too, record it.
-        let stopped = usable_pid(on_file.pid);
+        let stopped = pid;
         for _ in 0..50 {
             let d = Agent::from_doc(&crate::ops::agent::read(store, cell, agent)?)?;
             if usable_pid(d.pid) != stopped {

@@ -857,3 +857,83 @@ fn an_idle_watch_uses_no_cpu() {
     assert!(stop(&mut watch).success());
     assert!(used < 0.5, "an idle watch used {used} s of CPU in 2 s");
 }
+
+/// A stop that reads the agent while its supervisor is recording a restart in place (the
+/// replacement spawned, the commit not yet written) stops the replacement. The window is
+/// held open by `strace` delaying the supervisor's renames (its commit) by a second: the
+/// stop reads the old document naming the dead process, then waits for the agent's lock
+/// behind the commit, and must aim at the process the committed document names.
+#[test]
+fn a_stop_landing_while_a_restart_is_recorded_ends_the_new_run() {
+    if !crate::harness::tool_available(
+        "strace",
+        &["-V"],
+        "this test holds a restart's commit open with `strace -e inject=...:delay_enter=`; install it (apt-get install -y strace)",
+    ) {
+        return;
+    }
+    let root = Root::new();
+    let cell = root.cell("StopRace");
+    quick_policies(&root, &cell, json!({"checkpoint_required": false}));
+    let runs = root.path.join(".runs");
+    let go = root.path.join(".go");
+    let second = root.path.join(".second");
+    let body = format!(
+        r#"n=$(cat {runs} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {runs}
+if [ $n -ge 2 ]; then echo $$ > {second}.tmp; mv {second}.tmp {second}; exec sleep 30; fi
+while [ ! -f {go} ]; do sleep 0.02; done
+exit 1"#,
+        runs = runs.display(),
+        go = go.display(),
+        second = second.display()
+    );
+    let script = root.script("twice.sh", &body);
+    root.ok(&["agent", "add", &cell, "a1", "--", &script]);
+    // The start runs under `strace -f`, which follows it into the supervisor it spawns
+    // (no attach: that needs ptrace rights over a process that is not a child).
+    let mut strace = root
+        .cmd_via(
+            &[
+                "strace",
+                "-f",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=renameat,renameat2,rename",
+                "-e",
+                "inject=renameat,renameat2,rename:delay_enter=1000000",
+            ],
+            &["agent", "start", &cell, "a1"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(20.0, "the first run recorded", || {
+        pid_of(&root, &cell, "a1").is_some()
+    });
+    let first = pid_of(&root, &cell, "a1").unwrap();
+    std::fs::write(&go, "").unwrap();
+    wait_until(10.0, "the replacement to run", || second.exists());
+    let replacement: i64 = std::fs::read_to_string(&second)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(replacement, first);
+    let out = root.json(&["agent", "stop", &cell, "a1", "--grace", "1"]);
+    wait_until(15.0, "the replacement to end", || {
+        !std::path::Path::new(&format!("/proc/{replacement}")).exists()
+            || std::fs::read_to_string(format!("/proc/{replacement}/stat"))
+                .is_ok_and(|s| s.contains(") Z "))
+    });
+    let _ = strace.kill();
+    let _ = strace.wait();
+    assert_eq!(out["outcome"], "terminated", "{out}");
+    wait_until(10.0, "the run's end recorded", || {
+        root.agent(&cell, "a1")["pid"].is_null()
+    });
+    let doc = root.agent(&cell, "a1");
+    assert_eq!(doc["status"], "idle", "{doc}");
+    assert_eq!(doc["exit"]["requested"], true, "{doc}");
+}
