@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod both_stores;
 mod budgets;
 mod cells;
 mod concurrency;
