@@ -506,20 +506,219 @@ fn cell_view_sharing(
 
 /// Views of every cell; cells that cannot be read are returned as errors.
 pub fn root_views(
-    store: &dyn Store,
+    store: &(dyn Store + Sync),
     record: bool,
     now: DateTime<Utc>,
 ) -> Result<(Vec<CellView>, Vec<Error>)> {
     let mut views = Vec::new();
     let mut errors = Vec::new();
-    let mut snap = None;
-    for id in store.cell_ids()? {
-        match cell_view_sharing(store, &id, record, now, &mut snap) {
-            Ok(v) => views.push(v),
-            Err(e) => errors.push(e),
+    each_root_view(store, record, now, |view| match view {
+        Ok(v) => views.push(v),
+        Err(e) => errors.push(e),
+    })?;
+    Ok((views, errors))
+}
+
+/// [`root_views`] one cell at a time: `each` is given every cell's view, or the error of a
+/// cell that cannot be read, in the cells' order, and nothing is kept (`pas check` of
+/// 100,000 agents held them all: 109 MB).
+pub fn each_root_view(
+    store: &(dyn Store + Sync),
+    record: bool,
+    now: DateTime<Utc>,
+    mut each: impl FnMut(Result<CellView>),
+) -> Result<()> {
+    let ids = store.cell_ids()?;
+    with_views(store, &ids, record, now, |views| views.for_each(&mut each));
+    Ok(())
+}
+
+/// Cells of a batch, for [`with_views`].
+const BATCH: usize = 16;
+/// Batches the workers of [`with_views`] may have ready before the consumer takes them.
+const AHEAD: usize = 8;
+/// Fewer cells than this are viewed on the calling thread alone.
+const PARALLEL_FROM: usize = 64;
+
+/// Views of the cells `ids` handed to `consume` in order, as it asks for them, and what it
+/// returns. From [`PARALLEL_FROM`] cells on they are built by worker threads (one per CPU,
+/// at most 8, or `$PAS_VIEW_THREADS`) a batch of [`BATCH`] cells at a time, at most
+/// [`AHEAD`] batches ahead of `consume`, so reading files overlaps with rendering and with
+/// itself, and memory stays that of a few batches whatever the fleet. Health changes are
+/// recorded (`record`) each in its own cell's transaction, as on one thread.
+pub fn with_views<R>(
+    store: &(dyn Store + Sync),
+    ids: &[String],
+    record: bool,
+    now: DateTime<Utc>,
+    consume: impl FnOnce(&mut dyn Iterator<Item = Result<CellView>>) -> R,
+) -> R {
+    // (Asked only of a large root: the CPU count comes from the cgroup's files.)
+    let workers = if ids.len() < PARALLEL_FROM {
+        1
+    } else {
+        view_threads()
+    };
+    if workers < 2 {
+        let mut snap = None;
+        let mut views = ids
+            .iter()
+            .map(|id| cell_view_sharing(store, id, record, now, &mut snap));
+        return consume(&mut views);
+    }
+    let batches: Vec<&[String]> = ids.chunks(BATCH).collect();
+    let shared = Shared {
+        next: std::sync::atomic::AtomicUsize::new(0),
+        state: std::sync::Mutex::new(Progress::default()),
+        changed: std::sync::Condvar::new(),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut snap = None;
+                loop {
+                    let i = shared
+                        .next
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if i >= batches.len() || !shared.wait_for_room(i) {
+                        return;
+                    }
+                    let build = || -> Vec<Result<CellView>> {
+                        batches[i]
+                            .iter()
+                            .map(|id| cell_view_sharing(store, id, record, now, &mut snap))
+                            .collect()
+                    };
+                    // A worker that panics (a bug) still hands in its batch, so the
+                    // consumer never waits for it.
+                    let views = std::panic::catch_unwind(std::panic::AssertUnwindSafe(build))
+                        .unwrap_or_else(|_| {
+                            vec![Err(Error::failure(format!(
+                                "viewing cells {}... failed (a pas bug; see the message above)",
+                                batches[i].first().map_or("", String::as_str)
+                            )))]
+                        });
+                    shared.hand_in(i, views);
+                }
+            });
+        }
+        let mut ordered = Ordered {
+            shared: &shared,
+            batches: batches.len(),
+            index: 0,
+            current: Vec::new().into_iter(),
+        };
+        let out = consume(&mut ordered);
+        shared.stop();
+        out
+    })
+}
+
+/// The variable that sets how many threads read cells in [`with_views`].
+pub const VIEW_THREADS_ENV: &str = "PAS_VIEW_THREADS";
+
+/// Threads that read cells: `$PAS_VIEW_THREADS` when it is a number from 1 to 64, else one
+/// per CPU this process may run on, at most 8.
+fn view_threads() -> usize {
+    match std::env::var(VIEW_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        Some(n) if (1..=64).contains(&n) => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+    }
+}
+
+/// What the workers of [`with_views`] and its consumer share.
+struct Shared {
+    /// The next batch a worker takes.
+    next: std::sync::atomic::AtomicUsize,
+    state: std::sync::Mutex<Progress>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Batches built and not yet taken, by index.
+    done: BTreeMap<usize, Vec<Result<CellView>>>,
+    /// Batches the consumer has taken.
+    taken: usize,
+    /// The consumer is done: workers stop.
+    stop: bool,
+}
+
+impl Shared {
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        // A poisoned lock only means a thread panicked while holding it; the counts it
+        // guards are whole (each change is one assignment or one insert).
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits until batch `i` is within [`AHEAD`] of the consumer; false when it stopped.
+    fn wait_for_room(&self, i: usize) -> bool {
+        let mut p = self.progress();
+        while !p.stop && i >= p.taken + AHEAD {
+            p = self
+                .changed
+                .wait(p)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        !p.stop
+    }
+
+    fn hand_in(&self, i: usize, views: Vec<Result<CellView>>) {
+        self.progress().done.insert(i, views);
+        self.changed.notify_all();
+    }
+
+    fn stop(&self) {
+        self.progress().stop = true;
+        self.changed.notify_all();
+    }
+}
+
+/// The views of [`with_views`]'s batches, in order.
+struct Ordered<'a> {
+    shared: &'a Shared,
+    batches: usize,
+    /// The next batch to take.
+    index: usize,
+    current: std::vec::IntoIter<Result<CellView>>,
+}
+
+impl Iterator for Ordered<'_> {
+    type Item = Result<CellView>;
+
+    fn next(&mut self) -> Option<Result<CellView>> {
+        loop {
+            if let Some(v) = self.current.next() {
+                return Some(v);
+            }
+            if self.index >= self.batches {
+                return None;
+            }
+            // Batch `index` is always being built: workers take batches in order, and one
+            // within AHEAD of what was taken never waits for room.
+            let mut p = self.shared.progress();
+            let batch = loop {
+                if let Some(b) = p.done.remove(&self.index) {
+                    break b;
+                }
+                p = self
+                    .shared
+                    .changed
+                    .wait(p)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            };
+            self.index += 1;
+            p.taken = self.index;
+            drop(p);
+            self.shared.changed.notify_all();
+            self.current = batch.into_iter();
         }
     }
-    Ok((views, errors))
 }
 
 /// The verdict of `pas check`, in the Nagios plugin convention.
@@ -553,77 +752,104 @@ fn judged(status: AgentStatus) -> bool {
 /// it at least CRITICAL, and a cell that could not be opened (or a root that cannot) makes
 /// it UNKNOWN. A root without cells is OK and says so.
 pub fn check(views: &[CellView], errors: &[Error]) -> CheckOutcome {
-    let mut counts: BTreeMap<Health, usize> = BTreeMap::new();
-    let mut worst = 0u8;
-    let mut named: Vec<String> = Vec::new();
-    let mut judged_agents = 0;
-    let mut not_judged = 0;
-    for v in views.iter().filter(|v| v.status == CellStatus::Active) {
+    let mut tally = CheckTally::default();
+    for v in views {
+        tally.add(v);
+    }
+    tally.outcome(errors)
+}
+
+/// The verdict of [`check`] gathered one view at a time, so that a view can be dropped once
+/// it is counted.
+#[derive(Debug, Default)]
+pub struct CheckTally {
+    counts: BTreeMap<Health, usize>,
+    worst: u8,
+    named: Vec<String>,
+    judged_agents: usize,
+    not_judged: usize,
+    cells: usize,
+    active_cells: usize,
+    problems: Vec<String>,
+}
+
+impl CheckTally {
+    /// Counts the agents and problems of one cell's view.
+    pub fn add(&mut self, v: &CellView) {
+        self.cells += 1;
+        self.problems.extend(v.problems.iter().cloned());
+        if v.status != CellStatus::Active {
+            return;
+        }
+        self.active_cells += 1;
         for a in &v.agents {
             if !judged(a.status) {
-                not_judged += 1;
+                self.not_judged += 1;
                 continue;
             }
-            judged_agents += 1;
-            *counts.entry(a.health).or_insert(0) += 1;
+            self.judged_agents += 1;
+            *self.counts.entry(a.health).or_insert(0) += 1;
             let sev = a.health.severity();
             if sev > 0 {
-                named.push(format!("{} {}/{}", a.health.as_str(), short(&v.id), a.id));
+                self.named
+                    .push(format!("{} {}/{}", a.health.as_str(), short(&v.id), a.id));
             }
-            worst = worst.max(sev);
+            self.worst = self.worst.max(sev);
         }
     }
-    let unreadable: Vec<String> = errors
-        .iter()
-        .map(|e| e.message.clone())
-        .chain(views.iter().flat_map(|v| v.problems.iter().cloned()))
-        .collect();
-    // A cell that cannot be opened cannot be judged (UNKNOWN); a document inside a cell
-    // that cannot be read is an agent or task pas cannot look after (CRITICAL).
-    let code = if !errors.is_empty() {
-        3
-    } else if unreadable.is_empty() {
-        worst
-    } else {
-        worst.max(2)
-    };
-    let mut perf = format!(
-        "cells={} agents={judged_agents} not_judged={not_judged}",
-        views.len()
-    );
-    for h in Health::ALL {
-        let _ = write!(
-            perf,
-            " {}={}",
-            h.as_str(),
-            counts.get(h).copied().unwrap_or(0)
-        );
-    }
-    let summary = if let Some(first) = unreadable.first() {
-        format!("cannot read: {first}{}", more(unreadable.len()))
-    } else if views.is_empty() {
-        "no cells in the missions root".to_string()
-    } else if named.is_empty() {
-        let active = views
+
+    /// The verdict, with `errors`: the cells that could not be opened (or the root).
+    pub fn outcome(mut self, errors: &[Error]) -> CheckOutcome {
+        let (judged_agents, not_judged) = (self.judged_agents, self.not_judged);
+        let unreadable: Vec<String> = errors
             .iter()
-            .filter(|v| v.status == CellStatus::Active)
-            .count();
-        let skipped = match not_judged {
-            0 => String::new(),
-            n => format!(" ({n} idle or paused, not judged)"),
+            .map(|e| e.message.clone())
+            .chain(self.problems)
+            .collect();
+        // A cell that cannot be opened cannot be judged (UNKNOWN); a document inside a cell
+        // that cannot be read is an agent or task pas cannot look after (CRITICAL).
+        let code = if !errors.is_empty() {
+            3
+        } else if unreadable.is_empty() {
+            self.worst
+        } else {
+            self.worst.max(2)
         };
-        format!(
-            "{active} active cell(s), {judged_agents} agent(s){skipped}, none late, down or dead"
-        )
-    } else {
-        named.sort();
-        let shown: Vec<&str> = named.iter().take(5).map(String::as_str).collect();
-        format!("{}{}", shown.join(", "), more_named(named.len(), 5))
-    };
-    CheckOutcome {
-        code,
-        state: state_name(code),
-        line: format!("PAS {} - {summary} | {perf}", state_name(code)),
+        let mut perf = format!(
+            "cells={} agents={judged_agents} not_judged={not_judged}",
+            self.cells
+        );
+        for h in Health::ALL {
+            let _ = write!(
+                perf,
+                " {}={}",
+                h.as_str(),
+                self.counts.get(h).copied().unwrap_or(0)
+            );
+        }
+        let summary = if let Some(first) = unreadable.first() {
+            format!("cannot read: {first}{}", more(unreadable.len()))
+        } else if self.cells == 0 {
+            "no cells in the missions root".to_string()
+        } else if self.named.is_empty() {
+            let skipped = match not_judged {
+                0 => String::new(),
+                n => format!(" ({n} idle or paused, not judged)"),
+            };
+            format!(
+                "{} active cell(s), {judged_agents} agent(s){skipped}, none late, down or dead",
+                self.active_cells
+            )
+        } else {
+            self.named.sort();
+            let shown: Vec<&str> = self.named.iter().take(5).map(String::as_str).collect();
+            format!("{}{}", shown.join(", "), more_named(self.named.len(), 5))
+        };
+        CheckOutcome {
+            code,
+            state: state_name(code),
+            line: format!("PAS {} - {summary} | {perf}", state_name(code)),
+        }
     }
 }
 

@@ -477,10 +477,15 @@ pub fn rename_noreplace(dir: BorrowedFd<'_>, from: &str, to: &str) -> io::Result
 /// The names in `dir` ending in `suffix`, not hidden, sorted. Entries that are not regular
 /// files (links, directories) are skipped.
 pub fn list_names(dir: BorrowedFd<'_>, suffix: &str) -> io::Result<Vec<String>> {
+    Ok(names_of(list_entries(dir)?, suffix))
+}
+
+/// The sorted stems of `entries` ending in `suffix`, hidden names left out.
+fn names_of(entries: Vec<Entry>, suffix: &str) -> Vec<String> {
     let mut names = Vec::new();
     // Every name, whatever it is: a FIFO, a directory or a link named like a document
     // must be read (and refused, loudly), not vanish from listings.
-    for entry in list_entries(dir)? {
+    for entry in entries {
         if !entry.name.starts_with('.') {
             if let Some(stem) = entry.name.strip_suffix(suffix) {
                 names.push(stem.to_string());
@@ -488,7 +493,7 @@ pub fn list_names(dir: BorrowedFd<'_>, suffix: &str) -> io::Result<Vec<String>> 
         }
     }
     names.sort();
-    Ok(names)
+    names
 }
 
 /// One entry of a directory listing.
@@ -506,30 +511,50 @@ pub struct Entry {
 
 /// Every entry of `dir` but `.` and `..`, unsorted.
 pub fn list_entries(dir: BorrowedFd<'_>) -> io::Result<Vec<Entry>> {
-    let mut out = Vec::new();
     // `Dir::read_from` opens its own description of the directory (its own position).
-    let listing = rfs::Dir::read_from(dir)?;
-    for entry in listing {
+    entries_of(&mut rfs::Dir::read_from(dir)?)
+}
+
+/// `dir`, opened by the caller and listed on its own descriptor (no second open of it, as
+/// [`list_entries`] makes: three system calls fewer per directory of a fleet view): the
+/// names ending in `suffix`, as [`list_names`] gives them, and the directory, whose
+/// [`rfs::Dir::fd`] serves the `*at` calls that read its files.
+pub fn list_names_owned(dir: OwnedFd, suffix: &str) -> io::Result<(Vec<String>, rfs::Dir)> {
+    let mut listing = rfs::Dir::new(dir)?;
+    let entries = entries_of(&mut listing)?;
+    Ok((names_of(entries, suffix), listing))
+}
+
+/// The entries `listing` reads, but `.` and `..`.
+fn entries_of(listing: &mut rfs::Dir) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    while let Some(entry) = listing.read() {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == "." || name == ".." {
             continue;
         }
-        let mut file_type = entry.file_type();
-        if file_type == rfs::FileType::Unknown {
-            file_type = match rfs::statat(dir, name.as_str(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) => rfs::FileType::from_raw_mode(st.st_mode),
-                Err(_) => rfs::FileType::Unknown,
-            };
-        }
-        out.push(Entry {
-            name,
-            is_file: file_type == rfs::FileType::RegularFile,
-            is_dir: file_type == rfs::FileType::Directory,
-            is_symlink: file_type == rfs::FileType::Symlink,
-        });
+        found.push((name, entry.file_type()));
     }
-    Ok(out)
+    let dir = listing.fd()?;
+    Ok(found
+        .into_iter()
+        .map(|(name, mut file_type)| {
+            // A filesystem that does not say the type in its listing: ask for it.
+            if file_type == rfs::FileType::Unknown {
+                file_type = match rfs::statat(dir, name.as_str(), rfs::AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => rfs::FileType::from_raw_mode(st.st_mode),
+                    Err(_) => rfs::FileType::Unknown,
+                };
+            }
+            Entry {
+                name,
+                is_file: file_type == rfs::FileType::RegularFile,
+                is_dir: file_type == rfs::FileType::Directory,
+                is_symlink: file_type == rfs::FileType::Symlink,
+            }
+        })
+        .collect())
 }
 
 /// Opens (creating with `file_mode` when missing) an append-only log in `dir`, refusing

@@ -170,7 +170,19 @@ impl FsStore {
                 ))
                 .hint("compare it with the documents it names, then remove it by hand")
             })?;
-            self.apply_intent(cell, cell_fd, pas.as_fd(), &intent)?;
+            if self.intent_done(cell, cell_fd, &intent)? {
+                // Applied, and only its removal was lost (it is not synced when the intent
+                // carries events, see `apply_intent`): applying it again would undo what
+                // was written after it without an intent (a plain heartbeat).
+                match rfs::unlinkat(&pas, INTENT, rfs::AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(self.io_error("remove", &intent_path, e.into())),
+                }
+                rfs::fsync(&pas)
+                    .map_err(|e| self.io_error("sync", &self.pas_path(cell), e.into()))?;
+            } else {
+                self.apply_intent(cell, cell_fd, pas.as_fd(), &intent)?;
+            }
         }
         if let Ok(tmp) = atomic::open_subdir(pas.as_fd(), TMP_DIR) {
             let entries = atomic::list_entries(tmp.as_fd())
@@ -180,6 +192,37 @@ impl FsStore {
             }
         }
         Ok(())
+    }
+
+    /// Whether `intent` was applied in full: it carries events and the log has its last one.
+    /// Its event lines reach the log (synced) only after every document it names is synced,
+    /// so the log holding them says the documents are on disk too.
+    fn intent_done(&self, cell: &str, cell_fd: BorrowedFd<'_>, intent: &Value) -> Result<bool> {
+        let Some(last) = intent
+            .get("events")
+            .and_then(Value::as_array)
+            .and_then(|events| events.last())
+            .and_then(Value::as_str)
+        else {
+            return Ok(false);
+        };
+        let Ok(logs) = atomic::open_subdir(cell_fd, "logs") else {
+            return Ok(false);
+        };
+        let events_name = LogFile::Events.file_name();
+        // Opened as a writer opens it (a torn end is cut), but never created.
+        let Ok(log) = rfs::openat(
+            &logs,
+            events_name.as_str(),
+            OFlags::RDWR | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return Ok(false);
+        };
+        let mut log = std::fs::File::from(log);
+        let tail = self.log_tail(cell, cell_fd, &mut log)?;
+        let logged = tail.map_or(0, |l| seq_of(&String::from_utf8_lossy(&l)));
+        Ok(logged >= seq_of(last) && seq_of(last) > 0)
     }
 
     /// Applies an intent record (again): every document, then the event lines the log does
@@ -246,6 +289,11 @@ impl FsStore {
         match rfs::unlinkat(pas, INTENT, rfs::AtFlags::empty()) {
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(self.io_error("remove", &intent_path, e.into())),
+        }
+        if !lines.events.is_empty() {
+            // The removal needs no fsync: an intent that a crash brings back is known to be
+            // applied by its events in the log (`intent_done`), and only removed.
+            return Ok(());
         }
         rfs::fsync(pas).map_err(|e| self.io_error("sync", &self.pas_path(cell), e.into()))
     }

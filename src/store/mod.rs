@@ -773,8 +773,9 @@ impl FsStore {
             Err(e) => return Err(self.io_error("open", &self.cell_path(cell).join(what.dir()), e)),
         };
         drop(cell_fd);
-        let names = atomic::list_names(dir.as_fd(), ".json")
-            .map_err(|e| self.io_error("list", &self.cell_path(cell).join(what.dir()), e))?;
+        let list_err = |e| self.io_error("list", &self.cell_path(cell).join(what.dir()), e);
+        let (names, listing) = atomic::list_names_owned(dir, ".json").map_err(list_err)?;
+        let dir = listing.fd().map_err(|e| list_err(e.into()))?;
         let mut docs = Vec::with_capacity(names.len());
         for id in names.into_iter().filter(|n| layout::is_valid_id(n)) {
             let key = match what {
@@ -782,7 +783,7 @@ impl FsStore {
                 Collection::Tasks => FileKey::Task(&id),
             };
             let (_, name) = key.dir_and_name();
-            match read(dir.as_fd(), key, &name) {
+            match read(dir, key, &name) {
                 Ok(None) => {}
                 Ok(Some(doc)) => docs.push((id, Ok(doc))),
                 Err(e) => docs.push((id, Err(e))),
@@ -881,8 +882,20 @@ impl Store for FsStore {
             .into_iter()
             .filter(|e| layout::is_valid_id(&e.name))
             // A link in place of a cell is listed so that reading it is refused, loudly.
+            // (`stat` of `<id>/cell.json` from the root's descriptor, following links as
+            // `Path::is_file` does, without walking the root's path again for each cell.)
             .filter(|e| {
-                e.is_symlink || (e.is_dir && self.root.join(&e.name).join("cell.json").is_file())
+                e.is_symlink
+                    || (e.is_dir
+                        && rustix::fs::statat(
+                            root.as_fd(),
+                            format!("{}/cell.json", e.name).as_str(),
+                            rustix::fs::AtFlags::empty(),
+                        )
+                        .is_ok_and(|st| {
+                            rustix::fs::FileType::from_raw_mode(st.st_mode)
+                                == rustix::fs::FileType::RegularFile
+                        }))
             })
             .map(|e| e.name)
             .collect();
@@ -1608,6 +1621,25 @@ mod tests {
 
     /// The intent a writer killed after the commit point leaves behind: a new agent and
     /// two chained events.
+    /// The messages of the events in `log`, in order.
+    fn messages_of(log: &[u8]) -> Vec<String> {
+        crate::store::events::parse_all(log)
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    /// Appends `lines` to c1's events log as a writer would have.
+    fn append_to_log(root: &TempRoot, lines: &[String]) {
+        let log_path = root.0.join("c1/logs/events.jsonl");
+        let mut log = std::fs::read_to_string(&log_path).expect("log");
+        for line in lines {
+            log.push_str(line);
+            log.push('\n');
+        }
+        std::fs::write(&log_path, log).expect("log");
+    }
+
     fn leave_intent(store: &FsStore) -> Vec<String> {
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
         let last = log
@@ -1651,12 +1683,30 @@ mod tests {
             .expect("read")
             .is_some());
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let messages: Vec<String> = crate::store::events::parse_all(&log)
-            .into_iter()
-            .map(|e| e.message)
-            .collect();
-        assert_eq!(messages, ["first", "second", "third"]);
+        assert_eq!(messages_of(&log), ["first", "second", "third"]);
         assert_eq!(crate::store::events::verify(&log).first_break, None);
+        assert!(!root.0.join("c1/.pas").join(commit::INTENT).exists());
+    }
+
+    #[test]
+    fn an_applied_intent_whose_removal_was_lost_is_not_applied_again() {
+        let root = TempRoot::new();
+        let store = FsStore::new(&root.0);
+        cell_with_log(&store);
+        let lines = leave_intent(&store);
+        // The writer applied it in full (documents, then both lines in the log) and a crash
+        // lost only its unsynced unlink; a plain write changed the agent after it.
+        append_to_log(&root, &lines);
+        let later = "{\"agent_id\": \"a1\", \"heartbeat_count\": 7}\n";
+        std::fs::create_dir_all(root.0.join("c1/agents")).expect("agents");
+        std::fs::write(root.0.join("c1/agents/a1.json"), later).expect("agent");
+        transact(&store, "c1", now(), |_| Ok(())).expect("txn");
+        assert_eq!(
+            std::fs::read_to_string(root.0.join("c1/agents/a1.json")).expect("agent"),
+            later
+        );
+        let log = store.read_log("c1", LogFile::Events, 0).expect("log");
+        assert_eq!(messages_of(&log), ["first", "second", "third"]);
         assert!(!root.0.join("c1/.pas").join(commit::INTENT).exists());
     }
 
@@ -1667,22 +1717,14 @@ mod tests {
         cell_with_log(&store);
         let lines = leave_intent(&store);
         // The killed writer got as far as appending the first of the two lines.
-        let log_path = root.0.join("c1/logs/events.jsonl");
-        let mut log = std::fs::read_to_string(&log_path).expect("log");
-        log.push_str(&lines[0]);
-        log.push('\n');
-        std::fs::write(&log_path, log).expect("log");
+        append_to_log(&root, &lines[..1]);
         transact(&store, "c1", now(), |t| {
             t.put(FileKey::Task("t1"), Doc::default());
             Ok(())
         })
         .expect("txn");
         let log = store.read_log("c1", LogFile::Events, 0).expect("log");
-        let messages: Vec<String> = crate::store::events::parse_all(&log)
-            .into_iter()
-            .map(|e| e.message)
-            .collect();
-        assert_eq!(messages, ["first", "second", "third"]);
+        assert_eq!(messages_of(&log), ["first", "second", "third"]);
         assert_eq!(crate::store::events::verify(&log).first_break, None);
     }
 

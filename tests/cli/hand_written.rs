@@ -50,13 +50,7 @@ cat > tasks/task_001.json << EOF
 EOF
 "#
     );
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .env("ROOT", &root.path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    root.sh(&script);
 }
 
 #[test]

@@ -51,6 +51,18 @@ impl Root {
         cmd
     }
 
+    /// Runs the shell `script` with `$ROOT` set to the root; it must succeed (roots
+    /// written by hand, as scripts and people write them).
+    pub fn sh(&self, script: &str) {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("ROOT", &self.path)
+            .status()
+            .unwrap();
+        assert!(status.success(), "the script failed: {script}");
+    }
+
     /// Runs `pas ARGS` and returns what happened.
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd(args).output().unwrap())

@@ -45,13 +45,7 @@ END
 
 fn golden_root() -> Root {
     let root = Root::new();
-    let status = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(ROOT_SCRIPT)
-        .env("ROOT", &root.path)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    root.sh(ROOT_SCRIPT);
     root
 }
 
@@ -132,5 +126,75 @@ fn an_empty_root_says_so() {
     assert_eq!(
         run.stdout,
         format!("no cells under {}\n", root.path.display())
+    );
+}
+
+/// A root of 81 cells (the golden two, and 79 more made from them), so that the whole-root
+/// views read cells on several threads (from 64 cells on).
+fn many_cells_root() -> Root {
+    let root = golden_root();
+    let script = r#"set -e
+A=11111111-1111-4111-8111-111111111111
+B=22222222-2222-4222-8222-222222222222
+for i in $(seq 10 88); do
+  if [ $((i % 2)) -eq 0 ]; then from=$A; else from=$B; fi
+  id="c$i-made-from-$from"
+  cp -R "$ROOT/$from" "$ROOT/$id"
+  sed -i "s/$from/$id/" "$ROOT/$id/cell.json"
+done
+"#;
+    root.sh(script);
+    root
+}
+
+#[test]
+fn views_read_on_several_threads_are_those_read_on_one() {
+    let root = many_cells_root();
+    let run_with = |threads: &str, args: &[&str]| {
+        let out = root
+            .cmd(args)
+            .env("PAS_VIEW_THREADS", threads)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        // The document's clock (`"time"`, and the cells' `"time_used"` from it) is all
+        // that may differ between runs.
+        let stdout: String = stdout
+            .lines()
+            .filter(|l| !l.starts_with("  \"time\": ") && !l.contains("\"time_used\": "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        (
+            out.status.code(),
+            stdout,
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Health changes of the first reading are recorded once, before the comparisons.
+    run_with("1", &["status"]);
+    let mut many = Vec::new();
+    for args in [
+        &["status"][..],
+        &["status", "--health", "failed"],
+        &["--json", "status"],
+        &["check"],
+    ] {
+        let run = run_with("3", args);
+        assert_eq!(run, run_with("1", args), "{args:?} on 3 threads and on 1");
+        many.push(run);
+    }
+    // Every cell once, in order, each with its own agents.
+    let table = &many[0].1;
+    let cells: Vec<&str> = table.lines().filter(|l| l.starts_with("cell ")).collect();
+    assert_eq!(cells.len(), 81);
+    let mut sorted = cells.clone();
+    sorted.sort();
+    assert_eq!(cells, sorted);
+    assert_eq!(table.lines().filter(|l| l.starts_with("  b1 ")).count(), 40);
+    let (code, check, _) = &many[3];
+    assert_eq!(*code, Some(2));
+    assert!(
+        check.contains("cells=81 agents=41 not_judged=82"),
+        "{check}"
     );
 }

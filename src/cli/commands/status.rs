@@ -474,28 +474,30 @@ fn status_table_streamed(ctx: &Ctx, health: &[Health]) -> Result<()> {
     let width = ctx.out.terminal_size().map(|(w, _)| w);
     let mut text = String::with_capacity(80 * 1024);
     let mut shown = 0usize;
-    for id in &ids {
-        let view = match status::cell_view(&ctx.store, id, true, now) {
-            Ok(v) => v,
-            Err(e) => {
-                ctx.out.note(&format!("pas: skipped: {}", e.message));
-                continue;
+    status::with_views(&ctx.store, &ids, true, now, |views| {
+        for view in views {
+            let view = match view {
+                Ok(v) => v,
+                Err(e) => {
+                    ctx.out.note(&format!("pas: skipped: {}", e.message));
+                    continue;
+                }
+            };
+            for v in keep_health(vec![view], health) {
+                if shown > 0 {
+                    text.push('\n');
+                }
+                cell_text(ctx, &v, width, &mut text);
+                shown += 1;
             }
-        };
-        for v in keep_health(vec![view], health) {
-            if shown > 0 {
-                text.push('\n');
+            if text.len() >= 64 * 1024 {
+                // Trailing newlines wait: the end of the table has exactly one.
+                let body = text.trim_end_matches('\n').len();
+                ctx.out.info_text(&text[..body]);
+                text.drain(..body);
             }
-            cell_text(ctx, &v, width, &mut text);
-            shown += 1;
         }
-        if text.len() >= 64 * 1024 {
-            // Trailing newlines wait: the end of the table has exactly one.
-            let body = text.trim_end_matches('\n').len();
-            ctx.out.info_text(&text[..body]);
-            text.drain(..body);
-        }
-    }
+    });
     if shown == 0 {
         text = nothing_text(ctx, !health.is_empty());
     }
@@ -564,17 +566,20 @@ impl Serialize for CellsField<'_, '_> {
                 now,
                 health,
             } => {
-                for id in ids {
-                    match status::cell_view(&ctx.store, id, true, *now) {
-                        Ok(v) => {
-                            for v in keep_health(vec![v], health) {
-                                doc.totals.borrow_mut().add(&v);
-                                seq.serialize_element(&v)?;
+                status::with_views(&ctx.store, ids, true, *now, |views| {
+                    for view in views {
+                        match view {
+                            Ok(v) => {
+                                for v in keep_health(vec![v], health) {
+                                    doc.totals.borrow_mut().add(&v);
+                                    seq.serialize_element(&v)?;
+                                }
                             }
+                            Err(e) => doc.errors.borrow_mut().push(e.message),
                         }
-                        Err(e) => doc.errors.borrow_mut().push(e.message),
                     }
-                }
+                    Ok(())
+                })?;
             }
         }
         seq.end()
@@ -671,9 +676,25 @@ pub fn run_check(ctx: &Ctx, args: CheckArgs) -> Result<()> {
         None => ctx.store.check_root(),
         Some(_) => Ok(()),
     };
-    let outcome = match root.and_then(|()| views(ctx, cell.as_deref(), true)) {
-        Ok((views, errors)) => status::check(&views, &errors),
-        Err(e) => status::check(&[], &[e]),
+    let outcome = match (root, cell) {
+        (Err(e), _) => status::check(&[], &[e]),
+        // The whole root one cell at a time: each view is counted and dropped.
+        (Ok(()), None) => {
+            let mut tally = status::CheckTally::default();
+            let mut errors = Vec::new();
+            let seen = status::each_root_view(&ctx.store, true, clock::now(), |view| match view {
+                Ok(v) => tally.add(&v),
+                Err(e) => errors.push(e),
+            });
+            match seen {
+                Ok(()) => tally.outcome(&errors),
+                Err(e) => status::check(&[], &[e]),
+            }
+        }
+        (Ok(()), Some(query)) => match views(ctx, Some(&query), true) {
+            Ok((views, errors)) => status::check(&views, &errors),
+            Err(e) => status::check(&[], &[e]),
+        },
     };
     if ctx.out.is_json() {
         ctx.out
