@@ -11,6 +11,7 @@ mod demo;
 mod docs;
 mod etcd;
 mod etcd_data;
+mod etcd_feed;
 mod etcd_live;
 mod faults;
 mod hand_written;
