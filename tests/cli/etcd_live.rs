@@ -13,7 +13,7 @@ pub(crate) const PASSWORD: &str = "pw-for-tests";
 
 /// `etcdctl` on `cluster` as `user` (`None`: no authentication): its output; panics when
 /// it fails.
-fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
+pub(crate) fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
     let mut cmd = Command::new("etcdctl");
     cmd.arg(format!("--endpoints={}", cluster.members.join(",")));
     if let Some(user) = user {

@@ -1245,6 +1245,14 @@ impl Store for EtcdStore {
         }
     }
 
+    fn blob_inventory(&self) -> Result<Option<crate::store::BlobInventory>> {
+        self.inventory().map(Some)
+    }
+
+    fn remove_blob(&self, sha256: &str, cutoff: DateTime<Utc>) -> Result<bool> {
+        self.drop_blob(sha256, cutoff)
+    }
+
     fn remote(&self) -> Option<crate::store::Remote> {
         Some(crate::store::Remote {
             location: format!("etcd at {}", self.url.display()),
