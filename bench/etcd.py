@@ -1,6 +1,6 @@
 """pas on etcd (issue 19) beside the file store, in the same run: claims/s of 20 claimer
-processes on one queue, and the cost of one `pas agent beat`; revival latency when agents
-can start on etcd.
+processes on one queue, the cost of one `pas agent beat`, and revival latency (SIGKILL ->
+exec of the replacement, from the kernel's process events, as in the revival section).
 
 A 3-member etcd cluster is started on free loopback ports with its data under the run's
 temporary directory, and stopped at the end. The etcd side runs `pas-etcd` (the release
@@ -20,13 +20,23 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
+import procevents as pe
 from fixtures import Generator, agent_id
-from peers import WORKER_SH, load_text, log, run_claimers
+from peers import (WORKER_SH, comm, load_text, log, reap_all, run_claimers, subreaper,
+                   time_revival, wait_until, write_svc)
 from proc import ENV, BenchError
 from scenarios import Check, Ctx, Section, fmt_time, index_queue, table
 
 WORKERS = 20
+#: The password of the etcd user `pas` the revival part authenticates as: pas running as
+#: root starts agents from etcd only as a user the root's pas.toml lists (docs/etcd.md).
+PASSWORD = "bench-pw"
+#: Revival policies with every delay at its minimum; `heartbeat_ttl` 2 s is the shortest
+#: alive lease on etcd.
+MINIMISED = ["restart_delay_seconds=0", "storm_limit=0", "max_restarts=0", "watchdog=false",
+             "heartbeat_ttl=2", "checkpoint_required=false"]
 
 
 def free_port() -> int:
@@ -74,6 +84,22 @@ class Cluster:
     def url(self, prefix: str) -> str:
         return f"etcd://{','.join(self.members)}/{prefix}"
 
+    def etcdctl(self, *args: str) -> None:
+        p = subprocess.run(["etcdctl", f"--endpoints={','.join(self.members)}", *args],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            raise BenchError(f"etcdctl {' '.join(args)}: {p.stderr.strip()}")
+
+    def authenticate(self, prefix: str) -> None:
+        """Authentication on: users root and pas (read and write under `prefix/`)."""
+        for args in (["user", "add", f"root:{PASSWORD}"], ["user", "grant-role", "root", "root"],
+                     ["role", "add", "writer"],
+                     ["role", "grant-permission", "writer", "--prefix=true", "readwrite",
+                      f"{prefix}/"],
+                     ["user", "add", f"pas:{PASSWORD}"], ["user", "grant-role", "pas", "writer"],
+                     ["auth", "enable"]):
+            self.etcdctl(*args)
+
     def stop(self) -> None:
         for p in self.procs:
             p.send_signal(signal.SIGKILL)
@@ -106,6 +132,120 @@ def beat_times(pas: list[str], cell: str, reps: int) -> list[float]:
     return out
 
 
+class Side:
+    """One store's root for the revival part: a cell with minimised policies, one with the
+    defaults, one agent each running `svc`, and `pas watch` over them."""
+
+    def __init__(self, ctx: Ctx, name: str, base: Path, svc: Path, url: Optional[str]):
+        self.name = name
+        root = base / name
+        root.mkdir()
+        self.env = dict(ENV, PAS_ETCD_PASSWORD=PASSWORD)
+        self.argv = [ctx.pas, "--root", str(root)]
+        if url:
+            (root / "pas.toml").write_text('etcd_root_writers = ["pas"]\n')
+            self.argv += ["--store", url]
+        self.cells = {}
+        for kind in ("minimised", "defaults"):
+            cell = self.pas("cell", "create", "--name", kind, "--timeout", "0").strip()
+            self.cells[kind] = cell
+            if kind == "minimised":
+                self.pas("policy", "set", cell, *MINIMISED)
+            self.pas("agent", "add", cell, "a1", "--", str(svc))
+            self.pas("checkpoint", "save", cell, "a1", "--state", "-", stdin="{}")
+            self.pas("agent", "start", "--agents-as-root", cell, "a1")
+        self.watch = subprocess.Popen([*self.argv, "watch", "--interval", "3600",
+                                       "--agents-as-root"], env=self.env,
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+
+    def pas(self, *args: str, stdin: Optional[str] = None) -> str:
+        p = subprocess.run([*self.argv, *args], env=self.env, capture_output=True, text=True,
+                           input=stdin)
+        if p.returncode != 0:
+            raise BenchError(f"{self.name}: `pas {' '.join(args)}` exited {p.returncode}: "
+                             f"{(p.stderr or p.stdout).strip()}")
+        return p.stdout
+
+    def doc(self, kind: str) -> dict:
+        return json.loads(self.pas("--json", "agent", "show", self.cells[kind], "a1"))
+
+    def running(self, kind: str, not_pid: int = 0) -> tuple[int, int]:
+        """(pid, supervisor pid) once the agent runs `sleep` under a pid other than
+        `not_pid`, as its document records."""
+        got = (0, 0)
+
+        def ready() -> bool:
+            nonlocal got
+            d = self.doc(kind)
+            got = (int(d.get("pid") or 0), int(d.get("supervisor_pid") or 0))
+            return got[0] not in (0, not_pid) and comm(got[0]) == "sleep"
+        wait_until(ready, 30, f"{self.name} {kind}: the agent to run")
+        return got
+
+    def stop(self) -> None:
+        for kind in self.cells:
+            subprocess.run([*self.argv, "agent", "stop", self.cells[kind], "a1", "--grace",
+                            "1"], env=self.env, capture_output=True)
+        self.watch.send_signal(signal.SIGTERM)
+        try:
+            self.watch.wait(10)
+        except subprocess.TimeoutExpired:
+            self.watch.kill()
+            self.watch.wait()
+
+
+def measure_revival(ctx: Ctx, cluster: Cluster, base: Path, rounds: int
+                    ) -> tuple[dict[str, list[float]], str]:
+    """SIGKILL -> exec of the replacement on both stores, alternating: the agent alone (its
+    supervisor restarts it, minimised and default policies), and on etcd the agent with its
+    supervisor (`pas watch` revives it when the alive key's 2 s lease expires)."""
+    lst, why = pe.open_listener()
+    if lst is None:
+        return {}, f"not measured: {why} (run the benchmark as root)"
+    prefix = "bench-revival"
+    cluster.authenticate(prefix)
+    svc = write_svc(base)
+    sides: list[Side] = []
+    times: dict[str, list[float]] = {}
+    subreaper(True)
+    try:
+        sides.append(Side(ctx, "file", base, svc, None))
+        sides.append(Side(ctx, "etcd", base, svc,
+                          f"etcd://{','.join(cluster.members)}/{prefix}?user=pas"))
+        last: dict[tuple[str, str], float] = {}
+        for r in range(rounds):
+            order = sides if r % 2 == 0 else sides[::-1]
+            for side in order:
+                for kind in ("minimised", "defaults"):
+                    pid, sup = side.running(kind)
+                    # A second after its start, as in the revival section.
+                    wait = 1.2 - (time.monotonic() - last.get((side.name, kind), 0))
+                    if wait > 0:
+                        time.sleep(wait)
+                    s = time_revival(lst, pid, sup, 1, {}, 60)
+                    times.setdefault(f"{side.name} {kind}", []).append(s.total)
+                    side.running(kind, pid)
+                    last[(side.name, kind)] = time.monotonic()
+            etcd = sides[1]
+            pid, sup = etcd.running("minimised")
+            os.kill(sup, signal.SIGKILL)
+            s = time_revival(lst, pid, etcd.watch.pid, 2, {}, 60)
+            times.setdefault("etcd minimised, supervisor killed too", []).append(s.total)
+            etcd.running("minimised", pid)
+            last[("etcd", "minimised")] = time.monotonic()
+            reap_all()
+        log("etcd revival: " + ", ".join(f"{k} {fmt_time(statistics.median(v))}"
+                                         for k, v in times.items()))
+    finally:
+        for side in sides:
+            side.stop()
+        subreaper(False)
+        reap_all()
+        lst.close()
+    return times, ""
+
+
 def measure_etcd(ctx: Ctx) -> Section:
     sec = Section("etcd", "pas on etcd beside the file store (issue 19)")
     pas_etcd = Path(ctx.pas).with_name("pas-etcd")
@@ -128,7 +268,8 @@ def measure_etcd(ctx: Ctx) -> Section:
     gen = Generator(ctx.repo)
     res: dict[str, list[dict]] = {"file": [], "etcd": []}
     beat: dict[str, list[float]] = {"file": [], "etcd": []}
-    revival = "not measured"
+    revival: dict[str, list[float]] = {}
+    why_not = ""
     try:
         for r in range(reps):
             for k, name in enumerate(("file", "etcd") if r % 2 == 0 else ("etcd", "file")):
@@ -155,27 +296,15 @@ def measure_etcd(ctx: Ctx) -> Section:
                 log(f"etcd claims {name}: {got} in {wall:.1f} s = {got / wall:.0f}/s, "
                     f"{failed} failed, {twice} twice, {lost} lost")
                 beat[name] += beat_times(pas, cell, beats)
-                if name == "etcd" and r == 0:
-                    subprocess.run([*pas, "agent", "set", cell, agent_id(1), "--", "sleep",
-                                    "600"], env=ENV, capture_output=True)
-                    p = subprocess.run([*pas, "agent", "start", cell, agent_id(1)], env=ENV,
-                                       capture_output=True, text=True)
-                    if p.returncode != 0:
-                        revival = (f"not measured: `pas agent start` on etcd exits "
-                                   f"{p.returncode} in this build: "
-                                   f"{p.stderr.strip().split(';')[0].split(' is ', 1)[-1]}")
-                    else:
-                        subprocess.run([*pas, "agent", "stop", cell, agent_id(1)], env=ENV,
-                                       capture_output=True)
-                        revival = ("not measured: agents start on etcd in this build, but "
-                                   "this section does not time revival yet")
                 shutil.rmtree(d, ignore_errors=True)
+        load_mid = load_text()
+        revival, why_not = measure_revival(ctx, cluster, base, 3 if ctx.quick else 7)
     finally:
         cluster.stop()
     load1 = load_text()
     med = {n: statistics.median(x["rate"] for x in v) for n, v in res.items()}
     bmed = {n: statistics.median(v) for n, v in beat.items()}
-    ctx.data["etcd"] = {"claims": res, "beat_s": beat, "revival": revival}
+    ctx.data["etcd"] = {"claims": res, "beat_s": beat, "revival_s": revival}
     sec.body += [
         f"A 3-member etcd cluster on loopback (this machine; members started by the "
         f"benchmark, `--max-txn-ops 10000`), against the file store, in the same run, "
@@ -201,9 +330,30 @@ def measure_etcd(ctx: Ctx) -> Section:
         f"etcd / file: claims x{med['etcd'] / med['file']:.2f}, beat "
         f"x{bmed['etcd'] / bmed['file']:.2f}. Load average {load0} before, {load1} after.",
         "",
-        f"Revival latency on etcd: {revival}.",
-        "",
     ]
+    if why_not:
+        sec.body += [f"Revival latency on etcd: {why_not}.", ""]
+    else:
+        sec.body += [
+            "Revival: SIGKILL of the agent's process → `exec` of its replacement, from the "
+            "kernel's process events (as in the revival section below), on both stores at "
+            "once, each with a cell of minimised policies (`" + " ".join(MINIMISED) + "`) "
+            "and one with the defaults, one agent each (`exec sleep 100000`), started by "
+            "`pas agent start` as root (on etcd as the authenticated etcd user `pas` that "
+            "the root's pas.toml lists in `etcd_root_writers`) and looked after by `pas "
+            "watch --interval 3600`; rounds alternate the stores. The agent alone is "
+            "restarted by its supervisor in place; with its supervisor SIGKILLed first, "
+            "only the watch can revive it: on etcd it is woken by its change feed when the "
+            "alive key's lease (`heartbeat_ttl` 2 s) expires. (On the file store nothing "
+            "tells the watch of that death: it finds it at the agent's next deadline or "
+            "reconcile, so no figure is given.) Load average before the revival part: "
+            f"{load_mid}.",
+            "",
+        ]
+        rows = [[k, fmt_time(statistics.median(v)), fmt_time(min(v)), fmt_time(max(v)),
+                 str(len(v))] for k, v in revival.items()]
+        sec.body += table(["store, policies", "median", "min", "max", "n"], rows)
+        sec.body += [""]
     twice = sum(x["twice"] for v in res.values() for x in v)
     lost = sum(x["lost"] for v in res.values() for x in v)
     sec.checks.append(Check("claims on etcd exactly once", f"{twice} twice, {lost} lost",

@@ -531,9 +531,65 @@ pub fn follow(
     Ok(lines)
 }
 
+/// An agent whose log is on another host: its process runs there, and its supervisor
+/// writes the log into that host's root (logs stay on their host, also on etcd).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Elsewhere {
+    /// The agent.
+    pub agent: String,
+    /// The host its process runs on (its document's `host`).
+    pub host: String,
+    /// Its log's path, as under this root (the same path there when that host's root is).
+    pub log: String,
+}
+
+/// The host an agent's log is on when it is not `here`: its recorded host, unless it
+/// records none (the agent never started, or started before pas recorded hosts) or it is
+/// this one.
+pub fn log_host<'a>(recorded: Option<&'a str>, here: &str) -> Option<&'a str> {
+    recorded.filter(|h| !h.is_empty() && *h != here)
+}
+
+/// The agents among `agents` whose logs are on another host than `here`, with where.
+pub fn elsewhere(
+    store: &dyn Store,
+    cell: &str,
+    agents: &[String],
+    here: &str,
+) -> Result<Vec<Elsewhere>> {
+    let mut found = Vec::new();
+    for agent in agents {
+        let Some(doc) = store.read(cell, crate::store::FileKey::Agent(agent))? else {
+            continue;
+        };
+        let recorded = crate::model::Agent::from_doc(&doc)?.host;
+        if let Some(host) = log_host(recorded.as_deref(), here) {
+            found.push(Elsewhere {
+                agent: agent.clone(),
+                host: host.to_string(),
+                log: store.describe_log(cell, crate::store::LogFile::Agent(agent)),
+            });
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_is_elsewhere_only_when_the_agent_records_another_host() {
+        let cases = [
+            (Some("b"), "a", Some("b")),
+            (Some("a"), "a", None),
+            (None, "a", None),
+            (Some(""), "a", None),
+        ];
+        for (recorded, here, want) in cases {
+            assert_eq!(log_host(recorded, here), want, "{recorded:?} here={here}");
+        }
+    }
 
     fn t(text: &str) -> DateTime<Utc> {
         clock::parse(text).unwrap()

@@ -26,6 +26,7 @@ pub mod reservation;
 pub mod revive;
 pub mod status;
 pub mod store_copy;
+pub mod store_gc;
 pub mod supervisor;
 pub mod task;
 pub mod trust;

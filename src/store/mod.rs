@@ -163,6 +163,28 @@ pub struct Remote {
     pub user: Option<String>,
 }
 
+/// A store's blob directory, for garbage collection ([`Store::blob_inventory`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobInventory {
+    /// The directory, for messages.
+    pub dir: String,
+    /// Its blobs, listed before the manifests were read.
+    pub blobs: Vec<BlobFile>,
+    /// The hashes the store's checkpoint manifests name.
+    pub named: std::collections::HashSet<String>,
+}
+
+/// One blob of a blob directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobFile {
+    /// Its sha256 (hex), which is its name.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was last written or reused by a save.
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
 /// What keeps an agent's liveness key alive while it is held (see [`Store::keep_alive`]).
 pub type AliveGuard = Box<dyn std::any::Any + Send>;
 
@@ -296,6 +318,13 @@ pub trait Store {
         agent: &str,
         ttl: std::time::Duration,
     ) -> Result<Option<AliveGuard>>;
+    /// The blob directory's blobs, then the hashes every checkpoint manifest of the store
+    /// names (in that order, so a blob saved meanwhile is named or new); `None` for a store
+    /// without blobs (the file store keeps a checkpoint's files with its generation).
+    fn blob_inventory(&self) -> Result<Option<BlobInventory>>;
+    /// Removes blob `sha256` unless it was written or reused after `cutoff` (a save in
+    /// progress); whether it was removed.
+    fn remove_blob(&self, sha256: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool>;
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
@@ -1120,6 +1149,14 @@ impl Store for FsStore {
         _ttl: std::time::Duration,
     ) -> Result<Option<AliveGuard>> {
         Ok(None)
+    }
+
+    fn blob_inventory(&self) -> Result<Option<BlobInventory>> {
+        Ok(None)
+    }
+
+    fn remove_blob(&self, _sha256: &str, _cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool> {
+        Ok(false)
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

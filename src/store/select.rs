@@ -123,6 +123,8 @@ delegate! {
         fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>>;
         fn remote(&self) -> Option<super::Remote>;
         fn keep_alive(&self, cell: &str, agent: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;
+        fn blob_inventory(&self) -> Result<Option<super::BlobInventory>>;
+        fn remove_blob(&self, sha256: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool>;
         fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
         fn hook_cursor(&self, cell: &str) -> Result<Option<events::Cursor>>;
         fn set_hook_cursor(&self, cell: &str, cursor: &events::Cursor) -> Result<()>;

@@ -24,6 +24,16 @@ pub(crate) fn etcd_program_built() -> bool {
     false
 }
 
+/// The shared test cluster and a store URL on it with a prefix of its own; `None` (after one
+/// `skipped:` line) without `pas-etcd` or etcd.
+pub(crate) fn shared_url() -> Option<(&'static cluster::Cluster, String)> {
+    if !etcd_program_built() {
+        return None;
+    }
+    let cluster = cluster::shared()?;
+    Some((cluster, cluster.url()))
+}
+
 #[test]
 fn bad_store_urls_are_refused_in_one_line_naming_where_they_came_from() {
     let root = Root::new();
@@ -61,14 +71,10 @@ fn version_verbose_names_the_file_store_by_default() {
 
 #[test]
 fn the_main_commands_run_on_etcd() {
-    if !etcd_program_built() {
-        return;
-    }
-    let Some(cluster) = cluster::shared() else {
+    let Some((cluster, url)) = shared_url() else {
         return;
     };
     let root = Root::new();
-    let url = cluster.url();
     let pas = |args: &[&str]| {
         let mut all = vec!["--store", url.as_str()];
         all.extend_from_slice(args);

@@ -9,11 +9,11 @@ use crate::etcd::{cluster, etcd_program_built};
 use crate::harness::{wait_until, Root};
 
 /// The password of the etcd users the authenticated cluster has.
-const PASSWORD: &str = "pw-for-tests";
+pub(crate) const PASSWORD: &str = "pw-for-tests";
 
 /// `etcdctl` on `cluster` as `user` (`None`: no authentication): its output; panics when
 /// it fails.
-fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
+pub(crate) fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
     let mut cmd = Command::new("etcdctl");
     cmd.arg(format!("--endpoints={}", cluster.members.join(",")));
     if let Some(user) = user {
@@ -30,7 +30,7 @@ fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec
 
 /// Turns authentication on in `cluster`: users `root`, `pas` (read and write under
 /// `prefix`) and `eve` (the same), all with [`PASSWORD`].
-fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
+pub(crate) fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
     let within = format!("{prefix}/");
     for args in [
         vec!["user", "add", &format!("root:{PASSWORD}")],
@@ -210,11 +210,22 @@ fn root_starts_agents_from_etcd_only_as_a_listed_authenticated_user() {
     kill9(pid);
 }
 
+/// A revision of `key` in `cluster` as `user` (`field`: `mod_revision`, `create_revision`),
+/// `None` when it is absent.
+pub(crate) fn revision(
+    cluster: &cluster::Cluster,
+    user: Option<&str>,
+    key: &str,
+    field: &str,
+) -> Option<i64> {
+    let out = etcdctl(cluster, user, &["get", key, "-w", "json"]);
+    let got: Value = serde_json::from_slice(&out).unwrap();
+    got["kvs"][0][field].as_i64()
+}
+
 /// The mod revision of `key` in `cluster` (no authentication), `None` when it is absent.
 fn mod_revision(cluster: &cluster::Cluster, key: &str) -> Option<i64> {
-    let out = etcdctl(cluster, None, &["get", key, "-w", "json"]);
-    let got: Value = serde_json::from_slice(&out).unwrap();
-    got["kvs"][0]["mod_revision"].as_i64()
+    revision(cluster, None, key, "mod_revision")
 }
 
 #[test]

@@ -12,6 +12,8 @@ mod demo;
 mod docs;
 mod etcd;
 mod etcd_data;
+mod etcd_feed;
+mod etcd_gc;
 mod etcd_live;
 mod faults;
 mod hand_written;

@@ -694,3 +694,58 @@ fn quiet_prints_ids_and_json_is_json_or_refused() {
             .refused(2, &format!("`{name}` has no JSON form"));
     }
 }
+
+#[test]
+fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
+    let root = Root::new();
+    let cell = root.cell("Far");
+    root.ok(&["agent", "add", &cell, "a1", "--", "true"]);
+    root.ok(&["agent", "add", &cell, "a2", "--", "true"]);
+    // a1 ran on host far-away (its supervisor recorded it): its log is there.
+    let doc = root.cell_dir(&cell).join("agents/a1.json");
+    let mut a1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).unwrap()).unwrap();
+    a1["host"] = json!("far-away");
+    std::fs::write(&doc, a1.to_string()).unwrap();
+    let log = root.cell_dir(&cell).join("logs/a1.log");
+    let on_host = |args: &[&str]| {
+        crate::harness::Run::from(root.cmd(args).env("PAS_HOST", "here").output().unwrap())
+    };
+    let said = format!(
+        "agent a1 runs on host far-away, not on this one (here): its log is on far-away, at {}",
+        log.display()
+    );
+    // Nothing of it here: one line naming the host and the path there, exit 4.
+    let run = on_host(&["logs", &cell, "a1"]);
+    run.refused(4, &said);
+    assert_eq!(run.stdout, "");
+    let run = on_host(&["--json", "logs", &cell, "a1"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(
+        v,
+        json!({"cell": cell, "agent": "a1", "host": "far-away", "log": log.display().to_string()})
+    );
+    // Lines of an earlier run here are shown, then where the rest is; exit 0.
+    std::fs::write(&log, "2026-12-01T10:00:00Z | from an earlier run here\n").unwrap();
+    let run = on_host(&["logs", &cell, "a1"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(texts(&run.stdout), ["from an earlier run here"]);
+    assert!(run.stderr.contains(&said), "{}", run.stderr);
+    // The whole cell: a2's (empty) log here, a note for a1; on a1's own host, as always.
+    let run = on_host(&["logs", &cell]);
+    assert_eq!(
+        (run.code, run.stderr.lines().count()),
+        (0, 1),
+        "{}",
+        run.stderr
+    );
+    let run = crate::harness::Run::from(
+        root.cmd(&["logs", &cell, "a1"])
+            .env("PAS_HOST", "far-away")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!((run.code, run.stderr.as_str()), (0, ""));
+    assert_eq!(texts(&run.stdout), ["from an earlier run here"]);
+}

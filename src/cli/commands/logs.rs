@@ -94,13 +94,33 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         run,
         tail: lines.or(follow.then_some(FOLLOW_TAIL)),
     };
+    let here = crate::host::name();
+    let remote = logs::elsewhere(&ctx.store, &cell_id, &agents, &here)?;
     let mut shown = 0usize;
     let mut cursors = logs::read(&ctx.store, &cell_id, &agents, &query, &mut |line| {
         shown += 1;
         print_line(ctx, &cell_id, line)
     })?;
+    for e in &remote {
+        let said = format!(
+            "agent {} runs on host {}, not on this one ({here}): its log is on {}, at {}",
+            e.agent, e.host, e.host, e.log
+        );
+        if ctx.out.is_json() {
+            let v = json!({"cell": cell_id, "agent": e.agent, "host": e.host, "log": e.log});
+            ctx.out.line(&v.to_string());
+        }
+        if agent.is_some() && shown == 0 {
+            // The one agent asked for, with nothing of it here: say where, exit 4.
+            return Err(Error::conflict(said).hint(format!(
+                "run `pas logs {cell_id} {}` on {} (its PAS_HOST or host name)",
+                e.agent, e.host
+            )));
+        }
+        ctx.out.note(&format!("pas: {said}"));
+    }
     if !follow {
-        if shown == 0 {
+        if shown == 0 && remote.is_empty() {
             ctx.out.note("(no log lines)");
         }
         return Ok(());

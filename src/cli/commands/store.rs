@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::cli::Ctx;
 use crate::error::Result;
-use crate::ops::store_copy;
+use crate::ops::{store_copy, store_gc};
 use crate::store::{etcd, FsStore, Selected, Store};
 
 // Subcommands of `pas store`.
@@ -24,6 +24,28 @@ pub enum StoreCommand {
     ///
     /// Example: pas --root /var/missions store copy --from /var/missions --to etcd://h1:2379/pas
     Copy(CopyArgs),
+    /// Remove the checkpoint blobs no manifest of the store names, once older than a grace.
+    ///
+    /// On etcd every file of a checkpoint is a blob in the blob directory, shared by the
+    /// generations that hold the same bytes, so a pruned or removed generation leaves its
+    /// own blobs behind. A blob a manifest names is never removed; one written or reused
+    /// within --older-than is kept (a save in progress writes its blobs before its
+    /// manifest). Prints a line per blob removed and a total. The file store keeps a
+    /// checkpoint's files with its generation: there it exits 2.
+    ///
+    /// Example: pas --store etcd://h1:2379/pas store gc --dry-run
+    Gc(GcArgs),
+}
+
+// Arguments of `pas store gc`.
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Keep unnamed blobs written more recently than this (`90s`, `30m`, `1h`, `2d`).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = crate::cli::words::whole_seconds)]
+    pub older_than: u64,
+    /// List what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 // Arguments of `pas store copy`.
@@ -41,6 +63,7 @@ pub struct CopyArgs {
 pub fn run(ctx: &Ctx, command: StoreCommand) -> Result<()> {
     match command {
         StoreCommand::Copy(args) => copy(ctx, args),
+        StoreCommand::Gc(args) => gc(ctx, args),
     }
 }
 
@@ -99,6 +122,38 @@ fn copy(ctx: &Ctx, args: CopyArgs) -> Result<()> {
     ctx.out.line(&format!(
         "copied {} cells ({documents} documents, {events} events) from {from_name} to {to_name}; each read back the same on both sides",
         copied.cells.len()
+    ));
+    Ok(())
+}
+
+fn gc(ctx: &Ctx, args: GcArgs) -> Result<()> {
+    let GcArgs {
+        older_than,
+        dry_run,
+    } = args;
+    // Past a century every blob is young anyway; beyond chrono's range `now - grace`
+    // would not be a time.
+    let grace = chrono::Duration::seconds(older_than.min(100 * 366 * 86_400) as i64);
+    let done = store_gc::collect(&ctx.store, grace, dry_run, crate::clock::now())?;
+    if ctx.out.is_json() {
+        ctx.out.json(&json!(done));
+        return Ok(());
+    }
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for r in &done.removed {
+        ctx.out.line(&format!(
+            "{verb} blob {} ({} bytes, unnamed, last written {}s ago)",
+            r.sha256, r.size, r.age_seconds
+        ));
+    }
+    ctx.out.line(&format!(
+        "{verb} {} blob(s), {} bytes, from {}; kept {} named by a manifest and {} written within {}",
+        done.removed.len(),
+        done.bytes,
+        done.dir,
+        done.named,
+        done.young,
+        crate::clock::human_duration(older_than as f64)
     ));
     Ok(())
 }

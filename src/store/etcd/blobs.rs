@@ -23,7 +23,8 @@ use super::EtcdStore;
 use crate::error::{Error, Result};
 use crate::store::events::hash_line;
 use crate::store::layout::{check_id, IdKind};
-use crate::store::CheckpointFiles;
+use crate::store::{BlobFile, BlobInventory, CheckpointFiles, Store};
+use chrono::{DateTime, Utc};
 
 /// The largest value pas puts into etcd: etcd refuses requests over 1.5 MiB
 /// (`--max-request-bytes`), and a commit carries other keys beside the value.
@@ -99,6 +100,12 @@ impl BlobDir {
             size: bytes.len() as u64,
         };
         if std::fs::metadata(&path).is_ok_and(|m| m.len() == blob.size) {
+            // Reused: made new again, so garbage collection (which spares blobs younger
+            // than its grace) leaves it to the manifest about to name it.
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(blob);
         }
         let dir = path.parent().unwrap_or(&self.root);
@@ -120,6 +127,74 @@ impl BlobDir {
             Error::io("write blob", &path, e)
         })?;
         Ok(blob)
+    }
+
+    /// The directory, for messages.
+    pub fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    /// Every blob in the directory (temporary files and names that are not hashes left
+    /// out); none when the directory does not exist yet.
+    pub fn list(&self) -> Result<Vec<BlobFile>> {
+        let top = self.root.join("sha256");
+        let mut found = Vec::new();
+        let heads = match std::fs::read_dir(&top) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+            Err(e) => return Err(Error::io("list", &top, e)),
+        };
+        for head in heads {
+            let head = head.map_err(|e| Error::io("list", &top, e))?;
+            let head_name = head.file_name().to_string_lossy().into_owned();
+            if !is_hex(&head_name, 2) {
+                continue;
+            }
+            let dir = head.path();
+            for entry in std::fs::read_dir(&dir).map_err(|e| Error::io("list", &dir, e))? {
+                let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+                let tail = entry.file_name().to_string_lossy().into_owned();
+                if !is_hex(&tail, 62) {
+                    continue;
+                }
+                let meta = match entry.metadata() {
+                    Ok(m) if m.is_file() => m,
+                    // Removed meanwhile, or not a file: not a blob to collect.
+                    _ => continue,
+                };
+                let modified = meta
+                    .modified()
+                    .map_err(|e| Error::io("stat", &entry.path(), e))?;
+                found.push(BlobFile {
+                    sha256: format!("{head_name}{tail}"),
+                    size: meta.len(),
+                    modified: modified.into(),
+                });
+            }
+        }
+        found.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        Ok(found)
+    }
+
+    /// Removes blob `sha256` unless it was modified after `cutoff`; whether it was.
+    pub fn remove(&self, sha256: &str, cutoff: DateTime<Utc>) -> Result<bool> {
+        if !is_hex(sha256, 64) {
+            return Err(Error::usage(format!("{sha256:?} is not a blob's sha256")));
+        }
+        let path = self.path(sha256);
+        let modified = match std::fs::metadata(&path).and_then(|m| m.modified()) {
+            Ok(t) => DateTime::<Utc>::from(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(Error::io("stat", &path, e)),
+        };
+        if modified > cutoff {
+            return Ok(false);
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
     }
 
     /// The bytes of `blob`, checked against its hash; `what` names it in messages.
@@ -148,7 +223,47 @@ impl BlobDir {
     }
 }
 
+/// Whether `name` is `len` lower-case hex digits.
+fn is_hex(name: &str, len: usize) -> bool {
+    name.len() == len && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 impl EtcdStore {
+    /// The blobs of the blob directory, then the hashes every manifest of every cell names.
+    /// A manifest pas cannot read stops it: what it names is unknown.
+    pub(super) fn inventory(&self) -> Result<BlobInventory> {
+        let blobs = self.blob_dir.list()?;
+        let mut named = std::collections::HashSet::new();
+        for cell in self.cell_ids()? {
+            for kv in self.get_prefix(self.meta_key(&cell, "checkpoints/"))? {
+                let stored: StoredCheckpoint = serde_json::from_slice(kv.value()).map_err(|e| {
+                    let key = String::from_utf8_lossy(kv.key()).into_owned();
+                    Error::data(format!(
+                        "{} is not a readable checkpoint manifest ({e}), so which blobs it names is unknown; nothing was removed",
+                        self.describe_key(&key)
+                    ))
+                    .hint("remove the generation (`etcdctl del KEY`) or repair its value, then collect again")
+                })?;
+                for blob in [&stored.state, &stored.context, &stored.manifest]
+                    .into_iter()
+                    .chain(stored.artifacts.iter().map(|a| &a.blob))
+                {
+                    named.insert(blob.sha256.clone());
+                }
+            }
+        }
+        Ok(BlobInventory {
+            dir: self.blob_dir.describe(),
+            blobs,
+            named,
+        })
+    }
+
+    /// Removes an unnamed blob ([`BlobDir::remove`]).
+    pub(super) fn drop_blob(&self, sha256: &str, cutoff: DateTime<Utc>) -> Result<bool> {
+        self.blob_dir.remove(sha256, cutoff)
+    }
+
     fn checkpoint_prefix(&self, cell: &str, agent: &str) -> String {
         self.meta_key(cell, &format!("checkpoints/{agent}/"))
     }

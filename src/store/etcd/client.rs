@@ -815,17 +815,6 @@ fn classify(url: &EtcdUrl, e: &etcd_client::Error) -> Error {
     }
 }
 
-/// Changes of an etcd store are not watched yet: subscribers poll.
-struct Polling;
-
-impl ChangeFeed for Polling {
-    fn watch_root(&self) {}
-    fn watch_cell(&self, _cell: &changes::CellId) {}
-    fn polling(&self) -> bool {
-        true
-    }
-}
-
 impl Store for EtcdStore {
     fn location(&self) -> String {
         self.url.display()
@@ -871,8 +860,19 @@ impl Store for EtcdStore {
         Ok(ws)
     }
 
-    fn changes(&self, _sink: changes::Sink) -> Box<dyn ChangeFeed> {
-        Box::new(Polling)
+    /// One etcd watch on the prefix ([`super::feed`]), on a thread and connection of its
+    /// own; polling while its stream is down.
+    fn changes(&self, sink: changes::Sink) -> Box<dyn ChangeFeed> {
+        let target = super::feed::Target {
+            endpoints: self.url.endpoints(),
+            options: self.connect.clone(),
+            prefix: self.url.prefix.clone(),
+        };
+        Box::new(super::feed::Feed::start(
+            target,
+            sink,
+            self.availability_wait,
+        ))
     }
 
     fn commits(&self) -> usize {
@@ -1243,6 +1243,14 @@ impl Store for EtcdStore {
             Err(Some(e)) => Err(classify(&self.url, &e)),
             Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
         }
+    }
+
+    fn blob_inventory(&self) -> Result<Option<crate::store::BlobInventory>> {
+        self.inventory().map(Some)
+    }
+
+    fn remove_blob(&self, sha256: &str, cutoff: DateTime<Utc>) -> Result<bool> {
+        self.drop_blob(sha256, cutoff)
     }
 
     fn remote(&self) -> Option<crate::store::Remote> {

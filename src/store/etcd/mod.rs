@@ -38,6 +38,9 @@ mod client;
 mod lease;
 
 #[cfg(feature = "etcd")]
+mod feed;
+
+#[cfg(feature = "etcd")]
 pub use client::EtcdStore;
 pub use url::{is_etcd, parse as parse_url, EtcdUrl, PASSWORD_ENV};
 
