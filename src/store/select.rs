@@ -123,6 +123,9 @@ delegate! {
         fn origins(&self, cell: &str, key: FileKey<'_>) -> Result<Vec<Origin>>;
         fn remote(&self) -> Option<super::Remote>;
         fn keep_alive(&self, cell: &str, agent: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;
+        fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>>;
+        fn nodes(&self) -> Result<Option<Vec<String>>>;
+        fn keep_node(&self, host: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;
         fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
         fn hook_cursor(&self, cell: &str) -> Result<Option<events::Cursor>>;
         fn set_hook_cursor(&self, cell: &str, cursor: &events::Cursor) -> Result<()>;

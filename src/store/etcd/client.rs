@@ -338,6 +338,25 @@ impl EtcdStore {
         Ok(ids)
     }
 
+    /// Keeps `key` (valued with this host's name) bound to a lease of `ttl` while the
+    /// guard lives ([`super::lease::Keeper`]).
+    fn keep_key(&self, key: String, ttl: Duration) -> Result<Option<crate::store::AliveGuard>> {
+        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
+        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
+        let keeper = super::lease::Keeper {
+            endpoints: self.url.endpoints(),
+            options: self.connect.clone(),
+            key,
+            value: crate::host::name(),
+            ttl,
+        };
+        match keeper.start(self.availability_wait) {
+            Ok(alive) => Ok(Some(Box::new(alive))),
+            Err(Some(e)) => Err(classify(&self.url, &e)),
+            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
+        }
+    }
+
     fn get_one(&self, key: String) -> Result<Option<KeyValue>> {
         let mut resp = self.get(key, None)?;
         Ok(resp.take_kvs().into_iter().next())
@@ -546,6 +565,12 @@ impl EtcdStore {
                 Op::Remove => TxnOp::delete(k, None),
             });
         }
+        // No supervisor anywhere may hold these agents' alive keys (a revival's claim).
+        for agent in &cs.not_alive {
+            let k = format!("{}alive/{agent}", self.cell_prefix(cell));
+            when.push(Compare::version(k.clone(), CompareOp::Equal, 0));
+            checks.push(TxnOp::get(k, keys_only()));
+        }
         let ready = &cs.ready;
         let gen_key = self.meta_key(cell, "tasks-gen");
         let ready_version = ready.version.filter(|_| ready.kept);
@@ -640,6 +665,13 @@ impl EtcdStore {
                         _ => Retry::Conflict(what, false),
                     });
                 }
+            }
+            let alive = found.iter().skip(4 + expected.len());
+            if let Some((agent, _)) = cs.not_alive.iter().zip(alive).find(|(_, k)| k.is_some()) {
+                return Err(Retry::Conflict(
+                    format!("agent {agent}'s alive key (its supervisor lives)"),
+                    false,
+                ));
             }
             let ready_moved = ready_version.is_some_and(|v| {
                 found.get(2).copied().flatten() != Some(v as i64)
@@ -1228,21 +1260,33 @@ impl Store for EtcdStore {
     ) -> Result<Option<crate::store::AliveGuard>> {
         check_id(IdKind::Cell, cell)?;
         check_id(IdKind::Agent, agent)?;
-        let key = format!("{}alive/{agent}", self.cell_prefix(cell));
-        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
-        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
-        let keeper = super::lease::Keeper {
-            endpoints: self.url.endpoints(),
-            options: self.connect.clone(),
-            key,
-            value: crate::host::name(),
-            ttl,
-        };
-        match keeper.start(self.availability_wait) {
-            Ok(alive) => Ok(Some(Box::new(alive))),
-            Err(Some(e)) => Err(classify(&self.url, &e)),
-            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
-        }
+        self.keep_key(format!("{}alive/{agent}", self.cell_prefix(cell)), ttl)
+    }
+
+    fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>> {
+        check_id(IdKind::Cell, cell)?;
+        let mut agents: Vec<String> = self
+            .names_under(format!("{}alive/", self.cell_prefix(cell)))?
+            .into_iter()
+            .filter(|a| crate::store::layout::is_valid_id(a))
+            .collect();
+        agents.sort();
+        Ok(Some(agents))
+    }
+
+    fn nodes(&self) -> Result<Option<Vec<String>>> {
+        let mut hosts: Vec<String> = self
+            .names_under(format!("{}/nodes/", self.p()))?
+            .into_iter()
+            .filter(|h| crate::host::check(h).is_ok())
+            .collect();
+        hosts.sort();
+        Ok(Some(hosts))
+    }
+
+    fn keep_node(&self, host: &str, ttl: Duration) -> Result<Option<crate::store::AliveGuard>> {
+        crate::host::check(host)?;
+        self.keep_key(format!("{}/nodes/{host}", self.p()), ttl)
     }
 
     fn remote(&self) -> Option<crate::store::Remote> {
