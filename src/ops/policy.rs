@@ -348,14 +348,11 @@ impl Policy {
     /// How long a `pas watch` node waits, after another host's node key went, before it
     /// takes over that host's dead agents (`host_takeover_after`); `None`: never.
     pub fn takeover_after(&self) -> Option<chrono::Duration> {
-        match self.get("host_takeover_after") {
-            Some(Value::Null) => None,
-            Some(v) => v
-                .as_f64()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| chrono::Duration::milliseconds((s * 1000.0) as i64)),
-            None => None,
-        }
+        let seconds = match self.get("host_takeover_after") {
+            Some(Value::Null) => return None,
+            _ => self.non_negative("host_takeover_after"),
+        };
+        Some(chrono::Duration::milliseconds((seconds * 1000.0) as i64))
     }
 
     /// How long pas waits between SIGTERM and SIGKILL when it stops an agent.

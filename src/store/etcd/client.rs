@@ -63,7 +63,9 @@ struct StoredHead {
 pub struct EtcdStore {
     url: EtcdUrl,
     rt: tokio::runtime::Runtime,
-    client: Client,
+    /// The connection; replaced when a member does not know its auth token
+    /// ([`stale_token`]).
+    client: std::sync::Mutex<Client>,
     blobs: FsStore,
     /// Checkpoints' files, content-addressed (their manifests are in etcd).
     blob_dir: BlobDir,
@@ -142,7 +144,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             url: url.clone(),
             rt,
-            client,
+            client: std::sync::Mutex::new(client),
             blob_dir: BlobDir::new(&blobs, url.blobs.as_deref()),
             blobs: FsStore::new(blobs),
             commits: AtomicUsize::new(0),
@@ -256,6 +258,33 @@ impl EtcdStore {
         }
     }
 
+    /// The connection requests go through (a cheap clone).
+    fn client(&self) -> Client {
+        match self.client.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Connects again, authenticating anew (a member that became leader, or that the client
+    /// moved to, does not know the token another member gave: etcd's simple tokens are
+    /// per member). True when it did; the request is then sent again (a request refused
+    /// for its token was not applied).
+    fn reauthenticate(&self) -> bool {
+        let endpoints = self.url.endpoints();
+        let options = self.connect.clone();
+        let fresh = self.rt.block_on(async {
+            tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(options))).await
+        });
+        match (fresh, self.client.lock()) {
+            (Ok(Ok(c)), Ok(mut held)) => {
+                *held = c;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Runs one request with a bounded wait, retrying while the cluster has no leader or
     /// cannot be reached; reads and refused writes are safe to send again.
     fn request<T, F, Fut>(&self, mut make: F) -> Result<T>
@@ -265,8 +294,9 @@ impl EtcdStore {
     {
         let deadline = self.availability_deadline();
         let mut quorum: Option<Error> = None;
+        let mut renewed = false;
         loop {
-            let fut = make(self.client.clone());
+            let fut = make(self.client());
             let answer = self
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
@@ -274,6 +304,13 @@ impl EtcdStore {
                 Ok(Ok(v)) => {
                     self.answered();
                     return Ok(v);
+                }
+                Ok(Err(e)) if stale_token(&e) && !renewed => {
+                    renewed = true;
+                    if self.reauthenticate() {
+                        continue;
+                    }
+                    classify(&self.url, &e)
                 }
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
@@ -402,9 +439,10 @@ impl EtcdStore {
         let deadline = self.availability_deadline();
         let mut uncertain = false;
         let mut quorum: Option<Error> = None;
+        let mut renewed = false;
         loop {
             let fut = {
-                let mut c = self.client.clone();
+                let mut c = self.client();
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             };
@@ -415,6 +453,11 @@ impl EtcdStore {
                 Ok(Ok(resp)) => {
                     self.answered();
                     return Ok(resp);
+                }
+                // Refused for its token before it was proposed: send it again.
+                Ok(Err(e)) if stale_token(&e) && !renewed && self.reauthenticate() => {
+                    renewed = true;
+                    continue;
                 }
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
@@ -789,6 +832,13 @@ const NO_QUORUM: &str = "has no quorum; nothing was written";
 fn never_sent(e: &etcd_client::Error) -> bool {
     let chain = format!("{e:?}");
     is_no_leader(e) || chain.contains("Connection refused") || chain.contains("ConnectError")
+}
+
+/// Whether etcd refused a request because the member does not know the auth token the
+/// client holds (a token another member gave: etcd's simple tokens are per member, so a
+/// client moved to another member, as after a leader's death, must authenticate again).
+pub(super) fn stale_token(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
 }
 
 fn unreachable_error(url: &EtcdUrl, why: &str) -> Error {
