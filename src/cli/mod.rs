@@ -76,6 +76,10 @@ pub struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub agents_as_root: bool,
+    /// This host's name (default: $PAS_HOST, else the kernel's host name): recorded as the
+    /// host of agents started here, and the node a `pas watch` keeps on a shared store.
+    #[arg(long, global = true, value_name = "NAME", env = crate::host::HOST_ENV)]
+    pub host: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -387,6 +391,11 @@ fn run_with(server: Option<Server>, etcd: Option<EtcdOpener>) -> ExitCode {
         .filter(|a| !a.is_empty());
     if let Some(agent) = &acting {
         if let Err(e) = crate::store::check_id(crate::store::IdKind::Agent, agent) {
+            return report(&e);
+        }
+    }
+    if let Some(host) = cli.host.as_deref().filter(|h| !h.is_empty()) {
+        if let Err(e) = crate::host::set(host) {
             return report(&e);
         }
     }

@@ -214,6 +214,9 @@ layer_record! {
         always_restart_exit_codes: Option<Vec<i64>> = lenient,
         /// Seconds between SIGTERM and SIGKILL when pas stops an agent.
         stop_grace: Option<f64> = lenient,
+        /// Seconds a watch node waits after another host's node went before it takes over
+        /// that host's dead agents; `null`: never.
+        host_takeover_after: Option<Option<f64>> = lenient,
         /// A shell command run when an agent finally fails; `null`: none.
         on_failure: Option<Option<String>> = lenient,
         /// A shell command run for each matching event; `null`: none.

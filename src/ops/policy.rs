@@ -153,6 +153,7 @@ pub fn defaults() -> Vec<(&'static str, Value, &'static str)> {
         ("no_restart_exit_codes", json!([]), "exit codes that mean: do not restart"),
         ("always_restart_exit_codes", json!([]), "exit codes that mean: restart whatever restart_policy says"),
         ("stop_grace", json!(10), "seconds between SIGTERM and SIGKILL when pas stops an agent"),
+        ("host_takeover_after", json!(30), "seconds a pas watch node on a shared store (etcd) waits after another host's node went before it takes over that host's dead agents (null: never)"),
         ("on_failure", Value::Null, "a shell command run when an agent finally fails (PAS_CELL, PAS_AGENT, PAS_CAUSE, PAS_EXIT_CODE, PAS_REASON set)"),
         ("on_event", Value::Null, "a shell command run for each event whose kind on_event_kinds matches, the event as JSON on stdin"),
         ("on_event_kinds", json!(["down", "dead", "failed", "breach", "reached", "cell_timeout"]), "the events on_event runs for: kinds, prefixes ending in '.', words such as down or breach, or *"),
@@ -342,6 +343,16 @@ impl Policy {
             Some(v) if v > 0.0 && v.is_finite() => v,
             _ => self.positive("misses_dead") * self.heartbeat_interval(),
         }
+    }
+
+    /// How long a `pas watch` node waits, after another host's node key went, before it
+    /// takes over that host's dead agents (`host_takeover_after`); `None`: never.
+    pub fn takeover_after(&self) -> Option<chrono::Duration> {
+        let seconds = match self.get("host_takeover_after") {
+            Some(Value::Null) => return None,
+            _ => self.non_negative("host_takeover_after"),
+        };
+        Some(chrono::Duration::milliseconds((seconds * 1000.0) as i64))
     }
 
     /// How long pas waits between SIGTERM and SIGKILL when it stops an agent.
@@ -634,6 +645,7 @@ const DURATIONS: &[&str] = &[
     "storm_cooldown",
     "startup_grace",
     "stop_grace",
+    "host_takeover_after",
 ];
 
 /// The keys whose value must be above zero (a count or a period), and those that may be 0.

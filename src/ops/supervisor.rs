@@ -320,6 +320,7 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
     let mut child = supervisor
         .args(&workspace.store_args)
         .args(["__supervise", cell, agent])
+        .env(crate::host::HOST_ENV, crate::host::name())
         .env_remove("PAS_AGENT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

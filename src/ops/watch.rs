@@ -14,12 +14,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::clock;
 use crate::error::{Error, Kind, Result};
+use crate::ops::revive::placement::Nodes;
 use crate::ops::revive::{self, Action, Options};
 use crate::process;
 use crate::store::changes::{CellId, Change};
@@ -34,6 +36,8 @@ pub struct WatchOptions {
     pub once: bool,
     /// What agents it restarts are allowed.
     pub launch: crate::ops::supervisor::Launch,
+    /// On a shared store, the TTL of this node's key (`nodes/<host>`).
+    pub node_ttl: StdDuration,
 }
 
 /// What the loop reports as it goes.
@@ -108,6 +112,17 @@ pub fn run(
                 "one watch per root; stop that one first, or use `pas revive` for a single pass",
             )),
         };
+    // On a shared store this watch is one node of several: its key lives while it runs
+    // (revoked when it ends, gone a TTL after it dies), and it handles the agents placement
+    // gives it. The file store has no nodes: every agent is this watch's.
+    let here = crate::host::name();
+    let node_key = store.keep_node(&here, opts.node_ttl)?;
+    let mut nodes = node_key.is_some().then(|| Nodes {
+        here: here.clone(),
+        alive: HashSet::new(),
+        gone_since: HashMap::new(),
+        since: clock::now(),
+    });
     let (tx, rx) = mpsc::channel::<Msg>();
     let stop_tx = tx.clone();
     let mut signals = signal_hook::iterator::Signals::new([
@@ -130,11 +145,19 @@ pub fn run(
     let mut dirty: HashSet<Id> = HashSet::new();
     let mut next_reconcile = clock::now();
     let mut stopping = false;
-    report(Report::Note(format!(
-        "pas watch: looking after {} (pid {})",
-        store.location(),
-        std::process::id()
-    )));
+    report(Report::Note(match &nodes {
+        Some(_) => format!(
+            "pas watch: node {here} looking after {} (pid {})",
+            store.location(),
+            std::process::id()
+        ),
+        None => format!(
+            "pas watch: looking after {} (pid {})",
+            store.location(),
+            std::process::id()
+        ),
+    }));
+    let mut placed: Option<Arc<Nodes>> = None;
 
     loop {
         process::reap_children();
@@ -143,6 +166,25 @@ pub fn run(
         if now >= next_reconcile {
             // A root made (or remade) since is followed from here.
             changes.watch_root();
+            if let Some(view) = nodes.as_mut() {
+                match store.nodes() {
+                    Ok(Some(alive)) => {
+                        let alive: HashSet<String> = alive.into_iter().collect();
+                        for went in view.alive.difference(&alive) {
+                            view.gone_since.insert(went.clone(), now);
+                        }
+                        view.gone_since.retain(|h, _| !alive.contains(h));
+                        view.alive = alive;
+                    }
+                    Ok(None) => {}
+                    // The passes fail the same way; the view stays as last seen.
+                    Err(e) => report(Report::Note(format!(
+                        "cannot list the nodes: {}",
+                        e.message
+                    ))),
+                }
+                placed = Some(Arc::new(view.clone()));
+            }
             let present: HashSet<Id> = store
                 .cell_ids()
                 .unwrap_or_default()
@@ -186,6 +228,7 @@ pub fn run(
                 cell,
                 &Options {
                     launch: opts.launch,
+                    nodes: placed.clone(),
                     ..Options::default()
                 },
                 clock::now(),

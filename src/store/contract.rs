@@ -74,6 +74,59 @@ pub fn run_all(make: MakeStore<'_>) {
     concurrent_claims_are_exactly_once(make().0);
     root_docs_round_trip(&*make().0);
     root_lock_makes_updates_exactly_once(make().0);
+    two_revival_claims_on_one_read_commit_once(&*make().0);
+}
+
+/// A revival's claim ([`crate::ops::revive::claim_agent`]) commits only on the agent
+/// document it decided on: of two claims made on the same read (two `pas watch` nodes that
+/// saw the same death), exactly one commits, with its event, and the other writes nothing.
+/// On a store with alive keys, a claim also fails while a supervisor holds the agent's.
+pub fn two_revival_claims_on_one_read_commit_once(store: &dyn Store) {
+    use crate::ops::revive::{claim_agent, Claimed};
+    new_cell(store);
+    let a1 = doc(json!({ "agent_id": "a1", "status": "active", "restart_count": 0 }));
+    transact(store, CELL, now(), |txn| {
+        txn.create(FileKey::Agent("a1"), a1.clone());
+        Ok(())
+    })
+    .expect("create a1");
+    let basis = store
+        .read(CELL, FileKey::Agent("a1"))
+        .expect("read")
+        .expect("a1 exists");
+    let claim = |basis: &Doc| {
+        claim_agent(
+            store,
+            CELL,
+            "a1",
+            basis,
+            now(),
+            &[event(EventKind::AgentRevived)],
+            &mut |a| a.restart_count += 1,
+        )
+        .expect("claim")
+    };
+    let alive = store
+        .keep_alive(CELL, "a1", std::time::Duration::from_secs(2))
+        .expect("keep a1 alive");
+    if alive.is_some() {
+        assert_eq!(claim(&basis), Claimed::Alive, "a live supervisor holds it");
+        drop(alive);
+    }
+    assert_eq!(claim(&basis), Claimed::Won);
+    assert_eq!(claim(&basis), Claimed::Lost, "the same read claims once");
+    let after = store
+        .read(CELL, FileKey::Agent("a1"))
+        .expect("read")
+        .expect("a1");
+    assert_eq!(after.get("restart_count"), Some(&json!(1)));
+    let revived = log_events(store)
+        .iter()
+        .filter(|e| e.kind == EventKind::AgentRevived.to_string())
+        .count();
+    assert_eq!(revived, 1, "one claim, one event");
+    // A claim on the new read wins again.
+    assert_eq!(claim(&after), Claimed::Won);
 }
 
 /// A root document is absent until written, then reads back whole, unknown keys and

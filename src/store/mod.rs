@@ -325,6 +325,16 @@ pub trait Store {
     /// Removes blob `sha256` unless it was written or reused after `cutoff` (a save in
     /// progress); whether it was removed.
     fn remove_blob(&self, sha256: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool>;
+    /// The agents of `cell` whose liveness key exists now (a supervisor holds it, or held
+    /// it less than its lease's TTL ago), sorted; `None` on the file store, which has no
+    /// such keys (the pid in `/proc` is the liveness there).
+    fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>>;
+    /// The hosts whose `pas watch` node key exists now (etcd: `nodes/<host>`, bound to the
+    /// node's lease), sorted; `None` on the file store, which is one machine's.
+    fn nodes(&self) -> Result<Option<Vec<String>>>;
+    /// Keeps this host's node key (`host`) while the guard is held, as
+    /// [`Store::keep_alive`] keeps an agent's; `None` on the file store.
+    fn keep_node(&self, host: &str, ttl: std::time::Duration) -> Result<Option<AliveGuard>>;
     /// Where the events chain ended when pas last appended to it, for `pas events verify`;
     /// `None` for a log from before heads were kept.
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>>;
@@ -1157,6 +1167,18 @@ impl Store for FsStore {
 
     fn remove_blob(&self, _sha256: &str, _cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool> {
         Ok(false)
+    }
+
+    fn alive_agents(&self, _cell: &str) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    fn nodes(&self) -> Result<Option<Vec<String>>> {
+        Ok(None)
+    }
+
+    fn keep_node(&self, _host: &str, _ttl: std::time::Duration) -> Result<Option<AliveGuard>> {
+        Ok(None)
     }
 
     fn events_head(&self, cell: &str) -> Result<Option<events::Head>> {

@@ -144,6 +144,8 @@ pub struct ChangeSet {
     pub now: DateTime<Utc>,
     /// What the commit does to the ready index.
     pub ready: ReadyChanges,
+    /// Agents whose liveness key must be absent at commit time ([`Txn::require_not_alive`]).
+    pub not_alive: Vec<String>,
 }
 
 impl ChangeSet {
@@ -232,6 +234,7 @@ pub struct Txn<'a> {
     durability: Durability,
     now: DateTime<Utc>,
     ready: ReadyTxn,
+    not_alive: Vec<String>,
 }
 
 impl<'a> Txn<'a> {
@@ -246,6 +249,7 @@ impl<'a> Txn<'a> {
             durability: Durability::Durable,
             now,
             ready: ReadyTxn::default(),
+            not_alive: Vec::new(),
         }
     }
 
@@ -436,6 +440,15 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Commits only if no supervisor anywhere holds `agent`'s liveness key at commit time
+    /// (etcd: `alive/<agent>` is absent; compared in the same etcd transaction). The file
+    /// store has no such key: its liveness is `/proc` on its one host, looked at before.
+    pub fn require_not_alive(&mut self, agent: &str) {
+        if !self.not_alive.iter().any(|a| a == agent) {
+            self.not_alive.push(agent.to_string());
+        }
+    }
+
     /// Records an event in the same commit as the writes.
     pub fn event(&mut self, event: NewEvent) {
         self.events.push(event);
@@ -475,6 +488,7 @@ impl<'a> Txn<'a> {
             events: self.events,
             durability: self.durability,
             now: self.now,
+            not_alive: self.not_alive,
         }
     }
 }

@@ -6,7 +6,8 @@ use std::process::{Child, Stdio};
 use serde_json::Value;
 
 use crate::etcd::{cluster, etcd_program_built};
-use crate::etcd_live::{authenticate, revision, PASSWORD};
+use crate::etcd_helpers::{authenticate, PASSWORD};
+use crate::etcd_live::revision;
 use crate::harness::{wait_until, Root};
 
 /// `pas --store URL ARGS` as etcd user pas; its output, which must be a success.

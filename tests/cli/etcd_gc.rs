@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use crate::etcd::shared_url;
-use crate::etcd_live::etcdctl;
+use crate::etcd_helpers::etcdctl;
 use crate::harness::Root;
 
 /// Every blob file under `dir` (`sha256/<2>/<62>`), by hash.

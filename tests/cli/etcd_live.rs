@@ -1,86 +1,15 @@
 //! Agents on the etcd store: who may start them (the trust rule for a store that records no
 //! writer), supervision and revival, against test clusters (skipped without etcd).
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::etcd::{cluster, etcd_program_built};
+use crate::etcd_helpers::{authenticate, etcdctl, get, kill9, pas_on};
 use crate::harness::{wait_until, Root};
-
-/// The password of the etcd users the authenticated cluster has.
-pub(crate) const PASSWORD: &str = "pw-for-tests";
-
-/// `etcdctl` on `cluster` as `user` (`None`: no authentication): its output; panics when
-/// it fails.
-pub(crate) fn etcdctl(cluster: &cluster::Cluster, user: Option<&str>, args: &[&str]) -> Vec<u8> {
-    let mut cmd = Command::new("etcdctl");
-    cmd.arg(format!("--endpoints={}", cluster.members.join(",")));
-    if let Some(user) = user {
-        cmd.arg(format!("--user={user}:{PASSWORD}"));
-    }
-    let out = cmd.args(args).output().expect("etcdctl runs");
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// Turns authentication on in `cluster`: users `root`, `pas` (read and write under
-/// `prefix`) and `eve` (the same), all with [`PASSWORD`].
-pub(crate) fn authenticate(cluster: &cluster::Cluster, prefix: &str) {
-    let within = format!("{prefix}/");
-    for args in [
-        vec!["user", "add", &format!("root:{PASSWORD}")],
-        vec!["user", "grant-role", "root", "root"],
-        vec!["role", "add", "writer"],
-        vec![
-            "role",
-            "grant-permission",
-            "writer",
-            "--prefix=true",
-            "readwrite",
-            &within,
-        ],
-    ] {
-        etcdctl(cluster, None, &args);
-    }
-    for user in ["pas", "eve"] {
-        etcdctl(
-            cluster,
-            None,
-            &["user", "add", &format!("{user}:{PASSWORD}")],
-        );
-        etcdctl(cluster, None, &["user", "grant-role", user, "writer"]);
-    }
-    etcdctl(cluster, None, &["auth", "enable"]);
-}
-
-/// The value of `key` in `cluster` as etcd user pas (`None`: no such key).
-fn get(cluster: &cluster::Cluster, key: &str) -> Option<String> {
-    let out = etcdctl(cluster, Some("pas"), &["get", "--print-value-only", key]);
-    let text = String::from_utf8_lossy(&out).trim().to_string();
-    (!text.is_empty()).then_some(text)
-}
 
 /// `pas --store URL ARGS` in `root` on host `a`, with the etcd password set.
 fn pas(root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
     pas_on("a", root, url, args)
-}
-
-/// [`pas`] on host `host` (`PAS_HOST`).
-fn pas_on(host: &str, root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
-    let mut all = vec!["--store", url];
-    all.extend_from_slice(args);
-    crate::harness::Run::from(
-        root.cmd(&all)
-            .env("PAS_ETCD_PASSWORD", PASSWORD)
-            .env("PAS_HOST", host)
-            .output()
-            .unwrap(),
-    )
 }
 
 fn ok(root: &Root, url: &str, args: &[&str]) -> String {
@@ -91,11 +20,6 @@ fn ok(root: &Root, url: &str, args: &[&str]) -> String {
 
 fn agent(root: &Root, url: &str, cell: &str, agent: &str) -> Value {
     serde_json::from_str(&ok(root, url, &["--json", "agent", "show", cell, agent])).unwrap()
-}
-
-fn kill9(pid: i64) {
-    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
 }
 
 /// An agent command whose process names the root on its command line, so the harness

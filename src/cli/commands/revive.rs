@@ -74,11 +74,16 @@ pub struct WatchArgs {
     /// One pass over every cell, then exit.
     #[arg(long)]
     pub once: bool,
+    /// On a shared store (etcd): seconds this node's key `nodes/<host>` lives after the
+    /// watch dies (its lease's TTL, renewed every third of it while the watch runs). Other
+    /// nodes take over this host's dead agents `host_takeover_after` seconds after it went.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = crate::cli::words::seconds)]
+    pub node_ttl: f64,
 }
 
 fn action_tone(a: &Action) -> Tone {
     match a.action.as_str() {
-        "revived" | "revival_succeeded" | "reset" => Tone::Good,
+        "revived" | "revival_succeeded" | "reset" | "taken_over" => Tone::Good,
         "failed" | "revival_timed_out" | "hung" | "stopped_hung" => Tone::Bad,
         _ => Tone::Warn,
     }
@@ -128,6 +133,7 @@ pub fn run(ctx: &Ctx, args: ReviveArgs) -> Result<()> {
         dry_run,
         agent,
         launch: ctx.launch,
+        nodes: None,
     };
     // Each cell, and each agent in it, on its own: what could not be handled is reported
     // and the rest is still done.
@@ -234,16 +240,27 @@ fn decide(ctx: &Ctx, id: &str, approve: bool) -> Result<()> {
 
 /// Runs `pas watch`.
 pub fn run_watch(ctx: &Ctx, args: WatchArgs) -> Result<()> {
-    let WatchArgs { interval, once } = args;
+    let WatchArgs {
+        interval,
+        once,
+        node_ttl,
+    } = args;
     if !(interval > 0.0 && interval <= 86_400.0) {
         return Err(Error::usage(format!(
             "--interval {interval} is outside (0, 86400] seconds"
         )));
     }
+    if !(2.0..=86_400.0).contains(&node_ttl) {
+        return Err(Error::usage(format!(
+            "--node-ttl {node_ttl} is outside [2, 86400] seconds"
+        ))
+        .hint("etcd leases are whole seconds, at least 2; the default is 10"));
+    }
     let opts = WatchOptions {
         interval,
         once,
         launch: ctx.launch,
+        node_ttl: std::time::Duration::from_secs_f64(node_ttl),
     };
     watch::run(&ctx.store, &opts, &mut |r| match r {
         Report::Note(text) => {

@@ -11,6 +11,7 @@
 //! any of them loses nothing: the restart count, the time of the next allowed restart, the
 //! recent deaths, the cooldown and pending requests all live in the agent file.
 
+pub mod placement;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
@@ -45,6 +46,10 @@ pub struct Options {
     pub agent: Option<String>,
     /// What restarted agents are allowed.
     pub launch: supervisor::Launch,
+    /// On a shared store, the `pas watch` node this pass runs for and what it knows of the
+    /// others: it handles only the agents [`placement`] gives it. `None`: every agent (a
+    /// single watch, `pas revive`, an agent's supervisor).
+    pub nodes: Option<std::sync::Arc<placement::Nodes>>,
 }
 
 /// One thing a pass did (or, dry, would do).
@@ -108,6 +113,63 @@ struct Ctx<'a> {
     launch: supervisor::Launch,
     now: DateTime<Utc>,
     actions: Vec<Action>,
+    /// The agent document the current decision is made on ([`Ctx::reread_basis`]): a
+    /// claim commits only if it is still this one.
+    basis: Option<Doc>,
+}
+
+/// How a claim ([`claim_agent`]) went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// It committed: this process carries out what it claimed.
+    Won,
+    /// The agent document changed since it was read (another node, pass or supervisor
+    /// claimed or changed it): nothing was written; read again and decide again.
+    Lost,
+    /// A supervisor holds the agent's alive key (on a store with leases): it is not dead
+    /// anywhere yet; nothing was written.
+    Alive,
+}
+
+/// How soon a claim refused for a live alive key is tried again: the key goes when its
+/// lease runs out (`heartbeat_ttl`), which the claimer cannot see.
+const ALIVE_RECHECK: chrono::Duration = chrono::Duration::seconds(1);
+
+/// Changes agent `agent` in one transaction that commits only if its document is still
+/// `basis` (the one the caller decided on: the file store compares its bytes, etcd its mod
+/// revision) and, on a store with leases, no supervisor holds its alive key (compared in
+/// the same etcd transaction). Of two claims made on the same read, exactly one commits.
+pub fn claim_agent(
+    store: &dyn Store,
+    cell: &str,
+    agent: &str,
+    basis: &Doc,
+    now: DateTime<Utc>,
+    events: &[NewEvent],
+    change: &mut dyn FnMut(&mut Agent),
+) -> Result<Claimed> {
+    store::transact(store, cell, now, |txn| {
+        let Some(mut doc) = txn.read(FileKey::Agent(agent))? else {
+            return Ok(Claimed::Lost);
+        };
+        if &doc != basis {
+            return Ok(Claimed::Lost);
+        }
+        // The file store has no alive keys (None): nothing more is read there.
+        if store
+            .alive_agents(cell)?
+            .is_some_and(|alive| alive.iter().any(|a| a == agent))
+        {
+            return Ok(Claimed::Alive);
+        }
+        Agent::edit(&mut doc, &mut *change)?;
+        txn.put(FileKey::Agent(agent), doc);
+        txn.require_not_alive(agent);
+        for e in events {
+            txn.event(e.clone());
+        }
+        Ok(Claimed::Won)
+    })
 }
 
 impl Ctx<'_> {
@@ -160,6 +222,25 @@ impl Ctx<'_> {
     /// The agent file as it is now.
     fn reread(&self) -> Result<Agent> {
         crate::ops::agent::load(self.store, self.cell, self.agent)
+    }
+
+    /// The agent file as it is now, remembered as the basis of the next decision.
+    fn reread_basis(&mut self) -> Result<Agent> {
+        let doc = crate::ops::agent::read(self.store, self.cell, self.agent)?;
+        let agent = crate::ops::agent::typed(self.agent, &doc)?;
+        self.basis = Some(doc);
+        Ok(agent)
+    }
+
+    /// [`claim_agent`] on the basis of the current decision.
+    fn claim(&self, events: &[NewEvent], change: &mut dyn FnMut(&mut Agent)) -> Result<Claimed> {
+        let basis = self
+            .basis
+            .as_ref()
+            .ok_or_else(|| Error::failure("a claim without a decision's basis (a pas bug)"))?;
+        claim_agent(
+            self.store, self.cell, self.agent, basis, self.now, events, change,
+        )
     }
 }
 
@@ -265,6 +346,11 @@ fn pass_locked(
     if opts.agent.is_none() {
         result.errors = unreadable;
     }
+    // A node of several reads the cell's alive keys once, for placement.
+    let alive = match &opts.nodes {
+        Some(_) => store.alive_agents(cell)?.unwrap_or_default(),
+        None => Vec::new(),
+    };
     for Observed { agent, .. } in observed {
         if opts.agent.as_deref().is_some_and(|a| a != agent.agent_id) {
             continue;
@@ -278,8 +364,13 @@ fn pass_locked(
             launch: opts.launch,
             now,
             actions: Vec::new(),
+            basis: None,
         };
-        match revive_agent(&mut ctx, &cell_doc, policies.as_ref(), &agent) {
+        let node = opts.nodes.as_deref().map(|nodes| placement::Looking {
+            nodes,
+            alive_key: alive.contains(&agent.agent_id),
+        });
+        match revive_agent(&mut ctx, &cell_doc, policies.as_ref(), &agent, node) {
             Ok(due) => {
                 result.next_due = earliest(result.next_due, due);
                 result.actions.append(&mut ctx.actions);
@@ -351,13 +442,51 @@ fn revive_agent(
     cell_doc: &Cell,
     policies: Option<&Policies>,
     observed: &Agent,
+    node: Option<placement::Looking<'_>>,
 ) -> Result<Option<DateTime<Utc>>> {
     // The observation has just read the file, under the revive lock: an agent pas cannot
     // start (no command) or should not (not active) is left without reading it again.
     if observed.status != AgentStatus::Active || observed.command.is_empty() {
         return Ok(None);
     }
-    let agent = ctx.reread()?;
+    let mut agent = ctx.reread_basis()?;
+    let policy = Policy::of(
+        ctx.store.root_policies(),
+        Some(&cell_doc.policies),
+        policies,
+        Some(&agent.policies),
+    );
+    if let Some(node) = node {
+        let host = agent.host.clone();
+        match placement::decide(
+            host.as_deref(),
+            &node.nodes.here,
+            node.nodes.node(host.as_deref().unwrap_or_default()),
+            node.alive_key,
+            policy.takeover_after(),
+            ctx.now,
+        ) {
+            placement::Placement::Here => {}
+            placement::Placement::Theirs { until } => return Ok(until),
+            placement::Placement::TakeOver { from } => {
+                if ctx.dry_run {
+                    ctx.act(
+                        "taken_over",
+                        format!(
+                            "agent {} of host {from}, which is gone, would be taken over here",
+                            ctx.agent
+                        ),
+                    );
+                    return Ok(None);
+                }
+                match take_over(ctx, &from, &node.nodes.here)? {
+                    Claimed::Won => agent = ctx.reread_basis()?,
+                    Claimed::Lost => return Ok(Some(ctx.now + ALIVE_RECHECK)),
+                    Claimed::Alive => return Ok(Some(ctx.now + ALIVE_RECHECK)),
+                }
+            }
+        }
+    }
     if let Some(due) = left_to_its_supervisor(&agent, ctx.now) {
         return Ok(Some(due));
     }
@@ -375,12 +504,6 @@ fn revive_agent(
             Error { message, ..e }
         })?;
     }
-    let policy = Policy::of(
-        ctx.store.root_policies(),
-        Some(&cell_doc.policies),
-        policies,
-        Some(&agent.policies),
-    );
     let heartbeat_required = policy.flag("heartbeat_required", false);
     let assess = |agent: &Agent, process: Process, now: DateTime<Utc>| {
         State::from_agent(
@@ -404,7 +527,7 @@ fn revive_agent(
                 if stopped {
                     stopped_hung = pid_now;
                 }
-                let agent = ctx.reread()?;
+                let agent = ctx.reread_basis()?;
                 if let Some(due) = left_to_its_supervisor(&agent, ctx.now) {
                     return Ok(Some(due));
                 }
@@ -849,9 +972,18 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart) -> Result<Applied> {
     if ctx.dry_run {
         return Ok(Applied::Done(None));
     }
-    let on_file = ctx.reread()?;
-    supervisor::stop_leftovers(agent, on_file.pgid, policy.stop_grace())?;
-    ctx.update(&mut |a| r.mark(a, now))?;
+    // The claim: of the passes (on any host) that decided this restart on the same
+    // document, exactly one writes it down; the others read again and see it in flight.
+    let claimed = ctx.claim(&[], &mut |a| r.mark(a, now))?;
+    if let Some(lost) = lost_claim(ctx, claimed) {
+        return Ok(lost);
+    }
+    let pgid = ctx
+        .basis
+        .as_ref()
+        .and_then(|d| crate::ops::agent::typed(agent, d).ok())
+        .and_then(|a| a.pgid);
+    supervisor::stop_leftovers(agent, pgid, policy.stop_grace())?;
     match supervisor::start(store, cell, agent, &ctx.launch) {
         Ok(started) => {
             events::record_one(store, cell, r.revived_event(agent, started.pid), ctx.now)?;
@@ -1072,6 +1204,7 @@ pub fn commit(
                 dry_run: false,
                 agent: Some(agent.to_string()),
                 launch: *at.launch,
+                nodes: None,
             };
             pass_cell(store, cell, &opts, clock::now())?;
             Ok(Outcome::Next(Next::Done))
@@ -1140,6 +1273,19 @@ fn decide_in_place(
     )))
 }
 
+/// What a start or restart that did not win its claim leaves for the pass (its reported
+/// action, the last one, withdrawn): read again and decide again after a lost claim; look
+/// again shortly while a supervisor holds the alive key. `None`: it won, carry on.
+fn lost_claim(ctx: &mut Ctx<'_>, claimed: Claimed) -> Option<Applied> {
+    let next = match claimed {
+        Claimed::Won => return None,
+        Claimed::Lost => Applied::Changed { stopped: false },
+        Claimed::Alive => Applied::Done(Some(ctx.now + ALIVE_RECHECK)),
+    };
+    ctx.actions.pop();
+    Some(next)
+}
+
 /// Starts an agent that is meant to run and has not been started since it was made
 /// active. Not a revival: no restart is counted, nothing waits for a first beat. When the
 /// process cannot be started, the next try is at `retry_at`.
@@ -1151,6 +1297,20 @@ fn start(ctx: &mut Ctx<'_>, retry_at: DateTime<Utc>) -> Result<Applied> {
     );
     if ctx.dry_run {
         return Ok(Applied::Done(None));
+    }
+    // On a shared store several nodes may decide this start on the same document: the one
+    // whose claim commits places the agent on its host and starts it; the others then see
+    // the start it waits for (`next_restart_at`). One host's revive lock already excludes a
+    // second pass there: no claim, no extra write.
+    if ctx.store.alive_agents(ctx.cell)?.is_some() {
+        let here = crate::host::name();
+        let claimed = ctx.claim(&[], &mut |a| {
+            a.host = Some(here.clone());
+            a.next_restart_at = Some(retry_at);
+        })?;
+        if let Some(lost) = lost_claim(ctx, claimed) {
+            return Ok(lost);
+        }
     }
     match supervisor::start(ctx.store, ctx.cell, &agent, &ctx.launch) {
         // The supervisor records the start (`agent.started`) and, later, the end.
@@ -1168,6 +1328,57 @@ fn start(ctx: &mut Ctx<'_>, retry_at: DateTime<Utc>) -> Result<Applied> {
             Ok(Applied::Done(Some(retry_at)))
         }
     }
+}
+
+/// Takes over an agent of host `from`, which is gone (its node key absent past
+/// `host_takeover_after`, no alive key): in one claim, its process is recorded as vanished
+/// with its host (nobody can look at that host's `/proc` any more), its supervisor and
+/// process group forgotten, and the agent placed on this host (`here`), where the rules
+/// then revive it as any agent of this node.
+fn take_over(ctx: &mut Ctx<'_>, from: &str, here: &str) -> Result<Claimed> {
+    let agent = ctx.agent.to_string();
+    let now = ctx.now;
+    let pid = ctx
+        .basis
+        .as_ref()
+        .and_then(|d| crate::ops::agent::typed(&agent, d).ok())
+        .and_then(|a| supervisor::usable_pid(a.pid));
+    let gone = match pid {
+        Some(pid) => format!("agent {agent} (pid {pid}) is gone with its host {from}"),
+        None => format!("agent {agent} was left by its host {from}, which is gone"),
+    };
+    let event = ctx.about(
+        Level::Warn,
+        EventKind::AgentVanished,
+        format!("{gone}; taken over by node {here}"),
+        json!({ "pid": pid, "host": from, "taken_over_by": here }),
+    );
+    let claimed = ctx.claim(&[event], &mut |a| {
+        if a.pid.is_some() {
+            a.pid = None;
+            a.exit = Some(crate::model::Exit {
+                at: Some(now),
+                cause: Some(crate::model::ExitCause::Vanished),
+                code: None,
+                signal: None,
+                requested: false,
+                error: None,
+                extra: Default::default(),
+            });
+        }
+        a.pgid = None;
+        a.pid_start_time = None;
+        a.supervisor_pid = None;
+        a.supervisor_start_time = None;
+        a.host = Some(here.to_string());
+    })?;
+    if claimed == Claimed::Won {
+        ctx.act(
+            "taken_over",
+            format!("agent {agent} of host {from}, which is gone, is taken over here ({here})"),
+        );
+    }
+    Ok(claimed)
 }
 
 /// The final failure of an agent, shared with `pas revive deny`.
@@ -1362,6 +1573,7 @@ pub fn revive_on_request(
                 dry_run: false,
                 agent: Some(agent.to_string()),
                 launch,
+                nodes: None,
             },
             now,
         ),
@@ -1423,6 +1635,7 @@ fn settle(
                 dry_run: false,
                 agent: Some(req.agent),
                 launch,
+                nodes: None,
             },
             now,
         );

@@ -395,9 +395,24 @@ pub fn decide(state: &State, policy: &Policy, now: DateTime<Utc>) -> Decision {
     dead(state, policy, now)
 }
 
+/// How long a claimed revival ([`Revival::started_at`]) may wait for its run to be
+/// recorded before others take the claimer for dead and decide again: a start records its
+/// run within a second or two.
+pub const START_WINDOW: Duration = Duration::seconds(10);
+
 /// A restart waits for its first beat (for an agent judged by its process: for its
 /// process to run).
 fn in_revival(state: &State, revival: &Revival, now: DateTime<Utc>) -> Decision {
+    // Claimed, and no run recorded since: whoever claimed it is starting it now (on a
+    // shared store, perhaps a node on another host). Nobody else starts it meanwhile; a
+    // claimer that died leaves it to the next look after START_WINDOW.
+    if let Some(claimed) = revival.started_at {
+        let run_since = state.started_at.is_some_and(|s| s >= claimed);
+        let until = claimed + START_WINDOW;
+        if state.process != Process::Running && !run_since && now < until {
+            return Decision::Nothing { until: Some(until) };
+        }
+    }
     if state.process_judged {
         return if state.process == Process::Running {
             Decision::RevivalSucceeded {
@@ -1156,6 +1171,19 @@ mod tests {
                 0.0, succeeded(50.0)),
             ("silent past heartbeat_ttl while in revival: the deadline decides, not the watchdog",
                 json!({}), in_flight(|s| s.health = Health::Dead), 0.0, nothing(Some(50.0))),
+            ("claimed, its run not recorded yet: the claimer is starting it, wait",
+                json!({}), in_flight(|s| { s.process = Process::Ended; s.started_at = Some(t(-200.0)); }),
+                -1.0, nothing(Some(0.0))),
+            ("claimed, never run at all: wait as well",
+                json!({}), in_flight(|s| { s.process = Process::Ended; s.started_at = None; }),
+                -5.0, nothing(Some(0.0))),
+            ("claimed, no run recorded within START_WINDOW: the claimer died, forget the revival",
+                json!({}), in_flight(|s| { s.process = Process::Ended; s.started_at = Some(t(-200.0)); }),
+                0.5, Decision::RevivalEnded),
+            ("claimed, process judged, not run yet: wait too",
+                json!({}),
+                in_flight(|s| { s.process = Process::Ended; s.started_at = None; s.process_judged = true; }),
+                -1.0, nothing(Some(0.0))),
         ]);
     }
 

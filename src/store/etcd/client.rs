@@ -63,7 +63,9 @@ struct StoredHead {
 pub struct EtcdStore {
     url: EtcdUrl,
     rt: tokio::runtime::Runtime,
-    client: Client,
+    /// The connection; replaced when a member does not know its auth token
+    /// ([`stale_token`]).
+    client: std::sync::Mutex<Client>,
     blobs: FsStore,
     /// Checkpoints' files, content-addressed (their manifests are in etcd).
     blob_dir: BlobDir,
@@ -142,7 +144,7 @@ impl EtcdStore {
         Ok(EtcdStore {
             url: url.clone(),
             rt,
-            client,
+            client: std::sync::Mutex::new(client),
             blob_dir: BlobDir::new(&blobs, url.blobs.as_deref()),
             blobs: FsStore::new(blobs),
             commits: AtomicUsize::new(0),
@@ -256,6 +258,33 @@ impl EtcdStore {
         }
     }
 
+    /// The connection requests go through (a cheap clone).
+    fn client(&self) -> Client {
+        match self.client.lock() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Connects again, authenticating anew (a member that became leader, or that the client
+    /// moved to, does not know the token another member gave: etcd's simple tokens are
+    /// per member). True when it did; the request is then sent again (a request refused
+    /// for its token was not applied).
+    fn reauthenticate(&self) -> bool {
+        let endpoints = self.url.endpoints();
+        let options = self.connect.clone();
+        let fresh = self.rt.block_on(async {
+            tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&endpoints, Some(options))).await
+        });
+        match (fresh, self.client.lock()) {
+            (Ok(Ok(c)), Ok(mut held)) => {
+                *held = c;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Runs one request with a bounded wait, retrying while the cluster has no leader or
     /// cannot be reached; reads and refused writes are safe to send again.
     fn request<T, F, Fut>(&self, mut make: F) -> Result<T>
@@ -265,8 +294,9 @@ impl EtcdStore {
     {
         let deadline = self.availability_deadline();
         let mut quorum: Option<Error> = None;
+        let mut renewed = false;
         loop {
-            let fut = make(self.client.clone());
+            let fut = make(self.client());
             let answer = self
                 .rt
                 .block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, fut).await });
@@ -274,6 +304,13 @@ impl EtcdStore {
                 Ok(Ok(v)) => {
                     self.answered();
                     return Ok(v);
+                }
+                Ok(Err(e)) if stale_token(&e) && !renewed => {
+                    renewed = true;
+                    if self.reauthenticate() {
+                        continue;
+                    }
+                    classify(&self.url, &e)
                 }
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
@@ -338,6 +375,25 @@ impl EtcdStore {
         Ok(ids)
     }
 
+    /// Keeps `key` (valued with this host's name) bound to a lease of `ttl` while the
+    /// guard lives ([`super::lease::Keeper`]).
+    fn keep_key(&self, key: String, ttl: Duration) -> Result<Option<crate::store::AliveGuard>> {
+        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
+        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
+        let keeper = super::lease::Keeper {
+            endpoints: self.url.endpoints(),
+            options: self.connect.clone(),
+            key,
+            value: crate::host::name(),
+            ttl,
+        };
+        match keeper.start(self.availability_wait) {
+            Ok(alive) => Ok(Some(Box::new(alive))),
+            Err(Some(e)) => Err(classify(&self.url, &e)),
+            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
+        }
+    }
+
     fn get_one(&self, key: String) -> Result<Option<KeyValue>> {
         let mut resp = self.get(key, None)?;
         Ok(resp.take_kvs().into_iter().next())
@@ -383,9 +439,10 @@ impl EtcdStore {
         let deadline = self.availability_deadline();
         let mut uncertain = false;
         let mut quorum: Option<Error> = None;
+        let mut renewed = false;
         loop {
             let fut = {
-                let mut c = self.client.clone();
+                let mut c = self.client();
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             };
@@ -396,6 +453,11 @@ impl EtcdStore {
                 Ok(Ok(resp)) => {
                     self.answered();
                     return Ok(resp);
+                }
+                // Refused for its token before it was proposed: send it again.
+                Ok(Err(e)) if stale_token(&e) && !renewed && self.reauthenticate() => {
+                    renewed = true;
+                    continue;
                 }
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
@@ -546,6 +608,12 @@ impl EtcdStore {
                 Op::Remove => TxnOp::delete(k, None),
             });
         }
+        // No supervisor anywhere may hold these agents' alive keys (a revival's claim).
+        for agent in &cs.not_alive {
+            let k = format!("{}alive/{agent}", self.cell_prefix(cell));
+            when.push(Compare::version(k.clone(), CompareOp::Equal, 0));
+            checks.push(TxnOp::get(k, keys_only()));
+        }
         let ready = &cs.ready;
         let gen_key = self.meta_key(cell, "tasks-gen");
         let ready_version = ready.version.filter(|_| ready.kept);
@@ -640,6 +708,13 @@ impl EtcdStore {
                         _ => Retry::Conflict(what, false),
                     });
                 }
+            }
+            let alive = found.iter().skip(4 + expected.len());
+            if let Some((agent, _)) = cs.not_alive.iter().zip(alive).find(|(_, k)| k.is_some()) {
+                return Err(Retry::Conflict(
+                    format!("agent {agent}'s alive key (its supervisor lives)"),
+                    false,
+                ));
             }
             let ready_moved = ready_version.is_some_and(|v| {
                 found.get(2).copied().flatten() != Some(v as i64)
@@ -757,6 +832,13 @@ const NO_QUORUM: &str = "has no quorum; nothing was written";
 fn never_sent(e: &etcd_client::Error) -> bool {
     let chain = format!("{e:?}");
     is_no_leader(e) || chain.contains("Connection refused") || chain.contains("ConnectError")
+}
+
+/// Whether etcd refused a request because the member does not know the auth token the
+/// client holds (a token another member gave: etcd's simple tokens are per member, so a
+/// client moved to another member, as after a leader's death, must authenticate again).
+pub(super) fn stale_token(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("invalid auth token"))
 }
 
 fn unreachable_error(url: &EtcdUrl, why: &str) -> Error {
@@ -1228,21 +1310,33 @@ impl Store for EtcdStore {
     ) -> Result<Option<crate::store::AliveGuard>> {
         check_id(IdKind::Cell, cell)?;
         check_id(IdKind::Agent, agent)?;
-        let key = format!("{}alive/{agent}", self.cell_prefix(cell));
-        // etcd rounds a lease below its election timeout up; whole seconds, at least 2.
-        let ttl = ttl.as_secs_f64().ceil().clamp(2.0, 1e9) as i64;
-        let keeper = super::lease::Keeper {
-            endpoints: self.url.endpoints(),
-            options: self.connect.clone(),
-            key,
-            value: crate::host::name(),
-            ttl,
-        };
-        match keeper.start(self.availability_wait) {
-            Ok(alive) => Ok(Some(Box::new(alive))),
-            Err(Some(e)) => Err(classify(&self.url, &e)),
-            Err(None) => Err(unreachable_error(&self.url, "did not answer in time")),
-        }
+        self.keep_key(format!("{}alive/{agent}", self.cell_prefix(cell)), ttl)
+    }
+
+    fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>> {
+        check_id(IdKind::Cell, cell)?;
+        let mut agents: Vec<String> = self
+            .names_under(format!("{}alive/", self.cell_prefix(cell)))?
+            .into_iter()
+            .filter(|a| crate::store::layout::is_valid_id(a))
+            .collect();
+        agents.sort();
+        Ok(Some(agents))
+    }
+
+    fn nodes(&self) -> Result<Option<Vec<String>>> {
+        let mut hosts: Vec<String> = self
+            .names_under(format!("{}/nodes/", self.p()))?
+            .into_iter()
+            .filter(|h| crate::host::check(h).is_ok())
+            .collect();
+        hosts.sort();
+        Ok(Some(hosts))
+    }
+
+    fn keep_node(&self, host: &str, ttl: Duration) -> Result<Option<crate::store::AliveGuard>> {
+        crate::host::check(host)?;
+        self.keep_key(format!("{}/nodes/{host}", self.p()), ttl)
     }
 
     fn blob_inventory(&self) -> Result<Option<crate::store::BlobInventory>> {

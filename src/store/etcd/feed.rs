@@ -16,6 +16,9 @@
 //! - The deletion of `cells/<cell>/alive/<agent>` (the lease of a supervisor that died
 //!   expired, or a supervisor that ended revoked it) is a [`Change::Cell`] of that cell:
 //!   `pas watch` looks at the cell at once instead of at its next reconcile.
+//! - A `pas watch` node's key (`nodes/<host>`) put or deleted is a [`Change::Root`] when
+//!   the root is subscribed: the watch reconciles at once, so it learns that a host's node
+//!   is gone when its lease expires, not at its next reconcile.
 //! - Changes are hints, as with files: the caller re-reads before deciding anything. Only
 //!   subscribed cells' documents are reported; cells appearing and leaving when the root
 //!   is subscribed.
@@ -55,6 +58,9 @@ pub(crate) enum Meaning<'a> {
     Reservations(&'a str),
     /// `alive/<agent>` deleted: the agent's supervisor ended or died (its lease expired).
     Died(&'a str, &'a str),
+    /// `nodes/<host>` put or deleted: a `pas watch` node started, ended or died, which
+    /// decides who looks after that host's agents (`ops::revive::placement`).
+    Node,
 }
 
 impl Meaning<'_> {
@@ -67,6 +73,7 @@ impl Meaning<'_> {
             | Meaning::Events(c)
             | Meaning::Reservations(c)
             | Meaning::Died(c, _) => c,
+            Meaning::Node => "",
         }
     }
 }
@@ -77,6 +84,9 @@ impl Meaning<'_> {
 /// alive key) means nothing.
 pub(crate) fn decode<'a>(prefix: &str, key: &'a str, deleted: bool) -> Option<Meaning<'a>> {
     let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    if let Some(host) = rest.strip_prefix("nodes/") {
+        return crate::host::check(host).is_ok().then_some(Meaning::Node);
+    }
     if let Some(cell) = rest.strip_prefix("cell-ids/") {
         return layout::is_valid_id(cell).then_some(Meaning::Listed(cell));
     }
@@ -119,6 +129,9 @@ struct Shared {
 impl Shared {
     /// The change a meaning gives, when its cell (or the root, for a listing) is subscribed.
     fn change(&self, meaning: Meaning<'_>) -> Option<Change> {
+        if meaning == Meaning::Node {
+            return self.root.load(Ordering::SeqCst).then_some(Change::Root);
+        }
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
         let cell = match cells.get(meaning.cell()) {
             Some(cell) => cell.clone(),
@@ -139,6 +152,7 @@ impl Shared {
             },
             Meaning::Events(_) => Change::Events { cell },
             Meaning::Reservations(_) => Change::Reservations { cell },
+            Meaning::Node => Change::Root,
         })
     }
 }
@@ -407,6 +421,10 @@ mod tests {
             ("team/a/cells/c1/alive/a1", true, Some(Died("c1", "a1"))),
             // A supervisor taking its key is no news: the agent document says it started.
             ("team/a/cells/c1/alive/a1", false, None),
+            // A watch node started, ended or died: who handles its host's agents changes.
+            ("team/a/nodes/web-1", false, Some(Node)),
+            ("team/a/nodes/web-1", true, Some(Node)),
+            ("team/a/nodes/a b", true, None),
             // Bookkeeping keys.
             ("team/a/cells/c1/.pas/events-head", false, None),
             ("team/a/cells/c1/.pas/ready/0001", false, None),

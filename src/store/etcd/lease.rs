@@ -152,6 +152,22 @@ impl Keeper {
                         id = new;
                     }
                 }
+                // A member that does not know the token (etcd's simple tokens are per
+                // member; the client moved after a leader died): connect and authenticate
+                // again, a new stream at the next period.
+                Ok(Err(e)) if super::client::stale_token(&e) => {
+                    stream = None;
+                    let fresh = rt.block_on(async {
+                        tokio::time::timeout(
+                            STEP_TIMEOUT,
+                            Client::connect(&self.endpoints, Some(self.options.clone())),
+                        )
+                        .await
+                    });
+                    if let Ok(Ok(fresh)) = fresh {
+                        c = fresh;
+                    }
+                }
                 // No answer (no leader, a member gone): a new stream at the next period.
                 _ => stream = None,
             }

@@ -1,0 +1,271 @@
+//! `pas watch` nodes on several hosts sharing one etcd prefix (two processes with different
+//! host names on this machine): each revives the agents of its own host, exactly once, and
+//! one takes over the agents of a host whose node is gone (skipped without etcd).
+
+use std::process::{Child, Stdio};
+
+use serde_json::Value;
+
+use crate::etcd::{cluster, etcd_program_built};
+use crate::etcd_helpers::{authenticate, get, kill9, pas_on, PASSWORD};
+use crate::harness::{wait_until, Root};
+
+/// Two hosts, `a` and `b`, each with its own local root, on one authenticated cluster of
+/// their own (root starts agents from etcd only as a listed, authenticated user).
+struct Hosts {
+    cluster: cluster::Cluster,
+    prefix: String,
+    url: String,
+    a: Root,
+    b: Root,
+}
+
+impl Hosts {
+    fn new() -> Option<Hosts> {
+        if !etcd_program_built() {
+            return None;
+        }
+        let cluster = cluster::private()?;
+        let prefix = cluster::unique_prefix();
+        authenticate(&cluster, &prefix);
+        let url = format!("etcd://{}/{prefix}?user=pas", cluster.members.join(","));
+        let (a, b) = (Root::new(), Root::new());
+        for root in [&a, &b] {
+            let listed = "etcd_root_writers = [\"pas\"]\n";
+            std::fs::write(root.path.join("pas.toml"), listed).unwrap();
+        }
+        Some(Hosts {
+            cluster,
+            prefix,
+            url,
+            a,
+            b,
+        })
+    }
+
+    fn root(&self, host: &str) -> &Root {
+        if host == "a" {
+            &self.a
+        } else {
+            &self.b
+        }
+    }
+
+    /// `pas ARGS` on `host`, which must succeed: its stdout.
+    fn ok(&self, host: &str, args: &[&str]) -> String {
+        let run = pas_on(host, self.root(host), &self.url, args);
+        assert_eq!(run.code, 0, "pas {args:?} on {host}: {}", run.stderr);
+        run.stdout.trim().to_string()
+    }
+
+    fn agent(&self, cell: &str, agent: &str) -> Value {
+        serde_json::from_str(&self.ok("a", &["--json", "agent", "show", cell, agent])).unwrap()
+    }
+
+    /// How many events of `kind` the cell has about `agent`.
+    fn count(&self, cell: &str, kind: &str, agent: &str) -> usize {
+        // One event a line.
+        let events = self.ok("a", &["--json", "events", cell]);
+        events
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["kind"] == kind && e["agent"] == agent)
+            .count()
+    }
+
+    /// A cell whose agents' alive keys last 2 s and whose gone hosts are taken over 1 s
+    /// after their node key went, with `agents` agents started on host a: their process
+    /// (naming root a, so the harness ends it with the root) sleeps.
+    fn cell(&self, agents: &[&str]) -> String {
+        let cell = self.ok("a", &["cell", "create", "--name", "nodes"]);
+        let policies = [
+            "heartbeat_ttl=2",
+            "host_takeover_after=1",
+            "restart_delay_seconds=0.1",
+        ];
+        let mut set = vec!["policy", "set", &cell];
+        set.extend(policies);
+        self.ok("a", &set);
+        let root = self.a.path.display().to_string();
+        for agent in agents {
+            let add = [
+                "agent",
+                "add",
+                &cell,
+                agent,
+                "--",
+                "sh",
+                "-c",
+                "sleep 60; :",
+            ];
+            let mut add = add.to_vec();
+            add.push(&root);
+            self.ok("a", &add);
+            self.ok("a", &["agent", "start", &cell, agent]);
+            assert_eq!(self.agent(&cell, agent)["host"], "a");
+        }
+        cell
+    }
+
+    /// A `pas watch` node on `host` in its own local root: `--host` on the command line,
+    /// a short reconcile interval and a node lease of 2 s (etcd's shortest); waits until its
+    /// node key is there.
+    fn node(&self, host: &str) -> Child {
+        let args = [
+            "--json",
+            "--store",
+            &self.url,
+            "--host",
+            host,
+            "watch",
+            "--interval",
+            "0.3",
+            "--node-ttl",
+            "2",
+        ];
+        let child = self
+            .root(host)
+            .cmd(&args)
+            .env("PAS_ETCD_PASSWORD", PASSWORD)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let key = format!("{}/nodes/{host}", self.prefix);
+        wait_until(10.0, "the node keeps its key", || {
+            get(&self.cluster, &key).is_some()
+        });
+        child
+    }
+
+    /// SIGKILLs the agent's supervisor and process; its pid.
+    fn kill_agent(&self, cell: &str, agent: &str) -> i64 {
+        let shown = self.agent(cell, agent);
+        let pid = shown["pid"].as_i64().unwrap();
+        kill9(shown["supervisor_pid"].as_i64().unwrap());
+        kill9(pid);
+        pid
+    }
+}
+
+/// What a node printed, once it is gone.
+fn output(mut child: Child) -> String {
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// How many actions `action` a node printed (JSON lines).
+fn actions(printed: &str, action: &str) -> usize {
+    printed.matches(&format!("\"action\":\"{action}\"")).count()
+}
+
+#[test]
+fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
+    let Some(hosts) = Hosts::new() else {
+        return;
+    };
+    let cell = hosts.cell(&["a1"]);
+    let node_a = hosts.node("a");
+    let node_b = hosts.node("b");
+
+    // a. The agent and its supervisor die on host a: node a revives it, once; node b,
+    // whose node sees a's key alive, leaves it.
+    let pid = hosts.kill_agent(&cell, "a1");
+    wait_until(15.0, "node a revives the agent", || {
+        let a = hosts.agent(&cell, "a1");
+        a["pid"].as_i64().is_some_and(|p| p != pid)
+            && a["host"] == "a"
+            && hosts.count(&cell, "agent.revived", "a1") >= 1
+    });
+    assert_eq!(hosts.count(&cell, "agent.revived", "a1"), 1, "revived once");
+
+    // b. Host a is gone: its node, the supervisor and the agent are SIGKILLed. Node b
+    // takes the agent over once a's node key and the alive key are gone: it runs on b.
+    let printed_a = output(node_a);
+    let revived_pid = hosts.kill_agent(&cell, "a1");
+    wait_until(20.0, "node b takes the agent over", || {
+        let a = hosts.agent(&cell, "a1");
+        a["host"] == "b"
+            && a["pid"].as_i64().is_some_and(|p| p != revived_pid)
+            && hosts.count(&cell, "agent.revived", "a1") >= 2
+    });
+    assert_eq!(
+        hosts.count(&cell, "agent.revived", "a1"),
+        2,
+        "revived once more"
+    );
+    let events = hosts.ok("a", &["--json", "events", &cell]);
+    assert!(events.contains("taken over by node b"), "{events}");
+    let alive = format!("{}/cells/{cell}/alive/a1", hosts.prefix);
+    assert_eq!(get(&hosts.cluster, &alive).as_deref(), Some("b"));
+
+    let printed_b = output(node_b);
+    assert!(printed_a.contains("node a looking after"), "{printed_a}");
+    assert_eq!(actions(&printed_a, "revived"), 1, "{printed_a}");
+    // Node b did nothing in a: its one revival is the one after its takeover.
+    assert_eq!(actions(&printed_b, "revived"), 1, "{printed_b}");
+    assert_eq!(actions(&printed_b, "taken_over"), 1, "{printed_b}");
+}
+
+#[test]
+fn agents_dying_while_the_etcd_leader_is_killed_are_each_revived_once() {
+    let Some(hosts) = Hosts::new() else {
+        return;
+    };
+    let agents = ["a1", "a2", "a3"];
+    let cell = hosts.cell(&agents);
+    let node_a = hosts.node("a");
+    let node_b = hosts.node("b");
+    let mut leader = None;
+    wait_until(15.0, "an etcd leader", || {
+        leader = hosts.cluster.leader();
+        leader.is_some()
+    });
+    let leader = leader.unwrap_or_default();
+    // Every agent and its supervisor die on host a, and the leader with them.
+    let pids: Vec<i64> = agents.iter().map(|a| hosts.kill_agent(&cell, a)).collect();
+    hosts.cluster.kill(leader);
+    wait_until(15.0, "a new leader", || {
+        hosts.cluster.leader().is_some_and(|l| l != leader)
+    });
+    hosts.cluster.restart(leader).unwrap();
+    let revived = || {
+        agents.iter().zip(&pids).all(|(a, pid)| {
+            hosts.agent(&cell, a)["pid"]
+                .as_i64()
+                .is_some_and(|p| p != *pid)
+                && hosts.count(&cell, "agent.revived", a) >= 1
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !revived() {
+        if std::time::Instant::now() > deadline {
+            let shown: Vec<Value> = agents.iter().map(|a| hosts.agent(&cell, a)).collect();
+            let events = hosts.ok("a", &["events", &cell]);
+            panic!(
+                "not every agent was revived in 30 s:\n{shown:#?}\n{events}\nnode a:\n{}\nnode b:\n{}",
+                output(node_a),
+                output(node_b)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for a in agents {
+        assert_eq!(
+            hosts.count(&cell, "agent.revived", a),
+            1,
+            "{a} revived once"
+        );
+        assert_eq!(hosts.agent(&cell, a)["host"], "a", "{a} stays on its host");
+    }
+    let (printed_a, printed_b) = (output(node_a), output(node_b));
+    assert_eq!(actions(&printed_a, "revived"), 3, "{printed_a}");
+    assert_eq!(actions(&printed_b, "revived"), 0, "{printed_b}");
+    let verify = hosts.ok("a", &["events", "verify", &cell]);
+    assert!(!verify.is_empty());
+}
