@@ -351,3 +351,22 @@ pub fn wait_until(seconds: f64, what: &str, mut f: impl FnMut() -> bool) {
     }
     panic!("timed out after {seconds}s waiting for {what}");
 }
+
+/// The live `pas __supervise CELL AGENT` processes, from `/proc`.
+pub fn supervisors_of(root: &Root, cell: &str, agent: &str) -> Vec<i64> {
+    let _ = root;
+    let wanted = format!("__supervise\0{cell}\0{agent}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = status
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            !zombie && String::from_utf8_lossy(&cmdline).ends_with(&wanted)
+        })
+        .collect()
+}

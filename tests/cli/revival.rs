@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use crate::harness::{wait_until, Root};
+use crate::harness::{supervisors_of, wait_until, Root};
 
 /// An agent that counts, checkpoints the count and beats; it resumes from its checkpoint.
 const COUNTER: &str = r#"n=0
@@ -31,10 +31,20 @@ fn quick_policies(root: &Root, cell: &str, extra: Value) {
     root.policies(cell, p);
 }
 
+/// A `pas watch` whose output goes to files in the root (`.watch.out`, `.watch.err`):
+/// a pipe nobody reads would fill (the sweep of stale groups left by other runs on the
+/// host may say a lot) and stop the watch in its next write.
 fn spawn_watch(root: &Root) -> Child {
+    let file = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.path.join(name))
+            .unwrap()
+    };
     root.cmd(&["--json", "watch", "--interval", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(file(".watch.out"))
+        .stderr(file(".watch.err"))
         .spawn()
         .unwrap()
 }
@@ -129,25 +139,6 @@ fn beating_counter(name: &str) -> (Root, String) {
             >= 3
     });
     (root, cell)
-}
-
-/// The live `pas __supervise CELL AGENT` processes, from `/proc`.
-fn supervisors_of(root: &Root, cell: &str, agent: &str) -> Vec<i64> {
-    let _ = root;
-    let wanted = format!("__supervise\0{cell}\0{agent}\0");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i64>().ok())
-        .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let zombie = status
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            !zombie && String::from_utf8_lossy(&cmdline).ends_with(&wanted)
-        })
-        .collect()
 }
 
 /// The parent of process `pid`.
@@ -769,8 +760,7 @@ fn watch_survives_garbage_picks_up_new_cells_and_stops_cleanly() {
     root.ok(&["agent", "set", &cell, "a1", "--status", "idle"]);
     let status = stop(&mut watch);
     assert!(status.success(), "{status:?}");
-    let out = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = std::fs::read_to_string(root.path.join(".watch.out")).unwrap();
     let problems = text
         .lines()
         .filter(|l| l.contains("\"problem\"") && l.contains(&broken))
