@@ -366,60 +366,6 @@ fn agents_are_supervised_by_pas_supervise_and_by_pas_where_it_is_missing() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
-/// An ELF file's type (2: a fixed-address executable, 3: position-independent) and
-/// whether it names a program interpreter (the dynamic loader), from its headers.
-fn elf_kind(path: &std::path::Path) -> (u16, bool) {
-    use std::io::Read;
-    let mut head = vec![0u8; 4096];
-    let n = std::fs::File::open(path).unwrap().read(&mut head).unwrap();
-    assert!(n >= 64 && head.starts_with(b"\x7fELF\x02\x01"), "{path:?}");
-    let u16_at = |at: usize| u16::from_le_bytes([head[at], head[at + 1]]);
-    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
-    let (size, count) = (u16_at(54) as usize, u16_at(56) as usize);
-    assert!(
-        phoff + size * count <= n,
-        "{path:?}: program headers past 4 KiB"
-    );
-    let interp = (0..count).any(|i| {
-        let at = phoff + i * size;
-        u32::from_le_bytes(head[at..at + 4].try_into().unwrap()) == 3
-    });
-    (u16_at(16), interp)
-}
-
-#[test]
-fn the_supervisor_program_is_static_and_pas_stays_position_independent() {
-    // build.rs links pas-supervise statically when the C toolchain has the archives.
-    for archive in ["libc.a", "libgcc_eh.a"] {
-        let out = std::process::Command::new("cc")
-            .arg(format!("-print-file-name={archive}"))
-            .output();
-        let found = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim().starts_with('/'));
-        if !found {
-            let problem =
-                format!("cc finds no {archive}, so build.rs linked pas-supervise dynamically");
-            assert!(
-                std::env::var("PAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
-                "{problem} (install libc6-dev and gcc; PAS_TEST_REQUIRE_ALL=1 makes this a failure)"
-            );
-            println!("skipped: {problem}");
-            return;
-        }
-    }
-    let pas = std::path::Path::new(crate::harness::pas_bin());
-    assert_eq!(
-        elf_kind(pas),
-        (3, true),
-        "pas: a PIE run by the dynamic loader"
-    );
-    let lean = pas.with_file_name("pas-supervise");
-    assert_eq!(
-        elf_kind(&lean),
-        (2, false),
-        "pas-supervise: static, not PIE"
-    );
-}
-
 #[test]
 fn stop_kills_the_whole_group_after_the_grace_period() {
     let root = Root::new();
