@@ -312,6 +312,7 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
         .log
         .ok_or_else(|| Error::failure("the agent log is not open"))?;
     let mut supervisor = Command::new(supervisor_program(exe, &workspace.store_args));
+    supervisor.env("GLIBC_TUNABLES", supervisor_tunables());
     if launch.agents_as_root {
         supervisor.env(Launch::AGENTS_AS_ROOT_ENV, "1");
     } else {
@@ -350,6 +351,24 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
         Error::failure(format!("cannot start agent {agent}: {reason}"))
             .hint(format!("see {}", workspace.log_name)),
     )
+}
+
+/// glibc's malloc settings for a supervisor, in its own environment only (the agent's is
+/// made anew by [`prepare`]): freed memory goes back to the heap's top at once (no
+/// per-thread cache, no fast bins) and the top is given back to the kernel whenever it is
+/// free (no trim threshold, no padding). A supervisor allocates little while it waits, so
+/// these cost a few `brk` calls per start or restart; what they save is the start-up's
+/// freed pages held for the agent's whole life (docs/benchmarks.md has the figures).
+const SUPERVISOR_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=0:glibc.malloc.top_pad=0";
+
+/// [`SUPERVISOR_TUNABLES`], followed by the caller's own `GLIBC_TUNABLES`, which win.
+fn supervisor_tunables() -> std::ffi::OsString {
+    let mut tunables = std::ffi::OsString::from(SUPERVISOR_TUNABLES);
+    if let Some(theirs) = std::env::var_os("GLIBC_TUNABLES").filter(|t| !t.is_empty()) {
+        tunables.push(":");
+        tunables.push(theirs);
+    }
+    tunables
 }
 
 /// The program that supervises one agent, installed next to `pas` (`src/bin/pas-supervise.rs`).
@@ -1007,6 +1026,7 @@ fn supervise_runs(
     say(&format!("ok {pid}"));
     loop {
         sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), clock::now());
+        release_heap_top();
         let status = pump(&mut sink, output, child)
             .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
         let mut death = Death::of(pid, status, clock::now());
@@ -1122,6 +1142,16 @@ fn supervise_runs(
         run = number;
         argv = new_argv;
     }
+}
+
+/// Gives the free top of the heap back to the kernel before the wait for the agent. glibc
+/// trims its heap only when a free leaves a free chunk of 64 KiB or more at the top, and
+/// then down to its threshold (none with [`SUPERVISOR_TUNABLES`]); the start-up's and a
+/// restart's temporaries are smaller than that, so their pages would stay resident for as
+/// long as the agent runs. Freeing one such chunk is that free (`malloc_trim` would need
+/// `unsafe`): with glibc's defaults, or another allocator, it costs an allocation.
+fn release_heap_top() {
+    drop(std::hint::black_box(Vec::<u8>::with_capacity(64 * 1024)));
 }
 
 /// Stops a child this supervisor spawned but may not keep, and reaps it.

@@ -333,6 +333,21 @@ fn agents_are_supervised_by_pas_supervise_and_by_pas_where_it_is_missing() {
         wait_until(15.0, "the agent's first line", || {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("| up"))
         });
+        // glibc's malloc settings are the supervisor's own: the agent's environment has none.
+        let tunables = |pid: i64| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap()
+                .split(|b| *b == 0)
+                .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES=").map(<[u8]>::to_vec))
+        };
+        // (glibc cuts the text it parsed after the first setting: /proc shows only that.)
+        let ours = tunables(doc["supervisor_pid"].as_i64().unwrap()).unwrap_or_default();
+        assert!(
+            ours.starts_with(b"glibc.malloc."),
+            "{agent}: {}",
+            String::from_utf8_lossy(&ours)
+        );
+        assert_eq!(tunables(doc["pid"].as_i64().unwrap()), None, "{agent}");
         root.ok(&["agent", "stop", &cell, agent, "--grace", "2"]);
         assert_eq!(root.agent(&cell, agent)["exit"]["signal"], 15);
     }
