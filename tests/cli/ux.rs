@@ -7,7 +7,7 @@ use std::sync::mpsc;
 
 use serde_json::json;
 
-use crate::harness::{supervisors_of, pas_bin, tool_available, wait_until, Root};
+use crate::harness::{pas_bin, supervisors_of, tool_available, wait_until, Root};
 
 /// A cell with agent `a1` running a script that prints `$COUNT` numbered lines and exits 3.
 fn counting_agent(root: &Root) -> String {
