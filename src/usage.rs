@@ -786,16 +786,25 @@ mod tests {
             .arg("5")
             .spawn()
             .unwrap();
-        let (whole, trees) = (
-            Snapshot::take().unwrap(),
-            Snapshot::trees_of(&[me]).unwrap(),
-        );
-        let mut a = whole.tree(&[me]);
-        let mut b = trees.tree(&[me]);
-        a.sort_unstable();
-        b.sort_unstable();
-        assert!(b.contains(&(child.id() as i32)), "{b:?}");
-        assert_eq!(a, b);
+        // Other tests of this process start and end children meanwhile: the two reads
+        // agree once no child came or went between them (a bounded number of tries).
+        let mut last = (Vec::new(), Vec::new());
+        for _ in 0..50 {
+            let (whole, trees) = (
+                Snapshot::take().unwrap(),
+                Snapshot::trees_of(&[me]).unwrap(),
+            );
+            let mut a = whole.tree(&[me]);
+            let mut b = trees.tree(&[me]);
+            a.sort_unstable();
+            b.sort_unstable();
+            assert!(b.contains(&(child.id() as i32)), "{b:?}");
+            last = (a, b);
+            if last.0 == last.1 {
+                break;
+            }
+        }
+        assert_eq!(last.0, last.1);
         let mut child = child;
         child.kill().unwrap();
         child.wait().unwrap();
