@@ -132,7 +132,7 @@ impl Hosts {
             .spawn()
             .unwrap();
         let key = format!("{}/nodes/{host}", self.prefix);
-        wait_until(10.0, "the node keeps its key", || {
+        wait_until(30.0, "the node keeps its key", || {
             get(&self.cluster, &key).is_some()
         });
         child
@@ -176,7 +176,7 @@ fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
     // a. The agent and its supervisor die on host a: node a revives it, once; node b,
     // whose node sees a's key alive, leaves it.
     let pid = hosts.kill_agent(&cell, "a1");
-    wait_until(15.0, "node a revives the agent", || {
+    wait_until(30.0, "node a revives the agent", || {
         let a = hosts.agent(&cell, "a1");
         a["pid"].as_i64().is_some_and(|p| p != pid)
             && a["host"] == "a"
@@ -188,7 +188,7 @@ fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
     // takes the agent over once a's node key and the alive key are gone: it runs on b.
     let printed_a = output(node_a);
     let revived_pid = hosts.kill_agent(&cell, "a1");
-    wait_until(20.0, "node b takes the agent over", || {
+    wait_until(40.0, "node b takes the agent over", || {
         let a = hosts.agent(&cell, "a1");
         a["host"] == "b"
             && a["pid"].as_i64().is_some_and(|p| p != revived_pid)
@@ -213,7 +213,7 @@ fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
 }
 
 #[test]
-fn agents_dying_while_the_etcd_leader_is_killed_are_each_revived_once() {
+fn agents_dying_while_the_etcd_leader_or_a_follower_is_killed_are_each_revived_once() {
     let Some(hosts) = Hosts::new() else {
         return;
     };
@@ -221,50 +221,62 @@ fn agents_dying_while_the_etcd_leader_is_killed_are_each_revived_once() {
     let cell = hosts.cell(&agents);
     let node_a = hosts.node("a");
     let node_b = hosts.node("b");
-    let mut leader = None;
-    wait_until(15.0, "an etcd leader", || {
-        leader = hosts.cluster.leader();
-        leader.is_some()
-    });
-    let leader = leader.unwrap_or_default();
-    // Every agent and its supervisor die on host a, and the leader with them.
-    let pids: Vec<i64> = agents.iter().map(|a| hosts.kill_agent(&cell, a)).collect();
-    hosts.cluster.kill(leader);
-    wait_until(15.0, "a new leader", || {
-        hosts.cluster.leader().is_some_and(|l| l != leader)
-    });
-    hosts.cluster.restart(leader).unwrap();
-    let revived = || {
-        agents.iter().zip(&pids).all(|(a, pid)| {
-            hosts.agent(&cell, a)["pid"]
-                .as_i64()
-                .is_some_and(|p| p != *pid)
-                && hosts.count(&cell, "agent.revived", a) >= 1
-        })
+    let leader = || {
+        let mut leader = None;
+        wait_until(15.0, "an etcd leader", || {
+            leader = hosts.cluster.leader();
+            leader.is_some()
+        });
+        leader.unwrap_or_default()
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !revived() {
-        if std::time::Instant::now() > deadline {
-            let shown: Vec<Value> = agents.iter().map(|a| hosts.agent(&cell, a)).collect();
-            let events = hosts.ok("a", &["events", &cell]);
-            panic!(
-                "not every agent was revived in 30 s:\n{shown:#?}\n{events}\nnode a:\n{}\nnode b:\n{}",
-                output(node_a),
-                output(node_b)
-            );
+    // Round 1 kills the leader, round 2 a follower, each with every agent and its
+    // supervisor on host a; each death is revived exactly once.
+    for round in 1..=2u64 {
+        let current = leader();
+        let member = match round {
+            1 => current,
+            _ => (0..hosts.cluster.members.len())
+                .find(|i| *i != current)
+                .unwrap_or_default(),
+        };
+        let pids: Vec<i64> = agents.iter().map(|a| hosts.kill_agent(&cell, a)).collect();
+        hosts.cluster.kill(member);
+        wait_until(15.0, "a leader without the killed member", || {
+            hosts.cluster.leader().is_some_and(|l| l != member)
+        });
+        hosts.cluster.restart(member).unwrap();
+        let revived = || {
+            agents.iter().zip(&pids).all(|(a, pid)| {
+                hosts.agent(&cell, a)["pid"]
+                    .as_i64()
+                    .is_some_and(|p| p != *pid)
+                    && hosts.count(&cell, "agent.revived", a) as u64 >= round
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !revived() {
+            if std::time::Instant::now() > deadline {
+                let shown: Vec<Value> = agents.iter().map(|a| hosts.agent(&cell, a)).collect();
+                let events = hosts.ok("a", &["events", &cell]);
+                panic!(
+                    "round {round}: not every agent was revived in 30 s:\n{shown:#?}\n{events}\nnode a:\n{}\nnode b:\n{}",
+                    output(node_a),
+                    output(node_b)
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    for a in agents {
-        assert_eq!(
-            hosts.count(&cell, "agent.revived", a),
-            1,
-            "{a} revived once"
-        );
-        assert_eq!(hosts.agent(&cell, a)["host"], "a", "{a} stays on its host");
+        for a in agents {
+            assert_eq!(
+                hosts.count(&cell, "agent.revived", a) as u64,
+                round,
+                "{a} revived once in round {round}"
+            );
+            assert_eq!(hosts.agent(&cell, a)["host"], "a", "{a} stays on its host");
+        }
     }
     let (printed_a, printed_b) = (output(node_a), output(node_b));
-    assert_eq!(actions(&printed_a, "revived"), 3, "{printed_a}");
+    assert_eq!(actions(&printed_a, "revived"), 6, "{printed_a}");
     assert_eq!(actions(&printed_b, "revived"), 0, "{printed_b}");
     let verify = hosts.ok("a", &["events", "verify", &cell]);
     assert!(!verify.is_empty());
