@@ -111,6 +111,11 @@ impl Hosts {
     /// a short reconcile interval and a node lease of 2 s (etcd's shortest); waits until its
     /// node key is there.
     fn node(&self, host: &str) -> Child {
+        self.node_with_ttl(host, "2")
+    }
+
+    /// [`Hosts::node`] with a node lease of `ttl` seconds.
+    fn node_with_ttl(&self, host: &str, ttl: &str) -> Child {
         let args = [
             "--json",
             "--store",
@@ -121,7 +126,7 @@ impl Hosts {
             "--interval",
             "0.3",
             "--node-ttl",
-            "2",
+            ttl,
         ];
         let child = self
             .root(host)
@@ -219,7 +224,9 @@ fn agents_dying_while_the_etcd_leader_or_a_follower_is_killed_are_each_revived_o
     };
     let agents = ["a1", "a2", "a3"];
     let cell = hosts.cell(&agents);
-    let node_a = hosts.node("a");
+    // Node a's lease outlives an election (a 2 s one may not: its renewals wait for the
+    // new leader, and node b would rightly take host a's agents over).
+    let node_a = hosts.node_with_ttl("a", "15");
     let node_b = hosts.node("b");
     let leader = || {
         let mut leader = None;
