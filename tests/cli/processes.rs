@@ -366,6 +366,107 @@ fn agents_are_supervised_by_pas_supervise_and_by_pas_where_it_is_missing() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
 
+/// An ELF file's type (2: a fixed-address executable, 3: position-independent) and
+/// whether it names a program interpreter (the dynamic loader), from its headers.
+fn elf_kind(path: &std::path::Path) -> (u16, bool) {
+    use std::io::Read;
+    let mut head = vec![0u8; 4096];
+    let n = std::fs::File::open(path).unwrap().read(&mut head).unwrap();
+    assert!(n >= 64 && head.starts_with(b"\x7fELF\x02\x01"), "{path:?}");
+    let u16_at = |at: usize| u16::from_le_bytes([head[at], head[at + 1]]);
+    let phoff = u64::from_le_bytes(head[32..40].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(54) as usize, u16_at(56) as usize);
+    assert!(
+        phoff + size * count <= n,
+        "{path:?}: program headers past 4 KiB"
+    );
+    let interp = (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(head[at..at + 4].try_into().unwrap()) == 3
+    });
+    (u16_at(16), interp)
+}
+
+/// Whether build.rs could link pas-supervise statically (the C toolchain has the static
+/// archives); says why not, as a skip, or fails under `PAS_TEST_REQUIRE_ALL=1`.
+fn supervisor_is_static() -> bool {
+    for archive in ["libc.a", "libgcc_eh.a"] {
+        let out = std::process::Command::new("cc")
+            .arg(format!("-print-file-name={archive}"))
+            .output();
+        let found = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim().starts_with('/'));
+        if !found {
+            let problem =
+                format!("cc finds no {archive}, so build.rs linked pas-supervise dynamically");
+            assert!(
+                std::env::var("PAS_TEST_REQUIRE_ALL").as_deref() != Ok("1"),
+                "{problem} (install libc6-dev and gcc; PAS_TEST_REQUIRE_ALL=1 makes this a failure)"
+            );
+            println!("skipped: {problem}");
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn the_supervisor_program_is_static_and_pas_stays_position_independent() {
+    if !supervisor_is_static() {
+        return;
+    }
+    let pas = std::path::Path::new(crate::harness::pas_bin());
+    assert_eq!(
+        elf_kind(pas),
+        (3, true),
+        "pas: a PIE run by the dynamic loader"
+    );
+    let lean = pas.with_file_name("pas-supervise");
+    assert_eq!(
+        elf_kind(&lean),
+        (2, false),
+        "pas-supervise: static, not PIE"
+    );
+}
+
+#[test]
+fn a_command_file_without_a_shebang_runs_with_sh_by_path_and_by_name() {
+    // The static supervisor starts agents the way execvp(3) does, whether the command
+    // names a path or is found on PATH: a file the kernel cannot run is run by /bin/sh.
+    if !supervisor_is_static() {
+        return;
+    }
+    let root = Root::new();
+    let cell = root.cell("Plain");
+    let bin = root.path.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plain = bin.join("plain-agent");
+    std::fs::write(&plain, "echo \"plain $1\"\nexec sleep 30\n").unwrap();
+    let mut perms = std::fs::metadata(&plain).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&plain, perms).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let by_path = plain.to_str().unwrap();
+    for (agent, command) in [("a1", by_path), ("a2", "plain-agent")] {
+        let word = format!("via-{agent}");
+        root.ok(&["agent", "add", &cell, agent, "--", command, &word]);
+        let out = root
+            .cmd(&["agent", "start", &cell, agent])
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{agent}: {out:?}");
+    }
+    for agent in ["a1", "a2"] {
+        let log = root.cell_dir(&cell).join(format!("logs/{agent}.log"));
+        wait_until(15.0, "the plain script's line", || {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains(&format!("plain via-{agent}")))
+        });
+        let doc = root.read_json(format!("{cell}/agents/{agent}.json"));
+        assert!(pid_alive(doc["pid"].as_i64().unwrap()), "{doc}");
+        root.ok(&["agent", "stop", &cell, agent, "--grace", "2"]);
+    }
+}
+
 #[test]
 fn stop_kills_the_whole_group_after_the_grace_period() {
     let root = Root::new();
