@@ -162,9 +162,45 @@ pub fn reap_children() {
     while let Ok(Some(_)) = rproc::waitpid(None, rproc::WaitOptions::NOHANG) {}
 }
 
+/// Runs `work` on a thread of its own and waits for it; on this thread when no thread can
+/// be made (`work` then runs here, once). A long-lived process whose occasional steps go
+/// deep (the supervisor's start-up and restarts) keeps only its own shallow stack resident:
+/// the pages the steps touched go with their thread's stack when it ends, provided the
+/// C library does not keep dead threads' stacks for reuse (`pas-supervise` runs with
+/// glibc's `glibc.pthread.stack_cache_size=0` and a single malloc arena).
+pub fn on_own_stack<T: Send>(mut work: impl FnMut() -> T + Send) -> T {
+    let ran = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pas-step".into())
+            .spawn_scoped(scope, &mut work)
+            .map(|thread| thread.join())
+    });
+    match ran {
+        Ok(Ok(out)) => out,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread to be had (too many, or an address-space limit): here instead.
+        Err(_) => work(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_on_its_own_stack_runs_once_on_another_thread_and_its_panic_comes_back() {
+        let here = std::thread::current().id();
+        let mut runs = 0;
+        let there = on_own_stack(|| {
+            runs += 1;
+            std::thread::current().id()
+        });
+        assert_eq!(runs, 1);
+        assert_ne!(there, here);
+        let panicked = std::panic::catch_unwind(|| on_own_stack(|| -> u8 { panic!("deep") }));
+        let payload = panicked.unwrap_err();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"deep"));
+    }
 
     #[test]
     fn this_process_is_alive_and_a_wrong_start_time_is_not_it() {

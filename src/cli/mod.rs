@@ -556,10 +556,15 @@ fn supervise_if_asked() -> Option<ExitCode> {
         Some(v) if v == "1" => true,
         Some(_) => return None,
     };
-    let store = FsStore::new(PathBuf::from(root))
-        .with_lock_wait(std::time::Duration::from_secs_f64(lock_timeout));
-    let store = match crate::config::load(&store) {
-        Ok(config) => store.with_root_policies(config.policies),
+    // Reading pas.toml goes deep; on a stack of its own, it leaves none of that resident
+    // in the supervisor (`process::on_own_stack`).
+    let opened = crate::process::on_own_stack(|| {
+        let store = FsStore::new(PathBuf::from(&root))
+            .with_lock_wait(std::time::Duration::from_secs_f64(lock_timeout));
+        crate::config::load(&store).map(|config| store.with_root_policies(config.policies))
+    });
+    let store = match opened {
+        Ok(store) => store,
         Err(e) => return Some(report(&with_outcome(e, 0))),
     };
     let launch = crate::ops::supervisor::Launch { agents_as_root };

@@ -171,7 +171,7 @@ impl LineSplitter {
 /// never stops the agent: a line that cannot be written is counted as lost, and the loss
 /// is noted in the log once writing works again.
 pub struct LogSink<'a> {
-    store: &'a dyn Store,
+    store: &'a (dyn Store + Sync),
     cell: String,
     agent: String,
     file: std::fs::File,
@@ -187,7 +187,7 @@ impl<'a> LogSink<'a> {
     /// A sink writing to `file`, the agent's current log, `len` bytes long, rotated by
     /// `policy`'s `log_max_bytes` and `log_keep`.
     pub fn new(
-        store: &'a dyn Store,
+        store: &'a (dyn Store + Sync),
         cell: &str,
         agent: &str,
         file: std::fs::File,

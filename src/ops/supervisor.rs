@@ -12,6 +12,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -359,7 +360,7 @@ pub fn start(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Res
 /// free (no trim threshold, no padding). A supervisor allocates little while it waits, so
 /// these cost a few `brk` calls per start or restart; what they save is the start-up's
 /// freed pages held for the agent's whole life (docs/benchmarks.md has the figures).
-const SUPERVISOR_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=0:glibc.malloc.top_pad=0";
+const SUPERVISOR_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.mxfast=0:glibc.malloc.trim_threshold=0:glibc.malloc.top_pad=0:glibc.malloc.arena_max=1:glibc.pthread.stack_cache_size=0";
 
 /// [`SUPERVISOR_TUNABLES`], followed by the caller's own `GLIBC_TUNABLES`, which win.
 fn supervisor_tunables() -> std::ffi::OsString {
@@ -608,7 +609,7 @@ pub fn stop_leftovers(agent: &str, pgid: Option<i32>, grace: Duration) -> Result
 /// What the supervisor keeps between the runs of its agent: what it learned once at its
 /// start (the working directory, the environment that leads back to the store, `PATH`).
 struct Runner<'a> {
-    store: &'a dyn Store,
+    store: &'a (dyn Store + Sync),
     cell: &'a str,
     agent: &'a str,
     launch: &'a Launch,
@@ -616,12 +617,17 @@ struct Runner<'a> {
     env: Vec<(String, std::ffi::OsString)>,
     path: std::ffi::OsString,
     /// The agent's group's reading at its last death (see [`limits::confine`]).
-    last_reading: std::cell::Cell<Option<crate::cgroup::Reading>>,
+    last_reading: Mutex<Option<crate::cgroup::Reading>>,
     /// What this supervisor keeps of its last run's confinement (see [`limits::Kept`]).
-    kept: std::cell::RefCell<Option<limits::Kept>>,
+    kept: Mutex<Option<limits::Kept>>,
 }
 
 impl Runner<'_> {
+    /// Keeps the agent's group's reading at its death for the next run's confinement.
+    fn set_last_reading(&self, reading: Option<crate::cgroup::Reading>) {
+        *lock(&self.last_reading) = reading;
+    }
+
     /// Vets the agent's command, sets the resource limits and spawns it, its output into
     /// a pipe; returns the child, the pipe's reading end and what confines the run (its
     /// group, limits and `TMPDIR`, at isolation level_1 and up). An error names what failed.
@@ -778,14 +784,13 @@ impl Runner<'_> {
             &self.dir,
             self.cell,
             owner,
-            self.last_reading.take(),
-            self.kept.take(),
+            lock(&self.last_reading).take(),
+            lock(&self.kept).take(),
         )?;
         if let Some(c) = confinement.as_mut() {
             c.no_network = isolation.network_isolation;
         }
-        self.kept
-            .replace(confinement.as_ref().and_then(|c| c.kept()));
+        *lock(&self.kept) = confinement.as_ref().and_then(|c| c.kept());
         Ok(confinement)
     }
 }
@@ -798,6 +803,14 @@ fn cell_limits(store: &dyn Store, cell: &str) -> Result<model::ResourceLimits> {
             None => model::ResourceLimits::default(),
         },
     )
+}
+
+/// `mutex`'s value; a thread that panicked while holding it left a value still good to
+/// read (each is replaced whole).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A run just spawned: the child, its output pipe, what confines it.
@@ -897,7 +910,12 @@ pub fn record_start(
 /// At isolation level_1 and up each run is confined ([`limits`]); a death by a limit is
 /// recorded as `oom` or `limit`, and when the supervisor ends, what is left in the agent's
 /// group is killed and the group and its `TMPDIR` removed.
-pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) -> Result<()> {
+pub fn supervise(
+    store: &(dyn Store + Sync),
+    cell: &str,
+    agent: &str,
+    launch: &Launch,
+) -> Result<()> {
     let mut confinement = None;
     let result = supervise_runs(store, cell, agent, launch, &mut confinement);
     if let Some(c) = confinement {
@@ -917,26 +935,103 @@ pub fn supervise(store: &dyn Store, cell: &str, agent: &str, launch: &Launch) ->
 
 /// [`supervise`]'s runs; `current` holds the confinement of the run this supervisor
 /// recorded last (none when it recorded none: another start's group is not its to remove).
+///
+/// The start-up and each restart (reading and committing documents, spawning) go deep
+/// into the stack; the wait for the agent, which lasts, does not. Those steps run on
+/// short-lived threads ([`process::on_own_stack`]), so the pages they touch are given
+/// back when they end, and what each supervisor keeps resident is what the wait needs.
 fn supervise_runs(
-    store: &dyn Store,
+    store: &(dyn Store + Sync),
     cell: &str,
     agent: &str,
     launch: &Launch,
     current: &mut Option<limits::Confinement>,
 ) -> Result<()> {
-    use crate::ops::revive::{self, Next, Outcome, Spawn};
     // A session of its own: no terminal hangup reaches the supervisor or the agent.
     let _ = rustix::process::setsid();
-    let say = |text: &str| {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "{text}");
-        let _ = out.flush();
-    };
+    let me = Supervisor::me();
+    let first = process::on_own_stack(|| first_run(store, cell, agent, launch, &me))?;
+    let FirstRun {
+        mut sink,
+        runner,
+        alive: _alive,
+        spawned,
+        mut run,
+    } = first;
+    let (mut child, mut output) = (spawned.child, spawned.output);
+    *current = spawned.confinement;
+    let mut pid = child.id() as i32;
+    say(&format!("ok {pid}"));
+    loop {
+        release_heap_top();
+        let status = pump(&mut sink, output, child)
+            .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
+        let at = clock::now();
+        let confined = current.as_ref();
+        let next = process::on_own_stack(|| {
+            let mut death = Death::of(pid, status, at);
+            if let Some(c) = confined {
+                let (cause, reading) = c.cause(death.cause, death.code, death.signal);
+                death.cause = cause;
+                runner.set_last_reading(reading);
+            }
+            sink.marker(
+                &format!("run {run} exited (pid {pid}): {}", death.how()),
+                death.at,
+            );
+            let supervised = crate::ops::revive::Supervised {
+                store,
+                cell,
+                agent,
+                me: &me,
+                launch,
+            };
+            restart_after(&supervised, &runner, &mut sink, &death)
+        })?;
+        let Some(restarted) = next else {
+            return Ok(());
+        };
+        child = restarted.spawned.child;
+        output = restarted.spawned.output;
+        if restarted.spawned.confinement.is_some() {
+            *current = restarted.spawned.confinement;
+        }
+        pid = restarted.pid;
+        run = restarted.run;
+    }
+}
+
+/// Tells `pas agent start`, which reads the supervisor's standard output, how its start
+/// went: `ok PID` or `error MESSAGE`.
+fn say(text: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// What the supervisor's start-up leaves for its runs.
+struct FirstRun<'a> {
+    sink: LogSink<'a>,
+    runner: Runner<'a>,
+    /// Keeps the agent's liveness key on a store with leases, for the supervisor's life.
+    alive: Option<crate::store::AliveGuard>,
+    spawned: Spawned,
+    run: u64,
+}
+
+/// The start-up: opens the agent's log, spawns its first run and records it. An error has
+/// been said on standard output (and the agent's file says why it did not run).
+fn first_run<'a>(
+    store: &'a (dyn Store + Sync),
+    cell: &'a str,
+    agent: &'a str,
+    launch: &'a Launch,
+    me: &Supervisor,
+) -> Result<FirstRun<'a>> {
     let fail = |e: Error| {
         say(&format!("error {}", e.message));
         e
     };
-    let me = Supervisor::me();
     let on_file = crate::ops::agent::read(store, cell, agent)
         .and_then(|d| Agent::from_doc(&d))
         .map_err(fail)?;
@@ -952,7 +1047,7 @@ fn supervise_runs(
     };
     // On a store with leases, the agent's alive key lives as long as this supervisor
     // (or its lease's TTL, from heartbeat_ttl, after it dies): what watches see.
-    let _alive = store.keep_alive(cell, agent, ttl).map_err(fail)?;
+    let alive = store.keep_alive(cell, agent, ttl).map_err(fail)?;
     let mut path = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))
@@ -970,13 +1065,13 @@ fn supervise_runs(
         dir: workspace.dir,
         env: workspace.env,
         path,
-        last_reading: std::cell::Cell::new(None),
-        kept: std::cell::RefCell::new(None),
+        last_reading: Mutex::new(None),
+        kept: Mutex::new(None),
     };
     // The first run: spawned, then recorded.
-    let mut argv = on_file.command.clone();
-    let (mut child, mut output, confinement) = match runner.spawn(&on_file) {
-        Ok(s) => (s.child, s.output, s.confinement),
+    let argv = on_file.command.clone();
+    let spawned = match runner.spawn(&on_file) {
+        Ok(s) => s,
         Err(NotStarted::Refused(e)) => return Err(fail(e)),
         Err(NotStarted::Failed(reason)) => {
             let now = clock::now();
@@ -988,14 +1083,14 @@ fn supervise_runs(
             return Err(fail(Error::failure(reason)));
         }
     };
-    let mut pid = child.id() as i32;
+    let pid = spawned.child.id() as i32;
     let mut run = 1;
     let first = NewRun {
         pid,
         start_time: process::start_time(pid),
         at: clock::now(),
         argv: &argv,
-        limits: confinement.as_ref().map(|c| &c.record),
+        limits: spawned.confinement.as_ref().map(|c| &c.record),
     };
     let mut lost = None;
     let recorded = update_agent_writing(
@@ -1012,135 +1107,136 @@ fn supervise_runs(
                 ));
                 return false;
             }
-            run = record_start(a, agent, &me, &first, events);
+            run = record_start(a, agent, me, &first, events);
             true
         },
     );
     if let Some(e) = recorded.err().or_else(|| lost.map(Error::conflict)) {
         sink.marker(&format!("not started: {}", e.message), clock::now());
-        drop(output);
-        abandon(child);
+        drop(spawned.output);
+        abandon(spawned.child);
         return Err(fail(e));
     }
-    *current = confinement;
-    say(&format!("ok {pid}"));
+    sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), clock::now());
+    Ok(FirstRun {
+        sink,
+        runner,
+        alive,
+        spawned,
+        run,
+    })
+}
+
+/// A restart that was spawned and recorded.
+struct Restarted {
+    spawned: Spawned,
+    pid: i32,
+    run: u64,
+}
+
+/// After a death (`death`): decides, spawns, commits; again after a wait, or when the file
+/// changed under a plan. `None` when the supervisor's work is over (no restart is due, or
+/// the agent is no longer its own).
+fn restart_after(
+    supervised: &crate::ops::revive::Supervised<'_>,
+    runner: &Runner<'_>,
+    sink: &mut LogSink<'_>,
+    death: &Death,
+) -> Result<Option<Restarted>> {
+    use crate::ops::revive::{self, Next, Outcome, Spawn};
+    let (store, cell, agent, me) = (
+        supervised.store,
+        supervised.cell,
+        supervised.agent,
+        supervised.me,
+    );
+    let mut dead = Some(death);
     loop {
-        sink.start_run(run, pid, &trust::redact_argv(&argv).join(" "), clock::now());
-        release_heap_top();
-        let status = pump(&mut sink, output, child)
-            .map_err(|e| Error::failure(format!("cannot wait for agent {agent}: {e}")))?;
-        let mut death = Death::of(pid, status, clock::now());
-        if let Some(c) = current.as_ref() {
-            let (cause, reading) = c.cause(death.cause, death.code, death.signal);
-            death.cause = cause;
-            runner.last_reading.set(reading);
-        }
-        sink.marker(
-            &format!("run {run} exited (pid {pid}): {}", death.how()),
-            death.at,
-        );
-        // Decide, spawn, commit; again after a wait, or when the file changed under a plan.
-        let supervised = revive::Supervised {
-            store,
-            cell,
-            agent,
-            me: &me,
-            launch,
+        let Some(plan) = revive::plan(supervised, dead)? else {
+            return Ok(None);
         };
-        let mut dead = Some(&death);
-        let restarted = loop {
-            let Some(plan) = revive::plan(&supervised, dead)? else {
-                return Ok(());
-            };
-            let mut spawned = None;
-            let mut refused = None;
-            if let Some(r) = plan.restart() {
-                stop_leftovers(agent, r.agent.pgid, r.grace)?;
-                match runner.spawn(&r.agent) {
-                    Ok(s) => {
-                        let new_pid = s.child.id() as i32;
-                        spawned = Some((
-                            s.child,
-                            s.output,
-                            s.confinement,
-                            new_pid,
-                            process::start_time(new_pid),
-                            clock::now(),
-                            r.agent.command.clone(),
-                        ));
-                    }
-                    Err(NotStarted::Refused(e)) => refused = Some(e.message),
-                    Err(NotStarted::Failed(reason)) => {
-                        sink.marker(&format!("cannot start: {reason}"), clock::now());
-                        refused = Some(reason);
-                    }
+        let mut spawned = None;
+        let mut refused = None;
+        if let Some(r) = plan.restart() {
+            stop_leftovers(agent, r.agent.pgid, r.grace)?;
+            match runner.spawn(&r.agent) {
+                Ok(s) => {
+                    let new_pid = s.child.id() as i32;
+                    spawned = Some((
+                        s,
+                        new_pid,
+                        process::start_time(new_pid),
+                        clock::now(),
+                        r.agent.command.clone(),
+                    ));
+                }
+                Err(NotStarted::Refused(e)) => refused = Some(e.message),
+                Err(NotStarted::Failed(reason)) => {
+                    sink.marker(&format!("cannot start: {reason}"), clock::now());
+                    refused = Some(reason);
                 }
             }
-            let new_run = spawned
-                .as_ref()
-                .map(|(_, _, confined, pid, start_time, at, argv)| NewRun {
-                    pid: *pid,
-                    start_time: *start_time,
-                    at: *at,
-                    argv,
-                    limits: confined.as_ref().map(|c| &c.record),
-                });
-            let spawn = match (&new_run, &refused) {
-                (Some(run), _) => Spawn::Ran(run),
-                (None, Some(reason)) => Spawn::Failed(reason),
-                (None, None) => Spawn::NotTried,
-            };
-            let outcome = revive::commit(&supervised, dead, Some(&plan), &spawn);
-            let outcome = match outcome {
-                Ok(o) => o,
-                Err(e) => {
-                    if let Some((c, o, ..)) = spawned {
-                        drop(o);
-                        abandon(c);
-                    }
-                    return Err(e);
+        }
+        let new_run = spawned
+            .as_ref()
+            .map(|(s, pid, start_time, at, argv)| NewRun {
+                pid: *pid,
+                start_time: *start_time,
+                at: *at,
+                argv,
+                limits: s.confinement.as_ref().map(|c| &c.record),
+            });
+        let spawn = match (&new_run, &refused) {
+            (Some(run), _) => Spawn::Ran(run),
+            (None, Some(reason)) => Spawn::Failed(reason),
+            (None, None) => Spawn::NotTried,
+        };
+        let outcome = revive::commit(supervised, dead, Some(&plan), &spawn);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                if let Some((s, ..)) = spawned {
+                    drop(s.output);
+                    abandon(s.child);
                 }
-            };
-            if let Outcome::Restarted(number) = outcome {
-                if let Some(s) = spawned {
-                    break (s, number);
-                }
-                return Ok(());
-            }
-            if let Some((c, o, ..)) = spawned {
-                // The restart no longer stands: its process is not wanted.
-                sink.marker(
-                    "not started: the agent was stopped or changed before its restart was recorded",
-                    clock::now(),
-                );
-                drop(o);
-                abandon(c);
-            }
-            if let Some(reason) = refused {
-                return Err(Error::failure(format!(
-                    "cannot restart agent {agent}: {reason}"
-                )));
-            }
-            match outcome {
-                Outcome::Again => {}
-                Outcome::Next(Next::Wait(until)) => {
-                    if !wait_turn(store, cell, agent, &me, until) {
-                        return Ok(());
-                    }
-                    dead = None;
-                }
-                Outcome::Next(_) | Outcome::Restarted(_) => return Ok(()),
+                return Err(e);
             }
         };
-        let ((c, o, confined, new_pid, _, _, new_argv), number) = restarted;
-        child = c;
-        output = o;
-        if confined.is_some() {
-            *current = confined;
+        if let Outcome::Restarted(number) = outcome {
+            return Ok(spawned.map(|(s, pid, _, _, argv)| {
+                let line = trust::redact_argv(&argv).join(" ");
+                sink.start_run(number, pid, &line, clock::now());
+                Restarted {
+                    spawned: s,
+                    pid,
+                    run: number,
+                }
+            }));
         }
-        pid = new_pid;
-        run = number;
-        argv = new_argv;
+        if let Some((s, ..)) = spawned {
+            // The restart no longer stands: its process is not wanted.
+            sink.marker(
+                "not started: the agent was stopped or changed before its restart was recorded",
+                clock::now(),
+            );
+            drop(s.output);
+            abandon(s.child);
+        }
+        if let Some(reason) = refused {
+            return Err(Error::failure(format!(
+                "cannot restart agent {agent}: {reason}"
+            )));
+        }
+        match outcome {
+            Outcome::Again => {}
+            Outcome::Next(Next::Wait(until)) => {
+                if !wait_turn(store, cell, agent, me, until) {
+                    return Ok(None);
+                }
+                dead = None;
+            }
+            Outcome::Next(_) | Outcome::Restarted(_) => return Ok(None),
+        }
     }
 }
 
