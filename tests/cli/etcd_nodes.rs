@@ -62,15 +62,30 @@ impl Hosts {
         serde_json::from_str(&self.ok("a", &["--json", "agent", "show", cell, agent])).unwrap()
     }
 
+    /// Whether `agent` runs another process than `pid` and has `revivals` revivals or more;
+    /// false also while the cluster cannot answer (exit 10, as in an election under load).
+    fn revived_from(&self, cell: &str, agent: &str, pid: i64, revivals: usize) -> bool {
+        let run = |args: &[&str]| {
+            let run = pas_on("a", &self.a, &self.url, args);
+            assert!(matches!(run.code, 0 | 10), "pas {args:?}: {}", run.stderr);
+            (run.code == 0).then_some(run.stdout)
+        };
+        let Some(shown) = run(&["--json", "agent", "show", cell, agent]) else {
+            return false;
+        };
+        let shown: Value = serde_json::from_str(&shown).unwrap();
+        if shown["pid"].as_i64().is_none_or(|p| p == pid) {
+            return false;
+        }
+        let Some(events) = run(&["--json", "events", cell]) else {
+            return false;
+        };
+        count_in(&events, "agent.revived", agent) >= revivals
+    }
+
     /// How many events of `kind` the cell has about `agent`.
     fn count(&self, cell: &str, kind: &str, agent: &str) -> usize {
-        // One event a line.
-        let events = self.ok("a", &["--json", "events", cell]);
-        events
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|e| e["kind"] == kind && e["agent"] == agent)
-            .count()
+        count_in(&self.ok("a", &["--json", "events", cell]), kind, agent)
     }
 
     /// A cell whose agents' alive keys last 2 s and whose gone hosts are taken over 1 s
@@ -253,12 +268,10 @@ fn agents_dying_while_the_etcd_leader_or_a_follower_is_killed_are_each_revived_o
         });
         hosts.cluster.restart(member).unwrap();
         let revived = || {
-            agents.iter().zip(&pids).all(|(a, pid)| {
-                hosts.agent(&cell, a)["pid"]
-                    .as_i64()
-                    .is_some_and(|p| p != *pid)
-                    && hosts.count(&cell, "agent.revived", a) as u64 >= round
-            })
+            agents
+                .iter()
+                .zip(&pids)
+                .all(|(a, pid)| hosts.revived_from(&cell, a, *pid, round as usize))
         };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while !revived() {
@@ -287,4 +300,14 @@ fn agents_dying_while_the_etcd_leader_or_a_follower_is_killed_are_each_revived_o
     assert_eq!(actions(&printed_b, "revived"), 0, "{printed_b}");
     let verify = hosts.ok("a", &["events", "verify", &cell]);
     assert!(!verify.is_empty());
+}
+
+/// How many events of `kind` about `agent` the output of `pas --json events` has (one
+/// event a line).
+fn count_in(events: &str, kind: &str, agent: &str) -> usize {
+    events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == kind && e["agent"] == agent)
+        .count()
 }
