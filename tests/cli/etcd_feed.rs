@@ -3,30 +3,10 @@
 
 use std::process::{Child, Stdio};
 
-use serde_json::Value;
-
 use crate::etcd::{cluster, etcd_program_built};
-use crate::etcd_helpers::{authenticate, PASSWORD};
+use crate::etcd_helpers::{agent, authenticate, ok, PASSWORD};
 use crate::etcd_live::revision;
 use crate::harness::{wait_until, Root};
-
-/// `pas --store URL ARGS` as etcd user pas; its output, which must be a success.
-fn ok(root: &Root, url: &str, args: &[&str]) -> String {
-    let mut all = vec!["--store", url];
-    all.extend_from_slice(args);
-    let run = crate::harness::Run::from(
-        root.cmd(&all)
-            .env("PAS_ETCD_PASSWORD", PASSWORD)
-            .output()
-            .unwrap(),
-    );
-    assert_eq!(run.code, 0, "pas {args:?} failed: {}", run.stderr);
-    run.stdout.trim().to_string()
-}
-
-fn agent(root: &Root, url: &str, cell: &str, agent: &str) -> Value {
-    serde_json::from_str(&ok(root, url, &["--json", "agent", "show", cell, agent])).unwrap()
-}
 
 fn kill(pid: i64, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
@@ -130,6 +110,7 @@ fn watch_on_etcd_revives_when_the_alive_key_expires_not_at_its_next_reconcile() 
     let watch: Child = root
         .cmd(&["--store", &url, "--json", "watch", "--interval", "600"])
         .env("PAS_ETCD_PASSWORD", PASSWORD)
+        .env("PAS_HOST", "a")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

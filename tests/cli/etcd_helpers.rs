@@ -77,6 +77,18 @@ pub(crate) fn pas_on(host: &str, root: &Root, url: &str, args: &[&str]) -> crate
     )
 }
 
+/// [`pas_on`] on host `a`, which must succeed: its output, trimmed.
+pub(crate) fn ok(root: &Root, url: &str, args: &[&str]) -> String {
+    let run = pas_on("a", root, url, args);
+    assert_eq!(run.code, 0, "pas {args:?} failed: {}", run.stderr);
+    run.stdout.trim().to_string()
+}
+
+/// `pas agent show` of `agent` on host `a`, as JSON.
+pub(crate) fn agent(root: &Root, url: &str, cell: &str, agent: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(root, url, &["--json", "agent", "show", cell, agent])).unwrap()
+}
+
 /// SIGKILLs `pid` (gone already: nothing).
 pub(crate) fn kill9(pid: i64) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {

@@ -4,22 +4,12 @@
 use serde_json::Value;
 
 use crate::etcd::{cluster, etcd_program_built};
-use crate::etcd_helpers::{authenticate, etcdctl, get, kill9, pas_on};
+use crate::etcd_helpers::{agent, authenticate, etcdctl, get, kill9, ok, pas_on};
 use crate::harness::{wait_until, Root};
 
 /// `pas --store URL ARGS` in `root` on host `a`, with the etcd password set.
 fn pas(root: &Root, url: &str, args: &[&str]) -> crate::harness::Run {
     pas_on("a", root, url, args)
-}
-
-fn ok(root: &Root, url: &str, args: &[&str]) -> String {
-    let run = pas(root, url, args);
-    assert_eq!(run.code, 0, "pas {args:?} failed: {}", run.stderr);
-    run.stdout.trim().to_string()
-}
-
-fn agent(root: &Root, url: &str, cell: &str, agent: &str) -> Value {
-    serde_json::from_str(&ok(root, url, &["--json", "agent", "show", cell, agent])).unwrap()
 }
 
 /// An agent command whose process names the root on its command line, so the harness
