@@ -7,8 +7,8 @@
 //!   strings ordered bytewise);
 //! - `ready.json` (the [`Head`]): the first entries in order, so a claim reads one small
 //!   document instead of listing `ready/`; every entry up to `bound` is in it (no bound:
-//!   all are). When it runs dry the next claim lists `ready/` once and takes the next
-//!   [`HEAD_LEN`];
+//!   all are). When it runs dry the next claim reads `ready/` once, keeping only the
+//!   smallest entries ([`Head::refill`]);
 //! - `ready-stamp.json` (the [`Stamp`]): the modification time of `tasks/` when the index
 //!   last matched it. Every file renamed into `tasks/` (pas renames, and the cell format
 //!   asks the same of scripts) changes that time, so a task written behind pas's back makes
