@@ -210,6 +210,14 @@ pub fn ready_index_follows_tasks(store: &dyn Store) {
         store.ready_entries(CELL).expect("entries"),
         ["b-t2", "c-t3"]
     );
+    // The smallest entries, and how many there are (what refills a head).
+    for (k, first) in [(0, &[][..]), (1, &["b-t2"][..]), (5, &["b-t2", "c-t3"][..])] {
+        assert_eq!(
+            store.ready_first(CELL, k).expect("first"),
+            (first.iter().map(|e| e.to_string()).collect(), 2),
+            "{k}"
+        );
+    }
     transact(store, CELL, now(), |t| {
         let d = t.read_required(FileKey::Task("t2"))?;
         t.index_task("t2", Some("b-t2".to_string()), None)?;

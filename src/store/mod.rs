@@ -255,6 +255,14 @@ pub trait Store {
     fn ready_index(&self, cell: &str) -> Result<ready::ReadyIndex>;
     /// Every entry of the ready index, sorted.
     fn ready_entries(&self, cell: &str) -> Result<Vec<String>>;
+    /// The `k` smallest entries of the ready index, sorted, and how many entries it has
+    /// (what refills its head). By default from [`Store::ready_entries`].
+    fn ready_first(&self, cell: &str, k: usize) -> Result<(Vec<String>, usize)> {
+        let mut all = self.ready_entries(cell)?;
+        let total = all.len();
+        all.truncate(k);
+        Ok((all, total))
+    }
     /// Makes the ready index exactly `entries` (sorted, made from every task file as read
     /// in the calling transaction), at once; returns its head. Inside a transaction only.
     /// The version is `None` when the index could not be stamped (it then stays stale).
@@ -1062,6 +1070,10 @@ impl Store for FsStore {
 
     fn ready_entries(&self, cell: &str) -> Result<Vec<String>> {
         self.ready_list(cell)
+    }
+
+    fn ready_first(&self, cell: &str, k: usize) -> Result<(Vec<String>, usize)> {
+        self.ready_smallest(cell, k)
     }
 
     fn rebuild_ready(&self, cell: &str, entries: &[String]) -> Result<(ready::Head, Option<u64>)> {

@@ -7,8 +7,8 @@
 //!   strings ordered bytewise);
 //! - `ready.json` (the [`Head`]): the first entries in order, so a claim reads one small
 //!   document instead of listing `ready/`; every entry up to `bound` is in it (no bound:
-//!   all are). When it runs dry the next claim lists `ready/` once and takes the next
-//!   [`HEAD_LEN`];
+//!   all are). When it runs dry the next claim reads `ready/` once, keeping only the
+//!   smallest entries ([`Head::refill`]);
 //! - `ready-stamp.json` (the [`Stamp`]): the modification time of `tasks/` when the index
 //!   last matched it. Every file renamed into `tasks/` (pas renames, and the cell format
 //!   asks the same of scripts) changes that time, so a task written behind pas's back makes
@@ -31,7 +31,9 @@
 //! nothing (its writes are in the page cache), and within one boot every reader sees them.
 //! Where `boot_id` cannot be read the index is synced in every commit as before.
 
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{self as rfs, Mode, OFlags};
@@ -51,6 +53,8 @@ pub(crate) const READY_STAMP: &str = "ready-stamp.json";
 /// How many entries a refilled head holds (it is cut back to this when it grows to twice
 /// as many): a refill lists `ready/` once per this many claims.
 pub const HEAD_LEN: usize = 64;
+/// The most entries a refilled head holds ([`Head::refill`]).
+pub const REFILL_MAX: usize = 4 * HEAD_LEN;
 
 /// The first entries of the index, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,11 +80,31 @@ impl Head {
         Head { head, bound }
     }
 
-    /// The head a claim refills from the complete sorted list: [`HEAD_LEN`] entries, more
-    /// for a long queue (one per 256 entries, up to four times as many), so that the listing
-    /// of `ready/`, which grows with the queue, is made once per that many claims.
-    pub fn refill(entries: &[String]) -> Head {
-        Head::first(entries, (entries.len() / 256).clamp(HEAD_LEN, 4 * HEAD_LEN))
+    /// The head a claim refills when it ran dry, from `first`, the smallest entries of an
+    /// index of `total` entries (sorted; every entry when there are no more than
+    /// [`REFILL_MAX`], else at least that many: see [`FsStore::ready_smallest`]), with the
+    /// refilling transaction's own `changes` to the index on top (`true`: created). It
+    /// holds [`HEAD_LEN`] entries, more for a long queue (one per 256 entries, up to
+    /// [`REFILL_MAX`]), so that the pass over `ready/`, which grows with the queue, is made
+    /// once per that many claims.
+    pub fn refill(mut first: Vec<String>, total: usize, changes: &BTreeMap<String, bool>) -> Head {
+        let complete = first.len() >= total;
+        // Entries past the last one read were not read: a name this transaction creates
+        // beyond it may have unread entries before it, so it stays out (past the bound).
+        let read_to = (!complete).then(|| first.last().cloned()).flatten();
+        first.retain(|name| changes.get(name) != Some(&false));
+        for (name, present) in changes {
+            if *present && read_to.as_ref().is_none_or(|last| name <= last) {
+                if let Err(at) = first.binary_search(name) {
+                    first.insert(at, name.clone());
+                }
+            }
+        }
+        let len = (total / 256).clamp(HEAD_LEN, REFILL_MAX);
+        let more = !complete || first.len() > len;
+        first.truncate(len);
+        let bound = more.then(|| first.last().cloned()).flatten();
+        Head { head: first, bound }
     }
 
     /// Takes the entry `name` in (`present`) or out.
@@ -244,6 +268,20 @@ impl FsStore {
         Ok(names)
     }
 
+    /// The `k` smallest entries of the index, sorted, and how many entries it has: one pass
+    /// over `ready/` that keeps no more than `k` names (no list of the whole index, no sort
+    /// of it): what refills a head that ran dry.
+    pub(crate) fn ready_smallest(&self, cell: &str, k: usize) -> Result<(Vec<String>, usize)> {
+        let cell_fd = self.cell_fd(cell)?;
+        let path = self.ready_path(cell, READY_DIR);
+        let dir = match atomic::open_subdir(cell_fd.as_fd(), &format!("{PAS_DIR}/{READY_DIR}")) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+            Err(e) => return Err(self.io_error("open", &path, e)),
+        };
+        smallest_entries(dir.as_fd(), k).map_err(|e| self.io_error("list", &path, e))
+    }
+
     /// Makes the index exactly `entries` (sorted), taken from every task file. Caller holds
     /// the cell lock.
     pub(crate) fn ready_rebuild(
@@ -405,6 +443,34 @@ impl FsStore {
     }
 }
 
+/// The `k` smallest entry names of the directory `dir` (sorted) and how many it holds. The
+/// names are read in place from the kernel's listing (no allocation but for a name that
+/// goes into the `k` kept so far: about `k` times the log of the count over `k`).
+fn smallest_entries(dir: BorrowedFd<'_>, k: usize) -> io::Result<(Vec<String>, usize)> {
+    let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+    let mut listing = rfs::RawDir::new(dir, &mut buf);
+    let mut kept: BinaryHeap<String> = BinaryHeap::with_capacity(k + 1);
+    let mut total = 0;
+    while let Some(entry) = listing.next() {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().to_str() else {
+            continue;
+        };
+        if !is_entry_name(name) {
+            continue;
+        }
+        total += 1;
+        if kept.len() < k {
+            kept.push(name.to_string());
+        } else if let Some(mut largest) = kept.peek_mut() {
+            if name < largest.as_str() {
+                *largest = name.to_string();
+            }
+        }
+    }
+    Ok((kept.into_sorted_vec(), total))
+}
+
 /// Creates (`true`) or removes each entry (unsynced). Entries are empty files: creating one
 /// is atomic, and what it holds is its name.
 fn apply_entries<'a>(
@@ -488,12 +554,14 @@ mod tests {
             (1_000, HEAD_LEN, true),
             (10_000, HEAD_LEN, true),
             (40_000, 156, true),
-            (100_000, 4 * HEAD_LEN, true),
-            (1_000_000, 4 * HEAD_LEN, true),
+            (100_000, REFILL_MAX, true),
+            (1_000_000, REFILL_MAX, true),
         ];
         for (n, len, bounded) in table {
             let all = names(n);
-            let head = Head::refill(&all);
+            // What a pass over the directory keeps: the smallest REFILL_MAX.
+            let first = all[..n.min(REFILL_MAX)].to_vec();
+            let head = Head::refill(first, n, &BTreeMap::new());
             assert_eq!(head.head.len(), len, "{n}");
             assert_eq!(head.head[..], all[..len], "{n}");
             assert_eq!(head.bound.is_some(), bounded, "{n}");
@@ -501,6 +569,116 @@ mod tests {
                 assert_eq!(head.bound.as_deref(), Some(all[len - 1].as_str()), "{n}");
             }
         }
+    }
+
+    #[test]
+    fn a_refill_applies_the_transactions_own_changes() {
+        let all = names(1_000);
+        let n = |i: usize| all[i].clone();
+        // (why, entries read (the smallest of the index), index size, changes, head, bound)
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            &str,
+            Vec<String>,
+            usize,
+            Vec<(String, bool)>,
+            Vec<String>,
+            Option<String>,
+        )> = vec![
+            (
+                "a whole small index",
+                vec![n(1), n(2)],
+                2,
+                vec![],
+                vec![n(1), n(2)],
+                None,
+            ),
+            (
+                "a removal goes",
+                vec![n(1), n(2)],
+                2,
+                vec![(n(1), false)],
+                vec![n(2)],
+                None,
+            ),
+            (
+                "a creation comes in",
+                vec![n(2)],
+                1,
+                vec![(n(1), true)],
+                vec![n(1), n(2)],
+                None,
+            ),
+            (
+                "a creation past what was read stays out: unread entries may come before it",
+                all[..80].to_vec(),
+                1_000,
+                vec![(n(500), true), (n(0), false)],
+                all[1..=HEAD_LEN].to_vec(),
+                Some(n(HEAD_LEN)),
+            ),
+            (
+                "a creation within what was read comes in",
+                all[1..81].to_vec(),
+                1_000,
+                vec![(n(0), true)],
+                all[..HEAD_LEN].to_vec(),
+                Some(n(HEAD_LEN - 1)),
+            ),
+            (
+                "a whole index that fills more than the head is bounded",
+                all[..HEAD_LEN].to_vec(),
+                HEAD_LEN,
+                vec![(n(HEAD_LEN), true)],
+                all[..HEAD_LEN].to_vec(),
+                Some(n(HEAD_LEN - 1)),
+            ),
+            (
+                "an index emptied by the transaction",
+                vec![n(3)],
+                1,
+                vec![(n(3), false)],
+                vec![],
+                None,
+            ),
+        ];
+        for (why, first, total, changes, head, bound) in rows {
+            let changes: BTreeMap<String, bool> = changes.into_iter().collect();
+            let got = Head::refill(first, total, &changes);
+            assert_eq!(got, Head { head, bound }, "{why}");
+        }
+    }
+
+    #[test]
+    fn a_pass_over_the_directory_keeps_the_smallest_entries() {
+        let dir = std::env::temp_dir().join(format!("pas-ready-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("tempdir");
+        let mut all = names(700);
+        // Written in another order than their names', with names that are not entries.
+        all.reverse();
+        for name in all
+            .iter()
+            .chain([".hidden".to_string(), "a b".to_string()].iter())
+        {
+            std::fs::write(dir.join(name), b"").expect("write");
+        }
+        all.sort();
+        let fd = rfs::open(&dir, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).expect("open");
+        // (k, expected count kept)
+        for (k, kept) in [
+            (0, 0),
+            (1, 1),
+            (REFILL_MAX, REFILL_MAX),
+            (700, 700),
+            (5_000, 700),
+        ] {
+            let fd2 = rfs::openat(&fd, ".", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+                .expect("reopen");
+            let (first, total) = smallest_entries(fd2.as_fd(), k).expect("list");
+            assert_eq!(total, 700, "{k}");
+            assert_eq!(first[..], all[..kept], "{k}");
+        }
+        std::fs::remove_dir_all(dir).expect("cleanup");
     }
 
     #[test]

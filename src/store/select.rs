@@ -110,6 +110,7 @@ delegate! {
         fn list(&self, cell: &str, what: Collection) -> Result<Vec<String>>;
         fn ready_index(&self, cell: &str) -> Result<ready::ReadyIndex>;
         fn ready_entries(&self, cell: &str) -> Result<Vec<String>>;
+        fn ready_first(&self, cell: &str, k: usize) -> Result<(Vec<String>, usize)>;
         fn rebuild_ready(&self, cell: &str, entries: &[String]) -> Result<(ready::Head, Option<u64>)>;
         fn read_collection(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Doc>)>>;
         fn read_collection_bytes(&self, cell: &str, what: Collection) -> Result<Vec<(String, Result<Vec<u8>>)>>;

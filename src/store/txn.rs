@@ -20,7 +20,7 @@ use std::hash::{Hash, Hasher};
 use chrono::{DateTime, Utc};
 
 use super::layout::{Collection, ConfigFile, FileKey};
-use super::ready::{Head, ReadyIndex};
+use super::ready::{Head, ReadyIndex, REFILL_MAX};
 use super::{Durability, Store};
 use crate::doc::Doc;
 use crate::error::{Error, Result};
@@ -376,8 +376,13 @@ impl<'a> Txn<'a> {
         self.load_ready()?;
         let dry = self.ready.head.as_ref().is_some_and(Head::dry);
         if dry {
-            let all = self.ready_all()?;
-            self.ready.head = Some(Head::refill(&all));
+            // Enough of the smallest entries to fill the head after this transaction's own
+            // removals.
+            let removed = self.ready.entries.values().filter(|p| !**p).count();
+            let (first, total) = self
+                .store
+                .ready_first(self.cell, REFILL_MAX.saturating_add(removed))?;
+            self.ready.head = Some(Head::refill(first, total, &self.ready.entries));
             self.ready.head_changed = true;
         }
         Ok(self.ready.head.as_ref().map(|h| ReadyView {

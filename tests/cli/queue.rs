@@ -803,3 +803,56 @@ fn a_claim_looks_past_a_head_full_of_other_agents_tasks() {
     assert_eq!(claim(&root, &cell, "a2"), "x00");
     index_matches(&root, &cell, "claims past the head");
 }
+
+#[test]
+fn a_queue_longer_than_the_head_is_claimed_in_order_across_refills() {
+    let root = Root::new();
+    let cell = root.cell("Long queue");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    // More tasks than a refilled head holds (64), written by hand in another order than
+    // the queue's, so that a refill must pick the smallest entries from an unsorted listing.
+    let n = 70;
+    for i in (0..n).rev() {
+        write_task_by_hand(
+            &root,
+            &cell,
+            &format!("q{i:02}"),
+            json!({"task_id": format!("q{i:02}"), "title": "queued", "status": "pending",
+                   "created_at": format!("2020-01-01T00:{:02}:{:02}Z", i / 60, i % 60)}),
+        );
+    }
+    root.ok(&["task", "reindex", &cell]);
+    let mut got: Vec<String> = (0..66).map(|_| claim(&root, &cell, "a1")).collect();
+    // The head ran dry at the 65th claim and was refilled. Now an urgent task through pas
+    // (indexed in its commit) and an old one by hand (the index is stale, rebuilt) come
+    // before what is left.
+    root.ok(&[
+        "task",
+        "add",
+        &cell,
+        "urgent",
+        "--title",
+        "x",
+        "--priority",
+        "high",
+    ]);
+    assert_eq!(claim(&root, &cell, "a1"), "urgent");
+    write_task_by_hand(
+        &root,
+        &cell,
+        "oldest",
+        json!({"task_id": "oldest", "title": "by hand", "status": "pending",
+               "created_at": "2019-01-01T00:00:00Z"}),
+    );
+    assert_eq!(claim(&root, &cell, "a1"), "oldest");
+    loop {
+        let id = claim(&root, &cell, "a1");
+        if id == "nothing" {
+            break;
+        }
+        got.push(id);
+    }
+    let want: Vec<String> = (0..n).map(|i| format!("q{i:02}")).collect();
+    assert_eq!(got, want);
+    index_matches(&root, &cell, "draining a long queue");
+}
