@@ -996,7 +996,7 @@ fn supervise_runs(
         if restarted.spawned.confinement.is_some() {
             *current = restarted.spawned.confinement;
         }
-        pid = restarted.pid;
+        pid = child.id() as i32;
         run = restarted.run;
     }
 }
@@ -1130,7 +1130,6 @@ fn first_run<'a>(
 /// A restart that was spawned and recorded.
 struct Restarted {
     spawned: Spawned,
-    pid: i32,
     run: u64,
 }
 
@@ -1208,7 +1207,6 @@ fn restart_after(
                 sink.start_run(number, pid, &line, clock::now());
                 Restarted {
                     spawned: s,
-                    pid,
                     run: number,
                 }
             }));

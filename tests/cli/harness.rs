@@ -279,10 +279,16 @@ impl Run {
 impl Root {
     /// An executable shell script under the root's parent, for agents' commands.
     pub fn script(&self, name: &str, body: &str) -> String {
+        self.executable(name, &format!("#!/bin/sh\n{body}\n"))
+    }
+
+    /// An executable file `name` holding exactly `text`, in the root's `.scripts/`
+    /// directory; its path.
+    pub fn executable(&self, name: &str, text: &str) -> String {
         let dir = self.path.join(".scripts");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
-        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::write(&path, text).unwrap();
         let mut perms = std::fs::metadata(&path).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&path, perms).unwrap();

@@ -437,15 +437,10 @@ fn a_command_file_without_a_shebang_runs_with_sh_by_path_and_by_name() {
     }
     let root = Root::new();
     let cell = root.cell("Plain");
-    let bin = root.path.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let plain = bin.join("plain-agent");
-    std::fs::write(&plain, "echo \"plain $1\"\nexec sleep 30\n").unwrap();
-    let mut perms = std::fs::metadata(&plain).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&plain, perms).unwrap();
+    let plain = root.executable("plain-agent", "echo \"plain $1\"\nexec sleep 30\n");
+    let bin = root.path.join(".scripts");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let by_path = plain.to_str().unwrap();
+    let by_path = plain.as_str();
     for (agent, command) in [("a1", by_path), ("a2", "plain-agent")] {
         let word = format!("via-{agent}");
         root.ok(&["agent", "add", &cell, agent, "--", command, &word]);
