@@ -64,7 +64,8 @@ pub(crate) enum Meaning<'a> {
 }
 
 impl Meaning<'_> {
-    fn cell(&self) -> &str {
+    /// The cell it is about; none for a node.
+    fn cell(&self) -> Option<&str> {
         match *self {
             Meaning::Listed(c)
             | Meaning::Cell(c)
@@ -72,8 +73,8 @@ impl Meaning<'_> {
             | Meaning::Task(c, _)
             | Meaning::Events(c)
             | Meaning::Reservations(c)
-            | Meaning::Died(c, _) => c,
-            Meaning::Node => "",
+            | Meaning::Died(c, _) => Some(c),
+            Meaning::Node => None,
         }
     }
 }
@@ -129,14 +130,15 @@ struct Shared {
 impl Shared {
     /// The change a meaning gives, when its cell (or the root, for a listing) is subscribed.
     fn change(&self, meaning: Meaning<'_>) -> Option<Change> {
-        if meaning == Meaning::Node {
+        let Some(id) = meaning.cell() else {
+            // A node: what the root's watcher wants to hear of.
             return self.root.load(Ordering::SeqCst).then_some(Change::Root);
-        }
+        };
         let cells = self.cells.lock().unwrap_or_else(PoisonError::into_inner);
-        let cell = match cells.get(meaning.cell()) {
+        let cell = match cells.get(id) {
             Some(cell) => cell.clone(),
             None if matches!(meaning, Meaning::Listed(_)) && self.root.load(Ordering::SeqCst) => {
-                CellId::from(meaning.cell())
+                CellId::from(id)
             }
             None => return None,
         };
@@ -152,7 +154,8 @@ impl Shared {
             },
             Meaning::Events(_) => Change::Events { cell },
             Meaning::Reservations(_) => Change::Reservations { cell },
-            Meaning::Node => Change::Root,
+            // Answered above: a node has no cell.
+            Meaning::Node => return None,
         })
     }
 }
@@ -508,6 +511,9 @@ mod tests {
                 true,
                 Some(Change::Reservations { cell: c1.clone() }),
             ),
+            // A watch node came or went: the root's watcher hears of it, nobody else.
+            (Meaning::Node, true, false, Some(Change::Root)),
+            (Meaning::Node, false, true, None),
         ];
         for (meaning, root, subscribed, want) in cases {
             shared.root.store(root, Ordering::SeqCst);
