@@ -747,3 +747,27 @@ fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
     assert_eq!((run.code, run.stderr.as_str()), (0, ""));
     assert_eq!(texts(&run.stdout), ["from an earlier run here"]);
 }
+
+#[test]
+fn a_host_name_or_node_lease_pas_cannot_use_is_refused_before_anything_is_written() {
+    let root = Root::new();
+    let cell = root.cell("Hosts");
+    root.ok(&["agent", "add", &cell, "a1"]);
+    let before = root.snapshot();
+    for bad in ["a b", "a/b", ".hidden"] {
+        root.run(&["--host", bad, "agent", "beat", &cell, "a1"])
+            .refused(2, "is not usable");
+        let by_env = crate::harness::Run::from(
+            root.cmd(&["agent", "beat", &cell, "a1"])
+                .env("PAS_HOST", bad)
+                .output()
+                .unwrap(),
+        );
+        by_env.refused(2, "is not usable");
+    }
+    for bad in ["1", "0.5", "nan", "100000"] {
+        root.run(&["watch", "--once", "--node-ttl", bad])
+            .refused(2, "--node-ttl");
+    }
+    assert_eq!(root.snapshot(), before, "a refusal writes nothing");
+}
