@@ -168,14 +168,7 @@ pub fn run(
             changes.watch_root();
             if let Some(view) = nodes.as_mut() {
                 match store.nodes() {
-                    Ok(Some(alive)) => {
-                        let alive: HashSet<String> = alive.into_iter().collect();
-                        for went in view.alive.difference(&alive) {
-                            view.gone_since.insert(went.clone(), now);
-                        }
-                        view.gone_since.retain(|h, _| !alive.contains(h));
-                        view.alive = alive;
-                    }
+                    Ok(Some(alive)) => view.observe(alive.into_iter().collect(), now),
                     Ok(None) => {}
                     // The passes fail the same way; the view stays as last seen.
                     Err(e) => report(Report::Note(format!(

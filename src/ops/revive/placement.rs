@@ -46,6 +46,16 @@ impl Nodes {
         }
         Node::GoneSince(self.gone_since.get(host).copied().unwrap_or(self.since))
     }
+
+    /// Takes in a listing of the node keys made at `now`: a host seen alive before and
+    /// missing now has been gone since `now`; one back again is no longer gone.
+    pub fn observe(&mut self, alive: HashSet<String>, now: DateTime<Utc>) {
+        for went in self.alive.difference(&alive) {
+            self.gone_since.insert(went.clone(), now);
+        }
+        self.gone_since.retain(|h, _| !alive.contains(h));
+        self.alive = alive;
+    }
 }
 
 /// A node's look at one agent: the nodes, and whether the agent's alive key exists.
@@ -117,6 +127,43 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         crate::clock::parse("2026-12-01T22:00:00Z").unwrap() + Duration::seconds(s)
+    }
+
+    #[test]
+    fn listings_of_the_node_keys_say_since_when_each_host_is_gone() {
+        let hosts = |names: &[&str]| names.iter().map(|h| h.to_string()).collect();
+        let mut nodes = Nodes {
+            here: "a".into(),
+            alive: hosts(&["a", "b"]),
+            gone_since: HashMap::new(),
+            since: t(0),
+        };
+        // (what a listing at t(at) shows, then what each host is)
+        type Row<'a> = (i64, &'a [&'a str], &'a [(&'a str, Node)]);
+        let rows: [Row<'_>; 4] = [
+            (
+                10,
+                &["a"],
+                &[
+                    ("a", Node::Alive),
+                    ("b", Node::GoneSince(t(10))),
+                    ("c", Node::GoneSince(t(0))),
+                ],
+            ),
+            (20, &["a"], &[("b", Node::GoneSince(t(10)))]),
+            (30, &["a", "b"], &[("b", Node::Alive)]),
+            (
+                40,
+                &["a", "c"],
+                &[("b", Node::GoneSince(t(40))), ("c", Node::Alive)],
+            ),
+        ];
+        for (at, listed, want) in rows {
+            nodes.observe(hosts(listed), t(at));
+            for (host, node) in want {
+                assert_eq!(nodes.node(host), *node, "{host} after the listing at {at}");
+            }
+        }
     }
 
     #[test]
