@@ -1123,51 +1123,91 @@ def cpu_per_claim(argv: list[str], count: int) -> float:
     return 1000 * cpu / max(done, 1)
 
 
+def device_stat(path: Path) -> Optional[list[int]]:
+    """The block device counters (`/sys/dev/block/M:m/stat`) of the device holding `path`;
+    `None` where the kernel does not tell (not a block device, no sysfs)."""
+    st = os.stat(path)
+    try:
+        text = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/stat").read_text()
+        return [int(x) for x in text.split()]
+    except (OSError, ValueError):
+        return None
+
+
+def flush_ms(before: Optional[list[int]], after: Optional[list[int]]) -> Optional[float]:
+    """The device's mean time per flush (an fsync's cache flush) between two readings:
+    how fast the disk was during a run, which on a shared machine changes from minute to
+    minute. Fields 15 and 16 of the stat file (Linux 5.5 and later)."""
+    if not before or not after or len(before) < 17 or len(after) < 17:
+        return None
+    flushes = after[15] - before[15]
+    return (after[16] - before[16]) / flushes if flushes > 0 else None
+
+
+def claim_plan(sizes: list[int], tools: list[tuple[str, str]], reps: int
+               ) -> list[tuple[int, int, str, str]]:
+    """The runs `(round, size, label, pas)` in the order they are made: sizes ascending
+    in the first round, descending in the second and so on, and at each size the tools in an order
+    alternating from one size to the next, so that a slow spell of the shared disk (its
+    latency drifts over minutes) does not always fall on the same size or tool."""
+    plan = []
+    k = 0
+    for r in range(reps):
+        for n in (sizes if r % 2 == 0 else sizes[::-1]):
+            for name, pas in (tools if k % 2 == 0 else tools[::-1]):
+                plan.append((r, n, name, pas))
+            k += 1
+    return plan
+
+
 def claim_runs(base: Path, queues: dict[int, tuple[Path, str]], tools: list[tuple[str, str]],
                sizes: list[int], reps: int, window: float, workers: int
                ) -> dict[int, dict[str, list[dict]]]:
-    """`reps` rounds; each round runs every size in turn and, at each size, every tool
-    (`(label, pas binary)`, or `(label, "")` for the shell queue) on a fresh queue, the
-    tools' order alternating from one size to the next: sizes and tools interleaved, so
-    that a slow spell of the machine falls on all of them alike."""
+    """`reps` rounds of every size and every tool (`(label, pas binary)`, or `(label, "")`
+    for the shell queue), in the order of [`claim_plan`]. Every run's fresh queue is made
+    before the first run starts and the file system synced once, and every queue is
+    removed after the last: the writes of making a queue (100,000 hard links, or files)
+    and of removing one do not land on another run's fsyncs."""
     sh = shutil.which("sh") or "sh"
     res: dict[int, dict[str, list[dict]]] = {n: {t: [] for t, _ in tools} for n in sizes}
-    k = 0
-    for r in range(reps):
-        for n in sizes:
-            for name, pas in (tools if k % 2 == 0 else tools[::-1]):
-                d = base / f"run-{n}-{r}-{re.sub(r'[^a-z0-9]+', '_', name)}"
-                d.mkdir()
-                stop = d / "STOP"
-                t0 = time.perf_counter()
-                if pas:
-                    tpl, cell = queues[n]
-                    root = pas_queue(pas, tpl, cell, d)
-                    argvs = [[sh, str(base / "worker.sh"), str(stop), pas, "--root", str(root),
-                              "task", "claim", cell, "--agent", agent_id(i)]
-                             for i in range(1, workers + 1)]
-                else:
-                    q = shell_queue(d, n)
-                    argvs = [[sh, str(base / "worker.sh"), str(stop), sh,
-                              str(base / "claim.sh"), str(q), f"w{i:02d}"]
-                             for i in range(workers)]
-                # The copy (and the last run's removal) leaves up to 100,000 inodes for
-                # the kernel to write back; done before the clock starts, that writeback
-                # does not land on the run's fsyncs.
-                os.sync()
-                setup = time.perf_counter() - t0
-                wall, claimed, failed, _ = run_claimers(argvs, d, stop, window)
-                if pas:
-                    got, twice, lost = check_pas(root, cell, n, claimed)
-                else:
-                    got, twice, lost = check_shell(q, n, claimed)
-                res[n][name].append({"claims": got, "wall_s": wall, "rate": got / wall,
-                                     "failed": failed, "twice": twice, "lost": lost,
-                                     "setup_s": setup, "load": os.getloadavg()[0]})
-                log(f"claims {name} at {n} pending (round {r + 1}): {got} in {wall:.1f} s = "
-                    f"{got / wall:.0f}/s, {failed} failed, {twice} twice, {lost} lost")
-                shutil.rmtree(d, ignore_errors=True)
-                k += 1
+    runs = []
+    try:
+        for r, n, name, pas in claim_plan(sizes, tools, reps):
+            d = base / f"run-{n}-{r}-{re.sub(r'[^a-z0-9]+', '_', name)}"
+            d.mkdir()
+            stop = d / "STOP"
+            t0 = time.perf_counter()
+            if pas:
+                tpl, cell = queues[n]
+                root = pas_queue(pas, tpl, cell, d)
+                argvs = [[sh, str(base / "worker.sh"), str(stop), pas, "--root", str(root),
+                          "task", "claim", cell, "--agent", agent_id(i)]
+                         for i in range(1, workers + 1)]
+                check = (lambda claimed, root=root, cell=cell, n=n:
+                         check_pas(root, cell, n, claimed))
+            else:
+                q = shell_queue(d, n)
+                argvs = [[sh, str(base / "worker.sh"), str(stop), sh,
+                          str(base / "claim.sh"), str(q), f"w{i:02d}"]
+                         for i in range(workers)]
+                check = lambda claimed, q=q, n=n: check_shell(q, n, claimed)
+            runs.append((r, n, name, d, stop, argvs, check, time.perf_counter() - t0))
+        os.sync()
+        for r, n, name, d, stop, argvs, check, setup in runs:
+            before = device_stat(d)
+            wall, claimed, failed, _ = run_claimers(argvs, d, stop, window)
+            flush = flush_ms(before, device_stat(d))
+            got, twice, lost = check(claimed)
+            res[n][name].append({"claims": got, "wall_s": wall, "rate": got / wall,
+                                 "failed": failed, "twice": twice, "lost": lost,
+                                 "setup_s": setup, "load": os.getloadavg()[0],
+                                 "round": r + 1, "flush_ms": flush})
+            device = f", device {flush:.2f} ms per flush" if flush is not None else ""
+            log(f"claims {name} at {n} pending (round {r + 1}): {got} in {wall:.1f} s = "
+                f"{got / wall:.0f}/s, {failed} failed, {twice} twice, {lost} lost{device}")
+    finally:
+        for run in runs:
+            shutil.rmtree(run[3], ignore_errors=True)
     return res
 
 
@@ -1203,7 +1243,7 @@ def measure_claims(ctx: Ctx) -> Section:
     workers = 20
     sizes = [1000, 10000] if ctx.quick else [1000, 10000, 100000]
     window = 3.0 if ctx.quick else 5.0
-    reps = 1 if ctx.quick else 5
+    reps = 1 if ctx.quick else 6  # even: each size as often early in a round as late
     base = ctx.tmp / "claims"
     base.mkdir()
     sh = shutil.which("sh")
@@ -1262,13 +1302,16 @@ def measure_claims(ctx: Ctx) -> Section:
         "the claim in hand, and the time runs until the last one exits (or until the "
         "queue is empty: a claim that finds nothing ends its loop). Claims/s is claims "
         f"made / that time. {reps} round(s); each round runs every size in turn "
-        f"({', '.join(fmt_n(n) for n in sizes)} pending) and at each size pas and the shell "
-        "queue, in an order alternating from one run to the next, each on a fresh queue: "
-        "sizes and tools interleaved, so that a busy spell of the shared machine falls on "
-        "all alike. A pas queue is generated once per size and indexed, and each run gets "
-        "a copy of it (task files and index entries hard-linked: pas replaces a task file "
-        "by a rename, so the copy's claims never write the template), indexed again "
-        "before the clock starts.",
+        f"({', '.join(fmt_n(n) for n in sizes)} pending), ascending in odd rounds and "
+        "descending in even ones, and at each size pas and the shell queue, in an order "
+        "alternating from one size to the next: sizes and tools interleaved and balanced, "
+        "so that a slow spell of the shared disk (its latency drifts over minutes: see "
+        "*device* below) falls on all alike. Every run has a fresh queue, and all of them "
+        "are made before the first run starts (then the file system is synced) and "
+        "removed after the last, so that making or removing 100,000 files never lands on "
+        "a run. A pas queue is generated once per size and indexed, and each run gets a "
+        "copy of it (task files and index entries hard-linked: pas replaces a task file "
+        "by a rename, so the copy's claims never write the template), indexed again.",
         "",
         "- **pas**: `pas task claim CELL --agent AGENT` (one agent per claimer) on a cell "
         "of N pending, unassigned tasks without dependencies, written as files and indexed "
@@ -1288,7 +1331,9 @@ def measure_claims(ctx: Ctx) -> Section:
         "`claimed_by` and `attempts` 1, one `task.claimed` event; shell: the file in "
         "`claimed/` with that one claimer's line), and nothing claimed is missing from "
         "the output or the files. *Failed* counts claims that exited neither 0 nor 7 "
-        "(for pas, a lock not had within its 10 s bound is `busy`, exit 6). "
+        "(for pas, a lock not had within its 10 s bound is `busy`, exit 6). *Device* is "
+        "the disk's mean time per cache flush (each fsync ends in one) during the run, "
+        "from the kernel's counters of the device holding the queues. "
         f"Load average at start / end: {load0} / {load1}.",
         "",
     ]
@@ -1296,11 +1341,13 @@ def measure_claims(ctx: Ctx) -> Section:
     for n in sizes:
         for name in ("pas", "shell"):
             for x in res[n][name]:
-                rows.append([fmt_n(n), name, fmt_n(x["claims"]), fmt_time(x["wall_s"]),
-                             f"{x['rate']:,.0f}/s", str(x["failed"]), str(x["twice"]),
-                             str(x["lost"])])
-    sec.body += table(["pending", "queue", "claims", "time", "claims/s", "failed",
-                       "claimed twice", "lost"], rows)
+                flush = x.get("flush_ms")
+                rows.append([fmt_n(n), name, str(x.get("round", "")), fmt_n(x["claims"]),
+                             fmt_time(x["wall_s"]), f"{x['rate']:,.0f}/s",
+                             "—" if flush is None else f"{flush:.2f} ms",
+                             str(x["failed"]), str(x["twice"]), str(x["lost"])])
+    sec.body += table(["pending", "queue", "round", "claims", "time", "claims/s", "device",
+                       "failed", "claimed twice", "lost"], rows)
     sec.body.append("")
     crow = []
     for n in sizes:
