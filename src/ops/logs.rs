@@ -550,6 +550,25 @@ pub fn log_host<'a>(recorded: Option<&'a str>, here: &str) -> Option<&'a str> {
     recorded.filter(|h| !h.is_empty() && *h != here)
 }
 
+/// What `pas logs` makes of the logs it found on other hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remote<'a> {
+    /// Say where each of them is, after the lines shown (none: nothing to say).
+    Notes(&'a [Elsewhere]),
+    /// The one agent asked for has no line here at all: the command fails, saying where
+    /// its log is (a "not found" here, exit 3).
+    Missing(&'a Elsewhere),
+}
+
+/// Whether logs on other hosts are a note or the command's failure: `named` when one agent
+/// was asked for, `shown` the lines printed from here.
+pub fn remote(named: bool, shown: usize, elsewhere: &[Elsewhere]) -> Remote<'_> {
+    match elsewhere.first() {
+        Some(e) if named && shown == 0 => Remote::Missing(e),
+        _ => Remote::Notes(elsewhere),
+    }
+}
+
 /// The agents among `agents` whose logs are on another host than `here`, with where.
 pub fn elsewhere(
     store: &dyn Store,
@@ -588,6 +607,66 @@ mod tests {
         ];
         for (recorded, here, want) in cases {
             assert_eq!(log_host(recorded, here), want, "{recorded:?} here={here}");
+        }
+    }
+
+    #[test]
+    fn a_log_elsewhere_fails_the_command_only_for_the_one_agent_asked_with_nothing_here() {
+        let far = |agent: &str| Elsewhere {
+            agent: agent.to_string(),
+            host: "far".to_string(),
+            log: format!("/m/c/logs/{agent}.log"),
+        };
+        let one = [far("a1")];
+        let two = [far("a1"), far("a2")];
+        let none: [Elsewhere; 0] = [];
+        // (what, named, lines shown here, elsewhere, verdict)
+        let cases: [(&str, bool, usize, &[Elsewhere], Remote<'_>); 6] = [
+            (
+                "named, nothing here",
+                true,
+                0,
+                &one,
+                Remote::Missing(&one[0]),
+            ),
+            (
+                "named, earlier lines here",
+                true,
+                3,
+                &one,
+                Remote::Notes(&one),
+            ),
+            (
+                "named, its log is here",
+                true,
+                0,
+                &none,
+                Remote::Notes(&none),
+            ),
+            (
+                "the whole cell, nothing here",
+                false,
+                0,
+                &two,
+                Remote::Notes(&two),
+            ),
+            (
+                "the whole cell, lines here",
+                false,
+                5,
+                &one,
+                Remote::Notes(&one),
+            ),
+            (
+                "the whole cell, all here",
+                false,
+                5,
+                &none,
+                Remote::Notes(&none),
+            ),
+        ];
+        for (what, named, shown, elsewhere, want) in cases {
+            assert_eq!(remote(named, shown, elsewhere), want, "{what}");
         }
     }
 

@@ -709,16 +709,18 @@ fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
     let on_host = |args: &[&str]| {
         crate::harness::Run::from(root.cmd(args).env("PAS_HOST", "here").output().unwrap())
     };
-    let said = format!(
-        "agent a1 runs on host far-away, not on this one (here): its log is on far-away, at {}",
+    let said = "the log of agent a1 is on host far-away, not on this one (here)";
+    // Nothing of it here: not found here, naming the host, the command and the path there.
+    let run = on_host(&["logs", &cell, "a1"]);
+    run.refused(3, said);
+    let hint = format!(
+        "run `pas logs {cell} a1` on far-away (its PAS_HOST or host name): it is {} there",
         log.display()
     );
-    // Nothing of it here: one line naming the host and the path there, exit 4.
-    let run = on_host(&["logs", &cell, "a1"]);
-    run.refused(4, &said);
+    assert!(run.stderr.contains(&hint), "{}", run.stderr);
     assert_eq!(run.stdout, "");
     let run = on_host(&["--json", "logs", &cell, "a1"]);
-    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(run.code, 3, "{}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
     assert_eq!(
         v,
@@ -729,7 +731,8 @@ fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
     let run = on_host(&["logs", &cell, "a1"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(texts(&run.stdout), ["from an earlier run here"]);
-    assert!(run.stderr.contains(&said), "{}", run.stderr);
+    let noted = format!("pas: {said}, at {}", log.display());
+    assert!(run.stderr.contains(&noted), "{}", run.stderr);
     // The whole cell: a2's (empty) log here, a note for a1; on a1's own host, as always.
     let run = on_host(&["logs", &cell]);
     assert_eq!(

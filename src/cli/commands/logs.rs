@@ -101,23 +101,30 @@ pub fn run(ctx: &Ctx, args: LogsArgs) -> Result<()> {
         shown += 1;
         print_line(ctx, &cell_id, line)
     })?;
-    for e in &remote {
-        let said = format!(
-            "agent {} runs on host {}, not on this one ({here}): its log is on {}, at {}",
-            e.agent, e.host, e.host, e.log
-        );
-        if ctx.out.is_json() {
+    let said = |e: &logs::Elsewhere| {
+        format!(
+            "the log of agent {} is on host {}, not on this one ({here})",
+            e.agent, e.host
+        )
+    };
+    if ctx.out.is_json() {
+        for e in &remote {
             let v = json!({"cell": cell_id, "agent": e.agent, "host": e.host, "log": e.log});
             ctx.out.line(&v.to_string());
         }
-        if agent.is_some() && shown == 0 {
-            // The one agent asked for, with nothing of it here: say where, exit 4.
-            return Err(Error::conflict(said).hint(format!(
-                "run `pas logs {cell_id} {}` on {} (its PAS_HOST or host name)",
-                e.agent, e.host
+    }
+    match logs::remote(agent.is_some(), shown, &remote) {
+        logs::Remote::Missing(e) => {
+            return Err(Error::not_found(said(e)).hint(format!(
+                "run `pas logs {cell_id} {}` on {} (its PAS_HOST or host name): it is {} there",
+                e.agent, e.host, e.log
             )));
         }
-        ctx.out.note(&format!("pas: {said}"));
+        logs::Remote::Notes(elsewhere) => {
+            for e in elsewhere {
+                ctx.out.note(&format!("pas: {}, at {}", said(e), e.log));
+            }
+        }
     }
     if !follow {
         if shown == 0 && remote.is_empty() {
