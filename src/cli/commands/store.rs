@@ -141,16 +141,22 @@ fn gc(ctx: &Ctx, args: GcArgs) -> Result<()> {
     }
     let verb = if dry_run { "would remove" } else { "removed" };
     for r in &done.removed {
+        // A short hash, as git prints one; `--json` has the whole of it.
+        let short = r.sha256.get(..12).unwrap_or(&r.sha256);
         ctx.out.line(&format!(
-            "{verb} blob {} ({} bytes, unnamed, last written {}s ago)",
-            r.sha256, r.size, r.age_seconds
+            "{verb} blob {short} ({} bytes, unnamed, written {} ago)",
+            r.size,
+            crate::clock::human_duration(r.age_seconds as f64)
         ));
     }
     ctx.out.line(&format!(
-        "{verb} {} blob(s), {} bytes, from {}; kept {} named by a manifest and {} written within {}",
+        "{verb} {} blob(s), {} bytes, from {}",
         done.removed.len(),
         done.bytes,
-        done.dir,
+        done.dir
+    ));
+    ctx.out.line(&format!(
+        "kept {} named by a manifest and {} written within {}",
         done.named,
         done.young,
         crate::clock::human_duration(older_than as f64)
