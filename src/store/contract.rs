@@ -109,6 +109,11 @@ pub fn two_revival_claims_on_one_read_commit_once(store: &dyn Store) {
     let alive = store
         .keep_alive(CELL, "a1", std::time::Duration::from_secs(2))
         .expect("keep a1 alive");
+    assert_eq!(
+        alive.is_some(),
+        store.has_leases(),
+        "a store keeps alive keys exactly when it says it has leases"
+    );
     if alive.is_some() {
         assert_eq!(claim(&basis), Claimed::Alive, "a live supervisor holds it");
         drop(alive);

@@ -333,6 +333,12 @@ pub trait Store {
     /// Removes blob `sha256` unless it was written or reused after `cutoff` (a save in
     /// progress); whether it was removed.
     fn remove_blob(&self, sha256: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool>;
+    /// Whether the store keeps liveness keys on leases ([`Store::keep_alive`] and
+    /// [`Store::alive_agents`] answer `Some`): etcd does, the file store does not. Asks
+    /// nothing of the store.
+    fn has_leases(&self) -> bool {
+        false
+    }
     /// The agents of `cell` whose liveness key exists now (a supervisor holds it, or held
     /// it less than its lease's TTL ago), sorted; `None` on the file store, which has no
     /// such keys (the pid in `/proc` is the liveness there).

@@ -126,6 +126,7 @@ delegate! {
         fn keep_alive(&self, cell: &str, agent: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;
         fn blob_inventory(&self) -> Result<Option<super::BlobInventory>>;
         fn remove_blob(&self, sha256: &str, cutoff: chrono::DateTime<chrono::Utc>) -> Result<bool>;
+        fn has_leases(&self) -> bool;
         fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>>;
         fn nodes(&self) -> Result<Option<Vec<String>>>;
         fn keep_node(&self, host: &str, ttl: Duration) -> Result<Option<super::AliveGuard>>;

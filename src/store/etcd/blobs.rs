@@ -69,6 +69,17 @@ pub(crate) struct StoredCheckpoint {
     pub artifacts: Vec<ArtifactRef>,
 }
 
+impl StoredCheckpoint {
+    /// Reads a generation's value, stored at the key `described` names.
+    fn parse(bytes: &[u8], described: &str) -> Result<StoredCheckpoint> {
+        serde_json::from_slice(bytes).map_err(|e| {
+            Error::data(format!(
+                "{described} is not a readable checkpoint manifest ({e})"
+            ))
+        })
+    }
+}
+
 /// A content-addressed directory of blobs.
 #[derive(Debug, Clone)]
 pub(crate) struct BlobDir {
@@ -236,14 +247,15 @@ impl EtcdStore {
         let mut named = std::collections::HashSet::new();
         for cell in self.cell_ids()? {
             for kv in self.get_prefix(self.meta_key(&cell, "checkpoints/"))? {
-                let stored: StoredCheckpoint = serde_json::from_slice(kv.value()).map_err(|e| {
-                    let key = String::from_utf8_lossy(kv.key()).into_owned();
-                    Error::data(format!(
-                        "{} is not a readable checkpoint manifest ({e}), so which blobs it names is unknown; nothing was removed",
-                        self.describe_key(&key)
-                    ))
-                    .hint("remove the generation (`etcdctl del KEY`) or repair its value, then collect again")
-                })?;
+                let key = String::from_utf8_lossy(kv.key()).into_owned();
+                let stored = StoredCheckpoint::parse(kv.value(), &self.describe_key(&key))
+                    .map_err(|e| {
+                        Error::data(format!(
+                            "{}, so which blobs it names is unknown; nothing was removed",
+                            e.message
+                        ))
+                        .hint("remove the generation (`etcdctl del KEY`) or repair its value, then collect again")
+                    })?;
                 for blob in [&stored.state, &stored.context, &stored.manifest]
                     .into_iter()
                     .chain(stored.artifacts.iter().map(|a| &a.blob))
@@ -353,12 +365,7 @@ impl EtcdStore {
         let Some(kv) = self.get_one(key.clone())? else {
             return Ok(None);
         };
-        let stored: StoredCheckpoint = serde_json::from_slice(kv.value()).map_err(|e| {
-            Error::data(format!(
-                "{} is not a readable checkpoint manifest ({e})",
-                self.describe_key(&key)
-            ))
-        })?;
+        let stored = StoredCheckpoint::parse(kv.value(), &self.describe_key(&key))?;
         let what = |file: &str| format!("checkpoint {generation} of agent {agent}, {file}");
         let mut files = CheckpointFiles {
             state: self.blob_dir.get(&stored.state, &what("state.json"))?,

@@ -21,7 +21,7 @@ use super::url::{EtcdUrl, PASSWORD_ENV};
 mod blobs;
 #[path = "copy.rs"]
 mod copy;
-use super::STORE_ENV;
+use super::{ALIVE_DIR, NODES_DIR, STORE_ENV};
 use crate::doc::Doc;
 use crate::error::{Error, Kind, Result};
 use crate::store::changes::{self, ChangeFeed};
@@ -202,6 +202,16 @@ impl EtcdStore {
         format!("{}/cells/{cell}/", self.p())
     }
 
+    /// Where the alive keys of a cell's supervisors live (`cells/<cell>/alive/`).
+    fn alive_prefix(&self, cell: &str) -> String {
+        format!("{}{ALIVE_DIR}/", self.cell_prefix(cell))
+    }
+
+    /// Where the hosts that run a watch keep their keys (`nodes/`).
+    fn nodes_prefix(&self) -> String {
+        format!("{}/{NODES_DIR}/", self.p())
+    }
+
     fn doc_key(&self, cell: &str, key: FileKey<'_>) -> String {
         format!("{}{}", self.cell_prefix(cell), key.relative())
     }
@@ -285,6 +295,18 @@ impl EtcdStore {
         }
     }
 
+    /// Whether to send a request again after `e`: it was refused for a token this member
+    /// does not know, no new one was sought yet in this request (`renewed`, set here), and
+    /// one was had now. One try per request: a member that keeps refusing fresh tokens
+    /// is reported, not retried until the deadline.
+    fn renew_token(&self, e: &etcd_client::Error, renewed: &mut bool) -> bool {
+        if !stale_token(e) || *renewed {
+            return false;
+        }
+        *renewed = true;
+        self.reauthenticate()
+    }
+
     /// Runs one request with a bounded wait, retrying while the cluster has no leader or
     /// cannot be reached; reads and refused writes are safe to send again.
     fn request<T, F, Fut>(&self, mut make: F) -> Result<T>
@@ -305,13 +327,7 @@ impl EtcdStore {
                     self.answered();
                     return Ok(v);
                 }
-                Ok(Err(e)) if stale_token(&e) && !renewed => {
-                    renewed = true;
-                    if self.reauthenticate() {
-                        continue;
-                    }
-                    classify(&self.url, &e)
-                }
+                Ok(Err(e)) if self.renew_token(&e, &mut renewed) => continue,
                 Ok(Err(e)) => classify(&self.url, &e),
                 Err(_) => unreachable_error(&self.url, "did not answer in time"),
             };
@@ -455,10 +471,7 @@ impl EtcdStore {
                     return Ok(resp);
                 }
                 // Refused for its token before it was proposed: send it again.
-                Ok(Err(e)) if stale_token(&e) && !renewed && self.reauthenticate() => {
-                    renewed = true;
-                    continue;
-                }
+                Ok(Err(e)) if self.renew_token(&e, &mut renewed) => continue,
                 Ok(Err(e)) => {
                     let err = self.too_many_ops(classify(&self.url, &e));
                     // A refusal for want of a leader happens before the request is
@@ -610,7 +623,7 @@ impl EtcdStore {
         }
         // No supervisor anywhere may hold these agents' alive keys (a revival's claim).
         for agent in &cs.not_alive {
-            let k = format!("{}alive/{agent}", self.cell_prefix(cell));
+            let k = format!("{}{agent}", self.alive_prefix(cell));
             when.push(Compare::version(k.clone(), CompareOp::Equal, 0));
             checks.push(TxnOp::get(k, keys_only()));
         }
@@ -1310,13 +1323,17 @@ impl Store for EtcdStore {
     ) -> Result<Option<crate::store::AliveGuard>> {
         check_id(IdKind::Cell, cell)?;
         check_id(IdKind::Agent, agent)?;
-        self.keep_key(format!("{}alive/{agent}", self.cell_prefix(cell)), ttl)
+        self.keep_key(format!("{}{agent}", self.alive_prefix(cell)), ttl)
+    }
+
+    fn has_leases(&self) -> bool {
+        true
     }
 
     fn alive_agents(&self, cell: &str) -> Result<Option<Vec<String>>> {
         check_id(IdKind::Cell, cell)?;
         let mut agents: Vec<String> = self
-            .names_under(format!("{}alive/", self.cell_prefix(cell)))?
+            .names_under(self.alive_prefix(cell))?
             .into_iter()
             .filter(|a| crate::store::layout::is_valid_id(a))
             .collect();
@@ -1326,7 +1343,7 @@ impl Store for EtcdStore {
 
     fn nodes(&self) -> Result<Option<Vec<String>>> {
         let mut hosts: Vec<String> = self
-            .names_under(format!("{}/nodes/", self.p()))?
+            .names_under(self.nodes_prefix())?
             .into_iter()
             .filter(|h| crate::host::check(h).is_ok())
             .collect();
@@ -1336,7 +1353,7 @@ impl Store for EtcdStore {
 
     fn keep_node(&self, host: &str, ttl: Duration) -> Result<Option<crate::store::AliveGuard>> {
         crate::host::check(host)?;
-        self.keep_key(format!("{}/nodes/{host}", self.p()), ttl)
+        self.keep_key(format!("{}{host}", self.nodes_prefix()), ttl)
     }
 
     fn blob_inventory(&self) -> Result<Option<crate::store::BlobInventory>> {

@@ -31,6 +31,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use tokio::sync::oneshot;
 
+use super::{ALIVE_DIR, NODES_DIR};
 use crate::store::changes::{CellId, Change, ChangeFeed, Sink};
 use crate::store::layout;
 
@@ -85,7 +86,10 @@ impl Meaning<'_> {
 /// alive key) means nothing.
 pub(crate) fn decode<'a>(prefix: &str, key: &'a str, deleted: bool) -> Option<Meaning<'a>> {
     let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
-    if let Some(host) = rest.strip_prefix("nodes/") {
+    if let Some(host) = rest
+        .strip_prefix(NODES_DIR)
+        .and_then(|r| r.strip_prefix('/'))
+    {
         return crate::host::check(host).is_ok().then_some(Meaning::Node);
     }
     if let Some(cell) = rest.strip_prefix("cell-ids/") {
@@ -109,7 +113,7 @@ pub(crate) fn decode<'a>(prefix: &str, key: &'a str, deleted: bool) -> Option<Me
             .strip_prefix("events/")
             .filter(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
             .map(|_| Meaning::Events(cell)),
-        (Some("alive"), agent) if deleted && layout::is_valid_id(agent) => {
+        (Some(ALIVE_DIR), agent) if deleted && layout::is_valid_id(agent) => {
             Some(Meaning::Died(cell, agent))
         }
         _ => None,

@@ -46,3 +46,11 @@ pub use url::{is_etcd, parse as parse_url, EtcdUrl, PASSWORD_ENV};
 
 /// The environment variable that selects the store (also `--store`).
 pub const STORE_ENV: &str = "PAS_STORE";
+
+/// The key directory of a cell's alive keys (`cells/<cell>/alive/<agent>`), each on its
+/// supervisor's lease.
+#[cfg(feature = "etcd")]
+pub(crate) const ALIVE_DIR: &str = "alive";
+/// The key directory of the hosts that run a watch (`nodes/<host>`), each on its lease.
+#[cfg(feature = "etcd")]
+pub(crate) const NODES_DIR: &str = "nodes";
