@@ -360,6 +360,22 @@ record! {
     }
 }
 
+impl Exit {
+    /// The record of a process that is gone with nobody having seen how (its pid no
+    /// longer runs, or its host is gone), noticed at `now`.
+    pub fn vanished(now: DateTime<Utc>) -> Exit {
+        Exit {
+            at: Some(now),
+            cause: Some(ExitCause::Vanished),
+            code: None,
+            signal: None,
+            requested: false,
+            error: None,
+            extra: Default::default(),
+        }
+    }
+}
+
 record! {
     /// A stop pas has begun, so the death it causes is recorded with its cause.
     pub struct StopRequest {

@@ -1406,15 +1406,7 @@ pub fn record_vanished(
         }
         vanished = usable_pid(a.pid);
         a.pid = None;
-        a.exit = Some(model::Exit {
-            at: Some(now),
-            cause: Some(ExitCause::Vanished),
-            code: None,
-            signal: None,
-            requested: false,
-            error: None,
-            extra: Default::default(),
-        });
+        a.exit = Some(model::Exit::vanished(now));
         if let Some(pid) = vanished {
             events.push(
                 NewEvent::new(

@@ -115,7 +115,13 @@ struct Ctx<'a> {
     actions: Vec<Action>,
     /// The agent document the current decision is made on ([`Ctx::reread_basis`]): a
     /// claim commits only if it is still this one.
-    basis: Option<Doc>,
+    basis: Option<Basis>,
+}
+
+/// An agent document as a decision read it, with its typed form.
+struct Basis {
+    doc: Doc,
+    agent: Agent,
 }
 
 /// How a claim ([`claim_agent`]) went.
@@ -155,10 +161,11 @@ pub fn claim_agent(
         if &doc != basis {
             return Ok(Claimed::Lost);
         }
-        // The file store has no alive keys (None): nothing more is read there.
-        if store
-            .alive_agents(cell)?
-            .is_some_and(|alive| alive.iter().any(|a| a == agent))
+        // The file store has no alive keys: nothing more is read there.
+        if store.has_leases()
+            && store
+                .alive_agents(cell)?
+                .is_some_and(|alive| alive.iter().any(|a| a == agent))
         {
             return Ok(Claimed::Alive);
         }
@@ -173,7 +180,10 @@ pub fn claim_agent(
 }
 
 impl Ctx<'_> {
-    fn act(&mut self, action: &str, message: String) {
+    /// Reports an action; returns which one it is, for a claim lost after it to withdraw
+    /// ([`lost_claim`]).
+    fn act(&mut self, action: &str, message: String) -> Reported {
+        let reported = Reported(self.actions.len());
         self.actions.push(Action {
             time: clock::stamp(self.now),
             cell: self.cell.to_string(),
@@ -182,6 +192,7 @@ impl Ctx<'_> {
             message,
             dry_run: self.dry_run,
         });
+        reported
     }
 
     /// Changes the agent file in one transaction.
@@ -228,7 +239,10 @@ impl Ctx<'_> {
     fn reread_basis(&mut self) -> Result<Agent> {
         let doc = crate::ops::agent::read(self.store, self.cell, self.agent)?;
         let agent = crate::ops::agent::typed(self.agent, &doc)?;
-        self.basis = Some(doc);
+        self.basis = Some(Basis {
+            doc,
+            agent: agent.clone(),
+        });
         Ok(agent)
     }
 
@@ -237,6 +251,7 @@ impl Ctx<'_> {
         let basis = self
             .basis
             .as_ref()
+            .map(|b| &b.doc)
             .ok_or_else(|| Error::failure("a claim without a decision's basis (a pas bug)"))?;
         claim_agent(
             self.store, self.cell, self.agent, basis, self.now, events, change,
@@ -959,7 +974,7 @@ fn note_death(a: &mut Agent, at: DateTime<Utc>, recent_deaths: &[DateTime<Utc>])
 fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart) -> Result<Applied> {
     let now = ctx.now;
     let (store, cell, agent) = (ctx.store, ctx.cell, ctx.agent);
-    ctx.act(
+    let reported = ctx.act(
         "revived",
         format!(
             "agent {agent} died ({}); restart {} {}{}",
@@ -975,14 +990,10 @@ fn restart(ctx: &mut Ctx<'_>, policy: &Policy, r: Restart) -> Result<Applied> {
     // The claim: of the passes (on any host) that decided this restart on the same
     // document, exactly one writes it down; the others read again and see it in flight.
     let claimed = ctx.claim(&[], &mut |a| r.mark(a, now))?;
-    if let Some(lost) = lost_claim(ctx, claimed) {
+    if let Some(lost) = lost_claim(ctx, claimed, reported) {
         return Ok(lost);
     }
-    let pgid = ctx
-        .basis
-        .as_ref()
-        .and_then(|d| crate::ops::agent::typed(agent, d).ok())
-        .and_then(|a| a.pgid);
+    let pgid = ctx.basis.as_ref().and_then(|b| b.agent.pgid);
     supervisor::stop_leftovers(agent, pgid, policy.stop_grace())?;
     match supervisor::start(store, cell, agent, &ctx.launch) {
         Ok(started) => {
@@ -1273,16 +1284,23 @@ fn decide_in_place(
     )))
 }
 
-/// What a start or restart that did not win its claim leaves for the pass (its reported
-/// action, the last one, withdrawn): read again and decide again after a lost claim; look
-/// again shortly while a supervisor holds the alive key. `None`: it won, carry on.
-fn lost_claim(ctx: &mut Ctx<'_>, claimed: Claimed) -> Option<Applied> {
+/// An action [`Ctx::act`] reported: its place among the pass's actions.
+#[derive(Debug, Clone, Copy)]
+struct Reported(usize);
+
+/// What a start or restart that did not win its claim leaves for the pass (the action it
+/// reported, `reported`, withdrawn: it did not happen): read again and decide again after
+/// a lost claim; look again shortly while a supervisor holds the alive key. `None`: it
+/// won, carry on.
+fn lost_claim(ctx: &mut Ctx<'_>, claimed: Claimed, reported: Reported) -> Option<Applied> {
     let next = match claimed {
         Claimed::Won => return None,
         Claimed::Lost => Applied::Changed { stopped: false },
         Claimed::Alive => Applied::Done(Some(ctx.now + ALIVE_RECHECK)),
     };
-    ctx.actions.pop();
+    if reported.0 < ctx.actions.len() {
+        ctx.actions.remove(reported.0);
+    }
     Some(next)
 }
 
@@ -1291,7 +1309,7 @@ fn lost_claim(ctx: &mut Ctx<'_>, claimed: Claimed) -> Option<Applied> {
 /// process cannot be started, the next try is at `retry_at`.
 fn start(ctx: &mut Ctx<'_>, retry_at: DateTime<Utc>) -> Result<Applied> {
     let agent = ctx.agent.to_string();
-    ctx.act(
+    let reported = ctx.act(
         "started",
         format!("agent {agent} is meant to run and is not running; starting it"),
     );
@@ -1302,13 +1320,13 @@ fn start(ctx: &mut Ctx<'_>, retry_at: DateTime<Utc>) -> Result<Applied> {
     // whose claim commits places the agent on its host and starts it; the others then see
     // the start it waits for (`next_restart_at`). One host's revive lock already excludes a
     // second pass there: no claim, no extra write.
-    if ctx.store.alive_agents(ctx.cell)?.is_some() {
+    if ctx.store.has_leases() {
         let here = crate::host::name();
         let claimed = ctx.claim(&[], &mut |a| {
             a.host = Some(here.clone());
             a.next_restart_at = Some(retry_at);
         })?;
-        if let Some(lost) = lost_claim(ctx, claimed) {
+        if let Some(lost) = lost_claim(ctx, claimed, reported) {
             return Ok(lost);
         }
     }
@@ -1341,8 +1359,7 @@ fn take_over(ctx: &mut Ctx<'_>, from: &str, here: &str) -> Result<Claimed> {
     let pid = ctx
         .basis
         .as_ref()
-        .and_then(|d| crate::ops::agent::typed(&agent, d).ok())
-        .and_then(|a| supervisor::usable_pid(a.pid));
+        .and_then(|b| supervisor::usable_pid(b.agent.pid));
     let gone = match pid {
         Some(pid) => format!("agent {agent} (pid {pid}) is gone with its host {from}"),
         None => format!("agent {agent} was left by its host {from}, which is gone"),
@@ -1356,15 +1373,7 @@ fn take_over(ctx: &mut Ctx<'_>, from: &str, here: &str) -> Result<Claimed> {
     let claimed = ctx.claim(&[event], &mut |a| {
         if a.pid.is_some() {
             a.pid = None;
-            a.exit = Some(crate::model::Exit {
-                at: Some(now),
-                cause: Some(crate::model::ExitCause::Vanished),
-                code: None,
-                signal: None,
-                requested: false,
-                error: None,
-                extra: Default::default(),
-            });
+            a.exit = Some(crate::model::Exit::vanished(now));
         }
         a.pgid = None;
         a.pid_start_time = None;
