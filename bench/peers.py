@@ -1213,28 +1213,32 @@ def claim_runs(base: Path, queues: dict[int, tuple[Path, str]], tools: list[tupl
 
 def claim_cpu(base: Path, queues: dict[int, tuple[Path, str]], tools: list[tuple[str, str]],
               sizes: list[int], count: int = CPU_CLAIMS) -> dict[int, dict[str, float]]:
-    """CPU ms per claim at each size for each tool: one claimer, `count` claims in a row on
-    a fresh queue (for pas this spans a refill of the index's head at every size; the
-    shell queue makes a quarter as many)."""
+    """CPU ms per claim at each size for each tool: one claimer, `count` claims in a row,
+    in two halves on fresh queues, the sizes ascending for the first and descending for
+    the second (the kernel's share of a claim drifts over minutes, as the disk does), the
+    mean of the two. For pas each half spans a refill of the index's head at every size;
+    the shell queue makes a quarter as many."""
     sh = shutil.which("sh") or "sh"
-    out: dict[int, dict[str, float]] = {}
-    for n in sizes:
-        out[n] = {}
-        for name, pas in tools:
-            d = base / f"cpu-{n}-{re.sub(r'[^a-z0-9]+', '_', name)}"
-            d.mkdir()
-            if pas:
-                tpl, cell = queues[n]
-                root = pas_queue(pas, tpl, cell, d)
-                argv = [pas, "--root", str(root), "task", "claim", cell, "--agent", agent_id(1)]
-            else:
-                argv = [sh, str(base / "claim.sh"), str(shell_queue(d, n)), "w00"]
-            os.sync()
-            # The shell queue's claims cost the same each (a whole listing every time),
-            # and at 100,000 pending 70 ms of it: a quarter as many tell as much.
-            out[n][name] = cpu_per_claim(argv, count if pas else count // 4)
-            log(f"claims {name} at {n} pending: {out[n][name]:.2f} ms CPU per claim")
-            shutil.rmtree(d, ignore_errors=True)
+    out: dict[int, dict[str, float]] = {n: {} for n in sizes}
+    for half, order in enumerate((sizes, sizes[::-1])):
+        for n in order:
+            for name, pas in tools:
+                d = base / f"cpu-{n}-{half}-{re.sub(r'[^a-z0-9]+', '_', name)}"
+                d.mkdir()
+                if pas:
+                    tpl, cell = queues[n]
+                    root = pas_queue(pas, tpl, cell, d)
+                    argv = [pas, "--root", str(root), "task", "claim", cell, "--agent",
+                            agent_id(1)]
+                else:
+                    argv = [sh, str(base / "claim.sh"), str(shell_queue(d, n)), "w00"]
+                os.sync()
+                # The shell queue's claims cost the same each (a whole listing every
+                # time), and at 100,000 pending 70 ms of it: a quarter as many tell as much.
+                ms = cpu_per_claim(argv, (count if pas else count // 4) // 2)
+                out[n][name] = (out[n].get(name, 0.0) + ms / 2) if half else ms / 2
+                log(f"claims {name} at {n} pending (half {half + 1}): {ms:.2f} ms CPU per claim")
+                shutil.rmtree(d, ignore_errors=True)
     return out
 
 
@@ -1375,11 +1379,12 @@ def measure_claims(ctx: Ctx) -> Section:
                             "info", None))
     sec.body += [f"**CPU per claim**, which the machine's load moves less than claims/s "
                  "(no waiting for a CPU or the lock is counted, but a busy machine's caches "
-                 f"still cost a few percent): one claimer, {CPU_CLAIMS} claims in a row on a "
-                 "fresh queue of each size (for pas this includes a refill of the ready "
+                 f"still cost a few percent): one claimer, {CPU_CLAIMS} claims in a row, in two "
+                 "halves on fresh queues, the sizes ascending for the first half and "
+                 "descending for the second (for pas each half includes a refill of the ready "
                  "index's head, one pass over `ready/` per up to 256 claims; the shell queue "
                  f"makes {CPU_CLAIMS // 4}), user + system time of the claim's processes from "
-                 "the kernel's accounting, per claim:", "",
+                 "the kernel's accounting, per claim, the mean of the halves:", "",
                  *table(["pending", "pas", "shell queue"],
                         [[fmt_n(n), f"{cpu[n]['pas']:.2f} ms", f"{cpu[n]['shell']:.2f} ms"]
                          for n in sizes]),
