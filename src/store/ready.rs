@@ -251,21 +251,7 @@ impl FsStore {
 
     /// Every entry of the index, sorted.
     pub(crate) fn ready_list(&self, cell: &str) -> Result<Vec<String>> {
-        let cell_fd = self.cell_fd(cell)?;
-        let path = self.ready_path(cell, READY_DIR);
-        let dir = match atomic::open_subdir(cell_fd.as_fd(), &format!("{PAS_DIR}/{READY_DIR}")) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.io_error("open", &path, e)),
-        };
-        let mut names: Vec<String> = atomic::list_entries(dir.as_fd())
-            .map_err(|e| self.io_error("list", &path, e))?
-            .into_iter()
-            .filter(|e| is_entry_name(&e.name))
-            .map(|e| e.name)
-            .collect();
-        names.sort_unstable();
-        Ok(names)
+        Ok(self.ready_smallest(cell, usize::MAX)?.0)
     }
 
     /// The `k` smallest entries of the index, sorted, and how many entries it has: one pass
@@ -449,7 +435,8 @@ impl FsStore {
 fn smallest_entries(dir: BorrowedFd<'_>, k: usize) -> io::Result<(Vec<String>, usize)> {
     let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
     let mut listing = rfs::RawDir::new(dir, &mut buf);
-    let mut kept: BinaryHeap<String> = BinaryHeap::with_capacity(k + 1);
+    // `k` may be unbounded (every entry): the heap then grows as names come.
+    let mut kept: BinaryHeap<String> = BinaryHeap::with_capacity(k.min(4096));
     let mut total = 0;
     while let Some(entry) = listing.next() {
         let entry = entry?;
@@ -671,6 +658,7 @@ mod tests {
             (REFILL_MAX, REFILL_MAX),
             (700, 700),
             (5_000, 700),
+            (usize::MAX, 700),
         ] {
             let fd2 = rfs::openat(&fd, ".", OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
                 .expect("reopen");
