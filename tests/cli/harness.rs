@@ -68,6 +68,11 @@ impl Root {
         Run::from(self.cmd(args).output().unwrap())
     }
 
+    /// Runs `pas ARGS` with the environment variable `name` set to `value`.
+    pub fn run_env(&self, args: &[&str], name: &str, value: &str) -> Run {
+        Run::from(self.cmd(args).env(name, value).output().unwrap())
+    }
+
     /// Runs `pas ARGS`, which must succeed, and returns its stdout trimmed.
     pub fn ok(&self, args: &[&str]) -> String {
         let run = self.run(args);

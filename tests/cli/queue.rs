@@ -15,7 +15,7 @@ fn ids(v: &Value) -> Vec<String> {
 }
 
 fn as_agent(root: &Root, agent: &str, args: &[&str]) -> crate::harness::Run {
-    crate::harness::Run::from(root.cmd(args).env("PAS_AGENT", agent).output().unwrap())
+    root.run_env(args, "PAS_AGENT", agent)
 }
 
 fn write_json(root: &Root, rel: String, value: Value) {

@@ -706,9 +706,7 @@ fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
     a1["host"] = json!("far-away");
     std::fs::write(&doc, a1.to_string()).unwrap();
     let log = root.cell_dir(&cell).join("logs/a1.log");
-    let on_host = |args: &[&str]| {
-        crate::harness::Run::from(root.cmd(args).env("PAS_HOST", "here").output().unwrap())
-    };
+    let on_host = |args: &[&str]| root.run_env(args, "PAS_HOST", "here");
     let said = "the log of agent a1 is on host far-away, not on this one (here)";
     // Nothing of it here: not found here, naming the host, the command and the path there.
     let run = on_host(&["logs", &cell, "a1"]);
@@ -741,12 +739,7 @@ fn logs_of_an_agent_on_another_host_say_which_host_and_where() {
         "{}",
         run.stderr
     );
-    let run = crate::harness::Run::from(
-        root.cmd(&["logs", &cell, "a1"])
-            .env("PAS_HOST", "far-away")
-            .output()
-            .unwrap(),
-    );
+    let run = root.run_env(&["logs", &cell, "a1"], "PAS_HOST", "far-away");
     assert_eq!((run.code, run.stderr.as_str()), (0, ""));
     assert_eq!(texts(&run.stdout), ["from an earlier run here"]);
 }
@@ -760,13 +753,8 @@ fn a_host_name_or_node_lease_pas_cannot_use_is_refused_before_anything_is_writte
     for bad in ["a b", "a/b", ".hidden"] {
         root.run(&["--host", bad, "agent", "beat", &cell, "a1"])
             .refused(2, "is not usable");
-        let by_env = crate::harness::Run::from(
-            root.cmd(&["agent", "beat", &cell, "a1"])
-                .env("PAS_HOST", bad)
-                .output()
-                .unwrap(),
-        );
-        by_env.refused(2, "is not usable");
+        root.run_env(&["agent", "beat", &cell, "a1"], "PAS_HOST", bad)
+            .refused(2, "is not usable");
     }
     for bad in ["1", "0.5", "nan", "100000"] {
         root.run(&["watch", "--once", "--node-ttl", bad])
