@@ -125,12 +125,12 @@ impl Hosts {
     /// A `pas watch` node on `host` in its own local root: `--host` on the command line,
     /// a short reconcile interval and a node lease of 2 s (etcd's shortest); waits until its
     /// node key is there.
-    fn node(&self, host: &str) -> Child {
+    fn node(&self, host: &str) -> Node {
         self.node_with_ttl(host, "2")
     }
 
     /// [`Hosts::node`] with a node lease of `ttl` seconds.
-    fn node_with_ttl(&self, host: &str, ttl: &str) -> Child {
+    fn node_with_ttl(&self, host: &str, ttl: &str) -> Node {
         let args = [
             "--json",
             "--store",
@@ -143,19 +143,23 @@ impl Hosts {
             "--node-ttl",
             ttl,
         ];
+        // Into a file, not a pipe: what it printed can be read while it runs.
+        let out = std::env::temp_dir().join(format!("pas-node-{}.out", uuid::Uuid::new_v4()));
+        let file = std::fs::File::create(&out).unwrap();
         let child = self
             .root(host)
             .cmd(&args)
             .env("PAS_ETCD_PASSWORD", PASSWORD)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
             .spawn()
             .unwrap();
+        let node = Node { child, out };
         let key = format!("{}/nodes/{host}", self.prefix);
         wait_until(30.0, "the node keeps its key", || {
             get(&self.cluster, &key).is_some()
         });
-        child
+        node
     }
 
     /// SIGKILLs the agent's supervisor and process; its pid.
@@ -168,15 +172,32 @@ impl Hosts {
     }
 }
 
-/// What a node printed, once it is gone.
-fn output(mut child: Child) -> String {
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+/// A `pas watch` node of a test, its output going to a file.
+struct Node {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+/// What `node` printed so far (stdout and stderr, as written).
+fn printed(node: &Node) -> String {
+    std::fs::read_to_string(&node.out).unwrap_or_default()
+}
+
+/// Stops `node` (SIGKILL) and returns all it printed.
+fn output(mut node: Node) -> String {
+    let _ = node.child.kill();
+    let _ = node.child.wait();
+    let text = printed(&node);
+    let _ = std::fs::remove_file(&node.out);
+    text
+}
+
+/// Waits until `node` has printed at least `count` actions `action`: an event in the store
+/// is written before the node prints the action of the pass that wrote it.
+fn wait_printed(node: &Node, action: &str, count: usize) {
+    wait_until(15.0, &format!("the node prints {count} {action}"), || {
+        actions(&printed(node), action) >= count
+    });
 }
 
 /// How many actions `action` a node printed (JSON lines).
@@ -206,6 +227,7 @@ fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
 
     // b. Host a is gone: its node, the supervisor and the agent are SIGKILLed. Node b
     // takes the agent over once a's node key and the alive key are gone: it runs on b.
+    wait_printed(&node_a, "revived", 1);
     let printed_a = output(node_a);
     let revived_pid = hosts.kill_agent(&cell, "a1");
     wait_until(40.0, "node b takes the agent over", || {
@@ -224,6 +246,8 @@ fn two_watch_nodes_revive_their_own_agents_once_and_take_over_a_gone_host() {
     let alive = format!("{}/cells/{cell}/alive/a1", hosts.prefix);
     assert_eq!(get(&hosts.cluster, &alive).as_deref(), Some("b"));
 
+    wait_printed(&node_b, "revived", 1);
+    wait_printed(&node_b, "taken_over", 1);
     let printed_b = output(node_b);
     assert!(printed_a.contains("node a looking after"), "{printed_a}");
     assert_eq!(actions(&printed_a, "revived"), 1, "{printed_a}");
@@ -295,6 +319,7 @@ fn agents_dying_while_the_etcd_leader_or_a_follower_is_killed_are_each_revived_o
             assert_eq!(hosts.agent(&cell, a)["host"], "a", "{a} stays on its host");
         }
     }
+    wait_printed(&node_a, "revived", 6);
     let (printed_a, printed_b) = (output(node_a), output(node_b));
     assert_eq!(actions(&printed_a, "revived"), 6, "{printed_a}");
     assert_eq!(actions(&printed_b, "revived"), 0, "{printed_b}");
